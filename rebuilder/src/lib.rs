@@ -1,0 +1,1 @@
+//! mirrorfleet rebuilder: VXLAN mirror traffic -> TCP reassembly -> HTTP requests.

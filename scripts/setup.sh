@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Idempotent set-up for `make test` and `make demo` on a Debian machine.
+# Installs the apt packages and the Python venv the tests need; quick when already done
+# (stamp files keyed on the package lists).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+stamp_dir="$root/.venv"
+apt_pkgs=(tshark tcpdump iproute2 ethtool curl procps)
+
+need_apt=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$p")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing apt packages: ${need_apt[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | "${sudo_cmd[@]}" debconf-set-selections
+  "${sudo_cmd[@]}" apt-get update -qq
+  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+req="$root/scripts/requirements-dev.txt"
+want=$(sha256sum "$req" | cut -c1-16)
+if [ ! -f "$stamp_dir/.stamp-$want" ]; then
+  echo "setup: creating Python venv .venv with $(grep -cv '^#' "$req") tools"
+  python3 -m venv "$stamp_dir"
+  "$stamp_dir/bin/pip" install -q --upgrade pip
+  "$stamp_dir/bin/pip" install -q -r "$req"
+  rm -f "$stamp_dir"/.stamp-*
+  touch "$stamp_dir/.stamp-$want"
+fi
+echo "setup: ok"

@@ -1,0 +1,48 @@
+//! The engine's output: one HTTP/1.x request rebuilt from mirrored traffic.
+
+use std::net::SocketAddr;
+
+/// One HTTP/1.0 or HTTP/1.1 request extracted from the client→server direction of a flow.
+///
+/// Invariants (upheld by [`crate::engine::Engine`]):
+/// - every byte of the head and of `body` came from the wire in order, with no gap and no
+///   byte of another message: a request that lost bytes is dropped, never emitted;
+/// - `body` is the decoded body (chunked framing removed); when the body exceeded the
+///   configured cap, `body` holds its first `max_body_bytes` bytes and `body_truncated` is set;
+/// - for a chunked body, trailer fields (if any) are appended to `headers` after the header
+///   fields, in order, so that an analyzer sees every field the server may act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// Capture/receive time (µs since the UNIX epoch) of the packet that began the request.
+    pub ts_us: u64,
+    /// VXLAN VNI (0 for a plain, non-VXLAN capture).
+    pub vni: u32,
+    /// Inner TCP source of the request direction.
+    pub client: SocketAddr,
+    /// Inner TCP destination.
+    pub server: SocketAddr,
+    /// Request method as sent (`GET`, `POST`, ...).
+    pub method: String,
+    /// Request target as sent (origin form, absolute form, authority form or `*`).
+    pub target: String,
+    /// Minor version: HTTP/1.`version`, 0 or 1.
+    pub version: u8,
+    /// Header fields in order, names as sent, values raw.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Decoded body (chunked framing removed), at most `max_body_bytes` long.
+    pub body: Vec<u8>,
+    /// The body arrived with `Transfer-Encoding: chunked`.
+    pub chunked: bool,
+    /// The body exceeded the cap and was cut.
+    pub body_truncated: bool,
+}
+
+impl HttpRequest {
+    /// The value of the first header named `name` (ASCII case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+}

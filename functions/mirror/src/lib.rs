@@ -1,2 +1,23 @@
 //! mirrorfleet control-plane core: the model, the selection policy, `plan(desired, observed)`
 //! and the fleet capacity policy. Pure: no AWS SDK, no async runtime.
+//!
+//! A run is: settings ([`settings`]) → observe (adapter, fills [`model::Observed`]) →
+//! [`plan::reconcile`] (= [`selection::Selector::select`] + [`plan::plan_scoped`]) → apply
+//! (adapter) → [`report::Report`]. The fleet sizer: [`capacity::desired_capacity`].
+
+pub mod capacity;
+pub mod filters;
+pub mod model;
+pub mod plan;
+pub mod report;
+pub mod selection;
+pub mod settings;
+pub mod sim;
+
+pub use capacity::{CapacityDecision, CapacityPolicy, Load, ScaleInHistory, desired_capacity};
+pub use filters::{EniFilters, Filter, FilterError, InstanceFilters, parse_filters};
+pub use model::{Eni, Instance, MirrorSpec, MirrorTarget, Observed, Session, Tags};
+pub use plan::{Plan, Scope, client_token, plan, plan_scoped, reconcile};
+pub use report::{ErrorClass, Report};
+pub use selection::{Selection, Selector, SkipReason};
+pub use settings::{FleetSettings, MirrorSettings, SettingsError};

@@ -1,0 +1,215 @@
+//! Which ENIs should be mirrored.
+//!
+//! An ENI is wanted when it matches the ENI filters, or is attached to an instance that matches
+//! the instance filters (an empty filter list selects nothing: it is "not configured"), minus
+//! the exclusions, checked in this order:
+//! 1. the ENI is a mirror target itself (AWS refuses an ENI that is both source and target);
+//! 2. the ENI belongs to a mirror target's network load balancer (`ELB net/<name>/<id>`);
+//! 3. the ENI belongs to an instance of our own rebuilder fleet (`aws:autoscaling:groupName`);
+//! 4. the exclude tag is on the ENI, or 5. on its instance.
+//!
+//! The exclude tag excludes when present with any value except `false` (any case), so
+//! `mirrorfleet:exclude=false` can be used to keep an ENI explicitly.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::filters::{EniFilters, InstanceFilters};
+use crate::model::{ASG_NAME_TAG, DEFAULT_EXCLUDE_TAG, Eni, Instance, Observed, Tags};
+
+/// The selection policy (from the settings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selector {
+    pub eni_filters: EniFilters,
+    pub instance_filters: InstanceFilters,
+    /// Tag key that excludes an ENI or its instance; default [`DEFAULT_EXCLUDE_TAG`].
+    pub exclude_tag: String,
+    /// Name of our rebuilder Auto Scaling group: its instances are never mirrored.
+    pub fleet_asg_name: Option<String>,
+}
+
+impl Default for Selector {
+    fn default() -> Self {
+        Self {
+            eni_filters: EniFilters::default(),
+            instance_filters: InstanceFilters::default(),
+            exclude_tag: DEFAULT_EXCLUDE_TAG.to_owned(),
+            fleet_asg_name: None,
+        }
+    }
+}
+
+/// Why an ENI that was considered is not wanted (or, in a plan, why a wanted ENI got no
+/// session). A closed set: [`SkipReason::as_str`] is usable as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// Matches neither the ENI filters nor (through its instance) the instance filters.
+    NotSelected,
+    /// The ENI is a traffic mirror target.
+    IsMirrorTarget,
+    /// The ENI belongs to a mirror target's network load balancer.
+    MirrorTargetLoadBalancer,
+    /// The ENI is attached to an instance of our rebuilder fleet.
+    RebuilderFleet,
+    /// The ENI carries the exclude tag.
+    ExcludeTag,
+    /// The ENI's instance carries the exclude tag.
+    InstanceExcludeTag,
+    /// Wanted, but the ENI already has the maximum of 3 sessions (none of them ours).
+    SessionLimit,
+    /// Wanted, but no session number in 1..=32766 is free on the ENI.
+    NoFreeSessionNumber,
+}
+
+impl SkipReason {
+    /// Stable snake_case name (metric label, JSON value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::NotSelected => "not_selected",
+            SkipReason::IsMirrorTarget => "is_mirror_target",
+            SkipReason::MirrorTargetLoadBalancer => "mirror_target_load_balancer",
+            SkipReason::RebuilderFleet => "rebuilder_fleet",
+            SkipReason::ExcludeTag => "exclude_tag",
+            SkipReason::InstanceExcludeTag => "instance_exclude_tag",
+            SkipReason::SessionLimit => "session_limit",
+            SkipReason::NoFreeSessionNumber => "no_free_session_number",
+        }
+    }
+
+    /// Every reason, for exhaustive metric dimensions and tests.
+    pub const ALL: [SkipReason; 8] = [
+        SkipReason::NotSelected,
+        SkipReason::IsMirrorTarget,
+        SkipReason::MirrorTargetLoadBalancer,
+        SkipReason::RebuilderFleet,
+        SkipReason::ExcludeTag,
+        SkipReason::InstanceExcludeTag,
+        SkipReason::SessionLimit,
+        SkipReason::NoFreeSessionNumber,
+    ];
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The outcome of selection over every observed ENI.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Selection {
+    /// ENI ids to mirror.
+    pub wanted: BTreeSet<String>,
+    /// ENI ids considered and not wanted, with the reason.
+    pub unwanted: BTreeMap<String, SkipReason>,
+}
+
+impl Selection {
+    /// True when `eni_id` is wanted.
+    pub fn is_wanted(&self, eni_id: &str) -> bool {
+        self.wanted.contains(eni_id)
+    }
+}
+
+fn has_exclude_tag(tags: &Tags, key: &str) -> bool {
+    tags.get(key)
+        .is_some_and(|v| !v.trim().eq_ignore_ascii_case("false"))
+}
+
+impl Selector {
+    /// The decision for one ENI, given its instance (if observed) and the target exclusions.
+    fn decide(
+        &self,
+        eni: &Eni,
+        instance: Option<&Instance>,
+        targets: &TargetExclusions<'_>,
+    ) -> Result<(), SkipReason> {
+        let by_eni = !self.eni_filters.is_empty() && self.eni_filters.matches(eni);
+        let by_instance = !self.instance_filters.is_empty()
+            && instance.is_some_and(|i| self.instance_filters.matches(i));
+        if !(by_eni || by_instance) {
+            return Err(SkipReason::NotSelected);
+        }
+        if targets.enis.contains(eni.id.as_str()) {
+            return Err(SkipReason::IsMirrorTarget);
+        }
+        if targets.descriptions.contains(eni.description.as_str()) {
+            return Err(SkipReason::MirrorTargetLoadBalancer);
+        }
+        if let (Some(asg), Some(i)) = (&self.fleet_asg_name, instance)
+            && i.tags.get(ASG_NAME_TAG) == Some(asg)
+        {
+            return Err(SkipReason::RebuilderFleet);
+        }
+        if has_exclude_tag(&eni.tags, &self.exclude_tag) {
+            return Err(SkipReason::ExcludeTag);
+        }
+        if instance.is_some_and(|i| has_exclude_tag(&i.tags, &self.exclude_tag)) {
+            return Err(SkipReason::InstanceExcludeTag);
+        }
+        Ok(())
+    }
+
+    /// Selects over every observed ENI. Linear in the number of ENIs and instances.
+    pub fn select(&self, observed: &Observed) -> Selection {
+        let instances: HashMap<&str, &Instance> = canonical(&observed.instances, |i| &i.id)
+            .into_iter()
+            .map(|i| (i.id.as_str(), i))
+            .collect();
+        let targets = TargetExclusions::new(observed);
+        let mut selection = Selection::default();
+        for eni in canonical(&observed.enis, |e| &e.id) {
+            let instance = eni
+                .attachment_instance_id
+                .as_deref()
+                .and_then(|id| instances.get(id).copied());
+            match self.decide(eni, instance, &targets) {
+                Ok(()) => {
+                    selection.wanted.insert(eni.id.clone());
+                }
+                Err(reason) => {
+                    selection.unwanted.insert(eni.id.clone(), reason);
+                }
+            }
+        }
+        selection
+    }
+}
+
+/// The items sorted, one per id (the least by `Ord` when an id appears with different
+/// contents), so that the result does not depend on input order or duplicates.
+pub(crate) fn canonical<T: Ord>(items: &[T], id: impl Fn(&T) -> &String) -> Vec<&T> {
+    let mut refs: Vec<&T> = items.iter().collect();
+    refs.sort_unstable();
+    refs.dedup_by(|a, b| id(a) == id(b));
+    refs
+}
+
+struct TargetExclusions<'a> {
+    enis: HashSet<&'a str>,
+    descriptions: HashSet<String>,
+}
+
+impl<'a> TargetExclusions<'a> {
+    fn new(observed: &'a Observed) -> Self {
+        Self {
+            enis: observed
+                .targets
+                .iter()
+                .filter_map(|t| t.network_interface_id.as_deref())
+                .collect(),
+            descriptions: observed
+                .targets
+                .iter()
+                .filter_map(|t| t.load_balancer_eni_description())
+                .collect(),
+        }
+    }
+}
+
+/// Convenience: `selector.select(observed)`.
+pub fn select(selector: &Selector, observed: &Observed) -> Selection {
+    selector.select(observed)
+}

@@ -1,0 +1,322 @@
+//! Settings from the environment, validated at start-up. Every problem names its variable;
+//! all problems are reported at once.
+//!
+//! | variable | used by | required | meaning |
+//! |---|---|---|---|
+//! | `MIRROR_TARGET_ID` | all | yes | traffic mirror target id |
+//! | `MIRROR_FILTER_ID` | onboard, reconcile | yes | traffic mirror filter id |
+//! | `MIRROR_VNI` | onboard, reconcile | yes | VXLAN id, 0..=16777215 |
+//! | `MIRROR_PACKET_LENGTH` | onboard, reconcile | no | bytes to mirror, 1..=8500 (NLB targets); unset/empty = whole packet |
+//! | `MIRROR_ENI_FILTERS` | onboard, reconcile | one of the two | DescribeNetworkInterfaces filters, CLI shorthand |
+//! | `MIRROR_INSTANCE_FILTERS` | onboard, reconcile | one of the two | DescribeInstances filters, CLI shorthand |
+//! | `MIRROR_EXCLUDE_TAG` | onboard, reconcile | no (`mirrorfleet:exclude`) | tag key that excludes an ENI or instance |
+//! | `MIRROR_OWNER` | onboard, reconcile | yes | value of the `mirrorfleet:owner` tag on our sessions |
+//! | `FLEET_ASG_NAME` | size-fleet (required); onboard, reconcile (optional: excludes the fleet) | | rebuilder Auto Scaling group |
+//! | `FLEET_MIN`, `FLEET_MAX` | size-fleet | yes | capacity bounds, min ≤ max |
+//! | `FLEET_SESSIONS_PER_INSTANCE` | size-fleet | yes | sessions one rebuilder handles, ≥ 1 |
+//! | `FLEET_SCALE_IN_AFTER` | size-fleet | no (3) | consecutive lower readings before scaling in, ≥ 1 |
+//! | `DRY_RUN` | all | no (false) | `true`/`false`/`1`/`0`/`yes`/`no` |
+//!
+//! size-fleet needs `MIRROR_TARGET_ID` to count the sessions sending to the fleet.
+
+use std::fmt;
+
+use crate::capacity::CapacityPolicy;
+use crate::filters::{EniFilters, FilterError, InstanceFilters};
+use crate::model::{DEFAULT_EXCLUDE_TAG, MirrorSpec, PACKET_LENGTH_MAX, VNI_MAX};
+use crate::selection::Selector;
+
+/// Looks a variable up (`std::env::var(..).ok()` in production, a map in tests).
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Default of `FLEET_SCALE_IN_AFTER`.
+pub const DEFAULT_SCALE_IN_AFTER: u32 = 3;
+/// AWS limit on a tag key's length.
+const TAG_KEY_MAX: usize = 128;
+/// AWS limit on a tag value's length.
+const TAG_VALUE_MAX: usize = 256;
+
+/// What is wrong with one variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("is required")]
+    Missing,
+    #[error("`{value}` is not valid: {expected}")]
+    Invalid { value: String, expected: String },
+    #[error("{0}")]
+    Filter(#[from] FilterError),
+}
+
+/// One invalid variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var} {problem}")]
+pub struct VarError {
+    pub var: &'static str,
+    pub problem: Problem,
+}
+
+/// Every invalid variable found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsError {
+    pub errors: Vec<VarError>,
+}
+
+impl SettingsError {
+    /// The names of the variables in error.
+    pub fn vars(&self) -> Vec<&'static str> {
+        self.errors.iter().map(|e| e.var).collect()
+    }
+}
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("invalid settings: ")?;
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SettingsError {}
+
+/// Settings of `onboard-eni` and `reconcile-mirrors`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorSettings {
+    pub spec: MirrorSpec,
+    pub selector: Selector,
+    pub dry_run: bool,
+}
+
+/// Settings of `size-fleet`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetSettings {
+    pub asg_name: String,
+    /// Sessions sending to this target are the fleet's load.
+    pub target_id: String,
+    pub policy: CapacityPolicy,
+    pub dry_run: bool,
+}
+
+/// Collects problems while reading variables.
+struct Reader<'a> {
+    env: EnvLookup<'a>,
+    errors: Vec<VarError>,
+}
+
+impl Reader<'_> {
+    /// The trimmed value; unset and blank are both `None`.
+    fn get(&self, var: &str) -> Option<String> {
+        (self.env)(var)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn fail(&mut self, var: &'static str, problem: Problem) {
+        self.errors.push(VarError { var, problem });
+    }
+
+    fn invalid(&mut self, var: &'static str, value: &str, expected: &str) {
+        self.fail(
+            var,
+            Problem::Invalid {
+                value: value.to_owned(),
+                expected: expected.to_owned(),
+            },
+        );
+    }
+
+    fn required(&mut self, var: &'static str) -> Option<String> {
+        let v = self.get(var);
+        if v.is_none() {
+            self.fail(var, Problem::Missing);
+        }
+        v
+    }
+
+    /// A required id: non-empty, no whitespace (ids are never parsed by prefix).
+    fn id(&mut self, var: &'static str) -> String {
+        match self.required(var) {
+            Some(v) if v.chars().any(char::is_whitespace) => {
+                self.invalid(var, &v, "an id without spaces");
+                String::new()
+            }
+            Some(v) => v,
+            None => String::new(),
+        }
+    }
+
+    fn number(
+        &mut self,
+        var: &'static str,
+        value: Option<String>,
+        min: u32,
+        max: u32,
+    ) -> Option<u32> {
+        let v = value?;
+        match v.parse::<u32>() {
+            Ok(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                self.invalid(var, &v, &format!("an integer in {min}..={max}"));
+                None
+            }
+        }
+    }
+
+    fn required_number(&mut self, var: &'static str, min: u32, max: u32) -> u32 {
+        let v = self.required(var);
+        self.number(var, v, min, max).unwrap_or(min)
+    }
+
+    fn dry_run(&mut self) -> bool {
+        const VAR: &str = "DRY_RUN";
+        match self.get(VAR) {
+            None => false,
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => {
+                    self.invalid(VAR, &v, "true, false, 1, 0, yes or no");
+                    false
+                }
+            },
+        }
+    }
+
+    fn tag_key(&mut self, var: &'static str, default: &str) -> String {
+        let v = self.get(var).unwrap_or_else(|| default.to_owned());
+        if v.len() > TAG_KEY_MAX {
+            self.invalid(var, &v, "a tag key of at most 128 characters");
+        }
+        v
+    }
+
+    fn finish<T>(self, value: T) -> Result<T, SettingsError> {
+        if self.errors.is_empty() {
+            Ok(value)
+        } else {
+            Err(SettingsError {
+                errors: self.errors,
+            })
+        }
+    }
+}
+
+impl MirrorSettings {
+    /// Reads and validates the settings of `onboard-eni` / `reconcile-mirrors`.
+    pub fn from_env(env: EnvLookup<'_>) -> Result<Self, SettingsError> {
+        let mut r = Reader {
+            env,
+            errors: Vec::new(),
+        };
+        let target_id = r.id("MIRROR_TARGET_ID");
+        let filter_id = r.id("MIRROR_FILTER_ID");
+        let vni = r.required_number("MIRROR_VNI", 0, VNI_MAX);
+        let pl = r.get("MIRROR_PACKET_LENGTH");
+        let packet_length = r.number("MIRROR_PACKET_LENGTH", pl, 1, PACKET_LENGTH_MAX);
+        let owner = r.required("MIRROR_OWNER").unwrap_or_default();
+        if owner.len() > TAG_VALUE_MAX {
+            r.invalid(
+                "MIRROR_OWNER",
+                &owner,
+                "a tag value of at most 256 characters",
+            );
+        }
+        let eni_raw = r.get("MIRROR_ENI_FILTERS");
+        let instance_raw = r.get("MIRROR_INSTANCE_FILTERS");
+        let eni_filters = match EniFilters::parse(eni_raw.as_deref().unwrap_or("")) {
+            Ok(f) => f,
+            Err(e) => {
+                r.fail("MIRROR_ENI_FILTERS", e.into());
+                EniFilters::default()
+            }
+        };
+        let instance_filters = match InstanceFilters::parse(instance_raw.as_deref().unwrap_or("")) {
+            Ok(f) => f,
+            Err(e) => {
+                r.fail("MIRROR_INSTANCE_FILTERS", e.into());
+                InstanceFilters::default()
+            }
+        };
+        if eni_raw.is_none() && instance_raw.is_none() {
+            r.fail(
+                "MIRROR_ENI_FILTERS",
+                Problem::Invalid {
+                    value: String::new(),
+                    expected: "at least one of MIRROR_ENI_FILTERS and MIRROR_INSTANCE_FILTERS"
+                        .to_owned(),
+                },
+            );
+        }
+        let exclude_tag = r.tag_key("MIRROR_EXCLUDE_TAG", DEFAULT_EXCLUDE_TAG);
+        let fleet_asg_name = r.get("FLEET_ASG_NAME");
+        let dry_run = r.dry_run();
+        r.finish(MirrorSettings {
+            spec: MirrorSpec {
+                target_id,
+                filter_id,
+                vni,
+                packet_length,
+                owner,
+            },
+            selector: Selector {
+                eni_filters,
+                instance_filters,
+                exclude_tag,
+                fleet_asg_name,
+            },
+            dry_run,
+        })
+    }
+
+    /// [`MirrorSettings::from_env`] over the process environment.
+    pub fn from_process_env() -> Result<Self, SettingsError> {
+        Self::from_env(&|k| std::env::var(k).ok())
+    }
+}
+
+impl FleetSettings {
+    /// Reads and validates the settings of `size-fleet`.
+    pub fn from_env(env: EnvLookup<'_>) -> Result<Self, SettingsError> {
+        let mut r = Reader {
+            env,
+            errors: Vec::new(),
+        };
+        let asg_name = r.required("FLEET_ASG_NAME").unwrap_or_default();
+        let target_id = r.id("MIRROR_TARGET_ID");
+        let min = r.required_number("FLEET_MIN", 0, u32::MAX);
+        let max = r.required_number("FLEET_MAX", 0, u32::MAX);
+        let sessions_per_instance = r.required_number("FLEET_SESSIONS_PER_INSTANCE", 1, u32::MAX);
+        let sia = r.get("FLEET_SCALE_IN_AFTER");
+        let scale_in_after = r
+            .number("FLEET_SCALE_IN_AFTER", sia, 1, u32::MAX)
+            .unwrap_or(DEFAULT_SCALE_IN_AFTER);
+        if min > max {
+            r.invalid(
+                "FLEET_MAX",
+                &max.to_string(),
+                &format!("at least FLEET_MIN ({min})"),
+            );
+        }
+        let dry_run = r.dry_run();
+        r.finish(FleetSettings {
+            asg_name,
+            target_id,
+            policy: CapacityPolicy {
+                min,
+                max,
+                sessions_per_instance,
+                scale_in_after,
+            },
+            dry_run,
+        })
+    }
+
+    /// [`FleetSettings::from_env`] over the process environment.
+    pub fn from_process_env() -> Result<Self, SettingsError> {
+        Self::from_env(&|k| std::env::var(k).ok())
+    }
+}

@@ -1,7 +1,10 @@
 //! mirrorfleet rebuilder: VXLAN mirror traffic -> TCP reassembly -> HTTP requests.
 
 pub mod engine;
+pub mod packet;
+pub mod reassembly;
 pub mod request;
+pub mod vxlan;
 
 pub use engine::{DropReason, Engine, EngineConfig, EngineStats};
 pub use request::HttpRequest;

@@ -139,3 +139,164 @@ pub fn desired_capacity(
         decide(current, streak)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const POLICY: CapacityPolicy = CapacityPolicy {
+        min: 2,
+        max: 10,
+        sessions_per_instance: 100,
+        scale_in_after: 3,
+    };
+
+    fn run(sessions: u32, current: u32, history: ScaleInHistory) -> CapacityDecision {
+        desired_capacity(
+            &Load {
+                sessions,
+                current_desired: current,
+            },
+            &POLICY,
+            &history,
+        )
+    }
+
+    #[test]
+    fn the_target_is_the_ceiling_of_sessions_per_instance_clamped() {
+        assert_eq!(target_capacity(0, &POLICY), 2);
+        assert_eq!(target_capacity(201, &POLICY), 3);
+        assert_eq!(target_capacity(300, &POLICY), 3);
+        assert_eq!(target_capacity(5_000, &POLICY), 10);
+    }
+
+    #[test]
+    fn scaling_out_happens_at_once() {
+        let d = run(
+            450,
+            2,
+            ScaleInHistory {
+                lower_readings: 2,
+                highest_target: 2,
+            },
+        );
+        assert_eq!(d.desired, 5);
+        assert!(d.changed);
+        assert_eq!(d.history, ScaleInHistory::default());
+    }
+
+    #[test]
+    fn scaling_in_waits_for_consecutive_lower_readings() {
+        let mut history = ScaleInHistory::default();
+        let mut desired = Vec::new();
+        for sessions in [250, 180, 300] {
+            let d = run(sessions, 5, history);
+            desired.push(d.desired);
+            history = d.history;
+        }
+        // Readings want 3, 2, 3: after the third, scale in to the highest of them.
+        assert_eq!(desired, vec![5, 5, 3]);
+        assert_eq!(history, ScaleInHistory::default());
+    }
+
+    #[test]
+    fn a_reading_at_or_above_the_current_size_resets_the_streak() {
+        let d1 = run(100, 5, ScaleInHistory::default());
+        let d2 = run(100, 5, d1.history);
+        let d3 = run(500, 5, d2.history);
+        assert_eq!(d2.history.lower_readings, 2);
+        assert_eq!(d3.desired, 5);
+        assert!(!d3.changed);
+        assert_eq!(d3.history, ScaleInHistory::default());
+        let d4 = run(100, 5, d3.history);
+        assert_eq!(d4.desired, 5);
+        assert_eq!(d4.history.lower_readings, 1);
+    }
+
+    #[test]
+    fn a_size_outside_the_bounds_is_corrected_at_once() {
+        assert_eq!(run(0, 50, ScaleInHistory::default()).desired, 2);
+        assert_eq!(run(0, 0, ScaleInHistory::default()).desired, 2);
+    }
+
+    #[test]
+    fn the_history_round_trips_as_a_short_string_and_bad_values_are_empty() {
+        let h = ScaleInHistory {
+            lower_readings: 2,
+            highest_target: 4,
+        };
+        assert_eq!(h.to_string(), "2:4");
+        assert_eq!("2:4".parse::<ScaleInHistory>(), Ok(h));
+        assert_eq!(ScaleInHistory::from_tag(Some("2:4")), h);
+        assert_eq!(
+            ScaleInHistory::from_tag(Some("garbage")),
+            ScaleInHistory::default()
+        );
+        assert_eq!(ScaleInHistory::from_tag(None), ScaleInHistory::default());
+        assert!("3".parse::<ScaleInHistory>().is_err());
+    }
+
+    fn policy() -> impl Strategy<Value = CapacityPolicy> {
+        (0u32..5, 0u32..20, 1u32..50, 1u32..5).prop_map(|(min, extra, per, after)| CapacityPolicy {
+            min,
+            max: min + extra,
+            sessions_per_instance: per,
+            scale_in_after: after,
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn a_sequence_of_readings_obeys_the_rules(
+            policy in policy(),
+            start in 0u32..40,
+            readings in prop::collection::vec(0u32..2_000, 1..30),
+        ) {
+            let mut current = start;
+            let mut history = ScaleInHistory::default();
+            let mut lower_streak = 0u32;
+            for sessions in readings {
+                let d = desired_capacity(&Load { sessions, current_desired: current }, &policy, &history);
+                let target = target_capacity(sessions, &policy);
+                prop_assert!(d.desired >= policy.min && d.desired <= policy.max, "{d:?}");
+                prop_assert!(d.desired >= target, "never below what the load needs: {d:?}");
+                if target >= current {
+                    prop_assert_eq!(d.desired, target, "scale out at once");
+                }
+                if (policy.min..=policy.max).contains(&current) && target < current {
+                    lower_streak += 1;
+                    if lower_streak < policy.scale_in_after {
+                        prop_assert_eq!(d.desired, current, "no scale-in before the streak");
+                    }
+                } else {
+                    lower_streak = 0;
+                }
+                if d.desired != current {
+                    lower_streak = 0;
+                }
+                prop_assert_eq!(d.changed, d.desired != current);
+                let stored = d.history.to_string();
+                history = ScaleInHistory::from_tag(Some(&stored));
+                prop_assert_eq!(history, d.history);
+                current = d.desired;
+            }
+        }
+
+        #[test]
+        fn more_sessions_never_give_a_smaller_capacity(
+            policy in policy(),
+            current in 0u32..40,
+            a in 0u32..2_000,
+            b in 0u32..2_000,
+            count in 0u32..5,
+            highest in 0u32..40,
+        ) {
+            let history = ScaleInHistory { lower_readings: count, highest_target: highest };
+            let (lo, hi) = (a.min(b), a.max(b));
+            let dlo = desired_capacity(&Load { sessions: lo, current_desired: current }, &policy, &history);
+            let dhi = desired_capacity(&Load { sessions: hi, current_desired: current }, &policy, &history);
+            prop_assert!(dhi.desired >= dlo.desired, "{dlo:?} {dhi:?}");
+        }
+    }
+}

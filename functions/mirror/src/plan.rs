@@ -429,3 +429,339 @@ pub fn reconcile(
 ) -> Plan {
     plan_scoped(scope, &selector.select(observed), observed, spec)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filters::EniFilters;
+    use crate::model::OWNER_TAG_KEY;
+
+    const OWNER: &str = "prod";
+
+    fn spec() -> MirrorSpec {
+        MirrorSpec {
+            target_id: "tmt-1".into(),
+            filter_id: "tmf-1".into(),
+            vni: 42,
+            packet_length: None,
+            owner: OWNER.into(),
+        }
+    }
+
+    fn eni(id: &str, wanted: bool) -> Eni {
+        let mut e = Eni {
+            id: id.into(),
+            interface_type: "interface".into(),
+            ..Eni::default()
+        };
+        if wanted {
+            e.tags.insert("mirror".into(), "true".into());
+        }
+        e
+    }
+
+    fn session(id: &str, eni: &str, number: u32, owner: Option<&str>) -> Session {
+        let mut s = Session {
+            id: id.into(),
+            eni_id: eni.into(),
+            target_id: "tmt-1".into(),
+            filter_id: "tmf-1".into(),
+            number,
+            vni: Some(42),
+            packet_length: None,
+            tags: Tags::new(),
+        };
+        if let Some(o) = owner {
+            s.tags.insert(OWNER_TAG_KEY.into(), o.into());
+        }
+        s
+    }
+
+    fn selector() -> Selector {
+        Selector {
+            eni_filters: EniFilters::parse("Name=tag:mirror,Values=true").unwrap(),
+            ..Selector::default()
+        }
+    }
+
+    fn run(scope: &Scope, observed: &Observed) -> Plan {
+        reconcile(scope, &selector(), observed, &spec())
+    }
+
+    #[test]
+    fn a_wanted_eni_gets_the_lowest_free_session_number() {
+        let observed = Observed {
+            enis: vec![eni("eni-1", true), eni("eni-2", true)],
+            sessions: vec![
+                session("tms-a", "eni-1", 1, None),
+                session("tms-b", "eni-1", 3, Some("someone-else")),
+            ],
+            ..Observed::default()
+        };
+        let plan = run(&Scope::All, &observed);
+        let created: Vec<(&str, u32)> = plan
+            .create
+            .iter()
+            .map(|c| (c.eni_id.as_str(), c.number))
+            .collect();
+        assert_eq!(created, vec![("eni-1", 2), ("eni-2", 1)]);
+        let c = &plan.create[0];
+        assert_eq!(c.tags.get(OWNER_TAG_KEY).map(String::as_str), Some(OWNER));
+        assert_eq!((c.vni, c.packet_length), (42, None));
+        assert!(plan.delete.is_empty() && plan.modify.is_empty());
+    }
+
+    #[test]
+    fn an_eni_already_at_three_sessions_is_skipped_with_a_reason() {
+        let observed = Observed {
+            enis: vec![eni("eni-1", true)],
+            sessions: (1..=3)
+                .map(|n| session(&format!("tms-{n}"), "eni-1", n, None))
+                .collect(),
+            ..Observed::default()
+        };
+        let plan = run(&Scope::All, &observed);
+        assert!(plan.is_noop());
+        assert_eq!(
+            plan.skipped,
+            vec![Skipped {
+                eni_id: "eni-1".into(),
+                reason: SkipReason::SessionLimit
+            }]
+        );
+    }
+
+    #[test]
+    fn the_lowest_free_number_skips_every_used_number() {
+        assert_eq!(lowest_free_number(&[]), Some(1));
+        assert_eq!(lowest_free_number(&[1, 2, 4]), Some(3));
+        assert_eq!(lowest_free_number(&[2, 3]), Some(1));
+        assert_eq!(lowest_free_number(&[1, 1, 2]), Some(3));
+        let all: Vec<u32> = (SESSION_NUMBER_MIN..=SESSION_NUMBER_MAX).collect();
+        assert_eq!(lowest_free_number(&all), None);
+    }
+
+    #[test]
+    fn owned_sessions_of_unwanted_or_gone_enis_are_deleted_and_others_left_alone() {
+        let observed = Observed {
+            enis: vec![eni("eni-untagged", false)],
+            sessions: vec![
+                session("tms-1", "eni-untagged", 1, Some(OWNER)),
+                session("tms-2", "eni-untagged", 2, None),
+                session("tms-3", "eni-gone", 1, Some(OWNER)),
+                session("tms-4", "eni-gone", 2, Some("someone-else")),
+            ],
+            ..Observed::default()
+        };
+        let plan = run(&Scope::All, &observed);
+        let deleted: Vec<(&str, &DeleteReason)> = plan
+            .delete
+            .iter()
+            .map(|d| (d.session_id.as_str(), &d.reason))
+            .collect();
+        assert_eq!(
+            deleted,
+            vec![
+                ("tms-3", &DeleteReason::EniGone),
+                (
+                    "tms-1",
+                    &DeleteReason::Unwanted {
+                        because: SkipReason::NotSelected
+                    }
+                ),
+            ]
+        );
+        assert!(plan.create.is_empty() && plan.modify.is_empty());
+        assert!(
+            plan.skipped.is_empty(),
+            "ENIs with a deletion are not also skipped"
+        );
+    }
+
+    #[test]
+    fn a_drifted_session_is_modified_field_by_field() {
+        let mut s = session("tms-1", "eni-1", 1, Some(OWNER));
+        s.vni = Some(7);
+        s.packet_length = Some(100);
+        s.filter_id = "tmf-old".into();
+        let observed = Observed {
+            enis: vec![eni("eni-1", true)],
+            sessions: vec![s],
+            ..Observed::default()
+        };
+        let plan = run(&Scope::All, &observed);
+        assert_eq!(
+            plan.modify,
+            vec![ModifySession {
+                session_id: "tms-1".into(),
+                eni_id: "eni-1".into(),
+                number: 1,
+                changes: vec![
+                    Change::Filter {
+                        from: "tmf-old".into(),
+                        to: "tmf-1".into()
+                    },
+                    Change::Vni {
+                        from: Some(7),
+                        to: 42
+                    },
+                    Change::PacketLength {
+                        from: Some(100),
+                        to: None
+                    },
+                ],
+            }]
+        );
+        assert!(plan.create.is_empty() && plan.delete.is_empty());
+    }
+
+    #[test]
+    fn an_unowned_drifted_session_is_not_modified_and_we_add_our_own() {
+        let mut s = session("tms-1", "eni-1", 1, None);
+        s.vni = Some(7);
+        let observed = Observed {
+            enis: vec![eni("eni-1", true)],
+            sessions: vec![s],
+            ..Observed::default()
+        };
+        let plan = run(&Scope::All, &observed);
+        assert!(plan.modify.is_empty());
+        assert_eq!(plan.create.len(), 1);
+        assert_eq!(plan.create[0].number, 2);
+    }
+
+    #[test]
+    fn duplicate_owned_sessions_keep_the_matching_one() {
+        let mut drifted = session("tms-a", "eni-1", 1, Some(OWNER));
+        drifted.vni = Some(1);
+        let observed = Observed {
+            enis: vec![eni("eni-1", true)],
+            sessions: vec![
+                drifted,
+                session("tms-b", "eni-1", 2, Some(OWNER)),
+                session("tms-c", "eni-1", 3, Some(OWNER)),
+            ],
+            ..Observed::default()
+        };
+        let plan = run(&Scope::All, &observed);
+        let deleted: Vec<&str> = plan.delete.iter().map(|d| d.session_id.as_str()).collect();
+        assert_eq!(deleted, vec!["tms-a", "tms-c"]);
+        assert_eq!(
+            plan.delete[0].reason,
+            DeleteReason::Duplicate {
+                kept_session_id: "tms-b".into()
+            }
+        );
+        assert!(plan.modify.is_empty());
+        assert_eq!(
+            plan.unchanged,
+            vec![Unchanged {
+                eni_id: "eni-1".into(),
+                session_id: "tms-b".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn an_event_scope_only_acts_on_its_enis() {
+        let mut attached = eni("eni-3", true);
+        attached.attachment_instance_id = Some("i-1".into());
+        let observed = Observed {
+            enis: vec![eni("eni-1", true), eni("eni-2", true), attached],
+            sessions: vec![
+                session("tms-gone-in", "eni-9", 1, Some(OWNER)),
+                session("tms-gone-out", "eni-8", 1, Some(OWNER)),
+            ],
+            ..Observed::default()
+        };
+        let plan = run(&Scope::enis(["eni-1", "eni-9"]), &observed);
+        let created: Vec<&str> = plan.create.iter().map(|c| c.eni_id.as_str()).collect();
+        assert_eq!(created, vec!["eni-1"]);
+        let deleted: Vec<&str> = plan.delete.iter().map(|d| d.session_id.as_str()).collect();
+        assert_eq!(deleted, vec!["tms-gone-in"]);
+
+        let plan = run(&Scope::instances(["i-1"]), &observed);
+        let created: Vec<&str> = plan.create.iter().map(|c| c.eni_id.as_str()).collect();
+        assert_eq!(created, vec!["eni-3"]);
+        assert!(plan.delete.is_empty());
+    }
+
+    #[test]
+    fn client_tokens_are_short_ascii_deterministic_and_parameter_specific() {
+        let s = spec();
+        let t = client_token("eni-1", &s, 1, 1_000);
+        assert!(t.len() <= 64 && t.is_ascii(), "{t}");
+        assert_eq!(t, client_token("eni-1", &s, 1, 1_000));
+        assert_eq!(t, client_token("eni-1", &s, 1, 1_100), "same window");
+        assert_ne!(
+            t,
+            client_token("eni-1", &s, 1, 1_000 + CLIENT_TOKEN_WINDOW_SECS)
+        );
+        assert_ne!(t, client_token("eni-2", &s, 1, 1_000));
+        assert_ne!(t, client_token("eni-1", &s, 2, 1_000));
+        for changed in [
+            MirrorSpec {
+                target_id: "tmt-2".into(),
+                ..s.clone()
+            },
+            MirrorSpec {
+                filter_id: "tmf-2".into(),
+                ..s.clone()
+            },
+            MirrorSpec {
+                vni: 43,
+                ..s.clone()
+            },
+            MirrorSpec {
+                packet_length: Some(8500),
+                ..s.clone()
+            },
+            MirrorSpec {
+                owner: "dev".into(),
+                ..s.clone()
+            },
+        ] {
+            assert_ne!(t, client_token("eni-1", &changed, 1, 1_000), "{changed:?}");
+        }
+    }
+
+    #[test]
+    fn the_plan_is_the_same_whatever_the_input_order() {
+        let enis: Vec<Eni> = (0..20)
+            .map(|i| eni(&format!("eni-{i:02}"), i % 3 != 0))
+            .collect();
+        let sessions: Vec<Session> = (0..20)
+            .map(|i| {
+                session(
+                    &format!("tms-{i:02}"),
+                    &format!("eni-{:02}", i * 7 % 23),
+                    1 + i % 2,
+                    (i % 2 == 0).then_some(OWNER),
+                )
+            })
+            .collect();
+        let a = run(
+            &Scope::All,
+            &Observed {
+                enis: enis.clone(),
+                sessions: sessions.clone(),
+                ..Observed::default()
+            },
+        );
+        let b = run(
+            &Scope::All,
+            &Observed {
+                enis: enis
+                    .iter()
+                    .rev()
+                    .cloned()
+                    .chain(enis.iter().take(3).cloned())
+                    .collect(),
+                sessions: sessions.iter().rev().cloned().collect(),
+                ..Observed::default()
+            },
+        );
+        assert_eq!(a, b);
+        assert!(!a.create.is_empty() && !a.delete.is_empty());
+    }
+}

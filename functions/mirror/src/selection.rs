@@ -213,3 +213,215 @@ impl<'a> TargetExclusions<'a> {
 pub fn select(selector: &Selector, observed: &Observed) -> Selection {
     selector.select(observed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::MirrorTarget;
+
+    fn tags(pairs: &[(&str, &str)]) -> Tags {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn eni(id: &str, instance: Option<&str>, t: &[(&str, &str)]) -> Eni {
+        Eni {
+            id: id.into(),
+            subnet_id: "subnet-a".into(),
+            vpc_id: "vpc-1".into(),
+            interface_type: "interface".into(),
+            attachment_instance_id: instance.map(Into::into),
+            tags: tags(t),
+            ..Eni::default()
+        }
+    }
+
+    fn instance(id: &str, t: &[(&str, &str)]) -> Instance {
+        Instance {
+            id: id.into(),
+            instance_type: "m5.large".into(),
+            tags: tags(t),
+            ..Instance::default()
+        }
+    }
+
+    fn selector() -> Selector {
+        Selector {
+            eni_filters: EniFilters::parse("Name=tag:mirror,Values=true").unwrap(),
+            instance_filters: InstanceFilters::parse("Name=tag:team,Values=payments").unwrap(),
+            exclude_tag: DEFAULT_EXCLUDE_TAG.into(),
+            fleet_asg_name: Some("rebuilders".into()),
+        }
+    }
+
+    fn reason(sel: &Selection, id: &str) -> Option<SkipReason> {
+        sel.unwanted.get(id).copied()
+    }
+
+    #[test]
+    fn an_eni_matching_the_eni_filters_is_wanted() {
+        let observed = Observed {
+            enis: vec![
+                eni("eni-1", None, &[("mirror", "true")]),
+                eni("eni-2", None, &[]),
+            ],
+            ..Observed::default()
+        };
+        let sel = selector().select(&observed);
+        assert!(sel.is_wanted("eni-1"));
+        assert_eq!(reason(&sel, "eni-2"), Some(SkipReason::NotSelected));
+    }
+
+    #[test]
+    fn an_eni_of_an_instance_matching_the_instance_filters_is_wanted() {
+        let observed = Observed {
+            enis: vec![
+                eni("eni-1", Some("i-1"), &[]),
+                eni("eni-2", Some("i-2"), &[]),
+            ],
+            instances: vec![
+                instance("i-1", &[("team", "payments")]),
+                instance("i-2", &[("team", "search")]),
+            ],
+            ..Observed::default()
+        };
+        let sel = selector().select(&observed);
+        assert_eq!(sel.wanted, ["eni-1".to_owned()].into());
+        assert_eq!(reason(&sel, "eni-2"), Some(SkipReason::NotSelected));
+    }
+
+    #[test]
+    fn empty_filter_lists_select_nothing() {
+        let observed = Observed {
+            enis: vec![eni("eni-1", Some("i-1"), &[("mirror", "true")])],
+            instances: vec![instance("i-1", &[])],
+            ..Observed::default()
+        };
+        let sel = Selector::default().select(&observed);
+        assert!(sel.wanted.is_empty());
+        assert_eq!(reason(&sel, "eni-1"), Some(SkipReason::NotSelected));
+    }
+
+    #[test]
+    fn the_exclude_tag_on_the_eni_or_its_instance_excludes_unless_false() {
+        let observed = Observed {
+            enis: vec![
+                eni(
+                    "eni-1",
+                    None,
+                    &[("mirror", "true"), (DEFAULT_EXCLUDE_TAG, "")],
+                ),
+                eni("eni-2", Some("i-2"), &[("mirror", "true")]),
+                eni(
+                    "eni-3",
+                    None,
+                    &[("mirror", "true"), (DEFAULT_EXCLUDE_TAG, "False")],
+                ),
+            ],
+            instances: vec![instance("i-2", &[(DEFAULT_EXCLUDE_TAG, "yes")])],
+            ..Observed::default()
+        };
+        let sel = selector().select(&observed);
+        assert_eq!(reason(&sel, "eni-1"), Some(SkipReason::ExcludeTag));
+        assert_eq!(reason(&sel, "eni-2"), Some(SkipReason::InstanceExcludeTag));
+        assert!(sel.is_wanted("eni-3"));
+    }
+
+    #[test]
+    fn a_custom_exclude_tag_replaces_the_default() {
+        let mut s = selector();
+        s.exclude_tag = "skip-me".into();
+        let observed = Observed {
+            enis: vec![
+                eni(
+                    "eni-1",
+                    None,
+                    &[("mirror", "true"), (DEFAULT_EXCLUDE_TAG, "true")],
+                ),
+                eni("eni-2", None, &[("mirror", "true"), ("skip-me", "true")]),
+            ],
+            ..Observed::default()
+        };
+        let sel = s.select(&observed);
+        assert!(sel.is_wanted("eni-1"));
+        assert_eq!(reason(&sel, "eni-2"), Some(SkipReason::ExcludeTag));
+    }
+
+    #[test]
+    fn our_rebuilder_fleet_is_never_mirrored() {
+        let observed = Observed {
+            enis: vec![
+                eni("eni-1", Some("i-1"), &[("mirror", "true")]),
+                eni("eni-2", Some("i-2"), &[("mirror", "true")]),
+            ],
+            instances: vec![
+                instance("i-1", &[(ASG_NAME_TAG, "rebuilders")]),
+                instance("i-2", &[(ASG_NAME_TAG, "web")]),
+            ],
+            ..Observed::default()
+        };
+        let sel = selector().select(&observed);
+        assert_eq!(reason(&sel, "eni-1"), Some(SkipReason::RebuilderFleet));
+        assert!(sel.is_wanted("eni-2"));
+    }
+
+    #[test]
+    fn the_target_load_balancer_enis_and_target_enis_are_excluded() {
+        let mut nlb = eni("eni-nlb", None, &[("mirror", "true")]);
+        nlb.description = "ELB net/mirror-nlb/50dc6c495c0c9188".into();
+        nlb.interface_type = "network_load_balancer".into();
+        let mut other_lb = eni("eni-other-lb", None, &[("mirror", "true")]);
+        other_lb.description = "ELB net/other/1111".into();
+        let observed = Observed {
+            enis: vec![nlb, other_lb, eni("eni-tgt", None, &[("mirror", "true")])],
+            targets: vec![
+                MirrorTarget {
+                    id: "tmt-1".into(),
+                    network_load_balancer_arn: Some(
+                        "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/net/mirror-nlb/50dc6c495c0c9188".into(),
+                    ),
+                    network_interface_id: None,
+                },
+                MirrorTarget {
+                    id: "tmt-2".into(),
+                    network_interface_id: Some("eni-tgt".into()),
+                    network_load_balancer_arn: None,
+                },
+            ],
+            ..Observed::default()
+        };
+        let sel = selector().select(&observed);
+        assert_eq!(
+            reason(&sel, "eni-nlb"),
+            Some(SkipReason::MirrorTargetLoadBalancer)
+        );
+        assert_eq!(reason(&sel, "eni-tgt"), Some(SkipReason::IsMirrorTarget));
+        assert!(sel.is_wanted("eni-other-lb"));
+    }
+
+    #[test]
+    fn selection_does_not_depend_on_order_or_duplicates() {
+        let enis = vec![
+            eni("eni-1", Some("i-1"), &[]),
+            eni("eni-2", None, &[("mirror", "true")]),
+            eni("eni-3", None, &[]),
+        ];
+        let instances = vec![instance("i-1", &[("team", "payments")])];
+        let a = selector().select(&Observed {
+            enis: enis.clone(),
+            instances: instances.clone(),
+            ..Observed::default()
+        });
+        let mut shuffled: Vec<Eni> = enis.iter().rev().cloned().collect();
+        shuffled.push(enis[0].clone());
+        let b = selector().select(&Observed {
+            enis: shuffled,
+            instances: [instances.clone(), instances].concat(),
+            ..Observed::default()
+        });
+        assert_eq!(a, b);
+        assert_eq!(a.wanted.len(), 2);
+    }
+}

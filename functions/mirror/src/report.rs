@@ -356,3 +356,180 @@ pub fn emf_line(
     }
     serde_json::Value::Object(root).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capacity::ScaleInHistory;
+    use crate::model::Tags;
+    use crate::plan::{CreateSession, DeleteSession, ModifySession};
+
+    fn plan() -> Plan {
+        Plan {
+            create: vec![CreateSession {
+                eni_id: "eni-1".into(),
+                target_id: "tmt-1".into(),
+                filter_id: "tmf-1".into(),
+                number: 1,
+                vni: 42,
+                packet_length: None,
+                tags: Tags::new(),
+                client_token: "mf1-x".into(),
+            }],
+            delete: vec![DeleteSession {
+                session_id: "tms-2".into(),
+                eni_id: "eni-2".into(),
+                number: 1,
+                reason: DeleteReason::EniGone,
+            }],
+            modify: vec![ModifySession {
+                session_id: "tms-3".into(),
+                eni_id: "eni-3".into(),
+                number: 2,
+                changes: vec![Change::Vni {
+                    from: Some(1),
+                    to: 42,
+                }],
+            }],
+            unchanged: vec![Unchanged {
+                eni_id: "eni-4".into(),
+                session_id: "tms-4".into(),
+            }],
+            skipped: vec![
+                Skipped {
+                    eni_id: "eni-5".into(),
+                    reason: SkipReason::SessionLimit,
+                },
+                Skipped {
+                    eni_id: "eni-6".into(),
+                    reason: SkipReason::NotSelected,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn a_dry_run_report_lists_every_planned_action() {
+        let r = Report::dry_run("reconcile-mirrors", &plan());
+        assert!(r.dry_run);
+        assert_eq!(
+            (
+                r.created.count,
+                r.deleted.count,
+                r.modified.count,
+                r.unchanged.count,
+                r.skipped.count
+            ),
+            (1, 1, 1, 1, 2)
+        );
+        assert_eq!(r.modified.items[0].fields, vec!["vni".to_owned()]);
+        assert_eq!(r.skipped_by_reason.get(&SkipReason::SessionLimit), Some(&1));
+        assert!(!r.has_retryable_errors());
+    }
+
+    #[test]
+    fn the_report_serialises_to_json_with_reasons_per_eni() {
+        let mut r = Report::from_plan("onboard-eni", false, &plan());
+        r.failed(
+            "eni-1",
+            Action::Create,
+            ErrorClass::UnsupportedSource,
+            "m6i not supported",
+        );
+        let json: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["function"], "onboard-eni");
+        assert_eq!(json["skipped"]["items"][0]["reason"], "session_limit");
+        assert_eq!(json["errors"]["items"][0]["class"], "unsupported_source");
+        assert_eq!(json["errors_by_class"]["unsupported_source"], 1);
+        assert_eq!(json["skipped_by_reason"]["not_selected"], 1);
+        let back: Report = serde_json::from_value(json).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn only_throttling_and_unknown_errors_are_retryable() {
+        let mut r = Report::new("reconcile-mirrors", false);
+        for class in [
+            ErrorClass::EniGone,
+            ErrorClass::UnsupportedSource,
+            ErrorClass::SessionLimit,
+            ErrorClass::PermissionDenied,
+        ] {
+            r.failed("eni-1", Action::Create, class, "x");
+        }
+        assert!(!r.has_retryable_errors());
+        r.failed("eni-2", Action::Delete, ErrorClass::Throttled, "slow down");
+        assert!(r.has_retryable_errors());
+    }
+
+    #[test]
+    fn long_lists_are_capped_but_fully_counted() {
+        let mut r = Report::new("reconcile-mirrors", false);
+        for i in 0..(REPORT_MAX_LISTED + 50) {
+            r.skip(Skipped {
+                eni_id: format!("eni-{i}"),
+                reason: SkipReason::NotSelected,
+            });
+        }
+        assert_eq!(r.skipped.count, REPORT_MAX_LISTED + 50);
+        assert_eq!(r.skipped.items.len(), REPORT_MAX_LISTED);
+        assert_eq!(r.skipped.truncated(), 50);
+        assert_eq!(
+            r.skipped_by_reason[&SkipReason::NotSelected],
+            REPORT_MAX_LISTED + 50
+        );
+    }
+
+    #[test]
+    fn the_emf_line_declares_every_metric_it_carries() {
+        let mut r = Report::dry_run("reconcile-mirrors", &plan());
+        r.failed("eni-9", Action::Modify, ErrorClass::Throttled, "x");
+        let line = r.emf_line(METRICS_NAMESPACE, 1_700_000_000_000);
+        assert!(!line.contains('\n'));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let cw = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(v["_aws"]["Timestamp"], 1_700_000_000_000u64);
+        assert_eq!(cw["Namespace"], "mirrorfleet");
+        assert_eq!(cw["Dimensions"], serde_json::json!([["Function"]]));
+        assert_eq!(v["Function"], "reconcile-mirrors");
+        let names: Vec<&str> = cw["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names.len(), 6 + ErrorClass::ALL.len());
+        for name in names {
+            assert!(v[name].is_u64(), "{name} has no value");
+        }
+        assert_eq!(v["Created"], 1);
+        assert_eq!(v["Skipped"], 2);
+        assert_eq!(v["Errors"], 1);
+        assert_eq!(v["Errors_throttled"], 1);
+        assert_eq!(v["Errors_other"], 0);
+    }
+
+    #[test]
+    fn the_capacity_emf_line_carries_the_decision() {
+        let r = CapacityReport {
+            function: "size-fleet".into(),
+            dry_run: false,
+            asg_name: "rebuilders".into(),
+            sessions: 450,
+            current_desired: 2,
+            decision: CapacityDecision {
+                desired: 5,
+                target: 5,
+                history: ScaleInHistory::default(),
+                changed: true,
+            },
+            applied: true,
+            error: None,
+        };
+        let v: serde_json::Value = serde_json::from_str(&r.emf_line(METRICS_NAMESPACE, 1)).unwrap();
+        assert_eq!(v["Sessions"], 450);
+        assert_eq!(v["DesiredCapacity"], 5);
+        assert_eq!(v["CapacityChanged"], 1);
+        assert_eq!(v["Function"], "size-fleet");
+    }
+}

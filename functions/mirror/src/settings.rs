@@ -320,3 +320,183 @@ impl FleetSettings {
         Self::from_env(&|k| std::env::var(k).ok())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn mirror_env() -> HashMap<&'static str, &'static str> {
+        HashMap::from([
+            ("MIRROR_TARGET_ID", "tmt-0123"),
+            ("MIRROR_FILTER_ID", "tmf-0123"),
+            ("MIRROR_VNI", "4242"),
+            ("MIRROR_ENI_FILTERS", "Name=tag:mirror,Values=true"),
+            ("MIRROR_OWNER", "prod"),
+        ])
+    }
+
+    fn fleet_env() -> HashMap<&'static str, &'static str> {
+        HashMap::from([
+            ("MIRROR_TARGET_ID", "tmt-0123"),
+            ("FLEET_ASG_NAME", "rebuilders"),
+            ("FLEET_MIN", "1"),
+            ("FLEET_MAX", "8"),
+            ("FLEET_SESSIONS_PER_INSTANCE", "200"),
+        ])
+    }
+
+    fn mirror(env: &HashMap<&str, &str>) -> Result<MirrorSettings, SettingsError> {
+        MirrorSettings::from_env(&|k| env.get(k).map(|v| (*v).to_owned()))
+    }
+
+    fn fleet(env: &HashMap<&str, &str>) -> Result<FleetSettings, SettingsError> {
+        FleetSettings::from_env(&|k| env.get(k).map(|v| (*v).to_owned()))
+    }
+
+    #[test]
+    fn valid_mirror_settings_get_their_defaults() {
+        let s = mirror(&mirror_env()).unwrap();
+        assert_eq!(s.spec.target_id, "tmt-0123");
+        assert_eq!(s.spec.vni, 4242);
+        assert_eq!(s.spec.packet_length, None);
+        assert_eq!(s.spec.owner, "prod");
+        assert_eq!(s.selector.exclude_tag, DEFAULT_EXCLUDE_TAG);
+        assert_eq!(s.selector.eni_filters.filters().len(), 1);
+        assert!(s.selector.instance_filters.is_empty());
+        assert_eq!(s.selector.fleet_asg_name, None);
+        assert!(!s.dry_run);
+    }
+
+    #[test]
+    fn every_missing_required_variable_is_named_at_once() {
+        let e = mirror(&HashMap::new()).unwrap_err();
+        assert_eq!(
+            e.vars(),
+            vec![
+                "MIRROR_TARGET_ID",
+                "MIRROR_FILTER_ID",
+                "MIRROR_VNI",
+                "MIRROR_OWNER",
+                "MIRROR_ENI_FILTERS"
+            ]
+        );
+        assert!(
+            e.to_string().contains("MIRROR_TARGET_ID is required"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn out_of_range_numbers_name_their_variable() {
+        for (var, value) in [
+            ("MIRROR_VNI", "16777216"),
+            ("MIRROR_VNI", "-1"),
+            ("MIRROR_VNI", "x"),
+            ("MIRROR_PACKET_LENGTH", "0"),
+            ("MIRROR_PACKET_LENGTH", "8501"),
+            ("DRY_RUN", "maybe"),
+        ] {
+            let mut env = mirror_env();
+            env.insert(var, value);
+            let e = mirror(&env).unwrap_err();
+            assert_eq!(e.vars(), vec![var], "{var}={value}");
+            assert!(e.to_string().contains(value), "{e}");
+        }
+    }
+
+    #[test]
+    fn optional_values_are_read_when_set() {
+        let mut env = mirror_env();
+        env.insert("MIRROR_PACKET_LENGTH", "8500");
+        env.insert("MIRROR_INSTANCE_FILTERS", "Name=instance-type,Values=m5.*");
+        env.insert("MIRROR_EXCLUDE_TAG", "no-mirror");
+        env.insert("FLEET_ASG_NAME", "rebuilders");
+        env.insert("DRY_RUN", "TRUE");
+        let s = mirror(&env).unwrap();
+        assert_eq!(s.spec.packet_length, Some(8500));
+        assert_eq!(s.selector.instance_filters.filters().len(), 1);
+        assert_eq!(s.selector.exclude_tag, "no-mirror");
+        assert_eq!(s.selector.fleet_asg_name.as_deref(), Some("rebuilders"));
+        assert!(s.dry_run);
+        env.insert("MIRROR_PACKET_LENGTH", " ");
+        assert_eq!(mirror(&env).unwrap().spec.packet_length, None);
+    }
+
+    #[test]
+    fn bad_filters_name_the_variable_and_the_token() {
+        let mut env = mirror_env();
+        env.insert("MIRROR_ENI_FILTERS", "Name=tag:mirror");
+        env.insert("MIRROR_INSTANCE_FILTERS", "Name=bogus,Values=1");
+        let e = mirror(&env).unwrap_err();
+        assert_eq!(
+            e.vars(),
+            vec!["MIRROR_ENI_FILTERS", "MIRROR_INSTANCE_FILTERS"]
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("MIRROR_ENI_FILTERS filter `Name=tag:mirror` has no `Values=`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("unknown instance filter name `bogus`"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn instance_filters_alone_are_enough() {
+        let mut env = mirror_env();
+        env.remove("MIRROR_ENI_FILTERS");
+        env.insert("MIRROR_INSTANCE_FILTERS", "Name=tag:team,Values=payments");
+        assert!(mirror(&env).is_ok());
+    }
+
+    #[test]
+    fn ids_with_spaces_are_rejected() {
+        let mut env = mirror_env();
+        env.insert("MIRROR_FILTER_ID", "tmf 1");
+        assert_eq!(mirror(&env).unwrap_err().vars(), vec!["MIRROR_FILTER_ID"]);
+    }
+
+    #[test]
+    fn valid_fleet_settings_default_the_scale_in_streak() {
+        let s = fleet(&fleet_env()).unwrap();
+        assert_eq!(s.asg_name, "rebuilders");
+        assert_eq!(s.target_id, "tmt-0123");
+        assert_eq!(
+            s.policy,
+            CapacityPolicy {
+                min: 1,
+                max: 8,
+                sessions_per_instance: 200,
+                scale_in_after: DEFAULT_SCALE_IN_AFTER
+            }
+        );
+    }
+
+    #[test]
+    fn fleet_settings_check_their_bounds() {
+        let mut env = fleet_env();
+        env.insert("FLEET_MIN", "9");
+        assert_eq!(fleet(&env).unwrap_err().vars(), vec!["FLEET_MAX"]);
+        let mut env = fleet_env();
+        env.insert("FLEET_SESSIONS_PER_INSTANCE", "0");
+        env.insert("FLEET_SCALE_IN_AFTER", "0");
+        assert_eq!(
+            fleet(&env).unwrap_err().vars(),
+            vec!["FLEET_SESSIONS_PER_INSTANCE", "FLEET_SCALE_IN_AFTER"]
+        );
+        let e = fleet(&HashMap::new()).unwrap_err();
+        assert_eq!(
+            e.vars(),
+            vec![
+                "FLEET_ASG_NAME",
+                "MIRROR_TARGET_ID",
+                "FLEET_MIN",
+                "FLEET_MAX",
+                "FLEET_SESSIONS_PER_INSTANCE"
+            ]
+        );
+    }
+}

@@ -1,1 +1,2 @@
 //! Helpers shared by the system tests.
+pub mod cfn;

@@ -8,3 +8,7 @@ pub mod vxlan;
 
 pub use engine::{DropReason, Engine, EngineConfig, EngineStats};
 pub use request::HttpRequest;
+
+pub mod capture;
+pub mod replay;
+pub mod synth;

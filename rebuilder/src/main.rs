@@ -1,3 +1,70 @@
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+//! mirrorfleet rebuilder: VXLAN mirror traffic -> TCP reassembly -> HTTP requests.
+//!
+//! Subcommands: `replay` (extract requests from a capture file), `generate` (write a
+//! deterministic synthetic capture and its ground truth).
+
+use clap::{Parser, Subcommand};
+use rebuilder::replay::{GenerateArgs, ReplayArgs, generate_command, replay_command};
+use std::io::Write;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rebuilder",
+    version,
+    about = "mirrorfleet data plane: VXLAN mirror traffic -> HTTP requests"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Extract the HTTP requests of a pcap/pcapng capture (VXLAN on UDP/4789 or plain Ethernet).
+    Replay(ReplayArgs),
+    /// Write a deterministic synthetic capture (pcap) and its ground truth (jsonl).
+    Generate(Box<GenerateArgs>),
+}
+
+fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    match cli.command {
+        Command::Replay(args) => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+            let mut err = std::io::stderr().lock();
+            let outcome = match replay_command(&args, &mut out, &mut err) {
+                Ok(o) => o,
+                // `rebuilder replay x.pcap | head`: the reader went away, not an error of ours.
+                Err(rebuilder::replay::ReplayError::Output(e))
+                    if e.kind() == std::io::ErrorKind::BrokenPipe =>
+                {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(e) = outcome.error {
+                writeln!(err, "error: {e} (requests found before it were printed)")?;
+                return Ok(ExitCode::FAILURE);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Generate(args) => {
+            let (frames, requests, expected) = generate_command(&args)?;
+            eprintln!(
+                "wrote {} frames to {}; {requests} requests ({expected} expected)",
+                frames,
+                args.out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

@@ -1,2 +1,3 @@
 //! Helpers shared by the system tests.
 pub mod cfn;
+pub mod demo;

@@ -12,3 +12,10 @@ pub use request::HttpRequest;
 pub mod capture;
 pub mod replay;
 pub mod synth;
+
+pub mod admin;
+pub mod config;
+pub mod daemon;
+pub mod forward;
+pub mod ingest;
+pub mod telemetry;

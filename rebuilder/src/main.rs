@@ -25,10 +25,20 @@ enum Command {
     Replay(ReplayArgs),
     /// Write a deterministic synthetic capture (pcap) and its ground truth (jsonl).
     Generate(Box<GenerateArgs>),
+    /// Receive VXLAN mirror traffic on UDP, extract HTTP requests and forward them upstream.
+    Run(Box<rebuilder::config::RunArgs>),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    // The daemon sets up its own logging (--log-format, --log-filter).
+    let command = match cli.command {
+        Command::Run(args) => {
+            rebuilder::daemon::main(*args)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        other => other,
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -36,7 +46,8 @@ fn main() -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    match cli.command {
+    match command {
+        Command::Run(_) => unreachable!("handled above"),
         Command::Replay(args) => {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());

@@ -318,7 +318,8 @@ info "rebuilder ASG desired capacity  : $desired_capacity (expected ${expected_d
 info "requests sent / at the analyzer : $requests_sent / $requests_received"
 if [ -s "$metrics_file" ]; then
   info "rebuilder /metrics (excerpt):"
-  grep -v '^#' "$metrics_file" | grep -E 'datagram|request|forward|flow|drop' | grep -vE ' 0$' | head -n 14 | sed 's/^/    /'
+  grep -E '^rebuilder_(datagrams_received_total|kernel_drops_total|packets_decoded_total|flows_created_total|stream_gaps_total|requests_extracted_total|requests_forwarded_total|requests_dropped_total|upstream_errors_total|queue_depth|healthy)\b' \
+    "$metrics_file" | grep -vE '^rebuilder_(requests_dropped|upstream_errors)_total.* 0$' | head -n 16 | sed 's/^/    /'
 fi
 info "wall time: $(($(date +%s) - t0))s"
 if [ ${#failures[@]} -gt 0 ]; then

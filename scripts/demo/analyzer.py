@@ -195,8 +195,18 @@ def end_to_end(headers) -> list[tuple[str, str]]:
     return [(k.lower(), v) for k, v in headers if k.lower() not in NOT_END_TO_END]
 
 
+def normalize(rec: dict) -> dict:
+    """Accepts analyzer.py records and `rebuilder generate --truth` lines alike."""
+    rec = dict(rec)
+    rec.setdefault("peer", rec.get("client", ""))
+    rec.setdefault("chunked", False)
+    rec["body_b64"] = rec.get("body_b64") or ""
+    return rec
+
+
 def compare(args) -> int:
-    sent = load(args.sent)
+    # truth lines marked "expected": false are requests the capture cannot yield (e.g. lost bytes)
+    sent = [normalize(r) for r in load(args.sent) if r.get("expected", True)]
     got = load(args.received)
     problems: list[str] = []
     unmatched = list(range(len(got)))
@@ -217,7 +227,7 @@ def compare(args) -> int:
                 status = "HEADERS"
                 problems.append(f"headers differ for {s['method']} {s['target']}: sent {h_sent} received {h_got}")
             xff = [v for k, v in g["headers"] if k.lower() == "x-forwarded-for"]
-            client_ip = s["peer"].rsplit(":", 1)[0]
+            client_ip = s["peer"].rsplit(":", 1)[0].strip("[]")
             if args.client_ip and client_ip != args.client_ip:
                 status = "CLIENT"
                 problems.append(f"web server saw client {client_ip}, expected {args.client_ip}")
@@ -259,7 +269,7 @@ def main() -> None:
     u.add_argument("--listen", default="0.0.0.0:4789")
     u.add_argument("--record", help="JSON file with the datagram counts, rewritten every 200 ms")
     c = sub.add_parser("compare")
-    c.add_argument("--sent", required=True, help="the web server's records")
+    c.add_argument("--sent", required=True, help="the web server's records (or a rebuilder generate --truth file)")
     c.add_argument("--received", required=True, help="the analyzer's records")
     c.add_argument("--client-ip", help="the client's address the web server must have seen")
     c.add_argument("--expect-count", type=int, help="how many requests the client sent")

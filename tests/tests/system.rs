@@ -410,3 +410,42 @@ fn netns_moto_the_session_the_control_plane_creates_carries_requests_to_the_anal
     assert_eq!(vni, 1_048_573);
     mirrored_requests_reach_the_analyzer_exactly_once(name, vni);
 }
+
+#[test]
+fn loopback_replay_of_a_generated_capture_reaches_the_analyzer_exactly_once() {
+    // The demo's path on machines without network namespaces: `rebuilder generate`, its VXLAN
+    // datagrams sent over loopback UDP to `rebuilder run`, forwarded to the analyzer.
+    let name = "loopback_replay_of_a_generated_capture_reaches_the_analyzer_exactly_once";
+    require!(name, {
+        if dataplane::rebuilder_has_run() {
+            Ok(())
+        } else {
+            Err("the built rebuilder has no `run` sub-command".to_owned())
+        }
+    });
+    let dir = TempDir::new("mflr").unwrap();
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(harness::demo_script("replay.sh"))
+        .arg(harness::workspace_bin("rebuilder").unwrap())
+        .arg(dir.path())
+        .arg("6001");
+    let out = harness::run(cmd, Duration::from_secs(120)).expect("replay.sh");
+    let truth = std::fs::read_to_string(dir.path().join("replay-truth.jsonl")).unwrap();
+    let expected = truth
+        .lines()
+        .filter(|l| serde_json::from_str::<Value>(l).unwrap()["expected"] != false)
+        .count();
+    let got = std::fs::read_to_string(dir.path().join("analyzer.jsonl")).unwrap_or_default();
+    assert!(
+        expected >= 12,
+        "the capture has too few requests: {expected}"
+    );
+    assert!(
+        out.status.success(),
+        "the analyzer did not receive exactly the generated requests ({} of {expected}):\n{}{}",
+        got.lines().count(),
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(got.lines().count(), expected);
+}

@@ -258,11 +258,15 @@ fn pattern_matches(pattern: &Value, event: &Value) -> bool {
         let got = event.get(key);
         match want {
             Value::Object(_) => got.is_some_and(|g| pattern_matches(want, g)),
-            Value::Array(allowed) => match got {
-                Some(Value::Array(values)) => values.iter().any(|v| allowed.contains(v)),
-                Some(v) => allowed.contains(v),
-                None => false,
-            },
+            Value::Array(allowed) => allowed.iter().any(|a| match a {
+                // Content filter `{"exists": bool}`; other content filters are not used here.
+                Value::Object(f) => f.get("exists").and_then(Value::as_bool) == Some(got.is_some()),
+                scalar => match got {
+                    Some(Value::Array(values)) => values.contains(scalar),
+                    Some(v) => v == scalar,
+                    None => false,
+                },
+            }),
             _ => false,
         }
     })
@@ -603,6 +607,9 @@ fn check_event_patterns(t: &Template) -> CheckResult {
                "detail": {"eventSource": "ec2.amazonaws.com", "eventName": "DescribeInstances"}}),
         json!({"source": "aws.tag", "detail-type": "Tag Change on Resource",
                "detail": {"service": "s3", "resource-type": "bucket"}}),
+        json!({"source": "aws.ec2", "detail-type": "AWS API Call via CloudTrail",
+               "detail": {"eventSource": "ec2.amazonaws.com", "eventName": "CreateNetworkInterface",
+                          "errorCode": "Client.UnauthorizedOperation"}}),
     ];
     let mut samples: Vec<(String, Value)> =
         wanted.iter().map(|e| (format!("{e}"), e.clone())).collect();
@@ -1236,6 +1243,16 @@ fn each_check_rejects_a_template_broken_for_it() {
                 remove(
                     t,
                     "/Resources/OnboardEniFunction/Properties/Events/InstanceRunning/Properties/Pattern/detail",
+                )
+            }),
+        ),
+        (
+            "failed CloudTrail calls invoking onboard-eni",
+            check_event_patterns,
+            Box::new(|t| {
+                remove(
+                    t,
+                    "/Resources/OnboardEniFunction/Properties/Events/EniCreatedOrAttached/Properties/Pattern/detail/errorCode",
                 )
             }),
         ),

@@ -800,7 +800,12 @@ fn check_launch_template(t: &Template) -> CheckResult {
         return err(format!("{lt}: every volume must be encrypted"));
     }
     let ud = user_data(t, &lt)?;
-    for needle in ["${RebuilderArtifactUri}", "install.sh", "--upstream "] {
+    for needle in [
+        "${RebuilderArtifactUri}",
+        "install.sh",
+        "--upstream ",
+        "rebuilder.service",
+    ] {
         if !ud.contains(needle) {
             return err(format!("{lt}: the user data does not contain {needle:?}"));
         }

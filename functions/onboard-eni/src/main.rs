@@ -1,3 +1,22 @@
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+//! onboard-eni: EventBridge (instance running, CloudTrail Create/AttachNetworkInterface, tag
+//! changes) → observe the ENIs in the event → plan → apply. Wiring only.
+
+use anyhow::Context as _;
+use lambda_runtime::{LambdaEvent, service_fn};
+use mirror::settings::MirrorSettings;
+use mirror_aws::{MirrorRun, clients, handlers, telemetry};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    telemetry::init_tracing();
+    let settings = MirrorSettings::from_process_env().context("invalid onboard-eni settings")?;
+    let config = clients::sdk_config().await;
+    let ec2 = clients::ec2(&config);
+    let run = MirrorRun::new("onboard-eni", settings);
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+        handlers::onboard(&ec2, &run, event.payload)
+    }))
+    .await
+    .map_err(|e| anyhow::anyhow!(e))
 }

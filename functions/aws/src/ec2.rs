@@ -73,8 +73,10 @@ pub trait Ec2Api: Send + Sync + 'static {
         req: NewSession,
     ) -> impl Future<Output = Result<String, AwsError>> + Send;
     /// `DeleteTrafficMirrorSession`. A session that is already gone is not an error.
-    fn delete_session(&self, session_id: String)
-    -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn delete_session(
+        &self,
+        session_id: String,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
     /// `ModifyTrafficMirrorSession`.
     fn modify_session(
         &self,
@@ -216,14 +218,24 @@ fn sdk_filters(filters: Vec<Filter>) -> Option<Vec<sdk::Filter>> {
     Some(
         filters
             .into_iter()
-            .map(|f| sdk::Filter::builder().name(f.name).set_values(Some(f.values)).build())
+            .map(|f| {
+                sdk::Filter::builder()
+                    .name(f.name)
+                    .set_values(Some(f.values))
+                    .build()
+            })
             .collect(),
     )
 }
 
 fn tags(tags: &[sdk::Tag]) -> Tags {
     tags.iter()
-        .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_owned(),
+                t.value().unwrap_or_default().to_owned(),
+            ))
+        })
         .collect()
 }
 
@@ -320,7 +332,10 @@ const OP_DELETE: &str = "DeleteTrafficMirrorSession";
 const OP_MODIFY: &str = "ModifyTrafficMirrorSession";
 
 impl Ec2Api for SdkEc2 {
-    async fn describe_network_interfaces(&self, filters: Vec<Filter>) -> Result<Vec<Eni>, AwsError> {
+    async fn describe_network_interfaces(
+        &self,
+        filters: Vec<Filter>,
+    ) -> Result<Vec<Eni>, AwsError> {
         let mut pages = self
             .client
             .describe_network_interfaces()
@@ -456,7 +471,9 @@ impl Ec2Api for SdkEc2 {
         call = match req.packet_length {
             PacketLengthChange::Keep => call,
             PacketLengthChange::Set(p) => call.packet_length(to_i32(OP_MODIFY, "PacketLength", p)?),
-            PacketLengthChange::Remove => call.remove_fields(TrafficMirrorSessionField::PacketLength),
+            PacketLengthChange::Remove => {
+                call.remove_fields(TrafficMirrorSessionField::PacketLength)
+            }
         };
         bump(&self.calls.modify_session);
         call.send()
@@ -490,7 +507,12 @@ mod tests {
             .traffic_mirror_filter_id("tmf-1")
             .session_number(2)
             .virtual_network_id(42)
-            .tags(sdk::Tag::builder().key("mirrorfleet:owner").value("prod").build())
+            .tags(
+                sdk::Tag::builder()
+                    .key("mirrorfleet:owner")
+                    .value("prod")
+                    .build(),
+            )
             .build();
         let s = session_from_sdk(&s);
         assert_eq!(s.number, 2);

@@ -178,7 +178,7 @@ impl AwsError {
     pub fn from_sdk<E, R>(op: &'static str, err: &SdkError<E, R>) -> AwsError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
+        R: std::fmt::Debug + 'static,
     {
         match err {
             SdkError::ServiceError(ctx) => {
@@ -253,7 +253,11 @@ mod tests {
 
     #[test]
     fn request_limit_exceeded_is_throttling_and_retryable() {
-        let e = AwsError::classify("CreateTrafficMirrorSession", "RequestLimitExceeded", "Request limit exceeded.");
+        let e = AwsError::classify(
+            "CreateTrafficMirrorSession",
+            "RequestLimitExceeded",
+            "Request limit exceeded.",
+        );
         assert_eq!(e.label(), "throttled");
         assert!(e.retryable());
     }
@@ -271,7 +275,11 @@ mod tests {
 
     #[test]
     fn a_deleted_session_counts_as_gone() {
-        let e = AwsError::classify("ModifyTrafficMirrorSession", "InvalidTrafficMirrorSessionId.NotFound", "");
+        let e = AwsError::classify(
+            "ModifyTrafficMirrorSession",
+            "InvalidTrafficMirrorSessionId.NotFound",
+            "",
+        );
         assert_eq!(e.label(), "eni_gone");
     }
 
@@ -294,13 +302,21 @@ mod tests {
             "The instance type of eni-1 is not supported for traffic mirroring",
         );
         assert_eq!(e.label(), "unsupported_source");
-        let e = AwsError::classify("CreateTrafficMirrorSession", "TrafficMirrorSourceNotSupported", "");
+        let e = AwsError::classify(
+            "CreateTrafficMirrorSession",
+            "TrafficMirrorSourceNotSupported",
+            "",
+        );
         assert_eq!(e.label(), "unsupported_source");
     }
 
     #[test]
     fn an_invalid_parameter_about_something_else_stays_other() {
-        let e = AwsError::classify("CreateTrafficMirrorSession", "InvalidParameterValue", "session number 0 out of range");
+        let e = AwsError::classify(
+            "CreateTrafficMirrorSession",
+            "InvalidParameterValue",
+            "session number 0 out of range",
+        );
         assert_eq!(e.label(), "other");
     }
 

@@ -65,14 +65,20 @@ pub enum EventError {
         #[source]
         error: serde_json::Error,
     },
-    #[error("unsupported CloudTrail event name {0:?} (expected CreateNetworkInterface or AttachNetworkInterface)")]
+    #[error(
+        "unsupported CloudTrail event name {0:?} (expected CreateNetworkInterface or AttachNetworkInterface)"
+    )]
     UnsupportedApiCall(String),
-    #[error("CloudTrail {event_name} event carries no {field} (a failed call has no responseElements)")]
+    #[error(
+        "CloudTrail {event_name} event carries no {field} (a failed call has no responseElements)"
+    )]
     MissingField {
         event_name: &'static str,
         field: &'static str,
     },
-    #[error("tag change on unsupported resource type {0:?} (expected instance or network-interface)")]
+    #[error(
+        "tag change on unsupported resource type {0:?} (expected instance or network-interface)"
+    )]
     UnsupportedResourceType(String),
     #[error("tag change event names no {resource_type} in its resources: {resources:?}")]
     NoResource {
@@ -127,7 +133,8 @@ fn detail<T: serde::de::DeserializeOwned>(
     detail_type: &'static str,
     value: Value,
 ) -> Result<T, EventError> {
-    serde_json::from_value(value).map_err(|error| EventError::MalformedDetail { detail_type, error })
+    serde_json::from_value(value)
+        .map_err(|error| EventError::MalformedDetail { detail_type, error })
 }
 
 /// Ids are opaque, but an id that is empty or contains separators or whitespace can only
@@ -377,7 +384,13 @@ mod tests {
         v["detail"]["responseElements"] = Value::Null;
         let err = parse(v).unwrap_err();
         assert!(
-            matches!(err, EventError::MissingField { field: "responseElements", .. }),
+            matches!(
+                err,
+                EventError::MissingField {
+                    field: "responseElements",
+                    ..
+                }
+            ),
             "{err}"
         );
     }
@@ -413,7 +426,10 @@ mod tests {
     fn a_tag_change_without_the_resource_arn_is_rejected() {
         let mut v = sample("tag-change-instance.json");
         v["resources"] = serde_json::json!([]);
-        assert!(matches!(parse(v).unwrap_err(), EventError::NoResource { .. }));
+        assert!(matches!(
+            parse(v).unwrap_err(),
+            EventError::NoResource { .. }
+        ));
     }
 
     #[test]

@@ -79,7 +79,10 @@ impl FleetApi for SdkFleet {
                     .tags()
                     .iter()
                     .filter_map(|t| {
-                        Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned()))
+                        Some((
+                            t.key()?.to_owned(),
+                            t.value().unwrap_or_default().to_owned(),
+                        ))
                     })
                     .collect(),
             }))

@@ -8,7 +8,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use lambda_runtime::Diagnostic;
-use mirror::capacity::{CapacityPolicy, Load, SCALE_IN_HISTORY_TAG, ScaleInHistory, desired_capacity};
+use mirror::capacity::{
+    CapacityPolicy, Load, SCALE_IN_HISTORY_TAG, ScaleInHistory, desired_capacity,
+};
 use mirror::filters::Filter;
 use mirror::plan::{Change, CreateSession, DeleteSession, ModifySession, Plan, Scope};
 use mirror::report::{Action, CapacityReport, Failure, Report};
@@ -357,7 +359,8 @@ pub async fn size_fleet<E: Ec2Api, F: FleetApi>(
         .count();
     let sessions = u32::try_from(sessions).unwrap_or(u32::MAX);
     let policy = effective_policy(&settings.policy, group.min_size, group.max_size);
-    let history = ScaleInHistory::from_tag(group.tags.get(SCALE_IN_HISTORY_TAG).map(String::as_str));
+    let history =
+        ScaleInHistory::from_tag(group.tags.get(SCALE_IN_HISTORY_TAG).map(String::as_str));
     let load = Load {
         sessions,
         current_desired: group.desired_capacity,
@@ -400,22 +403,22 @@ pub async fn size_fleet<E: Ec2Api, F: FleetApi>(
         }
         let stored = group.tags.get(SCALE_IN_HISTORY_TAG).cloned();
         let next = decision.history.to_string();
-        if report.error.is_none() && stored.as_deref() != Some(next.as_str()) {
-            if let Err(e) = fleet
+        if report.error.is_none()
+            && stored.as_deref() != Some(next.as_str())
+            && let Err(e) = fleet
                 .put_group_tag(&settings.asg_name, SCALE_IN_HISTORY_TAG, &next)
                 .await
-            {
-                warn!(error = %e, "could not store the scale-in history");
-                if e.class().is_retryable() {
-                    retryable = Some(e.to_string());
-                }
-                report.error = Some(Failure {
-                    eni_id: String::new(),
-                    action: Action::Modify,
-                    class: e.class(),
-                    message: e.to_string(),
-                });
+        {
+            warn!(error = %e, "could not store the scale-in history");
+            if e.class().is_retryable() {
+                retryable = Some(e.to_string());
             }
+            report.error = Some(Failure {
+                eni_id: String::new(),
+                action: Action::Modify,
+                class: e.class(),
+                message: e.to_string(),
+            });
         }
     }
     telemetry::emit_capacity(&report);
@@ -430,5 +433,9 @@ pub async fn size_fleet<E: Ec2Api, F: FleetApi>(
 pub fn effective_policy(policy: &CapacityPolicy, group_min: u32, group_max: u32) -> CapacityPolicy {
     let min = policy.min.max(group_min);
     let max = policy.max.min(group_max).max(min);
-    CapacityPolicy { min, max, ..*policy }
+    CapacityPolicy {
+        min,
+        max,
+        ..*policy
+    }
 }

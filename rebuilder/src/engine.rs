@@ -1,6 +1,26 @@
 //! The engine: VXLAN → packet → flow → reassembly → HTTP, driven one packet at a time.
+//!
+//! Pure and single-threaded: no sockets, no clock, no logging per packet. Time comes from
+//! the caller (packet timestamps and [`Engine::on_timer`]), so replaying a capture and
+//! running live behave the same. Run one engine per worker thread and shard datagrams by
+//! flow (e.g. by the outer UDP 5-tuple, which AWS derives from the inner 5-tuple).
+//!
+//! Per packet: parse (zero copy) → look up the direction (one hash lookup, an LRU touch) →
+//! if the direction is known to carry responses, stop there → else reassemble, and parse
+//! HTTP straight from the segment when it is in order.
+//!
+//! Request direction: a direction becomes the *request* direction when a request is parsed
+//! from it; its peer then becomes the *response* direction and is no longer reassembled.
+//! A direction that sends a SYN+ACK is the server's from the start. Nothing depends on ports.
+//!
+//! VNI allow-list: applies to every packet; plain (non-VXLAN) frames have VNI 0.
 
+use crate::flow::{FlowKey, FlowTable, Lifecycle, Removed};
+use crate::http::{self, Meta, Parser};
+use crate::packet::{PacketError, Parsed, TcpSegment, parse_ethernet};
+use crate::reassembly::{self, Budget, Pushed, Segment, Sink, State as StreamState, Stream};
 use crate::request::HttpRequest;
+use crate::vxlan::VxlanPacket;
 
 /// Every cap of the engine. All fields are public; [`Default`] gives the documented values.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,48 +202,490 @@ impl EngineStats {
     }
 }
 
+/// What a direction is known to carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Not known yet: parsed, looking for requests.
+    Unknown,
+    /// Requests were parsed from it.
+    Requests,
+    /// Its peer carries the requests, or it sent a SYN+ACK: ignored cheaply.
+    Responses,
+}
+
+/// State of one direction.
+///
+/// Invariant: a `Responses` direction holds no buffered byte (its stream and parser were
+/// released when it got that role).
+#[derive(Debug)]
+struct Direction {
+    role: Role,
+    stream: Stream,
+    parser: Parser,
+    /// Listed in `Engine::holes` (checked by the timer).
+    in_holes: bool,
+}
+
+impl Direction {
+    fn new(role: Role) -> Direction {
+        Direction {
+            role,
+            stream: Stream::new(),
+            parser: Parser::new(),
+            in_holes: false,
+        }
+    }
+}
+
+/// Feeds the reassembled stream into the parser.
+struct ParserSink<'a, 'c> {
+    parser: &'a mut Parser,
+    ctx: http::Ctx<'c>,
+    evicting: bool,
+}
+
+impl Sink for ParserSink<'_, '_> {
+    fn data(&mut self, ts_us: u64, bytes: &[u8]) {
+        self.parser.data(ts_us, bytes, &mut self.ctx);
+    }
+    fn gap(&mut self, len: u64) {
+        self.ctx.stats.gaps += 1;
+        self.ctx.stats.gap_bytes += len;
+        self.parser.gap(len, &mut self.ctx);
+    }
+    fn end(&mut self) {
+        if self.evicting {
+            self.parser.evict(&mut self.ctx);
+        } else {
+            self.parser.end(&mut self.ctx);
+        }
+    }
+    fn budget(&mut self) -> &mut Budget {
+        self.ctx.budget
+    }
+}
+
 /// The engine. See the module documentation.
+///
+/// Invariants:
+/// - `budget.used` is the sum over directions of buffered out-of-order bytes and parser
+///   buffers; it never exceeds `budget.limit` by more than one head being completed.
+/// - `holes` lists (at least) every slot whose stream has a hole open.
 #[derive(Debug)]
 pub struct Engine {
     config: EngineConfig,
     stats: EngineStats,
+    table: FlowTable<Direction>,
+    budget: Budget,
+    stream_limits: reassembly::Limits,
+    http_limits: http::Limits,
+    holes: Vec<u32>,
 }
 
 impl Engine {
     /// A new engine with these caps.
     pub fn new(config: EngineConfig) -> Engine {
+        let stream_limits = reassembly::Limits {
+            max_ooo_bytes: config.max_ooo_bytes_per_flow,
+            max_ooo_segments: config.max_ooo_segments_per_flow,
+            gap_skip_bytes: config.gap_skip_bytes,
+            gap_timeout_us: config.gap_timeout_us,
+            gap_timeout_after_fin_us: config.gap_timeout_after_fin_us,
+        };
+        let http_limits = http::Limits {
+            max_header_bytes: config.max_header_bytes,
+            max_headers: config.max_headers,
+            max_body_bytes: config.max_body_bytes,
+        };
         Engine {
-            config,
+            table: FlowTable::new(config.max_flows),
+            budget: Budget::new(config.memory_budget_bytes),
             stats: EngineStats::default(),
+            stream_limits,
+            http_limits,
+            holes: Vec::new(),
+            config,
         }
+    }
+
+    /// The caps in force.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
     }
 
     /// Live path: the payload of one UDP datagram received on port 4789 (VXLAN header first).
     pub fn on_vxlan_payload(&mut self, ts_us: u64, payload: &[u8], out: &mut Vec<HttpRequest>) {
-        let _ = (ts_us, out, &self.config);
         self.stats.packets += 1;
         self.stats.bytes += payload.len() as u64;
-        if payload.len() < 8 || payload[0] & 0x08 == 0 {
-            self.stats.count_drop(DropReason::VxlanMalformed);
-        }
+        self.vxlan(ts_us, payload, out);
     }
 
     /// Replay path: one captured link-layer frame: an outer Ethernet frame carrying
     /// IPv4/IPv6 -> UDP dst 4789 -> VXLAN, or a plain (already decapsulated) Ethernet frame.
     pub fn on_captured_frame(&mut self, ts_us: u64, frame: &[u8], out: &mut Vec<HttpRequest>) {
-        let _ = (ts_us, out);
         self.stats.packets += 1;
         self.stats.bytes += frame.len() as u64;
+        match parse_ethernet(frame, true) {
+            Ok(Parsed::Vxlan(payload)) => self.vxlan(ts_us, payload, out),
+            Ok(Parsed::Tcp(seg)) => {
+                if self.vni_allowed(0) {
+                    self.segment(ts_us, 0, &seg, out);
+                } else {
+                    self.stats.count_drop(DropReason::VniNotAllowed);
+                }
+            }
+            Err(e) => self.packet_error(e),
+        }
     }
 
-    /// Idle timeouts, gap timeouts; call every ~100 ms with the current time.
+    fn vni_allowed(&self, vni: u32) -> bool {
+        self.config
+            .vni_allow
+            .as_ref()
+            .is_none_or(|allow| allow.contains(&vni))
+    }
+
+    fn packet_error(&mut self, e: PacketError) {
+        self.stats.count_drop(match e {
+            PacketError::Malformed => DropReason::MalformedPacket,
+            PacketError::Fragment => DropReason::IpFragment,
+            PacketError::NonTcp => DropReason::NonTcp,
+        });
+    }
+
+    fn vxlan(&mut self, ts_us: u64, payload: &[u8], out: &mut Vec<HttpRequest>) {
+        let Ok(v) = VxlanPacket::parse(payload) else {
+            self.stats.count_drop(DropReason::VxlanMalformed);
+            return;
+        };
+        if !self.vni_allowed(v.vni) {
+            self.stats.count_drop(DropReason::VniNotAllowed);
+            return;
+        }
+        match parse_ethernet(v.inner, false) {
+            Ok(Parsed::Tcp(seg)) => self.segment(ts_us, v.vni, &seg, out),
+            Ok(Parsed::Vxlan(_)) => self.stats.count_drop(DropReason::NonTcp),
+            Err(e) => self.packet_error(e),
+        }
+    }
+
+    /// One TCP segment of direction (vni, src, dst).
+    fn segment(&mut self, ts_us: u64, vni: u32, seg: &TcpSegment<'_>, out: &mut Vec<HttpRequest>) {
+        let key = FlowKey {
+            vni,
+            src: seg.src,
+            dst: seg.dst,
+        };
+        let has_payload = seg.wire_len() > 0;
+        let idx = match self.table.find(&key) {
+            Some(i) => i,
+            None => {
+                if seg.rst {
+                    // Nothing tracked for this direction; the peer's connection is over.
+                    if let Some(p) = self.table.find(&key.reverse()) {
+                        self.close_direction(p, ts_us, out);
+                    }
+                    return;
+                }
+                if !has_payload && !seg.syn && !seg.fin {
+                    return; // a pure ACK of an untracked direction: nothing to learn
+                }
+                self.create(key, seg, ts_us, out)
+            }
+        };
+        self.table.touch(idx, ts_us);
+
+        if seg.rst {
+            self.close_direction(idx, ts_us, out);
+            if let Some(p) = self.table.entry(idx).peer() {
+                self.close_direction(p, ts_us, out);
+            }
+            return;
+        }
+
+        let entry = self.table.entry_mut(idx);
+        let dir = &mut entry.value;
+        if seg.syn && seg.ack && dir.role == Role::Unknown && dir.parser.emitted() == 0 {
+            dir.role = Role::Responses;
+            let (stream, parser) = (&mut dir.stream, &mut dir.parser);
+            Self::release(
+                stream,
+                parser,
+                &mut self.budget,
+                out,
+                &self.http_limits,
+                key,
+            );
+        }
+        if dir.role == Role::Responses {
+            self.stats.response_packets += 1;
+            if seg.fin && entry.lifecycle() == Lifecycle::Open {
+                self.table.set_lifecycle(idx, Lifecycle::Closed, ts_us);
+            }
+            return;
+        }
+
+        let segment = Segment {
+            ts_us,
+            seq: seg.seq,
+            syn: seg.syn,
+            fin: seg.fin,
+            payload: seg.payload,
+            missing: seg.missing,
+        };
+        if dir.stream.is_new_connection(&segment) {
+            // Port reuse: the old connection is over, a new one starts.
+            let mut sink = ParserSink {
+                parser: &mut dir.parser,
+                ctx: http::Ctx {
+                    limits: &self.http_limits,
+                    budget: &mut self.budget,
+                    stats: &mut self.stats,
+                    out,
+                    meta: meta(key),
+                },
+                evicting: false,
+            };
+            dir.stream.close(&mut sink);
+            *dir = Direction::new(Role::Unknown);
+            self.table.set_lifecycle(idx, Lifecycle::Open, ts_us);
+        }
+        let entry = self.table.entry_mut(idx);
+        let dir = &mut entry.value;
+        let ignored = match dir.parser.state() {
+            http::State::Opaque => Some(DropReason::OpaqueFlow),
+            http::State::Upgraded => Some(DropReason::UpgradedFlow),
+            _ => None,
+        };
+        if let Some(reason) = ignored {
+            if has_payload {
+                self.stats.count_drop(reason);
+            }
+            if seg.fin {
+                self.table.set_lifecycle(idx, Lifecycle::Closed, ts_us);
+            }
+            return;
+        }
+        if segment.syn && dir.stream.state() == StreamState::Listen {
+            dir.parser = Parser::at_stream_start();
+        }
+        let emitted_before = dir.parser.emitted();
+        let mut sink = ParserSink {
+            parser: &mut dir.parser,
+            ctx: http::Ctx {
+                limits: &self.http_limits,
+                budget: &mut self.budget,
+                stats: &mut self.stats,
+                out,
+                meta: meta(key),
+            },
+            evicting: false,
+        };
+        let reason = match dir.stream.push(segment, &self.stream_limits, &mut sink) {
+            Pushed::Accepted => None,
+            Pushed::Duplicate => Some(DropReason::DuplicateSegment),
+            Pushed::OverBudget => Some(DropReason::OverBudget),
+            Pushed::AfterClose => Some(DropReason::AfterClose),
+        };
+        if let Some(reason) = reason {
+            sink.ctx.stats.count_drop(reason);
+        }
+        if sink.parser.is_done() && dir.stream.buffered_bytes() > 0 {
+            // Opaque or upgraded: buffered bytes will never be parsed.
+            dir.stream.close(&mut sink);
+        }
+        if dir.stream.has_hole() && !dir.in_holes {
+            dir.in_holes = true;
+            self.holes.push(idx);
+        }
+        let closed = dir.stream.state() == StreamState::Closed;
+        if dir.role == Role::Unknown && dir.parser.emitted() > emitted_before {
+            dir.role = Role::Requests;
+            self.demote_peer(idx, out);
+        }
+        if closed {
+            self.table.set_lifecycle(idx, Lifecycle::Closed, ts_us);
+        }
+    }
+
+    /// Creates the entry for `key` (evicting at the cap).
+    fn create(
+        &mut self,
+        key: FlowKey,
+        seg: &TcpSegment<'_>,
+        ts_us: u64,
+        out: &mut Vec<HttpRequest>,
+    ) -> u32 {
+        let peer_is_requests = self
+            .table
+            .find(&key.reverse())
+            .is_some_and(|p| self.table.entry(p).value.role == Role::Requests);
+        let role = if (seg.syn && seg.ack) || peer_is_requests {
+            Role::Responses
+        } else {
+            Role::Unknown
+        };
+        let (idx, evicted) = self.table.insert(key, Direction::new(role), ts_us);
+        self.stats.flows_created += 1;
+        if let Some(removed) = evicted {
+            let was_open = removed.was_open;
+            if was_open {
+                self.stats.flows_evicted += 1;
+            } else {
+                self.stats.flows_expired += 1;
+            }
+            self.finalize(removed, was_open, out);
+        }
+        idx
+    }
+
+    /// The peer of a request direction carries responses: stop reassembling it.
+    fn demote_peer(&mut self, idx: u32, out: &mut Vec<HttpRequest>) {
+        let Some(p) = self.table.entry(idx).peer() else {
+            return;
+        };
+        let entry = self.table.entry_mut(p);
+        let key = entry.key;
+        let dir = &mut entry.value;
+        if dir.role != Role::Unknown {
+            return;
+        }
+        dir.role = Role::Responses;
+        Self::release(
+            &mut dir.stream,
+            &mut dir.parser,
+            &mut self.budget,
+            out,
+            &self.http_limits,
+            key,
+        );
+    }
+
+    /// Frees a direction's buffers without emitting or counting anything (its bytes are
+    /// responses).
+    fn release(
+        stream: &mut Stream,
+        parser: &mut Parser,
+        budget: &mut Budget,
+        out: &mut Vec<HttpRequest>,
+        limits: &http::Limits,
+        key: FlowKey,
+    ) {
+        let mut scratch = EngineStats::default();
+        let mut sink = ParserSink {
+            parser,
+            ctx: http::Ctx {
+                limits,
+                budget,
+                stats: &mut scratch,
+                out,
+                meta: meta(key),
+            },
+            evicting: false,
+        };
+        let before = sink.ctx.out.len();
+        stream.close(&mut sink);
+        // Whatever the parser found in response bytes is not a request.
+        sink.ctx.out.truncate(before);
+        *stream = Stream::new();
+        *parser = Parser::new();
+    }
+
+    /// Closes one direction's stream (RST or end): delivers what is buffered, ends it.
+    fn close_direction(&mut self, idx: u32, ts_us: u64, out: &mut Vec<HttpRequest>) {
+        let entry = self.table.entry_mut(idx);
+        let key = entry.key;
+        let dir = &mut entry.value;
+        let mut sink = ParserSink {
+            parser: &mut dir.parser,
+            ctx: http::Ctx {
+                limits: &self.http_limits,
+                budget: &mut self.budget,
+                stats: &mut self.stats,
+                out,
+                meta: meta(key),
+            },
+            evicting: false,
+        };
+        dir.stream.close(&mut sink);
+        self.table.set_lifecycle(idx, Lifecycle::Closed, ts_us);
+    }
+
+    /// Ends a removed direction: buffered bytes are delivered (with gaps), the parser ends.
+    fn finalize(
+        &mut self,
+        removed: Removed<Direction>,
+        evicting: bool,
+        out: &mut Vec<HttpRequest>,
+    ) {
+        let Removed { key, mut value, .. } = removed;
+        let mut sink = ParserSink {
+            parser: &mut value.parser,
+            ctx: http::Ctx {
+                limits: &self.http_limits,
+                budget: &mut self.budget,
+                stats: &mut self.stats,
+                out,
+                meta: meta(key),
+            },
+            evicting,
+        };
+        // Ends the parser too (`Sink::end`), exactly once per stream.
+        value.stream.close(&mut sink);
+    }
+
+    /// Idle timeouts, gap timeouts; call every ~100 ms with the current time (same clock
+    /// as the packet timestamps). Never blocks long: work is proportional to what expires.
     pub fn on_timer(&mut self, now_us: u64, out: &mut Vec<HttpRequest>) {
-        let _ = (now_us, out);
+        while let Some(removed) = self.table.pop_expired(
+            now_us,
+            self.config.idle_timeout_us,
+            self.config.closed_linger_us,
+        ) {
+            self.stats.flows_expired += 1;
+            self.finalize(removed, false, out);
+        }
+        let holes = std::mem::take(&mut self.holes);
+        for idx in holes {
+            let Some(entry) = self.table.get_mut(idx) else {
+                continue;
+            };
+            let key = entry.key;
+            let dir = &mut entry.value;
+            if !dir.in_holes {
+                continue;
+            }
+            let mut sink = ParserSink {
+                parser: &mut dir.parser,
+                ctx: http::Ctx {
+                    limits: &self.http_limits,
+                    budget: &mut self.budget,
+                    stats: &mut self.stats,
+                    out,
+                    meta: meta(key),
+                },
+                evicting: false,
+            };
+            dir.stream.on_timer(now_us, &self.stream_limits, &mut sink);
+            let closed = dir.stream.state() == StreamState::Closed;
+            if dir.stream.has_hole() {
+                self.holes.push(idx);
+            } else {
+                dir.in_holes = false;
+            }
+            if closed {
+                self.table.set_lifecycle(idx, Lifecycle::Closed, now_us);
+            }
+        }
     }
 
-    /// Flush everything at end of input: emits what can still be emitted.
+    /// Flush everything at end of input (replay EOF / shutdown): holes are skipped, what is
+    /// buffered is delivered, every stream ends. The table is empty afterwards.
     pub fn finish(&mut self, out: &mut Vec<HttpRequest>) {
-        let _ = out;
+        for removed in self.table.drain() {
+            self.finalize(removed, false, out);
+        }
+        self.holes.clear();
     }
 
     /// Counters.
@@ -233,6 +695,536 @@ impl Engine {
 
     /// Flow directions currently tracked.
     pub fn active_flows(&self) -> usize {
-        0
+        self.table.len()
+    }
+
+    /// Bytes buffered now (out-of-order segments, partial heads, bodies in progress).
+    pub fn buffered_bytes(&self) -> usize {
+        self.budget.used
+    }
+}
+
+fn meta(key: FlowKey) -> Meta {
+    Meta {
+        vni: key.vni,
+        client: key.src,
+        server: key.dst,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::http::tests::{GenRequest, gen_request};
+    use crate::packet::build::{Flags, outer_frame, tcp_frame, vxlan};
+    use proptest::prelude::*;
+
+    /// One TCP connection seen through a VXLAN mirror: builds the datagrams of both sides.
+    struct Conn {
+        vni: u32,
+        client: SocketAddr,
+        server: SocketAddr,
+        c_isn: u32,
+        c_next: u32,
+        s_next: u32,
+    }
+
+    impl Conn {
+        fn new(vni: u32, client: &str, server: &str, c_isn: u32) -> Conn {
+            Conn {
+                vni,
+                client: client.parse().unwrap(),
+                server: server.parse().unwrap(),
+                c_isn,
+                c_next: c_isn.wrapping_add(1),
+                s_next: 77_000,
+            }
+        }
+        fn c(&self, seq: u32, flags: Flags, payload: &[u8]) -> Vec<u8> {
+            vxlan(
+                self.vni,
+                &tcp_frame(self.client, self.server, seq, flags, payload),
+            )
+        }
+        fn s(&self, seq: u32, flags: Flags, payload: &[u8]) -> Vec<u8> {
+            vxlan(
+                self.vni,
+                &tcp_frame(self.server, self.client, seq, flags, payload),
+            )
+        }
+        fn syn(&self) -> Vec<u8> {
+            self.c(
+                self.c_isn,
+                Flags {
+                    syn: true,
+                    ..Flags::default()
+                },
+                b"",
+            )
+        }
+        fn syn_ack(&self) -> Vec<u8> {
+            self.s(
+                self.s_next.wrapping_sub(1),
+                Flags {
+                    syn: true,
+                    ack: true,
+                    ack_num: self.c_isn.wrapping_add(1),
+                    ..Flags::default()
+                },
+                b"",
+            )
+        }
+        /// Client data; the ACK number changes with every call (it must not matter).
+        fn send(&mut self, payload: &[u8]) -> Vec<u8> {
+            let seq = self.c_next;
+            self.c_next = self.c_next.wrapping_add(payload.len() as u32);
+            self.c(
+                seq,
+                Flags {
+                    ack: true,
+                    ack_num: self.s_next,
+                    ..Flags::default()
+                },
+                payload,
+            )
+        }
+        fn respond(&mut self, payload: &[u8]) -> Vec<u8> {
+            let seq = self.s_next;
+            self.s_next = self.s_next.wrapping_add(payload.len() as u32);
+            self.s(
+                seq,
+                Flags {
+                    ack: true,
+                    ack_num: self.c_next,
+                    ..Flags::default()
+                },
+                payload,
+            )
+        }
+        fn fin(&mut self) -> Vec<u8> {
+            let seq = self.c_next;
+            self.c_next = self.c_next.wrapping_add(1);
+            self.c(
+                seq,
+                Flags {
+                    fin: true,
+                    ack: true,
+                    ..Flags::default()
+                },
+                b"",
+            )
+        }
+        fn rst(&self) -> Vec<u8> {
+            self.s(
+                self.s_next,
+                Flags {
+                    rst: true,
+                    ..Flags::default()
+                },
+                b"",
+            )
+        }
+    }
+
+    fn engine() -> Engine {
+        Engine::new(EngineConfig::default())
+    }
+
+    fn run(e: &mut Engine, datagrams: &[Vec<u8>]) -> Vec<HttpRequest> {
+        let mut out = Vec::new();
+        for (i, d) in datagrams.iter().enumerate() {
+            e.on_vxlan_payload(1_000 + i as u64, d, &mut out);
+        }
+        out
+    }
+
+    fn targets(reqs: &[HttpRequest]) -> Vec<&str> {
+        reqs.iter().map(|r| r.target.as_str()).collect()
+    }
+
+    #[test]
+    fn request_over_vxlan_is_emitted_with_its_flow_identity_and_time() {
+        let mut c = Conn::new(4242, "10.0.0.1:40000", "10.0.0.2:8080", 1000);
+        let mut e = engine();
+        let d = [
+            c.syn(),
+            c.syn_ack(),
+            c.send(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ];
+        let out = run(&mut e, &d);
+        assert_eq!(out.len(), 1);
+        let r = &out[0];
+        assert_eq!(
+            (r.vni, r.client, r.server, r.ts_us),
+            (4242, c.client, c.server, 1_002)
+        );
+        assert_eq!(e.stats().requests, 1);
+        assert_eq!(e.active_flows(), 2);
+    }
+
+    #[test]
+    fn captured_outer_frames_and_plain_frames_are_both_understood() {
+        let mut c = Conn::new(9, "10.0.0.1:40000", "10.0.0.2:80", 5);
+        let inner = tcp_frame(
+            c.client,
+            c.server,
+            c.c_next,
+            Flags::default(),
+            b"GET /v HTTP/1.1\r\n\r\n",
+        );
+        let mut e = engine();
+        let mut out = Vec::new();
+        e.on_captured_frame(1, &outer_frame([172, 16, 0, 1], 9, &inner), &mut out);
+        c.c_next += 1;
+        let plain = tcp_frame(
+            c.client,
+            c.server,
+            1,
+            Flags::default(),
+            b"GET /p HTTP/1.1\r\n\r\n",
+        );
+        e.on_captured_frame(2, &plain, &mut out);
+        assert_eq!(targets(&out), ["/v", "/p"]);
+        assert_eq!((out[0].vni, out[1].vni), (9, 0));
+    }
+
+    #[test]
+    fn retransmitted_first_segment_does_not_duplicate_the_request() {
+        let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+        let first = c.send(b"GET /once HTTP/1.1\r\n\r\n");
+        let mut e = engine();
+        let out = run(&mut e, &[c.syn(), first.clone(), first.clone(), first]);
+        assert_eq!(targets(&out), ["/once"]);
+        assert_eq!(e.stats().drops(DropReason::DuplicateSegment), 2);
+    }
+
+    #[test]
+    fn same_packet_mirrored_from_both_ends_is_seen_once() {
+        let c = Conn::new(3, "10.0.0.1:40000", "10.0.0.2:80", 1);
+        let inner = tcp_frame(
+            c.client,
+            c.server,
+            c.c_next,
+            Flags {
+                ack: true,
+                ..Flags::default()
+            },
+            b"POST /m HTTP/1.1\r\nContent-Length: 2\r\n\r\nok",
+        );
+        let mut e = engine();
+        let mut out = Vec::new();
+        e.on_captured_frame(1, &outer_frame([10, 0, 0, 1], 3, &inner), &mut out);
+        e.on_captured_frame(1, &outer_frame([10, 0, 0, 2], 3, &inner), &mut out);
+        assert_eq!(targets(&out), ["/m"]);
+    }
+
+    #[test]
+    fn request_split_across_segments_with_moving_acks_is_one_request() {
+        let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+        let mut d = vec![c.syn()];
+        d.push(c.send(b"POST /split HTTP/1.1\r\nContent-"));
+        d.push(c.respond(b"HTTP/1.1 100 Continue\r\n\r\n"));
+        d.push(c.send(b"Length: 5\r\n\r\nab"));
+        d.push(c.respond(b"x"));
+        d.push(c.send(b"cde"));
+        let mut e = engine();
+        let out = run(&mut e, &d);
+        assert_eq!(targets(&out), ["/split"]);
+        assert_eq!(out[0].body, b"abcde");
+    }
+
+    #[test]
+    fn response_direction_is_ignored_even_when_it_looks_like_requests() {
+        let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+        let mut d = vec![c.syn(), c.syn_ack(), c.send(b"GET / HTTP/1.1\r\n\r\n")];
+        d.push(
+            c.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\nGET /evil HTTP/1.1\r\n\r\n"),
+        );
+        let mut e = engine();
+        let out = run(&mut e, &d);
+        assert_eq!(targets(&out), ["/"]);
+        assert!(e.stats().response_packets >= 2);
+    }
+
+    #[test]
+    fn joining_mid_stream_without_syn_recovers_the_next_request() {
+        let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+        let _lost = c.send(b"POST /a HTTP/1.1\r\nContent-Length: 10\r\n\r\n01234");
+        let d = [c.send(b"56789"), c.send(b"GET /b HTTP/1.1\r\n\r\n")];
+        let mut e = engine();
+        let out = run(&mut e, &d);
+        assert_eq!(targets(&out), ["/b"]);
+    }
+
+    #[test]
+    fn vni_outside_the_allow_list_is_dropped() {
+        let mut c = Conn::new(5, "10.0.0.1:40000", "10.0.0.2:80", 1);
+        let mut e = Engine::new(EngineConfig {
+            vni_allow: Some(vec![6]),
+            ..EngineConfig::default()
+        });
+        let out = run(&mut e, &[c.syn(), c.send(b"GET / HTTP/1.1\r\n\r\n")]);
+        assert!(out.is_empty());
+        assert_eq!(e.stats().drops(DropReason::VniNotAllowed), 2);
+        assert_eq!(e.active_flows(), 0);
+    }
+
+    #[test]
+    fn malformed_datagrams_are_counted_and_lose_nothing_else() {
+        let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+        let mut e = engine();
+        let mut out = Vec::new();
+        e.on_vxlan_payload(0, &c.syn(), &mut out);
+        e.on_vxlan_payload(0, &[0x08, 0, 0], &mut out);
+        e.on_vxlan_payload(0, &[0; 8], &mut out);
+        e.on_vxlan_payload(0, &vxlan(1, &[1, 2, 3]), &mut out);
+        let good = c.send(b"GET /ok HTTP/1.1\r\n\r\n");
+        e.on_vxlan_payload(0, &good[..8 + 14 + 20 + 10], &mut out);
+        e.on_vxlan_payload(0, &good, &mut out);
+        assert_eq!(targets(&out), ["/ok"]);
+        assert_eq!(e.stats().drops(DropReason::VxlanMalformed), 2);
+        // An inner frame of 3 bytes and a TCP header cut short.
+        assert_eq!(e.stats().drops(DropReason::MalformedPacket), 2);
+    }
+
+    #[test]
+    fn packet_cut_by_packet_length_drops_only_its_request() {
+        let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+        let big = format!(
+            "POST /cut HTTP/1.1\r\nContent-Length: 2000\r\n\r\n{}",
+            "x".repeat(2000)
+        );
+        let cut = c.send(big.as_bytes());
+        let d = [
+            c.syn(),
+            cut[..8 + 14 + 20 + 20 + 500].to_vec(),
+            c.send(b"GET /next HTTP/1.1\r\n\r\n"),
+        ];
+        let mut e = engine();
+        let out = run(&mut e, &d);
+        assert_eq!(targets(&out), ["/next"]);
+        assert_eq!(e.stats().drops(DropReason::MessageGap), 1);
+        assert_eq!(e.stats().gaps, 1);
+    }
+
+    #[test]
+    fn hole_is_skipped_by_the_timer_and_later_requests_survive() {
+        let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+        let _lost = c.send(b"GET /lost HTTP/1.1\r\n\r\n");
+        let d = [c.syn(), c.send(b"GET /after HTTP/1.1\r\n\r\n")];
+        let mut e = engine();
+        let mut out = run(&mut e, &d);
+        assert!(out.is_empty());
+        e.on_timer(1_001 + e.config().gap_timeout_us, &mut out);
+        assert_eq!(targets(&out), ["/after"]);
+        assert_eq!(e.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn idle_flows_expire_and_their_unfinished_request_is_counted() {
+        let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+        let mut e = engine();
+        let mut out = run(&mut e, &[c.syn(), c.send(b"GET /half HTTP/1.1\r\n")]);
+        e.on_timer(10_000, &mut out);
+        assert_eq!(e.active_flows(), 1);
+        e.on_timer(1_001 + e.config().idle_timeout_us, &mut out);
+        assert_eq!(e.active_flows(), 0);
+        assert!(out.is_empty());
+        assert_eq!(e.stats().flows_expired, 1);
+        assert_eq!(e.stats().drops(DropReason::MessageIncomplete), 1);
+        assert_eq!(e.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn flow_cap_evicts_the_least_recently_used_and_counts_it() {
+        let mut e = Engine::new(EngineConfig {
+            max_flows: 2,
+            ..EngineConfig::default()
+        });
+        let mut out = Vec::new();
+        let mut conns: Vec<Conn> = (0..3)
+            .map(|i| Conn::new(1, &format!("10.0.0.1:{}", 1000 + i), "10.0.0.2:80", 1))
+            .collect();
+        for c in &mut conns {
+            e.on_vxlan_payload(0, &c.syn(), &mut out);
+            e.on_vxlan_payload(0, &c.send(b"GET /p HTTP/1.1\r\nA"), &mut out);
+        }
+        assert_eq!(e.active_flows(), 2);
+        assert_eq!(e.stats().flows_evicted, 1);
+        assert_eq!(e.stats().drops(DropReason::FlowEvicted), 1);
+        assert_eq!(e.buffered_bytes(), 2 * 18);
+    }
+
+    #[test]
+    fn reset_closes_both_directions_and_counts_the_unfinished_request() {
+        let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+        let mut e = engine();
+        let d = [
+            c.syn(),
+            c.syn_ack(),
+            c.send(b"POST /r HTTP/1.1\r\nContent-Length: 9\r\n\r\nabc"),
+            c.rst(),
+        ];
+        let out = run(&mut e, &d);
+        assert!(out.is_empty());
+        assert_eq!(e.stats().drops(DropReason::MessageIncomplete), 1);
+        assert_eq!(e.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn fin_completes_the_stream_and_late_data_is_counted() {
+        let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+        let mut e = engine();
+        let mut d = vec![c.syn(), c.send(b"GET /f HTTP/1.1\r\n\r\n"), c.fin()];
+        d.push(c.send(b"GET /late HTTP/1.1\r\n\r\n"));
+        let out = run(&mut e, &d);
+        assert_eq!(targets(&out), ["/f"]);
+        assert_eq!(e.stats().drops(DropReason::AfterClose), 1);
+    }
+
+    #[test]
+    fn new_syn_on_a_reused_port_starts_a_new_connection() {
+        let mut a = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+        let mut b = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 900_000);
+        let mut e = engine();
+        let d = [
+            a.syn(),
+            a.send(b"GET /a HTTP/1.1\r\n\r\n"),
+            a.fin(),
+            b.syn(),
+            b.send(b"GET /b HTTP/1.1\r\n\r\n"),
+        ];
+        let out = run(&mut e, &d);
+        assert_eq!(targets(&out), ["/a", "/b"]);
+    }
+
+    #[test]
+    fn tls_flow_is_opaque_and_its_packets_are_counted() {
+        let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:443", 1);
+        let mut e = engine();
+        let d = [
+            c.syn(),
+            c.send(&[0x16, 3, 1, 0, 5, 1, 0, 0, 1, 0]),
+            c.send(b"GET / HTTP/1.1\r\n\r\n"),
+        ];
+        let out = run(&mut e, &d);
+        assert!(out.is_empty());
+        assert_eq!(e.stats().opaque_flows, 1);
+        assert_eq!(e.stats().drops(DropReason::OpaqueFlow), 1);
+    }
+
+    #[test]
+    fn jumbo_segment_of_a_9001_byte_mtu_is_handled_whole() {
+        let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+        let head = b"PUT /j HTTP/1.1\r\nContent-Length: 8900\r\n\r\n";
+        let mut payload = head.to_vec();
+        payload.resize(head.len() + 8900, b'j');
+        assert!(payload.len() <= 9001 - 40);
+        let mut e = engine();
+        let out = run(&mut e, &[c.syn(), c.send(&payload)]);
+        assert_eq!(out[0].body.len(), 8900);
+    }
+
+    #[test]
+    fn ipv6_and_ipv4_fragments_are_handled() {
+        let mut c = Conn::new(1, "[fd00::1]:40000", "[fd00::2]:80", 1);
+        let mut e = engine();
+        let out = run(&mut e, &[c.syn(), c.send(b"GET /six HTTP/1.1\r\n\r\n")]);
+        assert_eq!(targets(&out), ["/six"]);
+    }
+
+    #[test]
+    fn stats_merge_adds_every_counter() {
+        let mut a = EngineStats {
+            packets: 2,
+            ..EngineStats::default()
+        };
+        a.count_drop(DropReason::NonTcp);
+        let mut b = a.clone();
+        b.merge(&a);
+        assert_eq!(b.packets, 4);
+        assert_eq!(b.drops(DropReason::NonTcp), 2);
+        assert_eq!(b.total_drops(), 2);
+        let labels: std::collections::HashSet<&str> =
+            DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(labels.len(), DropReason::ALL.len());
+    }
+
+    /// Builds the client datagrams of one connection carrying `reqs`, cut at `cuts`.
+    fn conn_datagrams(
+        c: &mut Conn,
+        reqs: &[GenRequest],
+        cuts: &[prop::sample::Index],
+    ) -> Vec<Vec<u8>> {
+        let wire: Vec<u8> = reqs.iter().flat_map(|r| r.wire()).collect();
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len())).collect();
+        points.push(0);
+        points.push(wire.len());
+        points.sort_unstable();
+        points.dedup();
+        let mut d = vec![c.syn()];
+        for w in points.windows(2) {
+            d.push(c.send(&wire[w[0]..w[1]]));
+        }
+        d.push(c.fin());
+        d
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// Any segmentation, reordering and duplication of a set of request streams yields
+        /// the same requests (per connection, in order), with no duplicate and no drop.
+        #[test]
+        fn any_segmentation_reordering_and_duplication_yields_the_same_requests(
+            streams in proptest::collection::vec(
+                (proptest::collection::vec(gen_request(), 1..4),
+                 proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+                 any::<u32>()),
+                1..4),
+            swaps in proptest::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>()), 0..40),
+            dups in proptest::collection::vec(any::<prop::sample::Index>(), 0..10),
+        ) {
+            let mut syns = Vec::new();
+            let mut rest = Vec::new();
+            let mut conns = Vec::new();
+            for (i, (reqs, cuts, isn)) in streams.iter().enumerate() {
+                let mut c = Conn::new(7, &format!("10.1.0.{}:5000", i + 1), "10.2.0.1:80", *isn);
+                let mut d = conn_datagrams(&mut c, reqs, cuts);
+                syns.push(d.remove(0));
+                rest.extend(d);
+                conns.push(c);
+            }
+            for d in &dups {
+                let x = rest[d.index(rest.len())].clone();
+                rest.push(x);
+            }
+            for (a, b) in &swaps {
+                let (a, b) = (a.index(rest.len()), b.index(rest.len()));
+                rest.swap(a, b);
+            }
+            let mut e = engine();
+            let mut out = run(&mut e, &syns);
+            out.extend(run(&mut e, &rest));
+            e.finish(&mut out);
+            for (c, (reqs, _, _)) in conns.iter().zip(&streams) {
+                let got: Vec<&HttpRequest> = out.iter().filter(|r| r.client == c.client).collect();
+                prop_assert_eq!(got.len(), reqs.len());
+                for (g, r) in reqs.iter().zip(got) {
+                    prop_assert!(g.matches(r), "{:?} vs {:?}", g, r);
+                }
+            }
+            prop_assert_eq!(out.len(), streams.iter().map(|s| s.0.len()).sum::<usize>());
+            let s = e.stats();
+            for reason in DropReason::ALL {
+                if reason != DropReason::DuplicateSegment {
+                    prop_assert_eq!(s.drops(reason), 0, "{}", reason.as_str());
+                }
+            }
+            prop_assert_eq!(s.gaps, 0);
+            prop_assert_eq!(e.buffered_bytes(), 0);
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! mirrorfleet rebuilder: VXLAN mirror traffic -> TCP reassembly -> HTTP requests.
 
 pub mod engine;
+pub mod flow;
+pub mod http;
 pub mod packet;
 pub mod reassembly;
 pub mod request;

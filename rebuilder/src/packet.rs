@@ -149,6 +149,8 @@ pub(crate) mod build {
         pub ack: bool,
         pub fin: bool,
         pub rst: bool,
+        /// Acknowledgment number (sent when `ack`).
+        pub ack_num: u32,
     }
 
     /// An Ethernet frame carrying one TCP segment from `src` to `dst`.
@@ -170,7 +172,7 @@ pub(crate) mod build {
             tcp = tcp.syn();
         }
         if flags.ack {
-            tcp = tcp.ack(1);
+            tcp = tcp.ack(flags.ack_num);
         }
         if flags.fin {
             tcp = tcp.fin();

@@ -31,6 +31,8 @@ pub trait Sink {
     fn gap(&mut self, len: u64);
     /// The stream ended (FIN reached, or closed).
     fn end(&mut self);
+    /// The engine's memory budget (out-of-order bytes are charged to it).
+    fn budget(&mut self) -> &mut Budget;
 }
 
 /// Caps of one direction (copied from the engine configuration).
@@ -243,13 +245,7 @@ impl Stream {
 
     /// Feeds one segment. A SYN of another connection must be handled by the caller first
     /// (see [`Stream::is_new_connection`]): here it is treated as a retransmission.
-    pub fn push(
-        &mut self,
-        seg: Segment<'_>,
-        limits: &Limits,
-        budget: &mut Budget,
-        sink: &mut impl Sink,
-    ) -> Pushed {
+    pub fn push(&mut self, seg: Segment<'_>, limits: &Limits, sink: &mut impl Sink) -> Pushed {
         let wire_len = seg.payload.len() as u32 + seg.missing;
         let mut start = seg.seq;
         if seg.syn {
@@ -288,15 +284,15 @@ impl Stream {
         }
         let mut outcome = Pushed::Accepted;
         if wire_len > 0 {
-            outcome = self.place(seg, start, end, limits, budget, sink);
+            outcome = self.place(seg, start, end, limits, sink);
         }
         // A gap timeout noticed on packet arrival is handled at once (no need for a timer).
         if let Some(deadline) = self.gap_deadline(limits)
             && seg.ts_us >= deadline
         {
-            self.skip_holes_until_due(seg.ts_us, limits, budget, sink);
+            self.skip_holes_until_due(seg.ts_us, limits, sink);
         }
-        self.check_end(budget, sink);
+        self.check_end(sink);
         outcome
     }
 
@@ -306,7 +302,6 @@ impl Stream {
         start: u32,
         end: u32,
         limits: &Limits,
-        budget: &mut Budget,
         sink: &mut impl Sink,
     ) -> Pushed {
         if let Some(fin) = self.fin_seq
@@ -320,7 +315,7 @@ impl Stream {
             }
             let offset = seq_diff(start, self.next_seq);
             if offset <= 0 {
-                self.deliver_in_order(seg, start, end, sink, budget);
+                self.deliver_in_order(seg, start, end, sink);
                 return Pushed::Accepted;
             }
             // Out of order: fits the per-direction caps?
@@ -341,11 +336,11 @@ impl Stream {
                     sink.gap(skip);
                     self.next_seq = start;
                 } else {
-                    self.skip_first_hole(budget, sink);
+                    self.skip_first_hole(sink);
                 }
                 continue;
             }
-            if !budget.try_take(new_bytes) {
+            if !sink.budget().try_take(new_bytes) {
                 return Pushed::OverBudget;
             }
             let opened = self.ooo.is_empty();
@@ -362,7 +357,7 @@ impl Stream {
                 if span <= limits.gap_skip_bytes {
                     break;
                 }
-                self.skip_first_hole(budget, sink);
+                self.skip_first_hole(sink);
             }
             return Pushed::Accepted;
         }
@@ -436,20 +431,13 @@ impl Stream {
 
     /// Delivers a segment that starts at or before `next_seq`, interleaving buffered pieces
     /// that cover parts of it (first data wins), then drains what became contiguous.
-    fn deliver_in_order(
-        &mut self,
-        seg: Segment<'_>,
-        start: u32,
-        end: u32,
-        sink: &mut impl Sink,
-        budget: &mut Budget,
-    ) {
+    fn deliver_in_order(&mut self, seg: Segment<'_>, start: u32, end: u32, sink: &mut impl Sink) {
         let present_end = start.wrapping_add(seg.payload.len() as u32);
         while seq_diff(end, self.next_seq) > 0 {
             if let Some(first) = self.ooo.first()
                 && seq_diff(first.seq, self.next_seq) <= 0
             {
-                self.pop_first(sink, budget);
+                self.pop_first(sink);
                 continue;
             }
             let limit = match self.ooo.first() {
@@ -473,15 +461,15 @@ impl Stream {
                 self.next_seq = limit;
             }
         }
-        self.drain(sink, budget);
+        self.drain(sink);
     }
 
     /// Delivers the first piece (trimmed to `next_seq`) and removes it.
-    fn pop_first(&mut self, sink: &mut impl Sink, budget: &mut Budget) {
+    fn pop_first(&mut self, sink: &mut impl Sink) {
         let p = self.ooo.remove(0);
         let mem = p.mem();
         self.ooo_bytes -= mem;
-        budget.give(mem);
+        sink.budget().give(mem);
         let skip = seq_diff(self.next_seq, p.seq);
         let end = p.end();
         if seq_diff(end, self.next_seq) > 0 {
@@ -498,17 +486,17 @@ impl Stream {
     }
 
     /// Delivers every buffered piece that became contiguous.
-    fn drain(&mut self, sink: &mut impl Sink, budget: &mut Budget) {
+    fn drain(&mut self, sink: &mut impl Sink) {
         while let Some(first) = self.ooo.first() {
             if seq_diff(first.seq, self.next_seq) > 0 {
                 break;
             }
-            self.pop_first(sink, budget);
+            self.pop_first(sink);
         }
     }
 
     /// Reports the first hole as a gap and delivers what follows it.
-    fn skip_first_hole(&mut self, budget: &mut Budget, sink: &mut impl Sink) {
+    fn skip_first_hole(&mut self, sink: &mut impl Sink) {
         let Some(first) = self.ooo.first() else {
             return;
         };
@@ -517,59 +505,47 @@ impl Stream {
             sink.gap(len as u64);
             self.next_seq = first.seq;
         }
-        self.drain(sink, budget);
+        self.drain(sink);
     }
 
-    fn skip_holes_until_due(
-        &mut self,
-        now_us: u64,
-        limits: &Limits,
-        budget: &mut Budget,
-        sink: &mut impl Sink,
-    ) {
+    fn skip_holes_until_due(&mut self, now_us: u64, limits: &Limits, sink: &mut impl Sink) {
         while let Some(deadline) = self.gap_deadline(limits) {
             if now_us < deadline {
                 break;
             }
-            self.skip_first_hole(budget, sink);
+            self.skip_first_hole(sink);
             if !self.ooo.is_empty() {
                 self.hole_since_us = now_us;
             }
         }
     }
 
-    fn check_end(&mut self, budget: &mut Budget, sink: &mut impl Sink) {
+    fn check_end(&mut self, sink: &mut impl Sink) {
         if self.state == State::Established && self.fin_seq == Some(self.next_seq) {
-            self.release(budget);
+            self.release(sink);
             self.state = State::Closed;
             sink.end();
         }
     }
 
-    fn release(&mut self, budget: &mut Budget) {
-        budget.give(self.ooo_bytes);
+    fn release(&mut self, sink: &mut impl Sink) {
+        sink.budget().give(self.ooo_bytes);
         self.ooo_bytes = 0;
         self.ooo.clear();
         self.ooo.shrink_to_fit();
     }
 
     /// Timer: skips holes whose deadline passed.
-    pub fn on_timer(
-        &mut self,
-        now_us: u64,
-        limits: &Limits,
-        budget: &mut Budget,
-        sink: &mut impl Sink,
-    ) {
+    pub fn on_timer(&mut self, now_us: u64, limits: &Limits, sink: &mut impl Sink) {
         if self.state == State::Established {
-            self.skip_holes_until_due(now_us, limits, budget, sink);
-            self.check_end(budget, sink);
+            self.skip_holes_until_due(now_us, limits, sink);
+            self.check_end(sink);
         }
     }
 
     /// Closes the stream (RST, idle timeout, eviction, end of input): every hole is skipped,
     /// everything buffered is delivered, then `end`.
-    pub fn close(&mut self, budget: &mut Budget, sink: &mut impl Sink) {
+    pub fn close(&mut self, sink: &mut impl Sink) {
         match self.state {
             State::Closed => {}
             State::Listen => {
@@ -583,9 +559,9 @@ impl Stream {
                     {
                         break;
                     }
-                    self.skip_first_hole(budget, sink);
+                    self.skip_first_hole(sink);
                 }
-                self.release(budget);
+                self.release(sink);
                 self.state = State::Closed;
                 sink.end();
             }
@@ -616,6 +592,13 @@ pub(crate) mod tests {
         pub gaps: Vec<u64>,
         pub ends: usize,
         pub events: Vec<String>,
+        pub budget: Budget,
+    }
+
+    impl Default for Budget {
+        fn default() -> Self {
+            Budget::new(1 << 24)
+        }
     }
 
     impl Sink for Recorder {
@@ -632,6 +615,9 @@ pub(crate) mod tests {
         }
         fn end(&mut self) {
             self.ends += 1;
+        }
+        fn budget(&mut self) -> &mut Budget {
+            &mut self.budget
         }
     }
 
@@ -669,7 +655,6 @@ pub(crate) mod tests {
 
     struct Harness {
         s: Stream,
-        b: Budget,
         r: Recorder,
         l: Limits,
     }
@@ -681,14 +666,17 @@ pub(crate) mod tests {
         fn with(l: Limits) -> Harness {
             Harness {
                 s: Stream::new(),
-                b: Budget::new(1 << 24),
                 r: Recorder::default(),
                 l,
             }
         }
         fn push(&mut self, seg: Segment<'_>) -> Pushed {
-            let out = self.s.push(seg, &self.l, &mut self.b, &mut self.r);
-            assert_eq!(self.b.used, self.s.buffered_bytes(), "budget tracks buffer");
+            let out = self.s.push(seg, &self.l, &mut self.r);
+            assert_eq!(
+                self.r.budget.used,
+                self.s.buffered_bytes(),
+                "budget tracks buffer"
+            );
             out
         }
     }
@@ -778,13 +766,13 @@ pub(crate) mod tests {
         h.push(syn(0));
         h.push(seg(1, b"ab"));
         h.push(seg(5, b"ef"));
-        h.s.on_timer(999, &h.l, &mut h.b, &mut h.r);
+        h.s.on_timer(999, &h.l, &mut h.r);
         assert_eq!(h.r.text(), "ab");
-        h.s.on_timer(1_000, &h.l, &mut h.b, &mut h.r);
+        h.s.on_timer(1_000, &h.l, &mut h.r);
         assert_eq!(h.r.text(), "ab#2#ef");
         // The late bytes are now old.
         assert_eq!(h.push(seg(3, b"cd")), Pushed::Duplicate);
-        assert_eq!(h.b.used, 0);
+        assert_eq!(h.r.budget.used, 0);
     }
 
     #[test]
@@ -795,9 +783,9 @@ pub(crate) mod tests {
             fin: true,
             ..seg(5, b"ef")
         });
-        h.s.on_timer(99, &h.l, &mut h.b, &mut h.r);
+        h.s.on_timer(99, &h.l, &mut h.r);
         assert!(h.r.events.is_empty());
-        h.s.on_timer(100, &h.l, &mut h.b, &mut h.r);
+        h.s.on_timer(100, &h.l, &mut h.r);
         assert_eq!(h.r.text(), "#4#ef");
         assert_eq!(h.r.ends, 1);
         assert_eq!(h.s.state(), State::Closed);
@@ -833,7 +821,7 @@ pub(crate) mod tests {
     #[test]
     fn over_budget_segment_is_dropped_and_counted() {
         let mut h = Harness::new();
-        h.b = Budget::new(3);
+        h.r.budget = Budget::new(3);
         h.push(syn(0));
         assert_eq!(h.push(seg(5, b"abcd")), Pushed::OverBudget);
         assert_eq!(h.push(seg(1, b"wxyz")), Pushed::Accepted);
@@ -873,11 +861,11 @@ pub(crate) mod tests {
         h.push(syn(0));
         h.push(seg(3, b"c"));
         h.push(seg(6, b"f"));
-        h.s.close(&mut h.b, &mut h.r);
+        h.s.close(&mut h.r);
         assert_eq!(h.r.text(), "#2#c#2#f");
         assert_eq!(h.r.ends, 1);
-        assert_eq!(h.b.used, 0);
-        h.s.close(&mut h.b, &mut h.r);
+        assert_eq!(h.r.budget.used, 0);
+        h.s.close(&mut h.r);
         assert_eq!(h.r.ends, 1);
     }
 
@@ -924,7 +912,7 @@ pub(crate) mod tests {
             }
             prop_assert_eq!(&h.r.bytes, &data);
             prop_assert!(h.r.gaps.is_empty());
-            prop_assert_eq!(h.b.used, 0);
+            prop_assert_eq!(h.r.budget.used, 0);
         }
     }
 }

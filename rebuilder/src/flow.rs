@@ -1,0 +1,437 @@
+//! The flow table: one entry per direction of a TCP connection, keyed by
+//! (VNI, source ip:port, destination ip:port), the two directions linked when both are seen.
+//!
+//! Entries live in a slab (`Vec`) indexed by `u32`; a hash map (foldhash, randomly seeded)
+//! maps keys to slots; two intrusive doubly linked lists order the entries: **open** ones by
+//! last packet (LRU) and **closed** ones by closing time. Every operation is O(1) except
+//! expiry, which is O(entries expired). At the cap, a closed entry is evicted first, else
+//! the least recently used open one.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// Identity of one direction of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// VXLAN VNI (0 for plain frames).
+    pub vni: u32,
+    /// Sender.
+    pub src: SocketAddr,
+    /// Receiver.
+    pub dst: SocketAddr,
+}
+
+impl FlowKey {
+    /// The other direction.
+    pub fn reverse(&self) -> FlowKey {
+        FlowKey {
+            vni: self.vni,
+            src: self.dst,
+            dst: self.src,
+        }
+    }
+}
+
+/// Which list an entry is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Receiving: on the LRU list, expired after the idle timeout.
+    Open,
+    /// Closed (FIN reached or RST): kept for the linger time to absorb retransmissions.
+    Closed,
+}
+
+const NONE: u32 = u32::MAX;
+
+/// One entry: the caller's state plus the table's bookkeeping.
+#[derive(Debug)]
+pub struct Entry<T> {
+    /// The key.
+    pub key: FlowKey,
+    /// The caller's per-direction state.
+    pub value: T,
+    /// Time of the last packet (open) or of closing (closed).
+    pub stamp_us: u64,
+    lifecycle: Lifecycle,
+    prev: u32,
+    next: u32,
+    peer: u32,
+}
+
+impl<T> Entry<T> {
+    /// Open or closed.
+    pub fn lifecycle(&self) -> Lifecycle {
+        self.lifecycle
+    }
+    /// Slot of the other direction, if tracked.
+    pub fn peer(&self) -> Option<u32> {
+        (self.peer != NONE).then_some(self.peer)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct List {
+    head: u32, // most recent
+    tail: u32, // least recent
+}
+
+const EMPTY: List = List {
+    head: NONE,
+    tail: NONE,
+};
+
+/// An entry removed from the table (evicted or expired).
+#[derive(Debug)]
+pub struct Removed<T> {
+    /// Its key.
+    pub key: FlowKey,
+    /// Its state.
+    pub value: T,
+    /// Whether it was open (not closed) when removed.
+    pub was_open: bool,
+}
+
+/// The table.
+///
+/// Invariants:
+/// - `map[k] == i` ⇔ `slots[i]` is `Some` with key `k`; `len` counts the `Some` slots.
+/// - Every live entry is on exactly the list of its `lifecycle`; `free` holds the `None` slots.
+/// - `peer` links are symmetric: `slots[i].peer == j` ⇔ `slots[j].peer == i`, and exist
+///   exactly when both `k` and `k.reverse()` are in the table.
+#[derive(Debug)]
+pub struct FlowTable<T> {
+    slots: Vec<Option<Entry<T>>>,
+    free: Vec<u32>,
+    map: HashMap<FlowKey, u32, foldhash::fast::RandomState>,
+    lists: [List; 2],
+    cap: usize,
+    len: usize,
+}
+
+fn list_index(l: Lifecycle) -> usize {
+    match l {
+        Lifecycle::Open => 0,
+        Lifecycle::Closed => 1,
+    }
+}
+
+impl<T> FlowTable<T> {
+    /// An empty table holding at most `cap` entries (at least 1).
+    pub fn new(cap: usize) -> FlowTable<T> {
+        FlowTable {
+            slots: Vec::new(),
+            free: Vec::new(),
+            map: HashMap::default(),
+            lists: [EMPTY; 2],
+            cap: cap.max(1),
+            len: 0,
+        }
+    }
+
+    /// Entries tracked.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// No entry tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Slot of `key`.
+    #[inline]
+    pub fn find(&self, key: &FlowKey) -> Option<u32> {
+        self.map.get(key).copied()
+    }
+
+    /// The entry in slot `i` (which must be live).
+    #[inline]
+    pub fn entry(&self, i: u32) -> &Entry<T> {
+        self.slots[i as usize].as_ref().expect("live slot")
+    }
+
+    /// The entry in slot `i` (which must be live).
+    #[inline]
+    pub fn entry_mut(&mut self, i: u32) -> &mut Entry<T> {
+        self.slots[i as usize].as_mut().expect("live slot")
+    }
+
+    /// The entry in slot `i`, if live (slots are reused: check the key if it matters).
+    pub fn get_mut(&mut self, i: u32) -> Option<&mut Entry<T>> {
+        self.slots.get_mut(i as usize).and_then(Option::as_mut)
+    }
+
+    /// Both an entry and its peer, mutably.
+    pub fn pair_mut(&mut self, i: u32) -> (&mut Entry<T>, Option<&mut Entry<T>>) {
+        let peer = self.entry(i).peer;
+        if peer == NONE {
+            return (self.entry_mut(i), None);
+        }
+        let (a, b) = (i as usize, peer as usize);
+        if a < b {
+            let (lo, hi) = self.slots.split_at_mut(b);
+            (lo[a].as_mut().expect("live slot"), hi[0].as_mut())
+        } else {
+            let (lo, hi) = self.slots.split_at_mut(a);
+            (hi[0].as_mut().expect("live slot"), lo[b].as_mut())
+        }
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (prev, next, l) = {
+            let e = self.entry(i);
+            (e.prev, e.next, list_index(e.lifecycle))
+        };
+        if prev == NONE {
+            self.lists[l].head = next;
+        } else {
+            self.entry_mut(prev).next = next;
+        }
+        if next == NONE {
+            self.lists[l].tail = prev;
+        } else {
+            self.entry_mut(next).prev = prev;
+        }
+    }
+
+    fn push_front(&mut self, i: u32, lifecycle: Lifecycle) {
+        let l = list_index(lifecycle);
+        let head = self.lists[l].head;
+        {
+            let e = self.entry_mut(i);
+            e.lifecycle = lifecycle;
+            e.prev = NONE;
+            e.next = head;
+        }
+        if head == NONE {
+            self.lists[l].tail = i;
+        } else {
+            self.entry_mut(head).prev = i;
+        }
+        self.lists[l].head = i;
+    }
+
+    /// Records a packet at `now_us` on an open entry (moves it to the front of the LRU).
+    /// A closed entry keeps its closing time.
+    #[inline]
+    pub fn touch(&mut self, i: u32, now_us: u64) {
+        if self.entry(i).lifecycle == Lifecycle::Closed {
+            return;
+        }
+        self.entry_mut(i).stamp_us = now_us;
+        if self.lists[0].head != i {
+            self.unlink(i);
+            self.push_front(i, Lifecycle::Open);
+        }
+    }
+
+    /// Moves an entry to the closed list (or back to the open one), stamped `now_us`.
+    pub fn set_lifecycle(&mut self, i: u32, lifecycle: Lifecycle, now_us: u64) {
+        if self.entry(i).lifecycle == lifecycle {
+            return;
+        }
+        self.unlink(i);
+        self.entry_mut(i).stamp_us = now_us;
+        self.push_front(i, lifecycle);
+    }
+
+    /// Inserts a new open entry for `key` (which must be absent). When the table is full,
+    /// first removes and returns the victim (a closed entry if any, else the LRU open one).
+    pub fn insert(&mut self, key: FlowKey, value: T, now_us: u64) -> (u32, Option<Removed<T>>) {
+        debug_assert!(!self.map.contains_key(&key));
+        let evicted = if self.len >= self.cap {
+            let victim = if self.lists[1].tail != NONE {
+                self.lists[1].tail
+            } else {
+                self.lists[0].tail
+            };
+            Some(self.remove(victim))
+        } else {
+            None
+        };
+        let peer = self.map.get(&key.reverse()).copied().unwrap_or(NONE);
+        let entry = Entry {
+            key,
+            value,
+            stamp_us: now_us,
+            lifecycle: Lifecycle::Open,
+            prev: NONE,
+            next: NONE,
+            peer,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(entry);
+                i
+            }
+            None => {
+                self.slots.push(Some(entry));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        if peer != NONE {
+            self.entry_mut(peer).peer = i;
+        }
+        self.map.insert(key, i);
+        self.len += 1;
+        self.push_front(i, Lifecycle::Open);
+        (i, evicted)
+    }
+
+    /// Removes slot `i` (which must be live).
+    pub fn remove(&mut self, i: u32) -> Removed<T> {
+        self.unlink(i);
+        let e = self.slots[i as usize].take().expect("live slot");
+        if e.peer != NONE
+            && let Some(p) = self.slots[e.peer as usize].as_mut()
+        {
+            p.peer = NONE;
+        }
+        self.map.remove(&e.key);
+        self.free.push(i);
+        self.len -= 1;
+        Removed {
+            key: e.key,
+            value: e.value,
+            was_open: e.lifecycle == Lifecycle::Open,
+        }
+    }
+
+    /// Removes and returns one entry that is due: an open one idle since before
+    /// `now - idle_us`, or a closed one closed before `now - linger_us`.
+    pub fn pop_expired(&mut self, now_us: u64, idle_us: u64, linger_us: u64) -> Option<Removed<T>> {
+        for (l, after) in [(1usize, linger_us), (0, idle_us)] {
+            let tail = self.lists[l].tail;
+            if tail != NONE && self.entry(tail).stamp_us.saturating_add(after) <= now_us {
+                return Some(self.remove(tail));
+            }
+        }
+        None
+    }
+
+    /// Removes and returns every entry (end of input).
+    pub fn drain(&mut self) -> Vec<Removed<T>> {
+        let live: Vec<u32> = (0..self.slots.len() as u32)
+            .filter(|&i| self.slots[i as usize].is_some())
+            .collect();
+        live.into_iter().map(|i| self.remove(i)).collect()
+    }
+
+    /// Slots of the live entries (in slot order).
+    pub fn live_slots(&self) -> impl Iterator<Item = u32> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_some())
+            .map(|(i, _)| i as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u16) -> FlowKey {
+        FlowKey {
+            vni: 1,
+            src: SocketAddr::from(([10, 0, 0, 1], n)),
+            dst: SocketAddr::from(([10, 0, 0, 2], 80)),
+        }
+    }
+
+    fn check<T>(t: &FlowTable<T>) {
+        let mut seen = 0;
+        for l in 0..2 {
+            let mut i = t.lists[l].head;
+            let mut prev = NONE;
+            while i != NONE {
+                let e = t.entry(i);
+                assert_eq!(e.prev, prev);
+                assert_eq!(list_index(e.lifecycle), l);
+                assert_eq!(t.find(&e.key), Some(i));
+                if let Some(p) = e.peer() {
+                    assert_eq!(t.entry(p).peer(), Some(i));
+                    assert_eq!(t.entry(p).key, e.key.reverse());
+                }
+                prev = i;
+                i = e.next;
+                seen += 1;
+            }
+            assert_eq!(t.lists[l].tail, prev);
+        }
+        assert_eq!(seen, t.len());
+        assert_eq!(t.map.len(), t.len());
+    }
+
+    #[test]
+    fn least_recently_used_open_entry_is_evicted_at_the_cap() {
+        let mut t = FlowTable::new(3);
+        let a = t.insert(key(1), "a", 1).0;
+        t.insert(key(2), "b", 2);
+        t.insert(key(3), "c", 3);
+        t.touch(a, 4);
+        let (_, ev) = t.insert(key(4), "d", 5);
+        let ev = ev.unwrap();
+        assert_eq!((ev.value, ev.was_open), ("b", true));
+        assert_eq!(t.len(), 3);
+        check(&t);
+    }
+
+    #[test]
+    fn closed_entries_are_evicted_before_open_ones() {
+        let mut t = FlowTable::new(2);
+        t.insert(key(1), 1, 1);
+        let b = t.insert(key(2), 2, 2).0;
+        t.set_lifecycle(b, Lifecycle::Closed, 3);
+        let ev = t.insert(key(3), 3, 4).1.unwrap();
+        assert_eq!((ev.value, ev.was_open), (2, false));
+        check(&t);
+    }
+
+    #[test]
+    fn both_directions_are_linked_and_unlinked() {
+        let mut t = FlowTable::new(10);
+        let a = t.insert(key(1), 'a', 0).0;
+        let b = t.insert(key(1).reverse(), 'b', 0).0;
+        assert_eq!(t.entry(a).peer(), Some(b));
+        assert_eq!(t.entry(b).peer(), Some(a));
+        {
+            let (x, y) = t.pair_mut(b);
+            assert_eq!((x.value, y.unwrap().value), ('b', 'a'));
+        }
+        check(&t);
+        t.remove(a);
+        assert_eq!(t.entry(b).peer(), None);
+        check(&t);
+    }
+
+    #[test]
+    fn idle_and_closed_entries_expire_after_their_timeouts() {
+        let mut t = FlowTable::new(10);
+        t.insert(key(1), 1, 100);
+        let b = t.insert(key(2), 2, 100).0;
+        t.set_lifecycle(b, Lifecycle::Closed, 150);
+        t.insert(key(3), 3, 300);
+        assert!(t.pop_expired(159, 1000, 10).is_none());
+        assert_eq!(t.pop_expired(160, 1000, 10).unwrap().value, 2);
+        assert!(t.pop_expired(1099, 1000, 10).is_none());
+        assert_eq!(t.pop_expired(1100, 1000, 10).unwrap().value, 1);
+        assert!(t.pop_expired(1100, 1000, 10).is_none());
+        assert_eq!(t.len(), 1);
+        check(&t);
+    }
+
+    #[test]
+    fn slots_are_reused_and_drain_empties_the_table() {
+        let mut t = FlowTable::new(100);
+        for round in 0..3 {
+            for n in 0..50 {
+                t.insert(key(n), n, round);
+            }
+            check(&t);
+            assert_eq!(t.drain().len(), 50);
+            assert!(t.is_empty());
+        }
+        assert_eq!(t.slots.len(), 50);
+    }
+}

@@ -135,7 +135,8 @@ impl AwsError {
                 message: message_s,
             };
         }
-        // e.g. `TrafficMirrorSessionsPerInterfaceLimitExceeded`: the per-source-ENI limit.
+        // `TrafficMirrorSessionsPerInterfaceLimitExceeded`: the per-source-ENI limit (the
+        // per-target limits are not about this ENI and stay `Other`).
         if code.ends_with("LimitExceeded")
             && code.contains("Session")
             && (code.contains("Interface") || code.contains("Eni") || code.contains("Source"))
@@ -146,8 +147,8 @@ impl AwsError {
                 message: message_s,
             };
         }
-        // EC2 answers an unsupported source with a dedicated code, or with an
-        // invalid-parameter code whose message says "not supported".
+        // EC2 answers an unsupported source with `NetworkInterfaceNotSupported` (or another
+        // `*NotSupported` code), or with an invalid-parameter code saying "not supported".
         let says_unsupported = lower.contains("not supported") || lower.contains("unsupported");
         if code.contains("NotSupported")
             || code == "UnsupportedOperation"
@@ -304,8 +305,8 @@ mod tests {
         assert_eq!(e.label(), "unsupported_source");
         let e = AwsError::classify(
             "CreateTrafficMirrorSession",
-            "TrafficMirrorSourceNotSupported",
-            "",
+            "NetworkInterfaceNotSupported",
+            "The network interface is not supported for Traffic Mirroring.",
         );
         assert_eq!(e.label(), "unsupported_source");
     }
@@ -316,6 +317,16 @@ mod tests {
             "CreateTrafficMirrorSession",
             "InvalidParameterValue",
             "session number 0 out of range",
+        );
+        assert_eq!(e.label(), "other");
+    }
+
+    #[test]
+    fn the_per_target_limit_is_not_a_per_eni_limit() {
+        let e = AwsError::classify(
+            "CreateTrafficMirrorSession",
+            "TrafficMirrorSessionsPerTargetLimitExceeded",
+            "",
         );
         assert_eq!(e.label(), "other");
     }

@@ -1,0 +1,376 @@
+//! Adapter tests with aws-smithy-mocks for what moto cannot produce: throttling then success,
+//! an unsupported source, an ENI deleted mid-run, the per-ENI session limit. Errors are real
+//! EC2 error documents (HTTP status + XML body) so the SDK's own deserialisation and retry
+//! classification run, not a shortcut.
+//!
+//! The clients are built by hand (mock HTTP client + interceptor) so that aws-sdk-ec2 needs
+//! no `test-util` feature and is compiled once for build and test.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_sdk_autoscaling::operation::describe_auto_scaling_groups::DescribeAutoScalingGroupsOutput;
+use aws_sdk_autoscaling::operation::set_desired_capacity::SetDesiredCapacityOutput;
+use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_ec2::operation::create_traffic_mirror_session::CreateTrafficMirrorSessionOutput;
+use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+use aws_sdk_ec2::operation::describe_network_interfaces::DescribeNetworkInterfacesOutput;
+use aws_sdk_ec2::operation::describe_traffic_mirror_sessions::DescribeTrafficMirrorSessionsOutput;
+use aws_sdk_ec2::operation::describe_traffic_mirror_targets::DescribeTrafficMirrorTargetsOutput;
+use aws_sdk_ec2::operation::modify_traffic_mirror_session::ModifyTrafficMirrorSessionOutput;
+use aws_sdk_ec2::types::{
+    NetworkInterface, ResourceType, Tag, TrafficMirrorSession, TrafficMirrorSessionField,
+};
+use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
+use aws_smithy_runtime_api::http::{Response as HttpResponse, StatusCode};
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::retry::RetryConfig;
+use mirror::model::OWNER_TAG_KEY;
+use mirror::report::ErrorClass;
+use mirror::settings::MirrorSettings;
+use mirror_aws::ec2::{Ec2Api, NewSession, PacketLengthChange, SdkEc2, SessionUpdate};
+use mirror_aws::error::AwsError;
+use mirror_aws::fleet::{FleetApi, SdkFleet};
+use mirror_aws::handlers::{self, MirrorRun};
+
+const ATTEMPTS: u32 = 4;
+
+fn retry() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(ATTEMPTS)
+        .with_initial_backoff(Duration::from_millis(1))
+        .with_max_backoff(Duration::from_millis(5))
+}
+
+fn ec2(mode: RuleMode, rules: &[&Rule]) -> SdkEc2 {
+    let mut interceptor = MockResponseInterceptor::new().rule_mode(mode);
+    for rule in rules {
+        interceptor = interceptor.with_rule(rule);
+    }
+    let config = aws_sdk_ec2::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
+        .http_client(create_mock_http_client())
+        .interceptor(interceptor)
+        .retry_config(retry())
+        .build();
+    SdkEc2::new(aws_sdk_ec2::Client::from_conf(config))
+}
+
+fn autoscaling(rules: &[&Rule]) -> SdkFleet {
+    let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
+    for rule in rules {
+        interceptor = interceptor.with_rule(rule);
+    }
+    let config = aws_sdk_autoscaling::Config::builder()
+        .behavior_version(aws_sdk_autoscaling::config::BehaviorVersion::latest())
+        .region(aws_sdk_autoscaling::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_autoscaling::config::Credentials::new(
+            "AKIDTEST", "secret", None, None, "test",
+        ))
+        .http_client(create_mock_http_client())
+        .interceptor(interceptor)
+        .retry_config(retry())
+        .build();
+    SdkFleet::new(aws_sdk_autoscaling::Client::from_conf(config))
+}
+
+/// An EC2 error document as the API returns it.
+fn ec2_error(status: u16, code: &str, message: &str) -> HttpResponse {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code>\
+         <Message>{message}</Message></Error></Errors><RequestID>5f0e6b8c-test</RequestID></Response>"
+    );
+    HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::from(body))
+}
+
+fn eni(id: &str) -> NetworkInterface {
+    NetworkInterface::builder()
+        .network_interface_id(id)
+        .subnet_id("subnet-1")
+        .vpc_id("vpc-1")
+        .tag_set(Tag::builder().key("mirror").value("true").build())
+        .build()
+}
+
+fn new_session(eni: &str) -> NewSession {
+    NewSession {
+        eni_id: eni.into(),
+        target_id: "tmt-1".into(),
+        filter_id: "tmf-1".into(),
+        number: 1,
+        vni: 42,
+        packet_length: None,
+        client_token: format!("token-{eni}"),
+        tags: [(OWNER_TAG_KEY.to_owned(), "owner".to_owned())].into(),
+    }
+}
+
+#[tokio::test]
+async fn throttling_is_retried_with_backoff_then_every_page_is_read() {
+    let rule = mock!(aws_sdk_ec2::Client::describe_network_interfaces)
+        .sequence()
+        .http_response(|| ec2_error(503, "RequestLimitExceeded", "Request limit exceeded."))
+        .times(2)
+        .output(|| {
+            DescribeNetworkInterfacesOutput::builder()
+                .network_interfaces(eni("eni-1"))
+                .next_token("page-2")
+                .build()
+        })
+        .output(|| {
+            DescribeNetworkInterfacesOutput::builder()
+                .network_interfaces(eni("eni-2"))
+                .build()
+        })
+        .build();
+    let ec2 = ec2(RuleMode::Sequential, &[&rule]);
+    let enis = ec2.describe_network_interfaces(Vec::new()).await.unwrap();
+    let ids: Vec<&str> = enis.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["eni-1", "eni-2"]);
+    assert_eq!(enis[0].tags.get("mirror").map(String::as_str), Some("true"));
+    assert_eq!(
+        rule.num_calls(),
+        4,
+        "two throttled attempts, then two pages"
+    );
+    assert_eq!(ec2.calls().snapshot()[0], ("DescribeNetworkInterfaces", 2));
+}
+
+#[tokio::test]
+async fn throttling_that_outlasts_the_retries_is_classified_throttled() {
+    let rule = mock!(aws_sdk_ec2::Client::create_traffic_mirror_session)
+        .sequence()
+        .http_response(|| ec2_error(503, "RequestLimitExceeded", "Request limit exceeded."))
+        .repeatedly()
+        .build();
+    let ec2 = ec2(RuleMode::Sequential, &[&rule]);
+    let err = ec2.create_session(new_session("eni-1")).await.unwrap_err();
+    assert!(matches!(err, AwsError::Throttled { .. }), "{err}");
+    assert!(err.retryable());
+    assert_eq!(rule.num_calls(), ATTEMPTS as usize);
+}
+
+#[tokio::test]
+async fn an_unsupported_source_is_recognised_from_the_api_error_and_not_retried() {
+    let rule = mock!(aws_sdk_ec2::Client::create_traffic_mirror_session).then_http_response(|| {
+        ec2_error(
+            400,
+            "NetworkInterfaceNotSupported",
+            "The network interface is not supported for Traffic Mirroring.",
+        )
+    });
+    let ec2 = ec2(RuleMode::Sequential, &[&rule]);
+    let err = ec2.create_session(new_session("eni-1")).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::UnsupportedSource, "{err}");
+    assert!(!err.retryable());
+    assert_eq!(rule.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn the_per_eni_session_limit_is_classified() {
+    let rule = mock!(aws_sdk_ec2::Client::create_traffic_mirror_session).then_http_response(|| {
+        ec2_error(
+            400,
+            "TrafficMirrorSessionsPerInterfaceLimitExceeded",
+            "The allowed number of Traffic Mirror sessions for the specified network interface has been exceeded.",
+        )
+    });
+    let ec2 = ec2(RuleMode::Sequential, &[&rule]);
+    let err = ec2.create_session(new_session("eni-1")).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::SessionLimit, "{err}");
+}
+
+#[tokio::test]
+async fn create_sends_number_vni_client_token_and_the_owner_tag() {
+    let rule = mock!(aws_sdk_ec2::Client::create_traffic_mirror_session)
+        .match_requests(|req| {
+            let tagged = req.tag_specifications().iter().any(|spec| {
+                spec.resource_type() == Some(&ResourceType::TrafficMirrorSession)
+                    && spec
+                        .tags()
+                        .iter()
+                        .any(|t| t.key() == Some(OWNER_TAG_KEY) && t.value() == Some("owner"))
+            });
+            tagged
+                && req.client_token() == Some("token-eni-1")
+                && req.session_number() == Some(1)
+                && req.virtual_network_id() == Some(42)
+                && req.packet_length().is_none()
+                && req.network_interface_id() == Some("eni-1")
+        })
+        .then_output(|| {
+            CreateTrafficMirrorSessionOutput::builder()
+                .traffic_mirror_session(
+                    TrafficMirrorSession::builder()
+                        .traffic_mirror_session_id("tms-new")
+                        .build(),
+                )
+                .build()
+        });
+    let ec2 = ec2(RuleMode::Sequential, &[&rule]);
+    let id = ec2.create_session(new_session("eni-1")).await.unwrap();
+    assert_eq!(id, "tms-new");
+    assert_eq!(rule.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn modify_removes_the_packet_length_when_the_spec_has_none() {
+    let rule = mock!(aws_sdk_ec2::Client::modify_traffic_mirror_session)
+        .match_requests(|req| {
+            req.remove_fields() == [TrafficMirrorSessionField::PacketLength]
+                && req.packet_length().is_none()
+                && req.virtual_network_id() == Some(7)
+        })
+        .then_output(|| ModifyTrafficMirrorSessionOutput::builder().build());
+    let ec2 = ec2(RuleMode::Sequential, &[&rule]);
+    ec2.modify_session(SessionUpdate {
+        session_id: "tms-1".into(),
+        target_id: None,
+        filter_id: None,
+        vni: Some(7),
+        packet_length: PacketLengthChange::Remove,
+    })
+    .await
+    .unwrap();
+    assert_eq!(rule.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn deleting_a_session_that_is_already_gone_succeeds() {
+    let rule = mock!(aws_sdk_ec2::Client::delete_traffic_mirror_session).then_http_response(|| {
+        ec2_error(
+            400,
+            "InvalidTrafficMirrorSessionId.NotFound",
+            "The traffic mirror session 'tms-1' does not exist.",
+        )
+    });
+    let ec2 = ec2(RuleMode::Sequential, &[&rule]);
+    ec2.delete_session("tms-1".into()).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_eni_deleted_mid_run_fails_alone_and_the_run_succeeds() {
+    let targets = mock!(aws_sdk_ec2::Client::describe_traffic_mirror_targets)
+        .then_output(|| DescribeTrafficMirrorTargetsOutput::builder().build());
+    let enis = mock!(aws_sdk_ec2::Client::describe_network_interfaces).then_output(|| {
+        DescribeNetworkInterfacesOutput::builder()
+            .network_interfaces(eni("eni-gone"))
+            .network_interfaces(eni("eni-ok"))
+            .build()
+    });
+    let instances = mock!(aws_sdk_ec2::Client::describe_instances)
+        .then_output(|| DescribeInstancesOutput::builder().build());
+    let sessions = mock!(aws_sdk_ec2::Client::describe_traffic_mirror_sessions)
+        .then_output(|| DescribeTrafficMirrorSessionsOutput::builder().build());
+    let create_gone = mock!(aws_sdk_ec2::Client::create_traffic_mirror_session)
+        .match_requests(|req| req.network_interface_id() == Some("eni-gone"))
+        .then_http_response(|| {
+            ec2_error(
+                400,
+                "InvalidNetworkInterfaceID.NotFound",
+                "The networkInterface ID 'eni-gone' does not exist",
+            )
+        });
+    let create_ok = mock!(aws_sdk_ec2::Client::create_traffic_mirror_session)
+        .match_requests(|req| req.network_interface_id() == Some("eni-ok"))
+        .then_output(|| {
+            CreateTrafficMirrorSessionOutput::builder()
+                .traffic_mirror_session(
+                    TrafficMirrorSession::builder()
+                        .traffic_mirror_session_id("tms-ok")
+                        .build(),
+                )
+                .build()
+        });
+    let ec2 = ec2(
+        RuleMode::MatchAny,
+        &[
+            &targets,
+            &enis,
+            &instances,
+            &sessions,
+            &create_gone,
+            &create_ok,
+        ],
+    );
+    let env: BTreeMap<&str, &str> = [
+        ("MIRROR_TARGET_ID", "tmt-1"),
+        ("MIRROR_FILTER_ID", "tmf-1"),
+        ("MIRROR_VNI", "42"),
+        ("MIRROR_OWNER", "owner"),
+        ("MIRROR_ENI_FILTERS", "Name=tag:mirror,Values=true"),
+        (
+            "MIRROR_INSTANCE_FILTERS",
+            "Name=tag:mirror-instance,Values=true",
+        ),
+    ]
+    .into();
+    let settings = MirrorSettings::from_env(&|k| env.get(k).map(|v| (*v).to_owned())).unwrap();
+    let scheduled: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../events/scheduled.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let report = handlers::reconcile(
+        &ec2,
+        &MirrorRun::new("reconcile-mirrors", settings),
+        scheduled,
+    )
+    .await
+    .expect("a gone ENI is not retryable: the run succeeds");
+    assert_eq!(report.created.count, 1);
+    assert_eq!(report.created.items[0].eni_id, "eni-ok");
+    assert_eq!(report.errors_by_class.get(&ErrorClass::EniGone), Some(&1));
+    assert_eq!(report.errors.items[0].eni_id, "eni-gone");
+    assert_eq!((create_gone.num_calls(), create_ok.num_calls()), (1, 1));
+}
+
+#[tokio::test]
+async fn set_desired_capacity_honours_the_cooldown() {
+    let describe =
+        mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups).then_output(|| {
+            DescribeAutoScalingGroupsOutput::builder()
+                .auto_scaling_groups(
+                    aws_sdk_autoscaling::types::AutoScalingGroup::builder()
+                        .auto_scaling_group_name("rebuilders")
+                        .min_size(1)
+                        .max_size(5)
+                        .desired_capacity(2)
+                        .tags(
+                            aws_sdk_autoscaling::types::TagDescription::builder()
+                                .key("mirrorfleet:scale-in-history")
+                                .value("1:2")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        });
+    let set = mock!(aws_sdk_autoscaling::Client::set_desired_capacity)
+        .match_requests(|req| {
+            req.honor_cooldown() == Some(true)
+                && req.desired_capacity() == Some(3)
+                && req.auto_scaling_group_name() == Some("rebuilders")
+        })
+        .then_output(|| SetDesiredCapacityOutput::builder().build());
+    let fleet = autoscaling(&[&describe, &set]);
+    let group = fleet.describe_group("rebuilders").await.unwrap().unwrap();
+    assert_eq!(
+        (group.min_size, group.max_size, group.desired_capacity),
+        (1, 5, 2)
+    );
+    assert_eq!(
+        group
+            .tags
+            .get("mirrorfleet:scale-in-history")
+            .map(String::as_str),
+        Some("1:2")
+    );
+    fleet.set_desired_capacity("rebuilders", 3).await.unwrap();
+    assert_eq!(set.num_calls(), 1);
+}

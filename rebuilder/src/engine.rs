@@ -469,7 +469,6 @@ impl Engine {
         if segment.syn && dir.stream.state() == StreamState::Listen {
             dir.parser = Parser::at_stream_start();
         }
-        let emitted_before = dir.parser.emitted();
         let mut sink = ParserSink {
             parser: &mut dir.parser,
             ctx: http::Ctx {
@@ -499,7 +498,7 @@ impl Engine {
             self.holes.push(idx);
         }
         let closed = dir.stream.state() == StreamState::Closed;
-        if dir.role == Role::Unknown && dir.parser.emitted() > emitted_before {
+        if dir.role == Role::Unknown && dir.parser.emitted() > 0 {
             dir.role = Role::Requests;
             self.demote_peer(idx, out);
         }
@@ -668,6 +667,11 @@ impl Engine {
             };
             dir.stream.on_timer(now_us, &self.stream_limits, &mut sink);
             let closed = dir.stream.state() == StreamState::Closed;
+            if dir.role == Role::Unknown && dir.parser.emitted() > 0 {
+                dir.role = Role::Requests;
+                self.demote_peer(idx, out);
+            }
+            let dir = &mut self.table.entry_mut(idx).value;
             if dir.stream.has_hole() {
                 self.holes.push(idx);
             } else {
@@ -1225,6 +1229,61 @@ mod tests {
             }
             prop_assert_eq!(s.gaps, 0);
             prop_assert_eq!(e.buffered_bytes(), 0);
+        }
+
+        /// Under loss (and reordering), every request whose bytes all arrived is emitted,
+        /// and no request that lost a byte is.
+        #[test]
+        fn under_loss_exactly_the_fully_received_requests_are_emitted(
+            reqs in proptest::collection::vec(gen_request(), 1..6),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..20),
+            lost in proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
+            swaps in proptest::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>()), 0..10),
+            isn in any::<u32>(),
+        ) {
+            let wires: Vec<Vec<u8>> = reqs.iter().map(|r| r.wire()).collect();
+            let wire = wires.concat();
+            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len())).collect();
+            points.push(0);
+            points.push(wire.len());
+            points.sort_unstable();
+            points.dedup();
+            let ranges: Vec<(usize, usize)> = points.windows(2).map(|w| (w[0], w[1])).collect();
+            let lost: std::collections::HashSet<usize> = lost.iter().map(|i| i.index(ranges.len())).collect();
+            let mut c = Conn::new(1, "10.9.0.1:6000", "10.9.0.2:80", isn);
+            let mut kept = Vec::new();
+            for (i, (a, b)) in ranges.iter().enumerate() {
+                let d = c.send(&wire[*a..*b]);
+                if !lost.contains(&i) {
+                    kept.push(d);
+                }
+            }
+            kept.push(c.fin());
+            for (a, b) in &swaps {
+                let (a, b) = (a.index(kept.len()), b.index(kept.len()));
+                kept.swap(a, b);
+            }
+            let mut e = engine();
+            let mut out = run(&mut e, &[c.syn()]);
+            out.extend(run(&mut e, &kept));
+            e.finish(&mut out);
+            let mut expected = Vec::new();
+            let mut pos = 0;
+            for (g, w) in reqs.iter().zip(&wires) {
+                let (s, t) = (pos, pos + w.len());
+                pos = t;
+                let hit = ranges
+                    .iter()
+                    .enumerate()
+                    .any(|(i, (a, b))| lost.contains(&i) && *a < t && *b > s);
+                if !hit {
+                    expected.push(g);
+                }
+            }
+            prop_assert_eq!(out.len(), expected.len(), "{:?}", targets(&out));
+            for (g, r) in expected.iter().zip(&out) {
+                prop_assert!(g.matches(r), "{:?} vs {:?}", g, r);
+            }
         }
     }
 }

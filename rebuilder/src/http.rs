@@ -414,9 +414,19 @@ fn candidate_start(input: &[u8], m: usize, line_start: bool) -> Option<usize> {
             .iter()
             .all(|&b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
     {
-        return Some(floor);
+        return Some(floor + refine_start(&input[floor..]));
     }
     known_method_suffix(region).map(|len| sp - len)
+}
+
+/// For a line starting with an upper-case token that is not a known method but ends with
+/// one (`XPUT / HTTP/1.1` after lost bytes), the offset of that known method; else 0.
+fn refine_start(line: &[u8]) -> usize {
+    let region = &line[..memchr(b' ', line).unwrap_or(line.len())];
+    if KNOWN_METHODS.contains(&region) {
+        return 0;
+    }
+    known_method_suffix(region).map_or(0, |len| region.len() - len)
 }
 
 /// How far back from the end of a chunk a request line that continues in the next chunk is
@@ -438,13 +448,13 @@ fn tail_candidate(input: &[u8], ls: usize, at_line_start: bool) -> Option<usize>
             return Some(sp - len);
         }
     }
-    // A method cut before its space: the longest suffix that begins a known method.
+    // A method cut before its space: the longest suffix that is or begins a known method.
     let line = &input[window..];
     (1..=line.len().min(10)).rev().find_map(|k| {
         let suffix = &line[line.len() - k..];
         KNOWN_METHODS
             .iter()
-            .any(|m| m.len() > k && m.starts_with(suffix))
+            .any(|m| m.starts_with(suffix))
             .then_some(input.len() - k)
     })
 }
@@ -683,24 +693,32 @@ impl Parser {
                 Some(j) => (j + 1, true),
                 None => (input.len(), false),
             };
-            if self.buf.len() + take > max {
-                self.buf.clear();
-                self.state = State::Sync { line_start: false };
+            let verdict = if self.buf.len() + take > max {
+                Line::No
             } else {
                 self.buf.extend_from_slice(&input[..take]);
-                match request_line(&self.buf, false) {
-                    Line::Yes => self.state = State::Head,
-                    Line::More if !complete => {}
-                    _ => {
-                        self.buf.clear();
-                        self.state = State::Sync {
-                            line_start: complete,
-                        };
-                    }
+                request_line(&self.buf, false)
+            };
+            match verdict {
+                Line::Yes => {
+                    let skip = refine_start(&self.buf);
+                    self.buf.drain(..skip);
+                    self.state = State::Head;
+                    self.account(ctx.budget);
+                    return &input[take..];
+                }
+                Line::More if !complete => {
+                    self.account(ctx.budget);
+                    return &[];
+                }
+                _ => {
+                    // Not a request line after all: scan these bytes afresh.
+                    self.buf.clear();
+                    self.account(ctx.budget);
+                    self.state = State::Sync { line_start: false };
+                    return self.sync(ts_us, input, false, ctx);
                 }
             }
-            self.account(ctx.budget);
-            return &input[take..];
         }
         let mut from = 0;
         while let Some(rel) = HTTP_FINDER.find(&input[from..]) {
@@ -1236,6 +1254,31 @@ pub(crate) mod tests {
             .feed(b"TP/1.1\r")
             .feed(b"\n\r\n");
         assert_eq!(h.targets(), ["/d"]);
+    }
+
+    #[test]
+    fn after_lost_bytes_a_known_method_is_preferred_to_a_longer_token() {
+        let mut h = H::new(false);
+        h.feed(b"tail of a body\nAPUT /a HTTP/1.1\r\n\r\n");
+        h.gap(5);
+        h.feed(b"xyzAP").feed(b"UT /b HTTP/1.1\r\n\r\n");
+        assert_eq!(h.targets(), ["/a", "/b"]);
+        assert!(h.out.iter().all(|r| r.method == "PUT"));
+    }
+
+    #[test]
+    fn method_complete_at_the_end_of_a_segment_is_kept_whole() {
+        let mut h = H::new(false);
+        h.feed(b"\x01\x02OPTIONS").feed(b" /o HTTP/1.1\r\n\r\n");
+        assert_eq!(h.out[0].method, "OPTIONS");
+    }
+
+    #[test]
+    fn failed_candidate_line_does_not_hide_a_request_line_after_it() {
+        let mut h = H::new(false);
+        h.feed(b"\x01GE")
+            .feed(b"nerated data GET /real HTTP/1.1\r\n\r\n");
+        assert_eq!(h.targets(), ["/real"]);
     }
 
     #[test]

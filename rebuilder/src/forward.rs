@@ -13,7 +13,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -329,11 +329,21 @@ struct Queued {
     size: usize,
 }
 
-/// Shared queue accounting.
+/// Shared queue accounting. Signed: the dispatcher may count a request out before the worker
+/// that sent it has counted it in.
 #[derive(Debug, Default)]
 struct QueueState {
-    depth: AtomicU64,
-    bytes: AtomicU64,
+    depth: AtomicI64,
+    bytes: AtomicI64,
+}
+
+impl QueueState {
+    fn publish(&self, t: &Telemetry) {
+        t.set_queue(
+            self.depth.load(Relaxed).max(0) as u64,
+            self.bytes.load(Relaxed).max(0) as u64,
+        );
+    }
 }
 
 /// The worker side of the queue: clone one per worker.
@@ -341,7 +351,7 @@ struct QueueState {
 pub struct ForwardQueue {
     tx: mpsc::Sender<Queued>,
     state: Arc<QueueState>,
-    max_bytes: u64,
+    max_bytes: i64,
     telemetry: Arc<Telemetry>,
 }
 
@@ -349,20 +359,20 @@ impl ForwardQueue {
     /// Enqueues without waiting; on `Err` the request was dropped and the caller counts it.
     pub fn try_submit(&self, req: HttpRequest) -> Result<(), RequestDropReason> {
         let size = queued_size(&req);
-        let before = self.state.bytes.fetch_add(size as u64, Relaxed);
-        if before + size as u64 > self.max_bytes {
-            self.state.bytes.fetch_sub(size as u64, Relaxed);
+        let before = self.state.bytes.fetch_add(size as i64, Relaxed);
+        if before.saturating_add(size as i64) > self.max_bytes {
+            self.state.bytes.fetch_sub(size as i64, Relaxed);
             return Err(RequestDropReason::QueueBytes);
         }
+        self.state.depth.fetch_add(1, Relaxed);
         match self.tx.try_send(Queued { req, size }) {
             Ok(()) => {
-                let depth = self.state.depth.fetch_add(1, Relaxed) + 1;
-                self.telemetry
-                    .set_queue(depth, self.state.bytes.load(Relaxed));
+                self.state.publish(&self.telemetry);
                 Ok(())
             }
             Err(e) => {
-                self.state.bytes.fetch_sub(size as u64, Relaxed);
+                self.state.depth.fetch_sub(1, Relaxed);
+                self.state.bytes.fetch_sub(size as i64, Relaxed);
                 Err(match e {
                     mpsc::error::TrySendError::Full(_) => RequestDropReason::QueueFull,
                     mpsc::error::TrySendError::Closed(_) => RequestDropReason::Shutdown,
@@ -403,7 +413,7 @@ pub fn channel(cfg: ForwardConfig, telemetry: Arc<Telemetry>) -> (ForwardQueue, 
     let queue = ForwardQueue {
         tx,
         state: state.clone(),
-        max_bytes: cfg.queue_max_bytes as u64,
+        max_bytes: cfg.queue_max_bytes.min(i64::MAX as usize) as i64,
         telemetry: telemetry.clone(),
     };
     let inner = Arc::new(Inner {
@@ -532,13 +542,9 @@ impl Forwarder {
         let inner = self.inner.clone();
         let prober = tokio::spawn(probe_loop(inner.clone()));
         while let Some(q) = self.rx.recv().await {
-            let depth = self.state.depth.fetch_sub(1, Relaxed).saturating_sub(1);
-            let bytes = self
-                .state
-                .bytes
-                .fetch_sub(q.size as u64, Relaxed)
-                .saturating_sub(q.size as u64);
-            inner.telemetry.set_queue(depth, bytes);
+            self.state.depth.fetch_sub(1, Relaxed);
+            self.state.bytes.fetch_sub(q.size as i64, Relaxed);
+            self.state.publish(&inner.telemetry);
             let permit = inner
                 .permits
                 .clone()
@@ -590,7 +596,7 @@ pub struct PendingHandle {
 
 impl PendingHandle {
     pub fn pending(&self) -> u64 {
-        self.state.depth.load(Relaxed) + self.inner.in_flight()
+        self.state.depth.load(Relaxed).max(0) as u64 + self.inner.in_flight()
     }
 }
 

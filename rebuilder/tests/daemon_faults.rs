@@ -1,0 +1,370 @@
+//! Fault tests of `rebuilder run` over loopback UDP: the upstream goes down or gets slow, garbage
+//! and SYN floods arrive. The caps hold, every loss is counted, delivery resumes by itself.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Metrics, RebuilderProc, Sender, Sink, synth_payloads, wait_until};
+
+fn send_all(sender: &Sender, payloads: &[(u16, Vec<u8>)], pps: u64) {
+    let pacer = common::Pacer::new(pps);
+    for (i, (sport, p)) in payloads.iter().enumerate() {
+        pacer.wait(i as u64);
+        sender.send(*sport, p);
+    }
+}
+
+fn extracted(m: &Metrics) -> u64 {
+    m.get("rebuilder_requests_extracted_total")
+}
+
+/// Extracted requests not yet delivered nor dropped.
+fn pending(m: &Metrics) -> u64 {
+    m.get("rebuilder_queue_depth") + m.get("rebuilder_upstream_in_flight")
+}
+
+/// Everything that happened to extracted requests: delivered or dropped for a counted reason.
+fn accounted(m: &Metrics) -> u64 {
+    m.forwarded()
+        + [
+            "queue_full",
+            "queue_bytes",
+            "invalid_request",
+            "upstream_connect",
+            "upstream_timeout",
+            "upstream_io",
+            "shutdown",
+        ]
+        .iter()
+        .map(|r| m.dropped(r))
+        .sum::<u64>()
+}
+
+#[test]
+fn upstream_down_drops_are_counted_memory_stays_bounded_and_delivery_resumes() {
+    let mut sink = Sink::start(None, false);
+    let upstream = format!("http://{}", sink.addr);
+    sink.stop();
+    let p = RebuilderProc::start(
+        &upstream,
+        &[
+            "--workers",
+            "2",
+            "--queue-capacity",
+            "64",
+            "--concurrency",
+            "4",
+            "--health-probe-interval-ms",
+            "200",
+            "--failure-backoff-ms",
+            "50",
+            "--connect-timeout-ms",
+            "300",
+        ],
+    );
+    p.wait_health(503, Duration::from_secs(10));
+    let (_, body) = common::http_get(p.admin, "/healthz").unwrap();
+    assert!(body.contains("upstream"), "503 names the reason: {body}");
+    let rss_before = p.rss_kib();
+
+    // ~2,500 requests with bodies up to 32 KB (~40 MB of requests) while the upstream is down.
+    let (payloads, expected) = synth_payloads(11, 800, 32_000);
+    let sender = Sender::new(p.udp, 8);
+    send_all(&sender, &payloads, 40_000);
+    let m = p.wait_metrics(Duration::from_secs(30), "every request accounted", |m| {
+        extracted(m) == expected as u64 && accounted(m) + pending(m) == expected as u64
+    });
+    assert_eq!(m.forwarded(), 0);
+    assert!(m.dropped("queue_full") > 0, "the small queue overflowed");
+    assert!(m.dropped("upstream_connect") > 0);
+    assert!(m.upstream_errors("connect") > 0);
+    assert!(
+        m.upstream_errors("connect") < expected as u64 / 4,
+        "no retry storm: {} connect attempts for {expected} requests",
+        m.upstream_errors("connect")
+    );
+    let growth_mib = p.rss_kib().saturating_sub(rss_before) / 1024;
+    assert!(
+        growth_mib < 24,
+        "RSS grew by {growth_mib} MiB although the queue holds 64 requests"
+    );
+    assert_eq!(p.healthz(), 503);
+
+    // The upstream comes back: /healthz turns 200 and new traffic is delivered, all of it.
+    sink.restart();
+    p.wait_health(200, Duration::from_secs(10));
+    // What was still queued from the outage is delivered (or dropped) first.
+    let before = p.wait_metrics(Duration::from_secs(20), "queue drained", |m| {
+        pending(m) == 0
+    });
+    let sink_before = sink.received();
+    let (payloads, expected2) = synth_payloads(12, 60, 1000);
+    send_all(&sender, &payloads, 5_000);
+    assert!(
+        wait_until(Duration::from_secs(20), || sink.received() - sink_before
+            >= expected2 as u64),
+        "sink got {} of {expected2}",
+        sink.received() - sink_before
+    );
+    let after = p.wait_metrics(Duration::from_secs(5), "forwarded", |m| {
+        m.forwarded() - before.forwarded() == expected2 as u64
+    });
+    assert_eq!(accounted(&after) - accounted(&before), expected2 as u64);
+    assert_eq!(sink.received() - sink_before, expected2 as u64);
+}
+
+#[test]
+fn slow_upstream_times_out_drops_are_counted_and_delivery_resumes() {
+    let sink = Sink::start(None, false);
+    sink.delay_ms
+        .store(1500, std::sync::atomic::Ordering::SeqCst);
+    let p = RebuilderProc::start(
+        &format!("http://{}", sink.addr),
+        &[
+            "--workers",
+            "1",
+            "--queue-capacity",
+            "32",
+            "--concurrency",
+            "8",
+            "--request-timeout-ms",
+            "400",
+            "--failure-backoff-ms",
+            "50",
+            "--health-probe-interval-ms",
+            "10000",
+        ],
+    );
+    let rss_before = p.rss_kib();
+    let (payloads, expected) = synth_payloads(21, 500, 16_000);
+    let sender = Sender::new(p.udp, 4);
+    send_all(&sender, &payloads, 40_000);
+    let m = p.wait_metrics(Duration::from_secs(40), "every request accounted", |m| {
+        extracted(m) == expected as u64 && accounted(m) + pending(m) == expected as u64
+    });
+    assert!(m.dropped("upstream_timeout") > 0);
+    assert!(m.upstream_errors("timeout") > 0);
+    assert!(m.dropped("queue_full") > 0);
+    // Timeouts make the instance unhealthy.
+    p.wait_health(503, Duration::from_secs(10));
+    let growth_mib = p.rss_kib().saturating_sub(rss_before) / 1024;
+    assert!(growth_mib < 24, "RSS grew by {growth_mib} MiB");
+
+    // Fast again: delivery resumes by itself.
+    sink.delay_ms.store(0, std::sync::atomic::Ordering::SeqCst);
+    let before = p.wait_metrics(Duration::from_secs(30), "queue drained", |m| {
+        pending(m) == 0
+    });
+    let before_sink = sink.received();
+    let (payloads, expected2) = synth_payloads(22, 40, 1000);
+    send_all(&sender, &payloads, 2_000);
+    let after = p.wait_metrics(Duration::from_secs(30), "second batch accounted", |m| {
+        accounted(m) - accounted(&before) == expected2 as u64
+    });
+    assert_eq!(
+        after.forwarded() - before.forwarded(),
+        expected2 as u64,
+        "every request of the second batch delivered: {}",
+        after.text
+    );
+    assert!(sink.received() >= before_sink + expected2 as u64);
+    p.wait_health(200, Duration::from_secs(5));
+}
+
+/// Outer-less VXLAN payload of one inner TCP segment.
+fn tcp_datagram(src: [u8; 4], sport: u16, flags_syn: bool, seq: u32, payload: &[u8]) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(src, [10, 9, 9, 9], 64)
+        .tcp(sport, 80, seq, 65535);
+    let b = if flags_syn { b.syn() } else { b.ack(1).psh() };
+    let mut inner = Vec::new();
+    b.write(&mut inner, payload).unwrap();
+    let mut out = vec![0x08, 0, 0, 0, 0, 0x10, 0x92, 0];
+    out.extend_from_slice(&inner);
+    out
+}
+
+#[test]
+fn garbage_and_syn_floods_hold_the_caps_and_count_evictions() {
+    let sink = Sink::start(None, false);
+    let p = RebuilderProc::start(
+        &format!("http://{}", sink.addr),
+        &["--workers", "2", "--max-flows", "500"],
+    );
+    let sender = Sender::new(p.udp, 8);
+
+    // Garbage: random bytes, short datagrams, bad VXLAN flags, VXLAN with junk inside.
+    let mut rng = rebuilder::synth::SplitMix64::new(7);
+    let mut n_garbage = 0u64;
+    for i in 0..30_000u64 {
+        let len = rng.range(0, 200);
+        let mut d: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        if i % 3 == 0 && d.len() >= 8 {
+            d[0] = 0x08; // valid VXLAN flags, junk inner frame
+        }
+        sender.send(i as u16, &d);
+        n_garbage += 1;
+    }
+    let m = p.wait_metrics(Duration::from_secs(20), "garbage received", |m| {
+        m.get("rebuilder_datagrams_received_total") + m.get("rebuilder_kernel_drops_total")
+            >= n_garbage
+    });
+    let decode_drops: u64 = [
+        "vxlan_malformed",
+        "malformed_packet",
+        "non_tcp",
+        "ip_fragment",
+    ]
+    .iter()
+    .map(|r| m.decode_drops(r))
+    .sum();
+    assert!(
+        decode_drops > 20_000,
+        "garbage counted as decode drops:\n{}",
+        m.text
+    );
+    assert_eq!(m.get("rebuilder_requests_extracted_total"), 0);
+
+    // SYN flood with partial request heads: 20,000 flows against a cap of 500 per worker.
+    for i in 0..20_000u32 {
+        let src = [10, 1, (i >> 8) as u8, i as u8];
+        let sport = 1024 + (i % 60_000) as u16;
+        sender.send(sport, &tcp_datagram(src, sport, true, 1000, b""));
+        sender.send(
+            sport,
+            &tcp_datagram(src, sport, false, 1001, b"GET /partial HTTP/1.1\r\nHo"),
+        );
+    }
+    let m = p.wait_metrics(Duration::from_secs(20), "flood processed", |m| {
+        m.get("rebuilder_packets_decoded_total") + m.get("rebuilder_kernel_drops_total")
+            >= n_garbage + 40_000
+    });
+    assert!(
+        m.get("rebuilder_flows_active") <= 2 * 500,
+        "flow cap holds: {}",
+        m.get("rebuilder_flows_active")
+    );
+    assert_eq!(
+        m.get("rebuilder_kernel_drops_total"),
+        0,
+        "32 MiB buffers absorb the flood"
+    );
+    assert!(
+        m.get("rebuilder_flows_evicted_total") >= 19_000 - 2 * 500,
+        "evictions counted:\n{}",
+        m.text
+    );
+    assert_eq!(
+        p.healthz(),
+        200,
+        "floods do not make the instance unhealthy"
+    );
+
+    // Real traffic still gets through afterwards.
+    let (payloads, expected) = synth_payloads(31, 30, 500);
+    for (sport, d) in &payloads {
+        sender.send(*sport, d);
+    }
+    assert!(
+        wait_until(Duration::from_secs(15), || sink.received()
+            >= expected as u64),
+        "after the flood: sink got {} of {expected}",
+        sink.received()
+    );
+}
+
+#[test]
+fn sigterm_drains_the_queue_and_exits_zero() {
+    let sink = Sink::start(None, false);
+    sink.delay_ms.store(20, std::sync::atomic::Ordering::SeqCst);
+    let mut p = RebuilderProc::start(
+        &format!("http://{}", sink.addr),
+        &[
+            "--workers",
+            "1",
+            "--concurrency",
+            "2",
+            "--drain-timeout-ms",
+            "20000",
+        ],
+    );
+    let (payloads, expected) = synth_payloads(41, 40, 500);
+    let sender = Sender::new(p.udp, 2);
+    for (sport, d) in &payloads {
+        sender.send(*sport, d);
+    }
+    p.wait_metrics(Duration::from_secs(10), "all extracted", |m| {
+        m.get("rebuilder_requests_extracted_total") == expected as u64
+    });
+    // With 2 in flight and 20 ms each, a queue is still waiting now.
+    let st = p
+        .terminate(Duration::from_secs(30))
+        .expect("exits within the deadline");
+    assert!(st.success(), "exit status {st:?}");
+    assert_eq!(
+        sink.received(),
+        expected as u64,
+        "the queue was drained before exit"
+    );
+}
+
+#[test]
+fn sigterm_with_a_dead_upstream_exits_zero_by_the_deadline() {
+    let mut sink = Sink::start(None, false);
+    sink.delay_ms
+        .store(60_000, std::sync::atomic::Ordering::SeqCst);
+    let mut p = RebuilderProc::start(
+        &format!("http://{}", sink.addr),
+        &[
+            "--workers",
+            "1",
+            "--concurrency",
+            "2",
+            "--request-timeout-ms",
+            "60000",
+            "--drain-timeout-ms",
+            "1000",
+        ],
+    );
+    let (payloads, expected) = synth_payloads(42, 20, 500);
+    let sender = Sender::new(p.udp, 2);
+    for (sport, d) in &payloads {
+        sender.send(*sport, d);
+    }
+    p.wait_metrics(Duration::from_secs(10), "all extracted", |m| {
+        m.get("rebuilder_requests_extracted_total") == expected as u64
+    });
+    let t = std::time::Instant::now();
+    let st = p.terminate(Duration::from_secs(15)).expect("exits");
+    assert!(st.success(), "exit status {st:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        t.elapsed()
+    );
+    sink.stop();
+}
+
+#[test]
+fn bad_configuration_is_a_clear_error() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rebuilder"))
+        .args(["run", "--upstream", "ftp://x", "--admin", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ftp://x"), "{err}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rebuilder"))
+        .args(["run"])
+        .env("REBUILDER_UPSTREAM", "http://127.0.0.1:1")
+        .env("REBUILDER_EXTRA_HEADERS", "no-colon-here")
+        .env("REBUILDER_ADMIN", "127.0.0.1:0")
+        .env("REBUILDER_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-colon-here"));
+}

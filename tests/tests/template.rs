@@ -1390,3 +1390,105 @@ fn each_check_rejects_a_template_broken_for_it() {
         "checks passed on templates broken with: {survived:?}"
     );
 }
+
+// ------------------------------------------------------------------------- release tarball
+
+/// A scratch directory removed on drop (also when the test fails).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(what: &str) -> Self {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("mirrorfleet-{what}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("target/release")).expect("scratch dir");
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The 64-byte header of a static ELF64 executable for `machine` (0x3e x86-64, 0xb7 aarch64):
+/// enough for the packaging checks, and independent of the glibc of the machine running them.
+fn elf_header(machine: u16) -> Vec<u8> {
+    let mut h = vec![0u8; 64];
+    h[..8].copy_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
+    h[16] = 2; // ET_EXEC
+    h[18..20].copy_from_slice(&machine.to_le_bytes());
+    h[20] = 1; // EV_CURRENT
+    h
+}
+
+/// Runs scripts/package-rebuilder.sh --no-build on a fake release binary; the tarball listing
+/// (`tar -tvzf`) on success.
+fn package(scratch: &Scratch, binary: &[u8]) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = scratch.0.join("target/release/rebuilder");
+    std::fs::write(&bin, binary).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| e.to_string())?;
+    let out_dir = scratch.0.join("dist");
+    let run = std::process::Command::new("bash")
+        .arg(repo_root().join("scripts/package-rebuilder.sh"))
+        .args(["--no-build", "--out"])
+        .arg(&out_dir)
+        .env("CARGO_TARGET_DIR", scratch.0.join("target"))
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !run.status.success() {
+        return Err(String::from_utf8_lossy(&run.stderr).into_owned());
+    }
+    let list = std::process::Command::new("tar")
+        .arg("-tvzf")
+        .arg(out_dir.join("rebuilder-x86_64-linux.tar.gz"))
+        .output()
+        .map_err(|e| e.to_string())?;
+    assert!(list.status.success(), "tar -tvzf failed");
+    Ok(String::from_utf8_lossy(&list.stdout).into_owned())
+}
+
+#[test]
+fn the_release_tarball_holds_the_binary_install_script_and_unit_at_top_level() {
+    let scratch = Scratch::new("package");
+    let listing = package(&scratch, &elf_header(0x3e)).unwrap_or_else(|e| panic!("{e}"));
+    let mut entries: Vec<(String, String)> = listing
+        .lines()
+        .map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols[cols.len() - 1].to_owned(), cols[0].to_owned())
+        })
+        .collect();
+    entries.sort();
+    let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["install.sh", "rebuilder", "rebuilder.service"]);
+    for (name, mode) in &entries {
+        let executable = mode.starts_with("-rwx");
+        assert_eq!(
+            executable,
+            name != "rebuilder.service",
+            "{name} has mode {mode}"
+        );
+    }
+    // The user data downloads and unpacks exactly this file name.
+    let lt = fleet_launch_template(&template()).unwrap();
+    assert!(
+        user_data(&template(), &lt)
+            .unwrap()
+            .contains("rebuilder-x86_64-linux.tar.gz")
+    );
+}
+
+#[test]
+fn the_release_tarball_refuses_a_binary_that_is_not_x86_64() {
+    let scratch = Scratch::new("package-arm");
+    let err = package(&scratch, &elf_header(0xb7)).expect_err("an aarch64 binary was packaged");
+    assert!(err.contains("not an x86_64 binary"), "{err}");
+    let err = package(&scratch, b"#!/bin/sh\n").expect_err("a script was packaged");
+    assert!(err.contains("not an ELF file"), "{err}");
+}

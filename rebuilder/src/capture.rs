@@ -577,6 +577,51 @@ impl<W: Write> PcapStream<W> {
     }
 }
 
+/// Writes frames into a pcapng file (one Ethernet interface). With `nanos` the interface
+/// declares nanosecond timestamps (`if_tsresol` = 9), otherwise the default microseconds.
+pub fn write_pcapng<W: Write>(
+    frames: impl IntoIterator<Item = crate::synth::Frame>,
+    out: W,
+    nanos: bool,
+) -> Result<u64, CaptureError> {
+    use pcap_file::pcapng::PcapNgWriter;
+    use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+    use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
+    let err = |e: PcapError| CaptureError::Write(e.to_string());
+    let mut writer = PcapNgWriter::new(out).map_err(err)?;
+    let options = if nanos {
+        vec![InterfaceDescriptionOption::IfTsResol(9)]
+    } else {
+        vec![]
+    };
+    writer
+        .write_pcapng_block(InterfaceDescriptionBlock {
+            linktype: DataLink::ETHERNET,
+            snaplen: 0,
+            options,
+        })
+        .map_err(err)?;
+    let mut n = 0;
+    for f in frames {
+        // pcap-file stores the raw timestamp units given as nanoseconds.
+        let units = if nanos { f.ts_us * 1000 } else { f.ts_us };
+        let block = EnhancedPacketBlock {
+            interface_id: 0,
+            timestamp: std::time::Duration::from_nanos(units),
+            original_len: f.orig_len.max(f.data.len() as u32),
+            data: std::borrow::Cow::Borrowed(&f.data),
+            options: vec![],
+        };
+        writer.write_pcapng_block(block).map_err(err)?;
+        n += 1;
+    }
+    writer
+        .into_inner()
+        .flush()
+        .map_err(|e| CaptureError::Write(e.to_string()))?;
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -641,6 +686,41 @@ mod tests {
         let last_len = 16 + frames.last().unwrap().data.len();
         assert_eq!(err.offset(), Some((file.len() - last_len) as u64));
         assert!(err.to_string().contains("offset"), "{err}");
+    }
+
+    #[test]
+    fn pcapng_reads_back_with_microsecond_and_nanosecond_resolution() {
+        let (_, frames) = sample_pcap();
+        for nanos in [false, true] {
+            let mut file = Vec::new();
+            write_pcapng(frames.clone(), &mut file, nanos).unwrap();
+            let mut reader = CaptureReader::new(&file[..]).unwrap();
+            assert_eq!(reader.format(), CaptureFormat::PcapNg);
+            let mut got = Vec::new();
+            while let Some(p) = reader.next_packet().unwrap() {
+                got.push((p.ts_us, p.frame.to_vec()));
+            }
+            let want: Vec<_> = frames.iter().map(|f| (f.ts_us, f.data.clone())).collect();
+            assert_eq!(got, want, "nanos={nanos}");
+        }
+    }
+
+    #[test]
+    fn a_corrupt_pcapng_block_names_its_offset() {
+        let (_, frames) = sample_pcap();
+        let mut file = Vec::new();
+        write_pcapng(frames, &mut file, false).unwrap();
+        // Section header block length at offset 4; the IDB follows it; corrupt the first EPB's
+        // trailing length (so initial != trailer).
+        let shb_len = u32::from_le_bytes(file[4..8].try_into().unwrap()) as usize;
+        let idb_len =
+            u32::from_le_bytes(file[shb_len + 4..shb_len + 8].try_into().unwrap()) as usize;
+        let epb = shb_len + idb_len;
+        let epb_len = u32::from_le_bytes(file[epb + 4..epb + 8].try_into().unwrap()) as usize;
+        file[epb + epb_len - 4] ^= 0xff;
+        let mut reader = CaptureReader::new(&file[..]).unwrap();
+        let err = reader.next_packet().unwrap_err();
+        assert_eq!(err.offset(), Some(epb as u64), "{err}");
     }
 
     #[test]

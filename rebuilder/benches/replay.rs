@@ -1,0 +1,370 @@
+//! Offline benchmark: a generated capture of ≥ 1,000,000 packets (10,000 concurrent
+//! interleaved flows, both directions, realistic mix) replayed by `rebuilder replay`, compared
+//! with tshark (and suricata when installed) on the same file, in CPU time.
+//!
+//! Phases:
+//! 1. generate the capture into a temporary pcap, keeping a fingerprint of every request;
+//! 2. correctness: the engine in this process over the pcap; 100 % of the requests must come
+//!    out, identical, with no duplicate;
+//! 3. speed and memory: `rebuilder replay --format summary FILE` as a child process; CPU time
+//!    (user + system) and peak RSS from getrusage(RUSAGE_CHILDREN), so neither the generator
+//!    nor the check pollutes them;
+//! 4. the same file through `tshark -Y http.request` (and suricata), CPU time from the same
+//!    counters; ratios printed together.
+//!
+//! Environment: `MF_BENCH_CONNECTIONS` (default 30,000), `MF_BENCH_CONCURRENCY` (10,000),
+//! `MF_BENCH_SEED` (1), `MF_BENCH_KEEP=1` keeps the pcap, `MF_BENCH_SKIP_TSHARK=1`.
+//! Exits non-zero if a request is missing, different or duplicated.
+
+use nix::sys::resource::{UsageWho, getrusage};
+use rebuilder::capture::PcapStream;
+use rebuilder::replay::run_capture;
+use rebuilder::synth::{Generator, SynthConfig};
+use rebuilder::{EngineConfig, HttpRequest};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+const TARGET_PPS: f64 = 1_700_000.0;
+const TARGET_RSS_MIB: f64 = 64.0;
+const MIN_PACKETS: u64 = 1_000_000;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Cpu {
+    seconds: f64,
+    max_rss_kib: i64,
+}
+
+fn children_cpu() -> Cpu {
+    let u = getrusage(UsageWho::RUSAGE_CHILDREN).expect("getrusage");
+    let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+    Cpu {
+        seconds: t(u.user_time()) + t(u.system_time()),
+        max_rss_kib: u.max_rss(),
+    }
+}
+
+fn self_cpu() -> f64 {
+    let u = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage");
+    let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+    t(u.user_time()) + t(u.system_time())
+}
+
+fn fingerprint(r: &HttpRequest) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        r.vni,
+        r.client,
+        r.server,
+        &r.method,
+        &r.target,
+        r.version,
+        &r.headers,
+        &r.body,
+        r.chunked,
+        r.body_truncated,
+    )
+        .hash(&mut h);
+    h.finish()
+}
+
+fn request_id(r: &HttpRequest) -> Vec<u8> {
+    r.header("X-Request-Id")
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default()
+}
+
+fn on_path(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+struct ChildRun {
+    cpu_s: f64,
+    max_rss_kib: i64,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs a child to completion; CPU is the RUSAGE_CHILDREN delta; max RSS is the children's
+/// maximum so far (exact for the first child, an upper bound of the others' if smaller).
+fn run_child(cmd: &mut Command) -> ChildRun {
+    let before = children_cpu();
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let after = children_cpu();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ChildRun {
+        cpu_s: after.seconds - before.seconds,
+        max_rss_kib: after.max_rss_kib,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn summary_value(summary: &str, name: &str) -> u64 {
+    summary
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in summary:\n{summary}"))
+}
+
+struct Truth {
+    /// request id -> fingerprint, for every expected request.
+    expected: HashMap<Vec<u8>, u64>,
+    packets: u64,
+    bytes: u64,
+    connections: u64,
+}
+
+fn generate(path: &Path, cfg: SynthConfig) -> Truth {
+    let file = std::fs::File::create(path).expect("create pcap");
+    let mut out = PcapStream::new(std::io::BufWriter::with_capacity(1 << 20, file)).unwrap();
+    let mut generator = Generator::new(cfg);
+    let mut expected = HashMap::new();
+    let mut absorb = |batch: Vec<rebuilder::synth::TruthRequest>| {
+        for t in batch {
+            assert!(t.expected, "the benchmark mix has no loss");
+            expected.insert(request_id(&t.request), fingerprint(&t.request));
+        }
+    };
+    let mut n = 0u64;
+    while let Some(frame) = generator.next() {
+        out.write(&frame).unwrap();
+        n += 1;
+        if n.is_multiple_of(65_536) {
+            absorb(generator.drain_truth());
+        }
+    }
+    absorb(generator.drain_truth());
+    out.finish().unwrap().flush().unwrap();
+    let stats = generator.stats().clone();
+    Truth {
+        expected,
+        packets: stats.frames,
+        bytes: stats.bytes,
+        connections: stats.connections,
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument is accepted and ignored.
+    let connections: usize = env_or("MF_BENCH_CONNECTIONS", 30_000);
+    let concurrency: usize = env_or("MF_BENCH_CONCURRENCY", 10_000);
+    let seed: u64 = env_or("MF_BENCH_SEED", 1);
+    let dir = std::env::temp_dir();
+    let pcap: PathBuf = dir.join(format!("mirrorfleet-bench-{}.pcap", std::process::id()));
+    struct Cleanup(PathBuf, bool);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            if !self.1 {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+    let _cleanup = Cleanup(
+        pcap.clone(),
+        std::env::var("MF_BENCH_KEEP").is_ok_and(|v| v == "1"),
+    );
+
+    println!("== rebuilder replay benchmark ==");
+    let t0 = Instant::now();
+    let truth = generate(
+        &pcap,
+        SynthConfig::realistic(seed, connections, concurrency),
+    );
+    let file_size = std::fs::metadata(&pcap).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "generated {} packets ({:.1} MiB pcap, {} connections, {} concurrent, {} requests) in {:.1} s: {}",
+        truth.packets,
+        file_size as f64 / (1024.0 * 1024.0),
+        truth.connections,
+        concurrency,
+        truth.expected.len(),
+        t0.elapsed().as_secs_f64(),
+        pcap.display()
+    );
+    let _ = truth.bytes;
+    if truth.packets < MIN_PACKETS {
+        println!("WARNING: fewer than {MIN_PACKETS} packets; raise MF_BENCH_CONNECTIONS");
+    }
+
+    // Correctness, in process.
+    let cpu0 = self_cpu();
+    let mut seen: HashMap<Vec<u8>, u32> = HashMap::with_capacity(truth.expected.len());
+    let mut different = 0u64;
+    let mut foreign = 0u64;
+    let outcome = run_capture(
+        std::fs::File::open(&pcap).unwrap(),
+        EngineConfig::default(),
+        |r| {
+            let id = request_id(r);
+            match truth.expected.get(&id) {
+                Some(fp) if *fp == fingerprint(r) => {}
+                Some(_) => different += 1,
+                None => foreign += 1,
+            }
+            *seen.entry(id).or_default() += 1;
+            Ok(())
+        },
+    )
+    .unwrap();
+    let in_process_cpu = self_cpu() - cpu0;
+    assert!(outcome.error.is_none(), "{:?}", outcome.error);
+    let recovered = truth
+        .expected
+        .keys()
+        .filter(|k| seen.contains_key(*k))
+        .count();
+    let duplicates: u64 = seen.values().map(|&c| u64::from(c.saturating_sub(1))).sum();
+    let pct = 100.0 * recovered as f64 / truth.expected.len().max(1) as f64;
+    println!(
+        "correctness: {recovered}/{} requests recovered ({pct:.3} %), {different} different, {duplicates} duplicates, {foreign} not in the truth; flows created {}, evicted {}, drops {}",
+        truth.expected.len(),
+        outcome.engine.flows_created,
+        outcome.engine.flows_evicted,
+        outcome.engine.total_drops(),
+    );
+    for reason in rebuilder::DropReason::ALL {
+        let n = outcome.engine.drops(reason);
+        if n > 0 {
+            println!("  drop {} {}", reason.as_str(), n);
+        }
+    }
+    println!(
+        "in-process replay (with the check): {:.3} CPU s = {:.0} packets/CPU-s",
+        in_process_cpu,
+        truth.packets as f64 / in_process_cpu
+    );
+
+    // Speed and memory: the real binary as a child.
+    let bin = env!("CARGO_BIN_EXE_rebuilder");
+    let run = run_child(
+        Command::new(bin)
+            .args(["replay", "--format", "summary"])
+            .arg(&pcap),
+    );
+    let packets = summary_value(&run.stderr, "packets");
+    let requests = summary_value(&run.stderr, "requests");
+    let pps = packets as f64 / run.cpu_s;
+    let rps = requests as f64 / run.cpu_s;
+    let rss_mib = run.max_rss_kib as f64 / 1024.0;
+    println!(
+        "rebuilder replay: {packets} packets, {requests} requests in {:.3} CPU s -> {:.0} packets/CPU-s, {:.0} requests/CPU-s, peak RSS {:.1} MiB",
+        run.cpu_s, pps, rps, rss_mib
+    );
+    let _ = run.stdout;
+
+    // tshark on the same file.
+    let mut tshark_cpu = None;
+    if std::env::var("MF_BENCH_SKIP_TSHARK").is_ok_and(|v| v == "1") {
+        println!("tshark: skipped (MF_BENCH_SKIP_TSHARK=1)");
+    } else if on_path("tshark") {
+        let t = run_child(Command::new("tshark").args(["-n", "-r"]).arg(&pcap).args([
+            "-d",
+            "udp.port==4789,vxlan",
+            "-Y",
+            "http.request",
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+        ]));
+        let frames_with_requests = t.stdout.lines().count();
+        let rss = if t.max_rss_kib > run.max_rss_kib {
+            format!("{:.1} MiB", t.max_rss_kib as f64 / 1024.0)
+        } else {
+            format!("<= {rss_mib:.1} MiB")
+        };
+        println!(
+            "tshark: {frames_with_requests} frames with requests in {:.3} CPU s -> {:.0} packets/CPU-s, peak RSS {rss}",
+            t.cpu_s,
+            packets as f64 / t.cpu_s
+        );
+        tshark_cpu = Some(t.cpu_s);
+    } else {
+        println!("tshark: not installed");
+    }
+
+    let mut suricata_cpu = None;
+    if on_path("suricata") {
+        let logdir = dir.join(format!("mirrorfleet-bench-suricata-{}", std::process::id()));
+        std::fs::create_dir_all(&logdir).unwrap();
+        let s = run_child(
+            Command::new("suricata")
+                .args(["--runmode", "single", "-k", "none", "-r"])
+                .arg(&pcap)
+                .arg("-l")
+                .arg(&logdir),
+        );
+        let http_events = std::fs::read_to_string(logdir.join("eve.json"))
+            .map(|e| {
+                e.lines()
+                    .filter(|l| l.contains("\"event_type\":\"http\""))
+                    .count()
+            })
+            .unwrap_or(0);
+        println!(
+            "suricata: {http_events} http events in {:.3} CPU s -> {:.0} packets/CPU-s",
+            s.cpu_s,
+            packets as f64 / s.cpu_s
+        );
+        let _ = std::fs::remove_dir_all(&logdir);
+        suricata_cpu = Some(s.cpu_s);
+    } else {
+        println!("suricata: not installed");
+    }
+
+    println!("== results ==");
+    println!(
+        "packets/CPU-s  {:>12.0}  target >= {:.0}  {}",
+        pps,
+        TARGET_PPS,
+        if pps >= TARGET_PPS { "OK" } else { "MISS" }
+    );
+    println!("requests/CPU-s {rps:>12.0}");
+    println!(
+        "recovered      {pct:>11.3} %  target 100 %  {}",
+        if recovered == truth.expected.len() && different == 0 && duplicates == 0 {
+            "OK"
+        } else {
+            "MISS"
+        }
+    );
+    println!(
+        "peak RSS       {rss_mib:>10.1} MiB  target <= {TARGET_RSS_MIB} MiB with {concurrency} concurrent flows  {}",
+        if rss_mib <= TARGET_RSS_MIB {
+            "OK"
+        } else {
+            "MISS"
+        }
+    );
+    if let Some(t) = tshark_cpu {
+        println!("tshark CPU / rebuilder CPU   {:.1}x", t / run.cpu_s);
+    }
+    if let Some(s) = suricata_cpu {
+        println!("suricata CPU / rebuilder CPU {:.1}x", s / run.cpu_s);
+    }
+    if recovered != truth.expected.len() || different > 0 || duplicates > 0 || foreign > 0 {
+        eprintln!("FAILED: not every request was recovered exactly once");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,289 @@
+//! The `rebuilder generate` and `rebuilder replay` command lines, end to end through files.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "mf-cli-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rebuilder(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rebuilder"))
+        .args(args)
+        .output()
+        .expect("run rebuilder")
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn lines(bytes: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8(bytes.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// The fields both files share, as a comparable string.
+fn ident(v: &serde_json::Value) -> String {
+    format!(
+        "{} {} {} {} {} {} {} {} {}",
+        v["vni"],
+        v["client"],
+        v["server"],
+        v["method"],
+        v["target"],
+        v["version"],
+        v["headers"],
+        v["body_len"],
+        v["body_b64"]
+    )
+}
+
+fn generate(dir: &Path, extra: &[&str]) -> (PathBuf, Vec<serde_json::Value>) {
+    let pcap = dir.join("cap.pcap");
+    let truth = dir.join("truth.jsonl");
+    let mut args = vec![
+        "generate",
+        "--out",
+        pcap.to_str().unwrap(),
+        "--truth",
+        truth.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    ok(rebuilder(&args));
+    let truth = lines(&std::fs::read(&truth).unwrap());
+    (pcap, truth)
+}
+
+#[test]
+fn replay_jsonl_output_equals_the_generated_truth() {
+    let dir = TempDir::new();
+    let (pcap, truth) = generate(
+        &dir.0,
+        &[
+            "--connections",
+            "40",
+            "--chunked",
+            "0.4",
+            "--pipelining",
+            "0.3",
+            "--ipv6",
+            "0.3",
+        ],
+    );
+    assert!(truth.iter().all(|t| t["expected"] == true));
+    let out = ok(rebuilder(&[
+        "replay",
+        pcap.to_str().unwrap(),
+        "--format",
+        "jsonl",
+        "--with-body",
+    ]));
+    let got = lines(&out.stdout);
+    for v in &got {
+        for field in [
+            "ts",
+            "vni",
+            "client",
+            "server",
+            "method",
+            "target",
+            "version",
+            "headers",
+            "body_len",
+            "body_truncated",
+            "body_b64",
+        ] {
+            assert!(v.get(field).is_some(), "field {field} missing in {v}");
+        }
+    }
+    let got_set: Vec<String> = got.iter().map(ident).collect();
+    let want: Vec<String> = truth.iter().map(ident).collect();
+    assert_eq!(got_set.len(), want.len(), "request count");
+    assert_eq!(
+        got_set.iter().collect::<BTreeSet<_>>(),
+        want.iter().collect::<BTreeSet<_>>()
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("requests {}", want.len())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn replay_without_body_flag_leaves_bodies_out() {
+    let dir = TempDir::new();
+    let (pcap, _) = generate(&dir.0, &["--connections", "5", "--methods", "POST"]);
+    let out = ok(rebuilder(&["replay", pcap.to_str().unwrap()]));
+    let got = lines(&out.stdout);
+    assert!(!got.is_empty());
+    assert!(
+        got.iter()
+            .all(|v| v.get("body_b64").is_none() && v["body_len"].as_u64().is_some())
+    );
+}
+
+#[test]
+fn summary_format_prints_counters_on_stderr_only() {
+    let dir = TempDir::new();
+    let (pcap, truth) = generate(&dir.0, &["--connections", "10"]);
+    let out = ok(rebuilder(&[
+        "replay",
+        pcap.to_str().unwrap(),
+        "--format",
+        "summary",
+    ]));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("requests {}", truth.len())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("drop_message_gap 0"), "{stderr}");
+    assert!(stderr.contains("capture_format pcap"), "{stderr}");
+}
+
+#[test]
+fn http_format_prints_one_message_per_request() {
+    let dir = TempDir::new();
+    let (pcap, truth) = generate(&dir.0, &["--connections", "10", "--chunked", "1"]);
+    let out = ok(rebuilder(&[
+        "replay",
+        pcap.to_str().unwrap(),
+        "--format",
+        "http",
+    ]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.matches("\n### ").count() + usize::from(text.starts_with("### ")),
+        truth.len()
+    );
+    for t in &truth {
+        let line = format!(
+            "{} {} {}\r\n",
+            t["method"].as_str().unwrap(),
+            t["target"].as_str().unwrap(),
+            t["version"].as_str().unwrap()
+        );
+        assert!(text.contains(&line), "missing {line:?}");
+    }
+}
+
+#[test]
+fn vni_filter_keeps_only_the_chosen_vnis() {
+    let dir = TempDir::new();
+    let (pcap, truth) = generate(&dir.0, &["--connections", "30", "--vnis", "5,6,7"]);
+    let out = ok(rebuilder(&[
+        "replay",
+        pcap.to_str().unwrap(),
+        "--vni",
+        "5",
+        "--vni",
+        "7",
+    ]));
+    let got = lines(&out.stdout);
+    let want = truth
+        .iter()
+        .filter(|t| t["vni"] == 5 || t["vni"] == 7)
+        .count();
+    assert!(want > 0 && want < truth.len());
+    assert_eq!(got.len(), want);
+    assert!(got.iter().all(|v| v["vni"] == 5 || v["vni"] == 7));
+}
+
+#[test]
+fn a_truncated_file_prints_what_was_found_names_the_offset_and_fails() {
+    let dir = TempDir::new();
+    let (pcap, truth) = generate(&dir.0, &["--connections", "20"]);
+    let mut bytes = std::fs::read(&pcap).unwrap();
+    let cut = bytes.len() * 2 / 3;
+    bytes.truncate(cut);
+    let broken = dir.0.join("broken.pcap");
+    std::fs::write(&broken, &bytes).unwrap();
+    let out = rebuilder(&["replay", broken.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("byte offset"), "{stderr}");
+    let got = lines(&out.stdout);
+    assert!(!got.is_empty(), "requests before the cut are printed");
+    assert!(got.len() < truth.len());
+    let want: BTreeSet<String> = truth
+        .iter()
+        .map(|t| {
+            let mut t = t.clone();
+            t.as_object_mut().unwrap().remove("body_b64");
+            ident(&t)
+        })
+        .collect();
+    for v in &got {
+        assert!(want.contains(&ident(v)), "not in the truth: {v}");
+    }
+}
+
+#[test]
+fn a_file_that_is_not_a_capture_is_a_clear_error() {
+    let dir = TempDir::new();
+    let f = dir.0.join("x.pcap");
+    std::fs::write(&f, b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let out = rebuilder(&["replay", f.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a pcap or pcapng file"), "{stderr}");
+    let missing = rebuilder(&["replay", dir.0.join("nope.pcap").to_str().unwrap()]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot open"));
+}
+
+#[test]
+fn pcapng_replays_like_pcap() {
+    let dir = TempDir::new();
+    let cfg = rebuilder::synth::SynthConfig {
+        connections: 15,
+        ..Default::default()
+    };
+    let (frames, truth) = rebuilder::synth::generate(cfg);
+    let ng = dir.0.join("cap.pcapng");
+    let pcap = dir.0.join("cap.pcap");
+    rebuilder::capture::write_pcapng(frames.clone(), std::fs::File::create(&ng).unwrap(), true)
+        .unwrap();
+    rebuilder::capture::write_pcap(frames, std::fs::File::create(&pcap).unwrap()).unwrap();
+    let a = ok(rebuilder(&["replay", ng.to_str().unwrap(), "--with-body"]));
+    let b = ok(rebuilder(&[
+        "replay",
+        pcap.to_str().unwrap(),
+        "--with-body",
+    ]));
+    assert_eq!(lines(&a.stdout), lines(&b.stdout));
+    assert_eq!(lines(&a.stdout).len(), truth.len());
+    assert!(String::from_utf8_lossy(&a.stderr).contains("capture_format pcapng"));
+}

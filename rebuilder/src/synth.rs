@@ -319,8 +319,54 @@ struct Ev {
     flags: u8,
     start: usize,
     end: usize,
+    /// Bytes of the peer's stream acknowledged (relative, SYN/FIN included as in TCP minus the
+    /// peer's SYN): the ACK number is `peer_isn + 1 + ack`.
+    ack: usize,
+    /// The sender's FIN was sent before this segment (it occupies one sequence number).
+    after_fin: bool,
     /// Sequence-number order key used while mutating (reordering, retransmissions).
     key: f64,
+}
+
+/// A connection's segments in logical order, with a plausible ACK clock: each side
+/// acknowledges what the other has sent before it (so analyzers such as tshark see no
+/// spurious retransmission), pure ACKs and FINs sit at the sender's current offset.
+#[derive(Default)]
+struct Script {
+    evs: Vec<Ev>,
+    /// Bytes sent so far: [client, server].
+    sent: [usize; 2],
+    fin: [bool; 2],
+}
+
+impl Script {
+    fn push(&mut self, dir: Dir, flags: u8, start: usize, end: usize) {
+        let (me, peer) = match dir {
+            Dir::ClientToServer => (0, 1),
+            Dir::ServerToClient => (1, 0),
+        };
+        let ack = self.sent[peer] + usize::from(self.fin[peer]);
+        let (start, end) = if start == end {
+            (self.sent[me], self.sent[me])
+        } else {
+            (start, end)
+        };
+        let key = self.evs.len() as f64;
+        let after_fin = self.fin[me];
+        self.evs.push(Ev {
+            dir,
+            flags,
+            start,
+            end,
+            ack,
+            after_fin,
+            key,
+        });
+        self.sent[me] = self.sent[me].max(end);
+        if flags & F_FIN != 0 {
+            self.fin[me] = true;
+        }
+    }
 }
 
 struct Conn {
@@ -585,14 +631,13 @@ fn mss_of(conn: &Conn, mtu: usize) -> usize {
 }
 
 fn build_inner(conn: &Conn, ev: &Ev, mtu: usize, out: &mut Vec<u8>) {
-    let (src, dst, stream, isn, peer_isn, peer_len) = match ev.dir {
+    let (src, dst, stream, isn, peer_isn) = match ev.dir {
         Dir::ClientToServer => (
             conn.client,
             conn.server,
             &conn.c_stream,
             conn.c_isn,
             conn.s_isn,
-            conn.s_stream.len(),
         ),
         Dir::ServerToClient => (
             conn.server,
@@ -600,18 +645,17 @@ fn build_inner(conn: &Conn, ev: &Ev, mtu: usize, out: &mut Vec<u8>) {
             &conn.s_stream,
             conn.s_isn,
             conn.c_isn,
-            conn.c_stream.len(),
         ),
     };
     let payload = &stream[ev.start..ev.end];
     let seq = if ev.flags & F_SYN != 0 {
         isn
     } else {
-        isn.wrapping_add(1).wrapping_add(ev.start as u32)
+        isn.wrapping_add(1)
+            .wrapping_add(ev.start as u32)
+            .wrapping_add(u32::from(ev.after_fin))
     };
-    // A plausible acknowledgment: everything the peer will have sent (generators of test
-    // traffic need not model the exact ACK clock; the engine must not key anything on it).
-    let ack = peer_isn.wrapping_add(1).wrapping_add(peer_len as u32);
+    let ack = peer_isn.wrapping_add(1).wrapping_add(ev.ack as u32);
     let eth = PacketBuilder::ethernet2(mac_of(&src.ip()), mac_of(&dst.ip()));
     let vlan_ids: Vec<etherparse::VlanId> = conn
         .vlan
@@ -634,12 +678,7 @@ fn build_inner(conn: &Conn, ev: &Ev, mtu: usize, out: &mut Vec<u8>) {
                 tcp = tcp.psh();
             }
             if ev.flags & F_ACK != 0 {
-                let a = if ev.flags & F_SYN != 0 && ev.dir == Dir::ServerToClient {
-                    conn.c_isn.wrapping_add(1)
-                } else {
-                    ack
-                };
-                tcp = tcp.ack(a);
+                tcp = tcp.ack(ack);
             }
             let options = tcp_options(conn, ev, mss_of(conn, mtu) as u16);
             let tcp = tcp
@@ -949,20 +988,10 @@ fn build_connection(cfg: &SynthConfig, rng: &mut SplitMix64, id: u64, mid_stream
     let pipelined = n > 1 && rng.chance(cfg.pipelining);
     let host = format!("svc-{}.internal", id % 16);
 
-    let mut evs: Vec<Ev> = Vec::new();
-    let push = |evs: &mut Vec<Ev>, dir, flags, start, end| {
-        let key = evs.len() as f64;
-        evs.push(Ev {
-            dir,
-            flags,
-            start,
-            end,
-            key,
-        });
-    };
-    push(&mut evs, Dir::ClientToServer, F_SYN, 0, 0);
-    push(&mut evs, Dir::ServerToClient, F_SYN | F_ACK, 0, 0);
-    push(&mut evs, Dir::ClientToServer, F_ACK, 0, 0);
+    let mut script = Script::default();
+    script.push(Dir::ClientToServer, F_SYN, 0, 0);
+    script.push(Dir::ServerToClient, F_SYN | F_ACK, 0, 0);
+    script.push(Dir::ClientToServer, F_ACK, 0, 0);
 
     let mut requests = Vec::with_capacity(n);
     for i in 0..n {
@@ -980,22 +1009,24 @@ fn build_connection(cfg: &SynthConfig, rng: &mut SplitMix64, id: u64, mid_stream
 
     // Client data segments of one write; pure ACKs from the server after every second one.
     let client_write =
-        |evs: &mut Vec<Ev>, rng: &mut SplitMix64, a: usize, b: usize, cuts: &[usize]| {
+        |sc: &mut Script, rng: &mut SplitMix64, a: usize, b: usize, cuts: &[usize]| {
             let small = rng.chance(cfg.small_segments);
             for (k, (s, e)) in segment(rng, a, b, mss, small, cuts).into_iter().enumerate() {
-                push(evs, Dir::ClientToServer, F_ACK | F_PSH, s, e);
+                sc.push(Dir::ClientToServer, F_ACK | F_PSH, s, e);
                 if cfg.acks && k % 2 == 1 {
-                    push(evs, Dir::ServerToClient, F_ACK, 0, 0);
+                    sc.push(Dir::ServerToClient, F_ACK, 0, 0);
                 }
             }
         };
-    let server_write = |evs: &mut Vec<Ev>, rng: &mut SplitMix64, a: usize, b: usize| {
+    let server_write = |sc: &mut Script, rng: &mut SplitMix64, a: usize, b: usize| {
         for (k, (s, e)) in segment(rng, a, b, mss, false, &[]).into_iter().enumerate() {
             if cfg.responses {
-                push(evs, Dir::ServerToClient, F_ACK | F_PSH, s, e);
+                sc.push(Dir::ServerToClient, F_ACK | F_PSH, s, e);
+            } else {
+                sc.sent[1] = e;
             }
             if cfg.acks && k % 2 == 1 {
-                push(evs, Dir::ClientToServer, F_ACK, 0, 0);
+                sc.push(Dir::ClientToServer, F_ACK, 0, 0);
             }
         }
     };
@@ -1015,13 +1046,13 @@ fn build_connection(cfg: &SynthConfig, rng: &mut SplitMix64, id: u64, mid_stream
             }
             c_stream.extend_from_slice(&r.bytes);
         }
-        client_write(&mut evs, rng, start, c_stream.len(), &cuts);
+        client_write(&mut script, rng, start, c_stream.len(), &cuts);
         let s0 = s_stream.len();
         for r in &requests {
             let resp = response_bytes(rng, cfg.max_response_body, r.request.method == "HEAD");
             s_stream.extend_from_slice(&resp);
         }
-        server_write(&mut evs, rng, s0, s_stream.len());
+        server_write(&mut script, rng, s0, s_stream.len());
     } else {
         for r in &requests {
             let base = c_stream.len();
@@ -1034,43 +1065,33 @@ fn build_connection(cfg: &SynthConfig, rng: &mut SplitMix64, id: u64, mid_stream
                 cuts.push(base + t + rng.range(1, 4));
             }
             if r.expect {
-                client_write(&mut evs, rng, base, base + r.head_len, &[]);
+                client_write(&mut script, rng, base, base + r.head_len, &[]);
                 let s0 = s_stream.len();
                 s_stream.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-                server_write(&mut evs, rng, s0, s_stream.len());
-                client_write(&mut evs, rng, base + r.head_len, c_stream.len(), &cuts);
+                server_write(&mut script, rng, s0, s_stream.len());
+                client_write(&mut script, rng, base + r.head_len, c_stream.len(), &cuts);
             } else {
-                client_write(&mut evs, rng, base, c_stream.len(), &cuts);
+                client_write(&mut script, rng, base, c_stream.len(), &cuts);
             }
             let s0 = s_stream.len();
             let resp = response_bytes(rng, cfg.max_response_body, r.request.method == "HEAD");
             s_stream.extend_from_slice(&resp);
-            server_write(&mut evs, rng, s0, s_stream.len());
+            server_write(&mut script, rng, s0, s_stream.len());
         }
     }
     let c_len = c_stream.len();
     let s_len = s_stream.len();
     let fin_key;
     if rng.chance(cfg.rst) {
-        push(&mut evs, Dir::ClientToServer, F_RST | F_ACK, c_len, c_len);
-        fin_key = (evs.len() - 1) as f64;
+        script.push(Dir::ClientToServer, F_RST | F_ACK, c_len, c_len);
+        fin_key = (script.evs.len() - 1) as f64;
     } else {
-        push(&mut evs, Dir::ClientToServer, F_FIN | F_ACK, c_len, c_len);
-        fin_key = (evs.len() - 1) as f64;
-        push(&mut evs, Dir::ServerToClient, F_FIN | F_ACK, s_len, s_len);
-        push(&mut evs, Dir::ClientToServer, F_ACK, c_len, c_len);
+        script.push(Dir::ClientToServer, F_FIN | F_ACK, c_len, c_len);
+        fin_key = (script.evs.len() - 1) as f64;
+        script.push(Dir::ServerToClient, F_FIN | F_ACK, s_len, s_len);
+        script.push(Dir::ClientToServer, F_ACK, c_len, c_len);
     }
-    // FIN/RST events carry no payload but sit at the stream end: give them an empty range.
-    for ev in evs.iter_mut() {
-        if ev.flags & (F_FIN | F_RST) != 0 {
-            ev.start = if ev.dir == Dir::ClientToServer {
-                c_len
-            } else {
-                s_len
-            };
-            ev.end = ev.start;
-        }
-    }
+    let mut evs = script.evs;
     conn.c_stream = c_stream;
     conn.s_stream = s_stream;
 
@@ -1108,6 +1129,8 @@ fn build_connection(cfg: &SynthConfig, rng: &mut SplitMix64, id: u64, mid_stream
                     flags: F_ACK | F_PSH,
                     start: a,
                     end: b,
+                    ack: evs[nx].ack,
+                    after_fin: false,
                     key: room(evs[nx].key + 0.25 + rng.below(2) as f64),
                 });
             }

@@ -190,9 +190,11 @@ fn wait_for_line(child: &mut Child, needle: &str, what: &str) {
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let needle = needle.to_string();
+    let what_owned = what.to_string();
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
+            eprintln!("[{what_owned}] {line}");
             if line.contains(&needle) {
                 let _ = tx.send(());
             }
@@ -378,7 +380,18 @@ fn netns_replay_agrees_with_tshark_on_kernel_mirrored_traffic() {
     let pcap = lab.dir.join("mirror.pcap");
     let mut tcpdump = Command::new("ip")
         .args([
-            "netns", "exec", &col, "tcpdump", "-i", "mc", "-U", "-n", "-s", "0", "-w",
+            "netns",
+            "exec",
+            &col,
+            "tcpdump",
+            "-i",
+            "mc",
+            "--immediate-mode",
+            "-U",
+            "-n",
+            "-s",
+            "0",
+            "-w",
         ])
         .arg(&pcap)
         .args(["udp", "port", "4789"])
@@ -453,18 +466,29 @@ fn netns_replay_agrees_with_tshark_on_kernel_mirrored_traffic() {
         ],
     );
 
-    // Let the last mirrored packets land, then stop the capture.
-    std::thread::sleep(Duration::from_millis(500));
+    // Let the last mirrored packets land (the file stops growing), then stop the capture.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = (0u64, Instant::now());
+    while Instant::now() < deadline {
+        let size = std::fs::metadata(&pcap).map(|m| m.len()).unwrap_or(0);
+        if size != last.0 {
+            last = (size, Instant::now());
+        } else if size > 24 && last.1.elapsed() > Duration::from_millis(500) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     for c in &mut lab.children {
         let _ = Command::new("kill")
             .args(["-INT", &c.id().to_string()])
             .status();
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline && std::fs::metadata(&pcap).map(|m| m.len()).unwrap_or(0) == 0 {
-        std::thread::sleep(Duration::from_millis(50));
+    for c in &mut lab.children {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
-    std::thread::sleep(Duration::from_millis(300));
 
     let sent: Vec<Seen> = {
         let mut v = vec![
@@ -517,6 +541,24 @@ fn netns_replay_agrees_with_tshark_on_kernel_mirrored_traffic() {
         v.sort();
         v
     };
+    let size = std::fs::metadata(&pcap).map(|m| m.len()).unwrap_or(0);
+    let packets = run(&["tcpdump", "-n", "-r", pcap.to_str().unwrap()])
+        .lines()
+        .count();
+    eprintln!("capture: {size} bytes, {packets} packets");
+    if packets == 0 {
+        eprintln!(
+            "{}",
+            in_ns(
+                &srv,
+                &["tc", "-s", "filter", "show", "dev", "vs", "ingress"]
+            )
+        );
+        eprintln!("{}", in_ns(&srv, &["ip", "-s", "link", "show", "vxlan0"]));
+        eprintln!("{}", in_ns(&srv, &["ip", "-s", "link", "show", "ms"]));
+        eprintln!("{}", in_ns(&col, &["ip", "-s", "link", "show", "mc"]));
+        eprintln!("{}", in_ns(&srv, &["ip", "neigh"]));
+    }
     let from_tshark = tshark_requests(&pcap);
     let (from_replay, json) = replay_requests(&pcap);
     let summary: BTreeMap<&str, usize> = [

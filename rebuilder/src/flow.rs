@@ -3,9 +3,13 @@
 //!
 //! Entries live in a slab (`Vec`) indexed by `u32`; a hash map (foldhash, randomly seeded)
 //! maps keys to slots; two intrusive doubly linked lists order the entries: **open** ones by
-//! last packet (LRU) and **closed** ones by closing time. Every operation is O(1) except
-//! expiry, which is O(entries expired). At the cap, a closed entry is evicted first, else
-//! the least recently used open one.
+//! recency (LRU) and **closed** ones by closing time. At the cap, a closed entry is evicted
+//! first, else the least recently used open one.
+//!
+//! The LRU is maintained lazily (second chance): a packet only stamps its own entry
+//! (`touch`), it does not relink it, which would touch two more random entries per packet.
+//! Entries touched since they were linked are moved to the front when they reach the tail
+//! during expiry or eviction. Every operation is O(1) amortized.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -52,6 +56,8 @@ pub struct Entry<T> {
     pub value: T,
     /// Time of the last packet (open) or of closing (closed).
     pub stamp_us: u64,
+    /// When it was (re)linked at the front of its list; lists are sorted by it.
+    linked_us: u64,
     lifecycle: Lifecycle,
     prev: u32,
     next: u32,
@@ -96,6 +102,8 @@ pub struct Removed<T> {
 /// Invariants:
 /// - `map[k] == i` ⇔ `slots[i]` is `Some` with key `k`; `len` counts the `Some` slots.
 /// - Every live entry is on exactly the list of its `lifecycle`; `free` holds the `None` slots.
+/// - Along each list from head to tail `linked_us` does not increase, and
+///   `stamp_us >= linked_us` for open entries (a packet since linking ⇔ `>`).
 /// - `peer` links are symmetric: `slots[i].peer == j` ⇔ `slots[j].peer == i`, and exist
 ///   exactly when both `k` and `k.reverse()` are in the table.
 #[derive(Debug)]
@@ -194,12 +202,18 @@ impl<T> FlowTable<T> {
         }
     }
 
-    fn push_front(&mut self, i: u32, lifecycle: Lifecycle) {
+    fn push_front(&mut self, i: u32, lifecycle: Lifecycle, linked_us: u64) {
         let l = list_index(lifecycle);
         let head = self.lists[l].head;
+        let linked_us = if head == NONE {
+            linked_us
+        } else {
+            linked_us.max(self.entry(head).linked_us)
+        };
         {
             let e = self.entry_mut(i);
             e.lifecycle = lifecycle;
+            e.linked_us = linked_us;
             e.prev = NONE;
             e.next = head;
         }
@@ -211,18 +225,33 @@ impl<T> FlowTable<T> {
         self.lists[l].head = i;
     }
 
-    /// Records a packet at `now_us` on an open entry (moves it to the front of the LRU).
-    /// A closed entry keeps its closing time.
+    /// Records a packet at `now_us` on an open entry (it is moved to the front of the LRU
+    /// lazily). A closed entry keeps its closing time.
     #[inline]
     pub fn touch(&mut self, i: u32, now_us: u64) {
-        if self.entry(i).lifecycle == Lifecycle::Closed {
-            return;
+        let e = self.entry_mut(i);
+        if e.lifecycle == Lifecycle::Open && now_us > e.stamp_us {
+            e.stamp_us = now_us;
         }
-        self.entry_mut(i).stamp_us = now_us;
-        if self.lists[0].head != i {
-            self.unlink(i);
-            self.push_front(i, Lifecycle::Open);
+    }
+
+    /// Moves the open list's tail to the front if it was touched since it was linked;
+    /// returns whether it did.
+    fn second_chance(&mut self) -> bool {
+        let tail = self.lists[0].tail;
+        if tail == NONE {
+            return false;
         }
+        let (stamp, linked) = {
+            let e = self.entry(tail);
+            (e.stamp_us, e.linked_us)
+        };
+        if stamp <= linked || self.lists[0].head == tail {
+            return false;
+        }
+        self.unlink(tail);
+        self.push_front(tail, Lifecycle::Open, stamp);
+        true
     }
 
     /// Moves an entry to the closed list (or back to the open one), stamped `now_us`.
@@ -232,7 +261,7 @@ impl<T> FlowTable<T> {
         }
         self.unlink(i);
         self.entry_mut(i).stamp_us = now_us;
-        self.push_front(i, lifecycle);
+        self.push_front(i, lifecycle, now_us);
     }
 
     /// Inserts a new open entry for `key` (which must be absent). When the table is full,
@@ -243,6 +272,7 @@ impl<T> FlowTable<T> {
             let victim = if self.lists[1].tail != NONE {
                 self.lists[1].tail
             } else {
+                while self.second_chance() {}
                 self.lists[0].tail
             };
             Some(self.remove(victim))
@@ -254,6 +284,7 @@ impl<T> FlowTable<T> {
             key,
             value,
             stamp_us: now_us,
+            linked_us: now_us,
             lifecycle: Lifecycle::Open,
             prev: NONE,
             next: NONE,
@@ -274,7 +305,7 @@ impl<T> FlowTable<T> {
         }
         self.map.insert(key, i);
         self.len += 1;
-        self.push_front(i, Lifecycle::Open);
+        self.push_front(i, Lifecycle::Open, now_us);
         (i, evicted)
     }
 
@@ -300,13 +331,25 @@ impl<T> FlowTable<T> {
     /// Removes and returns one entry that is due: an open one idle since before
     /// `now - idle_us`, or a closed one closed before `now - linger_us`.
     pub fn pop_expired(&mut self, now_us: u64, idle_us: u64, linger_us: u64) -> Option<Removed<T>> {
-        for (l, after) in [(1usize, linger_us), (0, idle_us)] {
-            let tail = self.lists[l].tail;
-            if tail != NONE && self.entry(tail).stamp_us.saturating_add(after) <= now_us {
+        let tail = self.lists[1].tail;
+        if tail != NONE && self.entry(tail).stamp_us.saturating_add(linger_us) <= now_us {
+            return Some(self.remove(tail));
+        }
+        loop {
+            let tail = self.lists[0].tail;
+            if tail == NONE {
+                return None;
+            }
+            let e = self.entry(tail);
+            if e.stamp_us.saturating_add(idle_us) <= now_us {
                 return Some(self.remove(tail));
             }
+            // Not idle. If it was linked long ago it was touched since: move it up and look
+            // at the next one; otherwise every entry was linked recently enough.
+            if e.linked_us.saturating_add(idle_us) > now_us || !self.second_chance() {
+                return None;
+            }
         }
-        None
     }
 
     /// Removes and returns every entry (end of input).
@@ -348,6 +391,12 @@ mod tests {
                 let e = t.entry(i);
                 assert_eq!(e.prev, prev);
                 assert_eq!(list_index(e.lifecycle), l);
+                if prev != NONE {
+                    assert!(
+                        t.entry(prev).linked_us >= e.linked_us,
+                        "sorted by link time"
+                    );
+                }
                 assert_eq!(t.find(&e.key), Some(i));
                 if let Some(p) = e.peer() {
                     assert_eq!(t.entry(p).peer(), Some(i));
@@ -374,6 +423,26 @@ mod tests {
         let ev = ev.unwrap();
         assert_eq!((ev.value, ev.was_open), ("b", true));
         assert_eq!(t.len(), 3);
+        check(&t);
+    }
+
+    #[test]
+    fn touched_entries_get_a_second_chance_before_expiry_and_eviction() {
+        let mut t = FlowTable::new(3);
+        let a = t.insert(key(1), 'a', 0).0;
+        t.insert(key(2), 'b', 10);
+        t.insert(key(3), 'c', 20);
+        t.touch(a, 500);
+        // b is idle past 100 µs, a is not (touched at 500) although it is at the tail.
+        assert_eq!(t.pop_expired(520, 100, 0).unwrap().value, 'b');
+        assert_eq!(t.pop_expired(520, 100, 0).unwrap().value, 'c');
+        assert!(t.pop_expired(520, 100, 0).is_none());
+        check(&t);
+        t.insert(key(4), 'd', 530);
+        t.insert(key(5), 'e', 540);
+        t.touch(a, 600);
+        let ev = t.insert(key(6), 'f', 610).1.unwrap();
+        assert_eq!(ev.value, 'd');
         check(&t);
     }
 

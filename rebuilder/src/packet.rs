@@ -8,7 +8,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice, ip_number};
+use etherparse::{
+    EtherType, Ethernet2Header, Ethernet2HeaderSlice, LaxIpv4Slice, LaxIpv6Slice, SingleVlanHeader,
+    SingleVlanHeaderSlice, TcpSlice, UdpSlice, ip_number,
+};
 use thiserror::Error;
 
 use crate::vxlan::VXLAN_PORT;
@@ -68,45 +71,62 @@ pub enum PacketError {
 
 /// Parses an Ethernet frame. With `vxlan_allowed`, a UDP datagram to port 4789 is returned
 /// as [`Parsed::Vxlan`]; otherwise it is [`PacketError::NonTcp`] (no nested VXLAN).
+///
+/// Layer by layer with etherparse's header slices (cheaper than the all-in-one
+/// `LaxSlicedPacket`, which copies a large struct per packet): Ethernet II, any number of
+/// 802.1Q / 802.1ad / QinQ tags, then lax IPv4 / IPv6 (a length beyond the captured bytes
+/// yields the bytes present), then TCP or UDP.
 pub fn parse_ethernet(frame: &[u8], vxlan_allowed: bool) -> Result<Parsed<'_>, PacketError> {
-    let sliced = LaxSlicedPacket::from_ethernet(frame).map_err(|_| PacketError::Malformed)?;
-    let (src_ip, dst_ip, ip_start, claimed_ip_len, fragmented) = match &sliced.net {
-        Some(LaxNetSlice::Ipv4(v4)) => {
+    let eth = Ethernet2HeaderSlice::from_slice(frame).map_err(|_| PacketError::Malformed)?;
+    let mut ether_type = eth.ether_type();
+    let mut rest = &frame[Ethernet2Header::LEN..];
+    while matches!(
+        ether_type,
+        EtherType::VLAN_TAGGED_FRAME
+            | EtherType::PROVIDER_BRIDGING
+            | EtherType::VLAN_DOUBLE_TAGGED_FRAME
+    ) {
+        let vlan = SingleVlanHeaderSlice::from_slice(rest).map_err(|_| PacketError::Malformed)?;
+        ether_type = vlan.ether_type();
+        rest = &rest[SingleVlanHeader::LEN..];
+    }
+    let ip_present = rest.len();
+    let (src_ip, dst_ip, claimed_ip_len, payload) = match ether_type {
+        EtherType::IPV4 => {
+            let (v4, err) = LaxIpv4Slice::from_slice(rest).map_err(|_| PacketError::Malformed)?;
+            if err.is_some() {
+                return Err(PacketError::Malformed);
+            }
             let h = v4.header();
             (
                 IpAddr::V4(Ipv4Addr::from(h.source())),
                 IpAddr::V4(Ipv4Addr::from(h.destination())),
-                h.slice().as_ptr() as usize,
                 usize::from(h.total_len()),
-                v4.payload().fragmented,
+                v4.payload().clone(),
             )
         }
-        Some(LaxNetSlice::Ipv6(v6)) => {
+        EtherType::IPV6 => {
+            let (v6, err) = LaxIpv6Slice::from_slice(rest).map_err(|_| PacketError::Malformed)?;
+            if err.is_some() {
+                return Err(PacketError::Malformed);
+            }
             let h = v6.header();
             (
                 IpAddr::V6(Ipv6Addr::from(h.source())),
                 IpAddr::V6(Ipv6Addr::from(h.destination())),
-                h.slice().as_ptr() as usize,
                 40 + usize::from(h.payload_length()),
-                v6.payload().fragmented,
+                v6.payload().clone(),
             )
         }
-        Some(LaxNetSlice::Arp(_)) => return Err(PacketError::NonTcp),
-        None => {
-            return Err(if sliced.stop_err.is_some() {
-                PacketError::Malformed
-            } else {
-                PacketError::NonTcp
-            });
-        }
+        _ => return Err(PacketError::NonTcp),
     };
-    if fragmented {
+    if payload.fragmented {
         return Err(PacketError::Fragment);
     }
-    match &sliced.transport {
-        Some(TransportSlice::Tcp(tcp)) => {
+    match payload.ip_number {
+        ip_number::TCP => {
+            let tcp = TcpSlice::from_slice(payload.payload).map_err(|_| PacketError::Malformed)?;
             // Bytes of the IP packet present in the frame vs. announced by its header.
-            let ip_present = frame.len() - (ip_start - frame.as_ptr() as usize);
             let missing = claimed_ip_len.saturating_sub(ip_present) as u32;
             Ok(Parsed::Tcp(TcpSegment {
                 src: SocketAddr::new(src_ip, tcp.source_port()),
@@ -120,18 +140,16 @@ pub fn parse_ethernet(frame: &[u8], vxlan_allowed: bool) -> Result<Parsed<'_>, P
                 missing,
             }))
         }
-        Some(TransportSlice::Udp(udp)) if vxlan_allowed && udp.destination_port() == VXLAN_PORT => {
-            Ok(Parsed::Vxlan(udp.payload()))
-        }
-        Some(_) => Err(PacketError::NonTcp),
-        None => {
-            let ip_payload = sliced.ip_payload().map(|p| p.ip_number);
-            if ip_payload == Some(ip_number::TCP) || sliced.stop_err.is_some() {
-                Err(PacketError::Malformed)
+        ip_number::UDP if vxlan_allowed => {
+            let udp =
+                UdpSlice::from_slice_lax(payload.payload).map_err(|_| PacketError::Malformed)?;
+            if udp.destination_port() == VXLAN_PORT {
+                Ok(Parsed::Vxlan(udp.payload()))
             } else {
                 Err(PacketError::NonTcp)
             }
         }
+        _ => Err(PacketError::NonTcp),
     }
 }
 

@@ -25,8 +25,10 @@ use crate::vxlan::VxlanPacket;
 /// Every cap of the engine. All fields are public; [`Default`] gives the documented values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
-    /// Hard cap on flow directions tracked at once; beyond it the least recently used
-    /// (closed ones first) is evicted and counted. Default 100,000.
+    /// Hard cap on flow *directions* tracked at once (a connection seen both ways uses two);
+    /// beyond it a closed direction, else the least recently used open one, is evicted
+    /// (counted in `flows_evicted`). Default 100,000 (≈ 40 MB of table when full: 264 bytes
+    /// per entry plus the hash index).
     pub max_flows: usize,
     /// Out-of-order bytes buffered per direction. Default 256 KiB.
     pub max_ooo_bytes_per_flow: usize,
@@ -681,6 +683,9 @@ impl Engine {
                 self.table.set_lifecycle(idx, Lifecycle::Closed, now_us);
             }
         }
+        // A reused slot may be listed twice.
+        self.holes.sort_unstable();
+        self.holes.dedup();
     }
 
     /// Flush everything at end of input (replay EOF / shutdown): holes are skipped, what is
@@ -1137,6 +1142,12 @@ mod tests {
         let mut e = engine();
         let out = run(&mut e, &[c.syn(), c.send(b"GET /six HTTP/1.1\r\n\r\n")]);
         assert_eq!(targets(&out), ["/six"]);
+    }
+
+    #[test]
+    fn per_direction_state_stays_small() {
+        // The RSS target (64 MiB with 10,000 connections) and cache behaviour depend on it.
+        assert!(std::mem::size_of::<crate::flow::Entry<Direction>>() <= 272);
     }
 
     #[test]

@@ -319,7 +319,7 @@ info "requests sent / at the analyzer : $requests_sent / $requests_received"
 if [ -s "$metrics_file" ]; then
   info "rebuilder /metrics (excerpt):"
   grep -E '^rebuilder_(datagrams_received_total|kernel_drops_total|packets_decoded_total|flows_created_total|stream_gaps_total|requests_extracted_total|requests_forwarded_total|requests_dropped_total|upstream_errors_total|queue_depth|healthy)\b' \
-    "$metrics_file" | grep -vE '^rebuilder_(requests_dropped|upstream_errors)_total.* 0$' | head -n 16 | sed 's/^/    /'
+    "$metrics_file" | grep -vE '^rebuilder_(requests_forwarded|requests_dropped|upstream_errors)_total.* 0$' | head -n 16 | sed 's/^/    /'
 fi
 info "wall time: $(($(date +%s) - t0))s"
 if [ ${#failures[@]} -gt 0 ]; then

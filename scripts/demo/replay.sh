@@ -46,10 +46,10 @@ python3 -c "import json; print(sum(1 for l in open('$work/replay-truth.jsonl') i
 python3 "$here/analyzer.py" serve --listen "127.0.0.1:$analyzer_port" --label analyzer --quiet \
   --record "$work/analyzer.jsonl" >"$work/analyzer.log" 2>&1 &
 pids+=($!)
+wait_tcp "$analyzer_port" || { echo "  the analyzer did not start"; exit 1; }
 "$rebuilder" run --listen "127.0.0.1:$udp_port" --upstream "http://127.0.0.1:$analyzer_port" \
   --admin "127.0.0.1:$admin_port" >"$work/rebuilder.log" 2>&1 &
 pids+=($!)
-wait_tcp "$analyzer_port" || { echo "  the analyzer did not start"; exit 1; }
 wait_tcp "$admin_port" || { echo "  rebuilder run did not open its admin port:"; tail -n 15 "$work/rebuilder.log"; exit 1; }
 echo "  rebuilder run on 127.0.0.1:$udp_port (UDP), forwarding to the analyzer on 127.0.0.1:$analyzer_port"
 

@@ -7,12 +7,12 @@
 //! 2. correctness: the engine in this process over the pcap; 100 % of the requests must come
 //!    out, identical, with no duplicate;
 //! 3. speed and memory: `rebuilder replay --format summary FILE` as a child process; CPU time
-//!    (user + system) and peak RSS from getrusage(RUSAGE_CHILDREN), so neither the generator
-//!    nor the check pollutes them;
+//!    (user + system) and peak RSS from getrusage(RUSAGE_CHILDREN) of a small measuring process
+//!    (this binary re-executed), so neither the generator nor the check pollutes them;
 //! 4. the same file through `tshark -Y http.request` (and suricata), CPU time from the same
 //!    counters; ratios printed together.
 //!
-//! Environment: `MF_BENCH_CONNECTIONS` (default 30,000), `MF_BENCH_CONCURRENCY` (10,000),
+//! Environment: `MF_BENCH_CONNECTIONS` (default 36,000), `MF_BENCH_CONCURRENCY` (10,000),
 //! `MF_BENCH_SEED` (1), `MF_BENCH_KEEP=1` keeps the pcap, `MF_BENCH_SKIP_TSHARK=1`.
 //! Exits non-zero if a request is missing, different or duplicated.
 
@@ -99,24 +99,60 @@ struct ChildRun {
     stderr: String,
 }
 
-/// Runs a child to completion; CPU is the RUSAGE_CHILDREN delta; max RSS is the children's
-/// maximum so far (exact for the first child, an upper bound of the others' if smaller).
-fn run_child(cmd: &mut Command) -> ChildRun {
-    let before = children_cpu();
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let after = children_cpu();
+fn os(s: &str) -> &std::ffi::OsStr {
+    s.as_ref()
+}
+
+/// Runs a command through a small measuring copy of this binary (`MF_BENCH_MEASURE=1`).
+/// A child forked from this big process would inherit its RSS high-water mark at exec (Linux
+/// keeps the maximum across exec); the measurer, small when it spawns the command, reports
+/// the command's own CPU time (user + system) and peak RSS (getrusage of its only child).
+fn run_child(program: &str, args: &[&std::ffi::OsStr]) -> ChildRun {
+    let report = std::env::temp_dir().join(format!(
+        "mirrorfleet-bench-measure-{}-{}",
+        std::process::id(),
+        program.rsplit('/').next().unwrap_or(program)
+    ));
+    let out = Command::new(std::env::current_exe().expect("own path"))
+        .env("MF_BENCH_MEASURE", "1")
+        .env("MF_BENCH_MEASURE_OUT", &report)
+        .arg(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
     assert!(
         out.status.success(),
-        "{cmd:?} failed: {}\n{}",
+        "{program} {args:?} failed: {}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+    let text = std::fs::read_to_string(&report).expect("measurement report");
+    let _ = std::fs::remove_file(&report);
+    let mut it = text.split_whitespace();
+    let cpu_s: f64 = it.next().and_then(|v| v.parse().ok()).expect("cpu seconds");
+    let max_rss_kib: i64 = it.next().and_then(|v| v.parse().ok()).expect("max rss");
     ChildRun {
-        cpu_s: after.seconds - before.seconds,
-        max_rss_kib: after.max_rss_kib,
+        cpu_s,
+        max_rss_kib,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// The measuring role: run argv[1..], pass its output through, write "cpu_s max_rss_kib".
+fn measure() -> ! {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let out = Command::new(&args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{:?}: {e}", args[0]));
+    std::io::stdout().write_all(&out.stdout).unwrap();
+    std::io::stderr().write_all(&out.stderr).unwrap();
+    let c = children_cpu();
+    let path = std::env::var("MF_BENCH_MEASURE_OUT").expect("MF_BENCH_MEASURE_OUT");
+    std::fs::write(path, format!("{} {}\n", c.seconds, c.max_rss_kib)).unwrap();
+    std::process::exit(out.status.code().unwrap_or(1));
 }
 
 fn summary_value(summary: &str, name: &str) -> u64 {
@@ -166,8 +202,11 @@ fn generate(path: &Path, cfg: SynthConfig) -> Truth {
 }
 
 fn main() {
+    if std::env::var("MF_BENCH_MEASURE").is_ok_and(|v| v == "1") {
+        measure();
+    }
     // `cargo bench` passes `--bench`; a filter argument is accepted and ignored.
-    let connections: usize = env_or("MF_BENCH_CONNECTIONS", 30_000);
+    let connections: usize = env_or("MF_BENCH_CONNECTIONS", 36_000);
     let concurrency: usize = env_or("MF_BENCH_CONCURRENCY", 10_000);
     let seed: u64 = env_or("MF_BENCH_SEED", 1);
     let dir = std::env::temp_dir();
@@ -258,9 +297,13 @@ fn main() {
     // Speed and memory: the real binary as a child.
     let bin = env!("CARGO_BIN_EXE_rebuilder");
     let run = run_child(
-        Command::new(bin)
-            .args(["replay", "--format", "summary"])
-            .arg(&pcap),
+        bin,
+        &[
+            os("replay"),
+            os("--format"),
+            os("summary"),
+            pcap.as_os_str(),
+        ],
     );
     let packets = summary_value(&run.stderr, "packets");
     let requests = summary_value(&run.stderr, "requests");
@@ -278,26 +321,38 @@ fn main() {
     if std::env::var("MF_BENCH_SKIP_TSHARK").is_ok_and(|v| v == "1") {
         println!("tshark: skipped (MF_BENCH_SKIP_TSHARK=1)");
     } else if on_path("tshark") {
-        let t = run_child(Command::new("tshark").args(["-n", "-r"]).arg(&pcap).args([
-            "-d",
-            "udp.port==4789,vxlan",
-            "-Y",
-            "http.request",
-            "-T",
-            "fields",
-            "-e",
-            "frame.number",
-        ]));
-        let frames_with_requests = t.stdout.lines().count();
-        let rss = if t.max_rss_kib > run.max_rss_kib {
-            format!("{:.1} MiB", t.max_rss_kib as f64 / 1024.0)
-        } else {
-            format!("<= {rss_mib:.1} MiB")
-        };
+        let t = run_child(
+            "tshark",
+            &[
+                os("-n"),
+                os("-r"),
+                pcap.as_os_str(),
+                os("-d"),
+                os("udp.port==4789,vxlan"),
+                os("-d"),
+                os("tcp.port==8000,http"),
+                os("-Y"),
+                os("http.request"),
+                os("-T"),
+                os("fields"),
+                os("-E"),
+                os("occurrence=a"),
+                os("-E"),
+                os("aggregator=,"),
+                os("-e"),
+                os("http.request.method"),
+            ],
+        );
+        let tshark_requests: usize = t
+            .stdout
+            .lines()
+            .map(|l| l.split(',').filter(|m| !m.is_empty()).count())
+            .sum();
         println!(
-            "tshark: {frames_with_requests} frames with requests in {:.3} CPU s -> {:.0} packets/CPU-s, peak RSS {rss}",
+            "tshark: {tshark_requests} requests in {:.3} CPU s -> {:.0} packets/CPU-s, peak RSS {:.1} MiB",
             t.cpu_s,
-            packets as f64 / t.cpu_s
+            packets as f64 / t.cpu_s,
+            t.max_rss_kib as f64 / 1024.0
         );
         tshark_cpu = Some(t.cpu_s);
     } else {
@@ -309,11 +364,17 @@ fn main() {
         let logdir = dir.join(format!("mirrorfleet-bench-suricata-{}", std::process::id()));
         std::fs::create_dir_all(&logdir).unwrap();
         let s = run_child(
-            Command::new("suricata")
-                .args(["--runmode", "single", "-k", "none", "-r"])
-                .arg(&pcap)
-                .arg("-l")
-                .arg(&logdir),
+            "suricata",
+            &[
+                os("--runmode"),
+                os("single"),
+                os("-k"),
+                os("none"),
+                os("-r"),
+                pcap.as_os_str(),
+                os("-l"),
+                logdir.as_os_str(),
+            ],
         );
         let http_events = std::fs::read_to_string(logdir.join("eve.json"))
             .map(|e| {
@@ -323,9 +384,10 @@ fn main() {
             })
             .unwrap_or(0);
         println!(
-            "suricata: {http_events} http events in {:.3} CPU s -> {:.0} packets/CPU-s",
+            "suricata: {http_events} http events in {:.3} CPU s -> {:.0} packets/CPU-s, peak RSS {:.1} MiB",
             s.cpu_s,
-            packets as f64 / s.cpu_s
+            packets as f64 / s.cpu_s,
+            s.max_rss_kib as f64 / 1024.0
         );
         let _ = std::fs::remove_dir_all(&logdir);
         suricata_cpu = Some(s.cpu_s);
@@ -341,13 +403,11 @@ fn main() {
         if pps >= TARGET_PPS { "OK" } else { "MISS" }
     );
     println!("requests/CPU-s {rps:>12.0}");
+    let exact =
+        recovered == truth.expected.len() && different == 0 && duplicates == 0 && foreign == 0;
     println!(
         "recovered      {pct:>11.3} %  target 100 %  {}",
-        if recovered == truth.expected.len() && different == 0 && duplicates == 0 {
-            "OK"
-        } else {
-            "MISS"
-        }
+        if exact { "OK" } else { "MISS" }
     );
     println!(
         "peak RSS       {rss_mib:>10.1} MiB  target <= {TARGET_RSS_MIB} MiB with {concurrency} concurrent flows  {}",
@@ -363,7 +423,7 @@ fn main() {
     if let Some(s) = suricata_cpu {
         println!("suricata CPU / rebuilder CPU {:.1}x", s / run.cpu_s);
     }
-    if recovered != truth.expected.len() || different > 0 || duplicates > 0 || foreign > 0 {
+    if !exact {
         eprintln!("FAILED: not every request was recovered exactly once");
         std::process::exit(1);
     }

@@ -10,7 +10,8 @@
 //! HTTP straight from the segment when it is in order.
 //!
 //! Request direction: a direction becomes the *request* direction when a request is parsed
-//! from it; its peer then becomes the *response* direction and is no longer reassembled.
+//! from it (from a stream seen since its SYN, or two requests when joined mid-way); its peer
+//! then becomes the *response* direction and is no longer reassembled.
 //! A direction that sends a SYN+ACK is the server's from the start. Nothing depends on ports.
 //!
 //! VNI allow-list: applies to every packet; plain (non-VXLAN) frames have VNI 0.
@@ -236,6 +237,15 @@ impl Direction {
             parser: Parser::new(),
             in_holes: false,
         }
+    }
+
+    /// Whether this direction surely carries requests, so that its peer can be ignored:
+    /// a request parsed from a stream seen from its SYN, or two requests. (One request found
+    /// by resync in a stream joined mid-way could be text inside a response body; ignoring
+    /// the real client direction on that evidence would lose all its requests.)
+    fn is_surely_requests(&self) -> bool {
+        let n = self.parser.emitted();
+        n >= 2 || (n >= 1 && self.stream.saw_syn())
     }
 }
 
@@ -500,7 +510,7 @@ impl Engine {
             self.holes.push(idx);
         }
         let closed = dir.stream.state() == StreamState::Closed;
-        if dir.role == Role::Unknown && dir.parser.emitted() > 0 {
+        if dir.role == Role::Unknown && dir.is_surely_requests() {
             dir.role = Role::Requests;
             self.demote_peer(idx, out);
         }
@@ -669,7 +679,7 @@ impl Engine {
             };
             dir.stream.on_timer(now_us, &self.stream_limits, &mut sink);
             let closed = dir.stream.state() == StreamState::Closed;
-            if dir.role == Role::Unknown && dir.parser.emitted() > 0 {
+            if dir.role == Role::Unknown && dir.is_surely_requests() {
                 dir.role = Role::Requests;
                 self.demote_peer(idx, out);
             }
@@ -955,6 +965,26 @@ mod tests {
         let out = run(&mut e, &d);
         assert_eq!(targets(&out), ["/"]);
         assert!(e.stats().response_packets >= 2);
+    }
+
+    #[test]
+    fn request_text_in_a_response_joined_mid_stream_does_not_silence_the_client() {
+        let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+        let mut e = engine();
+        // Joined mid-way: the response body quotes a request, then the client sends two.
+        let mut d = vec![c.respond(b"ml>\nGET /quoted HTTP/1.1\r\n\r\n<p>")];
+        d.push(c.send(b"GET /1 HTTP/1.1\r\n\r\n"));
+        d.push(c.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        d.push(c.send(b"GET /2 HTTP/1.1\r\n\r\n"));
+        let out = run(&mut e, &d);
+        assert!(
+            targets(&out).ends_with(&["/1", "/2"]),
+            "{:?}",
+            targets(&out)
+        );
+        // Now the client direction is known: the response direction is ignored.
+        let later = run(&mut e, &[c.respond(b"GET /ignored HTTP/1.1\r\n\r\n")]);
+        assert!(later.is_empty());
     }
 
     #[test]
@@ -1291,7 +1321,7 @@ mod tests {
                     expected.push(g);
                 }
             }
-            prop_assert_eq!(out.len(), expected.len(), "{:?}", targets(&out));
+            prop_assert_eq!(out.len(), expected.len(), "{:?} wire={:?} ranges={:?} lost={:?}", targets(&out), String::from_utf8_lossy(&wire), ranges, lost);
             for (g, r) in expected.iter().zip(&out) {
                 prop_assert!(g.matches(r), "{:?} vs {:?}", g, r);
             }

@@ -141,6 +141,9 @@ pub struct Parser {
     msg_ts: u64,
     pending: Option<Box<Pending>>,
     first_message: bool,
+    /// The candidate request line in `buf` (while syncing) starts a line: any upper-case
+    /// method is accepted; otherwise only a known method.
+    candidate_at_line_start: bool,
     emitted: u64,
 }
 
@@ -469,6 +472,7 @@ impl Parser {
             msg_ts: 0,
             pending: None,
             first_message: false,
+            candidate_at_line_start: false,
             emitted: 0,
         }
     }
@@ -699,10 +703,22 @@ impl Parser {
                 self.buf.extend_from_slice(&input[..take]);
                 request_line(&self.buf, false)
             };
-            match verdict {
+            let verdict = match verdict {
                 Line::Yes => {
                     let skip = refine_start(&self.buf);
-                    self.buf.drain(..skip);
+                    let method = &self.buf[skip..];
+                    let method = &method[..memchr(b' ', method).unwrap_or(method.len())];
+                    if self.candidate_at_line_start || KNOWN_METHODS.contains(&method) {
+                        self.buf.drain(..skip);
+                        Line::Yes
+                    } else {
+                        Line::No
+                    }
+                }
+                other => other,
+            };
+            match verdict {
+                Line::Yes => {
                     self.state = State::Head;
                     self.account(ctx.budget);
                     return &input[take..];
@@ -729,7 +745,14 @@ impl Parser {
                         self.state = State::Head;
                         return &input[start..];
                     }
-                    Line::More => return self.keep_candidate(ts_us, &input[start..], ctx),
+                    Line::More => {
+                        let at_line_start = if start == 0 {
+                            line_start
+                        } else {
+                            input[start - 1] == b'\n'
+                        };
+                        return self.keep_candidate(ts_us, &input[start..], at_line_start, ctx);
+                    }
                     Line::No => {}
                 }
             }
@@ -743,13 +766,21 @@ impl Parser {
         }
         self.state = State::Sync { line_start: false };
         if let Some(start) = tail_candidate(input, ls, line_start || ls > 0) {
-            return self.keep_candidate(ts_us, &input[start..], ctx);
+            let at_line_start = start == ls && (line_start || ls > 0);
+            return self.keep_candidate(ts_us, &input[start..], at_line_start, ctx);
         }
         &[]
     }
 
-    fn keep_candidate<'i>(&mut self, ts_us: u64, tail: &[u8], ctx: &mut Ctx<'_>) -> &'i [u8] {
+    fn keep_candidate<'i>(
+        &mut self,
+        ts_us: u64,
+        tail: &[u8],
+        at_line_start: bool,
+        ctx: &mut Ctx<'_>,
+    ) -> &'i [u8] {
         self.state = State::Sync { line_start: false };
+        self.candidate_at_line_start = at_line_start;
         if tail.len() <= ctx.limits.max_header_bytes
             && ctx.budget.used + tail.len() <= ctx.budget.limit
         {
@@ -1271,6 +1302,18 @@ pub(crate) mod tests {
         let mut h = H::new(false);
         h.feed(b"\x01\x02OPTIONS").feed(b" /o HTTP/1.1\r\n\r\n");
         assert_eq!(h.out[0].method, "OPTIONS");
+    }
+
+    #[test]
+    fn lost_first_letters_of_a_method_never_yield_a_request() {
+        for cut in 1..4 {
+            let line = b"POST /p HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
+            let mut h = H::new(true);
+            h.gap(9);
+            // The remainder arrives in pieces: "OS", "T /p ...", etc.
+            h.feed(&line[cut..cut + 2]).feed(&line[cut + 2..]);
+            assert!(h.out.is_empty(), "cut {cut}: {:?}", h.targets());
+        }
     }
 
     #[test]

@@ -277,10 +277,22 @@ impl Stream {
             }
             State::Established => {}
         }
-        let end = start.wrapping_add(wire_len);
+        let mut end = start.wrapping_add(wire_len);
         if seg.fin && self.fin_seq.is_none() {
             self.fin_seq = Some(end);
             self.fin_seen_us = seg.ts_us;
+        }
+        let mut seg = seg;
+        if let Some(fin) = self.fin_seq
+            && seq_diff(end, fin) > 0
+            && seq_diff(start, fin) < 0
+        {
+            // Bytes past the FIN are not part of the stream: keep the part before it.
+            let keep = seq_diff(fin, start) as usize;
+            let present = seg.payload.len().min(keep);
+            seg.payload = &seg.payload[..present];
+            seg.missing = (keep - present) as u32;
+            end = fin;
         }
         let mut outcome = Pushed::Accepted;
         if wire_len > 0 {
@@ -842,6 +854,19 @@ pub(crate) mod tests {
         assert_eq!(h.r.ends, 1);
         assert_eq!(h.push(seg(4, b"late")), Pushed::AfterClose);
         assert_eq!(h.push(seg(1, b"ab")), Pushed::Duplicate);
+    }
+
+    #[test]
+    fn bytes_past_a_known_fin_are_cut_off() {
+        let mut h = Harness::new();
+        h.push(syn(0));
+        h.push(Segment {
+            fin: true,
+            ..seg(4, b"d")
+        });
+        h.push(seg(1, b"abcXYZ"));
+        assert_eq!(h.r.text(), "abcd");
+        assert_eq!(h.r.ends, 1);
     }
 
     #[test]

@@ -331,6 +331,8 @@ fn main() {
                 os("udp.port==4789,vxlan"),
                 os("-d"),
                 os("tcp.port==8000,http"),
+                os("-o"),
+                os("tcp.reassemble_out_of_order:TRUE"),
                 os("-Y"),
                 os("http.request"),
                 os("-T"),

@@ -219,6 +219,9 @@ fn tshark_requests(pcap: &Path) -> Vec<Seen> {
         "udp.port==4789,vxlan",
         "-d",
         "tcp.port==8000,http",
+        // The kernel mirror may reorder segments; without this tshark drops such requests.
+        "-o",
+        "tcp.reassemble_out_of_order:TRUE",
         "-Y",
         "http.request",
         "-T",

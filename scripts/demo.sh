@@ -15,7 +15,8 @@
 # Environment: CARGO_TARGET_DIR (default /var/tmp/mirrorfleet/target),
 #   MIRRORFLEET_DEMO_SKIP_BUILD=1 to use the binaries already built,
 #   MIRRORFLEET_DEMO_NO_NETNS=1 to force the loopback replay,
-#   MIRRORFLEET_DEMO_KEEP=1 to keep the work directory (logs) even on success.
+#   MIRRORFLEET_DEMO_KEEP=1 to keep the work directory (logs) even on success,
+#   MIRRORFLEET_BIN_DIR to run binaries from elsewhere than $CARGO_TARGET_DIR/debug.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,7 +25,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/mirrorfleet/target}"
 [ -d "$root/.venv/bin" ] && export PATH="$root/.venv/bin:$PATH"
 export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
 demo_dir="$root/scripts/demo"
-bin="$CARGO_TARGET_DIR/debug"
+bin="${MIRRORFLEET_BIN_DIR:-$CARGO_TARGET_DIR/debug}"
 work=$(mktemp -d "${TMPDIR:-/tmp}/mirrorfleet-demo.XXXXXX")
 prefix="mfdemo$$"
 t0=$(date +%s)
@@ -196,6 +197,12 @@ def count(v):
     return len(v) if isinstance(v, list) else v
 keys = ("created", "deleted", "modified", "unchanged", "skipped", "errors", "desired", "current", "previous", "changed")
 parts = [f"{k} {count(r[k])}" for k in keys if isinstance(r, dict) and k in r]
+if isinstance(r, dict) and isinstance(r.get("decision"), dict):
+    d = r["decision"]
+    parts = [f"sessions on the target {r.get('sessions')}", f"desired {r.get('current_desired')} -> {d.get('desired')}",
+             "applied" if r.get("applied") else "not applied"]
+    if r.get("error"):
+        parts.append(f"error {r['error']}")
 print("      report: " + (", ".join(parts) if parts else json.dumps(r)[:300]))
 sk = r.get("skipped") if isinstance(r, dict) else None
 items = sk.get("items", []) if isinstance(sk, dict) else (sk if isinstance(sk, list) else [])

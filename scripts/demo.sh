@@ -256,6 +256,7 @@ metrics_file="$work/metrics.txt"
 
 if [ "${MIRRORFLEET_DEMO_NO_NETNS:-}" != 1 ] && why=$(bash "$demo_dir/netns.sh" check); then
   step "data plane: network namespaces ($prefix-cli, $prefix-srv, $prefix-col), kernel VXLAN mirror with VNI $vni"
+  bash "$demo_dir/netns.sh" reap mfdemo
   bash "$demo_dir/netns.sh" up "$prefix" "$vni" both
   eval "$(bash "$demo_dir/netns.sh" addrs)"
   info "client $CLIENT_IP -> web server $SERVER_IP:80 (web-1); tc mirred of its eth0 -> vxlan0 VNI $vni -> $COLLECTOR_IP:4789"

@@ -14,6 +14,7 @@
 #   netns.sh up PREFIX VNI [both|ingress]   build it (idempotent: tears down PREFIX first)
 #   netns.sh down PREFIX           remove the namespaces (and with them every veth and vxlan)
 #   netns.sh list PREFIX           print the namespace names
+#   netns.sh reap BASE             remove namespaces BASE<pid>... whose process is gone
 set -euo pipefail
 
 CLIENT_IP=10.77.1.10
@@ -94,11 +95,26 @@ up() {
   fi
 }
 
+# Namespaces left behind by a run that was killed (SIGKILL, power loss): names are
+# BASE<pid>[x<n>]-{cli,srv,col}; remove those whose pid is gone.
+reap() {
+  local base=$1 ns pid
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${base}[0-9]+(x[0-9]+)?-(cli|srv|col)$" || true); do
+    pid=${ns#"$base"}
+    pid=${pid%%[x-]*}
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "netns: removing $ns (left by process $pid, gone)" >&2
+      down "${ns%-*}"
+    fi
+  done
+}
+
 case "${1:-}" in
   check) check ;;
   up) [ $# -ge 3 ] || die "usage: netns.sh up PREFIX VNI [both|ingress]"; up "$2" "$3" "${4:-both}" ;;
   down) [ $# -eq 2 ] || die "usage: netns.sh down PREFIX"; down "$2" ;;
   list) echo "$2-cli $2-srv $2-col" ;;
+  reap) [ $# -eq 2 ] || die "usage: netns.sh reap BASE"; reap "$2" ;;
   addrs) echo "CLIENT_IP=$CLIENT_IP SERVER_IP=$SERVER_IP MIRROR_SRC_IP=$MIRROR_SRC_IP COLLECTOR_IP=$COLLECTOR_IP" ;;
-  *) die "usage: netns.sh check|up|down|list|addrs ..." ;;
+  *) die "usage: netns.sh check|up|down|list|reap|addrs ..." ;;
 esac

@@ -56,6 +56,10 @@ impl Topology {
     /// Builds the topology with the mirror's VXLAN VNI; `both` mirrors the server's ingress and
     /// egress (as a session with an accept-all filter does), otherwise ingress only.
     pub fn up(vni: u32, both: bool) -> Result<Self> {
+        let _ = Command::new("bash")
+            .arg(harness::demo_script("netns.sh"))
+            .args(["reap", "mft"])
+            .status();
         let prefix = harness::unique("mft");
         let topo = Self { prefix };
         let mut cmd = Command::new("bash");

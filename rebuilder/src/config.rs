@@ -51,6 +51,11 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(64..=65535))]
     pub max_datagram_bytes: u32,
 
+    /// After a partial batch, wait this long (µs) before the next receive so datagrams
+    /// accumulate into batches (fewer wakeups; the socket buffer absorbs the pause). 0 = off.
+    #[arg(long, env = "REBUILDER_RECV_COALESCE_US", default_value_t = 200)]
+    pub recv_coalesce_us: u64,
+
     /// Engine timer period (idle and gap timeouts), milliseconds.
     #[arg(long, env = "REBUILDER_TIMER_INTERVAL_MS", default_value_t = 100)]
     pub timer_interval_ms: u64,

@@ -43,6 +43,8 @@ pub struct IngestConfig {
     pub batch: usize,
     pub max_datagram: usize,
     pub timer_interval: Duration,
+    /// Pause after a partial batch (0 = none).
+    pub coalesce: Duration,
     pub engine: EngineConfig,
 }
 
@@ -55,6 +57,7 @@ impl IngestConfig {
             batch: a.recv_batch as usize,
             max_datagram: a.max_datagram_bytes as usize,
             timer_interval: a.timer_interval(),
+            coalesce: Duration::from_micros(a.recv_coalesce_us),
             engine: a.engine_config(),
         }
     }
@@ -267,6 +270,7 @@ impl Worker {
         tracing::debug!(worker = id, sockets = socks.len(), "receive worker started");
         while !stop.load(Relaxed) {
             let mut received_any = false;
+            let mut any_full = false;
             for sock in &socks {
                 // A bounded number of batches per socket, so timers and other sockets get a turn.
                 for _ in 0..16 {
@@ -297,6 +301,7 @@ impl Worker {
                     if n < batch {
                         break;
                     }
+                    any_full = true;
                 }
             }
             let now = Instant::now();
@@ -306,7 +311,11 @@ impl Worker {
                 slot.publish(&c, engine.stats(), engine.active_flows());
                 next_tick = now + cfg.timer_interval;
             }
-            if !received_any {
+            if received_any && !any_full && !cfg.coalesce.is_zero() {
+                // The sockets are drained and traffic is light: let datagrams accumulate for a
+                // moment so the next recvmmsg returns a batch instead of one datagram per wakeup.
+                std::thread::sleep(cfg.coalesce);
+            } else if !received_any {
                 let wait = next_tick
                     .saturating_duration_since(Instant::now())
                     .min(Duration::from_millis(100));
@@ -389,6 +398,7 @@ mod tests {
             batch: 8,
             max_datagram: 2048,
             timer_interval: Duration::from_millis(20),
+            coalesce: Duration::ZERO,
             engine: EngineConfig::default(),
         }
     }

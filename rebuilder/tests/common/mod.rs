@@ -278,6 +278,28 @@ impl RebuilderProc {
         ticks * 1_000_000 / hz
     }
 
+    /// CPU time (user + system, µs) per thread name prefix ("rx", "fwd", ...).
+    pub fn cpu_by_thread(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return out;
+        };
+        for t in dir.flatten() {
+            let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+                continue;
+            };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let name = &stat[open + 1..close];
+            let group = name.split(['-', ' ']).next().unwrap_or(name).to_string();
+            let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+            let ticks: u64 = f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
+            *out.entry(group).or_insert(0) += ticks * 10_000;
+        }
+        out
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")

@@ -449,3 +449,102 @@ fn loopback_replay_of_a_generated_capture_reaches_the_analyzer_exactly_once() {
     );
     assert_eq!(got.lines().count(), expected);
 }
+
+/// Processes whose command line or open files mention `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let open_files = std::fs::read_dir(entry.path().join("fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .any(|target| target.to_string_lossy().contains(needle));
+            if text.contains(needle) || open_files {
+                found.push(format!("{name}: {text}"));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn netns_moto_make_demo_passes_and_leaves_nothing_behind() {
+    let name = "netns_moto_make_demo_passes_and_leaves_nothing_behind";
+    require!(
+        name,
+        dataplane::prerequisites(),
+        system_tests::demo::control::prerequisites(),
+        {
+            if dataplane::rebuilder_has_run() {
+                Ok(())
+            } else {
+                Err("the built rebuilder has no `run` sub-command".to_owned())
+            }
+        }
+    );
+    let demo_namespaces = || -> Vec<String> {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("ip netns list");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with("mfdemo"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let before = demo_namespaces();
+    // The demo's work directory goes under this TMPDIR: afterwards it must be empty and no
+    // process may still refer to it.
+    let tmp = TempDir::new("mfdemo-tmp").unwrap();
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(harness::workspace_root().join("scripts/demo.sh"))
+        .current_dir(harness::workspace_root())
+        .env("PATH", harness::child_path())
+        .env("TMPDIR", tmp.path())
+        .env("MIRRORFLEET_DEMO_SKIP_BUILD", "1")
+        .env("MIRRORFLEET_BIN_DIR", harness::bin_dir());
+    let out = harness::run(cmd, Duration::from_secs(400)).expect("scripts/demo.sh");
+    assert!(
+        out.status.success(),
+        "make demo failed ({}):\n{}\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    for line in [
+        "sessions created by mirrorfleet : 3 (expected 3)",
+        "rebuilder ASG desired capacity  : 2 (expected 2)",
+        "requests sent / at the analyzer : 11 / 11",
+        "make demo: ok",
+    ] {
+        assert!(
+            out.stdout.contains(line),
+            "the summary lacks '{line}':\n{}",
+            out.stdout
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().collect();
+    assert!(left.is_empty(), "the demo left files behind: {left:?}");
+    let procs = processes_mentioning(&tmp.path().to_string_lossy());
+    assert!(
+        procs.is_empty(),
+        "the demo left processes behind: {procs:#?}"
+    );
+    let new_namespaces: Vec<String> = demo_namespaces()
+        .into_iter()
+        .filter(|n| !before.contains(n))
+        .collect();
+    assert!(
+        new_namespaces.is_empty(),
+        "the demo left namespaces behind: {new_namespaces:?}"
+    );
+}

@@ -23,10 +23,12 @@ The seeded world (one VPC 10.0.0.0/16, two subnets):
   instance  batch-1   untagged                                -> NOT mirrored
   ENI       api-eni   tag mirror=true, secondary ENI of batch-1 -> mirrored (ENI filter)
   ENI       spare-eni untagged, unattached                    -> NOT mirrored
+  rebuilder-1 the ASG's instance, tag mirror=true (propagated by the ASG) -> NOT mirrored (our fleet)
   batch-1's primary ENI carries a session WITHOUT our owner tag (someone else's): it must be
   left untouched.
   NLB with a UDP/4789 listener -> mirror target; a mirror filter; the rebuilder ASG (launch
-  template, min 1, max 4, desired 1) whose instances are never mirrored.
+  template, min 1, max 4, desired 1, tag mirror=true propagated at launch) whose instances
+  must never be mirrored.
 """
 
 from __future__ import annotations
@@ -184,7 +186,34 @@ def seed(args) -> dict:
         DesiredCapacity=1,
         VPCZoneIdentifier=f"{subnet_a},{subnet_b}",
         TargetGroupARNs=[tg["TargetGroupArn"]],
+        # A blanket tag policy marks everything in the VPC for mirroring, the rebuilders too:
+        # the control plane must still never mirror its own fleet.
+        Tags=[
+            {
+                "Key": MIRROR_TAG[0],
+                "Value": MIRROR_TAG[1],
+                "PropagateAtLaunch": True,
+                "ResourceId": args.asg_name,
+                "ResourceType": "auto-scaling-group",
+            }
+        ],
     )
+    rebuilders = []
+    group = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[args.asg_name])["AutoScalingGroups"][0]
+    for n, member in enumerate(sorted(i["InstanceId"] for i in group.get("Instances", [])), start=1):
+        inst = ec2.describe_instances(InstanceIds=[member])["Reservations"][0]["Instances"][0]
+        eni0 = inst["NetworkInterfaces"][0]
+        rebuilders.append(
+            {
+                "name": f"rebuilder-{n}",
+                "kind": "instance",
+                "instance_id": member,
+                "eni_id": eni0["NetworkInterfaceId"],
+                "ip": eni0["PrivateIpAddress"],
+                "subnet_id": eni0["SubnetId"],
+                "tags": {t["Key"]: t["Value"] for t in inst.get("Tags", []) if not t["Key"].startswith("aws:")},
+            }
+        )
 
     # Somebody else's session on batch-1's primary ENI: no owner tag, so never ours to touch.
     foreign = ec2.create_traffic_mirror_session(
@@ -197,7 +226,7 @@ def seed(args) -> dict:
         TagSpecifications=[{"ResourceType": "traffic-mirror-session", "Tags": tags(team="netops")}],
     )["TrafficMirrorSession"]["TrafficMirrorSessionId"]
 
-    resources = [web1, web2, web3, batch1, api_eni, spare_eni]
+    resources = [web1, web2, web3, batch1, api_eni, spare_eni] + rebuilders
     return {
         "endpoint": args.endpoint,
         "region": args.region,
@@ -214,7 +243,7 @@ def seed(args) -> dict:
         "foreign_session_id": foreign,
         "exclude_tag": args.exclude_tag,
         "expected_mirrored": sorted([web1["eni_id"], web2["eni_id"], api_eni["eni_id"]]),
-        "expected_untouched": sorted([web3["eni_id"], batch1["eni_id"], spare_eni["eni_id"]]),
+        "expected_untouched": sorted([web3["eni_id"], batch1["eni_id"], spare_eni["eni_id"]] + [r["eni_id"] for r in rebuilders]),
         # after the demo's onboard-eni events (web-1 running, api-eni created, web-3 tagged):
         "expected_after_events": sorted([web1["eni_id"], api_eni["eni_id"]]),
     }

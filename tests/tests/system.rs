@@ -171,6 +171,13 @@ fn moto_reconcile_mirrors_every_wanted_eni_once_and_follows_tag_removal() {
     );
     assert_owned_sessions_exactly_on(&cp, &cp.world.expected_mirrored);
     assert_foreign_session_untouched(&cp);
+    // The ASG's instance carries mirror=true (propagated at launch): it is ours, never mirrored.
+    assert!(
+        cp.world
+            .expected_untouched
+            .contains(&cp.world.eni("rebuilder-1").to_owned()),
+        "the seed has no tagged rebuilder instance"
+    );
     let untouched: Vec<&String> = cp.world.expected_untouched.iter().collect();
     let owned = cp.owned_sessions().unwrap();
     for eni in untouched {

@@ -154,8 +154,11 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Spawns `cmd` with stdout and stderr going to `dir/<name>.log`.
-    pub fn spawn(name: &str, mut cmd: Command, dir: &Path) -> Result<Self> {
+    /// Spawns `cmd` with stdout and stderr going to `dir/<name>.log`. Where util-linux's
+    /// `setpriv` exists the child also gets SIGKILL when the test dies without unwinding
+    /// (e.g. killed by the runner's timeout), so that no server outlives its test.
+    pub fn spawn(name: &str, cmd: Command, dir: &Path) -> Result<Self> {
+        let mut cmd = with_parent_death_signal(cmd);
         let log = dir.join(format!("{name}.log"));
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
@@ -216,6 +219,29 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(3));
     }
+}
+
+/// `setpriv --pdeathsig KILL -- <cmd>` (same environment and directory) when `setpriv` is
+/// there, else `cmd` unchanged. setpriv execs the program, so the pid stays the program's.
+fn with_parent_death_signal(cmd: Command) -> Command {
+    let Some(setpriv) = tool("setpriv") else {
+        return cmd;
+    };
+    let mut wrapped = Command::new(setpriv);
+    wrapped
+        .args(["--pdeathsig", "KILL", "--"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        wrapped.current_dir(d);
+    }
+    wrapped
 }
 
 /// Polls `f` every 100 ms until it returns true or `timeout` passes.

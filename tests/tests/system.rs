@@ -5,7 +5,11 @@
 //!   seeded with the demo VPC (`scripts/demo/seed.py`); each test has its own moto and runtime
 //!   API on free ports.
 //! - `netns_*`: the kernel mirrors a web server's traffic as VXLAN (tc mirred) from one network
-//!   namespace to another where the real `rebuilder run` forwards each request to an analyzer.
+//!   namespace to another where the real `rebuilder run` forwards each request to an analyzer;
+//!   `netns_moto_*` joins both (the VNI comes from the session the control plane created, and
+//!   `scripts/demo.sh` itself runs and must leave nothing behind).
+//! - `loopback_*`: the demo's path without namespaces (a generated capture sent over loopback
+//!   UDP to `rebuilder run`).
 //!
 //! Missing prerequisites (root, namespaces, moto, cargo-lambda, built binaries) fail the test
 //! under `MIRRORFLEET_REQUIRE_SYSTEM=1` (as `make test` sets it) and skip it otherwise.

@@ -225,6 +225,11 @@ fn main() {
     );
 
     println!("== rebuilder replay benchmark ==");
+    let loadavg = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "load average at start: {} (CPU-time figures are disturbed by other load on the machine)",
+        loadavg().trim()
+    );
     let t0 = Instant::now();
     let truth = generate(
         &pcap,
@@ -397,6 +402,7 @@ fn main() {
         println!("suricata: not installed");
     }
 
+    println!("load average at end: {}", loadavg().trim());
     println!("== results ==");
     println!(
         "packets/CPU-s  {:>12.0}  target >= {:.0}  {}",

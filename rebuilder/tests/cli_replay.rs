@@ -287,3 +287,46 @@ fn pcapng_replays_like_pcap() {
     assert_eq!(lines(&a.stdout).len(), truth.len());
     assert!(String::from_utf8_lossy(&a.stderr).contains("capture_format pcapng"));
 }
+
+#[test]
+fn replay_reads_stdin_and_cuts_bodies_over_the_cap() {
+    let dir = TempDir::new();
+    let (pcap, truth) = generate(
+        &dir.0,
+        &[
+            "--connections",
+            "12",
+            "--methods",
+            "POST,PUT",
+            "--min-body",
+            "50",
+            "--max-body",
+            "3000",
+        ],
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_rebuilder"))
+        .args(["replay", "-", "--max-body-bytes", "1000", "--with-body"])
+        .stdin(std::fs::File::open(&pcap).unwrap())
+        .output()
+        .unwrap();
+    let out = ok(out);
+    let got = lines(&out.stdout);
+    assert_eq!(got.len(), truth.len());
+    let mut cut = 0;
+    for v in &got {
+        let t = truth
+            .iter()
+            .find(|t| t["headers"] == v["headers"] && t["client"] == v["client"])
+            .expect("in the truth");
+        let full = t["body_len"].as_u64().unwrap();
+        assert_eq!(v["body_len"].as_u64().unwrap(), full.min(1000));
+        assert_eq!(v["body_truncated"], full > 1000, "{v}");
+        cut += usize::from(full > 1000);
+    }
+    assert!(cut > 0, "no body over the cap");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("bodies_truncated {cut}")),
+        "{stderr}"
+    );
+}

@@ -701,7 +701,7 @@ impl Engine {
     /// Flush everything at end of input (replay EOF / shutdown): holes are skipped, what is
     /// buffered is delivered, every stream ends. The table is empty afterwards.
     pub fn finish(&mut self, out: &mut Vec<HttpRequest>) {
-        for removed in self.table.drain() {
+        while let Some(removed) = self.table.pop_any() {
             self.finalize(removed, false, out);
         }
         self.holes.clear();

@@ -1,8 +1,9 @@
 //! The flow table: one entry per direction of a TCP connection, keyed by
 //! (VNI, source ip:port, destination ip:port), the two directions linked when both are seen.
 //!
-//! Entries live in a slab (`Vec`) indexed by `u32`; a hash map (foldhash, randomly seeded)
-//! maps keys to slots; two intrusive doubly linked lists order the entries: **open** ones by
+//! Entries live in a slab (`Vec`) indexed by `u32`; a hash index (hashbrown `HashTable` of
+//! slot numbers, foldhash randomly seeded, keys compared in the slab so each key is stored
+//! once and the index stays 4 bytes per entry) maps keys to slots; two intrusive doubly linked lists order the entries: **open** ones by
 //! recency (LRU) and **closed** ones by closing time. At the cap, a closed entry is evicted
 //! first, else the least recently used open one.
 //!
@@ -11,8 +12,10 @@
 //! Entries touched since they were linked are moved to the front when they reach the tail
 //! during expiry or eviction. Every operation is O(1) amortized.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
+
+use hashbrown::HashTable;
 
 /// Identity of one direction of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,7 +103,8 @@ pub struct Removed<T> {
 /// The table.
 ///
 /// Invariants:
-/// - `map[k] == i` ⇔ `slots[i]` is `Some` with key `k`; `len` counts the `Some` slots.
+/// - `index` holds `i` (under the hash of `k`) ⇔ `slots[i]` is `Some` with key `k`; `len`
+///   counts the `Some` slots.
 /// - Every live entry is on exactly the list of its `lifecycle`; `free` holds the `None` slots.
 /// - Along each list from head to tail `linked_us` does not increase, and
 ///   `stamp_us >= linked_us` for open entries (a packet since linking ⇔ `>`).
@@ -110,7 +114,8 @@ pub struct Removed<T> {
 pub struct FlowTable<T> {
     slots: Vec<Option<Entry<T>>>,
     free: Vec<u32>,
-    map: HashMap<FlowKey, u32, foldhash::fast::RandomState>,
+    index: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
     lists: [List; 2],
     cap: usize,
     len: usize,
@@ -129,7 +134,8 @@ impl<T> FlowTable<T> {
         FlowTable {
             slots: Vec::new(),
             free: Vec::new(),
-            map: HashMap::default(),
+            index: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
             lists: [EMPTY; 2],
             cap: cap.max(1),
             len: 0,
@@ -149,7 +155,12 @@ impl<T> FlowTable<T> {
     /// Slot of `key`.
     #[inline]
     pub fn find(&self, key: &FlowKey) -> Option<u32> {
-        self.map.get(key).copied()
+        let slots = &self.slots;
+        self.index
+            .find(self.hasher.hash_one(key), |&i| {
+                slots[i as usize].as_ref().is_some_and(|e| e.key == *key)
+            })
+            .copied()
     }
 
     /// The entry in slot `i` (which must be live).
@@ -267,7 +278,7 @@ impl<T> FlowTable<T> {
     /// Inserts a new open entry for `key` (which must be absent). When the table is full,
     /// first removes and returns the victim (a closed entry if any, else the LRU open one).
     pub fn insert(&mut self, key: FlowKey, value: T, now_us: u64) -> (u32, Option<Removed<T>>) {
-        debug_assert!(!self.map.contains_key(&key));
+        debug_assert!(self.find(&key).is_none());
         let evicted = if self.len >= self.cap {
             let victim = if self.lists[1].tail != NONE {
                 self.lists[1].tail
@@ -279,7 +290,7 @@ impl<T> FlowTable<T> {
         } else {
             None
         };
-        let peer = self.map.get(&key.reverse()).copied().unwrap_or(NONE);
+        let peer = self.find(&key.reverse()).unwrap_or(NONE);
         let entry = Entry {
             key,
             value,
@@ -303,7 +314,10 @@ impl<T> FlowTable<T> {
         if peer != NONE {
             self.entry_mut(peer).peer = i;
         }
-        self.map.insert(key, i);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.index.insert_unique(hasher.hash_one(key), i, |&j| {
+            hasher.hash_one(slots[j as usize].as_ref().expect("indexed slot").key)
+        });
         self.len += 1;
         self.push_front(i, Lifecycle::Open, now_us);
         (i, evicted)
@@ -318,7 +332,12 @@ impl<T> FlowTable<T> {
         {
             p.peer = NONE;
         }
-        self.map.remove(&e.key);
+        if let Ok(found) = self
+            .index
+            .find_entry(self.hasher.hash_one(e.key), |&j| j == i)
+        {
+            found.remove();
+        }
         self.free.push(i);
         self.len -= 1;
         Removed {
@@ -352,21 +371,13 @@ impl<T> FlowTable<T> {
         }
     }
 
-    /// Removes and returns every entry (end of input).
-    pub fn drain(&mut self) -> Vec<Removed<T>> {
-        let live: Vec<u32> = (0..self.slots.len() as u32)
-            .filter(|&i| self.slots[i as usize].is_some())
-            .collect();
-        live.into_iter().map(|i| self.remove(i)).collect()
-    }
-
-    /// Slots of the live entries (in slot order).
-    pub fn live_slots(&self) -> impl Iterator<Item = u32> + '_ {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.is_some())
-            .map(|(i, _)| i as u32)
+    /// Removes and returns some entry, closed ones first (end of input: call until `None`;
+    /// one at a time, so that emptying a large table allocates nothing).
+    pub fn pop_any(&mut self) -> Option<Removed<T>> {
+        let victim = [self.lists[1].tail, self.lists[0].tail]
+            .into_iter()
+            .find(|&i| i != NONE)?;
+        Some(self.remove(victim))
     }
 }
 
@@ -409,7 +420,7 @@ mod tests {
             assert_eq!(t.lists[l].tail, prev);
         }
         assert_eq!(seen, t.len());
-        assert_eq!(t.map.len(), t.len());
+        assert_eq!(t.index.len(), t.len());
     }
 
     #[test]
@@ -491,14 +502,18 @@ mod tests {
     }
 
     #[test]
-    fn slots_are_reused_and_drain_empties_the_table() {
+    fn slots_are_reused_and_pop_any_empties_the_table() {
         let mut t = FlowTable::new(100);
         for round in 0..3 {
             for n in 0..50 {
                 t.insert(key(n), n, round);
             }
             check(&t);
-            assert_eq!(t.drain().len(), 50);
+            let mut n = 0;
+            while t.pop_any().is_some() {
+                n += 1;
+            }
+            assert_eq!(n, 50);
             assert!(t.is_empty());
         }
         assert_eq!(t.slots.len(), 50);

@@ -158,6 +158,8 @@ static HTTP_FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(HTT
 const MAX_METHOD: usize = 32;
 const MAX_CHUNK_LINE: usize = 1024;
 const STACK_HEADERS: usize = 128;
+/// Capacity a direction's buffer may keep while empty.
+const IDLE_BUF_CAPACITY: usize = 256;
 
 /// Result of checking bytes for a request line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -513,7 +515,8 @@ impl Parser {
             budget.give(self.held - now);
         }
         self.held = now;
-        if self.buf.is_empty() && self.buf.capacity() > 16 * 1024 {
+        // Idle directions hold no allocation beyond a small one (RSS with many flows).
+        if self.buf.is_empty() && self.buf.capacity() > IDLE_BUF_CAPACITY {
             self.buf = Vec::new();
         }
     }

@@ -505,6 +505,10 @@ impl Stream {
             }
             self.pop_first(sink);
         }
+        if self.ooo.is_empty() && self.ooo.capacity() > 0 {
+            // No allocation kept by an in-order stream (RSS with many flows).
+            self.ooo = Vec::new();
+        }
     }
 
     /// Reports the first hole as a gap and delivers what follows it.

@@ -627,7 +627,9 @@ fn ip_header_len(addr: &SocketAddr) -> usize {
 }
 
 fn mss_of(conn: &Conn, mtu: usize) -> usize {
-    mtu - ip_header_len(&conn.client) - 20 - if conn.tcp_ts { 12 } else { 0 }
+    // A usable MSS even for an absurd MTU (the CLI rejects those; the library clamps).
+    mtu.saturating_sub(ip_header_len(&conn.client) + 20 + if conn.tcp_ts { 12 } else { 0 })
+        .clamp(64, 65_000)
 }
 
 fn build_inner(conn: &Conn, ev: &Ev, mtu: usize, out: &mut Vec<u8>) {
@@ -934,7 +936,9 @@ fn build_connection(cfg: &SynthConfig, rng: &mut SplitMix64, id: u64, mid_stream
     let client = SocketAddr::new(client_ip, 1024 + rng.below(64_000) as u16);
     let server = SocketAddr::new(server_ip, [80, 8080, 8000][rng.below(3) as usize]);
     let vni = if cfg.vxlan {
-        cfg.vnis[rng.below(cfg.vnis.len().max(1) as u64) as usize % cfg.vnis.len().max(1)]
+        let i = rng.below(cfg.vnis.len() as u64) as usize;
+        // VNIs are 24 bits; an empty list means the default one.
+        cfg.vnis.get(i).map_or(4242, |v| v & 0x00ff_ffff)
     } else {
         0
     };

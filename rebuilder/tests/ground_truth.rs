@@ -516,3 +516,71 @@ fn every_knob_at_once_with_loss() {
     };
     check("everything", cfg, false);
 }
+
+mod any_knobs {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// Whatever the mix of knobs and the seed, the engine recovers exactly the requests whose
+        /// bytes were all captured, each once and identical, and nothing else.
+        #[test]
+        fn any_mix_of_knobs_yields_exactly_the_recoverable_requests(
+            seed in any::<u64>(),
+            chunked in 0.0..1.0f64,
+            split in any::<bool>(),
+            pipelining in 0.0..1.0f64,
+            small in 0.0..1.0f64,
+            reorder in 0.0..0.4f64,
+            retransmit in 0.0..0.4f64,
+            overlap in 0.0..0.4f64,
+            loss in prop_oneof![Just(0.0), 0.0..0.15f64],
+            dup in 0.0..0.5f64,
+            ipv6 in 0.0..1.0f64,
+            vlan in 0.0..1.0f64,
+            mid_stream in any::<bool>(),
+            jumbo in any::<bool>(),
+            plain in any::<bool>(),
+        ) {
+            let cfg = SynthConfig {
+                seed,
+                connections: 12,
+                concurrency: 4,
+                max_body: 9000,
+                chunked,
+                split_chunk_terminator: split,
+                pipelining,
+                small_segments: small,
+                reorder,
+                retransmit,
+                overlap,
+                loss,
+                duplicate_mirror: dup,
+                ipv6,
+                vlan,
+                qinq: 0.5,
+                mid_stream,
+                mtu: if jumbo { 9001 } else { 1500 },
+                vxlan: !plain,
+                http10: 0.1,
+                // Known engine gap (reported): an `Expect: 100-continue` head whose body is lost
+                // at the end of the stream is emitted with an empty body, because the hole
+                // before FIN/RST is not reported as a gap. Mixed with loss only once fixed.
+                expect_continue: if loss > 0.0 { 0.0 } else { 0.1 },
+                tcp_timestamps: 0.5,
+                isn_wrap: 0.3,
+                rst: 0.2,
+                ..SynthConfig::default()
+            };
+            let (got, truth, _) = extract(&cfg);
+            let v = compare(&got, &truth, false);
+            prop_assert!(v.missing.is_empty(), "missing {:?}", v.missing);
+            prop_assert!(v.wrongly_emitted.is_empty(), "emitted with lost bytes {:?}", v.wrongly_emitted);
+            prop_assert!(v.duplicates.is_empty(), "duplicates {:?}", v.duplicates);
+            prop_assert!(v.foreign.is_empty(), "foreign {:?}", v.foreign);
+            prop_assert!(v.different.is_empty(), "different {:?}", v.different);
+        }
+    }
+}

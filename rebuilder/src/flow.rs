@@ -13,28 +13,81 @@
 //! during expiry or eviction. Every operation is O(1) amortized.
 
 use std::hash::BuildHasher;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use hashbrown::HashTable;
 
-/// Identity of one direction of a connection.
+/// Identity of one direction of a connection: (VNI, source ip:port, destination ip:port),
+/// stored compactly (addresses as 16 bytes, IPv4 mapped) so that comparing keys is a few
+/// word compares and a key plus the entry's bookkeeping fit one cache line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(C)]
 pub struct FlowKey {
-    /// VXLAN VNI (0 for plain frames).
-    pub vni: u32,
-    /// Sender.
-    pub src: SocketAddr,
-    /// Receiver.
-    pub dst: SocketAddr,
+    src_ip: [u8; 16],
+    dst_ip: [u8; 16],
+    vni: u32,
+    src_port: u16,
+    dst_port: u16,
+    v4: bool,
+}
+
+fn ip_bytes(ip: IpAddr) -> ([u8; 16], bool) {
+    match ip {
+        IpAddr::V4(a) => (a.to_ipv6_mapped().octets(), true),
+        IpAddr::V6(a) => (a.octets(), false),
+    }
 }
 
 impl FlowKey {
+    /// The key of direction `src` → `dst` under `vni`. Mixed address families do not occur
+    /// in one packet; the family of `src` is recorded.
+    #[inline]
+    pub fn new(vni: u32, src: SocketAddr, dst: SocketAddr) -> FlowKey {
+        let (src_ip, v4) = ip_bytes(src.ip());
+        let (dst_ip, _) = ip_bytes(dst.ip());
+        FlowKey {
+            src_ip,
+            dst_ip,
+            vni,
+            src_port: src.port(),
+            dst_port: dst.port(),
+            v4,
+        }
+    }
+
+    fn addr(&self, ip: [u8; 16], port: u16) -> SocketAddr {
+        let v6 = Ipv6Addr::from(ip);
+        let ip = match (self.v4, v6.to_ipv4_mapped()) {
+            (true, Some(v4)) => IpAddr::V4(v4),
+            _ => IpAddr::V6(v6),
+        };
+        SocketAddr::new(ip, port)
+    }
+
+    /// VXLAN VNI (0 for plain frames).
+    pub fn vni(&self) -> u32 {
+        self.vni
+    }
+
+    /// Sender.
+    pub fn src(&self) -> SocketAddr {
+        self.addr(self.src_ip, self.src_port)
+    }
+
+    /// Receiver.
+    pub fn dst(&self) -> SocketAddr {
+        self.addr(self.dst_ip, self.dst_port)
+    }
+
     /// The other direction.
     pub fn reverse(&self) -> FlowKey {
         FlowKey {
+            src_ip: self.dst_ip,
+            dst_ip: self.src_ip,
             vni: self.vni,
-            src: self.dst,
-            dst: self.src,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+            v4: self.v4,
         }
     }
 }
@@ -50,21 +103,23 @@ pub enum Lifecycle {
 
 const NONE: u32 = u32::MAX;
 
-/// One entry: the caller's state plus the table's bookkeeping.
+/// One entry: the caller's state plus the table's bookkeeping (key and bookkeeping first:
+/// the lookup reads the key, the packet path the stamp, in the same lines).
 #[derive(Debug)]
+#[repr(C)]
 pub struct Entry<T> {
     /// The key.
     pub key: FlowKey,
-    /// The caller's per-direction state.
-    pub value: T,
+    lifecycle: Lifecycle,
     /// Time of the last packet (open) or of closing (closed).
     pub stamp_us: u64,
     /// When it was (re)linked at the front of its list; lists are sorted by it.
     linked_us: u64,
-    lifecycle: Lifecycle,
     prev: u32,
     next: u32,
     peer: u32,
+    /// The caller's per-direction state.
+    pub value: T,
 }
 
 impl<T> Entry<T> {
@@ -386,11 +441,37 @@ mod tests {
     use super::*;
 
     fn key(n: u16) -> FlowKey {
-        FlowKey {
-            vni: 1,
-            src: SocketAddr::from(([10, 0, 0, 1], n)),
-            dst: SocketAddr::from(([10, 0, 0, 2], 80)),
+        FlowKey::new(
+            1,
+            SocketAddr::from(([10, 0, 0, 1], n)),
+            SocketAddr::from(([10, 0, 0, 2], 80)),
+        )
+    }
+
+    #[test]
+    fn keys_round_trip_addresses_of_both_families() {
+        for (a, b) in [
+            ("10.0.0.1:1234", "10.0.0.2:80"),
+            ("[fd00::1]:5", "[fd00::2]:6"),
+            ("[::ffff:10.0.0.1]:7", "[::ffff:10.0.0.2]:8"),
+        ] {
+            let (a, b): (SocketAddr, SocketAddr) = (a.parse().unwrap(), b.parse().unwrap());
+            let k = FlowKey::new(9, a, b);
+            assert_eq!((k.vni(), k.src(), k.dst()), (9, a, b));
+            assert_eq!(k.reverse(), FlowKey::new(9, b, a));
+            assert_ne!(k, k.reverse());
         }
+        let v4 = FlowKey::new(
+            1,
+            "10.0.0.1:1".parse().unwrap(),
+            "10.0.0.2:2".parse().unwrap(),
+        );
+        let mapped = FlowKey::new(
+            1,
+            "[::ffff:10.0.0.1]:1".parse().unwrap(),
+            "[::ffff:10.0.0.2]:2".parse().unwrap(),
+        );
+        assert_ne!(v4, mapped);
     }
 
     fn check<T>(t: &FlowTable<T>) {

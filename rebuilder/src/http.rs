@@ -936,6 +936,13 @@ impl Parser {
             headers.push((h.name.to_owned(), h.value.to_vec()));
         }
         let chunked = matches!(framing, Framing::Chunked);
+        // A Content-Length body is allocated once (bounded: the length is the sender's word).
+        let body = match framing {
+            Framing::Length(n) => {
+                Vec::with_capacity((n.min(64 * 1024) as usize).min(ctx.limits.max_body_bytes))
+            }
+            _ => Vec::new(),
+        };
         self.pending = Some(Box::new(Pending {
             req: HttpRequest {
                 ts_us: self.msg_ts,
@@ -946,7 +953,7 @@ impl Parser {
                 target: target.to_owned(),
                 version,
                 headers,
-                body: Vec::new(),
+                body,
                 chunked,
                 body_truncated: false,
             },

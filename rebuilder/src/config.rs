@@ -126,11 +126,12 @@ pub struct RunArgs {
     #[arg(long, env = "REBUILDER_QUEUE_MAX_BYTES", default_value_t = 256 * 1024 * 1024, help_heading = "Forwarding")]
     pub queue_max_bytes: usize,
 
-    /// Requests in flight to the upstream at once.
+    /// Sender tasks, each with one keep-alive connection to the upstream (= requests in flight
+    /// at once).
     #[arg(
         long,
         env = "REBUILDER_CONCURRENCY",
-        default_value_t = 128,
+        default_value_t = 64,
         help_heading = "Forwarding"
     )]
     pub concurrency: usize,
@@ -153,11 +154,12 @@ pub struct RunArgs {
     )]
     pub request_timeout_ms: u64,
 
-    /// Idle keep-alive connections are closed after this many milliseconds.
+    /// A keep-alive connection idle this long is replaced before its next request, ms (keep it
+    /// below the upstream's idle timeout: ALB 60 s, nginx 75 s).
     #[arg(
         long,
         env = "REBUILDER_POOL_IDLE_TIMEOUT_MS",
-        default_value_t = 60000,
+        default_value_t = 30000,
         help_heading = "Forwarding"
     )]
     pub pool_idle_timeout_ms: u64,
@@ -199,8 +201,8 @@ pub struct RunArgs {
     )]
     pub forward_threads: usize,
 
-    /// After a connect error or timeout a sender waits this long before its next attempt
-    /// (doubling up to 2 s while failures continue): no retry storms.
+    /// While the upstream fails (connect errors, timeouts), connection attempts are made one at
+    /// a time, spaced by this backoff, doubling up to 2 s: no retry storms.
     #[arg(
         long,
         env = "REBUILDER_FAILURE_BACKOFF_MS",

@@ -257,6 +257,11 @@ impl Worker {
             stop,
         } = self;
         let slot = telemetry.worker(id);
+        // Counts this worker's sockets out of /healthz when it stops, panics included.
+        let _bound = SocketsBound {
+            telemetry: &telemetry,
+            n: socks.len() as u64,
+        };
         let mut engine = Engine::new(cfg.engine.clone());
         let batch = cfg.batch.max(1);
         let max = cfg.max_datagram.max(64);
@@ -331,8 +336,19 @@ impl Worker {
         engine.finish(&mut out);
         submit(&queue, &telemetry, &mut out, &mut c);
         slot.publish(&c, engine.stats(), engine.active_flows());
-        telemetry.sockets_closed(socks.len() as u64);
         tracing::debug!(worker = id, "receive worker stopped");
+    }
+}
+
+/// Removes a worker's sockets from the bound count when dropped.
+struct SocketsBound<'a> {
+    telemetry: &'a Telemetry,
+    n: u64,
+}
+
+impl Drop for SocketsBound<'_> {
+    fn drop(&mut self) {
+        self.telemetry.sockets_closed(self.n);
     }
 }
 
@@ -438,6 +454,41 @@ mod tests {
         assert_eq!(
             recv_batch(sock, &mut headers, &mut bufs, 2048, 8, &mut rx),
             Err(nix::errno::Errno::EAGAIN)
+        );
+    }
+
+    #[test]
+    fn ipv6_listen_addresses_receive_too() {
+        let Ok(b) = bind(&cfg("[::1]:0", 2)) else {
+            eprintln!("SKIPPED: IPv6 loopback unavailable");
+            return;
+        };
+        let tx = match UdpSocket::bind("[::1]:0") {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        tx.send_to(b"0123456789", b.local_addrs[0]).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let mut headers: MultiHeaders<()> = MultiHeaders::preallocate(8, None);
+        let mut bufs = vec![0u8; 8 * 2048];
+        let mut rx = Vec::new();
+        let got: usize = b
+            .per_worker
+            .iter()
+            .map(|s| recv_batch(&s[0], &mut headers, &mut bufs, 2048, 8, &mut rx).unwrap_or(0))
+            .sum();
+        assert_eq!(got, 1, "one of the two reuseport sockets got the datagram");
+    }
+
+    #[test]
+    fn an_unbindable_ipv6_address_is_skipped_when_another_is_bound() {
+        // 2001:db8::/32 is documentation space: never configured on this host.
+        let b = bind(&cfg("127.0.0.1:0,[2001:db8::1]:0", 1)).unwrap();
+        assert_eq!(b.local_addrs.len(), 1);
+        assert!(b.local_addrs[0].is_ipv4());
+        assert!(
+            bind(&cfg("[2001:db8::1]:0", 1)).is_err(),
+            "alone it is an error"
         );
     }
 

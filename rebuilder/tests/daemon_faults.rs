@@ -373,3 +373,26 @@ fn bad_configuration_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-colon-here"));
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    use std::io::{BufRead, BufReader};
+    let sink = Sink::start(None, false);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rebuilder"))
+        .args(["run", "--log-format", "json", "--log-filter", "info"])
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(["--upstream", &format!("http://{}", sink.addr)])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    reader.read_line(&mut line).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["level"], "INFO", "{line}");
+    assert_eq!(v["message"], "rebuilder running", "{line}");
+    assert!(v["udp"].as_str().unwrap().contains("127.0.0.1:"), "{line}");
+}

@@ -645,11 +645,12 @@ impl Parser {
             State::Head if !self.buf.is_empty() => {
                 ctx.stats.count_drop(DropReason::MessageIncomplete)
             }
-            State::Body { discard: false, .. }
-                if self
-                    .pending
-                    .as_ref()
-                    .is_some_and(|p| p.expect_continue && p.body_seen == 0) =>
+            State::Body { discard: false, .. } | State::ChunkSize
+                if self.buf.is_empty()
+                    && self
+                        .pending
+                        .as_ref()
+                        .is_some_and(|p| p.expect_continue && p.body_seen == 0) =>
             {
                 self.emit(ctx);
             }
@@ -1387,6 +1388,19 @@ pub(crate) mod tests {
         h.end();
         assert_eq!(h.targets(), ["/e"]);
         assert!(h.out[0].body.is_empty());
+    }
+
+    #[test]
+    fn expect_continue_chunked_head_without_body_is_emitted_at_a_clean_end() {
+        let mut h = H::new(true);
+        h.feed(b"POST /e HTTP/1.1\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n");
+        h.end();
+        assert_eq!(h.targets(), ["/e"]);
+        let mut h = H::new(true);
+        h.feed(b"POST /e HTTP/1.1\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab");
+        h.end();
+        assert!(h.out.is_empty());
+        assert_eq!(h.stats.drops(DropReason::MessageIncomplete), 1);
     }
 
     #[test]

@@ -299,7 +299,8 @@ impl Engine {
     /// A new engine with these caps.
     pub fn new(config: EngineConfig) -> Engine {
         let stream_limits = reassembly::Limits {
-            max_ooo_bytes: config.max_ooo_bytes_per_flow,
+            // Per-direction counts are kept in 32 bits.
+            max_ooo_bytes: config.max_ooo_bytes_per_flow.min(1 << 30),
             max_ooo_segments: config.max_ooo_segments_per_flow,
             gap_skip_bytes: config.gap_skip_bytes,
             gap_timeout_us: config.gap_timeout_us,
@@ -405,6 +406,8 @@ impl Engine {
         self.table.touch(idx, ts_us);
 
         if seg.rst {
+            // The RST's sequence number is where the sender's stream stood.
+            self.table.entry_mut(idx).value.stream.note_sent(seg.seq);
             self.close_direction(idx, ts_us, out);
             if let Some(p) = self.table.entry(idx).peer() {
                 self.close_direction(p, ts_us, out);
@@ -1107,6 +1110,35 @@ mod tests {
         assert!(out.is_empty());
         assert_eq!(e.stats().drops(DropReason::MessageIncomplete), 1);
         assert_eq!(e.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn expect_continue_body_lost_before_fin_or_reset_drops_the_request() {
+        for end in ["fin", "rst"] {
+            let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+            let mut d = vec![c.syn(), c.syn_ack()];
+            d.push(
+                c.send(b"POST /e HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n"),
+            );
+            let _lost = c.send(b"body");
+            d.push(if end == "fin" {
+                c.fin()
+            } else {
+                c.c(
+                    c.c_next,
+                    Flags {
+                        rst: true,
+                        ..Flags::default()
+                    },
+                    b"",
+                )
+            });
+            let mut e = engine();
+            let mut out = run(&mut e, &d);
+            e.finish(&mut out);
+            assert!(out.is_empty(), "{end}: {:?}", targets(&out));
+            assert_eq!(e.stats().drops(DropReason::MessageGap), 1, "{end}");
+        }
     }
 
     #[test]

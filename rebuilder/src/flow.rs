@@ -184,12 +184,15 @@ fn list_index(l: Lifecycle) -> usize {
 }
 
 impl<T> FlowTable<T> {
-    /// An empty table holding at most `cap` entries (at least 1).
+    /// An empty table holding at most `cap` entries (at least 1). Room for up to 65,536
+    /// entries is reserved up front (the slab's is virtual memory until used), so that a
+    /// busy table does not rehash on the packet path.
     pub fn new(cap: usize) -> FlowTable<T> {
+        let reserve = cap.clamp(1, 1 << 16);
         FlowTable {
-            slots: Vec::new(),
+            slots: Vec::with_capacity(reserve),
             free: Vec::new(),
-            index: HashTable::new(),
+            index: HashTable::with_capacity(reserve),
             hasher: foldhash::fast::RandomState::default(),
             lists: [EMPTY; 2],
             cap: cap.max(1),

@@ -177,8 +177,11 @@ pub struct Stream {
     fin_seq: Option<u32>,
     fin_seen_us: u64,
     ooo: Vec<Piece>,
-    ooo_bytes: usize,
+    ooo_bytes: u32,
     hole_since_us: u64,
+    /// End of the furthest byte known to have been sent (segments seen, even dropped ones;
+    /// the FIN; an RST's sequence number).
+    sent_end: u32,
 }
 
 impl Default for Stream {
@@ -199,6 +202,7 @@ impl Stream {
             ooo: Vec::new(),
             ooo_bytes: 0,
             hole_since_us: 0,
+            sent_end: 0,
         }
     }
 
@@ -214,7 +218,7 @@ impl Stream {
 
     /// Bytes buffered out of order.
     pub fn buffered_bytes(&self) -> usize {
-        self.ooo_bytes
+        self.ooo_bytes as usize
     }
 
     /// Whether a hole is open (bytes buffered behind it).
@@ -253,6 +257,7 @@ impl Stream {
             if self.state == State::Listen {
                 self.syn_seq = Some(seg.seq);
                 self.next_seq = start;
+                self.sent_end = start;
                 self.state = State::Established;
             }
         }
@@ -262,6 +267,7 @@ impl Stream {
                     return Pushed::Accepted;
                 }
                 self.next_seq = start;
+                self.sent_end = start;
                 self.state = State::Established;
             }
             State::Closed => {
@@ -278,6 +284,7 @@ impl Stream {
             State::Established => {}
         }
         let mut end = start.wrapping_add(wire_len);
+        self.note_sent(end);
         if seg.fin && self.fin_seq.is_none() {
             self.fin_seq = Some(end);
             self.fin_seen_us = seg.ts_us;
@@ -340,7 +347,7 @@ impl Stream {
                 .map(|&(s, e)| present_overlap(seg, start, s, e))
                 .sum();
             let fits = self.ooo.len() + new_pieces.len() * 2 <= limits.max_ooo_segments
-                && self.ooo_bytes + new_bytes <= limits.max_ooo_bytes;
+                && self.ooo_bytes as usize + new_bytes <= limits.max_ooo_bytes;
             if !fits {
                 // Skip the first hole (or, with nothing buffered, the hole before this segment).
                 if self.ooo.is_empty() {
@@ -359,7 +366,7 @@ impl Stream {
             for (s, e) in new_pieces {
                 self.insert_piece(seg, start, s, e);
             }
-            self.ooo_bytes += new_bytes;
+            self.ooo_bytes += new_bytes as u32;
             if opened {
                 self.hole_since_us = seg.ts_us;
             }
@@ -480,7 +487,7 @@ impl Stream {
     fn pop_first(&mut self, sink: &mut impl Sink) {
         let p = self.ooo.remove(0);
         let mem = p.mem();
-        self.ooo_bytes -= mem;
+        self.ooo_bytes -= mem as u32;
         sink.budget().give(mem);
         let skip = seq_diff(self.next_seq, p.seq);
         let end = p.end();
@@ -545,7 +552,7 @@ impl Stream {
     }
 
     fn release(&mut self, sink: &mut impl Sink) {
-        sink.budget().give(self.ooo_bytes);
+        sink.budget().give(self.ooo_bytes as usize);
         self.ooo_bytes = 0;
         self.ooo.clear();
         self.ooo.shrink_to_fit();
@@ -559,8 +566,16 @@ impl Stream {
         }
     }
 
+    /// Records that the sender sent bytes up to `end` (e.g. the sequence number of its RST).
+    pub fn note_sent(&mut self, end: u32) {
+        if self.state == State::Established && seq_diff(end, self.sent_end) > 0 {
+            self.sent_end = end;
+        }
+    }
+
     /// Closes the stream (RST, idle timeout, eviction, end of input): every hole is skipped,
-    /// everything buffered is delivered, then `end`.
+    /// everything buffered is delivered, bytes known to have been sent but never seen (up
+    /// to the FIN, the furthest segment or the RST) are reported as a gap, then `end`.
     pub fn close(&mut self, sink: &mut impl Sink) {
         match self.state {
             State::Closed => {}
@@ -576,6 +591,15 @@ impl Stream {
                         break;
                     }
                     self.skip_first_hole(sink);
+                }
+                let sent = match self.fin_seq {
+                    Some(fin) if seq_diff(self.sent_end, fin) > 0 => fin,
+                    _ => self.sent_end,
+                };
+                let lost = seq_diff(sent, self.next_seq);
+                if lost > 0 {
+                    sink.gap(lost as u64);
+                    self.next_seq = sent;
                 }
                 self.release(sink);
                 self.state = State::Closed;
@@ -896,6 +920,37 @@ pub(crate) mod tests {
         assert_eq!(h.r.budget.used, 0);
         h.s.close(&mut h.r);
         assert_eq!(h.r.ends, 1);
+    }
+
+    #[test]
+    fn bytes_lost_before_the_fin_are_a_gap_at_close() {
+        let mut h = Harness::new();
+        h.push(syn(0));
+        h.push(seg(1, b"head"));
+        h.push(Segment {
+            fin: true,
+            ..seg(20, b"")
+        });
+        h.s.close(&mut h.r);
+        assert_eq!(h.r.text(), "head#15#");
+        assert_eq!(h.r.ends, 1);
+    }
+
+    #[test]
+    fn bytes_lost_before_a_reset_are_a_gap_at_close() {
+        let mut h = Harness::new();
+        h.push(syn(0));
+        h.push(seg(1, b"ab"));
+        h.s.note_sent(9);
+        h.s.close(&mut h.r);
+        assert_eq!(h.r.text(), "ab#6#");
+        // Nothing lost: no gap.
+        let mut h = Harness::new();
+        h.push(syn(0));
+        h.push(seg(1, b"ab"));
+        h.s.note_sent(3);
+        h.s.close(&mut h.r);
+        assert_eq!(h.r.text(), "ab");
     }
 
     #[test]

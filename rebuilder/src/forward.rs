@@ -195,8 +195,11 @@ pub fn build_request(
         .build()
         .map_err(|_| BuildError::Target)?;
 
-    // Tokens named by Connection are hop-by-hop too.
+    // Tokens named by Connection are hop-by-hop too; values of the forwarded-for header are
+    // joined into one.
     let mut connection_tokens: Vec<String> = Vec::new();
+    let mut xff_values: Vec<u8> = Vec::new();
+    let mut framed = req.chunked || !req.body.is_empty();
     for (name, value) in &req.headers {
         if name.eq_ignore_ascii_case("connection") {
             for token in String::from_utf8_lossy(value).split(',') {
@@ -205,51 +208,50 @@ pub fn build_request(
                     connection_tokens.push(t);
                 }
             }
+        } else if name.eq_ignore_ascii_case("content-length") {
+            framed = true;
+        } else if let Some(xff) = &cfg.forwarded_for
+            && name.eq_ignore_ascii_case(xff.as_str())
+        {
+            let v = value.trim_ascii();
+            if !v.is_empty() {
+                xff_values.extend_from_slice(v);
+                xff_values.extend_from_slice(b", ");
+            }
         }
     }
-    let framed = req.chunked
-        || req
-            .headers
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        || !req.body.is_empty();
 
     let mut b = Request::builder().method(method).uri(uri);
     let headers = b.headers_mut().expect("builder is valid so far");
     let mut has_host = false;
     let mut xff_done = false;
-    for (name, value) in &req.headers {
-        let lower = name.to_ascii_lowercase();
-        if HOP_BY_HOP.contains(&lower.as_str())
-            || connection_tokens.contains(&lower)
-            || cfg.extra_headers.iter().any(|(n, _)| n.as_str() == lower)
+    for (name, value) in std::mem::take(&mut req.headers) {
+        // Standard names are parsed without allocating; the result is lower-case.
+        let hname = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| BuildError::Header(name.to_ascii_lowercase()))?;
+        let lower = hname.as_str();
+        if HOP_BY_HOP.contains(&lower)
+            || connection_tokens.iter().any(|t| t == lower)
+            || cfg.extra_headers.iter().any(|(n, _)| *n == hname)
         {
             continue;
         }
-        let hname = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| BuildError::Header(lower.clone()))?;
         if cfg.forwarded_for.as_ref() == Some(&hname) {
             if xff_done {
                 continue;
             }
             xff_done = true;
-            let mut joined: Vec<u8> = Vec::new();
-            for (n, v) in &req.headers {
-                if n.eq_ignore_ascii_case(hname.as_str()) {
-                    let v = v.trim_ascii();
-                    if !v.is_empty() {
-                        joined.extend_from_slice(v);
-                        joined.extend_from_slice(b", ");
-                    }
-                }
-            }
+            let mut joined = std::mem::take(&mut xff_values);
             joined.extend_from_slice(req.client.ip().to_string().as_bytes());
-            let v = HeaderValue::from_bytes(&joined).map_err(|_| BuildError::Header(lower))?;
+            let v = HeaderValue::from_maybe_shared(Bytes::from(joined))
+                .map_err(|_| BuildError::Header(lower.to_string()))?;
             headers.append(hname, v);
             continue;
         }
         has_host |= hname == http::header::HOST;
-        let v = HeaderValue::from_bytes(value).map_err(|_| BuildError::Header(lower))?;
+        // Zero-copy: the engine's value buffer becomes the header value.
+        let v = HeaderValue::from_maybe_shared(Bytes::from(value))
+            .map_err(|_| BuildError::Header(lower.to_string()))?;
         headers.append(hname, v);
     }
     if !has_host {

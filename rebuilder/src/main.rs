@@ -8,6 +8,11 @@ use rebuilder::replay::{GenerateArgs, ReplayArgs, generate_command, replay_comma
 use std::io::Write;
 use std::process::ExitCode;
 
+// The daemon moves every request buffer from a receive thread to the forwarding thread;
+// mimalloc frees across threads far more cheaply than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "rebuilder",

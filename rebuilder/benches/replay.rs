@@ -13,7 +13,8 @@
 //!    counters; ratios printed together.
 //!
 //! Environment: `MF_BENCH_CONNECTIONS` (default 36,000), `MF_BENCH_CONCURRENCY` (10,000),
-//! `MF_BENCH_SEED` (1), `MF_BENCH_KEEP=1` keeps the pcap, `MF_BENCH_SKIP_TSHARK=1`.
+//! `MF_BENCH_SEED` (1), `MF_BENCH_KEEP=1` keeps the pcap, `MF_BENCH_SKIP_TSHARK=1`,
+//! `MF_BENCH_RUNS` (3: rebuilder runs, best and median CPU time reported).
 //! Exits non-zero if a request is missing, different or duplicated.
 
 use nix::sys::resource::{UsageWho, getrusage};
@@ -301,23 +302,39 @@ fn main() {
 
     // Speed and memory: the real binary as a child.
     let bin = env!("CARGO_BIN_EXE_rebuilder");
-    let run = run_child(
-        bin,
-        &[
-            os("replay"),
-            os("--format"),
-            os("summary"),
-            pcap.as_os_str(),
-        ],
-    );
+    // Several runs: CPU time on a shared machine only ever gets worse with outside load
+    // (cache and memory-bandwidth contention), so the best run is the engine's cost; the
+    // median is printed too.
+    let runs: usize = env_or("MF_BENCH_RUNS", 3).max(1);
+    let mut all: Vec<ChildRun> = (0..runs)
+        .map(|_| {
+            run_child(
+                bin,
+                &[
+                    os("replay"),
+                    os("--format"),
+                    os("summary"),
+                    pcap.as_os_str(),
+                ],
+            )
+        })
+        .collect();
+    all.sort_by(|a, b| a.cpu_s.total_cmp(&b.cpu_s));
+    let median_cpu = all[all.len() / 2].cpu_s;
+    let run = all.swap_remove(0);
     let packets = summary_value(&run.stderr, "packets");
     let requests = summary_value(&run.stderr, "requests");
     let pps = packets as f64 / run.cpu_s;
     let rps = requests as f64 / run.cpu_s;
     let rss_mib = run.max_rss_kib as f64 / 1024.0;
     println!(
-        "rebuilder replay: {packets} packets, {requests} requests in {:.3} CPU s -> {:.0} packets/CPU-s, {:.0} requests/CPU-s, peak RSS {:.1} MiB",
-        run.cpu_s, pps, rps, rss_mib
+        "rebuilder replay (best of {runs}): {packets} packets, {requests} requests in {:.3} CPU s -> {:.0} packets/CPU-s, {:.0} requests/CPU-s, peak RSS {:.1} MiB; median {:.3} CPU s -> {:.0} packets/CPU-s",
+        run.cpu_s,
+        pps,
+        rps,
+        rss_mib,
+        median_cpu,
+        packets as f64 / median_cpu
     );
     let _ = run.stdout;
 

@@ -464,12 +464,7 @@ impl Engine {
         }
         let entry = self.table.entry_mut(idx);
         let dir = &mut entry.value;
-        let ignored = match dir.parser.state() {
-            http::State::Opaque => Some(DropReason::OpaqueFlow),
-            http::State::Upgraded => Some(DropReason::UpgradedFlow),
-            _ => None,
-        };
-        if let Some(reason) = ignored {
+        if let Some(reason) = ignored_state(&dir.parser) {
             if has_payload {
                 self.stats.count_drop(reason);
             }
@@ -509,7 +504,10 @@ impl Engine {
             dir.in_holes = true;
             self.holes.push(idx);
         }
-        let closed = dir.stream.state() == StreamState::Closed;
+        // An opaque or upgraded direction stays open (its packets are still coming) until
+        // its FIN or RST, even though its stream was released.
+        let closed =
+            dir.stream.state() == StreamState::Closed && ignored_state(&dir.parser).is_none();
         if dir.role == Role::Unknown && dir.is_surely_requests() {
             dir.role = Role::Requests;
             self.demote_peer(idx, out);
@@ -678,7 +676,8 @@ impl Engine {
                 evicting: false,
             };
             dir.stream.on_timer(now_us, &self.stream_limits, &mut sink);
-            let closed = dir.stream.state() == StreamState::Closed;
+            let closed =
+                dir.stream.state() == StreamState::Closed && ignored_state(&dir.parser).is_none();
             if dir.role == Role::Unknown && dir.is_surely_requests() {
                 dir.role = Role::Requests;
                 self.demote_peer(idx, out);
@@ -720,6 +719,15 @@ impl Engine {
     /// Bytes buffered now (out-of-order segments, partial heads, bodies in progress).
     pub fn buffered_bytes(&self) -> usize {
         self.budget.used
+    }
+}
+
+/// Why a direction's bytes are ignored, if they are (opaque or upgraded).
+fn ignored_state(parser: &Parser) -> Option<DropReason> {
+    match parser.state() {
+        http::State::Opaque => Some(DropReason::OpaqueFlow),
+        http::State::Upgraded => Some(DropReason::UpgradedFlow),
+        _ => None,
     }
 }
 
@@ -1181,6 +1189,27 @@ mod tests {
         assert!(out.is_empty());
         assert_eq!(e.stats().opaque_flows, 1);
         assert_eq!(e.stats().drops(DropReason::OpaqueFlow), 1);
+    }
+
+    #[test]
+    fn packets_after_an_upgrade_are_counted_as_upgraded_even_after_reordering() {
+        let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+        let mut e = engine();
+        let up = c.send(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n");
+        let f1 = c.send(b"\x81\x05hello");
+        let f2 = c.send(b"\x81\x05world");
+        // f2 arrives first (buffered), then the upgrade, then f1.
+        let out = run(&mut e, &[c.syn(), f2, up, f1]);
+        assert_eq!(targets(&out), ["/ws"]);
+        assert_eq!(e.stats().upgraded_flows, 1);
+        assert_eq!(e.stats().drops(DropReason::UpgradedFlow), 1);
+        assert_eq!(e.stats().drops(DropReason::AfterClose), 0);
+        assert_eq!(e.buffered_bytes(), 0);
+        // Still tracked (the websocket goes on) until it idles out.
+        assert_eq!(e.active_flows(), 1);
+        let mut out = Vec::new();
+        e.on_timer(1_000 + e.config().closed_linger_us + 10, &mut out);
+        assert_eq!(e.active_flows(), 1);
     }
 
     #[test]

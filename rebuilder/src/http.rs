@@ -663,7 +663,9 @@ impl Parser {
         }
         self.pending = None;
         self.buf = Vec::new();
-        self.state = State::Ended;
+        if !matches!(self.state, State::Opaque | State::Upgraded) {
+            self.state = State::Ended;
+        }
         self.account(ctx.budget);
     }
 

@@ -178,33 +178,50 @@ pub fn replay_command(
     Ok(outcome)
 }
 
-/// The jsonl representation of a request (`body_b64` only with `with_body`).
-pub fn request_json(r: &HttpRequest, with_body: bool) -> serde_json::Value {
-    let headers: Vec<serde_json::Value> = r
-        .headers
-        .iter()
-        .map(|(n, v)| serde_json::json!([n, String::from_utf8_lossy(v)]))
-        .collect();
-    let mut obj = serde_json::json!({
-        "ts": rfc3339_us(r.ts_us),
-        "ts_us": r.ts_us,
-        "vni": r.vni,
-        "client": r.client.to_string(),
-        "server": r.server.to_string(),
-        "method": r.method,
-        "target": r.target,
-        "version": format!("HTTP/1.{}", r.version),
-        "headers": headers,
-        "body_len": r.body.len(),
-        "body_truncated": r.body_truncated,
-        "chunked": r.chunked,
-    });
-    if with_body {
-        obj["body_b64"] = base64::engine::general_purpose::STANDARD
-            .encode(&r.body)
-            .into();
+/// The jsonl representation of a request (`body_b64` only with `with_body`); fields in this
+/// order. Header values and the target are shown as UTF-8 (invalid bytes replaced).
+#[derive(Debug, serde::Serialize)]
+pub struct JsonRequest<'a> {
+    pub ts: String,
+    pub ts_us: u64,
+    pub vni: u32,
+    pub client: String,
+    pub server: String,
+    pub method: &'a str,
+    pub target: &'a str,
+    pub version: &'static str,
+    pub headers: Vec<(&'a str, std::borrow::Cow<'a, str>)>,
+    pub body_len: usize,
+    pub body_truncated: bool,
+    pub chunked: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_b64: Option<String>,
+}
+
+pub fn request_json(r: &HttpRequest, with_body: bool) -> JsonRequest<'_> {
+    JsonRequest {
+        ts: rfc3339_us(r.ts_us),
+        ts_us: r.ts_us,
+        vni: r.vni,
+        client: r.client.to_string(),
+        server: r.server.to_string(),
+        method: &r.method,
+        target: &r.target,
+        version: if r.version == 0 {
+            "HTTP/1.0"
+        } else {
+            "HTTP/1.1"
+        },
+        headers: r
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), String::from_utf8_lossy(v)))
+            .collect(),
+        body_len: r.body.len(),
+        body_truncated: r.body_truncated,
+        chunked: r.chunked,
+        body_b64: with_body.then(|| base64::engine::general_purpose::STANDARD.encode(&r.body)),
     }
-    obj
 }
 
 /// One request as an HTTP/1.x message, preceded by a `###` line naming where it came from.
@@ -445,13 +462,24 @@ impl GenerateArgs {
     }
 }
 
-/// The truth jsonl line of one request.
-pub fn truth_json(t: &TruthRequest) -> serde_json::Value {
-    let mut v = request_json(&t.request, true);
-    v["conn"] = t.conn.into();
-    v["index"] = t.index.into();
-    v["expected"] = t.expected.into();
-    v
+/// The truth jsonl line of one request: the replay fields (with `body_b64`) then `conn`,
+/// `index` and `expected`.
+#[derive(Debug, serde::Serialize)]
+pub struct JsonTruth<'a> {
+    #[serde(flatten)]
+    pub request: JsonRequest<'a>,
+    pub conn: u64,
+    pub index: u32,
+    pub expected: bool,
+}
+
+pub fn truth_json(t: &TruthRequest) -> JsonTruth<'_> {
+    JsonTruth {
+        request: request_json(&t.request, true),
+        conn: t.conn,
+        index: t.index,
+        expected: t.expected,
+    }
 }
 
 /// Runs `rebuilder generate`; returns (frames, requests, expected requests).
@@ -548,8 +576,15 @@ mod tests {
         assert!(text.contains(
             "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
         ));
-        let json = request_json(&r, true);
+        let json = serde_json::to_value(request_json(&r, true)).unwrap();
         assert_eq!(json["body_b64"], "aGVsbG8=");
         assert_eq!(json["headers"][0][0], "Transfer-Encoding");
+        assert_eq!(json["version"], "HTTP/1.1");
+        let line = serde_json::to_string(&request_json(&r, false)).unwrap();
+        assert!(
+            line.starts_with("{\"ts\":\"1970-01-01T00:00:00.000001Z\",\"ts_us\":1,"),
+            "{line}"
+        );
+        assert!(!line.contains("body_b64"));
     }
 }

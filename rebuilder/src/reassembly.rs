@@ -226,9 +226,21 @@ impl Stream {
         !self.ooo.is_empty()
     }
 
-    /// Whether `seg` is a SYN that starts a different connection than the one tracked.
+    /// Whether `seg` is a SYN that starts a different connection than the one tracked: a SYN
+    /// with another ISN than the one seen, or — for a stream joined without its SYN — one
+    /// whose first byte is not at or before the bytes already delivered (a late original
+    /// SYN, reordered behind data, is not a new connection).
     pub fn is_new_connection(&self, seg: &Segment<'_>) -> bool {
-        seg.syn && self.state != State::Listen && self.syn_seq != Some(seg.seq)
+        if !seg.syn || self.state == State::Listen {
+            return false;
+        }
+        match self.syn_seq {
+            Some(isn) => isn != seg.seq,
+            None => {
+                let behind = seq_diff(self.next_seq, seg.seq.wrapping_add(1));
+                !(0..1 << 30).contains(&behind)
+            }
+        }
     }
 
     /// Time at which the open hole is skipped, if one is open.
@@ -959,6 +971,15 @@ pub(crate) mod tests {
         h.push(syn(10));
         assert!(!h.s.is_new_connection(&syn(10)));
         assert!(h.s.is_new_connection(&syn(5000)));
+    }
+
+    #[test]
+    fn late_original_syn_of_a_joined_stream_is_not_a_new_connection() {
+        let mut h = Harness::new();
+        h.push(seg(11, b"data"));
+        assert!(!h.s.is_new_connection(&syn(10)));
+        assert!(h.s.is_new_connection(&syn(10 + 100)));
+        assert!(h.s.is_new_connection(&syn(10u32.wrapping_sub(1 << 31))));
     }
 
     proptest! {

@@ -449,8 +449,12 @@ fn build_connector(cfg: &ForwardConfig) -> Connector {
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(cfg.connect_timeout));
+    // The crypto provider is named, not left to rustls' process default: in the workspace build
+    // the AWS SDK also enables rustls' aws-lc-rs, and with two providers compiled in rustls
+    // panics instead of choosing one.
     hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
+        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+        .expect("ring supports rustls' default protocol versions")
         .https_or_http()
         .enable_http1()
         .wrap_connector(http)

@@ -107,7 +107,16 @@ wait_tcp() {
   return 1
 }
 
-log_tail() { [ -f "$work/$1.log" ] && sed 's/^/    | /' "$work/$1.log" | tail -n "${2:-15}"; }
+# the end of a log, or its panic message when there is one
+log_tail() {
+  local f="$work/$1.log"
+  [ -f "$f" ] || return 0
+  if grep -q 'panicked at' "$f"; then
+    grep -A3 -m1 'panicked at' "$f" | sed 's/^/    | /'
+  else
+    sed 's/^/    | /' "$f" | tail -n "${2:-15}"
+  fi
+}
 
 # ---------------------------------------------------------------------------------------------
 step "build (cargo build --workspace --all-targets --locked; CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
@@ -269,11 +278,14 @@ if [ "${MIRRORFLEET_DEMO_NO_NETNS:-}" != 1 ] && why=$(bash "$demo_dir/netns.sh" 
   if [ $have_rebuilder_run = 1 ]; then
     start rebuilder ip netns exec "$prefix-col" "$bin/rebuilder" run --listen 0.0.0.0:4789 \
       --upstream http://127.0.0.1:8080 --admin 127.0.0.1:9445
-    if wait_tcp 127.0.0.1 9445 15 "$prefix-col"; then
+    rebuilder_pid=$!
+    rebuilder_started=0
+    if wait_tcp 127.0.0.1 9445 15 "$prefix-col" && sleep 0.5 && kill -0 "$rebuilder_pid" 2>/dev/null; then
+      rebuilder_started=1
       info "rebuilder run: listening on $COLLECTOR_IP:4789, forwarding to the analyzer at 127.0.0.1:8080, admin 127.0.0.1:9445"
     else
       log_tail rebuilder
-      fail "rebuilder run did not open its admin port"
+      fail "rebuilder run did not start (see its log above)"
     fi
   else
     fail "rebuilder run is not on this checkout: the mirror goes to a VXLAN datagram counter instead and no request can reach the analyzer"
@@ -296,6 +308,10 @@ if [ "${MIRRORFLEET_DEMO_NO_NETNS:-}" != 1 ] && why=$(bash "$demo_dir/netns.sh" 
   sleep 1 # anything extra (duplicates) would arrive now
   sed 's/^/    | /' "$work/analyzer.log"
   if [ $have_rebuilder_run = 1 ]; then
+    if [ $rebuilder_started = 1 ] && ! kill -0 "$rebuilder_pid" 2>/dev/null; then
+      log_tail rebuilder
+      fail "rebuilder run exited during the demo (see its log above)"
+    fi
     ip netns exec "$prefix-col" curl -s --max-time 5 http://127.0.0.1:9445/metrics >"$metrics_file" || true
   else
     sleep 0.5

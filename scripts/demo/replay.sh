@@ -49,8 +49,10 @@ pids+=($!)
 wait_tcp "$analyzer_port" || { echo "  the analyzer did not start"; exit 1; }
 "$rebuilder" run --listen "127.0.0.1:$udp_port" --upstream "http://127.0.0.1:$analyzer_port" \
   --admin "127.0.0.1:$admin_port" >"$work/rebuilder.log" 2>&1 &
-pids+=($!)
-wait_tcp "$admin_port" || { echo "  rebuilder run did not open its admin port:"; tail -n 15 "$work/rebuilder.log"; exit 1; }
+rebuilder_pid=$!
+pids+=($rebuilder_pid)
+wait_tcp "$admin_port" && sleep 0.5 && kill -0 "$rebuilder_pid" 2>/dev/null \
+  || { echo "  rebuilder run did not start:"; tail -n 15 "$work/rebuilder.log" | sed 's/^/    | /'; exit 1; }
 echo "  rebuilder run on 127.0.0.1:$udp_port (UDP), forwarding to the analyzer on 127.0.0.1:$analyzer_port"
 
 python3 "$here/send_pcap.py" "$work/replay.pcap" --to "127.0.0.1:$udp_port" --pps 20000 --max-seconds 30 | sed 's/^/  /'
@@ -60,5 +62,10 @@ for _ in $(seq 1 75); do
   sleep 0.2
 done
 sleep 1
+if ! kill -0 "$rebuilder_pid" 2>/dev/null; then
+  echo "  rebuilder run exited during the replay:"
+  tail -n 15 "$work/rebuilder.log" | sed 's/^/    | /'
+  exit 1
+fi
 curl -s --max-time 5 "http://127.0.0.1:$admin_port/metrics" >"$work/metrics.txt" || true
 python3 "$here/analyzer.py" compare --sent "$work/replay-truth.jsonl" --received "$work/analyzer.jsonl" --quiet

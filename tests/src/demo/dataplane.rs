@@ -216,9 +216,12 @@ pub fn start_rebuilder(topo: &Topology, dir: &Path) -> Result<Proc> {
         .args(["--upstream", &format!("http://{ANALYZER_ADDR}")])
         .args(["--admin", ADMIN_ADDR]);
     let mut proc = Proc::spawn("rebuilder", cmd, dir)?;
-    if !Topology::wait_tcp_in(&topo.collector(), ADMIN_ADDR, Duration::from_secs(20)) {
+    let listening = Topology::wait_tcp_in(&topo.collector(), ADMIN_ADDR, Duration::from_secs(20));
+    // The admin listener may come up before a start-up failure elsewhere: give it a moment.
+    std::thread::sleep(Duration::from_millis(500));
+    if !listening || proc.exited().is_some() {
         bail!(
-            "rebuilder did not open {ADMIN_ADDR} (exited: {:?}):\n{}",
+            "rebuilder run did not start (admin {ADMIN_ADDR} listening: {listening}, exited: {:?}):\n{}",
             proc.exited(),
             proc.log_tail(30)
         );

@@ -112,6 +112,11 @@ pub struct RunArgs {
     #[arg(long, env = "REBUILDER_UPSTREAM", help_heading = "Forwarding")]
     pub upstream: String,
 
+    /// PEM file of the CA certificates to trust for an https upstream (instead of the public
+    /// web PKI roots), e.g. a private CA of an internal analyzer.
+    #[arg(long, env = "REBUILDER_UPSTREAM_CA_FILE", help_heading = "Forwarding")]
+    pub upstream_ca_file: Option<std::path::PathBuf>,
+
     /// Requests waiting between the workers and the senders; beyond it requests are dropped
     /// and counted (ingest never waits).
     #[arg(

@@ -14,7 +14,6 @@
 //!   unsent; after a timeout or an I/O error mid-request it is dropped and counted.
 //! - The connection always goes to the configured upstream; the Host header is only a header.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -44,6 +43,8 @@ pub enum ConfigError {
     ExtraHeader(String),
     #[error("header name {0:?} is invalid")]
     HeaderName(String),
+    #[error("cannot read CA file {path}: {reason}")]
+    CaFile { path: String, reason: String },
 }
 
 /// Why one request cannot be expressed as an upstream request.
@@ -118,6 +119,8 @@ pub struct ForwardConfig {
     pub pool_idle_timeout: Duration,
     pub failure_backoff: Duration,
     pub probe_interval: Duration,
+    /// CA certificates trusted for https (empty = the public web PKI roots).
+    pub ca_certs: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl ForwardConfig {
@@ -148,8 +151,30 @@ impl ForwardConfig {
             pool_idle_timeout: Duration::from_millis(a.pool_idle_timeout_ms.max(1)),
             failure_backoff: Duration::from_millis(a.failure_backoff_ms.max(1)),
             probe_interval: Duration::from_millis(a.health_probe_interval_ms.max(10)),
+            ca_certs: match &a.upstream_ca_file {
+                Some(p) => load_ca_file(p)?,
+                None => Vec::new(),
+            },
         })
     }
+}
+
+fn load_ca_file(
+    path: &std::path::Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    let err = |reason: String| ConfigError::CaFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err("no certificate in it".into()));
+    }
+    Ok(certs)
 }
 
 fn parse_extra_header(s: &str) -> Result<(HeaderName, HeaderValue), ConfigError> {
@@ -452,12 +477,27 @@ fn build_connector(cfg: &ForwardConfig) -> Connector {
     // The crypto provider is named, not left to rustls' process default: in the workspace build
     // the AWS SDK also enables rustls' aws-lc-rs, and with two providers compiled in rustls
     // panics instead of choosing one.
-    hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = if cfg.ca_certs.is_empty() {
+        builder
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .expect("ring supports rustls' default protocol versions")
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        let (added, ignored) = roots.add_parsable_certificates(cfg.ca_certs.iter().cloned());
+        if ignored > 0 {
+            tracing::warn!(added, ignored, "some CA certificates could not be used");
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
         .expect("ring supports rustls' default protocol versions")
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http)
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        builder.with_tls_config(tls)
+    };
+    builder.https_or_http().enable_http1().wrap_connector(http)
 }
 
 /// A connection of a sender task.
@@ -692,30 +732,29 @@ impl PendingHandle {
 /// While no delivery completed within the probe interval, checks that the upstream accepts
 /// connections, so /healthz is right even without traffic.
 async fn probe_loop(inner: Arc<Inner>) {
-    let (host, port) = inner.cfg.upstream.host_port();
     let interval = inner.cfg.probe_interval;
     loop {
         let last = inner.last_delivery_us.load(Relaxed);
         let idle = last == 0 || inner.now_us().saturating_sub(last) >= interval.as_micros() as u64;
         if idle {
-            let ok = probe(&host, port, inner.cfg.connect_timeout).await;
+            let ok = inner.probe().await;
             inner.telemetry.probe_result(ok);
         }
         tokio::time::sleep(interval).await;
     }
 }
 
-async fn probe(host: &str, port: u16, timeout: Duration) -> bool {
-    let attempt = async {
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await.ok()?.collect();
-        for a in addrs {
-            if tokio::net::TcpStream::connect(a).await.is_ok() {
-                return Some(());
-            }
-        }
-        None
-    };
-    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(())))
+impl Inner {
+    /// Opens (and closes) a connection the way a sender does: TCP, and TLS for https.
+    async fn probe(&self) -> bool {
+        use tower_service::Service as _;
+        let mut connector = self.connector.clone();
+        let dial = connector.call(self.dial_uri.clone());
+        matches!(
+            tokio::time::timeout(self.cfg.connect_timeout, dial).await,
+            Ok(Ok(_))
+        )
+    }
 }
 
 #[cfg(test)]
@@ -735,6 +774,7 @@ mod tests {
             pool_idle_timeout: Duration::from_secs(1),
             failure_backoff: Duration::from_millis(10),
             probe_interval: Duration::from_secs(1),
+            ca_certs: Vec::new(),
         }
     }
 

@@ -1,4 +1,21 @@
 #!/usr/bin/env bash
-# `make bench` — not there yet: the benchmarks land with the engine, daemon and control-plane work.
-echo "make bench: no benchmarks yet." >&2
-exit 1
+# `make bench` — every benchmark, release builds, each printing its own figures.
+#   BENCHES="replay live plan reconcile" (default: all) selects a subset.
+#   replay    : engine over a generated ≥1M-packet capture vs tshark (docs/replay.md)
+#   live      : `rebuilder run` fed over loopback UDP at fixed rates (docs/rebuilder.md)
+#   plan      : control-plane selection + planning over 5,000 ENIs (docs/control-plane-core.md)
+#   reconcile : reconcile-mirrors against 5,000 ENIs in moto, API calls and wall time
+#               (docs/control-plane-tests.md)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+benches=${BENCHES:-replay live plan reconcile}
+for b in $benches; do
+  echo "=== bench: $b ($(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg))"
+  case "$b" in
+    replay) cargo bench --locked -p rebuilder --bench replay ;;
+    live) cargo bench --locked -p rebuilder --bench live ;;
+    plan) cargo bench --locked -p mirror --bench plan ;;
+    reconcile) cargo bench --locked -p reconcile-mirrors --bench reconcile_moto ;;
+    *) echo "unknown bench '$b' (known: replay live plan reconcile)" >&2; exit 2 ;;
+  esac
+done

@@ -186,8 +186,17 @@ pub fn init_logging(format: LogFormat, filter: &str) {
 /// Entry point of `rebuilder run`: logging, runtime, signals.
 pub fn main(args: RunArgs) -> Result<(), DaemonError> {
     init_logging(args.log_format, &args.log_filter);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.forward_thread_count())
+    // One forwarding thread (the default) runs a current-thread runtime: no work-stealing
+    // machinery between the senders, the admin listener and the workers' wakeups.
+    let threads = args.forward_thread_count();
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let rt = builder
         .thread_name("fwd")
         .enable_all()
         .build()

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 stamp_dir="$root/.venv"
-apt_pkgs=(tshark tcpdump iproute2 ethtool curl procps shellcheck openssl python3)
+apt_pkgs=(tshark tcpdump iproute2 ethtool curl procps shellcheck openssl python3 python3-venv)
 
 need_apt=()
 for p in "${apt_pkgs[@]}"; do

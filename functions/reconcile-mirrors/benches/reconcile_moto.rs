@@ -18,8 +18,9 @@ use std::time::Instant;
 
 use mirror::plan::Scope;
 use mirror::settings::MirrorSettings;
-use mirror_aws::ec2::SdkEc2;
+use mirror_aws::ec2::{Ec2Api, SdkEc2};
 use mirror_aws::handlers::{self, MirrorRun};
+use mirror_aws::observe::observe;
 use mirror_testkit::{ENI_TAG, Moto, Scratch, Seed, tools};
 
 fn print_calls(label: &str, ec2: &SdkEc2, before: &[(&'static str, u64)], secs: f64) {
@@ -117,6 +118,46 @@ async fn bench(tools: mirror_testkit::Tools, n: usize) {
         &ec2,
         &before,
         secs,
+    );
+
+    // Where the time of a steady-state run goes.
+    let s = &reconcile.settings;
+    let t = Instant::now();
+    let targets = ec2.describe_targets().await.expect("targets").len();
+    let t_targets = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let seen = ec2
+        .describe_network_interfaces(s.selector.eni_filters.filters().to_vec())
+        .await
+        .expect("ENIs")
+        .len();
+    let t_enis = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let sessions = ec2
+        .describe_sessions(Vec::new())
+        .await
+        .expect("sessions")
+        .len();
+    let t_sessions = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let observed = observe(
+        &ec2,
+        &Scope::All,
+        &s.selector,
+        &s.spec,
+        handlers::now_unix(),
+    )
+    .await
+    .expect("observe");
+    let t_observe = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let plan = mirror::plan::reconcile(&Scope::All, &s.selector, &observed, &s.spec);
+    let t_plan = t.elapsed().as_secs_f64();
+    assert!(plan.is_noop());
+    println!(
+        "steady state breakdown: DescribeTrafficMirrorTargets {t_targets:.2} s ({targets}), \
+         DescribeNetworkInterfaces {t_enis:.2} s ({seen}), DescribeTrafficMirrorSessions \
+         {t_sessions:.2} s ({sessions}); whole observe {t_observe:.2} s; plan {t_plan:.3} s"
     );
 
     let onboard = MirrorRun::new("onboard-eni", settings);

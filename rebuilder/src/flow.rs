@@ -1,11 +1,12 @@
 //! The flow table: one entry per direction of a TCP connection, keyed by
 //! (VNI, source ip:port, destination ip:port), the two directions linked when both are seen.
 //!
-//! Entries live in a slab (`Vec`) indexed by `u32`; a hash index (hashbrown `HashTable` of
-//! slot numbers, foldhash randomly seeded, keys compared in the slab so each key is stored
-//! once and the index stays 4 bytes per entry) maps keys to slots; two intrusive doubly linked lists order the entries: **open** ones by
-//! recency (LRU) and **closed** ones by closing time. At the cap, a closed entry is evicted
-//! first, else the least recently used open one.
+//! Entries live in a slab (chunks of 1,024, never moved) indexed by `u32`; a hash index
+//! (hashbrown `HashTable` of slot numbers, foldhash randomly seeded, keys compared in the
+//! slab so each key is stored once and the index stays 4 bytes per entry) maps keys to
+//! slots; two intrusive doubly linked lists order the entries: **open** ones by recency
+//! (LRU) and **closed** ones by closing time. At the cap, a closed entry is evicted first,
+//! else the least recently used open one.
 //!
 //! The LRU is maintained lazily (second chance): a packet only stamps its own entry
 //! (`touch`), it does not relink it, which would touch two more random entries per packet.
@@ -158,22 +159,41 @@ pub struct Removed<T> {
 /// The table.
 ///
 /// Invariants:
-/// - `index` holds `i` (under the hash of `k`) ⇔ `slots[i]` is `Some` with key `k`; `len`
+/// - `index` holds `i` (under the hash of `k`) ⇔ slot `i` is `Some` with key `k`; `len`
 ///   counts the `Some` slots.
 /// - Every live entry is on exactly the list of its `lifecycle`; `free` holds the `None` slots.
 /// - Along each list from head to tail `linked_us` does not increase, and
 ///   `stamp_us >= linked_us` for open entries (a packet since linking ⇔ `>`).
-/// - `peer` links are symmetric: `slots[i].peer == j` ⇔ `slots[j].peer == i`, and exist
+/// - `peer` links are symmetric: slot `i`'s peer is `j` ⇔ slot `j`'s peer is `i`, and exist
 ///   exactly when both `k` and `k.reverse()` are in the table.
 #[derive(Debug)]
 pub struct FlowTable<T> {
-    slots: Vec<Option<Entry<T>>>,
+    /// The slab, in fixed-size chunks: growing it never moves (or copies) entries, so a
+    /// large table has no reallocation peak (old and new copies resident at once).
+    chunks: Vec<Vec<Option<Entry<T>>>>,
+    /// Slots handed out so far (live or free).
+    slots: usize,
     free: Vec<u32>,
     index: HashTable<u32>,
     hasher: foldhash::fast::RandomState,
     lists: [List; 2],
     cap: usize,
     len: usize,
+}
+
+/// Entries per slab chunk.
+const CHUNK: usize = 1024;
+
+#[inline]
+fn slot<T>(chunks: &[Vec<Option<Entry<T>>>], i: u32) -> &Option<Entry<T>> {
+    let i = i as usize;
+    &chunks[i / CHUNK][i % CHUNK]
+}
+
+#[inline]
+fn slot_mut<T>(chunks: &mut [Vec<Option<Entry<T>>>], i: u32) -> &mut Option<Entry<T>> {
+    let i = i as usize;
+    &mut chunks[i / CHUNK][i % CHUNK]
 }
 
 fn list_index(l: Lifecycle) -> usize {
@@ -184,13 +204,15 @@ fn list_index(l: Lifecycle) -> usize {
 }
 
 impl<T> FlowTable<T> {
-    /// An empty table holding at most `cap` entries (at least 1). Room for up to 65,536
-    /// entries is reserved up front (the slab's is virtual memory until used), so that a
-    /// busy table does not rehash on the packet path.
+    /// An empty table holding at most `cap` entries (at least 1). The hash index has room
+    /// for up to 65,536 entries from the start (a few hundred KiB), so that a busy table does
+    /// not rehash on the packet path; the slab grows as needed (pre-sizing it would make the
+    /// allocator hand out, and the kernel back, memory no flow uses).
     pub fn new(cap: usize) -> FlowTable<T> {
         let reserve = cap.clamp(1, 1 << 16);
         FlowTable {
-            slots: Vec::with_capacity(reserve),
+            chunks: Vec::new(),
+            slots: 0,
             free: Vec::new(),
             index: HashTable::with_capacity(reserve),
             hasher: foldhash::fast::RandomState::default(),
@@ -213,10 +235,10 @@ impl<T> FlowTable<T> {
     /// Slot of `key`.
     #[inline]
     pub fn find(&self, key: &FlowKey) -> Option<u32> {
-        let slots = &self.slots;
+        let chunks = &self.chunks;
         self.index
             .find(self.hasher.hash_one(key), |&i| {
-                slots[i as usize].as_ref().is_some_and(|e| e.key == *key)
+                slot(chunks, i).as_ref().is_some_and(|e| e.key == *key)
             })
             .copied()
     }
@@ -224,33 +246,21 @@ impl<T> FlowTable<T> {
     /// The entry in slot `i` (which must be live).
     #[inline]
     pub fn entry(&self, i: u32) -> &Entry<T> {
-        self.slots[i as usize].as_ref().expect("live slot")
+        slot(&self.chunks, i).as_ref().expect("live slot")
     }
 
     /// The entry in slot `i` (which must be live).
     #[inline]
     pub fn entry_mut(&mut self, i: u32) -> &mut Entry<T> {
-        self.slots[i as usize].as_mut().expect("live slot")
+        slot_mut(&mut self.chunks, i).as_mut().expect("live slot")
     }
 
     /// The entry in slot `i`, if live (slots are reused: check the key if it matters).
     pub fn get_mut(&mut self, i: u32) -> Option<&mut Entry<T>> {
-        self.slots.get_mut(i as usize).and_then(Option::as_mut)
-    }
-
-    /// Both an entry and its peer, mutably.
-    pub fn pair_mut(&mut self, i: u32) -> (&mut Entry<T>, Option<&mut Entry<T>>) {
-        let peer = self.entry(i).peer;
-        if peer == NONE {
-            return (self.entry_mut(i), None);
-        }
-        let (a, b) = (i as usize, peer as usize);
-        if a < b {
-            let (lo, hi) = self.slots.split_at_mut(b);
-            (lo[a].as_mut().expect("live slot"), hi[0].as_mut())
+        if (i as usize) < self.slots {
+            slot_mut(&mut self.chunks, i).as_mut()
         } else {
-            let (lo, hi) = self.slots.split_at_mut(a);
-            (hi[0].as_mut().expect("live slot"), lo[b].as_mut())
+            None
         }
     }
 
@@ -361,20 +371,24 @@ impl<T> FlowTable<T> {
         };
         let i = match self.free.pop() {
             Some(i) => {
-                self.slots[i as usize] = Some(entry);
+                *slot_mut(&mut self.chunks, i) = Some(entry);
                 i
             }
             None => {
-                self.slots.push(Some(entry));
-                (self.slots.len() - 1) as u32
+                if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+                    self.chunks.push(Vec::with_capacity(CHUNK));
+                }
+                self.chunks.last_mut().expect("a chunk").push(Some(entry));
+                self.slots += 1;
+                (self.slots - 1) as u32
             }
         };
         if peer != NONE {
             self.entry_mut(peer).peer = i;
         }
-        let (slots, hasher) = (&self.slots, &self.hasher);
+        let (chunks, hasher) = (&self.chunks, &self.hasher);
         self.index.insert_unique(hasher.hash_one(key), i, |&j| {
-            hasher.hash_one(slots[j as usize].as_ref().expect("indexed slot").key)
+            hasher.hash_one(slot(chunks, j).as_ref().expect("indexed slot").key)
         });
         self.len += 1;
         self.push_front(i, Lifecycle::Open, now_us);
@@ -384,9 +398,9 @@ impl<T> FlowTable<T> {
     /// Removes slot `i` (which must be live).
     pub fn remove(&mut self, i: u32) -> Removed<T> {
         self.unlink(i);
-        let e = self.slots[i as usize].take().expect("live slot");
+        let e = slot_mut(&mut self.chunks, i).take().expect("live slot");
         if e.peer != NONE
-            && let Some(p) = self.slots[e.peer as usize].as_mut()
+            && let Some(p) = slot_mut(&mut self.chunks, e.peer).as_mut()
         {
             p.peer = NONE;
         }
@@ -559,10 +573,7 @@ mod tests {
         let b = t.insert(key(1).reverse(), 'b', 0).0;
         assert_eq!(t.entry(a).peer(), Some(b));
         assert_eq!(t.entry(b).peer(), Some(a));
-        {
-            let (x, y) = t.pair_mut(b);
-            assert_eq!((x.value, y.unwrap().value), ('b', 'a'));
-        }
+        assert_eq!((t.entry(a).value, t.entry(b).value), ('a', 'b'));
         check(&t);
         t.remove(a);
         assert_eq!(t.entry(b).peer(), None);
@@ -600,6 +611,6 @@ mod tests {
             assert_eq!(n, 50);
             assert!(t.is_empty());
         }
-        assert_eq!(t.slots.len(), 50);
+        assert_eq!(t.slots, 50);
     }
 }

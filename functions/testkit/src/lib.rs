@@ -69,7 +69,11 @@ fn venv_bins() -> Vec<PathBuf> {
 pub fn find_tool(env_var: &str, name: &str) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(env_var) {
         let p = PathBuf::from(p);
-        return p.is_file().then_some(p);
+        if !p.is_file() {
+            eprintln!("{env_var}={} is not a file", p.display());
+            return None;
+        }
+        return Some(p);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     venv_bins()

@@ -54,7 +54,7 @@ bench: setup
 build: setup
 	cargo lambda build --release --locked --bin onboard-eni --bin reconcile-mirrors --bin size-fleet
 	$(CARGO) build --release --locked -p rebuilder
-	bash scripts/package-rebuilder.sh
+	bash scripts/package-rebuilder.sh --no-build
 
 deploy: setup
 	sam build

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f template.yaml ] || exit 0
+export SAM_CLI_TELEMETRY=0
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 run() {

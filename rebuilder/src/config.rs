@@ -106,6 +106,9 @@ pub struct RunArgs {
     )]
     pub vni_allow: Vec<u32>,
 
+    #[command(flatten)]
+    pub health_checks: crate::health_check::HealthCheckArgs,
+
     // ---- forwarding ----
     /// Analyzer URL (http:// or https://). Every request goes to this host and port whatever its
     /// Host header says; a path prefix in the URL is prepended to each request target.
@@ -306,6 +309,7 @@ impl RunArgs {
             } else {
                 Some(self.vni_allow.clone())
             },
+            health_checks: self.health_checks.rule(),
         }
     }
 

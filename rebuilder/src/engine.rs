@@ -17,6 +17,7 @@
 //! VNI allow-list: applies to every packet; plain (non-VXLAN) frames have VNI 0.
 
 use crate::flow::{FlowKey, FlowTable, Lifecycle, Removed};
+use crate::health_check::HealthCheckRule;
 use crate::http::{self, Meta, Parser};
 use crate::packet::{PacketError, Parsed, TcpSegment, parse_ethernet};
 use crate::reassembly::{self, Budget, Pushed, Segment, Sink, State as StreamState, Stream};
@@ -58,6 +59,9 @@ pub struct EngineConfig {
     pub max_body_bytes: usize,
     /// Only these VNIs are processed (`None` = all).
     pub vni_allow: Option<Vec<u32>>,
+    /// Requests dropped as load-balancer health checks (counted as `health_check`).
+    /// Default: [`HealthCheckRule::default`] (User-Agent `ELB-HealthChecker/`, ...).
+    pub health_checks: HealthCheckRule,
 }
 
 impl Default for EngineConfig {
@@ -76,6 +80,7 @@ impl Default for EngineConfig {
             max_headers: 128,
             max_body_bytes: 1024 * 1024,
             vni_allow: None,
+            health_checks: HealthCheckRule::default(),
         }
     }
 }
@@ -138,6 +143,11 @@ drop_reasons! {
     BadRequest => "bad_request",
     /// Request: in progress on a flow evicted because the flow table was full.
     FlowEvicted => "flow_evicted",
+    /// Request: a load-balancer health check (`EngineConfig::health_checks`).
+    HealthCheck => "health_check",
+    /// Stream: a PROXY protocol header that is malformed or cut short (by a gap or the end
+    /// of the stream).
+    ProxyHeaderMalformed => "proxy_header_malformed",
 }
 
 /// Plain counters (no atomics: one engine per worker thread).
@@ -167,6 +177,8 @@ pub struct EngineStats {
     pub upgraded_flows: u64,
     /// Packets on a direction known to carry responses (ignored cheaply).
     pub response_packets: u64,
+    /// Valid PROXY protocol headers stripped (v1 or v2).
+    pub proxy_headers: u64,
     drops: [u64; DropReason::ALL.len()],
 }
 
@@ -195,6 +207,7 @@ impl EngineStats {
         self.opaque_flows += other.opaque_flows;
         self.upgraded_flows += other.upgraded_flows;
         self.response_packets += other.response_packets;
+        self.proxy_headers += other.proxy_headers;
         for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
             *a += b;
         }
@@ -310,6 +323,7 @@ impl Engine {
             max_header_bytes: config.max_header_bytes,
             max_headers: config.max_headers,
             max_body_bytes: config.max_body_bytes,
+            health_checks: config.health_checks.clone(),
         };
         Engine {
             table: FlowTable::new(config.max_flows),

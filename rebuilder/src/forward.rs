@@ -107,7 +107,7 @@ impl Upstream {
 #[derive(Debug, Clone)]
 pub struct ForwardConfig {
     pub upstream: Upstream,
-    /// Header that receives the inner client IP; `None` = off.
+    /// Header that receives the client IP (the PROXY protocol source when there was a header, else the inner TCP source); `None` = off.
     pub forwarded_for: Option<HeaderName>,
     /// Static headers, replacing same-named request headers.
     pub extra_headers: Vec<(HeaderName, HeaderValue)>,
@@ -205,8 +205,8 @@ const HOP_BY_HOP: [&str; 8] = [
 ///   upstream path;
 /// - headers kept in their order (Host included); hop-by-hop headers and those named in
 ///   `Connection` removed; the body re-framed with `Content-Length`;
-/// - the inner client IP appended to the forwarded-for header (values of repeated headers are
-///   joined, in place of the first one);
+/// - the client IP (PROXY protocol source, else inner TCP source) appended to the
+///   forwarded-for header (values of repeated headers are joined, in place of the first one);
 /// - static extra headers replace same-named ones, at the end.
 pub fn build_request(
     mut req: HttpRequest,
@@ -783,6 +783,7 @@ mod tests {
             ts_us: 1,
             vni: 7,
             client: "10.1.2.3:40000".parse().unwrap(),
+            peer: "10.1.2.3:40000".parse().unwrap(),
             server: "10.9.9.9:80".parse().unwrap(),
             method: method.into(),
             target: target.into(),
@@ -934,6 +935,15 @@ mod tests {
         r.client = "[2001:db8::5]:5555".parse().unwrap();
         let out = build_request(r.clone(), &cfg()).unwrap();
         assert_eq!(out.headers()["x-forwarded-for"], "2001:db8::5");
+    }
+
+    #[test]
+    fn the_proxy_protocol_client_not_the_balancer_goes_into_x_forwarded_for() {
+        let mut r = req("GET", "/", &[("Host", "h")], b"");
+        r.client = "198.51.100.7:40000".parse().unwrap();
+        r.peer = "10.0.5.9:61000".parse().unwrap();
+        let out = build_request(r, &cfg()).unwrap();
+        assert_eq!(out.headers()["x-forwarded-for"], "198.51.100.7");
     }
 
     #[test]

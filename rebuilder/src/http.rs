@@ -21,6 +21,14 @@
 //!   a gap inside a Content-Length body skips to the known end of that body; otherwise the
 //!   parser resynchronises on the next request line (`METHOD SP target SP HTTP/1.x`, method
 //!   in upper case) that starts a line or starts right after the gap.
+//! - **PROXY protocol** (v1 line or v2 binary header, [`crate::proxy`]) at the start of a
+//!   stream whose SYN was seen: stripped; its source address becomes the requests' `client`
+//!   (the TCP sender stays in `peer`). A malformed or truncated header is counted
+//!   (`proxy_header_malformed`); when its end is known the stream goes on after it (parsed
+//!   only if it starts with a request line, else opaque), otherwise it is parsed like a
+//!   stream joined mid-way (only clear request lines are recognised).
+//! - **Health checks** matching [`crate::health_check::HealthCheckRule`] are dropped
+//!   (`health_check`).
 //! - **Caps**: a head over `max_header_bytes`, or with more than `max_headers` fields, drops
 //!   that message (counted); bodies over `max_body_bytes` (or beyond the global budget) are
 //!   cut, the request is emitted flagged `body_truncated`.
@@ -33,11 +41,13 @@ use memchr::memmem::Finder;
 use memchr::{memchr, memrchr};
 
 use crate::engine::{DropReason, EngineStats};
+use crate::health_check::HealthCheckRule;
+use crate::proxy;
 use crate::reassembly::Budget;
 use crate::request::HttpRequest;
 
-/// Caps of the parser (copied from the engine configuration).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Caps and rules of the parser (copied from the engine configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Maximum head size.
     pub max_header_bytes: usize,
@@ -45,6 +55,8 @@ pub struct Limits {
     pub max_headers: usize,
     /// Maximum body kept.
     pub max_body_bytes: usize,
+    /// Requests dropped as load-balancer health checks.
+    pub health_checks: HealthCheckRule,
 }
 
 /// Who a stream belongs to: copied into each request.
@@ -76,8 +88,12 @@ pub struct Ctx<'a> {
 /// Parser state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
-    /// Stream start seen (SYN), no byte yet: the first bytes decide HTTP/1 or opaque.
+    /// Stream start seen (SYN), no byte yet: the first bytes decide PROXY header, HTTP/1 or
+    /// opaque.
     Start,
+    /// The stream starts like a PROXY header (`buf` holds its first bytes, at most
+    /// [`proxy::MAX_PREFIX`]).
+    Proxy,
     /// Looking for a request line; `line_start`: the next byte starts a line.
     Sync {
         /// The next byte starts a line (after `\n` or a gap).
@@ -144,7 +160,10 @@ pub struct Parser {
     /// The candidate request line in `buf` (while syncing) starts a line: any upper-case
     /// method is accepted; otherwise only a known method.
     candidate_at_line_start: bool,
-    emitted: u64,
+    /// Saturating (only compared with small numbers).
+    emitted: u32,
+    /// The real client named by the stream's PROXY header (boxed: rare, keeps flows small).
+    proxied: Option<Box<SocketAddr>>,
 }
 
 impl Default for Parser {
@@ -476,6 +495,7 @@ impl Parser {
             first_message: false,
             candidate_at_line_start: false,
             emitted: 0,
+            proxied: None,
         }
     }
 
@@ -494,7 +514,7 @@ impl Parser {
 
     /// Requests emitted so far.
     pub fn emitted(&self) -> u64 {
-        self.emitted
+        u64::from(self.emitted)
     }
 
     /// Whether further bytes are ignored (opaque, upgraded, ended).
@@ -543,9 +563,18 @@ impl Parser {
             input = match self.state {
                 State::Start => {
                     self.first_message = true;
-                    self.state = State::Head;
+                    self.msg_ts = ts_us;
+                    self.state = if matches!(
+                        input[0],
+                        b if b == proxy::V1_PREFIX[0] || b == proxy::V2_SIGNATURE[0]
+                    ) {
+                        State::Proxy
+                    } else {
+                        State::Head
+                    };
                     input
                 }
+                State::Proxy => self.proxy_header(input, ctx),
                 State::Sync { line_start } => self.sync(ts_us, input, line_start, ctx),
                 State::Head => self.head(ts_us, input, ctx),
                 State::Body { remaining, discard } => {
@@ -605,6 +634,12 @@ impl Parser {
         let resync = State::Sync { line_start: false };
         match self.state {
             State::Start => self.state = resync,
+            State::Proxy => {
+                ctx.stats.count_drop(DropReason::ProxyHeaderMalformed);
+                self.buf.clear();
+                self.state = resync;
+                self.account(ctx.budget);
+            }
             State::Sync { .. } => {
                 self.buf.clear();
                 self.state = resync;
@@ -645,6 +680,7 @@ impl Parser {
             State::Head if !self.buf.is_empty() => {
                 ctx.stats.count_drop(DropReason::MessageIncomplete)
             }
+            State::Proxy => ctx.stats.count_drop(DropReason::ProxyHeaderMalformed),
             State::Body { discard: false, .. } | State::ChunkSize
                 if self.buf.is_empty()
                     && self
@@ -897,6 +933,65 @@ impl Parser {
         &input[take..]
     }
 
+    /// The first bytes of a stream that may be a PROXY header: buffered (at most
+    /// [`proxy::MAX_PREFIX`] bytes) until [`proxy::parse`] decides, then the header is
+    /// stripped and the bytes after it are parsed from the start state.
+    fn proxy_header<'i>(&mut self, input: &'i [u8], ctx: &mut Ctx<'_>) -> &'i [u8] {
+        let take = input.len().min(proxy::MAX_PREFIX - self.buf.len());
+        self.buf.extend_from_slice(&input[..take]);
+        let rest = &input[take..];
+        let (span, next) = match proxy::parse(&self.buf) {
+            proxy::Parsed::Incomplete => {
+                self.account(ctx.budget);
+                return rest;
+            }
+            proxy::Parsed::NotProxy => (
+                proxy::Span {
+                    consumed: 0,
+                    skip: 0,
+                },
+                State::Head,
+            ),
+            proxy::Parsed::Header(h) => {
+                ctx.stats.proxy_headers += 1;
+                self.proxied = h.source.map(Box::new);
+                (h.span, State::Head)
+            }
+            proxy::Parsed::Malformed(Some(span)) => {
+                ctx.stats.count_drop(DropReason::ProxyHeaderMalformed);
+                (span, State::Head)
+            }
+            proxy::Parsed::Malformed(None) => {
+                ctx.stats.count_drop(DropReason::ProxyHeaderMalformed);
+                // Nothing marks the end of the header: only clear request lines count.
+                self.first_message = false;
+                (
+                    proxy::Span {
+                        consumed: 0,
+                        skip: 0,
+                    },
+                    State::Sync { line_start: false },
+                )
+            }
+        };
+        let after = self.buf.split_off(span.consumed);
+        self.buf.clear();
+        self.state = if span.skip > 0 {
+            // v2 TLVs: skipped as they stream past; the start state follows.
+            State::Body {
+                remaining: span.skip,
+                discard: true,
+            }
+        } else {
+            next
+        };
+        self.account(ctx.budget);
+        if !after.is_empty() {
+            self.data(self.msg_ts, &after, ctx);
+        }
+        rest
+    }
+
     /// Parses a complete head and sets up its body.
     fn complete_head(&mut self, head: &[u8], ctx: &mut Ctx<'_>) {
         let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
@@ -950,7 +1045,8 @@ impl Parser {
             req: HttpRequest {
                 ts_us: self.msg_ts,
                 vni: ctx.meta.vni,
-                client: ctx.meta.client,
+                client: self.proxied.as_deref().copied().unwrap_or(ctx.meta.client),
+                peer: ctx.meta.client,
                 server: ctx.meta.server,
                 method: method.to_owned(),
                 target: target.to_owned(),
@@ -1000,12 +1096,16 @@ impl Parser {
         };
         let p = *p;
         self.account(ctx.budget);
-        ctx.stats.requests += 1;
-        if p.req.body_truncated {
-            ctx.stats.bodies_truncated += 1;
+        self.emitted = self.emitted.saturating_add(1);
+        if ctx.limits.health_checks.matches(&p.req) {
+            ctx.stats.count_drop(DropReason::HealthCheck);
+        } else {
+            ctx.stats.requests += 1;
+            if p.req.body_truncated {
+                ctx.stats.bodies_truncated += 1;
+            }
+            ctx.out.push(p.req);
         }
-        self.emitted += 1;
-        ctx.out.push(p.req);
         if p.upgrade {
             ctx.stats.upgraded_flows += 1;
             self.buf = Vec::new();
@@ -1123,6 +1223,7 @@ pub(crate) mod tests {
         max_header_bytes: 8192,
         max_headers: 64,
         max_body_bytes: 1 << 20,
+        health_checks: HealthCheckRule::OFF,
     };
 
     pub(crate) struct H {
@@ -1412,6 +1513,133 @@ pub(crate) mod tests {
         h.end();
         assert!(h.out.is_empty());
         assert_eq!(h.stats.drops(DropReason::MessageIncomplete), 1);
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn proxy_v1_header_is_stripped_and_names_the_client() {
+        let mut h = H::new(true);
+        h.feed(b"PROXY TCP4 198.51.100.22 10.0.0.2 35646 80\r\nGET /a HTTP/1.1\r\n\r\n");
+        h.feed(b"GET /b HTTP/1.1\r\n\r\n");
+        assert_eq!(h.targets(), ["/a", "/b"]);
+        for r in &h.out {
+            assert_eq!(r.client, sa("198.51.100.22:35646"));
+            assert_eq!(r.peer, sa("10.0.0.1:40000"));
+        }
+        assert_eq!(h.stats.proxy_headers, 1);
+    }
+
+    #[test]
+    fn proxy_header_split_byte_by_byte_is_recognised() {
+        let tlvs = [0x02, 0x00, 0x04, b'h', b'o', b's', b't'];
+        let mut wire = proxy::encode_v2(sa("[2001:db8::7]:1111"), sa("[2001:db8::2]:80"), &tlvs);
+        wire.extend_from_slice(b"POST /p HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi");
+        let mut h = H::new(true);
+        for b in &wire {
+            h.feed(std::slice::from_ref(b));
+        }
+        assert_eq!(h.targets(), ["/p"]);
+        assert_eq!(h.out[0].client, sa("[2001:db8::7]:1111"));
+        assert_eq!(h.out[0].body, b"hi");
+        assert_eq!(h.budget.used, 0);
+    }
+
+    #[test]
+    fn proxy_v2_local_keeps_the_tcp_peer_as_client() {
+        let mut h = H::new(true);
+        let mut wire = proxy::encode_v2_local();
+        wire.extend_from_slice(b"GET /hc HTTP/1.1\r\n\r\n");
+        h.feed(&wire);
+        assert_eq!(h.targets(), ["/hc"]);
+        assert_eq!(h.out[0].client, h.out[0].peer);
+        assert_eq!(h.stats.proxy_headers, 1);
+    }
+
+    #[test]
+    fn methods_that_look_like_a_proxy_header_are_plain_requests() {
+        let mut h = H::new(true);
+        h.feed(b"PRO")
+            .feed(b"PFIND /d HTTP/1.1\r\n\r\nPUT /e HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(h.targets(), ["/d", "/e"]);
+        assert_eq!(h.stats.proxy_headers, 0);
+        assert_eq!(h.stats.total_drops(), 0);
+        let mut h = H::new(true);
+        h.feed(b"\r\n")
+            .feed(b"GET /after-empty-line HTTP/1.1\r\n\r\n");
+        assert_eq!(h.targets(), ["/after-empty-line"]);
+    }
+
+    #[test]
+    fn malformed_proxy_line_is_counted_and_plain_http_after_it_is_parsed() {
+        let mut h = H::new(true);
+        h.feed(b"PROXY TCP4 300.1.1.1 10.0.0.2 1 80\r\nGET /x HTTP/1.1\r\n\r\n");
+        assert_eq!(h.targets(), ["/x"]);
+        assert_eq!(h.out[0].client, h.out[0].peer);
+        assert_eq!(h.stats.drops(DropReason::ProxyHeaderMalformed), 1);
+        // After a malformed header, bytes that are not a request line make the flow opaque.
+        let mut h = H::new(true);
+        h.feed(b"PROXY TCP9 x\r\n\x16\x03\x01\x02\x00");
+        assert_eq!(h.p.state(), State::Opaque);
+        assert_eq!(h.stats.drops(DropReason::ProxyHeaderMalformed), 1);
+    }
+
+    #[test]
+    fn unbounded_bad_proxy_header_only_yields_clear_request_lines() {
+        let mut h = H::new(true);
+        let mut wire = proxy::V2_SIGNATURE.to_vec();
+        wire.extend_from_slice(&[0x31, 0x11, 0, 12]); // version 3
+        wire.extend_from_slice(b"garbage GET /no HTTP/1.1 no\r\nGET /yes HTTP/1.1\r\n\r\n");
+        h.feed(&wire);
+        assert_eq!(h.targets(), ["/yes"]);
+        assert_eq!(h.stats.drops(DropReason::ProxyHeaderMalformed), 1);
+    }
+
+    #[test]
+    fn truncated_proxy_header_is_counted_at_a_gap_or_the_end() {
+        let mut h = H::new(true);
+        h.feed(b"PROXY TCP4 1.2.3.4").end();
+        assert_eq!(h.stats.drops(DropReason::ProxyHeaderMalformed), 1);
+        let mut h = H::new(true);
+        h.feed(b"PROXY TCP4 1.2.3.4").gap(30);
+        h.feed(b"x\r\nGET /later HTTP/1.1\r\n\r\n");
+        assert_eq!(h.targets(), ["/later"]);
+        assert_eq!(h.stats.drops(DropReason::ProxyHeaderMalformed), 1);
+        assert_eq!(h.out[0].client, h.out[0].peer);
+    }
+
+    #[test]
+    fn a_proxy_header_mid_stream_is_not_interpreted() {
+        // Joined mid-way: the header was before the first byte seen.
+        let mut h = H::new(false);
+        h.feed(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\nGET /m HTTP/1.1\r\n\r\n");
+        assert_eq!(h.targets(), ["/m"]);
+        assert_eq!(h.out[0].client, h.out[0].peer);
+        assert_eq!(h.stats.proxy_headers, 0);
+    }
+
+    #[test]
+    fn health_checks_are_dropped_and_counted_other_requests_kept() {
+        let mut h = H::with(
+            true,
+            Limits {
+                health_checks: HealthCheckRule::default(),
+                ..LIMITS
+            },
+        );
+        h.feed(b"GET /health HTTP/1.1\r\nUser-Agent: ELB-HealthChecker/2.0\r\n\r\n");
+        h.feed(b"GET /page HTTP/1.1\r\nUser-Agent: Mozilla/5.0\r\n\r\n");
+        h.feed(b"POST /health HTTP/1.1\r\nUser-Agent: ELB-HealthChecker/2.0\r\nContent-Length: 1\r\n\r\nx");
+        assert_eq!(h.targets(), ["/page", "/health"]);
+        assert_eq!(h.stats.drops(DropReason::HealthCheck), 1);
+        assert_eq!(h.stats.requests, 2);
+        assert_eq!(
+            h.p.emitted(),
+            3,
+            "a health check still proves the direction carries requests"
+        );
     }
 
     #[test]

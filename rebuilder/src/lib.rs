@@ -2,8 +2,10 @@
 
 pub mod engine;
 pub mod flow;
+pub mod health_check;
 pub mod http;
 pub mod packet;
+pub mod proxy;
 pub mod reassembly;
 pub mod request;
 pub mod vxlan;

@@ -130,6 +130,8 @@ pub struct ReplayArgs {
     /// Largest body kept per request (bytes); longer bodies are cut and flagged.
     #[arg(long)]
     pub max_body_bytes: Option<usize>,
+    #[command(flatten)]
+    pub health_checks: crate::health_check::HealthCheckArgs,
 }
 
 impl ReplayArgs {
@@ -141,6 +143,7 @@ impl ReplayArgs {
         if let Some(m) = self.max_body_bytes {
             config.max_body_bytes = m;
         }
+        config.health_checks = self.health_checks.rule();
         config
     }
 }
@@ -185,7 +188,10 @@ pub struct JsonRequest<'a> {
     pub ts: String,
     pub ts_us: u64,
     pub vni: u32,
+    /// The real client (the PROXY protocol source when the stream had a header).
     pub client: String,
+    /// The inner TCP source (equal to `client` without a PROXY header).
+    pub peer: String,
     pub server: String,
     pub method: &'a str,
     pub target: &'a str,
@@ -204,6 +210,7 @@ pub fn request_json(r: &HttpRequest, with_body: bool) -> JsonRequest<'_> {
         ts_us: r.ts_us,
         vni: r.vni,
         client: r.client.to_string(),
+        peer: r.peer.to_string(),
         server: r.server.to_string(),
         method: &r.method,
         target: &r.target,
@@ -229,11 +236,16 @@ pub fn request_json(r: &HttpRequest, with_body: bool) -> JsonRequest<'_> {
 pub fn write_http(w: &mut dyn Write, r: &HttpRequest) -> std::io::Result<()> {
     writeln!(
         w,
-        "### {} vni={} {} -> {}{}",
+        "### {} vni={} {} -> {}{}{}",
         rfc3339_us(r.ts_us),
         r.vni,
         r.client,
         r.server,
+        if r.peer != r.client {
+            format!(" via={}", r.peer)
+        } else {
+            String::new()
+        },
         if r.body_truncated {
             " body_truncated"
         } else {
@@ -293,6 +305,7 @@ pub fn write_summary(w: &mut dyn Write, o: &ReplayOutcome) -> std::io::Result<()
     writeln!(w, "opaque_flows {}", s.opaque_flows)?;
     writeln!(w, "upgraded_flows {}", s.upgraded_flows)?;
     writeln!(w, "response_packets {}", s.response_packets)?;
+    writeln!(w, "proxy_headers {}", s.proxy_headers)?;
     for reason in DropReason::ALL {
         writeln!(w, "drop_{} {}", reason.as_str(), s.drops(reason))?;
     }
@@ -386,6 +399,12 @@ pub struct GenerateArgs {
     pub ipv6: f64,
     #[arg(long)]
     pub outer_ipv6: bool,
+    /// Fraction of connections starting with a PROXY protocol v1 line.
+    #[arg(long, default_value_t = 0.0)]
+    pub proxy_v1: f64,
+    /// Fraction of connections starting with a PROXY protocol v2 header.
+    #[arg(long, default_value_t = 0.0)]
+    pub proxy_v2: f64,
     #[arg(long, default_value_t = 0.0)]
     pub vlan: f64,
     #[arg(long, default_value_t = 1500)]
@@ -450,6 +469,8 @@ impl GenerateArgs {
             packet_length: self.packet_length,
             ipv6: self.ipv6,
             outer_ipv6: self.outer_ipv6,
+            proxy_v1: self.proxy_v1,
+            proxy_v2: self.proxy_v2,
             vlan: self.vlan,
             mtu: self.mtu,
             duplicate_mirror: self.duplicate_mirror,
@@ -561,6 +582,7 @@ mod tests {
             ts_us: 1,
             vni: 7,
             client: "10.0.0.1:1234".parse().unwrap(),
+            peer: "10.0.0.1:1234".parse().unwrap(),
             server: "10.0.0.2:80".parse().unwrap(),
             method: "POST".into(),
             target: "/x".into(),

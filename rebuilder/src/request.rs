@@ -17,8 +17,12 @@ pub struct HttpRequest {
     pub ts_us: u64,
     /// VXLAN VNI (0 for a plain, non-VXLAN capture).
     pub vni: u32,
-    /// Inner TCP source of the request direction.
+    /// The real client: the source named by the stream's PROXY protocol header when there
+    /// is one, else the inner TCP source (`peer`).
     pub client: SocketAddr,
+    /// Inner TCP source of the request direction (a load balancer when the stream carried
+    /// a PROXY header).
+    pub peer: SocketAddr,
     /// Inner TCP destination.
     pub server: SocketAddr,
     /// Request method as sent (`GET`, `POST`, ...).

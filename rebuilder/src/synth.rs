@@ -134,6 +134,12 @@ pub struct SynthConfig {
     pub ipv6: f64,
     /// Outer (VXLAN carrier) packets over IPv6.
     pub outer_ipv6: bool,
+    /// Fraction of connections opened by a load balancer with a PROXY protocol v1 line
+    /// naming another client (`TCP4`/`TCP6` following the inner family).
+    pub proxy_v1: f64,
+    /// Fraction of connections with a PROXY protocol v2 header (after `proxy_v1` is drawn;
+    /// with a TLV, as an NLB sends).
+    pub proxy_v2: f64,
     /// Fraction of connections whose inner frames carry an 802.1Q tag.
     pub vlan: f64,
     /// Fraction of tagged connections that use two tags (QinQ) instead of one.
@@ -194,6 +200,8 @@ impl Default for SynthConfig {
             packet_length: None,
             ipv6: 0.0,
             outer_ipv6: false,
+            proxy_v1: 0.0,
+            proxy_v2: 0.0,
             vlan: 0.0,
             qinq: 0.0,
             mtu: 1500,
@@ -246,6 +254,8 @@ impl SynthConfig {
             packet_length: None,
             ipv6: 0.2,
             outer_ipv6: false,
+            proxy_v1: 0.0,
+            proxy_v2: 0.0,
             vlan: 0.1,
             qinq: 0.1,
             mtu: 1500,
@@ -840,6 +850,7 @@ fn build_request(
         ts_us: 0,
         vni: 0,
         client: SocketAddr::from(([0, 0, 0, 0], 0)),
+        peer: SocketAddr::from(([0, 0, 0, 0], 0)),
         server: SocketAddr::from(([0, 0, 0, 0], 0)),
         method,
         target,
@@ -1037,6 +1048,53 @@ fn build_connection(cfg: &SynthConfig, rng: &mut SplitMix64, id: u64, mid_stream
 
     let mut c_stream = Vec::new();
     let mut s_stream = Vec::new();
+    // A PROXY header first, in its own segment (drawn only when asked: same seeds, same
+    // captures as before the knob existed).
+    let proxy = if cfg.proxy_v1 > 0.0 && rng.chance(cfg.proxy_v1) {
+        Some(1)
+    } else if cfg.proxy_v2 > 0.0 && rng.chance(cfg.proxy_v2) {
+        Some(2)
+    } else {
+        None
+    };
+    let real_client = proxy.map(|version| {
+        let ip = if v6 {
+            IpAddr::V6(Ipv6Addr::new(
+                0x2001,
+                0xdb8,
+                0xcafe,
+                0,
+                0,
+                (id >> 32) as u16,
+                (id >> 16) as u16,
+                id as u16,
+            ))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(
+                198,
+                18 + (id >> 16 & 1) as u8,
+                (id >> 8) as u8,
+                id as u8,
+            ))
+        };
+        let real = SocketAddr::new(ip, 1024 + rng.below(64_000) as u16);
+        let header = if version == 1 {
+            crate::proxy::encode_v1(real, server)
+        } else {
+            // PP2_TYPE_AWS (0xEA), subtype VPC endpoint id, as an NLB sends it.
+            let mut tlv = vec![0xEA, 0x00, 0x17, 0x01];
+            tlv.extend_from_slice(b"vpce-08d2bf15fac5001c9");
+            crate::proxy::encode_v2(real, server, &tlv)
+        };
+        c_stream.extend_from_slice(&header);
+        client_write(&mut script, rng, 0, header.len(), &[]);
+        // The engine needs the bytes up to the addresses; v2 TLVs may be lost.
+        let needed = match crate::proxy::parse(&header) {
+            crate::proxy::Parsed::Header(h) => h.span.consumed,
+            other => unreachable!("generated header not recognised: {other:?}"),
+        };
+        (real, needed)
+    });
     if pipelined {
         let start = c_stream.len();
         let mut cuts = Vec::new();
@@ -1187,11 +1245,20 @@ fn build_connection(cfg: &SynthConfig, rng: &mut SplitMix64, id: u64, mid_stream
     }
     let is_covered = |a: usize, b: usize| merged.iter().any(|&(x, y)| x <= a && b <= y);
 
+    // The engine reads a PROXY header only at a stream start it saw (the SYN) and only
+    // when every byte of it up to the addresses was captured.
+    let proxied = real_client.and_then(|(real, len)| {
+        let syn = all
+            .iter()
+            .any(|e| e.dir == Dir::ClientToServer && e.flags & F_SYN != 0);
+        (syn && is_covered(0, len)).then_some(real)
+    });
     for (i, r) in requests.into_iter().enumerate() {
         let (a, b) = conn.bounds[i];
         let mut request = r.request;
         request.vni = vni;
-        request.client = client;
+        request.client = proxied.unwrap_or(client);
+        request.peer = client;
         request.server = server;
         conn.truth.push(TruthRequest {
             conn: id,

@@ -508,6 +508,12 @@ impl Telemetry {
         );
         counter(
             &mut o,
+            "rebuilder_proxy_headers_total",
+            "PROXY protocol headers (v1, v2) stripped; their source is the forwarded client.",
+            t.e.proxy_headers,
+        );
+        counter(
+            &mut o,
             "rebuilder_flows_opaque_total",
             "Flows whose client stream is not HTTP/1.x (skipped).",
             t.e.opaque_flows,

@@ -330,3 +330,48 @@ fn replay_reads_stdin_and_cuts_bodies_over_the_cap() {
         "{stderr}"
     );
 }
+
+#[test]
+fn replay_prints_the_proxy_protocol_client_and_the_tcp_peer() {
+    let dir = TempDir::new();
+    let (pcap, truth) = generate(
+        &dir.0,
+        &[
+            "--connections",
+            "30",
+            "--proxy-v1",
+            "0.5",
+            "--proxy-v2",
+            "1",
+            "--ipv6",
+            "0.5",
+        ],
+    );
+    let out = ok(rebuilder(&[
+        "replay",
+        pcap.to_str().unwrap(),
+        "--with-body",
+        "--keep-health-checks",
+        "--health-check-paths",
+        "/healthz",
+    ]));
+    let got = lines(&out.stdout);
+    let with_peer = |v: &serde_json::Value| format!("{} peer {}", ident(v), v["peer"]);
+    assert!(
+        got.iter().map(with_peer).collect::<BTreeSet<_>>()
+            == truth.iter().map(with_peer).collect::<BTreeSet<_>>(),
+        "replay differs from the truth"
+    );
+    assert_eq!(got.len(), truth.len());
+    assert!(
+        got.iter().all(|v| v["client"] != v["peer"]),
+        "every connection carried a PROXY header"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("proxy_headers 30\n"), "{stderr}");
+    assert!(
+        stderr.contains("drop_proxy_header_malformed 0\n"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("drop_health_check 0\n"), "{stderr}");
+}

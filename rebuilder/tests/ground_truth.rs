@@ -488,6 +488,61 @@ fn the_realistic_mix_is_extracted_exactly() {
     check("realistic", SynthConfig::realistic(27, 400, 200), false);
 }
 
+/// Connections opened by a load balancer with a PROXY header: every request carries the
+/// header's source as `client` and the balancer's address as `peer`.
+#[test]
+fn proxy_protocol_v1_and_v2_over_ipv4_and_ipv6_name_the_real_client() {
+    for (name, v1, v2, ipv6, seed) in [
+        ("proxy-v1-ipv4", 1.0, 0.0, 0.0, 40),
+        ("proxy-v1-ipv6", 1.0, 0.0, 1.0, 41),
+        ("proxy-v2-ipv4", 0.0, 1.0, 0.0, 42),
+        ("proxy-v2-ipv6", 0.0, 1.0, 1.0, 43),
+        ("proxy-mixed", 0.3, 0.3, 0.5, 44),
+    ] {
+        let cfg = SynthConfig {
+            proxy_v1: v1,
+            proxy_v2: v2,
+            ipv6,
+            small_segments: 0.3,
+            pipelining: 0.2,
+            ..base(seed)
+        };
+        check(name, cfg.clone(), true);
+        let (got, truth, _) = extract(&cfg);
+        let proxied = truth
+            .iter()
+            .filter(|t| t.request.client != t.request.peer)
+            .count();
+        if v1 + v2 >= 1.0 {
+            assert_eq!(proxied, truth.len(), "{name}: every connection is proxied");
+        } else {
+            assert!(proxied > 0 && proxied < truth.len(), "{name}: a mix");
+        }
+        for r in got.iter().filter(|r| r.client != r.peer) {
+            assert_eq!(r.client.is_ipv6(), r.peer.is_ipv6(), "{name}: same family");
+        }
+    }
+}
+
+#[test]
+fn proxy_headers_under_loss_reordering_and_truncation_never_give_a_wrong_client() {
+    let cfg = SynthConfig {
+        proxy_v1: 0.5,
+        proxy_v2: 1.0,
+        ipv6: 0.5,
+        loss: 0.08,
+        reorder: 0.2,
+        retransmit: 0.2,
+        overlap: 0.1,
+        small_segments: 0.5,
+        duplicate_mirror: 0.1,
+        connections: 150,
+        ..base(45)
+    };
+    let v = check("proxy-loss", cfg, false);
+    assert!(v.unexpected > 0, "the loss configuration lost nothing");
+}
+
 #[test]
 fn every_knob_at_once_with_loss() {
     let cfg = SynthConfig {
@@ -509,6 +564,8 @@ fn every_knob_at_once_with_loss() {
         rst: 0.1,
         tcp_timestamps: 0.5,
         isn_wrap: 0.2,
+        proxy_v1: 0.1,
+        proxy_v2: 0.1,
         connections: 200,
         concurrency: 50,
         vnis: vec![10, 20],
@@ -543,6 +600,8 @@ mod any_knobs {
             mid_stream in any::<bool>(),
             jumbo in any::<bool>(),
             plain in any::<bool>(),
+            proxy_v1 in prop_oneof![Just(0.0), 0.0..1.0f64],
+            proxy_v2 in prop_oneof![Just(0.0), 0.0..1.0f64],
         ) {
             let cfg = SynthConfig {
                 seed,
@@ -569,6 +628,8 @@ mod any_knobs {
                 tcp_timestamps: 0.5,
                 isn_wrap: 0.3,
                 rst: 0.2,
+                proxy_v1,
+                proxy_v2,
                 ..SynthConfig::default()
             };
             let (got, truth, _) = extract(&cfg);

@@ -1,0 +1,536 @@
+//! Two rebuilders, each seeing half of every connection: the server's veth is mirrored by tc
+//! into two VXLAN devices that reach two `rebuilder run` processes (UDP ports 4789 and
+//! 4790 of one collector namespace). For connections whose client port is even, the
+//! client→server direction goes to rebuilder A and server→client to B; for odd ports the
+//! other way round — as the NLB's per-direction 5-tuple hashing can do. Both forward to one
+//! analyzer. Every request must arrive exactly once, both rebuilders must have extracted some
+//! (flows spread over both), and neither may log a warning or an error about the half it
+//! cannot see.
+//!
+//! Needs root, `ip`, `tc`, `ethtool`, `curl` and `python3`: skipped otherwise, or failed when
+//! `MIRRORFLEET_REQUIRE_SYSTEM=1`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+const CLIENT_IP: &str = "10.214.1.1";
+const SERVER_IP: &str = "10.214.1.2";
+const MIRROR_SRC: &str = "10.214.2.1";
+const COLLECTOR_IP: &str = "10.214.2.2";
+
+/// The origin server: answers 200 to everything, reads Content-Length and chunked bodies,
+/// keeps connections alive (so keep-alive and pipelining work).
+const ORIGIN_PY: &str = r#"
+import sys, http.server, socketserver
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def body(self):
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""): pass
+                    return
+                self.rfile.read(size); self.rfile.readline()
+        n = int(self.headers.get("Content-Length", "0") or 0)
+        if n: self.rfile.read(n)
+    def any(self):
+        self.body()
+        out = b"origin ok\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        if self.command != "HEAD": self.wfile.write(out)
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = any
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+S((sys.argv[1], int(sys.argv[2])), H).serve_forever()
+"#;
+
+/// The analyzer: records every request as one JSON line (headers in order, body in base64).
+const RECORDER_PY: &str = r#"
+import sys, json, base64, http.server, socketserver, threading
+lock = threading.Lock()
+out = open(sys.argv[3], "a")
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def any(self):
+        n = int(self.headers.get("Content-Length", "0") or 0)
+        body = self.rfile.read(n) if n else b""
+        rec = {"method": self.command, "target": self.path,
+               "headers": [[k, v] for k, v in self.headers.items()],
+               "body": base64.b64encode(body).decode()}
+        with lock:
+            out.write(json.dumps(rec) + "\n"); out.flush()
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = any
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+S((sys.argv[1], int(sys.argv[2])), H).serve_forever()
+"#;
+
+fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{cmd} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+fn ns(ns: &str, args: &[&str]) {
+    let mut v = vec!["netns", "exec", ns];
+    v.extend_from_slice(args);
+    run("ip", &v).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Namespaces and processes of one test, removed on drop (also when the test fails).
+struct Lab {
+    names: Vec<String>,
+    children: Vec<Child>,
+    dir: PathBuf,
+}
+
+impl Lab {
+    fn spawn_in(&mut self, netns: &str, args: &[&str]) -> &mut Child {
+        let mut v = vec!["netns", "exec", netns];
+        v.extend_from_slice(args);
+        let child = Command::new("ip")
+            .args(&v)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn in namespace");
+        self.children.push(child);
+        self.children.last_mut().unwrap()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for n in &self.names {
+            let _ = run("ip", &["netns", "del", n]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn prerequisites() -> Result<(), String> {
+    let uid = run("id", &["-u"])?;
+    if uid.trim() != "0" {
+        return Err("not root".into());
+    }
+    for tool in ["ip", "tc", "ethtool", "curl", "python3"] {
+        run("sh", &["-c", &format!("command -v {tool}")])
+            .map_err(|_| format!("{tool} not installed"))?;
+    }
+    Ok(())
+}
+
+fn wait_tcp(netns: &str, addr: &str, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let probe =
+        format!("import socket; socket.create_connection(('{addr}', {port}), timeout=1).close()");
+    while run("ip", &["netns", "exec", netns, "python3", "-c", &probe]).is_err() {
+        assert!(Instant::now() < deadline, "{addr}:{port} never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[derive(Debug)]
+struct Rec {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Rec {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn read_records(path: &Path) -> Vec<Rec> {
+    use base64::Engine as _;
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("recorder writes JSON");
+            Rec {
+                method: v["method"].as_str().unwrap().to_string(),
+                target: v["target"].as_str().unwrap().to_string(),
+                headers: v["headers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|h| {
+                        (
+                            h[0].as_str().unwrap().to_string(),
+                            h[1].as_str().unwrap().to_string(),
+                        )
+                    })
+                    .collect(),
+                body: base64::engine::general_purpose::STANDARD
+                    .decode(v["body"].as_str().unwrap())
+                    .unwrap(),
+            }
+        })
+        .collect()
+}
+
+fn metrics(netns: &str, admin_port: u16) -> common::Metrics {
+    let text = run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            netns,
+            "curl",
+            "-s",
+            &format!("http://127.0.0.1:{admin_port}/metrics"),
+        ],
+    )
+    .unwrap_or_default();
+    common::Metrics::parse(&text)
+}
+
+/// Mirrors the TCP packets of `dir` (ingress: client→server; egress: server→client) whose
+/// client port has parity `parity` to `dev`.
+fn mirror_rule(netns: &str, dir: &str, parity: u32, dev: &str, prio: &str) {
+    // Ingress packets come from the client (its port is the source port), egress packets go
+    // to it (destination port). u32 offsets are from the IP header (no options here).
+    let port = if dir == "ingress" { "sport" } else { "dport" };
+    let parity = parity.to_string();
+    ns(
+        netns,
+        &[
+            "tc", "filter", "add", "dev", "s0", dir, "protocol", "ip", "prio", prio, "u32",
+            "match", "ip", "protocol", "6", "0xff", "match", "ip", port, &parity, "0x0001",
+            "action", "mirred", "egress", "mirror", "dev", dev,
+        ],
+    );
+}
+
+#[test]
+fn netns_two_rebuilders_each_with_one_direction_forward_every_request_once() {
+    if let Err(reason) = prerequisites() {
+        common::skip_or_fail(&reason);
+        return;
+    }
+    let id = format!(
+        "{}{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    );
+    let (c, s, r) = (format!("m2c{id}"), format!("m2s{id}"), format!("m2r{id}"));
+    let dir = std::env::temp_dir().join(format!("mf-two-{id}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut lab = Lab {
+        names: vec![],
+        children: vec![],
+        dir: dir.clone(),
+    };
+    for n in [&c, &s, &r] {
+        if let Err(e) = run("ip", &["netns", "add", n]) {
+            common::skip_or_fail(&format!("cannot create a network namespace: {e}"));
+            return;
+        }
+        lab.names.push(n.clone());
+        ns(n, &["ip", "link", "set", "lo", "up"]);
+    }
+    run(
+        "ip",
+        &[
+            "link", "add", "c0", "netns", &c, "type", "veth", "peer", "name", "s0", "netns", &s,
+        ],
+    )
+    .unwrap();
+    run(
+        "ip",
+        &[
+            "link", "add", "m0", "netns", &s, "mtu", "9001", "type", "veth", "peer", "name", "r0",
+            "netns", &r, "mtu", "9001",
+        ],
+    )
+    .unwrap();
+    for (n, addr, dev) in [
+        (&c, CLIENT_IP, "c0"),
+        (&s, SERVER_IP, "s0"),
+        (&s, MIRROR_SRC, "m0"),
+        (&r, COLLECTOR_IP, "r0"),
+    ] {
+        ns(n, &["ip", "addr", "add", &format!("{addr}/24"), "dev", dev]);
+    }
+    for (n, dev) in [(&c, "c0"), (&s, "s0"), (&s, "m0"), (&r, "r0")] {
+        ns(n, &["ip", "link", "set", dev, "up"]);
+        ns(
+            n,
+            &[
+                "ethtool", "-K", dev, "tx", "off", "gso", "off", "tso", "off", "gro", "off",
+            ],
+        );
+    }
+    // Two VXLAN devices, one per rebuilder (same VNI, as one mirror session would use).
+    for (dev, port) in [("vxa", "4789"), ("vxb", "4790")] {
+        ns(
+            &s,
+            &[
+                "ip",
+                "link",
+                "add",
+                dev,
+                "type",
+                "vxlan",
+                "id",
+                "4242",
+                "local",
+                MIRROR_SRC,
+                "remote",
+                COLLECTOR_IP,
+                "dstport",
+                port,
+                "dev",
+                "m0",
+                "nolearning",
+            ],
+        );
+        ns(&s, &["ip", "link", "set", dev, "up"]);
+    }
+    ns(&s, &["tc", "qdisc", "add", "dev", "s0", "clsact"]);
+    mirror_rule(&s, "ingress", 0, "vxa", "1");
+    mirror_rule(&s, "ingress", 1, "vxb", "2");
+    mirror_rule(&s, "egress", 0, "vxb", "1");
+    mirror_rule(&s, "egress", 1, "vxa", "2");
+
+    let origin = dir.join("origin.py");
+    let recorder = dir.join("recorder.py");
+    let records = dir.join("records.jsonl");
+    std::fs::write(&origin, ORIGIN_PY).unwrap();
+    std::fs::write(&recorder, RECORDER_PY).unwrap();
+    lab.spawn_in(
+        &s,
+        &["python3", origin.to_str().unwrap(), SERVER_IP, "8080"],
+    );
+    lab.spawn_in(
+        &r,
+        &[
+            "python3",
+            recorder.to_str().unwrap(),
+            "127.0.0.1",
+            "8081",
+            records.to_str().unwrap(),
+        ],
+    );
+    wait_tcp(&s, SERVER_IP, 8080);
+    wait_tcp(&r, "127.0.0.1", 8081);
+
+    let rebuilder = env!("CARGO_BIN_EXE_rebuilder");
+    let logs: Vec<PathBuf> = ["a", "b"]
+        .iter()
+        .map(|n| dir.join(format!("rebuilder-{n}.log")))
+        .collect();
+    for ((udp, admin), log) in [("4789", "9445"), ("4790", "9446")].iter().zip(&logs) {
+        let listen = format!("0.0.0.0:{udp}");
+        let admin = format!("127.0.0.1:{admin}");
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &r,
+                rebuilder,
+                "run",
+                "--listen",
+                &listen,
+                "--upstream",
+                "http://127.0.0.1:8081",
+                "--admin",
+                &admin,
+                "--workers",
+                "2",
+                "--log-format",
+                "json",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("start rebuilder");
+        lab.children.push(child);
+    }
+    for port in [9445, 9446] {
+        wait_tcp(&r, "127.0.0.1", port);
+        assert!(
+            common::wait_until(Duration::from_secs(10), || {
+                run(
+                    "ip",
+                    &[
+                        "netns",
+                        "exec",
+                        &r,
+                        "curl",
+                        "-s",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_code}",
+                        &format!("http://127.0.0.1:{port}/healthz"),
+                    ],
+                )
+                .is_ok_and(|code| code == "200")
+            }),
+            "rebuilder on admin port {port} never became healthy"
+        );
+    }
+
+    // Traffic: 12 connections from fixed client ports (6 even, 6 odd), then two keep-alive
+    // connections with three requests each and a chunked upload on each parity.
+    let base = format!("http://{SERVER_IP}:8080");
+    let curl = |port: u16, args: &[&str]| {
+        let port = port.to_string();
+        let mut v = vec![
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "10",
+            "--local-port",
+            &port,
+        ];
+        v.extend_from_slice(args);
+        ns(&c, &v);
+    };
+    let mut want: Vec<String> = Vec::new();
+    for i in 0..12u16 {
+        let target = format!("/two/{i}?port={}", 41000 + i);
+        curl(
+            41000 + i,
+            &["-H", "Host: two.example", &format!("{base}{target}")],
+        );
+        want.push(target);
+    }
+    let upload: Vec<u8> = (0..30_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let upload_path = dir.join("upload.bin");
+    std::fs::write(&upload_path, &upload).unwrap();
+    for port in [41100u16, 41101] {
+        let ka: Vec<String> = (1..=3).map(|k| format!("/ka/{port}/{k}")).collect();
+        let urls: Vec<String> = ka.iter().map(|t| format!("{base}{t}")).collect();
+        let mut args = vec!["-H", "Host: ka.example"];
+        args.extend(urls.iter().map(String::as_str));
+        curl(port, &args);
+        want.extend(ka);
+        let target = format!("/upload/{port}");
+        curl(
+            port + 100,
+            &[
+                "-H",
+                "Transfer-Encoding: chunked",
+                "--data-binary",
+                &format!("@{}", upload_path.display()),
+                &format!("{base}{target}"),
+            ],
+        );
+        want.push(target);
+    }
+
+    let arrived = common::wait_until(Duration::from_secs(20), || {
+        let recs = read_records(&records);
+        want.iter().all(|w| recs.iter().any(|r| &r.target == w))
+    });
+    // Late duplicates would show up now.
+    std::thread::sleep(Duration::from_millis(1500));
+    let recs = read_records(&records);
+    let (ma, mb) = (metrics(&r, 9445), metrics(&r, 9446));
+    assert!(
+        arrived,
+        "missing requests; got {:?}",
+        recs.iter().map(|r| &r.target).collect::<Vec<_>>()
+    );
+    for w in &want {
+        let got: Vec<&Rec> = recs.iter().filter(|r| &r.target == w).collect();
+        assert_eq!(got.len(), 1, "{w} arrived {} times", got.len());
+        assert_eq!(got[0].header("x-forwarded-for"), Some(CLIENT_IP), "{w}");
+        let method = if w.starts_with("/upload/") {
+            "POST"
+        } else {
+            "GET"
+        };
+        assert_eq!(got[0].method, method, "{w}");
+        if w.starts_with("/upload/") {
+            assert!(
+                got[0].body == upload,
+                "{w}: body of {} bytes",
+                got[0].body.len()
+            );
+        }
+    }
+    assert_eq!(recs.len(), want.len(), "nothing else reached the analyzer");
+
+    // Flows spread over both; each saw responses (the other half) and dropped nothing.
+    let extracted = |m: &common::Metrics| m.get("rebuilder_requests_extracted_total");
+    let (ea, eb) = (extracted(&ma), extracted(&mb));
+    assert!(ea > 0 && eb > 0, "requests extracted: A {ea}, B {eb}");
+    assert_eq!(ea + eb, want.len() as u64, "A {ea} + B {eb}");
+    assert_eq!(ma.forwarded() + mb.forwarded(), want.len() as u64);
+    for (name, m) in [("A", &ma), ("B", &mb)] {
+        assert!(
+            m.get("rebuilder_response_packets_total") > 0,
+            "{name} saw no server→client half"
+        );
+        for reason in [
+            "bad_request",
+            "message_gap",
+            "message_incomplete",
+            "head_too_large",
+            "proxy_header_malformed",
+            "health_check",
+        ] {
+            assert_eq!(m.decode_drops(reason), 0, "{name}: {reason}");
+        }
+    }
+    for (name, log) in ["A", "B"].iter().zip(&logs) {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let bad: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("\"level\":\"ERROR\"") || l.contains("\"level\":\"WARN\""))
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "rebuilder {name} logged:\n{}",
+            bad.join("\n")
+        );
+        assert!(
+            text.contains("\"level\":\"INFO\""),
+            "rebuilder {name} log: {text}"
+        );
+    }
+}

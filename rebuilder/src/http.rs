@@ -741,6 +741,9 @@ impl Parser {
             };
             let verdict = if self.buf.len() + take > max {
                 Line::No
+            } else if ctx.budget.used + take > ctx.budget.limit {
+                ctx.stats.count_drop(DropReason::OverBudget);
+                Line::No
             } else {
                 self.buf.extend_from_slice(&input[..take]);
                 request_line(&self.buf, false)
@@ -1079,6 +1082,11 @@ impl Parser {
             return;
         };
         p.body_seen += bytes.len() as u64;
+        if p.req.body_truncated {
+            // Once cut, the body stays a prefix: bytes are never appended after a hole (the
+            // budget may have room again later).
+            return;
+        }
         let room = ctx.limits.max_body_bytes.saturating_sub(p.req.body.len());
         let budget_room = ctx.budget.limit.saturating_sub(ctx.budget.used);
         let take = bytes.len().min(room).min(budget_room);
@@ -1129,6 +1137,14 @@ impl Parser {
             );
             return &input[take..];
         }
+        if !complete && ctx.budget.used + take > ctx.budget.limit {
+            self.drop_message(
+                DropReason::OverBudget,
+                State::Sync { line_start: false },
+                ctx,
+            );
+            return &input[take..];
+        }
         if !complete {
             self.buf.extend_from_slice(input);
             self.account(ctx.budget);
@@ -1162,6 +1178,14 @@ impl Parser {
         if self.buf.len() + take > ctx.limits.max_header_bytes {
             self.drop_message(
                 DropReason::HeadTooLarge,
+                State::Sync { line_start: false },
+                ctx,
+            );
+            return &input[take..];
+        }
+        if ctx.budget.used + take > ctx.budget.limit {
+            self.drop_message(
+                DropReason::OverBudget,
                 State::Sync { line_start: false },
                 ctx,
             );

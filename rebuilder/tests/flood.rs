@@ -1,0 +1,158 @@
+//! Floods through the engine (small enough for `make test`; full size: `cargo bench -p
+//! rebuilder --bench flood`): the flow cap and the memory budget hold at every step, evictions
+//! and drops are counted, attacker bytes never become a request, and the legitimate
+//! connections mixed into the flood are recovered exactly.
+
+mod floodkit;
+
+use floodkit::{Flood, Plan, run};
+use rebuilder::{DropReason, EngineConfig};
+
+fn plan(flood: Flood, flood_packets: usize) -> Plan {
+    Plan {
+        flood,
+        flood_packets,
+        legit_connections: 300,
+        legit_concurrency: 50,
+        config: EngineConfig {
+            max_flows: 4_000,
+            memory_budget_bytes: 2 * 1024 * 1024,
+            ..EngineConfig::default()
+        },
+        seed: 8,
+    }
+}
+
+#[test]
+fn a_flood_of_concurrent_connections_is_evicted_counted_and_legitimate_flows_survive() {
+    let o = run(&plan(Flood::Flows, 2 * 12_000), |_| {});
+    eprintln!("{o:?}");
+    assert_eq!(
+        o.max_active_flows, 4_000,
+        "the table filled up to its cap, no further"
+    );
+    assert!(o.stats.flows_evicted >= 8_000, "{}", o.stats.flows_evicted);
+    // Attacker heads held in evicted directions are counted as lost requests.
+    assert!(o.stats.drops(DropReason::FlowEvicted) > 0);
+    assert_eq!(o.foreign, 0);
+    assert_eq!(
+        o.legit_corrupted, 0,
+        "no legitimate request is altered or duplicated"
+    );
+    assert!(
+        o.recovered_fraction() >= 0.99,
+        "recovered {:.4}",
+        o.recovered_fraction()
+    );
+}
+
+#[test]
+fn a_syn_flood_keeps_the_table_at_its_cap_and_legitimate_flows_survive() {
+    let o = run(&plan(Flood::Syn, 20_000), |_| {});
+    eprintln!("{o:?}");
+    assert_eq!(o.max_active_flows, 4_000);
+    assert!(o.stats.flows_evicted >= 16_000 - 4_000);
+    assert_eq!(o.foreign, 0);
+    assert_eq!(o.legit_corrupted, 0);
+    assert!(
+        o.recovered_fraction() >= 0.99,
+        "recovered {:.4}",
+        o.recovered_fraction()
+    );
+}
+
+#[test]
+fn random_garbage_is_dropped_by_reason_and_legitimate_flows_are_all_recovered() {
+    let o = run(&plan(Flood::Garbage, 30_000), |_| {});
+    eprintln!("{o:?} {}", o.drops_line());
+    for r in [DropReason::VxlanMalformed, DropReason::MalformedPacket] {
+        assert!(o.stats.drops(r) > 0, "{}", r.as_str());
+    }
+    assert_eq!(o.stats.packets, o.legit_packets + o.flood_packets);
+    assert_eq!(o.foreign, 0);
+    assert_eq!(o.legit_corrupted, 0);
+    assert_eq!(
+        o.legit_recovered, o.legit_expected,
+        "every legitimate request"
+    );
+}
+
+#[test]
+fn maximum_size_datagrams_out_of_order_stay_within_the_budget_and_are_counted() {
+    let o = run(&plan(Flood::Jumbo, 3_000), |_| {});
+    eprintln!("{o:?} {}", o.drops_line());
+    assert!(o.max_buffered_bytes <= 2 * 1024 * 1024);
+    assert!(
+        o.max_buffered_bytes > 1024 * 1024,
+        "the flood did fill the budget"
+    );
+    assert!(o.stats.drops(DropReason::OverBudget) > 0);
+    assert_eq!(o.foreign, 0);
+    assert_eq!(o.legit_corrupted, 0);
+    // The budget is shared: while the attacker holds it, legitimate out-of-order segments
+    // are dropped (`over_budget`, then holes) and bodies are cut (flagged, a prefix of the
+    // truth). Measured: 943 of 1,350 intact, 317 flagged truncated, 90 lost (12 counted as
+    // `message_gap`, the others wholly inside skipped holes: `gaps`), 0 altered.
+    assert!(o.legit_truncated > 0);
+    assert!(
+        o.recovered_fraction() >= 0.6,
+        "recovered {:.4}",
+        o.recovered_fraction()
+    );
+}
+
+/// Many connections each hold an unfinished chunk-size line or trailer section (never
+/// terminated): the bytes held are charged to the global budget and refused beyond it
+/// (counted as `over_budget`), whatever the number of connections.
+#[test]
+fn unfinished_chunk_lines_and_trailers_on_many_flows_stay_within_the_budget() {
+    use etherparse::PacketBuilder;
+    let budget = 256 * 1024;
+    let mut engine = rebuilder::Engine::new(EngineConfig {
+        memory_budget_bytes: budget,
+        ..EngineConfig::default()
+    });
+    let mut out = Vec::new();
+    let mut now = 1_700_000_000_000_000u64;
+    let mut send = |engine: &mut rebuilder::Engine, port: u16, seq: u32, syn: bool, p: &[u8]| {
+        now += 1;
+        let mut tcp = PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([10, 9, (port >> 8) as u8, port as u8], [10, 0, 0, 2], 64)
+            .tcp(port, 80, seq, 65535);
+        tcp = if syn { tcp.syn() } else { tcp.ack(1) };
+        let mut frame = Vec::new();
+        tcp.write(&mut frame, p).unwrap();
+        let d = rebuilder::vxlan::encapsulate(1, &frame);
+        engine.on_vxlan_payload(now, &d, &mut out);
+    };
+    let chunk_head = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let trailer_head = b"POST /t HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: ";
+    let filler = vec![b'0'; 1000];
+    let text = vec![b'v'; 1000];
+    for port in 1000..3000u16 {
+        send(&mut engine, port, 0, true, b"");
+        let (head, fill): (&[u8], &[u8]) = if port % 2 == 0 {
+            (chunk_head, &filler)
+        } else {
+            (trailer_head, &text)
+        };
+        send(&mut engine, port, 1, false, head);
+        send(
+            &mut engine,
+            port,
+            1 + head.len() as u32,
+            false,
+            &fill[..900],
+        );
+        assert!(
+            engine.buffered_bytes() <= budget,
+            "buffered {} > budget {budget} after {} flows",
+            engine.buffered_bytes(),
+            port - 999
+        );
+    }
+    assert!(engine.stats().drops(DropReason::OverBudget) > 0);
+    engine.finish(&mut out);
+    assert!(out.is_empty());
+    assert_eq!(engine.buffered_bytes(), 0);
+}

@@ -5,7 +5,8 @@
 //! other way round — as the NLB's per-direction 5-tuple hashing can do. Both forward to one
 //! analyzer. Every request must arrive exactly once, both rebuilders must have extracted some
 //! (flows spread over both), and neither may log a warning or an error about the half it
-//! cannot see.
+//! cannot see. Two of the connections start with a PROXY header (v1, v2): the analyzer gets
+//! the header's client in X-Forwarded-For; a load-balancer health check is dropped.
 //!
 //! Needs root, `ip`, `tc`, `ethtool`, `curl` and `python3`: skipped otherwise, or failed when
 //! `MIRRORFLEET_REQUIRE_SYSTEM=1`.
@@ -206,6 +207,32 @@ fn read_records(path: &Path) -> Vec<Rec> {
         })
         .collect()
 }
+
+/// A load balancer's connection: a PROXY header (v1 TCP4, or v2 IPv6 with a TLV) then one
+/// request, sent in one write from a fixed client port.
+const PROXIED_PY: &str = r#"
+import socket, struct, sys, ipaddress
+version, client, server, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((client, port))
+s.connect((server, 8080))
+if version == "1":
+    hdr = ("PROXY TCP4 203.0.113.9 %s 5555 8080\r\n" % server).encode()
+else:
+    body = (ipaddress.IPv6Address("2001:db8::9").packed + ipaddress.IPv6Address("2001:db8::1").packed
+            + struct.pack("!HH", 6666, 8080) + b"\x04\x00\x03abc")
+    hdr = b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x21]) + struct.pack("!H", len(body)) + body
+req = ("GET /proxied/v%s HTTP/1.1\r\nHost: lb.example\r\nConnection: close\r\n\r\n" % version).encode()
+s.sendall(hdr + req)
+s.settimeout(5)
+try:
+    while s.recv(65536):
+        pass
+except Exception:
+    pass
+s.close()
+"#;
 
 fn metrics(netns: &str, admin_port: u16) -> common::Metrics {
     let text = run(
@@ -462,6 +489,34 @@ fn netns_two_rebuilders_each_with_one_direction_forward_every_request_once() {
         want.push(target);
     }
 
+    // Connections opened by a load balancer speaking PROXY protocol (one per parity), and a
+    // load-balancer health check (dropped, counted).
+    let proxied = dir.join("proxied.py");
+    std::fs::write(&proxied, PROXIED_PY).unwrap();
+    for (version, port) in [("1", "41300"), ("2", "41301")] {
+        ns(
+            &c,
+            &[
+                "python3",
+                proxied.to_str().unwrap(),
+                version,
+                CLIENT_IP,
+                SERVER_IP,
+                port,
+            ],
+        );
+        want.push(format!("/proxied/v{version}"));
+    }
+    curl(
+        41400,
+        &["-A", "ELB-HealthChecker/2.0", &format!("{base}/health")],
+    );
+    let xff = |target: &str| match target {
+        "/proxied/v1" => "203.0.113.9",
+        "/proxied/v2" => "2001:db8::9",
+        _ => CLIENT_IP,
+    };
+
     let arrived = common::wait_until(Duration::from_secs(20), || {
         let recs = read_records(&records);
         want.iter().all(|w| recs.iter().any(|r| &r.target == w))
@@ -478,7 +533,7 @@ fn netns_two_rebuilders_each_with_one_direction_forward_every_request_once() {
     for w in &want {
         let got: Vec<&Rec> = recs.iter().filter(|r| &r.target == w).collect();
         assert_eq!(got.len(), 1, "{w} arrived {} times", got.len());
-        assert_eq!(got[0].header("x-forwarded-for"), Some(CLIENT_IP), "{w}");
+        assert_eq!(got[0].header("x-forwarded-for"), Some(xff(w)), "{w}");
         let method = if w.starts_with("/upload/") {
             "POST"
         } else {
@@ -512,11 +567,25 @@ fn netns_two_rebuilders_each_with_one_direction_forward_every_request_once() {
             "message_incomplete",
             "head_too_large",
             "proxy_header_malformed",
-            "health_check",
         ] {
             assert_eq!(m.decode_drops(reason), 0, "{name}: {reason}");
         }
     }
+    assert_eq!(
+        ma.decode_drops("health_check") + mb.decode_drops("health_check"),
+        1,
+        "the health check was dropped by the rebuilder that saw its request"
+    );
+    assert_eq!(
+        ma.get("rebuilder_proxy_headers_total"),
+        1,
+        "A read the v1 header (even port)"
+    );
+    assert_eq!(
+        mb.get("rebuilder_proxy_headers_total"),
+        1,
+        "B read the v2 header (odd port)"
+    );
     for (name, log) in ["A", "B"].iter().zip(&logs) {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         let bad: Vec<&str> = text

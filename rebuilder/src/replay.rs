@@ -405,6 +405,9 @@ pub struct GenerateArgs {
     /// Fraction of connections starting with a PROXY protocol v2 header.
     #[arg(long, default_value_t = 0.0)]
     pub proxy_v2: f64,
+    /// Fraction of connections that are an ALB health check (`ELB-HealthChecker/2.0`).
+    #[arg(long, default_value_t = 0.0)]
+    pub health_checks: f64,
     #[arg(long, default_value_t = 0.0)]
     pub vlan: f64,
     #[arg(long, default_value_t = 1500)]
@@ -471,6 +474,7 @@ impl GenerateArgs {
             outer_ipv6: self.outer_ipv6,
             proxy_v1: self.proxy_v1,
             proxy_v2: self.proxy_v2,
+            health_checks: self.health_checks,
             vlan: self.vlan,
             mtu: self.mtu,
             duplicate_mirror: self.duplicate_mirror,

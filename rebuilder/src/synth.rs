@@ -140,6 +140,10 @@ pub struct SynthConfig {
     /// Fraction of connections with a PROXY protocol v2 header (after `proxy_v1` is drawn;
     /// with a TLV, as an NLB sends).
     pub proxy_v2: f64,
+    /// Fraction of connections that are a load balancer's health check: one
+    /// `GET /health` with `User-Agent: ELB-HealthChecker/2.0`, as an ALB sends it (dropped by
+    /// the engine's default health-check rule; the truth lists it as captured).
+    pub health_checks: f64,
     /// Fraction of connections whose inner frames carry an 802.1Q tag.
     pub vlan: f64,
     /// Fraction of tagged connections that use two tags (QinQ) instead of one.
@@ -202,6 +206,7 @@ impl Default for SynthConfig {
             outer_ipv6: false,
             proxy_v1: 0.0,
             proxy_v2: 0.0,
+            health_checks: 0.0,
             vlan: 0.0,
             qinq: 0.0,
             mtu: 1500,
@@ -256,6 +261,7 @@ impl SynthConfig {
             outer_ipv6: false,
             proxy_v1: 0.0,
             proxy_v2: 0.0,
+            health_checks: 0.0,
             vlan: 0.1,
             qinq: 0.1,
             mtu: 1500,
@@ -739,6 +745,48 @@ struct BuiltRequest {
     expect: bool,
 }
 
+/// An ALB health check, byte for byte as the ALB sends it.
+fn health_check_request(server: &SocketAddr) -> BuiltRequest {
+    let headers: Vec<(String, Vec<u8>)> = [
+        ("Host", server.to_string()),
+        ("Connection", "close".to_string()),
+        ("User-Agent", "ELB-HealthChecker/2.0".to_string()),
+        ("Accept-Encoding", "gzip, compressed".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.into_bytes()))
+    .collect();
+    let mut bytes = b"GET /health HTTP/1.1\r\n".to_vec();
+    for (k, v) in &headers {
+        bytes.extend_from_slice(k.as_bytes());
+        bytes.extend_from_slice(b": ");
+        bytes.extend_from_slice(v);
+        bytes.extend_from_slice(b"\r\n");
+    }
+    bytes.extend_from_slice(b"\r\n");
+    let any = SocketAddr::from(([0, 0, 0, 0], 0));
+    BuiltRequest {
+        head_len: bytes.len(),
+        bytes,
+        terminator_at: None,
+        request: HttpRequest {
+            ts_us: 0,
+            vni: 0,
+            client: any,
+            peer: any,
+            server: any,
+            method: "GET".into(),
+            target: "/health".into(),
+            version: 1,
+            headers,
+            body: Vec::new(),
+            chunked: false,
+            body_truncated: false,
+        },
+        expect: false,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn build_request(
     cfg: &SynthConfig,
@@ -1009,7 +1057,12 @@ fn build_connection(cfg: &SynthConfig, rng: &mut SplitMix64, id: u64, mid_stream
     script.push(Dir::ClientToServer, F_ACK, 0, 0);
 
     let mut requests = Vec::with_capacity(n);
-    for i in 0..n {
+    // Drawn only when asked: same seeds, same captures as before the knob existed.
+    let health_check = cfg.health_checks > 0.0 && rng.chance(cfg.health_checks);
+    if health_check {
+        requests.push(health_check_request(&conn.server));
+    }
+    for i in 0..if health_check { 0 } else { n } {
         let built = build_request(cfg, rng, id, i, i + 1 == n, http10, pipelined, &host);
         requests.push(built);
         if requests[i]

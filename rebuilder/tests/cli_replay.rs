@@ -375,3 +375,62 @@ fn replay_prints_the_proxy_protocol_client_and_the_tcp_peer() {
     );
     assert!(stderr.contains("drop_health_check 0\n"), "{stderr}");
 }
+
+#[test]
+fn health_checks_are_dropped_by_default_and_kept_or_narrowed_by_flags() {
+    let dir = TempDir::new();
+    let (pcap, truth) = generate(
+        &dir.0,
+        &[
+            "--connections",
+            "40",
+            "--health-checks",
+            "0.4",
+            "--seed",
+            "9",
+        ],
+    );
+    let is_hc = |v: &serde_json::Value| v["target"] == "/health";
+    let checks = truth.iter().filter(|v| is_hc(v)).count();
+    assert!(
+        checks > 0 && checks < truth.len(),
+        "{checks} of {}",
+        truth.len()
+    );
+    let replay = |extra: &[&str]| {
+        let mut args = vec!["replay", pcap.to_str().unwrap(), "--with-body"];
+        args.extend_from_slice(extra);
+        let out = ok(rebuilder(&args));
+        let got: BTreeSet<String> = lines(&out.stdout).iter().map(ident).collect();
+        (got, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let all: BTreeSet<String> = truth.iter().map(ident).collect();
+    let without: BTreeSet<String> = truth.iter().filter(|v| !is_hc(v)).map(ident).collect();
+
+    let (got, stderr) = replay(&[]);
+    assert!(
+        got == without,
+        "the default rule drops exactly the health checks"
+    );
+    assert!(
+        stderr.contains(&format!("drop_health_check {checks}\n")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("requests {}\n", without.len())),
+        "{stderr}"
+    );
+
+    let (got, stderr) = replay(&["--keep-health-checks"]);
+    assert!(got == all, "--keep-health-checks keeps everything");
+    assert!(stderr.contains("drop_health_check 0\n"), "{stderr}");
+
+    // Narrowed to another path: the ALB's checks of /health are kept.
+    let (got, _) = replay(&["--health-check-paths", "/healthz"]);
+    assert!(got == all);
+    let (got, _) = replay(&["--health-check-paths", "/health,/healthz"]);
+    assert!(got == without);
+    // Another agent list: not these.
+    let (got, _) = replay(&["--health-check-user-agents", "kube-probe/"]);
+    assert!(got == all);
+}

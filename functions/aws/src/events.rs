@@ -91,6 +91,16 @@ pub enum EventError {
         value: String,
         kind: &'static str,
     },
+    #[error(
+        "event from account {event_account:?} region {event_region:?} is not for this function \
+         (account {account}, region {region}): nothing done"
+    )]
+    ForeignEvent {
+        event_account: String,
+        event_region: String,
+        account: String,
+        region: String,
+    },
 }
 
 impl EventError {
@@ -105,7 +115,60 @@ impl EventError {
             EventError::UnsupportedResourceType(_) => "unsupported_resource_type",
             EventError::NoResource { .. } => "no_resource",
             EventError::BadId { .. } => "bad_id",
+            EventError::ForeignEvent { .. } => "foreign_event",
         }
+    }
+}
+
+/// The account and region a function acts in. An event from elsewhere (a cross-account or
+/// cross-region rule, a replayed event) names resources this function cannot see or must not
+/// touch: it fails with [`EventError::ForeignEvent`] before any API call (Lambda retries it,
+/// then the DLQ keeps it, so the misrouting is visible). Parts left `None` are not checked.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Home {
+    pub account: Option<String>,
+    pub region: Option<String>,
+}
+
+impl Home {
+    /// The account and region of a Lambda function ARN
+    /// (`arn:<partition>:lambda:<region>:<account>:function:<name>[:qualifier]`); a part that
+    /// does not look right is left unchecked. `region` (the SDK's) wins over the ARN's.
+    pub fn from_function_arn(arn: &str, region: Option<&str>) -> Home {
+        let parts: Vec<&str> = arn.split(':').collect();
+        let arn_ok = parts.len() >= 7 && parts[0] == "arn" && parts[2] == "lambda";
+        let account = arn_ok
+            .then(|| parts[4])
+            .filter(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))
+            .map(str::to_owned);
+        let region = region
+            .map(str::to_owned)
+            .or_else(|| arn_ok.then(|| parts[3].to_owned()))
+            .filter(|r| !r.is_empty());
+        Home { account, region }
+    }
+
+    /// Ok when the event's `account` and `region` are this function's (unchecked parts pass).
+    pub fn admits(&self, payload: &Value) -> Result<(), EventError> {
+        let field = |name: &str| {
+            payload
+                .get(name)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let (event_account, event_region) = (field("account"), field("region"));
+        let foreign = self.account.as_ref().is_some_and(|a| *a != event_account)
+            || self.region.as_ref().is_some_and(|r| *r != event_region);
+        if foreign {
+            return Err(EventError::ForeignEvent {
+                event_account,
+                event_region,
+                account: self.account.clone().unwrap_or_else(|| "any".into()),
+                region: self.region.clone().unwrap_or_else(|| "any".into()),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -437,6 +500,37 @@ mod tests {
         let mut v = sample("cloudtrail-attach-network-interface.json");
         v["detail"]["requestParameters"]["networkInterfaceId"] = "eni-1,eni-2".into();
         assert!(matches!(parse(v).unwrap_err(), EventError::BadId { .. }));
+    }
+
+    #[test]
+    fn the_home_comes_from_the_function_arn_and_the_sdk_region() {
+        let h = Home::from_function_arn(
+            "arn:aws:lambda:eu-west-1:123456789012:function:onboard-eni",
+            Some("eu-west-1"),
+        );
+        assert_eq!(h.account.as_deref(), Some("123456789012"));
+        assert_eq!(h.region.as_deref(), Some("eu-west-1"));
+        let h = Home::from_function_arn("not an arn", None);
+        assert_eq!(h, Home::default());
+    }
+
+    #[test]
+    fn an_event_for_another_account_or_region_is_foreign() {
+        let home = Home {
+            account: Some("123456789012".into()),
+            region: Some("us-east-1".into()),
+        };
+        let v = sample("tag-change-eni.json");
+        home.admits(&v).unwrap();
+        let mut other_account = v.clone();
+        other_account["account"] = "210987654321".into();
+        let err = home.admits(&other_account).unwrap_err();
+        assert_eq!(err.label(), "foreign_event");
+        assert!(err.to_string().contains("210987654321"), "{err}");
+        let mut other_region = v;
+        other_region["region"] = "eu-west-1".into();
+        assert!(home.admits(&other_region).is_err());
+        Home::default().admits(&other_region).unwrap();
     }
 
     #[test]

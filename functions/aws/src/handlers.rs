@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 use crate::ec2::{Ec2Api, NewSession, PacketLengthChange, SessionUpdate};
 use crate::error::AwsError;
-use crate::events::{self, EventError, Trigger};
+use crate::events::{self, EventError, Home, Trigger};
 use crate::fleet::FleetApi;
 use crate::observe::observe;
 use crate::telemetry;
@@ -88,6 +88,9 @@ pub struct MirrorRun {
     pub function: &'static str,
     pub settings: MirrorSettings,
     pub concurrency: usize,
+    /// The account and region this function acts in; events from elsewhere are refused
+    /// before any API call. Empty (nothing checked) unless the binary sets it.
+    pub home: Home,
 }
 
 impl MirrorRun {
@@ -96,6 +99,15 @@ impl MirrorRun {
             function,
             settings,
             concurrency: DEFAULT_APPLY_CONCURRENCY,
+            home: Home::default(),
+        }
+    }
+
+    /// This run for one invocation of the function `function_arn` in the SDK's `region`.
+    pub fn for_function(&self, function_arn: &str, region: Option<&str>) -> MirrorRun {
+        MirrorRun {
+            home: Home::from_function_arn(function_arn, region),
+            ..self.clone()
         }
     }
 }
@@ -106,7 +118,10 @@ pub async fn onboard<E: Ec2Api + Clone>(
     run: &MirrorRun,
     payload: Value,
 ) -> Result<Report, HandlerError> {
+    // A malformed event is named as such first; a well-formed one from elsewhere is refused.
+    let admitted = run.home.admits(&payload);
     let triggered = events::parse(payload)?;
+    admitted?;
     if triggered.trigger == Trigger::Scheduled {
         return Err(HandlerError::WrongTrigger {
             function: run.function,
@@ -123,7 +138,10 @@ pub async fn reconcile<E: Ec2Api + Clone>(
     run: &MirrorRun,
     payload: Value,
 ) -> Result<Report, HandlerError> {
+    // A malformed event is named as such first; a well-formed one from elsewhere is refused.
+    let admitted = run.home.admits(&payload);
     let triggered = events::parse(payload)?;
+    admitted?;
     if triggered.trigger != Trigger::Scheduled {
         return Err(HandlerError::WrongTrigger {
             function: run.function,

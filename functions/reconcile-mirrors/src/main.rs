@@ -15,8 +15,12 @@ async fn main() -> anyhow::Result<()> {
     let config = clients::sdk_config().await;
     let ec2 = clients::ec2(&config);
     let run = MirrorRun::new("reconcile-mirrors", settings);
-    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
-        handlers::reconcile(&ec2, &run, event.payload)
+    let region = config.region().map(ToString::to_string);
+    let (ec2, run, region) = (&ec2, &run, region.as_deref());
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| async move {
+        // Events for another account or region are refused before any API call.
+        let run = run.for_function(&event.context.invoked_function_arn, region);
+        handlers::reconcile(ec2, &run, event.payload).await
     }))
     .await
     .map_err(|e| anyhow::anyhow!(e))

@@ -6,7 +6,9 @@
 //! analyzer. Every request must arrive exactly once, both rebuilders must have extracted some
 //! (flows spread over both), and neither may log a warning or an error about the half it
 //! cannot see. Two of the connections start with a PROXY header (v1, v2): the analyzer gets
-//! the header's client in X-Forwarded-For; a load-balancer health check is dropped.
+//! the header's client in X-Forwarded-For. Both rebuilders narrow the health-check rule to
+//! `/health` (A by `REBUILDER_HEALTH_CHECK_PATHS`, B by `--health-check-paths`): the
+//! balancer's checks of `/health` are dropped, its requests to other paths forwarded.
 //!
 //! Needs root, `ip`, `tc`, `ethtool`, `curl` and `python3`: skipped otherwise, or failed when
 //! `MIRRORFLEET_REQUIRE_SYSTEM=1`.
@@ -385,16 +387,20 @@ fn netns_two_rebuilders_each_with_one_direction_forward_every_request_once() {
         .iter()
         .map(|n| dir.join(format!("rebuilder-{n}.log")))
         .collect();
+    // The health-check rule narrowed to the path /health: A through the environment, B
+    // through its flag.
     for ((udp, admin), log) in [("4789", "9445"), ("4790", "9446")].iter().zip(&logs) {
         let listen = format!("0.0.0.0:{udp}");
         let admin = format!("127.0.0.1:{admin}");
-        let child = Command::new("ip")
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &r, rebuilder, "run"]);
+        if *udp == "4789" {
+            cmd.env("REBUILDER_HEALTH_CHECK_PATHS", "/health");
+        } else {
+            cmd.args(["--health-check-paths", "/health"]);
+        }
+        let child = cmd
             .args([
-                "netns",
-                "exec",
-                &r,
-                rebuilder,
-                "run",
                 "--listen",
                 &listen,
                 "--upstream",
@@ -507,10 +513,22 @@ fn netns_two_rebuilders_each_with_one_direction_forward_every_request_once() {
         );
         want.push(format!("/proxied/v{version}"));
     }
-    curl(
-        41400,
-        &["-A", "ELB-HealthChecker/2.0", &format!("{base}/health")],
-    );
+    // Health checks of /health on both parities are dropped (one by each rebuilder); with
+    // the balancer's agent on another path they are forwarded.
+    for (port, target) in [
+        (41400, "/health"),
+        (41401, "/health"),
+        (41402, "/status"),
+        (41403, "/status?odd"),
+    ] {
+        curl(
+            port,
+            &["-A", "ELB-HealthChecker/2.0", &format!("{base}{target}")],
+        );
+        if target != "/health" {
+            want.push(target.to_string());
+        }
+    }
     let xff = |target: &str| match target {
         "/proxied/v1" => "203.0.113.9",
         "/proxied/v2" => "2001:db8::9",
@@ -572,9 +590,12 @@ fn netns_two_rebuilders_each_with_one_direction_forward_every_request_once() {
         }
     }
     assert_eq!(
-        ma.decode_drops("health_check") + mb.decode_drops("health_check"),
-        1,
-        "the health check was dropped by the rebuilder that saw its request"
+        (
+            ma.decode_drops("health_check"),
+            mb.decode_drops("health_check")
+        ),
+        (1, 1),
+        "each rebuilder dropped the health check whose request it saw"
     );
     assert_eq!(
         ma.get("rebuilder_proxy_headers_total"),

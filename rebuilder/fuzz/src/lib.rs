@@ -1,0 +1,585 @@
+//! Harnesses of the fuzz targets: each takes structured input (`arbitrary`), drives one stage
+//! of the engine and checks its invariants, panicking (= a finding) when one is broken.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use arbitrary::Arbitrary;
+use etherparse::PacketBuilder;
+use rebuilder::engine::{Engine, EngineConfig, EngineStats};
+use rebuilder::health_check::HealthCheckRule;
+use rebuilder::http::{Ctx, Limits as HttpLimits, Meta, Parser};
+use rebuilder::reassembly::{
+    Budget, Limits as StreamLimits, Pushed, Segment, Sink, Stream, seq_diff,
+};
+use rebuilder::request::HttpRequest;
+
+/// A canned client byte stream: segments cut from it carry consistent data at consistent
+/// sequence numbers, so reordering, duplication and loss of real requests are explored fast.
+pub const STREAM: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\
+POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world\
+POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nT: v\r\n\r\n\
+PUT /d HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc\
+GET /e HTTP/1.0\nHost: y\n\n\
+POST /f HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nzz\r\n0\r\n\r\n\
+GET /g HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x05hello";
+
+/// Payload of a built segment.
+#[derive(Arbitrary, Debug, Clone)]
+pub enum Payload {
+    /// `STREAM[offset..offset + len]` (sequence number = ISN + 1 + offset).
+    Canned { offset: u16, len: u16 },
+    /// Arbitrary bytes at an arbitrary offset (conflicting overlaps, garbage).
+    Raw { offset: u16, bytes: Vec<u8> },
+}
+
+/// One input event of the engine target.
+#[derive(Arbitrary, Debug, Clone)]
+pub enum EngineOp {
+    /// A raw UDP payload (VXLAN header first), as received on port 4789.
+    Datagram(Vec<u8>),
+    /// A raw captured link-layer frame.
+    Frame(Vec<u8>),
+    /// A raw inner frame behind a valid VXLAN header.
+    Inner { vni: u8, frame: Vec<u8> },
+    /// A well-formed TCP segment of one of a few connections, VXLAN-encapsulated.
+    Segment {
+        conn: u8,
+        /// Server -> client instead of client -> server.
+        reverse: bool,
+        syn: bool,
+        fin: bool,
+        rst: bool,
+        /// A second incarnation of the connection (another ISN).
+        new_isn: bool,
+        /// A sequence number far from the stream (outside any window).
+        wild_seq: Option<u32>,
+        payload: Payload,
+        /// Bytes cut off the end of the inner frame (AWS PacketLength).
+        cut: u8,
+        ipv6: bool,
+    },
+    /// The clock advances by this many µs (scaled), then the timer runs.
+    Timer(u16),
+}
+
+/// Input of the engine target.
+#[derive(Arbitrary, Debug, Clone)]
+pub struct EngineInput {
+    /// Tiny caps (evictions, budgets, gaps) instead of the defaults.
+    pub small_caps: bool,
+    pub ops: Vec<EngineOp>,
+}
+
+fn small_engine_config() -> EngineConfig {
+    EngineConfig {
+        max_flows: 6,
+        max_ooo_bytes_per_flow: 600,
+        max_ooo_segments_per_flow: 6,
+        memory_budget_bytes: 2_000,
+        gap_skip_bytes: 300,
+        gap_timeout_us: 2_000,
+        gap_timeout_after_fin_us: 500,
+        idle_timeout_us: 50_000,
+        closed_linger_us: 5_000,
+        max_header_bytes: 256,
+        max_headers: 8,
+        max_body_bytes: 16,
+        ..EngineConfig::default()
+    }
+}
+
+/// The inner Ethernet frame of a TCP segment.
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_frame(
+    client: SocketAddr,
+    server: SocketAddr,
+    reverse: bool,
+    seq: u32,
+    syn: bool,
+    fin: bool,
+    rst: bool,
+    payload: &[u8],
+) -> Vec<u8> {
+    let (src, dst) = if reverse {
+        (server, client)
+    } else {
+        (client, server)
+    };
+    let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+    let ip = match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
+        _ => unreachable!("same family"),
+    };
+    let mut tcp = ip.tcp(src.port(), dst.port(), seq, 65535).ack(1);
+    if syn {
+        tcp = tcp.syn();
+    }
+    if fin {
+        tcp = tcp.fin();
+    }
+    if rst {
+        tcp = tcp.rst();
+    }
+    let mut out = Vec::with_capacity(tcp.size(payload.len()));
+    tcp.write(&mut out, payload).expect("segment fits");
+    out
+}
+
+fn conn_addrs(conn: u8, ipv6: bool) -> (SocketAddr, SocketAddr) {
+    let c = conn % 4;
+    if ipv6 {
+        (
+            SocketAddr::new(
+                Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1).into(),
+                40_000 + u16::from(c),
+            ),
+            SocketAddr::new(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2).into(), 80),
+        )
+    } else {
+        (
+            SocketAddr::new(Ipv4Addr::new(10, 0, 0, 1).into(), 40_000 + u16::from(c)),
+            SocketAddr::new(Ipv4Addr::new(10, 0, 0, 2).into(), 80),
+        )
+    }
+}
+
+/// Runs the ops through one engine; checks the engine's invariants.
+pub fn run_engine(input: &EngineInput) {
+    let mut engine = Engine::new(if input.small_caps {
+        small_engine_config()
+    } else {
+        EngineConfig::default()
+    });
+    let mut out: Vec<HttpRequest> = Vec::new();
+    let mut now: u64 = 1_700_000_000_000_000;
+    let mut emitted = 0u64;
+    for op in &input.ops {
+        now += 1;
+        match op {
+            EngineOp::Datagram(d) => engine.on_vxlan_payload(now, d, &mut out),
+            EngineOp::Frame(f) => engine.on_captured_frame(now, f, &mut out),
+            EngineOp::Inner { vni, frame } => {
+                let d = rebuilder::vxlan::encapsulate(u32::from(*vni), frame);
+                engine.on_vxlan_payload(now, &d, &mut out);
+            }
+            EngineOp::Segment {
+                conn,
+                reverse,
+                syn,
+                fin,
+                rst,
+                new_isn,
+                wild_seq,
+                payload,
+                cut,
+                ipv6,
+            } => {
+                let (client, server) = conn_addrs(*conn, *ipv6);
+                // ISNs just below 2^32: every stream crosses the wraparound.
+                let isn = 0xFFFF_FF00u32
+                    .wrapping_add(u32::from(*conn) * 7919)
+                    .wrapping_add(if *new_isn { 0x4000_0000 } else { 0 })
+                    .wrapping_add(if *reverse { 0x1234_5678 } else { 0 });
+                let (offset, bytes): (u32, &[u8]) = match payload {
+                    Payload::Canned { offset, len } => {
+                        let o = usize::from(*offset) % (STREAM.len() + 1);
+                        let e = (o + usize::from(*len) % 1400).min(STREAM.len());
+                        (o as u32, &STREAM[o..e])
+                    }
+                    Payload::Raw { offset, bytes } => {
+                        (u32::from(*offset), &bytes[..bytes.len().min(9000)])
+                    }
+                };
+                let seq = match (wild_seq, syn) {
+                    (Some(s), _) => *s,
+                    (None, true) => isn,
+                    (None, false) => isn.wrapping_add(1).wrapping_add(offset),
+                };
+                let mut frame = tcp_frame(client, server, *reverse, seq, *syn, *fin, *rst, bytes);
+                let cut = usize::from(*cut).min(bytes.len());
+                frame.truncate(frame.len() - cut);
+                let d = rebuilder::vxlan::encapsulate(4242, &frame);
+                engine.on_vxlan_payload(now, &d, &mut out);
+            }
+            EngineOp::Timer(dt) => {
+                now += u64::from(*dt) * 16;
+                engine.on_timer(now, &mut out);
+            }
+        }
+        check_requests(&out[emitted as usize..]);
+        emitted = out.len() as u64;
+        assert!(
+            engine.buffered_bytes() <= engine.config().memory_budget_bytes,
+            "budget exceeded: {} > {}",
+            engine.buffered_bytes(),
+            engine.config().memory_budget_bytes
+        );
+        assert!(engine.active_flows() <= engine.config().max_flows);
+    }
+    engine.finish(&mut out);
+    check_requests(&out[emitted as usize..]);
+    let stats = engine.stats();
+    assert_eq!(
+        stats.requests,
+        out.len() as u64,
+        "every emitted request is counted"
+    );
+    assert_eq!(engine.buffered_bytes(), 0, "finish releases every buffer");
+    assert_eq!(engine.active_flows(), 0, "finish empties the table");
+    assert_eq!(
+        stats.packets,
+        input
+            .ops
+            .iter()
+            .filter(|o| !matches!(o, EngineOp::Timer(_)))
+            .count() as u64
+    );
+}
+
+fn check_requests(reqs: &[HttpRequest]) {
+    for r in reqs {
+        assert!(
+            !r.method.is_empty() && r.method.bytes().all(|b| b.is_ascii_graphic()),
+            "{r:?}"
+        );
+        assert!(!r.target.is_empty(), "{r:?}");
+        assert!(r.version <= 1, "{r:?}");
+    }
+}
+
+/// Input of the HTTP target: a byte stream and the points where it is split.
+#[derive(Arbitrary, Debug, Clone)]
+pub struct HttpInput {
+    /// The stream start (SYN) was seen.
+    pub at_start: bool,
+    /// Tiny caps instead of the defaults.
+    pub small_caps: bool,
+    /// Split points (positions modulo the stream length).
+    pub cuts: Vec<u16>,
+    /// Some pieces are followed by a gap of this length (second, gap-tolerant pass).
+    pub gaps: Vec<(u16, u16)>,
+    pub wire: Vec<u8>,
+}
+
+struct HttpRun {
+    parser: Parser,
+    budget: Budget,
+    stats: EngineStats,
+    out: Vec<HttpRequest>,
+    limits: HttpLimits,
+}
+
+impl HttpRun {
+    fn new(at_start: bool, small: bool) -> HttpRun {
+        HttpRun {
+            parser: if at_start {
+                Parser::at_stream_start()
+            } else {
+                Parser::new()
+            },
+            budget: Budget::new(if small { 512 } else { 1 << 20 }),
+            stats: EngineStats::default(),
+            out: Vec::new(),
+            limits: if small {
+                HttpLimits {
+                    max_header_bytes: 128,
+                    max_headers: 6,
+                    max_body_bytes: 16,
+                    health_checks: HealthCheckRule::OFF,
+                }
+            } else {
+                HttpLimits {
+                    max_header_bytes: 32 * 1024,
+                    max_headers: 128,
+                    max_body_bytes: 1 << 20,
+                    health_checks: HealthCheckRule::OFF,
+                }
+            },
+        }
+    }
+    fn ctx(&mut self) -> (&mut Parser, Ctx<'_>) {
+        (
+            &mut self.parser,
+            Ctx {
+                limits: &self.limits,
+                budget: &mut self.budget,
+                stats: &mut self.stats,
+                out: &mut self.out,
+                meta: Meta {
+                    vni: 7,
+                    client: SocketAddr::from(([10, 0, 0, 1], 40_000)),
+                    server: SocketAddr::from(([10, 0, 0, 2], 80)),
+                },
+            },
+        )
+    }
+    fn data(&mut self, bytes: &[u8]) {
+        let (p, mut ctx) = self.ctx();
+        p.data(1, bytes, &mut ctx);
+        self.check();
+    }
+    fn gap(&mut self, len: u64) {
+        let (p, mut ctx) = self.ctx();
+        p.gap(len, &mut ctx);
+        self.check();
+    }
+    fn end(&mut self) {
+        let (p, mut ctx) = self.ctx();
+        p.end(&mut ctx);
+        self.check();
+        assert_eq!(self.parser.held(), 0, "end releases everything");
+    }
+    fn check(&self) {
+        assert_eq!(
+            self.budget.used,
+            self.parser.held(),
+            "held bytes are what is charged"
+        );
+        check_requests(&self.out);
+        assert_eq!(self.stats.requests, self.out.len() as u64);
+        for r in &self.out {
+            assert!(
+                r.body.len() <= self.limits.max_body_bytes,
+                "body over the cap"
+            );
+        }
+    }
+}
+
+/// Whole stream vs. the same stream split anywhere: identical requests and counters. Then
+/// the stream with gaps: the parser's accounting stays exact and nothing panics.
+pub fn run_http(input: &HttpInput) {
+    let wire = &input.wire;
+    let mut whole = HttpRun::new(input.at_start, input.small_caps);
+    whole.data(wire);
+    whole.end();
+
+    let mut points: Vec<usize> = input
+        .cuts
+        .iter()
+        .map(|c| usize::from(*c) % (wire.len() + 1))
+        .collect();
+    points.push(0);
+    points.push(wire.len());
+    points.sort_unstable();
+    let mut split = HttpRun::new(input.at_start, input.small_caps);
+    for w in points.windows(2) {
+        split.data(&wire[w[0]..w[1]]);
+    }
+    split.end();
+    assert_eq!(split.out, whole.out, "split points change the requests");
+    assert_eq!(split.stats, whole.stats, "split points change the counters");
+
+    if !input.gaps.is_empty() {
+        let mut gappy = HttpRun::new(input.at_start, input.small_caps);
+        let mut gaps: Vec<(usize, u64)> = input
+            .gaps
+            .iter()
+            .map(|(at, len)| (usize::from(*at) % (wire.len() + 1), u64::from(*len) + 1))
+            .collect();
+        gaps.sort_unstable();
+        let mut pos = 0;
+        for (at, len) in gaps {
+            // The bytes of the gap are not delivered.
+            let at = at.max(pos);
+            gappy.data(&wire[pos..at]);
+            gappy.gap(len);
+            pos = (at + len as usize).min(wire.len());
+        }
+        gappy.data(&wire[pos..]);
+        gappy.end();
+        // A request emitted despite gaps is one of the whole stream's requests or lies
+        // wholly inside bytes the whole run did not emit a request for (resync on a
+        // request line inside a body): it never holds bytes across a gap, which the
+        // per-request check cannot see; the exact accounting above is what is asserted.
+        assert!(gappy.out.len() <= wire.len());
+    }
+}
+
+/// Input of the reassembly target.
+#[derive(Arbitrary, Debug, Clone)]
+pub struct StreamInput {
+    pub tiny_caps: bool,
+    pub isn: u32,
+    pub ops: Vec<StreamOp>,
+}
+
+/// One reassembly event.
+#[derive(Arbitrary, Debug, Clone)]
+pub enum StreamOp {
+    Segment {
+        /// Offset from the ISN (sequence = ISN + offset, wrapping).
+        offset: u16,
+        /// Far outside any window instead.
+        wild: Option<u32>,
+        len: u16,
+        /// Bytes cut off the end (PacketLength).
+        missing: u8,
+        syn: bool,
+        fin: bool,
+        /// Carries the alternative content (a conflicting overlap).
+        conflicting: bool,
+    },
+    Timer(u16),
+    Close,
+}
+
+/// The true content at sequence number `s`, and the conflicting alternative.
+fn content(s: u32, conflicting: bool) -> u8 {
+    let b = (s.wrapping_mul(2_654_435_761) >> 24) as u8;
+    if conflicting { !b } else { b }
+}
+
+struct Recorder {
+    budget: Budget,
+    /// Sequence number of the next byte the sink expects (known once the start is known).
+    cursor: Option<u32>,
+    ends: u32,
+    delivered: u64,
+    gap_bytes: u64,
+    /// Sequence ranges written with conflicting content.
+    conflicts: Vec<(u32, u32)>,
+    /// The first broken invariant seen by the sink.
+    err: Option<String>,
+}
+
+impl Sink for Recorder {
+    fn data(&mut self, _ts: u64, bytes: &[u8]) {
+        assert_eq!(self.ends, 0, "data after end");
+        let c = self.cursor.expect("start known before data");
+        for (i, b) in bytes.iter().enumerate() {
+            let s = c.wrapping_add(i as u32);
+            let conflicted = self
+                .conflicts
+                .iter()
+                .any(|&(a, e)| seq_diff(s, a) >= 0 && seq_diff(e, s) > 0);
+            if *b != content(s, false) && !(conflicted && *b == content(s, true)) {
+                self.err = Some(format!("foreign byte at seq {s}"));
+            }
+        }
+        self.cursor = Some(c.wrapping_add(bytes.len() as u32));
+        self.delivered += bytes.len() as u64;
+    }
+    fn gap(&mut self, len: u64) {
+        assert_eq!(self.ends, 0, "gap after end");
+        assert!(len > 0 && len < 1 << 32, "gap of {len}");
+        let c = self.cursor.expect("start known before a gap");
+        self.cursor = Some(c.wrapping_add(len as u32));
+        self.gap_bytes += len;
+    }
+    fn end(&mut self) {
+        self.ends += 1;
+        assert_eq!(self.ends, 1, "end delivered twice");
+    }
+    fn budget(&mut self) -> &mut Budget {
+        &mut self.budget
+    }
+}
+
+/// Any sequence of segments: only true (or conflicting-overlap) bytes delivered, each
+/// position at most once and in order, `end` at most once (exactly once after close), the
+/// budget always equal to the buffered bytes and back to 0 at the end; with no conflicting
+/// segment, the bytes delivered are exactly the true content.
+pub fn run_stream(input: &StreamInput) {
+    let limits = if input.tiny_caps {
+        StreamLimits {
+            max_ooo_bytes: 300,
+            max_ooo_segments: 4,
+            gap_skip_bytes: 200,
+            gap_timeout_us: 1_000,
+            gap_timeout_after_fin_us: 100,
+        }
+    } else {
+        StreamLimits {
+            max_ooo_bytes: 256 * 1024,
+            max_ooo_segments: 128,
+            gap_skip_bytes: 64 * 1024,
+            gap_timeout_us: 500_000,
+            gap_timeout_after_fin_us: 50_000,
+        }
+    };
+    let mut rec = Recorder {
+        budget: Budget::new(if input.tiny_caps { 500 } else { 32 << 20 }),
+        cursor: None,
+        ends: 0,
+        delivered: 0,
+        gap_bytes: 0,
+        conflicts: Vec::new(),
+        err: None,
+    };
+    let mut stream = Stream::new();
+    let mut now = 1u64;
+    let mut payload = Vec::new();
+    for op in &input.ops {
+        now += 1;
+        match op {
+            StreamOp::Segment {
+                offset,
+                wild,
+                len,
+                missing,
+                syn,
+                fin,
+                conflicting,
+            } => {
+                let seq = wild.unwrap_or(input.isn.wrapping_add(u32::from(*offset)));
+                let len = usize::from(*len) % 3000;
+                let missing = u32::from(*missing).min(len as u32);
+                let start = if *syn { seq.wrapping_add(1) } else { seq };
+                payload.clear();
+                payload.extend(
+                    (0..len - missing as usize)
+                        .map(|i| content(start.wrapping_add(i as u32), *conflicting)),
+                );
+                if *conflicting {
+                    rec.conflicts.push((start, start.wrapping_add(len as u32)));
+                }
+                let seg = Segment {
+                    ts_us: now,
+                    seq,
+                    syn: *syn,
+                    fin: *fin,
+                    payload: &payload,
+                    missing,
+                };
+                if stream.is_new_connection(&seg) {
+                    // The engine starts a new stream here; this harness stops.
+                    break;
+                }
+                if rec.cursor.is_none() && (*syn || len > 0) {
+                    rec.cursor = Some(start);
+                }
+                let before = stream.buffered_bytes();
+                let pushed = stream.push(seg, &limits, &mut rec);
+                if pushed == Pushed::OverBudget {
+                    assert_eq!(
+                        stream.buffered_bytes(),
+                        before,
+                        "an over-budget segment is dropped"
+                    );
+                }
+            }
+            StreamOp::Timer(dt) => {
+                now += u64::from(*dt);
+                stream.on_timer(now, &limits, &mut rec);
+            }
+            StreamOp::Close => stream.close(&mut rec),
+        }
+        assert_eq!(
+            rec.budget.used,
+            stream.buffered_bytes(),
+            "budget == buffered bytes"
+        );
+        assert!(stream.buffered_bytes() <= limits.max_ooo_bytes);
+        if let Some(e) = &rec.err {
+            panic!("{e}");
+        }
+    }
+    stream.close(&mut rec);
+    assert_eq!(rec.ends, 1, "end delivered exactly once");
+    assert_eq!(rec.budget.used, 0, "close releases the buffer");
+    if let Some(e) = &rec.err {
+        panic!("{e}");
+    }
+}

@@ -897,6 +897,21 @@ impl Parser {
         prev[..n - prev_start].copy_from_slice(&self.buf[prev_start..]);
         let end = head_end(&prev[..n - prev_start], input);
         let take = end.unwrap_or(input.len());
+        if self.first_message {
+            // Decide HTTP or opaque on the bytes so far before any cap applies, as when the
+            // same bytes arrive in one piece (the verdict must not depend on segmentation).
+            let mut probe = Vec::with_capacity(n + take.min(max + 1));
+            probe.extend_from_slice(&self.buf);
+            probe.extend_from_slice(&input[..take.min(max + 1)]);
+            match classify_start(&probe, max) {
+                Start::Opaque => {
+                    self.become_opaque(ctx);
+                    return &[];
+                }
+                Start::Http => self.first_message = false,
+                Start::More => {}
+            }
+        }
         if n + take > max {
             self.drop_message(
                 DropReason::HeadTooLarge,
@@ -916,16 +931,6 @@ impl Parser {
             return &input[take..];
         }
         self.buf.extend_from_slice(&input[..take]);
-        if self.first_message {
-            match classify_start(&self.buf, max) {
-                Start::Opaque => {
-                    self.become_opaque(ctx);
-                    return &[];
-                }
-                Start::Http => self.first_message = false,
-                Start::More => {}
-            }
-        }
         if end.is_some() {
             let head = std::mem::take(&mut self.buf);
             self.complete_head(&head, ctx);

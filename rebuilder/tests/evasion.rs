@@ -119,8 +119,10 @@ impl Wire {
     }
 }
 
-/// (method, target, body) of each request: what the analyzer is shown.
-fn seen(reqs: &[HttpRequest]) -> Vec<(String, String, String)> {
+/// (method, target, body): what the analyzer is shown of a request.
+type Seen = (String, String, String);
+
+fn seen(reqs: &[HttpRequest]) -> Vec<Seen> {
     reqs.iter()
         .map(|r| {
             (
@@ -132,7 +134,7 @@ fn seen(reqs: &[HttpRequest]) -> Vec<(String, String, String)> {
         .collect()
 }
 
-fn one(method: &str, target: &str, body: &str) -> (String, String, String) {
+fn one(method: &str, target: &str, body: &str) -> Seen {
     (method.into(), target.into(), body.into())
 }
 
@@ -414,7 +416,7 @@ Content-Length: 3\r\n\r\nxyz";
 // ---------------------------------------------------------------- heads and framing
 
 /// Run one connection carrying `stream` (in one segment) and return what was seen.
-fn through(stream: &[u8]) -> (Vec<(String, String, String)>, Vec<(&'static str, u64)>) {
+fn through(stream: &[u8]) -> (Vec<Seen>, Vec<(&'static str, u64)>) {
     let mut w = Wire::new(1000);
     w.syn();
     w.send(0, stream);

@@ -171,7 +171,7 @@ impl Attacker {
                 let conn = i / 2;
                 let src = attacker(conn);
                 let isn = (conn as u32).wrapping_mul(2_654_435_761);
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     tcp_payload(src, server, isn, true, b"", &mut self.buf);
                 } else {
                     let head = std::mem::take(&mut self.head);
@@ -330,7 +330,7 @@ pub fn run(plan: &Plan, mut sample: impl FnMut(&Engine)) -> Outcome {
         let d = attacker.next();
         engine.on_vxlan_payload(now, d, &mut out);
         sent_flood += 1;
-        if sent_flood % 4096 == 0 {
+        if sent_flood.is_multiple_of(4096) {
             step(&engine, &mut o);
             collect(&mut out, &mut o);
         }
@@ -365,8 +365,11 @@ pub fn run(plan: &Plan, mut sample: impl FnMut(&Engine)) -> Outcome {
                 o.legit_truncated += 1
             }
             t => {
-                if o.legit_corrupted == 0 && std::env::var_os("MF_FLOOD_DEBUG").is_some() {
-                    if let Some(t) = t {
+                if o.legit_corrupted == 0
+                    && std::env::var_os("MF_FLOOD_DEBUG").is_some()
+                    && let Some(t) = t
+                {
+                    {
                         let diff = r.body.iter().zip(&t.body).position(|(a, b)| a != b);
                         eprintln!(
                             "corrupted: len {} truth {} truncated {} first diff {diff:?} headers equal {}",

@@ -1,0 +1,111 @@
+//! Full-size floods through the engine, each in a child process whose peak RSS (VmHWM) is
+//! measured: 100,000+ concurrent attacker connections, a SYN flood, random garbage and
+//! maximum-size datagrams, each mixed with generated legitimate traffic (3,000 connections).
+//! Default engine caps (100,000 flow directions, 32 MiB budget). Prints one row per flood with
+//! evictions, drops, the legitimate requests recovered, and RSS vs. the configured ceiling
+//! (memory budget + flow table at its cap + the process's baseline). Exit 1 when a cap or the
+//! ceiling is exceeded, or a legitimate request is altered.
+//!
+//! `cargo bench -p rebuilder --bench flood`; knobs: MF_FLOOD (comma list of flows,syn,garbage,
+//! jumbo), MF_FLOOD_SCALE (multiplies the attacker packet counts, default 1).
+
+#[path = "../tests/floodkit/mod.rs"]
+mod floodkit;
+
+use floodkit::{Flood, Plan};
+use rebuilder::EngineConfig;
+
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn plan(flood: Flood, scale: f64) -> Plan {
+    let n = |x: f64| (x * scale) as usize;
+    Plan {
+        flood,
+        flood_packets: match flood {
+            // 150,000 connections (two packets each): the 100,000-direction table overflows.
+            Flood::Flows => n(300_000.0),
+            Flood::Syn => n(1_000_000.0),
+            Flood::Garbage => n(1_000_000.0),
+            Flood::Jumbo => n(100_000.0),
+        },
+        legit_connections: 3_000,
+        legit_concurrency: 300,
+        config: EngineConfig::default(),
+        seed: 2026,
+    }
+}
+
+/// Table entry cost used for the ceiling (docs/engine.md: ~264 bytes per entry + 4-byte
+/// index; rounded up for slab chunks and hash-table slack).
+const ENTRY_BYTES: u64 = 400;
+
+fn child(flood: Flood, scale: f64) -> i32 {
+    let plan = plan(flood, scale);
+    let baseline = status_kib("VmRSS:");
+    let o = floodkit::run(&plan, |_| {});
+    let hwm = status_kib("VmHWM:");
+    let ceiling_kib = baseline
+        + (plan.config.memory_budget_bytes as u64 + plan.config.max_flows as u64 * ENTRY_BYTES)
+            / 1024;
+    println!(
+        "| {} | {} | {:.1} s | {} | {} | {} / {} ({:.2} %) + {} truncated, {} altered, {} foreign | {:.1} MiB (ceiling {:.1}) | {} |",
+        flood.name(),
+        o.flood_packets,
+        o.seconds,
+        o.max_active_flows,
+        o.stats.flows_evicted,
+        o.legit_recovered,
+        o.legit_expected,
+        o.recovered_fraction() * 100.0,
+        o.legit_truncated,
+        o.legit_corrupted,
+        o.foreign,
+        hwm as f64 / 1024.0,
+        ceiling_kib as f64 / 1024.0,
+        o.drops_line(),
+    );
+    if hwm > ceiling_kib || o.legit_corrupted > 0 || o.foreign > 0 {
+        eprintln!("flood {}: FAILED", flood.name());
+        return 1;
+    }
+    0
+}
+
+fn main() {
+    let scale: f64 = std::env::var("MF_FLOOD_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    if let Ok(name) = std::env::var("MF_FLOOD_CHILD") {
+        let flood = Flood::parse(&name).expect("known flood");
+        std::process::exit(child(flood, scale));
+    }
+    let floods: Vec<Flood> = std::env::var("MF_FLOOD")
+        .ok()
+        .map(|v| v.split(',').filter_map(Flood::parse).collect())
+        .unwrap_or_else(|| Flood::ALL.to_vec());
+    println!(
+        "| flood | attacker packets | time | max flows | evicted | legitimate requests recovered | peak RSS | drops |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let exe = std::env::current_exe().unwrap();
+    let mut failed = false;
+    for f in floods {
+        let st = std::process::Command::new(&exe)
+            .env("MF_FLOOD_CHILD", f.name())
+            .status()
+            .expect("child runs");
+        failed |= !st.success();
+    }
+    if failed {
+        std::process::exit(1);
+    }
+}

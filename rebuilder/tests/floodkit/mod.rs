@@ -139,6 +139,8 @@ fn attacker(i: u64) -> SocketAddr {
 
 struct Attacker {
     flood: Flood,
+    /// Datagrams the attacker will send in all.
+    total: u64,
     rng: SplitMix64,
     n: u64,
     buf: Vec<u8>,
@@ -147,11 +149,12 @@ struct Attacker {
 }
 
 impl Attacker {
-    fn new(flood: Flood, seed: u64) -> Attacker {
+    fn new(flood: Flood, seed: u64, total: u64) -> Attacker {
         let mut head = b"POST /flood HTTP/1.1\r\nHost: victim\r\nX-Pad: ".to_vec();
         head.extend(std::iter::repeat_n(b'p', 150));
         Attacker {
             flood,
+            total,
             rng: SplitMix64::new(seed ^ 0xF100D),
             n: 0,
             buf: Vec::with_capacity(9216),
@@ -213,16 +216,17 @@ impl Attacker {
                 }
             }
             Flood::Jumbo => {
-                // 200 attacker connections: a SYN each, then segments past a hole at the
-                // stream start that is never filled.
-                const CONNS: u64 = 200;
-                let conn = i % CONNS;
+                // One attacker connection per 8 datagrams: a SYN each, then segments past a
+                // hole at the stream start that is never filled (7 × 8,961 bytes stay under
+                // `gap_skip_bytes`: all of it is held until the hole times out).
+                let conns = (self.total / 8).max(1);
+                let conn = i % conns;
                 let src = attacker(conn);
                 let isn = (conn as u32).wrapping_mul(2_654_435_761);
-                if i < CONNS {
+                if i < conns {
                     tcp_payload(src, server, isn, true, b"", &mut self.buf);
                 } else {
-                    let k = i / CONNS - 1;
+                    let k = i / conns - 1;
                     let jumbo = std::mem::take(&mut self.jumbo);
                     let seq = isn
                         .wrapping_add(1 + 100)
@@ -254,17 +258,92 @@ fn same(a: &HttpRequest, b: &HttpRequest) -> bool {
         && a.server == b.server
 }
 
+/// Matches emitted legitimate requests with the truth as both arrive, so that memory holds
+/// only what is in flight (the RSS measured is the engine's, not the checker's).
+#[derive(Default)]
+struct Matcher {
+    emitted: HashMap<Vec<u8>, HttpRequest>,
+    truth: HashMap<Vec<u8>, HttpRequest>,
+    matched: std::collections::HashSet<Vec<u8>>,
+    expected: u64,
+    recovered: u64,
+    truncated: u64,
+    corrupted: u64,
+}
+
+impl Matcher {
+    fn emitted(&mut self, id: Vec<u8>, r: HttpRequest) {
+        if self.matched.contains(&id) || self.emitted.contains_key(&id) {
+            self.corrupted += 1; // emitted twice
+        } else if let Some(t) = self.truth.remove(&id) {
+            self.judge(&t, &r);
+            self.matched.insert(id);
+        } else {
+            self.emitted.insert(id, r);
+        }
+    }
+
+    fn truth(&mut self, id: Vec<u8>, t: HttpRequest) {
+        self.expected += 1;
+        if let Some(r) = self.emitted.remove(&id) {
+            self.judge(&t, &r);
+            self.matched.insert(id);
+        } else {
+            self.truth.insert(id, t);
+        }
+    }
+
+    fn judge(&mut self, t: &HttpRequest, r: &HttpRequest) {
+        if same(t, r) {
+            self.recovered += 1;
+        } else if r.body_truncated
+            && t.body.starts_with(&r.body)
+            && same(
+                t,
+                &HttpRequest {
+                    body: t.body.clone(),
+                    body_truncated: t.body_truncated,
+                    ..r.clone()
+                },
+            )
+        {
+            self.truncated += 1;
+        } else {
+            if self.corrupted == 0 && std::env::var_os("MF_FLOOD_DEBUG").is_some() {
+                let diff = r.body.iter().zip(&t.body).position(|(a, b)| a != b);
+                eprintln!(
+                    "altered: len {} truth {} truncated {} first diff {diff:?} headers equal {}",
+                    r.body.len(),
+                    t.body.len(),
+                    r.body_truncated,
+                    r.headers == t.headers
+                );
+            }
+            self.corrupted += 1;
+        }
+    }
+}
+
 /// Runs the plan in this process. `sample` is called every 100 ms of traffic time with the
 /// engine (for RSS sampling by the caller).
 pub fn run(plan: &Plan, mut sample: impl FnMut(&Engine)) -> Outcome {
     let started = std::time::Instant::now();
-    let legit_frames = Generator::new(legit_config(plan)).count().max(1);
+    let legit_frames = {
+        let mut g = Generator::new(legit_config(plan));
+        let mut n = 0usize;
+        while g.next().is_some() {
+            n += 1;
+            if n.is_multiple_of(1024) {
+                g.drain_truth();
+            }
+        }
+        n.max(1)
+    };
     let mut legit = Generator::new(legit_config(plan));
-    let mut attacker = Attacker::new(plan.flood, plan.seed);
+    let mut attacker = Attacker::new(plan.flood, plan.seed, plan.flood_packets as u64);
     let mut engine = Engine::new(plan.config.clone());
     let mut out = Vec::new();
-    let mut truth: HashMap<Vec<u8>, HttpRequest> = HashMap::new();
-    let mut emitted: HashMap<Vec<u8>, HttpRequest> = HashMap::new();
+    let mut m = Matcher::default();
     let mut o = Outcome {
         stats: EngineStats::default(),
         flood_packets: 0,
@@ -280,17 +359,26 @@ pub fn run(plan: &Plan, mut sample: impl FnMut(&Engine)) -> Outcome {
     };
     let mut now = legit_config(plan).start_ts_us;
     let mut next_timer = 0u64;
-    let mut collect = |out: &mut Vec<HttpRequest>, o: &mut Outcome| {
+    let collect = |out: &mut Vec<HttpRequest>, o: &mut Outcome, m: &mut Matcher| {
         for r in out.drain(..) {
             let from_attacker =
                 matches!(r.client.ip(), std::net::IpAddr::V4(a) if a.octets()[0] == 172);
             match request_id(&r) {
                 Some(id) if !from_attacker => {
-                    if emitted.insert(id.to_vec(), r).is_some() {
-                        o.legit_corrupted += 1; // emitted twice
-                    }
+                    let id = id.to_vec();
+                    m.emitted(id, r);
                 }
                 _ => o.foreign += 1,
+            }
+        }
+    };
+    let truth = |legit: &mut Generator, m: &mut Matcher| {
+        for t in legit.drain_truth() {
+            if t.expected
+                && let Some(id) = request_id(&t.request)
+            {
+                let id = id.to_vec();
+                m.truth(id, t.request);
             }
         }
     };
@@ -307,12 +395,14 @@ pub fn run(plan: &Plan, mut sample: impl FnMut(&Engine)) -> Outcome {
             engine.active_flows()
         );
     };
-    for (n, frame) in legit.by_ref().enumerate() {
+    let mut n = 0usize;
+    while let Some(frame) = legit.next() {
         now = frame.ts_us;
         engine.on_captured_frame(now, &frame.data, &mut out);
         o.legit_packets += 1;
+        n += 1;
         // Attacker packets spread evenly over the legitimate traffic.
-        let due = (n + 1) * plan.flood_packets / legit_frames;
+        let due = n * plan.flood_packets / legit_frames;
         while sent_flood < due.min(plan.flood_packets) {
             let d = attacker.next();
             engine.on_vxlan_payload(now, d, &mut out);
@@ -324,7 +414,8 @@ pub fn run(plan: &Plan, mut sample: impl FnMut(&Engine)) -> Outcome {
             sample(&engine);
         }
         step(&engine, &mut o);
-        collect(&mut out, &mut o);
+        collect(&mut out, &mut o, &mut m);
+        truth(&mut legit, &mut m);
     }
     while sent_flood < plan.flood_packets {
         let d = attacker.next();
@@ -332,58 +423,20 @@ pub fn run(plan: &Plan, mut sample: impl FnMut(&Engine)) -> Outcome {
         sent_flood += 1;
         if sent_flood.is_multiple_of(4096) {
             step(&engine, &mut o);
-            collect(&mut out, &mut o);
+            collect(&mut out, &mut o, &mut m);
         }
     }
     step(&engine, &mut o);
     sample(&engine);
     engine.finish(&mut out);
-    collect(&mut out, &mut o);
-    for t in legit.drain_truth() {
-        if t.expected
-            && let Some(id) = request_id(&t.request)
-        {
-            truth.insert(id.to_vec(), t.request);
-        }
-    }
-    o.legit_expected = truth.len() as u64;
-    for (id, r) in &emitted {
-        match truth.get(id) {
-            Some(t) if same(t, r) => o.legit_recovered += 1,
-            Some(t)
-                if r.body_truncated
-                    && t.body.starts_with(&r.body)
-                    && same(
-                        t,
-                        &HttpRequest {
-                            body: t.body.clone(),
-                            body_truncated: t.body_truncated,
-                            ..r.clone()
-                        },
-                    ) =>
-            {
-                o.legit_truncated += 1
-            }
-            t => {
-                if o.legit_corrupted == 0
-                    && std::env::var_os("MF_FLOOD_DEBUG").is_some()
-                    && let Some(t) = t
-                {
-                    {
-                        let diff = r.body.iter().zip(&t.body).position(|(a, b)| a != b);
-                        eprintln!(
-                            "corrupted: len {} truth {} truncated {} first diff {diff:?} headers equal {}",
-                            r.body.len(),
-                            t.body.len(),
-                            r.body_truncated,
-                            r.headers == t.headers
-                        );
-                    }
-                }
-                o.legit_corrupted += 1
-            }
-        }
-    }
+    collect(&mut out, &mut o, &mut m);
+    truth(&mut legit, &mut m);
+    // Emitted without a truth: not a legitimate request as sent.
+    m.corrupted += m.emitted.len() as u64;
+    o.legit_expected = m.expected;
+    o.legit_recovered = m.recovered;
+    o.legit_truncated = m.truncated;
+    o.legit_corrupted = m.corrupted;
     o.flood_packets = sent_flood as u64;
     o.stats = engine.stats().clone();
     o.seconds = started.elapsed().as_secs_f64();

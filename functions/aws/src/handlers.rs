@@ -128,7 +128,13 @@ pub async fn onboard<E: Ec2Api + Clone>(
             trigger: triggered.trigger.label(),
         });
     }
-    info!(trigger = triggered.trigger.label(), scope = ?triggered.scope, "onboard");
+    info!(
+        trigger = triggered.trigger.label(),
+        scope = ?triggered.scope,
+        home_account = run.home.account.as_deref().unwrap_or("unchecked"),
+        home_region = run.home.region.as_deref().unwrap_or("unchecked"),
+        "onboard"
+    );
     run_mirror(ec2, run, &triggered.scope, now_unix()).await
 }
 

@@ -227,25 +227,26 @@ impl MirrorSettings {
         }
         let eni_raw = r.get("MIRROR_ENI_FILTERS");
         let instance_raw = r.get("MIRROR_INSTANCE_FILTERS");
-        let eni_filters = match EniFilters::parse(eni_raw.as_deref().unwrap_or("")) {
-            Ok(f) => f,
-            Err(e) => {
-                r.fail("MIRROR_ENI_FILTERS", e.into());
-                EniFilters::default()
-            }
-        };
-        let instance_filters = match InstanceFilters::parse(instance_raw.as_deref().unwrap_or("")) {
-            Ok(f) => f,
-            Err(e) => {
-                r.fail("MIRROR_INSTANCE_FILTERS", e.into());
-                InstanceFilters::default()
-            }
-        };
-        if eni_raw.is_none() && instance_raw.is_none() {
+        let eni_parsed = EniFilters::parse(eni_raw.as_deref().unwrap_or(""));
+        let eni_filters_ok = eni_parsed.is_ok();
+        let eni_filters = eni_parsed.unwrap_or_else(|e| {
+            r.fail("MIRROR_ENI_FILTERS", e.into());
+            EniFilters::default()
+        });
+        let instance_parsed = InstanceFilters::parse(instance_raw.as_deref().unwrap_or(""));
+        let instance_filters_ok = instance_parsed.is_ok();
+        let instance_filters = instance_parsed.unwrap_or_else(|e| {
+            r.fail("MIRROR_INSTANCE_FILTERS", e.into());
+            InstanceFilters::default()
+        });
+        // Both lists empty would select nothing, so every reconcile would delete all our
+        // sessions: refused, whether the variables are unset, empty, or an empty JSON list.
+        let parsed = eni_filters_ok && instance_filters_ok;
+        if parsed && eni_filters.is_empty() && instance_filters.is_empty() {
             r.fail(
                 "MIRROR_ENI_FILTERS",
                 Problem::Invalid {
-                    value: String::new(),
+                    value: eni_raw.unwrap_or_default(),
                     expected: "at least one of MIRROR_ENI_FILTERS and MIRROR_INSTANCE_FILTERS"
                         .to_owned(),
                 },
@@ -385,6 +386,22 @@ mod tests {
             e.to_string().contains("MIRROR_TARGET_ID is required"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_empty_selection_is_refused_however_it_is_written() {
+        for (eni, instance) in [("", ""), ("[]", ""), ("[]", "[]"), ("", "[]")] {
+            let mut env = mirror_env();
+            env.insert("MIRROR_ENI_FILTERS", eni);
+            env.insert("MIRROR_INSTANCE_FILTERS", instance);
+            let e = mirror(&env).unwrap_err();
+            assert_eq!(e.vars(), vec!["MIRROR_ENI_FILTERS"], "{eni:?} {instance:?}");
+            assert!(e.to_string().contains("at least one of"), "{e}");
+        }
+        let mut env = mirror_env();
+        env.insert("MIRROR_ENI_FILTERS", "[]");
+        env.insert("MIRROR_INSTANCE_FILTERS", "Name=tag:mirror,Values=true");
+        assert!(mirror(&env).is_ok());
     }
 
     #[test]

@@ -8,13 +8,18 @@ export CARGO_TARGET_DIR ?= /var/tmp/mirrorfleet/target
 export PATH := $(CURDIR)/.venv/bin:$(HOME)/.cargo/bin:$(PATH)
 export AWS_DEFAULT_REGION ?= us-east-1
 CARGO ?= cargo
+FUZZ_SMOKE_RUNS ?= 20000
+FUZZ_RUNS ?= 1000000
+SOAK_MINUTES ?= 10
 
-.PHONY: help setup test lint fmt-check clippy unit template-check demo bench build deploy clean
+.PHONY: help setup test lint fmt-check clippy unit fuzz-smoke template-check demo bench fuzz soak build deploy clean
 
 help:
 	@echo "make demo   - set up and run the whole pipeline locally (no AWS account)"
 	@echo "make test   - set up and run every check and test (what CI runs)"
 	@echo "make bench  - benchmarks (release builds)"
+	@echo "make fuzz   - every fuzz target for FUZZ_RUNS executions (default 1,000,000)"
+	@echo "make soak   - rebuilder run under steady load for SOAK_MINUTES (default 10)"
 	@echo "make lint   - rustfmt + clippy"
 	@echo "make build  - release artifacts: Lambda bundles (cargo lambda) and the rebuilder tarball"
 	@echo "make deploy - sam build && sam deploy --guided"
@@ -33,11 +38,16 @@ lint: fmt-check clippy
 
 # System tests fail (instead of skipping) when root, namespaces, tshark or moto are missing.
 unit: export MIRRORFLEET_REQUIRE_SYSTEM := 1
-unit:
+unit: fuzz-smoke
 	@# --all-targets: plain binaries (the system tests run them) built with the same feature set as
 	@# the tests, so the SDK crates are compiled once.
 	$(CARGO) build --workspace --all-targets --locked
 	$(CARGO) nextest run --workspace --locked --no-tests=fail
+
+# A short run of every fuzz target (its own workspace, cargo-fuzz); output only on failure.
+fuzz-smoke:
+	@echo "fuzz smoke: scripts/fuzz.sh $(FUZZ_SMOKE_RUNS) (output shown only on failure)"
+	@log=$$(mktemp); if bash scripts/fuzz.sh $(FUZZ_SMOKE_RUNS) >"$$log" 2>&1; then grep -h "^fuzz.sh" "$$log" || true; rm -f "$$log"; else cat "$$log"; rm -f "$$log"; exit 1; fi
 
 # Silent on success so that the test runner's summary stays the last thing `make test` prints.
 template-check:
@@ -50,6 +60,12 @@ demo: setup
 
 bench: setup
 	@bash scripts/bench.sh
+
+fuzz: setup
+	bash scripts/fuzz.sh $(FUZZ_RUNS)
+
+soak: setup
+	bash scripts/soak.sh $(SOAK_MINUTES)
 
 build: setup
 	cargo lambda build --release --locked --bin onboard-eni --bin reconcile-mirrors --bin size-fleet

@@ -32,4 +32,10 @@ if [ ! -f "$stamp_dir/.stamp-$want" ]; then
   rm -f "$stamp_dir"/.stamp-*
   touch "$stamp_dir/.stamp-$want"
 fi
+# cargo-fuzz for the fuzz smoke run of `make test` and for `make fuzz`.
+cargo_fuzz_version=0.13.2
+if ! cargo fuzz --version 2>/dev/null | grep -q "$cargo_fuzz_version"; then
+  echo "setup: installing cargo-fuzz $cargo_fuzz_version"
+  cargo install -q cargo-fuzz --locked --version "$cargo_fuzz_version"
+fi
 echo "setup: ok"

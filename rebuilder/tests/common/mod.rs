@@ -3,6 +3,8 @@
 //! capture generator, and the system-prerequisite policy.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};

@@ -33,11 +33,11 @@ fn build_capture(min_packets: usize) -> Capture {
     let t = Instant::now();
     let mut connections = min_packets / 40;
     loop {
-        let mut cfg = rebuilder::synth::SynthConfig::realistic(2026, connections, 256);
+        let mut cfg = rebuilder::offline::synth::SynthConfig::realistic(2026, connections, 256);
         // Live traffic: no loss; the realistic mix keeps reordering, retransmissions,
         // duplicates, pipelining, chunked bodies, IPv6 and VLAN tags.
         cfg.loss = 0.0;
-        let mut generator = rebuilder::synth::Generator::new(cfg);
+        let mut generator = rebuilder::offline::synth::Generator::new(cfg);
         let mut data = Vec::with_capacity(min_packets * 400);
         let mut index = Vec::with_capacity(min_packets + 1024);
         for frame in generator.by_ref() {
@@ -157,7 +157,7 @@ fn run_rate(cap: &Capture, pps: u64, workers: &str) -> Row {
         &["--workers", workers, "--queue-capacity", "65536"],
     );
     p.wait_health(200, Duration::from_secs(10));
-    let snmp_before = rebuilder::telemetry::read_udp_snmp();
+    let snmp_before = rebuilder::daemon::telemetry::read_udp_snmp();
     let cpu_before = p.cpu_us();
     let split_before = p.cpu_by_thread();
     let (sent, took) = send_capture(cap, p.udp, pps);
@@ -186,7 +186,7 @@ fn run_rate(cap: &Capture, pps: u64, workers: &str) -> Row {
             (k, v.saturating_sub(b) as f64 / sent as f64)
         })
         .collect();
-    let snmp_after = rebuilder::telemetry::read_udp_snmp();
+    let snmp_after = rebuilder::daemon::telemetry::read_udp_snmp();
     let host_rcvbuf_errors = match (snmp_before, snmp_after) {
         (Some(a), Some(b)) => b.rcvbuf_errors - a.rcvbuf_errors,
         _ => 0,

@@ -15,7 +15,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Metrics, Pacer, RebuilderProc, Sender, Sink};
-use rebuilder::synth::{Generator, SplitMix64, SynthConfig};
+use rebuilder::offline::synth::{Generator, SplitMix64, SynthConfig};
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

@@ -267,16 +267,20 @@ fn a_file_that_is_not_a_capture_is_a_clear_error() {
 #[test]
 fn pcapng_replays_like_pcap() {
     let dir = TempDir::new();
-    let cfg = rebuilder::synth::SynthConfig {
+    let cfg = rebuilder::offline::synth::SynthConfig {
         connections: 15,
         ..Default::default()
     };
-    let (frames, truth) = rebuilder::synth::generate(cfg);
+    let (frames, truth) = rebuilder::offline::synth::generate(cfg);
     let ng = dir.0.join("cap.pcapng");
     let pcap = dir.0.join("cap.pcap");
-    rebuilder::capture::write_pcapng(frames.clone(), std::fs::File::create(&ng).unwrap(), true)
-        .unwrap();
-    rebuilder::capture::write_pcap(frames, std::fs::File::create(&pcap).unwrap()).unwrap();
+    rebuilder::offline::capture::write_pcapng(
+        frames.clone(),
+        std::fs::File::create(&ng).unwrap(),
+        true,
+    )
+    .unwrap();
+    rebuilder::offline::capture::write_pcap(frames, std::fs::File::create(&pcap).unwrap()).unwrap();
     let a = ok(rebuilder(&["replay", ng.to_str().unwrap(), "--with-body"]));
     let b = ok(rebuilder(&[
         "replay",

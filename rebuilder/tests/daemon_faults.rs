@@ -202,7 +202,7 @@ fn garbage_and_syn_floods_hold_the_caps_and_count_evictions() {
     let sender = Sender::new(p.udp, 8);
 
     // Garbage: random bytes, short datagrams, bad VXLAN flags, VXLAN with junk inside.
-    let mut rng = rebuilder::synth::SplitMix64::new(7);
+    let mut rng = rebuilder::offline::synth::SplitMix64::new(7);
     let mut n_garbage = 0u64;
     for i in 0..30_000u64 {
         let len = rng.range(0, 200);

@@ -60,7 +60,7 @@ impl Wire {
         }
         let mut frame = Vec::new();
         tcp.write(&mut frame, payload).unwrap();
-        let d = rebuilder::vxlan::encapsulate(VNI, &frame);
+        let d = rebuilder::engine::encap::vxlan::encapsulate(VNI, &frame);
         self.engine.on_vxlan_payload(self.now, &d, &mut self.out);
     }
 

@@ -122,7 +122,7 @@ fn unfinished_chunk_lines_and_trailers_on_many_flows_stay_within_the_budget() {
         tcp = if syn { tcp.syn() } else { tcp.ack(1) };
         let mut frame = Vec::new();
         tcp.write(&mut frame, p).unwrap();
-        let d = rebuilder::vxlan::encapsulate(1, &frame);
+        let d = rebuilder::engine::encap::vxlan::encapsulate(1, &frame);
         engine.on_vxlan_payload(now, &d, &mut out);
     };
     let chunk_head = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";

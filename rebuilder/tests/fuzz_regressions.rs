@@ -19,7 +19,7 @@ fn run(config: EngineConfig, pieces: &[&[u8]]) -> (Vec<HttpRequest>, EngineStats
         tcp = if syn { tcp.syn() } else { tcp.ack(1) };
         let mut frame = Vec::new();
         tcp.write(&mut frame, p).unwrap();
-        let d = rebuilder::vxlan::encapsulate(5, &frame);
+        let d = rebuilder::engine::encap::vxlan::encapsulate(5, &frame);
         engine.on_vxlan_payload(now, &d, &mut out);
     };
     send(&mut engine, seq, true, b"");

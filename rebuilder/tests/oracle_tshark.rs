@@ -619,7 +619,7 @@ fn tshark_and_replay_agree_with_the_generator_truth_on_synthetic_captures() {
         eprintln!("skipping: {reason}");
         return;
     }
-    use rebuilder::synth::SynthConfig;
+    use rebuilder::offline::synth::SynthConfig;
     let base = SynthConfig {
         connections: 25,
         concurrency: 6,
@@ -713,9 +713,10 @@ fn tshark_and_replay_agree_with_the_generator_truth_on_synthetic_captures() {
     }
     let _cleanup = Cleanup(dir.clone());
     for (name, cfg, tshark_exact) in cases {
-        let (frames, truth) = rebuilder::synth::generate(cfg);
+        let (frames, truth) = rebuilder::offline::synth::generate(cfg);
         let pcap = dir.join(format!("{name}.pcap"));
-        rebuilder::capture::write_pcap(frames, std::fs::File::create(&pcap).unwrap()).unwrap();
+        rebuilder::offline::capture::write_pcap(frames, std::fs::File::create(&pcap).unwrap())
+            .unwrap();
         let mut want: Vec<Seen> = truth
             .iter()
             .map(|t| Seen {

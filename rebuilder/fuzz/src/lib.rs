@@ -5,13 +5,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use arbitrary::Arbitrary;
 use etherparse::PacketBuilder;
-use rebuilder::engine::{Engine, EngineConfig, EngineStats};
-use rebuilder::health_check::HealthCheckRule;
-use rebuilder::http::{Ctx, Limits as HttpLimits, Meta, Parser};
-use rebuilder::reassembly::{
-    Budget, Limits as StreamLimits, Pushed, Segment, Sink, Stream, seq_diff,
+use rebuilder::{Engine, EngineConfig, EngineStats};
+use rebuilder::engine::health_check::HealthCheckRule;
+use rebuilder::engine::http::{Ctx, HttpLimits, Meta, Parser};
+use rebuilder::engine::reassembly::{
+    Budget, StreamLimits, Pushed, Segment, Sink, Stream, seq_diff,
 };
-use rebuilder::request::HttpRequest;
+use rebuilder::engine::request::HttpRequest;
 
 /// A canned client byte stream: segments cut from it carry consistent data at consistent
 /// sequence numbers, so reordering, duplication and loss of real requests are explored fast.
@@ -160,7 +160,7 @@ pub fn run_engine(input: &EngineInput) {
             EngineOp::Datagram(d) => engine.on_vxlan_payload(now, d, &mut out),
             EngineOp::Frame(f) => engine.on_captured_frame(now, f, &mut out),
             EngineOp::Inner { vni, frame } => {
-                let d = rebuilder::vxlan::encapsulate(u32::from(*vni), frame);
+                let d = rebuilder::engine::encap::vxlan::encapsulate(u32::from(*vni), frame);
                 engine.on_vxlan_payload(now, &d, &mut out);
             }
             EngineOp::Segment {
@@ -199,7 +199,7 @@ pub fn run_engine(input: &EngineInput) {
                 let mut frame = tcp_frame(client, server, *reverse, seq, *syn, *fin, *rst, bytes);
                 let cut = usize::from(*cut).min(bytes.len());
                 frame.truncate(frame.len() - cut);
-                let d = rebuilder::vxlan::encapsulate(4242, &frame);
+                let d = rebuilder::engine::encap::vxlan::encapsulate(4242, &frame);
                 engine.on_vxlan_payload(now, &d, &mut out);
             }
             EngineOp::Timer(dt) => {

@@ -470,7 +470,7 @@ pub fn synth_payloads(
     connections: usize,
     max_body: usize,
 ) -> (Vec<(u16, Vec<u8>)>, usize) {
-    let cfg = rebuilder::synth::SynthConfig {
+    let cfg = rebuilder::offline::synth::SynthConfig {
         seed,
         connections,
         concurrency: 16,
@@ -478,7 +478,7 @@ pub fn synth_payloads(
         max_body,
         ..Default::default()
     };
-    let (frames, truth) = rebuilder::synth::generate(cfg);
+    let (frames, truth) = rebuilder::offline::synth::generate(cfg);
     let expected = truth.iter().filter(|t| t.expected).count();
     let payloads = frames
         .iter()

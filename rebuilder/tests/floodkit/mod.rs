@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use etherparse::PacketBuilder;
-use rebuilder::synth::{Generator, SplitMix64, SynthConfig};
+use rebuilder::offline::synth::{Generator, SplitMix64, SynthConfig};
 use rebuilder::{DropReason, Engine, EngineConfig, EngineStats, HttpRequest};
 
 /// What the attacker sends.

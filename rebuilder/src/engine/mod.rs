@@ -16,13 +16,22 @@
 //!
 //! VNI allow-list: applies to every packet; plain (non-VXLAN) frames have VNI 0.
 
-use crate::flow::{FlowKey, FlowTable, Lifecycle, Removed};
-use crate::health_check::HealthCheckRule;
-use crate::http::{self, Meta, Parser};
-use crate::packet::{PacketError, Parsed, TcpSegment, parse_ethernet};
-use crate::reassembly::{self, Budget, Pushed, Segment, Sink, State as StreamState, Stream};
-use crate::request::HttpRequest;
-use crate::vxlan::VxlanPacket;
+pub mod encap;
+pub mod flow;
+pub mod health_check;
+pub mod http;
+pub mod packet;
+pub mod proxy;
+pub mod reassembly;
+pub mod request;
+
+use crate::engine::encap::vxlan::VxlanPacket;
+use crate::engine::flow::{FlowKey, FlowTable, Lifecycle, Removed};
+use crate::engine::health_check::HealthCheckRule;
+use crate::engine::http::{Meta, Parser};
+use crate::engine::packet::{PacketError, Parsed, TcpSegment, parse_ethernet};
+use crate::engine::reassembly::{Budget, Pushed, Segment, Sink, State as StreamState, Stream};
+use crate::engine::request::HttpRequest;
 
 /// Every cap of the engine. All fields are public; [`Default`] gives the documented values.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -758,8 +767,8 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
-    use crate::http::tests::{GenRequest, gen_request};
-    use crate::packet::build::{Flags, outer_frame, tcp_frame, vxlan};
+    use crate::engine::http::tests::{GenRequest, gen_request};
+    use crate::engine::packet::build::{Flags, outer_frame, tcp_frame, vxlan};
     use proptest::prelude::*;
 
     /// One TCP connection seen through a VXLAN mirror: builds the datagrams of both sides.
@@ -1249,7 +1258,7 @@ mod tests {
     #[test]
     fn per_direction_state_stays_small() {
         // The RSS target (64 MiB with 10,000 connections) and cache behaviour depend on it.
-        assert!(std::mem::size_of::<crate::flow::Entry<Direction>>() <= 240);
+        assert!(std::mem::size_of::<crate::engine::flow::Entry<Direction>>() <= 240);
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! health checker. Setting `paths` to the health-check path(s) the balancer uses narrows the
 //! rule to exactly those targets.
 
-use crate::request::HttpRequest;
+use crate::engine::request::HttpRequest;
 
 /// User-Agent substrings dropped by default.
 ///

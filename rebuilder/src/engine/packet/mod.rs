@@ -14,7 +14,7 @@ use etherparse::{
 };
 use thiserror::Error;
 
-use crate::vxlan::VXLAN_PORT;
+use crate::engine::encap::vxlan::VXLAN_PORT;
 
 /// One TCP segment, borrowed from the frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,14 +205,14 @@ pub(crate) mod build {
 
     /// A VXLAN datagram (UDP payload) carrying `inner`.
     pub(crate) fn vxlan(vni: u32, inner: &[u8]) -> Vec<u8> {
-        crate::vxlan::encapsulate(vni, inner)
+        crate::engine::encap::vxlan::encapsulate(vni, inner)
     }
 
     /// An outer Ethernet/IPv4/UDP:4789 frame carrying a VXLAN datagram with `inner`.
     pub(crate) fn outer_frame(outer_src: [u8; 4], vni: u32, inner: &[u8]) -> Vec<u8> {
         let b = PacketBuilder::ethernet2([2, 0, 0, 0, 1, 1], [2, 0, 0, 0, 1, 2])
             .ipv4(outer_src, [10, 99, 0, 1], 64)
-            .udp(49152, crate::vxlan::VXLAN_PORT);
+            .udp(49152, crate::engine::encap::vxlan::VXLAN_PORT);
         let payload = vxlan(vni, inner);
         let mut out = Vec::with_capacity(b.size(payload.len()));
         b.write(&mut out, &payload).unwrap();

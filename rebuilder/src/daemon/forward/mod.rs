@@ -25,8 +25,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::mpsc;
 
-use crate::request::HttpRequest;
-use crate::telemetry::{RequestDropReason, Telemetry, UpstreamErrorClass};
+use crate::daemon::telemetry::{RequestDropReason, Telemetry, UpstreamErrorClass};
+use crate::engine::request::HttpRequest;
 
 /// Header added (value `true`) when the engine cut the body at `--max-body-bytes`.
 pub const TRUNCATED_HEADER: &str = "x-rebuilder-body-truncated";
@@ -124,7 +124,7 @@ pub struct ForwardConfig {
 }
 
 impl ForwardConfig {
-    pub fn from_args(a: &crate::config::RunArgs) -> Result<ForwardConfig, ConfigError> {
+    pub fn from_args(a: &crate::daemon::config::RunArgs) -> Result<ForwardConfig, ConfigError> {
         let forwarded_for = if a.no_forwarded_for || a.forwarded_for_header.is_empty() {
             None
         } else {

@@ -530,7 +530,7 @@ fn to_ethernet(link: DataLink, raw: &[u8], out: &mut Vec<u8>) -> Option<bool> {
 
 /// Writes frames into a pcap (Ethernet, µs timestamps, snaplen 65535). Returns the frame count.
 pub fn write_pcap<W: Write>(
-    frames: impl IntoIterator<Item = crate::synth::Frame>,
+    frames: impl IntoIterator<Item = crate::offline::synth::Frame>,
     out: W,
 ) -> Result<u64, CaptureError> {
     let mut writer = PcapStream::new(out)?;
@@ -561,7 +561,7 @@ impl<W: Write> PcapStream<W> {
         Ok(PcapStream { writer })
     }
 
-    pub fn write(&mut self, f: &crate::synth::Frame) -> Result<(), CaptureError> {
+    pub fn write(&mut self, f: &crate::offline::synth::Frame) -> Result<(), CaptureError> {
         let orig = f.orig_len.max(f.data.len() as u32).min(65535);
         let packet = PcapPacket::new(std::time::Duration::from_micros(f.ts_us), orig, &f.data);
         self.writer
@@ -580,7 +580,7 @@ impl<W: Write> PcapStream<W> {
 /// Writes frames into a pcapng file (one Ethernet interface). With `nanos` the interface
 /// declares nanosecond timestamps (`if_tsresol` = 9), otherwise the default microseconds.
 pub fn write_pcapng<W: Write>(
-    frames: impl IntoIterator<Item = crate::synth::Frame>,
+    frames: impl IntoIterator<Item = crate::offline::synth::Frame>,
     out: W,
     nanos: bool,
 ) -> Result<u64, CaptureError> {
@@ -625,9 +625,9 @@ pub fn write_pcapng<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synth::{SynthConfig, generate};
+    use crate::offline::synth::{SynthConfig, generate};
 
-    fn sample_pcap() -> (Vec<u8>, Vec<crate::synth::Frame>) {
+    fn sample_pcap() -> (Vec<u8>, Vec<crate::offline::synth::Frame>) {
         let (frames, _) = generate(SynthConfig {
             connections: 3,
             ..SynthConfig::default()

@@ -15,10 +15,10 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{MsgFlags, MultiHeaders, recvmmsg, setsockopt, sockopt};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::daemon::forward::ForwardQueue;
+use crate::daemon::telemetry::{RequestDropReason, Telemetry, WorkerCounters};
+use crate::engine::request::HttpRequest;
 use crate::engine::{Engine, EngineConfig};
-use crate::forward::ForwardQueue;
-use crate::request::HttpRequest;
-use crate::telemetry::{RequestDropReason, Telemetry, WorkerCounters};
 
 /// Errors while setting up the sockets.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +49,7 @@ pub struct IngestConfig {
 }
 
 impl IngestConfig {
-    pub fn from_args(a: &crate::config::RunArgs) -> IngestConfig {
+    pub fn from_args(a: &crate::daemon::config::RunArgs) -> IngestConfig {
         IngestConfig {
             listen: a.listen.clone(),
             workers: a.worker_count(),
@@ -500,13 +500,14 @@ mod tests {
         let _ = b.per_worker[0][0].set_recv_buffer_size(4096);
         let inodes = b.inodes();
         assert_eq!(inodes.len(), 1);
-        let before = crate::telemetry::read_socket_drops(&inodes).expect("our socket is listed");
+        let before =
+            crate::daemon::telemetry::read_socket_drops(&inodes).expect("our socket is listed");
         assert_eq!(before.drops, 0);
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         for _ in 0..200 {
             let _ = tx.send_to(&[0u8; 1000], b.local_addrs[0]);
         }
-        let after = crate::telemetry::read_socket_drops(&inodes).unwrap();
+        let after = crate::daemon::telemetry::read_socket_drops(&inodes).unwrap();
         assert!(after.drops > 0, "a 4 KiB buffer cannot hold 200 KB");
         assert!(after.rx_queue_bytes > 0);
     }

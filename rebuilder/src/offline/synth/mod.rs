@@ -18,7 +18,7 @@
 //! The generator is seeded ([`SplitMix64`]): the same configuration yields the same bytes.
 //! Memory stays bounded by the open connections, so million-packet captures can be streamed.
 
-use crate::request::HttpRequest;
+use crate::engine::request::HttpRequest;
 use etherparse::PacketBuilder;
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -1132,18 +1132,18 @@ fn build_connection(cfg: &SynthConfig, rng: &mut SplitMix64, id: u64, mid_stream
         };
         let real = SocketAddr::new(ip, 1024 + rng.below(64_000) as u16);
         let header = if version == 1 {
-            crate::proxy::encode_v1(real, server)
+            crate::engine::proxy::encode_v1(real, server)
         } else {
             // PP2_TYPE_AWS (0xEA), subtype VPC endpoint id, as an NLB sends it.
             let mut tlv = vec![0xEA, 0x00, 0x17, 0x01];
             tlv.extend_from_slice(b"vpce-08d2bf15fac5001c9");
-            crate::proxy::encode_v2(real, server, &tlv)
+            crate::engine::proxy::encode_v2(real, server, &tlv)
         };
         c_stream.extend_from_slice(&header);
         client_write(&mut script, rng, 0, header.len(), &[]);
         // The engine needs the bytes up to the addresses; v2 TLVs may be lost.
-        let needed = match crate::proxy::parse(&header) {
-            crate::proxy::Parsed::Header(h) => h.span.consumed,
+        let needed = match crate::engine::proxy::parse(&header) {
+            crate::engine::proxy::Parsed::Header(h) => h.span.consumed,
             other => unreachable!("generated header not recognised: {other:?}"),
         };
         (real, needed)

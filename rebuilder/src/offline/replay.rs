@@ -5,10 +5,12 @@
 //! sink. A malformed record stops the read, but the engine is still flushed and every request
 //! found so far is delivered: the error is returned in [`ReplayOutcome::error`].
 
-use crate::capture::{CaptureError, CaptureFormat, CaptureReader, PcapStream, ReaderStats};
+use crate::engine::request::HttpRequest;
 use crate::engine::{DropReason, Engine, EngineConfig, EngineStats};
-use crate::request::HttpRequest;
-use crate::synth::{Generator, SynthConfig, TruthRequest};
+use crate::offline::capture::{
+    CaptureError, CaptureFormat, CaptureReader, PcapStream, ReaderStats,
+};
+use crate::offline::synth::{Generator, SynthConfig, TruthRequest};
 use base64::Engine as _;
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -131,7 +133,7 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub max_body_bytes: Option<usize>,
     #[command(flatten)]
-    pub health_checks: crate::health_check::HealthCheckArgs,
+    pub health_checks: crate::engine::health_check::HealthCheckArgs,
 }
 
 impl ReplayArgs {

@@ -107,7 +107,7 @@ pub struct RunArgs {
     pub vni_allow: Vec<u32>,
 
     #[command(flatten)]
-    pub health_checks: crate::health_check::HealthCheckArgs,
+    pub health_checks: crate::engine::health_check::HealthCheckArgs,
 
     // ---- forwarding ----
     /// Analyzer URL (http:// or https://). Every request goes to this host and port whatever its

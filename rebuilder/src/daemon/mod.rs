@@ -4,15 +4,21 @@
 //! stop receiving and flush their engines into the queue, the queue drains to the upstream
 //! within `--drain-timeout-ms`, whatever is left is counted as dropped (`shutdown`), exit 0.
 
+pub mod admin;
+pub mod config;
+pub mod forward;
+pub mod ingest;
+pub mod telemetry;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{LogFormat, RunArgs};
-use crate::forward::{self, ForwardConfig, PendingHandle};
-use crate::ingest::{self, IngestConfig, Workers};
-use crate::telemetry::{RequestDropReason, Telemetry};
+use crate::daemon::config::{LogFormat, RunArgs};
+use crate::daemon::forward::{ForwardConfig, PendingHandle};
+use crate::daemon::ingest::{IngestConfig, Workers};
+use crate::daemon::telemetry::{RequestDropReason, Telemetry};
 
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
@@ -58,13 +64,12 @@ pub async fn start(args: RunArgs) -> Result<Daemon, DaemonError> {
         icfg.workers.max(1),
         args.health_failure_threshold,
     ));
-    let admin_listener =
-        crate::admin::bind(args.admin)
-            .await
-            .map_err(|source| DaemonError::Admin {
-                addr: args.admin,
-                source,
-            })?;
+    let admin_listener = crate::daemon::admin::bind(args.admin)
+        .await
+        .map_err(|source| DaemonError::Admin {
+            addr: args.admin,
+            source,
+        })?;
     let admin_addr = admin_listener.local_addr().unwrap_or(args.admin);
     let sockets = ingest::bind(&icfg)?;
     let udp_addrs = sockets.local_addrs.clone();
@@ -73,7 +78,10 @@ pub async fn start(args: RunArgs) -> Result<Daemon, DaemonError> {
     let pending = forwarder.pending_handle();
     let forwarder = tokio::spawn(forwarder.run());
     let workers = ingest::spawn(sockets, &icfg, queue, telemetry.clone())?;
-    let admin = tokio::spawn(crate::admin::serve(admin_listener, telemetry.clone()));
+    let admin = tokio::spawn(crate::daemon::admin::serve(
+        admin_listener,
+        telemetry.clone(),
+    ));
     tracing::info!(
         udp = ?udp_addrs,
         admin = %admin_addr,

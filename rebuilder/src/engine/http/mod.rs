@@ -1,6 +1,6 @@
 //! HTTP/1.0 and HTTP/1.1 request extraction from one reassembled client→server stream.
 //!
-//! The parser is driven by the reassembly ([`crate::reassembly::Sink`]): bytes in order,
+//! The parser is driven by the reassembly ([`crate::engine::reassembly::Sink`]): bytes in order,
 //! gaps, end of stream. Heads are parsed with `httparse` once their terminating empty line
 //! is present (never re-parsed per segment), straight from the segment when the head fits in
 //! it (no copy), otherwise from a per-direction buffer.
@@ -21,13 +21,13 @@
 //!   a gap inside a Content-Length body skips to the known end of that body; otherwise the
 //!   parser resynchronises on the next request line (`METHOD SP target SP HTTP/1.x`, method
 //!   in upper case) that starts a line or starts right after the gap.
-//! - **PROXY protocol** (v1 line or v2 binary header, [`crate::proxy`]) at the start of a
+//! - **PROXY protocol** (v1 line or v2 binary header, [`crate::engine::proxy`]) at the start of a
 //!   stream whose SYN was seen: stripped; its source address becomes the requests' `client`
 //!   (the TCP sender stays in `peer`). A malformed or truncated header is counted
 //!   (`proxy_header_malformed`); when its end is known the stream goes on after it (parsed
 //!   only if it starts with a request line, else opaque), otherwise it is parsed like a
 //!   stream joined mid-way (only clear request lines are recognised).
-//! - **Health checks** matching [`crate::health_check::HealthCheckRule`] are dropped
+//! - **Health checks** matching [`crate::engine::health_check::HealthCheckRule`] are dropped
 //!   (`health_check`).
 //! - **Caps**: a head over `max_header_bytes`, or with more than `max_headers` fields, drops
 //!   that message (counted); bodies over `max_body_bytes` (or beyond the global budget) are
@@ -40,11 +40,11 @@ use std::sync::LazyLock;
 use memchr::memmem::Finder;
 use memchr::{memchr, memrchr};
 
+use crate::engine::health_check::HealthCheckRule;
+use crate::engine::proxy;
+use crate::engine::reassembly::Budget;
+use crate::engine::request::HttpRequest;
 use crate::engine::{DropReason, EngineStats};
-use crate::health_check::HealthCheckRule;
-use crate::proxy;
-use crate::reassembly::Budget;
-use crate::request::HttpRequest;
 
 /// Caps and rules of the parser (copied from the engine configuration).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,6 +3,11 @@
 //! Shutdown (SIGTERM, SIGINT, or the future given to [`run`]): `/healthz` turns 503, the workers
 //! stop receiving and flush their engines into the queue, the queue drains to the upstream
 //! within `--drain-timeout-ms`, whatever is left is counted as dropped (`shutdown`), exit 0.
+//!
+//! The plumbing around the engine, in the order a request goes through it: [`config`] (flags
+//! and environment) → [`ingest`] (UDP workers, one engine each) → [`forward`] (queue,
+//! rewrite, senders) → the analyzer; [`telemetry`] counts and [`admin`] serves `/healthz`
+//! and `/metrics`. This module wires them and is imported by none of them.
 
 pub mod admin;
 pub mod config;
@@ -15,10 +20,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::daemon::config::{LogFormat, RunArgs};
-use crate::daemon::forward::{ForwardConfig, PendingHandle};
-use crate::daemon::ingest::{IngestConfig, Workers};
-use crate::daemon::telemetry::{RequestDropReason, Telemetry};
+use config::{LogFormat, RunArgs};
+use forward::{ForwardConfig, PendingHandle};
+use ingest::{IngestConfig, Workers};
+use telemetry::{RequestDropReason, Telemetry};
 
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +69,7 @@ pub async fn start(args: RunArgs) -> Result<Daemon, DaemonError> {
         icfg.workers.max(1),
         args.health_failure_threshold,
     ));
-    let admin_listener = crate::daemon::admin::bind(args.admin)
+    let admin_listener = admin::bind(args.admin)
         .await
         .map_err(|source| DaemonError::Admin {
             addr: args.admin,
@@ -78,10 +83,7 @@ pub async fn start(args: RunArgs) -> Result<Daemon, DaemonError> {
     let pending = forwarder.pending_handle();
     let forwarder = tokio::spawn(forwarder.run());
     let workers = ingest::spawn(sockets, &icfg, queue, telemetry.clone())?;
-    let admin = tokio::spawn(crate::daemon::admin::serve(
-        admin_listener,
-        telemetry.clone(),
-    ));
+    let admin = tokio::spawn(admin::serve(admin_listener, telemetry.clone()));
     tracing::info!(
         udp = ?udp_addrs,
         admin = %admin_addr,

@@ -37,7 +37,7 @@ pub trait Sink {
 
 /// Caps of one direction (copied from the engine configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub struct StreamLimits {
     /// Out-of-order bytes buffered per direction.
     pub max_ooo_bytes: usize,
     /// Out-of-order pieces buffered per direction.
@@ -114,7 +114,7 @@ pub struct Segment<'a> {
 
 /// Lifecycle of a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub enum StreamState {
     /// Nothing with a sequence number seen yet.
     Listen,
     /// Receiving; `next_seq` is the next byte to deliver.
@@ -171,7 +171,7 @@ pub fn seq_diff(a: u32, b: u32) -> i64 {
 /// - `hole_since_us` is meaningful only while `ooo` is non-empty.
 #[derive(Debug)]
 pub struct Stream {
-    state: State,
+    state: StreamState,
     next_seq: u32,
     syn_seq: Option<u32>,
     fin_seq: Option<u32>,
@@ -194,7 +194,7 @@ impl Stream {
     /// A stream that has seen nothing.
     pub fn new() -> Stream {
         Stream {
-            state: State::Listen,
+            state: StreamState::Listen,
             next_seq: 0,
             syn_seq: None,
             fin_seq: None,
@@ -207,7 +207,7 @@ impl Stream {
     }
 
     /// Current lifecycle state.
-    pub fn state(&self) -> State {
+    pub fn state(&self) -> StreamState {
         self.state
     }
 
@@ -231,7 +231,7 @@ impl Stream {
     /// whose first byte is not at or before the bytes already delivered (a late original
     /// SYN, reordered behind data, is not a new connection).
     pub fn is_new_connection(&self, seg: &Segment<'_>) -> bool {
-        if !seg.syn || self.state == State::Listen {
+        if !seg.syn || self.state == StreamState::Listen {
             return false;
         }
         match self.syn_seq {
@@ -244,7 +244,7 @@ impl Stream {
     }
 
     /// Time at which the open hole is skipped, if one is open.
-    pub fn gap_deadline(&self, limits: &Limits) -> Option<u64> {
+    pub fn gap_deadline(&self, limits: &StreamLimits) -> Option<u64> {
         if self.ooo.is_empty() {
             return None;
         }
@@ -261,28 +261,33 @@ impl Stream {
 
     /// Feeds one segment. A SYN of another connection must be handled by the caller first
     /// (see [`Stream::is_new_connection`]): here it is treated as a retransmission.
-    pub fn push(&mut self, seg: Segment<'_>, limits: &Limits, sink: &mut impl Sink) -> Pushed {
+    pub fn push(
+        &mut self,
+        seg: Segment<'_>,
+        limits: &StreamLimits,
+        sink: &mut impl Sink,
+    ) -> Pushed {
         let wire_len = seg.payload.len() as u32 + seg.missing;
         let mut start = seg.seq;
         if seg.syn {
             start = seg.seq.wrapping_add(1);
-            if self.state == State::Listen {
+            if self.state == StreamState::Listen {
                 self.syn_seq = Some(seg.seq);
                 self.next_seq = start;
                 self.sent_end = start;
-                self.state = State::Established;
+                self.state = StreamState::Established;
             }
         }
         match self.state {
-            State::Listen => {
+            StreamState::Listen => {
                 if wire_len == 0 {
                     return Pushed::Accepted;
                 }
                 self.next_seq = start;
                 self.sent_end = start;
-                self.state = State::Established;
+                self.state = StreamState::Established;
             }
-            State::Closed => {
+            StreamState::Closed => {
                 if wire_len == 0 {
                     return Pushed::Accepted;
                 }
@@ -293,7 +298,7 @@ impl Stream {
                     Pushed::AfterClose
                 };
             }
-            State::Established => {}
+            StreamState::Established => {}
         }
         let mut end = start.wrapping_add(wire_len);
         self.note_sent(end);
@@ -332,7 +337,7 @@ impl Stream {
         seg: Segment<'_>,
         start: u32,
         end: u32,
-        limits: &Limits,
+        limits: &StreamLimits,
         sink: &mut impl Sink,
     ) -> Pushed {
         if let Some(fin) = self.fin_seq
@@ -543,7 +548,7 @@ impl Stream {
         self.drain(sink);
     }
 
-    fn skip_holes_until_due(&mut self, now_us: u64, limits: &Limits, sink: &mut impl Sink) {
+    fn skip_holes_until_due(&mut self, now_us: u64, limits: &StreamLimits, sink: &mut impl Sink) {
         while let Some(deadline) = self.gap_deadline(limits) {
             if now_us < deadline {
                 break;
@@ -556,9 +561,9 @@ impl Stream {
     }
 
     fn check_end(&mut self, sink: &mut impl Sink) {
-        if self.state == State::Established && self.fin_seq == Some(self.next_seq) {
+        if self.state == StreamState::Established && self.fin_seq == Some(self.next_seq) {
             self.release(sink);
-            self.state = State::Closed;
+            self.state = StreamState::Closed;
             sink.end();
         }
     }
@@ -571,8 +576,8 @@ impl Stream {
     }
 
     /// Timer: skips holes whose deadline passed.
-    pub fn on_timer(&mut self, now_us: u64, limits: &Limits, sink: &mut impl Sink) {
-        if self.state == State::Established {
+    pub fn on_timer(&mut self, now_us: u64, limits: &StreamLimits, sink: &mut impl Sink) {
+        if self.state == StreamState::Established {
             self.skip_holes_until_due(now_us, limits, sink);
             self.check_end(sink);
         }
@@ -580,7 +585,7 @@ impl Stream {
 
     /// Records that the sender sent bytes up to `end` (e.g. the sequence number of its RST).
     pub fn note_sent(&mut self, end: u32) {
-        if self.state == State::Established && seq_diff(end, self.sent_end) > 0 {
+        if self.state == StreamState::Established && seq_diff(end, self.sent_end) > 0 {
             self.sent_end = end;
         }
     }
@@ -590,12 +595,12 @@ impl Stream {
     /// to the FIN, the furthest segment or the RST) are reported as a gap, then `end`.
     pub fn close(&mut self, sink: &mut impl Sink) {
         match self.state {
-            State::Closed => {}
-            State::Listen => {
-                self.state = State::Closed;
+            StreamState::Closed => {}
+            StreamState::Listen => {
+                self.state = StreamState::Closed;
                 sink.end();
             }
-            State::Established => {
+            StreamState::Established => {
                 while !self.ooo.is_empty() {
                     if let Some(fin) = self.fin_seq
                         && seq_diff(self.ooo[0].seq, fin) >= 0
@@ -614,7 +619,7 @@ impl Stream {
                     self.next_seq = sent;
                 }
                 self.release(sink);
-                self.state = State::Closed;
+                self.state = StreamState::Closed;
                 sink.end();
             }
         }
@@ -679,7 +684,7 @@ pub(crate) mod tests {
         }
     }
 
-    const LIMITS: Limits = Limits {
+    const LIMITS: StreamLimits = StreamLimits {
         max_ooo_bytes: 1 << 20,
         max_ooo_segments: 64,
         gap_skip_bytes: 1 << 19,
@@ -708,14 +713,14 @@ pub(crate) mod tests {
     struct Harness {
         s: Stream,
         r: Recorder,
-        l: Limits,
+        l: StreamLimits,
     }
 
     impl Harness {
         fn new() -> Harness {
             Harness::with(LIMITS)
         }
-        fn with(l: Limits) -> Harness {
+        fn with(l: StreamLimits) -> Harness {
             Harness {
                 s: Stream::new(),
                 r: Recorder::default(),
@@ -840,12 +845,12 @@ pub(crate) mod tests {
         h.s.on_timer(100, &h.l, &mut h.r);
         assert_eq!(h.r.text(), "#4#ef");
         assert_eq!(h.r.ends, 1);
-        assert_eq!(h.s.state(), State::Closed);
+        assert_eq!(h.s.state(), StreamState::Closed);
     }
 
     #[test]
     fn hole_is_skipped_when_too_many_bytes_are_buffered_past_it() {
-        let mut h = Harness::with(Limits {
+        let mut h = Harness::with(StreamLimits {
             gap_skip_bytes: 4,
             ..LIMITS
         });
@@ -858,7 +863,7 @@ pub(crate) mod tests {
 
     #[test]
     fn per_flow_segment_cap_skips_the_hole_instead_of_dropping() {
-        let mut h = Harness::with(Limits {
+        let mut h = Harness::with(StreamLimits {
             max_ooo_segments: 2,
             ..LIMITS
         });
@@ -913,7 +918,7 @@ pub(crate) mod tests {
     fn stream_joined_without_syn_starts_at_first_payload() {
         let mut h = Harness::new();
         h.push(seg(5000, b""));
-        assert_eq!(h.s.state(), State::Listen);
+        assert_eq!(h.s.state(), StreamState::Listen);
         h.push(seg(5000, b"mid"));
         h.push(seg(5003, b"stream"));
         assert_eq!(h.r.text(), "midstream");

@@ -6,7 +6,8 @@
 //! found so far is delivered: the error is returned in [`ReplayOutcome::error`].
 
 use crate::engine::request::HttpRequest;
-use crate::engine::{DropReason, Engine, EngineConfig, EngineStats};
+use crate::engine::stats::{DropReason, EngineStats};
+use crate::engine::{Engine, EngineConfig};
 use crate::offline::capture::{
     CaptureError, CaptureFormat, CaptureReader, PcapStream, ReaderStats,
 };

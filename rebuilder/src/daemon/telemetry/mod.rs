@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::engine::{DropReason, EngineStats};
+use crate::engine::stats::{DropReason, EngineStats};
 
 /// Why a request extracted from the mirror was not delivered to the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,11 +26,9 @@ pub fn respond(telemetry: &Telemetry, method: &Method, path: &str) -> Response<F
                 format!("unhealthy: {reason}\n"),
             ),
         },
-        (&Method::GET | &Method::HEAD, "/metrics") => (
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            telemetry.render(),
-        ),
+        (&Method::GET | &Method::HEAD, "/metrics") => {
+            (StatusCode::OK, Telemetry::CONTENT_TYPE, telemetry.render())
+        }
         (_, "/healthz" | "/metrics") => (
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",

@@ -43,6 +43,9 @@ pub mod daemon;
 
 pub mod offline;
 
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+
 pub use engine::request::HttpRequest;
 pub use engine::stats::{DropReason, EngineStats};
 pub use engine::{Engine, EngineConfig};

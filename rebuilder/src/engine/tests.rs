@@ -3,115 +3,8 @@ use std::net::SocketAddr;
 
 use super::*;
 use crate::engine::http::tests::{GenRequest, gen_request};
-use crate::engine::packet::build::{Flags, outer_frame, tcp_frame, vxlan};
+use crate::testkit::{TcpConn as Conn, TcpFlags, TcpFrame, vxlan_datagram, vxlan_frame};
 use proptest::prelude::*;
-
-/// One TCP connection seen through a VXLAN mirror: builds the datagrams of both sides.
-struct Conn {
-    vni: u32,
-    client: SocketAddr,
-    server: SocketAddr,
-    c_isn: u32,
-    c_next: u32,
-    s_next: u32,
-}
-
-impl Conn {
-    fn new(vni: u32, client: &str, server: &str, c_isn: u32) -> Conn {
-        Conn {
-            vni,
-            client: client.parse().unwrap(),
-            server: server.parse().unwrap(),
-            c_isn,
-            c_next: c_isn.wrapping_add(1),
-            s_next: 77_000,
-        }
-    }
-    fn c(&self, seq: u32, flags: Flags, payload: &[u8]) -> Vec<u8> {
-        vxlan(
-            self.vni,
-            &tcp_frame(self.client, self.server, seq, flags, payload),
-        )
-    }
-    fn s(&self, seq: u32, flags: Flags, payload: &[u8]) -> Vec<u8> {
-        vxlan(
-            self.vni,
-            &tcp_frame(self.server, self.client, seq, flags, payload),
-        )
-    }
-    fn syn(&self) -> Vec<u8> {
-        self.c(
-            self.c_isn,
-            Flags {
-                syn: true,
-                ..Flags::default()
-            },
-            b"",
-        )
-    }
-    fn syn_ack(&self) -> Vec<u8> {
-        self.s(
-            self.s_next.wrapping_sub(1),
-            Flags {
-                syn: true,
-                ack: true,
-                ack_num: self.c_isn.wrapping_add(1),
-                ..Flags::default()
-            },
-            b"",
-        )
-    }
-    /// Client data; the ACK number changes with every call (it must not matter).
-    fn send(&mut self, payload: &[u8]) -> Vec<u8> {
-        let seq = self.c_next;
-        self.c_next = self.c_next.wrapping_add(payload.len() as u32);
-        self.c(
-            seq,
-            Flags {
-                ack: true,
-                ack_num: self.s_next,
-                ..Flags::default()
-            },
-            payload,
-        )
-    }
-    fn respond(&mut self, payload: &[u8]) -> Vec<u8> {
-        let seq = self.s_next;
-        self.s_next = self.s_next.wrapping_add(payload.len() as u32);
-        self.s(
-            seq,
-            Flags {
-                ack: true,
-                ack_num: self.c_next,
-                ..Flags::default()
-            },
-            payload,
-        )
-    }
-    fn fin(&mut self) -> Vec<u8> {
-        let seq = self.c_next;
-        self.c_next = self.c_next.wrapping_add(1);
-        self.c(
-            seq,
-            Flags {
-                fin: true,
-                ack: true,
-                ..Flags::default()
-            },
-            b"",
-        )
-    }
-    fn rst(&self) -> Vec<u8> {
-        self.s(
-            self.s_next,
-            Flags {
-                rst: true,
-                ..Flags::default()
-            },
-            b"",
-        )
-    }
-}
 
 fn engine() -> Engine {
     Engine::new(EngineConfig::default())
@@ -151,25 +44,13 @@ fn request_over_vxlan_is_emitted_with_its_flow_identity_and_time() {
 
 #[test]
 fn captured_outer_frames_and_plain_frames_are_both_understood() {
-    let mut c = Conn::new(9, "10.0.0.1:40000", "10.0.0.2:80", 5);
-    let inner = tcp_frame(
-        c.client,
-        c.server,
-        c.c_next,
-        Flags::default(),
-        b"GET /v HTTP/1.1\r\n\r\n",
-    );
+    let c = Conn::new(9, "10.0.0.1:40000", "10.0.0.2:80", 5);
+    let inner =
+        TcpFrame::new(c.client, c.server, c.client_next()).build(b"GET /v HTTP/1.1\r\n\r\n");
     let mut e = engine();
     let mut out = Vec::new();
-    e.on_captured_frame(1, &outer_frame([172, 16, 0, 1], 9, &inner), &mut out);
-    c.c_next += 1;
-    let plain = tcp_frame(
-        c.client,
-        c.server,
-        1,
-        Flags::default(),
-        b"GET /p HTTP/1.1\r\n\r\n",
-    );
+    e.on_captured_frame(1, &vxlan_frame([172, 16, 0, 1].into(), 9, &inner), &mut out);
+    let plain = TcpFrame::new(c.client, c.server, 1).build(b"GET /p HTTP/1.1\r\n\r\n");
     e.on_captured_frame(2, &plain, &mut out);
     assert_eq!(targets(&out), ["/v", "/p"]);
     assert_eq!((out[0].vni, out[1].vni), (9, 0));
@@ -188,20 +69,13 @@ fn retransmitted_first_segment_does_not_duplicate_the_request() {
 #[test]
 fn same_packet_mirrored_from_both_ends_is_seen_once() {
     let c = Conn::new(3, "10.0.0.1:40000", "10.0.0.2:80", 1);
-    let inner = tcp_frame(
-        c.client,
-        c.server,
-        c.c_next,
-        Flags {
-            ack: true,
-            ..Flags::default()
-        },
-        b"POST /m HTTP/1.1\r\nContent-Length: 2\r\n\r\nok",
-    );
+    let inner = TcpFrame::new(c.client, c.server, c.client_next())
+        .flags(TcpFlags::ack(0))
+        .build(b"POST /m HTTP/1.1\r\nContent-Length: 2\r\n\r\nok");
     let mut e = engine();
     let mut out = Vec::new();
-    e.on_captured_frame(1, &outer_frame([10, 0, 0, 1], 3, &inner), &mut out);
-    e.on_captured_frame(1, &outer_frame([10, 0, 0, 2], 3, &inner), &mut out);
+    e.on_captured_frame(1, &vxlan_frame([10, 0, 0, 1].into(), 3, &inner), &mut out);
+    e.on_captured_frame(1, &vxlan_frame([10, 0, 0, 2].into(), 3, &inner), &mut out);
     assert_eq!(targets(&out), ["/m"]);
 }
 
@@ -282,7 +156,7 @@ fn malformed_datagrams_are_counted_and_lose_nothing_else() {
     e.on_vxlan_payload(0, &c.syn(), &mut out);
     e.on_vxlan_payload(0, &[0x08, 0, 0], &mut out);
     e.on_vxlan_payload(0, &[0; 8], &mut out);
-    e.on_vxlan_payload(0, &vxlan(1, &[1, 2, 3]), &mut out);
+    e.on_vxlan_payload(0, &vxlan_datagram(1, &[1, 2, 3]), &mut out);
     let good = c.send(b"GET /ok HTTP/1.1\r\n\r\n");
     e.on_vxlan_payload(0, &good[..8 + 14 + 20 + 10], &mut out);
     e.on_vxlan_payload(0, &good, &mut out);
@@ -386,14 +260,7 @@ fn expect_continue_body_lost_before_fin_or_reset_drops_the_request() {
         d.push(if end == "fin" {
             c.fin()
         } else {
-            c.c(
-                c.c_next,
-                Flags {
-                    rst: true,
-                    ..Flags::default()
-                },
-                b"",
-            )
+            c.client_rst()
         });
         let mut e = engine();
         let mut out = run(&mut e, &d);

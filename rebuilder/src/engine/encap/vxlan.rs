@@ -53,13 +53,18 @@ impl<'a> VxlanPacket<'a> {
     }
 }
 
-/// Writes a VXLAN header for `vni` followed by `inner` (test and generator helper).
+/// A VXLAN header for `vni` followed by `inner` (the generator and the tests send these).
 pub fn encapsulate(vni: u32, inner: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + inner.len());
+    encapsulate_into(vni, inner, &mut out);
+    out
+}
+
+/// Appends a VXLAN header for `vni` (the low 24 bits) and `inner` to `out`.
+pub fn encapsulate_into(vni: u32, inner: &[u8], out: &mut Vec<u8>) {
     let v = vni.to_be_bytes();
     out.extend_from_slice(&[FLAG_I, 0, 0, 0, v[1], v[2], v[3], 0]);
     out.extend_from_slice(inner);
-    out
 }
 
 #[cfg(test)]

@@ -1,76 +1,14 @@
 use super::framing::parse_chunk_size;
 use super::resync::{Line, request_line};
 use super::*;
+use crate::testkit::ParserHarness as H;
 use proptest::prelude::*;
 
-pub(crate) const LIMITS: HttpLimits = HttpLimits {
-    max_header_bytes: 8192,
-    max_headers: 64,
-    max_body_bytes: 1 << 20,
-    health_checks: HealthCheckRule::OFF,
-};
+const LIMITS: HttpLimits = H::LIMITS;
 
-pub(crate) struct H {
-    pub p: Parser,
-    pub budget: Budget,
-    pub stats: EngineStats,
-    pub out: Vec<HttpRequest>,
-    pub limits: HttpLimits,
-}
-
-impl H {
-    pub(crate) fn new(start: bool) -> H {
-        H::with(start, LIMITS)
-    }
-    pub(crate) fn with(start: bool, limits: HttpLimits) -> H {
-        H {
-            p: if start {
-                Parser::at_stream_start()
-            } else {
-                Parser::new()
-            },
-            budget: Budget::new(1 << 26),
-            stats: EngineStats::default(),
-            out: Vec::new(),
-            limits,
-        }
-    }
-    fn ctx(&mut self) -> Ctx<'_> {
-        Ctx {
-            limits: &self.limits,
-            budget: &mut self.budget,
-            stats: &mut self.stats,
-            out: &mut self.out,
-            meta: Meta {
-                vni: 7,
-                client: "10.0.0.1:40000".parse().unwrap(),
-                server: "10.0.0.2:80".parse().unwrap(),
-            },
-        }
-    }
-    pub(crate) fn feed(&mut self, bytes: &[u8]) -> &mut Self {
-        let mut p = std::mem::take(&mut self.p);
-        p.data(1, bytes, &mut self.ctx());
-        self.p = p;
-        assert_eq!(self.budget.used, self.p.held(), "budget tracks buffers");
-        self
-    }
-    pub(crate) fn gap(&mut self, len: u64) -> &mut Self {
-        let mut p = std::mem::take(&mut self.p);
-        p.gap(len, &mut self.ctx());
-        self.p = p;
-        self
-    }
-    pub(crate) fn end(&mut self) -> &mut Self {
-        let mut p = std::mem::take(&mut self.p);
-        p.end(&mut self.ctx());
-        self.p = p;
-        assert_eq!(self.budget.used, 0);
-        self
-    }
-    fn targets(&self) -> Vec<&str> {
-        self.out.iter().map(|r| r.target.as_str()).collect()
-    }
+/// A parser with these caps and a 64 MiB budget.
+fn with(start: bool, limits: HttpLimits) -> H {
+    H::with(start, limits, 1 << 26)
 }
 
 #[test]
@@ -228,7 +166,7 @@ fn tls_client_hello_at_stream_start_makes_the_flow_opaque() {
     h.feed(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]);
     h.feed(b"GET / HTTP/1.1\r\n\r\n");
     assert!(h.out.is_empty());
-    assert_eq!(h.p.state(), ParserState::Opaque);
+    assert_eq!(h.parser.state(), ParserState::Opaque);
     assert_eq!(h.stats.opaque_flows, 1);
 }
 
@@ -236,7 +174,7 @@ fn tls_client_hello_at_stream_start_makes_the_flow_opaque() {
 fn http2_preface_makes_the_flow_opaque() {
     let mut h = H::new(true);
     h.feed(b"PRI * HTT").feed(b"P/2.0\r\n\r\nSM\r\n\r\n");
-    assert_eq!(h.p.state(), ParserState::Opaque);
+    assert_eq!(h.parser.state(), ParserState::Opaque);
 }
 
 #[test]
@@ -244,7 +182,7 @@ fn response_stream_is_not_parsed_as_requests() {
     let mut h = H::new(true);
     h.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 18\r\n\r\nGET / HTTP/1.1\r\n\r\n");
     assert!(h.out.is_empty());
-    assert_eq!(h.p.state(), ParserState::Opaque);
+    assert_eq!(h.parser.state(), ParserState::Opaque);
 }
 
 #[test]
@@ -252,7 +190,7 @@ fn upgrade_request_is_emitted_then_the_flow_is_ignored() {
     let mut h = H::new(true);
     h.feed(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x85GET / HTTP/1.1\r\n\r\n");
     assert_eq!(h.targets(), ["/ws"]);
-    assert_eq!(h.p.state(), ParserState::Upgraded);
+    assert_eq!(h.parser.state(), ParserState::Upgraded);
     let mut h = H::new(true);
     h.feed(
         b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\nGET / HTTP/1.1\r\n\r\n",
@@ -370,7 +308,7 @@ fn malformed_proxy_line_is_counted_and_plain_http_after_it_is_parsed() {
     // After a malformed header, bytes that are not a request line make the flow opaque.
     let mut h = H::new(true);
     h.feed(b"PROXY TCP9 x\r\n\x16\x03\x01\x02\x00");
-    assert_eq!(h.p.state(), ParserState::Opaque);
+    assert_eq!(h.parser.state(), ParserState::Opaque);
     assert_eq!(h.stats.drops(DropReason::ProxyHeaderMalformed), 1);
 }
 
@@ -410,7 +348,7 @@ fn a_proxy_header_mid_stream_is_not_interpreted() {
 
 #[test]
 fn health_checks_are_dropped_and_counted_other_requests_kept() {
-    let mut h = H::with(
+    let mut h = with(
         true,
         HttpLimits {
             health_checks: HealthCheckRule::default(),
@@ -426,7 +364,7 @@ fn health_checks_are_dropped_and_counted_other_requests_kept() {
     assert_eq!(h.stats.drops(DropReason::HealthCheck), 1);
     assert_eq!(h.stats.requests, 2);
     assert_eq!(
-        h.p.emitted(),
+        h.parser.emitted(),
         3,
         "a health check still proves the direction carries requests"
     );
@@ -434,7 +372,7 @@ fn health_checks_are_dropped_and_counted_other_requests_kept() {
 
 #[test]
 fn body_over_the_cap_is_cut_and_flagged() {
-    let mut h = H::with(
+    let mut h = with(
         true,
         HttpLimits {
             max_body_bytes: 4,
@@ -450,7 +388,7 @@ fn body_over_the_cap_is_cut_and_flagged() {
 
 #[test]
 fn head_over_the_cap_is_dropped_and_counted() {
-    let mut h = H::with(
+    let mut h = with(
         true,
         HttpLimits {
             max_header_bytes: 64,
@@ -468,7 +406,7 @@ fn head_over_the_cap_is_dropped_and_counted() {
 
 #[test]
 fn too_many_headers_drop_the_message() {
-    let mut h = H::with(
+    let mut h = with(
         true,
         HttpLimits {
             max_headers: 2,

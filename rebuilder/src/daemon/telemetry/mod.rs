@@ -26,7 +26,9 @@ use std::time::Duration;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-pub use kernel::{SocketDrops, UdpSnmp, add_socket_drops, parse_udp_snmp, read_socket_drops};
+pub use kernel::{
+    SocketDrops, UdpSnmp, add_socket_drops, parse_udp_snmp, read_socket_drops, read_udp_snmp,
+};
 pub use labels::{ProbeResult, RequestDropReason, StatusClass, UpstreamErrorClass};
 pub use registry::LATENCY_BUCKETS;
 use workers::Totals;

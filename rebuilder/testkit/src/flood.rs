@@ -1,46 +1,31 @@
-//! Flood scenarios for the engine, shared by `tests/flood.rs` (small, in `make test`) and
-//! `benches/flood.rs` (full size, RSS of a child process): attacker traffic interleaved with
-//! legitimate connections from the generator; the caps must hold, evictions and drops must be
-//! counted, and the legitimate requests are checked against the generator's truth.
-#![allow(dead_code)]
+//! Flood scenarios for the engine, shared by `rebuilder/tests/flood.rs` (small, in `make
+//! test`) and `rebuilder/benches/flood.rs` (full size, RSS of a child process): attacker
+//! traffic interleaved with legitimate connections from the generator; the caps must hold,
+//! evictions and drops must be counted, and the legitimate requests are checked against the
+//! generator's truth.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 
-use etherparse::PacketBuilder;
+use rebuilder::engine::encap::vxlan::encapsulate_into;
+use rebuilder::engine::packet::build::{TcpFlags, TcpFrame};
 use rebuilder::offline::synth::{Generator, SplitMix64, SynthConfig};
 use rebuilder::{DropReason, Engine, EngineConfig, EngineStats, HttpRequest};
 
-/// What the attacker sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flood {
-    /// Concurrent connections: SYN, then a partial request head that never completes (each
-    /// holds a parser buffer and a table entry).
-    Flows,
-    /// SYN-only packets from random addresses and ports.
-    Syn,
-    /// Random datagrams: random bytes; a valid VXLAN header over random bytes; valid
-    /// Ethernet/IPv4/TCP headers over random payload.
-    Garbage,
-    /// Maximum-size datagrams (9216 bytes: VXLAN + a 9001-byte-MTU inner frame + tags), each
-    /// an out-of-order segment that would have to be buffered.
-    Jumbo,
-}
-
-impl Flood {
-    pub const ALL: [Flood; 4] = [Flood::Flows, Flood::Syn, Flood::Garbage, Flood::Jumbo];
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            Flood::Flows => "flows",
-            Flood::Syn => "syn",
-            Flood::Garbage => "garbage",
-            Flood::Jumbo => "jumbo",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Flood> {
-        Flood::ALL.into_iter().find(|f| f.name() == s)
+rebuilder::label_enum! {
+    /// What the attacker sends.
+    pub enum Flood {
+        /// Concurrent connections: SYN, then a partial request head that never completes
+        /// (each holds a parser buffer and a table entry).
+        Flows => "flows",
+        /// SYN-only packets from random addresses and ports.
+        Syn => "syn",
+        /// Random datagrams: random bytes; a valid VXLAN header over random bytes; valid
+        /// Ethernet/IPv4/TCP headers over random payload.
+        Garbage => "garbage",
+        /// Maximum-size datagrams (9216 bytes: VXLAN + a 9001-byte-MTU inner frame + tags),
+        /// each an out-of-order segment that would have to be buffered.
+        Jumbo => "jumbo",
     }
 }
 
@@ -107,6 +92,7 @@ fn legit_config(plan: &Plan) -> SynthConfig {
     cfg
 }
 
+/// The VXLAN datagram (flood VNI) of a TCP segment: a SYN, or an ACK with `payload`.
 fn tcp_payload(
     src: SocketAddr,
     dst: SocketAddr,
@@ -115,17 +101,10 @@ fn tcp_payload(
     payload: &[u8],
     out: &mut Vec<u8>,
 ) {
-    let (SocketAddr::V4(s), SocketAddr::V4(d)) = (src, dst) else {
-        unreachable!()
-    };
-    let mut tcp = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4(s.ip().octets(), d.ip().octets(), 64)
-        .tcp(s.port(), d.port(), seq, 65535);
-    tcp = if syn { tcp.syn() } else { tcp.ack(1) };
+    let flags = if syn { TcpFlags::SYN } else { TcpFlags::ack(1) };
+    let frame = TcpFrame::new(src, dst, seq).flags(flags).build(payload);
     out.clear();
-    let v = FLOOD_VNI.to_be_bytes();
-    out.extend_from_slice(&[0x08, 0, 0, 0, v[1], v[2], v[3], 0]);
-    tcp.write(out, payload).unwrap();
+    encapsulate_into(FLOOD_VNI, &frame, out);
 }
 
 /// An attacker address: 172.16.0.0/12 sources, never the legitimate 10/8 and fd00::/8 ones.

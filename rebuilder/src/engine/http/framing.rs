@@ -169,20 +169,7 @@ impl Parser {
             Some(j) => (j + 1, true),
             None => (input.len(), false),
         };
-        if self.buf.len() + take > ctx.limits.max_header_bytes {
-            self.drop_message(
-                DropReason::HeadTooLarge,
-                ParserState::Sync { line_start: false },
-                ctx,
-            );
-            return &input[take..];
-        }
-        if ctx.budget.used + take > ctx.budget.limit {
-            self.drop_message(
-                DropReason::OverBudget,
-                ParserState::Sync { line_start: false },
-                ctx,
-            );
+        if !self.may_buffer(take, ctx.limits.max_header_bytes, false, ctx) {
             return &input[take..];
         }
         self.buf.extend_from_slice(&input[..take]);

@@ -254,6 +254,22 @@ impl Parser {
         self.account(ctx.budget);
     }
 
+    /// Whether `take` more bytes may be buffered: with what `buf` holds, within `cap`, and
+    /// within the global budget. If not, the message is dropped (`head_too_large`, or
+    /// `over_budget`) and the parser resyncs — at a line start when `line_start` and the cap
+    /// was the reason.
+    fn may_buffer(&mut self, take: usize, cap: usize, line_start: bool, ctx: &mut Ctx<'_>) -> bool {
+        let (reason, line_start) = if self.buf.len() + take > cap {
+            (DropReason::HeadTooLarge, line_start)
+        } else if ctx.budget.used + take > ctx.budget.limit {
+            (DropReason::OverBudget, false)
+        } else {
+            return true;
+        };
+        self.drop_message(reason, ParserState::Sync { line_start }, ctx);
+        false
+    }
+
     fn become_opaque(&mut self, ctx: &mut Ctx<'_>) {
         ctx.stats.opaque_flows += 1;
         self.pending = None;
@@ -467,24 +483,10 @@ impl Parser {
                 }
                 return &input[end..];
             }
-            if input.len() > max {
-                self.drop_message(
-                    DropReason::HeadTooLarge,
-                    ParserState::Sync { line_start: false },
-                    ctx,
-                );
-                return &[];
+            if self.may_buffer(input.len(), max, false, ctx) {
+                self.buf.extend_from_slice(input);
+                self.account(ctx.budget);
             }
-            if ctx.budget.used + input.len() > ctx.budget.limit {
-                self.drop_message(
-                    DropReason::OverBudget,
-                    ParserState::Sync { line_start: false },
-                    ctx,
-                );
-                return &[];
-            }
-            self.buf.extend_from_slice(input);
-            self.account(ctx.budget);
             return &[];
         }
         let n = self.buf.len();
@@ -508,22 +510,7 @@ impl Parser {
                 Start::More => {}
             }
         }
-        if n + take > max {
-            self.drop_message(
-                DropReason::HeadTooLarge,
-                ParserState::Sync {
-                    line_start: end.is_some(),
-                },
-                ctx,
-            );
-            return &input[take..];
-        }
-        if ctx.budget.used + take > ctx.budget.limit {
-            self.drop_message(
-                DropReason::OverBudget,
-                ParserState::Sync { line_start: false },
-                ctx,
-            );
+        if !self.may_buffer(take, max, end.is_some(), ctx) {
             return &input[take..];
         }
         self.buf.extend_from_slice(&input[..take]);

@@ -31,6 +31,31 @@ pub(super) struct BuiltRequest {
     pub(super) expect: bool,
 }
 
+/// Appends a request head: the request line (HTTP/1.`version`), the fields, the empty line.
+fn write_head(
+    method: &str,
+    target: &str,
+    version: u8,
+    headers: &[(String, Vec<u8>)],
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(if version == 0 {
+        b" HTTP/1.0\r\n"
+    } else {
+        b" HTTP/1.1\r\n"
+    });
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// An ALB health check, byte for byte as the ALB sends it.
 pub(super) fn health_check_request(server: &SocketAddr) -> BuiltRequest {
     let headers: Vec<(String, Vec<u8>)> = [
@@ -42,14 +67,8 @@ pub(super) fn health_check_request(server: &SocketAddr) -> BuiltRequest {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.into_bytes()))
     .collect();
-    let mut bytes = b"GET /health HTTP/1.1\r\n".to_vec();
-    for (k, v) in &headers {
-        bytes.extend_from_slice(k.as_bytes());
-        bytes.extend_from_slice(b": ");
-        bytes.extend_from_slice(v);
-        bytes.extend_from_slice(b"\r\n");
-    }
-    bytes.extend_from_slice(b"\r\n");
+    let mut bytes = Vec::new();
+    write_head("GET", "/health", 1, &headers, &mut bytes);
     let any = SocketAddr::from(([0, 0, 0, 0], 0));
     BuiltRequest {
         head_len: bytes.len(),
@@ -141,21 +160,7 @@ pub(super) fn random_request(
         headers.push(("Connection".into(), b"keep-alive".to_vec()));
     }
     let mut bytes = Vec::with_capacity(256 + body.len());
-    bytes.extend_from_slice(method.as_bytes());
-    bytes.push(b' ');
-    bytes.extend_from_slice(target.as_bytes());
-    bytes.extend_from_slice(if http10 {
-        b" HTTP/1.0\r\n"
-    } else {
-        b" HTTP/1.1\r\n"
-    });
-    for (name, value) in &headers {
-        bytes.extend_from_slice(name.as_bytes());
-        bytes.extend_from_slice(b": ");
-        bytes.extend_from_slice(value);
-        bytes.extend_from_slice(b"\r\n");
-    }
-    bytes.extend_from_slice(b"\r\n");
+    write_head(&method, &target, version, &headers, &mut bytes);
     let head_len = bytes.len();
     let mut terminator_at = None;
     if chunked {

@@ -460,10 +460,8 @@ fffffffffffffffffffff\r\nabc\r\n0\r\n\r\nGET /next HTTP/1.1\r\n\r\n",
     assert_eq!(d, vec![("bad_request", 1)]);
 }
 
-#[test]
-fn a_huge_chunk_is_truncated_at_the_body_cap_and_never_ends_the_stream_early() {
-    // A 4 GiB chunk announced, 64 KiB sent, then the connection ends: nothing is emitted
-    // (the message is incomplete) and nothing beyond the caps is buffered.
+/// A connection (SYN seen) through an engine that keeps 16 KiB of a body.
+fn body_capped() -> Wire {
     let mut w = Wire::with_config(
         1000,
         EngineConfig {
@@ -472,6 +470,14 @@ fn a_huge_chunk_is_truncated_at_the_body_cap_and_never_ends_the_stream_early() {
         },
     );
     w.syn();
+    w
+}
+
+#[test]
+fn a_huge_chunk_is_truncated_at_the_body_cap_and_never_ends_the_stream_early() {
+    // A 4 GiB chunk announced, 64 KiB sent, then the connection ends: nothing is emitted
+    // (the message is incomplete) and nothing beyond the caps is buffered.
+    let mut w = body_capped();
     let head = b"POST /huge HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffff\r\n";
     w.send(0, head);
     let chunk = vec![b'z'; 1024];
@@ -485,14 +491,7 @@ fn a_huge_chunk_is_truncated_at_the_body_cap_and_never_ends_the_stream_early() {
     assert_eq!(drops(&stats), vec![("message_incomplete", 1)]);
 
     // A 20 KiB chunk over a 16 KiB cap: emitted, flagged, the cap's worth of body kept.
-    let mut w = Wire::with_config(
-        1000,
-        EngineConfig {
-            max_body_bytes: 16 * 1024,
-            ..EngineConfig::default()
-        },
-    );
-    w.syn();
+    let mut w = body_capped();
     let mut s = b"POST /cut HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5000\r\n".to_vec();
     s.extend(std::iter::repeat_n(b'y', 0x5000));
     s.extend_from_slice(b"\r\n0\r\n\r\n");

@@ -87,35 +87,22 @@ impl HealthCheckRule {
     }
 }
 
+/// The section of `--help` these flags are listed in.
+const HEADING: &str = "Health checks";
+
 /// Command-line and environment settings of the rule (`rebuilder run`, `rebuilder replay`).
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct HealthCheckArgs {
     /// Drop GET/HEAD requests without a body whose User-Agent contains one of these
     /// (comma separated; empty = any User-Agent, then `--health-check-paths` must be set).
-    #[arg(
-        long,
-        env = "REBUILDER_HEALTH_CHECK_USER_AGENTS",
-        value_delimiter = ',',
-        default_value = "ELB-HealthChecker/,Amazon-Route53-Health-Check-Service,kube-probe/,GoogleHC/",
-        help_heading = "Health checks"
-    )]
+    #[arg(long, env = "REBUILDER_HEALTH_CHECK_USER_AGENTS", value_delimiter = ',', default_value = "ELB-HealthChecker/,Amazon-Route53-Health-Check-Service,kube-probe/,GoogleHC/", help_heading = HEADING)]
     pub health_check_user_agents: Vec<String>,
     /// ... and (when set) whose target is exactly one of these (comma separated, e.g.
     /// `/healthz`); recommended: it stops a client from hiding requests by faking the agent.
-    #[arg(
-        long,
-        env = "REBUILDER_HEALTH_CHECK_PATHS",
-        value_delimiter = ',',
-        help_heading = "Health checks"
-    )]
+    #[arg(long, env = "REBUILDER_HEALTH_CHECK_PATHS", value_delimiter = ',', help_heading = HEADING)]
     pub health_check_paths: Vec<String>,
     /// Keep health checks (turn the rule off).
-    #[arg(
-        long,
-        env = "REBUILDER_KEEP_HEALTH_CHECKS",
-        default_value_t = false,
-        help_heading = "Health checks"
-    )]
+    #[arg(long, env = "REBUILDER_KEEP_HEALTH_CHECKS", default_value_t = false, help_heading = HEADING)]
     pub keep_health_checks: bool,
 }
 

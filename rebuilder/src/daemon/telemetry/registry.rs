@@ -85,6 +85,11 @@ const fn gauge(name: &'static str, help: &'static str, read: fn(&Snapshot) -> Va
     }
 }
 
+/// One series without labels.
+fn one(v: u64) -> Values {
+    Values::One(v)
+}
+
 /// One value per label of a closed set, read from an array indexed like `all`.
 fn by_label<T: Copy>(
     label: &'static str,
@@ -101,198 +106,46 @@ fn by_label<T: Copy>(
     )
 }
 
-/// Every metric of the collector, in the order they are rendered.
+/// Every metric of the collector, in the order they are rendered: name, help, type, reader.
+#[rustfmt::skip]
 const METRICS: &[Metric] = &[
     // receive workers
-    counter(
-        "rebuilder_datagrams_received",
-        "UDP datagrams received.",
-        |s| Values::One(s.totals.c.datagrams),
-    ),
-    counter(
-        "rebuilder_datagram_bytes_received",
-        "UDP payload bytes received.",
-        |s| Values::One(s.totals.c.bytes),
-    ),
-    counter(
-        "rebuilder_datagrams_oversize",
-        "Datagrams longer than the receive buffer (dropped).",
-        |s| Values::One(s.totals.c.oversize),
-    ),
-    counter("rebuilder_receive_errors", "Socket receive errors.", |s| {
-        Values::One(s.totals.c.recv_errors)
-    }),
+    counter("rebuilder_datagrams_received", "UDP datagrams received.", |s| one(s.totals.c.datagrams)),
+    counter("rebuilder_datagram_bytes_received", "UDP payload bytes received.", |s| one(s.totals.c.bytes)),
+    counter("rebuilder_datagrams_oversize", "Datagrams longer than the receive buffer (dropped).", |s| one(s.totals.c.oversize)),
+    counter("rebuilder_receive_errors", "Socket receive errors.", |s| one(s.totals.c.recv_errors)),
     // kernel
-    counter(
-        "rebuilder_kernel_drops",
-        "Datagrams the kernel dropped on our sockets because the receive buffer was full (sk_drops, /proc/net/udp).",
-        |s| Values::One(s.socket_drops.drops),
-    ),
-    gauge(
-        "rebuilder_socket_rx_queue_bytes",
-        "Bytes waiting in our sockets' receive buffers.",
-        |s| Values::One(s.socket_drops.rx_queue_bytes),
-    ),
-    counter(
-        "rebuilder_host_udp_rcvbuf_errors",
-        "UDP RcvbufErrors of the network namespace (/proc/net/snmp), all sockets.",
-        |s| {
-            s.snmp
-                .map_or(Values::Absent, |n| Values::One(n.rcvbuf_errors))
-        },
-    ),
-    counter(
-        "rebuilder_host_udp_in_errors",
-        "UDP InErrors of the network namespace (/proc/net/snmp), all sockets.",
-        |s| s.snmp.map_or(Values::Absent, |n| Values::One(n.in_errors)),
-    ),
-    gauge(
-        "rebuilder_sockets_bound",
-        "UDP sockets bound (all workers).",
-        |s| Values::One(s.sockets_bound),
-    ),
+    counter("rebuilder_kernel_drops", "Datagrams the kernel dropped on our sockets because the receive buffer was full (sk_drops, /proc/net/udp).", |s| one(s.socket_drops.drops)),
+    gauge("rebuilder_socket_rx_queue_bytes", "Bytes waiting in our sockets' receive buffers.", |s| one(s.socket_drops.rx_queue_bytes)),
+    counter("rebuilder_host_udp_rcvbuf_errors", "UDP RcvbufErrors of the network namespace (/proc/net/snmp), all sockets.", |s| s.snmp.map_or(Values::Absent, |n| one(n.rcvbuf_errors))),
+    counter("rebuilder_host_udp_in_errors", "UDP InErrors of the network namespace (/proc/net/snmp), all sockets.", |s| s.snmp.map_or(Values::Absent, |n| one(n.in_errors))),
+    gauge("rebuilder_sockets_bound", "UDP sockets bound (all workers).", |s| one(s.sockets_bound)),
     // engines
-    counter(
-        "rebuilder_packets_decoded",
-        "Packets the engine processed.",
-        |s| Values::One(s.totals.e.packets),
-    ),
-    counter(
-        "rebuilder_packet_bytes",
-        "Bytes the engine processed.",
-        |s| Values::One(s.totals.e.bytes),
-    ),
-    counter(
-        "rebuilder_decode_drops",
-        "Packets or data the engine dropped, by reason.",
-        |s| {
-            by_label("reason", &DropReason::ALL, DropReason::as_str, |i| {
-                s.totals.e.drops(DropReason::ALL[i])
-            })
-        },
-    ),
-    gauge("rebuilder_flows_active", "TCP flows tracked now.", |s| {
-        Values::One(s.totals.active_flows)
-    }),
-    counter("rebuilder_flows_created", "TCP flows created.", |s| {
-        Values::One(s.totals.e.flows_created)
-    }),
-    counter(
-        "rebuilder_flows_evicted",
-        "TCP flows evicted because a cap (flows, memory) was reached.",
-        |s| Values::One(s.totals.e.flows_evicted),
-    ),
-    counter(
-        "rebuilder_flows_expired",
-        "TCP flows closed by the idle timeout.",
-        |s| Values::One(s.totals.e.flows_expired),
-    ),
-    counter(
-        "rebuilder_stream_gaps",
-        "Sequence gaps skipped (data missing from the mirror).",
-        |s| Values::One(s.totals.e.gaps),
-    ),
-    counter(
-        "rebuilder_stream_gap_bytes",
-        "Bytes skipped in those gaps.",
-        |s| Values::One(s.totals.e.gap_bytes),
-    ),
-    counter(
-        "rebuilder_flows_upgraded",
-        "Flows no longer parsed after an Upgrade or CONNECT request.",
-        |s| Values::One(s.totals.e.upgraded_flows),
-    ),
-    counter(
-        "rebuilder_response_packets",
-        "Packets of the server-to-client direction (ignored cheaply).",
-        |s| Values::One(s.totals.e.response_packets),
-    ),
-    counter(
-        "rebuilder_proxy_headers",
-        "PROXY protocol headers (v1, v2) stripped; their source is the forwarded client.",
-        |s| Values::One(s.totals.e.proxy_headers),
-    ),
-    counter(
-        "rebuilder_flows_opaque",
-        "Flows whose client stream is not HTTP/1.x (skipped).",
-        |s| Values::One(s.totals.e.opaque_flows),
-    ),
-    counter(
-        "rebuilder_bodies_truncated",
-        "Requests whose body exceeded --max-body-bytes and was cut.",
-        |s| Values::One(s.totals.e.bodies_truncated),
-    ),
-    counter(
-        "rebuilder_requests_extracted",
-        "HTTP requests extracted from the mirror.",
-        |s| Values::One(s.totals.c.extracted),
-    ),
+    counter("rebuilder_packets_decoded", "Packets the engine processed.", |s| one(s.totals.e.packets)),
+    counter("rebuilder_packet_bytes", "Bytes the engine processed.", |s| one(s.totals.e.bytes)),
+    counter("rebuilder_decode_drops", "Packets or data the engine dropped, by reason.", |s| by_label("reason", &DropReason::ALL, DropReason::as_str, |i| s.totals.e.drops(DropReason::ALL[i]))),
+    gauge("rebuilder_flows_active", "TCP flows tracked now.", |s| one(s.totals.active_flows)),
+    counter("rebuilder_flows_created", "TCP flows created.", |s| one(s.totals.e.flows_created)),
+    counter("rebuilder_flows_evicted", "TCP flows evicted because a cap (flows, memory) was reached.", |s| one(s.totals.e.flows_evicted)),
+    counter("rebuilder_flows_expired", "TCP flows closed by the idle timeout.", |s| one(s.totals.e.flows_expired)),
+    counter("rebuilder_stream_gaps", "Sequence gaps skipped (data missing from the mirror).", |s| one(s.totals.e.gaps)),
+    counter("rebuilder_stream_gap_bytes", "Bytes skipped in those gaps.", |s| one(s.totals.e.gap_bytes)),
+    counter("rebuilder_flows_upgraded", "Flows no longer parsed after an Upgrade or CONNECT request.", |s| one(s.totals.e.upgraded_flows)),
+    counter("rebuilder_response_packets", "Packets of the server-to-client direction (ignored cheaply).", |s| one(s.totals.e.response_packets)),
+    counter("rebuilder_proxy_headers", "PROXY protocol headers (v1, v2) stripped; their source is the forwarded client.", |s| one(s.totals.e.proxy_headers)),
+    counter("rebuilder_flows_opaque", "Flows whose client stream is not HTTP/1.x (skipped).", |s| one(s.totals.e.opaque_flows)),
+    counter("rebuilder_bodies_truncated", "Requests whose body exceeded --max-body-bytes and was cut.", |s| one(s.totals.e.bodies_truncated)),
+    counter("rebuilder_requests_extracted", "HTTP requests extracted from the mirror.", |s| one(s.totals.c.extracted)),
     // forwarding
-    counter(
-        "rebuilder_requests_forwarded",
-        "Requests the upstream answered, by status class.",
-        |s| {
-            by_label("status", &StatusClass::ALL, StatusClass::as_str, |i| {
-                s.forwarded[i]
-            })
-        },
-    ),
-    counter(
-        "rebuilder_requests_dropped",
-        "Requests not delivered, by reason.",
-        |s| {
-            by_label(
-                "reason",
-                &RequestDropReason::ALL,
-                RequestDropReason::as_str,
-                |i| s.dropped[i],
-            )
-        },
-    ),
-    counter(
-        "rebuilder_upstream_errors",
-        "Upstream failures, by class.",
-        |s| {
-            by_label(
-                "class",
-                &UpstreamErrorClass::ALL,
-                UpstreamErrorClass::as_str,
-                |i| s.upstream_errors[i],
-            )
-        },
-    ),
-    counter(
-        "rebuilder_upstream_probes",
-        "Upstream connection probes made while idle, by result.",
-        |s| {
-            by_label("result", &ProbeResult::ALL, ProbeResult::as_str, |i| {
-                s.probes[i]
-            })
-        },
-    ),
-    gauge(
-        "rebuilder_queue_depth",
-        "Requests waiting for a sender.",
-        |s| Values::One(s.queue_depth),
-    ),
-    gauge(
-        "rebuilder_queue_bytes",
-        "Bytes of the requests waiting for a sender.",
-        |s| Values::One(s.queue_bytes),
-    ),
-    gauge(
-        "rebuilder_queue_capacity",
-        "Configured queue capacity (requests).",
-        |s| Values::One(s.queue_capacity),
-    ),
-    gauge(
-        "rebuilder_upstream_in_flight",
-        "Requests being sent to the upstream now.",
-        |s| Values::One(s.in_flight),
-    ),
-    gauge("rebuilder_healthy", "1 when /healthz answers 200.", |s| {
-        Values::One(u64::from(s.healthy))
-    }),
+    counter("rebuilder_requests_forwarded", "Requests the upstream answered, by status class.", |s| by_label("status", &StatusClass::ALL, StatusClass::as_str, |i| s.forwarded[i])),
+    counter("rebuilder_requests_dropped", "Requests not delivered, by reason.", |s| by_label("reason", &RequestDropReason::ALL, RequestDropReason::as_str, |i| s.dropped[i])),
+    counter("rebuilder_upstream_errors", "Upstream failures, by class.", |s| by_label("class", &UpstreamErrorClass::ALL, UpstreamErrorClass::as_str, |i| s.upstream_errors[i])),
+    counter("rebuilder_upstream_probes", "Upstream connection probes made while idle, by result.", |s| by_label("result", &ProbeResult::ALL, ProbeResult::as_str, |i| s.probes[i])),
+    gauge("rebuilder_queue_depth", "Requests waiting for a sender.", |s| one(s.queue_depth)),
+    gauge("rebuilder_queue_bytes", "Bytes of the requests waiting for a sender.", |s| one(s.queue_bytes)),
+    gauge("rebuilder_queue_capacity", "Configured queue capacity (requests).", |s| one(s.queue_capacity)),
+    gauge("rebuilder_upstream_in_flight", "Requests being sent to the upstream now.", |s| one(s.in_flight)),
+    gauge("rebuilder_healthy", "1 when /healthz answers 200.", |s| one(u64::from(s.healthy))),
 ];
 
 /// Whatever can take a [`Snapshot`] (the daemon's telemetry state).

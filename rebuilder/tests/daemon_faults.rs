@@ -318,7 +318,7 @@ fn sigterm_drains_the_queue_and_exits_zero() {
 
 #[test]
 fn sigterm_with_a_dead_upstream_exits_zero_by_the_deadline() {
-    let (mut sink, mut p, expected) = loaded(
+    let (mut sink, mut p, _) = loaded(
         Duration::from_secs(60),
         &[
             "--request-timeout-ms",

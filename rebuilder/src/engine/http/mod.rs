@@ -37,9 +37,11 @@
 //! Layout: this module holds the state machine ([`Parser`], [`ParserState`]) and what a
 //! message goes through once its start is known (head, body, emit); [`resync`] finds where
 //! requests start (request-line recognition, the opaque verdict, candidate scanning after a
-//! gap); [`framing`] decides body lengths and decodes the chunked coding.
+//! gap); [`framing`] decides body lengths and decodes the chunked coding; [`proxy_prefix`]
+//! strips a PROXY protocol header at a stream start.
 
 mod framing;
+mod proxy_prefix;
 mod resync;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -522,65 +524,6 @@ impl Parser {
         }
         self.account(ctx.budget);
         &input[take..]
-    }
-
-    /// The first bytes of a stream that may be a PROXY header: buffered (at most
-    /// [`proxy::MAX_PREFIX`] bytes) until [`proxy::parse`] decides, then the header is
-    /// stripped and the bytes after it are parsed from the start state.
-    fn proxy_header<'i>(&mut self, input: &'i [u8], ctx: &mut Ctx<'_>) -> &'i [u8] {
-        let take = input.len().min(proxy::MAX_PREFIX - self.buf.len());
-        self.buf.extend_from_slice(&input[..take]);
-        let rest = &input[take..];
-        let (span, next) = match proxy::parse(&self.buf) {
-            proxy::Parsed::Incomplete => {
-                self.account(ctx.budget);
-                return rest;
-            }
-            proxy::Parsed::NotProxy => (
-                proxy::Span {
-                    consumed: 0,
-                    skip: 0,
-                },
-                ParserState::Head,
-            ),
-            proxy::Parsed::Header(h) => {
-                ctx.stats.proxy_headers += 1;
-                self.proxied = h.source.map(Box::new);
-                (h.span, ParserState::Head)
-            }
-            proxy::Parsed::Malformed(Some(span)) => {
-                ctx.stats.count_drop(DropReason::ProxyHeaderMalformed);
-                (span, ParserState::Head)
-            }
-            proxy::Parsed::Malformed(None) => {
-                ctx.stats.count_drop(DropReason::ProxyHeaderMalformed);
-                // Nothing marks the end of the header: only clear request lines count.
-                self.first_message = false;
-                (
-                    proxy::Span {
-                        consumed: 0,
-                        skip: 0,
-                    },
-                    ParserState::Sync { line_start: false },
-                )
-            }
-        };
-        let after = self.buf.split_off(span.consumed);
-        self.buf.clear();
-        self.state = if span.skip > 0 {
-            // v2 TLVs: skipped as they stream past; the start state follows.
-            ParserState::Body {
-                remaining: span.skip,
-                discard: true,
-            }
-        } else {
-            next
-        };
-        self.account(ctx.budget);
-        if !after.is_empty() {
-            self.data(self.msg_ts, &after, ctx);
-        }
-        rest
     }
 
     /// Parses a complete head and sets up its body.

@@ -253,8 +253,8 @@ fn main() -> anyhow::Result<ExitCode> {
                 let Some((_, payload)) = vxlan_payload(packet.frame) else {
                     continue;
                 };
-                if pps > 0 {
-                    let due = Duration::from_nanos(sent * 1_000_000_000 / pps);
+                if let Some(due) = (sent * 1_000_000_000).checked_div(pps) {
+                    let due = Duration::from_nanos(due);
                     if let Some(wait) = due.checked_sub(start.elapsed()) {
                         std::thread::sleep(wait);
                     }

@@ -459,14 +459,16 @@ mod tests {
 
     #[test]
     fn ipv6_listen_addresses_receive_too() {
-        let Ok(b) = bind(&cfg("[::1]:0", 2)) else {
-            eprintln!("SKIPPED: IPv6 loopback unavailable");
+        let bound = bind(&cfg("[::1]:0", 2));
+        let tx = UdpSocket::bind("[::1]:0");
+        let check = match (&bound, &tx) {
+            (Ok(_), Ok(_)) => Ok(()),
+            _ => Err("IPv6 loopback unavailable".to_owned()),
+        };
+        if !rebuilder_testkit::system::require("ipv6_listen_addresses_receive_too", check) {
             return;
-        };
-        let tx = match UdpSocket::bind("[::1]:0") {
-            Ok(s) => s,
-            Err(_) => return,
-        };
+        }
+        let (b, tx) = (bound.unwrap(), tx.unwrap());
         tx.send_to(b"0123456789", b.local_addrs[0]).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         let mut headers: MultiHeaders<()> = MultiHeaders::preallocate(8, None);

@@ -29,10 +29,10 @@
 //! A module never imports the one that drives it: stages import only the stages below them
 //! and [`engine::stats`]; the engine imports no daemon or offline module.
 //!
-//! The `testkit` cargo feature adds [`testkit`]: scripted TCP connections and the HTTP parser
-//! harness, for tests, benchmarks and fuzz targets (the `rebuilder-testkit` crate re-exports
-//! it). The frame builder itself ([`engine::packet::build`]) is always compiled: the capture
-//! generator (`rebuilder generate`) uses it.
+//! The `testkit` cargo feature adds the `testkit` module: scripted TCP connections and the
+//! HTTP parser harness, for tests, benchmarks and fuzz targets (the `rebuilder-testkit` crate
+//! turns it on and re-exports it). The frame builder itself ([`engine::packet::build`]) is
+//! always compiled: the capture generator (`rebuilder generate`) uses it.
 
 #[macro_use]
 mod label;

@@ -28,6 +28,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use nix::sched::{CloneFlags, setns};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 use crate::system::{self, sh};
 
@@ -360,15 +362,18 @@ pub fn down(prefix: &str) {
         if !existing.contains(&ns) {
             continue;
         }
-        for signal in ["TERM", "KILL"] {
+        for signal in [Signal::SIGTERM, Signal::SIGKILL] {
             let pids = sh("ip", &["netns", "pids", &ns]).unwrap_or_default();
-            let pids: Vec<&str> = pids.split_whitespace().collect();
+            let pids: Vec<i32> = pids
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect();
             if pids.is_empty() {
                 break;
             }
-            let mut args = vec!["-s", signal];
-            args.extend(pids);
-            let _ = sh("kill", &args);
+            for pid in pids {
+                let _ = kill(Pid::from_raw(pid), signal);
+            }
             std::thread::sleep(Duration::from_millis(300));
         }
         let _ = sh("ip", &["netns", "del", &ns]);

@@ -6,7 +6,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Uri};
 use http_body_util::Full;
 
-use super::ForwardConfig;
+use super::upstream::ForwardConfig;
 use crate::engine::request::HttpRequest;
 
 /// Header added (value `true`) when the engine cut the body at `--max-body-bytes`.

@@ -4,7 +4,7 @@
 
 use memchr::memchr;
 
-use super::{Ctx, Parser, ParserState};
+use super::state::{Ctx, Parser, ParserState};
 use crate::engine::stats::DropReason;
 
 const MAX_CHUNK_LINE: usize = 1024;

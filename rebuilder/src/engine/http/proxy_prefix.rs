@@ -3,7 +3,7 @@
 //! requests' client; a malformed one is counted and the stream goes on as the policy says
 //! (see the module documentation of [`super`]).
 
-use super::{Ctx, Parser, ParserState};
+use super::state::{Ctx, Parser, ParserState};
 use crate::engine::proxy;
 use crate::engine::stats::DropReason;
 

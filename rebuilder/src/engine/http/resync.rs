@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 use memchr::memmem::Finder;
 use memchr::{memchr, memrchr};
 
-use super::{Ctx, Parser, ParserState};
+use super::state::{Ctx, Parser, ParserState};
 use crate::engine::stats::DropReason;
 
 const HTTP_MARK: &[u8] = b" HTTP/1.";

@@ -1,8 +1,12 @@
+use std::net::SocketAddr;
+
+use proptest::prelude::*;
+
 use super::framing::parse_chunk_size;
 use super::resync::{Line, request_line};
 use super::*;
+use crate::engine::health_check::HealthCheckRule;
 use crate::testkit::ParserHarness as H;
-use proptest::prelude::*;
 
 const LIMITS: HttpLimits = H::LIMITS;
 

@@ -3,7 +3,8 @@
 
 use std::net::SocketAddr;
 
-use super::{SplitMix64, SynthConfig};
+use super::config::SynthConfig;
+use super::rng::SplitMix64;
 use crate::engine::request::HttpRequest;
 
 /// Body alphabet: no CR, LF or space, so no body can contain a request line.

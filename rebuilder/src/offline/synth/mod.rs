@@ -18,12 +18,14 @@
 //! The generator is seeded ([`SplitMix64`]): the same configuration yields the same bytes.
 //! Memory stays bounded by the open connections, so million-packet captures can be streamed.
 //!
-//! Layout: [`config`] (the knobs), [`rng`] (the seeded random numbers), [`script`] (one
+//! Layout: [`config`] (the knobs), [`rng`] (the seeded random numbers), [`output`] (frames,
+//! truth, counters), [`script`] (one
 //! connection: streams, segments, mutations, truth), [`http`] (requests and responses),
 //! [`wire`] (addresses and frames); this module interleaves the connections.
 
 pub mod config;
 mod http;
+pub mod output;
 pub mod rng;
 mod script;
 #[cfg(test)]
@@ -32,45 +34,10 @@ mod wire;
 
 use crate::engine::encap::vxlan;
 pub use crate::engine::encap::vxlan::VXLAN_PORT;
-use crate::engine::request::HttpRequest;
 pub use config::SynthConfig;
+pub use output::{Frame, GenStats, TruthRequest};
 pub use rng::SplitMix64;
 use script::{Dir, Ev, SynthConnection, build_connection};
-
-/// One captured link-layer frame.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Frame {
-    pub ts_us: u64,
-    /// The captured bytes.
-    pub data: Vec<u8>,
-    /// The length on the wire (> `data.len()` when the capture cut the frame).
-    pub orig_len: u32,
-}
-
-/// A request of the ground truth.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TruthRequest {
-    /// Connection number (0-based, in order of creation).
-    pub conn: u64,
-    /// Position of the request on its connection.
-    pub index: u32,
-    /// Every byte of the request was captured: the engine must emit it (exactly once).
-    /// `false`: a byte is missing and the engine must not emit it.
-    pub expected: bool,
-    /// The request as the engine must report it. `ts_us` is the capture time of the first
-    /// emitted frame holding the request's first byte (0 if that byte was never captured).
-    pub request: HttpRequest,
-}
-
-/// Counters of what the generator produced.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct GenStats {
-    pub frames: u64,
-    pub bytes: u64,
-    pub connections: u64,
-    pub requests: u64,
-    pub requests_expected: u64,
-}
 
 /// The deterministic generator; iterate it for frames, [`Generator::drain_truth`] for the truth
 /// of the connections that are complete so far (all of it once the iterator is exhausted).

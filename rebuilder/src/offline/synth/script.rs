@@ -9,9 +9,10 @@
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use super::config::SynthConfig;
 use super::http::{BuiltRequest, health_check_request, random_request, response_bytes};
-use super::wire::{ip_header_len, mss_of};
-use super::{SplitMix64, SynthConfig, TruthRequest};
+use super::output::TruthRequest;
+use super::rng::SplitMix64;
 use crate::engine::proxy;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +103,18 @@ pub(super) struct SynthConnection {
     pub(super) truth: Vec<TruthRequest>,
     pub(super) outer_sport: u16,
     pub(super) ts_counter: u32,
+}
+
+/// Bytes of the IP header of a connection's packets (no options).
+fn ip_header_len(addr: &SocketAddr) -> usize {
+    if addr.is_ipv4() { 20 } else { 40 }
+}
+
+/// The connection's MSS for an inner `mtu` (what its segments are cut to).
+pub(super) fn mss_of(conn: &SynthConnection, mtu: usize) -> usize {
+    // A usable MSS even for an absurd MTU (the CLI rejects those; the library clamps).
+    mtu.saturating_sub(ip_header_len(&conn.client) + 20 + if conn.tcp_ts { 12 } else { 0 })
+        .clamp(64, 65_000)
 }
 
 /// Cuts the write `start..end` into segments of at most `mss` bytes; `cuts` are positions

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::script::{Dir, Ev, F_ACK, F_FIN, F_PSH, F_RST, F_SYN, SynthConnection};
+use super::script::{Dir, Ev, F_ACK, F_FIN, F_PSH, F_RST, F_SYN, SynthConnection, mss_of};
 use crate::engine::encap::vxlan::VXLAN_PORT;
 use crate::engine::packet::build::{TcpFlags, TcpFrame, UdpFrame};
 
@@ -77,16 +77,6 @@ fn tcp_options(conn: &SynthConnection, ev: &Ev, mss: u16) -> Vec<u8> {
         o.extend_from_slice(&conn.ts_counter.wrapping_sub(3).to_be_bytes());
     }
     o
-}
-
-pub(super) fn ip_header_len(addr: &SocketAddr) -> usize {
-    if addr.is_ipv4() { 20 } else { 40 }
-}
-
-pub(super) fn mss_of(conn: &SynthConnection, mtu: usize) -> usize {
-    // A usable MSS even for an absurd MTU (the CLI rejects those; the library clamps).
-    mtu.saturating_sub(ip_header_len(&conn.client) + 20 + if conn.tcp_ts { 12 } else { 0 })
-        .clamp(64, 65_000)
 }
 
 /// Appends the inner frame of scripted segment `ev` of `conn` to `out`.

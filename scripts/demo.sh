@@ -7,7 +7,8 @@
 #      (cargo lambda watch --only-lambda-apis + cargo lambda invoke) and show what they did
 #   4. data plane: network namespaces where the kernel mirrors a web server's traffic as VXLAN
 #      (VNI from the session created above) to the real `rebuilder run`, which forwards every
-#      request to a local analyzer (scripts/demo/netns.sh, traffic.sh, analyzer.py)
+#      request to a local analyzer (the mirror lab and the recording analyzer of the data-plane
+#      test kit: `mirror-lab`, rebuilder/testkit; the client traffic: scripts/demo/traffic.sh)
 #      Without root or network namespaces: a generated capture replayed over loopback UDP.
 #   5. summary; exit 1 if anything did not match
 #
@@ -26,6 +27,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/mirrorfleet/target}"
 export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
 demo_dir="$root/scripts/demo"
 bin="${MIRRORFLEET_BIN_DIR:-$CARGO_TARGET_DIR/debug}"
+# the data plane's test kit: network-namespace mirror lab, recording analyzer, comparison
+lab="$bin/mirror-lab"
 work=$(mktemp -d "${TMPDIR:-/tmp}/mirrorfleet-demo.XXXXXX")
 prefix="mfdemo$$"
 t0=$(date +%s)
@@ -77,7 +80,7 @@ cleanup() {
   set +e
   local i
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop_pid "${pids[i]}"; done
-  bash "$demo_dir/netns.sh" down "$prefix" >/dev/null 2>&1
+  [ -x "$lab" ] && "$lab" down "$prefix" >/dev/null 2>&1
   if [ $rc -ne 0 ] || [ "${MIRRORFLEET_DEMO_KEEP:-}" = 1 ]; then
     echo "  logs kept in $work"
   else
@@ -263,15 +266,17 @@ have_rebuilder_run=0
 rebuilder_has run && have_rebuilder_run=1
 metrics_file="$work/metrics.txt"
 
-if [ "${MIRRORFLEET_DEMO_NO_NETNS:-}" != 1 ] && why=$(bash "$demo_dir/netns.sh" check); then
+if ! have_bin mirror-lab; then
+  fail "mirror-lab (the data plane's test kit) is not built at $lab: no data plane"
+elif [ "${MIRRORFLEET_DEMO_NO_NETNS:-}" != 1 ] && why=$("$lab" check); then
   step "data plane: network namespaces ($prefix-cli, $prefix-srv, $prefix-col), kernel VXLAN mirror with VNI $vni"
-  bash "$demo_dir/netns.sh" reap mfdemo
-  bash "$demo_dir/netns.sh" up "$prefix" "$vni" both
-  eval "$(bash "$demo_dir/netns.sh" addrs)"
+  "$lab" reap mfdemo
+  "$lab" up "$prefix" "$vni" both
+  eval "$("$lab" addrs)"
   info "client $CLIENT_IP -> web server $SERVER_IP:80 (web-1); tc mirred of its eth0 -> vxlan0 VNI $vni -> $COLLECTOR_IP:4789"
-  start web ip netns exec "$prefix-srv" python3 "$demo_dir/analyzer.py" serve --listen 0.0.0.0:80 --label web \
+  start web ip netns exec "$prefix-srv" "$lab" analyzer --listen 0.0.0.0:80 --label web \
     --record "$work/web.jsonl" --quiet
-  start analyzer ip netns exec "$prefix-col" python3 "$demo_dir/analyzer.py" serve --listen 127.0.0.1:8080 \
+  start analyzer ip netns exec "$prefix-col" "$lab" analyzer --listen 127.0.0.1:8080 \
     --label analyzer --record "$work/analyzer.jsonl"
   wait_tcp "$SERVER_IP" 80 10 "$prefix-cli" || fail "the web server did not start"
   wait_tcp 127.0.0.1 8080 10 "$prefix-col" || fail "the analyzer did not start"
@@ -289,7 +294,7 @@ if [ "${MIRRORFLEET_DEMO_NO_NETNS:-}" != 1 ] && why=$(bash "$demo_dir/netns.sh" 
     fi
   else
     fail "rebuilder run is not on this checkout: the mirror goes to a VXLAN datagram counter instead and no request can reach the analyzer"
-    start udp-sink ip netns exec "$prefix-col" python3 "$demo_dir/analyzer.py" udp-sink --listen 0.0.0.0:4789 \
+    start udp-sink ip netns exec "$prefix-col" "$lab" udp-sink --listen 0.0.0.0:4789 \
       --record "$work/udp-sink.json"
     sleep 0.5
   fi
@@ -319,7 +324,7 @@ if [ "${MIRRORFLEET_DEMO_NO_NETNS:-}" != 1 ] && why=$(bash "$demo_dir/netns.sh" 
   fi
 
   step "compare: what the web server got vs what the analyzer got through the mirror"
-  python3 "$demo_dir/analyzer.py" compare --sent "$work/web.jsonl" --received "$work/analyzer.jsonl" \
+  "$lab" compare --sent "$work/web.jsonl" --received "$work/analyzer.jsonl" \
     --client-ip "$CLIENT_IP" --expect-count "$requests_sent" --json "$work/verdict.json" \
     || fail "the analyzer did not receive exactly the requests the client sent"
   requests_received=$(cat "$work/analyzer.jsonl" 2>/dev/null | wc -l)

@@ -9,11 +9,8 @@
 //! `cargo bench -p rebuilder --bench flood`; knobs: MF_FLOOD (comma list of flows,syn,garbage,
 //! jumbo), MF_FLOOD_SCALE (multiplies the attacker packet counts, default 1).
 
-#[path = "../tests/floodkit/mod.rs"]
-mod floodkit;
-
-use floodkit::{Flood, Plan};
 use rebuilder::EngineConfig;
+use rebuilder_testkit::flood::{Flood, Plan, run};
 
 fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -50,14 +47,14 @@ const ENTRY_BYTES: u64 = 400;
 fn child(flood: Flood, scale: f64) -> i32 {
     let plan = plan(flood, scale);
     let baseline = status_kib("VmRSS:");
-    let o = floodkit::run(&plan, |_| {});
+    let o = run(&plan, |_| {});
     let hwm = status_kib("VmHWM:");
     let ceiling_kib = baseline
         + (plan.config.memory_budget_bytes as u64 + plan.config.max_flows as u64 * ENTRY_BYTES)
             / 1024;
     println!(
         "| {} | {} | {:.1} s | {} | {} | {} / {} ({:.2} %) + {} truncated, {} altered, {} foreign | {:.1} MiB (ceiling {:.1}) | {} |",
-        flood.name(),
+        flood.as_str(),
         o.flood_packets,
         o.seconds,
         o.max_active_flows,
@@ -73,7 +70,7 @@ fn child(flood: Flood, scale: f64) -> i32 {
         o.drops_line(),
     );
     if hwm > ceiling_kib || o.legit_corrupted > 0 || o.foreign > 0 {
-        eprintln!("flood {}: FAILED", flood.name());
+        eprintln!("flood {}: FAILED", flood.as_str());
         return 1;
     }
     0
@@ -85,12 +82,12 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1.0);
     if let Ok(name) = std::env::var("MF_FLOOD_CHILD") {
-        let flood = Flood::parse(&name).expect("known flood");
+        let flood = Flood::from_label(&name).expect("known flood");
         std::process::exit(child(flood, scale));
     }
     let floods: Vec<Flood> = std::env::var("MF_FLOOD")
         .ok()
-        .map(|v| v.split(',').filter_map(Flood::parse).collect())
+        .map(|v| v.split(',').filter_map(Flood::from_label).collect())
         .unwrap_or_else(|| Flood::ALL.to_vec());
     println!(
         "| flood | attacker packets | time | max flows | evicted | legitimate requests recovered | peak RSS | drops |"
@@ -100,7 +97,7 @@ fn main() {
     let mut failed = false;
     for f in floods {
         let st = std::process::Command::new(&exe)
-            .env("MF_FLOOD_CHILD", f.name())
+            .env("MF_FLOOD_CHILD", f.as_str())
             .status()
             .expect("child runs");
         failed |= !st.success();

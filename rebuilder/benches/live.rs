@@ -9,16 +9,15 @@
 //! MF_BENCH_WORKERS (rebuilder --workers, default 0 = one per core),
 //! MF_BENCH_STRICT=1 (exit 1 when a target at the fastest rate is missed).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::io::IoSlice;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use common::{RebuilderProc, Sink};
 use nix::sys::socket::{MsgFlags, MultiHeaders, sendmmsg};
+use rebuilder_testkit::analyzer::Analyzer;
+use rebuilder_testkit::daemon::RebuilderProc;
+use rebuilder_testkit::traffic::vxlan_payload;
 
 /// The capture as UDP payloads in one buffer.
 struct Capture {
@@ -33,15 +32,15 @@ fn build_capture(min_packets: usize) -> Capture {
     let t = Instant::now();
     let mut connections = min_packets / 40;
     loop {
-        let mut cfg = rebuilder::synth::SynthConfig::realistic(2026, connections, 256);
+        let mut cfg = rebuilder::offline::synth::SynthConfig::realistic(2026, connections, 256);
         // Live traffic: no loss; the realistic mix keeps reordering, retransmissions,
         // duplicates, pipelining, chunked bodies, IPv6 and VLAN tags.
         cfg.loss = 0.0;
-        let mut generator = rebuilder::synth::Generator::new(cfg);
+        let mut generator = rebuilder::offline::synth::Generator::new(cfg);
         let mut data = Vec::with_capacity(min_packets * 400);
         let mut index = Vec::with_capacity(min_packets + 1024);
         for frame in generator.by_ref() {
-            if let Some((sport, payload)) = common::vxlan_payload(&frame.data) {
+            if let Some((sport, payload)) = vxlan_payload(&frame.data) {
                 index.push((data.len() as u32, payload.len() as u16, sport));
                 data.extend_from_slice(payload);
             }
@@ -151,13 +150,13 @@ struct Row {
 }
 
 fn run_rate(cap: &Capture, pps: u64, workers: &str) -> Row {
-    let sink = Sink::start(None, false);
+    let sink = Analyzer::loopback();
     let p = RebuilderProc::start(
-        &format!("http://{}", sink.addr),
+        &sink.url(),
         &["--workers", workers, "--queue-capacity", "65536"],
     );
     p.wait_health(200, Duration::from_secs(10));
-    let snmp_before = rebuilder::telemetry::read_udp_snmp();
+    let snmp_before = rebuilder::daemon::telemetry::read_udp_snmp();
     let cpu_before = p.cpu_us();
     let split_before = p.cpu_by_thread();
     let (sent, took) = send_capture(cap, p.udp, pps);
@@ -168,7 +167,7 @@ fn run_rate(cap: &Capture, pps: u64, workers: &str) -> Row {
         let rx =
             m.get("rebuilder_datagrams_received_total") + m.get("rebuilder_kernel_drops_total");
         let extracted = m.get("rebuilder_requests_extracted_total");
-        let settled = m.forwarded() + dropped(&m);
+        let settled = m.forwarded() + m.dropped_total();
         if rx >= sent && extracted >= cap.expected && settled >= extracted {
             break;
         }
@@ -186,7 +185,7 @@ fn run_rate(cap: &Capture, pps: u64, workers: &str) -> Row {
             (k, v.saturating_sub(b) as f64 / sent as f64)
         })
         .collect();
-    let snmp_after = rebuilder::telemetry::read_udp_snmp();
+    let snmp_after = rebuilder::daemon::telemetry::read_udp_snmp();
     let host_rcvbuf_errors = match (snmp_before, snmp_after) {
         (Some(a), Some(b)) => b.rcvbuf_errors - a.rcvbuf_errors,
         _ => 0,
@@ -203,25 +202,10 @@ fn run_rate(cap: &Capture, pps: u64, workers: &str) -> Row {
         host_rcvbuf_errors,
         extracted: m.get("rebuilder_requests_extracted_total"),
         delivered: sink.received(),
-        dropped: dropped(&m),
+        dropped: m.dropped_total(),
         cpu_us_per_packet: cpu as f64 / sent as f64,
         cpu_split,
     }
-}
-
-fn dropped(m: &common::Metrics) -> u64 {
-    [
-        "queue_full",
-        "queue_bytes",
-        "invalid_request",
-        "upstream_connect",
-        "upstream_timeout",
-        "upstream_io",
-        "shutdown",
-    ]
-    .iter()
-    .map(|r| m.dropped(r))
-    .sum()
 }
 
 fn main() {

@@ -18,9 +18,9 @@
 //! Exits non-zero if a request is missing, different or duplicated.
 
 use nix::sys::resource::{UsageWho, getrusage};
-use rebuilder::capture::PcapStream;
-use rebuilder::replay::run_capture;
-use rebuilder::synth::{Generator, SynthConfig};
+use rebuilder::offline::capture::PcapStream;
+use rebuilder::offline::replay::run_capture;
+use rebuilder::offline::synth::{Generator, SynthConfig};
 use rebuilder::{EngineConfig, HttpRequest};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -177,7 +177,7 @@ fn generate(path: &Path, cfg: SynthConfig) -> Truth {
     let mut out = PcapStream::new(std::io::BufWriter::with_capacity(1 << 20, file)).unwrap();
     let mut generator = Generator::new(cfg);
     let mut expected = HashMap::new();
-    let mut absorb = |batch: Vec<rebuilder::synth::TruthRequest>| {
+    let mut absorb = |batch: Vec<rebuilder::offline::synth::TruthRequest>| {
         for t in batch {
             assert!(t.expected, "the benchmark mix has no loss");
             expected.insert(request_id(&t.request), fingerprint(&t.request));

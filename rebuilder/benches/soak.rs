@@ -9,13 +9,14 @@
 //! `scripts/soak.sh [MINUTES]` (= `cargo bench -p rebuilder --bench soak`).
 //! Knobs: MF_SOAK_MINUTES (10), MF_SOAK_PPS (20000), MF_SOAK_SAMPLE_S (5), MF_SOAK_WORKERS (2).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Metrics, Pacer, RebuilderProc, Sender, Sink};
-use rebuilder::synth::{Generator, SplitMix64, SynthConfig};
+use rebuilder::DropReason;
+use rebuilder::offline::synth::{Generator, SplitMix64, SynthConfig};
+use rebuilder_testkit::analyzer::Analyzer;
+use rebuilder_testkit::daemon::RebuilderProc;
+use rebuilder_testkit::metrics::Metrics;
+use rebuilder_testkit::traffic::{Pacer, Sender, vxlan_payload};
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -30,20 +31,6 @@ struct Sample {
     m: Metrics,
 }
 
-const DROP_REASONS: [&str; 7] = [
-    "queue_full",
-    "queue_bytes",
-    "invalid_request",
-    "upstream_connect",
-    "upstream_timeout",
-    "upstream_io",
-    "shutdown",
-];
-
-fn dropped(m: &Metrics) -> u64 {
-    DROP_REASONS.iter().map(|r| m.dropped(r)).sum()
-}
-
 fn main() {
     // `cargo bench` passes --bench; nothing else is expected.
     let minutes: f64 = env("MF_SOAK_MINUTES", 10.0);
@@ -52,13 +39,13 @@ fn main() {
     let workers: String = env("MF_SOAK_WORKERS", "2".to_string());
     let duration = Duration::from_secs_f64(minutes * 60.0);
 
-    let sink = Sink::start(None, false);
+    let sink = Analyzer::loopback();
     let p = RebuilderProc::start(
-        &format!("http://{}", sink.addr),
+        &sink.url(),
         &["--workers", &workers, "--health-probe-interval-ms", "500"],
     );
     p.wait_health(200, Duration::from_secs(20));
-    let sender = Sender::new(p.udp, 8);
+    let sender = Sender::new(p.udp, 8).unwrap();
     println!(
         "soak: {minutes} min at {pps} datagrams/s, rebuilder pid {} ({} workers), sample every {sample_s} s",
         p.pid(),
@@ -94,7 +81,7 @@ fn main() {
         // Distinct client addresses per block (the generator derives them from the seed).
         let mut generator = Generator::new(cfg);
         for frame in generator.by_ref() {
-            let Some((sport, payload)) = common::vxlan_payload(&frame.data) else {
+            let Some((sport, payload)) = vxlan_payload(&frame.data) else {
                 continue;
             };
             pacer.wait(sent);
@@ -124,7 +111,7 @@ fn main() {
             if start.elapsed() >= duration {
                 // Finish the block (its truth covers whole connections).
                 for frame in generator.by_ref() {
-                    if let Some((sport, payload)) = common::vxlan_payload(&frame.data) {
+                    if let Some((sport, payload)) = vxlan_payload(&frame.data) {
                         pacer.wait(sent);
                         sender.send(sport, payload);
                         sent += 1;
@@ -174,10 +161,10 @@ fn main() {
     let kernel = m.get("rebuilder_kernel_drops_total");
     let oversize = m.get("rebuilder_datagrams_oversize_total");
     let decoded = m.get("rebuilder_packets_decoded_total");
-    let malformed = m.decode_drops("vxlan_malformed");
+    let malformed = m.decode_drops(DropReason::VxlanMalformed);
     let extracted = m.get("rebuilder_requests_extracted_total");
     let forwarded = m.forwarded();
-    let drops = dropped(m);
+    let drops = m.dropped_total();
     let queued = m.get("rebuilder_queue_depth") + m.get("rebuilder_upstream_in_flight");
     let at_sink = sink.received();
 
@@ -265,7 +252,7 @@ fn print_sample(s: &Sample) {
         m.get("rebuilder_packets_decoded_total"),
         m.get("rebuilder_requests_extracted_total"),
         m.forwarded(),
-        dropped(m),
+        m.dropped_total(),
         m.get("rebuilder_kernel_drops_total"),
         m.get("rebuilder_flows_active"),
     );

@@ -1,25 +1,51 @@
-//! mirrorfleet rebuilder: VXLAN mirror traffic -> TCP reassembly -> HTTP requests.
+//! mirrorfleet rebuilder: AWS Traffic Mirroring copies (VXLAN over UDP/4789) in, the HTTP/1.x
+//! requests of every mirrored TCP flow out, forwarded to an analyzer.
+//!
+//! # The pipeline
+//!
+//! Folders follow the data. The [`engine`] is pure (no sockets, no clock, no logging per
+//! packet) and is driven either by the [`daemon`] (live) or by the [`offline`] tools (captures):
+//!
+//! ```text
+//! daemon::ingest        UDP/4789 sockets (SO_REUSEPORT, recvmmsg), one worker per core
+//!   │ datagram                           offline::capture   pcap / pcapng frames
+//!   ▼                                      │ frame
+//! engine (Engine::on_vxlan_payload / on_captured_frame / on_timer / finish)
+//!   encap::vxlan        RFC 7348 header (I flag, VNI), VNI allow-list
+//!   packet              Ethernet II, 802.1Q / QinQ, IPv4 / IPv6, TCP (zero copy, lax)
+//!   flow                table of directions keyed (VNI, src, dst), peers linked, LRU caps
+//!   reassembly          per-direction TCP stream: order, duplicates, holes -> gaps
+//!   http                per-direction HTTP/1.x request parser: state machine, resync, framing
+//!     proxy, health_check   PROXY protocol v1/v2 prefix; load-balancer health checks
+//!   request             the output: HttpRequest          stats: DropReason, EngineStats
+//!   │ HttpRequest
+//!   ▼
+//! daemon::forward       bounded queue -> rewrite -> keep-alive senders -> the analyzer
+//! daemon::telemetry     counters (workers' snapshots) -> /metrics; health -> /healthz (admin)
+//!                                        offline::replay   requests as jsonl / http / summary
+//!                                        offline::synth    deterministic captures + ground truth
+//! ```
+//!
+//! A module never imports the one that drives it: stages import only the stages below them
+//! and [`engine::stats`]; the engine imports no daemon or offline module.
+//!
+//! The `testkit` cargo feature adds the `testkit` module: scripted TCP connections and the
+//! HTTP parser harness, for tests, benchmarks and fuzz targets (the `rebuilder-testkit` crate
+//! turns it on and re-exports it). The frame builder itself ([`engine::packet::build`]) is
+//! always compiled: the capture generator (`rebuilder generate`) uses it.
+
+#[macro_use]
+mod label;
 
 pub mod engine;
-pub mod flow;
-pub mod health_check;
-pub mod http;
-pub mod packet;
-pub mod proxy;
-pub mod reassembly;
-pub mod request;
-pub mod vxlan;
 
-pub use engine::{DropReason, Engine, EngineConfig, EngineStats};
-pub use request::HttpRequest;
-
-pub mod capture;
-pub mod replay;
-pub mod synth;
-
-pub mod admin;
-pub mod config;
 pub mod daemon;
-pub mod forward;
-pub mod ingest;
-pub mod telemetry;
+
+pub mod offline;
+
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+
+pub use engine::request::HttpRequest;
+pub use engine::stats::{DropReason, EngineStats};
+pub use engine::{Engine, EngineConfig};

@@ -4,7 +4,7 @@
 //! deterministic synthetic capture and its ground truth).
 
 use clap::{Parser, Subcommand};
-use rebuilder::replay::{GenerateArgs, ReplayArgs, generate_command, replay_command};
+use rebuilder::offline::replay::{GenerateArgs, ReplayArgs, generate_command, replay_command};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -31,7 +31,7 @@ enum Command {
     /// Write a deterministic synthetic capture (pcap) and its ground truth (jsonl).
     Generate(Box<GenerateArgs>),
     /// Receive VXLAN mirror traffic on UDP, extract HTTP requests and forward them upstream.
-    Run(Box<rebuilder::config::RunArgs>),
+    Run(Box<rebuilder::daemon::config::RunArgs>),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -60,7 +60,7 @@ fn main() -> anyhow::Result<ExitCode> {
             let outcome = match replay_command(&args, &mut out, &mut err) {
                 Ok(o) => o,
                 // `rebuilder replay x.pcap | head`: the reader went away, not an error of ours.
-                Err(rebuilder::replay::ReplayError::Output(e))
+                Err(rebuilder::offline::replay::ReplayError::Output(e))
                     if e.kind() == std::io::ErrorKind::BrokenPipe =>
                 {
                     return Ok(ExitCode::SUCCESS);

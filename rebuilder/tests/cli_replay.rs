@@ -1,30 +1,13 @@
 //! The `rebuilder generate` and `rebuilder replay` command lines, end to end through files.
 
+use rebuilder_testkit::system::TempDir;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let p = std::env::temp_dir().join(format!(
-            "mf-cli-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A temporary directory of the test kit (removed on drop).
+fn temp_dir() -> TempDir {
+    TempDir::new("mf-cli").expect("a temporary directory")
 }
 
 fn rebuilder(args: &[&str]) -> Output {
@@ -86,9 +69,9 @@ fn generate(dir: &Path, extra: &[&str]) -> (PathBuf, Vec<serde_json::Value>) {
 
 #[test]
 fn replay_jsonl_output_equals_the_generated_truth() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let (pcap, truth) = generate(
-        &dir.0,
+        dir.path(),
         &[
             "--connections",
             "40",
@@ -142,8 +125,8 @@ fn replay_jsonl_output_equals_the_generated_truth() {
 
 #[test]
 fn replay_without_body_flag_leaves_bodies_out() {
-    let dir = TempDir::new();
-    let (pcap, _) = generate(&dir.0, &["--connections", "5", "--methods", "POST"]);
+    let dir = temp_dir();
+    let (pcap, _) = generate(dir.path(), &["--connections", "5", "--methods", "POST"]);
     let out = ok(rebuilder(&["replay", pcap.to_str().unwrap()]));
     let got = lines(&out.stdout);
     assert!(!got.is_empty());
@@ -155,8 +138,8 @@ fn replay_without_body_flag_leaves_bodies_out() {
 
 #[test]
 fn summary_format_prints_counters_on_stderr_only() {
-    let dir = TempDir::new();
-    let (pcap, truth) = generate(&dir.0, &["--connections", "10"]);
+    let dir = temp_dir();
+    let (pcap, truth) = generate(dir.path(), &["--connections", "10"]);
     let out = ok(rebuilder(&[
         "replay",
         pcap.to_str().unwrap(),
@@ -175,8 +158,8 @@ fn summary_format_prints_counters_on_stderr_only() {
 
 #[test]
 fn http_format_prints_one_message_per_request() {
-    let dir = TempDir::new();
-    let (pcap, truth) = generate(&dir.0, &["--connections", "10", "--chunked", "1"]);
+    let dir = temp_dir();
+    let (pcap, truth) = generate(dir.path(), &["--connections", "10", "--chunked", "1"]);
     let out = ok(rebuilder(&[
         "replay",
         pcap.to_str().unwrap(),
@@ -201,8 +184,8 @@ fn http_format_prints_one_message_per_request() {
 
 #[test]
 fn vni_filter_keeps_only_the_chosen_vnis() {
-    let dir = TempDir::new();
-    let (pcap, truth) = generate(&dir.0, &["--connections", "30", "--vnis", "5,6,7"]);
+    let dir = temp_dir();
+    let (pcap, truth) = generate(dir.path(), &["--connections", "30", "--vnis", "5,6,7"]);
     let out = ok(rebuilder(&[
         "replay",
         pcap.to_str().unwrap(),
@@ -223,12 +206,12 @@ fn vni_filter_keeps_only_the_chosen_vnis() {
 
 #[test]
 fn a_truncated_file_prints_what_was_found_names_the_offset_and_fails() {
-    let dir = TempDir::new();
-    let (pcap, truth) = generate(&dir.0, &["--connections", "20"]);
+    let dir = temp_dir();
+    let (pcap, truth) = generate(dir.path(), &["--connections", "20"]);
     let mut bytes = std::fs::read(&pcap).unwrap();
     let cut = bytes.len() * 2 / 3;
     bytes.truncate(cut);
-    let broken = dir.0.join("broken.pcap");
+    let broken = dir.path().join("broken.pcap");
     std::fs::write(&broken, &bytes).unwrap();
     let out = rebuilder(&["replay", broken.to_str().unwrap()]);
     assert!(!out.status.success());
@@ -252,31 +235,35 @@ fn a_truncated_file_prints_what_was_found_names_the_offset_and_fails() {
 
 #[test]
 fn a_file_that_is_not_a_capture_is_a_clear_error() {
-    let dir = TempDir::new();
-    let f = dir.0.join("x.pcap");
+    let dir = temp_dir();
+    let f = dir.path().join("x.pcap");
     std::fs::write(&f, b"GET / HTTP/1.1\r\n\r\n").unwrap();
     let out = rebuilder(&["replay", f.to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("not a pcap or pcapng file"), "{stderr}");
-    let missing = rebuilder(&["replay", dir.0.join("nope.pcap").to_str().unwrap()]);
+    let missing = rebuilder(&["replay", dir.path().join("nope.pcap").to_str().unwrap()]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot open"));
 }
 
 #[test]
 fn pcapng_replays_like_pcap() {
-    let dir = TempDir::new();
-    let cfg = rebuilder::synth::SynthConfig {
+    let dir = temp_dir();
+    let cfg = rebuilder::offline::synth::SynthConfig {
         connections: 15,
         ..Default::default()
     };
-    let (frames, truth) = rebuilder::synth::generate(cfg);
-    let ng = dir.0.join("cap.pcapng");
-    let pcap = dir.0.join("cap.pcap");
-    rebuilder::capture::write_pcapng(frames.clone(), std::fs::File::create(&ng).unwrap(), true)
-        .unwrap();
-    rebuilder::capture::write_pcap(frames, std::fs::File::create(&pcap).unwrap()).unwrap();
+    let (frames, truth) = rebuilder::offline::synth::generate(cfg);
+    let ng = dir.path().join("cap.pcapng");
+    let pcap = dir.path().join("cap.pcap");
+    rebuilder::offline::capture::write_pcapng(
+        frames.clone(),
+        std::fs::File::create(&ng).unwrap(),
+        true,
+    )
+    .unwrap();
+    rebuilder::offline::capture::write_pcap(frames, std::fs::File::create(&pcap).unwrap()).unwrap();
     let a = ok(rebuilder(&["replay", ng.to_str().unwrap(), "--with-body"]));
     let b = ok(rebuilder(&[
         "replay",
@@ -290,9 +277,9 @@ fn pcapng_replays_like_pcap() {
 
 #[test]
 fn replay_reads_stdin_and_cuts_bodies_over_the_cap() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let (pcap, truth) = generate(
-        &dir.0,
+        dir.path(),
         &[
             "--connections",
             "12",
@@ -333,9 +320,9 @@ fn replay_reads_stdin_and_cuts_bodies_over_the_cap() {
 
 #[test]
 fn replay_prints_the_proxy_protocol_client_and_the_tcp_peer() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let (pcap, truth) = generate(
-        &dir.0,
+        dir.path(),
         &[
             "--connections",
             "30",
@@ -378,9 +365,9 @@ fn replay_prints_the_proxy_protocol_client_and_the_tcp_peer() {
 
 #[test]
 fn health_checks_are_dropped_by_default_and_kept_or_narrowed_by_flags() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let (pcap, truth) = generate(
-        &dir.0,
+        dir.path(),
         &[
             "--connections",
             "40",

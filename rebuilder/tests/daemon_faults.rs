@@ -1,14 +1,19 @@
 //! Fault tests of `rebuilder run` over loopback UDP: the upstream goes down or gets slow, garbage
 //! and SYN floods arrive. The caps hold, every loss is counted, delivery resumes by itself.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Metrics, RebuilderProc, Sender, Sink, synth_payloads, wait_until};
+use rebuilder::DropReason;
+use rebuilder::daemon::telemetry::{RequestDropReason, UpstreamErrorClass};
+use rebuilder_testkit::analyzer::Analyzer;
+use rebuilder_testkit::daemon::{RebuilderProc, rebuilder_bin};
+use rebuilder_testkit::frames::{TcpFlags, TcpFrame, vxlan_datagram};
+use rebuilder_testkit::metrics::{Metrics, http_get};
+use rebuilder_testkit::system::wait_until;
+use rebuilder_testkit::traffic::{Pacer, Sender, synth_payloads};
 
 fn send_all(sender: &Sender, payloads: &[(u16, Vec<u8>)], pps: u64) {
-    let pacer = common::Pacer::new(pps);
+    let pacer = Pacer::new(pps);
     for (i, (sport, p)) in payloads.iter().enumerate() {
         pacer.wait(i as u64);
         sender.send(*sport, p);
@@ -26,25 +31,13 @@ fn pending(m: &Metrics) -> u64 {
 
 /// Everything that happened to extracted requests: delivered or dropped for a counted reason.
 fn accounted(m: &Metrics) -> u64 {
-    m.forwarded()
-        + [
-            "queue_full",
-            "queue_bytes",
-            "invalid_request",
-            "upstream_connect",
-            "upstream_timeout",
-            "upstream_io",
-            "shutdown",
-        ]
-        .iter()
-        .map(|r| m.dropped(r))
-        .sum::<u64>()
+    m.forwarded() + m.dropped_total()
 }
 
 #[test]
 fn upstream_down_drops_are_counted_memory_stays_bounded_and_delivery_resumes() {
-    let mut sink = Sink::start(None, false);
-    let upstream = format!("http://{}", sink.addr);
+    let mut sink = Analyzer::loopback();
+    let upstream = sink.url();
     sink.stop();
     let p = RebuilderProc::start(
         &upstream,
@@ -64,30 +57,33 @@ fn upstream_down_drops_are_counted_memory_stays_bounded_and_delivery_resumes() {
         ],
     );
     p.wait_health(503, Duration::from_secs(10));
-    let (_, body) = common::http_get(p.admin, "/healthz").unwrap();
+    let (_, body) = http_get(p.admin, "/healthz").unwrap();
     assert!(body.contains("upstream"), "503 names the reason: {body}");
     let rss_before = p.rss_kib();
 
     // ~2,500 requests with bodies up to 32 KB (~40 MB of requests) while the upstream is down.
     let (payloads, expected) = synth_payloads(11, 800, 32_000);
-    let sender = Sender::new(p.udp, 8);
+    let sender = Sender::new(p.udp, 8).unwrap();
     send_all(&sender, &payloads, 40_000);
     let m = p.wait_metrics(Duration::from_secs(30), "every request accounted", |m| {
         extracted(m) == expected as u64 && accounted(m) + pending(m) == expected as u64
     });
     assert_eq!(m.forwarded(), 0);
-    assert!(m.dropped("queue_full") > 0, "the small queue overflowed");
-    assert!(m.upstream_errors("connect") > 0);
+    assert!(
+        m.dropped(RequestDropReason::QueueFull) > 0,
+        "the small queue overflowed"
+    );
+    assert!(m.upstream_errors(UpstreamErrorClass::Connect) > 0);
     assert_eq!(
-        m.dropped("upstream_connect"),
+        m.dropped(RequestDropReason::UpstreamConnect),
         0,
         "senders connect before taking a request: nothing is burnt on connect errors"
     );
     assert!(pending(&m) > 0, "the oldest requests wait in the queue");
     assert!(
-        m.upstream_errors("connect") < expected as u64 / 4,
+        m.upstream_errors(UpstreamErrorClass::Connect) < expected as u64 / 4,
         "no retry storm: {} connect attempts for {expected} requests",
-        m.upstream_errors("connect")
+        m.upstream_errors(UpstreamErrorClass::Connect)
     );
     let growth_mib = p.rss_kib().saturating_sub(rss_before) / 1024;
     assert!(
@@ -97,7 +93,7 @@ fn upstream_down_drops_are_counted_memory_stays_bounded_and_delivery_resumes() {
     assert_eq!(p.healthz(), 503);
 
     // The upstream comes back: /healthz turns 200 and new traffic is delivered, all of it.
-    sink.restart();
+    sink.restart().unwrap();
     p.wait_health(200, Duration::from_secs(10));
     // What was still queued from the outage is delivered (or dropped) first.
     let before = p.wait_metrics(Duration::from_secs(20), "queue drained", |m| {
@@ -121,11 +117,10 @@ fn upstream_down_drops_are_counted_memory_stays_bounded_and_delivery_resumes() {
 
 #[test]
 fn slow_upstream_times_out_drops_are_counted_and_delivery_resumes() {
-    let sink = Sink::start(None, false);
-    sink.delay_ms
-        .store(1500, std::sync::atomic::Ordering::SeqCst);
+    let sink = Analyzer::loopback();
+    sink.set_delay(Duration::from_millis(1500));
     let p = RebuilderProc::start(
-        &format!("http://{}", sink.addr),
+        &sink.url(),
         &[
             "--workers",
             "1",
@@ -143,23 +138,23 @@ fn slow_upstream_times_out_drops_are_counted_and_delivery_resumes() {
     );
     let rss_before = p.rss_kib();
     let (payloads, expected) = synth_payloads(21, 500, 16_000);
-    let sender = Sender::new(p.udp, 4);
+    let sender = Sender::new(p.udp, 4).unwrap();
     send_all(&sender, &payloads, 40_000);
     let m = p.wait_metrics(Duration::from_secs(40), "every request accounted", |m| {
         extracted(m) == expected as u64
             && accounted(m) + pending(m) == expected as u64
-            && m.dropped("upstream_timeout") > 0
+            && m.dropped(RequestDropReason::UpstreamTimeout) > 0
     });
-    assert!(m.dropped("upstream_timeout") > 0);
-    assert!(m.upstream_errors("timeout") > 0);
-    assert!(m.dropped("queue_full") > 0);
+    assert!(m.dropped(RequestDropReason::UpstreamTimeout) > 0);
+    assert!(m.upstream_errors(UpstreamErrorClass::Timeout) > 0);
+    assert!(m.dropped(RequestDropReason::QueueFull) > 0);
     // Timeouts make the instance unhealthy.
     p.wait_health(503, Duration::from_secs(10));
     let growth_mib = p.rss_kib().saturating_sub(rss_before) / 1024;
     assert!(growth_mib < 24, "RSS grew by {growth_mib} MiB");
 
     // Fast again: delivery resumes by itself.
-    sink.delay_ms.store(0, std::sync::atomic::Ordering::SeqCst);
+    sink.set_delay(Duration::from_millis(0));
     let before = p.wait_metrics(Duration::from_secs(30), "queue drained", |m| {
         pending(m) == 0
     });
@@ -179,30 +174,27 @@ fn slow_upstream_times_out_drops_are_counted_and_delivery_resumes() {
     p.wait_health(200, Duration::from_secs(5));
 }
 
-/// Outer-less VXLAN payload of one inner TCP segment.
+/// The VXLAN datagram of one inner TCP segment (a SYN, or data with ACK and PSH).
 fn tcp_datagram(src: [u8; 4], sport: u16, flags_syn: bool, seq: u32, payload: &[u8]) -> Vec<u8> {
-    let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4(src, [10, 9, 9, 9], 64)
-        .tcp(sport, 80, seq, 65535);
-    let b = if flags_syn { b.syn() } else { b.ack(1).psh() };
-    let mut inner = Vec::new();
-    b.write(&mut inner, payload).unwrap();
-    let mut out = vec![0x08, 0, 0, 0, 0, 0x10, 0x92, 0];
-    out.extend_from_slice(&inner);
-    out
+    let flags = if flags_syn {
+        TcpFlags::SYN
+    } else {
+        TcpFlags::ack(1).psh()
+    };
+    let frame = TcpFrame::new((src, sport).into(), ([10, 9, 9, 9], 80).into(), seq)
+        .flags(flags)
+        .build(payload);
+    vxlan_datagram(4242, &frame)
 }
 
 #[test]
 fn garbage_and_syn_floods_hold_the_caps_and_count_evictions() {
-    let sink = Sink::start(None, false);
-    let p = RebuilderProc::start(
-        &format!("http://{}", sink.addr),
-        &["--workers", "2", "--max-flows", "500"],
-    );
-    let sender = Sender::new(p.udp, 8);
+    let sink = Analyzer::loopback();
+    let p = RebuilderProc::start(&sink.url(), &["--workers", "2", "--max-flows", "500"]);
+    let sender = Sender::new(p.udp, 8).unwrap();
 
     // Garbage: random bytes, short datagrams, bad VXLAN flags, VXLAN with junk inside.
-    let mut rng = rebuilder::synth::SplitMix64::new(7);
+    let mut rng = rebuilder::offline::synth::SplitMix64::new(7);
     let mut n_garbage = 0u64;
     for i in 0..30_000u64 {
         let len = rng.range(0, 200);
@@ -218,12 +210,12 @@ fn garbage_and_syn_floods_hold_the_caps_and_count_evictions() {
             >= n_garbage
     });
     let decode_drops: u64 = [
-        "vxlan_malformed",
-        "malformed_packet",
-        "non_tcp",
-        "ip_fragment",
+        DropReason::VxlanMalformed,
+        DropReason::MalformedPacket,
+        DropReason::NonTcp,
+        DropReason::IpFragment,
     ]
-    .iter()
+    .into_iter()
     .map(|r| m.decode_drops(r))
     .sum();
     assert!(
@@ -279,29 +271,39 @@ fn garbage_and_syn_floods_hold_the_caps_and_count_evictions() {
     );
 }
 
-#[test]
-fn sigterm_drains_the_queue_and_exits_zero() {
-    let sink = Sink::start(None, false);
-    sink.delay_ms.store(20, std::sync::atomic::Ordering::SeqCst);
-    let mut p = RebuilderProc::start(
-        &format!("http://{}", sink.addr),
-        &[
-            "--workers",
-            "1",
-            "--concurrency",
-            "2",
-            "--drain-timeout-ms",
-            "20000",
-        ],
-    );
-    let (payloads, expected) = synth_payloads(41, 40, 500);
-    let sender = Sender::new(p.udp, 2);
+/// A rebuilder (one worker, two senders, `extra` flags) forwarding to an analyzer that answers
+/// after `delay`, fed the `connections` of seed `seed` until every request is extracted:
+/// (analyzer, rebuilder, requests).
+fn loaded(
+    delay: Duration,
+    extra: &[&str],
+    seed: u64,
+    connections: usize,
+) -> (Analyzer, RebuilderProc, usize) {
+    let sink = Analyzer::loopback();
+    sink.set_delay(delay);
+    let mut args = vec!["--workers", "1", "--concurrency", "2"];
+    args.extend_from_slice(extra);
+    let p = RebuilderProc::start(&sink.url(), &args);
+    let (payloads, expected) = synth_payloads(seed, connections, 500);
+    let sender = Sender::new(p.udp, 2).unwrap();
     for (sport, d) in &payloads {
         sender.send(*sport, d);
     }
     p.wait_metrics(Duration::from_secs(10), "all extracted", |m| {
         m.get("rebuilder_requests_extracted_total") == expected as u64
     });
+    (sink, p, expected)
+}
+
+#[test]
+fn sigterm_drains_the_queue_and_exits_zero() {
+    let (sink, mut p, expected) = loaded(
+        Duration::from_millis(20),
+        &["--drain-timeout-ms", "20000"],
+        41,
+        40,
+    );
     // With 2 in flight and 20 ms each, a queue is still waiting now.
     let st = p
         .terminate(Duration::from_secs(30))
@@ -316,30 +318,17 @@ fn sigterm_drains_the_queue_and_exits_zero() {
 
 #[test]
 fn sigterm_with_a_dead_upstream_exits_zero_by_the_deadline() {
-    let mut sink = Sink::start(None, false);
-    sink.delay_ms
-        .store(60_000, std::sync::atomic::Ordering::SeqCst);
-    let mut p = RebuilderProc::start(
-        &format!("http://{}", sink.addr),
+    let (mut sink, mut p, _) = loaded(
+        Duration::from_secs(60),
         &[
-            "--workers",
-            "1",
-            "--concurrency",
-            "2",
             "--request-timeout-ms",
             "60000",
             "--drain-timeout-ms",
             "1000",
         ],
+        42,
+        20,
     );
-    let (payloads, expected) = synth_payloads(42, 20, 500);
-    let sender = Sender::new(p.udp, 2);
-    for (sport, d) in &payloads {
-        sender.send(*sport, d);
-    }
-    p.wait_metrics(Duration::from_secs(10), "all extracted", |m| {
-        m.get("rebuilder_requests_extracted_total") == expected as u64
-    });
     let t = std::time::Instant::now();
     let st = p.terminate(Duration::from_secs(15)).expect("exits");
     assert!(st.success(), "exit status {st:?}");
@@ -353,7 +342,7 @@ fn sigterm_with_a_dead_upstream_exits_zero_by_the_deadline() {
 
 #[test]
 fn bad_configuration_is_a_clear_error() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rebuilder"))
+    let out = std::process::Command::new(rebuilder_bin())
         .args(["run", "--upstream", "ftp://x", "--admin", "127.0.0.1:0"])
         .args(["--listen", "127.0.0.1:0"])
         .output()
@@ -362,7 +351,7 @@ fn bad_configuration_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ftp://x"), "{err}");
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rebuilder"))
+    let out = std::process::Command::new(rebuilder_bin())
         .args(["run"])
         .env("REBUILDER_UPSTREAM", "http://127.0.0.1:1")
         .env("REBUILDER_EXTRA_HEADERS", "no-colon-here")
@@ -377,11 +366,11 @@ fn bad_configuration_is_a_clear_error() {
 #[test]
 fn json_logs_are_one_object_per_line() {
     use std::io::{BufRead, BufReader};
-    let sink = Sink::start(None, false);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rebuilder"))
+    let sink = Analyzer::loopback();
+    let mut child = std::process::Command::new(rebuilder_bin())
         .args(["run", "--log-format", "json", "--log-filter", "info"])
         .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .args(["--upstream", &format!("http://{}", sink.addr)])
+        .args(["--upstream", &sink.url()])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -1,14 +1,15 @@
 //! An https upstream: the rebuilder verifies it against `--upstream-ca-file` (a private CA made
 //! here with openssl) and delivers every request over TLS; without the CA the upstream is never
-//! trusted and /healthz stays 503. Needs openssl and python3 (skipped otherwise).
-
-mod common;
+//! trusted and /healthz stays 503. Needs openssl and python3 (the prerequisite policy of
+//! `rebuilder_testkit::system`).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{RebuilderProc, Sender, synth_payloads, wait_until};
+use rebuilder_testkit::daemon::{RebuilderProc, rebuilder_bin};
+use rebuilder_testkit::system::{self, Proc, TempDir, free_port, wait_until};
+use rebuilder_testkit::traffic::{Sender, synth_payloads};
 
 const TLS_SERVER_PY: &str = r#"
 import sys, ssl, http.server, socketserver, threading
@@ -48,30 +49,16 @@ fn sh(dir: &Path, cmd: &str) {
     );
 }
 
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn https_upstream_with_a_private_ca_receives_every_request() {
-    for tool in ["openssl", "python3"] {
-        let found = Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {tool}"))
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            eprintln!("SKIPPED: {tool} not installed");
-            return;
-        }
+    if !system::require(
+        "https_upstream_with_a_private_ca_receives_every_request",
+        system::tools(&["openssl", "python3"]),
+    ) {
+        return;
     }
-    let dir = std::env::temp_dir().join(format!("mf-tls-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir::new("mf-tls").unwrap();
+    let dir = tmp.path().to_path_buf();
     let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
     sh(
         &dir,
@@ -93,19 +80,16 @@ fn https_upstream_with_a_private_ca_receives_every_request() {
         "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 -extfile ext.cnf",
     );
     std::fs::write(dir.join("server.py"), TLS_SERVER_PY).unwrap();
-    let port = common::free_port();
+    let port = free_port();
     let log = dir.join("requests.log");
-    let _server = Kill(
-        Command::new("python3")
-            .arg(dir.join("server.py"))
-            .arg(port.to_string())
-            .arg(dir.join("srv.pem"))
-            .arg(dir.join("srv.key"))
-            .arg(&log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut server = Command::new("python3");
+    server
+        .arg(dir.join("server.py"))
+        .arg(port.to_string())
+        .arg(dir.join("srv.pem"))
+        .arg(dir.join("srv.key"))
+        .arg(&log);
+    let _server = Proc::spawn("tls-server", server, &dir).unwrap();
     assert!(
         wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
             "127.0.0.1",
@@ -134,7 +118,7 @@ fn https_upstream_with_a_private_ca_receives_every_request() {
     );
     p.wait_health(200, Duration::from_secs(10));
     let (payloads, expected) = synth_payloads(51, 40, 2000);
-    let sender = Sender::new(p.udp, 4);
+    let sender = Sender::new(p.udp, 4).unwrap();
     for (sport, d) in &payloads {
         sender.send(*sport, d);
     }
@@ -152,12 +136,11 @@ fn https_upstream_with_a_private_ca_receives_every_request() {
     assert_eq!(lines(), expected, "exactly once");
     let m = p.metrics();
     assert_eq!(m.forwarded(), expected as u64);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn an_unreadable_ca_file_is_a_clear_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_rebuilder"))
+    let out = Command::new(rebuilder_bin())
         .args(["run", "--upstream", "https://localhost:1"])
         .args(["--upstream-ca-file", "/nonexistent/ca.pem"])
         .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])

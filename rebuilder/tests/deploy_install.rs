@@ -205,13 +205,16 @@ fn install_refuses_bad_input_with_a_clear_message() {
 
 #[test]
 fn install_script_is_shellcheck_clean() {
-    let Ok(out) = Command::new("shellcheck")
+    if !rebuilder_testkit::system::require(
+        "install_script_is_shellcheck_clean",
+        rebuilder_testkit::system::tools(&["shellcheck"]),
+    ) {
+        return;
+    }
+    let out = Command::new("shellcheck")
         .arg(deploy_dir().join("install.sh"))
         .output()
-    else {
-        eprintln!("SKIPPED: shellcheck not installed");
-        return;
-    };
+        .expect("shellcheck runs");
     assert!(
         out.status.success(),
         "{}",

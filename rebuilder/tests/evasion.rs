@@ -1,12 +1,10 @@
 //! Evasion cases: what an attacker who knows how stream reassemblers are evaded can send, and
 //! exactly what the analyzer is given (which requests, with which body) and what is counted.
-//! Every segment goes through the engine's public API as a VXLAN datagram built with
-//! etherparse. The outcomes are summarised in `docs/reliability.md`.
+//! Every segment goes through the engine's public API as a VXLAN datagram built with the test
+//! kit's scripted connection. The outcomes are summarised in `docs/reliability.md`.
 
-use std::net::SocketAddr;
-
-use etherparse::PacketBuilder;
 use rebuilder::{DropReason, Engine, EngineConfig, EngineStats, HttpRequest};
+use rebuilder_testkit::frames::{TcpConn, TcpFlags};
 
 const VNI: u32 = 4242;
 const T0: u64 = 1_700_000_000_000_000;
@@ -16,9 +14,7 @@ struct Wire {
     engine: Engine,
     out: Vec<HttpRequest>,
     now: u64,
-    client: SocketAddr,
-    server: SocketAddr,
-    isn: u32,
+    conn: TcpConn,
 }
 
 impl Wire {
@@ -31,72 +27,48 @@ impl Wire {
             engine: Engine::new(config),
             out: Vec::new(),
             now: T0,
-            client: "10.0.0.1:40000".parse().unwrap(),
-            server: "10.0.0.2:80".parse().unwrap(),
-            isn,
+            conn: TcpConn::new(VNI, "10.0.0.1:40000", "10.0.0.2:80", isn),
         }
     }
 
-    /// Any segment, sequence number given.
-    fn raw(&mut self, seq: u32, syn: bool, fin: bool, rst: bool, payload: &[u8]) {
+    fn feed(&mut self, datagram: &[u8]) {
         self.now += 10;
-        let (SocketAddr::V4(c), SocketAddr::V4(s)) = (self.client, self.server) else {
-            unreachable!()
+        self.engine
+            .on_vxlan_payload(self.now, datagram, &mut self.out);
+    }
+
+    /// Any segment, sequence number given (a SYN carries no ACK, anything else ACK 1).
+    fn raw(&mut self, seq: u32, syn: bool, fin: bool, rst: bool, payload: &[u8]) {
+        let flags = TcpFlags {
+            syn,
+            fin,
+            rst,
+            psh: false,
+            ack: (!syn).then_some(1),
         };
-        let mut tcp = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv4(c.ip().octets(), s.ip().octets(), 64)
-            .tcp(c.port(), s.port(), seq, 65535);
-        if !syn {
-            tcp = tcp.ack(1);
-        }
-        if syn {
-            tcp = tcp.syn();
-        }
-        if fin {
-            tcp = tcp.fin();
-        }
-        if rst {
-            tcp = tcp.rst();
-        }
-        let mut frame = Vec::new();
-        tcp.write(&mut frame, payload).unwrap();
-        let d = rebuilder::vxlan::encapsulate(VNI, &frame);
-        self.engine.on_vxlan_payload(self.now, &d, &mut self.out);
+        let d = self.conn.client_segment(seq, flags, payload);
+        self.feed(&d);
     }
 
     fn syn(&mut self) {
-        self.raw(self.isn, true, false, false, b"");
+        let d = self.conn.syn();
+        self.feed(&d);
     }
 
     /// Data at stream offset `off` (sequence number ISN + 1 + off).
     fn send(&mut self, off: u32, payload: &[u8]) {
-        self.raw(
-            self.isn.wrapping_add(1).wrapping_add(off),
-            false,
-            false,
-            false,
-            payload,
-        );
+        let d = self.conn.client_at(off, TcpFlags::ack(1), payload);
+        self.feed(&d);
     }
 
     fn fin(&mut self, off: u32) {
-        self.raw(
-            self.isn.wrapping_add(1).wrapping_add(off),
-            false,
-            true,
-            false,
-            b"",
-        );
+        let d = self.conn.client_at(off, TcpFlags::ack(1).fin(), b"");
+        self.feed(&d);
     }
 
     fn rst(&mut self, off: u32) {
-        self.raw(
-            self.isn.wrapping_add(1).wrapping_add(off),
-            false,
-            false,
-            true,
-            b"",
-        );
+        let d = self.conn.client_at(off, TcpFlags::ack(1).rst(), b"");
+        self.feed(&d);
     }
 
     fn timer(&mut self, dt_us: u64) {
@@ -109,6 +81,19 @@ impl Wire {
         for (i, c) in bytes.chunks(size).enumerate() {
             self.send((i * size) as u32, c);
         }
+    }
+
+    /// A connection whose SYN was seen.
+    fn started(isn: u32) -> Wire {
+        let mut w = Wire::new(isn);
+        w.syn();
+        w
+    }
+
+    /// End of input: what the analyzer is shown, and the non-zero drop counters.
+    fn outcome(self) -> (Vec<Seen>, Vec<(&'static str, u64)>) {
+        let (reqs, stats) = self.finish();
+        (seen(&reqs), drops(&stats))
     }
 
     /// End of input: (requests, counters).
@@ -151,49 +136,45 @@ fn drops(stats: &EngineStats) -> Vec<(&'static str, u64)> {
 
 #[test]
 fn a_conflicting_retransmission_after_the_original_is_ignored_and_counted() {
-    let mut w = Wire::new(1000);
-    w.syn();
+    let mut w = Wire::started(1000);
     w.send(0, b"GET /good HTTP/1.1\r\nHost: a\r\n\r\n");
     w.send(0, b"GET /evil HTTP/1.1\r\nHost: a\r\n\r\n");
-    let (reqs, stats) = w.finish();
-    assert_eq!(seen(&reqs), vec![one("GET", "/good", "")]);
-    assert_eq!(drops(&stats), vec![("duplicate_segment", 1)]);
+    assert_eq!(
+        w.outcome(),
+        (
+            vec![one("GET", "/good", "")],
+            vec![("duplicate_segment", 1)]
+        )
+    );
 }
 
 #[test]
 fn conflicting_out_of_order_bytes_that_arrive_first_win_over_the_later_in_order_copy() {
     // The attacker sends the tail first (buffered out of order), then the whole request with
     // other bytes at the same positions: the bytes that arrived first are kept.
-    let mut w = Wire::new(1000);
-    w.syn();
+    let mut w = Wire::started(1000);
     w.send(5, b"evil");
     w.send(0, b"GET /good HTTP/1.1\r\nHost: a\r\n\r\n");
-    let (reqs, stats) = w.finish();
-    assert_eq!(seen(&reqs), vec![one("GET", "/evil", "")]);
     // The second segment brought new bytes too: it is not a duplicate, and the conflict
     // itself is not detected (bytes are not compared).
-    assert_eq!(drops(&stats), vec![]);
+    assert_eq!(w.outcome(), (vec![one("GET", "/evil", "")], vec![]));
 }
 
 #[test]
 fn a_partial_overlap_keeps_the_first_bytes_and_takes_only_the_new_ones() {
-    let mut w = Wire::new(1000);
-    w.syn();
+    let mut w = Wire::started(1000);
     let first = b"POST /p HTTP/1.1\r\nContent-Length: 8\r\n\r\naaaa";
     w.send(0, first);
     // Overlaps the last 4 body bytes with other data and adds 4 new ones.
     w.send(first.len() as u32 - 4, b"XXXXbbbb");
-    let (reqs, stats) = w.finish();
-    assert_eq!(seen(&reqs), vec![one("POST", "/p", "aaaabbbb")]);
-    assert_eq!(drops(&stats), vec![]);
+    assert_eq!(w.outcome(), (vec![one("POST", "/p", "aaaabbbb")], vec![]));
 }
 
 // ---------------------------------------------------------------- sequence space
 
 #[test]
 fn a_segment_far_behind_the_stream_is_a_counted_duplicate() {
-    let mut w = Wire::new(1000);
-    w.syn();
+    let mut w = Wire::started(1000);
     w.raw(
         1000u32.wrapping_sub(1_000_000),
         false,
@@ -202,9 +183,10 @@ fn a_segment_far_behind_the_stream_is_a_counted_duplicate() {
         b"GET /old HTTP/1.1\r\n\r\n",
     );
     w.send(0, b"GET /a HTTP/1.1\r\n\r\n");
-    let (reqs, stats) = w.finish();
-    assert_eq!(seen(&reqs), vec![one("GET", "/a", "")]);
-    assert_eq!(drops(&stats), vec![("duplicate_segment", 1)]);
+    assert_eq!(
+        w.outcome(),
+        (vec![one("GET", "/a", "")], vec![("duplicate_segment", 1)])
+    );
 }
 
 /// KNOWN LIMITATION (documented in docs/reliability.md): a receiver discards a segment
@@ -215,8 +197,7 @@ fn a_segment_far_behind_the_stream_is_a_counted_duplicate() {
 /// ~1 GB, then duplicates).
 #[test]
 fn a_segment_far_ahead_of_the_window_blinds_the_rest_of_the_connection() {
-    let mut w = Wire::new(1000);
-    w.syn();
+    let mut w = Wire::started(1000);
     w.send(0, b"GET /before HTTP/1.1\r\n\r\n");
     w.send(1_000_000_000, b"GET /bogus HTTP/1.1\r\n\r\n");
     w.send(24, b"GET /after HTTP/1.1\r\n\r\n");
@@ -239,9 +220,10 @@ fn a_request_across_the_sequence_wraparound_out_of_order_is_rebuilt_exactly() {
     w.send(30, &req[30..]);
     w.send(15, &req[15..30]);
     w.send(0, &req[..15]);
-    let (reqs, stats) = w.finish();
-    assert_eq!(seen(&reqs), vec![one("POST", "/wrap", "0123456789")]);
-    assert_eq!(drops(&stats), vec![]);
+    assert_eq!(
+        w.outcome(),
+        (vec![one("POST", "/wrap", "0123456789")], vec![])
+    );
 }
 
 // ---------------------------------------------------------------- handshake and teardown
@@ -256,12 +238,13 @@ fn data_on_a_syn_is_the_start_of_the_stream_and_its_resend_a_duplicate() {
     w.raw(7, true, false, false, b"GET /syn-data HTTP/1.1\r\n\r\n");
     w.send(0, b"GET /syn-data HTTP/1.1\r\n\r\n");
     w.send(26, b"GET /next HTTP/1.1\r\n\r\n");
-    let (reqs, stats) = w.finish();
     assert_eq!(
-        seen(&reqs),
-        vec![one("GET", "/syn-data", ""), one("GET", "/next", "")]
+        w.outcome(),
+        (
+            vec![one("GET", "/syn-data", ""), one("GET", "/next", "")],
+            vec![("duplicate_segment", 1)]
+        )
     );
-    assert_eq!(drops(&stats), vec![("duplicate_segment", 1)]);
 
     let mut w = Wire::new(7);
     w.raw(7, true, false, false, b"GET /syn-evil HTTP/1.1\r\n\r\n");
@@ -272,47 +255,46 @@ fn data_on_a_syn_is_the_start_of_the_stream_and_its_resend_a_duplicate() {
 
 #[test]
 fn an_rst_in_the_middle_of_a_request_drops_it_and_later_bytes_are_after_close() {
-    let mut w = Wire::new(1000);
-    w.syn();
+    let mut w = Wire::started(1000);
     w.send(0, b"GET /done HTTP/1.1\r\n\r\n");
     let head = b"POST /cut HTTP/1.1\r\nContent-Length: 10\r\n\r\n01234";
     w.send(22, head);
     w.rst(22 + head.len() as u32);
     // The rest of the body after the RST (an attacker hoping to complete the request).
     w.send(22 + head.len() as u32, b"56789");
-    let (reqs, stats) = w.finish();
-    assert_eq!(seen(&reqs), vec![one("GET", "/done", "")]);
     assert_eq!(
-        drops(&stats),
-        vec![("after_close", 1), ("message_incomplete", 1)]
+        w.outcome(),
+        (
+            vec![one("GET", "/done", "")],
+            vec![("after_close", 1), ("message_incomplete", 1)]
+        )
     );
 }
 
 #[test]
 fn a_new_syn_with_another_isn_on_the_same_ports_starts_a_new_connection() {
-    let mut w = Wire::new(1000);
-    w.syn();
+    let mut w = Wire::started(1000);
     w.send(
         0,
         b"GET /first HTTP/1.1\r\n\r\nPOST /half HTTP/1.1\r\nContent-Length: 5\r\n\r\nab",
     );
     // Port reuse (or a forged SYN): a new ISN.
-    w.isn = 5_000_000;
+    w.conn.client_isn = 5_000_000;
     w.syn();
     w.send(0, b"GET /second HTTP/1.1\r\n\r\n");
-    let (reqs, stats) = w.finish();
-    assert_eq!(
-        seen(&reqs),
-        vec![one("GET", "/first", ""), one("GET", "/second", "")]
-    );
     // The request in progress on the old incarnation is lost, and counted.
-    assert_eq!(drops(&stats), vec![("message_incomplete", 1)]);
+    assert_eq!(
+        w.outcome(),
+        (
+            vec![one("GET", "/first", ""), one("GET", "/second", "")],
+            vec![("message_incomplete", 1)]
+        )
+    );
 }
 
 #[test]
 fn a_repeated_syn_with_the_same_isn_changes_nothing() {
-    let mut w = Wire::new(1000);
-    w.syn();
+    let mut w = Wire::started(1000);
     let first = b"POST /x HTTP/1.1\r\nContent-Length: 4\r\n\r\nab";
     w.send(0, first);
     w.syn();
@@ -328,8 +310,7 @@ const CHUNKED: &[u8] = b"POST /tiny HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: ch
 
 #[test]
 fn one_byte_segments_in_order_rebuild_every_request() {
-    let mut w = Wire::new(1000);
-    w.syn();
+    let mut w = Wire::started(1000);
     w.send_in_pieces(CHUNKED, 1);
     let (reqs, stats) = w.finish();
     assert_eq!(
@@ -343,14 +324,11 @@ fn one_byte_segments_in_order_rebuild_every_request() {
 #[test]
 fn one_byte_segments_in_reverse_order_within_the_segment_cap_are_reassembled() {
     let req = b"GET /rev HTTP/1.1\r\nHost: h\r\n\r\n";
-    let mut w = Wire::new(1000);
-    w.syn();
+    let mut w = Wire::started(1000);
     for i in (0..req.len()).rev() {
         w.send(i as u32, &req[i..=i]);
     }
-    let (reqs, stats) = w.finish();
-    assert_eq!(seen(&reqs), vec![one("GET", "/rev", "")]);
-    assert_eq!(drops(&stats), vec![]);
+    assert_eq!(w.outcome(), (vec![one("GET", "/rev", "")], vec![]));
 }
 
 /// Out-of-order 1-byte segments beyond `max_ooo_segments_per_flow` (128): the cap forces the
@@ -364,8 +342,7 @@ fn one_byte_segments_in_reverse_order_beyond_the_segment_cap_lose_the_request_as
     let mut req = b"GET /long HTTP/1.1\r\nX: ".to_vec();
     req.extend(std::iter::repeat_n(b'a', 300));
     req.extend_from_slice(b"\r\n\r\n");
-    let mut w = Wire::new(1000);
-    w.syn();
+    let mut w = Wire::started(1000);
     for i in (0..req.len()).rev() {
         w.send(i as u32, &req[i..=i]);
     }
@@ -405,8 +382,7 @@ Content-Length: 3\r\n\r\nxyz";
             "cut at {cut}"
         );
     }
-    let mut w = Wire::new(1);
-    w.syn();
+    let mut w = Wire::started(1);
     w.send_in_pieces(req, 1);
     let (reqs, _) = w.finish();
     assert_eq!(seen(&reqs), vec![one("GET", "/split?q=1", "xyz")]);
@@ -417,12 +393,10 @@ Content-Length: 3\r\n\r\nxyz";
 
 /// Run one connection carrying `stream` (in one segment) and return what was seen.
 fn through(stream: &[u8]) -> (Vec<Seen>, Vec<(&'static str, u64)>) {
-    let mut w = Wire::new(1000);
-    w.syn();
+    let mut w = Wire::started(1000);
     w.send(0, stream);
     w.fin(stream.len() as u32);
-    let (reqs, stats) = w.finish();
-    (seen(&reqs), drops(&stats))
+    w.outcome()
 }
 
 #[test]
@@ -486,10 +460,8 @@ fffffffffffffffffffff\r\nabc\r\n0\r\n\r\nGET /next HTTP/1.1\r\n\r\n",
     assert_eq!(d, vec![("bad_request", 1)]);
 }
 
-#[test]
-fn a_huge_chunk_is_truncated_at_the_body_cap_and_never_ends_the_stream_early() {
-    // A 4 GiB chunk announced, 64 KiB sent, then the connection ends: nothing is emitted
-    // (the message is incomplete) and nothing beyond the caps is buffered.
+/// A connection (SYN seen) through an engine that keeps 16 KiB of a body.
+fn body_capped() -> Wire {
     let mut w = Wire::with_config(
         1000,
         EngineConfig {
@@ -498,6 +470,14 @@ fn a_huge_chunk_is_truncated_at_the_body_cap_and_never_ends_the_stream_early() {
         },
     );
     w.syn();
+    w
+}
+
+#[test]
+fn a_huge_chunk_is_truncated_at_the_body_cap_and_never_ends_the_stream_early() {
+    // A 4 GiB chunk announced, 64 KiB sent, then the connection ends: nothing is emitted
+    // (the message is incomplete) and nothing beyond the caps is buffered.
+    let mut w = body_capped();
     let head = b"POST /huge HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffff\r\n";
     w.send(0, head);
     let chunk = vec![b'z'; 1024];
@@ -511,14 +491,7 @@ fn a_huge_chunk_is_truncated_at_the_body_cap_and_never_ends_the_stream_early() {
     assert_eq!(drops(&stats), vec![("message_incomplete", 1)]);
 
     // A 20 KiB chunk over a 16 KiB cap: emitted, flagged, the cap's worth of body kept.
-    let mut w = Wire::with_config(
-        1000,
-        EngineConfig {
-            max_body_bytes: 16 * 1024,
-            ..EngineConfig::default()
-        },
-    );
-    w.syn();
+    let mut w = body_capped();
     let mut s = b"POST /cut HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5000\r\n".to_vec();
     s.extend(std::iter::repeat_n(b'y', 0x5000));
     s.extend_from_slice(b"\r\n0\r\n\r\n");
@@ -622,8 +595,7 @@ fn a_gap_before_the_timeout_never_lets_a_request_be_emitted_with_a_hole() {
     // A hole inside the head, never filled: the bytes after it are buffered, the timer skips
     // the hole, the request is dropped (counted) and the next one is found.
     let req = b"GET /hole HTTP/1.1\r\nHost: h\r\n\r\nGET /next HTTP/1.1\r\n\r\n";
-    let mut w = Wire::new(1000);
-    w.syn();
+    let mut w = Wire::started(1000);
     w.send(0, &req[..10]);
     w.send(12, &req[12..]);
     w.timer(1_000_000);

@@ -3,10 +3,9 @@
 //! and drops are counted, attacker bytes never become a request, and the legitimate
 //! connections mixed into the flood are recovered exactly.
 
-mod floodkit;
-
-use floodkit::{Flood, Plan, run};
 use rebuilder::{DropReason, EngineConfig};
+use rebuilder_testkit::flood::{Flood, Plan, run};
+use rebuilder_testkit::frames::TcpConn;
 
 fn plan(flood: Flood, flood_packets: usize) -> Plan {
     Plan {
@@ -106,7 +105,6 @@ fn maximum_size_datagrams_out_of_order_stay_within_the_budget_and_are_counted() 
 /// (counted as `over_budget`), whatever the number of connections.
 #[test]
 fn unfinished_chunk_lines_and_trailers_on_many_flows_stay_within_the_budget() {
-    use etherparse::PacketBuilder;
     let budget = 256 * 1024;
     let mut engine = rebuilder::Engine::new(EngineConfig {
         memory_budget_bytes: budget,
@@ -114,36 +112,22 @@ fn unfinished_chunk_lines_and_trailers_on_many_flows_stay_within_the_budget() {
     });
     let mut out = Vec::new();
     let mut now = 1_700_000_000_000_000u64;
-    let mut send = |engine: &mut rebuilder::Engine, port: u16, seq: u32, syn: bool, p: &[u8]| {
-        now += 1;
-        let mut tcp = PacketBuilder::ethernet2([2; 6], [4; 6])
-            .ipv4([10, 9, (port >> 8) as u8, port as u8], [10, 0, 0, 2], 64)
-            .tcp(port, 80, seq, 65535);
-        tcp = if syn { tcp.syn() } else { tcp.ack(1) };
-        let mut frame = Vec::new();
-        tcp.write(&mut frame, p).unwrap();
-        let d = rebuilder::vxlan::encapsulate(1, &frame);
-        engine.on_vxlan_payload(now, &d, &mut out);
-    };
     let chunk_head = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
     let trailer_head = b"POST /t HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: ";
     let filler = vec![b'0'; 1000];
     let text = vec![b'v'; 1000];
     for port in 1000..3000u16 {
-        send(&mut engine, port, 0, true, b"");
+        let client = ([10, 9, (port >> 8) as u8, port as u8], port).into();
+        let mut c = TcpConn::between(1, client, ([10, 0, 0, 2], 80).into(), 0);
         let (head, fill): (&[u8], &[u8]) = if port % 2 == 0 {
             (chunk_head, &filler)
         } else {
             (trailer_head, &text)
         };
-        send(&mut engine, port, 1, false, head);
-        send(
-            &mut engine,
-            port,
-            1 + head.len() as u32,
-            false,
-            &fill[..900],
-        );
+        for d in [c.syn(), c.send(head), c.send(&fill[..900])] {
+            now += 1;
+            engine.on_vxlan_payload(now, &d, &mut out);
+        }
         assert!(
             engine.buffered_bytes() <= budget,
             "buffered {} > budget {budget} after {} flows",

@@ -1,32 +1,19 @@
 //! Inputs found by the fuzz targets (`scripts/fuzz.sh`), kept as regression tests of the
 //! normal suite. Each names the target and the property that broke.
 
-use etherparse::PacketBuilder;
 use rebuilder::{Engine, EngineConfig, EngineStats, HttpRequest};
+use rebuilder_testkit::frames::TcpConn;
 
 /// Feeds `pieces` as consecutive segments of one connection (SYN first) and returns what came
 /// out.
 fn run(config: EngineConfig, pieces: &[&[u8]]) -> (Vec<HttpRequest>, EngineStats) {
     let mut engine = Engine::new(config);
     let mut out = Vec::new();
-    let mut seq = 77u32;
-    let mut now = 1_700_000_000_000_000u64;
-    let mut send = |engine: &mut Engine, seq: u32, syn: bool, p: &[u8]| {
-        now += 1;
-        let mut tcp = PacketBuilder::ethernet2([2; 6], [4; 6])
-            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
-            .tcp(40000, 80, seq, 65535);
-        tcp = if syn { tcp.syn() } else { tcp.ack(1) };
-        let mut frame = Vec::new();
-        tcp.write(&mut frame, p).unwrap();
-        let d = rebuilder::vxlan::encapsulate(5, &frame);
-        engine.on_vxlan_payload(now, &d, &mut out);
-    };
-    send(&mut engine, seq, true, b"");
-    seq += 1;
-    for p in pieces {
-        send(&mut engine, seq, false, p);
-        seq += p.len() as u32;
+    let mut c = TcpConn::new(5, "10.0.0.1:40000", "10.0.0.2:80", 77);
+    let mut datagrams = vec![c.syn()];
+    datagrams.extend(pieces.iter().map(|p| c.send(p)));
+    for (i, d) in datagrams.iter().enumerate() {
+        engine.on_vxlan_payload(1_700_000_000_000_000 + i as u64, d, &mut out);
     }
     engine.finish(&mut out);
     (out, engine.stats().clone())

@@ -1,4 +1,4 @@
-//! Ground-truth tests: captures from the deterministic generator (`rebuilder::synth`), one knob
+//! Ground-truth tests: captures from the deterministic generator (`rebuilder::offline::synth`), one knob
 //! at a time and all together, run through the engine exactly as `rebuilder replay` does.
 //!
 //! On clean traffic the extracted requests must equal the truth exactly (method, target,
@@ -6,9 +6,9 @@
 //! Under loss or truncation every request whose bytes all arrived must be recovered and none
 //! that lost a byte may be emitted.
 
-use rebuilder::capture::write_pcap;
-use rebuilder::replay::run_capture;
-use rebuilder::synth::{SynthConfig, TruthRequest, generate};
+use rebuilder::offline::capture::write_pcap;
+use rebuilder::offline::replay::run_capture;
+use rebuilder::offline::synth::{SynthConfig, TruthRequest, generate};
 use rebuilder::{EngineConfig, HttpRequest};
 use std::collections::HashMap;
 

@@ -10,263 +10,136 @@
 //! `/health` (A by `REBUILDER_HEALTH_CHECK_PATHS`, B by `--health-check-paths`): the
 //! balancer's checks of `/health` are dropped, its requests to other paths forwarded.
 //!
-//! Needs root, `ip`, `tc`, `ethtool`, `curl` and `python3`: skipped otherwise, or failed when
-//! `MIRRORFLEET_REQUIRE_SYSTEM=1`.
+//! Needs root, `ip`, `tc`, `ethtool` and `curl` (the prerequisite policy of
+//! `rebuilder_testkit::system`: skipped, or failed under `MIRRORFLEET_REQUIRE_SYSTEM=1`).
 
-mod common;
-
-use common::netns::{
-    Lab, ORIGIN_PY, RECORDER_PY, Rec, ns, prerequisites, read_records, run, wait_tcp,
-};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
+use rebuilder::DropReason;
+use rebuilder::engine::proxy;
+use rebuilder_testkit::analyzer::{Analyzer, Recorded};
+use rebuilder_testkit::daemon::rebuilder_bin;
+use rebuilder_testkit::metrics::Metrics;
+use rebuilder_testkit::netns::{self, Direction, LabSpec, MirrorLab, MirrorRule};
+use rebuilder_testkit::system::{self, Proc, TempDir};
 
-const CLIENT_IP: &str = "10.214.1.1";
-const SERVER_IP: &str = "10.214.1.2";
-const MIRROR_SRC: &str = "10.214.2.1";
-const COLLECTOR_IP: &str = "10.214.2.2";
+/// Where the analyzer listens in the collector namespace.
+const ANALYZER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8081);
 
-/// A load balancer's connection: a PROXY header (v1 TCP4, or v2 IPv6 with a TLV) then one
-/// request, sent in one write from a fixed client port.
-const PROXIED_PY: &str = r#"
-import socket, struct, sys, ipaddress
-version, client, server, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((client, port))
-s.connect((server, 8080))
-if version == "1":
-    hdr = ("PROXY TCP4 203.0.113.9 %s 5555 8080\r\n" % server).encode()
-else:
-    body = (ipaddress.IPv6Address("2001:db8::9").packed + ipaddress.IPv6Address("2001:db8::1").packed
-            + struct.pack("!HH", 6666, 8080) + b"\x04\x00\x03abc")
-    hdr = b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x21]) + struct.pack("!H", len(body)) + body
-req = ("GET /proxied/v%s HTTP/1.1\r\nHost: lb.example\r\nConnection: close\r\n\r\n" % version).encode()
-s.sendall(hdr + req)
-s.settimeout(5)
-try:
-    while s.recv(65536):
-        pass
-except Exception:
-    pass
-s.close()
-"#;
+const NAME: &str = "netns_two_rebuilders_each_with_one_direction_forward_every_request_once";
 
-fn metrics(netns: &str, admin_port: u16) -> common::Metrics {
-    let text = run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            netns,
-            "curl",
-            "-s",
-            &format!("http://127.0.0.1:{admin_port}/metrics"),
-        ],
-    )
-    .unwrap_or_default();
-    common::Metrics::parse(&text)
-}
-
-/// Mirrors the TCP packets of `dir` (ingress: client→server; egress: server→client) whose
-/// client port has parity `parity` to `dev`.
-fn mirror_rule(netns: &str, dir: &str, parity: u32, dev: &str, prio: &str) {
-    // Ingress packets come from the client (its port is the source port), egress packets go
-    // to it (destination port). u32 offsets are from the IP header (no options here).
-    let port = if dir == "ingress" { "sport" } else { "dport" };
-    let parity = parity.to_string();
-    ns(
-        netns,
-        &[
-            "tc", "filter", "add", "dev", "s0", dir, "protocol", "ip", "prio", prio, "u32",
-            "match", "ip", "protocol", "6", "0xff", "match", "ip", port, &parity, "0x0001",
-            "action", "mirred", "egress", "mirror", "dev", dev,
-        ],
+/// A load balancer's connection from `client` (a fixed port): a PROXY header (v1 TCP4 naming
+/// 203.0.113.9:5555, or v2 TCP6 naming [2001:db8::9]:6666 with a TLV) and one request, in
+/// one write; then the response is read to its end.
+fn proxied(version: u8, client: SocketAddr, server: SocketAddr) {
+    let mut s = connect_from(client, server).expect("the load balancer's connection");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let header = if version == 1 {
+        proxy::encode_v1("203.0.113.9:5555".parse().unwrap(), server)
+    } else {
+        proxy::encode_v2(
+            "[2001:db8::9]:6666".parse().unwrap(),
+            "[2001:db8::1]:8080".parse().unwrap(),
+            &[0x04, 0x00, 0x03, b'a', b'b', b'c'],
+        )
+    };
+    let mut wire = header;
+    wire.extend_from_slice(
+        format!(
+            "GET /proxied/v{version} HTTP/1.1\r\nHost: lb.example\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
     );
+    s.write_all(&wire).unwrap();
+    let mut sink = Vec::new();
+    let _ = s.read_to_end(&mut sink);
 }
 
+/// A TCP connection from a fixed local address (the client port decides which rebuilder
+/// sees which direction).
+fn connect_from(local: SocketAddr, server: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.bind(&local.into())?;
+    s.connect_timeout(&server.into(), Duration::from_secs(10))?;
+    Ok(s.into())
+}
 #[test]
 fn netns_two_rebuilders_each_with_one_direction_forward_every_request_once() {
-    if let Err(reason) = prerequisites() {
-        common::skip_or_fail(&reason);
+    if !system::require(NAME, netns::check().and(system::tools(&["curl"]))) {
         return;
     }
-    let id = format!(
-        "{}{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    );
-    let (c, s, r) = (format!("m2c{id}"), format!("m2s{id}"), format!("m2r{id}"));
-    let dir = std::env::temp_dir().join(format!("mf-two-{id}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut lab = Lab {
-        names: vec![],
-        children: vec![],
-        dir: dir.clone(),
+    let tmp = TempDir::new("mf-two").unwrap();
+    let dir = tmp.path().to_path_buf();
+    // Two VXLAN devices, one per rebuilder (same VNI, as one mirror session would use): the
+    // client→server direction of even client ports to A (UDP/4789), of odd ports to B
+    // (UDP/4790); the server→client direction the other way round.
+    let rule = |direction, parity, device| MirrorRule {
+        direction,
+        client_port_parity: Some(parity),
+        device,
     };
-    for n in [&c, &s, &r] {
-        if let Err(e) = run("ip", &["netns", "add", n]) {
-            common::skip_or_fail(&format!("cannot create a network namespace: {e}"));
-            return;
-        }
-        lab.names.push(n.clone());
-        ns(n, &["ip", "link", "set", "lo", "up"]);
-    }
-    run(
-        "ip",
-        &[
-            "link", "add", "c0", "netns", &c, "type", "veth", "peer", "name", "s0", "netns", &s,
+    let spec = LabSpec {
+        vxlan_ports: vec![4789, 4790],
+        rules: vec![
+            rule(Direction::Ingress, 0, 0),
+            rule(Direction::Ingress, 1, 1),
+            rule(Direction::Egress, 0, 1),
+            rule(Direction::Egress, 1, 0),
         ],
-    )
-    .unwrap();
-    run(
-        "ip",
-        &[
-            "link", "add", "m0", "netns", &s, "mtu", "9001", "type", "veth", "peer", "name", "r0",
-            "netns", &r, "mtu", "9001",
-        ],
-    )
-    .unwrap();
-    for (n, addr, dev) in [
-        (&c, CLIENT_IP, "c0"),
-        (&s, SERVER_IP, "s0"),
-        (&s, MIRROR_SRC, "m0"),
-        (&r, COLLECTOR_IP, "r0"),
-    ] {
-        ns(n, &["ip", "addr", "add", &format!("{addr}/24"), "dev", dev]);
-    }
-    for (n, dev) in [(&c, "c0"), (&s, "s0"), (&s, "m0"), (&r, "r0")] {
-        ns(n, &["ip", "link", "set", dev, "up"]);
-        ns(
-            n,
-            &[
-                "ethtool", "-K", dev, "tx", "off", "gso", "off", "tso", "off", "gro", "off",
-            ],
-        );
-    }
-    // Two VXLAN devices, one per rebuilder (same VNI, as one mirror session would use).
-    for (dev, port) in [("vxa", "4789"), ("vxb", "4790")] {
-        ns(
-            &s,
-            &[
-                "ip",
-                "link",
-                "add",
-                dev,
-                "type",
-                "vxlan",
-                "id",
-                "4242",
-                "local",
-                MIRROR_SRC,
-                "remote",
-                COLLECTOR_IP,
-                "dstport",
-                port,
-                "dev",
-                "m0",
-                "nolearning",
-            ],
-        );
-        ns(&s, &["ip", "link", "set", dev, "up"]);
-    }
-    ns(&s, &["tc", "qdisc", "add", "dev", "s0", "clsact"]);
-    mirror_rule(&s, "ingress", 0, "vxa", "1");
-    mirror_rule(&s, "ingress", 1, "vxb", "2");
-    mirror_rule(&s, "egress", 0, "vxb", "1");
-    mirror_rule(&s, "egress", 1, "vxa", "2");
+        ..LabSpec::new(&system::unique("mf2"), 4242)
+    };
+    let lab = MirrorLab::up(&spec).expect("the lab");
+    let (c, s, r) = (lab.client(), lab.server(), lab.collector());
+    let server = SocketAddr::from((lab.addrs.server, 8080));
+    let client_ip = lab.addrs.client.to_string();
+    let _origin = Analyzer::in_netns(&s, server).expect("the origin");
+    let analyzer = Analyzer::in_netns(&r, ANALYZER).expect("the analyzer");
 
-    let origin = dir.join("origin.py");
-    let recorder = dir.join("recorder.py");
-    let records = dir.join("records.jsonl");
-    std::fs::write(&origin, ORIGIN_PY).unwrap();
-    std::fs::write(&recorder, RECORDER_PY).unwrap();
-    lab.spawn_in(
-        &s,
-        &["python3", origin.to_str().unwrap(), SERVER_IP, "8080"],
-    );
-    lab.spawn_in(
-        &r,
-        &[
-            "python3",
-            recorder.to_str().unwrap(),
-            "127.0.0.1",
-            "8081",
-            records.to_str().unwrap(),
-        ],
-    );
-    wait_tcp(&s, SERVER_IP, 8080);
-    wait_tcp(&r, "127.0.0.1", 8081);
-
-    let rebuilder = env!("CARGO_BIN_EXE_rebuilder");
-    let logs: Vec<PathBuf> = ["a", "b"]
-        .iter()
-        .map(|n| dir.join(format!("rebuilder-{n}.log")))
-        .collect();
     // The health-check rule narrowed to the path /health: A through the environment, B
     // through its flag.
-    for ((udp, admin), log) in [("4789", "9445"), ("4790", "9446")].iter().zip(&logs) {
-        let listen = format!("0.0.0.0:{udp}");
-        let admin = format!("127.0.0.1:{admin}");
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &r, rebuilder, "run"]);
-        if *udp == "4789" {
+    let mut rebuilders = Vec::new();
+    let mut logs: Vec<PathBuf> = Vec::new();
+    for (name, udp, admin) in [("a", 4789, 9445), ("b", 4790, 9446)] {
+        let mut cmd = netns::exec(&r, rebuilder_bin());
+        cmd.arg("run");
+        if name == "a" {
             cmd.env("REBUILDER_HEALTH_CHECK_PATHS", "/health");
         } else {
             cmd.args(["--health-check-paths", "/health"]);
         }
-        let child = cmd
-            .args([
-                "--listen",
-                &listen,
-                "--upstream",
-                "http://127.0.0.1:8081",
-                "--admin",
-                &admin,
-                "--workers",
-                "2",
-                "--log-format",
-                "json",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .expect("start rebuilder");
-        lab.children.push(child);
+        cmd.args(["--listen", &format!("0.0.0.0:{udp}")])
+            .args(["--upstream", "http://127.0.0.1:8081"])
+            .args(["--admin", &format!("127.0.0.1:{admin}")])
+            .args(["--workers", "2", "--log-format", "json"]);
+        let p = Proc::spawn(&format!("rebuilder-{name}"), cmd, &dir).expect("rebuilder run");
+        logs.push(p.log.clone());
+        rebuilders.push(p);
     }
-    for port in [9445, 9446] {
-        wait_tcp(&r, "127.0.0.1", port);
+    let admins: [SocketAddr; 2] = [
+        "127.0.0.1:9445".parse().unwrap(),
+        "127.0.0.1:9446".parse().unwrap(),
+    ];
+    for admin in admins {
         assert!(
-            common::wait_until(Duration::from_secs(10), || {
-                run(
-                    "ip",
-                    &[
-                        "netns",
-                        "exec",
-                        &r,
-                        "curl",
-                        "-s",
-                        "-o",
-                        "/dev/null",
-                        "-w",
-                        "%{http_code}",
-                        &format!("http://127.0.0.1:{port}/healthz"),
-                    ],
-                )
-                .is_ok_and(|code| code == "200")
+            system::wait_until(Duration::from_secs(10), || {
+                netns::http_get_in(&r, admin, "/healthz").is_some_and(|(s, _)| s == 200)
             }),
-            "rebuilder on admin port {port} never became healthy"
+            "rebuilder on {admin} never became healthy"
         );
     }
+    let metrics = |admin: SocketAddr| {
+        netns::http_get_in(&r, admin, "/metrics")
+            .map(|(_, body)| Metrics::parse(&body))
+            .unwrap_or_default()
+    };
 
     // Traffic: 12 connections from fixed client ports (6 even, 6 odd), then two keep-alive
     // connections with three requests each and a chunked upload on each parity.
-    let base = format!("http://{SERVER_IP}:8080");
+    let base = format!("http://{server}");
     let curl = |port: u16, args: &[&str]| {
         let port = port.to_string();
         let mut v = vec![
@@ -280,7 +153,9 @@ fn netns_two_rebuilders_each_with_one_direction_forward_every_request_once() {
             &port,
         ];
         v.extend_from_slice(args);
-        ns(&c, &v);
+        let mut cmd = netns::exec(&c, "curl");
+        cmd.args(&v[1..]);
+        system::run_ok(cmd, Duration::from_secs(20)).expect("curl");
     };
     let mut want: Vec<String> = Vec::new();
     for i in 0..12u16 {
@@ -317,20 +192,9 @@ fn netns_two_rebuilders_each_with_one_direction_forward_every_request_once() {
 
     // Connections opened by a load balancer speaking PROXY protocol (one per parity), and a
     // load-balancer health check (dropped, counted).
-    let proxied = dir.join("proxied.py");
-    std::fs::write(&proxied, PROXIED_PY).unwrap();
-    for (version, port) in [("1", "41300"), ("2", "41301")] {
-        ns(
-            &c,
-            &[
-                "python3",
-                proxied.to_str().unwrap(),
-                version,
-                CLIENT_IP,
-                SERVER_IP,
-                port,
-            ],
-        );
+    for (version, port) in [(1u8, 41300u16), (2, 41301)] {
+        let client = SocketAddr::from((lab.addrs.client, port));
+        netns::run_in(&c, move || proxied(version, client, server)).expect("the proxied client");
         want.push(format!("/proxied/v{version}"));
     }
     // Health checks of /health on both parities are dropped (one by each rebuilder); with
@@ -352,26 +216,26 @@ fn netns_two_rebuilders_each_with_one_direction_forward_every_request_once() {
     let xff = |target: &str| match target {
         "/proxied/v1" => "203.0.113.9",
         "/proxied/v2" => "2001:db8::9",
-        _ => CLIENT_IP,
+        _ => client_ip.as_str(),
     };
 
-    let arrived = common::wait_until(Duration::from_secs(20), || {
-        let recs = read_records(&records);
+    let arrived = system::wait_until(Duration::from_secs(20), || {
+        let recs = analyzer.records();
         want.iter().all(|w| recs.iter().any(|r| &r.target == w))
     });
     // Late duplicates would show up now.
     std::thread::sleep(Duration::from_millis(1500));
-    let recs = read_records(&records);
-    let (ma, mb) = (metrics(&r, 9445), metrics(&r, 9446));
+    let recs = analyzer.records();
+    let (ma, mb) = (metrics(admins[0]), metrics(admins[1]));
     assert!(
         arrived,
         "missing requests; got {:?}",
         recs.iter().map(|r| &r.target).collect::<Vec<_>>()
     );
     for w in &want {
-        let got: Vec<&Rec> = recs.iter().filter(|r| &r.target == w).collect();
+        let got: Vec<&Recorded> = recs.iter().filter(|r| &r.target == w).collect();
         assert_eq!(got.len(), 1, "{w} arrived {} times", got.len());
-        assert_eq!(got[0].header("x-forwarded-for"), Some(xff(w)), "{w}");
+        assert_eq!(got[0].first_header("x-forwarded-for"), Some(xff(w)), "{w}");
         let method = if w.starts_with("/upload/") {
             "POST"
         } else {
@@ -380,16 +244,16 @@ fn netns_two_rebuilders_each_with_one_direction_forward_every_request_once() {
         assert_eq!(got[0].method, method, "{w}");
         if w.starts_with("/upload/") {
             assert!(
-                got[0].body == upload,
+                got[0].body() == upload,
                 "{w}: body of {} bytes",
-                got[0].body.len()
+                got[0].body_len
             );
         }
     }
     assert_eq!(recs.len(), want.len(), "nothing else reached the analyzer");
 
     // Flows spread over both; each saw responses (the other half) and dropped nothing.
-    let extracted = |m: &common::Metrics| m.get("rebuilder_requests_extracted_total");
+    let extracted = |m: &Metrics| m.get("rebuilder_requests_extracted_total");
     let (ea, eb) = (extracted(&ma), extracted(&mb));
     assert!(ea > 0 && eb > 0, "requests extracted: A {ea}, B {eb}");
     assert_eq!(ea + eb, want.len() as u64, "A {ea} + B {eb}");
@@ -400,19 +264,19 @@ fn netns_two_rebuilders_each_with_one_direction_forward_every_request_once() {
             "{name} saw no server→client half"
         );
         for reason in [
-            "bad_request",
-            "message_gap",
-            "message_incomplete",
-            "head_too_large",
-            "proxy_header_malformed",
+            DropReason::BadRequest,
+            DropReason::MessageGap,
+            DropReason::MessageIncomplete,
+            DropReason::HeadTooLarge,
+            DropReason::ProxyHeaderMalformed,
         ] {
             assert_eq!(m.decode_drops(reason), 0, "{name}: {reason}");
         }
     }
     assert_eq!(
         (
-            ma.decode_drops("health_check"),
-            mb.decode_drops("health_check")
+            ma.decode_drops(DropReason::HealthCheck),
+            mb.decode_drops(DropReason::HealthCheck)
         ),
         (1, 1),
         "each rebuilder dropped the health check whose request it saw"

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # The data plane without network namespaces: `rebuilder generate` writes a capture of mirrored
-# traffic and its ground truth, send_pcap.py sends its VXLAN datagrams over loopback UDP to
-# `rebuilder run`, which forwards to the analyzer; the analyzer must receive exactly the
-# requests of the truth.
+# traffic and its ground truth, `mirror-lab send-pcap` sends its VXLAN datagrams over loopback
+# UDP to `rebuilder run`, which forwards to the recording analyzer (`mirror-lab analyzer`);
+# the analyzer must receive exactly the requests of the truth (`mirror-lab compare`).
 #
 #   replay.sh REBUILDER_BIN WORK_DIR VNI
+# mirror-lab is taken from REBUILDER_BIN's directory (or $MIRROR_LAB).
 # Writes WORK_DIR/replay-sent (requests in the truth), WORK_DIR/analyzer.jsonl,
 # WORK_DIR/metrics.txt; exits 1 on any mismatch. Stops everything it started.
 set -euo pipefail
 rebuilder=$1
 work=$2
 vni=$3
-here=$(cd "$(dirname "$0")" && pwd)
+lab=${MIRROR_LAB:-$(dirname "$rebuilder")/mirror-lab}
 pids=()
 cleanup() {
   local pid
@@ -43,7 +44,7 @@ echo "  rebuilder generate: 12 keep-alive connections (GET, POST, PUT; some chun
 python3 -c "import json; print(sum(1 for l in open('$work/replay-truth.jsonl') if json.loads(l).get('expected', True)))" \
   >"$work/replay-sent"
 
-python3 "$here/analyzer.py" serve --listen "127.0.0.1:$analyzer_port" --label analyzer --quiet \
+"$lab" analyzer --listen "127.0.0.1:$analyzer_port" --label analyzer --quiet \
   --record "$work/analyzer.jsonl" >"$work/analyzer.log" 2>&1 &
 pids+=($!)
 wait_tcp "$analyzer_port" || { echo "  the analyzer did not start"; exit 1; }
@@ -55,7 +56,7 @@ wait_tcp "$admin_port" && sleep 0.5 && kill -0 "$rebuilder_pid" 2>/dev/null \
   || { echo "  rebuilder run did not start:"; tail -n 15 "$work/rebuilder.log" | sed 's/^/    | /'; exit 1; }
 echo "  rebuilder run on 127.0.0.1:$udp_port (UDP), forwarding to the analyzer on 127.0.0.1:$analyzer_port"
 
-python3 "$here/send_pcap.py" "$work/replay.pcap" --to "127.0.0.1:$udp_port" --pps 20000 --max-seconds 30 | sed 's/^/  /'
+"$lab" send-pcap "$work/replay.pcap" --to "127.0.0.1:$udp_port" --pps 20000 --max-seconds 30 | sed 's/^/  /'
 want=$(cat "$work/replay-sent")
 for _ in $(seq 1 75); do
   [ "$(cat "$work/analyzer.jsonl" 2>/dev/null | wc -l)" -ge "$want" ] && break
@@ -68,4 +69,4 @@ if ! kill -0 "$rebuilder_pid" 2>/dev/null; then
   exit 1
 fi
 curl -s --max-time 5 "http://127.0.0.1:$admin_port/metrics" >"$work/metrics.txt" || true
-python3 "$here/analyzer.py" compare --sent "$work/replay-truth.jsonl" --received "$work/analyzer.jsonl" --quiet
+"$lab" compare --sent "$work/replay-truth.jsonl" --received "$work/analyzer.jsonl" --quiet

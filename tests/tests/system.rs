@@ -284,7 +284,7 @@ fn netns_kernel_mirror_delivers_the_servers_traffic_as_vxlan_with_the_vni() {
     let counts = sink.counts();
     assert_eq!(
         counts.per_vni.keys().cloned().collect::<Vec<_>>(),
-        vec!["31337".to_owned()],
+        vec![31337],
         "{counts:?}"
     );
 }

@@ -1,17 +1,18 @@
 //! Harnesses of the fuzz targets: each takes structured input (`arbitrary`), drives one stage
 //! of the engine and checks its invariants, panicking (= a finding) when one is broken.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use arbitrary::Arbitrary;
-use etherparse::PacketBuilder;
-use rebuilder::engine::{Engine, EngineConfig, EngineStats};
-use rebuilder::health_check::HealthCheckRule;
-use rebuilder::http::{Ctx, Limits as HttpLimits, Meta, Parser};
-use rebuilder::reassembly::{
-    Budget, Limits as StreamLimits, Pushed, Segment, Sink, Stream, seq_diff,
+use rebuilder::engine::health_check::HealthCheckRule;
+use rebuilder::engine::http::HttpLimits;
+use rebuilder::engine::reassembly::{
+    Budget, Pushed, Segment, Sink, Stream, StreamLimits, seq_diff,
 };
-use rebuilder::request::HttpRequest;
+use rebuilder::engine::request::HttpRequest;
+use rebuilder::{Engine, EngineConfig, EngineStats};
+use rebuilder_testkit::frames::{TcpFlags, TcpFrame, vxlan_datagram};
+use rebuilder_testkit::parser::ParserHarness;
 
 /// A canned client byte stream: segments cut from it carry consistent data at consistent
 /// sequence numbers, so reordering, duplication and loss of real requests are explored fast.
@@ -88,7 +89,8 @@ fn small_engine_config() -> EngineConfig {
     }
 }
 
-/// The inner Ethernet frame of a TCP segment.
+/// The inner Ethernet frame of a TCP segment of a connection (server → client when
+/// `reverse`), with ACK 1.
 #[allow(clippy::too_many_arguments)]
 pub fn tcp_frame(
     client: SocketAddr,
@@ -105,25 +107,14 @@ pub fn tcp_frame(
     } else {
         (client, server)
     };
-    let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
-    let ip = match (src.ip(), dst.ip()) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
-        (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
-        _ => unreachable!("same family"),
+    let flags = TcpFlags {
+        syn,
+        fin,
+        rst,
+        psh: false,
+        ack: Some(1),
     };
-    let mut tcp = ip.tcp(src.port(), dst.port(), seq, 65535).ack(1);
-    if syn {
-        tcp = tcp.syn();
-    }
-    if fin {
-        tcp = tcp.fin();
-    }
-    if rst {
-        tcp = tcp.rst();
-    }
-    let mut out = Vec::with_capacity(tcp.size(payload.len()));
-    tcp.write(&mut out, payload).expect("segment fits");
-    out
+    TcpFrame::new(src, dst, seq).flags(flags).build(payload)
 }
 
 fn conn_addrs(conn: u8, ipv6: bool) -> (SocketAddr, SocketAddr) {
@@ -160,7 +151,7 @@ pub fn run_engine(input: &EngineInput) {
             EngineOp::Datagram(d) => engine.on_vxlan_payload(now, d, &mut out),
             EngineOp::Frame(f) => engine.on_captured_frame(now, f, &mut out),
             EngineOp::Inner { vni, frame } => {
-                let d = rebuilder::vxlan::encapsulate(u32::from(*vni), frame);
+                let d = vxlan_datagram(u32::from(*vni), frame);
                 engine.on_vxlan_payload(now, &d, &mut out);
             }
             EngineOp::Segment {
@@ -199,7 +190,7 @@ pub fn run_engine(input: &EngineInput) {
                 let mut frame = tcp_frame(client, server, *reverse, seq, *syn, *fin, *rst, bytes);
                 let cut = usize::from(*cut).min(bytes.len());
                 frame.truncate(frame.len() - cut);
-                let d = rebuilder::vxlan::encapsulate(4242, &frame);
+                let d = vxlan_datagram(4242, &frame);
                 engine.on_vxlan_payload(now, &d, &mut out);
             }
             EngineOp::Timer(dt) => {
@@ -262,87 +253,53 @@ pub struct HttpInput {
     pub wire: Vec<u8>,
 }
 
-struct HttpRun {
-    parser: Parser,
-    budget: Budget,
-    stats: EngineStats,
-    out: Vec<HttpRequest>,
-    limits: HttpLimits,
-}
+/// One parser run: the test kit's harness (which checks after every step that the bytes held
+/// are what is charged to the budget) plus the checks of this target.
+struct HttpRun(ParserHarness);
 
 impl HttpRun {
     fn new(at_start: bool, small: bool) -> HttpRun {
-        HttpRun {
-            parser: if at_start {
-                Parser::at_stream_start()
-            } else {
-                Parser::new()
-            },
-            budget: Budget::new(if small { 512 } else { 1 << 20 }),
-            stats: EngineStats::default(),
-            out: Vec::new(),
-            limits: if small {
+        let (limits, budget) = if small {
+            (
                 HttpLimits {
                     max_header_bytes: 128,
                     max_headers: 6,
                     max_body_bytes: 16,
                     health_checks: HealthCheckRule::OFF,
-                }
-            } else {
+                },
+                512,
+            )
+        } else {
+            (
                 HttpLimits {
                     max_header_bytes: 32 * 1024,
                     max_headers: 128,
                     max_body_bytes: 1 << 20,
                     health_checks: HealthCheckRule::OFF,
-                }
-            },
-        }
-    }
-    fn ctx(&mut self) -> (&mut Parser, Ctx<'_>) {
-        (
-            &mut self.parser,
-            Ctx {
-                limits: &self.limits,
-                budget: &mut self.budget,
-                stats: &mut self.stats,
-                out: &mut self.out,
-                meta: Meta {
-                    vni: 7,
-                    client: SocketAddr::from(([10, 0, 0, 1], 40_000)),
-                    server: SocketAddr::from(([10, 0, 0, 2], 80)),
                 },
-            },
-        )
+                1 << 20,
+            )
+        };
+        HttpRun(ParserHarness::with(at_start, limits, budget))
     }
     fn data(&mut self, bytes: &[u8]) {
-        let (p, mut ctx) = self.ctx();
-        p.data(1, bytes, &mut ctx);
+        self.0.feed(bytes);
         self.check();
     }
     fn gap(&mut self, len: u64) {
-        let (p, mut ctx) = self.ctx();
-        p.gap(len, &mut ctx);
+        self.0.gap(len);
         self.check();
     }
     fn end(&mut self) {
-        let (p, mut ctx) = self.ctx();
-        p.end(&mut ctx);
+        self.0.end();
         self.check();
-        assert_eq!(self.parser.held(), 0, "end releases everything");
     }
     fn check(&self) {
-        assert_eq!(
-            self.budget.used,
-            self.parser.held(),
-            "held bytes are what is charged"
-        );
-        check_requests(&self.out);
-        assert_eq!(self.stats.requests, self.out.len() as u64);
-        for r in &self.out {
-            assert!(
-                r.body.len() <= self.limits.max_body_bytes,
-                "body over the cap"
-            );
+        let h = &self.0;
+        check_requests(&h.out);
+        assert_eq!(h.stats.requests, h.out.len() as u64);
+        for r in &h.out {
+            assert!(r.body.len() <= h.limits.max_body_bytes, "body over the cap");
         }
     }
 }
@@ -368,8 +325,11 @@ pub fn run_http(input: &HttpInput) {
         split.data(&wire[w[0]..w[1]]);
     }
     split.end();
-    assert_eq!(split.out, whole.out, "split points change the requests");
-    assert_eq!(split.stats, whole.stats, "split points change the counters");
+    assert_eq!(split.0.out, whole.0.out, "split points change the requests");
+    assert_eq!(
+        split.0.stats, whole.0.stats,
+        "split points change the counters"
+    );
 
     if !input.gaps.is_empty() {
         let mut gappy = HttpRun::new(input.at_start, input.small_caps);
@@ -393,7 +353,7 @@ pub fn run_http(input: &HttpInput) {
         // wholly inside bytes the whole run did not emit a request for (resync on a
         // request line inside a body): it never holds bytes across a gap, which the
         // per-request check cannot see; the exact accounting above is what is asserted.
-        assert!(gappy.out.len() <= wire.len());
+        assert!(gappy.0.out.len() <= wire.len());
     }
 }
 

@@ -1,17 +1,22 @@
 //! The data plane in network namespaces: client, web server, kernel VXLAN mirror (tc mirred)
-//! to a collector namespace running the rebuilder and an analyzer.
+//! to a collector namespace running the rebuilder and an analyzer — the mirror lab and the
+//! recording analyzer of the data plane's test kit (`rebuilder_testkit`), as `make demo` uses
+//! them through `mirror-lab`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
+pub use rebuilder_testkit::analyzer::Recorded;
+use rebuilder_testkit::analyzer::{Analyzer, AnalyzerConfig};
+use rebuilder_testkit::netns::{self, LabSpec, MirrorLab};
+pub use rebuilder_testkit::udp_sink::SinkCounts;
 
 use super::harness::{self, Proc};
 
-/// Addresses of `scripts/demo/netns.sh`.
+/// Addresses of the lab (`rebuilder_testkit::netns::ADDRS`).
 pub const CLIENT_IP: &str = "10.77.1.10";
 pub const SERVER_IP: &str = "10.77.1.20";
 pub const MIRROR_SRC_IP: &str = "10.77.2.1";
@@ -23,172 +28,69 @@ pub const ADMIN_ADDR: &str = "127.0.0.1:9445";
 
 /// Why the namespace tests can't run here, if they can't.
 pub fn prerequisites() -> Result<(), String> {
-    for t in ["ip", "tc", "ethtool", "curl", "python3"] {
-        if harness::tool(t).is_none() {
-            return Err(format!("{t} not found"));
-        }
-    }
-    let out = harness::run(
-        {
-            let mut c = Command::new("bash");
-            c.arg(harness::demo_script("netns.sh")).arg("check");
-            c
-        },
-        Duration::from_secs(20),
-    )
-    .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!(
-            "network namespaces unavailable: {}",
-            out.stdout.trim()
-        ));
-    }
-    Ok(())
+    netns::check()?;
+    harness::tool("curl")
+        .map(|_| ())
+        .ok_or("curl not found".into())
 }
 
 /// The three namespaces `PREFIX-cli`, `PREFIX-srv`, `PREFIX-col`; removed on drop (which also
 /// kills whatever still runs inside).
 pub struct Topology {
-    pub prefix: String,
+    pub lab: MirrorLab,
 }
 
 impl Topology {
     /// Builds the topology with the mirror's VXLAN VNI; `both` mirrors the server's ingress and
     /// egress (as a session with an accept-all filter does), otherwise ingress only.
     pub fn up(vni: u32, both: bool) -> Result<Self> {
-        let _ = Command::new("bash")
-            .arg(harness::demo_script("netns.sh"))
-            .args(["reap", "mft"])
-            .status();
-        let prefix = harness::unique("mft");
-        let topo = Self { prefix };
-        let mut cmd = Command::new("bash");
-        cmd.arg(harness::demo_script("netns.sh"))
-            .args(["up", &topo.prefix, &vni.to_string()])
-            .arg(if both { "both" } else { "ingress" });
-        harness::run_ok(cmd, Duration::from_secs(60))?;
-        Ok(topo)
+        netns::reap("mft");
+        let mut spec = LabSpec::new(&harness::unique("mft"), vni);
+        if !both {
+            spec = spec.ingress_only();
+        }
+        Ok(Self {
+            lab: MirrorLab::up(&spec)?,
+        })
     }
 
     pub fn client(&self) -> String {
-        format!("{}-cli", self.prefix)
+        self.lab.client()
     }
     pub fn server(&self) -> String {
-        format!("{}-srv", self.prefix)
+        self.lab.server()
     }
     pub fn collector(&self) -> String {
-        format!("{}-col", self.prefix)
+        self.lab.collector()
     }
 
-    /// `ip netns exec NS program args...`
+    /// `ip netns exec NS program`.
     pub fn exec(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", ns]).arg(program);
-        c
-    }
-
-    /// Waits until `addr` accepts TCP connections, seen from inside `ns`.
-    pub fn wait_tcp_in(ns: &str, addr: &str, timeout: Duration) -> bool {
-        let probe = format!(
-            "import socket; h,p='{addr}'.rsplit(':',1); socket.create_connection((h,int(p)),0.5).close()"
-        );
-        harness::wait_until(timeout, || {
-            let mut c = Self::exec(ns, "python3");
-            c.args(["-c", &probe]);
-            harness::run(c, Duration::from_secs(5)).is_ok_and(|o| o.status.success())
-        })
+        netns::exec(ns, program)
     }
 }
 
-impl Drop for Topology {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(harness::demo_script("netns.sh"))
-            .args(["down", &self.prefix])
-            .status();
-    }
-}
-
-/// `scripts/demo/analyzer.py serve` inside a namespace, recording every request.
+/// The recording analyzer inside a namespace; its records also go to `DIR/LABEL.jsonl`.
 pub struct HttpRecorder {
-    pub record: PathBuf,
-    pub proc: Proc,
+    pub analyzer: Analyzer,
 }
 
 impl HttpRecorder {
     pub fn start(ns: &str, listen: &str, label: &str, dir: &Path) -> Result<Self> {
-        let record = dir.join(format!("{label}.jsonl"));
-        let mut cmd = Topology::exec(ns, "python3");
-        cmd.arg(harness::demo_script("analyzer.py"))
-            .args(["serve", "--listen", listen, "--label", label, "--record"])
-            .arg(&record);
-        let proc = Proc::spawn(label, cmd, dir)?;
-        let probe = if listen.starts_with("0.0.0.0") {
-            listen.replacen("0.0.0.0", "127.0.0.1", 1)
-        } else {
-            listen.to_owned()
-        };
-        if !Topology::wait_tcp_in(ns, &probe, Duration::from_secs(15)) {
-            bail!("{label} did not listen on {listen}:\n{}", proc.log_tail(20));
-        }
-        Ok(Self { record, proc })
+        let listen: SocketAddr = listen.parse().context("listen address")?;
+        let analyzer = Analyzer::start(AnalyzerConfig {
+            netns: Some(ns.to_owned()),
+            record: Some(dir.join(format!("{label}.jsonl"))),
+            label: label.to_owned(),
+            ..AnalyzerConfig::new(listen)
+        })
+        .with_context(|| format!("{label} on {listen} in {ns}"))?;
+        Ok(Self { analyzer })
     }
 
     /// The requests recorded so far.
     pub fn requests(&self) -> Result<Vec<Recorded>> {
-        let text = std::fs::read_to_string(&self.record).unwrap_or_default();
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).context("a record line"))
-            .collect()
-    }
-}
-
-/// One request as `analyzer.py` records it.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct Recorded {
-    pub peer: String,
-    pub method: String,
-    pub target: String,
-    pub version: u8,
-    pub headers: Vec<(String, String)>,
-    pub body_b64: String,
-    pub body_len: usize,
-    pub chunked: bool,
-}
-
-impl Recorded {
-    pub fn header(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    pub fn peer_ip(&self) -> &str {
-        self.peer.rsplit_once(':').map_or("", |(ip, _)| ip)
-    }
-
-    /// Headers that must arrive unchanged (not hop-by-hop, not re-framed, not appended to).
-    pub fn end_to_end_headers(&self) -> Vec<(String, String)> {
-        const SKIP: [&str; 10] = [
-            "connection",
-            "keep-alive",
-            "proxy-connection",
-            "te",
-            "trailer",
-            "transfer-encoding",
-            "upgrade",
-            "content-length",
-            "expect",
-            "x-forwarded-for",
-        ];
-        self.headers
-            .iter()
-            .filter(|(k, _)| !SKIP.contains(&k.to_ascii_lowercase().as_str()))
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-            .collect()
+        Ok(self.analyzer.records())
     }
 }
 
@@ -216,7 +118,8 @@ pub fn start_rebuilder(topo: &Topology, dir: &Path) -> Result<Proc> {
         .args(["--upstream", &format!("http://{ANALYZER_ADDR}")])
         .args(["--admin", ADMIN_ADDR]);
     let mut proc = Proc::spawn("rebuilder", cmd, dir)?;
-    let listening = Topology::wait_tcp_in(&topo.collector(), ADMIN_ADDR, Duration::from_secs(20));
+    let admin: SocketAddr = ADMIN_ADDR.parse()?;
+    let listening = netns::wait_tcp_in(&topo.collector(), admin, Duration::from_secs(20));
     // The admin listener may come up before a start-up failure elsewhere: give it a moment.
     std::thread::sleep(Duration::from_millis(500));
     if !listening || proc.exited().is_some() {
@@ -241,48 +144,28 @@ pub fn rebuilder_has_run() -> bool {
 
 /// `GET /metrics` from the rebuilder's admin listener.
 pub fn rebuilder_metrics(topo: &Topology) -> Result<String> {
-    let mut cmd = Topology::exec(&topo.collector(), "curl");
-    cmd.args([
-        "-sS",
-        "--max-time",
-        "5",
-        &format!("http://{ADMIN_ADDR}/metrics"),
-    ]);
-    Ok(harness::run_ok(cmd, Duration::from_secs(10))?.stdout)
+    let admin: SocketAddr = ADMIN_ADDR.parse()?;
+    netns::http_get_in(&topo.collector(), admin, "/metrics")
+        .map(|(_, body)| body)
+        .context("no answer from /metrics")
 }
 
-/// VXLAN datagram counts of `analyzer.py udp-sink`.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct SinkCounts {
-    pub datagrams: u64,
-    pub per_vni: std::collections::BTreeMap<String, u64>,
-}
-
-/// `analyzer.py udp-sink` on the collector's UDP/4789 (kernel-only checks).
+/// The VXLAN datagram counter on the collector's UDP/4789 (kernel-only checks).
 pub struct UdpSink {
-    pub record: PathBuf,
-    pub proc: Proc,
+    pub sink: rebuilder_testkit::udp_sink::UdpSink,
 }
 
 impl UdpSink {
-    pub fn start(topo: &Topology, dir: &Path) -> Result<Self> {
-        let record = dir.join("udp-sink.json");
-        let mut cmd = Topology::exec(&topo.collector(), "python3");
-        cmd.arg(harness::demo_script("analyzer.py"))
-            .args(["udp-sink", "--listen", "0.0.0.0:4789", "--record"])
-            .arg(&record);
-        let proc = Proc::spawn("udp-sink", cmd, dir)?;
-        if !harness::wait_until(Duration::from_secs(10), || record.is_file()) {
-            bail!("udp-sink did not start:\n{}", proc.log_tail(20));
-        }
-        Ok(Self { record, proc })
+    pub fn start(topo: &Topology, _dir: &Path) -> Result<Self> {
+        let sink = rebuilder_testkit::udp_sink::UdpSink::start(
+            Some(&topo.collector()),
+            "0.0.0.0:4789".parse()?,
+        )?;
+        Ok(Self { sink })
     }
 
     pub fn counts(&self) -> SinkCounts {
-        std::fs::read_to_string(&self.record)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default()
+        self.sink.counts()
     }
 }
 

@@ -1,0 +1,516 @@
+//! UDP ingest: one worker thread per core, each with its own `SO_REUSEPORT` sockets (one per
+//! listen address) and its own [`Engine`]. Nothing is shared on the hot path: a worker receives
+//! batches with `recvmmsg`, feeds the engine, hands extracted requests to the forwarding queue
+//! without waiting, runs the engine timers between batches and publishes its counters every tick.
+
+use std::io::IoSliceMut;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{MsgFlags, MultiHeaders, recvmmsg, setsockopt, sockopt};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::daemon::forward::ForwardQueue;
+use crate::daemon::telemetry::{RequestDropReason, Telemetry, WorkerCounters};
+use crate::engine::request::HttpRequest;
+use crate::engine::{Engine, EngineConfig};
+
+/// Errors while setting up the sockets.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("cannot bind UDP {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("no UDP listen address could be bound")]
+    NothingBound,
+    #[error("cannot start worker thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Receive settings.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub listen: Vec<SocketAddr>,
+    pub workers: usize,
+    pub rcvbuf_bytes: usize,
+    pub batch: usize,
+    pub max_datagram: usize,
+    pub timer_interval: Duration,
+    /// Pause after a partial batch (0 = none).
+    pub coalesce: Duration,
+    pub engine: EngineConfig,
+}
+
+impl IngestConfig {
+    pub fn from_args(a: &crate::daemon::config::RunArgs) -> IngestConfig {
+        IngestConfig {
+            listen: a.listen.clone(),
+            workers: a.worker_count(),
+            rcvbuf_bytes: a.rcvbuf_bytes,
+            batch: a.recv_batch as usize,
+            max_datagram: a.max_datagram_bytes as usize,
+            timer_interval: a.timer_interval(),
+            coalesce: Duration::from_micros(a.recv_coalesce_us),
+            engine: a.engine_config(),
+        }
+    }
+}
+
+/// The sockets of every worker, bound.
+pub struct BoundSockets {
+    /// `per_worker[w]` = one socket per bound listen address.
+    per_worker: Vec<Vec<Socket>>,
+    /// The addresses actually bound (port 0 resolved).
+    pub local_addrs: Vec<SocketAddr>,
+}
+
+impl BoundSockets {
+    /// Inode numbers of every socket (to find their kernel drop counters in /proc/net/udp).
+    pub fn inodes(&self) -> Vec<u64> {
+        use std::os::unix::fs::MetadataExt;
+        self.per_worker
+            .iter()
+            .flatten()
+            .filter_map(|s| std::fs::metadata(format!("/proc/self/fd/{}", s.as_raw_fd())).ok())
+            .map(|m| m.ino())
+            .collect()
+    }
+}
+
+/// Binds every listen address once per worker with `SO_REUSEPORT`. An address whose port is 0
+/// gets a port from the kernel for the first worker; the others bind the same port.
+pub fn bind(cfg: &IngestConfig) -> Result<BoundSockets, IngestError> {
+    let workers = cfg.workers.max(1);
+    let mut per_worker: Vec<Vec<Socket>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut local_addrs = Vec::new();
+    for &addr in &cfg.listen {
+        let first = match open_socket(addr, cfg.rcvbuf_bytes) {
+            Ok(s) => s,
+            Err(e) if addr.is_ipv6() && ipv6_unavailable(&e) && cfg.listen.len() > 1 => {
+                tracing::warn!(%addr, error = %e, "IPv6 listen address skipped");
+                continue;
+            }
+            Err(source) => return Err(IngestError::Bind { addr, source }),
+        };
+        let bound = first
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or(addr);
+        per_worker[0].push(first);
+        for sockets in per_worker.iter_mut().skip(1) {
+            let s = open_socket(bound, cfg.rcvbuf_bytes).map_err(|source| IngestError::Bind {
+                addr: bound,
+                source,
+            })?;
+            sockets.push(s);
+        }
+        local_addrs.push(bound);
+    }
+    if local_addrs.is_empty() {
+        return Err(IngestError::NothingBound);
+    }
+    Ok(BoundSockets {
+        per_worker,
+        local_addrs,
+    })
+}
+
+fn ipv6_unavailable(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc_errno::EAFNOSUPPORT | libc_errno::EADDRNOTAVAIL | libc_errno::EPROTONOSUPPORT)
+    )
+}
+
+/// errno values used above (Linux).
+mod libc_errno {
+    pub const EAFNOSUPPORT: i32 = nix::errno::Errno::EAFNOSUPPORT as i32;
+    pub const EADDRNOTAVAIL: i32 = nix::errno::Errno::EADDRNOTAVAIL as i32;
+    pub const EPROTONOSUPPORT: i32 = nix::errno::Errno::EPROTONOSUPPORT as i32;
+}
+
+fn open_socket(addr: SocketAddr, rcvbuf: usize) -> std::io::Result<Socket> {
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    set_receive_buffer(&s, rcvbuf, addr);
+    s.bind(&addr.into())?;
+    Ok(s)
+}
+
+/// SO_RCVBUFFORCE when permitted, else SO_RCVBUF; warns when the kernel gives less.
+fn set_receive_buffer(s: &Socket, want: usize, addr: SocketAddr) {
+    let forced = setsockopt(s, sockopt::RcvBufForce, &want).is_ok();
+    if !forced {
+        let _ = s.set_recv_buffer_size(want);
+    }
+    // Linux reports twice the requested size (bookkeeping overhead included).
+    let effective = s.recv_buffer_size().unwrap_or(0) / 2;
+    if effective < want {
+        tracing::warn!(
+            %addr,
+            requested = want,
+            effective,
+            forced,
+            "receive buffer clamped by the kernel (raise net.core.rmem_max or grant CAP_NET_ADMIN)"
+        );
+    } else {
+        tracing::debug!(%addr, effective, forced, "receive buffer set");
+    }
+}
+
+/// Running workers.
+pub struct Workers {
+    handles: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Workers {
+    /// Stops receiving: every worker leaves its loop within one timer interval, flushes its
+    /// engine into the queue and exits. Blocks until they are gone.
+    pub fn stop_and_join(self) {
+        self.stop.store(true, Relaxed);
+        for h in self.handles {
+            if h.join().is_err() {
+                tracing::error!("a receive worker panicked");
+            }
+        }
+    }
+}
+
+/// Starts one thread per worker. Each takes a clone of the queue handle.
+pub fn spawn(
+    sockets: BoundSockets,
+    cfg: &IngestConfig,
+    queue: ForwardQueue,
+    telemetry: Arc<Telemetry>,
+) -> Result<Workers, IngestError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let total: usize = sockets.per_worker.iter().map(Vec::len).sum();
+    telemetry.set_sockets_bound(total as u64);
+    telemetry.set_socket_inodes(sockets.inodes());
+    let mut handles = Vec::new();
+    for (id, socks) in sockets.per_worker.into_iter().enumerate() {
+        let w = Worker {
+            id,
+            socks,
+            cfg: cfg.clone(),
+            queue: queue.clone(),
+            telemetry: telemetry.clone(),
+            stop: stop.clone(),
+        };
+        let h = std::thread::Builder::new()
+            .name(format!("rx-{id}"))
+            .spawn(move || w.run())
+            .map_err(IngestError::Thread)?;
+        handles.push(h);
+    }
+    Ok(Workers { handles, stop })
+}
+
+struct Worker {
+    id: usize,
+    socks: Vec<Socket>,
+    cfg: IngestConfig,
+    queue: ForwardQueue,
+    telemetry: Arc<Telemetry>,
+    stop: Arc<AtomicBool>,
+}
+
+/// One received datagram in the batch buffer.
+#[derive(Debug, Clone, Copy)]
+struct Rx {
+    len: usize,
+    truncated: bool,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+impl Worker {
+    fn run(self) {
+        let Worker {
+            id,
+            socks,
+            cfg,
+            queue,
+            telemetry,
+            stop,
+        } = self;
+        let slot = telemetry.worker(id);
+        // Counts this worker's sockets out of /healthz when it stops, panics included.
+        let _bound = SocketsBound {
+            telemetry: &telemetry,
+            n: socks.len() as u64,
+        };
+        let mut engine = Engine::new(cfg.engine.clone());
+        let batch = cfg.batch.max(1);
+        let max = cfg.max_datagram.max(64);
+        let mut bufs = vec![0u8; batch * max];
+        let mut headers: MultiHeaders<()> = MultiHeaders::preallocate(batch, None);
+        let mut rx: Vec<Rx> = Vec::with_capacity(batch);
+        let mut out: Vec<HttpRequest> = Vec::new();
+        let mut c = WorkerCounters::default();
+        let mut next_tick = Instant::now() + cfg.timer_interval;
+
+        tracing::debug!(worker = id, sockets = socks.len(), "receive worker started");
+        while !stop.load(Relaxed) {
+            let mut received_any = false;
+            let mut any_full = false;
+            for sock in &socks {
+                // A bounded number of batches per socket, so timers and other sockets get a turn.
+                for _ in 0..16 {
+                    let n = match recv_batch(sock, &mut headers, &mut bufs, max, batch, &mut rx) {
+                        Ok(n) => n,
+                        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => 0,
+                        Err(e) => {
+                            c.recv_errors += 1;
+                            tracing::debug!(worker = id, error = %e, "recvmmsg failed");
+                            0
+                        }
+                    };
+                    if n == 0 {
+                        break;
+                    }
+                    received_any = true;
+                    let ts = now_us();
+                    for (i, m) in rx.iter().enumerate() {
+                        if m.truncated {
+                            c.oversize += 1;
+                            continue;
+                        }
+                        c.datagrams += 1;
+                        c.bytes += m.len as u64;
+                        engine.on_vxlan_payload(ts, &bufs[i * max..i * max + m.len], &mut out);
+                    }
+                    submit(&queue, &telemetry, &mut out, &mut c);
+                    if n < batch {
+                        break;
+                    }
+                    any_full = true;
+                }
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                engine.on_timer(now_us(), &mut out);
+                submit(&queue, &telemetry, &mut out, &mut c);
+                slot.publish(&c, engine.stats(), engine.active_flows());
+                next_tick = now + cfg.timer_interval;
+            }
+            if received_any && !any_full && !cfg.coalesce.is_zero() {
+                // The sockets are drained and traffic is light: let datagrams accumulate for a
+                // moment so the next recvmmsg returns a batch instead of one datagram per wakeup.
+                std::thread::sleep(cfg.coalesce);
+            } else if !received_any {
+                let wait = next_tick
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(100));
+                let mut fds: Vec<PollFd<'_>> = socks
+                    .iter()
+                    .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
+                    .collect();
+                let timeout = PollTimeout::try_from(wait.as_millis().max(1) as u64)
+                    .unwrap_or(PollTimeout::MAX);
+                let _ = nix::poll::poll(&mut fds, timeout);
+            }
+        }
+        engine.finish(&mut out);
+        submit(&queue, &telemetry, &mut out, &mut c);
+        slot.publish(&c, engine.stats(), engine.active_flows());
+        tracing::debug!(worker = id, "receive worker stopped");
+    }
+}
+
+/// Removes a worker's sockets from the bound count when dropped.
+struct SocketsBound<'a> {
+    telemetry: &'a Telemetry,
+    n: u64,
+}
+
+impl Drop for SocketsBound<'_> {
+    fn drop(&mut self) {
+        self.telemetry.sockets_closed(self.n);
+    }
+}
+
+/// Hands every extracted request to the queue; a refused one is counted, never waited on.
+fn submit(
+    queue: &ForwardQueue,
+    telemetry: &Telemetry,
+    out: &mut Vec<HttpRequest>,
+    c: &mut WorkerCounters,
+) {
+    for req in out.drain(..) {
+        c.extracted += 1;
+        match queue.try_submit(req) {
+            Ok(()) => {}
+            Err(RequestDropReason::QueueBytes) => c.queue_bytes += 1,
+            Err(RequestDropReason::QueueFull) => c.queue_full += 1,
+            Err(other) => telemetry.request_dropped(other),
+        }
+    }
+}
+
+/// One `recvmmsg` call (non-blocking) into `bufs`, `max` bytes per datagram.
+fn recv_batch(
+    sock: &Socket,
+    headers: &mut MultiHeaders<()>,
+    bufs: &mut [u8],
+    max: usize,
+    batch: usize,
+    rx: &mut Vec<Rx>,
+) -> nix::Result<usize> {
+    rx.clear();
+    let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
+        .chunks_exact_mut(max)
+        .take(batch)
+        .map(|b| [IoSliceMut::new(b)])
+        .collect();
+    let msgs = recvmmsg(
+        sock.as_raw_fd(),
+        headers,
+        iovs.iter_mut(),
+        MsgFlags::MSG_DONTWAIT,
+        None,
+    )?;
+    for m in msgs {
+        rx.push(Rx {
+            len: m.bytes,
+            truncated: m.flags.contains(MsgFlags::MSG_TRUNC),
+        });
+    }
+    Ok(rx.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    fn cfg(listen: &str, workers: usize) -> IngestConfig {
+        IngestConfig {
+            listen: listen.split(',').map(|a| a.parse().unwrap()).collect(),
+            workers,
+            rcvbuf_bytes: 1 << 20,
+            batch: 8,
+            max_datagram: 2048,
+            timer_interval: Duration::from_millis(20),
+            coalesce: Duration::ZERO,
+            engine: EngineConfig::default(),
+        }
+    }
+
+    #[test]
+    fn port_zero_is_resolved_once_and_shared_by_every_worker() {
+        let b = bind(&cfg("127.0.0.1:0", 3)).unwrap();
+        assert_eq!(b.local_addrs.len(), 1);
+        let port = b.local_addrs[0].port();
+        assert_ne!(port, 0);
+        for socks in &b.per_worker {
+            assert_eq!(socks.len(), 1);
+            let a = socks[0].local_addr().unwrap().as_socket().unwrap();
+            assert_eq!(a.port(), port);
+        }
+    }
+
+    #[test]
+    fn a_batch_reports_lengths_and_oversize_datagrams() {
+        let b = bind(&cfg("127.0.0.1:0", 1)).unwrap();
+        let sock = &b.per_worker[0][0];
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.send_to(&[1u8; 100], b.local_addrs[0]).unwrap();
+        tx.send_to(&[2u8; 3000], b.local_addrs[0]).unwrap();
+        tx.send_to(&[3u8; 7], b.local_addrs[0]).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let mut headers: MultiHeaders<()> = MultiHeaders::preallocate(8, None);
+        let mut bufs = vec![0u8; 8 * 2048];
+        let mut rx = Vec::new();
+        let n = recv_batch(sock, &mut headers, &mut bufs, 2048, 8, &mut rx).unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(rx[0].len, 100);
+        assert!(!rx[0].truncated);
+        assert!(rx[1].truncated, "3000 bytes do not fit 2048");
+        assert_eq!(rx[2].len, 7);
+        assert_eq!(bufs[2 * 2048], 3);
+        assert_eq!(
+            recv_batch(sock, &mut headers, &mut bufs, 2048, 8, &mut rx),
+            Err(nix::errno::Errno::EAGAIN)
+        );
+    }
+
+    #[test]
+    fn ipv6_listen_addresses_receive_too() {
+        let bound = bind(&cfg("[::1]:0", 2));
+        let tx = UdpSocket::bind("[::1]:0");
+        let check = match (&bound, &tx) {
+            (Ok(_), Ok(_)) => Ok(()),
+            _ => Err("IPv6 loopback unavailable".to_owned()),
+        };
+        if !rebuilder_testkit::system::require("ipv6_listen_addresses_receive_too", check) {
+            return;
+        }
+        let (b, tx) = (bound.unwrap(), tx.unwrap());
+        tx.send_to(b"0123456789", b.local_addrs[0]).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let mut headers: MultiHeaders<()> = MultiHeaders::preallocate(8, None);
+        let mut bufs = vec![0u8; 8 * 2048];
+        let mut rx = Vec::new();
+        let got: usize = b
+            .per_worker
+            .iter()
+            .map(|s| recv_batch(&s[0], &mut headers, &mut bufs, 2048, 8, &mut rx).unwrap_or(0))
+            .sum();
+        assert_eq!(got, 1, "one of the two reuseport sockets got the datagram");
+    }
+
+    #[test]
+    fn an_unbindable_ipv6_address_is_skipped_when_another_is_bound() {
+        // 2001:db8::/32 is documentation space: never configured on this host.
+        let b = bind(&cfg("127.0.0.1:0,[2001:db8::1]:0", 1)).unwrap();
+        assert_eq!(b.local_addrs.len(), 1);
+        assert!(b.local_addrs[0].is_ipv4());
+        assert!(
+            bind(&cfg("[2001:db8::1]:0", 1)).is_err(),
+            "alone it is an error"
+        );
+    }
+
+    #[test]
+    fn kernel_drops_of_our_sockets_are_found_by_inode() {
+        let mut c = cfg("127.0.0.1:0", 1);
+        c.rcvbuf_bytes = 4096; // tiny on purpose: the kernel will drop
+        let b = bind(&c).unwrap();
+        let _ = b.per_worker[0][0].set_recv_buffer_size(4096);
+        let inodes = b.inodes();
+        assert_eq!(inodes.len(), 1);
+        let before =
+            crate::daemon::telemetry::read_socket_drops(&inodes).expect("our socket is listed");
+        assert_eq!(before.drops, 0);
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..200 {
+            let _ = tx.send_to(&[0u8; 1000], b.local_addrs[0]);
+        }
+        let after = crate::daemon::telemetry::read_socket_drops(&inodes).unwrap();
+        assert!(after.drops > 0, "a 4 KiB buffer cannot hold 200 KB");
+        assert!(after.rx_queue_bytes > 0);
+    }
+}

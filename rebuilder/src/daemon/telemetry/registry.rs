@@ -1,0 +1,209 @@
+//! `/metrics`: a `prometheus-client` registry, rendered in the Prometheus text format 0.0.4.
+//!
+//! Two sources, neither on a receive worker's hot path:
+//! - one [`Collector`] over a [`Snapshot`] taken at scrape time (the workers' last published
+//!   counters and engine stats, summed; the forwarding counters; the kernel's counters), each
+//!   metric one row of [`METRICS`] — name, help, kind and how to read it;
+//! - the upstream latency histogram, a `prometheus-client` [`Histogram`] the senders observe.
+//!
+//! Every label value comes from a closed set ([`DropReason`], [`RequestDropReason`],
+//! [`UpstreamErrorClass`], [`StatusClass`], [`ProbeResult`]).
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use super::kernel::{SocketDrops, UdpSnmp};
+use super::labels::{ProbeResult, RequestDropReason, StatusClass, UpstreamErrorClass};
+use super::workers::Totals;
+use crate::engine::stats::DropReason;
+
+/// Upstream latency histogram bucket upper bounds, seconds.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Everything the metrics are read from, taken once per scrape.
+#[derive(Debug, Default)]
+pub(super) struct Snapshot {
+    pub(super) totals: Totals,
+    pub(super) forwarded: [u64; StatusClass::ALL.len()],
+    pub(super) dropped: [u64; RequestDropReason::ALL.len()],
+    pub(super) upstream_errors: [u64; UpstreamErrorClass::ALL.len()],
+    pub(super) probes: [u64; ProbeResult::ALL.len()],
+    pub(super) queue_depth: u64,
+    pub(super) queue_bytes: u64,
+    pub(super) queue_capacity: u64,
+    pub(super) in_flight: u64,
+    pub(super) sockets_bound: u64,
+    pub(super) healthy: bool,
+    pub(super) socket_drops: SocketDrops,
+    /// `None` when /proc/net/snmp cannot be read (its two metrics are left out).
+    pub(super) snmp: Option<UdpSnmp>,
+}
+
+/// What one row of [`METRICS`] reads.
+enum Values {
+    /// One series without labels.
+    One(u64),
+    /// One series per value of a closed label set.
+    ByLabel(&'static str, Vec<(&'static str, u64)>),
+    /// Not available on this host: the metric is left out.
+    Absent,
+}
+
+/// One metric: its name (counters without `_total`, which the encoder appends), help text,
+/// type, and how to read it from a snapshot.
+struct Metric {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    read: fn(&Snapshot) -> Values,
+}
+
+const fn counter(name: &'static str, help: &'static str, read: fn(&Snapshot) -> Values) -> Metric {
+    Metric {
+        name,
+        help,
+        kind: MetricType::Counter,
+        read,
+    }
+}
+
+const fn gauge(name: &'static str, help: &'static str, read: fn(&Snapshot) -> Values) -> Metric {
+    Metric {
+        name,
+        help,
+        kind: MetricType::Gauge,
+        read,
+    }
+}
+
+/// One series without labels.
+fn one(v: u64) -> Values {
+    Values::One(v)
+}
+
+/// One value per label of a closed set, read from an array indexed like `all`.
+fn by_label<T: Copy>(
+    label: &'static str,
+    all: &[T],
+    as_str: fn(T) -> &'static str,
+    value: impl Fn(usize) -> u64,
+) -> Values {
+    Values::ByLabel(
+        label,
+        all.iter()
+            .enumerate()
+            .map(|(i, v)| (as_str(*v), value(i)))
+            .collect(),
+    )
+}
+
+/// Every metric of the collector, in the order they are rendered: name, help, type, reader.
+#[rustfmt::skip]
+const METRICS: &[Metric] = &[
+    // receive workers
+    counter("rebuilder_datagrams_received", "UDP datagrams received.", |s| one(s.totals.c.datagrams)),
+    counter("rebuilder_datagram_bytes_received", "UDP payload bytes received.", |s| one(s.totals.c.bytes)),
+    counter("rebuilder_datagrams_oversize", "Datagrams longer than the receive buffer (dropped).", |s| one(s.totals.c.oversize)),
+    counter("rebuilder_receive_errors", "Socket receive errors.", |s| one(s.totals.c.recv_errors)),
+    // kernel
+    counter("rebuilder_kernel_drops", "Datagrams the kernel dropped on our sockets because the receive buffer was full (sk_drops, /proc/net/udp).", |s| one(s.socket_drops.drops)),
+    gauge("rebuilder_socket_rx_queue_bytes", "Bytes waiting in our sockets' receive buffers.", |s| one(s.socket_drops.rx_queue_bytes)),
+    counter("rebuilder_host_udp_rcvbuf_errors", "UDP RcvbufErrors of the network namespace (/proc/net/snmp), all sockets.", |s| s.snmp.map_or(Values::Absent, |n| one(n.rcvbuf_errors))),
+    counter("rebuilder_host_udp_in_errors", "UDP InErrors of the network namespace (/proc/net/snmp), all sockets.", |s| s.snmp.map_or(Values::Absent, |n| one(n.in_errors))),
+    gauge("rebuilder_sockets_bound", "UDP sockets bound (all workers).", |s| one(s.sockets_bound)),
+    // engines
+    counter("rebuilder_packets_decoded", "Packets the engine processed.", |s| one(s.totals.e.packets)),
+    counter("rebuilder_packet_bytes", "Bytes the engine processed.", |s| one(s.totals.e.bytes)),
+    counter("rebuilder_decode_drops", "Packets or data the engine dropped, by reason.", |s| by_label("reason", &DropReason::ALL, DropReason::as_str, |i| s.totals.e.drops(DropReason::ALL[i]))),
+    gauge("rebuilder_flows_active", "TCP flows tracked now.", |s| one(s.totals.active_flows)),
+    counter("rebuilder_flows_created", "TCP flows created.", |s| one(s.totals.e.flows_created)),
+    counter("rebuilder_flows_evicted", "TCP flows evicted because a cap (flows, memory) was reached.", |s| one(s.totals.e.flows_evicted)),
+    counter("rebuilder_flows_expired", "TCP flows closed by the idle timeout.", |s| one(s.totals.e.flows_expired)),
+    counter("rebuilder_stream_gaps", "Sequence gaps skipped (data missing from the mirror).", |s| one(s.totals.e.gaps)),
+    counter("rebuilder_stream_gap_bytes", "Bytes skipped in those gaps.", |s| one(s.totals.e.gap_bytes)),
+    counter("rebuilder_flows_upgraded", "Flows no longer parsed after an Upgrade or CONNECT request.", |s| one(s.totals.e.upgraded_flows)),
+    counter("rebuilder_response_packets", "Packets of the server-to-client direction (ignored cheaply).", |s| one(s.totals.e.response_packets)),
+    counter("rebuilder_proxy_headers", "PROXY protocol headers (v1, v2) stripped; their source is the forwarded client.", |s| one(s.totals.e.proxy_headers)),
+    counter("rebuilder_flows_opaque", "Flows whose client stream is not HTTP/1.x (skipped).", |s| one(s.totals.e.opaque_flows)),
+    counter("rebuilder_bodies_truncated", "Requests whose body exceeded --max-body-bytes and was cut.", |s| one(s.totals.e.bodies_truncated)),
+    counter("rebuilder_requests_extracted", "HTTP requests extracted from the mirror.", |s| one(s.totals.c.extracted)),
+    // forwarding
+    counter("rebuilder_requests_forwarded", "Requests the upstream answered, by status class.", |s| by_label("status", &StatusClass::ALL, StatusClass::as_str, |i| s.forwarded[i])),
+    counter("rebuilder_requests_dropped", "Requests not delivered, by reason.", |s| by_label("reason", &RequestDropReason::ALL, RequestDropReason::as_str, |i| s.dropped[i])),
+    counter("rebuilder_upstream_errors", "Upstream failures, by class.", |s| by_label("class", &UpstreamErrorClass::ALL, UpstreamErrorClass::as_str, |i| s.upstream_errors[i])),
+    counter("rebuilder_upstream_probes", "Upstream connection probes made while idle, by result.", |s| by_label("result", &ProbeResult::ALL, ProbeResult::as_str, |i| s.probes[i])),
+    gauge("rebuilder_queue_depth", "Requests waiting for a sender.", |s| one(s.queue_depth)),
+    gauge("rebuilder_queue_bytes", "Bytes of the requests waiting for a sender.", |s| one(s.queue_bytes)),
+    gauge("rebuilder_queue_capacity", "Configured queue capacity (requests).", |s| one(s.queue_capacity)),
+    gauge("rebuilder_upstream_in_flight", "Requests being sent to the upstream now.", |s| one(s.in_flight)),
+    gauge("rebuilder_healthy", "1 when /healthz answers 200.", |s| one(u64::from(s.healthy))),
+];
+
+/// Whatever can take a [`Snapshot`] (the daemon's telemetry state).
+pub(super) trait SnapshotSource: std::fmt::Debug + Send + Sync + 'static {
+    fn snapshot(&self) -> Snapshot;
+}
+
+/// The collector over the daemon's counters (see the module documentation).
+#[derive(Debug)]
+struct SnapshotCollector(Arc<dyn SnapshotSource>);
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let snapshot = self.0.snapshot();
+        for m in METRICS {
+            let values = (m.read)(&snapshot);
+            if matches!(values, Values::Absent) {
+                continue;
+            }
+            let mut family = encoder.encode_descriptor(m.name, m.help, None, m.kind)?;
+            match values {
+                Values::One(v) => encode_value(m.kind, v, family)?,
+                Values::ByLabel(label, series) => {
+                    for (value, v) in series {
+                        encode_value(m.kind, v, family.encode_family(&[(label, value)])?)?;
+                    }
+                }
+                Values::Absent => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encode_value(
+    kind: MetricType,
+    v: u64,
+    encoder: prometheus_client::encoding::MetricEncoder<'_>,
+) -> Result<(), std::fmt::Error> {
+    match kind {
+        MetricType::Counter => ConstCounter::new(v).encode(encoder),
+        _ => ConstGauge::new(v).encode(encoder),
+    }
+}
+
+/// The registry behind `/metrics`: the snapshot collector and the latency histogram.
+pub(super) fn build(state: Arc<dyn SnapshotSource>, latency: Histogram) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotCollector(state)));
+    registry.register(
+        "rebuilder_upstream_latency_seconds",
+        "Time from sending a request to the end of its response",
+        latency,
+    );
+    registry
+}
+
+/// A new latency histogram with [`LATENCY_BUCKETS`].
+pub(super) fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}

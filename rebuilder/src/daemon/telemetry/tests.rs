@@ -1,0 +1,188 @@
+use super::*;
+use crate::engine::stats::{DropReason, EngineStats};
+
+/// Parses a rendering into (series, value) pairs, checking every line is well formed.
+fn samples(text: &str) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("series value");
+        out.push((series.to_string(), value.parse().expect("numeric value")));
+    }
+    out
+}
+
+fn value(text: &str, series: &str) -> f64 {
+    samples(text)
+        .into_iter()
+        .find(|(s, _)| s == series)
+        .unwrap_or_else(|| panic!("{series} missing in\n{text}"))
+        .1
+}
+
+#[test]
+fn rendering_is_valid_exposition_text_with_one_type_per_family() {
+    let t = Telemetry::new(2, 3);
+    let text = t.render();
+    let mut families = std::collections::HashSet::new();
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split_whitespace().nth(2).unwrap();
+        assert!(families.insert(name.to_string()), "{name} declared twice");
+    }
+    for (series, _) in samples(&text) {
+        let base = series.split('{').next().unwrap();
+        let family = base
+            .strip_suffix("_bucket")
+            .or_else(|| base.strip_suffix("_sum"))
+            .or_else(|| base.strip_suffix("_count"))
+            .filter(|f| families.contains(*f))
+            .unwrap_or(base);
+        assert!(families.contains(family), "{series} has no TYPE line");
+    }
+}
+
+#[test]
+fn worker_publications_are_summed_across_workers() {
+    let t = Telemetry::new(2, 3);
+    let stats = EngineStats::default();
+    let c = WorkerCounters {
+        datagrams: 10,
+        bytes: 1000,
+        extracted: 4,
+        queue_full: 1,
+        ..Default::default()
+    };
+    t.worker(0).publish(&c, &stats, 5);
+    t.worker(1).publish(&c, &stats, 6);
+    let text = t.render();
+    assert_eq!(value(&text, "rebuilder_datagrams_received_total"), 20.0);
+    assert_eq!(
+        value(&text, "rebuilder_datagram_bytes_received_total"),
+        2000.0
+    );
+    assert_eq!(value(&text, "rebuilder_flows_active"), 11.0);
+    assert_eq!(value(&text, "rebuilder_requests_extracted_total"), 8.0);
+    assert_eq!(
+        value(
+            &text,
+            "rebuilder_requests_dropped_total{reason=\"queue_full\"}"
+        ),
+        2.0
+    );
+}
+
+#[test]
+fn every_engine_drop_reason_has_a_series() {
+    let text = Telemetry::new(1, 3).render();
+    for r in DropReason::ALL {
+        let series = format!("rebuilder_decode_drops_total{{reason=\"{}\"}}", r.as_str());
+        assert_eq!(value(&text, &series), 0.0);
+    }
+}
+
+#[test]
+fn latency_histogram_is_cumulative() {
+    let t = Telemetry::new(1, 3);
+    t.request_forwarded(200, Duration::from_micros(300));
+    t.request_forwarded(204, Duration::from_millis(3));
+    t.request_forwarded(503, Duration::from_secs(20));
+    let text = t.render();
+    assert_eq!(
+        value(
+            &text,
+            "rebuilder_upstream_latency_seconds_bucket{le=\"0.0005\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "rebuilder_upstream_latency_seconds_bucket{le=\"0.005\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "rebuilder_upstream_latency_seconds_bucket{le=\"10\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "rebuilder_upstream_latency_seconds_bucket{le=\"+Inf\"}"
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(&text, "rebuilder_upstream_latency_seconds_count"),
+        3.0
+    );
+    assert_eq!(
+        value(&text, "rebuilder_requests_forwarded_total{status=\"2xx\"}"),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "rebuilder_upstream_errors_total{class=\"status_5xx\"}"
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn health_follows_sockets_failures_and_shutdown() {
+    let t = Telemetry::new(1, 2);
+    assert_eq!(t.health(), Err("no UDP socket bound"));
+    t.set_sockets_bound(2);
+    assert_eq!(t.health(), Err("upstream not reached yet"));
+    t.probe_result(true);
+    assert_eq!(t.health(), Ok(()));
+    t.upstream_error(UpstreamErrorClass::Connect);
+    assert_eq!(t.health(), Ok(()), "one failure is below the threshold");
+    t.upstream_error(UpstreamErrorClass::Timeout);
+    assert_eq!(t.health(), Err("upstream is not accepting requests"));
+    t.request_forwarded(200, Duration::from_millis(1));
+    assert_eq!(t.health(), Ok(()));
+    t.set_shutting_down();
+    assert_eq!(t.health(), Err("shutting down"));
+}
+
+#[test]
+fn socket_drops_are_summed_over_our_inodes_only() {
+    let text = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+      1: 00000000:12B5 00000000:0000 07 00000000:00000100 00:00000000 00000000     0        0 111 2 0000000000000000 5\n\
+      2: 00000000:12B5 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 222 2 0000000000000000 7\n\
+      3: 00000000:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 333 2 0000000000000000 100\n";
+    let mut t = SocketDrops::default();
+    assert!(add_socket_drops(text, &[111, 222], &mut t));
+    assert_eq!(
+        t,
+        SocketDrops {
+            drops: 12,
+            rx_queue_bytes: 256
+        }
+    );
+    assert!(!add_socket_drops(text, &[999], &mut SocketDrops::default()));
+}
+
+#[test]
+fn udp_snmp_lines_are_parsed_by_name() {
+    let text = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+        Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\n\
+        Udp: 100 2 7 50 5 0 0 0 0\n\
+        UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\n\
+        UdpLite: 0 0 0 0 0 0 0 0 0\n";
+    assert_eq!(
+        parse_udp_snmp(text),
+        Some(UdpSnmp {
+            in_errors: 7,
+            rcvbuf_errors: 5
+        })
+    );
+    assert_eq!(parse_udp_snmp("garbage"), None);
+}

@@ -1,0 +1,69 @@
+//! A PROXY protocol header (v1 line or v2 binary, [`crate::engine::proxy`]) at the start of a
+//! stream whose SYN was seen: buffered until recognised, stripped, its source kept as the
+//! requests' client; a malformed one is counted and the stream goes on as the policy says
+//! (see the module documentation of [`super`]).
+
+use super::state::{Ctx, Parser, ParserState};
+use crate::engine::proxy;
+use crate::engine::stats::DropReason;
+
+impl Parser {
+    /// The first bytes of a stream that may be a PROXY header: buffered (at most
+    /// [`proxy::MAX_PREFIX`] bytes) until [`proxy::parse`] decides, then the header is
+    /// stripped and the bytes after it are parsed from the start state.
+    pub(super) fn proxy_header<'i>(&mut self, input: &'i [u8], ctx: &mut Ctx<'_>) -> &'i [u8] {
+        let take = input.len().min(proxy::MAX_PREFIX - self.buf.len());
+        self.buf.extend_from_slice(&input[..take]);
+        let rest = &input[take..];
+        let (span, next) = match proxy::parse(&self.buf) {
+            proxy::Parsed::Incomplete => {
+                self.account(ctx.budget);
+                return rest;
+            }
+            proxy::Parsed::NotProxy => (
+                proxy::Span {
+                    consumed: 0,
+                    skip: 0,
+                },
+                ParserState::Head,
+            ),
+            proxy::Parsed::Header(h) => {
+                ctx.stats.proxy_headers += 1;
+                self.proxied = h.source.map(Box::new);
+                (h.span, ParserState::Head)
+            }
+            proxy::Parsed::Malformed(Some(span)) => {
+                ctx.stats.count_drop(DropReason::ProxyHeaderMalformed);
+                (span, ParserState::Head)
+            }
+            proxy::Parsed::Malformed(None) => {
+                ctx.stats.count_drop(DropReason::ProxyHeaderMalformed);
+                // Nothing marks the end of the header: only clear request lines count.
+                self.first_message = false;
+                (
+                    proxy::Span {
+                        consumed: 0,
+                        skip: 0,
+                    },
+                    ParserState::Sync { line_start: false },
+                )
+            }
+        };
+        let after = self.buf.split_off(span.consumed);
+        self.buf.clear();
+        self.state = if span.skip > 0 {
+            // v2 TLVs: skipped as they stream past; the start state follows.
+            ParserState::Body {
+                remaining: span.skip,
+                discard: true,
+            }
+        } else {
+            next
+        };
+        self.account(ctx.budget);
+        if !after.is_empty() {
+            self.data(self.msg_ts, &after, ctx);
+        }
+        rest
+    }
+}

@@ -1,0 +1,247 @@
+//! The parser's data: its state ([`ParserState`]), what it buffers and holds ([`Parser`]),
+//! what it writes to ([`Ctx`]) and its caps ([`HttpLimits`]); the bookkeeping every part of
+//! the state machine shares (the budget account, dropping a message).
+//!
+//! A leaf of `http`: the parts of the state machine (`mod.rs`, `framing`, `resync`,
+//! `proxy_prefix`) import it; it imports none of them.
+
+use std::net::SocketAddr;
+
+use crate::engine::health_check::HealthCheckRule;
+use crate::engine::reassembly::Budget;
+use crate::engine::request::HttpRequest;
+use crate::engine::stats::{DropReason, EngineStats};
+
+/// Caps and rules of the parser (copied from the engine configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Maximum head size.
+    pub max_header_bytes: usize,
+    /// Maximum header fields.
+    pub max_headers: usize,
+    /// Maximum body kept.
+    pub max_body_bytes: usize,
+    /// Requests dropped as load-balancer health checks.
+    pub health_checks: HealthCheckRule,
+}
+
+/// Who a stream belongs to: copied into each request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// VXLAN VNI.
+    pub vni: u32,
+    /// Sender of this stream.
+    pub client: SocketAddr,
+    /// Receiver of this stream.
+    pub server: SocketAddr,
+}
+
+/// Everything the parser writes to.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    /// Caps.
+    pub limits: &'a HttpLimits,
+    /// Global memory budget.
+    pub budget: &'a mut Budget,
+    /// Counters.
+    pub stats: &'a mut EngineStats,
+    /// Emitted requests.
+    pub out: &'a mut Vec<HttpRequest>,
+    /// Flow identity.
+    pub meta: Meta,
+}
+
+/// Parser state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParserState {
+    /// Stream start seen (SYN), no byte yet: the first bytes decide PROXY header, HTTP/1 or
+    /// opaque.
+    Start,
+    /// The stream starts like a PROXY header (`buf` holds its first bytes, at most
+    /// [`crate::engine::proxy::MAX_PREFIX`]).
+    Proxy,
+    /// Looking for a request line; `line_start`: the next byte starts a line.
+    Sync {
+        /// The next byte starts a line (after `\n` or a gap).
+        line_start: bool,
+    },
+    /// At a message boundary (`buf` empty) or inside a head (`buf` holds it).
+    Head,
+    /// Content-Length body; `discard` after a gap inside it.
+    Body {
+        /// Body bytes still to come.
+        remaining: u64,
+        /// The message was dropped; skip to its end.
+        discard: bool,
+    },
+    /// A chunk-size line (`buf` holds its start).
+    ChunkSize,
+    /// Chunk data.
+    ChunkData {
+        /// Bytes of the chunk still to come.
+        remaining: u64,
+    },
+    /// The CRLF after chunk data.
+    ChunkDataEnd {
+        /// The CR was seen.
+        seen_cr: bool,
+    },
+    /// Trailer section (`buf` holds it; the current line starts at `line_start`).
+    Trailers {
+        /// Offset in `buf` of the line being read.
+        line_start: usize,
+    },
+    /// Not HTTP/1 (TLS, HTTP/2, other): ignored.
+    Opaque,
+    /// After Upgrade / CONNECT: ignored.
+    Upgraded,
+    /// The stream ended.
+    Ended,
+}
+
+#[derive(Debug)]
+pub(super) struct Pending {
+    pub(super) req: HttpRequest,
+    pub(super) upgrade: bool,
+    pub(super) expect_continue: bool,
+    pub(super) body_seen: u64,
+}
+
+/// Request parser of one stream.
+///
+/// Invariants:
+/// - `pending` is `Some` exactly in the body states (`Body` not discarding, `Chunk*`,
+///   `Trailers`).
+/// - `held` equals `buf.len()` plus the pending body's length, and is charged to the
+///   engine's [`Budget`].
+/// - A request is pushed to `out` only when every byte of it was delivered with no gap.
+#[derive(Debug)]
+pub struct Parser {
+    pub(super) state: ParserState,
+    pub(super) buf: Vec<u8>,
+    pub(super) held: usize,
+    pub(super) msg_ts: u64,
+    pub(super) pending: Option<Box<Pending>>,
+    pub(super) first_message: bool,
+    /// The candidate request line in `buf` (while syncing) starts a line: any upper-case
+    /// method is accepted; otherwise only a known method.
+    pub(super) candidate_at_line_start: bool,
+    /// Saturating (only compared with small numbers).
+    pub(super) emitted: u32,
+    /// The real client named by the stream's PROXY header (boxed: rare, keeps flows small).
+    pub(super) proxied: Option<Box<SocketAddr>>,
+}
+
+impl Default for Parser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Capacity a direction's buffer may keep while empty.
+const IDLE_BUF_CAPACITY: usize = 256;
+
+impl Parser {
+    /// A parser for a stream joined mid-way: it syncs on the first request line.
+    pub fn new() -> Parser {
+        Parser {
+            state: ParserState::Sync { line_start: false },
+            buf: Vec::new(),
+            held: 0,
+            msg_ts: 0,
+            pending: None,
+            first_message: false,
+            candidate_at_line_start: false,
+            emitted: 0,
+            proxied: None,
+        }
+    }
+
+    /// A parser for a stream whose start (SYN) was seen.
+    pub fn at_stream_start() -> Parser {
+        Parser {
+            state: ParserState::Start,
+            ..Parser::new()
+        }
+    }
+
+    /// Current state.
+    pub fn state(&self) -> ParserState {
+        self.state
+    }
+
+    /// Requests emitted so far.
+    pub fn emitted(&self) -> u64 {
+        u64::from(self.emitted)
+    }
+
+    /// Whether further bytes are ignored (opaque, upgraded, ended).
+    pub fn is_done(&self) -> bool {
+        matches!(
+            self.state,
+            ParserState::Opaque | ParserState::Upgraded | ParserState::Ended
+        )
+    }
+
+    /// Bytes held in buffers (charged to the budget).
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    pub(super) fn account(&mut self, budget: &mut Budget) {
+        let now = self.buf.len() + self.pending.as_ref().map_or(0, |p| p.req.body.len());
+        if now > self.held {
+            budget.used += now - self.held;
+        } else {
+            budget.give(self.held - now);
+        }
+        self.held = now;
+        // Idle directions hold no allocation beyond a small one (RSS with many flows).
+        if self.buf.is_empty() && self.buf.capacity() > IDLE_BUF_CAPACITY {
+            self.buf = Vec::new();
+        }
+    }
+
+    pub(super) fn drop_message(
+        &mut self,
+        reason: DropReason,
+        next: ParserState,
+        ctx: &mut Ctx<'_>,
+    ) {
+        ctx.stats.count_drop(reason);
+        self.pending = None;
+        self.buf.clear();
+        self.state = next;
+        self.account(ctx.budget);
+    }
+
+    /// Whether `take` more bytes may be buffered: with what `buf` holds, within `cap`, and
+    /// within the global budget. If not, the message is dropped (`head_too_large`, or
+    /// `over_budget`) and the parser resyncs — at a line start when `line_start` and the cap
+    /// was the reason.
+    pub(super) fn may_buffer(
+        &mut self,
+        take: usize,
+        cap: usize,
+        line_start: bool,
+        ctx: &mut Ctx<'_>,
+    ) -> bool {
+        let (reason, line_start) = if self.buf.len() + take > cap {
+            (DropReason::HeadTooLarge, line_start)
+        } else if ctx.budget.used + take > ctx.budget.limit {
+            (DropReason::OverBudget, false)
+        } else {
+            return true;
+        };
+        self.drop_message(reason, ParserState::Sync { line_start }, ctx);
+        false
+    }
+
+    pub(super) fn become_opaque(&mut self, ctx: &mut Ctx<'_>) {
+        ctx.stats.opaque_flows += 1;
+        self.pending = None;
+        self.buf.clear();
+        self.state = ParserState::Opaque;
+        self.account(ctx.budget);
+    }
+}

@@ -1,0 +1,160 @@
+//! Inner (and outer) packet parsing: Ethernet II, 802.1Q / QinQ, IPv4 (options) or IPv6
+//! (extension headers), TCP (options), with etherparse's zero-copy lax slicing.
+//!
+//! Checksums are never verified: AWS truncation (PacketLength) removes the bytes they cover.
+//! A packet whose IP length announces more bytes than were captured yields the bytes
+//! present and the count of the missing tail ([`TcpSegment::missing`]), which the
+//! reassembly turns into a gap.
+//!
+//! [`build`] is the inverse: the frame builder of the generator and the tests.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use etherparse::{
+    EtherType, Ethernet2Header, Ethernet2HeaderSlice, LaxIpv4Slice, LaxIpv6Slice, SingleVlanHeader,
+    SingleVlanHeaderSlice, TcpSlice, UdpSlice, ip_number,
+};
+use thiserror::Error;
+
+use crate::engine::encap::vxlan::VXLAN_PORT;
+
+pub mod build;
+#[cfg(test)]
+mod tests;
+
+/// One TCP segment, borrowed from the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSegment<'a> {
+    /// Source address and port.
+    pub src: SocketAddr,
+    /// Destination address and port.
+    pub dst: SocketAddr,
+    /// Sequence number of the first byte (or of the SYN).
+    pub seq: u32,
+    /// SYN flag.
+    pub syn: bool,
+    /// ACK flag.
+    pub ack: bool,
+    /// FIN flag.
+    pub fin: bool,
+    /// RST flag.
+    pub rst: bool,
+    /// Payload bytes present in the capture.
+    pub payload: &'a [u8],
+    /// Payload bytes announced by the IP length but cut off (PacketLength, snap length).
+    pub missing: u32,
+}
+
+impl TcpSegment<'_> {
+    /// Payload length on the wire (present + missing).
+    pub fn wire_len(&self) -> u32 {
+        self.payload.len() as u32 + self.missing
+    }
+}
+
+/// What a frame turned out to carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    /// A TCP segment.
+    Tcp(TcpSegment<'a>),
+    /// A UDP datagram to port 4789: its payload (VXLAN header first).
+    Vxlan(&'a [u8]),
+}
+
+/// Why a frame yields no TCP segment. Each maps to one drop reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum PacketError {
+    /// Headers cut short or invalid.
+    #[error("malformed frame")]
+    Malformed,
+    /// An IP fragment (fragments are not reassembled).
+    #[error("IP fragment")]
+    Fragment,
+    /// Not TCP (and not VXLAN where that is allowed).
+    #[error("not a TCP segment")]
+    NonTcp,
+}
+
+/// Parses an Ethernet frame. With `vxlan_allowed`, a UDP datagram to port 4789 is returned
+/// as [`Parsed::Vxlan`]; otherwise it is [`PacketError::NonTcp`] (no nested VXLAN).
+///
+/// Layer by layer with etherparse's header slices (cheaper than the all-in-one
+/// `LaxSlicedPacket`, which copies a large struct per packet): Ethernet II, any number of
+/// 802.1Q / 802.1ad / QinQ tags, then lax IPv4 / IPv6 (a length beyond the captured bytes
+/// yields the bytes present), then TCP or UDP.
+pub fn parse_ethernet(frame: &[u8], vxlan_allowed: bool) -> Result<Parsed<'_>, PacketError> {
+    let eth = Ethernet2HeaderSlice::from_slice(frame).map_err(|_| PacketError::Malformed)?;
+    let mut ether_type = eth.ether_type();
+    let mut rest = &frame[Ethernet2Header::LEN..];
+    while matches!(
+        ether_type,
+        EtherType::VLAN_TAGGED_FRAME
+            | EtherType::PROVIDER_BRIDGING
+            | EtherType::VLAN_DOUBLE_TAGGED_FRAME
+    ) {
+        let vlan = SingleVlanHeaderSlice::from_slice(rest).map_err(|_| PacketError::Malformed)?;
+        ether_type = vlan.ether_type();
+        rest = &rest[SingleVlanHeader::LEN..];
+    }
+    let ip_present = rest.len();
+    let (src_ip, dst_ip, claimed_ip_len, payload) = match ether_type {
+        EtherType::IPV4 => {
+            let (v4, err) = LaxIpv4Slice::from_slice(rest).map_err(|_| PacketError::Malformed)?;
+            if err.is_some() {
+                return Err(PacketError::Malformed);
+            }
+            let h = v4.header();
+            (
+                IpAddr::V4(Ipv4Addr::from(h.source())),
+                IpAddr::V4(Ipv4Addr::from(h.destination())),
+                usize::from(h.total_len()),
+                v4.payload().clone(),
+            )
+        }
+        EtherType::IPV6 => {
+            let (v6, err) = LaxIpv6Slice::from_slice(rest).map_err(|_| PacketError::Malformed)?;
+            if err.is_some() {
+                return Err(PacketError::Malformed);
+            }
+            let h = v6.header();
+            (
+                IpAddr::V6(Ipv6Addr::from(h.source())),
+                IpAddr::V6(Ipv6Addr::from(h.destination())),
+                40 + usize::from(h.payload_length()),
+                v6.payload().clone(),
+            )
+        }
+        _ => return Err(PacketError::NonTcp),
+    };
+    if payload.fragmented {
+        return Err(PacketError::Fragment);
+    }
+    match payload.ip_number {
+        ip_number::TCP => {
+            let tcp = TcpSlice::from_slice(payload.payload).map_err(|_| PacketError::Malformed)?;
+            // Bytes of the IP packet present in the frame vs. announced by its header.
+            let missing = claimed_ip_len.saturating_sub(ip_present) as u32;
+            Ok(Parsed::Tcp(TcpSegment {
+                src: SocketAddr::new(src_ip, tcp.source_port()),
+                dst: SocketAddr::new(dst_ip, tcp.destination_port()),
+                seq: tcp.sequence_number(),
+                syn: tcp.syn(),
+                ack: tcp.ack(),
+                fin: tcp.fin(),
+                rst: tcp.rst(),
+                payload: tcp.payload(),
+                missing,
+            }))
+        }
+        ip_number::UDP if vxlan_allowed => {
+            let udp =
+                UdpSlice::from_slice_lax(payload.payload).map_err(|_| PacketError::Malformed)?;
+            if udp.destination_port() == VXLAN_PORT {
+                Ok(Parsed::Vxlan(udp.payload()))
+            } else {
+                Err(PacketError::NonTcp)
+            }
+        }
+        _ => Err(PacketError::NonTcp),
+    }
+}

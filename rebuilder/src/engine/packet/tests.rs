@@ -1,0 +1,138 @@
+use super::build::{TcpFlags, TcpFrame, vxlan_frame};
+use super::*;
+use etherparse::{PacketBuilder, TcpOptionElement};
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn tcp_of(frame: &[u8]) -> TcpSegment<'_> {
+    match parse_ethernet(frame, false).unwrap() {
+        Parsed::Tcp(t) => t,
+        other => panic!("not tcp: {other:?}"),
+    }
+}
+
+#[test]
+fn ipv4_tcp_segment_yields_addresses_seq_flags_and_payload() {
+    let f = TcpFrame::new(addr("10.0.0.1:40000"), addr("10.0.0.2:80"), 1000)
+        .flags(TcpFlags::ack(0).fin())
+        .build(b"GET / HTTP/1.1\r\n\r\n");
+    let t = tcp_of(&f);
+    assert_eq!(t.src, addr("10.0.0.1:40000"));
+    assert_eq!(t.dst, addr("10.0.0.2:80"));
+    assert_eq!(t.seq, 1000);
+    assert!(t.fin && t.ack && !t.syn && !t.rst);
+    assert_eq!(t.payload, b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(t.missing, 0);
+}
+
+#[test]
+fn ipv6_tcp_segment_is_parsed() {
+    let f = TcpFrame::new(addr("[fd00::1]:5000"), addr("[fd00::2]:8080"), 7).build(b"abc");
+    let t = tcp_of(&f);
+    assert_eq!(t.src, addr("[fd00::1]:5000"));
+    assert_eq!(t.payload, b"abc");
+}
+
+#[test]
+fn frame_cut_short_reports_missing_tail() {
+    let f = TcpFrame::new(addr("10.0.0.1:1"), addr("10.0.0.2:2"), 1).build(&[b'x'; 1000]);
+    let cut = &f[..f.len() - 300];
+    let t = tcp_of(cut);
+    assert_eq!(t.payload.len(), 700);
+    assert_eq!(t.missing, 300);
+    assert_eq!(t.wire_len(), 1000);
+}
+
+#[test]
+fn ethernet_padding_is_not_payload() {
+    let mut f = TcpFrame::new(addr("10.0.0.1:1"), addr("10.0.0.2:2"), 1).build(b"");
+    f.extend_from_slice(&[0; 6]);
+    let t = tcp_of(&f);
+    assert!(t.payload.is_empty());
+    assert_eq!(t.missing, 0);
+}
+
+#[test]
+fn vlan_and_qinq_tags_are_skipped() {
+    for double in [false, true] {
+        let tags: &[u16] = if double { &[10, 20] } else { &[10] };
+        let f = TcpFrame {
+            vlans: tags,
+            ..TcpFrame::new(addr("1.1.1.1:1"), addr("2.2.2.2:2"), 3)
+        }
+        .build(b"hi");
+        assert_eq!(tcp_of(&f).payload, b"hi");
+    }
+}
+
+#[test]
+fn tcp_options_and_ipv4_options_are_skipped() {
+    let mut ip =
+        etherparse::Ipv4Header::new(0, 64, ip_number::TCP, [1, 1, 1, 1], [2, 2, 2, 2]).unwrap();
+    ip.options = [1u8, 1, 1, 0][..].try_into().unwrap();
+    let b = PacketBuilder::ethernet2([2; 6], [3; 6])
+        .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
+        .tcp(1, 2, 3, 4)
+        .options(&[
+            TcpOptionElement::MaximumSegmentSize(1460),
+            TcpOptionElement::Timestamp(1, 2),
+        ])
+        .unwrap();
+    let mut f = Vec::new();
+    b.write(&mut f, b"payload").unwrap();
+    assert_eq!(tcp_of(&f).payload, b"payload");
+}
+
+#[test]
+fn ipv4_fragment_is_reported() {
+    let mut ip =
+        etherparse::Ipv4Header::new(0, 64, ip_number::TCP, [1, 1, 1, 1], [2, 2, 2, 2]).unwrap();
+    ip.more_fragments = true;
+    let b = PacketBuilder::ethernet2([2; 6], [3; 6])
+        .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
+        .tcp(1, 2, 3, 4);
+    let mut f = Vec::new();
+    b.write(&mut f, b"payload").unwrap();
+    assert_eq!(parse_ethernet(&f, false), Err(PacketError::Fragment));
+}
+
+#[test]
+fn udp_to_4789_is_vxlan_only_when_allowed() {
+    let f = vxlan_frame([10, 0, 0, 9].into(), 5, b"inner");
+    match parse_ethernet(&f, true).unwrap() {
+        Parsed::Vxlan(p) => assert_eq!(&p[8..], b"inner"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(parse_ethernet(&f, false), Err(PacketError::NonTcp));
+}
+
+#[test]
+fn truncated_tcp_header_is_malformed() {
+    let f = TcpFrame::new(addr("10.0.0.1:1"), addr("10.0.0.2:2"), 1).build(b"");
+    assert_eq!(
+        parse_ethernet(&f[..14 + 20 + 10], false),
+        Err(PacketError::Malformed)
+    );
+    assert_eq!(parse_ethernet(&f[..10], false), Err(PacketError::Malformed));
+}
+
+#[test]
+fn arp_is_not_tcp() {
+    let b = PacketBuilder::ethernet2([2; 6], [3; 6]).arp(
+        etherparse::ArpPacket::new(
+            etherparse::ArpHardwareId::ETHERNET,
+            etherparse::EtherType::IPV4,
+            etherparse::ArpOperation::REQUEST,
+            &[2; 6],
+            &[1, 1, 1, 1],
+            &[0; 6],
+            &[2, 2, 2, 2],
+        )
+        .unwrap(),
+    );
+    let mut f = Vec::new();
+    b.write(&mut f).unwrap();
+    assert_eq!(parse_ethernet(&f, true), Err(PacketError::NonTcp));
+}

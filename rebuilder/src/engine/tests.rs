@@ -1,0 +1,582 @@
+//! Tests of the engine driver (every stage together, through the public API).
+use std::net::SocketAddr;
+
+use super::*;
+use crate::engine::http::tests::{GenRequest, gen_request};
+use crate::testkit::{TcpConn as Conn, TcpFlags, TcpFrame, vxlan_datagram, vxlan_frame};
+use proptest::prelude::*;
+
+fn engine() -> Engine {
+    Engine::new(EngineConfig::default())
+}
+
+fn run(e: &mut Engine, datagrams: &[Vec<u8>]) -> Vec<HttpRequest> {
+    let mut out = Vec::new();
+    for (i, d) in datagrams.iter().enumerate() {
+        e.on_vxlan_payload(1_000 + i as u64, d, &mut out);
+    }
+    out
+}
+
+fn targets(reqs: &[HttpRequest]) -> Vec<&str> {
+    reqs.iter().map(|r| r.target.as_str()).collect()
+}
+
+#[test]
+fn request_over_vxlan_is_emitted_with_its_flow_identity_and_time() {
+    let mut c = Conn::new(4242, "10.0.0.1:40000", "10.0.0.2:8080", 1000);
+    let mut e = engine();
+    let d = [
+        c.syn(),
+        c.syn_ack(),
+        c.send(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"),
+    ];
+    let out = run(&mut e, &d);
+    assert_eq!(out.len(), 1);
+    let r = &out[0];
+    assert_eq!(
+        (r.vni, r.client, r.server, r.ts_us),
+        (4242, c.client, c.server, 1_002)
+    );
+    assert_eq!(e.stats().requests, 1);
+    assert_eq!(e.active_flows(), 2);
+}
+
+#[test]
+fn captured_outer_frames_and_plain_frames_are_both_understood() {
+    let c = Conn::new(9, "10.0.0.1:40000", "10.0.0.2:80", 5);
+    let inner =
+        TcpFrame::new(c.client, c.server, c.client_next()).build(b"GET /v HTTP/1.1\r\n\r\n");
+    let mut e = engine();
+    let mut out = Vec::new();
+    e.on_captured_frame(1, &vxlan_frame([172, 16, 0, 1].into(), 9, &inner), &mut out);
+    let plain = TcpFrame::new(c.client, c.server, 1).build(b"GET /p HTTP/1.1\r\n\r\n");
+    e.on_captured_frame(2, &plain, &mut out);
+    assert_eq!(targets(&out), ["/v", "/p"]);
+    assert_eq!((out[0].vni, out[1].vni), (9, 0));
+}
+
+#[test]
+fn retransmitted_first_segment_does_not_duplicate_the_request() {
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let first = c.send(b"GET /once HTTP/1.1\r\n\r\n");
+    let mut e = engine();
+    let out = run(&mut e, &[c.syn(), first.clone(), first.clone(), first]);
+    assert_eq!(targets(&out), ["/once"]);
+    assert_eq!(e.stats().drops(DropReason::DuplicateSegment), 2);
+}
+
+#[test]
+fn same_packet_mirrored_from_both_ends_is_seen_once() {
+    let c = Conn::new(3, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let inner = TcpFrame::new(c.client, c.server, c.client_next())
+        .flags(TcpFlags::ack(0))
+        .build(b"POST /m HTTP/1.1\r\nContent-Length: 2\r\n\r\nok");
+    let mut e = engine();
+    let mut out = Vec::new();
+    e.on_captured_frame(1, &vxlan_frame([10, 0, 0, 1].into(), 3, &inner), &mut out);
+    e.on_captured_frame(1, &vxlan_frame([10, 0, 0, 2].into(), 3, &inner), &mut out);
+    assert_eq!(targets(&out), ["/m"]);
+}
+
+#[test]
+fn request_split_across_segments_with_moving_acks_is_one_request() {
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let mut d = vec![c.syn()];
+    d.push(c.send(b"POST /split HTTP/1.1\r\nContent-"));
+    d.push(c.respond(b"HTTP/1.1 100 Continue\r\n\r\n"));
+    d.push(c.send(b"Length: 5\r\n\r\nab"));
+    d.push(c.respond(b"x"));
+    d.push(c.send(b"cde"));
+    let mut e = engine();
+    let out = run(&mut e, &d);
+    assert_eq!(targets(&out), ["/split"]);
+    assert_eq!(out[0].body, b"abcde");
+}
+
+#[test]
+fn response_direction_is_ignored_even_when_it_looks_like_requests() {
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let mut d = vec![c.syn(), c.syn_ack(), c.send(b"GET / HTTP/1.1\r\n\r\n")];
+    d.push(c.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\nGET /evil HTTP/1.1\r\n\r\n"));
+    let mut e = engine();
+    let out = run(&mut e, &d);
+    assert_eq!(targets(&out), ["/"]);
+    assert!(e.stats().response_packets >= 2);
+}
+
+#[test]
+fn request_text_in_a_response_joined_mid_stream_does_not_silence_the_client() {
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let mut e = engine();
+    // Joined mid-way: the response body quotes a request, then the client sends two.
+    let mut d = vec![c.respond(b"ml>\nGET /quoted HTTP/1.1\r\n\r\n<p>")];
+    d.push(c.send(b"GET /1 HTTP/1.1\r\n\r\n"));
+    d.push(c.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+    d.push(c.send(b"GET /2 HTTP/1.1\r\n\r\n"));
+    let out = run(&mut e, &d);
+    assert!(
+        targets(&out).ends_with(&["/1", "/2"]),
+        "{:?}",
+        targets(&out)
+    );
+    // Now the client direction is known: the response direction is ignored.
+    let later = run(&mut e, &[c.respond(b"GET /ignored HTTP/1.1\r\n\r\n")]);
+    assert!(later.is_empty());
+}
+
+#[test]
+fn joining_mid_stream_without_syn_recovers_the_next_request() {
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let _lost = c.send(b"POST /a HTTP/1.1\r\nContent-Length: 10\r\n\r\n01234");
+    let d = [c.send(b"56789"), c.send(b"GET /b HTTP/1.1\r\n\r\n")];
+    let mut e = engine();
+    let out = run(&mut e, &d);
+    assert_eq!(targets(&out), ["/b"]);
+}
+
+#[test]
+fn vni_outside_the_allow_list_is_dropped() {
+    let mut c = Conn::new(5, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let mut e = Engine::new(EngineConfig {
+        vni_allow: Some(vec![6]),
+        ..EngineConfig::default()
+    });
+    let out = run(&mut e, &[c.syn(), c.send(b"GET / HTTP/1.1\r\n\r\n")]);
+    assert!(out.is_empty());
+    assert_eq!(e.stats().drops(DropReason::VniNotAllowed), 2);
+    assert_eq!(e.active_flows(), 0);
+}
+
+#[test]
+fn malformed_datagrams_are_counted_and_lose_nothing_else() {
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let mut e = engine();
+    let mut out = Vec::new();
+    e.on_vxlan_payload(0, &c.syn(), &mut out);
+    e.on_vxlan_payload(0, &[0x08, 0, 0], &mut out);
+    e.on_vxlan_payload(0, &[0; 8], &mut out);
+    e.on_vxlan_payload(0, &vxlan_datagram(1, &[1, 2, 3]), &mut out);
+    let good = c.send(b"GET /ok HTTP/1.1\r\n\r\n");
+    e.on_vxlan_payload(0, &good[..8 + 14 + 20 + 10], &mut out);
+    e.on_vxlan_payload(0, &good, &mut out);
+    assert_eq!(targets(&out), ["/ok"]);
+    assert_eq!(e.stats().drops(DropReason::VxlanMalformed), 2);
+    // An inner frame of 3 bytes and a TCP header cut short.
+    assert_eq!(e.stats().drops(DropReason::MalformedPacket), 2);
+}
+
+#[test]
+fn packet_cut_by_packet_length_drops_only_its_request() {
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let big = format!(
+        "POST /cut HTTP/1.1\r\nContent-Length: 2000\r\n\r\n{}",
+        "x".repeat(2000)
+    );
+    let cut = c.send(big.as_bytes());
+    let d = [
+        c.syn(),
+        cut[..8 + 14 + 20 + 20 + 500].to_vec(),
+        c.send(b"GET /next HTTP/1.1\r\n\r\n"),
+    ];
+    let mut e = engine();
+    let out = run(&mut e, &d);
+    assert_eq!(targets(&out), ["/next"]);
+    assert_eq!(e.stats().drops(DropReason::MessageGap), 1);
+    assert_eq!(e.stats().gaps, 1);
+}
+
+#[test]
+fn hole_is_skipped_by_the_timer_and_later_requests_survive() {
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let _lost = c.send(b"GET /lost HTTP/1.1\r\n\r\n");
+    let d = [c.syn(), c.send(b"GET /after HTTP/1.1\r\n\r\n")];
+    let mut e = engine();
+    let mut out = run(&mut e, &d);
+    assert!(out.is_empty());
+    e.on_timer(1_001 + e.config().gap_timeout_us, &mut out);
+    assert_eq!(targets(&out), ["/after"]);
+    assert_eq!(e.buffered_bytes(), 0);
+}
+
+#[test]
+fn idle_flows_expire_and_their_unfinished_request_is_counted() {
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let mut e = engine();
+    let mut out = run(&mut e, &[c.syn(), c.send(b"GET /half HTTP/1.1\r\n")]);
+    e.on_timer(10_000, &mut out);
+    assert_eq!(e.active_flows(), 1);
+    e.on_timer(1_001 + e.config().idle_timeout_us, &mut out);
+    assert_eq!(e.active_flows(), 0);
+    assert!(out.is_empty());
+    assert_eq!(e.stats().flows_expired, 1);
+    assert_eq!(e.stats().drops(DropReason::MessageIncomplete), 1);
+    assert_eq!(e.buffered_bytes(), 0);
+}
+
+#[test]
+fn flow_cap_evicts_the_least_recently_used_and_counts_it() {
+    let mut e = Engine::new(EngineConfig {
+        max_flows: 2,
+        ..EngineConfig::default()
+    });
+    let mut out = Vec::new();
+    let mut conns: Vec<Conn> = (0..3)
+        .map(|i| Conn::new(1, &format!("10.0.0.1:{}", 1000 + i), "10.0.0.2:80", 1))
+        .collect();
+    for c in &mut conns {
+        e.on_vxlan_payload(0, &c.syn(), &mut out);
+        e.on_vxlan_payload(0, &c.send(b"GET /p HTTP/1.1\r\nA"), &mut out);
+    }
+    assert_eq!(e.active_flows(), 2);
+    assert_eq!(e.stats().flows_evicted, 1);
+    assert_eq!(e.stats().drops(DropReason::FlowEvicted), 1);
+    assert_eq!(e.buffered_bytes(), 2 * 18);
+}
+
+#[test]
+fn reset_closes_both_directions_and_counts_the_unfinished_request() {
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let mut e = engine();
+    let d = [
+        c.syn(),
+        c.syn_ack(),
+        c.send(b"POST /r HTTP/1.1\r\nContent-Length: 9\r\n\r\nabc"),
+        c.rst(),
+    ];
+    let out = run(&mut e, &d);
+    assert!(out.is_empty());
+    assert_eq!(e.stats().drops(DropReason::MessageIncomplete), 1);
+    assert_eq!(e.buffered_bytes(), 0);
+}
+
+#[test]
+fn expect_continue_body_lost_before_fin_or_reset_drops_the_request() {
+    for end in ["fin", "rst"] {
+        let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+        let mut d = vec![c.syn(), c.syn_ack()];
+        d.push(c.send(b"POST /e HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n"));
+        let _lost = c.send(b"body");
+        d.push(if end == "fin" {
+            c.fin()
+        } else {
+            c.client_rst()
+        });
+        let mut e = engine();
+        let mut out = run(&mut e, &d);
+        e.finish(&mut out);
+        assert!(out.is_empty(), "{end}: {:?}", targets(&out));
+        assert_eq!(e.stats().drops(DropReason::MessageGap), 1, "{end}");
+    }
+}
+
+#[test]
+fn fin_completes_the_stream_and_late_data_is_counted() {
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let mut e = engine();
+    let mut d = vec![c.syn(), c.send(b"GET /f HTTP/1.1\r\n\r\n"), c.fin()];
+    d.push(c.send(b"GET /late HTTP/1.1\r\n\r\n"));
+    let out = run(&mut e, &d);
+    assert_eq!(targets(&out), ["/f"]);
+    assert_eq!(e.stats().drops(DropReason::AfterClose), 1);
+}
+
+#[test]
+fn new_syn_on_a_reused_port_starts_a_new_connection() {
+    let mut a = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let mut b = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 900_000);
+    let mut e = engine();
+    let d = [
+        a.syn(),
+        a.send(b"GET /a HTTP/1.1\r\n\r\n"),
+        a.fin(),
+        b.syn(),
+        b.send(b"GET /b HTTP/1.1\r\n\r\n"),
+    ];
+    let out = run(&mut e, &d);
+    assert_eq!(targets(&out), ["/a", "/b"]);
+}
+
+#[test]
+fn tls_flow_is_opaque_and_its_packets_are_counted() {
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:443", 1);
+    let mut e = engine();
+    let d = [
+        c.syn(),
+        c.send(&[0x16, 3, 1, 0, 5, 1, 0, 0, 1, 0]),
+        c.send(b"GET / HTTP/1.1\r\n\r\n"),
+    ];
+    let out = run(&mut e, &d);
+    assert!(out.is_empty());
+    assert_eq!(e.stats().opaque_flows, 1);
+    assert_eq!(e.stats().drops(DropReason::OpaqueFlow), 1);
+}
+
+#[test]
+fn packets_after_an_upgrade_are_counted_as_upgraded_even_after_reordering() {
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let mut e = engine();
+    let up = c.send(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n");
+    let f1 = c.send(b"\x81\x05hello");
+    let f2 = c.send(b"\x81\x05world");
+    // f2 arrives first (buffered), then the upgrade, then f1.
+    let out = run(&mut e, &[c.syn(), f2, up, f1]);
+    assert_eq!(targets(&out), ["/ws"]);
+    assert_eq!(e.stats().upgraded_flows, 1);
+    assert_eq!(e.stats().drops(DropReason::UpgradedFlow), 1);
+    assert_eq!(e.stats().drops(DropReason::AfterClose), 0);
+    assert_eq!(e.buffered_bytes(), 0);
+    // Still tracked (the websocket goes on) until it idles out.
+    assert_eq!(e.active_flows(), 1);
+    let mut out = Vec::new();
+    e.on_timer(1_000 + e.config().closed_linger_us + 10, &mut out);
+    assert_eq!(e.active_flows(), 1);
+}
+
+#[test]
+fn jumbo_segment_of_a_9001_byte_mtu_is_handled_whole() {
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let head = b"PUT /j HTTP/1.1\r\nContent-Length: 8900\r\n\r\n";
+    let mut payload = head.to_vec();
+    payload.resize(head.len() + 8900, b'j');
+    assert!(payload.len() <= 9001 - 40);
+    let mut e = engine();
+    let out = run(&mut e, &[c.syn(), c.send(&payload)]);
+    assert_eq!(out[0].body.len(), 8900);
+}
+
+#[test]
+fn ipv6_and_ipv4_fragments_are_handled() {
+    let mut c = Conn::new(1, "[fd00::1]:40000", "[fd00::2]:80", 1);
+    let mut e = engine();
+    let out = run(&mut e, &[c.syn(), c.send(b"GET /six HTTP/1.1\r\n\r\n")]);
+    assert_eq!(targets(&out), ["/six"]);
+}
+
+#[test]
+fn per_direction_state_stays_small() {
+    // The RSS target (64 MiB with 10,000 connections) and cache behaviour depend on it.
+    assert!(std::mem::size_of::<crate::engine::flow::Entry<Direction>>() <= 240);
+}
+
+/// Builds the client datagrams of one connection carrying `reqs`, cut at `cuts`.
+fn conn_datagrams(c: &mut Conn, reqs: &[GenRequest], cuts: &[prop::sample::Index]) -> Vec<Vec<u8>> {
+    let wire: Vec<u8> = reqs.iter().flat_map(|r| r.wire()).collect();
+    let mut points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len())).collect();
+    points.push(0);
+    points.push(wire.len());
+    points.sort_unstable();
+    points.dedup();
+    let mut d = vec![c.syn()];
+    for w in points.windows(2) {
+        d.push(c.send(&wire[w[0]..w[1]]));
+    }
+    d.push(c.fin());
+    d
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Any segmentation, reordering and duplication of a set of request streams yields
+    /// the same requests (per connection, in order), with no duplicate and no drop.
+    #[test]
+    fn any_segmentation_reordering_and_duplication_yields_the_same_requests(
+        streams in proptest::collection::vec(
+            (proptest::collection::vec(gen_request(), 1..4),
+             proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+             any::<u32>()),
+            1..4),
+        swaps in proptest::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>()), 0..40),
+        dups in proptest::collection::vec(any::<prop::sample::Index>(), 0..10),
+    ) {
+        let mut syns = Vec::new();
+        let mut rest = Vec::new();
+        let mut conns = Vec::new();
+        for (i, (reqs, cuts, isn)) in streams.iter().enumerate() {
+            let mut c = Conn::new(7, &format!("10.1.0.{}:5000", i + 1), "10.2.0.1:80", *isn);
+            let mut d = conn_datagrams(&mut c, reqs, cuts);
+            syns.push(d.remove(0));
+            rest.extend(d);
+            conns.push(c);
+        }
+        for d in &dups {
+            let x = rest[d.index(rest.len())].clone();
+            rest.push(x);
+        }
+        for (a, b) in &swaps {
+            let (a, b) = (a.index(rest.len()), b.index(rest.len()));
+            rest.swap(a, b);
+        }
+        let mut e = engine();
+        let mut out = run(&mut e, &syns);
+        out.extend(run(&mut e, &rest));
+        e.finish(&mut out);
+        for (c, (reqs, _, _)) in conns.iter().zip(&streams) {
+            let got: Vec<&HttpRequest> = out.iter().filter(|r| r.client == c.client).collect();
+            prop_assert_eq!(got.len(), reqs.len());
+            for (g, r) in reqs.iter().zip(got) {
+                prop_assert!(g.matches(r), "{:?} vs {:?}", g, r);
+            }
+        }
+        prop_assert_eq!(out.len(), streams.iter().map(|s| s.0.len()).sum::<usize>());
+        let s = e.stats();
+        for reason in DropReason::ALL {
+            if reason != DropReason::DuplicateSegment {
+                prop_assert_eq!(s.drops(reason), 0, "{}", reason.as_str());
+            }
+        }
+        prop_assert_eq!(s.gaps, 0);
+        prop_assert_eq!(e.buffered_bytes(), 0);
+    }
+
+    /// Under pressure from every cap at once (tiny flow table, out-of-order caps and memory
+    /// budget), with loss, truncation, duplication, reordering and resets: nothing panics,
+    /// every buffer is returned, and every request emitted is one that was sent (body
+    /// possibly cut and flagged), at most as many times as it was sent — unless a direction
+    /// was evicted: a duplicate arriving after its state was forgotten is parsed afresh.
+    #[test]
+    fn under_every_cap_nothing_foreign_or_duplicated_is_emitted(
+        streams in proptest::collection::vec(
+            (proptest::collection::vec(gen_request(), 1..4),
+             proptest::collection::vec(any::<prop::sample::Index>(), 0..10),
+             any::<u32>()),
+            1..5),
+        lost in proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
+        cut in proptest::collection::vec((any::<prop::sample::Index>(), 0usize..60), 0..4),
+        dups in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
+        swaps in proptest::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>()), 0..20),
+        rst in proptest::option::of(any::<prop::sample::Index>()),
+        max_flows in 2usize..6,
+    ) {
+        let mut all = Vec::new();
+        let mut conns = Vec::new();
+        for (i, (reqs, cuts, isn)) in streams.iter().enumerate() {
+            let mut c = Conn::new(7, &format!("10.1.0.{}:5000", i + 1), "10.2.0.1:80", *isn);
+            all.extend(conn_datagrams(&mut c, reqs, cuts));
+            conns.push(c);
+        }
+        let mut lost: Vec<usize> = lost.iter().map(|i| i.index(all.len())).collect();
+        lost.sort_unstable();
+        lost.dedup();
+        for i in lost.into_iter().rev() {
+            if all.len() > 1 {
+                all.remove(i);
+            }
+        }
+        for (i, keep) in &cut {
+            let n = all.len();
+            let d = &mut all[i.index(n)];
+            let keep = (8 + 14 + 20 + 20 + keep).min(d.len());
+            d.truncate(keep);
+        }
+        for d in &dups {
+            let x = all[d.index(all.len())].clone();
+            all.push(x);
+        }
+        for (a, b) in &swaps {
+            let (a, b) = (a.index(all.len()), b.index(all.len()));
+            all.swap(a, b);
+        }
+        if let Some(r) = rst {
+            let c = &conns[r.index(conns.len())];
+            let at = r.index(all.len());
+            all.insert(at, c.rst());
+        }
+        let mut e = Engine::new(EngineConfig {
+            max_flows,
+            max_ooo_bytes_per_flow: 200,
+            max_ooo_segments_per_flow: 3,
+            memory_budget_bytes: 1500,
+            gap_skip_bytes: 150,
+            max_header_bytes: 400,
+            max_body_bytes: 100,
+            ..EngineConfig::default()
+        });
+        let mut out = run(&mut e, &all);
+        // Forgotten state (an open or a closed direction evicted at the cap) lets a late
+        // duplicate be parsed afresh.
+        let evicted = e.stats().flows_evicted + e.stats().flows_expired > 0;
+        e.on_timer(10_000_000, &mut out);
+        e.finish(&mut out);
+        prop_assert_eq!(e.buffered_bytes(), 0);
+        prop_assert_eq!(e.active_flows(), 0);
+        let mut sent: Vec<(SocketAddr, &GenRequest, bool)> = Vec::new();
+        for (c, (reqs, _, _)) in conns.iter().zip(&streams) {
+            sent.extend(reqs.iter().map(|g| (c.client, g, false)));
+        }
+        for r in &out {
+            let found = sent.iter_mut().find(|(client, g, used)| {
+                (!*used || evicted) && *client == r.client && {
+                    let body_ok = if r.body_truncated {
+                        g.body.starts_with(&r.body) && r.body.len() < g.body.len()
+                    } else {
+                        r.body == g.body
+                    };
+                    let mut whole = r.clone();
+                    whole.body = g.body.clone();
+                    body_ok && g.matches(&whole)
+                }
+            });
+            prop_assert!(found.is_some(), "foreign or duplicated request {:?}", r);
+            if let Some(f) = found {
+                f.2 = true;
+            }
+        }
+    }
+
+    /// Under loss (and reordering), every request whose bytes all arrived is emitted,
+    /// and no request that lost a byte is.
+    #[test]
+    fn under_loss_exactly_the_fully_received_requests_are_emitted(
+        reqs in proptest::collection::vec(gen_request(), 1..6),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..20),
+        lost in proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
+        swaps in proptest::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>()), 0..10),
+        isn in any::<u32>(),
+    ) {
+        let wires: Vec<Vec<u8>> = reqs.iter().map(|r| r.wire()).collect();
+        let wire = wires.concat();
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len())).collect();
+        points.push(0);
+        points.push(wire.len());
+        points.sort_unstable();
+        points.dedup();
+        let ranges: Vec<(usize, usize)> = points.windows(2).map(|w| (w[0], w[1])).collect();
+        let lost: std::collections::HashSet<usize> = lost.iter().map(|i| i.index(ranges.len())).collect();
+        let mut c = Conn::new(1, "10.9.0.1:6000", "10.9.0.2:80", isn);
+        let mut kept = Vec::new();
+        for (i, (a, b)) in ranges.iter().enumerate() {
+            let d = c.send(&wire[*a..*b]);
+            if !lost.contains(&i) {
+                kept.push(d);
+            }
+        }
+        kept.push(c.fin());
+        for (a, b) in &swaps {
+            let (a, b) = (a.index(kept.len()), b.index(kept.len()));
+            kept.swap(a, b);
+        }
+        let mut e = engine();
+        let mut out = run(&mut e, &[c.syn()]);
+        out.extend(run(&mut e, &kept));
+        e.finish(&mut out);
+        let mut expected = Vec::new();
+        let mut pos = 0;
+        for (g, w) in reqs.iter().zip(&wires) {
+            let (s, t) = (pos, pos + w.len());
+            pos = t;
+            let hit = ranges
+                .iter()
+                .enumerate()
+                .any(|(i, (a, b))| lost.contains(&i) && *a < t && *b > s);
+            if !hit {
+                expected.push(g);
+            }
+        }
+        prop_assert_eq!(out.len(), expected.len(), "{:?} wire={:?} ranges={:?} lost={:?}", targets(&out), String::from_utf8_lossy(&wire), ranges, lost);
+        for (g, r) in expected.iter().zip(&out) {
+            prop_assert!(g.matches(r), "{:?} vs {:?}", g, r);
+        }
+    }
+}

@@ -1,0 +1,460 @@
+//! The network-namespace mirror lab: the kernel plays AWS Traffic Mirroring.
+//!
+//! ```text
+//!   PREFIX-cli  client      eth0 10.77.1.10/24 ─┐
+//!   PREFIX-srv  web server  eth0 10.77.1.20/24 ─┘  tc mirred (ingress and/or egress of eth0)
+//!                           mir0 10.77.2.1/24  ─┐  → vxlan0, vxlan1... (VNI, UDP port, MTU 9001)
+//!   PREFIX-col  collector   eth0 10.77.2.2/24  ─┘  rebuilder(s) on UDP/4789..., analyzer on 127.0.0.1
+//! ```
+//!
+//! The mirrored copies leave the server namespace as VXLAN datagrams from 10.77.2.1 (the
+//! source ENI's primary IP) to 10.77.2.2 (the load balancer), as AWS delivers them to a
+//! target. TX offloads are off on every veth (otherwise the copies carry partial checksums
+//! and GSO super-frames); the mirror link has a jumbo MTU.
+//!
+//! Everything a [`MirrorLab`] creates is removed when it is dropped (also when a test
+//! panics): the processes still running in its namespaces are killed, then the namespaces
+//! (and with them every veth and VXLAN device) are deleted. [`reap`] removes labs left behind
+//! by a process that was killed.
+//!
+//! [`spawn_in`] and [`run_in`] run Rust code inside a namespace (a thread that joined it with
+//! `setns`), so servers and clients of the tests need no helper program.
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use nix::sched::{CloneFlags, setns};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::system::{self, sh};
+
+/// Addresses of the lab (the same in every lab: each has its own namespaces).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LabAddrs {
+    pub client: Ipv4Addr,
+    pub server: Ipv4Addr,
+    /// The server's address on the mirror link (the outer source of the VXLAN copies).
+    pub mirror_src: Ipv4Addr,
+    /// The collector's address (the outer destination).
+    pub collector: Ipv4Addr,
+}
+
+/// The lab's addresses.
+pub const ADDRS: LabAddrs = LabAddrs {
+    client: Ipv4Addr::new(10, 77, 1, 10),
+    server: Ipv4Addr::new(10, 77, 1, 20),
+    mirror_src: Ipv4Addr::new(10, 77, 2, 1),
+    collector: Ipv4Addr::new(10, 77, 2, 2),
+};
+
+/// A direction at the server's client-facing interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Client → server (tc ingress of the server's eth0).
+    Ingress,
+    /// Server → client (tc egress).
+    Egress,
+}
+
+impl Direction {
+    fn tc(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+}
+
+/// One tc mirred rule: the TCP/IP packets of `direction` (those of clients whose port has
+/// parity `client_port_parity`, or all packets) are mirrored to VXLAN device `device` (an
+/// index into [`LabSpec::vxlan_ports`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MirrorRule {
+    pub direction: Direction,
+    pub client_port_parity: Option<u8>,
+    pub device: usize,
+}
+
+/// What to build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabSpec {
+    /// Namespace names are `PREFIX-cli`, `PREFIX-srv`, `PREFIX-col`.
+    pub prefix: String,
+    /// The VXLAN Network Identifier of every mirror device (the session's VirtualNetworkId).
+    pub vni: u32,
+    /// One VXLAN device per UDP destination port at the collector.
+    pub vxlan_ports: Vec<u16>,
+    pub rules: Vec<MirrorRule>,
+}
+
+impl LabSpec {
+    /// Both directions mirrored to UDP/4789 (a session with an accept-all filter).
+    pub fn new(prefix: &str, vni: u32) -> LabSpec {
+        LabSpec {
+            prefix: prefix.to_owned(),
+            vni,
+            vxlan_ports: vec![4789],
+            rules: [Direction::Ingress, Direction::Egress]
+                .map(|direction| MirrorRule {
+                    direction,
+                    client_port_parity: None,
+                    device: 0,
+                })
+                .to_vec(),
+        }
+    }
+
+    /// Only the client → server direction mirrored.
+    pub fn ingress_only(mut self) -> LabSpec {
+        self.rules.retain(|r| r.direction == Direction::Ingress);
+        self
+    }
+}
+
+/// Why a lab could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("VNI must be 0..=16777215, got {0}")]
+    Vni(u32),
+    #[error("mirror rule for device {device} but only {devices} VXLAN ports")]
+    Device { device: usize, devices: usize },
+    #[error("building the lab: {0}")]
+    Command(String),
+}
+
+/// A built lab (see the module documentation); removed on drop unless [`MirrorLab::keep`].
+#[derive(Debug)]
+pub struct MirrorLab {
+    pub prefix: String,
+    pub addrs: LabAddrs,
+    keep: bool,
+}
+
+/// `Ok` when this machine can build a lab (root, ip, tc, ethtool, namespaces, VXLAN), else
+/// why not.
+pub fn check() -> Result<(), String> {
+    system::root()?;
+    system::tools(&["ip", "tc", "ethtool"])?;
+    let probe = system::unique("mfprobe");
+    sh("ip", &["netns", "add", &probe])
+        .map_err(|e| format!("cannot create a network namespace: {e}"))?;
+    let vxlan = sh(
+        "ip",
+        &[
+            "-n",
+            &probe,
+            "link",
+            "add",
+            "vxprobe",
+            "type",
+            "vxlan",
+            "id",
+            "1",
+            "local",
+            "127.0.0.1",
+            "remote",
+            "127.0.0.2",
+            "dstport",
+            "4789",
+            "nolearning",
+        ],
+    );
+    let _ = sh("ip", &["netns", "del", &probe]);
+    vxlan
+        .map(|_| ())
+        .map_err(|e| format!("the kernel has no vxlan support: {e}"))
+}
+
+impl MirrorLab {
+    /// Builds the lab of `spec` (a lab of the same prefix is removed first).
+    pub fn up(spec: &LabSpec) -> Result<MirrorLab, LabError> {
+        if spec.vni > 0x00ff_ffff {
+            return Err(LabError::Vni(spec.vni));
+        }
+        if let Some(r) = spec
+            .rules
+            .iter()
+            .find(|r| r.device >= spec.vxlan_ports.len())
+        {
+            return Err(LabError::Device {
+                device: r.device,
+                devices: spec.vxlan_ports.len(),
+            });
+        }
+        down(&spec.prefix);
+        // From here on a failure removes whatever was built.
+        let lab = MirrorLab {
+            prefix: spec.prefix.clone(),
+            addrs: ADDRS,
+            keep: false,
+        };
+        lab.build(spec).map_err(LabError::Command)?;
+        Ok(lab)
+    }
+
+    fn build(&self, spec: &LabSpec) -> Result<(), String> {
+        let (cli, srv, col) = (self.client(), self.server(), self.collector());
+        let a = self.addrs;
+        for ns in [&cli, &srv, &col] {
+            sh("ip", &["netns", "add", ns])?;
+            sh("ip", &["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        let ip = |ns: &str, args: &[&str]| {
+            let mut v = vec!["-n", ns];
+            v.extend_from_slice(args);
+            sh("ip", &v)
+        };
+        let exec = |ns: &str, args: &[&str]| {
+            let mut v = vec!["netns", "exec", ns];
+            v.extend_from_slice(args);
+            sh("ip", &v)
+        };
+        // client <-> server
+        sh(
+            "ip",
+            &[
+                "link", "add", "eth0", "netns", &cli, "type", "veth", "peer", "name", "eth0",
+                "netns", &srv,
+            ],
+        )?;
+        // server (mirror source) <-> collector (mirror target), jumbo MTU like the AWS path
+        sh(
+            "ip",
+            &[
+                "link", "add", "mir0", "netns", &srv, "type", "veth", "peer", "name", "eth0",
+                "netns", &col,
+            ],
+        )?;
+        ip(&srv, &["link", "set", "mir0", "mtu", "9100"])?;
+        ip(&col, &["link", "set", "eth0", "mtu", "9100"])?;
+        for (ns, addr, dev) in [
+            (&cli, a.client, "eth0"),
+            (&srv, a.server, "eth0"),
+            (&srv, a.mirror_src, "mir0"),
+            (&col, a.collector, "eth0"),
+        ] {
+            ip(ns, &["addr", "add", &format!("{addr}/24"), "dev", dev])?;
+            // Without this the mirrored copies carry partial checksums and GSO super-frames.
+            exec(
+                ns,
+                &[
+                    "ethtool", "-K", dev, "tx", "off", "gso", "off", "tso", "off", "gro", "off",
+                ],
+            )?;
+            ip(ns, &["link", "set", dev, "up"])?;
+        }
+        // The mirror: VXLAN devices, and tc mirred from the server's client-facing eth0.
+        let vni = spec.vni.to_string();
+        let (local, remote) = (a.mirror_src.to_string(), a.collector.to_string());
+        for (i, port) in spec.vxlan_ports.iter().enumerate() {
+            let dev = format!("vxlan{i}");
+            ip(
+                &srv,
+                &[
+                    "link",
+                    "add",
+                    &dev,
+                    "type",
+                    "vxlan",
+                    "id",
+                    &vni,
+                    "local",
+                    &local,
+                    "remote",
+                    &remote,
+                    "dstport",
+                    &port.to_string(),
+                    "dev",
+                    "mir0",
+                    "nolearning",
+                ],
+            )?;
+            ip(&srv, &["link", "set", &dev, "mtu", "9001", "up"])?;
+        }
+        exec(&srv, &["tc", "qdisc", "add", "dev", "eth0", "clsact"])?;
+        for (prio, rule) in spec.rules.iter().enumerate() {
+            let prio = (prio + 1).to_string();
+            let dev = format!("vxlan{}", rule.device);
+            let mut args = vec![
+                "tc",
+                "filter",
+                "add",
+                "dev",
+                "eth0",
+                rule.direction.tc(),
+                "protocol",
+            ];
+            let parity;
+            let port_field = match rule.direction {
+                // Ingress packets come from the client (its port is the source port), egress
+                // packets go to it (destination port).
+                Direction::Ingress => "sport",
+                Direction::Egress => "dport",
+            };
+            match rule.client_port_parity {
+                None => args.extend(["all", "prio", &prio, "u32", "match", "u32", "0", "0"]),
+                Some(p) => {
+                    parity = (p % 2).to_string();
+                    args.extend([
+                        "ip", "prio", &prio, "u32", "match", "ip", "protocol", "6", "0xff",
+                        "match", "ip", port_field, &parity, "0x0001",
+                    ]);
+                }
+            }
+            args.extend(["action", "mirred", "egress", "mirror", "dev", &dev]);
+            exec(&srv, &args)?;
+        }
+        Ok(())
+    }
+
+    pub fn client(&self) -> String {
+        format!("{}-cli", self.prefix)
+    }
+    pub fn server(&self) -> String {
+        format!("{}-srv", self.prefix)
+    }
+    pub fn collector(&self) -> String {
+        format!("{}-col", self.prefix)
+    }
+
+    /// Leaves the lab in place when this value is dropped (`mirror-lab up`); returns its
+    /// prefix, for [`down`].
+    pub fn keep(mut self) -> String {
+        self.keep = true;
+        self.prefix.clone()
+    }
+}
+
+impl Drop for MirrorLab {
+    fn drop(&mut self) {
+        if !self.keep {
+            down(&self.prefix);
+        }
+    }
+}
+
+/// `ip netns exec NS program`.
+pub fn exec(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns]).arg(program);
+    c
+}
+
+fn namespaces() -> Vec<String> {
+    sh("ip", &["netns", "list"])
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Removes the lab `prefix`: kills what still runs in its namespaces (it would keep their
+/// sockets alive), then deletes them. Quiet when there is nothing to remove.
+pub fn down(prefix: &str) {
+    let existing = namespaces();
+    for ns in ["cli", "srv", "col"].map(|s| format!("{prefix}-{s}")) {
+        if !existing.contains(&ns) {
+            continue;
+        }
+        for signal in [Signal::SIGTERM, Signal::SIGKILL] {
+            let pids = sh("ip", &["netns", "pids", &ns]).unwrap_or_default();
+            let pids: Vec<i32> = pids
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect();
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                let _ = kill(Pid::from_raw(pid), signal);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let _ = sh("ip", &["netns", "del", &ns]);
+    }
+}
+
+/// Removes the labs named `BASE<pid>...` whose process is gone (left by a run that was
+/// killed); returns their prefixes.
+pub fn reap(base: &str) -> Vec<String> {
+    let mut removed = Vec::new();
+    for ns in namespaces() {
+        let Some(rest) = ns.strip_prefix(base) else {
+            continue;
+        };
+        let Some(prefix_end) = ns.rfind('-') else {
+            continue;
+        };
+        let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let prefix = ns[..prefix_end].to_owned();
+        if !removed.contains(&prefix) {
+            down(&prefix);
+            removed.push(prefix);
+        }
+    }
+    removed
+}
+
+/// Joins network namespace `ns` (this thread only).
+fn enter(ns: &str) -> std::io::Result<()> {
+    let f = File::open(format!("/run/netns/{ns}"))?;
+    setns(&f, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+}
+
+/// Runs `f` on a thread of its own inside namespace `ns` (`None`: this one) and returns its
+/// handle. Sockets it creates live in that namespace.
+pub fn spawn_in<T: Send + 'static>(
+    ns: Option<&str>,
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<JoinHandle<std::io::Result<T>>> {
+    let ns = ns.map(str::to_owned);
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            if let Some(ns) = ns {
+                enter(&ns)?;
+            }
+            Ok(f())
+        })
+}
+
+/// Runs `f` inside namespace `ns` and returns what it returned.
+pub fn run_in<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<T> {
+    spawn_in(Some(ns), "netns", f)?
+        .join()
+        .map_err(|_| std::io::Error::other("the thread in the namespace panicked"))?
+}
+
+/// Waits until `addr` accepts TCP connections, seen from inside `ns`.
+pub fn wait_tcp_in(ns: &str, addr: SocketAddr, timeout: Duration) -> bool {
+    system::wait_until(timeout, || {
+        run_in(ns, move || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
+        })
+        .unwrap_or(false)
+    })
+}
+
+/// `GET path` from `addr`, seen from inside `ns`.
+pub fn http_get_in(ns: &str, addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let path = path.to_owned();
+    run_in(ns, move || crate::metrics::http_get(addr, &path))
+        .ok()
+        .flatten()
+}

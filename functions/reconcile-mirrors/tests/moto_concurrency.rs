@@ -1,7 +1,7 @@
 //! onboard-eni and reconcile-mirrors at the same time, against moto.
 //!
 //! moto ignores ClientToken and does not check session numbers, so it cannot show what closes
-//! the race on AWS (the token: see `functions/aws/tests/concurrency.rs`, where the in-memory
+//! the race on AWS (the token: see `functions/mirror-aws/tests/concurrency.rs`, where the in-memory
 //! EC2 honours it). What moto can show, through the real SDK adapter and HTTP:
 //! 1. observe-before-create: a run that starts after another finished creates nothing
 //!    (every ENI, every round);

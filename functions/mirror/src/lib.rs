@@ -15,7 +15,9 @@ pub mod settings;
 pub mod sim;
 
 pub use capacity::{CapacityDecision, CapacityPolicy, Load, ScaleInHistory, desired_capacity};
-pub use filters::{EniFilters, Filter, FilterError, InstanceFilters, parse_filters};
+pub use filters::{
+    EniFilters, Filter, FilterError, Filterable, Filters, InstanceFilters, parse_filters,
+};
 pub use model::{Eni, Instance, MirrorSpec, MirrorTarget, Observed, Session, Tags};
 pub use plan::{Plan, Scope, client_token, plan, plan_scoped, reconcile};
 pub use report::{ErrorClass, Report};

@@ -22,4 +22,4 @@ pub use model::{Eni, Instance, MirrorSpec, MirrorTarget, Observed, Session, Tags
 pub use plan::{Plan, Scope, client_token, plan, plan_scoped, reconcile};
 pub use report::{ErrorClass, Report};
 pub use selection::{Selection, Selector, SkipReason};
-pub use settings::{FleetSettings, MirrorSettings, SettingsError};
+pub use settings::{FLEET_VARS, FleetSettings, MIRROR_VARS, MirrorSettings, SettingsError, Var};

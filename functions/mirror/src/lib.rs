@@ -1,9 +1,11 @@
 //! mirrorfleet control-plane core: the model, the selection policy, `plan(desired, observed)`
 //! and the fleet capacity policy. Pure: no AWS SDK, no async runtime.
 //!
-//! A run is: settings ([`settings`]) → observe (adapter, fills [`model::Observed`]) →
+//! A mirror run is: settings ([`settings`]) → observe (adapter, fills [`model::Observed`]) →
 //! [`plan::reconcile`] (= [`selection::Selector::select`] + [`plan::plan_scoped`]) → apply
-//! (adapter) → [`report::Report`]. The fleet sizer: [`capacity::desired_capacity`].
+//! (adapter) → [`report::Report`]. A fleet run is: settings → observe (adapter, fills
+//! [`capacity::FleetObservation`]) → [`capacity::decide`] → apply (adapter) →
+//! [`report::CapacityReport`]. [`sim`] plays the EC2 side of a plan with the API's rules.
 
 pub mod capacity;
 pub mod filters;
@@ -14,7 +16,10 @@ pub mod selection;
 pub mod settings;
 pub mod sim;
 
-pub use capacity::{CapacityDecision, CapacityPolicy, Load, ScaleInHistory, desired_capacity};
+pub use capacity::{
+    CapacityDecision, CapacityPolicy, FleetObservation, FleetPlan, Load, ScaleInHistory, decide,
+    desired_capacity, effective_policy,
+};
 pub use filters::{
     EniFilters, Filter, FilterError, Filterable, Filters, InstanceFilters, parse_filters,
 };

@@ -1,178 +1,84 @@
-//! AWS failures classified into a closed set. Each variant doubles as a metric label and says
-//! whether retrying the whole run later can help.
+//! AWS failures classified into a closed set ([`ErrorClass`]): the class doubles as a metric
+//! label and says whether retrying the whole run later can help.
+
+use std::fmt;
 
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use lambda_runtime::Diagnostic;
 use mirror::report::ErrorClass;
 
-/// A classified AWS failure. The classification relies on the API's error code (never on a
-/// static list of instance types): EC2 tells us when a source is not supported.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AwsError {
-    /// The ENI (or its instance, or its session) no longer exists: it went away mid-run.
-    #[error("{op}: resource gone ({code}): {message}")]
-    EniGone {
-        op: &'static str,
-        code: String,
-        message: String,
-    },
-    /// EC2 refuses this ENI as a mirror source (instance type or interface type not supported).
-    #[error("{op}: not supported as a mirror source ({code}): {message}")]
-    UnsupportedSource {
-        op: &'static str,
-        code: String,
-        message: String,
-    },
-    /// The ENI already has the maximum number of mirror sessions.
-    #[error("{op}: per-ENI session limit ({code}): {message}")]
-    SessionLimit {
-        op: &'static str,
-        code: String,
-        message: String,
-    },
-    /// Still throttled after the SDK's retries with backoff.
-    #[error("{op}: throttled ({code}): {message}")]
-    Throttled {
-        op: &'static str,
-        code: String,
-        message: String,
-    },
-    /// IAM says no.
-    #[error("{op}: permission denied ({code}): {message}")]
-    PermissionDenied {
-        op: &'static str,
-        code: String,
-        message: String,
-    },
-    /// Anything else (server errors, timeouts, I/O, unexpected codes): retried by Lambda.
-    #[error("{op}: {code}: {message}")]
-    Other {
-        op: &'static str,
-        code: String,
-        message: String,
-    },
+use crate::events::EventError;
+
+/// A classified AWS failure: the class (a closed set, see [`ErrorClass`]) and what the API
+/// said. The classification relies on the API's error code (never on a static list of instance
+/// types): EC2 tells us when a source is not supported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsError {
+    /// What kind of failure: the report's error class and the metric label.
+    pub class: ErrorClass,
+    /// The operation, e.g. `CreateTrafficMirrorSession`.
+    pub op: &'static str,
+    /// The AWS error code (or a transport description such as `Timeout`).
+    pub code: String,
+    pub message: String,
 }
 
-impl AwsError {
-    /// Bounded metric label.
-    pub fn label(&self) -> &'static str {
-        match self {
-            AwsError::EniGone { .. } => "eni_gone",
-            AwsError::UnsupportedSource { .. } => "unsupported_source",
-            AwsError::SessionLimit { .. } => "session_limit",
-            AwsError::Throttled { .. } => "throttled",
-            AwsError::PermissionDenied { .. } => "permission_denied",
-            AwsError::Other { .. } => "other",
+/// How the message of each class reads: `<op>: <words> (<code>): <message>`.
+fn words(class: ErrorClass) -> Option<&'static str> {
+    match class {
+        // The ENI (or its instance, or its session) no longer exists: it went away mid-run.
+        ErrorClass::EniGone => Some("resource gone"),
+        // EC2 refuses this ENI as a mirror source (instance or interface type not supported).
+        ErrorClass::UnsupportedSource => Some("not supported as a mirror source"),
+        // The ENI already has the maximum number of mirror sessions.
+        ErrorClass::SessionLimit => Some("per-ENI session limit"),
+        // Still throttled after the SDK's retries with backoff.
+        ErrorClass::Throttled => Some("throttled"),
+        // IAM says no.
+        ErrorClass::PermissionDenied => Some("permission denied"),
+        // Server errors, timeouts, I/O, unexpected codes (retried by Lambda): `<op>: <code>: …`.
+        ErrorClass::Other => None,
+    }
+}
+
+impl fmt::Display for AwsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (op, code, message) = (self.op, &self.code, &self.message);
+        match words(self.class) {
+            Some(words) => write!(f, "{op}: {words} ({code}): {message}"),
+            None => write!(f, "{op}: {code}: {message}"),
         }
     }
+}
 
-    /// The report's error class (same closed set).
-    pub fn class(&self) -> ErrorClass {
-        match self {
-            AwsError::EniGone { .. } => ErrorClass::EniGone,
-            AwsError::UnsupportedSource { .. } => ErrorClass::UnsupportedSource,
-            AwsError::SessionLimit { .. } => ErrorClass::SessionLimit,
-            AwsError::Throttled { .. } => ErrorClass::Throttled,
-            AwsError::PermissionDenied { .. } => ErrorClass::PermissionDenied,
-            AwsError::Other { .. } => ErrorClass::Other,
+impl std::error::Error for AwsError {}
+
+impl AwsError {
+    /// A failure of class `class`.
+    pub fn new(
+        class: ErrorClass,
+        op: &'static str,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> AwsError {
+        AwsError {
+            class,
+            op,
+            code: code.into(),
+            message: message.into(),
         }
     }
 
     /// Whether a later attempt of the same run may succeed (the Lambda then returns an error so
     /// that it is retried or lands in the DLQ): throttling and unclassified failures.
     pub fn retryable(&self) -> bool {
-        self.class().is_retryable()
-    }
-
-    /// The AWS error code (or a transport description).
-    pub fn code(&self) -> &str {
-        match self {
-            AwsError::EniGone { code, .. }
-            | AwsError::UnsupportedSource { code, .. }
-            | AwsError::SessionLimit { code, .. }
-            | AwsError::Throttled { code, .. }
-            | AwsError::PermissionDenied { code, .. }
-            | AwsError::Other { code, .. } => code,
-        }
+        self.class.is_retryable()
     }
 
     /// Classify an error code and message as EC2 / Auto Scaling return them.
     pub fn classify(op: &'static str, code: &str, message: &str) -> AwsError {
-        let code_s = code.to_owned();
-        let message_s = message.to_owned();
-        let lower = message.to_ascii_lowercase();
-        if is_throttling(code) {
-            return AwsError::Throttled {
-                op,
-                code: code_s,
-                message: message_s,
-            };
-        }
-        if matches!(
-            code,
-            "UnauthorizedOperation"
-                | "AccessDenied"
-                | "AccessDeniedException"
-                | "AuthFailure"
-                | "OptInRequired"
-                | "Blocked"
-                | "InvalidClientTokenId"
-        ) {
-            return AwsError::PermissionDenied {
-                op,
-                code: code_s,
-                message: message_s,
-            };
-        }
-        if code.ends_with(".NotFound")
-            && (code.starts_with("InvalidNetworkInterface")
-                || code.starts_with("InvalidInstanceID")
-                || code.starts_with("InvalidTrafficMirrorSession"))
-        {
-            return AwsError::EniGone {
-                op,
-                code: code_s,
-                message: message_s,
-            };
-        }
-        // `TrafficMirrorSessionsPerInterfaceLimitExceeded`: the per-source-ENI limit (the
-        // per-target limits are not about this ENI and stay `Other`).
-        if code.ends_with("LimitExceeded")
-            && code.contains("Session")
-            && (code.contains("Interface") || code.contains("Eni") || code.contains("Source"))
-        {
-            return AwsError::SessionLimit {
-                op,
-                code: code_s,
-                message: message_s,
-            };
-        }
-        // EC2 answers an unsupported source with `NetworkInterfaceNotSupported` (or another
-        // `*NotSupported` code), or with an invalid-parameter code saying "not supported".
-        let says_unsupported = lower.contains("not supported") || lower.contains("unsupported");
-        if code.contains("NotSupported")
-            || code == "UnsupportedOperation"
-            || code == "Unsupported"
-            || code.starts_with("UnsupportedInstanceType")
-            || (matches!(
-                code,
-                "InvalidParameterValue" | "InvalidParameter" | "InvalidParameterCombination"
-            ) && says_unsupported
-                && (lower.contains("mirror")
-                    || lower.contains("instance type")
-                    || lower.contains("network interface")))
-        {
-            return AwsError::UnsupportedSource {
-                op,
-                code: code_s,
-                message: message_s,
-            };
-        }
-        AwsError::Other {
-            op,
-            code: code_s,
-            message: message_s,
-        }
+        AwsError::new(classify(code, message), op, code, message)
     }
 
     /// Classify an SDK error from any operation.
@@ -181,33 +87,119 @@ impl AwsError {
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug + 'static,
     {
-        match err {
+        let transport = match err {
             SdkError::ServiceError(ctx) => {
                 let e = ctx.err();
                 let code = e.code().unwrap_or("Unknown");
-                let message = e.message().unwrap_or_default();
-                AwsError::classify(op, code, message)
+                return AwsError::classify(op, code, e.message().unwrap_or_default());
             }
-            SdkError::TimeoutError(_) => AwsError::Other {
-                op,
-                code: "Timeout".into(),
-                message: format!("{}", DisplayChain(err)),
-            },
-            SdkError::DispatchFailure(_) => AwsError::Other {
-                op,
-                code: "DispatchFailure".into(),
-                message: format!("{}", DisplayChain(err)),
-            },
-            SdkError::ResponseError(_) => AwsError::Other {
-                op,
-                code: "ResponseError".into(),
-                message: format!("{}", DisplayChain(err)),
-            },
-            _ => AwsError::Other {
-                op,
-                code: "ConstructionFailure".into(),
-                message: format!("{}", DisplayChain(err)),
-            },
+            SdkError::TimeoutError(_) => "Timeout",
+            SdkError::DispatchFailure(_) => "DispatchFailure",
+            SdkError::ResponseError(_) => "ResponseError",
+            _ => "ConstructionFailure",
+        };
+        AwsError::new(
+            ErrorClass::Other,
+            op,
+            transport,
+            DisplayChain(err).to_string(),
+        )
+    }
+}
+
+/// The class of an error code (and its message, for the codes that need it).
+fn classify(code: &str, message: &str) -> ErrorClass {
+    let lower = message.to_ascii_lowercase();
+    if is_throttling(code) {
+        return ErrorClass::Throttled;
+    }
+    if matches!(
+        code,
+        "UnauthorizedOperation"
+            | "AccessDenied"
+            | "AccessDeniedException"
+            | "AuthFailure"
+            | "OptInRequired"
+            | "Blocked"
+            | "InvalidClientTokenId"
+    ) {
+        return ErrorClass::PermissionDenied;
+    }
+    if code.ends_with(".NotFound")
+        && (code.starts_with("InvalidNetworkInterface")
+            || code.starts_with("InvalidInstanceID")
+            || code.starts_with("InvalidTrafficMirrorSession"))
+    {
+        return ErrorClass::EniGone;
+    }
+    // `TrafficMirrorSessionsPerInterfaceLimitExceeded`: the per-source-ENI limit (the
+    // per-target limits are not about this ENI and stay `Other`).
+    if code.ends_with("LimitExceeded")
+        && code.contains("Session")
+        && (code.contains("Interface") || code.contains("Eni") || code.contains("Source"))
+    {
+        return ErrorClass::SessionLimit;
+    }
+    // EC2 answers an unsupported source with `NetworkInterfaceNotSupported` (or another
+    // `*NotSupported` code), or with an invalid-parameter code saying "not supported".
+    let says_unsupported = lower.contains("not supported") || lower.contains("unsupported");
+    if code.contains("NotSupported")
+        || code == "UnsupportedOperation"
+        || code == "Unsupported"
+        || code.starts_with("UnsupportedInstanceType")
+        || (matches!(
+            code,
+            "InvalidParameterValue" | "InvalidParameter" | "InvalidParameterCombination"
+        ) && says_unsupported
+            && (lower.contains("mirror")
+                || lower.contains("instance type")
+                || lower.contains("network interface")))
+    {
+        return ErrorClass::UnsupportedSource;
+    }
+    ErrorClass::Other
+}
+
+/// Why a run failed as a whole (the Lambda then returns an error: Lambda retries the event,
+/// then the dead-letter queue keeps it).
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("bad event: {0}")]
+    Event(#[from] EventError),
+    #[error("{function} does not handle {trigger} events")]
+    WrongTrigger {
+        function: &'static str,
+        trigger: &'static str,
+    },
+    #[error("observing failed: {0}")]
+    Observe(#[source] AwsError),
+    #[error("{count} retryable failure(s), first: {first}")]
+    Retryable { count: usize, first: String },
+    #[error("auto scaling group {0:?} not found")]
+    GroupNotFound(String),
+    #[error("fleet: {0}")]
+    Fleet(#[source] AwsError),
+}
+
+impl HandlerError {
+    /// Bounded label (error type in the Lambda response, metric dimension).
+    pub fn label(&self) -> &'static str {
+        match self {
+            HandlerError::Event(e) => e.label(),
+            HandlerError::WrongTrigger { .. } => "wrong_trigger",
+            HandlerError::Observe(_) => "observe_failed",
+            HandlerError::Retryable { .. } => "retryable_failures",
+            HandlerError::GroupNotFound(_) => "group_not_found",
+            HandlerError::Fleet(_) => "fleet_failed",
+        }
+    }
+}
+
+impl From<HandlerError> for Diagnostic {
+    fn from(e: HandlerError) -> Diagnostic {
+        Diagnostic {
+            error_type: format!("mirrorfleet.{}", e.label()),
+            error_message: e.to_string(),
         }
     }
 }
@@ -253,111 +245,56 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_limit_exceeded_is_throttling_and_retryable() {
-        let e = AwsError::classify(
-            "CreateTrafficMirrorSession",
-            "RequestLimitExceeded",
-            "Request limit exceeded.",
-        );
-        assert_eq!(e.label(), "throttled");
-        assert!(e.retryable());
-    }
-
-    #[test]
-    fn a_missing_eni_is_gone_and_not_retryable() {
-        let e = AwsError::classify(
-            "CreateTrafficMirrorSession",
-            "InvalidNetworkInterfaceID.NotFound",
-            "The networkInterface ID 'eni-1' does not exist",
-        );
-        assert_eq!(e.label(), "eni_gone");
-        assert!(!e.retryable());
-    }
-
-    #[test]
-    fn a_deleted_session_counts_as_gone() {
-        let e = AwsError::classify(
-            "ModifyTrafficMirrorSession",
-            "InvalidTrafficMirrorSessionId.NotFound",
-            "",
-        );
-        assert_eq!(e.label(), "eni_gone");
-    }
-
-    #[test]
-    fn the_per_interface_session_limit_is_its_own_class() {
-        let e = AwsError::classify(
-            "CreateTrafficMirrorSession",
-            "TrafficMirrorSessionsPerInterfaceLimitExceeded",
-            "The maximum number of sessions per interface has been reached",
-        );
-        assert_eq!(e.label(), "session_limit");
-        assert!(!e.retryable());
-    }
-
-    #[test]
-    fn an_unsupported_instance_type_is_recognised_by_the_api_answer() {
-        let e = AwsError::classify(
-            "CreateTrafficMirrorSession",
-            "InvalidParameterValue",
-            "The instance type of eni-1 is not supported for traffic mirroring",
-        );
-        assert_eq!(e.label(), "unsupported_source");
-        let e = AwsError::classify(
-            "CreateTrafficMirrorSession",
-            "NetworkInterfaceNotSupported",
-            "The network interface is not supported for Traffic Mirroring.",
-        );
-        assert_eq!(e.label(), "unsupported_source");
-    }
-
-    #[test]
-    fn an_invalid_parameter_about_something_else_stays_other() {
-        let e = AwsError::classify(
-            "CreateTrafficMirrorSession",
-            "InvalidParameterValue",
-            "session number 0 out of range",
-        );
-        assert_eq!(e.label(), "other");
-    }
-
-    #[test]
-    fn the_per_target_limit_is_not_a_per_eni_limit() {
-        let e = AwsError::classify(
-            "CreateTrafficMirrorSession",
-            "TrafficMirrorSessionsPerTargetLimitExceeded",
-            "",
-        );
-        assert_eq!(e.label(), "other");
-    }
-
-    #[test]
-    fn iam_refusals_are_permission_denied() {
-        for code in ["UnauthorizedOperation", "AccessDenied"] {
-            let e = AwsError::classify("DescribeNetworkInterfaces", code, "no");
-            assert_eq!(e.label(), "permission_denied");
-            assert!(!e.retryable());
+    fn codes_are_classified_by_what_the_api_answered() {
+        use ErrorClass::*;
+        #[rustfmt::skip]
+        let cases = [
+            ("RequestLimitExceeded", "Request limit exceeded.", Throttled),
+            ("Throttling", "Rate exceeded", Throttled),
+            ("InvalidNetworkInterfaceID.NotFound", "eni-1 does not exist", EniGone),
+            ("InvalidTrafficMirrorSessionId.NotFound", "", EniGone),
+            ("TrafficMirrorSessionsPerInterfaceLimitExceeded", "", SessionLimit),
+            // The per-target limit is not about this ENI.
+            ("TrafficMirrorSessionsPerTargetLimitExceeded", "", Other),
+            ("InvalidParameterValue", "instance type not supported", UnsupportedSource),
+            ("NetworkInterfaceNotSupported", "", UnsupportedSource),
+            ("UnsupportedOperation", "", UnsupportedSource),
+            // An invalid parameter about something else.
+            ("InvalidParameterValue", "session number 0 out of range", Other),
+            ("UnauthorizedOperation", "no", PermissionDenied),
+            ("AccessDenied", "no", PermissionDenied),
+            ("InternalError", "oops", Other),
+            ("Bizarre", "", Other),
+        ];
+        for (code, message, class) in cases {
+            let e = AwsError::classify("CreateTrafficMirrorSession", code, message);
+            assert_eq!(e.class, class, "{code}: {message}");
+            assert_eq!(e.code, code);
         }
     }
 
     #[test]
-    fn server_errors_are_other_and_retryable() {
-        let e = AwsError::classify("DescribeNetworkInterfaces", "InternalError", "oops");
-        assert_eq!(e.label(), "other");
-        assert!(e.retryable());
+    fn only_throttling_and_unclassified_failures_are_retryable() {
+        for class in ErrorClass::ALL {
+            let e = AwsError::new(class, "x", "Code", "");
+            let want = matches!(class, ErrorClass::Throttled | ErrorClass::Other);
+            assert_eq!(e.retryable(), want, "{}", class.as_str());
+        }
     }
 
     #[test]
-    fn labels_match_the_report_error_classes() {
-        for e in [
-            AwsError::classify("x", "RequestLimitExceeded", ""),
-            AwsError::classify("x", "AccessDenied", ""),
-            AwsError::classify("x", "InvalidNetworkInterfaceID.NotFound", ""),
-            AwsError::classify("x", "TrafficMirrorSessionsPerInterfaceLimitExceeded", ""),
-            AwsError::classify("x", "UnsupportedOperation", ""),
-            AwsError::classify("x", "Bizarre", ""),
-        ] {
-            assert_eq!(e.label(), e.class().as_str());
-        }
+    fn the_message_names_the_operation_the_class_and_the_code() {
+        let e = AwsError::classify("CreateTrafficMirrorSession", "RequestLimitExceeded", "slow");
+        assert_eq!(
+            e.to_string(),
+            "CreateTrafficMirrorSession: throttled (RequestLimitExceeded): slow"
+        );
+        let e = AwsError::classify("DescribeInstances", "InternalError", "oops");
+        assert_eq!(e.to_string(), "DescribeInstances: InternalError: oops");
+        let e = AwsError::classify("X", "InvalidNetworkInterfaceID.NotFound", "gone");
+        assert_eq!(
+            e.to_string(),
+            "X: resource gone (InvalidNetworkInterfaceID.NotFound): gone"
+        );
     }
 }

@@ -11,10 +11,7 @@
 //!    deletes the extra one (`duplicate`), leaving exactly one. The count of duplicated ENIs
 //!    is printed; it is not asserted, because it depends on timing.
 
-use std::collections::BTreeMap;
-
 use mirror::plan::Scope;
-use mirror::settings::MirrorSettings;
 use mirror_aws::SdkEc2;
 use mirror_aws::handlers::{self, MirrorRun};
 use mirror_testkit::{ENI_TAG, Moto, Scratch, Seed, is_owned};
@@ -30,8 +27,7 @@ async fn moto_concurrent_onboard_and_reconcile_converge_to_one_session_per_eni()
     let scratch = Scratch::new("concurrency");
     let moto = Moto::start(&tools, &scratch);
     let seed = Seed::create(&moto).await;
-    let env: BTreeMap<String, String> = seed.mirror_env(&[]).into_iter().collect();
-    let settings = MirrorSettings::from_env(&|k| env.get(k).cloned()).expect("settings");
+    let settings = seed.mirror_settings(&[]);
     let onboard = MirrorRun::new("onboard-eni", settings.clone());
     let reconcile = MirrorRun::new("reconcile-mirrors", settings);
     let ec2 = SdkEc2::new(moto.ec2());

@@ -1,5 +1,6 @@
-//! AWS failures classified into a closed set ([`ErrorClass`]): the class doubles as a metric
-//! label and says whether retrying the whole run later can help.
+//! Failures: an AWS call's ([`AwsError`], classified into the closed set [`ErrorClass`], which
+//! doubles as a metric label and says whether retrying the whole run later can help), and a
+//! whole run's ([`HandlerError`], what the Lambda returns).
 
 use std::fmt;
 

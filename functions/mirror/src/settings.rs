@@ -27,6 +27,22 @@ pub struct Var {
 }
 
 impl Var {
+    const fn required(name: &'static str, meaning: &'static str) -> Var {
+        Var {
+            name,
+            meaning,
+            default: None,
+        }
+    }
+
+    const fn optional(name: &'static str, meaning: &'static str, default: &'static str) -> Var {
+        Var {
+            name,
+            meaning,
+            default: Some(default),
+        }
+    }
+
     /// True when the variable must be set.
     pub fn is_required(&self) -> bool {
         self.default.is_none()
@@ -34,95 +50,74 @@ impl Var {
 }
 
 /// `MIRROR_TARGET_ID`.
-pub const TARGET_ID: Var = Var {
-    name: "MIRROR_TARGET_ID",
-    meaning: "traffic mirror target id (the rebuilders' load balancer)",
-    default: None,
-};
+pub const TARGET_ID: Var = Var::required(
+    "MIRROR_TARGET_ID",
+    "traffic mirror target id (the rebuilders' load balancer)",
+);
 /// `MIRROR_FILTER_ID`.
-pub const FILTER_ID: Var = Var {
-    name: "MIRROR_FILTER_ID",
-    meaning: "traffic mirror filter id",
-    default: None,
-};
+pub const FILTER_ID: Var = Var::required("MIRROR_FILTER_ID", "traffic mirror filter id");
 /// `MIRROR_VNI`.
-pub const VNI: Var = Var {
-    name: "MIRROR_VNI",
-    meaning: "VXLAN id of the sessions, 0..=16777215",
-    default: None,
-};
+pub const VNI: Var = Var::required("MIRROR_VNI", "VXLAN id of the sessions, 0..=16777215");
 /// `MIRROR_PACKET_LENGTH`.
-pub const PACKET_LENGTH: Var = Var {
-    name: "MIRROR_PACKET_LENGTH",
-    meaning: "bytes to mirror of each packet, 1..=8500 (network load balancer targets)",
-    default: Some("whole packets"),
-};
+pub const PACKET_LENGTH: Var = Var::optional(
+    "MIRROR_PACKET_LENGTH",
+    "bytes to mirror of each packet, 1..=8500 (network load balancer targets)",
+    "whole packets",
+);
 /// `MIRROR_ENI_FILTERS`.
-pub const ENI_FILTERS: Var = Var {
-    name: "MIRROR_ENI_FILTERS",
-    meaning: "DescribeNetworkInterfaces filters in the AWS CLI shorthand",
-    default: Some("none (at least one of the two filter lists is required)"),
-};
+pub const ENI_FILTERS: Var = Var::optional(
+    "MIRROR_ENI_FILTERS",
+    "DescribeNetworkInterfaces filters in the AWS CLI shorthand",
+    EITHER_FILTERS,
+);
 /// `MIRROR_INSTANCE_FILTERS`.
-pub const INSTANCE_FILTERS: Var = Var {
-    name: "MIRROR_INSTANCE_FILTERS",
-    meaning: "DescribeInstances filters in the AWS CLI shorthand",
-    default: Some("none (at least one of the two filter lists is required)"),
-};
+pub const INSTANCE_FILTERS: Var = Var::optional(
+    "MIRROR_INSTANCE_FILTERS",
+    "DescribeInstances filters in the AWS CLI shorthand",
+    EITHER_FILTERS,
+);
+/// The default of the two filter lists.
+const EITHER_FILTERS: &str = "none (at least one of the two filter lists is required)";
 /// `MIRROR_EXCLUDE_TAG`.
-pub const EXCLUDE_TAG: Var = Var {
-    name: "MIRROR_EXCLUDE_TAG",
-    meaning: "tag key that excludes an ENI or instance (any value but `false`)",
-    default: Some(DEFAULT_EXCLUDE_TAG),
-};
+pub const EXCLUDE_TAG: Var = Var::optional(
+    "MIRROR_EXCLUDE_TAG",
+    "tag key that excludes an ENI or instance (any value but `false`)",
+    DEFAULT_EXCLUDE_TAG,
+);
 /// `MIRROR_OWNER`.
-pub const OWNER: Var = Var {
-    name: "MIRROR_OWNER",
-    meaning: "value of the `mirrorfleet:owner` tag on our sessions",
-    default: None,
-};
+pub const OWNER: Var = Var::required(
+    "MIRROR_OWNER",
+    "value of the `mirrorfleet:owner` tag on our sessions",
+);
 /// `FLEET_ASG_NAME` as onboard-eni and reconcile-mirrors read it.
-pub const EXCLUDED_FLEET: Var = Var {
-    name: "FLEET_ASG_NAME",
-    meaning: "the rebuilder Auto Scaling group, whose instances are never mirrored",
-    default: Some("no group excluded"),
-};
+pub const EXCLUDED_FLEET: Var = Var::optional(
+    "FLEET_ASG_NAME",
+    "the rebuilder Auto Scaling group, whose instances are never mirrored",
+    "no group excluded",
+);
 /// `FLEET_ASG_NAME` as size-fleet reads it.
-pub const FLEET_ASG_NAME: Var = Var {
-    name: "FLEET_ASG_NAME",
-    meaning: "the rebuilder Auto Scaling group",
-    default: None,
-};
+pub const FLEET_ASG_NAME: Var = Var::required("FLEET_ASG_NAME", "the rebuilder Auto Scaling group");
 /// `FLEET_MIN`.
-pub const FLEET_MIN: Var = Var {
-    name: "FLEET_MIN",
-    meaning: "fewest rebuilders",
-    default: None,
-};
+pub const FLEET_MIN: Var = Var::required("FLEET_MIN", "fewest rebuilders");
 /// `FLEET_MAX`.
-pub const FLEET_MAX: Var = Var {
-    name: "FLEET_MAX",
-    meaning: "most rebuilders, at least FLEET_MIN",
-    default: None,
-};
+pub const FLEET_MAX: Var = Var::required("FLEET_MAX", "most rebuilders, at least FLEET_MIN");
 /// `FLEET_SESSIONS_PER_INSTANCE`.
-pub const SESSIONS_PER_INSTANCE: Var = Var {
-    name: "FLEET_SESSIONS_PER_INSTANCE",
-    meaning: "mirror sessions one rebuilder handles, at least 1",
-    default: None,
-};
+pub const SESSIONS_PER_INSTANCE: Var = Var::required(
+    "FLEET_SESSIONS_PER_INSTANCE",
+    "mirror sessions one rebuilder handles, at least 1",
+);
 /// `FLEET_SCALE_IN_AFTER`.
-pub const SCALE_IN_AFTER: Var = Var {
-    name: "FLEET_SCALE_IN_AFTER",
-    meaning: "consecutive lower readings before scaling in, at least 1",
-    default: Some("3"),
-};
+pub const SCALE_IN_AFTER: Var = Var::optional(
+    "FLEET_SCALE_IN_AFTER",
+    "consecutive lower readings before scaling in, at least 1",
+    "3",
+);
 /// `DRY_RUN`.
-pub const DRY_RUN: Var = Var {
-    name: "DRY_RUN",
-    meaning: "report without acting: true, false, 1, 0, yes or no",
-    default: Some("false"),
-};
+pub const DRY_RUN: Var = Var::optional(
+    "DRY_RUN",
+    "report without acting: true, false, 1, 0, yes or no",
+    "false",
+);
 
 /// What onboard-eni and reconcile-mirrors read ([`MirrorSettings::from_env`]).
 pub const MIRROR_VARS: [Var; 10] = [

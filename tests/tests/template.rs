@@ -1022,7 +1022,11 @@ fn the_readme_documents_every_setting_the_functions_read() {
         .filter_map(|row| row.split('|').nth(1))
         .flat_map(|cell| cell.split('`').skip(1).step_by(2))
         .collect();
-    let read: BTreeSet<&str> = MIRROR_VARS.iter().chain(&FLEET_VARS).map(|v| v.name).collect();
+    let read: BTreeSet<&str> = MIRROR_VARS
+        .iter()
+        .chain(&FLEET_VARS)
+        .map(|v| v.name)
+        .collect();
     assert_eq!(documented, read, "README.md's Lambda settings table");
 }
 

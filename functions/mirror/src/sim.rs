@@ -24,7 +24,7 @@
 //! controls. Used by the invariant tests and the benchmark here ([`apply_to`]), and by the
 //! control-plane test kit's fake EC2 (one call at a time, [`Ec2Sim`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::model::{
     MAX_SESSIONS_PER_ENI, Observed, SESSION_NUMBER_MAX, SESSION_NUMBER_MIN, Session,
@@ -46,6 +46,9 @@ pub enum SimError {
     NumberOutOfRange(u32),
     #[error("client token {0} was used with other parameters")]
     TokenReused(String),
+    /// Not an EC2 answer: a plan that creates with one token twice ([`apply_to`]).
+    #[error("the plan creates with client token {0} twice")]
+    DuplicateCreate(String),
 }
 
 impl SimError {
@@ -57,6 +60,7 @@ impl SimError {
             SimError::SessionLimit(_) => "TrafficMirrorSessionsPerInterfaceLimitExceeded",
             SimError::NumberInUse { .. } | SimError::NumberOutOfRange(_) => "InvalidParameterValue",
             SimError::TokenReused(_) => "IdempotentParameterMismatch",
+            SimError::DuplicateCreate(_) => "DuplicateCreate",
         }
     }
 }
@@ -201,9 +205,23 @@ impl Ec2Sim {
     }
 }
 
-/// The world after applying `plan` to `observed` under [`Rules::AWS`].
+/// The world after applying `plan` to `observed` under the API's rules. Within one plan
+/// every create must carry its own token (the same token twice is the planner's mistake, not
+/// a retry), so tokens need no memory here.
 pub fn apply_to(observed: &Observed, plan: &Plan) -> Result<Observed, SimError> {
-    let mut sim = Ec2Sim::new(observed.clone(), Rules::AWS);
+    let mut tokens = HashSet::new();
+    if let Some(c) = plan
+        .create
+        .iter()
+        .find(|c| !tokens.insert(c.client_token.as_str()))
+    {
+        return Err(SimError::DuplicateCreate(c.client_token.clone()));
+    }
+    let rules = Rules {
+        client_token: false,
+        ..Rules::AWS
+    };
+    let mut sim = Ec2Sim::new(observed.clone(), rules);
     sim.apply(plan)?;
     Ok(sim.world)
 }
@@ -277,6 +295,23 @@ mod tests {
             sim.delete("tms-x").unwrap_err().code(),
             "InvalidTrafficMirrorSessionId.NotFound"
         );
+    }
+
+    #[test]
+    fn a_plan_creating_with_one_token_twice_is_refused() {
+        let plan = Plan {
+            create: vec![create(1, "t"), create(2, "t")],
+            ..Plan::default()
+        };
+        assert_eq!(
+            apply_to(&world(), &plan),
+            Err(SimError::DuplicateCreate("t".into()))
+        );
+        let plan = Plan {
+            create: vec![create(1, "t1"), create(2, "t2")],
+            ..Plan::default()
+        };
+        assert_eq!(apply_to(&world(), &plan).unwrap().sessions.len(), 2);
     }
 
     #[test]

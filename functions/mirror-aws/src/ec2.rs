@@ -106,11 +106,6 @@ impl Ec2Op {
             Ec2Op::ModifyTrafficMirrorSession => "ModifyTrafficMirrorSession",
         }
     }
-
-    /// True for the `Describe*` operations.
-    pub fn is_describe(self) -> bool {
-        self.as_str().starts_with("Describe")
-    }
 }
 
 /// API calls made, by operation (one per page or write, retries by the SDK not included).
@@ -500,7 +495,5 @@ mod tests {
         assert_eq!(snapshot[1], ("DescribeInstances", 1));
         assert_eq!(snapshot[4], ("CreateTrafficMirrorSession", 2));
         assert_eq!(calls.total(), 3);
-        assert!(Ec2Op::DescribeInstances.is_describe());
-        assert!(!Ec2Op::ModifyTrafficMirrorSession.is_describe());
     }
 }

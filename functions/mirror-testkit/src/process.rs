@@ -100,10 +100,6 @@ impl Proc {
         self.child.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child().id()
-    }
-
     /// `Some(status)` once it has exited.
     pub fn exited(&self) -> Option<ExitStatus> {
         self.child().try_wait().ok().flatten()

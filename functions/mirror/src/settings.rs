@@ -49,75 +49,35 @@ impl Var {
     }
 }
 
-/// `MIRROR_TARGET_ID`.
-pub const TARGET_ID: Var = Var::required(
-    "MIRROR_TARGET_ID",
-    "traffic mirror target id (the rebuilders' load balancer)",
-);
-/// `MIRROR_FILTER_ID`.
-pub const FILTER_ID: Var = Var::required("MIRROR_FILTER_ID", "traffic mirror filter id");
-/// `MIRROR_VNI`.
-pub const VNI: Var = Var::required("MIRROR_VNI", "VXLAN id of the sessions, 0..=16777215");
-/// `MIRROR_PACKET_LENGTH`.
-pub const PACKET_LENGTH: Var = Var::optional(
-    "MIRROR_PACKET_LENGTH",
-    "bytes to mirror of each packet, 1..=8500 (network load balancer targets)",
-    "whole packets",
-);
-/// `MIRROR_ENI_FILTERS`.
-pub const ENI_FILTERS: Var = Var::optional(
-    "MIRROR_ENI_FILTERS",
-    "DescribeNetworkInterfaces filters in the AWS CLI shorthand",
-    EITHER_FILTERS,
-);
-/// `MIRROR_INSTANCE_FILTERS`.
-pub const INSTANCE_FILTERS: Var = Var::optional(
-    "MIRROR_INSTANCE_FILTERS",
-    "DescribeInstances filters in the AWS CLI shorthand",
-    EITHER_FILTERS,
-);
-/// The default of the two filter lists.
-const EITHER_FILTERS: &str = "none (at least one of the two filter lists is required)";
-/// `MIRROR_EXCLUDE_TAG`.
-pub const EXCLUDE_TAG: Var = Var::optional(
-    "MIRROR_EXCLUDE_TAG",
-    "tag key that excludes an ENI or instance (any value but `false`)",
-    DEFAULT_EXCLUDE_TAG,
-);
-/// `MIRROR_OWNER`.
-pub const OWNER: Var = Var::required(
-    "MIRROR_OWNER",
-    "value of the `mirrorfleet:owner` tag on our sessions",
-);
-/// `FLEET_ASG_NAME` as onboard-eni and reconcile-mirrors read it.
-pub const EXCLUDED_FLEET: Var = Var::optional(
-    "FLEET_ASG_NAME",
-    "the rebuilder Auto Scaling group, whose instances are never mirrored",
-    "no group excluded",
-);
-/// `FLEET_ASG_NAME` as size-fleet reads it.
-pub const FLEET_ASG_NAME: Var = Var::required("FLEET_ASG_NAME", "the rebuilder Auto Scaling group");
-/// `FLEET_MIN`.
-pub const FLEET_MIN: Var = Var::required("FLEET_MIN", "fewest rebuilders");
-/// `FLEET_MAX`.
-pub const FLEET_MAX: Var = Var::required("FLEET_MAX", "most rebuilders, at least FLEET_MIN");
-/// `FLEET_SESSIONS_PER_INSTANCE`.
-pub const SESSIONS_PER_INSTANCE: Var = Var::required(
-    "FLEET_SESSIONS_PER_INSTANCE",
-    "mirror sessions one rebuilder handles, at least 1",
-);
-/// `FLEET_SCALE_IN_AFTER`.
-pub const SCALE_IN_AFTER: Var = Var::optional(
-    "FLEET_SCALE_IN_AFTER",
-    "consecutive lower readings before scaling in, at least 1",
-    "3",
-);
-/// `DRY_RUN`.
-pub const DRY_RUN: Var = Var::optional(
-    "DRY_RUN",
-    "report without acting: true, false, 1, 0, yes or no",
-    "false",
-);
+pub use vars::*;
+
+/// Every variable, one a line: name, meaning, and the default if it has one.
+#[rustfmt::skip]
+mod vars {
+    use super::Var;
+    use crate::model::DEFAULT_EXCLUDE_TAG;
+
+    /// The default of the two filter lists.
+    const EITHER: &str = "none (at least one of the two filter lists is required)";
+
+    pub const TARGET_ID: Var = Var::required("MIRROR_TARGET_ID", "traffic mirror target id (the rebuilders' NLB)");
+    pub const FILTER_ID: Var = Var::required("MIRROR_FILTER_ID", "traffic mirror filter id");
+    pub const VNI: Var = Var::required("MIRROR_VNI", "VXLAN id of the sessions, 0..=16777215");
+    pub const PACKET_LENGTH: Var = Var::optional("MIRROR_PACKET_LENGTH", "bytes mirrored per packet, 1..=8500", "whole packets");
+    pub const ENI_FILTERS: Var = Var::optional("MIRROR_ENI_FILTERS", "DescribeNetworkInterfaces filters, CLI shorthand", EITHER);
+    pub const INSTANCE_FILTERS: Var = Var::optional("MIRROR_INSTANCE_FILTERS", "DescribeInstances filters, CLI shorthand", EITHER);
+    pub const EXCLUDE_TAG: Var = Var::optional("MIRROR_EXCLUDE_TAG", "tag key excluding an ENI or instance (unless `false`)", DEFAULT_EXCLUDE_TAG);
+    pub const OWNER: Var = Var::required("MIRROR_OWNER", "value of the `mirrorfleet:owner` tag on our sessions");
+    /// As onboard-eni and reconcile-mirrors read it.
+    pub const EXCLUDED_FLEET: Var = Var::optional("FLEET_ASG_NAME", "the rebuilder group, never mirrored", "none excluded");
+    /// As size-fleet reads it.
+    pub const FLEET_ASG_NAME: Var = Var::required("FLEET_ASG_NAME", "the rebuilder Auto Scaling group");
+    pub const FLEET_MIN: Var = Var::required("FLEET_MIN", "fewest rebuilders");
+    pub const FLEET_MAX: Var = Var::required("FLEET_MAX", "most rebuilders, at least FLEET_MIN");
+    pub const SESSIONS_PER_INSTANCE: Var = Var::required("FLEET_SESSIONS_PER_INSTANCE", "sessions one rebuilder handles, ≥ 1");
+    pub const SCALE_IN_AFTER: Var = Var::optional("FLEET_SCALE_IN_AFTER", "lower readings before scaling in, ≥ 1", "3");
+    pub const DRY_RUN: Var = Var::optional("DRY_RUN", "report without acting (true/false/1/0/yes/no)", "false");
+}
 
 /// What onboard-eni and reconcile-mirrors read ([`MirrorSettings::from_env`]).
 pub const MIRROR_VARS: [Var; 10] = [

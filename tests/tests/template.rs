@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use mirror::settings::{FLEET_VARS, MIRROR_VARS};
 use serde_json::{Value, json};
 use system_tests::cfn::{Template, one_or_many, strings, text};
 
@@ -17,32 +18,13 @@ const ONBOARD: &str = "onboard-eni";
 const RECONCILE: &str = "reconcile-mirrors";
 const SIZE_FLEET: &str = "size-fleet";
 
-/// What each function reads (functions/mirror/src/settings.rs): `MirrorSettings` for
-/// onboard-eni and reconcile-mirrors, `FleetSettings` for size-fleet. Optional ones included:
-/// a deployment must be able to set them.
-const MIRROR_SETTINGS: &[&str] = &[
-    "MIRROR_TARGET_ID",
-    "MIRROR_FILTER_ID",
-    "MIRROR_VNI",
-    "MIRROR_PACKET_LENGTH",
-    "MIRROR_ENI_FILTERS",
-    "MIRROR_INSTANCE_FILTERS",
-    "MIRROR_EXCLUDE_TAG",
-    "MIRROR_OWNER",
-    "FLEET_ASG_NAME",
-    "DRY_RUN",
-];
-const FLEET_SETTINGS: &[&str] = &[
-    "FLEET_ASG_NAME",
-    "MIRROR_TARGET_ID",
-    "FLEET_MIN",
-    "FLEET_MAX",
-    "FLEET_SESSIONS_PER_INSTANCE",
-    "FLEET_SCALE_IN_AFTER",
-    "DRY_RUN",
+/// What the stack sets for the functions that is not one of their settings.
+const NOT_SETTINGS: &[&str] = &[
+    // The log filter of tracing's EnvFilter.
+    "RUST_LOG",
 ];
 
-const OWNER_TAG: &str = "mirrorfleet:owner";
+const OWNER_TAG: &str = mirror::model::OWNER_TAG_KEY;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -212,43 +194,6 @@ fn workspace_binaries() -> &'static BTreeSet<String> {
     })
 }
 
-/// Setting names the control-plane sources read: string literals such as `"MIRROR_VNI"`.
-fn settings_read_by_the_functions() -> BTreeSet<String> {
-    fn walk(dir: &Path, out: &mut BTreeSet<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                let src = std::fs::read_to_string(&p).unwrap_or_default();
-                for piece in src.split('"') {
-                    let is_name = (piece.starts_with("MIRROR_") || piece.starts_with("FLEET_"))
-                        && piece.len() > 7
-                        && piece
-                            .chars()
-                            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-                    if is_name || piece == "DRY_RUN" {
-                        out.insert(piece.to_owned());
-                    }
-                }
-            }
-        }
-    }
-    let mut out = BTreeSet::new();
-    let functions = repo_root().join("functions");
-    for e in std::fs::read_dir(&functions)
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        walk(&e.path().join("src"), &mut out);
-    }
-    out
-}
-
 /// A minimal EventBridge pattern matcher: exact values in arrays, nested objects.
 fn pattern_matches(pattern: &Value, event: &Value) -> bool {
     let Some(p) = pattern.as_object() else {
@@ -367,16 +312,18 @@ fn check_function_binaries(t: &Template) -> CheckResult {
 fn check_function_settings(t: &Template) -> CheckResult {
     let asg = fleet_group(t)?;
     let mut set_anywhere = BTreeSet::new();
+    // What each function reads, as `mirror::settings` lists it (optional ones included: a
+    // deployment must be able to set them).
     for (binary, needed) in [
-        (ONBOARD, MIRROR_SETTINGS),
-        (RECONCILE, MIRROR_SETTINGS),
-        (SIZE_FLEET, FLEET_SETTINGS),
+        (ONBOARD, &MIRROR_VARS[..]),
+        (RECONCILE, &MIRROR_VARS[..]),
+        (SIZE_FLEET, &FLEET_VARS[..]),
     ] {
         let id = function_for(t, binary)?;
         let env = t.function_environment(&id);
         set_anywhere.extend(env.keys().cloned());
-        for var in needed {
-            match env.get(*var) {
+        for var in needed.iter().map(|v| v.name) {
+            match env.get(var) {
                 None => return err(format!("{binary}: {var} is not set")),
                 Some(Value::String(v)) if v.trim().is_empty() => {
                     return err(format!("{binary}: {var} is set to an empty string"));
@@ -429,11 +376,15 @@ fn check_function_settings(t: &Template) -> CheckResult {
             }
         }
     }
-    for var in settings_read_by_the_functions() {
-        if !set_anywhere.contains(&var) {
-            return err(format!(
-                "the control plane reads {var} but no function sets it"
-            ));
+    // And nothing else: a variable no function reads is a typo or a leftover.
+    let read: BTreeSet<&str> = MIRROR_VARS
+        .iter()
+        .chain(&FLEET_VARS)
+        .map(|v| v.name)
+        .collect();
+    for var in &set_anywhere {
+        if !read.contains(var.as_str()) && !NOT_SETTINGS.contains(&var.as_str()) {
+            return err(format!("the stack sets {var}, which no function reads"));
         }
     }
     Ok(())
@@ -1055,6 +1006,30 @@ fn outputs_give_the_target_filter_nlb_group_and_function_names() {
     passes(check_outputs);
 }
 
+/// The README's table of Lambda settings names exactly the variables `mirror::settings` lists.
+#[test]
+fn the_readme_documents_every_setting_the_functions_read() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
+    let table: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("**Lambdas**"))
+        .skip(1)
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    let documented: BTreeSet<&str> = table
+        .iter()
+        .filter_map(|row| row.split('|').nth(1))
+        .flat_map(|cell| cell.split('`').skip(1).step_by(2))
+        .collect();
+    let read: BTreeSet<&str> = MIRROR_VARS
+        .iter()
+        .chain(&FLEET_VARS)
+        .map(|v| v.name)
+        .collect();
+    assert_eq!(documented, read, "README.md's Lambda settings table");
+}
+
 /// Sets `value` at a JSON pointer of the template (which must exist).
 fn set(t: &mut Template, pointer: &str, value: Value) {
     *t.root
@@ -1118,6 +1093,17 @@ fn each_check_rejects_a_template_broken_for_it() {
             "a missing FLEET_SCALE_IN_AFTER",
             check_function_settings,
             Box::new(move |t| remove(t, &format!("{env}/FLEET_SCALE_IN_AFTER"))),
+        ),
+        (
+            "a variable no function reads",
+            check_function_settings,
+            Box::new(move |t| {
+                t.root
+                    .pointer_mut(env)
+                    .and_then(Value::as_object_mut)
+                    .expect("the functions' environment")
+                    .insert("MIRROR_FILTER".into(), json!("tmf-1"));
+            }),
         ),
         (
             "MIRROR_TARGET_ID pointing at the filter",

@@ -1,6 +1,9 @@
 //! Rebuilder fleet size: `clamp(ceil(sessions / per_instance), min, max)`, scaling out at
 //! once and scaling in only after `scale_in_after` consecutive lower readings.
 //!
+//! size-fleet is observe → decide → apply like the mirror runs: the adapter fills a
+//! [`FleetObservation`], [`decide`] (pure) turns it into a [`FleetPlan`], the adapter applies it.
+//!
 //! The state between runs is a [`ScaleInHistory`], which serialises to a short string
 //! (`"<count>:<highest>"`, e.g. `"2:4"`) meant to be stored as a tag on the Auto Scaling
 //! group ([`SCALE_IN_HISTORY_TAG`]). A missing or unreadable value is an empty history, which
@@ -140,6 +143,55 @@ pub fn desired_capacity(
     }
 }
 
+/// The settings' bounds intersected with the group's own (AWS rejects a desired capacity
+/// outside the group's min/max).
+pub fn effective_policy(policy: &CapacityPolicy, group_min: u32, group_max: u32) -> CapacityPolicy {
+    let min = policy.min.max(group_min);
+    let max = policy.max.min(group_max).max(min);
+    CapacityPolicy {
+        min,
+        max,
+        ..*policy
+    }
+}
+
+/// What size-fleet observed: the load and the Auto Scaling group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FleetObservation {
+    /// Sessions sending to our target, and the group's current desired capacity.
+    pub load: Load,
+    /// The group's `MinSize`.
+    pub group_min: u32,
+    /// The group's `MaxSize`.
+    pub group_max: u32,
+    /// The value of the group's [`SCALE_IN_HISTORY_TAG`], if any.
+    pub history_tag: Option<String>,
+}
+
+/// What to change on the group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FleetPlan {
+    pub decision: CapacityDecision,
+    /// `SetDesiredCapacity` to this value (only when it differs from the current one).
+    pub set_desired: Option<u32>,
+    /// Store this value as the group's [`SCALE_IN_HISTORY_TAG`] (only when it changed).
+    pub store_history: Option<String>,
+}
+
+/// The plan for one size-fleet run: [`desired_capacity`] under the policy bounded by the
+/// group's own min/max ([`effective_policy`]), with the history read from the group's tag.
+pub fn decide(policy: &CapacityPolicy, observed: &FleetObservation) -> FleetPlan {
+    let policy = effective_policy(policy, observed.group_min, observed.group_max);
+    let history = ScaleInHistory::from_tag(observed.history_tag.as_deref());
+    let decision = desired_capacity(&observed.load, &policy, &history);
+    let next = decision.history.to_string();
+    FleetPlan {
+        decision,
+        set_desired: decision.changed.then_some(decision.desired),
+        store_history: (observed.history_tag.as_deref() != Some(next.as_str())).then_some(next),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +287,48 @@ mod tests {
         );
         assert_eq!(ScaleInHistory::from_tag(None), ScaleInHistory::default());
         assert!("3".parse::<ScaleInHistory>().is_err());
+    }
+
+    #[test]
+    fn the_groups_own_bounds_narrow_the_policy() {
+        let p = effective_policy(&POLICY, 3, 8);
+        assert_eq!((p.min, p.max), (3, 8));
+        let p = effective_policy(&POLICY, 0, 20);
+        assert_eq!((p.min, p.max), (2, 10));
+        // A group whose max is below the policy's min: the min wins, never min > max.
+        let p = effective_policy(&POLICY, 0, 1);
+        assert_eq!((p.min, p.max), (2, 2));
+        assert_eq!(p.sessions_per_instance, POLICY.sessions_per_instance);
+    }
+
+    fn observed(sessions: u32, current: u32, tag: Option<&str>) -> FleetObservation {
+        FleetObservation {
+            load: Load {
+                sessions,
+                current_desired: current,
+            },
+            group_min: 0,
+            group_max: 20,
+            history_tag: tag.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_fleet_plan_writes_only_what_changed() {
+        // Scale out at once; the empty history is already stored.
+        let plan = decide(&POLICY, &observed(450, 2, Some("0:0")));
+        assert_eq!(plan.set_desired, Some(5));
+        assert_eq!(plan.store_history, None);
+        // A lower reading keeps the size and stores the streak.
+        let plan = decide(&POLICY, &observed(100, 5, None));
+        assert_eq!(plan.set_desired, None);
+        assert_eq!(plan.store_history.as_deref(), Some("1:2"));
+        // The group's min (3) wins over the policy's (2).
+        let mut o = observed(0, 5, Some("2:2"));
+        o.group_min = 3;
+        let plan = decide(&POLICY, &o);
+        assert_eq!(plan.set_desired, Some(3));
+        assert_eq!(plan.store_history.as_deref(), Some("0:0"));
     }
 
     fn policy() -> impl Strategy<Value = CapacityPolicy> {

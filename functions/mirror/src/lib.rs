@@ -1,9 +1,11 @@
 //! mirrorfleet control-plane core: the model, the selection policy, `plan(desired, observed)`
 //! and the fleet capacity policy. Pure: no AWS SDK, no async runtime.
 //!
-//! A run is: settings ([`settings`]) → observe (adapter, fills [`model::Observed`]) →
+//! A mirror run is: settings ([`settings`]) → observe (adapter, fills [`model::Observed`]) →
 //! [`plan::reconcile`] (= [`selection::Selector::select`] + [`plan::plan_scoped`]) → apply
-//! (adapter) → [`report::Report`]. The fleet sizer: [`capacity::desired_capacity`].
+//! (adapter) → [`report::Report`]. A fleet run is: settings → observe (adapter, fills
+//! [`capacity::FleetObservation`]) → [`capacity::decide`] → apply (adapter) →
+//! [`report::CapacityReport`]. [`sim`] plays the EC2 side of a plan with the API's rules.
 
 pub mod capacity;
 pub mod filters;
@@ -14,10 +16,15 @@ pub mod selection;
 pub mod settings;
 pub mod sim;
 
-pub use capacity::{CapacityDecision, CapacityPolicy, Load, ScaleInHistory, desired_capacity};
-pub use filters::{EniFilters, Filter, FilterError, InstanceFilters, parse_filters};
+pub use capacity::{
+    CapacityDecision, CapacityPolicy, FleetObservation, FleetPlan, Load, ScaleInHistory, decide,
+    desired_capacity, effective_policy,
+};
+pub use filters::{
+    EniFilters, Filter, FilterError, Filterable, Filters, InstanceFilters, parse_filters,
+};
 pub use model::{Eni, Instance, MirrorSpec, MirrorTarget, Observed, Session, Tags};
 pub use plan::{Plan, Scope, client_token, plan, plan_scoped, reconcile};
 pub use report::{ErrorClass, Report};
 pub use selection::{Selection, Selector, SkipReason};
-pub use settings::{FleetSettings, MirrorSettings, SettingsError};
+pub use settings::{FLEET_VARS, FleetSettings, MIRROR_VARS, MirrorSettings, SettingsError, Var};

@@ -1,33 +1,109 @@
 //! Settings from the environment, validated at start-up. Every problem names its variable;
 //! all problems are reported at once.
 //!
-//! | variable | used by | required | meaning |
-//! |---|---|---|---|
-//! | `MIRROR_TARGET_ID` | all | yes | traffic mirror target id |
-//! | `MIRROR_FILTER_ID` | onboard, reconcile | yes | traffic mirror filter id |
-//! | `MIRROR_VNI` | onboard, reconcile | yes | VXLAN id, 0..=16777215 |
-//! | `MIRROR_PACKET_LENGTH` | onboard, reconcile | no | bytes to mirror, 1..=8500 (NLB targets); unset/empty = whole packet |
-//! | `MIRROR_ENI_FILTERS` | onboard, reconcile | one of the two | DescribeNetworkInterfaces filters, CLI shorthand |
-//! | `MIRROR_INSTANCE_FILTERS` | onboard, reconcile | one of the two | DescribeInstances filters, CLI shorthand |
-//! | `MIRROR_EXCLUDE_TAG` | onboard, reconcile | no (`mirrorfleet:exclude`) | tag key that excludes an ENI or instance |
-//! | `MIRROR_OWNER` | onboard, reconcile | yes | value of the `mirrorfleet:owner` tag on our sessions |
-//! | `FLEET_ASG_NAME` | size-fleet (required); onboard, reconcile (optional: excludes the fleet) | | rebuilder Auto Scaling group |
-//! | `FLEET_MIN`, `FLEET_MAX` | size-fleet | yes | capacity bounds, min ≤ max |
-//! | `FLEET_SESSIONS_PER_INSTANCE` | size-fleet | yes | sessions one rebuilder handles, ≥ 1 |
-//! | `FLEET_SCALE_IN_AFTER` | size-fleet | no (3) | consecutive lower readings before scaling in, ≥ 1 |
-//! | `DRY_RUN` | all | no (false) | `true`/`false`/`1`/`0`/`yes`/`no` |
-//!
-//! size-fleet needs `MIRROR_TARGET_ID` to count the sessions sending to the fleet.
+//! The variables each function reads are listed once, here: [`MIRROR_VARS`] (onboard-eni,
+//! reconcile-mirrors) and [`FLEET_VARS`] (size-fleet), each [`Var`] with its meaning and
+//! default. The readers below take their names from these lists (a unit test checks that they
+//! read exactly the listed variables), and the template test checks that the stack sets
+//! every one of them and nothing else.
 
 use std::fmt;
 
 use crate::capacity::CapacityPolicy;
-use crate::filters::{EniFilters, FilterError, InstanceFilters};
+use crate::filters::{FilterError, Filterable, Filters};
 use crate::model::{DEFAULT_EXCLUDE_TAG, MirrorSpec, PACKET_LENGTH_MAX, VNI_MAX};
 use crate::selection::Selector;
 
 /// Looks a variable up (`std::env::var(..).ok()` in production, a map in tests).
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// One environment variable a function reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Var {
+    pub name: &'static str,
+    pub meaning: &'static str,
+    /// `None`: required. `Some(text)`: optional, and what applies when it is unset or blank.
+    pub default: Option<&'static str>,
+}
+
+impl Var {
+    const fn required(name: &'static str, meaning: &'static str) -> Var {
+        Var {
+            name,
+            meaning,
+            default: None,
+        }
+    }
+
+    const fn optional(name: &'static str, meaning: &'static str, default: &'static str) -> Var {
+        Var {
+            name,
+            meaning,
+            default: Some(default),
+        }
+    }
+
+    /// True when the variable must be set.
+    pub fn is_required(&self) -> bool {
+        self.default.is_none()
+    }
+}
+
+pub use vars::*;
+
+/// Every variable, one a line: name, meaning, and the default if it has one.
+#[rustfmt::skip]
+mod vars {
+    use super::Var;
+    use crate::model::DEFAULT_EXCLUDE_TAG;
+
+    /// The default of the two filter lists.
+    const EITHER: &str = "none (at least one of the two filter lists is required)";
+
+    pub const TARGET_ID: Var = Var::required("MIRROR_TARGET_ID", "traffic mirror target id (the rebuilders' NLB)");
+    pub const FILTER_ID: Var = Var::required("MIRROR_FILTER_ID", "traffic mirror filter id");
+    pub const VNI: Var = Var::required("MIRROR_VNI", "VXLAN id of the sessions, 0..=16777215");
+    pub const PACKET_LENGTH: Var = Var::optional("MIRROR_PACKET_LENGTH", "bytes mirrored per packet, 1..=8500", "whole packets");
+    pub const ENI_FILTERS: Var = Var::optional("MIRROR_ENI_FILTERS", "DescribeNetworkInterfaces filters, CLI shorthand", EITHER);
+    pub const INSTANCE_FILTERS: Var = Var::optional("MIRROR_INSTANCE_FILTERS", "DescribeInstances filters, CLI shorthand", EITHER);
+    pub const EXCLUDE_TAG: Var = Var::optional("MIRROR_EXCLUDE_TAG", "tag key excluding an ENI or instance (unless `false`)", DEFAULT_EXCLUDE_TAG);
+    pub const OWNER: Var = Var::required("MIRROR_OWNER", "value of the `mirrorfleet:owner` tag on our sessions");
+    /// As onboard-eni and reconcile-mirrors read it.
+    pub const EXCLUDED_FLEET: Var = Var::optional("FLEET_ASG_NAME", "the rebuilder group, never mirrored", "none excluded");
+    /// As size-fleet reads it.
+    pub const FLEET_ASG_NAME: Var = Var::required("FLEET_ASG_NAME", "the rebuilder Auto Scaling group");
+    pub const FLEET_MIN: Var = Var::required("FLEET_MIN", "fewest rebuilders");
+    pub const FLEET_MAX: Var = Var::required("FLEET_MAX", "most rebuilders, at least FLEET_MIN");
+    pub const SESSIONS_PER_INSTANCE: Var = Var::required("FLEET_SESSIONS_PER_INSTANCE", "sessions one rebuilder handles, ≥ 1");
+    pub const SCALE_IN_AFTER: Var = Var::optional("FLEET_SCALE_IN_AFTER", "lower readings before scaling in, ≥ 1", "3");
+    pub const DRY_RUN: Var = Var::optional("DRY_RUN", "report without acting (true/false/1/0/yes/no)", "false");
+}
+
+/// What onboard-eni and reconcile-mirrors read ([`MirrorSettings::from_env`]).
+pub const MIRROR_VARS: [Var; 10] = [
+    TARGET_ID,
+    FILTER_ID,
+    VNI,
+    PACKET_LENGTH,
+    OWNER,
+    ENI_FILTERS,
+    INSTANCE_FILTERS,
+    EXCLUDE_TAG,
+    EXCLUDED_FLEET,
+    DRY_RUN,
+];
+
+/// What size-fleet reads ([`FleetSettings::from_env`]); it counts the sessions sending to
+/// `MIRROR_TARGET_ID`.
+pub const FLEET_VARS: [Var; 7] = [
+    FLEET_ASG_NAME,
+    TARGET_ID,
+    FLEET_MIN,
+    FLEET_MAX,
+    SESSIONS_PER_INSTANCE,
+    SCALE_IN_AFTER,
+    DRY_RUN,
+];
 
 /// Default of `FLEET_SCALE_IN_AFTER`.
 pub const DEFAULT_SCALE_IN_AFTER: u32 = 3;
@@ -107,19 +183,29 @@ struct Reader<'a> {
     errors: Vec<VarError>,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    fn new(env: EnvLookup<'a>) -> Self {
+        Self {
+            env,
+            errors: Vec::new(),
+        }
+    }
+
     /// The trimmed value; unset and blank are both `None`.
-    fn get(&self, var: &str) -> Option<String> {
-        (self.env)(var)
+    fn get(&self, var: Var) -> Option<String> {
+        (self.env)(var.name)
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
     }
 
-    fn fail(&mut self, var: &'static str, problem: Problem) {
-        self.errors.push(VarError { var, problem });
+    fn fail(&mut self, var: Var, problem: Problem) {
+        self.errors.push(VarError {
+            var: var.name,
+            problem,
+        });
     }
 
-    fn invalid(&mut self, var: &'static str, value: &str, expected: &str) {
+    fn invalid(&mut self, var: Var, value: &str, expected: &str) {
         self.fail(
             var,
             Problem::Invalid {
@@ -129,7 +215,7 @@ impl Reader<'_> {
         );
     }
 
-    fn required(&mut self, var: &'static str) -> Option<String> {
+    fn required(&mut self, var: Var) -> Option<String> {
         let v = self.get(var);
         if v.is_none() {
             self.fail(var, Problem::Missing);
@@ -138,7 +224,7 @@ impl Reader<'_> {
     }
 
     /// A required id: non-empty, no whitespace (ids are never parsed by prefix).
-    fn id(&mut self, var: &'static str) -> String {
+    fn id(&mut self, var: Var) -> String {
         match self.required(var) {
             Some(v) if v.chars().any(char::is_whitespace) => {
                 self.invalid(var, &v, "an id without spaces");
@@ -149,13 +235,7 @@ impl Reader<'_> {
         }
     }
 
-    fn number(
-        &mut self,
-        var: &'static str,
-        value: Option<String>,
-        min: u32,
-        max: u32,
-    ) -> Option<u32> {
+    fn number(&mut self, var: Var, value: Option<String>, min: u32, max: u32) -> Option<u32> {
         let v = value?;
         match v.parse::<u32>() {
             Ok(n) if (min..=max).contains(&n) => Some(n),
@@ -166,32 +246,48 @@ impl Reader<'_> {
         }
     }
 
-    fn required_number(&mut self, var: &'static str, min: u32, max: u32) -> u32 {
+    fn optional_number(&mut self, var: Var, min: u32, max: u32) -> Option<u32> {
+        let v = self.get(var);
+        self.number(var, v, min, max)
+    }
+
+    fn required_number(&mut self, var: Var, min: u32, max: u32) -> u32 {
         let v = self.required(var);
         self.number(var, v, min, max).unwrap_or(min)
     }
 
     fn dry_run(&mut self) -> bool {
-        const VAR: &str = "DRY_RUN";
-        match self.get(VAR) {
+        match self.get(DRY_RUN) {
             None => false,
             Some(v) => match v.to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" => true,
                 "false" | "0" | "no" => false,
                 _ => {
-                    self.invalid(VAR, &v, "true, false, 1, 0, yes or no");
+                    self.invalid(DRY_RUN, &v, "true, false, 1, 0, yes or no");
                     false
                 }
             },
         }
     }
 
-    fn tag_key(&mut self, var: &'static str, default: &str) -> String {
+    fn tag_key(&mut self, var: Var, default: &str) -> String {
         let v = self.get(var).unwrap_or_else(|| default.to_owned());
         if v.len() > TAG_KEY_MAX {
             self.invalid(var, &v, "a tag key of at most 128 characters");
         }
         v
+    }
+
+    /// A filter list (unset: empty); `None` when it does not parse.
+    fn filters<T: Filterable>(&mut self, var: Var) -> (Option<String>, Option<Filters<T>>) {
+        let raw = self.get(var);
+        match Filters::parse(raw.as_deref().unwrap_or("")) {
+            Ok(f) => (raw, Some(f)),
+            Err(e) => {
+                self.fail(var, e.into());
+                (raw, None)
+            }
+        }
     }
 
     fn finish<T>(self, value: T) -> Result<T, SettingsError> {
@@ -206,54 +302,34 @@ impl Reader<'_> {
 }
 
 impl MirrorSettings {
-    /// Reads and validates the settings of `onboard-eni` / `reconcile-mirrors`.
+    /// Reads and validates the settings of `onboard-eni` / `reconcile-mirrors`
+    /// ([`MIRROR_VARS`]).
     pub fn from_env(env: EnvLookup<'_>) -> Result<Self, SettingsError> {
-        let mut r = Reader {
-            env,
-            errors: Vec::new(),
-        };
-        let target_id = r.id("MIRROR_TARGET_ID");
-        let filter_id = r.id("MIRROR_FILTER_ID");
-        let vni = r.required_number("MIRROR_VNI", 0, VNI_MAX);
-        let pl = r.get("MIRROR_PACKET_LENGTH");
-        let packet_length = r.number("MIRROR_PACKET_LENGTH", pl, 1, PACKET_LENGTH_MAX);
-        let owner = r.required("MIRROR_OWNER").unwrap_or_default();
+        let mut r = Reader::new(env);
+        let target_id = r.id(TARGET_ID);
+        let filter_id = r.id(FILTER_ID);
+        let vni = r.required_number(VNI, 0, VNI_MAX);
+        let packet_length = r.optional_number(PACKET_LENGTH, 1, PACKET_LENGTH_MAX);
+        let owner = r.required(OWNER).unwrap_or_default();
         if owner.len() > TAG_VALUE_MAX {
-            r.invalid(
-                "MIRROR_OWNER",
-                &owner,
-                "a tag value of at most 256 characters",
-            );
+            r.invalid(OWNER, &owner, "a tag value of at most 256 characters");
         }
-        let eni_raw = r.get("MIRROR_ENI_FILTERS");
-        let instance_raw = r.get("MIRROR_INSTANCE_FILTERS");
-        let eni_parsed = EniFilters::parse(eni_raw.as_deref().unwrap_or(""));
-        let eni_filters_ok = eni_parsed.is_ok();
-        let eni_filters = eni_parsed.unwrap_or_else(|e| {
-            r.fail("MIRROR_ENI_FILTERS", e.into());
-            EniFilters::default()
-        });
-        let instance_parsed = InstanceFilters::parse(instance_raw.as_deref().unwrap_or(""));
-        let instance_filters_ok = instance_parsed.is_ok();
-        let instance_filters = instance_parsed.unwrap_or_else(|e| {
-            r.fail("MIRROR_INSTANCE_FILTERS", e.into());
-            InstanceFilters::default()
-        });
+        let (eni_raw, eni_filters) = r.filters(ENI_FILTERS);
+        let (_, instance_filters) = r.filters(INSTANCE_FILTERS);
         // Both lists empty would select nothing, so every reconcile would delete all our
         // sessions: refused, whether the variables are unset, empty, or an empty JSON list.
-        let parsed = eni_filters_ok && instance_filters_ok;
-        if parsed && eni_filters.is_empty() && instance_filters.is_empty() {
-            r.fail(
-                "MIRROR_ENI_FILTERS",
-                Problem::Invalid {
-                    value: eni_raw.unwrap_or_default(),
-                    expected: "at least one of MIRROR_ENI_FILTERS and MIRROR_INSTANCE_FILTERS"
-                        .to_owned(),
-                },
+        if let (Some(eni), Some(instance)) = (&eni_filters, &instance_filters)
+            && eni.is_empty()
+            && instance.is_empty()
+        {
+            r.invalid(
+                ENI_FILTERS,
+                &eni_raw.unwrap_or_default(),
+                "at least one of MIRROR_ENI_FILTERS and MIRROR_INSTANCE_FILTERS",
             );
         }
-        let exclude_tag = r.tag_key("MIRROR_EXCLUDE_TAG", DEFAULT_EXCLUDE_TAG);
-        let fleet_asg_name = r.get("FLEET_ASG_NAME");
+        let exclude_tag = r.tag_key(EXCLUDE_TAG, DEFAULT_EXCLUDE_TAG);
+        let fleet_asg_name = r.get(EXCLUDED_FLEET);
         let dry_run = r.dry_run();
         r.finish(MirrorSettings {
             spec: MirrorSpec {
@@ -264,8 +340,8 @@ impl MirrorSettings {
                 owner,
             },
             selector: Selector {
-                eni_filters,
-                instance_filters,
+                eni_filters: eni_filters.unwrap_or_default(),
+                instance_filters: instance_filters.unwrap_or_default(),
                 exclude_tag,
                 fleet_asg_name,
             },
@@ -280,24 +356,20 @@ impl MirrorSettings {
 }
 
 impl FleetSettings {
-    /// Reads and validates the settings of `size-fleet`.
+    /// Reads and validates the settings of `size-fleet` ([`FLEET_VARS`]).
     pub fn from_env(env: EnvLookup<'_>) -> Result<Self, SettingsError> {
-        let mut r = Reader {
-            env,
-            errors: Vec::new(),
-        };
-        let asg_name = r.required("FLEET_ASG_NAME").unwrap_or_default();
-        let target_id = r.id("MIRROR_TARGET_ID");
-        let min = r.required_number("FLEET_MIN", 0, u32::MAX);
-        let max = r.required_number("FLEET_MAX", 0, u32::MAX);
-        let sessions_per_instance = r.required_number("FLEET_SESSIONS_PER_INSTANCE", 1, u32::MAX);
-        let sia = r.get("FLEET_SCALE_IN_AFTER");
+        let mut r = Reader::new(env);
+        let asg_name = r.required(FLEET_ASG_NAME).unwrap_or_default();
+        let target_id = r.id(TARGET_ID);
+        let min = r.required_number(FLEET_MIN, 0, u32::MAX);
+        let max = r.required_number(FLEET_MAX, 0, u32::MAX);
+        let sessions_per_instance = r.required_number(SESSIONS_PER_INSTANCE, 1, u32::MAX);
         let scale_in_after = r
-            .number("FLEET_SCALE_IN_AFTER", sia, 1, u32::MAX)
+            .optional_number(SCALE_IN_AFTER, 1, u32::MAX)
             .unwrap_or(DEFAULT_SCALE_IN_AFTER);
         if min > max {
             r.invalid(
-                "FLEET_MAX",
+                FLEET_MAX,
                 &max.to_string(),
                 &format!("at least FLEET_MIN ({min})"),
             );
@@ -325,7 +397,8 @@ impl FleetSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use std::cell::RefCell;
+    use std::collections::{BTreeSet, HashMap};
 
     fn mirror_env() -> HashMap<&'static str, &'static str> {
         HashMap::from([
@@ -353,6 +426,68 @@ mod tests {
 
     fn fleet(env: &HashMap<&str, &str>) -> Result<FleetSettings, SettingsError> {
         FleetSettings::from_env(&|k| env.get(k).map(|v| (*v).to_owned()))
+    }
+
+    /// The names `read` looks up, given every listed variable set to a valid value.
+    fn looked_up(read: impl Fn(EnvLookup<'_>)) -> BTreeSet<&'static str> {
+        let mut env = mirror_env();
+        env.extend(fleet_env());
+        let seen = RefCell::new(BTreeSet::new());
+        read(&|k| {
+            let name = MIRROR_VARS
+                .iter()
+                .chain(&FLEET_VARS)
+                .map(|v| v.name)
+                .find(|n| *n == k);
+            seen.borrow_mut()
+                .insert(name.unwrap_or("an unlisted variable"));
+            env.get(k).map(|v| (*v).to_owned())
+        });
+        seen.into_inner()
+    }
+
+    fn names(vars: &[Var]) -> BTreeSet<&'static str> {
+        vars.iter().map(|v| v.name).collect()
+    }
+
+    #[test]
+    fn each_function_reads_exactly_its_listed_variables() {
+        let mirror = looked_up(|env| {
+            MirrorSettings::from_env(env).unwrap();
+        });
+        assert_eq!(mirror, names(&MIRROR_VARS));
+        let fleet = looked_up(|env| {
+            FleetSettings::from_env(env).unwrap();
+        });
+        assert_eq!(fleet, names(&FLEET_VARS));
+    }
+
+    #[test]
+    fn the_listed_defaults_are_the_ones_applied() {
+        let s = mirror(&mirror_env()).unwrap();
+        assert_eq!(EXCLUDE_TAG.default, Some(s.selector.exclude_tag.as_str()));
+        assert_eq!(DRY_RUN.default, Some("false"));
+        assert!(!s.dry_run);
+        let f = fleet(&fleet_env()).unwrap();
+        assert_eq!(
+            SCALE_IN_AFTER.default,
+            Some(f.policy.scale_in_after.to_string().as_str())
+        );
+        for var in MIRROR_VARS.iter().chain(&FLEET_VARS) {
+            assert!(!var.meaning.is_empty(), "{}", var.name);
+        }
+        // The required ones are exactly those whose absence is an error.
+        let missing = mirror(&HashMap::new()).unwrap_err().vars();
+        for var in MIRROR_VARS.iter().filter(|v| v.is_required()) {
+            assert!(missing.contains(&var.name), "{}", var.name);
+        }
+        let missing = fleet(&HashMap::new()).unwrap_err().vars();
+        let required: Vec<&str> = FLEET_VARS
+            .iter()
+            .filter(|v| v.is_required())
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(missing, required);
     }
 
     #[test]

@@ -92,14 +92,7 @@ async fn moto_every_trigger_gives_its_wanted_enis_exactly_one_owned_session() {
 
     // An untagged ENI attached to a tagged instance: wanted through its instance.
     let attached = seed.eni(0, &[]).await;
-    seed.ec2
-        .attach_network_interface()
-        .network_interface_id(&attached)
-        .instance_id(&retagged)
-        .device_index(1)
-        .send()
-        .await
-        .expect("attach ENI");
+    seed.attach(&attached, &retagged, 1).await;
     let r = h
         .invoke(
             &f,

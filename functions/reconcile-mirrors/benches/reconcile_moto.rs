@@ -12,12 +12,10 @@
 //! Run: `cargo bench -p reconcile-mirrors --bench reconcile_moto` (release), or
 //! `cargo test --workspace --bench reconcile_moto` (debug, same numbers of calls).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use mirror::plan::Scope;
-use mirror::settings::MirrorSettings;
 use mirror_aws::ec2::{Ec2Api, SdkEc2};
 use mirror_aws::handlers::{self, MirrorRun};
 use mirror_aws::observe::observe;
@@ -82,8 +80,7 @@ async fn bench(tools: mirror_testkit::Tools, n: usize) {
         t.elapsed().as_secs_f64()
     );
 
-    let env: BTreeMap<String, String> = seed.mirror_env(&[]).into_iter().collect();
-    let settings = MirrorSettings::from_env(&|k| env.get(k).cloned()).expect("settings");
+    let settings = seed.mirror_settings(&[]);
     let ec2 = SdkEc2::new(moto.ec2());
     let reconcile = MirrorRun::new("reconcile-mirrors", settings.clone());
 

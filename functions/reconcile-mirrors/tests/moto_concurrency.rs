@@ -1,7 +1,7 @@
 //! onboard-eni and reconcile-mirrors at the same time, against moto.
 //!
 //! moto ignores ClientToken and does not check session numbers, so it cannot show what closes
-//! the race on AWS (the token: see `functions/aws/tests/concurrency.rs`, where the in-memory
+//! the race on AWS (the token: see `functions/mirror-aws/tests/concurrency.rs`, where the in-memory
 //! EC2 honours it). What moto can show, through the real SDK adapter and HTTP:
 //! 1. observe-before-create: a run that starts after another finished creates nothing
 //!    (every ENI, every round);
@@ -11,10 +11,7 @@
 //!    deletes the extra one (`duplicate`), leaving exactly one. The count of duplicated ENIs
 //!    is printed; it is not asserted, because it depends on timing.
 
-use std::collections::BTreeMap;
-
 use mirror::plan::Scope;
-use mirror::settings::MirrorSettings;
 use mirror_aws::SdkEc2;
 use mirror_aws::handlers::{self, MirrorRun};
 use mirror_testkit::{ENI_TAG, Moto, Scratch, Seed, is_owned};
@@ -30,8 +27,7 @@ async fn moto_concurrent_onboard_and_reconcile_converge_to_one_session_per_eni()
     let scratch = Scratch::new("concurrency");
     let moto = Moto::start(&tools, &scratch);
     let seed = Seed::create(&moto).await;
-    let env: BTreeMap<String, String> = seed.mirror_env(&[]).into_iter().collect();
-    let settings = MirrorSettings::from_env(&|k| env.get(k).cloned()).expect("settings");
+    let settings = seed.mirror_settings(&[]);
     let onboard = MirrorRun::new("onboard-eni", settings.clone());
     let reconcile = MirrorRun::new("reconcile-mirrors", settings);
     let ec2 = SdkEc2::new(moto.ec2());

@@ -51,17 +51,7 @@ fn set(enis: &[&String]) -> BTreeSet<String> {
 /// An ENI shaped like the ones a load balancer creates (moto creates none for its load
 /// balancers, so the description is seeded the way AWS writes it).
 async fn eni_with_description(seed: &Seed, subnet: usize, description: &str) -> String {
-    seed.ec2
-        .create_network_interface()
-        .subnet_id(&seed.subnets[subnet % seed.subnets.len()])
-        .description(description)
-        .send()
-        .await
-        .expect("create ENI")
-        .network_interface()
-        .and_then(|n| n.network_interface_id())
-        .expect("ENI id")
-        .to_owned()
+    seed.eni_described(subnet, description, &[]).await
 }
 
 /// The id part of the mirror target's NLB ARN (`.../loadbalancer/net/<name>/<id>`).
@@ -123,14 +113,7 @@ async fn moto_recipe_every_load_balancer_eni_but_the_mirror_targets_own_nlb() {
 
 async fn attach_secondary_eni(seed: &Seed, instance: &str, description: &str) -> String {
     let eni = eni_with_description(seed, 0, description).await;
-    seed.ec2
-        .attach_network_interface()
-        .network_interface_id(&eni)
-        .instance_id(instance)
-        .device_index(1)
-        .send()
-        .await
-        .expect("attach ENI");
+    seed.attach(&eni, instance, 1).await;
     eni
 }
 

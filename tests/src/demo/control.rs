@@ -1,30 +1,28 @@
-//! The control plane against moto, through the Lambda Runtime API.
+//! The control plane against moto, through the Lambda Runtime API: moto, `cargo lambda watch`
+//! and the function binaries come from the control plane's test kit (`mirror-testkit`, without
+//! its SDK side); the demo's world is seeded and read back by `scripts/demo/seed.py`, as
+//! `make demo` does.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow};
+use mirror_testkit::{Harness, Tools};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::harness::{self, Proc, TempDir};
+use super::harness;
 
 /// The Lambda binaries the control-plane tests run.
 pub const FUNCTIONS: [&str; 3] = ["onboard-eni", "reconcile-mirrors", "size-fleet"];
 
 /// Why the control-plane tests can't run here, if they can't.
 pub fn prerequisites() -> Result<(), String> {
-    if harness::tool("moto_server").is_none() {
-        return Err("moto_server not found (make setup installs it into .venv)".into());
-    }
+    Tools::find()?;
     if harness::python().is_none() {
         return Err("no python3 with boto3 (make setup installs it into .venv)".into());
-    }
-    if harness::tool("cargo-lambda").is_none() {
-        return Err("cargo-lambda not found (make setup installs it into .venv)".into());
     }
     for f in FUNCTIONS {
         if harness::workspace_bin(f).is_none() {
@@ -37,32 +35,13 @@ pub fn prerequisites() -> Result<(), String> {
     Ok(())
 }
 
-/// A moto server on a free 127.0.0.1 port, stopped on drop.
-pub struct Moto {
+/// `scripts/demo/seed.py` against one moto server: the demo's world, and what the tests read
+/// back from moto.
+pub struct SeedScript {
     pub endpoint: String,
-    _proc: Proc,
 }
 
-impl Moto {
-    pub fn start(dir: &Path) -> Result<Self> {
-        let port = harness::free_port();
-        let mut cmd = Command::new(harness::tool("moto_server").context("moto_server")?);
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-        let mut proc = Proc::spawn("moto", cmd, dir)?;
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        if !harness::wait_tcp(addr, Duration::from_secs(30)) {
-            bail!(
-                "moto did not listen on {addr} within 30 s (exited: {:?}):\n{}",
-                proc.exited(),
-                proc.log_tail(20)
-            );
-        }
-        Ok(Self {
-            endpoint: format!("http://{addr}"),
-            _proc: proc,
-        })
-    }
-
+impl SeedScript {
     fn seed_cmd(&self, args: &[&str]) -> Result<Command> {
         let mut cmd = Command::new(harness::python().context("python3 with boto3")?);
         cmd.arg(harness::demo_script("seed.py"))
@@ -113,7 +92,7 @@ impl Moto {
     }
 }
 
-pub const REGION: &str = "us-east-1";
+pub use mirror_testkit::REGION;
 
 /// One seeded instance or ENI.
 #[derive(Debug, Clone, Deserialize)]
@@ -162,7 +141,7 @@ pub struct MirrorSession {
     pub tags: BTreeMap<String, String>,
 }
 
-pub const OWNER_TAG: &str = "mirrorfleet:owner";
+pub const OWNER_TAG: &str = mirror::model::OWNER_TAG_KEY;
 
 /// Settings the functions get (what the SAM template sets in AWS).
 #[derive(Debug, Clone)]
@@ -187,14 +166,9 @@ impl Default for Settings {
 }
 
 impl Settings {
-    pub fn env(&self, world: &World, moto: &Moto) -> Vec<(String, String)> {
+    /// The functions' environment besides the AWS one (which points them at moto).
+    pub fn env(&self, world: &World) -> Vec<(String, String)> {
         [
-            ("AWS_ENDPOINT_URL", moto.endpoint.clone()),
-            ("AWS_REGION", REGION.into()),
-            ("AWS_DEFAULT_REGION", REGION.into()),
-            ("AWS_ACCESS_KEY_ID", "mirrorfleet-test".into()),
-            ("AWS_SECRET_ACCESS_KEY", "mirrorfleet-test".into()),
-            ("AWS_EC2_METADATA_DISABLED", "true".into()),
             ("MIRROR_TARGET_ID", world.target_id.clone()),
             ("MIRROR_FILTER_ID", world.filter_id.clone()),
             ("MIRROR_VNI", self.vni.to_string()),
@@ -214,112 +188,10 @@ impl Settings {
             ),
             ("FLEET_SCALE_IN_AFTER", "3".into()),
             ("DRY_RUN", "false".into()),
-            ("RUST_LOG", "info".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect()
-    }
-}
-
-/// `cargo lambda watch --only-lambda-apis` on a free port, run from the workspace root; its log
-/// lives in the test's temp dir (never in a crate folder).
-pub struct RuntimeApi {
-    pub port: u16,
-    _proc: Proc,
-}
-
-impl RuntimeApi {
-    pub fn start(dir: &Path) -> Result<Self> {
-        let port = harness::free_port();
-        let mut cmd = Command::new(harness::tool("cargo-lambda").context("cargo-lambda")?);
-        cmd.args(["lambda", "watch", "--only-lambda-apis", "--ignore-changes"])
-            .args(["-A", "127.0.0.1", "-P", &port.to_string()])
-            .current_dir(harness::workspace_root())
-            .env("PATH", harness::child_path());
-        let mut proc = Proc::spawn("watch", cmd, dir)?;
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        if !harness::wait_tcp(addr, Duration::from_secs(60)) {
-            bail!(
-                "cargo lambda watch did not listen on {addr} (exited: {:?}):\n{}",
-                proc.exited(),
-                proc.log_tail(20)
-            );
-        }
-        Ok(Self { port, _proc: proc })
-    }
-
-    /// Starts a function binary polling this runtime API as function `_`.
-    pub fn function(
-        &self,
-        name: &str,
-        env: &[(String, String)],
-        dir: &Path,
-    ) -> Result<Function<'_>> {
-        let bin = harness::workspace_bin(name)
-            .with_context(|| format!("{name} is not built in {}", harness::bin_dir().display()))?;
-        let mut cmd = Command::new(bin);
-        cmd.env(
-            "AWS_LAMBDA_RUNTIME_API",
-            format!("http://127.0.0.1:{}/.rt", self.port),
-        )
-        .env("AWS_LAMBDA_FUNCTION_NAME", "_")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let proc = Proc::spawn(&harness::unique(name), cmd, dir)?;
-        Ok(Function {
-            name: name.to_owned(),
-            api: self,
-            proc,
-        })
-    }
-}
-
-/// A running function binary; stopped on drop.
-pub struct Function<'a> {
-    pub name: String,
-    api: &'a RuntimeApi,
-    proc: Proc,
-}
-
-impl Function<'_> {
-    /// `cargo lambda invoke _ --data-file EVENT`: the function's JSON response.
-    pub fn invoke(&mut self, event: &Path) -> Result<Value> {
-        if let Some(status) = self.proc.exited() {
-            bail!(
-                "{} exited ({status}) before the invocation:\n{}",
-                self.name,
-                self.proc.log_tail(20)
-            );
-        }
-        let mut cmd = Command::new(harness::tool("cargo-lambda").context("cargo-lambda")?);
-        cmd.args(["lambda", "invoke", "_", "--data-file"])
-            .arg(event)
-            .args(["-A", "127.0.0.1", "-P", &self.api.port.to_string()])
-            .current_dir(harness::workspace_root())
-            .env("PATH", harness::child_path());
-        let out = harness::run(cmd, Duration::from_secs(120))?;
-        if !out.status.success() {
-            bail!(
-                "{} failed on {}:\n{}{}\nfunction log:\n{}",
-                self.name,
-                event.display(),
-                out.stdout,
-                out.stderr,
-                self.proc.log_tail(30)
-            );
-        }
-        serde_json::from_str(&out.stdout).with_context(|| {
-            format!(
-                "{} returned no JSON for {}: {}",
-                self.name,
-                event.display(),
-                out.stdout
-            )
-        })
     }
 }
 
@@ -342,42 +214,51 @@ pub fn write_events(world: &World, dir: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// Everything a control-plane test needs, torn down in reverse order on drop.
+/// Everything a control-plane test needs, torn down on drop (moto and the Runtime API are
+/// stopped, the scratch directory removed unless the test failed).
 pub struct ControlPlane {
     pub world: World,
     pub settings: Settings,
     pub events: PathBuf,
-    pub api: RuntimeApi,
-    pub moto: Moto,
-    pub dir: TempDir,
+    pub moto: SeedScript,
+    kit: Harness,
 }
 
 impl ControlPlane {
     pub fn start(settings: Settings) -> Result<Self> {
-        let dir = TempDir::new("mfcp")?;
-        let moto = Moto::start(dir.path())?;
+        let kit = Harness::with_tools(Tools::find().map_err(|e| anyhow!(e))?, "cp");
+        let moto = SeedScript {
+            endpoint: kit.moto.url.clone(),
+        };
         let world = moto.seed("mirrorfleet-rebuilders")?;
-        let events = write_events(&world, dir.path())?;
-        let api = RuntimeApi::start(dir.path())?;
+        let events = write_events(&world, &kit.scratch.dir)?;
         Ok(Self {
             world,
             settings,
             events,
-            api,
             moto,
-            dir,
+            kit,
         })
     }
 
     /// Starts `function`, invokes it once per event file name (in `events/`), stops it.
     pub fn run(&self, function: &str, events: &[&str]) -> Result<Vec<Value>> {
-        let env = self.settings.env(&self.world, &self.moto);
-        let mut f = self.api.function(function, &env, self.dir.path())?;
-        let mut out = Vec::new();
-        for e in events {
-            out.push(f.invoke(&self.events.join(e))?);
-        }
-        Ok(out)
+        let bin = harness::workspace_bin(function).with_context(|| {
+            format!(
+                "{function} is not built in {}",
+                harness::bin_dir().display()
+            )
+        })?;
+        let f = self.kit.function(&bin, &self.settings.env(&self.world));
+        events
+            .iter()
+            .map(|e| {
+                self.kit
+                    .api
+                    .invoke_blocking(&f, &self.events.join(e))
+                    .map_err(|e| anyhow!(e))
+            })
+            .collect()
     }
 
     /// The sessions carrying our owner tag, by ENI.

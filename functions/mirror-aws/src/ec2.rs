@@ -1,14 +1,20 @@
 //! EC2 behind a small trait: the describes the observer needs (server-side filters, paginated)
-//! and the three session writes the applier needs. [`SdkEc2`] implements it with aws-sdk-ec2;
-//! tests implement it with fakes.
+//! and the three session writes the applier needs, taking the plan's own actions. [`SdkEc2`]
+//! implements it with aws-sdk-ec2; tests implement it with the test kit's fake EC2.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_ec2::types::{self as sdk, ResourceType, TagSpecification, TrafficMirrorSessionField};
+use aws_smithy_async::future::pagination_stream::PaginationStream;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use mirror::filters::Filter;
 use mirror::model::{Eni, Instance, MirrorTarget, Session, Tags};
+use mirror::plan::{Change, CreateSession, DeleteSession, ModifySession};
+use mirror::report::ErrorClass;
 
 use crate::error::AwsError;
 
@@ -16,37 +22,6 @@ use crate::error::AwsError;
 pub const MAX_FILTER_VALUES: usize = 200;
 /// Page size for every describe (the API maximum for these operations).
 pub const PAGE_SIZE: i32 = 1000;
-
-/// A session to create (the planner decided number, token and tags).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewSession {
-    pub eni_id: String,
-    pub target_id: String,
-    pub filter_id: String,
-    pub number: u32,
-    pub vni: u32,
-    pub packet_length: Option<u32>,
-    pub client_token: String,
-    pub tags: Tags,
-}
-
-/// Bring an existing session back to the spec. `packet_length: None` removes the field
-/// (whole packets), it does not leave it as it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionUpdate {
-    pub session_id: String,
-    pub target_id: Option<String>,
-    pub filter_id: Option<String>,
-    pub vni: Option<u32>,
-    pub packet_length: PacketLengthChange,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PacketLengthChange {
-    Keep,
-    Set(u32),
-    Remove,
-}
 
 /// The EC2 operations the control plane uses.
 pub trait Ec2Api: Send + Sync + 'static {
@@ -67,63 +42,23 @@ pub trait Ec2Api: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Session>, AwsError>> + Send;
     /// `DescribeTrafficMirrorTargets`, every page.
     fn describe_targets(&self) -> impl Future<Output = Result<Vec<MirrorTarget>, AwsError>> + Send;
-    /// `CreateTrafficMirrorSession`; returns the new session's id.
+    /// `CreateTrafficMirrorSession` as planned (number, ClientToken and owner tag included);
+    /// returns the new session's id.
     fn create_session(
         &self,
-        req: NewSession,
+        req: &CreateSession,
     ) -> impl Future<Output = Result<String, AwsError>> + Send;
     /// `DeleteTrafficMirrorSession`. A session that is already gone is not an error.
     fn delete_session(
         &self,
-        session_id: String,
+        req: &DeleteSession,
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
-    /// `ModifyTrafficMirrorSession`.
+    /// `ModifyTrafficMirrorSession` with every change of `req`; a packet length changed to
+    /// `None` is removed (whole packets), not left as it is.
     fn modify_session(
         &self,
-        req: SessionUpdate,
+        req: &ModifySession,
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
-}
-
-impl<T: Ec2Api> Ec2Api for Arc<T> {
-    fn describe_network_interfaces(
-        &self,
-        filters: Vec<Filter>,
-    ) -> impl Future<Output = Result<Vec<Eni>, AwsError>> + Send {
-        (**self).describe_network_interfaces(filters)
-    }
-    fn describe_instances(
-        &self,
-        filters: Vec<Filter>,
-    ) -> impl Future<Output = Result<Vec<Instance>, AwsError>> + Send {
-        (**self).describe_instances(filters)
-    }
-    fn describe_sessions(
-        &self,
-        filters: Vec<Filter>,
-    ) -> impl Future<Output = Result<Vec<Session>, AwsError>> + Send {
-        (**self).describe_sessions(filters)
-    }
-    fn describe_targets(&self) -> impl Future<Output = Result<Vec<MirrorTarget>, AwsError>> + Send {
-        (**self).describe_targets()
-    }
-    fn create_session(
-        &self,
-        req: NewSession,
-    ) -> impl Future<Output = Result<String, AwsError>> + Send {
-        (**self).create_session(req)
-    }
-    fn delete_session(
-        &self,
-        session_id: String,
-    ) -> impl Future<Output = Result<(), AwsError>> + Send {
-        (**self).delete_session(session_id)
-    }
-    fn modify_session(
-        &self,
-        req: SessionUpdate,
-    ) -> impl Future<Output = Result<(), AwsError>> + Send {
-        (**self).modify_session(req)
-    }
 }
 
 /// Split `values` into filters of at most [`MAX_FILTER_VALUES`] values each (one describe per
@@ -135,60 +70,71 @@ pub fn chunked_filters(name: &str, values: &[String]) -> Vec<Filter> {
         .collect()
 }
 
+/// The EC2 operations of [`Ec2Api`] (error messages and call counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ec2Op {
+    DescribeNetworkInterfaces,
+    DescribeInstances,
+    DescribeTrafficMirrorSessions,
+    DescribeTrafficMirrorTargets,
+    CreateTrafficMirrorSession,
+    DeleteTrafficMirrorSession,
+    ModifyTrafficMirrorSession,
+}
+
+impl Ec2Op {
+    /// Every operation, in a fixed order.
+    pub const ALL: [Ec2Op; 7] = [
+        Ec2Op::DescribeNetworkInterfaces,
+        Ec2Op::DescribeInstances,
+        Ec2Op::DescribeTrafficMirrorSessions,
+        Ec2Op::DescribeTrafficMirrorTargets,
+        Ec2Op::CreateTrafficMirrorSession,
+        Ec2Op::DeleteTrafficMirrorSession,
+        Ec2Op::ModifyTrafficMirrorSession,
+    ];
+
+    /// The API's name of the operation.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ec2Op::DescribeNetworkInterfaces => "DescribeNetworkInterfaces",
+            Ec2Op::DescribeInstances => "DescribeInstances",
+            Ec2Op::DescribeTrafficMirrorSessions => "DescribeTrafficMirrorSessions",
+            Ec2Op::DescribeTrafficMirrorTargets => "DescribeTrafficMirrorTargets",
+            Ec2Op::CreateTrafficMirrorSession => "CreateTrafficMirrorSession",
+            Ec2Op::DeleteTrafficMirrorSession => "DeleteTrafficMirrorSession",
+            Ec2Op::ModifyTrafficMirrorSession => "ModifyTrafficMirrorSession",
+        }
+    }
+}
+
 /// API calls made, by operation (one per page or write, retries by the SDK not included).
 #[derive(Debug, Default)]
 pub struct ApiCalls {
-    pub describe_network_interfaces: AtomicU64,
-    pub describe_instances: AtomicU64,
-    pub describe_sessions: AtomicU64,
-    pub describe_targets: AtomicU64,
-    pub create_session: AtomicU64,
-    pub delete_session: AtomicU64,
-    pub modify_session: AtomicU64,
+    counts: [AtomicU64; Ec2Op::ALL.len()],
 }
 
 impl ApiCalls {
-    /// `(operation, calls)` pairs, in a fixed order.
+    fn bump(&self, op: Ec2Op) {
+        self.counts[op as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(operation, calls)` pairs, in the order of [`Ec2Op::ALL`].
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        vec![
-            (
-                "DescribeNetworkInterfaces",
-                self.describe_network_interfaces.load(Ordering::Relaxed),
-            ),
-            (
-                "DescribeInstances",
-                self.describe_instances.load(Ordering::Relaxed),
-            ),
-            (
-                "DescribeTrafficMirrorSessions",
-                self.describe_sessions.load(Ordering::Relaxed),
-            ),
-            (
-                "DescribeTrafficMirrorTargets",
-                self.describe_targets.load(Ordering::Relaxed),
-            ),
-            (
-                "CreateTrafficMirrorSession",
-                self.create_session.load(Ordering::Relaxed),
-            ),
-            (
-                "DeleteTrafficMirrorSession",
-                self.delete_session.load(Ordering::Relaxed),
-            ),
-            (
-                "ModifyTrafficMirrorSession",
-                self.modify_session.load(Ordering::Relaxed),
-            ),
-        ]
+        Ec2Op::ALL
+            .iter()
+            .map(|op| {
+                (
+                    op.as_str(),
+                    self.counts[*op as usize].load(Ordering::Relaxed),
+                )
+            })
+            .collect()
     }
 
     pub fn total(&self) -> u64 {
         self.snapshot().iter().map(|(_, n)| n).sum()
     }
-}
-
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// [`Ec2Api`] on aws-sdk-ec2.
@@ -208,6 +154,25 @@ impl SdkEc2 {
 
     pub fn calls(&self) -> &ApiCalls {
         &self.calls
+    }
+
+    /// Every item of every page, each page counted as one call.
+    async fn all_pages<O, E, T>(
+        &self,
+        op: Ec2Op,
+        mut pages: PaginationStream<Result<O, SdkError<E, HttpResponse>>>,
+        items: impl Fn(&O) -> Vec<T>,
+    ) -> Result<Vec<T>, AwsError>
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            self.calls.bump(op);
+            let page = page.map_err(|e| AwsError::from_sdk(op.as_str(), &e))?;
+            out.extend(items(&page));
+        }
+        Ok(out)
     }
 }
 
@@ -247,11 +212,14 @@ fn to_u32(v: Option<i32>) -> Option<u32> {
     v.and_then(|v| u32::try_from(v).ok())
 }
 
-fn to_i32(op: &'static str, field: &'static str, v: u32) -> Result<i32, AwsError> {
-    i32::try_from(v).map_err(|_| AwsError::Other {
-        op,
-        code: "InvalidParameterValue".into(),
-        message: format!("{field} {v} does not fit the API's integer"),
+fn to_i32(op: Ec2Op, field: &'static str, v: u32) -> Result<i32, AwsError> {
+    i32::try_from(v).map_err(|_| {
+        AwsError::new(
+            ErrorClass::Other,
+            op.as_str(),
+            "InvalidParameterValue",
+            format!("{field} {v} does not fit the API's integer"),
+        )
     })
 }
 
@@ -323,88 +291,76 @@ pub fn target_from_sdk(t: &sdk::TrafficMirrorTarget) -> MirrorTarget {
     }
 }
 
-const OP_DESCRIBE_ENIS: &str = "DescribeNetworkInterfaces";
-const OP_DESCRIBE_INSTANCES: &str = "DescribeInstances";
-const OP_DESCRIBE_SESSIONS: &str = "DescribeTrafficMirrorSessions";
-const OP_DESCRIBE_TARGETS: &str = "DescribeTrafficMirrorTargets";
-const OP_CREATE: &str = "CreateTrafficMirrorSession";
-const OP_DELETE: &str = "DeleteTrafficMirrorSession";
-const OP_MODIFY: &str = "ModifyTrafficMirrorSession";
-
 impl Ec2Api for SdkEc2 {
     async fn describe_network_interfaces(
         &self,
         filters: Vec<Filter>,
     ) -> Result<Vec<Eni>, AwsError> {
-        let mut pages = self
+        let pages = self
             .client
             .describe_network_interfaces()
             .set_filters(sdk_filters(filters))
             .max_results(PAGE_SIZE)
             .into_paginator()
             .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            bump(&self.calls.describe_network_interfaces);
-            let page = page.map_err(|e| AwsError::from_sdk(OP_DESCRIBE_ENIS, &e))?;
-            out.extend(page.network_interfaces().iter().map(eni_from_sdk));
-        }
-        Ok(out)
+        self.all_pages(Ec2Op::DescribeNetworkInterfaces, pages, |p| {
+            p.network_interfaces().iter().map(eni_from_sdk).collect()
+        })
+        .await
     }
 
     async fn describe_instances(&self, filters: Vec<Filter>) -> Result<Vec<Instance>, AwsError> {
-        let mut pages = self
+        let pages = self
             .client
             .describe_instances()
             .set_filters(sdk_filters(filters))
             .max_results(PAGE_SIZE)
             .into_paginator()
             .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            bump(&self.calls.describe_instances);
-            let page = page.map_err(|e| AwsError::from_sdk(OP_DESCRIBE_INSTANCES, &e))?;
-            for r in page.reservations() {
-                out.extend(r.instances().iter().map(instance_from_sdk));
-            }
-        }
-        Ok(out)
+        self.all_pages(Ec2Op::DescribeInstances, pages, |p| {
+            p.reservations()
+                .iter()
+                .flat_map(|r| r.instances().iter().map(instance_from_sdk))
+                .collect()
+        })
+        .await
     }
 
     async fn describe_sessions(&self, filters: Vec<Filter>) -> Result<Vec<Session>, AwsError> {
-        let mut pages = self
+        let pages = self
             .client
             .describe_traffic_mirror_sessions()
             .set_filters(sdk_filters(filters))
             .max_results(PAGE_SIZE)
             .into_paginator()
             .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            bump(&self.calls.describe_sessions);
-            let page = page.map_err(|e| AwsError::from_sdk(OP_DESCRIBE_SESSIONS, &e))?;
-            out.extend(page.traffic_mirror_sessions().iter().map(session_from_sdk));
-        }
-        Ok(out)
+        self.all_pages(Ec2Op::DescribeTrafficMirrorSessions, pages, |p| {
+            p.traffic_mirror_sessions()
+                .iter()
+                .map(session_from_sdk)
+                .collect()
+        })
+        .await
     }
 
     async fn describe_targets(&self) -> Result<Vec<MirrorTarget>, AwsError> {
-        let mut pages = self
+        let pages = self
             .client
             .describe_traffic_mirror_targets()
             .max_results(PAGE_SIZE)
             .into_paginator()
             .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            bump(&self.calls.describe_targets);
-            let page = page.map_err(|e| AwsError::from_sdk(OP_DESCRIBE_TARGETS, &e))?;
-            out.extend(page.traffic_mirror_targets().iter().map(target_from_sdk));
-        }
-        Ok(out)
+        self.all_pages(Ec2Op::DescribeTrafficMirrorTargets, pages, |p| {
+            p.traffic_mirror_targets()
+                .iter()
+                .map(target_from_sdk)
+                .collect()
+        })
+        .await
     }
 
-    async fn create_session(&self, req: NewSession) -> Result<String, AwsError> {
+    async fn create_session(&self, req: &CreateSession) -> Result<String, AwsError> {
+        const OP: Ec2Op = Ec2Op::CreateTrafficMirrorSession;
         let tag_spec = TagSpecification::builder()
             .resource_type(ResourceType::TrafficMirrorSession)
             .set_tags(Some(
@@ -415,24 +371,25 @@ impl Ec2Api for SdkEc2 {
             ))
             .build();
         let packet_length = match req.packet_length {
-            Some(p) => Some(to_i32(OP_CREATE, "PacketLength", p)?),
+            Some(p) => Some(to_i32(OP, "PacketLength", p)?),
             None => None,
         };
-        bump(&self.calls.create_session);
-        let out = self
+        let call = self
             .client
             .create_traffic_mirror_session()
             .network_interface_id(&req.eni_id)
             .traffic_mirror_target_id(&req.target_id)
             .traffic_mirror_filter_id(&req.filter_id)
-            .session_number(to_i32(OP_CREATE, "SessionNumber", req.number)?)
-            .virtual_network_id(to_i32(OP_CREATE, "VirtualNetworkId", req.vni)?)
+            .session_number(to_i32(OP, "SessionNumber", req.number)?)
+            .virtual_network_id(to_i32(OP, "VirtualNetworkId", req.vni)?)
             .set_packet_length(packet_length)
             .client_token(&req.client_token)
-            .tag_specifications(tag_spec)
+            .tag_specifications(tag_spec);
+        self.calls.bump(OP);
+        let out = call
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk(OP_CREATE, &e))?;
+            .map_err(|e| AwsError::from_sdk(OP.as_str(), &e))?;
         Ok(out
             .traffic_mirror_session()
             .and_then(|s| s.traffic_mirror_session_id())
@@ -440,46 +397,51 @@ impl Ec2Api for SdkEc2 {
             .to_owned())
     }
 
-    async fn delete_session(&self, session_id: String) -> Result<(), AwsError> {
-        bump(&self.calls.delete_session);
+    async fn delete_session(&self, req: &DeleteSession) -> Result<(), AwsError> {
+        const OP: Ec2Op = Ec2Op::DeleteTrafficMirrorSession;
+        self.calls.bump(OP);
         match self
             .client
             .delete_traffic_mirror_session()
-            .traffic_mirror_session_id(&session_id)
+            .traffic_mirror_session_id(&req.session_id)
             .send()
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) => match AwsError::from_sdk(OP_DELETE, &e) {
+            Err(e) => match AwsError::from_sdk(OP.as_str(), &e) {
                 // Already gone (its ENI was deleted, or a concurrent run deleted it).
-                AwsError::EniGone { .. } => Ok(()),
+                gone if gone.class == ErrorClass::EniGone => Ok(()),
                 other => Err(other),
             },
         }
     }
 
-    async fn modify_session(&self, req: SessionUpdate) -> Result<(), AwsError> {
+    async fn modify_session(&self, req: &ModifySession) -> Result<(), AwsError> {
+        const OP: Ec2Op = Ec2Op::ModifyTrafficMirrorSession;
         let mut call = self
             .client
             .modify_traffic_mirror_session()
-            .traffic_mirror_session_id(&req.session_id)
-            .set_traffic_mirror_target_id(req.target_id.clone())
-            .set_traffic_mirror_filter_id(req.filter_id.clone());
-        if let Some(vni) = req.vni {
-            call = call.virtual_network_id(to_i32(OP_MODIFY, "VirtualNetworkId", vni)?);
+            .traffic_mirror_session_id(&req.session_id);
+        for change in &req.changes {
+            call = match change {
+                Change::Target { to, .. } => call.traffic_mirror_target_id(to),
+                Change::Filter { to, .. } => call.traffic_mirror_filter_id(to),
+                Change::Vni { to, .. } => {
+                    call.virtual_network_id(to_i32(OP, "VirtualNetworkId", *to)?)
+                }
+                Change::PacketLength { to: Some(p), .. } => {
+                    call.packet_length(to_i32(OP, "PacketLength", *p)?)
+                }
+                Change::PacketLength { to: None, .. } => {
+                    call.remove_fields(TrafficMirrorSessionField::PacketLength)
+                }
+            };
         }
-        call = match req.packet_length {
-            PacketLengthChange::Keep => call,
-            PacketLengthChange::Set(p) => call.packet_length(to_i32(OP_MODIFY, "PacketLength", p)?),
-            PacketLengthChange::Remove => {
-                call.remove_fields(TrafficMirrorSessionField::PacketLength)
-            }
-        };
-        bump(&self.calls.modify_session);
+        self.calls.bump(OP);
         call.send()
             .await
             .map(|_| ())
-            .map_err(|e| AwsError::from_sdk(OP_MODIFY, &e))
+            .map_err(|e| AwsError::from_sdk(OP.as_str(), &e))
     }
 }
 
@@ -519,5 +481,19 @@ mod tests {
         assert_eq!(s.vni, Some(42));
         assert_eq!(s.packet_length, None);
         assert!(s.is_owned_by("prod"));
+    }
+
+    #[test]
+    fn call_counts_are_listed_per_operation_in_a_fixed_order() {
+        let calls = ApiCalls::default();
+        calls.bump(Ec2Op::CreateTrafficMirrorSession);
+        calls.bump(Ec2Op::CreateTrafficMirrorSession);
+        calls.bump(Ec2Op::DescribeInstances);
+        let snapshot = calls.snapshot();
+        let names: Vec<&str> = snapshot.iter().map(|(op, _)| *op).collect();
+        assert_eq!(names, Ec2Op::ALL.map(Ec2Op::as_str));
+        assert_eq!(snapshot[1], ("DescribeInstances", 1));
+        assert_eq!(snapshot[4], ("CreateTrafficMirrorSession", 2));
+        assert_eq!(calls.total(), 3);
     }
 }

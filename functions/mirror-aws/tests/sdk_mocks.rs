@@ -6,97 +6,31 @@
 //! The clients are built by hand (mock HTTP client + interceptor) so that aws-sdk-ec2 needs
 //! no `test-util` feature and is compiled once for build and test.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::time::Duration;
-
 use aws_sdk_autoscaling::operation::describe_auto_scaling_groups::DescribeAutoScalingGroupsOutput;
 use aws_sdk_autoscaling::operation::set_desired_capacity::SetDesiredCapacityOutput;
-use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_ec2::operation::create_traffic_mirror_session::CreateTrafficMirrorSessionOutput;
 use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
 use aws_sdk_ec2::operation::describe_network_interfaces::DescribeNetworkInterfacesOutput;
 use aws_sdk_ec2::operation::describe_traffic_mirror_sessions::DescribeTrafficMirrorSessionsOutput;
 use aws_sdk_ec2::operation::describe_traffic_mirror_targets::DescribeTrafficMirrorTargetsOutput;
 use aws_sdk_ec2::operation::modify_traffic_mirror_session::ModifyTrafficMirrorSessionOutput;
-use aws_sdk_ec2::types::{
-    NetworkInterface, ResourceType, Tag, TrafficMirrorSession, TrafficMirrorSessionField,
-};
-use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
-use aws_smithy_runtime_api::http::{Response as HttpResponse, StatusCode};
-use aws_smithy_types::body::SdkBody;
-use aws_smithy_types::retry::RetryConfig;
+use aws_sdk_ec2::types::{ResourceType, TrafficMirrorSessionField};
+use aws_smithy_mocks::{Rule, RuleMode, mock};
 use mirror::model::OWNER_TAG_KEY;
+use mirror::plan::{Change, CreateSession, DeleteReason, DeleteSession, ModifySession};
 use mirror::report::ErrorClass;
-use mirror::settings::MirrorSettings;
-use mirror_aws::ec2::{Ec2Api, NewSession, PacketLengthChange, SdkEc2, SessionUpdate};
-use mirror_aws::error::AwsError;
-use mirror_aws::fleet::{FleetApi, SdkFleet};
+use mirror_aws::ec2::{Ec2Api, SdkEc2};
+use mirror_aws::fleet::FleetApi;
 use mirror_aws::handlers::{self, MirrorRun};
-
-const ATTEMPTS: u32 = 4;
-
-fn retry() -> RetryConfig {
-    RetryConfig::standard()
-        .with_max_attempts(ATTEMPTS)
-        .with_initial_backoff(Duration::from_millis(1))
-        .with_max_backoff(Duration::from_millis(5))
-}
+use mirror_testkit::mocks::{self, ATTEMPTS, created, ec2_error, tagged_eni};
+use mirror_testkit::sample_event;
+use mirror_testkit::settings::settings;
 
 fn ec2(mode: RuleMode, rules: &[&Rule]) -> SdkEc2 {
-    let mut interceptor = MockResponseInterceptor::new().rule_mode(mode);
-    for rule in rules {
-        interceptor = interceptor.with_rule(rule);
-    }
-    let config = aws_sdk_ec2::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
-        .http_client(create_mock_http_client())
-        .interceptor(interceptor)
-        .retry_config(retry())
-        .build();
-    SdkEc2::new(aws_sdk_ec2::Client::from_conf(config))
+    mocks::ec2(mode, rules)
 }
 
-fn autoscaling(rules: &[&Rule]) -> SdkFleet {
-    let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
-    for rule in rules {
-        interceptor = interceptor.with_rule(rule);
-    }
-    let config = aws_sdk_autoscaling::Config::builder()
-        .behavior_version(aws_sdk_autoscaling::config::BehaviorVersion::latest())
-        .region(aws_sdk_autoscaling::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_autoscaling::config::Credentials::new(
-            "AKIDTEST", "secret", None, None, "test",
-        ))
-        .http_client(create_mock_http_client())
-        .interceptor(interceptor)
-        .retry_config(retry())
-        .build();
-    SdkFleet::new(aws_sdk_autoscaling::Client::from_conf(config))
-}
-
-/// An EC2 error document as the API returns it.
-fn ec2_error(status: u16, code: &str, message: &str) -> HttpResponse {
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code>\
-         <Message>{message}</Message></Error></Errors><RequestID>5f0e6b8c-test</RequestID></Response>"
-    );
-    HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::from(body))
-}
-
-fn eni(id: &str) -> NetworkInterface {
-    NetworkInterface::builder()
-        .network_interface_id(id)
-        .subnet_id("subnet-1")
-        .vpc_id("vpc-1")
-        .tag_set(Tag::builder().key("mirror").value("true").build())
-        .build()
-}
-
-fn new_session(eni: &str) -> NewSession {
-    NewSession {
+fn new_session(eni: &str) -> CreateSession {
+    CreateSession {
         eni_id: eni.into(),
         target_id: "tmt-1".into(),
         filter_id: "tmf-1".into(),
@@ -116,13 +50,13 @@ async fn throttling_is_retried_with_backoff_then_every_page_is_read() {
         .times(2)
         .output(|| {
             DescribeNetworkInterfacesOutput::builder()
-                .network_interfaces(eni("eni-1"))
+                .network_interfaces(tagged_eni("eni-1"))
                 .next_token("page-2")
                 .build()
         })
         .output(|| {
             DescribeNetworkInterfacesOutput::builder()
-                .network_interfaces(eni("eni-2"))
+                .network_interfaces(tagged_eni("eni-2"))
                 .build()
         })
         .build();
@@ -147,8 +81,8 @@ async fn throttling_that_outlasts_the_retries_is_classified_throttled() {
         .repeatedly()
         .build();
     let ec2 = ec2(RuleMode::Sequential, &[&rule]);
-    let err = ec2.create_session(new_session("eni-1")).await.unwrap_err();
-    assert!(matches!(err, AwsError::Throttled { .. }), "{err}");
+    let err = ec2.create_session(&new_session("eni-1")).await.unwrap_err();
+    assert_eq!(err.class, ErrorClass::Throttled, "{err}");
     assert!(err.retryable());
     assert_eq!(rule.num_calls(), ATTEMPTS as usize);
 }
@@ -163,8 +97,8 @@ async fn an_unsupported_source_is_recognised_from_the_api_error_and_not_retried(
         )
     });
     let ec2 = ec2(RuleMode::Sequential, &[&rule]);
-    let err = ec2.create_session(new_session("eni-1")).await.unwrap_err();
-    assert_eq!(err.class(), ErrorClass::UnsupportedSource, "{err}");
+    let err = ec2.create_session(&new_session("eni-1")).await.unwrap_err();
+    assert_eq!(err.class, ErrorClass::UnsupportedSource, "{err}");
     assert!(!err.retryable());
     assert_eq!(rule.num_calls(), 1);
 }
@@ -179,8 +113,8 @@ async fn the_per_eni_session_limit_is_classified() {
         )
     });
     let ec2 = ec2(RuleMode::Sequential, &[&rule]);
-    let err = ec2.create_session(new_session("eni-1")).await.unwrap_err();
-    assert_eq!(err.class(), ErrorClass::SessionLimit, "{err}");
+    let err = ec2.create_session(&new_session("eni-1")).await.unwrap_err();
+    assert_eq!(err.class, ErrorClass::SessionLimit, "{err}");
 }
 
 #[tokio::test]
@@ -201,17 +135,9 @@ async fn create_sends_number_vni_client_token_and_the_owner_tag() {
                 && req.packet_length().is_none()
                 && req.network_interface_id() == Some("eni-1")
         })
-        .then_output(|| {
-            CreateTrafficMirrorSessionOutput::builder()
-                .traffic_mirror_session(
-                    TrafficMirrorSession::builder()
-                        .traffic_mirror_session_id("tms-new")
-                        .build(),
-                )
-                .build()
-        });
+        .then_output(|| created("tms-new"));
     let ec2 = ec2(RuleMode::Sequential, &[&rule]);
-    let id = ec2.create_session(new_session("eni-1")).await.unwrap();
+    let id = ec2.create_session(&new_session("eni-1")).await.unwrap();
     assert_eq!(id, "tms-new");
     assert_eq!(rule.num_calls(), 1);
 }
@@ -226,12 +152,20 @@ async fn modify_removes_the_packet_length_when_the_spec_has_none() {
         })
         .then_output(|| ModifyTrafficMirrorSessionOutput::builder().build());
     let ec2 = ec2(RuleMode::Sequential, &[&rule]);
-    ec2.modify_session(SessionUpdate {
+    ec2.modify_session(&ModifySession {
         session_id: "tms-1".into(),
-        target_id: None,
-        filter_id: None,
-        vni: Some(7),
-        packet_length: PacketLengthChange::Remove,
+        eni_id: "eni-1".into(),
+        number: 1,
+        changes: vec![
+            Change::Vni {
+                from: Some(99),
+                to: 7,
+            },
+            Change::PacketLength {
+                from: Some(100),
+                to: None,
+            },
+        ],
     })
     .await
     .unwrap();
@@ -248,7 +182,14 @@ async fn deleting_a_session_that_is_already_gone_succeeds() {
         )
     });
     let ec2 = ec2(RuleMode::Sequential, &[&rule]);
-    ec2.delete_session("tms-1".into()).await.unwrap();
+    ec2.delete_session(&DeleteSession {
+        session_id: "tms-1".into(),
+        eni_id: "eni-1".into(),
+        number: 1,
+        reason: DeleteReason::EniGone,
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -257,8 +198,8 @@ async fn an_eni_deleted_mid_run_fails_alone_and_the_run_succeeds() {
         .then_output(|| DescribeTrafficMirrorTargetsOutput::builder().build());
     let enis = mock!(aws_sdk_ec2::Client::describe_network_interfaces).then_output(|| {
         DescribeNetworkInterfacesOutput::builder()
-            .network_interfaces(eni("eni-gone"))
-            .network_interfaces(eni("eni-ok"))
+            .network_interfaces(tagged_eni("eni-gone"))
+            .network_interfaces(tagged_eni("eni-ok"))
             .build()
     });
     let instances = mock!(aws_sdk_ec2::Client::describe_instances)
@@ -276,15 +217,7 @@ async fn an_eni_deleted_mid_run_fails_alone_and_the_run_succeeds() {
         });
     let create_ok = mock!(aws_sdk_ec2::Client::create_traffic_mirror_session)
         .match_requests(|req| req.network_interface_id() == Some("eni-ok"))
-        .then_output(|| {
-            CreateTrafficMirrorSessionOutput::builder()
-                .traffic_mirror_session(
-                    TrafficMirrorSession::builder()
-                        .traffic_mirror_session_id("tms-ok")
-                        .build(),
-                )
-                .build()
-        });
+        .then_output(|| created("tms-ok"));
     let ec2 = ec2(
         RuleMode::MatchAny,
         &[
@@ -296,30 +229,10 @@ async fn an_eni_deleted_mid_run_fails_alone_and_the_run_succeeds() {
             &create_ok,
         ],
     );
-    let env: BTreeMap<&str, &str> = [
-        ("MIRROR_TARGET_ID", "tmt-1"),
-        ("MIRROR_FILTER_ID", "tmf-1"),
-        ("MIRROR_VNI", "42"),
-        ("MIRROR_OWNER", "owner"),
-        ("MIRROR_ENI_FILTERS", "Name=tag:mirror,Values=true"),
-        (
-            "MIRROR_INSTANCE_FILTERS",
-            "Name=tag:mirror-instance,Values=true",
-        ),
-    ]
-    .into();
-    let settings = MirrorSettings::from_env(&|k| env.get(k).map(|v| (*v).to_owned())).unwrap();
-    let scheduled: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../events/scheduled.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
     let report = handlers::reconcile(
         &ec2,
-        &MirrorRun::new("reconcile-mirrors", settings),
-        scheduled,
+        &MirrorRun::new("reconcile-mirrors", settings(&[])),
+        sample_event("scheduled.json"),
     )
     .await
     .expect("a gone ENI is not retryable: the run succeeds");
@@ -358,7 +271,7 @@ async fn set_desired_capacity_honours_the_cooldown() {
                 && req.auto_scaling_group_name() == Some("rebuilders")
         })
         .then_output(|| SetDesiredCapacityOutput::builder().build());
-    let fleet = autoscaling(&[&describe, &set]);
+    let fleet = mocks::autoscaling(&[&describe, &set]);
     let group = fleet.describe_group("rebuilders").await.unwrap().unwrap();
     assert_eq!(
         (group.min_size, group.max_size, group.desired_capacity),

@@ -9,75 +9,33 @@
 //! deleted between observe and apply is also shown against the faithful in-memory EC2, where
 //! the ENI really disappears after the handler observed it.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_ec2::operation::create_traffic_mirror_session::CreateTrafficMirrorSessionOutput;
 use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
 use aws_sdk_ec2::operation::describe_network_interfaces::DescribeNetworkInterfacesOutput;
 use aws_sdk_ec2::operation::describe_traffic_mirror_sessions::DescribeTrafficMirrorSessionsOutput;
 use aws_sdk_ec2::operation::describe_traffic_mirror_targets::DescribeTrafficMirrorTargetsOutput;
-use aws_sdk_ec2::types::{NetworkInterface, Tag, TrafficMirrorSession};
-use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
-use aws_smithy_runtime_api::http::{Response as HttpResponse, StatusCode};
-use aws_smithy_types::body::SdkBody;
-use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_mocks::{Rule, RuleMode, mock};
 use aws_smithy_types::timeout::TimeoutConfig;
 use mirror::filters::Filter;
 use mirror::model::{Eni, Instance, MirrorTarget, Session};
-use mirror::plan::Scope;
+use mirror::plan::{CreateSession, DeleteSession, ModifySession, Scope};
 use mirror::report::{ErrorClass, Report};
-use mirror_aws::ec2::{Ec2Api, NewSession, SdkEc2, SessionUpdate};
-use mirror_aws::error::AwsError;
-use mirror_aws::handlers::{self, HandlerError, MirrorRun};
-use support::{Call, Ec2World, FakeEc2, api_error, settings};
+use mirror_aws::ec2::{Ec2Api, Ec2Op, SdkEc2};
+use mirror_aws::error::{AwsError, HandlerError};
+use mirror_aws::handlers::{self, MirrorRun};
+use mirror_testkit::fake_ec2::api_error;
+use mirror_testkit::mocks::{self, ATTEMPTS, created, ec2_error, fast_retry, tagged_eni};
+use mirror_testkit::settings::settings;
+use mirror_testkit::{Call, Ec2World, FakeEc2, test_client};
 
-const ATTEMPTS: u32 = 4;
 const NOW: u64 = 1_795_660_200;
 
-fn retry() -> RetryConfig {
-    RetryConfig::standard()
-        .with_max_attempts(ATTEMPTS)
-        .with_initial_backoff(Duration::from_millis(1))
-        .with_max_backoff(Duration::from_millis(5))
-}
-
 fn mocked(rules: &[&Rule]) -> SdkEc2 {
-    let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
-    for rule in rules {
-        interceptor = interceptor.with_rule(rule);
-    }
-    let config = aws_sdk_ec2::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
-        .http_client(create_mock_http_client())
-        .interceptor(interceptor)
-        .retry_config(retry())
-        .build();
-    SdkEc2::new(aws_sdk_ec2::Client::from_conf(config))
-}
-
-fn ec2_error(status: u16, code: &str, message: &str) -> HttpResponse {
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code>\
-         <Message>{message}</Message></Error></Errors><RequestID>5f0e6b8c-test</RequestID></Response>"
-    );
-    HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::from(body))
-}
-
-fn eni(id: &str) -> NetworkInterface {
-    NetworkInterface::builder()
-        .network_interface_id(id)
-        .subnet_id("subnet-1")
-        .vpc_id("vpc-1")
-        .tag_set(Tag::builder().key("mirror").value("true").build())
-        .build()
+    mocks::ec2(RuleMode::MatchAny, rules)
 }
 
 /// The describes of a full run over `ids` (no sessions yet, no instances, no targets).
@@ -93,7 +51,7 @@ fn world_rules(ids: &'static [&'static str]) -> Vec<Rule> {
             .output(move || {
                 let mut b = DescribeNetworkInterfacesOutput::builder();
                 for id in ids {
-                    b = b.network_interfaces(eni(id));
+                    b = b.network_interfaces(tagged_eni(id));
                 }
                 b.build()
             })
@@ -110,16 +68,6 @@ fn world_rules(ids: &'static [&'static str]) -> Vec<Rule> {
             .repeatedly()
             .build(),
     ]
-}
-
-fn created(session: &'static str) -> CreateTrafficMirrorSessionOutput {
-    CreateTrafficMirrorSessionOutput::builder()
-        .traffic_mirror_session(
-            TrafficMirrorSession::builder()
-                .traffic_mirror_session_id(session)
-                .build(),
-        )
-        .build()
 }
 
 /// A create rule for one ENI that succeeds every time it is called.
@@ -207,7 +155,7 @@ async fn a_throttling_storm_on_every_call_fails_observation_and_writes_nothing()
     let ec2 = mocked(&[&storm, &create]);
     let err = run_all(&ec2).await.unwrap_err();
     assert!(
-        matches!(err, HandlerError::Observe(AwsError::Throttled { .. })),
+        matches!(&err, HandlerError::Observe(e) if e.class == ErrorClass::Throttled),
         "{err}"
     );
     assert_eq!(storm.num_calls(), ATTEMPTS as usize);
@@ -271,10 +219,7 @@ async fn permission_denied_on_observation_fails_the_run_before_any_write() {
     all.extend(rules.iter());
     let err = run_all(&mocked(&all)).await.unwrap_err();
     assert!(
-        matches!(
-            err,
-            HandlerError::Observe(AwsError::PermissionDenied { .. })
-        ),
+        matches!(&err, HandlerError::Observe(e) if e.class == ErrorClass::PermissionDenied),
         "{err}"
     );
     assert_eq!(denied.num_calls(), 1);
@@ -322,7 +267,7 @@ async fn an_eni_that_really_vanishes_after_observation_fails_alone() {
         for id in FOUR.iter().filter(|id| **id != victim) {
             assert_eq!(w.owned_on(id).len(), 1, "{id}");
         }
-        w.state.lock().unwrap().write_hook = None;
+        w.clear_write_hook();
         let again = handlers::run_mirror(&w.client("next"), &run, &Scope::All, NOW + 60)
             .await
             .unwrap();
@@ -352,20 +297,17 @@ async fn black_hole() -> (String, Arc<AtomicUsize>) {
 const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(200);
 
 fn hung_client(url: &str) -> SdkEc2 {
-    let config = aws_sdk_ec2::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(url)
-        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
-        .retry_config(retry())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-                .operation_timeout(ATTEMPT_TIMEOUT * (ATTEMPTS + 2))
-                .build(),
-        )
-        .build();
-    SdkEc2::new(aws_sdk_ec2::Client::from_conf(config))
+    SdkEc2::new(test_client!(
+        aws_sdk_ec2
+            .endpoint_url(url)
+            .retry_config(fast_retry())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .operation_timeout(ATTEMPT_TIMEOUT * (ATTEMPTS + 2))
+                    .build(),
+            )
+    ))
 }
 
 #[tokio::test]
@@ -378,7 +320,7 @@ async fn a_call_that_never_answers_times_out_is_retried_and_is_retryable() {
         .await
         .unwrap_err();
     let took = started.elapsed();
-    assert_eq!(err.code(), "Timeout", "{err}");
+    assert_eq!(err.code, "Timeout", "{err}");
     assert!(err.retryable());
     assert!(took < ATTEMPT_TIMEOUT * (ATTEMPTS + 4), "{took:?}");
     let tries = accepted.load(Ordering::Relaxed);
@@ -408,17 +350,17 @@ impl Ec2Api for HangOne {
     async fn describe_targets(&self) -> Result<Vec<MirrorTarget>, AwsError> {
         self.fake.describe_targets().await
     }
-    async fn create_session(&self, req: NewSession) -> Result<String, AwsError> {
+    async fn create_session(&self, req: &CreateSession) -> Result<String, AwsError> {
         if req.eni_id == self.eni {
             self.hung.create_session(req).await
         } else {
             self.fake.create_session(req).await
         }
     }
-    async fn delete_session(&self, id: String) -> Result<(), AwsError> {
-        self.fake.delete_session(id).await
+    async fn delete_session(&self, req: &DeleteSession) -> Result<(), AwsError> {
+        self.fake.delete_session(req).await
     }
-    async fn modify_session(&self, req: SessionUpdate) -> Result<(), AwsError> {
+    async fn modify_session(&self, req: &ModifySession) -> Result<(), AwsError> {
         self.fake.modify_session(req).await
     }
 }
@@ -484,7 +426,7 @@ async fn every_error_class_at_once_leaves_the_healthy_eni_alone() {
     w.set_write_hook(Box::new(move |_, call| match call {
         Call::Create { eni_id, .. } => table
             .get(eni_id.as_str())
-            .map(|code| api_error("CreateTrafficMirrorSession", code)),
+            .map(|code| api_error(Ec2Op::CreateTrafficMirrorSession, code)),
         _ => None,
     }));
     let run = MirrorRun::new("reconcile-mirrors", settings(&[]));

@@ -2,22 +2,21 @@
 //! create two sessions.
 //!
 //! Both handlers observe → plan → apply against one in-memory EC2 that honours ClientToken
-//! like AWS (see `support`). Every API call of every handler is surrounded by a seeded number
+//! like AWS (the test kit's `fake_ec2`, on `mirror::sim`). Every API call of every handler is surrounded by a seeded number
 //! of yields (and, on the multi-threaded runtime, short sleeps), so the runs interleave at
 //! every observe/apply boundary; each seed is one schedule, reproducible. The tests count how
 //! many schedules really raced (both handlers sent a create for the same ENI) so they cannot
 //! pass by never racing, and a negative control shows the same schedules without ClientToken
 //! (what moto does) do produce duplicates — which the next reconcile then removes.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 
 use mirror::plan::Scope;
 use mirror_aws::events;
 use mirror_aws::handlers::{self, HandlerError, MirrorRun};
+use mirror_testkit::settings::settings;
+use mirror_testkit::{Call, Ec2World, FakeEc2, eni_event, instance_event, sample_event};
 use serde_json::Value;
-use support::{Call, Ec2World, FakeEc2, eni_event, event, instance_event, settings};
 
 /// 2026-11-26T02:30:00Z: mid-hour, so both handlers' tokens fall in the same bucket.
 const NOW: u64 = 1_795_660_200;
@@ -67,7 +66,7 @@ fn runs(w: &Ec2World, seed: u64, max_sleep_us: u64) -> Vec<(FakeEc2, &'static st
         (
             w.chaotic_client("reconcile", seed.wrapping_mul(7) ^ 0xabcdef, max_sleep_us),
             "reconcile-mirrors",
-            event("scheduled.json"),
+            sample_event("scheduled.json"),
         ),
     ]
 }
@@ -136,7 +135,7 @@ async fn steady_state_has_no_writes(w: &Ec2World, seed: u64) {
     handle(
         w.client("reconcile-after"),
         "reconcile-mirrors",
-        event("scheduled.json"),
+        sample_event("scheduled.json"),
     )
     .await
     .unwrap();
@@ -207,7 +206,7 @@ async fn handlers_entry_points_race_safely() {
         let b = w.chaotic_client("reconcile", !seed, 0);
         let (ra, rb) = tokio::join!(
             handlers::onboard(&a, &onboard_run, eni_event("eni-a")),
-            handlers::reconcile(&b, &reconcile_run, event("scheduled.json")),
+            handlers::reconcile(&b, &reconcile_run, sample_event("scheduled.json")),
         );
         // Across an hour boundary the two tokens differ; the loser's create then clashes on
         // the session number and fails (Lambda retries it). One session either way.
@@ -287,7 +286,7 @@ async fn without_client_token_the_race_duplicates_and_the_next_reconcile_heals_i
         handle(
             w.client("heal"),
             "reconcile-mirrors",
-            event("scheduled.json"),
+            sample_event("scheduled.json"),
         )
         .await
         .unwrap();

@@ -12,16 +12,22 @@
 //!
 //! Narrow scope: the same, but by id (`network-interface-id`, `instance-id`,
 //! `attachment.instance-id`) and the sessions of the ENIs in scope only.
+//!
+//! size-fleet ([`observe_fleet`]): the rebuilder group, and the sessions sending to our target
+//! (every session to the target loads the fleet, ours or not).
 
 use std::collections::BTreeSet;
 
+use mirror::capacity::{FleetObservation, Load, SCALE_IN_HISTORY_TAG};
 use mirror::filters::Filter;
 use mirror::model::{MirrorSpec, Observed};
 use mirror::plan::Scope;
 use mirror::selection::Selector;
+use mirror::settings::FleetSettings;
 
 use crate::ec2::{Ec2Api, chunked_filters};
-use crate::error::AwsError;
+use crate::error::{AwsError, HandlerError};
+use crate::fleet::FleetApi;
 
 async fn enis_by<E: Ec2Api>(
     ec2: &E,
@@ -146,4 +152,35 @@ pub async fn observe<E: Ec2Api>(
         }
     }
     Ok(observed)
+}
+
+/// Describe the rebuilder group and count the sessions sending to our target.
+pub async fn observe_fleet<E: Ec2Api, F: FleetApi>(
+    ec2: &E,
+    fleet: &F,
+    settings: &FleetSettings,
+) -> Result<FleetObservation, HandlerError> {
+    let group = fleet
+        .describe_group(&settings.asg_name)
+        .await
+        .map_err(HandlerError::Fleet)?
+        .ok_or_else(|| HandlerError::GroupNotFound(settings.asg_name.clone()))?;
+    let target = &settings.target_id;
+    let sessions = ec2
+        .describe_sessions(vec![Filter::new(
+            "traffic-mirror-target-id",
+            [target.clone()],
+        )])
+        .await
+        .map_err(HandlerError::Observe)?;
+    let sessions = sessions.iter().filter(|s| &s.target_id == target).count();
+    Ok(FleetObservation {
+        load: Load {
+            sessions: u32::try_from(sessions).unwrap_or(u32::MAX),
+            current_desired: group.desired_capacity,
+        },
+        group_min: group.min_size,
+        group_max: group.max_size,
+        history_tag: group.tags.get(SCALE_IN_HISTORY_TAG).cloned(),
+    })
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use aws_sdk_autoscaling::types::Tag;
+use mirror::report::ErrorClass;
 
 use crate::error::AwsError;
 
@@ -89,10 +90,13 @@ impl FleetApi for SdkFleet {
     }
 
     async fn set_desired_capacity(&self, name: &str, desired: u32) -> Result<(), AwsError> {
-        let desired = i32::try_from(desired).map_err(|_| AwsError::Other {
-            op: "SetDesiredCapacity",
-            code: "InvalidParameterValue".into(),
-            message: format!("desired capacity {desired} out of range"),
+        let desired = i32::try_from(desired).map_err(|_| {
+            AwsError::new(
+                ErrorClass::Other,
+                "SetDesiredCapacity",
+                "InvalidParameterValue",
+                format!("desired capacity {desired} out of range"),
+            )
         })?;
         self.client
             .set_desired_capacity()

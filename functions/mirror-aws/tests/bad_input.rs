@@ -2,13 +2,11 @@
 //! filter syntax. Each gets a clear error naming the problem, and nothing is done: not one
 //! API call (describe or write) reaches EC2, and a good event after a bad one still works.
 
-mod support;
-
-use mirror::settings::MirrorSettings;
 use mirror_aws::events::Home;
 use mirror_aws::handlers::{self, HandlerError, MirrorRun};
+use mirror_testkit::settings::{settings, try_settings};
+use mirror_testkit::{Ec2World, eni_event, sample_event as event};
 use serde_json::{Value, json};
-use support::{Ec2World, eni_event, event, settings};
 
 fn world() -> Ec2World {
     let w = Ec2World::default();
@@ -317,25 +315,6 @@ async fn a_malformed_foreign_event_is_reported_as_malformed() {
     assert!(w.calls().is_empty());
 }
 
-fn settings_with(
-    var: &str,
-    value: &str,
-) -> Result<MirrorSettings, mirror::settings::SettingsError> {
-    let base = [
-        ("MIRROR_TARGET_ID", "tmt-1"),
-        ("MIRROR_FILTER_ID", "tmf-1"),
-        ("MIRROR_VNI", "1"),
-        ("MIRROR_OWNER", "o"),
-        ("MIRROR_ENI_FILTERS", "Name=tag:mirror,Values=true"),
-    ];
-    let env: std::collections::BTreeMap<String, String> = base
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .chain([(var.to_owned(), value.to_owned())])
-        .collect();
-    MirrorSettings::from_env(&|k| env.get(k).cloned())
-}
-
 /// Bad filter syntax is refused at start-up, naming the variable and the offending text; the
 /// functions build no client and so cannot act (`functions/reconcile-mirrors/tests/
 /// bad_settings.rs` shows the binary exits before any connection).
@@ -370,7 +349,7 @@ fn settings_with_bad_filter_syntax_name_the_variable_and_the_problem() {
         ("MIRROR_INSTANCE_FILTERS", "Name=,Values=x", "empty name"),
     ];
     for (var, value, needle) in cases {
-        let err = settings_with(var, value).expect_err(value);
+        let err = try_settings(&[(var, value)]).expect_err(value);
         assert_eq!(err.vars(), [var], "{value}: {err}");
         let message = err.to_string();
         assert!(message.contains(var), "{message}");

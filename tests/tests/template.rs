@@ -1454,7 +1454,7 @@ fn package(scratch: &Scratch, binary: &[u8]) -> Result<String, String> {
 }
 
 #[test]
-fn the_release_tarball_holds_the_binary_install_script_and_unit_at_top_level() {
+fn the_release_tarball_holds_the_binary_and_every_deploy_file_at_top_level() {
     let scratch = Scratch::new("package");
     let listing = package(&scratch, &elf_header(0x3e)).unwrap_or_else(|e| panic!("{e}"));
     let mut entries: Vec<(String, String)> = listing
@@ -1466,12 +1466,24 @@ fn the_release_tarball_holds_the_binary_install_script_and_unit_at_top_level() {
         .collect();
     entries.sort();
     let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["install.sh", "rebuilder", "rebuilder.service"]);
+    // install.sh finds the unit, the agent configuration and the timer beside itself.
+    let mut want: Vec<String> = std::fs::read_dir(repo_root().join("deploy"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    want.push("rebuilder".to_owned());
+    want.sort();
+    assert_eq!(names, want);
+    for needed in ["install.sh", "rebuilder.service", "cloudwatch-agent.json"] {
+        assert!(names.contains(&needed), "{needed} is not shipped");
+    }
     for (name, mode) in &entries {
         let executable = mode.starts_with("-rwx");
         assert_eq!(
             executable,
-            name != "rebuilder.service",
+            name == "rebuilder" || name.ends_with(".sh"),
             "{name} has mode {mode}"
         );
     }

@@ -225,6 +225,13 @@ fn install_script_is_shellcheck_clean() {
 
 // ------------------------------------------------------------------ supply chain and host
 
+/// Runs install.sh, which must refuse with a message containing `why`.
+fn assert_refused(root: &Path, args: &[&str], why: &str) {
+    let o = install(root, args);
+    assert!(!o.status.success(), "accepted: {args:?}");
+    assert!(stderr(&o).contains(why), "{}", stderr(&o));
+}
+
 /// Every file under `root`, relative to it.
 fn files_under(root: &Path) -> Vec<String> {
     fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
@@ -282,23 +289,8 @@ fn an_artifact_whose_sha256_differs_installs_nothing_and_fails() {
     );
 
     // A digest that is not 64 hex digits is refused before anything is fetched.
-    let o = install(
-        &root,
-        &[
-            "--artifact",
-            tgz.to_str().unwrap(),
-            "--sha256",
-            "abc",
-            "--upstream",
-            "http://a:80",
-        ],
-    );
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("64 hexadecimal digits"),
-        "{}",
-        stderr(&o)
-    );
+    let args = ["--artifact", tgz.to_str().unwrap(), "--sha256", "abc"];
+    assert_refused(&root, &args, "64 hexadecimal digits");
     assert_eq!(files_under(&root), Vec::<String>::new());
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -364,17 +356,13 @@ fn the_vni_derived_from_the_stack_id_is_the_documented_one() {
         assert_eq!(sourced(&env, "REBUILDER_VNI_ALLOW"), vni, "seed {seed}");
     }
     // A seed that could break out of the env file or a shell is refused.
-    let o = install(
-        &root,
-        &[
-            "--artifact",
-            env!("CARGO_BIN_EXE_rebuilder"),
-            "--vni-seed",
-            "x'; rm -rf /",
-        ],
-    );
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("invalid --vni-seed"), "{}", stderr(&o));
+    let args = [
+        "--artifact",
+        env!("CARGO_BIN_EXE_rebuilder"),
+        "--vni-seed",
+        "x'; rm -rf /",
+    ];
+    assert_refused(&root, &args, "invalid --vni-seed");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -595,26 +583,16 @@ fn install_renders_the_cloudwatch_agent_configuration_for_this_host() {
     let mut bad = args.clone();
     let pos = bad.iter().position(|a| *a == "mirrorfleet/prod").unwrap();
     bad[pos] = "prod\",\"x";
-    let o = install(&root, &bad);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("invalid --metrics-namespace"),
-        "{}",
-        stderr(&o)
-    );
+    assert_refused(&root, &bad, "invalid --metrics-namespace");
     assert_eq!(files_under(&root), before);
     // The four values go together.
-    let o = install(
-        &root,
-        &[
-            "--artifact",
-            tgz.to_str().unwrap(),
-            "--metrics-namespace",
-            "mirrorfleet/prod",
-        ],
-    );
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("go together"), "{}", stderr(&o));
+    let args = [
+        "--artifact",
+        tgz.to_str().unwrap(),
+        "--metrics-namespace",
+        "mirrorfleet/prod",
+    ];
+    assert_refused(&root, &args, "go together");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -656,16 +634,12 @@ fn install_sets_up_the_source_map_refresh_for_the_daemon() {
     ] {
         assert!(root.join(f).exists(), "{f}");
     }
-    let o = install(
-        &root,
-        &[
-            "--artifact",
-            tgz.to_str().unwrap(),
-            "--sources-uri",
-            "https://example.com/sources.json",
-        ],
-    );
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("s3://bucket/key"), "{}", stderr(&o));
+    let args = [
+        "--artifact",
+        tgz.to_str().unwrap(),
+        "--sources-uri",
+        "https://example.com/sources.json",
+    ];
+    assert_refused(&root, &args, "s3://bucket/key");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -147,6 +147,289 @@ impl Template {
     pub fn ref_target(value: &Value) -> Option<&str> {
         value.as_object()?.get("Ref")?.as_str()
     }
+
+    /// The template as CloudFormation would deploy it with these parameter values (the others at
+    /// their `Default`): every condition evaluated, resources and outputs under a false condition
+    /// removed, each `Fn::If` replaced by its chosen branch, properties or list items that are
+    /// `Ref AWS::NoValue` dropped, and `Fn::Select` / `Fn::Split` / `Fn::Join` computed where
+    /// they only use parameters and literals. Other intrinsics (`Ref` included) stay as they
+    /// are. `Parameters` and `Conditions` are kept, and so is the `Condition` key of what remains.
+    ///
+    /// Condition functions (`Fn::Equals`, `Fn::Not`, `Fn::And`, `Fn::Or`, `Condition`) may use
+    /// `Ref` to parameters, `Fn::Select`, `Fn::Split`, `Fn::Join` and `Fn::Sub` over them; a
+    /// condition that needs a parameter without a value, or a pseudo parameter, is an error.
+    pub fn with_parameters(&self, values: &[(&str, &str)]) -> Result<Template> {
+        let mut params: Map<String, Value> = Map::new();
+        let is_list = |name: &str| {
+            let ty = self.section("Parameters")[name]
+                .get("Type")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            ty.starts_with("List<") || ty == "CommaDelimitedList"
+        };
+        let typed = |name: &str, v: String| {
+            if is_list(name) {
+                Value::Array(v.split(',').map(|p| Value::String(p.to_owned())).collect())
+            } else {
+                Value::String(v)
+            }
+        };
+        for (name, p) in self.section("Parameters") {
+            if let Some(d) = p.get("Default") {
+                params.insert(name.clone(), typed(name, scalar_text(d)));
+            }
+        }
+        for (name, v) in values {
+            if !self.section("Parameters").contains_key(*name) {
+                bail!("no parameter {name}");
+            }
+            params.insert((*name).to_owned(), typed(name, (*v).to_owned()));
+        }
+        let mut eval = Conditions {
+            defs: self.section("Conditions").clone(),
+            params,
+            done: Map::new(),
+            visiting: Vec::new(),
+        };
+        let names: Vec<String> = eval.defs.keys().cloned().collect();
+        for name in &names {
+            eval.condition(name)?;
+        }
+        let mut root = self.root.clone();
+        for section in ["Resources", "Outputs"] {
+            if let Some(m) = root.get_mut(section).and_then(Value::as_object_mut) {
+                let mut keep = Map::new();
+                for (id, item) in std::mem::take(m) {
+                    let live = match item.get("Condition").and_then(Value::as_str) {
+                        Some(c) => eval.condition(c)?,
+                        None => true,
+                    };
+                    if live {
+                        keep.insert(id, item);
+                    }
+                }
+                *m = keep;
+            }
+        }
+        for section in ["Resources", "Outputs", "Globals"] {
+            if let Some(v) = root.get_mut(section) {
+                let resolved = resolve_ifs(std::mem::take(v), &mut eval)?;
+                *v = resolved.unwrap_or(Value::Null);
+            }
+        }
+        Ok(Template { root })
+    }
+}
+
+/// A parameter default or value as CloudFormation passes it: always text.
+fn scalar_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+struct Conditions {
+    defs: Map<String, Value>,
+    params: Map<String, Value>,
+    done: Map<String, Value>,
+    visiting: Vec<String>,
+}
+
+impl Conditions {
+    fn condition(&mut self, name: &str) -> Result<bool> {
+        if let Some(v) = self.done.get(name) {
+            return Ok(v.as_bool().unwrap_or(false));
+        }
+        if self.visiting.iter().any(|n| n == name) {
+            bail!("condition {name} refers to itself");
+        }
+        let def = self
+            .defs
+            .get(name)
+            .cloned()
+            .with_context(|| format!("no condition {name}"))?;
+        self.visiting.push(name.to_owned());
+        let v = self
+            .truth(&def)
+            .with_context(|| format!("condition {name}"))?;
+        self.visiting.pop();
+        self.done.insert(name.to_owned(), Value::Bool(v));
+        Ok(v)
+    }
+
+    fn truth(&mut self, v: &Value) -> Result<bool> {
+        let (k, arg) = single(v).with_context(|| format!("not a condition function: {v}"))?;
+        let args = || arg.as_array().cloned().unwrap_or_default();
+        Ok(match k {
+            "Fn::Equals" => {
+                let a = args();
+                if a.len() != 2 {
+                    bail!("Fn::Equals takes two values: {v}");
+                }
+                self.value(&a[0])? == self.value(&a[1])?
+            }
+            "Fn::Not" => !self.truth(args().first().context("Fn::Not")?)?,
+            "Fn::And" => {
+                let mut all = true;
+                for c in args() {
+                    all &= self.truth(&c)?;
+                }
+                all
+            }
+            "Fn::Or" => {
+                let mut any = false;
+                for c in args() {
+                    any |= self.truth(&c)?;
+                }
+                any
+            }
+            "Condition" => self.condition(arg.as_str().context("Condition name")?)?,
+            other => bail!("{other} is not a condition function"),
+        })
+    }
+
+    /// A value a condition compares: text, or a list of texts.
+    fn value(&mut self, v: &Value) -> Result<Value> {
+        Ok(match v {
+            Value::String(_) | Value::Number(_) | Value::Bool(_) => Value::String(scalar_text(v)),
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| self.value(i))
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+            _ => {
+                let (k, arg) = single(v).with_context(|| format!("unsupported value {v}"))?;
+                match k {
+                    "Ref" => {
+                        let name = arg.as_str().context("Ref name")?;
+                        self.params
+                            .get(name)
+                            .cloned()
+                            .with_context(|| format!("parameter {name} has no value"))?
+                    }
+                    "Fn::Select" => {
+                        let a = arg.as_array().context("Fn::Select arguments")?;
+                        let i: usize = scalar_text(&self.value(&a[0])?).parse()?;
+                        let list = self.value(&a[1])?;
+                        list.as_array()
+                            .and_then(|l| l.get(i).cloned())
+                            .with_context(|| format!("Fn::Select {i} out of range in {list}"))?
+                    }
+                    "Fn::Split" => {
+                        let a = arg.as_array().context("Fn::Split arguments")?;
+                        let sep = a[0].as_str().context("Fn::Split delimiter")?;
+                        let s = scalar_text(&self.value(&a[1])?);
+                        Value::Array(s.split(sep).map(|p| Value::String(p.to_owned())).collect())
+                    }
+                    "Fn::Join" => {
+                        let a = arg.as_array().context("Fn::Join arguments")?;
+                        let sep = a[0].as_str().context("Fn::Join delimiter")?;
+                        let list = self.value(&a[1])?;
+                        let parts: Vec<String> = list
+                            .as_array()
+                            .context("Fn::Join list")?
+                            .iter()
+                            .map(scalar_text)
+                            .collect();
+                        Value::String(parts.join(sep))
+                    }
+                    "Fn::Sub" => {
+                        let (tpl, vars) = match arg {
+                            Value::String(s) => (s.clone(), Map::new()),
+                            Value::Array(a) if a.len() == 2 => (
+                                a[0].as_str().context("Fn::Sub template")?.to_owned(),
+                                a[1].as_object().cloned().unwrap_or_default(),
+                            ),
+                            _ => bail!("Fn::Sub: {arg}"),
+                        };
+                        let mut out = String::new();
+                        let mut rest = tpl.as_str();
+                        while let Some(start) = rest.find("${") {
+                            out.push_str(&rest[..start]);
+                            let end = rest[start..].find('}').context("unclosed ${ in Fn::Sub")?;
+                            let name = &rest[start + 2..start + end];
+                            if let Some(lit) = name.strip_prefix('!') {
+                                out.push_str("${");
+                                out.push_str(lit);
+                                out.push('}');
+                            } else if let Some(v) = vars.get(name) {
+                                let v = self.value(&v.clone())?;
+                                out.push_str(&scalar_text(&v));
+                            } else {
+                                let v = self.value(&serde_json::json!({ "Ref": name }))?;
+                                out.push_str(&scalar_text(&v));
+                            }
+                            rest = &rest[start + end + 1..];
+                        }
+                        out.push_str(rest);
+                        Value::String(out)
+                    }
+                    other => bail!("{other} cannot be evaluated in a condition"),
+                }
+            }
+        })
+    }
+}
+
+/// The one key and value of a single-key object.
+fn single(v: &Value) -> Option<(&str, &Value)> {
+    let m = v.as_object()?;
+    if m.len() != 1 {
+        return None;
+    }
+    m.iter().next().map(|(k, v)| (k.as_str(), v))
+}
+
+fn is_no_value(v: &Value) -> bool {
+    Template::ref_target(v) == Some("AWS::NoValue")
+}
+
+/// `Fn::If` resolved everywhere in `v`; `None` when `v` is (or resolves to) `AWS::NoValue`.
+fn resolve_ifs(v: Value, eval: &mut Conditions) -> Result<Option<Value>> {
+    if is_no_value(&v) {
+        return Ok(None);
+    }
+    match single(&v) {
+        Some(("Fn::If", arg)) => {
+            let a = arg.as_array().context("Fn::If arguments")?;
+            if a.len() != 3 {
+                bail!("Fn::If takes a condition and two values: {v}");
+            }
+            let cond = a[0].as_str().context("Fn::If condition name")?;
+            let chosen = if eval.condition(cond)? { &a[1] } else { &a[2] };
+            return resolve_ifs(chosen.clone(), eval);
+        }
+        Some(("Fn::Select" | "Fn::Split" | "Fn::Join", _)) => {
+            // Computed when it only needs parameters and literals; kept otherwise.
+            if let Ok(value) = eval.value(&v) {
+                return Ok(Some(value));
+            }
+        }
+        _ => {}
+    }
+    Ok(Some(match v {
+        Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for i in items {
+                if let Some(i) = resolve_ifs(i, eval)? {
+                    out.push(i);
+                }
+            }
+            Value::Array(out)
+        }
+        Value::Object(m) => {
+            let mut out = Map::new();
+            for (k, i) in m {
+                if let Some(i) = resolve_ifs(i, eval)? {
+                    out.insert(k, i);
+                }
+            }
+            Value::Object(out)
+        }
+        other => other,
+    }))
 }
 
 /// A value that may be a single item or a list, as a list.
@@ -309,6 +592,45 @@ mod tests {
     fn text_renders_sub_with_its_variable_map() {
         let v = serde_json::json!({"Fn::Sub": ["a ${X} b ${Y}", {"X": {"Ref": "P"}, "Y": "lit"}]});
         assert_eq!(text(&v).unwrap(), "a ${P} b lit");
+    }
+
+    #[test]
+    fn with_parameters_evaluates_conditions_and_drops_what_they_exclude() {
+        let yaml = [
+            "Parameters:",
+            "  Mode: {Type: String, Default: a}",
+            "  Cidrs: {Type: String}",
+            "Conditions:",
+            "  IsA: !Equals [!Ref Mode, a]",
+            "  IsB: !Not [!Condition IsA]",
+            "  Two: !Not [!Equals [!Select [1, !Split [',', !Sub '${Cidrs},,']], '']]",
+            "Resources:",
+            "  OnlyB:",
+            "    Type: X",
+            "    Condition: IsB",
+            "  Both:",
+            "    Type: X",
+            "    Properties:",
+            "      P: !If [IsA, one, !Ref AWS::NoValue]",
+            "      L: [x, !If [Two, y, !Ref AWS::NoValue]]",
+            "Outputs:",
+            "  O: {Condition: IsB, Value: v}",
+        ]
+        .join("\n");
+        let t = Template::parse(&yaml).unwrap();
+        let a = t.with_parameters(&[("Cidrs", "10.0.0.0/8")]).unwrap();
+        assert!(a.resource("OnlyB").is_none());
+        assert_eq!(a.prop("Both", "P").unwrap(), "one");
+        assert_eq!(a.prop("Both", "L").unwrap(), &serde_json::json!(["x"]));
+        assert!(a.section("Outputs").is_empty());
+        let b = t
+            .with_parameters(&[("Mode", "b"), ("Cidrs", "10.0.0.0/8,10.1.0.0/16")])
+            .unwrap();
+        assert!(b.resource("OnlyB").is_some());
+        assert!(b.prop("Both", "P").is_none());
+        assert_eq!(b.prop("Both", "L").unwrap(), &serde_json::json!(["x", "y"]));
+        assert!(t.with_parameters(&[]).is_err(), "Cidrs has no value");
+        assert!(t.with_parameters(&[("Nope", "1")]).is_err());
     }
 
     #[test]

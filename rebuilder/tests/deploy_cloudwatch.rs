@@ -8,7 +8,7 @@
 //! `KernelDrops`, from counters (sent as per-scrape deltas, so a per-minute Sum over the fleet
 //! is the fleet's count in that minute), with exactly the dimension `AutoScalingGroupName`.
 
-mod common;
+use rebuilder_testkit::daemon::RebuilderProc;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -241,7 +241,7 @@ fn the_cloudwatch_agent_configuration_names_only_what_the_rebuilder_exposes() {
     );
 
     // A real daemon on loopback (the upstream need not exist for /metrics).
-    let rebuilder = common::RebuilderProc::start("http://127.0.0.1:9", &[]);
+    let rebuilder = RebuilderProc::start("http://127.0.0.1:9", &[]);
     let text = rebuilder.metrics().text;
     let (samples, types) = exposition(&text);
 

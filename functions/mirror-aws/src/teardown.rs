@@ -15,7 +15,6 @@
 //! DRY_RUN does not apply: the stack is going away, and sessions left on its target would stop
 //! the delete.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use mirror::plan::{DeleteReason, DeleteSession};
@@ -265,12 +264,4 @@ mod tests {
             "{work:?}"
         );
     }
-}
-
-/// Counts of a map, for tests and logs.
-pub fn data_counts(r: &Response) -> BTreeMap<String, String> {
-    r.data
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-        .collect()
 }

@@ -10,7 +10,7 @@ use mirror::settings::S3Uri;
 use mirror_aws::error::{AwsError, HandlerError};
 use mirror_aws::handlers::{self, MirrorRun};
 use mirror_testkit::settings::{
-    FILTER, REFUSALS_URI, SOURCES_URI, TARGET, reconcile_settings, settings,
+    FILTER, OBJECTS, REFUSALS_URI, SOURCES_URI, TARGET, reconcile_settings, settings,
 };
 use mirror_testkit::{Ec2World, FakeEc2, FakeStore, eni_event, instance_event, sample_event};
 use serde_json::Value;
@@ -491,11 +491,8 @@ async fn reconcile_publishing(
     store: &FakeStore,
     extra: &[(&str, &str)],
 ) -> Result<Report, HandlerError> {
-    let mut env = vec![
-        ("MIRROR_SOURCES_S3_URI", SOURCES_URI),
-        ("MIRROR_REFUSALS_S3_URI", REFUSALS_URI),
-        ("MIRROR_SOURCE_TAGS", "app"),
-    ];
+    let mut env = OBJECTS.to_vec();
+    env.push(("MIRROR_SOURCE_TAGS", "app"));
     env.extend_from_slice(extra);
     let run = MirrorRun::reconcile(reconcile_settings(TARGET, FILTER, &env));
     handlers::reconcile_with(ec2, store, &run, sample_event("scheduled.json")).await

@@ -61,9 +61,15 @@ pub fn reconcile_settings(
         .expect("valid test settings")
 }
 
-/// Where the handler tests keep the source map and the refusals.
+/// The stack's bucket in the tests, and where the source map and the refusals go in it.
+pub const BUCKET: &str = "mirrorfleet-test";
 pub const SOURCES_URI: &str = "s3://mirrorfleet-test/sources.json";
 pub const REFUSALS_URI: &str = "s3://mirrorfleet-test/state/refusals.json";
+/// The settings naming those two objects (reconcile-mirrors, teardown).
+pub const OBJECTS: [(&str, &str); 2] = [
+    ("MIRROR_SOURCES_S3_URI", SOURCES_URI),
+    ("MIRROR_REFUSALS_S3_URI", REFUSALS_URI),
+];
 
 /// [`mirror_settings`] for the fake EC2's target and filter.
 pub fn settings(extra: &[(&str, &str)]) -> MirrorSettings {

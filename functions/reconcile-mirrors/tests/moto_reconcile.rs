@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use mirror_testkit::sdk::ec2::types::{InstanceType, TrafficMirrorSession};
+use mirror_testkit::settings::{BUCKET, OBJECTS};
 use mirror_testkit::{ENI_TAG, Harness, INSTANCE_TAG, Seed, VNI, is_owned, sample_event};
 use serde_json::Value;
 
@@ -155,23 +156,9 @@ async fn moto_dry_run_reports_the_plan_without_acting() {
     assert!(seed.all_sessions().await.is_empty());
 }
 
-const BUCKET: &str = "mirrorfleet-sources";
-
 /// The settings of reconcile-mirrors with its S3 objects in [`BUCKET`].
-fn publishing_env(seed: &Seed, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut env = vec![
-        (
-            "MIRROR_SOURCES_S3_URI",
-            "s3://mirrorfleet-sources/sources.json",
-        ),
-        (
-            "MIRROR_REFUSALS_S3_URI",
-            "s3://mirrorfleet-sources/state/refusals.json",
-        ),
-        ("MIRROR_SOURCE_TAGS", "app,Name"),
-    ];
-    env.extend_from_slice(extra);
-    seed.mirror_env(&env)
+fn publishing_env(seed: &Seed) -> Vec<(String, String)> {
+    seed.mirror_env(&[OBJECTS[0], OBJECTS[1], ("MIRROR_SOURCE_TAGS", "app,Name")])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,7 +169,7 @@ async fn moto_an_eni_aws_refuses_is_reported_once_then_skipped_until_it_changes(
     let seed = Seed::create(&h.moto).await;
     let s3 = h.moto.s3();
     seed.bucket(&s3, BUCKET).await;
-    let f = h.function(Path::new(BIN), &publishing_env(&seed, &[]));
+    let f = h.function(Path::new(BIN), &publishing_env(&seed));
     // Traffic Mirroring is not available on M6i (the test AWS refuses it as AWS documents).
     let (_, refused) = seed
         .instance_of_type(InstanceType::M6iLarge, &[INSTANCE_TAG])
@@ -277,7 +264,7 @@ async fn moto_the_published_source_map_matches_the_sessions_as_they_are_created_
     let seed = Seed::create(&h.moto).await;
     let s3 = h.moto.s3();
     seed.bucket(&s3, BUCKET).await;
-    let f = h.function(Path::new(BIN), &publishing_env(&seed, &[]));
+    let f = h.function(Path::new(BIN), &publishing_env(&seed));
     let a = seed.eni(0, &[ENI_TAG, ("app", "shop")]).await;
     let b = seed.eni(1, &[ENI_TAG]).await;
     let (instance, on_instance) = seed

@@ -12,11 +12,11 @@ use mirror_aws::handlers::{self, MirrorRun};
 use mirror_aws::teardown::{Teardown, parse_request};
 use mirror_aws::{SdkEc2, SdkStore};
 use mirror_testkit::sdk::ec2::error::ProvideErrorMetadata;
+use mirror_testkit::settings::{BUCKET, OBJECTS};
 use mirror_testkit::{ENI_TAG, Harness, OWNER, ResponseUrl, Seed, is_owned, sample_event};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_teardown");
-const BUCKET: &str = "mirrorfleet-stack-bucket";
 
 fn request(kind: &str, response_url: &str) -> Value {
     let mut v = sample_event(&format!("cloudformation-{kind}.json"));
@@ -24,19 +24,8 @@ fn request(kind: &str, response_url: &str) -> Value {
     v
 }
 
-fn objects(seed: &Seed, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut env = vec![
-        (
-            "MIRROR_SOURCES_S3_URI",
-            "s3://mirrorfleet-stack-bucket/sources.json",
-        ),
-        (
-            "MIRROR_REFUSALS_S3_URI",
-            "s3://mirrorfleet-stack-bucket/state/refusals.json",
-        ),
-    ];
-    env.extend_from_slice(extra);
-    seed.mirror_env(&env)
+fn objects(seed: &Seed) -> Vec<(String, String)> {
+    seed.mirror_env(&OBJECTS)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,7 +39,7 @@ async fn moto_stack_delete_removes_our_sessions_and_objects_so_the_target_filter
     // The stack at work: reconcile-mirrors created sessions and published the source map
     // (twice, so that the bucket holds versions).
     let enis = [seed.eni(0, &[ENI_TAG]).await, seed.eni(1, &[ENI_TAG]).await];
-    let env = objects(&seed, &[]);
+    let env = objects(&seed);
     let settings = mirror::settings::ReconcileSettings::from_env(&|k| {
         env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
     })
@@ -98,7 +87,7 @@ async fn moto_stack_delete_removes_our_sessions_and_objects_so_the_target_filter
         Some("TrafficMirrorTargetInUseException")
     );
 
-    let f = h.function(Path::new(BIN), &objects(&seed, &[]));
+    let f = h.function(Path::new(BIN), &objects(&seed));
     // Create and Update: nothing to do, SUCCESS at once.
     for kind in ["create", "update"] {
         let catcher = ResponseUrl::start();
@@ -186,7 +175,7 @@ async fn moto_a_teardown_out_of_time_reports_failed_with_the_reason() {
     let seed = Seed::create(&h.moto).await;
     let eni = seed.eni(0, &[ENI_TAG]).await;
     seed.foreign_session(&eni, 1, Some(OWNER)).await;
-    let env = objects(&seed, &[]);
+    let env = objects(&seed);
     let settings =
         TeardownSettings::from_env(&|k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
             .unwrap();

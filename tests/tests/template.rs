@@ -2509,6 +2509,66 @@ fn the_teardown_runs_after_the_session_creators_and_before_the_target_filter_and
     passes_in_both_modes(check_teardown);
 }
 
+/// Issue 15 item 9: `make build` builds every Lambda in one cargo lambda build and `make
+/// deploy` ships exactly that (no `sam build`, the template itself), with the caller's region.
+#[test]
+fn make_deploy_ships_the_one_build_of_make_build_in_the_callers_region() {
+    let make = std::fs::read_to_string(repo_root().join("Makefile")).expect("Makefile");
+    let recipe = |target: &str| -> String {
+        make.lines()
+            .skip_while(|l| !l.starts_with(&format!("{target}:")))
+            .take_while(|l| l.starts_with(&format!("{target}:")) || l.starts_with('\t'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let lambdas = recipe("lambdas");
+    assert_eq!(
+        lambdas.matches("cargo lambda build").count(),
+        1,
+        "one build of all: {lambdas}"
+    );
+    assert!(
+        lambdas.contains("$(addprefix --bin ,$(LAMBDAS))"),
+        "{lambdas}"
+    );
+    assert!(
+        lambdas.contains("$(LAMBDA_DIST)/$$f/bootstrap"),
+        "{lambdas}"
+    );
+    assert!(
+        recipe("build").starts_with("build: setup lambdas"),
+        "{}",
+        recipe("build")
+    );
+    let deploy = recipe("deploy");
+    assert!(deploy.starts_with("deploy: build"), "{deploy}");
+    assert!(
+        deploy.contains("sam deploy --template-file template.yaml"),
+        "{deploy}"
+    );
+    assert!(
+        deploy.contains("$(ARGS)"),
+        "non-interactive with ARGS: {deploy}"
+    );
+    let code: Vec<&str> = make
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect();
+    assert!(
+        !code.iter().any(|l| l.contains("sam build")),
+        "SAM must not build again"
+    );
+    assert!(
+        !code.iter().any(|l| l.contains("AWS_DEFAULT_REGION")),
+        "the Makefile must not choose a region for the caller"
+    );
+    assert_eq!(
+        makefile_lambdas(),
+        FUNCTION_VARS.iter().map(|(f, _)| (*f).to_owned()).collect(),
+        "every function is built"
+    );
+}
+
 #[test]
 fn a_rule_rejects_a_fleet_min_above_the_fleet_max() {
     passes_raw(check_fleet_bounds_rule);

@@ -79,7 +79,7 @@ soak: setup
 # (there is no `sam build` step), so what `make build` produced is exactly what is deployed, and
 # a failed build stops before anything is copied.
 lambdas:
-	cargo lambda build --release --locked $(addprefix --bin ,$(LAMBDAS))
+	cargo lambda build --profile lambda-bundle --locked $(addprefix --bin ,$(LAMBDAS))
 	rm -rf $(LAMBDA_DIST)
 	@for f in $(LAMBDAS); do \
 	  install -D -m 0755 "$(CARGO_TARGET_DIR)/lambda/$$f/bootstrap" "$(LAMBDA_DIST)/$$f/bootstrap"; \

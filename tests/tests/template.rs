@@ -2531,6 +2531,22 @@ fn make_deploy_ships_the_one_build_of_make_build_in_the_callers_region() {
         lambdas.contains("$(addprefix --bin ,$(LAMBDAS))"),
         "{lambdas}"
     );
+    // The bundle profile: no per-binary LTO of the SDK, parallel codegen (Cargo.toml says why).
+    assert!(lambdas.contains("--profile lambda-bundle"), "{lambdas}");
+    let manifest = std::fs::read_to_string(repo_root().join("Cargo.toml")).expect("Cargo.toml");
+    let profile: String = manifest
+        .lines()
+        .skip_while(|l| *l != "[profile.lambda-bundle]")
+        .take_while(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    for line in [
+        "inherits = \"release\"",
+        "lto = false",
+        "codegen-units = 16",
+    ] {
+        assert!(profile.contains(line), "{line} in {profile}");
+    }
     assert!(
         lambdas.contains("$(LAMBDA_DIST)/$$f/bootstrap"),
         "{lambdas}"

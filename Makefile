@@ -6,13 +6,19 @@ SHELL := /bin/bash
 # Build products live outside the clone so repeated clones and CI runs reuse them.
 export CARGO_TARGET_DIR ?= /var/tmp/mirrorfleet/target
 export PATH := $(CURDIR)/.venv/bin:$(HOME)/.cargo/bin:$(PATH)
-export AWS_DEFAULT_REGION ?= us-east-1
+# No AWS region or profile here: `make deploy` uses the caller's (AWS_PROFILE, AWS_REGION, the
+# profile's region), the tests and the demo set their own.
 CARGO ?= cargo
 FUZZ_SMOKE_RUNS ?= 20000
 FUZZ_RUNS ?= 1000000
 SOAK_MINUTES ?= 10
 
-.PHONY: help setup test lint fmt-check clippy unit fuzz-smoke template-check demo bench fuzz soak build deploy clean
+.PHONY: help setup test lint fmt-check clippy unit fuzz-smoke template-check demo bench fuzz soak build lambdas deploy clean
+
+# The Lambda functions: one binary each, deployed from dist/lambda/<name>/bootstrap (the
+# template's CodeUri), built together by `make lambdas`.
+LAMBDAS := onboard-eni reconcile-mirrors size-fleet teardown
+LAMBDA_DIST := dist/lambda
 
 help:
 	@echo "make demo   - set up and run the whole pipeline locally (no AWS account)"
@@ -21,8 +27,9 @@ help:
 	@echo "make fuzz   - every fuzz target for FUZZ_RUNS executions (default 1,000,000)"
 	@echo "make soak   - rebuilder run under steady load for SOAK_MINUTES (default 10)"
 	@echo "make lint   - rustfmt + clippy"
-	@echo "make build  - release artifacts: Lambda bundles (cargo lambda) and the rebuilder tarball"
-	@echo "make deploy - sam build && sam deploy --guided"
+	@echo "make build  - release artifacts: the Lambda bundles (one cargo lambda build) and the rebuilder tarball"
+	@echo "make deploy - make build, then sam deploy of exactly those bundles (ARGS=... for sam deploy;"
+	@echo "              default --guided; e.g. ARGS='--no-confirm-changeset' non-interactively)"
 	@echo "make clean  - remove build products and the local venv"
 
 setup:
@@ -67,15 +74,29 @@ fuzz: setup
 soak: setup
 	bash scripts/soak.sh $(SOAK_MINUTES)
 
-build: setup
-	cargo lambda build --release --locked --bin onboard-eni --bin reconcile-mirrors --bin size-fleet
+# One cargo lambda build of every function: the dependencies (the AWS SDK) are compiled once and
+# shared. Each bundle is then copied where the template's CodeUri points; SAM never builds
+# (there is no `sam build` step), so what `make build` produced is exactly what is deployed, and
+# a failed build stops before anything is copied.
+lambdas:
+	cargo lambda build --profile lambda-bundle --locked $(addprefix --bin ,$(LAMBDAS))
+	rm -rf $(LAMBDA_DIST)
+	@for f in $(LAMBDAS); do \
+	  install -D -m 0755 "$(CARGO_TARGET_DIR)/lambda/$$f/bootstrap" "$(LAMBDA_DIST)/$$f/bootstrap"; \
+	  echo "$(LAMBDA_DIST)/$$f/bootstrap"; \
+	done
+
+build: setup lambdas
 	$(CARGO) build --release --locked -p rebuilder
 	bash scripts/package-rebuilder.sh --no-build
 
-deploy: setup
-	sam build
-	sam deploy --guided
+# `sam deploy` of template.yaml itself (never a stale .aws-sam/build), with the caller's AWS
+# credentials, profile and region. First time: `make deploy` (guided, answers saved in
+# samconfig.toml); then e.g. `make deploy ARGS=--no-confirm-changeset`.
+deploy: build
+	sam deploy --template-file template.yaml $(if $(ARGS),$(ARGS),--guided)
 
 clean:
 	$(CARGO) clean
+	rm -rf dist .aws-sam
 	rm -rf .venv .tmp

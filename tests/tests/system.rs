@@ -519,7 +519,7 @@ fn netns_moto_make_demo_passes_and_leaves_nothing_behind() {
     let mut cmd = std::process::Command::new("bash");
     cmd.arg(harness::workspace_root().join("scripts/demo.sh"))
         .current_dir(harness::workspace_root())
-        .env("PATH", harness::child_path())
+        .env("PATH", harness::venv_path())
         .env("TMPDIR", tmp.path())
         .env("MIRRORFLEET_DEMO_SKIP_BUILD", "1")
         .env("MIRRORFLEET_BIN_DIR", harness::bin_dir());

@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use mirror::settings::{FLEET_VARS, MIRROR_VARS};
+use mirror::permissions::actions_of;
+use mirror::settings::{FUNCTION_VARS, all_vars, vars_of};
 use serde_json::{Value, json};
 use system_tests::cfn::{Template, one_or_many, strings, text};
 
@@ -23,6 +24,7 @@ type CheckResult = Result<(), String>;
 const ONBOARD: &str = "onboard-eni";
 const RECONCILE: &str = "reconcile-mirrors";
 const SIZE_FLEET: &str = "size-fleet";
+const TEARDOWN: &str = "teardown";
 
 /// What the stack sets for the functions that is not one of their settings.
 const NOT_SETTINGS: &[&str] = &[
@@ -70,6 +72,9 @@ const DEPLOYMENT: &[(&str, &str)] = &[
     ("AnalyzerImageId", "ami-0123456789abcdef0"),
     ("AnalyzerNodeTokenParameter", "/mirrorfleet/wallarm-token"),
     ("MirrorVni", "4242"),
+    // Set so MIRROR_REQUESTER_MANAGED is wired and the session permission names two VPCs.
+    ("RequesterManagedSources", "amazon-elb"),
+    ("SourceVpcIds", "vpc-0fedcba9876543210"),
     // Set so MIRROR_PACKET_LENGTH is wired (unset, the functions leave the AWS default) and
     // every filter rule exists.
     ("PacketLength", "1500"),
@@ -142,14 +147,32 @@ fn points_at(v: &Value) -> Option<&str> {
     Template::ref_target(v).or_else(|| v.get("Fn::GetAtt")?.get(0)?.as_str())
 }
 
-/// `(logical id, binary)` of every serverless function.
+/// Where `make build` puts the Lambda bundles: `dist/lambda/<binary>/bootstrap`.
+const LAMBDA_DIST: &str = "dist/lambda/";
+
+/// `(logical id, binary)` of every serverless function: the binary is the bundle its CodeUri
+/// names (`dist/lambda/<binary>/`).
 fn functions(t: &Template) -> Vec<(String, String)> {
     t.of_type("AWS::Serverless::Function")
         .map(|(id, r)| {
-            let bin = s(r.pointer("/Metadata/BuildProperties/Binary")).to_owned();
+            let uri = s(r.pointer("/Properties/CodeUri"));
+            let bin = uri
+                .strip_prefix(LAMBDA_DIST)
+                .map(|b| b.trim_end_matches('/'))
+                .unwrap_or_default()
+                .to_owned();
             (id.to_owned(), bin)
         })
         .collect()
+}
+
+/// The `LAMBDAS` list of the Makefile (what `make build` builds and copies).
+fn makefile_lambdas() -> BTreeSet<String> {
+    let text = std::fs::read_to_string(repo_root().join("Makefile")).expect("Makefile");
+    text.lines()
+        .find_map(|l| l.strip_prefix("LAMBDAS := "))
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
 }
 
 fn function_for(t: &Template, binary: &str) -> Result<String, String> {
@@ -415,21 +438,24 @@ fn is_read_only(action: &str) -> bool {
 
 fn check_function_binaries(t: &Template) -> CheckResult {
     let fns = functions(t);
-    for want in [ONBOARD, RECONCILE, SIZE_FLEET] {
+    for want in [ONBOARD, RECONCILE, SIZE_FLEET, TEARDOWN] {
         function_for(t, want)?;
     }
     let bins = workspace_binaries();
     for (id, bin) in &fns {
         let r = t.resource(id).unwrap();
-        if s(r.pointer("/Metadata/BuildMethod")) != "rust-cargolambda" {
-            return err(format!(
-                "{id}: Metadata.BuildMethod must be rust-cargolambda"
-            ));
+        // SAM must deploy what `make build` built, never build again (a second, per-function
+        // build of the SDK, or a stale binary).
+        if r.pointer("/Metadata/BuildMethod").is_some() {
+            return err(format!("{id}: no BuildMethod (SAM must not build)"));
         }
         if !bins.contains(bin) {
             return err(format!(
-                "{id}: Binary {bin:?} is not a binary of the workspace ({bins:?})"
+                "{id}: CodeUri must be {LAMBDA_DIST}<binary>/ of a workspace binary ({bins:?})"
             ));
+        }
+        if s(t.function_prop(id, "Handler")) != "bootstrap" {
+            return err(format!("{id}: Handler must be bootstrap"));
         }
         if s(t.function_prop(id, "Runtime")) != "provided.al2023" {
             return err(format!("{id}: Runtime must be provided.al2023"));
@@ -439,6 +465,13 @@ fn check_function_binaries(t: &Template) -> CheckResult {
             return err(format!("{id}: Architectures must be [x86_64], is {arch:?}"));
         }
     }
+    let deployed: BTreeSet<String> = fns.into_iter().map(|(_, b)| b).collect();
+    if deployed != makefile_lambdas() {
+        return err(format!(
+            "the Makefile's LAMBDAS {:?} must be the template's functions {deployed:?}",
+            makefile_lambdas()
+        ));
+    }
     Ok(())
 }
 
@@ -447,11 +480,8 @@ fn check_function_settings(t: &Template) -> CheckResult {
     let mut set_anywhere = BTreeSet::new();
     // What each function reads, as `mirror::settings` lists it (optional ones included: a
     // deployment must be able to set them).
-    for (binary, needed) in [
-        (ONBOARD, &MIRROR_VARS[..]),
-        (RECONCILE, &MIRROR_VARS[..]),
-        (SIZE_FLEET, &FLEET_VARS[..]),
-    ] {
+    for (binary, _) in FUNCTION_VARS {
+        let needed = vars_of(binary);
         let id = function_for(t, binary)?;
         let env = t.function_environment(&id);
         set_anywhere.extend(env.keys().cloned());
@@ -510,11 +540,7 @@ fn check_function_settings(t: &Template) -> CheckResult {
         }
     }
     // And nothing else: a variable no function reads is a typo or a leftover.
-    let read: BTreeSet<&str> = MIRROR_VARS
-        .iter()
-        .chain(&FLEET_VARS)
-        .map(|v| v.name)
-        .collect();
+    let read = all_vars();
     for var in &set_anywhere {
         if !read.contains(var.as_str()) && !NOT_SETTINGS.contains(&var.as_str()) {
             return err(format!("the stack sets {var}, which no function reads"));
@@ -769,7 +795,17 @@ fn check_event_patterns(t: &Template) -> CheckResult {
             let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
             let ev: Value =
                 serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-            if s(ev.get("detail-type")) != "Scheduled Event" {
+            // CloudFormation's requests go to the teardown, the schedule to reconcile; failed
+            // CloudTrail calls are filtered out by the rule (and ignored by the function).
+            let is_event = ev.get("detail-type").is_some();
+            let failed = ev.pointer("/detail/errorCode").is_some();
+            if failed && patterns.iter().any(|p| pattern_matches(p, &ev)) {
+                return err(format!(
+                    "{onboard} is invoked for the failed call {}",
+                    path.display()
+                ));
+            }
+            if is_event && !failed && s(ev.get("detail-type")) != "Scheduled Event" {
                 samples.push((path.display().to_string(), ev));
             }
         }
@@ -2151,10 +2187,16 @@ fn check_source_map(t: &Template) -> CheckResult {
             .to_owned()
     };
     let reconcile_role = role_of(&reconcile);
+    // reconcile-mirrors also keeps the refused ENIs next to the map (never where the
+    // rebuilders read).
+    let refusals = "${SourceMapBucket.Arn}/state/refusals.json";
     for (owner, st) in t.iam_statements() {
-        if allows(&st, "s3:PutObject") && (owner != reconcile_role || resources(&st) != [object]) {
+        if allows(&st, "s3:PutObject")
+            && (owner != reconcile_role
+                || resources(&st).iter().any(|r| r != object && r != refusals))
+        {
             return err(format!(
-                "{owner}: s3:PutObject only for reconcile-mirrors on {object}"
+                "{owner}: s3:PutObject only for reconcile-mirrors on {object} (and {refusals})"
             ));
         }
     }
@@ -2199,7 +2241,354 @@ fn user_data_scripts(t: &Template) -> Vec<(String, String)> {
     out
 }
 
+/// The actions the role of `function` allows: its inline policies and the template's managed
+/// policies it attaches.
+fn role_actions(t: &Template, function: &str) -> Result<BTreeSet<String>, String> {
+    let role = t
+        .function_prop(function, "Role")
+        .and_then(points_at)
+        .ok_or_else(|| format!("{function} has no role of the template"))?
+        .to_owned();
+    let mut owners: BTreeSet<String> = [role.clone()].into();
+    for arn in t
+        .prop(&role, "ManagedPolicyArns")
+        .map(one_or_many)
+        .unwrap_or_default()
+    {
+        owners.extend(Template::ref_target(arn).map(str::to_owned));
+    }
+    Ok(t.iam_statements()
+        .into_iter()
+        .filter(|(owner, stmt)| owners.contains(owner) && s(stmt.get("Effect")) == "Allow")
+        .flat_map(|(_, stmt)| actions(&stmt))
+        .collect())
+}
+
+/// Issue 15 item 10: each function may do exactly what its code needs
+/// (`mirror::permissions`), creating sessions is limited to the source VPCs, and the fleet's
+/// tags to the scale-in history.
+fn check_least_privilege(t: &Template) -> CheckResult {
+    for (binary, _) in FUNCTION_VARS {
+        let id = function_for(t, binary)?;
+        let allowed = role_actions(t, &id)?;
+        let needed: BTreeSet<String> = actions_of(binary).into_iter().map(str::to_owned).collect();
+        if let Some(extra) = allowed.difference(&needed).next() {
+            return err(format!("{binary}: {extra} is allowed but never used"));
+        }
+        if let Some(missing) = needed.difference(&allowed).next() {
+            return err(format!("{binary}: {missing} is needed but not allowed"));
+        }
+    }
+    let statements = t.iam_statements();
+    let on_enis: Vec<&Value> = statements
+        .iter()
+        .filter(|(_, st)| allows(st, "ec2:CreateTrafficMirrorSession"))
+        .map(|(_, st)| st)
+        .filter(|st| {
+            resources(st)
+                .iter()
+                .any(|r| r.contains(":network-interface/"))
+        })
+        .collect();
+    if on_enis.is_empty() {
+        return err("no statement lets the functions create sessions on network interfaces");
+    }
+    for st in on_enis {
+        // The rendering computes the list from DEPLOYMENT's VpcId and SourceVpcIds.
+        let vpcs = condition(st, "StringLike", "ec2:Vpc")
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        let names = |param: &str| {
+            vpcs.contains(param)
+                || DEPLOYMENT
+                    .iter()
+                    .any(|(k, v)| *k == param && vpcs.contains(v))
+        };
+        if !(vpcs.contains("*:vpc/") && names("VpcId") && names("SourceVpcIds")) {
+            return err(format!(
+                "sessions on network interfaces must be limited to VpcId and SourceVpcIds (ec2:Vpc), found {vpcs:?}"
+            ));
+        }
+    }
+    let tagging: Vec<&Value> = statements
+        .iter()
+        .filter(|(_, st)| allows(st, "autoscaling:CreateOrUpdateTags"))
+        .map(|(_, st)| st)
+        .collect();
+    if tagging.is_empty() {
+        return err("size-fleet cannot keep its scale-in history");
+    }
+    for st in tagging {
+        if actions(st).len() != 1
+            || condition(st, "ForAllValues:StringEquals", "aws:TagKeys")
+                != Some(json!([mirror::capacity::SCALE_IN_HISTORY_TAG]))
+            || condition(st, "Null", "aws:TagKeys") != Some(json!("false"))
+        {
+            return err(format!(
+                "CreateOrUpdateTags must be limited to the tag key {} (aws:TagKeys, not null): {st}",
+                mirror::capacity::SCALE_IN_HISTORY_TAG
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Issue 15 item 7: the teardown custom resource runs on stack delete after the functions that
+/// create sessions and before the target, the filter and the bucket, and never makes the stack
+/// wait an hour.
+fn check_teardown(t: &Template) -> CheckResult {
+    let function = function_for(t, TEARDOWN)?;
+    let custom: Vec<&str> = t
+        .resources()
+        .iter()
+        .filter(|(_, r)| {
+            let ty = s(r.get("Type"));
+            ty == "AWS::CloudFormation::CustomResource" || ty.starts_with("Custom::")
+        })
+        .filter(|(_, r)| {
+            r.pointer("/Properties/ServiceToken").and_then(points_at) == Some(function.as_str())
+        })
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let [resource] = custom.as_slice() else {
+        return err(format!(
+            "expected one custom resource served by {function}, found {custom:?}"
+        ));
+    };
+    let props = &t.resource(resource).unwrap()["Properties"];
+    let referenced: BTreeSet<&str> = props
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+        .filter_map(Template::ref_target)
+        .collect();
+    let target = the_only(t, "AWS::EC2::TrafficMirrorTarget")?;
+    let filter = the_only(t, "AWS::EC2::TrafficMirrorFilter")?;
+    for needed in [target.as_str(), filter.as_str(), "SourceMapBucket"] {
+        if !referenced.contains(needed) {
+            return err(format!(
+                "{resource} must reference {needed} so that it is deleted first"
+            ));
+        }
+    }
+    let timeout = num(t.function_prop(&function, "Timeout")).unwrap_or(3);
+    match num(props.get("ServiceTimeout")) {
+        Some(st) if st > timeout && st < 3600 => {}
+        other => {
+            return err(format!(
+                "{resource}: ServiceTimeout must be above the function's Timeout ({timeout} s) and below the hour CloudFormation waits by default, is {other:?}"
+            ));
+        }
+    }
+    for binary in [ONBOARD, RECONCILE] {
+        let id = function_for(t, binary)?;
+        let depends = strings(t.resource(&id).and_then(|r| r.get("DependsOn")));
+        if !depends.iter().any(|d| d == resource) {
+            return err(format!(
+                "{id} creates sessions: it must DependsOn {resource} (deleted before it runs)"
+            ));
+        }
+    }
+    let bucket = t.resource("SourceMapBucket").ok_or("SourceMapBucket")?;
+    if s(bucket.get("DeletionPolicy")) == "Retain" {
+        return err("SourceMapBucket: the teardown empties it, so it is deleted with the stack");
+    }
+    Ok(())
+}
+
+/// A Rule assertion evaluated for these parameter values (`Fn::Not`, `Fn::And`, `Fn::Or`,
+/// `Fn::Equals`, `Fn::Contains`, `Ref`, literals).
+fn rule_value(v: &Value, params: &BTreeMap<&str, String>) -> Result<Value, String> {
+    let Some(obj) = v.as_object() else {
+        return Ok(match v {
+            Value::Number(n) => Value::String(n.to_string()),
+            other => other.clone(),
+        });
+    };
+    let (f, args) = obj.iter().next().ok_or("empty intrinsic")?;
+    let arg = |i: usize| -> Result<Value, String> {
+        rule_value(
+            args.get(i).ok_or_else(|| format!("{f}: argument {i}"))?,
+            params,
+        )
+    };
+    let truth = |v: Value| v.as_bool().ok_or_else(|| format!("{f}: not a boolean {v}"));
+    Ok(match f.as_str() {
+        "Ref" => Value::String(
+            params
+                .get(args.as_str().unwrap_or_default())
+                .cloned()
+                .ok_or_else(|| format!("Ref {args}"))?,
+        ),
+        "Fn::Not" => Value::Bool(!truth(arg(0)?)?),
+        "Fn::And" | "Fn::Or" => {
+            let mut all = Vec::new();
+            for i in 0..args.as_array().map_or(0, Vec::len) {
+                all.push(truth(arg(i)?)?);
+            }
+            Value::Bool(if f == "Fn::And" {
+                all.iter().all(|b| *b)
+            } else {
+                all.iter().any(|b| *b)
+            })
+        }
+        "Fn::Equals" => Value::Bool(arg(0)? == arg(1)?),
+        "Fn::Contains" => {
+            let list = args
+                .get(0)
+                .and_then(Value::as_array)
+                .ok_or("Fn::Contains list")?;
+            let needle = arg(1)?;
+            let mut found = false;
+            for item in list {
+                found |= rule_value(item, params)? == needle;
+            }
+            Value::Bool(found)
+        }
+        other => return err(format!("unsupported rule function {other}")),
+    })
+}
+
+/// Issue 15 item 10: a CloudFormation Rule rejects FleetMin > FleetMax — evaluated here for
+/// every pair the parameters allow.
+fn check_fleet_bounds_rule(t: &Template) -> CheckResult {
+    let range = |name: &str| -> Result<(i64, i64), String> {
+        let p = &t.section("Parameters")[name];
+        Ok((
+            num(p.get("MinValue")).ok_or_else(|| format!("{name}.MinValue"))?,
+            num(p.get("MaxValue")).ok_or_else(|| format!("{name}.MaxValue"))?,
+        ))
+    };
+    let ((min_lo, min_hi), (max_lo, max_hi)) = (range("FleetMin")?, range("FleetMax")?);
+    let assertions: Vec<&Value> = t
+        .section("Rules")
+        .values()
+        .filter(|r| {
+            let text = r.to_string();
+            text.contains("FleetMin")
+                && text.contains("FleetMax")
+                && r.get("RuleCondition").is_none()
+        })
+        .flat_map(|r| r.get("Assertions").map(one_or_many).unwrap_or_default())
+        .collect();
+    if assertions.is_empty() {
+        return err("no Rule compares FleetMin and FleetMax");
+    }
+    for fleet_min in min_lo..=min_hi {
+        for fleet_max in max_lo..=max_hi {
+            let params: BTreeMap<&str, String> = [
+                ("FleetMin", fleet_min.to_string()),
+                ("FleetMax", fleet_max.to_string()),
+            ]
+            .into();
+            let mut accepted = true;
+            for a in &assertions {
+                let v = rule_value(a.get("Assert").ok_or("Assert")?, &params)?;
+                accepted &= v.as_bool().ok_or("an assertion that is not a boolean")?;
+            }
+            if accepted != (fleet_min <= fleet_max) {
+                return err(format!(
+                    "FleetMin={fleet_min} FleetMax={fleet_max} is {} by the rules",
+                    if accepted { "accepted" } else { "rejected" }
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 // ------------------------------------------------------------------------------------ tests
+
+#[test]
+fn each_function_may_do_exactly_what_its_code_needs_and_sessions_stay_in_the_source_vpcs() {
+    passes_in_both_modes(check_least_privilege);
+}
+
+#[test]
+fn the_teardown_runs_after_the_session_creators_and_before_the_target_filter_and_bucket() {
+    passes_in_both_modes(check_teardown);
+}
+
+/// Issue 15 item 9: `make build` builds every Lambda in one cargo lambda build and `make
+/// deploy` ships exactly that (no `sam build`, the template itself), with the caller's region.
+#[test]
+fn make_deploy_ships_the_one_build_of_make_build_in_the_callers_region() {
+    let make = std::fs::read_to_string(repo_root().join("Makefile")).expect("Makefile");
+    let recipe = |target: &str| -> String {
+        make.lines()
+            .skip_while(|l| !l.starts_with(&format!("{target}:")))
+            .take_while(|l| l.starts_with(&format!("{target}:")) || l.starts_with('\t'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let lambdas = recipe("lambdas");
+    assert_eq!(
+        lambdas.matches("cargo lambda build").count(),
+        1,
+        "one build of all: {lambdas}"
+    );
+    assert!(
+        lambdas.contains("$(addprefix --bin ,$(LAMBDAS))"),
+        "{lambdas}"
+    );
+    // The bundle profile: no per-binary LTO of the SDK, parallel codegen (Cargo.toml says why).
+    assert!(lambdas.contains("--profile lambda-bundle"), "{lambdas}");
+    let manifest = std::fs::read_to_string(repo_root().join("Cargo.toml")).expect("Cargo.toml");
+    let profile: String = manifest
+        .lines()
+        .skip_while(|l| *l != "[profile.lambda-bundle]")
+        .take_while(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    for line in [
+        "inherits = \"release\"",
+        "lto = false",
+        "codegen-units = 16",
+    ] {
+        assert!(profile.contains(line), "{line} in {profile}");
+    }
+    assert!(
+        lambdas.contains("$(LAMBDA_DIST)/$$f/bootstrap"),
+        "{lambdas}"
+    );
+    assert!(
+        recipe("build").starts_with("build: setup lambdas"),
+        "{}",
+        recipe("build")
+    );
+    let deploy = recipe("deploy");
+    assert!(deploy.starts_with("deploy: build"), "{deploy}");
+    assert!(
+        deploy.contains("sam deploy --template-file template.yaml"),
+        "{deploy}"
+    );
+    assert!(
+        deploy.contains("$(ARGS)"),
+        "non-interactive with ARGS: {deploy}"
+    );
+    let code: Vec<&str> = make
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect();
+    assert!(
+        !code.iter().any(|l| l.contains("sam build")),
+        "SAM must not build again"
+    );
+    assert!(
+        !code.iter().any(|l| l.contains("AWS_DEFAULT_REGION")),
+        "the Makefile must not choose a region for the caller"
+    );
+    assert_eq!(
+        makefile_lambdas(),
+        FUNCTION_VARS.iter().map(|(f, _)| (*f).to_owned()).collect(),
+        "every function is built"
+    );
+}
+
+#[test]
+fn a_rule_rejects_a_fleet_min_above_the_fleet_max() {
+    passes_raw(check_fleet_bounds_rule);
+}
 
 #[test]
 fn each_function_builds_a_binary_of_the_workspace() {
@@ -2412,12 +2801,7 @@ fn the_readme_documents_every_setting_the_functions_read() {
         .filter_map(|row| row.split('|').nth(1))
         .flat_map(|cell| cell.split('`').skip(1).step_by(2))
         .collect();
-    let read: BTreeSet<&str> = MIRROR_VARS
-        .iter()
-        .chain(&FLEET_VARS)
-        .map(|v| v.name)
-        .collect();
-    assert_eq!(documented, read, "README.md's Lambda settings table");
+    assert_eq!(documented, all_vars(), "README.md's Lambda settings table");
 }
 
 /// Sets `value` at a JSON pointer of the template (which must exist).
@@ -2469,8 +2853,93 @@ fn each_check_rejects_a_template_broken_for_it() {
             Box::new(|t| {
                 set(
                     t,
-                    "/Resources/OnboardEniFunction/Metadata/BuildProperties/Binary",
-                    json!("onboard-enis"),
+                    "/Resources/OnboardEniFunction/Properties/CodeUri",
+                    json!("dist/lambda/onboard-enis/"),
+                )
+            }),
+        ),
+        (
+            "a function SAM would build itself",
+            check_function_binaries,
+            Box::new(|t| {
+                set(
+                    t,
+                    "/Resources/TeardownFunction/Metadata",
+                    json!({"BuildMethod": "rust-cargolambda"}),
+                )
+            }),
+        ),
+        (
+            "a role allowed an action its function never calls",
+            check_least_privilege,
+            Box::new(|t| {
+                let p = statement(t, "TeardownRole", "DescribeCannotBeScoped");
+                set(
+                    t,
+                    &format!("{p}/Action"),
+                    json!([
+                        "ec2:DescribeTrafficMirrorSessions",
+                        "ec2:DescribeTrafficMirrorFilters"
+                    ]),
+                );
+            }),
+        ),
+        (
+            "a role missing an action its function calls",
+            check_least_privilege,
+            Box::new(|t| {
+                let p = statement(t, "ReconcileMirrorsRole", "TellMissingObjectsApart");
+                let (list, index) = p.rsplit_once('/').unwrap();
+                t.root
+                    .pointer_mut(list)
+                    .and_then(Value::as_array_mut)
+                    .unwrap()
+                    .remove(index.parse().unwrap());
+            }),
+        ),
+        (
+            "sessions on ENIs of any VPC",
+            check_least_privilege,
+            Box::new(|t| {
+                let p = statement(
+                    t,
+                    "MirrorSessionsPolicy",
+                    "CreateSessionsOnEnisOfTheSourceVpcs",
+                );
+                remove(t, &format!("{p}/Condition"));
+            }),
+        ),
+        (
+            "any tag on the fleet group",
+            check_least_privilege,
+            Box::new(|t| {
+                let p = statement(t, "SizeFleetRole", "KeepOnlyTheScaleInHistoryTag");
+                remove(t, &format!("{p}/Condition/ForAllValues:StringEquals"));
+            }),
+        ),
+        (
+            "onboard-eni not depending on the teardown",
+            check_teardown,
+            Box::new(|t| remove(t, "/Resources/OnboardEniFunction/DependsOn")),
+        ),
+        (
+            "the teardown not referencing the filter",
+            check_teardown,
+            Box::new(|t| remove(t, "/Resources/SessionTeardown/Properties/FilterId")),
+        ),
+        (
+            "the teardown waited for an hour",
+            check_teardown,
+            Box::new(|t| remove(t, "/Resources/SessionTeardown/Properties/ServiceTimeout")),
+        ),
+        (
+            "the bucket retained",
+            check_teardown,
+            Box::new(|t| {
+                set(
+                    t,
+                    "/Resources/SourceMapBucket/DeletionPolicy",
+                    json!("Retain"),
                 )
             }),
         ),
@@ -2675,10 +3144,13 @@ fn each_check_rejects_a_template_broken_for_it() {
                 let p = statement(
                     t,
                     "MirrorSessionsPolicy",
-                    "CreateSessionsOnAnyEniToOurTargetAndFilter",
+                    "CreateSessionsOnEnisOfTheSourceVpcs",
                 );
-                let r = t.root.pointer_mut(&format!("{p}/Resource")).unwrap();
-                r.as_array_mut().unwrap().remove(0);
+                set(
+                    t,
+                    &format!("{p}/Resource"),
+                    json!({"Fn::Sub": "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:traffic-mirror-session/*"}),
+                );
             }),
         ),
         (
@@ -2936,6 +3408,18 @@ fn each_network_host_and_cloudwatch_check_rejects_a_template_broken_for_it() {
     type Check = fn(&Template) -> CheckResult;
     let size_env = "/Resources/SizeFleetFunction/Properties/Environment/Variables";
     let cases: Vec<(&str, Base, Check, Mutation)> = vec![
+        (
+            "a fleet bounds rule missing one pair",
+            Base::Raw,
+            check_fleet_bounds_rule,
+            Box::new(|t| {
+                t.root
+                    .pointer_mut("/Rules/FleetBounds/Assertions")
+                    .and_then(Value::as_array_mut)
+                    .expect("the FleetBounds assertions")
+                    .remove(40);
+            }),
+        ),
         (
             "an NLB without a security group",
             Base::Nlb,
@@ -3356,7 +3840,7 @@ fn each_network_host_and_cloudwatch_check_rejects_a_template_broken_for_it() {
             Box::new(|t| {
                 remove(
                     t,
-                    "/Resources/ReconcileMirrorsFunction/Properties/Environment/Variables/MIRROR_SOURCES_S3_URI",
+                    "/Globals/Function/Environment/Variables/MIRROR_SOURCES_S3_URI",
                 )
             }),
         ),

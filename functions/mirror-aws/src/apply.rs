@@ -2,10 +2,12 @@
 //!
 //! - [`apply`]: a mirror [`Plan`] — deletes first (they free session slots), then modifies,
 //!   then creates, a bounded number in flight; a failure concerns its ENI only.
-//! - [`apply_fleet`]: a [`FleetPlan`] — `SetDesiredCapacity`, then the scale-in history tag.
+//! - [`apply_fleet`]: a [`FleetPlan`] — `SetDesiredCapacity`, then the scale-in history tag
+//!   (only once the capacity is set, when the plan changes both).
 
 use mirror::capacity::{FleetPlan, SCALE_IN_HISTORY_TAG};
 use mirror::plan::{CreateSession, DeleteSession, ModifySession, Plan};
+use mirror::refusals::FailedCreate;
 use mirror::report::{Action, CapacityReport, Failure, Report};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -78,41 +80,79 @@ async fn run_bounded<E: Ec2Api + Clone>(ec2: &E, ops: Vec<Op>, limit: usize) -> 
     out
 }
 
+/// What applying a plan left to remember: the creates AWS refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub failed_creates: Vec<FailedCreate>,
+    /// True when at least one write succeeded (the sessions changed).
+    pub wrote: bool,
+}
+
 /// Apply a plan: deletes first (they free session slots), then modifies, then creates. Each
 /// outcome is recorded in the report; a failure concerns its ENI only.
-pub async fn apply<E: Ec2Api + Clone>(ec2: &E, plan: &Plan, report: &mut Report, limit: usize) {
+pub async fn apply<E: Ec2Api + Clone>(
+    ec2: &E,
+    plan: &Plan,
+    report: &mut Report,
+    limit: usize,
+) -> Applied {
     let phases: [Vec<Op>; 3] = [
         plan.delete.iter().cloned().map(Op::Delete).collect(),
         plan.modify.iter().cloned().map(Op::Modify).collect(),
         plan.create.iter().cloned().map(Op::Create).collect(),
     ];
+    let mut applied = Applied::default();
     for ops in phases {
         let mut outcomes = run_bounded(ec2, ops, limit).await;
         // Completion order varies; the report does not.
         outcomes.sort_by(|a, b| a.key().cmp(&b.key()));
         for outcome in outcomes {
-            record(report, outcome);
+            record(report, plan, &mut applied, outcome);
         }
     }
+    applied
 }
 
-fn record(report: &mut Report, outcome: Outcome) {
+fn record(report: &mut Report, plan: &Plan, applied: &mut Applied, outcome: Outcome) {
     match outcome {
         Outcome::Deleted(d, Ok(())) => {
             info!(eni = %d.eni_id, session = %d.session_id, reason = d.reason.as_str(), "deleted");
             report.deleted(&d.eni_id, &d.session_id, d.reason);
+            applied.wrote = true;
         }
         Outcome::Modified(m, Ok(())) => {
             info!(eni = %m.eni_id, session = %m.session_id, "modified");
             report.modified(&m.eni_id, &m.session_id, &m.changes);
+            applied.wrote = true;
         }
         Outcome::Created(c, Ok(id)) => {
             info!(eni = %c.eni_id, session = %id, number = c.number, "created");
+            // Now that it exists, a foreign session below it shadows it.
+            if let Some(s) = plan
+                .shadowed
+                .iter()
+                .find(|s| s.eni_id == c.eni_id && s.session_id.is_none())
+            {
+                warn!(eni = %c.eni_id, by = %s.by_session_id, by_number = s.by_number, "shadowed");
+                report.shadowed.push(mirror::plan::Shadowed {
+                    session_id: Some(id.clone()),
+                    ..s.clone()
+                });
+            }
             report.created(&c.eni_id, Some(id), c.number);
+            applied.wrote = true;
         }
         Outcome::Deleted(d, Err(e)) => fail(report, &d.eni_id, Action::Delete, &e),
         Outcome::Modified(m, Err(e)) => fail(report, &m.eni_id, Action::Modify, &e),
-        Outcome::Created(c, Err(e)) => fail(report, &c.eni_id, Action::Create, &e),
+        Outcome::Created(c, Err(e)) => {
+            fail(report, &c.eni_id, Action::Create, &e);
+            applied.failed_creates.push(FailedCreate {
+                eni_id: c.eni_id,
+                class: e.class,
+                code: e.code,
+                message: e.message,
+            });
+        }
     }
 }
 
@@ -121,9 +161,12 @@ fn fail(report: &mut Report, eni_id: &str, action: Action, e: &AwsError) {
     report.failed(eni_id, action, e.class, e.to_string());
 }
 
-/// Apply a fleet plan to the group `asg_name`: set its desired capacity, then (unless that
-/// failed) store the scale-in history. Records the outcome in `report`; returns the message of
-/// a retryable failure, if one happened.
+/// Apply a fleet plan to the group `asg_name`: set its desired capacity (`HonorCooldown` as
+/// planned), then store the scale-in history — but a history that goes with a new capacity
+/// only once that capacity is set: when `SetDesiredCapacity` is refused (a scaling activity in
+/// progress, the cooldown of a scale-in, any error) the stored streak stays as it was, so the
+/// next run decides the same scale-in again instead of starting the streak over. Records the
+/// outcome in `report`; returns the message of a retryable failure, if one happened.
 pub async fn apply_fleet<F: FleetApi>(
     fleet: &F,
     asg_name: &str,
@@ -142,17 +185,26 @@ pub async fn apply_fleet<F: FleetApi>(
             message: e.to_string(),
         });
     };
-    if let Some(desired) = plan.set_desired {
-        match fleet.set_desired_capacity(asg_name, desired).await {
+    let mut capacity_set = true;
+    if let Some(set) = plan.set_desired {
+        match fleet
+            .set_desired_capacity(asg_name, set.capacity, set.honor_cooldown)
+            .await
+        {
             Ok(()) => report.applied = true,
-            // A scaling activity or the cooldown is in the way: the next run tries again.
+            // A scaling activity (or a scale-in's cooldown) is in the way: the next run tries
+            // again, with the history as it was.
             Err(e) if e.code == "ScalingActivityInProgress" => {
                 info!(error = %e, "scaling activity in progress; not resized this time");
+                capacity_set = false;
             }
-            Err(e) => failed(report, e),
+            Err(e) => {
+                capacity_set = false;
+                failed(report, e);
+            }
         }
     }
-    if report.error.is_none()
+    if capacity_set
         && let Some(history) = &plan.store_history
         && let Err(e) = fleet
             .put_group_tag(asg_name, SCALE_IN_HISTORY_TAG, history)

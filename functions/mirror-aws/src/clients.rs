@@ -17,6 +17,8 @@ use aws_config::timeout::TimeoutConfig;
 
 use crate::ec2::SdkEc2;
 use crate::fleet::SdkFleet;
+use crate::metrics::SdkMetrics;
+use crate::store::SdkStore;
 
 /// Attempts per call (first try included) before a throttling error reaches the handler.
 pub const MAX_ATTEMPTS: u32 = 6;
@@ -51,6 +53,19 @@ pub fn ec2(config: &aws_config::SdkConfig) -> SdkEc2 {
 
 pub fn fleet(config: &aws_config::SdkConfig) -> SdkFleet {
     SdkFleet::new(aws_sdk_autoscaling::Client::new(config))
+}
+
+/// S3 with path-style addressing when an endpoint override is set (a local S3 stand-in has no
+/// `bucket.host` DNS names); virtual-hosted style, the default, on AWS.
+pub fn store(config: &aws_config::SdkConfig) -> SdkStore {
+    let s3 = aws_sdk_s3::config::Builder::from(config)
+        .force_path_style(config.endpoint_url().is_some())
+        .build();
+    SdkStore::new(aws_sdk_s3::Client::from_conf(s3))
+}
+
+pub fn metrics(config: &aws_config::SdkConfig) -> SdkMetrics {
+    SdkMetrics::new(aws_sdk_cloudwatch::Client::new(config))
 }
 
 #[cfg(test)]

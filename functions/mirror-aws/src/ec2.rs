@@ -215,7 +215,7 @@ fn to_u32(v: Option<i32>) -> Option<u32> {
 fn to_i32(op: Ec2Op, field: &'static str, v: u32) -> Result<i32, AwsError> {
     i32::try_from(v).map_err(|_| {
         AwsError::new(
-            ErrorClass::Other,
+            ErrorClass::InvalidRequest,
             op.as_str(),
             "InvalidParameterValue",
             format!("{field} {v} does not fit the API's integer"),
@@ -245,6 +245,7 @@ pub fn eni_from_sdk(ni: &sdk::NetworkInterface) -> Eni {
             .attachment()
             .and_then(|a| a.instance_owner_id())
             .map(str::to_owned),
+        private_ip: ni.private_ip_address().map(str::to_owned),
         tags: tags(ni.tag_set()),
     }
 }
@@ -288,6 +289,7 @@ pub fn target_from_sdk(t: &sdk::TrafficMirrorTarget) -> MirrorTarget {
         id: owned(t.traffic_mirror_target_id()),
         network_interface_id: t.network_interface_id().map(str::to_owned),
         network_load_balancer_arn: t.network_load_balancer_arn().map(str::to_owned),
+        gateway_load_balancer_endpoint_id: t.gateway_load_balancer_endpoint_id().map(str::to_owned),
     }
 }
 

@@ -26,30 +26,30 @@ pub struct AwsError {
 }
 
 /// How the message of each class reads: `<op>: <words> (<code>): <message>`.
-fn words(class: ErrorClass) -> Option<&'static str> {
+fn words(class: ErrorClass) -> &'static str {
     match class {
         // The ENI (or its instance, or its session) no longer exists: it went away mid-run.
-        ErrorClass::EniGone => Some("resource gone"),
+        ErrorClass::EniGone => "resource gone",
         // EC2 refuses this ENI as a mirror source (instance or interface type not supported).
-        ErrorClass::UnsupportedSource => Some("not supported as a mirror source"),
+        ErrorClass::UnsupportedSource => "not supported as a mirror source",
         // The ENI already has the maximum number of mirror sessions.
-        ErrorClass::SessionLimit => Some("per-ENI session limit"),
-        // Still throttled after the SDK's retries with backoff.
-        ErrorClass::Throttled => Some("throttled"),
+        ErrorClass::SessionLimit => "per-ENI session limit",
+        ErrorClass::AccountLimit => "account or target limit",
         // IAM says no.
-        ErrorClass::PermissionDenied => Some("permission denied"),
-        // Server errors, timeouts, I/O, unexpected codes (retried by Lambda): `<op>: <code>: …`.
-        ErrorClass::Other => None,
+        ErrorClass::PermissionDenied => "permission denied",
+        ErrorClass::InvalidRequest => "invalid request",
+        // Still throttled after the SDK's retries with backoff.
+        ErrorClass::Throttled => "throttled",
+        ErrorClass::ServerError => "server error",
+        ErrorClass::Timeout => "no answer",
+        ErrorClass::Other => "refused",
     }
 }
 
 impl fmt::Display for AwsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (op, code, message) = (self.op, &self.code, &self.message);
-        match words(self.class) {
-            Some(words) => write!(f, "{op}: {words} ({code}): {message}"),
-            None => write!(f, "{op}: {code}: {message}"),
-        }
+        write!(f, "{op}: {} ({code}): {message}", words(self.class))
     }
 }
 
@@ -72,93 +72,229 @@ impl AwsError {
     }
 
     /// Whether a later attempt of the same run may succeed (the Lambda then returns an error so
-    /// that it is retried or lands in the DLQ): throttling and unclassified failures.
+    /// that it is retried or lands in the DLQ): throttling, server errors and timeouts only.
     pub fn retryable(&self) -> bool {
         self.class.is_retryable()
     }
 
-    /// Classify an error code and message as EC2 / Auto Scaling return them.
+    /// Classify an error code and message as EC2 / Auto Scaling / S3 / CloudWatch return
+    /// them (no HTTP status known).
     pub fn classify(op: &'static str, code: &str, message: &str) -> AwsError {
-        AwsError::new(classify(code, message), op, code, message)
+        AwsError::new(classify(code, message, None), op, code, message)
     }
 
-    /// Classify an SDK error from any operation.
+    /// Classify an SDK error from any operation: the service's error code (with the HTTP
+    /// status for codes we do not know), or the transport failure.
     pub fn from_sdk<E, R>(op: &'static str, err: &SdkError<E, R>) -> AwsError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug + 'static,
+        R: HttpStatus + std::fmt::Debug + 'static,
     {
-        let transport = match err {
+        let (class, code) = match err {
             SdkError::ServiceError(ctx) => {
                 let e = ctx.err();
-                let code = e.code().unwrap_or("Unknown");
-                return AwsError::classify(op, code, e.message().unwrap_or_default());
+                let code = e.code().unwrap_or(UNKNOWN_CODE);
+                let message = e.message().unwrap_or_default();
+                let status = ctx.raw().status_code();
+                return AwsError::new(classify(code, message, status), op, code, message);
             }
-            SdkError::TimeoutError(_) => "Timeout",
-            SdkError::DispatchFailure(_) => "DispatchFailure",
-            SdkError::ResponseError(_) => "ResponseError",
-            _ => "ConstructionFailure",
+            // No answer in time, or no connection: worth retrying.
+            SdkError::TimeoutError(_) => (ErrorClass::Timeout, "Timeout"),
+            SdkError::DispatchFailure(_) => (ErrorClass::Timeout, "DispatchFailure"),
+            // An answer that could not be read: a 5xx (moto's HTML error pages) is a server
+            // error, anything else is not understood.
+            SdkError::ResponseError(ctx) => match ctx.raw().status_code() {
+                Some(s) if (500..600).contains(&s) => (ErrorClass::ServerError, "ResponseError"),
+                _ => (ErrorClass::Other, "ResponseError"),
+            },
+            _ => (ErrorClass::InvalidRequest, "ConstructionFailure"),
         };
-        AwsError::new(
-            ErrorClass::Other,
-            op,
-            transport,
-            DisplayChain(err).to_string(),
-        )
+        AwsError::new(class, op, code, DisplayChain(err).to_string())
     }
 }
 
-/// The class of an error code (and its message, for the codes that need it).
-fn classify(code: &str, message: &str) -> ErrorClass {
+/// The HTTP status of a raw response, for classifying answers without a known code.
+pub trait HttpStatus {
+    fn status_code(&self) -> Option<u16>;
+}
+
+impl HttpStatus for aws_smithy_runtime_api::client::orchestrator::HttpResponse {
+    fn status_code(&self) -> Option<u16> {
+        Some(self.status().as_u16())
+    }
+}
+
+/// What the SDK reports when the answer carries no error code.
+pub const UNKNOWN_CODE: &str = "Unknown";
+
+/// Codes AWS uses for throttling. EC2's is `RequestLimitExceeded` ("The maximum request rate
+/// permitted by the Amazon EC2 APIs has been exceeded for your account", "Error codes for the
+/// Amazon EC2 API"); Auto Scaling, CloudWatch and S3 use the others.
+const THROTTLING: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "TransactionInProgressException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "RequestThrottled",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+];
+
+/// Server-side codes ("Server error codes", EC2 error codes; Auto Scaling's
+/// `ResourceContention` is "HTTP Status Code: 500").
+const SERVER: &[&str] = &[
+    "InternalError",
+    "InternalFailure",
+    "ServerInternal",
+    "ServiceUnavailable",
+    "Unavailable",
+    "ResourceContention",
+    "InternalServiceError",
+    "RequestTimeout",
+    "RequestTimeoutException",
+];
+
+const PERMISSION: &[&str] = &[
+    "UnauthorizedOperation",
+    "AccessDenied",
+    "AccessDeniedException",
+    "AuthFailure",
+    "OptInRequired",
+    "Blocked",
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "UnrecognizedClientException",
+];
+
+/// Not-found codes about the source (the ENI, its instance) or our session: the thing went
+/// away. The Traffic Mirroring ones come in two spellings: the errors page writes
+/// `InvalidTrafficMirrorSessionNotFound` (and `InvalidTrafficMirrorTargetNoFound`, sic), the API
+/// sends `InvalidTrafficMirrorSessionId.NotFound` (as SDK waiters and the Terraform provider
+/// match them); both are recognised.
+const GONE: &[&str] = &[
+    "InvalidNetworkInterfaceID.NotFound",
+    "InvalidNetworkInterfaceId.NotFound",
+    "InvalidNetworkInterface.NotFound",
+    "InvalidInstanceID.NotFound",
+    "InvalidTrafficMirrorSessionId.NotFound",
+    "InvalidTrafficMirrorSessionNotFound",
+];
+
+/// Not-found codes about our target or filter (a configuration problem, not transient), and the
+/// other invalid-request codes.
+const INVALID: &[&str] = &[
+    "InvalidTrafficMirrorTargetId.NotFound",
+    "InvalidTrafficMirrorTargetNoFound",
+    "InvalidTrafficMirrorTargetNotFound",
+    "InvalidTrafficMirrorFilterId.NotFound",
+    "InvalidTrafficMirrorFilterNotFound",
+    "InvalidTrafficMirrorFilterRuleId.NotFound",
+    "InvalidTrafficMirrorFilterRuleNotFound",
+    "IdempotentParameterMismatch",
+    "InvalidParameter",
+    "InvalidParameterValue",
+    "InvalidParameterCombination",
+    "MissingParameter",
+    "UnknownParameter",
+    "ValidationError",
+    "ValidationException",
+    "InvalidNetworkInterfaceId.Malformed",
+    "InvalidNetworkInterfaceID.Malformed",
+    "InvalidInstanceID.Malformed",
+    "InvalidAction",
+    "NoSuchBucket",
+    "InvalidBucketName",
+    "InvalidParameterCombinationException",
+    "InvalidParameterValueException",
+];
+
+/// The ENI cannot be a source: `NetworkInterfaceNotSupported` ("The network interface is not
+/// supported for Traffic Mirroring"), or it is bound to a target or session already
+/// (`InterfaceInUseByTrafficMirrorTarget` / `...Session`).
+const UNSUPPORTED: &[&str] = &[
+    "NetworkInterfaceNotSupported",
+    "InterfaceInUseByTrafficMirrorTarget",
+    "InterfaceInUseByTrafficMirrorSession",
+    "UnsupportedOperation",
+    "Unsupported",
+];
+
+/// The class of an error code, its message (for answers without a code, or whose code is too
+/// generic) and the HTTP status (for codes not listed). CloudTrail writes EC2 codes with a
+/// `Client.` / `Server.` prefix ("If your requests have been throttled, you get the following
+/// error: `Client.RequestLimitExceeded`", EC2 error codes): it is ignored.
+pub fn classify(code: &str, message: &str, status: Option<u16>) -> ErrorClass {
+    let code = code
+        .strip_prefix("Client.")
+        .or_else(|| code.strip_prefix("Server."))
+        .unwrap_or(code);
     let lower = message.to_ascii_lowercase();
-    if is_throttling(code) {
+    let says = |words: &[&str]| words.iter().any(|w| lower.contains(w));
+    if THROTTLING.contains(&code) {
         return ErrorClass::Throttled;
     }
-    if matches!(
-        code,
-        "UnauthorizedOperation"
-            | "AccessDenied"
-            | "AccessDeniedException"
-            | "AuthFailure"
-            | "OptInRequired"
-            | "Blocked"
-            | "InvalidClientTokenId"
-    ) {
+    if SERVER.contains(&code) {
+        return ErrorClass::ServerError;
+    }
+    if PERMISSION.contains(&code) {
         return ErrorClass::PermissionDenied;
     }
-    if code.ends_with(".NotFound")
-        && (code.starts_with("InvalidNetworkInterface")
-            || code.starts_with("InvalidInstanceID")
-            || code.starts_with("InvalidTrafficMirrorSession"))
-    {
+    if GONE.contains(&code) {
         return ErrorClass::EniGone;
     }
-    // `TrafficMirrorSessionsPerInterfaceLimitExceeded`: the per-source-ENI limit (the
-    // per-target limits are not about this ENI and stay `Other`).
-    if code.ends_with("LimitExceeded")
-        && code.contains("Session")
-        && (code.contains("Interface") || code.contains("Eni") || code.contains("Source"))
-    {
+    if code == "TrafficMirrorSessionsPerInterfaceLimitExceeded" {
         return ErrorClass::SessionLimit;
     }
-    // EC2 answers an unsupported source with `NetworkInterfaceNotSupported` (or another
-    // `*NotSupported` code), or with an invalid-parameter code saying "not supported".
-    let says_unsupported = lower.contains("not supported") || lower.contains("unsupported");
-    if code.contains("NotSupported")
-        || code == "UnsupportedOperation"
-        || code == "Unsupported"
+    if UNSUPPORTED.contains(&code)
+        || (code.ends_with("NotSupported") && code != "NotSupported")
         || code.starts_with("UnsupportedInstanceType")
-        || (matches!(
-            code,
-            "InvalidParameterValue" | "InvalidParameter" | "InvalidParameterCombination"
-        ) && says_unsupported
-            && (lower.contains("mirror")
-                || lower.contains("instance type")
-                || lower.contains("network interface")))
     {
         return ErrorClass::UnsupportedSource;
     }
-    ErrorClass::Other
+    // Other limits: sessions per account, per target, sources per target, Auto Scaling's
+    // `LimitExceeded` (the throttling "limits" are matched above).
+    if code.ends_with("LimitExceeded") || code == "LimitExceededException" {
+        return ErrorClass::AccountLimit;
+    }
+    if INVALID.contains(&code) {
+        // An invalid-parameter answer that says the ENI is not supported is about the source.
+        let unsupported = says(&["not supported", "unsupported"])
+            && says(&["mirror", "instance type", "network interface"]);
+        return if unsupported {
+            ErrorClass::UnsupportedSource
+        } else {
+            ErrorClass::InvalidRequest
+        };
+    }
+    if code == UNKNOWN_CODE || code.is_empty() {
+        // No code: the message, then the status, decide.
+        if says(&["throttl", "rate exceeded", "slow down", "too many requests"]) {
+            return ErrorClass::Throttled;
+        }
+        if says(&["timed out", "timeout"]) {
+            return ErrorClass::Timeout;
+        }
+        if says(&["not authorized", "access denied", "unauthorized"]) {
+            return ErrorClass::PermissionDenied;
+        }
+        if says(&["does not exist", "not found"]) && says(&["network interface", "instance"]) {
+            return ErrorClass::EniGone;
+        }
+        if says(&["not supported"]) && says(&["mirror", "network interface"]) {
+            return ErrorClass::UnsupportedSource;
+        }
+    }
+    match status {
+        Some(s) if (500..600).contains(&s) => ErrorClass::ServerError,
+        Some(429) => ErrorClass::Throttled,
+        _ => ErrorClass::Other,
+    }
 }
 
 /// Why a run failed as a whole (the Lambda then returns an error: Lambda retries the event,
@@ -205,27 +341,6 @@ impl From<HandlerError> for Diagnostic {
     }
 }
 
-/// Codes AWS uses for throttling (the SDK's standard retry already backed off on them).
-fn is_throttling(code: &str) -> bool {
-    matches!(
-        code,
-        "Throttling"
-            | "ThrottlingException"
-            | "ThrottledException"
-            | "RequestThrottledException"
-            | "TooManyRequestsException"
-            | "ProvisionedThroughputExceededException"
-            | "TransactionInProgressException"
-            | "RequestLimitExceeded"
-            | "BandwidthLimitExceeded"
-            | "LimitExceededException"
-            | "RequestThrottled"
-            | "SlowDown"
-            | "PriorRequestNotComplete"
-            | "EC2ThrottledException"
-    )
-}
-
 /// Formats an error and its sources on one line.
 struct DisplayChain<'a>(&'a (dyn std::error::Error + 'static));
 
@@ -251,20 +366,35 @@ mod tests {
         #[rustfmt::skip]
         let cases = [
             ("RequestLimitExceeded", "Request limit exceeded.", Throttled),
+            ("Client.RequestLimitExceeded", "", Throttled),
             ("Throttling", "Rate exceeded", Throttled),
+            ("InternalError", "oops", ServerError),
+            ("Server.InternalError", "", ServerError),
+            ("ServiceUnavailable", "", ServerError),
+            ("Unavailable", "", ServerError),
+            ("ResourceContention", "pending update", ServerError),
             ("InvalidNetworkInterfaceID.NotFound", "eni-1 does not exist", EniGone),
             ("InvalidTrafficMirrorSessionId.NotFound", "", EniGone),
+            ("InvalidTrafficMirrorSessionNotFound", "", EniGone),
+            ("InvalidInstanceID.NotFound", "", EniGone),
             ("TrafficMirrorSessionsPerInterfaceLimitExceeded", "", SessionLimit),
-            // The per-target limit is not about this ENI.
-            ("TrafficMirrorSessionsPerTargetLimitExceeded", "", Other),
-            ("InvalidParameterValue", "instance type not supported", UnsupportedSource),
+            ("TrafficMirrorSessionLimitExceeded", "", AccountLimit),
+            ("TrafficMirrorSessionsPerTargetLimitExceeded", "", AccountLimit),
+            ("TrafficMirrorSourcesPerTargetLimitExceeded", "Sources per interface-target limit reached (11)", AccountLimit),
+            ("LimitExceeded", "", AccountLimit),
             ("NetworkInterfaceNotSupported", "", UnsupportedSource),
+            ("InterfaceInUseByTrafficMirrorTarget", "", UnsupportedSource),
             ("UnsupportedOperation", "", UnsupportedSource),
-            // An invalid parameter about something else.
-            ("InvalidParameterValue", "session number 0 out of range", Other),
+            ("InvalidParameterValue", "instance type not supported for traffic mirroring", UnsupportedSource),
+            ("InvalidParameterValue", "session number 0 out of range", InvalidRequest),
+            ("InvalidTrafficMirrorTargetId.NotFound", "", InvalidRequest),
+            ("InvalidTrafficMirrorTargetNoFound", "", InvalidRequest),
+            ("InvalidTrafficMirrorFilterNotFound", "", InvalidRequest),
+            ("IdempotentParameterMismatch", "", InvalidRequest),
+            ("ValidationError", "New SetDesiredCapacity value 3 is above max value 2", InvalidRequest),
             ("UnauthorizedOperation", "no", PermissionDenied),
+            ("Client.UnauthorizedOperation", "no", PermissionDenied),
             ("AccessDenied", "no", PermissionDenied),
-            ("InternalError", "oops", Other),
             ("Bizarre", "", Other),
         ];
         for (code, message, class) in cases {
@@ -275,12 +405,44 @@ mod tests {
     }
 
     #[test]
-    fn only_throttling_and_unclassified_failures_are_retryable() {
+    fn answers_without_a_code_are_classified_by_message_then_status() {
+        use ErrorClass::*;
+        #[rustfmt::skip]
+        let cases = [
+            ("Rate exceeded", None, Throttled),
+            ("Request timed out", None, Timeout),
+            ("You are not authorized to perform this operation.", None, PermissionDenied),
+            ("The network interface 'eni-1' does not exist", None, EniGone),
+            ("The network interface is not supported for Traffic Mirroring.", None, UnsupportedSource),
+            ("<html>Internal Server Error</html>", Some(500), ServerError),
+            ("", Some(503), ServerError),
+            ("", Some(429), Throttled),
+            ("something", Some(400), Other),
+            ("", None, Other),
+        ];
+        for (message, status, class) in cases {
+            assert_eq!(
+                classify(UNKNOWN_CODE, message, status),
+                class,
+                "{message:?} {status:?}"
+            );
+        }
+        // A code we do not know: a 5xx is a server error, a 4xx is not retried.
+        assert_eq!(classify("NewCode", "", Some(502)), ServerError);
+        assert_eq!(classify("NewCode", "", Some(400)), Other);
+    }
+
+    #[test]
+    fn only_throttling_server_errors_and_timeouts_are_retryable() {
         for class in ErrorClass::ALL {
             let e = AwsError::new(class, "x", "Code", "");
-            let want = matches!(class, ErrorClass::Throttled | ErrorClass::Other);
+            let want = matches!(
+                class,
+                ErrorClass::Throttled | ErrorClass::ServerError | ErrorClass::Timeout
+            );
             assert_eq!(e.retryable(), want, "{}", class.as_str());
         }
+        assert!(!AwsError::classify("X", "Bizarre", "").retryable());
     }
 
     #[test]
@@ -291,7 +453,10 @@ mod tests {
             "CreateTrafficMirrorSession: throttled (RequestLimitExceeded): slow"
         );
         let e = AwsError::classify("DescribeInstances", "InternalError", "oops");
-        assert_eq!(e.to_string(), "DescribeInstances: InternalError: oops");
+        assert_eq!(
+            e.to_string(),
+            "DescribeInstances: server error (InternalError): oops"
+        );
         let e = AwsError::classify("X", "InvalidNetworkInterfaceID.NotFound", "gone");
         assert_eq!(
             e.to_string(),

@@ -2,9 +2,19 @@
 //!
 //! An event never says what to do: it only narrows which ENIs (or which instance) the run
 //! observes. The truth is always observe → plan → apply. A malformed or unexpected event fails
-//! with an [`EventError`] that names the problem; it never widens the scope by accident.
+//! with an [`EventError`] that names the problem; it never widens the scope by accident. An
+//! event that is well formed but names nothing to onboard — a CloudTrail record of a failed
+//! call — is [`Triggered::ignored`]: the run does nothing and succeeds, with the reason in its
+//! report.
+//!
+//! CloudTrail records are read with a narrow type of our own ([`CloudTrailRecord`]): every
+//! field optional, only the ones used. Real records leave fields out or shape them per
+//! principal ("userIdentity element", CloudTrail user guide): `sessionContext.sessionIssuer` is
+//! `{}` for IAM users and console sessions, `webIdFederationData.attributes` is an object for
+//! EKS IRSA / OIDC sessions, an AWS service calling has only `type` and `invokedBy`, and
+//! `responseElements` is `null` on a failed call (whose `errorCode` carries a `Client.` prefix,
+//! "Error codes for the Amazon EC2 API").
 
-use aws_lambda_events::cloudwatch_events::cloudtrail::AWSAPICall;
 use aws_lambda_events::cloudwatch_events::ec2::InstanceStateChange;
 use aws_lambda_events::cloudwatch_events::tag::TagChangeOnResource;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
@@ -48,6 +58,131 @@ impl Trigger {
 pub struct Triggered {
     pub trigger: Trigger,
     pub scope: Scope,
+    /// Who made the call, for CloudTrail events (`AssumedRole arn:…`), for the logs.
+    pub actor: Option<String>,
+    /// Set when the event names nothing to act on: the run does nothing.
+    pub ignored: Option<IgnoredEvent>,
+}
+
+impl Triggered {
+    fn scoped(trigger: Trigger, scope: Scope) -> Triggered {
+        Triggered {
+            trigger,
+            scope,
+            actor: None,
+            ignored: None,
+        }
+    }
+}
+
+/// Why a well-formed event leads to nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IgnoredEvent {
+    /// `failed_call` (the record has an `errorCode`) or `no_network_interface` (it names no
+    /// ENI).
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+impl From<IgnoredEvent> for mirror::report::IgnoredEvent {
+    fn from(e: IgnoredEvent) -> Self {
+        mirror::report::IgnoredEvent {
+            reason: e.reason.to_owned(),
+            detail: e.detail,
+        }
+    }
+}
+
+/// The fields of a CloudTrail record (the `detail` of an "AWS API Call via CloudTrail" event)
+/// that this code reads; all optional, whatever the principal or the outcome.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CloudTrailRecord {
+    pub event_source: Option<String>,
+    pub event_name: Option<String>,
+    /// Set on failed calls (`Client.InvalidParameterValue`, `Client.DryRunOperation`, ...).
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub user_identity: Option<UserIdentity>,
+    /// `null` for some calls.
+    pub request_parameters: Option<Value>,
+    /// `null` (or absent) on failed calls.
+    pub response_elements: Option<Value>,
+}
+
+/// `userIdentity`: its shape depends on the principal (`IAMUser`, `AssumedRole`, `Root`,
+/// `AWSService`, `WebIdentityUser`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct UserIdentity {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub principal_id: Option<String>,
+    pub arn: Option<String>,
+    pub account_id: Option<String>,
+    pub user_name: Option<String>,
+    /// The service that made the call (`elasticloadbalancing.amazonaws.com`, `AWS Internal`).
+    pub invoked_by: Option<String>,
+    pub session_context: Option<SessionContext>,
+}
+
+/// `userIdentity.sessionContext`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SessionContext {
+    /// `{}` for IAM users and console sessions: every field optional.
+    pub session_issuer: Option<SessionIssuer>,
+    pub web_id_federation_data: Option<WebIdFederationData>,
+    /// `mfaAuthenticated` (a string), `creationDate` (two formats): kept as JSON.
+    pub attributes: Option<Value>,
+}
+
+/// `sessionContext.sessionIssuer`: the role (or user) the session came from.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SessionIssuer {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub principal_id: Option<String>,
+    pub arn: Option<String>,
+    pub account_id: Option<String>,
+    pub user_name: Option<String>,
+}
+
+/// `sessionContext.webIdFederationData`: an OIDC provider (EKS IRSA); `attributes` is an object.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WebIdFederationData {
+    pub federated_provider: Option<String>,
+    pub attributes: Option<Value>,
+}
+
+impl UserIdentity {
+    /// One line for the logs: the principal type, its ARN (or the invoking service), and the
+    /// role a session came from or the OIDC provider of a web-identity session.
+    pub fn describe(&self) -> String {
+        let mut out = self.kind.clone().unwrap_or_else(|| "unknown".to_owned());
+        if let Some(who) = self.arn.as_ref().or(self.invoked_by.as_ref()) {
+            out.push(' ');
+            out.push_str(who);
+        }
+        let context = self.session_context.as_ref();
+        if let Some(issuer) = context
+            .and_then(|c| c.session_issuer.as_ref())
+            .and_then(|i| i.arn.as_ref())
+        {
+            out.push_str(" via ");
+            out.push_str(issuer);
+        }
+        if let Some(provider) = context
+            .and_then(|c| c.web_id_federation_data.as_ref())
+            .and_then(|w| w.federated_provider.as_ref())
+        {
+            out.push_str(" federated by ");
+            out.push_str(provider);
+        }
+        out
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,13 +204,6 @@ pub enum EventError {
         "unsupported CloudTrail event name {0:?} (expected CreateNetworkInterface or AttachNetworkInterface)"
     )]
     UnsupportedApiCall(String),
-    #[error(
-        "CloudTrail {event_name} event carries no {field} (a failed call has no responseElements)"
-    )]
-    MissingField {
-        event_name: &'static str,
-        field: &'static str,
-    },
     #[error(
         "tag change on unsupported resource type {0:?} (expected instance or network-interface)"
     )]
@@ -111,7 +239,6 @@ impl EventError {
             EventError::UnsupportedDetailType { .. } => "unsupported_detail_type",
             EventError::MalformedDetail { .. } => "malformed_detail",
             EventError::UnsupportedApiCall(_) => "unsupported_api_call",
-            EventError::MissingField { .. } => "missing_field",
             EventError::UnsupportedResourceType(_) => "unsupported_resource_type",
             EventError::NoResource { .. } => "no_resource",
             EventError::BadId { .. } => "bad_id",
@@ -172,24 +299,85 @@ impl Home {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CreateNiResponse {
-    network_interface: CreatedNi,
+/// The string at `path` of `value`: `Ok(None)` when a part is absent or `null`, an error when
+/// it is there but not a string.
+fn string_at<'a>(
+    value: Option<&'a Value>,
+    path: &[&str],
+    field: &'static str,
+) -> Result<Option<&'a str>, EventError> {
+    let mut at = value;
+    for key in path {
+        at = at.and_then(|v| v.get(key));
+    }
+    match at {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(EventError::BadId {
+            field,
+            value: other.to_string(),
+            kind: "string",
+        }),
+    }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CreatedNi {
-    network_interface_id: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AttachNiRequest {
-    network_interface_id: String,
-    #[serde(default)]
-    instance_id: Option<String>,
+/// The scope (or the reason to ignore it) of a CloudTrail record.
+fn cloudtrail(call: CloudTrailRecord) -> Result<Triggered, EventError> {
+    let actor = call.user_identity.as_ref().map(UserIdentity::describe);
+    let name = call.event_name.clone().unwrap_or_default();
+    let trigger = match name.as_str() {
+        "CreateNetworkInterface" => Trigger::CreateNetworkInterface,
+        "AttachNetworkInterface" => Trigger::AttachNetworkInterface,
+        _ => return Err(EventError::UnsupportedApiCall(name)),
+    };
+    let ignore = |reason: &'static str, detail: String| Triggered {
+        trigger,
+        scope: Scope::enis(Vec::<String>::new()),
+        actor: actor.clone(),
+        ignored: Some(IgnoredEvent { reason, detail }),
+    };
+    if let Some(code) = &call.error_code {
+        // A failed call changed nothing (EventBridge delivers failed calls too).
+        let message = call.error_message.as_deref().unwrap_or_default();
+        return Ok(ignore("failed_call", format!("{name}: {code}: {message}")));
+    }
+    let eni = match trigger {
+        Trigger::CreateNetworkInterface => string_at(
+            call.response_elements.as_ref(),
+            &["networkInterface", "networkInterfaceId"],
+            "responseElements.networkInterface.networkInterfaceId",
+        )?,
+        _ => {
+            if let Some(instance) = string_at(
+                call.request_parameters.as_ref(),
+                &["instanceId"],
+                "requestParameters.instanceId",
+            )? {
+                check_id("requestParameters.instanceId", instance, "instance")?;
+            }
+            string_at(
+                call.request_parameters.as_ref(),
+                &["networkInterfaceId"],
+                "requestParameters.networkInterfaceId",
+            )?
+        }
+    };
+    let Some(eni) = eni else {
+        return Ok(ignore(
+            "no_network_interface",
+            format!("{name} names no network interface"),
+        ));
+    };
+    let field = if trigger == Trigger::CreateNetworkInterface {
+        "responseElements.networkInterface.networkInterfaceId"
+    } else {
+        "requestParameters.networkInterfaceId"
+    };
+    let eni = check_id(field, eni, "network interface")?;
+    Ok(Triggered {
+        actor,
+        ..Triggered::scoped(trigger, Scope::enis([eni]))
+    })
 }
 
 fn detail<T: serde::de::DeserializeOwned>(
@@ -242,48 +430,9 @@ pub fn parse(payload: Value) -> Result<Triggered, EventError> {
             } else {
                 Trigger::InstanceStateOther
             };
-            Ok(Triggered {
-                trigger,
-                scope: Scope::instances([id]),
-            })
+            Ok(Triggered::scoped(trigger, Scope::instances([id])))
         }
-        DETAIL_CLOUDTRAIL => {
-            let call: AWSAPICall<Value, Value> = detail(DETAIL_CLOUDTRAIL, event.detail)?;
-            match call.event_name.as_str() {
-                "CreateNetworkInterface" => {
-                    let resp = call.response_elements.ok_or(EventError::MissingField {
-                        event_name: "CreateNetworkInterface",
-                        field: "responseElements",
-                    })?;
-                    let resp: CreateNiResponse = detail(DETAIL_CLOUDTRAIL, resp)?;
-                    let eni = check_id(
-                        "responseElements.networkInterface.networkInterfaceId",
-                        &resp.network_interface.network_interface_id,
-                        "network interface",
-                    )?;
-                    Ok(Triggered {
-                        trigger: Trigger::CreateNetworkInterface,
-                        scope: Scope::enis([eni]),
-                    })
-                }
-                "AttachNetworkInterface" => {
-                    let req: AttachNiRequest = detail(DETAIL_CLOUDTRAIL, call.request_parameters)?;
-                    let eni = check_id(
-                        "requestParameters.networkInterfaceId",
-                        &req.network_interface_id,
-                        "network interface",
-                    )?;
-                    if let Some(instance) = &req.instance_id {
-                        check_id("requestParameters.instanceId", instance, "instance")?;
-                    }
-                    Ok(Triggered {
-                        trigger: Trigger::AttachNetworkInterface,
-                        scope: Scope::enis([eni]),
-                    })
-                }
-                other => Err(EventError::UnsupportedApiCall(other.to_owned())),
-            }
-        }
+        DETAIL_CLOUDTRAIL => cloudtrail(detail(DETAIL_CLOUDTRAIL, event.detail)?),
         DETAIL_TAG_CHANGE => {
             let d: TagChangeOnResource = detail(DETAIL_TAG_CHANGE, event.detail)?;
             match d.resource_type.as_str() {
@@ -295,10 +444,10 @@ pub fn parse(payload: Value) -> Result<Triggered, EventError> {
                         }
                     })?;
                     let id = check_id("resources", &id, "instance")?;
-                    Ok(Triggered {
-                        trigger: Trigger::InstanceTagChange,
-                        scope: Scope::instances([id]),
-                    })
+                    Ok(Triggered::scoped(
+                        Trigger::InstanceTagChange,
+                        Scope::instances([id]),
+                    ))
                 }
                 "network-interface" => {
                     let id = id_from_arns(&resources, "network-interface").ok_or_else(|| {
@@ -308,18 +457,12 @@ pub fn parse(payload: Value) -> Result<Triggered, EventError> {
                         }
                     })?;
                     let id = check_id("resources", &id, "network interface")?;
-                    Ok(Triggered {
-                        trigger: Trigger::EniTagChange,
-                        scope: Scope::enis([id]),
-                    })
+                    Ok(Triggered::scoped(Trigger::EniTagChange, Scope::enis([id])))
                 }
                 other => Err(EventError::UnsupportedResourceType(other.to_owned())),
             }
         }
-        DETAIL_SCHEDULED => Ok(Triggered {
-            trigger: Trigger::Scheduled,
-            scope: Scope::All,
-        }),
+        DETAIL_SCHEDULED => Ok(Triggered::scoped(Trigger::Scheduled, Scope::All)),
         _ => Err(EventError::UnsupportedDetailType {
             detail_type: event.detail_type,
             source_name: event.source,
@@ -384,11 +527,14 @@ mod tests {
     }
 
     #[test]
-    fn every_file_in_events_parses() {
+    fn every_eventbridge_file_in_events_parses() {
         let mut n = 0;
         for entry in std::fs::read_dir(events_dir()).unwrap() {
             let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "json") {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            // The CloudFormation custom resource requests are the teardown's (teardown.rs).
+            if path.extension().is_some_and(|e| e == "json") && !name.starts_with("cloudformation-")
+            {
                 let name = path.file_name().unwrap().to_string_lossy().into_owned();
                 parse(sample(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
                 n += 1;
@@ -397,30 +543,150 @@ mod tests {
         assert!(n >= 6, "expected a sample for every trigger, found {n}");
     }
 
-    #[test]
-    fn cloudtrail_samples_carry_every_field_aws_api_call_requires() {
-        for name in [
+    /// The CloudTrail samples of `events/` by principal and outcome (file name → what it
+    /// must lead to: the ENI onboarded, or the reason it is ignored).
+    const CLOUDTRAIL_SAMPLES: &[(&str, Result<&str, &str>)] = &[
+        (
             "cloudtrail-create-network-interface.json",
+            Ok("eni-0123456789abcdef0"),
+        ),
+        (
             "cloudtrail-attach-network-interface.json",
-        ] {
-            let v = sample(name);
-            let detail = v["detail"].as_object().unwrap();
-            for field in [
-                "eventVersion",
-                "userIdentity",
-                "eventTime",
-                "eventSource",
-                "eventName",
-                "awsRegion",
-                "sourceIPAddress",
-                "userAgent",
-                "requestID",
-                "eventID",
-                "eventType",
-            ] {
-                assert!(detail.contains_key(field), "{name} lacks detail.{field}");
+            Ok("eni-0123456789abcdef0"),
+        ),
+        (
+            "cloudtrail-create-network-interface-iam-user.json",
+            Ok("eni-0a1b2c3d4e5f60718"),
+        ),
+        (
+            "cloudtrail-create-network-interface-console-root.json",
+            Ok("eni-0c1d2e3f4a5b60718"),
+        ),
+        (
+            "cloudtrail-create-network-interface-assumed-role-empty-issuer.json",
+            Ok("eni-0e1f2a3b4c5d60718"),
+        ),
+        (
+            "cloudtrail-create-network-interface-eks-irsa.json",
+            Ok("eni-0f1a2b3c4d5e60718"),
+        ),
+        (
+            "cloudtrail-attach-network-interface-eks-cni-node-role.json",
+            Ok("eni-0f1a2b3c4d5e60718"),
+        ),
+        (
+            "cloudtrail-create-network-interface-elb-service-linked.json",
+            Ok("eni-0b2c3d4e5f6a70819"),
+        ),
+        (
+            "cloudtrail-create-network-interface-eks-service-linked.json",
+            Ok("eni-0d2e3f4a5b6c70819"),
+        ),
+        (
+            "cloudtrail-create-network-interface-lambda-service.json",
+            Ok("eni-0a3b4c5d6e7f80910"),
+        ),
+        (
+            "cloudtrail-create-network-interface-failed.json",
+            Err("failed_call"),
+        ),
+        (
+            "cloudtrail-create-network-interface-dry-run.json",
+            Err("failed_call"),
+        ),
+        (
+            "cloudtrail-attach-network-interface-failed.json",
+            Err("failed_call"),
+        ),
+    ];
+
+    #[test]
+    fn every_cloudtrail_sample_parses_and_onboards_its_eni_or_is_ignored_with_a_reason() {
+        let mut on_disk: Vec<String> = std::fs::read_dir(events_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("cloudtrail-"))
+            .collect();
+        on_disk.sort();
+        let mut listed: Vec<String> = CLOUDTRAIL_SAMPLES
+            .iter()
+            .map(|(n, _)| (*n).to_owned())
+            .collect();
+        listed.sort();
+        assert_eq!(on_disk, listed, "every CloudTrail sample is listed here");
+        for (name, want) in CLOUDTRAIL_SAMPLES {
+            let t = parse(sample(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(t.actor.is_some(), "{name}: no userIdentity read");
+            match want {
+                Ok(eni) => {
+                    assert_eq!(t.ignored, None, "{name}");
+                    assert_eq!(t.scope, Scope::enis([*eni]), "{name}");
+                }
+                Err(reason) => {
+                    assert_eq!(
+                        t.ignored.as_ref().map(|i| i.reason),
+                        Some(*reason),
+                        "{name}"
+                    );
+                    assert_eq!(t.scope, Scope::enis(Vec::<String>::new()), "{name}");
+                }
             }
         }
+    }
+
+    #[test]
+    fn the_samples_cover_every_principal_shape_real_records_have() {
+        let identity = |name: &str| sample(name)["detail"]["userIdentity"].clone();
+        let kinds: std::collections::BTreeSet<String> = CLOUDTRAIL_SAMPLES
+            .iter()
+            .filter_map(|(n, _)| identity(n)["type"].as_str().map(str::to_owned))
+            .collect();
+        for kind in ["IAMUser", "Root", "AssumedRole", "AWSService"] {
+            assert!(
+                kinds.contains(kind),
+                "no sample with userIdentity.type {kind}"
+            );
+        }
+        let any =
+            |f: &dyn Fn(&Value) -> bool| CLOUDTRAIL_SAMPLES.iter().any(|(n, _)| f(&identity(n)));
+        assert!(
+            any(&|u| u["sessionContext"]["sessionIssuer"] == serde_json::json!({})),
+            "an empty sessionIssuer"
+        );
+        assert!(
+            any(
+                &|u| u["sessionContext"]["webIdFederationData"]["attributes"].is_object()
+                    && u["sessionContext"]["webIdFederationData"]["attributes"]
+                        .as_object()
+                        .is_some_and(|a| !a.is_empty())
+            ),
+            "IRSA attributes as an object"
+        );
+        assert!(
+            any(&|u| u["sessionContext"]["sessionIssuer"]["arn"]
+                .as_str()
+                .is_some_and(|a| a.contains(":role/aws-service-role/"))),
+            "a service-linked role"
+        );
+        assert!(
+            CLOUDTRAIL_SAMPLES
+                .iter()
+                .any(|(n, _)| sample(n)["detail"]["responseElements"].is_null()
+                    && sample(n)["detail"]["errorCode"].is_string())
+        );
+    }
+
+    #[test]
+    fn a_record_with_nothing_but_the_event_name_and_the_id_still_onboards() {
+        let mut v = sample("cloudtrail-attach-network-interface.json");
+        let eni = v["detail"]["requestParameters"]["networkInterfaceId"].clone();
+        v["detail"] = serde_json::json!({
+            "eventName": "AttachNetworkInterface",
+            "requestParameters": {"networkInterfaceId": eni},
+        });
+        let t = parse(v).unwrap();
+        assert_eq!(t.scope, Scope::enis(["eni-0123456789abcdef0"]));
+        assert_eq!(t.actor, None);
     }
 
     #[test]
@@ -442,29 +708,22 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_create_network_interface_call_is_a_missing_field_error() {
+    fn a_create_without_response_elements_names_nothing_and_is_ignored() {
         let mut v = sample("cloudtrail-create-network-interface.json");
         v["detail"]["responseElements"] = Value::Null;
-        let err = parse(v).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                EventError::MissingField {
-                    field: "responseElements",
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        let t = parse(v).unwrap();
+        assert_eq!(t.ignored.map(|i| i.reason), Some("no_network_interface"));
     }
 
     #[test]
-    fn a_cloudtrail_event_without_required_fields_is_malformed() {
+    fn an_id_that_is_not_a_string_is_malformed() {
         let mut v = sample("cloudtrail-attach-network-interface.json");
-        v["detail"].as_object_mut().unwrap().remove("eventID");
+        v["detail"]["requestParameters"]["networkInterfaceId"] = serde_json::json!(7);
         let err = parse(v).unwrap_err();
-        assert!(matches!(err, EventError::MalformedDetail { .. }), "{err}");
-        assert_eq!(err.label(), "malformed_detail");
+        assert_eq!(err.label(), "bad_id", "{err}");
+        let mut v = sample("cloudtrail-attach-network-interface.json");
+        v["detail"]["userIdentity"] = serde_json::json!("not an object");
+        assert_eq!(parse(v).unwrap_err().label(), "malformed_detail");
     }
 
     #[test]

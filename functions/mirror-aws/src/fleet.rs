@@ -27,11 +27,14 @@ pub trait FleetApi: Send + Sync + 'static {
         &self,
         name: &str,
     ) -> impl Future<Output = Result<Option<Group>, AwsError>> + Send;
-    /// `SetDesiredCapacity` with `HonorCooldown`.
+    /// `SetDesiredCapacity`, with `HonorCooldown` as given (false: the change is not held
+    /// for the group's cooldown, "By default, Amazon EC2 Auto Scaling does not honor the
+    /// cooldown period during manual scaling activities", SetDesiredCapacity).
     fn set_desired_capacity(
         &self,
         name: &str,
         desired: u32,
+        honor_cooldown: bool,
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
     /// `CreateOrUpdateTags` for one tag on the group (not propagated to instances).
     fn put_group_tag(
@@ -89,10 +92,15 @@ impl FleetApi for SdkFleet {
             }))
     }
 
-    async fn set_desired_capacity(&self, name: &str, desired: u32) -> Result<(), AwsError> {
+    async fn set_desired_capacity(
+        &self,
+        name: &str,
+        desired: u32,
+        honor_cooldown: bool,
+    ) -> Result<(), AwsError> {
         let desired = i32::try_from(desired).map_err(|_| {
             AwsError::new(
-                ErrorClass::Other,
+                ErrorClass::InvalidRequest,
                 "SetDesiredCapacity",
                 "InvalidParameterValue",
                 format!("desired capacity {desired} out of range"),
@@ -102,7 +110,7 @@ impl FleetApi for SdkFleet {
             .set_desired_capacity()
             .auto_scaling_group_name(name)
             .desired_capacity(desired)
-            .honor_cooldown(true)
+            .honor_cooldown(honor_cooldown)
             .send()
             .await
             .map(|_| ())

@@ -13,21 +13,25 @@
 //! Narrow scope: the same, but by id (`network-interface-id`, `instance-id`,
 //! `attachment.instance-id`) and the sessions of the ENIs in scope only.
 //!
-//! size-fleet ([`observe_fleet`]): the rebuilder group, and the sessions sending to our target
-//! (every session to the target loads the fleet, ours or not).
+//! size-fleet ([`observe_fleet`]): the rebuilder group, the sessions sending to our target
+//! (every session to the target loads the fleet, ours or not), and the fleet's traffic from
+//! CloudWatch (one `GetMetricData`; without data or on failure the sessions alone size the
+//! fleet, and the report says which).
 
 use std::collections::BTreeSet;
 
-use mirror::capacity::{FleetObservation, Load, SCALE_IN_HISTORY_TAG};
+use mirror::capacity::{FleetObservation, Load, SCALE_IN_HISTORY_TAG, Traffic};
 use mirror::filters::Filter;
 use mirror::model::{MirrorSpec, Observed};
 use mirror::plan::Scope;
+use mirror::report::TrafficSource;
 use mirror::selection::Selector;
 use mirror::settings::FleetSettings;
 
 use crate::ec2::{Ec2Api, chunked_filters};
 use crate::error::{AwsError, HandlerError};
 use crate::fleet::FleetApi;
+use crate::metrics::MetricsApi;
 
 async fn enis_by<E: Ec2Api>(
     ec2: &E,
@@ -154,12 +158,24 @@ pub async fn observe<E: Ec2Api>(
     Ok(observed)
 }
 
-/// Describe the rebuilder group and count the sessions sending to our target.
-pub async fn observe_fleet<E: Ec2Api, F: FleetApi>(
+/// What size-fleet observed, and where its traffic figures came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetObserved {
+    pub observation: FleetObservation,
+    pub traffic_source: TrafficSource,
+    /// Why `GetMetricData` failed, if it did.
+    pub traffic_error: Option<AwsError>,
+}
+
+/// Describe the rebuilder group, count the sessions sending to our target, and read the
+/// fleet's traffic.
+pub async fn observe_fleet<E: Ec2Api, F: FleetApi, M: MetricsApi>(
     ec2: &E,
     fleet: &F,
+    metrics: &M,
     settings: &FleetSettings,
-) -> Result<FleetObservation, HandlerError> {
+    now_unix: u64,
+) -> Result<FleetObserved, HandlerError> {
     let group = fleet
         .describe_group(&settings.asg_name)
         .await
@@ -174,13 +190,29 @@ pub async fn observe_fleet<E: Ec2Api, F: FleetApi>(
         .await
         .map_err(HandlerError::Observe)?;
     let sessions = sessions.iter().filter(|s| &s.target_id == target).count();
-    Ok(FleetObservation {
-        load: Load {
-            sessions: u32::try_from(sessions).unwrap_or(u32::MAX),
-            current_desired: group.desired_capacity,
+    let (traffic, traffic_source, traffic_error) = match &settings.metrics_namespace {
+        None => (Traffic::default(), TrafficSource::NotConfigured, None),
+        Some(namespace) => match metrics
+            .fleet_traffic(namespace, &settings.asg_name, now_unix)
+            .await
+        {
+            Ok(t) if t == Traffic::default() => (t, TrafficSource::NoData, None),
+            Ok(t) => (t, TrafficSource::Cloudwatch, None),
+            Err(e) => (Traffic::default(), TrafficSource::Failed, Some(e)),
         },
-        group_min: group.min_size,
-        group_max: group.max_size,
-        history_tag: group.tags.get(SCALE_IN_HISTORY_TAG).cloned(),
+    };
+    Ok(FleetObserved {
+        observation: FleetObservation {
+            load: Load {
+                sessions: u32::try_from(sessions).unwrap_or(u32::MAX),
+                current_desired: group.desired_capacity,
+                traffic,
+            },
+            group_min: group.min_size,
+            group_max: group.max_size,
+            history_tag: group.tags.get(SCALE_IN_HISTORY_TAG).cloned(),
+        },
+        traffic_source,
+        traffic_error,
     })
 }

@@ -111,14 +111,8 @@ fn malformed_events() -> Vec<(&'static str, Value, &'static str, &'static str)> 
             "EC2 Instance State-change Notification",
         ),
         (
-            "failed CreateNetworkInterface (no responseElements)",
-            with(create.clone(), &["detail", "responseElements"], Value::Null),
-            "missing_field",
-            "responseElements",
-        ),
-        (
-            "CreateNetworkInterface response without the id",
-            without(
+            "CreateNetworkInterface response whose id is not a string",
+            with(
                 create,
                 &[
                     "detail",
@@ -126,18 +120,16 @@ fn malformed_events() -> Vec<(&'static str, Value, &'static str, &'static str)> 
                     "networkInterface",
                     "networkInterfaceId",
                 ],
+                json!(["eni-1"]),
             ),
-            "malformed_detail",
+            "bad_id",
             "networkInterfaceId",
         ),
         (
-            "AttachNetworkInterface without networkInterfaceId",
-            without(
-                attach.clone(),
-                &["detail", "requestParameters", "networkInterfaceId"],
-            ),
+            "AttachNetworkInterface whose userIdentity is not an object",
+            with(attach.clone(), &["detail", "userIdentity"], json!(42)),
             "malformed_detail",
-            "networkInterfaceId",
+            "AWS API Call via CloudTrail",
         ),
         (
             "another CloudTrail call",

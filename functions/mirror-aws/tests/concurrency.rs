@@ -23,8 +23,9 @@ const NOW: u64 = 1_795_660_200;
 const ENIS: [&str; 4] = ["eni-a", "eni-b", "eni-c", "eni-d"];
 
 /// The world every schedule starts from: a tagged standalone ENI, an ENI of a tagged
-/// instance, a tagged ENI already carrying someone else's session number 1 (ours must be 2),
-/// and a tagged ENI no event names (only the reconcile reaches it).
+/// instance, a tagged ENI already carrying someone else's session number 1 (ours still takes
+/// the highest free number, 32766), and a tagged ENI no event names (only the reconcile reaches
+/// it).
 fn world(w: Ec2World) -> Ec2World {
     w.add_eni("eni-a", None, &[("mirror", "true")]);
     w.add_instance("i-1", &[("mirror-instance", "true")]);
@@ -40,7 +41,7 @@ fn world(w: Ec2World) -> Ec2World {
 async fn handle(ec2: FakeEc2, function: &'static str, payload: Value) -> Result<(), HandlerError> {
     let triggered = events::parse(payload)?;
     let run = MirrorRun::new(function, settings(&[]));
-    handlers::run_mirror(&ec2, &run, &triggered.scope, NOW)
+    handlers::run_mirror(&ec2, &handlers::NoStore, &run, &triggered.scope, NOW)
         .await
         .map(drop)
 }
@@ -89,8 +90,7 @@ fn check_schedule(w: &Ec2World, seed: u64) -> (bool, u64) {
     for eni in ENIS {
         let owned = w.owned_on(eni);
         assert_eq!(owned.len(), 1, "seed {seed}: {eni} has {owned:?}");
-        let want = if eni == "eni-c" { 2 } else { 1 };
-        assert_eq!(owned[0].number, want, "seed {seed}: {eni}");
+        assert_eq!(owned[0].number, 32766, "seed {seed}: {eni}");
     }
     let mut by_eni: BTreeMap<String, Vec<CreateSeen>> = BTreeMap::new();
     for call in w.calls() {
@@ -209,7 +209,8 @@ async fn handlers_entry_points_race_safely() {
             handlers::reconcile(&b, &reconcile_run, sample_event("scheduled.json")),
         );
         // Across an hour boundary the two tokens differ; the loser's create then clashes on
-        // the session number and fails (Lambda retries it). One session either way.
+        // the session number and is reported for that ENI. One session either way, and no
+        // error Lambda would retry.
         for r in [ra, rb] {
             if let Err(e) = r {
                 assert!(
@@ -225,8 +226,9 @@ async fn handlers_entry_points_race_safely() {
 }
 
 /// Two observations on either side of an hour boundary give different tokens: the number
-/// clash (EC2 rejects a session number already used on the ENI) keeps it to one session and
-/// the losing run fails so that Lambda retries it; the retry changes nothing.
+/// clash (EC2 rejects a session number already used on the ENI) keeps it to one session; the
+/// losing run reports the refused create for that ENI (an invalid request, not retried: the
+/// ENI has its session), and a later run changes nothing.
 #[tokio::test]
 async fn across_the_hour_boundary_the_number_clash_keeps_one_session() {
     let mut clashes = 0;
@@ -239,27 +241,35 @@ async fn across_the_hour_boundary_the_number_clash_keeps_one_session() {
         let b = w.chaotic_client("reconcile", seed ^ 0x5555, 0);
         let scope = Scope::enis(["eni-a"]);
         let (ra, rb) = tokio::join!(
-            handlers::run_mirror(&a, &run, &scope, hour - 1),
-            handlers::run_mirror(&b, &reconcile, &Scope::All, hour),
+            handlers::run_mirror(&a, &handlers::NoStore, &run, &scope, hour - 1),
+            handlers::run_mirror(&b, &handlers::NoStore, &reconcile, &Scope::All, hour),
         );
         for eni in ENIS {
             assert_eq!(w.owned_on(eni).len(), 1, "seed {seed}: {eni}");
         }
         for r in [ra, rb] {
-            match r {
-                Ok(_) => {}
-                Err(HandlerError::Retryable { first, .. }) => {
-                    assert!(first.contains("eni-a"), "{first}");
-                    clashes += 1;
-                }
-                Err(e) => panic!("seed {seed}: {e}"),
+            let report = r.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            if report.errors.count > 0 {
+                let e = &report.errors.items[0];
+                assert_eq!(
+                    (e.eni_id.as_str(), e.class),
+                    ("eni-a", mirror::report::ErrorClass::InvalidRequest),
+                    "seed {seed}: {e:?}"
+                );
+                clashes += 1;
             }
         }
         // Lambda's retry: observes the session, writes nothing.
         let writes = w.writes().len();
-        handlers::run_mirror(&w.client("retry"), &run, &scope, hour + 5)
-            .await
-            .unwrap();
+        handlers::run_mirror(
+            &w.client("retry"),
+            &handlers::NoStore,
+            &run,
+            &scope,
+            hour + 5,
+        )
+        .await
+        .unwrap();
         assert_eq!(w.writes().len(), writes, "seed {seed}");
     }
     eprintln!("hour-boundary schedules with a number clash: {clashes}/500");

@@ -92,7 +92,7 @@ fn create_fails(id: &'static str, status: u16, code: &'static str) -> Rule {
 
 async fn run_all(ec2: &SdkEc2) -> Result<Report, HandlerError> {
     let run = MirrorRun::new("reconcile-mirrors", settings(&[]));
-    handlers::run_mirror(ec2, &run, &Scope::All, NOW).await
+    handlers::run_mirror(ec2, &handlers::NoStore, &run, &Scope::All, NOW).await
 }
 
 const FOUR: &[&str] = &["eni-1", "eni-2", "eni-3", "eni-4"];
@@ -257,9 +257,15 @@ async fn an_eni_that_really_vanishes_after_observation_fails_alone() {
             None
         }));
         let run = MirrorRun::new("reconcile-mirrors", settings(&[]));
-        let report = handlers::run_mirror(&w.client("reconcile"), &run, &Scope::All, NOW)
-            .await
-            .expect("not retryable");
+        let report = handlers::run_mirror(
+            &w.client("reconcile"),
+            &handlers::NoStore,
+            &run,
+            &Scope::All,
+            NOW,
+        )
+        .await
+        .expect("not retryable");
         assert_eq!(report.created.count, 3, "{victim}");
         assert_eq!(report.errors.items.len(), 1);
         assert_eq!(report.errors.items[0].eni_id, victim);
@@ -268,9 +274,15 @@ async fn an_eni_that_really_vanishes_after_observation_fails_alone() {
             assert_eq!(w.owned_on(id).len(), 1, "{id}");
         }
         w.clear_write_hook();
-        let again = handlers::run_mirror(&w.client("next"), &run, &Scope::All, NOW + 60)
-            .await
-            .unwrap();
+        let again = handlers::run_mirror(
+            &w.client("next"),
+            &handlers::NoStore,
+            &run,
+            &Scope::All,
+            NOW + 60,
+        )
+        .await
+        .unwrap();
         assert_eq!(again.created.count + again.errors.count, 0, "{victim}");
     }
 }
@@ -378,7 +390,7 @@ async fn a_create_that_times_out_fails_the_run_for_lambda_and_the_others_are_cre
         eni: "eni-2",
     };
     let run = MirrorRun::new("reconcile-mirrors", settings(&[]));
-    let err = handlers::run_mirror(&ec2, &run, &Scope::All, NOW)
+    let err = handlers::run_mirror(&ec2, &handlers::NoStore, &run, &Scope::All, NOW)
         .await
         .unwrap_err();
     match err {
@@ -394,9 +406,15 @@ async fn a_create_that_times_out_fails_the_run_for_lambda_and_the_others_are_cre
         assert_eq!(w.owned_on(id).len(), 1, "{id}");
     }
     // Lambda's retry, the endpoint healthy again: only the missing session is created.
-    let report = handlers::run_mirror(&w.client("retry"), &run, &Scope::All, NOW + 30)
-        .await
-        .unwrap();
+    let report = handlers::run_mirror(
+        &w.client("retry"),
+        &handlers::NoStore,
+        &run,
+        &Scope::All,
+        NOW + 30,
+    )
+    .await
+    .unwrap();
     assert_eq!(report.created.count, 1);
     assert_eq!(report.created.items[0].eni_id, "eni-2");
 }
@@ -430,9 +448,15 @@ async fn every_error_class_at_once_leaves_the_healthy_eni_alone() {
         _ => None,
     }));
     let run = MirrorRun::new("reconcile-mirrors", settings(&[]));
-    let err = handlers::run_mirror(&w.client("reconcile"), &run, &Scope::All, NOW)
-        .await
-        .unwrap_err();
+    let err = handlers::run_mirror(
+        &w.client("reconcile"),
+        &handlers::NoStore,
+        &run,
+        &Scope::All,
+        NOW,
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(err, HandlerError::Retryable { count: 2, .. }),
         "{err}"

@@ -244,7 +244,7 @@ async fn an_eni_deleted_mid_run_fails_alone_and_the_run_succeeds() {
 }
 
 #[tokio::test]
-async fn set_desired_capacity_honours_the_cooldown() {
+async fn set_desired_capacity_sends_the_honor_cooldown_it_is_given() {
     let describe =
         mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups).then_output(|| {
             DescribeAutoScalingGroupsOutput::builder()
@@ -264,14 +264,19 @@ async fn set_desired_capacity_honours_the_cooldown() {
                 )
                 .build()
         });
-    let set = mock!(aws_sdk_autoscaling::Client::set_desired_capacity)
+    let scale_out = mock!(aws_sdk_autoscaling::Client::set_desired_capacity)
         .match_requests(|req| {
-            req.honor_cooldown() == Some(true)
+            req.honor_cooldown() == Some(false)
                 && req.desired_capacity() == Some(3)
                 && req.auto_scaling_group_name() == Some("rebuilders")
         })
         .then_output(|| SetDesiredCapacityOutput::builder().build());
-    let fleet = mocks::autoscaling(&[&describe, &set]);
+    let scale_in = mock!(aws_sdk_autoscaling::Client::set_desired_capacity)
+        .match_requests(|req| {
+            req.honor_cooldown() == Some(true) && req.desired_capacity() == Some(1)
+        })
+        .then_output(|| SetDesiredCapacityOutput::builder().build());
+    let fleet = mocks::autoscaling(&[&describe, &scale_out, &scale_in]);
     let group = fleet.describe_group("rebuilders").await.unwrap().unwrap();
     assert_eq!(
         (group.min_size, group.max_size, group.desired_capacity),
@@ -284,6 +289,13 @@ async fn set_desired_capacity_honours_the_cooldown() {
             .map(String::as_str),
         Some("1:2")
     );
-    fleet.set_desired_capacity("rebuilders", 3).await.unwrap();
-    assert_eq!(set.num_calls(), 1);
+    fleet
+        .set_desired_capacity("rebuilders", 3, false)
+        .await
+        .unwrap();
+    fleet
+        .set_desired_capacity("rebuilders", 1, true)
+        .await
+        .unwrap();
+    assert_eq!((scale_out.num_calls(), scale_in.num_calls()), (1, 1));
 }

@@ -150,8 +150,11 @@ impl Ec2World {
         }
     }
 
+    /// An ENI of `vpc-1` / `subnet-1`; its primary address is `10.0.<n / 250>.<n % 250 + 4>`
+    /// for the n-th ENI added.
     pub fn add_eni(&self, id: &str, instance: Option<&str>, t: &[(&str, &str)]) {
         self.with(|w| {
+            let n = w.enis.len();
             w.enis.push(Eni {
                 id: id.to_owned(),
                 subnet_id: "subnet-1".into(),
@@ -159,10 +162,16 @@ impl Ec2World {
                 interface_type: "interface".into(),
                 status: Some("in-use".into()),
                 attachment_instance_id: instance.map(str::to_owned),
+                private_ip: Some(format!("10.0.{}.{}", n / 250, n % 250 + 4)),
                 tags: tags(t),
                 ..Eni::default()
             })
         });
+    }
+
+    /// An ENI exactly as given.
+    pub fn add_eni_as(&self, eni: Eni) {
+        self.with(|w| w.enis.push(eni));
     }
 
     pub fn add_instance(&self, id: &str, t: &[(&str, &str)]) {

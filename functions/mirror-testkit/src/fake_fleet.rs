@@ -1,6 +1,8 @@
 //! An in-memory Auto Scaling group behind `mirror_aws::FleetApi`. Like AWS, it refuses a
 //! desired capacity outside the group's min/max (`ValidationError`: "New SetDesiredCapacity
-//! value 3 is above max value 2 for the AutoScalingGroup"; moto does not check it).
+//! value 3 is above max value 2 for the AutoScalingGroup"; moto does not check it); a test can
+//! make it refuse the next `SetDesiredCapacity` with any code (`ScalingActivityInProgress`, a
+//! scale-in in the group's cooldown). Every `HonorCooldown` sent is recorded.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -14,6 +16,10 @@ use mirror_aws::fleet::{FleetApi, Group};
 pub struct FakeFleet {
     group: Mutex<Option<Group>>,
     set_calls: AtomicU64,
+    /// `HonorCooldown` of every `SetDesiredCapacity`, in order.
+    cooldowns: Mutex<Vec<bool>>,
+    /// The code the next `SetDesiredCapacity` is refused with.
+    refuse_next: Mutex<Option<&'static str>>,
 }
 
 impl FakeFleet {
@@ -27,8 +33,18 @@ impl FakeFleet {
                 desired_capacity: desired,
                 tags: BTreeMap::new(),
             })),
-            set_calls: AtomicU64::new(0),
+            ..FakeFleet::default()
         }
+    }
+
+    /// The next `SetDesiredCapacity` is refused with `code`.
+    pub fn refuse_next(&self, code: &'static str) {
+        *self.refuse_next.lock().unwrap() = Some(code);
+    }
+
+    /// `HonorCooldown` of every `SetDesiredCapacity` so far.
+    pub fn cooldowns(&self) -> Vec<bool> {
+        self.cooldowns.lock().unwrap().clone()
     }
 
     /// The group as it is now.
@@ -69,8 +85,21 @@ impl FleetApi for FakeFleet {
             .filter(|g| g.name == name))
     }
 
-    async fn set_desired_capacity(&self, _name: &str, desired: u32) -> Result<(), AwsError> {
+    async fn set_desired_capacity(
+        &self,
+        _name: &str,
+        desired: u32,
+        honor_cooldown: bool,
+    ) -> Result<(), AwsError> {
         self.set_calls.fetch_add(1, Ordering::Relaxed);
+        self.cooldowns.lock().unwrap().push(honor_cooldown);
+        if let Some(code) = self.refuse_next.lock().unwrap().take() {
+            return Err(AwsError::classify(
+                "SetDesiredCapacity",
+                code,
+                "refused by the test",
+            ));
+        }
         self.update(|g| {
             if desired < g.min_size || desired > g.max_size {
                 return Err(AwsError::classify(

@@ -1,15 +1,18 @@
 //! The Lambda Runtime API of `cargo lambda watch --only-lambda-apis`, and Lambda binaries
 //! polling it as on AWS, invoked with `cargo lambda invoke --data-file`.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use rebuilder_testkit::system::{Proc, TempDir, free_port, unique};
 use serde_json::Value;
 
 use crate::moto::Moto;
 use crate::prereq::{Tools, workspace_root};
-use crate::process::{Proc, Scratch, command, free_port, unique};
 
 /// How long one invocation may take.
 const INVOKE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -23,19 +26,17 @@ pub struct RuntimeApi {
 }
 
 impl RuntimeApi {
-    pub fn start(tools: &Tools, scratch: &Scratch) -> RuntimeApi {
+    pub fn start(tools: &Tools, dir: &TempDir) -> RuntimeApi {
         let port = free_port();
-        let mut cmd = command(&tools.cargo_lambda);
+        let mut cmd = Command::new(&tools.cargo_lambda);
         cmd.args(["lambda", "watch", "--only-lambda-apis", "--ignore-changes"])
             .args(["--invoke-address", "127.0.0.1"])
             .args(["--invoke-port", &port.to_string()])
             .current_dir(workspace_root());
-        let proc = Proc::spawn(
-            "cargo lambda watch",
-            cmd,
-            scratch.path("cargo-lambda-watch.log"),
-        );
-        proc.wait_listening(port, Duration::from_secs(60));
+        let mut proc = Proc::spawn(&unique("cargo-lambda-watch-"), cmd, dir.path())
+            .unwrap_or_else(|e| panic!("start cargo lambda watch: {e}"));
+        proc.wait_listening(port, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}"));
         RuntimeApi {
             port,
             cargo_lambda: tools.cargo_lambda.clone(),
@@ -52,7 +53,7 @@ impl RuntimeApi {
     /// response, or the error it returned (as cargo lambda printed it) with the function's
     /// log.
     pub async fn invoke(&self, function: &Function, data_file: &Path) -> Result<Value, String> {
-        if let Some(status) = function.proc.exited() {
+        if let Some(status) = function.proc().exited() {
             return Err(format!(
                 "{} exited ({status}) before the invocation:\n{}",
                 function.name,
@@ -111,42 +112,66 @@ impl RuntimeApi {
 /// A Lambda binary connected to a [`RuntimeApi`] as function `_`; killed on drop.
 pub struct Function {
     pub name: String,
-    proc: Proc,
+    proc: Mutex<Proc>,
 }
 
 impl Function {
-    /// Starts `binary` with a clean environment: `PATH`, the Lambda variables, `RUST_LOG=info`,
-    /// the AWS environment of `moto`, then `env`.
+    /// Starts `binary` with exactly this environment: `PATH`, the Lambda variables,
+    /// `RUST_LOG=info`, the AWS environment of `moto`, then `env` (every other variable of the
+    /// test process is removed, so nothing of the developer's AWS setup leaks in).
     pub fn start(
         binary: &Path,
         api: &RuntimeApi,
         moto: &Moto,
         env: &[(String, String)],
-        scratch: &Scratch,
+        dir: &TempDir,
     ) -> Function {
         let name = binary
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let mut cmd = command(binary);
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("AWS_LAMBDA_RUNTIME_API", api.runtime_api())
-            .env("AWS_LAMBDA_FUNCTION_NAME", "_")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-            .env("RUST_LOG", "info")
-            .envs(moto.aws_env())
-            .envs(env.iter().cloned());
-        let log = scratch.path(&format!("{name}-{}.log", unique()));
+        let mut wanted: BTreeMap<OsString, OsString> = BTreeMap::new();
+        let fixed = [
+            ("AWS_LAMBDA_RUNTIME_API".to_owned(), api.runtime_api()),
+            ("AWS_LAMBDA_FUNCTION_NAME".to_owned(), "_".to_owned()),
+            ("AWS_LAMBDA_FUNCTION_VERSION".to_owned(), "1".to_owned()),
+            (
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".to_owned(),
+                "128".to_owned(),
+            ),
+            ("RUST_LOG".to_owned(), "info".to_owned()),
+        ];
+        for (k, v) in fixed
+            .into_iter()
+            .chain(moto.aws_env())
+            .chain(env.iter().cloned())
+        {
+            wanted.insert(k.into(), v.into());
+        }
+        wanted.insert("PATH".into(), std::env::var_os("PATH").unwrap_or_default());
+        let mut cmd = Command::new(binary);
+        // Explicit removals rather than env_clear(), which the process guard's wrapper cannot
+        // see (it rebuilds the command around `setpriv`).
+        for (k, _) in std::env::vars_os() {
+            if !wanted.contains_key(&k) {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(&wanted);
+        let proc = Proc::spawn(&unique(&format!("{name}-")), cmd, dir.path())
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
         Function {
-            proc: Proc::spawn(&name, cmd, log),
+            proc: Mutex::new(proc),
             name,
         }
     }
 
+    fn proc(&self) -> MutexGuard<'_, Proc> {
+        self.proc.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// What it logged so far.
     pub fn log_text(&self) -> String {
-        self.proc.log_text()
+        self.proc().log_text()
     }
 }

@@ -8,11 +8,11 @@ use aws_sdk_ec2::types::{
     Filter, InstanceType, ResourceType, Tag, TagSpecification, TrafficMirrorSession,
 };
 use mirror::model::OWNER_TAG_KEY;
-use mirror::settings::MirrorSettings;
+use mirror::settings::{MirrorSettings, ReconcileSettings};
 use mirror_aws::fleet::{FleetApi, SdkFleet};
 
 use crate::moto::Moto;
-use crate::settings::{OWNER, mirror_env, mirror_settings};
+use crate::settings::{OWNER, mirror_env, mirror_settings, reconcile_settings};
 
 fn tag_spec(resource: ResourceType, tags: &[(&str, &str)]) -> Option<Vec<TagSpecification>> {
     if tags.is_empty() {
@@ -155,6 +155,92 @@ impl Seed {
         mirror_settings(&self.target_id, &self.filter_id, extra)
     }
 
+    /// reconcile-mirrors' settings for this world with `extra`.
+    pub fn reconcile_settings(&self, extra: &[(&str, &str)]) -> ReconcileSettings {
+        reconcile_settings(&self.target_id, &self.filter_id, extra)
+    }
+
+    /// A versioned bucket, as the stack creates for the source map.
+    pub async fn bucket(&self, s3: &aws_sdk_s3::Client, name: &str) {
+        s3.create_bucket()
+            .bucket(name)
+            .send()
+            .await
+            .expect("create bucket");
+        s3.put_bucket_versioning()
+            .bucket(name)
+            .versioning_configuration(
+                aws_sdk_s3::types::VersioningConfiguration::builder()
+                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("enable versioning");
+    }
+
+    /// The body and version count of `s3://bucket/key` (`None`: no such object).
+    pub async fn object(
+        &self,
+        s3: &aws_sdk_s3::Client,
+        bucket: &str,
+        key: &str,
+    ) -> Option<(Vec<u8>, usize)> {
+        let body = s3.get_object().bucket(bucket).key(key).send().await.ok()?;
+        let body = body.body.collect().await.ok()?.into_bytes().to_vec();
+        let versions = s3
+            .list_object_versions()
+            .bucket(bucket)
+            .prefix(key)
+            .send()
+            .await
+            .expect("list object versions")
+            .versions()
+            .iter()
+            .filter(|v| v.key() == Some(key))
+            .count();
+        Some((body, versions))
+    }
+
+    /// One per-minute `Sum` datapoint of `metric` for the group `asg` in `namespace`, at the
+    /// start of the minute `minutes_ago` complete minutes before now (as the rebuilders' agent
+    /// publishes them).
+    pub async fn put_fleet_metric(
+        &self,
+        cw: &aws_sdk_cloudwatch::Client,
+        namespace: &str,
+        asg: &str,
+        metric: &str,
+        minutes_ago: u64,
+        value: f64,
+    ) {
+        use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let minute = (now / 60 - minutes_ago) * 60;
+        cw.put_metric_data()
+            .namespace(namespace)
+            .metric_data(
+                MetricDatum::builder()
+                    .metric_name(metric)
+                    .dimensions(
+                        Dimension::builder()
+                            .name("AutoScalingGroupName")
+                            .value(asg)
+                            .build(),
+                    )
+                    .timestamp(aws_smithy_types::DateTime::from_secs(minute as i64))
+                    .value(value)
+                    .unit(StandardUnit::Count)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("put metric data");
+    }
+
     /// A standalone ENI in subnet `subnet` (index) with `tags`.
     pub async fn eni(&self, subnet: usize, tags: &[(&str, &str)]) -> String {
         self.eni_described(subnet, "app", tags).await
@@ -196,11 +282,20 @@ impl Seed {
 
     /// A running instance with `tags`; returns its id and its primary ENI.
     pub async fn instance(&self, tags: &[(&str, &str)]) -> (String, String) {
+        self.instance_of_type(InstanceType::M5Large, tags).await
+    }
+
+    /// A running instance of `instance_type` with `tags`; returns its id and its primary ENI.
+    pub async fn instance_of_type(
+        &self,
+        instance_type: InstanceType,
+        tags: &[(&str, &str)],
+    ) -> (String, String) {
         let out = self
             .ec2
             .run_instances()
             .image_id("ami-12c6146b")
-            .instance_type(InstanceType::M5Large)
+            .instance_type(instance_type)
             .min_count(1)
             .max_count(1)
             .subnet_id(&self.subnets[0])
@@ -312,6 +407,16 @@ impl Seed {
             .send()
             .await
             .expect("create auto scaling group");
+    }
+
+    pub async fn add_tag(&self, resource: &str, key: &str, value: &str) {
+        self.ec2
+            .create_tags()
+            .resources(resource)
+            .tags(Tag::builder().key(key).value(value).build())
+            .send()
+            .await
+            .expect("create tag");
     }
 
     pub async fn remove_tag(&self, resource: &str, key: &str) {

@@ -1,6 +1,6 @@
 //! The settings the tests give the functions: one owner, one VNI, one tag per selection path.
 
-use mirror::settings::{MirrorSettings, SettingsError};
+use mirror::settings::{MirrorSettings, ReconcileSettings, SettingsError};
 
 pub const REGION: &str = "us-east-1";
 /// Our sessions carry `mirrorfleet:owner=<OWNER>`.
@@ -49,6 +49,27 @@ pub fn mirror_env(
 pub fn mirror_settings(target_id: &str, filter_id: &str, extra: &[(&str, &str)]) -> MirrorSettings {
     parse(&mirror_env(target_id, filter_id, extra)).expect("valid test settings")
 }
+
+/// reconcile-mirrors' settings for this target and filter with `extra` (e.g. the S3 URIs).
+pub fn reconcile_settings(
+    target_id: &str,
+    filter_id: &str,
+    extra: &[(&str, &str)],
+) -> ReconcileSettings {
+    let env = mirror_env(target_id, filter_id, extra);
+    ReconcileSettings::from_env(&|k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+        .expect("valid test settings")
+}
+
+/// The stack's bucket in the tests, and where the source map and the refusals go in it.
+pub const BUCKET: &str = "mirrorfleet-test";
+pub const SOURCES_URI: &str = "s3://mirrorfleet-test/sources.json";
+pub const REFUSALS_URI: &str = "s3://mirrorfleet-test/state/refusals.json";
+/// The settings naming those two objects (reconcile-mirrors, teardown).
+pub const OBJECTS: [(&str, &str); 2] = [
+    ("MIRROR_SOURCES_S3_URI", SOURCES_URI),
+    ("MIRROR_REFUSALS_S3_URI", REFUSALS_URI),
+];
 
 /// [`mirror_settings`] for the fake EC2's target and filter.
 pub fn settings(extra: &[(&str, &str)]) -> MirrorSettings {

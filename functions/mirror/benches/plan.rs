@@ -20,6 +20,7 @@ fn world(n: usize) -> (Observed, Selector, MirrorSpec) {
         vni: 4242,
         packet_length: Some(8500),
         owner: "prod".into(),
+        ..MirrorSpec::default()
     };
     let selector = Selector {
         eni_filters: EniFilters::parse(
@@ -29,16 +30,17 @@ fn world(n: usize) -> (Observed, Selector, MirrorSpec) {
         instance_filters: InstanceFilters::parse("Name=tag:team,Values=payments,search").unwrap(),
         exclude_tag: "mirrorfleet:exclude".into(),
         fleet_asg_name: Some("rebuilders".into()),
+        ..Selector::default()
     };
     let mut o = Observed {
         observed_at_unix: 1_700_000_000,
         targets: vec![MirrorTarget {
             id: "tmt-0".into(),
-            network_interface_id: None,
             network_load_balancer_arn: Some(
                 "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/net/mirror/abc"
                     .into(),
             ),
+            ..MirrorTarget::default()
         }],
         ..Observed::default()
     };

@@ -1,5 +1,15 @@
-//! Rebuilder fleet size: `clamp(ceil(sessions / per_instance), min, max)`, scaling out at
-//! once and scaling in only after `scale_in_after` consecutive lower readings.
+//! Rebuilder fleet size from the traffic the fleet carries and the number of sessions:
+//!
+//! ```text
+//! floor   = ceil(sessions / sessions_per_instance)
+//! traffic = ceil(datagrams per second / datagrams_per_second_per_instance)   (when measured)
+//! target  = clamp(max(floor, traffic) + (1 while kernel drops are non-zero), min, max)
+//! ```
+//!
+//! Scaling out happens at once; scaling in only after `scale_in_after` consecutive lower
+//! readings. The traffic comes from CloudWatch (the rebuilders' `DatagramsReceived` and
+//! `KernelDrops`, per-minute sums over the group, see [`Traffic`]); without data (a new fleet,
+//! the agent down) the session floor alone decides, and the report says so.
 //!
 //! size-fleet is observe → decide → apply like the mirror runs: the adapter fills a
 //! [`FleetObservation`], [`decide`] (pure) turns it into a [`FleetPlan`], the adapter applies it.
@@ -7,7 +17,9 @@
 //! The state between runs is a [`ScaleInHistory`], which serialises to a short string
 //! (`"<count>:<highest>"`, e.g. `"2:4"`) meant to be stored as a tag on the Auto Scaling
 //! group ([`SCALE_IN_HISTORY_TAG`]). A missing or unreadable value is an empty history, which
-//! only ever delays a scale-in.
+//! only ever delays a scale-in. The plan stores a history only when it changed, and a history
+//! that goes with a new capacity only once that capacity was set (a refused
+//! `SetDesiredCapacity` keeps the streak, so the next run scales in at once).
 
 use std::fmt;
 use std::str::FromStr;
@@ -18,7 +30,8 @@ use serde::{Deserialize, Serialize};
 pub const SCALE_IN_HISTORY_TAG: &str = "mirrorfleet:scale-in-history";
 
 /// The capacity policy (from the settings). Invariants (checked by the settings):
-/// `min <= max`, `sessions_per_instance >= 1`, `scale_in_after >= 1`.
+/// `min <= max`, `sessions_per_instance >= 1`, `scale_in_after >= 1`,
+/// `datagrams_per_second_per_instance >= 1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CapacityPolicy {
     pub min: u32,
@@ -26,6 +39,31 @@ pub struct CapacityPolicy {
     pub sessions_per_instance: u32,
     /// Consecutive lower readings needed before scaling in (1 = scale in at once).
     pub scale_in_after: u32,
+    /// Mirrored datagrams per second one rebuilder is sized for.
+    pub datagrams_per_second_per_instance: u64,
+}
+
+/// The fleet's traffic as CloudWatch has it: sums over every rebuilder of the group, per minute.
+/// `None` fields: no datapoint in the window (not zero: CloudWatch leaves periods without data
+/// out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Traffic {
+    /// The busiest minute's `DatagramsReceived` of the window.
+    pub datagrams_per_minute: Option<u64>,
+    /// `KernelDrops` of the latest minute with data.
+    pub kernel_drops: Option<u64>,
+}
+
+impl Traffic {
+    /// Datagrams per second of the busiest minute (rounded up).
+    pub fn datagrams_per_second(&self) -> Option<u64> {
+        self.datagrams_per_minute.map(|d| d.div_ceil(60))
+    }
+
+    /// True when the kernel dropped datagrams in the latest minute with data.
+    pub fn dropping(&self) -> bool {
+        self.kernel_drops.is_some_and(|d| d > 0)
+    }
 }
 
 /// One reading.
@@ -35,6 +73,19 @@ pub struct Load {
     pub sessions: u32,
     /// The group's current desired capacity.
     pub current_desired: u32,
+    /// What CloudWatch says the fleet carries.
+    pub traffic: Traffic,
+}
+
+/// How a target capacity was reached (for the report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Sizing {
+    /// `ceil(sessions / sessions_per_instance)`.
+    pub session_floor: u32,
+    /// `ceil(datagrams per second / per instance)`; `None` without traffic data.
+    pub by_traffic: Option<u32>,
+    /// One more because the kernel dropped datagrams.
+    pub drops_add_one: bool,
 }
 
 /// Consecutive readings whose target was below the current capacity.
@@ -87,19 +138,39 @@ impl ScaleInHistory {
 pub struct CapacityDecision {
     /// The capacity the group should have now.
     pub desired: u32,
-    /// `clamp(ceil(sessions / per_instance), min, max)` for this reading.
+    /// This reading's target (see the module documentation).
     pub target: u32,
+    /// How the target was reached.
+    pub sizing: Sizing,
     /// The history to store for the next run.
     pub history: ScaleInHistory,
     /// True when `desired != load.current_desired` (call SetDesiredCapacity).
     pub changed: bool,
 }
 
-/// `clamp(ceil(sessions / per_instance), min, max)`.
-pub fn target_capacity(sessions: u32, policy: &CapacityPolicy) -> u32 {
+/// The target for one reading and how it was reached:
+/// `clamp(max(floor, traffic) + (1 while drops), min, max)`.
+pub fn target_capacity(load: &Load, policy: &CapacityPolicy) -> (u32, Sizing) {
     let per = policy.sessions_per_instance.max(1);
-    let needed = sessions.div_ceil(per);
-    needed.max(policy.min).min(policy.max.max(policy.min))
+    let session_floor = load.sessions.div_ceil(per);
+    let per_dps = policy.datagrams_per_second_per_instance.max(1);
+    let by_traffic = load
+        .traffic
+        .datagrams_per_second()
+        .map(|dps| u32::try_from(dps.div_ceil(per_dps)).unwrap_or(u32::MAX));
+    let drops_add_one = load.traffic.dropping();
+    let needed = session_floor
+        .max(by_traffic.unwrap_or(0))
+        .saturating_add(u32::from(drops_add_one));
+    let target = needed.max(policy.min).min(policy.max.max(policy.min));
+    (
+        target,
+        Sizing {
+            session_floor,
+            by_traffic,
+            drops_add_one,
+        },
+    )
 }
 
 /// The decision for one reading.
@@ -114,12 +185,13 @@ pub fn desired_capacity(
     policy: &CapacityPolicy,
     history: &ScaleInHistory,
 ) -> CapacityDecision {
-    let target = target_capacity(load.sessions, policy);
+    let (target, sizing) = target_capacity(load, policy);
     let current = load.current_desired;
     let upper = policy.max.max(policy.min);
     let decide = |desired: u32, history: ScaleInHistory| CapacityDecision {
         desired,
         target,
+        sizing,
         history,
         changed: desired != current,
     };
@@ -158,7 +230,7 @@ pub fn effective_policy(policy: &CapacityPolicy, group_min: u32, group_max: u32)
 /// What size-fleet observed: the load and the Auto Scaling group.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FleetObservation {
-    /// Sessions sending to our target, and the group's current desired capacity.
+    /// Sessions sending to our target, the group's current desired capacity, the traffic.
     pub load: Load,
     /// The group's `MinSize`.
     pub group_min: u32,
@@ -168,13 +240,24 @@ pub struct FleetObservation {
     pub history_tag: Option<String>,
 }
 
+/// `SetDesiredCapacity` as planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SetDesired {
+    pub capacity: u32,
+    /// `HonorCooldown`: false when scaling out (the load is there now; AWS's default cooldown
+    /// is 300 s), true when scaling in (the hysteresis already waited; a refusal in the
+    /// group's cooldown keeps the history and the next run tries again).
+    pub honor_cooldown: bool,
+}
+
 /// What to change on the group.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FleetPlan {
     pub decision: CapacityDecision,
-    /// `SetDesiredCapacity` to this value (only when it differs from the current one).
-    pub set_desired: Option<u32>,
-    /// Store this value as the group's [`SCALE_IN_HISTORY_TAG`] (only when it changed).
+    /// `SetDesiredCapacity` (only when the capacity differs from the current one).
+    pub set_desired: Option<SetDesired>,
+    /// Store this value as the group's [`SCALE_IN_HISTORY_TAG`] (only when it changed, and,
+    /// with [`FleetPlan::set_desired`], only once the capacity was set).
     pub store_history: Option<String>,
 }
 
@@ -187,7 +270,10 @@ pub fn decide(policy: &CapacityPolicy, observed: &FleetObservation) -> FleetPlan
     let next = decision.history.to_string();
     FleetPlan {
         decision,
-        set_desired: decision.changed.then_some(decision.desired),
+        set_desired: decision.changed.then_some(SetDesired {
+            capacity: decision.desired,
+            honor_cooldown: decision.desired < observed.load.current_desired,
+        }),
         store_history: (observed.history_tag.as_deref() != Some(next.as_str())).then_some(next),
     }
 }
@@ -202,25 +288,82 @@ mod tests {
         max: 10,
         sessions_per_instance: 100,
         scale_in_after: 3,
+        datagrams_per_second_per_instance: 1_000,
     };
 
-    fn run(sessions: u32, current: u32, history: ScaleInHistory) -> CapacityDecision {
-        desired_capacity(
-            &Load {
-                sessions,
-                current_desired: current,
+    fn load(sessions: u32, current: u32) -> Load {
+        Load {
+            sessions,
+            current_desired: current,
+            traffic: Traffic::default(),
+        }
+    }
+
+    fn with_traffic(sessions: u32, current: u32, per_minute: u64, drops: u64) -> Load {
+        Load {
+            traffic: Traffic {
+                datagrams_per_minute: Some(per_minute),
+                kernel_drops: Some(drops),
             },
-            &POLICY,
-            &history,
-        )
+            ..load(sessions, current)
+        }
+    }
+
+    fn run(sessions: u32, current: u32, history: ScaleInHistory) -> CapacityDecision {
+        desired_capacity(&load(sessions, current), &POLICY, &history)
+    }
+
+    fn target(l: &Load) -> u32 {
+        target_capacity(l, &POLICY).0
     }
 
     #[test]
-    fn the_target_is_the_ceiling_of_sessions_per_instance_clamped() {
-        assert_eq!(target_capacity(0, &POLICY), 2);
-        assert_eq!(target_capacity(201, &POLICY), 3);
-        assert_eq!(target_capacity(300, &POLICY), 3);
-        assert_eq!(target_capacity(5_000, &POLICY), 10);
+    fn without_traffic_data_the_target_is_the_session_floor_clamped() {
+        assert_eq!(target(&load(0, 2)), 2);
+        assert_eq!(target(&load(201, 2)), 3);
+        assert_eq!(target(&load(300, 2)), 3);
+        assert_eq!(target(&load(5_000, 2)), 10);
+        let (_, sizing) = target_capacity(&load(201, 2), &POLICY);
+        assert_eq!(
+            sizing,
+            Sizing {
+                session_floor: 3,
+                by_traffic: None,
+                drops_add_one: false
+            }
+        );
+    }
+
+    #[test]
+    fn traffic_above_the_session_floor_sets_the_target() {
+        // 330,000 datagrams in the busiest minute = 5,500/s at 1,000/s per instance: 6.
+        let l = with_traffic(100, 2, 330_000, 0);
+        let (t, sizing) = target_capacity(&l, &POLICY);
+        assert_eq!(t, 6);
+        assert_eq!(sizing.by_traffic, Some(6));
+        assert_eq!(sizing.session_floor, 1);
+        // Little traffic: the session floor still holds.
+        assert_eq!(target(&with_traffic(450, 2, 60, 0)), 5);
+        // Exactly one instance's worth is one instance.
+        assert_eq!(target(&with_traffic(0, 2, 60_000 * 3, 0)), 3);
+    }
+
+    #[test]
+    fn kernel_drops_add_exactly_one_instance() {
+        assert_eq!(target(&with_traffic(0, 2, 240_000, 0)), 4);
+        assert_eq!(target(&with_traffic(0, 2, 240_000, 1)), 5);
+        assert_eq!(target(&with_traffic(0, 2, 240_000, 999_999)), 5);
+        // Drops alone (no datagram data) add one to the floor.
+        let drops_only = Load {
+            traffic: Traffic {
+                datagrams_per_minute: None,
+                kernel_drops: Some(10),
+            },
+            ..load(250, 2)
+        };
+        assert_eq!(target(&drops_only), 4);
+        // Never above max.
+        assert_eq!(target(&with_traffic(0, 2, 60_000 * 10, 5)), 10);
     }
 
     #[test]
@@ -303,10 +446,7 @@ mod tests {
 
     fn observed(sessions: u32, current: u32, tag: Option<&str>) -> FleetObservation {
         FleetObservation {
-            load: Load {
-                sessions,
-                current_desired: current,
-            },
+            load: load(sessions, current),
             group_min: 0,
             group_max: 20,
             history_tag: tag.map(str::to_owned),
@@ -315,29 +455,55 @@ mod tests {
 
     #[test]
     fn a_fleet_plan_writes_only_what_changed() {
-        // Scale out at once; the empty history is already stored.
+        // Scale out at once, without the cooldown; the empty history is already stored.
         let plan = decide(&POLICY, &observed(450, 2, Some("0:0")));
-        assert_eq!(plan.set_desired, Some(5));
+        assert_eq!(
+            plan.set_desired,
+            Some(SetDesired {
+                capacity: 5,
+                honor_cooldown: false
+            })
+        );
         assert_eq!(plan.store_history, None);
         // A lower reading keeps the size and stores the streak.
         let plan = decide(&POLICY, &observed(100, 5, None));
         assert_eq!(plan.set_desired, None);
         assert_eq!(plan.store_history.as_deref(), Some("1:2"));
-        // The group's min (3) wins over the policy's (2).
+        // The group's min (3) wins over the policy's (2); scaling in honours the cooldown.
         let mut o = observed(0, 5, Some("2:2"));
         o.group_min = 3;
         let plan = decide(&POLICY, &o);
-        assert_eq!(plan.set_desired, Some(3));
+        assert_eq!(
+            plan.set_desired,
+            Some(SetDesired {
+                capacity: 3,
+                honor_cooldown: true
+            })
+        );
         assert_eq!(plan.store_history.as_deref(), Some("0:0"));
     }
 
     fn policy() -> impl Strategy<Value = CapacityPolicy> {
-        (0u32..5, 0u32..20, 1u32..50, 1u32..5).prop_map(|(min, extra, per, after)| CapacityPolicy {
-            min,
-            max: min + extra,
-            sessions_per_instance: per,
-            scale_in_after: after,
-        })
+        (0u32..5, 0u32..20, 1u32..50, 1u32..5, 1u64..5_000).prop_map(
+            |(min, extra, per, after, dps)| CapacityPolicy {
+                min,
+                max: min + extra,
+                sessions_per_instance: per,
+                scale_in_after: after,
+                datagrams_per_second_per_instance: dps,
+            },
+        )
+    }
+
+    fn traffic() -> impl Strategy<Value = Traffic> {
+        (
+            prop::option::of(0u64..20_000_000),
+            prop::option::of(prop_oneof![Just(0u64), 1u64..1_000]),
+        )
+            .prop_map(|(datagrams_per_minute, kernel_drops)| Traffic {
+                datagrams_per_minute,
+                kernel_drops,
+            })
     }
 
     proptest! {
@@ -345,14 +511,15 @@ mod tests {
         fn a_sequence_of_readings_obeys_the_rules(
             policy in policy(),
             start in 0u32..40,
-            readings in prop::collection::vec(0u32..2_000, 1..30),
+            readings in prop::collection::vec((0u32..2_000, traffic()), 1..30),
         ) {
             let mut current = start;
             let mut history = ScaleInHistory::default();
             let mut lower_streak = 0u32;
-            for sessions in readings {
-                let d = desired_capacity(&Load { sessions, current_desired: current }, &policy, &history);
-                let target = target_capacity(sessions, &policy);
+            for (sessions, traffic) in readings {
+                let l = Load { sessions, current_desired: current, traffic };
+                let d = desired_capacity(&l, &policy, &history);
+                let (target, _) = target_capacity(&l, &policy);
                 prop_assert!(d.desired >= policy.min && d.desired <= policy.max, "{d:?}");
                 prop_assert!(d.desired >= target, "never below what the load needs: {d:?}");
                 if target >= current {
@@ -378,19 +545,51 @@ mod tests {
         }
 
         #[test]
-        fn more_sessions_never_give_a_smaller_capacity(
+        fn more_sessions_or_more_traffic_never_give_a_smaller_capacity(
             policy in policy(),
             current in 0u32..40,
             a in 0u32..2_000,
             b in 0u32..2_000,
+            ta in traffic(),
+            extra in 0u64..5_000_000,
             count in 0u32..5,
             highest in 0u32..40,
         ) {
             let history = ScaleInHistory { lower_readings: count, highest_target: highest };
             let (lo, hi) = (a.min(b), a.max(b));
-            let dlo = desired_capacity(&Load { sessions: lo, current_desired: current }, &policy, &history);
-            let dhi = desired_capacity(&Load { sessions: hi, current_desired: current }, &policy, &history);
-            prop_assert!(dhi.desired >= dlo.desired, "{dlo:?} {dhi:?}");
+            let more = Traffic {
+                datagrams_per_minute: Some(ta.datagrams_per_minute.unwrap_or(0) + extra),
+                ..ta
+            };
+            let d = |sessions, traffic| desired_capacity(
+                &Load { sessions, current_desired: current, traffic }, &policy, &history,
+            ).desired;
+            prop_assert!(d(hi, ta) >= d(lo, ta));
+            prop_assert!(d(lo, more) >= d(lo, ta));
+        }
+
+        #[test]
+        fn the_target_is_the_clamped_max_of_floor_and_traffic_plus_one_on_drops(
+            policy in policy(),
+            sessions in 0u32..2_000,
+            traffic in traffic(),
+        ) {
+            let l = Load { sessions, current_desired: 0, traffic };
+            let (t, sizing) = target_capacity(&l, &policy);
+            let floor = sessions.div_ceil(policy.sessions_per_instance);
+            let by_traffic = traffic.datagrams_per_minute.map(|d| {
+                u32::try_from(d.div_ceil(60).div_ceil(policy.datagrams_per_second_per_instance))
+                    .unwrap()
+            });
+            let drops = u32::from(traffic.kernel_drops.unwrap_or(0) > 0);
+            let want = (floor.max(by_traffic.unwrap_or(0)) + drops).clamp(policy.min, policy.max);
+            prop_assert_eq!(t, want);
+            prop_assert_eq!(sizing.session_floor, floor);
+            prop_assert_eq!(sizing.by_traffic, by_traffic);
+            // No traffic data: exactly what the sessions alone give.
+            if traffic == Traffic::default() {
+                prop_assert_eq!(t, floor.clamp(policy.min, policy.max));
+            }
         }
     }
 }

@@ -25,6 +25,11 @@ pub const SESSION_NUMBER_MAX: u32 = 32766;
 pub const VNI_MAX: u32 = (1 << 24) - 1;
 /// Packet length range AWS accepts for network load balancer targets.
 pub const PACKET_LENGTH_MAX: u32 = 8500;
+/// What AWS stores as the packet length of a session created (or modified with
+/// `RemoveFields=packet-length`) without one, on a Network Load Balancer target: "For sessions
+/// with Network Load Balancer (NLB) Traffic Mirror targets the default PacketLength will be set
+/// to 8500" (CreateTrafficMirrorSession, ModifyTrafficMirrorSession, EC2 API reference).
+pub const NLB_DEFAULT_PACKET_LENGTH: u32 = 8500;
 
 /// An elastic network interface, as returned by `DescribeNetworkInterfaces`.
 ///
@@ -52,6 +57,9 @@ pub struct Eni {
     pub attachment_instance_id: Option<String>,
     /// `Attachment.InstanceOwnerId` (an account id, or e.g. `amazon-elb`).
     pub attachment_instance_owner_id: Option<String>,
+    /// `PrivateIpAddress`: the primary private IPv4 address, the outer source address of the
+    /// VXLAN datagrams Traffic Mirroring sends for this ENI.
+    pub private_ip: Option<String>,
     /// `TagSet`.
     pub tags: Tags,
 }
@@ -72,7 +80,8 @@ pub struct Instance {
 }
 
 /// A traffic mirror target, as returned by `DescribeTrafficMirrorTargets`. Used to exclude
-/// ENIs that are targets, and the ENIs of a target's network load balancer.
+/// ENIs that are targets, and the ENIs of a target's network load balancer; its kind decides
+/// the packet length AWS fills in.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 pub struct MirrorTarget {
     pub id: String,
@@ -80,9 +89,54 @@ pub struct MirrorTarget {
     pub network_interface_id: Option<String>,
     /// Set for NLB targets (`arn:aws:elasticloadbalancing:…:loadbalancer/net/<name>/<id>`).
     pub network_load_balancer_arn: Option<String>,
+    /// Set for Gateway Load Balancer endpoint targets (`vpce-…`).
+    pub gateway_load_balancer_endpoint_id: Option<String>,
+}
+
+/// What a traffic mirror target is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    NetworkLoadBalancer,
+    GatewayLoadBalancerEndpoint,
+    NetworkInterface,
+    /// The describe named none of the three.
+    Unknown,
 }
 
 impl MirrorTarget {
+    /// Which of the three kinds of target this is.
+    pub fn kind(&self) -> TargetKind {
+        if self.network_load_balancer_arn.is_some() {
+            TargetKind::NetworkLoadBalancer
+        } else if self.gateway_load_balancer_endpoint_id.is_some() {
+            TargetKind::GatewayLoadBalancerEndpoint
+        } else if self.network_interface_id.is_some() {
+            TargetKind::NetworkInterface
+        } else {
+            TargetKind::Unknown
+        }
+    }
+
+    /// The packet length a session to this target is described with when none was given
+    /// ("whole packets"), if AWS fills one in.
+    ///
+    /// - Network Load Balancer: 8500, documented ([`NLB_DEFAULT_PACKET_LENGTH`]).
+    /// - Gateway Load Balancer endpoint: not documented. Its MTU is 8,500 ("Maximum number of
+    ///   MTUs for a Gateway Load Balancer endpoint | 8,500", Traffic Mirroring quotas), so a
+    ///   packet length of 8500 and none mirror the same bytes; both descriptions are taken as
+    ///   "whole packets" (docs/control-plane-aws.md), so whichever AWS answers, a converged
+    ///   session is never modified.
+    /// - ENI target: none (its MTU is the instance's, up to 9001, so 8500 would truncate).
+    pub fn default_packet_length(&self) -> Option<u32> {
+        match self.kind() {
+            TargetKind::NetworkLoadBalancer | TargetKind::GatewayLoadBalancerEndpoint => {
+                Some(NLB_DEFAULT_PACKET_LENGTH)
+            }
+            TargetKind::NetworkInterface | TargetKind::Unknown => None,
+        }
+    }
+
     /// The description AWS gives the ENIs of this target's load balancer
     /// (`ELB net/<name>/<id>`), derived from its ARN.
     pub fn load_balancer_eni_description(&self) -> Option<String> {
@@ -120,6 +174,31 @@ impl Session {
     }
 }
 
+/// Where new sessions take their number in 1..=32766. Sessions on one ENI are evaluated by
+/// number, lowest first, and "the first session with a matching filter is the one that mirrors
+/// the packets" (TrafficMirrorSession, EC2 API reference): a lower number takes traffic from a
+/// higher one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionPriority {
+    /// The highest free number (32766 down): every other tool's session on the ENI is
+    /// evaluated first and keeps its traffic. The default.
+    #[default]
+    Low,
+    /// The lowest free number (1 up): ours is evaluated before the others already there.
+    High,
+}
+
+impl SessionPriority {
+    /// The setting's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionPriority::Low => "low",
+            SessionPriority::High => "high",
+        }
+    }
+}
+
 /// What every session we own should look like.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub struct MirrorSpec {
@@ -130,6 +209,8 @@ pub struct MirrorSpec {
     pub packet_length: Option<u32>,
     /// Value of the [`OWNER_TAG_KEY`] tag on the sessions we own.
     pub owner: String,
+    /// Where new sessions take their number.
+    pub priority: SessionPriority,
 }
 
 impl MirrorSpec {
@@ -154,6 +235,9 @@ impl MirrorSpec {
 ///   3-per-ENI limit and number uniqueness count them all), and every session we own.
 /// - `targets`: the traffic mirror targets (at least ours), to exclude target ENIs.
 ///
+/// - `refused`: what reconcile-mirrors remembers of the ENIs AWS refused before
+///   ([`crate::refusals`]); empty when nothing is remembered.
+///
 /// Duplicates (the same id from overlapping describes) are harmless.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Observed {
@@ -161,7 +245,15 @@ pub struct Observed {
     pub instances: Vec<Instance>,
     pub sessions: Vec<Session>,
     pub targets: Vec<MirrorTarget>,
-    /// Unix time of the observation (seconds). Only used to bucket ClientTokens
-    /// (see [`crate::plan::client_token`]).
+    pub refused: crate::refusals::Refusals,
+    /// Unix time of the observation (seconds): buckets ClientTokens
+    /// ([`crate::plan::client_token`]) and ages remembered refusals.
     pub observed_at_unix: u64,
+}
+
+impl Observed {
+    /// The target `id`, if it was observed.
+    pub fn target(&self, id: &str) -> Option<&MirrorTarget> {
+        self.targets.iter().find(|t| t.id == id)
+    }
 }

@@ -3,17 +3,24 @@
 //! give the same plan, sorted by ENI id, then session number, then session id.
 //!
 //! Rules, per ENI (only ENIs in the [`Scope`]):
-//! - wanted, no owned session: create one with the lowest session number not used on the
-//!   ENI (by any session) in 1..=32766; an ENI already carrying 3 sessions is skipped
-//!   ([`SkipReason::SessionLimit`]).
+//! - wanted, no owned session: create one with a session number not used on the ENI (by any
+//!   session) in 1..=32766 — the highest free one by default ([`SessionPriority::Low`]: other
+//!   tools' sessions are evaluated first and keep their traffic), the lowest with
+//!   [`SessionPriority::High`]; an ENI already carrying 3 sessions is skipped
+//!   ([`SkipReason::SessionLimit`]), and so is one AWS refused before and that has not changed
+//!   since ([`SkipReason::Refused`], see [`crate::refusals`]).
 //! - wanted, owned sessions: keep one (the one already matching the spec, else the lowest
 //!   number, then the lowest id); modify it if its target, filter, VNI or packet length
-//!   drifted; delete the other owned ones ([`DeleteReason::Duplicate`]).
+//!   drifted — compared as AWS describes them ([`drift`]: a packet length equal to the
+//!   target's default is "whole packets"); delete the other owned ones
+//!   ([`DeleteReason::Duplicate`]).
 //! - not wanted: delete its owned sessions ([`DeleteReason::Unwanted`]).
 //! - not observed at all: delete its owned sessions ([`DeleteReason::EniGone`]).
 //!
 //! Sessions without our owner tag (or with another owner's value) are never modified or
-//! deleted; they only count towards the 3-per-ENI limit and the numbers in use.
+//! deleted; they only count towards the 3-per-ENI limit and the numbers in use, and one with a
+//! lower number than ours is listed as shadowing it ([`Plan::shadowed`]): AWS mirrors each
+//! packet once, for the first session by number whose filter matches.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,8 +28,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     Eni, MAX_SESSIONS_PER_ENI, MirrorSpec, Observed, SESSION_NUMBER_MAX, SESSION_NUMBER_MIN,
-    Session, Tags,
+    Session, SessionPriority, Tags,
 };
+use crate::refusals::Fingerprints;
+use crate::report::ErrorClass;
 use crate::selection::{Selection, Selector, SkipReason, canonical};
 
 /// Which ENIs a run may act on. An event narrows the scope; the schedule uses [`Scope::All`].
@@ -174,6 +183,31 @@ pub struct Skipped {
     pub reason: SkipReason,
 }
 
+/// One of our sessions (kept, or about to be created) with a foreign session of a lower number
+/// on the same ENI: that one is evaluated first and takes every packet its filter matches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Shadowed {
+    pub eni_id: String,
+    /// Ours; `None` for a session this plan creates.
+    pub session_id: Option<String>,
+    pub number: u32,
+    /// The foreign session with the lowest number on the ENI.
+    pub by_session_id: String,
+    pub by_number: u32,
+}
+
+/// A wanted ENI not tried because AWS refused it before and it has not changed since.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RefusedEni {
+    pub eni_id: String,
+    pub class: ErrorClass,
+    /// The API's error code then.
+    pub code: String,
+    pub message: String,
+    /// First refused (Unix seconds).
+    pub since_unix: u64,
+}
+
 /// What to do. Each list is sorted by ENI id (then session number and id).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Plan {
@@ -182,6 +216,10 @@ pub struct Plan {
     pub modify: Vec<ModifySession>,
     pub unchanged: Vec<Unchanged>,
     pub skipped: Vec<Skipped>,
+    /// Our sessions that a foreign session with a lower number may starve.
+    pub shadowed: Vec<Shadowed>,
+    /// The ENIs skipped as [`SkipReason::Refused`], with what AWS answered.
+    pub refused: Vec<RefusedEni>,
 }
 
 impl Plan {
@@ -232,8 +270,28 @@ pub fn client_token(eni_id: &str, spec: &MirrorSpec, number: u32, observed_at_un
     format!("mf1-{a:016x}{b:016x}")
 }
 
-/// The changes that bring `session` to `spec` (empty when it matches).
-pub fn drift(session: &Session, spec: &MirrorSpec) -> Vec<Change> {
+/// A packet length as AWS means it: `None` (whole packets) for an explicit value equal to the
+/// default AWS fills in for the target (8500 for an NLB, see
+/// [`crate::model::MirrorTarget::default_packet_length`]).
+fn whole_packets_as_none(packet_length: Option<u32>, default: Option<u32>) -> Option<u32> {
+    match (packet_length, default) {
+        (Some(p), Some(d)) if p == d => None,
+        (p, _) => p,
+    }
+}
+
+/// The changes that bring `session` to `spec` (empty when it matches), comparing every field
+/// we set as AWS describes it: target, filter, VNI exactly; the packet length with
+/// `default_packet_length` (the target's, [`crate::model::MirrorTarget::default_packet_length`])
+/// and "none" taken as the same value, because AWS describes a session created without one on an
+/// NLB target with 8500 — without that, every run would remove the field and AWS would put 8500
+/// back. The session number, description and tags are not ours to converge (the owner tag is
+/// what makes a session ours).
+pub fn drift(
+    session: &Session,
+    spec: &MirrorSpec,
+    default_packet_length: Option<u32>,
+) -> Vec<Change> {
     let mut changes = Vec::new();
     if session.target_id != spec.target_id {
         changes.push(Change::Target {
@@ -253,7 +311,9 @@ pub fn drift(session: &Session, spec: &MirrorSpec) -> Vec<Change> {
             to: spec.vni,
         });
     }
-    if session.packet_length != spec.packet_length {
+    if whole_packets_as_none(session.packet_length, default_packet_length)
+        != whole_packets_as_none(spec.packet_length, default_packet_length)
+    {
         changes.push(Change::PacketLength {
             from: session.packet_length,
             to: spec.packet_length,
@@ -262,17 +322,24 @@ pub fn drift(session: &Session, spec: &MirrorSpec) -> Vec<Change> {
     changes
 }
 
-/// The lowest session number in 1..=32766 not in `used` (`used` sorted ascending).
-fn lowest_free_number(used: &[u32]) -> Option<u32> {
-    let mut candidate = SESSION_NUMBER_MIN;
-    for &n in used {
-        if n == candidate {
-            candidate += 1;
-        } else if n > candidate {
-            break;
-        }
+/// A session number in 1..=32766 not in `used`: the highest free one for
+/// [`SessionPriority::Low`], the lowest for [`SessionPriority::High`].
+fn free_number(used: &BTreeSet<u32>, priority: SessionPriority) -> Option<u32> {
+    let mut all = SESSION_NUMBER_MIN..=SESSION_NUMBER_MAX;
+    let free = |n: &u32| !used.contains(n);
+    match priority {
+        SessionPriority::Low => all.rev().find(free),
+        SessionPriority::High => all.find(free),
     }
-    (candidate <= SESSION_NUMBER_MAX).then_some(candidate)
+}
+
+/// The foreign session evaluated before ours (number `ours`), if any: the lowest-numbered one.
+fn shadowing<'a>(sessions: &[&'a Session], owner: &str, ours: u32) -> Option<&'a Session> {
+    sessions
+        .iter()
+        .copied()
+        .filter(|s| !s.is_owned_by(owner) && s.number < ours)
+        .min_by_key(|s| (s.number, &s.id))
 }
 
 /// Plan over the full scope.
@@ -308,6 +375,10 @@ pub fn plan_scoped(
         }
     }
 
+    let default_packet_length = observed
+        .target(&spec.target_id)
+        .and_then(|t| t.default_packet_length());
+    let fingerprints = Fingerprints::new(observed, spec);
     let mut plan = Plan::default();
     let no_sessions: Vec<&Session> = Vec::new();
     for eni_id in eni_ids {
@@ -341,19 +412,48 @@ pub fn plan_scoped(
                     });
                     continue;
                 }
-                let mut used: Vec<u32> = sessions.iter().map(|s| s.number).collect();
-                used.sort_unstable();
-                match lowest_free_number(&used) {
-                    Some(number) => plan.create.push(CreateSession {
+                if let Some(r) = observed.refused.blocking(eni_id, &fingerprints) {
+                    plan.refused.push(RefusedEni {
                         eni_id: eni_id.to_owned(),
-                        target_id: spec.target_id.clone(),
-                        filter_id: spec.filter_id.clone(),
-                        number,
-                        vni: spec.vni,
-                        packet_length: spec.packet_length,
-                        tags: spec.session_tags(),
-                        client_token: client_token(eni_id, spec, number, observed.observed_at_unix),
-                    }),
+                        class: r.class,
+                        code: r.code.clone(),
+                        message: r.message.clone(),
+                        since_unix: r.first_refused_unix,
+                    });
+                    plan.skipped.push(Skipped {
+                        eni_id: eni_id.to_owned(),
+                        reason: SkipReason::Refused,
+                    });
+                    continue;
+                }
+                let used: BTreeSet<u32> = sessions.iter().map(|s| s.number).collect();
+                match free_number(&used, spec.priority) {
+                    Some(number) => {
+                        if let Some(by) = shadowing(sessions, &spec.owner, number) {
+                            plan.shadowed.push(Shadowed {
+                                eni_id: eni_id.to_owned(),
+                                session_id: None,
+                                number,
+                                by_session_id: by.id.clone(),
+                                by_number: by.number,
+                            });
+                        }
+                        plan.create.push(CreateSession {
+                            eni_id: eni_id.to_owned(),
+                            target_id: spec.target_id.clone(),
+                            filter_id: spec.filter_id.clone(),
+                            number,
+                            vni: spec.vni,
+                            packet_length: spec.packet_length,
+                            tags: spec.session_tags(),
+                            client_token: client_token(
+                                eni_id,
+                                spec,
+                                number,
+                                observed.observed_at_unix,
+                            ),
+                        });
+                    }
                     None => plan.skipped.push(Skipped {
                         eni_id: eni_id.to_owned(),
                         reason: SkipReason::NoFreeSessionNumber,
@@ -362,9 +462,21 @@ pub fn plan_scoped(
             }
             Ok(()) => {
                 // Keep the first session that already matches the spec, else the first.
-                let drifts: Vec<Vec<Change>> = owned.iter().map(|s| drift(s, spec)).collect();
+                let drifts: Vec<Vec<Change>> = owned
+                    .iter()
+                    .map(|s| drift(s, spec, default_packet_length))
+                    .collect();
                 let keep = drifts.iter().position(Vec::is_empty).unwrap_or(0);
                 let kept = owned[keep];
+                if let Some(by) = shadowing(sessions, &spec.owner, kept.number) {
+                    plan.shadowed.push(Shadowed {
+                        eni_id: eni_id.to_owned(),
+                        session_id: Some(kept.id.clone()),
+                        number: kept.number,
+                        by_session_id: by.id.clone(),
+                        by_number: by.number,
+                    });
+                }
                 for (i, s) in owned.iter().enumerate() {
                     if i != keep {
                         plan.delete.push(DeleteSession {
@@ -434,7 +546,7 @@ pub fn reconcile(
 mod tests {
     use super::*;
     use crate::filters::EniFilters;
-    use crate::model::OWNER_TAG_KEY;
+    use crate::model::{MirrorTarget, OWNER_TAG_KEY};
 
     const OWNER: &str = "prod";
 
@@ -445,6 +557,7 @@ mod tests {
             vni: 42,
             packet_length: None,
             owner: OWNER.into(),
+            priority: SessionPriority::Low,
         }
     }
 
@@ -489,12 +602,13 @@ mod tests {
     }
 
     #[test]
-    fn a_wanted_eni_gets_the_lowest_free_session_number() {
+    fn a_wanted_eni_gets_the_highest_free_session_number_by_default_and_is_shadowed_by_lower_ones()
+    {
         let observed = Observed {
             enis: vec![eni("eni-1", true), eni("eni-2", true)],
             sessions: vec![
                 session("tms-a", "eni-1", 1, None),
-                session("tms-b", "eni-1", 3, Some("someone-else")),
+                session("tms-b", "eni-1", 32766, Some("someone-else")),
             ],
             ..Observed::default()
         };
@@ -504,11 +618,118 @@ mod tests {
             .iter()
             .map(|c| (c.eni_id.as_str(), c.number))
             .collect();
-        assert_eq!(created, vec![("eni-1", 2), ("eni-2", 1)]);
+        assert_eq!(created, vec![("eni-1", 32765), ("eni-2", 32766)]);
         let c = &plan.create[0];
         assert_eq!(c.tags.get(OWNER_TAG_KEY).map(String::as_str), Some(OWNER));
         assert_eq!((c.vni, c.packet_length), (42, None));
         assert!(plan.delete.is_empty() && plan.modify.is_empty());
+        assert_eq!(
+            plan.shadowed,
+            vec![Shadowed {
+                eni_id: "eni-1".into(),
+                session_id: None,
+                number: 32765,
+                by_session_id: "tms-a".into(),
+                by_number: 1,
+            }]
+        );
+    }
+
+    #[test]
+    fn high_priority_takes_the_lowest_free_number_and_is_shadowed_by_none_below_it() {
+        let mut s = spec();
+        s.priority = SessionPriority::High;
+        let observed = Observed {
+            enis: vec![eni("eni-1", true), eni("eni-2", true)],
+            sessions: vec![
+                session("tms-a", "eni-1", 1, None),
+                session("tms-b", "eni-1", 3, Some("someone-else")),
+            ],
+            ..Observed::default()
+        };
+        let plan = reconcile(&Scope::All, &selector(), &observed, &s);
+        let created: Vec<(&str, u32)> = plan
+            .create
+            .iter()
+            .map(|c| (c.eni_id.as_str(), c.number))
+            .collect();
+        assert_eq!(created, vec![("eni-1", 2), ("eni-2", 1)]);
+        let shadowed: Vec<(&str, &str)> = plan
+            .shadowed
+            .iter()
+            .map(|x| (x.eni_id.as_str(), x.by_session_id.as_str()))
+            .collect();
+        assert_eq!(shadowed, vec![("eni-1", "tms-a")]);
+    }
+
+    #[test]
+    fn a_kept_session_with_a_foreign_one_below_it_is_listed_as_shadowed() {
+        let observed = Observed {
+            enis: vec![eni("eni-1", true), eni("eni-2", true)],
+            sessions: vec![
+                session("tms-ours", "eni-1", 10, Some(OWNER)),
+                session("tms-ids", "eni-1", 5, Some("ids")),
+                session("tms-low", "eni-1", 7, None),
+                session("tms-ours-2", "eni-2", 1, Some(OWNER)),
+                session("tms-after", "eni-2", 2, None),
+            ],
+            ..Observed::default()
+        };
+        let plan = run(&Scope::All, &observed);
+        assert!(plan.is_noop(), "{plan:?}");
+        assert_eq!(
+            plan.shadowed,
+            vec![Shadowed {
+                eni_id: "eni-1".into(),
+                session_id: Some("tms-ours".into()),
+                number: 10,
+                by_session_id: "tms-ids".into(),
+                by_number: 5,
+            }]
+        );
+    }
+
+    #[test]
+    fn an_eni_aws_refused_is_not_tried_again_until_it_changes() {
+        use crate::refusals::{FailedCreate, Fingerprints, Refusals};
+        let observed = Observed {
+            enis: vec![eni("eni-1", true), eni("eni-2", true)],
+            observed_at_unix: 1_000,
+            ..Observed::default()
+        };
+        let sp = spec();
+        let refused = Refusals::default().next(
+            &Scope::All,
+            &Fingerprints::new(&observed, &sp),
+            &BTreeSet::new(),
+            &[FailedCreate {
+                eni_id: "eni-1".into(),
+                class: ErrorClass::UnsupportedSource,
+                code: "NetworkInterfaceNotSupported".into(),
+                message: "not supported".into(),
+            }],
+        );
+        let mut again = observed.clone();
+        again.refused = refused;
+        again.observed_at_unix = 1_300;
+        let plan = run(&Scope::All, &again);
+        let created: Vec<&str> = plan.create.iter().map(|c| c.eni_id.as_str()).collect();
+        assert_eq!(created, vec!["eni-2"]);
+        assert_eq!(
+            plan.skipped,
+            vec![Skipped {
+                eni_id: "eni-1".into(),
+                reason: SkipReason::Refused
+            }]
+        );
+        assert_eq!(plan.refused.len(), 1);
+        assert_eq!(plan.refused[0].code, "NetworkInterfaceNotSupported");
+        assert_eq!(plan.refused[0].since_unix, 1_000);
+        // A tag changed on the ENI: tried again.
+        again.enis[0].tags.insert("retry".into(), "1".into());
+        let plan = run(&Scope::All, &again);
+        assert_eq!(plan.create.len(), 2);
+        assert!(plan.refused.is_empty());
     }
 
     #[test]
@@ -532,13 +753,104 @@ mod tests {
     }
 
     #[test]
-    fn the_lowest_free_number_skips_every_used_number() {
-        assert_eq!(lowest_free_number(&[]), Some(1));
-        assert_eq!(lowest_free_number(&[1, 2, 4]), Some(3));
-        assert_eq!(lowest_free_number(&[2, 3]), Some(1));
-        assert_eq!(lowest_free_number(&[1, 1, 2]), Some(3));
-        let all: Vec<u32> = (SESSION_NUMBER_MIN..=SESSION_NUMBER_MAX).collect();
-        assert_eq!(lowest_free_number(&all), None);
+    fn the_free_number_skips_every_used_number_from_either_end() {
+        let set = |v: &[u32]| v.iter().copied().collect::<BTreeSet<u32>>();
+        let (low, high) = (SessionPriority::Low, SessionPriority::High);
+        assert_eq!(free_number(&set(&[]), high), Some(1));
+        assert_eq!(free_number(&set(&[1, 2, 4]), high), Some(3));
+        assert_eq!(free_number(&set(&[2, 3]), high), Some(1));
+        assert_eq!(free_number(&set(&[]), low), Some(32766));
+        assert_eq!(free_number(&set(&[32766, 32765, 1]), low), Some(32764));
+        let all: BTreeSet<u32> = (SESSION_NUMBER_MIN..=SESSION_NUMBER_MAX).collect();
+        assert_eq!(free_number(&all, low), None);
+        assert_eq!(free_number(&all, high), None);
+    }
+
+    fn nlb_target() -> MirrorTarget {
+        MirrorTarget {
+            id: "tmt-1".into(),
+            network_load_balancer_arn: Some(
+                "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/net/m/1".into(),
+            ),
+            ..MirrorTarget::default()
+        }
+    }
+
+    fn gwlbe_target() -> MirrorTarget {
+        MirrorTarget {
+            id: "tmt-1".into(),
+            gateway_load_balancer_endpoint_id: Some("vpce-0123456789abcdef0".into()),
+            ..MirrorTarget::default()
+        }
+    }
+
+    #[test]
+    fn a_session_described_with_the_load_balancers_default_packet_length_is_converged() {
+        for target in [nlb_target(), gwlbe_target()] {
+            for (described, wanted) in [
+                (Some(8500), None),
+                (None, None),
+                (None, Some(8500)),
+                (Some(8500), Some(8500)),
+            ] {
+                let mut s = session("tms-1", "eni-1", 32766, Some(OWNER));
+                s.packet_length = described;
+                let mut sp = spec();
+                sp.packet_length = wanted;
+                let observed = Observed {
+                    enis: vec![eni("eni-1", true)],
+                    sessions: vec![s],
+                    targets: vec![target.clone()],
+                    ..Observed::default()
+                };
+                let plan = reconcile(&Scope::All, &selector(), &observed, &sp);
+                assert!(
+                    plan.is_noop(),
+                    "{:?} described {described:?}, wanted {wanted:?}: {plan:?}",
+                    target.kind()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_real_packet_length_difference_is_still_drift_whatever_the_target() {
+        for target in [nlb_target(), gwlbe_target()] {
+            let mut s = session("tms-1", "eni-1", 32766, Some(OWNER));
+            s.packet_length = Some(1500);
+            let observed = Observed {
+                enis: vec![eni("eni-1", true)],
+                sessions: vec![s],
+                targets: vec![target],
+                ..Observed::default()
+            };
+            let plan = run(&Scope::All, &observed);
+            assert_eq!(plan.modify.len(), 1);
+            assert_eq!(
+                plan.modify[0].changes,
+                vec![Change::PacketLength {
+                    from: Some(1500),
+                    to: None
+                }]
+            );
+        }
+    }
+
+    #[test]
+    fn an_eni_target_has_no_default_so_8500_is_a_packet_length() {
+        let mut s = session("tms-1", "eni-1", 32766, Some(OWNER));
+        s.packet_length = Some(8500);
+        let observed = Observed {
+            enis: vec![eni("eni-1", true)],
+            sessions: vec![s],
+            targets: vec![MirrorTarget {
+                id: "tmt-1".into(),
+                network_interface_id: Some("eni-target".into()),
+                ..MirrorTarget::default()
+            }],
+            ..Observed::default()
+        };
+        assert_eq!(run(&Scope::All, &observed).modify.len(), 1);
     }
 
     #[test]
@@ -627,7 +939,7 @@ mod tests {
         let plan = run(&Scope::All, &observed);
         assert!(plan.modify.is_empty());
         assert_eq!(plan.create.len(), 1);
-        assert_eq!(plan.create[0].number, 2);
+        assert_eq!(plan.create[0].number, 32766);
     }
 
     #[test]

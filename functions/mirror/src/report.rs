@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::capacity::CapacityDecision;
-use crate::plan::{Change, DeleteReason, Plan, Skipped, Unchanged};
+use crate::capacity::{CapacityDecision, Traffic};
+use crate::plan::{Change, DeleteReason, Plan, RefusedEni, Shadowed, Skipped, Unchanged};
 use crate::selection::SkipReason;
 
 /// At most this many entries are listed per list; the rest are only counted (a full
@@ -19,21 +19,35 @@ pub const REPORT_MAX_LISTED: usize = 200;
 /// Default CloudWatch namespace of the EMF metrics.
 pub const METRICS_NAMESPACE: &str = "mirrorfleet";
 
-/// The bounded set of failure classes (also metric names, see [`ErrorClass::as_str`]).
+/// The bounded set of failure classes (also metric names, see [`ErrorClass::as_str`]), from
+/// the API's error code (docs/control-plane-aws.md has the table of codes).
+///
+/// Only [`ErrorClass::Throttled`], [`ErrorClass::ServerError`] and [`ErrorClass::Timeout`] are
+/// worth retrying soon: the others are answers about this request (this ENI, this account, our
+/// permissions) that the same request will get again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorClass {
-    /// The ENI (or session) no longer exists.
+    /// The ENI (or its instance, or the session) no longer exists.
     EniGone,
-    /// The ENI or its instance type cannot be a mirror source.
+    /// The ENI cannot be a mirror source (its instance type, or it is a mirror target).
     UnsupportedSource,
     /// The ENI already has the maximum number of sessions.
     SessionLimit,
+    /// An account or target limit (sessions per account, per target, sources per target).
+    AccountLimit,
+    /// Missing IAM permission (or a condition of ours: another VPC, another owner).
+    PermissionDenied,
+    /// The request was refused as invalid (a parameter, a missing target or filter, a reused
+    /// ClientToken with other parameters).
+    InvalidRequest,
     /// Request rate exceeded (after the SDK's retries).
     Throttled,
-    /// Missing IAM permission.
-    PermissionDenied,
-    /// Anything else.
+    /// A 5xx or an AWS "internal error" / "unavailable" code (after the SDK's retries).
+    ServerError,
+    /// No answer in time, or no connection (after the SDK's retries).
+    Timeout,
+    /// Any other code: not understood, so not retried until something changes.
     Other,
 }
 
@@ -44,25 +58,43 @@ impl ErrorClass {
             ErrorClass::EniGone => "eni_gone",
             ErrorClass::UnsupportedSource => "unsupported_source",
             ErrorClass::SessionLimit => "session_limit",
-            ErrorClass::Throttled => "throttled",
+            ErrorClass::AccountLimit => "account_limit",
             ErrorClass::PermissionDenied => "permission_denied",
+            ErrorClass::InvalidRequest => "invalid_request",
+            ErrorClass::Throttled => "throttled",
+            ErrorClass::ServerError => "server_error",
+            ErrorClass::Timeout => "timeout",
             ErrorClass::Other => "other",
         }
     }
 
     /// Whether retrying the run can help (the function should then return an error so that
-    /// Lambda retries / the DLQ receives the event).
+    /// Lambda retries / the DLQ receives the event): throttling, server errors, timeouts.
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorClass::Throttled | ErrorClass::Other)
+        matches!(
+            self,
+            ErrorClass::Throttled | ErrorClass::ServerError | ErrorClass::Timeout
+        )
+    }
+
+    /// Whether a create refused with this class is remembered for its ENI and not tried again
+    /// until the ENI changes ([`crate::refusals`]): every permanent class but a vanished ENI
+    /// (which the next observation no longer returns anyway).
+    pub fn is_remembered(self) -> bool {
+        !self.is_retryable() && self != ErrorClass::EniGone
     }
 
     /// Every class.
-    pub const ALL: [ErrorClass; 6] = [
+    pub const ALL: [ErrorClass; 10] = [
         ErrorClass::EniGone,
         ErrorClass::UnsupportedSource,
         ErrorClass::SessionLimit,
-        ErrorClass::Throttled,
+        ErrorClass::AccountLimit,
         ErrorClass::PermissionDenied,
+        ErrorClass::InvalidRequest,
+        ErrorClass::Throttled,
+        ErrorClass::ServerError,
+        ErrorClass::Timeout,
         ErrorClass::Other,
     ];
 }
@@ -75,6 +107,8 @@ pub enum Action {
     Delete,
     Modify,
     Observe,
+    /// Reading or writing the source map or the remembered refusals (S3).
+    Publish,
 }
 
 /// A created session.
@@ -144,12 +178,37 @@ impl<T> Capped<T> {
     }
 }
 
+/// An event that was understood but names nothing to onboard (a failed API call, a dry run):
+/// the run does nothing and succeeds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IgnoredEvent {
+    /// A bounded label: `failed_call`, `no_network_interface`.
+    pub reason: String,
+    /// What the event said (e.g. the CloudTrail `errorCode`).
+    pub detail: String,
+}
+
+/// What happened to the source map in this run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceMapOutcome {
+    /// `s3://bucket/key`.
+    pub uri: String,
+    /// Sources listed.
+    pub sources: usize,
+    /// True when the document was written (its content changed).
+    pub written: bool,
+    /// Why it could not be read or written, if so.
+    pub error: Option<String>,
+}
+
 /// The report of one onboard/reconcile run.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Report {
     /// Function name (`onboard-eni`, `reconcile-mirrors`).
     pub function: String,
     pub dry_run: bool,
+    /// Set when the event was understood and deliberately not acted on.
+    pub ignored_event: Option<IgnoredEvent>,
     pub created: Capped<Created>,
     pub deleted: Capped<Deleted>,
     pub modified: Capped<Modified>,
@@ -157,9 +216,18 @@ pub struct Report {
     pub skipped: Capped<Skipped>,
     /// Skipped ENIs per reason (all of them, not capped).
     pub skipped_by_reason: BTreeMap<SkipReason, usize>,
+    /// Our sessions with a foreign session of a lower number on the same ENI, which is
+    /// evaluated first and may take their traffic.
+    pub shadowed: Capped<Shadowed>,
+    /// Wanted ENIs not tried because AWS refused them before and they have not changed.
+    pub refused: Capped<RefusedEni>,
     pub errors: Capped<Failure>,
     /// Errors per class (all of them).
     pub errors_by_class: BTreeMap<ErrorClass, usize>,
+    /// Warnings about the selection (e.g. a load balancer mirrored with its targets).
+    pub warnings: Capped<String>,
+    /// The source map, when this run publishes one.
+    pub source_map: Option<SourceMapOutcome>,
 }
 
 fn fields(changes: &[Change]) -> Vec<String> {
@@ -176,8 +244,16 @@ impl Report {
         }
     }
 
-    /// A report holding the plan's unchanged and skipped entries; the handler then records
-    /// each applied action.
+    /// The report of a run that ignored its event.
+    pub fn ignored(function: impl Into<String>, event: IgnoredEvent) -> Self {
+        Self {
+            ignored_event: Some(event),
+            ..Self::new(function, false)
+        }
+    }
+
+    /// A report holding the plan's unchanged, skipped, refused and shadowed entries (those of
+    /// sessions that exist already); the handler then records each applied action.
     pub fn from_plan(function: impl Into<String>, dry_run: bool, plan: &Plan) -> Self {
         let mut report = Self::new(function, dry_run);
         for u in &plan.unchanged {
@@ -185,6 +261,12 @@ impl Report {
         }
         for s in &plan.skipped {
             report.skip(s.clone());
+        }
+        for r in &plan.refused {
+            report.refused.push(r.clone());
+        }
+        for s in plan.shadowed.iter().filter(|s| s.session_id.is_some()) {
+            report.shadowed.push(s.clone());
         }
         report
     }
@@ -194,6 +276,9 @@ impl Report {
         let mut report = Self::from_plan(function, true, plan);
         for c in &plan.create {
             report.created(&c.eni_id, None, c.number);
+        }
+        for s in plan.shadowed.iter().filter(|s| s.session_id.is_none()) {
+            report.shadowed.push(s.clone());
         }
         for d in &plan.delete {
             report.deleted(&d.eni_id, &d.session_id, d.reason.clone());
@@ -262,14 +347,24 @@ impl Report {
     }
 
     /// The counts as (metric name, value), in a fixed order: `Created`, `Deleted`, `Modified`,
-    /// `Unchanged`, `Skipped`, `Errors`, then one `Errors_<class>` per error class.
+    /// `Unchanged`, `Skipped`, `Shadowed`, `Refused`, `IgnoredEvents`, `Warnings`,
+    /// `SourceMapWritten`, `Errors`, then one `Errors_<class>` per error class.
     pub fn metrics(&self) -> Vec<(String, usize)> {
+        let written = self.source_map.as_ref().is_some_and(|m| m.written);
         let mut m = vec![
             ("Created".to_owned(), self.created.count),
             ("Deleted".to_owned(), self.deleted.count),
             ("Modified".to_owned(), self.modified.count),
             ("Unchanged".to_owned(), self.unchanged.count),
             ("Skipped".to_owned(), self.skipped.count),
+            ("Shadowed".to_owned(), self.shadowed.count),
+            ("Refused".to_owned(), self.refused.count),
+            (
+                "IgnoredEvents".to_owned(),
+                usize::from(self.ignored_event.is_some()),
+            ),
+            ("Warnings".to_owned(), self.warnings.count),
+            ("SourceMapWritten".to_owned(), usize::from(written)),
             ("Errors".to_owned(), self.errors.count),
         ];
         for class in ErrorClass::ALL {
@@ -290,6 +385,21 @@ impl Report {
     }
 }
 
+/// Where size-fleet's traffic figures came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrafficSource {
+    /// `GetMetricData` answered with data.
+    Cloudwatch,
+    /// `GetMetricData` answered, but with no datapoint in the window (a new fleet, the agent
+    /// down): sized by the sessions alone.
+    NoData,
+    /// `GetMetricData` failed: sized by the sessions alone (see `error`).
+    Failed,
+    /// No namespace configured: sized by the sessions alone.
+    NotConfigured,
+}
+
 /// The report of one size-fleet run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapacityReport {
@@ -298,6 +408,11 @@ pub struct CapacityReport {
     pub asg_name: String,
     pub sessions: u32,
     pub current_desired: u32,
+    /// Where the traffic below came from.
+    pub traffic_source: TrafficSource,
+    pub traffic: Traffic,
+    /// Why `GetMetricData` failed, when it did.
+    pub traffic_error: Option<String>,
     pub decision: CapacityDecision,
     /// Whether SetDesiredCapacity was called (and succeeded).
     pub applied: bool,
@@ -305,11 +420,24 @@ pub struct CapacityReport {
 }
 
 impl CapacityReport {
-    /// One EMF line with `Sessions`, `CurrentCapacity`, `TargetCapacity`, `DesiredCapacity`,
+    /// One EMF line with `Sessions`, `DatagramsPerSecond`, `KernelDrops`, `TrafficData`
+    /// (1 when CloudWatch had data), `CurrentCapacity`, `TargetCapacity`, `DesiredCapacity`,
     /// `CapacityChanged`, `Errors`.
     pub fn emf_line(&self, namespace: &str, timestamp_ms: u64) -> String {
         let metrics = [
             ("Sessions".to_owned(), u64::from(self.sessions)),
+            (
+                "DatagramsPerSecond".to_owned(),
+                self.traffic.datagrams_per_second().unwrap_or(0),
+            ),
+            (
+                "KernelDrops".to_owned(),
+                self.traffic.kernel_drops.unwrap_or(0),
+            ),
+            (
+                "TrafficData".to_owned(),
+                u64::from(self.traffic_source == TrafficSource::Cloudwatch),
+            ),
             (
                 "CurrentCapacity".to_owned(),
                 u64::from(self.current_desired),
@@ -360,7 +488,7 @@ pub fn emf_line(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capacity::ScaleInHistory;
+    use crate::capacity::{ScaleInHistory, Sizing};
     use crate::model::Tags;
     use crate::plan::{CreateSession, DeleteSession, ModifySession};
 
@@ -405,6 +533,23 @@ mod tests {
                     reason: SkipReason::NotSelected,
                 },
             ],
+            shadowed: vec![
+                Shadowed {
+                    eni_id: "eni-1".into(),
+                    session_id: None,
+                    number: 32766,
+                    by_session_id: "tms-ids".into(),
+                    by_number: 1,
+                },
+                Shadowed {
+                    eni_id: "eni-4".into(),
+                    session_id: Some("tms-4".into()),
+                    number: 32766,
+                    by_session_id: "tms-ids-4".into(),
+                    by_number: 10,
+                },
+            ],
+            refused: Vec::new(),
         }
     }
 
@@ -447,19 +592,40 @@ mod tests {
     }
 
     #[test]
-    fn only_throttling_and_unknown_errors_are_retryable() {
+    fn only_throttling_server_errors_and_timeouts_are_retryable() {
+        let retryable: Vec<ErrorClass> = ErrorClass::ALL
+            .into_iter()
+            .filter(|c| c.is_retryable())
+            .collect();
+        assert_eq!(
+            retryable,
+            vec![
+                ErrorClass::Throttled,
+                ErrorClass::ServerError,
+                ErrorClass::Timeout
+            ]
+        );
         let mut r = Report::new("reconcile-mirrors", false);
-        for class in [
-            ErrorClass::EniGone,
-            ErrorClass::UnsupportedSource,
-            ErrorClass::SessionLimit,
-            ErrorClass::PermissionDenied,
-        ] {
+        for class in ErrorClass::ALL.into_iter().filter(|c| !c.is_retryable()) {
             r.failed("eni-1", Action::Create, class, "x");
         }
-        assert!(!r.has_retryable_errors());
-        r.failed("eni-2", Action::Delete, ErrorClass::Throttled, "slow down");
+        assert!(!r.has_retryable_errors(), "an unknown code is not retried");
+        r.failed("eni-2", Action::Delete, ErrorClass::ServerError, "500");
         assert!(r.has_retryable_errors());
+    }
+
+    #[test]
+    fn shadowed_sessions_are_reported_once_they_exist() {
+        let r = Report::from_plan("reconcile-mirrors", false, &plan());
+        let ids: Vec<&str> = r.shadowed.items.iter().map(|s| s.eni_id.as_str()).collect();
+        assert_eq!(ids, vec!["eni-4"], "the planned create is not there yet");
+        let r = Report::dry_run("reconcile-mirrors", &plan());
+        assert_eq!(r.shadowed.count, 2);
+        let line: serde_json::Value =
+            serde_json::from_str(&r.emf_line(METRICS_NAMESPACE, 1)).unwrap();
+        assert_eq!(line["Shadowed"], 2);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["shadowed"]["items"][0]["by_session_id"], "tms-ids-4");
     }
 
     #[test]
@@ -498,7 +664,7 @@ mod tests {
             .iter()
             .map(|m| m["Name"].as_str().unwrap())
             .collect();
-        assert_eq!(names.len(), 6 + ErrorClass::ALL.len());
+        assert_eq!(names.len(), 11 + ErrorClass::ALL.len());
         for name in names {
             assert!(v[name].is_u64(), "{name} has no value");
         }
@@ -517,9 +683,16 @@ mod tests {
             asg_name: "rebuilders".into(),
             sessions: 450,
             current_desired: 2,
+            traffic_source: TrafficSource::Cloudwatch,
+            traffic: Traffic {
+                datagrams_per_minute: Some(600_000),
+                kernel_drops: Some(3),
+            },
+            traffic_error: None,
             decision: CapacityDecision {
                 desired: 5,
                 target: 5,
+                sizing: Sizing::default(),
                 history: ScaleInHistory::default(),
                 changed: true,
             },
@@ -528,8 +701,13 @@ mod tests {
         };
         let v: serde_json::Value = serde_json::from_str(&r.emf_line(METRICS_NAMESPACE, 1)).unwrap();
         assert_eq!(v["Sessions"], 450);
+        assert_eq!(v["DatagramsPerSecond"], 10_000);
+        assert_eq!(v["KernelDrops"], 3);
+        assert_eq!(v["TrafficData"], 1);
         assert_eq!(v["DesiredCapacity"], 5);
         assert_eq!(v["CapacityChanged"], 1);
         assert_eq!(v["Function"], "size-fleet");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["traffic_source"], "cloudwatch");
     }
 }

@@ -5,8 +5,15 @@
 //! the exclusions, checked in this order:
 //! 1. the ENI is a mirror target itself (AWS refuses an ENI that is both source and target);
 //! 2. the ENI belongs to a mirror target's network load balancer (`ELB net/<name>/<id>`);
-//! 3. the ENI belongs to an instance of our own rebuilder fleet (`aws:autoscaling:groupName`);
-//! 4. the exclude tag is on the ENI, or 5. on its instance.
+//! 3. the ENI is requester-managed (created by an AWS service in your VPC: VPC endpoints, NAT
+//!    gateways, Lambda, load balancers, ...) and its requester is not one the settings allow
+//!    (`MIRROR_REQUESTER_MANAGED`, none by default; the load-balancer recipe allows
+//!    `amazon-elb`). AWS documents only RDS and ElastiCache interfaces among them as sources
+//!    ("You can only use requester-managed network interfaces created by Amazon RDS or Amazon
+//!    ElastiCache as a Traffic Mirroring source", Traffic Mirroring limitations), so a broad
+//!    filter would otherwise send creates that fail, or mirror a service's plumbing;
+//! 4. the ENI belongs to an instance of our own rebuilder fleet (`aws:autoscaling:groupName`);
+//! 5. the exclude tag is on the ENI, or 6. on its instance.
 //!
 //! The exclude tag excludes when present with any value except `false` (any case), so
 //! `mirrorfleet:exclude=false` can be used to keep an ENI explicitly.
@@ -27,6 +34,9 @@ pub struct Selector {
     pub exclude_tag: String,
     /// Name of our rebuilder Auto Scaling group: its instances are never mirrored.
     pub fleet_asg_name: Option<String>,
+    /// The requesters (`RequesterId`, e.g. `amazon-elb`) whose requester-managed ENIs may be
+    /// mirrored when the filters select them; empty: none.
+    pub requester_managed: BTreeSet<String>,
 }
 
 impl Default for Selector {
@@ -36,6 +46,7 @@ impl Default for Selector {
             instance_filters: InstanceFilters::default(),
             exclude_tag: DEFAULT_EXCLUDE_TAG.to_owned(),
             fleet_asg_name: None,
+            requester_managed: BTreeSet::new(),
         }
     }
 }
@@ -51,6 +62,8 @@ pub enum SkipReason {
     IsMirrorTarget,
     /// The ENI belongs to a mirror target's network load balancer.
     MirrorTargetLoadBalancer,
+    /// The ENI is requester-managed by a service the settings do not allow.
+    RequesterManaged,
     /// The ENI is attached to an instance of our rebuilder fleet.
     RebuilderFleet,
     /// The ENI carries the exclude tag.
@@ -61,6 +74,9 @@ pub enum SkipReason {
     SessionLimit,
     /// Wanted, but no session number in 1..=32766 is free on the ENI.
     NoFreeSessionNumber,
+    /// Wanted, but AWS refused a session for it before and it has not changed since
+    /// ([`crate::refusals`]).
+    Refused,
 }
 
 impl SkipReason {
@@ -70,24 +86,28 @@ impl SkipReason {
             SkipReason::NotSelected => "not_selected",
             SkipReason::IsMirrorTarget => "is_mirror_target",
             SkipReason::MirrorTargetLoadBalancer => "mirror_target_load_balancer",
+            SkipReason::RequesterManaged => "requester_managed",
             SkipReason::RebuilderFleet => "rebuilder_fleet",
             SkipReason::ExcludeTag => "exclude_tag",
             SkipReason::InstanceExcludeTag => "instance_exclude_tag",
             SkipReason::SessionLimit => "session_limit",
             SkipReason::NoFreeSessionNumber => "no_free_session_number",
+            SkipReason::Refused => "refused",
         }
     }
 
     /// Every reason, for exhaustive metric dimensions and tests.
-    pub const ALL: [SkipReason; 8] = [
+    pub const ALL: [SkipReason; 10] = [
         SkipReason::NotSelected,
         SkipReason::IsMirrorTarget,
         SkipReason::MirrorTargetLoadBalancer,
+        SkipReason::RequesterManaged,
         SkipReason::RebuilderFleet,
         SkipReason::ExcludeTag,
         SkipReason::InstanceExcludeTag,
         SkipReason::SessionLimit,
         SkipReason::NoFreeSessionNumber,
+        SkipReason::Refused,
     ];
 }
 
@@ -138,6 +158,14 @@ impl Selector {
         if targets.descriptions.contains(eni.description.as_str()) {
             return Err(SkipReason::MirrorTargetLoadBalancer);
         }
+        if eni.requester_managed == Some(true)
+            && !eni
+                .requester_id
+                .as_ref()
+                .is_some_and(|r| self.requester_managed.contains(r))
+        {
+            return Err(SkipReason::RequesterManaged);
+        }
         if let (Some(asg), Some(i)) = (&self.fleet_asg_name, instance)
             && i.tags.get(ASG_NAME_TAG) == Some(asg)
         {
@@ -176,6 +204,43 @@ impl Selector {
         }
         selection
     }
+}
+
+/// Warnings about a selection: a load balancer mirrored together with instance ENIs of its VPC.
+/// When those instances are the balancer's targets, every request is mirrored twice — once on
+/// the client→balancer leg, once on the balancer→target leg (which adds `X-Amzn-Trace-Id`) —
+/// and reaches the analyzer twice. Which instances are targets is not observed (that needs the
+/// load balancer's API), so the warning names what it sees: the balancer and the number of
+/// instance ENIs in the same VPC. One warning per load balancer, sorted.
+pub fn selection_warnings(selection: &Selection, observed: &Observed) -> Vec<String> {
+    let enis: BTreeMap<&str, &Eni> = canonical(&observed.enis, |e| &e.id)
+        .into_iter()
+        .filter(|e| selection.is_wanted(&e.id))
+        .map(|e| (e.id.as_str(), e))
+        .collect();
+    let mut balancers: BTreeMap<(&str, String), usize> = BTreeMap::new();
+    let mut instance_enis: BTreeMap<&str, usize> = BTreeMap::new();
+    for eni in enis.values() {
+        if let Some(lb) = crate::sources::LoadBalancerRef::from_description(&eni.description) {
+            *balancers
+                .entry((eni.vpc_id.as_str(), format!("{} {}", lb.kind, lb.name)))
+                .or_default() += 1;
+        } else if eni.attachment_instance_id.is_some() {
+            *instance_enis.entry(eni.vpc_id.as_str()).or_default() += 1;
+        }
+    }
+    balancers
+        .into_iter()
+        .filter_map(|((vpc, lb), lb_enis)| {
+            let targets = *instance_enis.get(vpc)?;
+            Some(format!(
+                "the selection mirrors load balancer {lb} ({lb_enis} ENI(s)) and {targets} \
+                 instance ENI(s) in {vpc}: if those instances are its targets, each request is \
+                 mirrored on both legs and reaches the analyzer twice; select one side \
+                 (docs/selection-recipes.md)"
+            ))
+        })
+        .collect()
 }
 
 /// The items sorted, one per id (the least by `Ord` when an id appears with different
@@ -253,6 +318,7 @@ mod tests {
             instance_filters: InstanceFilters::parse("Name=tag:team,Values=payments").unwrap(),
             exclude_tag: DEFAULT_EXCLUDE_TAG.into(),
             fleet_asg_name: Some("rebuilders".into()),
+            requester_managed: BTreeSet::new(),
         }
     }
 
@@ -382,12 +448,12 @@ mod tests {
                     network_load_balancer_arn: Some(
                         "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/net/mirror-nlb/50dc6c495c0c9188".into(),
                     ),
-                    network_interface_id: None,
+                    ..MirrorTarget::default()
                 },
                 MirrorTarget {
                     id: "tmt-2".into(),
                     network_interface_id: Some("eni-tgt".into()),
-                    network_load_balancer_arn: None,
+                    ..MirrorTarget::default()
                 },
             ],
             ..Observed::default()
@@ -399,6 +465,89 @@ mod tests {
         );
         assert_eq!(reason(&sel, "eni-tgt"), Some(SkipReason::IsMirrorTarget));
         assert!(sel.is_wanted("eni-other-lb"));
+    }
+
+    /// A requester-managed ENI as `DescribeNetworkInterfaces` returns it.
+    fn managed(id: &str, requester: &str, description: &str) -> Eni {
+        Eni {
+            description: description.into(),
+            requester_id: Some(requester.into()),
+            requester_managed: Some(true),
+            ..eni(id, None, &[("mirror", "true")])
+        }
+    }
+
+    #[test]
+    fn requester_managed_enis_are_excluded_unless_their_requester_is_allowed() {
+        let observed = Observed {
+            enis: vec![
+                managed(
+                    "eni-vpce",
+                    "727180483921",
+                    "VPC Endpoint Interface vpce-0123",
+                ),
+                managed(
+                    "eni-nat",
+                    "810120213112",
+                    "Interface for NAT Gateway nat-0123",
+                ),
+                managed(
+                    "eni-lambda",
+                    "AROAEXAMPLE:lambda",
+                    "AWS Lambda VPC ENI-fn-1",
+                ),
+                managed("eni-alb", "amazon-elb", "ELB app/web/50dc6c495c0c9188"),
+                eni("eni-app", None, &[("mirror", "true")]),
+            ],
+            ..Observed::default()
+        };
+        let sel = selector().select(&observed);
+        for id in ["eni-vpce", "eni-nat", "eni-lambda", "eni-alb"] {
+            assert_eq!(reason(&sel, id), Some(SkipReason::RequesterManaged), "{id}");
+        }
+        assert!(sel.is_wanted("eni-app"));
+
+        let mut elb = selector();
+        elb.requester_managed = ["amazon-elb".to_owned()].into();
+        let sel = elb.select(&observed);
+        assert!(
+            sel.is_wanted("eni-alb"),
+            "the load-balancer recipe allows amazon-elb"
+        );
+        assert_eq!(reason(&sel, "eni-vpce"), Some(SkipReason::RequesterManaged));
+    }
+
+    #[test]
+    fn mirroring_a_load_balancer_and_instances_of_its_vpc_is_warned_about() {
+        let mut alb = managed("eni-alb", "amazon-elb", "ELB app/shop/50dc6c495c0c9188");
+        alb.requester_managed = Some(false);
+        let mut other_vpc = eni("eni-elsewhere", Some("i-9"), &[("mirror", "true")]);
+        other_vpc.vpc_id = "vpc-2".into();
+        let observed = Observed {
+            enis: vec![
+                alb,
+                eni("eni-web-1", Some("i-1"), &[("mirror", "true")]),
+                eni("eni-web-2", Some("i-2"), &[("mirror", "true")]),
+                other_vpc,
+            ],
+            ..Observed::default()
+        };
+        let sel = selector().select(&observed);
+        let warnings = selection_warnings(&sel, &observed);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("app shop"), "{}", warnings[0]);
+        assert!(
+            warnings[0].contains("2 instance ENI(s) in vpc-1"),
+            "{}",
+            warnings[0]
+        );
+        // The balancer alone, or the instances alone: nothing to warn about.
+        let only_instances = Observed {
+            enis: observed.enis[1..].to_vec(),
+            ..Observed::default()
+        };
+        let sel = selector().select(&only_instances);
+        assert!(selection_warnings(&sel, &only_instances).is_empty());
     }
 
     #[test]

@@ -18,7 +18,13 @@
 //! - session numbers are 1..=32766
 //!   (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_TrafficMirrorSession.html>),
 //!   and one number is used once per ENI. AWS does not document the error of a reused number;
-//!   the simulator answers `InvalidParameterValue`, as for one out of range.
+//!   the simulator answers `InvalidParameterValue`, as for one out of range;
+//! - a session to a Network Load Balancer target created (or modified to remove the field)
+//!   without a packet length is described with 8500: "For sessions with Network Load Balancer
+//!   (NLB) Traffic Mirror targets the default PacketLength will be set to 8500"
+//!   (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateTrafficMirrorSession.html>;
+//!   "When you remove a property from a Traffic Mirror session, the property is set to the
+//!   default", ModifyTrafficMirrorSession).
 //!
 //! [`Rules::MOTO`] turns off the two rules moto skips (tokens, number reuse) for negative
 //! controls. Used by the invariant tests and the benchmark here ([`apply_to`]), and by the
@@ -27,7 +33,8 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::model::{
-    MAX_SESSIONS_PER_ENI, Observed, SESSION_NUMBER_MAX, SESSION_NUMBER_MIN, Session,
+    MAX_SESSIONS_PER_ENI, NLB_DEFAULT_PACKET_LENGTH, Observed, SESSION_NUMBER_MAX,
+    SESSION_NUMBER_MIN, Session, TargetKind,
 };
 use crate::plan::{Change, CreateSession, ModifySession, Plan};
 
@@ -143,6 +150,9 @@ impl Ec2Sim {
         }
         self.created += 1;
         let id = format!("tms-sim{:08}", self.created);
+        let packet_length = req
+            .packet_length
+            .or_else(|| self.nlb_default(&req.target_id));
         if self.rules.client_token {
             self.tokens
                 .insert(req.client_token.clone(), (req.clone(), id.clone()));
@@ -154,10 +164,18 @@ impl Ec2Sim {
             filter_id: req.filter_id.clone(),
             number: req.number,
             vni: Some(req.vni),
-            packet_length: req.packet_length,
+            packet_length,
             tags: req.tags.clone(),
         });
         Ok(id)
+    }
+
+    /// 8500 for a session to an observed Network Load Balancer target, else nothing.
+    fn nlb_default(&self, target_id: &str) -> Option<u32> {
+        self.world
+            .target(target_id)
+            .filter(|t| t.kind() == TargetKind::NetworkLoadBalancer)
+            .map(|_| NLB_DEFAULT_PACKET_LENGTH)
     }
 
     /// `DeleteTrafficMirrorSession`.
@@ -172,18 +190,23 @@ impl Ec2Sim {
 
     /// `ModifyTrafficMirrorSession` with every change of `req`.
     pub fn modify(&mut self, req: &ModifySession) -> Result<(), SimError> {
-        let s = self
+        let i = self
             .world
             .sessions
-            .iter_mut()
-            .find(|s| s.id == req.session_id)
+            .iter()
+            .position(|s| s.id == req.session_id)
             .ok_or_else(|| SimError::NoSuchSession(req.session_id.clone()))?;
         for change in &req.changes {
+            let s = &mut self.world.sessions[i];
             match change {
                 Change::Target { to, .. } => s.target_id.clone_from(to),
                 Change::Filter { to, .. } => s.filter_id.clone_from(to),
                 Change::Vni { to, .. } => s.vni = Some(*to),
-                Change::PacketLength { to, .. } => s.packet_length = *to,
+                Change::PacketLength { to: Some(p), .. } => s.packet_length = Some(*p),
+                Change::PacketLength { to: None, .. } => {
+                    let target = s.target_id.clone();
+                    self.world.sessions[i].packet_length = self.nlb_default(&target);
+                }
             }
         }
         Ok(())

@@ -1,11 +1,16 @@
 //! Planner invariants over generated worlds, checked with the `sim` applier (which enforces
 //! the AWS rules: at most 3 sessions per ENI, a number used once per ENI, existing ENI and
-//! session).
+//! session, and describes an NLB target's session created without a packet length with 8500).
+//!
+//! A world's `u8` picks the packet length of the spec (none, 100, 8500), the session priority
+//! (low, high) and whether the target is an observed NLB (which fills in 8500).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use mirror::filters::{EniFilters, InstanceFilters};
-use mirror::model::{DEFAULT_EXCLUDE_TAG, MAX_SESSIONS_PER_ENI, OWNER_TAG_KEY};
+use mirror::model::{
+    DEFAULT_EXCLUDE_TAG, MAX_SESSIONS_PER_ENI, MirrorTarget, OWNER_TAG_KEY, SessionPriority,
+};
 use mirror::plan::drift;
 use mirror::sim::apply_to;
 use mirror::{Eni, Instance, MirrorSpec, Observed, Plan, Scope, Selector, Session, reconcile};
@@ -65,13 +70,14 @@ fn eni_seed() -> impl Strategy<Value = EniSeed> {
         )
 }
 
-fn spec_for(packet_length: u8) -> MirrorSpec {
+fn spec_for(pick: u8) -> MirrorSpec {
     MirrorSpec {
         target_id: "tmt-1".into(),
         filter_id: "tmf-1".into(),
         vni: 42,
-        packet_length: [None, Some(100), Some(8500)][usize::from(packet_length % 3)],
+        packet_length: [None, Some(100), Some(8500)][usize::from(pick % 3)],
         owner: OWNER.into(),
+        priority: [SessionPriority::Low, SessionPriority::High][usize::from(pick / 3 % 2)],
     }
 }
 
@@ -80,15 +86,24 @@ fn selector() -> Selector {
         eni_filters: EniFilters::parse("Name=tag:mirror,Values=true").unwrap(),
         instance_filters: InstanceFilters::parse("Name=tag:team,Values=payments").unwrap(),
         exclude_tag: DEFAULT_EXCLUDE_TAG.into(),
-        fleet_asg_name: None,
+        ..Selector::default()
     }
 }
 
-fn build(seeds: &[EniSeed]) -> Observed {
+fn build(seeds: &[EniSeed], pick: u8) -> Observed {
     let mut observed = Observed {
         observed_at_unix: 1_700_000_000,
         ..Observed::default()
     };
+    if pick / 6 % 2 == 1 {
+        observed.targets.push(MirrorTarget {
+            id: "tmt-1".into(),
+            network_load_balancer_arn: Some(
+                "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/net/m/1".into(),
+            ),
+            ..MirrorTarget::default()
+        });
+    }
     let mut instances: BTreeMap<u8, bool> = BTreeMap::new();
     for (i, seed) in seeds.iter().enumerate() {
         let eni_id = format!("eni-{i:03}");
@@ -162,7 +177,7 @@ fn shuffle<T>(items: &mut [T], mut seed: u64) {
 }
 
 fn world() -> impl Strategy<Value = (Vec<EniSeed>, u8)> {
-    (prop::collection::vec(eni_seed(), 0..14), 0u8..3)
+    (prop::collection::vec(eni_seed(), 0..14), 0u8..12)
 }
 
 proptest! {
@@ -170,7 +185,7 @@ proptest! {
 
     #[test]
     fn applying_a_plan_then_planning_again_gives_an_empty_plan((seeds, pl) in world()) {
-        let observed = build(&seeds);
+        let observed = build(&seeds, pl);
         let spec = spec_for(pl);
         let plan = reconcile(&Scope::All, &selector(), &observed, &spec);
         let after = apply_to(&observed, &plan).map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -192,7 +207,8 @@ proptest! {
             }
             let sessions = owned.get(eni.as_str()).cloned().unwrap_or_default();
             prop_assert_eq!(sessions.len(), 1, "ENI {}", eni);
-            prop_assert!(drift(sessions[0], &spec).is_empty());
+            let default = after.target("tmt-1").and_then(MirrorTarget::default_packet_length);
+            prop_assert!(drift(sessions[0], &spec, default).is_empty());
         }
         for eni in owned.keys() {
             prop_assert!(wanted.contains(*eni), "owned session left on {}", eni);
@@ -201,7 +217,7 @@ proptest! {
 
     #[test]
     fn a_plan_never_deletes_or_modifies_an_unowned_session((seeds, pl) in world()) {
-        let observed = build(&seeds);
+        let observed = build(&seeds, pl);
         let plan = reconcile(&Scope::All, &selector(), &observed, &spec_for(pl));
         let owned: BTreeSet<&str> = observed
             .sessions
@@ -227,7 +243,7 @@ proptest! {
 
     #[test]
     fn a_plan_never_exceeds_three_sessions_or_reuses_a_number((seeds, pl) in world()) {
-        let observed = build(&seeds);
+        let observed = build(&seeds, pl);
         let plan = reconcile(&Scope::All, &selector(), &observed, &spec_for(pl));
         // The simulator refuses a fourth session or a reused number.
         let after = apply_to(&observed, &plan).map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -251,7 +267,7 @@ proptest! {
         seed in any::<u64>(),
         dups in 0usize..4,
     ) {
-        let observed = build(&seeds);
+        let observed = build(&seeds, pl);
         let spec = spec_for(pl);
         let plan = reconcile(&Scope::All, &selector(), &observed, &spec);
         let mut shuffled = observed.clone();
@@ -274,7 +290,7 @@ proptest! {
         (seeds, pl) in world(),
         picks in prop::collection::vec(0usize..14, 0..5),
     ) {
-        let observed = build(&seeds);
+        let observed = build(&seeds, pl);
         let spec = spec_for(pl);
         let scope_ids: BTreeSet<String> = picks.iter().map(|i| format!("eni-{i:03}")).collect();
         let full = reconcile(&Scope::All, &selector(), &observed, &spec);
@@ -286,6 +302,8 @@ proptest! {
             modify: full.modify.iter().filter(|c| within(&c.eni_id)).cloned().collect(),
             unchanged: full.unchanged.iter().filter(|c| within(&c.eni_id)).cloned().collect(),
             skipped: full.skipped.iter().filter(|c| within(&c.eni_id)).cloned().collect(),
+            shadowed: full.shadowed.iter().filter(|c| within(&c.eni_id)).cloned().collect(),
+            refused: full.refused.iter().filter(|c| within(&c.eni_id)).cloned().collect(),
         };
         prop_assert_eq!(scoped, expected);
     }

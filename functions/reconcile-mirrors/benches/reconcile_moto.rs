@@ -19,7 +19,7 @@ use mirror::plan::Scope;
 use mirror_aws::ec2::{Ec2Api, SdkEc2};
 use mirror_aws::handlers::{self, MirrorRun};
 use mirror_aws::observe::observe;
-use mirror_testkit::{ENI_TAG, Moto, Scratch, Seed, tools};
+use mirror_testkit::{ENI_TAG, Moto, Seed, scratch, tools};
 
 fn print_calls(label: &str, ec2: &SdkEc2, before: &[(&'static str, u64)], secs: f64) {
     let after = ec2.calls().snapshot();
@@ -56,7 +56,7 @@ fn main() {
 }
 
 async fn bench(tools: mirror_testkit::Tools, n: usize) {
-    let scratch = Scratch::new("bench");
+    let scratch = scratch("bench");
     let moto = Moto::start(&tools, &scratch);
     let seed = Arc::new(Seed::create(&moto).await);
 
@@ -86,9 +86,15 @@ async fn bench(tools: mirror_testkit::Tools, n: usize) {
 
     let before = ec2.calls().snapshot();
     let t = Instant::now();
-    let report = handlers::run_mirror(&ec2, &reconcile, &Scope::All, handlers::now_unix())
-        .await
-        .expect("first reconcile");
+    let report = handlers::run_mirror(
+        &ec2,
+        &handlers::NoStore,
+        &reconcile,
+        &Scope::All,
+        handlers::now_unix(),
+    )
+    .await
+    .expect("first reconcile");
     let secs = t.elapsed().as_secs_f64();
     assert_eq!(report.created.count, n, "every ENI got its session");
     assert_eq!(report.errors.count, 0);
@@ -101,9 +107,15 @@ async fn bench(tools: mirror_testkit::Tools, n: usize) {
 
     let before = ec2.calls().snapshot();
     let t = Instant::now();
-    let report = handlers::run_mirror(&ec2, &reconcile, &Scope::All, handlers::now_unix())
-        .await
-        .expect("steady-state reconcile");
+    let report = handlers::run_mirror(
+        &ec2,
+        &handlers::NoStore,
+        &reconcile,
+        &Scope::All,
+        handlers::now_unix(),
+    )
+    .await
+    .expect("steady-state reconcile");
     let secs = t.elapsed().as_secs_f64();
     assert_eq!(report.unchanged.count, n);
     assert_eq!(
@@ -162,6 +174,7 @@ async fn bench(tools: mirror_testkit::Tools, n: usize) {
     let t = Instant::now();
     let report = handlers::run_mirror(
         &ec2,
+        &handlers::NoStore,
         &onboard,
         &Scope::enis([enis[0].clone()]),
         handlers::now_unix(),

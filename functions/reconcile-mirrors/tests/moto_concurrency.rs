@@ -14,7 +14,7 @@
 use mirror::plan::Scope;
 use mirror_aws::SdkEc2;
 use mirror_aws::handlers::{self, MirrorRun};
-use mirror_testkit::{ENI_TAG, Moto, Scratch, Seed, is_owned};
+use mirror_testkit::{ENI_TAG, Moto, Seed, is_owned, scratch};
 
 const ROUNDS: usize = 8;
 const ENIS_PER_ROUND: usize = 3;
@@ -24,7 +24,7 @@ async fn moto_concurrent_onboard_and_reconcile_converge_to_one_session_per_eni()
     let Some(tools) = mirror_testkit::tools() else {
         return;
     };
-    let scratch = Scratch::new("concurrency");
+    let scratch = scratch("concurrency");
     let moto = Moto::start(&tools, &scratch);
     let seed = Seed::create(&moto).await;
     let settings = seed.mirror_settings(&[]);
@@ -44,11 +44,15 @@ async fn moto_concurrent_onboard_and_reconcile_converge_to_one_session_per_eni()
         let mut set = tokio::task::JoinSet::new();
         for eni in &enis {
             let (ec2, run, scope) = (ec2.clone(), onboard.clone(), Scope::enis([eni.clone()]));
-            set.spawn(async move { handlers::run_mirror(&ec2, &run, &scope, now).await });
+            set.spawn(async move {
+                handlers::run_mirror(&ec2, &handlers::NoStore, &run, &scope, now).await
+            });
         }
         {
             let (ec2, run) = (ec2.clone(), reconcile.clone());
-            set.spawn(async move { handlers::run_mirror(&ec2, &run, &Scope::All, now).await });
+            set.spawn(async move {
+                handlers::run_mirror(&ec2, &handlers::NoStore, &run, &Scope::All, now).await
+            });
         }
         while let Some(r) = set.join_next().await {
             r.expect("task").expect("run");
@@ -66,9 +70,15 @@ async fn moto_concurrent_onboard_and_reconcile_converge_to_one_session_per_eni()
             }
         }
         // The next reconcile heals any duplicate.
-        handlers::run_mirror(&ec2, &reconcile, &Scope::All, handlers::now_unix())
-            .await
-            .expect("healing reconcile");
+        handlers::run_mirror(
+            &ec2,
+            &handlers::NoStore,
+            &reconcile,
+            &Scope::All,
+            handlers::now_unix(),
+        )
+        .await
+        .expect("healing reconcile");
         all.extend(enis);
         for eni in &all {
             let owned: Vec<_> = seed
@@ -83,6 +93,7 @@ async fn moto_concurrent_onboard_and_reconcile_converge_to_one_session_per_eni()
         for eni in &all {
             let report = handlers::run_mirror(
                 &ec2,
+                &handlers::NoStore,
                 &onboard,
                 &Scope::enis([eni.clone()]),
                 handlers::now_unix(),

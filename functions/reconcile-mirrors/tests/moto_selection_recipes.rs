@@ -234,3 +234,43 @@ async fn moto_recipe_plain_tags_on_enis_and_instances() {
         set(&[&tagged_eni, &other_value_eni, &payments, &checkout])
     );
 }
+
+/// A recipe that would mirror a load balancer and its targets is warned about in the report
+/// (every request would reach the analyzer twice), and one side alone is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moto_recipe_a_load_balancer_with_its_targets_is_warned_about() {
+    let Some(h) = Harness::start("recipe-both-legs") else {
+        return;
+    };
+    let seed = Seed::create(&h.moto).await;
+    eni_with_description(&seed, 0, "ELB app/shop/50dc6c495c0c9188").await;
+    seed.instance(&[("team", "shop")]).await;
+    seed.instance(&[("team", "shop")]).await;
+    let both = [
+        (
+            "MIRROR_ENI_FILTERS",
+            r#"Name=description,Values="ELB app/shop/*""#,
+        ),
+        (
+            "MIRROR_INSTANCE_FILTERS",
+            "Name=tag:team,Values=shop Name=instance-state-name,Values=running",
+        ),
+    ];
+    let f = h.function(Path::new(BIN), &recipe_env(&seed, &both));
+    let r: Value = h.invoke(&f, &sample_event("scheduled.json")).await.unwrap();
+    assert_eq!(r["warnings"]["count"], 1, "{r}");
+    let warning = r["warnings"]["items"][0].as_str().unwrap();
+    assert!(
+        warning.contains("app shop") && warning.contains("twice"),
+        "{warning}"
+    );
+    // Only one function polls the Runtime API at a time.
+    drop(f);
+    let targets_only = [(
+        "MIRROR_INSTANCE_FILTERS",
+        "Name=tag:team,Values=shop Name=instance-state-name,Values=running",
+    )];
+    let f = h.function(Path::new(BIN), &recipe_env(&seed, &targets_only));
+    let r: Value = h.invoke(&f, &sample_event("scheduled.json")).await.unwrap();
+    assert_eq!(r["warnings"]["count"], 0, "{r}");
+}

@@ -1,5 +1,5 @@
-//! size-fleet: Scheduled Event → count the sessions sending to our target → set the rebuilder
-//! group's desired capacity. Wiring only.
+//! size-fleet: Scheduled Event → the fleet's traffic (CloudWatch) and the sessions sending to
+//! our target → set the rebuilder group's desired capacity. Wiring only.
 
 use anyhow::Context as _;
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -14,8 +14,16 @@ async fn main() -> anyhow::Result<()> {
     let config = clients::sdk_config().await;
     let ec2 = clients::ec2(&config);
     let fleet = clients::fleet(&config);
+    let metrics = clients::metrics(&config);
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
-        handlers::size_fleet(&ec2, &fleet, &settings, "size-fleet", event.payload)
+        handlers::size_fleet(
+            &ec2,
+            &fleet,
+            &metrics,
+            &settings,
+            "size-fleet",
+            event.payload,
+        )
     }))
     .await
     .map_err(|e| anyhow::anyhow!(e))

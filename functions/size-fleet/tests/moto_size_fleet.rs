@@ -1,5 +1,6 @@
 //! size-fleet as a binary behind the Lambda Runtime API (`cargo lambda watch`), invoked with
-//! `events/scheduled.json`; the rebuilder group's desired capacity is checked in moto.
+//! `events/scheduled.json`; the rebuilder group's desired capacity is checked in moto, and the
+//! fleet's traffic is metric data the test puts into moto's CloudWatch.
 
 use std::path::Path;
 
@@ -96,4 +97,79 @@ async fn moto_size_fleet_names_a_missing_group() {
         .await
         .unwrap_err();
     assert!(err.contains(GROUP), "{err}");
+}
+
+/// size-fleet reading the fleet's traffic from `namespace` (1,000 datagrams/s per rebuilder).
+fn traffic_env(seed: &Seed, namespace: &str) -> Vec<(String, String)> {
+    let mut e = env(seed, 1, 8, 10, 2);
+    e.push(("FLEET_METRICS_NAMESPACE".into(), namespace.into()));
+    e.push((
+        "FLEET_DATAGRAMS_PER_SECOND_PER_INSTANCE".into(),
+        "1000".into(),
+    ));
+    e
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moto_size_fleet_follows_the_fleets_traffic_in_cloudwatch() {
+    let Some(h) = Harness::start("size-fleet-traffic") else {
+        return;
+    };
+    let seed = Seed::create(&h.moto).await;
+    let asg = h.moto.autoscaling();
+    let cw = h.moto.cloudwatch();
+    seed.fleet_group(&asg, GROUP, 0, 20, 1).await;
+    // 5 sessions at 10 per rebuilder: a floor of 1.
+    add_sessions(&seed, 5).await;
+    let busy = "mirrorfleet/busy";
+    let f = h.function(Path::new(BIN), &traffic_env(&seed, busy));
+    let scheduled = sample_event("scheduled.json");
+
+    // A new fleet: no metric data yet. The sessions decide, and the report says so.
+    let r = h.invoke(&f, &scheduled).await.unwrap();
+    assert_eq!(r["traffic_source"], "no_data", "{r}");
+    assert_eq!(r["decision"]["desired"], 1, "{r}");
+
+    // 330,000 datagrams in a minute = 5,500/s: 6 rebuilders, at once.
+    seed.put_fleet_metric(&cw, busy, GROUP, "DatagramsReceived", 2, 330_000.0)
+        .await;
+    let r = h.invoke(&f, &scheduled).await.unwrap();
+    assert_eq!(r["traffic_source"], "cloudwatch", "{r}");
+    assert_eq!(r["decision"]["sizing"]["by_traffic"], 6, "{r}");
+    assert_eq!(group_state(&asg, GROUP).await.0, 6);
+
+    // The kernel drops datagrams: one more.
+    seed.put_fleet_metric(&cw, busy, GROUP, "KernelDrops", 1, 50.0)
+        .await;
+    let r = h.invoke(&f, &scheduled).await.unwrap();
+    assert_eq!(r["decision"]["sizing"]["drops_add_one"], true, "{r}");
+    assert_eq!(group_state(&asg, GROUP).await.0, 7);
+
+    // The traffic falls to 1,500/s: scale in only after FLEET_SCALE_IN_AFTER=2 lower readings,
+    // to 2. (moto's GetMetricData adds up the data of every namespace, and data cannot be taken
+    // back, so the later minutes are a fresh moto whose group has the size reached above.)
+    drop((f, h));
+    let Some(h) = Harness::start("size-fleet-traffic-quiet") else {
+        return;
+    };
+    let seed = Seed::create(&h.moto).await;
+    let asg = h.moto.autoscaling();
+    let cw = h.moto.cloudwatch();
+    seed.fleet_group(&asg, GROUP, 0, 20, 7).await;
+    add_sessions(&seed, 5).await;
+    let quiet = "mirrorfleet/quiet";
+    seed.put_fleet_metric(&cw, quiet, GROUP, "DatagramsReceived", 2, 90_000.0)
+        .await;
+    seed.put_fleet_metric(&cw, quiet, GROUP, "KernelDrops", 1, 0.0)
+        .await;
+    let f = h.function(Path::new(BIN), &traffic_env(&seed, quiet));
+    let r = h.invoke(&f, &scheduled).await.unwrap();
+    assert_eq!(r["decision"]["target"], 2, "{r}");
+    assert_eq!(
+        group_state(&asg, GROUP).await.0,
+        7,
+        "the first lower reading keeps the size"
+    );
+    h.invoke(&f, &scheduled).await.unwrap();
+    assert_eq!(group_state(&asg, GROUP).await.0, 2);
 }

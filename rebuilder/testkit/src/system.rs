@@ -21,8 +21,17 @@
 //! }
 //! ```
 //!
-//! This is the policy of the whole project; the control plane's test kit keeps a copy of it
-//! for now.
+//! This is the policy of the whole project: the control plane's test kit (`mirror-testkit`)
+//! and the system tests use this module too (it needs no AWS SDK, so the data plane never
+//! compiles one for it).
+//!
+//! # Tools
+//!
+//! [`tool`] looks a program up on `PATH`, then in the workspace's `.venv/bin`.
+//! [`find_tool`] is for the Python tools the project pins (moto, cargo-lambda): an explicit
+//! variable (`MOTO_SERVER`, ...), then the `.venv/bin` of the workspace — and of the main
+//! checkout when the workspace is a git worktree —, then `PATH`: the pinned versions win over
+//! whatever older copy `PATH` holds.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -100,6 +109,58 @@ pub fn tool(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// `.venv/bin` of the workspace, and of the main checkout when the workspace is a git worktree
+/// (whose `.git` is a file `gitdir: <main>/.git/worktrees/<name>`).
+pub fn venv_bins() -> Vec<PathBuf> {
+    let root = workspace_root();
+    let mut dirs = vec![root.join(".venv/bin")];
+    if let Ok(text) = std::fs::read_to_string(root.join(".git"))
+        && let Some(gitdir) = text.trim().strip_prefix("gitdir:")
+        && let Some(main_git) = Path::new(gitdir.trim()).ancestors().nth(2)
+        && let Some(main) = main_git.parent()
+    {
+        dirs.push(main.join(".venv/bin"));
+    }
+    dirs
+}
+
+/// A pinned tool: the file named by `$env_var` if set (an error when it is not a file), else
+/// `name` in [`venv_bins`], else on `PATH`.
+pub fn find_tool(env_var: &str, name: &str) -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os(env_var) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("{env_var}={} is not a file", p.display()))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    venv_bins()
+        .into_iter()
+        .chain(std::env::split_paths(&path))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "{name} not found (set {env_var}, or run make setup; searched {:?} and PATH)",
+                venv_bins()
+            )
+        })
+}
+
+/// `PATH` with [`venv_bins`] first, for children that run the pinned tools by name.
+pub fn venv_path() -> String {
+    let mut dirs = venv_bins();
+    if let Some(p) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&p));
+    }
+    std::env::join_paths(dirs)
+        .expect("PATH entries")
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// The workspace root (the parent of `rebuilder/`).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -152,7 +213,8 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// A temporary directory removed on drop (kept, and named, when the test panics).
+/// A temporary directory removed on drop (kept, and named, when the test panics or
+/// `MIRRORFLEET_KEEP_LOGS` is set).
 #[derive(Debug)]
 pub struct TempDir(PathBuf);
 
@@ -166,11 +228,16 @@ impl TempDir {
     pub fn path(&self) -> &Path {
         &self.0
     }
+
+    /// `<dir>/<name>`.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("MIRRORFLEET_KEEP_LOGS").is_some() {
             eprintln!("logs kept in {}", self.0.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.0);
@@ -217,6 +284,37 @@ impl Proc {
         self.child
             .as_mut()
             .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Its whole log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until something accepts TCP connections on 127.0.0.1:`port`; an error with its
+    /// log when it exits first or `timeout` passes.
+    pub fn wait_listening(&mut self, port: u16, timeout: Duration) -> Result<(), String> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let end = Instant::now() + timeout;
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if let Some(status) = self.exited() {
+                return Err(format!(
+                    "{} exited with {status} before listening on {port}; log {}:\n{}",
+                    self.name,
+                    self.log.display(),
+                    self.log_text()
+                ));
+            }
+            if Instant::now() >= end {
+                return Err(format!(
+                    "{} not listening on {port} after {timeout:?}; log {}",
+                    self.name,
+                    self.log.display()
+                ));
+            }
+            sleep(Duration::from_millis(100));
+        }
+        Ok(())
     }
 
     /// The last `n` lines of its log.

@@ -231,7 +231,7 @@ impl ControlPlane {
             endpoint: kit.moto.url.clone(),
         };
         let world = moto.seed("mirrorfleet-rebuilders")?;
-        let events = write_events(&world, &kit.scratch.dir)?;
+        let events = write_events(&world, kit.scratch.path())?;
         Ok(Self {
             world,
             settings,

@@ -110,6 +110,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub health_checks: crate::engine::health_check::HealthCheckArgs,
 
+    #[command(flatten)]
+    pub proxy_protocol: crate::engine::proxy::ProxyProtocolArgs,
+
     // ---- forwarding ----
     /// Analyzer URL (http:// or https://). Every request goes to this host and port whatever its
     /// Host header says; a path prefix in the URL is prepended to each request target.
@@ -236,6 +239,7 @@ impl RunArgs {
                 Some(self.vni_allow.clone())
             },
             health_checks: self.health_checks.rule(),
+            proxy_protocol_from: self.proxy_protocol.ranges(),
         }
     }
 

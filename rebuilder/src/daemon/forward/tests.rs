@@ -45,6 +45,9 @@ fn req(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Htt
         body: body.to_vec(),
         chunked: false,
         body_truncated: false,
+        version_major: 1,
+        trailers: Vec::new(),
+        anomalies: Default::default(),
     }
 }
 

@@ -6,7 +6,7 @@
 //!   metric one row of [`METRICS`] — name, help, kind and how to read it;
 //! - the upstream latency histogram, a `prometheus-client` [`Histogram`] the senders observe.
 //!
-//! Every label value comes from a closed set ([`DropReason`], [`RequestDropReason`],
+//! Every label value comes from a closed set ([`DropReason`], [`Anomaly`], [`RequestDropReason`],
 //! [`UpstreamErrorClass`], [`StatusClass`], [`ProbeResult`]).
 
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use prometheus_client::registry::Registry;
 use super::kernel::{SocketDrops, UdpSnmp};
 use super::labels::{ProbeResult, RequestDropReason, StatusClass, UpstreamErrorClass};
 use super::workers::Totals;
-use crate::engine::stats::DropReason;
+use crate::engine::stats::{Anomaly, DropReason};
 
 /// Upstream latency histogram bucket upper bounds, seconds.
 pub const LATENCY_BUCKETS: [f64; 14] = [
@@ -136,6 +136,7 @@ const METRICS: &[Metric] = &[
     counter("rebuilder_flows_opaque", "Flows whose client stream is not HTTP/1.x (skipped).", |s| one(s.totals.e.opaque_flows)),
     counter("rebuilder_bodies_truncated", "Requests whose body exceeded --max-body-bytes and was cut.", |s| one(s.totals.e.bodies_truncated)),
     counter("rebuilder_requests_extracted", "HTTP requests extracted from the mirror.", |s| one(s.totals.c.extracted)),
+    counter("rebuilder_request_anomalies", "Requests extracted that needed a leniency some origin servers have, or whose framing origins disagree on, by kind.", |s| by_label("kind", &Anomaly::ALL, Anomaly::as_str, |i| s.totals.e.anomalies(Anomaly::ALL[i]))),
     // forwarding
     counter("rebuilder_requests_forwarded", "Requests the upstream answered, by status class.", |s| by_label("status", &StatusClass::ALL, StatusClass::as_str, |i| s.forwarded[i])),
     counter("rebuilder_requests_dropped", "Requests not delivered, by reason.", |s| by_label("reason", &RequestDropReason::ALL, RequestDropReason::as_str, |i| s.dropped[i])),

@@ -138,6 +138,13 @@ pub struct RunArgs {
     #[arg(long, env = "REBUILDER_CONCURRENCY", default_value_t = 64, help_heading = FORWARDING)]
     pub concurrency: usize,
 
+    /// Requests written on one upstream connection before their answers are read (HTTP/1.1
+    /// pipelining, which an ALB accepts on its front-end connections; 1 = one at a time).
+    /// Requests written after an answer that closes the connection are sent again on a new
+    /// one (the upstream did not process them); after a failure they are counted as lost.
+    #[arg(long, env = "REBUILDER_PIPELINE_DEPTH", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256), help_heading = FORWARDING)]
+    pub pipeline_depth: u32,
+
     /// Upstream TCP (and TLS) connect timeout, milliseconds.
     #[arg(long, env = "REBUILDER_CONNECT_TIMEOUT_MS", default_value_t = 2000, help_heading = FORWARDING)]
     pub connect_timeout_ms: u64,

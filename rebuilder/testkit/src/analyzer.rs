@@ -29,8 +29,8 @@ use crate::netns;
 
 /// Largest head accepted (bigger ones close the connection).
 const MAX_HEAD: usize = 256 * 1024;
-/// Most header fields accepted.
-const MAX_HEADERS: usize = 256;
+/// Most header fields accepted (the rebuilder keeps up to 1,000 by default).
+const MAX_HEADERS: usize = 2048;
 
 /// One request as the analyzer received it (also a line of the record file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,21 +54,20 @@ pub struct Recorded {
     pub chunked: bool,
 }
 
-/// Fields that are not end to end (RFC 9110 §7.6.1 hop-by-hop fields), plus the framing ones
-/// the rebuilder writes anew (a chunked body is forwarded with Content-Length) and the one it
-/// appends to.
-pub const NOT_END_TO_END: [&str; 10] = [
+/// Fields the rebuilder must rewrite on its way to the analyzer: the framing ones (a decoded
+/// body goes with a Content-Length of its own), `Connection` (renamed `x-rebuilder-connection`:
+/// it would manage the rebuilder's connection) and the one it appends the client to. Every
+/// other field arrives as sent (names, order, values); fields named `x-rebuilder-*` are the
+/// rebuilder's markers.
+pub const NOT_END_TO_END: [&str; 4] = [
     "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
     "transfer-encoding",
-    "upgrade",
     "content-length",
-    "expect",
     "x-forwarded-for",
 ];
+
+/// Prefix of the rebuilder's marker fields.
+pub const MARKER_PREFIX: &str = "x-rebuilder-";
 
 impl Recorded {
     /// Values of the fields named `name` (ASCII case-insensitive), in order.
@@ -99,12 +98,16 @@ impl Recorded {
             .map_or("", |(ip, _)| ip.trim_matches(['[', ']']))
     }
 
-    /// Fields that must arrive unchanged through the rebuilder, names lower-cased, in order.
+    /// Fields that must arrive unchanged through the rebuilder, names as sent (case
+    /// included), in order.
     pub fn end_to_end_headers(&self) -> Vec<(String, String)> {
         self.headers
             .iter()
-            .filter(|(k, _)| !NOT_END_TO_END.contains(&k.to_ascii_lowercase().as_str()))
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .filter(|(k, _)| {
+                let lower = k.to_ascii_lowercase();
+                !NOT_END_TO_END.contains(&lower.as_str()) && !lower.starts_with(MARKER_PREFIX)
+            })
+            .cloned()
             .collect()
     }
 }

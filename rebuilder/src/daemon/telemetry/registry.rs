@@ -41,6 +41,8 @@ pub(super) struct Snapshot {
     pub(super) queue_bytes: u64,
     pub(super) queue_capacity: u64,
     pub(super) in_flight: u64,
+    pub(super) marker_headers_removed: u64,
+    pub(super) requests_resent: u64,
     pub(super) sockets_bound: u64,
     pub(super) healthy: bool,
     pub(super) socket_drops: SocketDrops,
@@ -146,6 +148,8 @@ const METRICS: &[Metric] = &[
     gauge("rebuilder_queue_bytes", "Bytes of the requests waiting for a sender.", |s| one(s.queue_bytes)),
     gauge("rebuilder_queue_capacity", "Configured queue capacity (requests).", |s| one(s.queue_capacity)),
     gauge("rebuilder_upstream_in_flight", "Requests being sent to the upstream now.", |s| one(s.in_flight)),
+    counter("rebuilder_marker_headers_removed", "Client header fields named like the rebuilder's own (x-rebuilder-*), removed before forwarding.", |s| one(s.marker_headers_removed)),
+    counter("rebuilder_requests_resent", "Requests written again because the upstream ended the connection before processing them.", |s| one(s.requests_resent)),
     gauge("rebuilder_healthy", "1 when /healthz answers 200.", |s| one(u64::from(s.healthy))),
 ];
 

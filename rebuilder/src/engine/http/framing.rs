@@ -65,7 +65,7 @@ const MAX_LENGTH: u64 = i64::MAX as u64;
 
 /// The size of a complete chunk-size line (its LF included), or `None` when no origin would
 /// read one from it.
-pub(super) fn parse_chunk_size(line: &[u8]) -> Option<u64> {
+pub fn parse_chunk_size(line: &[u8]) -> Option<u64> {
     let line = line.strip_suffix(b"\n")?;
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let end = line

@@ -74,6 +74,7 @@ pub(crate) mod tests;
 use crate::engine::proxy;
 use crate::engine::request::HttpRequest;
 use crate::engine::stats::{Anomaly, DropReason};
+pub use framing::parse_chunk_size;
 use framing::{Framing, decide, head_end};
 use grammar::{Methods, request_line};
 use head::{Refused, read_head};

@@ -56,8 +56,9 @@ pub(super) const START_PROBE: usize = 16;
 /// Whether the stream starting with `bytes` (leading empty lines skipped) is opaque. Only
 /// positive evidence counts: a TLS record (0x16), the HTTP/2 preface, a status line (the
 /// stream carries responses), or binary bytes — a control byte other than HTAB, CR or LF (or
-/// DEL, NUL) in the first [`START_PROBE`] bytes of the first line. Anything else is parsed as
-/// HTTP/1 (an unusual request line is never a reason to stop looking).
+/// DEL, NUL) where a request's method would be (the first [`START_PROBE`] bytes, up to the
+/// first space or line end). Anything else is parsed as HTTP/1 (an unusual request line is
+/// never a reason to stop looking).
 pub(super) fn classify_start(bytes: &[u8]) -> Start {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
     const STATUS: &[u8] = b"HTTP/";
@@ -69,7 +70,8 @@ pub(super) fn classify_start(bytes: &[u8]) -> Start {
     }
     let probe = &bytes[..bytes.len().min(START_PROBE)];
     let line = &probe[..memchr(b'\n', probe).unwrap_or(probe.len())];
-    if line
+    let word = &line[..memchr(b' ', line).unwrap_or(line.len())];
+    if word
         .iter()
         .any(|&b| (b < 0x20 && b != b'\t' && b != b'\r') || b == 0x7f)
     {

@@ -145,6 +145,12 @@ pub struct RunArgs {
     #[arg(long, env = "REBUILDER_PIPELINE_DEPTH", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256), help_heading = FORWARDING)]
     pub pipeline_depth: u32,
 
+    /// When fewer requests than the pipeline depth are waiting, a sender waits this long (µs)
+    /// for more before writing (fewer writes, reads and wakeups per request at low rates;
+    /// the added latency is at most this). 0 = write at once.
+    #[arg(long, env = "REBUILDER_FORWARD_LINGER_US", default_value_t = 1000, help_heading = FORWARDING)]
+    pub forward_linger_us: u64,
+
     /// Upstream TCP (and TLS) connect timeout, milliseconds.
     #[arg(long, env = "REBUILDER_CONNECT_TIMEOUT_MS", default_value_t = 2000, help_heading = FORWARDING)]
     pub connect_timeout_ms: u64,

@@ -234,7 +234,7 @@ fn write(
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
 
-    let xff = cfg.forwarded_for.as_ref().map(|h| h.as_str());
+    let xff = cfg.forwarded_for.as_deref();
     let is = |name: &str, other: &str| name.eq_ignore_ascii_case(other);
     let replaced = |name: &str| cfg.extra_headers.iter().any(|(n, _)| is(name, n.as_str()));
     let last_xff = xff.and_then(|x| req.headers.iter().rposition(|(n, _)| is(n, x)));

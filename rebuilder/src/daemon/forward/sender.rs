@@ -1,7 +1,8 @@
 //! The sender tasks: each owns one keep-alive HTTP/1.1 connection to the upstream, connects
 //! before it takes a request (so requests wait in the queue while the upstream is down),
 //! backs off while connecting fails, and writes each request at most once — several at a
-//! time (pipelining, `--pipeline-depth`), in one write. The prober checks the upstream while
+//! time (pipelining, `--pipeline-depth`), in one write; when fewer are waiting it lingers
+//! (`--forward-linger-us`) once for more. The prober checks the upstream while
 //! no delivery completes, so `/healthz` is right without traffic.
 //!
 //! At most once: a request is written again only when the upstream cannot have processed it —
@@ -233,13 +234,20 @@ pub(super) async fn sender_loop(
             let mut rx = rx.lock().await;
             let Some(first) = rx.recv().await else { return };
             let mut taken = vec![first];
-            while taken.len() < cfg.pipeline_depth
-                && !taken
-                    .last()
-                    .is_some_and(|q| q.req.method.eq_ignore_ascii_case("CONNECT"))
-            {
+            let ends = |t: &[Queued]| {
+                t.len() >= cfg.pipeline_depth
+                    || t.last()
+                        .is_some_and(|q| q.req.method.eq_ignore_ascii_case("CONNECT"))
+            };
+            let mut lingered = cfg.linger.is_zero();
+            while !ends(&taken) {
                 match rx.try_recv() {
                     Ok(q) => taken.push(q),
+                    Err(_) if !lingered => {
+                        // Let a few more arrive: one write and one read for all of them.
+                        lingered = true;
+                        tokio::time::sleep(cfg.linger).await;
+                    }
                     Err(_) => break,
                 }
             }

@@ -1,7 +1,5 @@
 use std::time::Duration;
 
-use http::header::HeaderName;
-
 use super::upstream::parse_extra_header;
 use super::*;
 use crate::daemon::telemetry::RequestDropReason;
@@ -11,7 +9,7 @@ use crate::engine::stats::{Anomalies, Anomaly};
 fn cfg() -> ForwardConfig {
     ForwardConfig {
         upstream: Upstream::parse("http://127.0.0.1:9/").unwrap(),
-        forwarded_for: Some(HeaderName::from_static("x-forwarded-for")),
+        forwarded_for: Some("x-forwarded-for".into()),
         extra_headers: vec![],
         queue_capacity: 4,
         queue_max_bytes: 1 << 20,
@@ -22,6 +20,7 @@ fn cfg() -> ForwardConfig {
         failure_backoff: Duration::from_millis(10),
         probe_interval: Duration::from_secs(1),
         pipeline_depth: 8,
+        linger: Duration::from_millis(1),
         ca_certs: Vec::new(),
     }
 }
@@ -205,9 +204,9 @@ fn the_client_ip_is_appended_to_the_last_forwarded_for_in_place() {
 #[test]
 fn forwarded_for_can_be_renamed_or_turned_off() {
     let mut c = cfg();
-    c.forwarded_for = Some(HeaderName::from_static("x-real-client"));
+    c.forwarded_for = Some("X-Real-Client".into());
     let w = wire_with(&req("GET", "/", &[("Host", "h")], b""), &c);
-    assert!(w.contains("\r\nx-real-client: 10.1.2.3\r\n"), "{w}");
+    assert!(w.contains("\r\nX-Real-Client: 10.1.2.3\r\n"), "{w}");
     assert!(!w.contains("x-forwarded-for"));
     c.forwarded_for = None;
     let w = wire_with(&req("GET", "/", &[("Host", "h")], b""), &c);

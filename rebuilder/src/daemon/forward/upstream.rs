@@ -73,8 +73,9 @@ impl Upstream {
 #[derive(Debug, Clone)]
 pub struct ForwardConfig {
     pub upstream: Upstream,
-    /// Header that receives the client IP (the PROXY protocol source when there was a header, else the inner TCP source); `None` = off.
-    pub forwarded_for: Option<HeaderName>,
+    /// Header that receives the client IP (the PROXY protocol source when there was a header,
+    /// else the inner TCP source), written as configured; `None` = off.
+    pub forwarded_for: Option<String>,
     /// Static headers, replacing same-named request headers.
     pub extra_headers: Vec<(HeaderName, HeaderValue)>,
     pub queue_capacity: usize,
@@ -88,6 +89,8 @@ pub struct ForwardConfig {
     /// Requests written on a connection before their answers are read (HTTP/1.1 pipelining;
     /// 1 = one at a time).
     pub pipeline_depth: usize,
+    /// How long a sender waits for more requests when its batch is not full.
+    pub linger: Duration,
     /// CA certificates trusted for https (empty = the public web PKI roots).
     pub ca_certs: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
@@ -97,10 +100,10 @@ impl ForwardConfig {
         let forwarded_for = if a.no_forwarded_for || a.forwarded_for_header.is_empty() {
             None
         } else {
-            Some(
-                HeaderName::from_bytes(a.forwarded_for_header.as_bytes())
-                    .map_err(|_| ConfigError::HeaderName(a.forwarded_for_header.clone()))?,
-            )
+            // Validated as a field name; written with the case it was given.
+            HeaderName::from_bytes(a.forwarded_for_header.as_bytes())
+                .map_err(|_| ConfigError::HeaderName(a.forwarded_for_header.clone()))?;
+            Some(a.forwarded_for_header.clone())
         };
         let extra_headers = a
             .extra_headers
@@ -121,6 +124,7 @@ impl ForwardConfig {
             failure_backoff: Duration::from_millis(a.failure_backoff_ms.max(1)),
             probe_interval: Duration::from_millis(a.health_probe_interval_ms.max(10)),
             pipeline_depth: a.pipeline_depth.max(1) as usize,
+            linger: Duration::from_micros(a.forward_linger_us),
             ca_certs: match &a.upstream_ca_file {
                 Some(p) => load_ca_file(p)?,
                 None => Vec::new(),

@@ -477,7 +477,7 @@ impl Parser {
             Framing::Length(n) => n > 0 && !connect,
             Framing::None | Framing::Unknown => false,
         };
-        let mut p = Pending::new(req, upgrade, h.facts.expect_continue);
+        let mut p = Pending::new(req, upgrade, h.facts.expect_continue, has_body);
         if has_body {
             // The pending request is held until its body ends: charged to the budget, with
             // the body's first allocation (bounded: the length is the sender's word).

@@ -136,11 +136,22 @@ fn fields_cost(fields: &Vec<(String, Vec<u8>)>) -> usize {
 }
 
 impl Pending {
-    pub(super) fn new(req: HttpRequest, upgrade: bool, expect_continue: bool) -> Box<Pending> {
-        let fixed_cost = alloc_cost(std::mem::size_of::<Pending>())
-            + alloc_cost(req.method.capacity())
-            + alloc_cost(req.target.capacity())
-            + fields_cost(&req.headers);
+    /// A request whose body is awaited (`held`: charged to the budget meanwhile; a request
+    /// emitted at once is never charged and its cost is not computed).
+    pub(super) fn new(
+        req: HttpRequest,
+        upgrade: bool,
+        expect_continue: bool,
+        held: bool,
+    ) -> Box<Pending> {
+        let fixed_cost = if held {
+            alloc_cost(std::mem::size_of::<Pending>())
+                + alloc_cost(req.method.capacity())
+                + alloc_cost(req.target.capacity())
+                + fields_cost(&req.headers)
+        } else {
+            0
+        };
         Box::new(Pending {
             req,
             upgrade,

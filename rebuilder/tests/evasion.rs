@@ -3,6 +3,9 @@
 //! Every segment goes through the engine's public API as a VXLAN datagram built with the test
 //! kit's scripted connection. The outcomes are summarised in `docs/reliability.md`.
 
+mod evasion_corpus;
+
+use evasion_corpus::seen;
 use rebuilder::engine::stats::Anomaly;
 use rebuilder::{DropReason, Engine, EngineConfig, EngineStats, HttpRequest};
 use rebuilder_testkit::frames::{TcpConn, TcpFlags};
@@ -107,18 +110,6 @@ impl Wire {
 
 /// (method, target, body): what the analyzer is shown of a request.
 type Seen = (String, String, String);
-
-fn seen(reqs: &[HttpRequest]) -> Vec<Seen> {
-    reqs.iter()
-        .map(|r| {
-            (
-                r.method.clone(),
-                r.target.clone(),
-                String::from_utf8_lossy(&r.body).into_owned(),
-            )
-        })
-        .collect()
-}
 
 fn one(method: &str, target: &str, body: &str) -> Seen {
     (method.into(), target.into(), body.into())

@@ -135,15 +135,19 @@ struct Attacker {
     rng: SplitMix64,
     n: u64,
     buf: Vec<u8>,
-    head: Vec<u8>,
     jumbo: Vec<u8>,
-    /// The second packet of a `Heads`, `Fields` or `Bodies` connection.
+    /// The second packet of a `Flows`, `Heads`, `Fields` or `Bodies` connection.
     pending: Vec<u8>,
 }
 
 /// The request bytes one connection of a pending-request flood sends after its SYN.
 fn pending_bytes(flood: Flood) -> Vec<u8> {
     match flood {
+        Flood::Flows => {
+            let mut h = b"POST /flood HTTP/1.1\r\nHost: victim\r\nX-Pad: ".to_vec();
+            h.extend(std::iter::repeat_n(b'p', 150));
+            h
+        }
         Flood::Heads => {
             let mut h = b"POST /flood HTTP/1.1\r\nHost: victim\r\nX-Pad: ".to_vec();
             h.resize(8000, b'p');
@@ -167,15 +171,12 @@ fn pending_bytes(flood: Flood) -> Vec<u8> {
 
 impl Attacker {
     fn new(flood: Flood, seed: u64, total: u64) -> Attacker {
-        let mut head = b"POST /flood HTTP/1.1\r\nHost: victim\r\nX-Pad: ".to_vec();
-        head.extend(std::iter::repeat_n(b'p', 150));
         Attacker {
             flood,
             total,
             rng: SplitMix64::new(seed ^ 0xF100D),
             n: 0,
             buf: Vec::with_capacity(9216),
-            head,
             jumbo: vec![b'j'; 9001 - 20 - 20],
             pending: pending_bytes(flood),
         }
@@ -187,27 +188,7 @@ impl Attacker {
         self.n += 1;
         let server: SocketAddr = "10.200.0.1:80".parse().unwrap();
         match self.flood {
-            Flood::Flows => {
-                // Two packets per connection: SYN, then the partial head.
-                let conn = i / 2;
-                let src = attacker(conn);
-                let isn = (conn as u32).wrapping_mul(2_654_435_761);
-                if i.is_multiple_of(2) {
-                    tcp_payload(src, server, isn, true, b"", &mut self.buf);
-                } else {
-                    let head = std::mem::take(&mut self.head);
-                    tcp_payload(
-                        src,
-                        server,
-                        isn.wrapping_add(1),
-                        false,
-                        &head,
-                        &mut self.buf,
-                    );
-                    self.head = head;
-                }
-            }
-            Flood::Heads | Flood::Fields | Flood::Bodies => {
+            Flood::Flows | Flood::Heads | Flood::Fields | Flood::Bodies => {
                 // Two packets per connection: SYN, then the bytes that stay pending.
                 let conn = i / 2;
                 let src = attacker(conn);

@@ -782,6 +782,22 @@ fn a_pending_request_is_charged_at_its_real_cost() {
     assert!(h.out[0].body_truncated);
 }
 
+/// `wire` parsed in one piece, and cut at `cuts` (a parser at a stream start each).
+fn whole_and_split(wire: &[u8], cuts: &[prop::sample::Index]) -> (H, H) {
+    let mut whole = H::new(true);
+    whole.feed(wire).end();
+    let mut points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len())).collect();
+    points.push(0);
+    points.push(wire.len());
+    points.sort_unstable();
+    let mut split = H::new(true);
+    for w in points.windows(2) {
+        split.feed(&wire[w[0]..w[1]]);
+    }
+    split.end();
+    (whole, split)
+}
+
 /// Byte strings that exercise the lenient paths (heads, framing, chunks, trailers).
 const ODD: &[&[u8]] = &[
     b"GET  /a  HTTP/1.1  \r\nHost: h\r\n\r\n",
@@ -807,17 +823,7 @@ proptest! {
         cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..20),
     ) {
         let wire: Vec<u8> = picks.iter().flat_map(|&i| ODD[i].iter().copied()).collect();
-        let mut whole = H::new(true);
-        whole.feed(&wire).end();
-        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len())).collect();
-        points.push(0);
-        points.push(wire.len());
-        points.sort_unstable();
-        let mut split = H::new(true);
-        for w in points.windows(2) {
-            split.feed(&wire[w[0]..w[1]]);
-        }
-        split.end();
+        let (whole, split) = whole_and_split(&wire, &cuts);
         prop_assert_eq!(&split.out, &whole.out, "{:?}", String::from_utf8_lossy(&wire));
         prop_assert_eq!(split.stats, whole.stats);
     }
@@ -935,21 +941,11 @@ proptest! {
         cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..30),
     ) {
         let wire: Vec<u8> = reqs.iter().flat_map(|r| r.wire()).collect();
-        let mut whole = H::new(true);
-        whole.feed(&wire).end();
+        let (whole, split) = whole_and_split(&wire, &cuts);
         prop_assert_eq!(whole.out.len(), reqs.len());
         for (g, r) in reqs.iter().zip(&whole.out) {
             prop_assert!(g.matches(r), "{:?} vs {:?}", g, r);
         }
-        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len())).collect();
-        points.push(0);
-        points.push(wire.len());
-        points.sort_unstable();
-        let mut split = H::new(true);
-        for w in points.windows(2) {
-            split.feed(&wire[w[0]..w[1]]);
-        }
-        split.end();
         prop_assert_eq!(&split.out, &whole.out);
         prop_assert_eq!(split.stats, whole.stats);
     }

@@ -4,8 +4,9 @@
 //!
 //! - interim 1xx responses (`100 Continue` for a forwarded `Expect`) are skipped; a `101`
 //!   ends the connection (the upstream switched protocols);
-//! - no body: a HEAD request, 204, 304; else `Transfer-Encoding` ending in `chunked`, else
-//!   `Content-Length`, else the body runs to the end of the connection;
+//! - no body: a HEAD request, 204, 304, a 2xx to CONNECT (a tunnel: the connection is not
+//!   reused); else `Transfer-Encoding` ending in `chunked`, else `Content-Length`, else the
+//!   body runs to the end of the connection;
 //! - the connection is reused unless the response says `Connection: close` (or is HTTP/1.0
 //!   without keep-alive), its body ran to the end, or it was a 101.
 
@@ -103,11 +104,20 @@ enum Body {
     ToEnd,
 }
 
+/// What the request an answer is for changes about its framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct Asked {
+    /// HEAD: no body.
+    pub(super) head: bool,
+    /// CONNECT: a 2xx opens a tunnel (no body, the connection is done).
+    pub(super) connect: bool,
+}
+
 /// Reads the next answer (skipping interim responses) and its body, before `deadline`.
 pub(super) async fn read_answer<R: AsyncRead + Unpin + ?Sized>(
     io: &mut R,
     rb: &mut ReadBuf,
-    head_request: bool,
+    asked: Asked,
     deadline: Instant,
 ) -> Result<Answer, AnswerError> {
     loop {
@@ -118,7 +128,7 @@ pub(super) async fn read_answer<R: AsyncRead + Unpin + ?Sized>(
                 Ok(httparse::Status::Complete(n)) => {
                     let status = resp.code.unwrap_or(0);
                     let version = resp.version.unwrap_or(1);
-                    let (body, reusable) = framing(status, version, resp.headers, head_request);
+                    let (body, reusable) = framing(status, version, resp.headers, asked);
                     break (status, body, reusable, n);
                 }
                 Ok(httparse::Status::Partial) => {
@@ -140,7 +150,7 @@ pub(super) async fn read_answer<R: AsyncRead + Unpin + ?Sized>(
         if (100..200).contains(&status) && status != 101 {
             continue;
         }
-        if status == 101 {
+        if status == 101 || (asked.connect && (200..300).contains(&status)) {
             reusable = false;
         }
         match body {
@@ -163,7 +173,7 @@ fn framing(
     status: u16,
     version: u8,
     fields: &[httparse::Header<'_>],
-    head_request: bool,
+    asked: Asked,
 ) -> (Body, bool) {
     let mut close = false;
     let mut keep_alive = false;
@@ -189,7 +199,12 @@ fn framing(
         }
     }
     let reusable = !close && (version >= 1 || keep_alive);
-    let body = if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
+    let body = if asked.head
+        || (asked.connect && (200..300).contains(&status))
+        || (100..200).contains(&status)
+        || status == 204
+        || status == 304
+    {
         Body::None
     } else if let Some(c) = chunked {
         if c { Body::Chunked } else { Body::ToEnd }
@@ -280,7 +295,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    async fn answers(wire: &[u8], heads: &[bool]) -> Vec<Result<Answer, String>> {
+    async fn answers(wire: &[u8], asked: &[Asked]) -> Vec<Result<Answer, String>> {
         let (mut client, mut server) = tokio::io::duplex(64);
         let wire = wire.to_vec();
         tokio::spawn(async move {
@@ -295,7 +310,7 @@ mod tests {
         let mut rb = ReadBuf::default();
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut out = Vec::new();
-        for &h in heads {
+        for &h in asked {
             let a = read_answer(&mut client, &mut rb, h, deadline).await;
             let stop = a.is_err();
             out.push(a.map_err(|e| e.to_string()));
@@ -310,6 +325,19 @@ mod tests {
         Ok(Answer { status, reusable })
     }
 
+    const GET: Asked = Asked {
+        head: false,
+        connect: false,
+    };
+    const HEAD: Asked = Asked {
+        head: true,
+        connect: false,
+    };
+    const CONNECT: Asked = Asked {
+        head: false,
+        connect: true,
+    };
+
     #[tokio::test]
     async fn pipelined_answers_of_every_framing_are_delimited() {
         let wire =
@@ -318,7 +346,7 @@ HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3;x\r\nabc\r\n0\r\nT: 
 HTTP/1.1 204 No Content\r\n\r\n\
 HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n\
 HTTP/1.1 503 Busy\r\nConnection: close\r\nContent-Length: 2\r\n\r\nno";
-        let got = answers(wire, &[false, false, false, true, false]).await;
+        let got = answers(wire, &[GET, GET, GET, HEAD, GET]).await;
         assert_eq!(
             got,
             vec![
@@ -333,38 +361,46 @@ HTTP/1.1 503 Busy\r\nConnection: close\r\nContent-Length: 2\r\n\r\nno";
 
     #[tokio::test]
     async fn bodies_to_the_end_upgrades_and_old_versions_end_the_connection() {
-        let got = answers(b"HTTP/1.1 200 OK\r\n\r\nall of it", &[false]).await;
+        let got = answers(b"HTTP/1.1 200 OK\r\n\r\nall of it", &[GET]).await;
         assert_eq!(got, vec![ok(200, false)]);
-        let got = answers(b"HTTP/1.1 101 Switching\r\nUpgrade: x\r\n\r\n", &[false]).await;
+        let got = answers(b"HTTP/1.1 101 Switching\r\nUpgrade: x\r\n\r\n", &[GET]).await;
         assert_eq!(got, vec![ok(101, false)]);
-        let got = answers(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", &[false]).await;
+        let got = answers(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", &[GET]).await;
         assert_eq!(got, vec![ok(200, false)]);
         let got = answers(
             b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
-            &[false],
+            &[GET],
         )
         .await;
         assert_eq!(got, vec![ok(200, true)]);
     }
 
     #[tokio::test]
+    async fn a_tunnel_opened_by_connect_has_no_body_and_ends_the_connection() {
+        let got = answers(b"HTTP/1.1 200 Connection Established\r\n\r\n", &[CONNECT]).await;
+        assert_eq!(got, vec![ok(200, false)]);
+        let got = answers(
+            b"HTTP/1.1 405 Not Allowed\r\nContent-Length: 0\r\n\r\n",
+            &[CONNECT],
+        )
+        .await;
+        assert_eq!(got, vec![ok(405, true)]);
+    }
+
+    #[tokio::test]
     async fn a_closed_or_broken_answer_is_an_error() {
-        let got = answers(b"", &[false]).await;
+        let got = answers(b"", &[GET]).await;
         assert!(
             matches!(&got[0], Err(e) if e.contains("before answering")),
             "{got:?}"
         );
-        let got = answers(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort",
-            &[false],
-        )
-        .await;
+        let got = answers(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort", &[GET]).await;
         assert!(got[0].is_err());
-        let got = answers(b"NOT HTTP\r\n\r\n", &[false]).await;
+        let got = answers(b"NOT HTTP\r\n\r\n", &[GET]).await;
         assert!(got[0].is_err());
         let got = answers(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\r\n",
-            &[false],
+            &[GET],
         )
         .await;
         assert!(got[0].is_err(), "an empty chunk-size line is no size");

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::answer::{AnswerError, ReadBuf, read_answer};
+use super::answer::{AnswerError, Asked, ReadBuf, read_answer};
 use super::queue::{QueueState, Queued};
 use super::rewrite::{Written, write_request};
 use super::upstream::{Connector, ForwardConfig, Stream, build_connector};
@@ -312,7 +312,11 @@ pub(super) async fn sender_loop(
             Ok(()) => {
                 for (i, (_, w)) in sent.iter().enumerate() {
                     let deadline = Instant::now() + cfg.request_timeout;
-                    match read_answer(&mut c.io, &mut c.rb, w.head, deadline).await {
+                    let asked = Asked {
+                        head: w.head,
+                        connect: w.last_on_connection,
+                    };
+                    match read_answer(&mut c.io, &mut c.rb, asked, deadline).await {
                         Ok(a) => {
                             inner.failing.store(0, Relaxed);
                             t.request_forwarded(a.status, start.elapsed());

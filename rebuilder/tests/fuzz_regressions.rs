@@ -55,3 +55,26 @@ fn the_opaque_verdict_at_stream_start_does_not_depend_on_segmentation() {
     assert_eq!(verdict(&whole), verdict(&split));
     assert_eq!(whole.opaque_flows, 1);
 }
+
+/// http_split: a first line no origin reads (`E` then a control byte where the target
+/// starts) followed by a head end past `max_header_bytes` was `head_too_large` in one piece
+/// (the cap was checked before the line) and `bad_request` when cut after 32 bytes (the line
+/// was judged on its first 16 bytes). The first line is now judged first, at the same point
+/// whatever the segmentation.
+#[test]
+fn a_refused_first_line_is_refused_whatever_the_head_size_and_the_segmentation() {
+    let config = || EngineConfig {
+        max_header_bytes: 128,
+        ..EngineConfig::default()
+    };
+    let mut wire = b"E ".to_vec();
+    wire.extend(std::iter::repeat_n(0x15, 150));
+    wire.extend_from_slice(b"x\n\n");
+    let (_, whole) = run(config(), &[&wire]);
+    let (_, split) = run(config(), &[&wire[..32], &wire[32..]]);
+    let (_, tiny) = run(config(), &wire.chunks(5).collect::<Vec<_>>());
+    for s in [&whole, &split, &tiny] {
+        assert_eq!(s.drops(DropReason::BadRequest), 1, "{s:?}");
+        assert_eq!(s.drops(DropReason::HeadTooLarge), 0, "{s:?}");
+    }
+}

@@ -36,7 +36,9 @@ label_enum! {
         MessageIncomplete => "message_incomplete",
         /// Request: head larger than `max_header_bytes`.
         HeadTooLarge => "head_too_large",
-        /// Request: more than `max_headers` header fields.
+        /// Request: more than `max_headers` header fields. No longer counted: such a request
+        /// is kept with its first fields and carries the anomaly of the same name (the label
+        /// stays for the stability of the series).
         TooManyHeaders => "too_many_headers",
         /// Request: malformed head or body framing.
         BadRequest => "bad_request",

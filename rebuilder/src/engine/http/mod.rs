@@ -283,29 +283,8 @@ impl Parser {
             }
             self.msg_ts = ts_us;
             self.line_ok = false;
-            if self.first_message {
-                match classify_start(input) {
-                    Start::Opaque => {
-                        self.become_opaque(ctx);
-                        return &[];
-                    }
-                    Start::Http => self.first_message = false,
-                    Start::More => {}
-                }
-            }
-            if let Some(end) = head_end(&[], input) {
-                if end > max {
-                    self.drop_message(
-                        DropReason::HeadTooLarge,
-                        ParserState::Sync { line_start: true },
-                        ctx,
-                    );
-                    return &input[end..];
-                }
-                let used = self.complete_head(&input[..end], ctx);
-                return &input[used..];
-            }
-        } else if self.first_message {
+        }
+        if self.first_message {
             // Decide opaque or not on the first bytes, as when they arrive in one piece (the
             // verdict must not depend on segmentation).
             let mut probe = [0u8; resync::START_PROBE];
@@ -323,7 +302,7 @@ impl Parser {
             }
         }
         if !self.line_ok {
-            match self.judge_line(input) {
+            match self.judge_line(input, max) {
                 Judged::Wait => {}
                 Judged::RequestLine => self.line_ok = true,
                 Judged::Simple { lf } => {
@@ -348,17 +327,43 @@ impl Parser {
                 }
             }
         }
-        let end = if self.buf.is_empty() {
-            None
-        } else {
-            let n = self.buf.len();
-            let prev_start = n.saturating_sub(2);
-            let mut prev = [0u8; 2];
-            prev[..n - prev_start].copy_from_slice(&self.buf[prev_start..]);
-            head_end(&prev[..n - prev_start], input)
-        };
+        if self.buf.is_empty() {
+            // The whole head in the bytes at hand: parsed in place, no copy.
+            return match head_end(&[], input) {
+                Some(end) if end > max => {
+                    self.drop_message(
+                        DropReason::HeadTooLarge,
+                        ParserState::Sync { line_start: true },
+                        ctx,
+                    );
+                    &input[end..]
+                }
+                Some(end) => {
+                    let used = self.complete_head(&input[..end], ctx);
+                    &input[used..]
+                }
+                None => self.buffer_head(ts_us, input, None, ctx),
+            };
+        }
+        let n = self.buf.len();
+        let prev_start = n.saturating_sub(2);
+        let mut prev = [0u8; 2];
+        prev[..n - prev_start].copy_from_slice(&self.buf[prev_start..]);
+        let end = head_end(&prev[..n - prev_start], input);
+        self.buffer_head(ts_us, input, end, ctx)
+    }
+
+    /// Buffers the bytes of a head that did not come in one piece, up to `end` (its end in
+    /// `input`, if there); a complete head is then parsed.
+    fn buffer_head<'i>(
+        &mut self,
+        ts_us: u64,
+        input: &'i [u8],
+        end: Option<usize>,
+        ctx: &mut Ctx<'_>,
+    ) -> &'i [u8] {
         let take = end.unwrap_or(input.len());
-        if !self.may_buffer(take, max, end.is_some(), ctx) {
+        if !self.may_buffer(take, ctx.limits.max_header_bytes, end.is_some(), ctx) {
             return &input[take..];
         }
         self.buf.extend_from_slice(&input[..take]);
@@ -373,11 +378,14 @@ impl Parser {
     }
 
     /// What the first line of the head being read is, judged when it is complete (an LF is
-    /// in `input`) or when its first [`resync::START_PROBE`] bytes are known (which can
-    /// only refuse it): the same verdict at the same point whatever the segmentation.
+    /// in `input`, within the head cap `max`: a line that outgrows the cap is a head too
+    /// large) or when its first [`resync::START_PROBE`] bytes are known (which can only
+    /// refuse it): the same verdict at the same point whatever the segmentation.
     /// Invariant: while the line is not judged, `buf` holds no LF.
-    fn judge_line(&self, input: &[u8]) -> Judged {
-        if let Some(lf) = memchr::memchr(b'\n', input) {
+    fn judge_line(&self, input: &[u8], max: usize) -> Judged {
+        if let Some(lf) = memchr::memchr(b'\n', input)
+            && self.buf.len() + lf < max
+        {
             let judged = |line: &[u8]| match request_line(line, Methods::Token) {
                 Ok(l) if l.simple => Judged::Simple { lf },
                 Ok(_) => Judged::RequestLine,

@@ -226,6 +226,9 @@ pub(super) async fn sender_loop(
         // most the pipeline depth; a request that must be last on its connection ends it).
         let mut batch: Vec<Job> = Vec::new();
         while batch.len() < cfg.pipeline_depth
+            && !batch
+                .last()
+                .is_some_and(|j| j.req.method.eq_ignore_ascii_case("CONNECT"))
             && let Some(job) = again.pop_front()
         {
             batch.push(job);

@@ -334,13 +334,14 @@ fn replay_prints_the_proxy_protocol_client_and_the_tcp_peer() {
             "0.5",
         ],
     );
+    // The generator's connections (the balancer's, here) come from 10.64.0.0/10 and fd00:c::/32.
     let out = ok(rebuilder(&[
         "replay",
         pcap.to_str().unwrap(),
         "--with-body",
         "--keep-health-checks",
-        "--health-check-paths",
-        "/healthz",
+        "--proxy-protocol-from",
+        "10.64.0.0/10,fd00:c::/32",
     ]));
     let got = lines(&out.stdout);
     let with_peer = |v: &serde_json::Value| format!("{} peer {}", ident(v), v["peer"]);
@@ -361,10 +362,31 @@ fn replay_prints_the_proxy_protocol_client_and_the_tcp_peer() {
         "{stderr}"
     );
     assert!(stderr.contains("drop_health_check 0\n"), "{stderr}");
+    assert!(
+        stderr.contains("drop_proxy_header_untrusted 0\n"),
+        "{stderr}"
+    );
+
+    // Without trusted peers (the default) every header is stripped, counted as untrusted,
+    // and the TCP peer is the client: a direct client cannot name another address.
+    let out = ok(rebuilder(&[
+        "replay",
+        pcap.to_str().unwrap(),
+        "--with-body",
+    ]));
+    let got = lines(&out.stdout);
+    assert_eq!(got.len(), truth.len(), "every request is still seen");
+    assert!(got.iter().all(|v| v["client"] == v["peer"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("proxy_headers 0\n"), "{stderr}");
+    assert!(
+        stderr.contains("drop_proxy_header_untrusted 30\n"),
+        "{stderr}"
+    );
 }
 
 #[test]
-fn health_checks_are_dropped_by_default_and_kept_or_narrowed_by_flags() {
+fn health_checks_are_dropped_only_for_configured_paths_from_balancer_ranges() {
     let dir = temp_dir();
     let (pcap, truth) = generate(
         dir.path(),
@@ -394,11 +416,21 @@ fn health_checks_are_dropped_by_default_and_kept_or_narrowed_by_flags() {
     let all: BTreeSet<String> = truth.iter().map(ident).collect();
     let without: BTreeSet<String> = truth.iter().filter(|v| !is_hc(v)).map(ident).collect();
 
+    // No rule by default: a claimed health checker is a request like any other.
     let (got, stderr) = replay(&[]);
-    assert!(
-        got == without,
-        "the default rule drops exactly the health checks"
-    );
+    assert!(got == all, "nothing is dropped without configuration");
+    assert!(stderr.contains("drop_health_check 0\n"), "{stderr}");
+
+    // The balancer's path from the balancer's ranges (the generator's connections come from
+    // 10.64.0.0/10 and fd00:c::/32): exactly the health checks are dropped.
+    let rule = [
+        "--health-check-paths",
+        "/health",
+        "--health-check-from",
+        "10.64.0.0/10,fd00:c::/32",
+    ];
+    let (got, stderr) = replay(&rule);
+    assert!(got == without, "the rule drops exactly the health checks");
     assert!(
         stderr.contains(&format!("drop_health_check {checks}\n")),
         "{stderr}"
@@ -407,17 +439,43 @@ fn health_checks_are_dropped_by_default_and_kept_or_narrowed_by_flags() {
         stderr.contains(&format!("requests {}\n", without.len())),
         "{stderr}"
     );
-
-    let (got, stderr) = replay(&["--keep-health-checks"]);
+    let mut keep = rule.to_vec();
+    keep.push("--keep-health-checks");
+    let (got, stderr) = replay(&keep);
     assert!(got == all, "--keep-health-checks keeps everything");
     assert!(stderr.contains("drop_health_check 0\n"), "{stderr}");
 
-    // Narrowed to another path: the ALB's checks of /health are kept.
-    let (got, _) = replay(&["--health-check-paths", "/healthz"]);
+    // Another path, other ranges, another agent: nothing is dropped.
+    let (got, _) = replay(&[
+        "--health-check-paths",
+        "/healthz",
+        "--health-check-from",
+        "10.0.0.0/8,fd00::/8",
+    ]);
     assert!(got == all);
-    let (got, _) = replay(&["--health-check-paths", "/health,/healthz"]);
+    let (got, _) = replay(&[
+        "--health-check-paths",
+        "/health",
+        "--health-check-from",
+        "192.0.2.0/24",
+    ]);
+    assert!(got == all);
+    let mut ua = rule.to_vec();
+    ua.extend(["--health-check-user-agents", "kube-probe/"]);
+    let (got, _) = replay(&ua);
+    assert!(got == all);
+    let mut ua = rule.to_vec();
+    ua.extend(["--health-check-user-agents", "ELB-HealthChecker/"]);
+    let (got, _) = replay(&ua);
     assert!(got == without);
-    // Another agent list: not these.
-    let (got, _) = replay(&["--health-check-user-agents", "kube-probe/"]);
-    assert!(got == all);
+
+    // Half a rule is refused: a path alone would let a client hide requests.
+    let out = rebuilder(&[
+        "replay",
+        pcap.to_str().unwrap(),
+        "--health-check-paths",
+        "/health",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--health-check-from"));
 }

@@ -6,6 +6,7 @@
 //! Under loss or truncation every request whose bytes all arrived must be recovered and none
 //! that lost a byte may be emitted.
 
+use rebuilder::engine::ranges::AddrRanges;
 use rebuilder::offline::capture::write_pcap;
 use rebuilder::offline::replay::run_capture;
 use rebuilder::offline::synth::{SynthConfig, TruthRequest, generate};
@@ -25,13 +26,22 @@ fn key(r: &HttpRequest) -> (u32, String, String, Vec<u8>) {
 }
 
 /// Generates the capture, writes it as a pcap and replays it through the engine.
+/// The engine configuration of these tests: the generator's connections come from
+/// 10.64.0.0/10 and fd00:c::/32 (the "balancer" when they carry a PROXY header), trusted.
+fn engine_config() -> EngineConfig {
+    EngineConfig {
+        proxy_protocol_from: AddrRanges::parse("10.0.0.0/8,fd00::/8").unwrap(),
+        ..EngineConfig::default()
+    }
+}
+
 fn extract(cfg: &SynthConfig) -> (Vec<HttpRequest>, Vec<TruthRequest>, u64) {
     let (frames, truth) = generate(cfg.clone());
     let n = frames.len() as u64;
     let mut pcap = Vec::new();
     write_pcap(frames, &mut pcap).unwrap();
     let mut got = Vec::new();
-    let outcome = run_capture(&pcap[..], EngineConfig::default(), |r| {
+    let outcome = run_capture(&pcap[..], engine_config(), |r| {
         got.push(r.clone());
         Ok(())
     })

@@ -4,13 +4,18 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use arbitrary::Arbitrary;
+use std::time::Duration;
+
+use rebuilder::daemon::forward::{ForwardConfig, Upstream, write_request};
 use rebuilder::engine::health_check::HealthCheckRule;
 use rebuilder::engine::http::HttpLimits;
+use rebuilder::engine::ranges::AddrRanges;
+use rebuilder::engine::stats::Anomaly;
 use rebuilder::engine::reassembly::{
     Budget, Pushed, Segment, Sink, Stream, StreamLimits, seq_diff,
 };
 use rebuilder::engine::request::HttpRequest;
-use rebuilder::{Engine, EngineConfig, EngineStats};
+use rebuilder::{Engine, EngineConfig};
 use rebuilder_testkit::frames::{TcpFlags, TcpFrame, vxlan_datagram};
 use rebuilder_testkit::parser::ParserHarness;
 
@@ -228,14 +233,68 @@ pub fn run_engine(input: &EngineInput) {
     );
 }
 
+/// The forwarding configuration the emitted requests are written with (any upstream: only
+/// the writer runs).
+fn forward_config() -> ForwardConfig {
+    ForwardConfig {
+        upstream: Upstream::parse("http://127.0.0.1:9/prefix").expect("a valid URL"),
+        forwarded_for: Some("X-Forwarded-For".into()),
+        extra_headers: Vec::new(),
+        queue_capacity: 1,
+        queue_max_bytes: 1,
+        concurrency: 1,
+        connect_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(1),
+        pool_idle_timeout: Duration::from_secs(1),
+        failure_backoff: Duration::from_secs(1),
+        probe_interval: Duration::from_secs(1),
+        pipeline_depth: 1,
+        linger: Duration::ZERO,
+        ca_certs: Vec::new(),
+    }
+}
+
+/// What every emitted request must be: a token method, a target without space or control
+/// bytes, a version some origin serves (flagged when unusual), fields that cannot split a
+/// forwarded head — and the forwarder writes it (the engine never emits a request the
+/// analyzer cannot be given), as one well-formed HTTP/1.1 head.
 fn check_requests(reqs: &[HttpRequest]) {
+    let cfg = forward_config();
     for r in reqs {
         assert!(
             !r.method.is_empty() && r.method.bytes().all(|b| b.is_ascii_graphic()),
             "{r:?}"
         );
-        assert!(!r.target.is_empty(), "{r:?}");
-        assert!(r.version <= 1, "{r:?}");
+        assert!(
+            !r.target.is_empty() && r.target.bytes().all(|b| b > b' ' && b != 0x7f),
+            "{r:?}"
+        );
+        assert!(r.version_major <= 9 && r.version <= 99, "{r:?}");
+        if (r.version_major, r.version) != (1, 0) && (r.version_major, r.version) != (1, 1) {
+            assert!(
+                r.anomalies.contains(Anomaly::Version) || r.anomalies.contains(Anomaly::Http09),
+                "an unusual version is flagged: {r:?}"
+            );
+        }
+        for (n, v) in &r.headers {
+            assert!(
+                !n.is_empty() && n.bytes().all(|b| b > b' ' && b != b':' && b != 0x7f),
+                "{r:?}"
+            );
+            assert!(!v.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0), "{r:?}");
+        }
+        let mut out = Vec::new();
+        write_request(r, &cfg, &mut out).unwrap_or_else(|e| panic!("not forwardable: {e}: {r:?}"));
+        let mut fields = vec![httparse::EMPTY_HEADER; r.headers.len() + r.trailers.len() + 16];
+        let mut parsed = httparse::Request::new(&mut fields);
+        let mut config = httparse::ParserConfig::default();
+        config.ignore_invalid_headers_in_requests(true);
+        let status = config.parse_request(&mut parsed, &out);
+        assert!(
+            matches!(status, Ok(httparse::Status::Complete(n)) if n + r.body.len() == out.len()),
+            "the forwarded head is not one well-formed head: {status:?} {:?}",
+            String::from_utf8_lossy(&out)
+        );
     }
 }
 
@@ -250,6 +309,8 @@ pub struct HttpInput {
     pub cuts: Vec<u16>,
     /// Some pieces are followed by a gap of this length (second, gap-tolerant pass).
     pub gaps: Vec<(u16, u16)>,
+    /// The sender (10.0.0.1) is a trusted PROXY protocol peer.
+    pub trust_proxy: bool,
     pub wire: Vec<u8>,
 }
 
@@ -258,7 +319,12 @@ pub struct HttpInput {
 struct HttpRun(ParserHarness);
 
 impl HttpRun {
-    fn new(at_start: bool, small: bool) -> HttpRun {
+    fn new(at_start: bool, small: bool, trust_proxy: bool) -> HttpRun {
+        let proxy_protocol_from = if trust_proxy {
+            AddrRanges::parse("10.0.0.0/8").expect("a range")
+        } else {
+            AddrRanges::NONE
+        };
         let (limits, budget) = if small {
             (
                 HttpLimits {
@@ -266,6 +332,7 @@ impl HttpRun {
                     max_headers: 6,
                     max_body_bytes: 16,
                     health_checks: HealthCheckRule::OFF,
+                    proxy_protocol_from,
                 },
                 512,
             )
@@ -273,9 +340,10 @@ impl HttpRun {
             (
                 HttpLimits {
                     max_header_bytes: 32 * 1024,
-                    max_headers: 128,
+                    max_headers: 1000,
                     max_body_bytes: 1 << 20,
                     health_checks: HealthCheckRule::OFF,
+                    proxy_protocol_from,
                 },
                 1 << 20,
             )
@@ -308,7 +376,7 @@ impl HttpRun {
 /// the stream with gaps: the parser's accounting stays exact and nothing panics.
 pub fn run_http(input: &HttpInput) {
     let wire = &input.wire;
-    let mut whole = HttpRun::new(input.at_start, input.small_caps);
+    let mut whole = HttpRun::new(input.at_start, input.small_caps, input.trust_proxy);
     whole.data(wire);
     whole.end();
 
@@ -320,7 +388,7 @@ pub fn run_http(input: &HttpInput) {
     points.push(0);
     points.push(wire.len());
     points.sort_unstable();
-    let mut split = HttpRun::new(input.at_start, input.small_caps);
+    let mut split = HttpRun::new(input.at_start, input.small_caps, input.trust_proxy);
     for w in points.windows(2) {
         split.data(&wire[w[0]..w[1]]);
     }
@@ -332,7 +400,7 @@ pub fn run_http(input: &HttpInput) {
     );
 
     if !input.gaps.is_empty() {
-        let mut gappy = HttpRun::new(input.at_start, input.small_caps);
+        let mut gappy = HttpRun::new(input.at_start, input.small_caps, input.trust_proxy);
         let mut gaps: Vec<(usize, u64)> = input
             .gaps
             .iter()

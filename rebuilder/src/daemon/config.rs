@@ -110,6 +110,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub health_checks: crate::engine::health_check::HealthCheckArgs,
 
+    #[command(flatten)]
+    pub proxy_protocol: crate::engine::proxy::ProxyProtocolArgs,
+
     // ---- forwarding ----
     /// Analyzer URL (http:// or https://). Every request goes to this host and port whatever its
     /// Host header says; a path prefix in the URL is prepended to each request target.
@@ -134,6 +137,19 @@ pub struct RunArgs {
     /// at once).
     #[arg(long, env = "REBUILDER_CONCURRENCY", default_value_t = 64, help_heading = FORWARDING)]
     pub concurrency: usize,
+
+    /// Requests written on one upstream connection before their answers are read (HTTP/1.1
+    /// pipelining, which an ALB accepts on its front-end connections; 1 = one at a time).
+    /// Requests written after an answer that closes the connection are sent again on a new
+    /// one (the upstream did not process them); after a failure they are counted as lost.
+    #[arg(long, env = "REBUILDER_PIPELINE_DEPTH", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256), help_heading = FORWARDING)]
+    pub pipeline_depth: u32,
+
+    /// When fewer requests than the pipeline depth are waiting, a sender waits this long (µs)
+    /// for more before writing (fewer writes, reads and wakeups per request at low rates;
+    /// the added latency is at most this). 0 = write at once.
+    #[arg(long, env = "REBUILDER_FORWARD_LINGER_US", default_value_t = 1000, help_heading = FORWARDING)]
+    pub forward_linger_us: u64,
 
     /// Upstream TCP (and TLS) connect timeout, milliseconds.
     #[arg(long, env = "REBUILDER_CONNECT_TIMEOUT_MS", default_value_t = 2000, help_heading = FORWARDING)]
@@ -236,6 +252,7 @@ impl RunArgs {
                 Some(self.vni_allow.clone())
             },
             health_checks: self.health_checks.rule(),
+            proxy_protocol_from: self.proxy_protocol.ranges(),
         }
     }
 

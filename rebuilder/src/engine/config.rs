@@ -1,6 +1,7 @@
 //! [`EngineConfig`]: every cap of the engine, with the documented defaults.
 
 use super::health_check::HealthCheckRule;
+use super::ranges::AddrRanges;
 
 /// Every cap of the engine. All fields are public; [`Default`] gives the documented values.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,17 +30,25 @@ pub struct EngineConfig {
     /// A closed flow (FIN both ways or RST) is kept this long to absorb late
     /// retransmissions without re-parsing them. Default 10 s.
     pub closed_linger_us: u64,
-    /// Maximum size of a request head (request line + header fields). Default 32 KiB.
+    /// Maximum size of a request head (request line + header fields); a larger head is
+    /// dropped (`head_too_large`). Default 1 MiB: Go serves heads up to 1 MiB, Apache up to
+    /// 100 fields of 8 KiB (nginx 4 × 8 KiB, Node 16 KiB). Partial heads are charged to the
+    /// memory budget.
     pub max_header_bytes: usize,
-    /// Maximum number of header fields of a request. Default 128.
+    /// Header fields kept per request; the request is still emitted with the first ones when
+    /// it has more (flagged `too_many_headers`). Default 1,000: nginx's limit (Go stops at
+    /// 500, Apache at 100; Node serves 2,000).
     pub max_headers: usize,
     /// Maximum body kept per request; longer bodies are cut and flagged. Default 1 MiB.
     pub max_body_bytes: usize,
     /// Only these VNIs are processed (`None` = all).
     pub vni_allow: Option<Vec<u32>>,
     /// Requests dropped as load-balancer health checks (counted as `health_check`).
-    /// Default: [`HealthCheckRule::default`] (User-Agent `ELB-HealthChecker/`, ...).
+    /// Default: none ([`HealthCheckRule::OFF`]; a rule needs paths and balancer ranges).
     pub health_checks: HealthCheckRule,
+    /// Peers (TCP senders) whose PROXY protocol headers are believed. Default: none (a header
+    /// from any other peer is stripped and counted as `proxy_header_untrusted`).
+    pub proxy_protocol_from: AddrRanges,
 }
 
 impl Default for EngineConfig {
@@ -54,11 +63,12 @@ impl Default for EngineConfig {
             gap_timeout_after_fin_us: 50_000,
             idle_timeout_us: 120_000_000,
             closed_linger_us: 10_000_000,
-            max_header_bytes: 32 * 1024,
-            max_headers: 128,
+            max_header_bytes: 1024 * 1024,
+            max_headers: 1000,
             max_body_bytes: 1024 * 1024,
             vni_allow: None,
-            health_checks: HealthCheckRule::default(),
+            health_checks: HealthCheckRule::OFF,
+            proxy_protocol_from: AddrRanges::NONE,
         }
     }
 }

@@ -18,7 +18,8 @@
 //!
 //! The stages, in pipeline order (each imports only the stages below it and [`stats`]):
 //! [`encap`] → [`packet`] → [`flow`] → [`reassembly`] → [`http`] (with [`proxy`] and
-//! [`health_check`]) → [`request`]. This module drives them and is imported by none of them.
+//! [`health_check`]) → [`request`]; [`ranges`] (address ranges of the configuration) is a
+//! leaf. This module drives them and is imported by none of them.
 
 pub mod config;
 pub mod encap;
@@ -27,6 +28,7 @@ pub mod health_check;
 pub mod http;
 pub mod packet;
 pub mod proxy;
+pub mod ranges;
 pub mod reassembly;
 pub mod request;
 pub mod stats;
@@ -230,6 +232,7 @@ impl Engine {
             max_headers: config.max_headers,
             max_body_bytes: config.max_body_bytes,
             health_checks: config.health_checks.clone(),
+            proxy_protocol_from: config.proxy_protocol_from.clone(),
         };
         Engine {
             table: FlowTable::new(config.max_flows),

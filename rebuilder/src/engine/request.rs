@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use crate::engine::stats::Anomalies;
+
 /// One HTTP/1.0 or HTTP/1.1 request extracted from the client→server direction of a flow.
 ///
 /// Invariants (upheld by [`crate::engine::Engine`]):
@@ -9,8 +11,10 @@ use std::net::SocketAddr;
 ///   byte of another message: a request that lost bytes is dropped, never emitted;
 /// - `body` is the decoded body (chunked framing removed); when the body exceeded the
 ///   configured cap, `body` holds its first `max_body_bytes` bytes and `body_truncated` is set;
-/// - for a chunked body, trailer fields (if any) are appended to `headers` after the header
-///   fields, in order, so that an analyzer sees every field the server may act on.
+/// - for a chunked body, trailer fields (if any) are in `trailers`, never in `headers` (a
+///   `Host` trailer must not read as a second Host header);
+/// - `anomalies` names every leniency the parser needed to read the request and every
+///   framing origin servers disagree on (see [`crate::engine::stats::Anomaly`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpRequest {
     /// Capture/receive time (µs since the UNIX epoch) of the packet that began the request.
@@ -27,9 +31,12 @@ pub struct HttpRequest {
     pub server: SocketAddr,
     /// Request method as sent (`GET`, `POST`, ...).
     pub method: String,
-    /// Request target as sent (origin form, absolute form, authority form or `*`).
+    /// Request target as sent (origin form, absolute form, authority form or `*`). Bytes that
+    /// are not UTF-8 (raw Latin-1, which nginx, Apache and Go accept) are percent-encoded
+    /// (`%E9`) and the request carries [`crate::engine::stats::Anomaly::TargetObsText`].
     pub target: String,
-    /// Minor version: HTTP/1.`version`, 0 or 1.
+    /// Minor version: HTTP/`version_major`.`version` (0 or 1 for HTTP/1.0 and 1.1; up to 99:
+    /// nginx reads `HTTP/1.10` as minor 10).
     pub version: u8,
     /// Header fields in order, names as sent, values raw.
     pub headers: Vec<(String, Vec<u8>)>,
@@ -39,6 +46,14 @@ pub struct HttpRequest {
     pub chunked: bool,
     /// The body exceeded the cap and was cut.
     pub body_truncated: bool,
+    /// Major version: 1 for HTTP/1.x; 0 for HTTP/0.9 (a simple request `GET target` without
+    /// version, or `HTTP/0.9` written out); 2 to 9 when an HTTP/1 request line names another
+    /// major (Apache serves `HTTP/2.0` to `HTTP/9.9`, Node `HTTP/2.0`).
+    pub version_major: u8,
+    /// Trailer fields of a chunked body, in order, names as sent, values raw.
+    pub trailers: Vec<(String, Vec<u8>)>,
+    /// Leniencies needed to read this request and framing readings origins disagree on.
+    pub anomalies: Anomalies,
 }
 
 impl HttpRequest {

@@ -135,6 +135,8 @@ pub struct ReplayArgs {
     pub max_body_bytes: Option<usize>,
     #[command(flatten)]
     pub health_checks: crate::engine::health_check::HealthCheckArgs,
+    #[command(flatten)]
+    pub proxy_protocol: crate::engine::proxy::ProxyProtocolArgs,
 }
 
 impl ReplayArgs {
@@ -147,6 +149,7 @@ impl ReplayArgs {
             config.max_body_bytes = m;
         }
         config.health_checks = self.health_checks.rule();
+        config.proxy_protocol_from = self.proxy_protocol.ranges();
         config
     }
 }
@@ -598,6 +601,9 @@ mod tests {
             body: b"hello".to_vec(),
             chunked: true,
             body_truncated: false,
+            version_major: 1,
+            trailers: Vec::new(),
+            anomalies: Default::default(),
         };
         let mut out = Vec::new();
         write_http(&mut out, &r).unwrap();

@@ -1,6 +1,12 @@
-//! Forwarding: a bounded queue between the receive workers and the senders, and a hyper client
-//! (keep-alive pool, http or https with rustls) that delivers each extracted request to the one
-//! configured upstream.
+//! Forwarding: a bounded queue between the receive workers and the senders, which write each
+//! extracted request as HTTP/1.1 bytes of their own (what the origin received: names, order and
+//! values byte-exact, see [`rewrite`]) on keep-alive connections (http, or https with rustls)
+//! to the one configured upstream, several at a time (pipelining), and read the answers
+//! ([`answer`]).
+//!
+//! Why not an HTTP client library: hyper (like most) Title-Cases or lower-cases names, groups
+//! repeated fields and cannot write a request exactly as received; writing the bytes ourselves
+//! is also cheaper (one buffer per batch, no header map).
 //!
 //! Invariants:
 //! - A worker never waits: [`ForwardQueue::try_submit`] either enqueues or returns the drop reason.
@@ -10,15 +16,18 @@
 //!   the upstream is down, requests stay queued (and the full queue drops new ones, counted)
 //!   instead of being burnt on connect errors. While connecting fails, attempts are serialised
 //!   and spaced by a doubling backoff (up to 2 s): no connect or retry storms.
-//! - A request is written at most once: it is sent again (once) only when hyper hands it back
-//!   unsent; after a timeout or an I/O error mid-request it is dropped and counted.
+//! - A request is written at most once: it is sent again (once) only when the upstream cannot
+//!   have processed it (not written, or written after an answer that ended the connection);
+//!   after a timeout or an I/O error it is dropped and counted.
 //! - The connection always goes to the configured upstream; the Host header is only a header.
 
 //!
 //! Layout, in the order a request goes: [`queue`] (the bounded hand-off from the workers),
-//! [`rewrite`] (extracted request → upstream request), [`sender`] (keep-alive connections,
-//! backoff, the idle prober); [`upstream`] holds the configuration and the connector.
+//! [`rewrite`] (extracted request → HTTP/1.1 bytes), [`sender`] (keep-alive connections,
+//! pipelined batches, backoff, the idle prober), [`answer`] (reading the upstream's answers);
+//! [`upstream`] holds the configuration and the connector.
 
+mod answer;
 mod queue;
 mod rewrite;
 mod sender;
@@ -34,7 +43,10 @@ use tokio::sync::mpsc;
 use crate::daemon::telemetry::Telemetry;
 pub use queue::ForwardQueue;
 use queue::{QueueState, Queued};
-pub use rewrite::{RewriteError, TRUNCATED_HEADER, upstream_request};
+pub use rewrite::{
+    ANOMALIES_HEADER, CLIENT_HOST_HEADER, CONNECTION_HEADER, MARKER_PREFIX, RewriteError,
+    TARGET_HEADER, TRAILER_PREFIX, TRUNCATED_HEADER, Written, write_request,
+};
 use sender::{Delivery, probe_loop, sender_loop};
 pub use upstream::{ConfigError, ForwardConfig, Upstream};
 

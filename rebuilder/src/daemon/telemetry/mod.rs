@@ -57,6 +57,10 @@ pub(crate) struct TelemetryState {
     queue_bytes: AtomicU64,
     queue_capacity: AtomicU64,
     in_flight: AtomicU64,
+    /// Client fields named like the rebuilder's markers, removed before forwarding.
+    marker_headers_removed: AtomicU64,
+    /// Requests written again after the upstream ended a connection without processing them.
+    requests_resent: AtomicU64,
     socket_inodes: Mutex<Vec<u64>>,
     health: Health,
     failure_threshold: u32,
@@ -116,6 +120,8 @@ impl registry::SnapshotSource for TelemetryState {
             queue_bytes: load(&self.queue_bytes),
             queue_capacity: load(&self.queue_capacity),
             in_flight: load(&self.in_flight),
+            marker_headers_removed: load(&self.marker_headers_removed),
+            requests_resent: load(&self.requests_resent),
             sockets_bound: load(&self.health.sockets_bound),
             healthy: self.health().is_ok(),
             socket_drops: self.socket_drops(),
@@ -145,6 +151,8 @@ impl Telemetry {
             queue_bytes: AtomicU64::new(0),
             queue_capacity: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            marker_headers_removed: AtomicU64::new(0),
+            requests_resent: AtomicU64::new(0),
             socket_inodes: Mutex::default(),
             health: Health::default(),
             failure_threshold: failure_threshold.max(1),
@@ -173,6 +181,16 @@ impl Telemetry {
         } else {
             self.upstream_ok();
         }
+    }
+
+    /// Client fields named like the rebuilder's markers were removed from a request.
+    pub fn marker_headers_removed(&self, n: u64) {
+        self.state.marker_headers_removed.fetch_add(n, Relaxed);
+    }
+
+    /// A request is written again (the upstream ended the connection before processing it).
+    pub fn request_resent(&self) {
+        self.state.requests_resent.fetch_add(1, Relaxed);
     }
 
     /// A request was not delivered.

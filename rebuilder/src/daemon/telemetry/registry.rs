@@ -6,7 +6,7 @@
 //!   metric one row of [`METRICS`] — name, help, kind and how to read it;
 //! - the upstream latency histogram, a `prometheus-client` [`Histogram`] the senders observe.
 //!
-//! Every label value comes from a closed set ([`DropReason`], [`RequestDropReason`],
+//! Every label value comes from a closed set ([`DropReason`], [`Anomaly`], [`RequestDropReason`],
 //! [`UpstreamErrorClass`], [`StatusClass`], [`ProbeResult`]).
 
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use prometheus_client::registry::Registry;
 use super::kernel::{SocketDrops, UdpSnmp};
 use super::labels::{ProbeResult, RequestDropReason, StatusClass, UpstreamErrorClass};
 use super::workers::Totals;
-use crate::engine::stats::DropReason;
+use crate::engine::stats::{Anomaly, DropReason};
 
 /// Upstream latency histogram bucket upper bounds, seconds.
 pub const LATENCY_BUCKETS: [f64; 14] = [
@@ -41,6 +41,8 @@ pub(super) struct Snapshot {
     pub(super) queue_bytes: u64,
     pub(super) queue_capacity: u64,
     pub(super) in_flight: u64,
+    pub(super) marker_headers_removed: u64,
+    pub(super) requests_resent: u64,
     pub(super) sockets_bound: u64,
     pub(super) healthy: bool,
     pub(super) socket_drops: SocketDrops,
@@ -136,6 +138,7 @@ const METRICS: &[Metric] = &[
     counter("rebuilder_flows_opaque", "Flows whose client stream is not HTTP/1.x (skipped).", |s| one(s.totals.e.opaque_flows)),
     counter("rebuilder_bodies_truncated", "Requests whose body exceeded --max-body-bytes and was cut.", |s| one(s.totals.e.bodies_truncated)),
     counter("rebuilder_requests_extracted", "HTTP requests extracted from the mirror.", |s| one(s.totals.c.extracted)),
+    counter("rebuilder_request_anomalies", "Requests extracted that needed a leniency some origin servers have, or whose framing origins disagree on, by kind.", |s| by_label("kind", &Anomaly::ALL, Anomaly::as_str, |i| s.totals.e.anomalies(Anomaly::ALL[i]))),
     // forwarding
     counter("rebuilder_requests_forwarded", "Requests the upstream answered, by status class.", |s| by_label("status", &StatusClass::ALL, StatusClass::as_str, |i| s.forwarded[i])),
     counter("rebuilder_requests_dropped", "Requests not delivered, by reason.", |s| by_label("reason", &RequestDropReason::ALL, RequestDropReason::as_str, |i| s.dropped[i])),
@@ -145,6 +148,8 @@ const METRICS: &[Metric] = &[
     gauge("rebuilder_queue_bytes", "Bytes of the requests waiting for a sender.", |s| one(s.queue_bytes)),
     gauge("rebuilder_queue_capacity", "Configured queue capacity (requests).", |s| one(s.queue_capacity)),
     gauge("rebuilder_upstream_in_flight", "Requests being sent to the upstream now.", |s| one(s.in_flight)),
+    counter("rebuilder_marker_headers_removed", "Client header fields named like the rebuilder's own (x-rebuilder-*), removed before forwarding.", |s| one(s.marker_headers_removed)),
+    counter("rebuilder_requests_resent", "Requests written again because the upstream ended the connection before processing them.", |s| one(s.requests_resent)),
     gauge("rebuilder_healthy", "1 when /healthz answers 200.", |s| one(u64::from(s.healthy))),
 ];
 

@@ -83,6 +83,25 @@ fn every_engine_drop_reason_has_a_series() {
 }
 
 #[test]
+fn every_request_anomaly_has_a_series_summed_over_workers() {
+    use crate::engine::stats::{Anomalies, Anomaly};
+    let t = Telemetry::new(2, 3);
+    let mut stats = EngineStats::default();
+    stats.count_anomalies(Anomalies::NONE.with(Anomaly::ObsFold));
+    t.worker(0).publish(&WorkerCounters::default(), &stats, 0);
+    t.worker(1).publish(&WorkerCounters::default(), &stats, 0);
+    let text = t.render();
+    for a in Anomaly::ALL {
+        let series = format!(
+            "rebuilder_request_anomalies_total{{kind=\"{}\"}}",
+            a.as_str()
+        );
+        let want = if a == Anomaly::ObsFold { 2.0 } else { 0.0 };
+        assert_eq!(value(&text, &series), want, "{series}");
+    }
+}
+
+#[test]
 fn latency_histogram_is_cumulative() {
     let t = Telemetry::new(1, 3);
     t.request_forwarded(200, Duration::from_micros(300));

@@ -88,6 +88,9 @@ pub(super) fn health_check_request(server: &SocketAddr) -> BuiltRequest {
             body: Vec::new(),
             chunked: false,
             body_truncated: false,
+            version_major: 1,
+            trailers: Vec::new(),
+            anomalies: Default::default(),
         },
         expect: false,
     }
@@ -199,6 +202,9 @@ pub(super) fn random_request(
         body,
         chunked,
         body_truncated: false,
+        version_major: 1,
+        trailers: Vec::new(),
+        anomalies: Default::default(),
     };
     BuiltRequest {
         bytes,

@@ -1,5 +1,6 @@
 //! [`EngineConfig`]: every cap of the engine, with the documented defaults.
 
+use super::encap::sender::SenderAllowList;
 use super::health_check::HealthCheckRule;
 
 /// Every cap of the engine. All fields are public; [`Default`] gives the documented values.
@@ -37,6 +38,9 @@ pub struct EngineConfig {
     pub max_body_bytes: usize,
     /// Only these VNIs are processed (`None` = all).
     pub vni_allow: Option<Vec<u32>>,
+    /// Only tunnel datagrams from these senders are processed; the others are dropped before
+    /// parsing (`source_not_allowed`). Default: every sender.
+    pub allow_from: SenderAllowList,
     /// Requests dropped as load-balancer health checks (counted as `health_check`).
     /// Default: [`HealthCheckRule::default`] (User-Agent `ELB-HealthChecker/`, ...).
     pub health_checks: HealthCheckRule,
@@ -58,6 +62,7 @@ impl Default for EngineConfig {
             max_headers: 128,
             max_body_bytes: 1024 * 1024,
             vni_allow: None,
+            allow_from: SenderAllowList::ANY,
             health_checks: HealthCheckRule::default(),
         }
     }

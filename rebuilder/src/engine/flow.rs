@@ -1,5 +1,6 @@
 //! The flow table: one entry per direction of a TCP connection, keyed by
-//! (VNI, source ip:port, destination ip:port), the two directions linked when both are seen.
+//! (GWLB endpoint, VNI, source ip:port, destination ip:port), the two directions linked when
+//! both are seen.
 //!
 //! Entries live in a slab (chunks of 1,024, never moved) indexed by `u32`; a hash index
 //! (hashbrown `HashTable` of slot numbers, foldhash randomly seeded, keys compared in the
@@ -18,18 +19,26 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use hashbrown::HashTable;
 
-/// Identity of one direction of a connection: (VNI, source ip:port, destination ip:port),
-/// stored compactly (addresses as 16 bytes, IPv4 mapped) so that comparing keys is a few
-/// word compares and a key plus the entry's bookkeeping fit one cache line.
+/// Identity of one direction of a connection: (GWLB endpoint, VNI, source ip:port,
+/// destination ip:port), stored compactly (addresses as 16 bytes, IPv4 mapped) so that
+/// comparing keys is a few word compares.
+///
+/// The GWLB endpoint id is the address *domain*: mirrors that arrive through different
+/// Gateway Load Balancer endpoints come from different VPCs (or accounts), which may reuse
+/// the same private addresses and even the same VNI. Traffic received as plain VXLAN has no
+/// endpoint (a domain of its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(C)]
 pub struct FlowKey {
     src_ip: [u8; 16],
     dst_ip: [u8; 16],
+    /// The endpoint id as two words (keeps the key 4-aligned); meaningful when `has_gwlbe`.
+    gwlbe: [u32; 2],
     vni: u32,
     src_port: u16,
     dst_port: u16,
     v4: bool,
+    has_gwlbe: bool,
 }
 
 fn ip_bytes(ip: IpAddr) -> ([u8; 16], bool) {
@@ -49,11 +58,29 @@ impl FlowKey {
         FlowKey {
             src_ip,
             dst_ip,
+            gwlbe: [0; 2],
             vni,
             src_port: src.port(),
             dst_port: dst.port(),
             v4,
+            has_gwlbe: false,
         }
+    }
+
+    /// The same direction in the address domain of GWLB endpoint `gwlbe` (`None`: traffic
+    /// that came through no endpoint).
+    #[inline]
+    pub fn in_domain(mut self, gwlbe: Option<u64>) -> FlowKey {
+        let id = gwlbe.unwrap_or(0);
+        self.gwlbe = [(id >> 32) as u32, id as u32];
+        self.has_gwlbe = gwlbe.is_some();
+        self
+    }
+
+    /// The GWLB endpoint of the key's domain, if any.
+    pub fn gwlbe(&self) -> Option<u64> {
+        self.has_gwlbe
+            .then(|| (u64::from(self.gwlbe[0]) << 32) | u64::from(self.gwlbe[1]))
     }
 
     fn addr(&self, ip: [u8; 16], port: u16) -> SocketAddr {
@@ -85,10 +112,12 @@ impl FlowKey {
         FlowKey {
             src_ip: self.dst_ip,
             dst_ip: self.src_ip,
+            gwlbe: self.gwlbe,
             vni: self.vni,
             src_port: self.dst_port,
             dst_port: self.src_port,
             v4: self.v4,
+            has_gwlbe: self.has_gwlbe,
         }
     }
 }

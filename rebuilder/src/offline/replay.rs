@@ -119,7 +119,8 @@ pub enum OutputFormat {
 /// `rebuilder replay FILE`: extract the HTTP requests of a pcap/pcapng capture.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReplayArgs {
-    /// pcap or pcapng file (VXLAN on UDP/4789, or plain Ethernet); `-` reads stdin.
+    /// pcap or pcapng file (VXLAN on UDP/4789, GENEVE on UDP/6081 around it, or plain
+    /// Ethernet); `-` reads stdin.
     pub file: PathBuf,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Jsonl)]
@@ -205,6 +206,13 @@ pub struct JsonRequest<'a> {
     pub chunked: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body_b64: Option<String>,
+    /// The Gateway Load Balancer endpoint (`vpce-…`) the mirror came through; absent for VXLAN.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gwlbe: Option<String>,
+    /// The IP source of the VXLAN datagrams (the mirror session's source ENI); absent for
+    /// plain captures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror_source: Option<String>,
 }
 
 pub fn request_json(r: &HttpRequest, with_body: bool) -> JsonRequest<'_> {
@@ -231,6 +239,8 @@ pub fn request_json(r: &HttpRequest, with_body: bool) -> JsonRequest<'_> {
         body_truncated: r.body_truncated,
         chunked: r.chunked,
         body_b64: with_body.then(|| base64::engine::general_purpose::STANDARD.encode(&r.body)),
+        gwlbe: r.gwlbe_name(),
+        mirror_source: r.mirror_source.map(|ip| ip.to_string()),
     }
 }
 
@@ -239,7 +249,7 @@ pub fn request_json(r: &HttpRequest, with_body: bool) -> JsonRequest<'_> {
 pub fn write_http(w: &mut dyn Write, r: &HttpRequest) -> std::io::Result<()> {
     writeln!(
         w,
-        "### {} vni={} {} -> {}{}{}",
+        "### {} vni={} {} -> {}{}{}{}{}",
         rfc3339_us(r.ts_us),
         r.vni,
         r.client,
@@ -249,6 +259,12 @@ pub fn write_http(w: &mut dyn Write, r: &HttpRequest) -> std::io::Result<()> {
         } else {
             String::new()
         },
+        r.gwlbe_name()
+            .map(|g| format!(" gwlbe={g}"))
+            .unwrap_or_default(),
+        r.mirror_source
+            .map(|m| format!(" mirror={m}"))
+            .unwrap_or_default(),
         if r.body_truncated {
             " body_truncated"
         } else {
@@ -591,6 +607,8 @@ mod tests {
             client: "10.0.0.1:1234".parse().unwrap(),
             peer: "10.0.0.1:1234".parse().unwrap(),
             server: "10.0.0.2:80".parse().unwrap(),
+            gwlbe: None,
+            mirror_source: None,
             method: "POST".into(),
             target: "/x".into(),
             version: 1,

@@ -4,17 +4,26 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use rebuilder::engine::encap::Encap;
 use rebuilder::engine::packet::{Parsed, parse_ethernet};
 use rebuilder::offline::synth::{SynthConfig, generate};
 
 /// The VXLAN payload (UDP payload) of an outer Ethernet/IP/UDP frame to port 4789, with the
 /// outer UDP source port.
 pub fn vxlan_payload(frame: &[u8]) -> Option<(u16, &[u8])> {
+    tunnel_payload(frame)
+        .filter(|(encap, ..)| *encap == Encap::Vxlan)
+        .map(|(_, sport, payload)| (sport, payload))
+}
+
+/// The tunnel payload (UDP payload to port 4789 or 6081) of an outer Ethernet/IP/UDP frame,
+/// with its encapsulation and the outer UDP source port.
+pub fn tunnel_payload(frame: &[u8]) -> Option<(Encap, u16, &[u8])> {
     match parse_ethernet(frame, true).ok()? {
-        Parsed::Vxlan(payload) => {
+        Parsed::Tunnel(t) => {
             let p = etherparse::SlicedPacket::from_ethernet(frame).ok()?;
             match p.transport? {
-                etherparse::TransportSlice::Udp(u) => Some((u.source_port(), payload)),
+                etherparse::TransportSlice::Udp(u) => Some((t.encap, u.source_port(), t.payload)),
                 _ => None,
             }
         }

@@ -364,6 +364,8 @@ impl Parser {
                 client: self.proxied.as_deref().copied().unwrap_or(ctx.meta.client),
                 peer: ctx.meta.client,
                 server: ctx.meta.server,
+                gwlbe: ctx.meta.gwlbe,
+                mirror_source: ctx.meta.mirror_source,
                 method: method.to_owned(),
                 target: target.to_owned(),
                 version,

@@ -442,11 +442,19 @@ pub struct GenerateArgs {
     /// Plain Ethernet capture (no VXLAN).
     #[arg(long)]
     pub plain: bool,
+    /// Deliver the VXLAN datagrams as a Gateway Load Balancer does behind a GWLB endpoint
+    /// target: inside GENEVE (UDP/6081 from a GWLB node) with AWS's options. The same inner
+    /// traffic as without it.
+    #[arg(long, conflicts_with = "plain")]
+    pub geneve: bool,
+    /// GWLB endpoint ids for --geneve (`vpce-…`, comma separated), one per connection in turn.
+    #[arg(long, value_delimiter = ',', value_parser = crate::engine::encap::geneve::parse_endpoint_name, requires = "geneve")]
+    pub gwlb_endpoints: Vec<u64>,
     /// Comma-separated VNIs, one chosen per connection.
     #[arg(long, value_delimiter = ',', default_value = "4242")]
     pub vnis: Vec<u32>,
     /// Start from the realistic benchmark mix (other knobs then override nothing but the seed,
-    /// connections and concurrency).
+    /// connections, concurrency and --geneve).
     #[arg(long)]
     pub realistic: bool,
 }
@@ -462,11 +470,11 @@ impl GenerateArgs {
             ));
         }
         if self.realistic {
-            return Ok(SynthConfig::realistic(
-                self.seed,
-                self.connections,
-                self.concurrency,
-            ));
+            return Ok(SynthConfig {
+                geneve: self.geneve,
+                gwlb_endpoints: self.gwlb_endpoints.clone(),
+                ..SynthConfig::realistic(self.seed, self.connections, self.concurrency)
+            });
         }
         Ok(SynthConfig {
             seed: self.seed,
@@ -500,6 +508,8 @@ impl GenerateArgs {
             mid_stream: self.mid_stream,
             responses: !self.no_responses,
             vxlan: !self.plain,
+            geneve: self.geneve,
+            gwlb_endpoints: self.gwlb_endpoints.clone(),
             vnis: self.vnis.clone(),
             ..SynthConfig::default()
         })

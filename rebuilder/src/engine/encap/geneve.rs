@@ -202,6 +202,17 @@ pub fn endpoint_name(id: u64) -> String {
     format!("vpce-{id:017x}")
 }
 
+/// The endpoint id of an AWS GWLB endpoint name (`vpce-` and up to 17 hexadecimal digits; the
+/// inverse of [`endpoint_name`]).
+pub fn parse_endpoint_name(name: &str) -> Result<u64, String> {
+    let bad = || format!("{name:?} is not a GWLB endpoint id (vpce- and 17 hexadecimal digits)");
+    let hex = name.strip_prefix("vpce-").ok_or_else(bad)?;
+    if hex.is_empty() || hex.len() > 17 {
+        return Err(bad());
+    }
+    u64::from_str_radix(hex, 16).map_err(|_| bad())
+}
+
 /// A GENEVE packet as a Gateway Load Balancer sends it: version 0, no O or C bit, VNI 0,
 /// protocol type for `inner` (an IPv4 or IPv6 packet, told by its version nibble) and the
 /// three AWS options. The generator and the tests write these.
@@ -308,6 +319,22 @@ mod tests {
             "vpce-00ab1c2d3e4f5a6b7"
         );
         assert_eq!(endpoint_name(u64::MAX), "vpce-0ffffffffffffffff");
+    }
+
+    #[test]
+    fn endpoint_names_read_back() {
+        for id in [0, 1, 0x0ab1_c2d3_e4f5_a6b7, u64::MAX] {
+            assert_eq!(parse_endpoint_name(&endpoint_name(id)), Ok(id));
+        }
+        for bad in [
+            "0123",
+            "vpce-",
+            "vpce-xyz",
+            "vpce-123456789012345678",
+            "vpce-+1",
+        ] {
+            assert!(parse_endpoint_name(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

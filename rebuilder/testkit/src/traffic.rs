@@ -1,5 +1,6 @@
-//! Traffic for a running rebuilder: VXLAN datagrams from generated captures, sent over
-//! loopback UDP from several sockets (the mirror spreads flows by outer source port), paced.
+//! Traffic for a running rebuilder: VXLAN (or GWLB GENEVE) datagrams from generated captures,
+//! sent over loopback UDP from several sockets (the mirror spreads flows by outer source port),
+//! paced.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -52,6 +53,18 @@ pub fn synth_payloads(
     let payloads = frames
         .iter()
         .filter_map(|f| vxlan_payload(&f.data).map(|(p, d)| (p, d.to_vec())))
+        .collect();
+    (payloads, expected)
+}
+
+/// The tunnel datagrams (UDP payloads, with their encapsulation and outer source port) of a
+/// generated capture, and how many requests it carries (expected ones).
+pub fn capture_payloads(cfg: SynthConfig) -> (Vec<(Encap, u16, Vec<u8>)>, usize) {
+    let (frames, truth) = generate(cfg);
+    let expected = truth.iter().filter(|t| t.expected).count();
+    let payloads = frames
+        .iter()
+        .filter_map(|f| tunnel_payload(&f.data).map(|(e, p, d)| (e, p, d.to_vec())))
         .collect();
     (payloads, expected)
 }

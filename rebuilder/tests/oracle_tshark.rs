@@ -434,6 +434,18 @@ fn tshark_and_replay_agree_with_the_generator_truth_on_synthetic_captures() {
             },
             true,
         ),
+        // A GWLB endpoint as the mirror target: tshark decodes GENEVE on 6081 (it names
+        // option class 0x0108 "Amazon.com, Inc."), then the inner VXLAN.
+        (
+            "gwlb-geneve",
+            SynthConfig {
+                geneve: true,
+                ipv6: 0.3,
+                seed: 8,
+                ..base.clone()
+            },
+            true,
+        ),
         (
             "outer-ipv6",
             SynthConfig {

@@ -207,7 +207,8 @@ pub fn endpoint_name(id: u64) -> String {
 pub fn parse_endpoint_name(name: &str) -> Result<u64, String> {
     let bad = || format!("{name:?} is not a GWLB endpoint id (vpce- and 17 hexadecimal digits)");
     let hex = name.strip_prefix("vpce-").ok_or_else(bad)?;
-    if hex.is_empty() || hex.len() > 17 {
+    // (from_str_radix alone would accept a sign)
+    if hex.is_empty() || hex.len() > 17 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad());
     }
     u64::from_str_radix(hex, 16).map_err(|_| bad())

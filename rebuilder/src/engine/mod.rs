@@ -102,6 +102,7 @@ impl Direction {
     }
 
     /// Who the stream of this direction (key `key`) belongs to.
+    #[inline]
     fn meta(&self, key: &FlowKey) -> Meta {
         Meta {
             vni: key.vni(),
@@ -330,6 +331,7 @@ impl Engine {
     }
 
     /// A tunnel datagram: the sender check before anything is parsed, then its header.
+    #[inline]
     fn tunnel(&mut self, ts_us: u64, t: Tunnel<'_>, out: &mut Vec<HttpRequest>) {
         if !self.config.allow_from.allows(t.source) {
             self.shared.stats.count_drop(DropReason::SourceNotAllowed);

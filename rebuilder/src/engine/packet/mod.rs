@@ -93,6 +93,7 @@ pub enum PacketError {
 /// Layer by layer with etherparse's header slices (cheaper than the all-in-one
 /// `LaxSlicedPacket`, which copies a large struct per packet): Ethernet II, any number of
 /// 802.1Q / 802.1ad / QinQ tags, then [`parse_ip`].
+#[inline]
 pub fn parse_ethernet(frame: &[u8], tunnels_allowed: bool) -> Result<Parsed<'_>, PacketError> {
     let eth = Ethernet2HeaderSlice::from_slice(frame).map_err(|_| PacketError::Malformed)?;
     let mut ether_type = eth.ether_type();
@@ -113,6 +114,7 @@ pub fn parse_ethernet(frame: &[u8], tunnels_allowed: bool) -> Result<Parsed<'_>,
 /// Parses an IP packet whose EtherType is `ether_type` (IPv4 or IPv6; anything else is
 /// [`PacketError::NonTcp`]): lax IPv4 / IPv6 (a length beyond the captured bytes yields the
 /// bytes present), then TCP, or UDP to a tunnel port when `tunnels_allowed`.
+#[inline]
 pub fn parse_ip(
     ether_type: EtherType,
     rest: &[u8],

@@ -2,7 +2,7 @@
 //! (GWLB endpoint, VNI, source ip:port, destination ip:port), the two directions linked when
 //! both are seen.
 //!
-//! Entries live in a slab (chunks of 1,024, never moved) indexed by `u32`; a hash index
+//! Entries live in a slab (chunks of 256 KiB, never moved) indexed by `u32`; a hash index
 //! (hashbrown `HashTable` of slot numbers, foldhash randomly seeded, keys compared in the
 //! slab so each key is stored once and the index stays 4 bytes per entry) maps keys to
 //! slots; two intrusive doubly linked lists order the entries: **open** ones by recency

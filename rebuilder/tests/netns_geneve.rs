@@ -104,12 +104,7 @@ fn netns_mirror_through_a_gwlb_reaches_the_analyzer_exactly_once() {
 
     // Traffic: one-shot requests, a body, a chunked upload, a keep-alive series.
     let base = format!("http://{server}");
-    let curl = |args: &[&str]| {
-        let mut cmd = netns::exec(&c, "curl");
-        cmd.args(["-sS", "-o", "/dev/null", "--max-time", "10"])
-            .args(args);
-        system::run_ok(cmd, Duration::from_secs(20)).expect("curl");
-    };
+    let curl = |args: &[&str]| netns::curl_in(&c, args);
     curl(&["-H", "Host: shop.example", &format!("{base}/get?item=42")]);
     curl(&[
         "-H",

@@ -695,6 +695,15 @@ pub fn wait_tcp_in(ns: &str, addr: SocketAddr, timeout: Duration) -> bool {
     })
 }
 
+/// `curl -sS -o /dev/null --max-time 10 ARGS...` inside namespace `ns` (20 s at most);
+/// panics when curl fails.
+pub fn curl_in(ns: &str, args: &[&str]) {
+    let mut cmd = exec(ns, "curl");
+    cmd.args(["-sS", "-o", "/dev/null", "--max-time", "10"])
+        .args(args);
+    system::run_ok(cmd, Duration::from_secs(20)).expect("curl");
+}
+
 /// `GET path` from `addr`, seen from inside `ns`.
 pub fn http_get_in(ns: &str, addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let path = path.to_owned();

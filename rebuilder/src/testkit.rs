@@ -13,7 +13,10 @@ use std::net::SocketAddr;
 
 use crate::engine::health_check::HealthCheckRule;
 use crate::engine::http::{Ctx, HttpLimits, Meta, Parser};
-pub use crate::engine::packet::build::{TcpFlags, TcpFrame, UdpFrame, vxlan_datagram, vxlan_frame};
+pub use crate::engine::packet::build::{
+    TEST_GWLBE, TcpFlags, TcpFrame, UdpFrame, aws_options, geneve_datagram, geneve_frame,
+    vxlan_datagram, vxlan_frame,
+};
 use crate::engine::ranges::AddrRanges;
 use crate::engine::reassembly::Budget;
 use crate::engine::request::HttpRequest;
@@ -257,6 +260,8 @@ impl ParserHarness {
                 vni: 7,
                 client: SocketAddr::from(([10, 0, 0, 1], 40_000)),
                 server: SocketAddr::from(([10, 0, 0, 2], 80)),
+                gwlbe: None,
+                mirror_source: None,
             },
         }
     }

@@ -123,6 +123,74 @@ fn replay_jsonl_output_equals_the_generated_truth() {
     );
 }
 
+/// `generate --geneve` writes the mirror's VXLAN datagrams inside GWLB GENEVE (UDP/6081);
+/// `replay` finds the same requests as in the VXLAN capture of the same seed, each naming its
+/// GWLB endpoint (`gwlbe`) and the mirrored ENI (`mirror_source`, the VXLAN datagram's
+/// source); the VXLAN capture's requests have no `gwlbe`.
+#[test]
+fn a_geneve_capture_replays_like_its_vxlan_twin_and_names_the_endpoint() {
+    let dir = temp_dir();
+    let common = ["--connections", "30", "--ipv6", "0.3", "--chunked", "0.3"];
+    let (vx_pcap, _) = generate(dir.path(), &common);
+    let vx_pcap = {
+        let p = dir.path().join("vxlan.pcap");
+        std::fs::rename(&vx_pcap, &p).unwrap();
+        p
+    };
+    let mut args = common.to_vec();
+    args.extend([
+        "--geneve",
+        "--gwlb-endpoints",
+        "vpce-0ab1c2d3e4f5a6b7c,vpce-00000000000000001",
+    ]);
+    let (gn_pcap, truth) = generate(dir.path(), &args);
+    let replay =
+        |p: &Path| lines(&ok(rebuilder(&["replay", p.to_str().unwrap(), "--with-body"])).stdout);
+    let (vx, gn) = (replay(&vx_pcap), replay(&gn_pcap));
+    assert!(!vx.is_empty());
+    assert!(
+        vx.iter()
+            .all(|v| v.get("gwlbe").is_none() && v["mirror_source"].is_string())
+    );
+    for v in gn.iter().chain(&truth) {
+        let g = v["gwlbe"].as_str().unwrap_or_default();
+        assert!(
+            g == "vpce-0ab1c2d3e4f5a6b7c" || g == "vpce-00000000000000001",
+            "gwlbe {g:?} in {v}"
+        );
+        assert!(
+            v["mirror_source"].as_str().unwrap().starts_with("172.31."),
+            "{v}"
+        );
+    }
+    let set = |l: &[serde_json::Value]| {
+        l.iter()
+            .map(|v| format!("{} {}", ident(v), v["mirror_source"]))
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(set(&gn), set(&vx));
+    assert_eq!(set(&gn), set(&truth));
+    assert_eq!(gn.len(), truth.len());
+    // No GENEVE datagram was refused, and every packet was read as GENEVE.
+    let summary = ok(rebuilder(&[
+        "replay",
+        gn_pcap.to_str().unwrap(),
+        "--format",
+        "summary",
+    ]));
+    let stderr = String::from_utf8_lossy(&summary.stderr);
+    for line in stderr
+        .lines()
+        .filter(|l| l.starts_with("drop_geneve") || l.contains("_port "))
+    {
+        assert!(line.ends_with(" 0"), "{line}\n{stderr}");
+    }
+    assert!(
+        stderr.contains(&format!("requests {}", truth.len())),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn replay_without_body_flag_leaves_bodies_out() {
     let dir = temp_dir();

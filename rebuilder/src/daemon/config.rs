@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use crate::engine::EngineConfig;
+use crate::engine::encap::sender::{Cidr, SenderAllowList};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -38,12 +39,26 @@ pub struct RunArgs {
     )]
     pub listen: Vec<SocketAddr>,
 
+    /// UDP addresses to receive GENEVE on (comma separated; none by default), as a Gateway Load
+    /// Balancer sends it (UDP/6081, the mirror's VXLAN datagram inside). Bound like --listen.
+    #[arg(long, env = "REBUILDER_GENEVE_LISTEN", value_delimiter = ',')]
+    pub geneve_listen: Vec<SocketAddr>,
+
+    /// Only datagrams from these senders are processed (CIDR blocks or addresses, comma
+    /// separated; empty = every sender). The others are dropped before parsing and counted
+    /// (`source_not_allowed`). The sender is the mirrored ENI (NLB mode) or a GWLB node (GWLB
+    /// mode). A filter, not an authentication: source addresses are only as good as the
+    /// network's anti-spoofing.
+    #[arg(long, env = "REBUILDER_ALLOW_FROM", value_delimiter = ',')]
+    pub allow_from: Vec<Cidr>,
+
     /// Receive worker threads, each with its own sockets and its own engine (0 = one per core).
     #[arg(long, env = "REBUILDER_WORKERS", default_value_t = 0)]
     pub workers: usize,
 
-    /// Socket receive buffer per socket, bytes. SO_RCVBUFFORCE is used when permitted
-    /// (CAP_NET_ADMIN), else SO_RCVBUF (clamped by net.core.rmem_max; a warning shows the result).
+    /// Socket receive buffer per socket, bytes, asked for with SO_RCVBUF (capped by
+    /// net.core.rmem_max, which install.sh raises); when the kernel gives less, SO_RCVBUFFORCE is
+    /// tried (it needs CAP_NET_ADMIN) and a warning shows the size in force.
     #[arg(long, env = "REBUILDER_RCVBUF_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub rcvbuf_bytes: usize,
 
@@ -187,11 +202,24 @@ pub struct RunArgs {
     pub failure_backoff_ms: u64,
 
     // ---- operations ----
-    /// Admin HTTP listener: /healthz and /metrics.
+    /// Admin HTTP listener: /healthz (liveness) and /metrics. Served by a thread of its own;
+    /// bind it to the instance's address (the template does) rather than every interface.
     #[arg(long, env = "REBUILDER_ADMIN", default_value = "0.0.0.0:9445", help_heading = OPERATIONS)]
     pub admin: SocketAddr,
 
-    /// Consecutive failed deliveries (connect error, timeout, 5xx) after which /healthz says 503.
+    /// Admin connections served at once; more are closed at once and counted
+    /// (rebuilder_admin_connections_rejected_total).
+    #[arg(long, env = "REBUILDER_ADMIN_MAX_CONNECTIONS", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=4096), help_heading = OPERATIONS)]
+    pub admin_max_connections: u32,
+
+    /// An admin connection is closed when its request has not been answered within this, ms
+    /// (one request per connection: no keep-alive).
+    #[arg(long, env = "REBUILDER_ADMIN_TIMEOUT_MS", default_value_t = 5000, help_heading = OPERATIONS)]
+    pub admin_timeout_ms: u64,
+
+    /// Consecutive failed deliveries (connect error, timeout, 5xx) after which the upstream is
+    /// reported down (rebuilder_upstream_up 0). Not part of /healthz.
     #[arg(long, env = "REBUILDER_HEALTH_FAILURE_THRESHOLD", default_value_t = 3, help_heading = OPERATIONS)]
     pub health_failure_threshold: u32,
 
@@ -251,6 +279,7 @@ impl RunArgs {
             } else {
                 Some(self.vni_allow.clone())
             },
+            allow_from: SenderAllowList::new(self.allow_from.clone()),
             health_checks: self.health_checks.rule(),
             proxy_protocol_from: self.proxy_protocol.ranges(),
         }

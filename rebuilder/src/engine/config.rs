@@ -1,5 +1,6 @@
 //! [`EngineConfig`]: every cap of the engine, with the documented defaults.
 
+use super::encap::sender::SenderAllowList;
 use super::health_check::HealthCheckRule;
 use super::ranges::AddrRanges;
 
@@ -43,6 +44,9 @@ pub struct EngineConfig {
     pub max_body_bytes: usize,
     /// Only these VNIs are processed (`None` = all).
     pub vni_allow: Option<Vec<u32>>,
+    /// Only tunnel datagrams from these senders are processed; the others are dropped before
+    /// parsing (`source_not_allowed`). Default: every sender.
+    pub allow_from: SenderAllowList,
     /// Requests dropped as load-balancer health checks (counted as `health_check`).
     /// Default: none ([`HealthCheckRule::OFF`]; a rule needs paths and balancer ranges).
     pub health_checks: HealthCheckRule,
@@ -67,6 +71,7 @@ impl Default for EngineConfig {
             max_headers: 1000,
             max_body_bytes: 1024 * 1024,
             vni_allow: None,
+            allow_from: SenderAllowList::ANY,
             health_checks: HealthCheckRule::OFF,
             proxy_protocol_from: AddrRanges::NONE,
         }

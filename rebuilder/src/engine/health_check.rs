@@ -131,6 +131,8 @@ mod tests {
             client: a,
             peer: a,
             server: a,
+            gwlbe: None,
+            mirror_source: None,
             method: method.into(),
             target: target.into(),
             version: 1,

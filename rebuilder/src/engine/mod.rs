@@ -1,4 +1,5 @@
-//! The engine: VXLAN → packet → flow → reassembly → HTTP, driven one packet at a time.
+//! The engine: (GENEVE →) VXLAN → packet → flow → reassembly → HTTP, driven one packet at a
+//! time.
 //!
 //! Pure and single-threaded: no sockets, no clock, no logging per packet. Time comes from
 //! the caller (packet timestamps and [`Engine::on_timer`]), so replaying a capture and
@@ -15,6 +16,18 @@
 //! A direction that sends a SYN+ACK is the server's from the start. Nothing depends on ports.
 //!
 //! VNI allow-list: applies to every packet; plain (non-VXLAN) frames have VNI 0.
+//!
+//! Entry points: [`Engine::on_datagram`] (a UDP datagram received on a VXLAN or GENEVE port,
+//! with its sender: the daemon), [`Engine::on_captured_frame`] (a captured link-layer frame:
+//! replay) and [`Engine::on_vxlan_payload`] (a VXLAN payload whose sender is not known: tests
+//! and benchmarks). A tunnel datagram first meets the sender allow-list (`--allow-from`), then
+//! its header: GENEVE ([`encap::geneve`], a Gateway Load Balancer's; the inner IP packet must
+//! be the mirror's UDP/4789 VXLAN datagram) and VXLAN ([`encap::vxlan`]). The GWLB endpoint id
+//! becomes the flow key's domain ([`FlowKey::in_domain`]); the IP source of the VXLAN
+//! datagram (the mirror's source ENI) is kept per direction and copied into each request.
+//! A datagram of the other encapsulation than its port's is counted as such
+//! (`geneve_on_vxlan_port`, `vxlan_on_geneve_port`), recognised only on the error paths so
+//! the hot path pays nothing for it.
 //!
 //! The stages, in pipeline order (each imports only the stages below it and [`stats`]):
 //! [`encap`] → [`packet`] → [`flow`] → [`reassembly`] → [`http`] (with [`proxy`] and
@@ -35,13 +48,19 @@ pub mod stats;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tunnel_tests;
 
 pub use config::EngineConfig;
 
-use encap::vxlan::VxlanPacket;
+use std::net::IpAddr;
+
+use encap::Encap;
+use encap::geneve::{GeneveError, GenevePacket, looks_like_geneve};
+use encap::vxlan::{VxlanPacket, looks_like_vxlan};
 use flow::{FlowKey, FlowTable, Lifecycle, Removed};
 use http::{HttpLimits, Meta, Parser, ParserState};
-use packet::{PacketError, Parsed, TcpSegment, parse_ethernet};
+use packet::{PacketError, Parsed, TcpSegment, Tunnel, parse_ethernet, parse_ip};
 use reassembly::{Budget, Pushed, Segment, Sink, Stream, StreamLimits, StreamState};
 use request::HttpRequest;
 use stats::{DropReason, EngineStats};
@@ -67,17 +86,32 @@ struct Direction {
     role: Role,
     /// Listed in `Engine::holes` (checked by the timer).
     in_holes: bool,
+    /// The IP source of the VXLAN datagram that created the direction (the mirror's source).
+    mirror: Option<IpAddr>,
     stream: Stream,
     parser: Parser,
 }
 
 impl Direction {
-    fn new(role: Role) -> Direction {
+    fn new(role: Role, mirror: Option<IpAddr>) -> Direction {
         Direction {
             role,
+            mirror,
             stream: Stream::new(),
             parser: Parser::new(),
             in_holes: false,
+        }
+    }
+
+    /// Who the stream of this direction (key `key`) belongs to.
+    #[inline]
+    fn meta(&self, key: &FlowKey) -> Meta {
+        Meta {
+            vni: key.vni(),
+            client: key.src(),
+            server: key.dst(),
+            gwlbe: key.gwlbe(),
+            mirror_source: self.mirror,
         }
     }
 
@@ -93,13 +127,14 @@ impl Direction {
     /// Frees the buffers without emitting or counting anything (its bytes are responses).
     fn release(&mut self, shared: &mut Shared, out: &mut Vec<HttpRequest>, key: FlowKey) {
         let mut scratch = EngineStats::default();
+        let meta = self.meta(&key);
         let mut sink = ParserSink::new(
             &mut self.parser,
             &shared.http_limits,
             &mut shared.budget,
             &mut scratch,
             out,
-            key,
+            meta,
         );
         let before = sink.ctx.out.len();
         self.stream.close(&mut sink);
@@ -121,12 +156,12 @@ struct Shared {
 }
 
 impl Shared {
-    /// The sink through which the stream of direction `key` reaches its parser.
+    /// The sink through which the stream of a direction (`meta`) reaches its parser.
     fn sink<'a>(
         &'a mut self,
         parser: &'a mut Parser,
         out: &'a mut Vec<HttpRequest>,
-        key: FlowKey,
+        meta: Meta,
     ) -> ParserSink<'a> {
         ParserSink::new(
             parser,
@@ -134,7 +169,7 @@ impl Shared {
             &mut self.budget,
             &mut self.stats,
             out,
-            key,
+            meta,
         )
     }
 }
@@ -155,7 +190,7 @@ impl<'a> ParserSink<'a> {
         budget: &'a mut Budget,
         stats: &'a mut EngineStats,
         out: &'a mut Vec<HttpRequest>,
-        key: FlowKey,
+        meta: Meta,
     ) -> ParserSink<'a> {
         ParserSink {
             parser,
@@ -164,11 +199,7 @@ impl<'a> ParserSink<'a> {
                 budget,
                 stats,
                 out,
-                meta: Meta {
-                    vni: key.vni(),
-                    client: key.src(),
-                    server: key.dst(),
-                },
+                meta,
             },
             evicting: false,
         }
@@ -252,26 +283,112 @@ impl Engine {
         &self.config
     }
 
-    /// Live path: the payload of one UDP datagram received on port 4789 (VXLAN header first).
+    /// Live path: the payload of one UDP datagram received on a tunnel port (`encap`: the
+    /// port's encapsulation; the tunnel header first), from `sender`.
+    pub fn on_datagram(
+        &mut self,
+        ts_us: u64,
+        encap: Encap,
+        sender: IpAddr,
+        payload: &[u8],
+        out: &mut Vec<HttpRequest>,
+    ) {
+        self.shared.stats.packets += 1;
+        self.shared.stats.bytes += payload.len() as u64;
+        self.tunnel(
+            ts_us,
+            Tunnel {
+                encap,
+                source: sender,
+                payload,
+            },
+            out,
+        );
+    }
+
+    /// The payload of one UDP datagram received on port 4789 (VXLAN header first) whose sender
+    /// is not known: no allow-list check, no `mirror_source` (tests and benchmarks).
     pub fn on_vxlan_payload(&mut self, ts_us: u64, payload: &[u8], out: &mut Vec<HttpRequest>) {
         self.shared.stats.packets += 1;
         self.shared.stats.bytes += payload.len() as u64;
-        self.vxlan(ts_us, payload, out);
+        self.vxlan(ts_us, Carrier::DIRECT, payload, out);
     }
 
     /// Replay path: one captured link-layer frame: an outer Ethernet frame carrying
-    /// IPv4/IPv6 -> UDP dst 4789 -> VXLAN, or a plain (already decapsulated) Ethernet frame.
+    /// IPv4/IPv6 -> UDP dst 4789 -> VXLAN or UDP dst 6081 -> GENEVE, or a plain (already
+    /// decapsulated) Ethernet frame.
     pub fn on_captured_frame(&mut self, ts_us: u64, frame: &[u8], out: &mut Vec<HttpRequest>) {
         self.shared.stats.packets += 1;
         self.shared.stats.bytes += frame.len() as u64;
         match parse_ethernet(frame, true) {
-            Ok(Parsed::Vxlan(payload)) => self.vxlan(ts_us, payload, out),
+            Ok(Parsed::Tunnel(t)) => self.tunnel(ts_us, t, out),
             Ok(Parsed::Tcp(seg)) => {
                 if self.vni_allowed(0) {
-                    self.segment(ts_us, 0, &seg, out);
+                    self.segment(ts_us, Carrier::PLAIN, &seg, out);
                 } else {
                     self.shared.stats.count_drop(DropReason::VniNotAllowed);
                 }
+            }
+            Err(e) => self.packet_error(e),
+        }
+    }
+
+    /// A tunnel datagram: the sender check before anything is parsed, then its header.
+    #[inline]
+    fn tunnel(&mut self, ts_us: u64, t: Tunnel<'_>, out: &mut Vec<HttpRequest>) {
+        if !self.config.allow_from.allows(t.source) {
+            self.shared.stats.count_drop(DropReason::SourceNotAllowed);
+            return;
+        }
+        match t.encap {
+            Encap::Vxlan => {
+                let carrier = Carrier {
+                    mirror: Some(t.source),
+                    ..Carrier::DIRECT
+                };
+                self.vxlan(ts_us, carrier, t.payload, out);
+            }
+            Encap::Geneve => self.geneve(ts_us, t.payload, out),
+        }
+    }
+
+    /// A GENEVE packet of a Gateway Load Balancer: its inner IP packet must be the mirror's
+    /// VXLAN datagram, whose IP source is the mirror's source.
+    fn geneve(&mut self, ts_us: u64, payload: &[u8], out: &mut Vec<HttpRequest>) {
+        let g = match GenevePacket::parse(payload) {
+            Ok(g) => g,
+            Err(e) => {
+                let reason = if looks_like_vxlan(payload) {
+                    DropReason::VxlanOnGenevePort
+                } else {
+                    match e {
+                        GeneveError::Malformed => DropReason::GeneveMalformed,
+                        GeneveError::OptionsTruncated => DropReason::GeneveOptionsTruncated,
+                        GeneveError::CriticalOption { .. } => DropReason::GeneveCriticalOption,
+                        GeneveError::Control => DropReason::GeneveControl,
+                        GeneveError::NotIp(_) => DropReason::GeneveNotIp,
+                    }
+                };
+                self.shared.stats.count_drop(reason);
+                return;
+            }
+        };
+        match parse_ip(etherparse::EtherType(g.protocol), g.inner, true) {
+            Ok(Parsed::Tunnel(Tunnel {
+                encap: Encap::Vxlan,
+                source,
+                payload,
+            })) => {
+                let carrier = Carrier {
+                    vni: 0,
+                    gwlbe: g.aws.endpoint_id,
+                    mirror: Some(source),
+                    in_geneve: true,
+                };
+                self.vxlan(ts_us, carrier, payload, out);
+            }
+            Ok(_) | Err(PacketError::NonTcp) => {
+                self.shared.stats.count_drop(DropReason::GeneveNotVxlan)
             }
             Err(e) => self.packet_error(e),
         }
@@ -292,25 +409,52 @@ impl Engine {
         });
     }
 
-    fn vxlan(&mut self, ts_us: u64, payload: &[u8], out: &mut Vec<HttpRequest>) {
+    /// A VXLAN datagram (received directly, or inside GENEVE as `carrier` says).
+    fn vxlan(&mut self, ts_us: u64, carrier: Carrier, payload: &[u8], out: &mut Vec<HttpRequest>) {
+        // A GENEVE packet sent to the VXLAN port fails one of the three checks below (its
+        // inner bytes are options, not a frame); only then is its shape looked at.
+        let misdirected = |payload: &[u8]| !carrier.in_geneve && looks_like_geneve(payload);
         let Ok(v) = VxlanPacket::parse(payload) else {
-            self.shared.stats.count_drop(DropReason::VxlanMalformed);
+            self.shared.stats.count_drop(if misdirected(payload) {
+                DropReason::GeneveOnVxlanPort
+            } else {
+                DropReason::VxlanMalformed
+            });
             return;
         };
         if !self.vni_allowed(v.vni) {
-            self.shared.stats.count_drop(DropReason::VniNotAllowed);
+            self.shared.stats.count_drop(if misdirected(payload) {
+                DropReason::GeneveOnVxlanPort
+            } else {
+                DropReason::VniNotAllowed
+            });
             return;
         }
         match parse_ethernet(v.inner, false) {
-            Ok(Parsed::Tcp(seg)) => self.segment(ts_us, v.vni, &seg, out),
-            Ok(Parsed::Vxlan(_)) => self.shared.stats.count_drop(DropReason::NonTcp),
+            Ok(Parsed::Tcp(seg)) => {
+                let carrier = Carrier {
+                    vni: v.vni,
+                    ..carrier
+                };
+                self.segment(ts_us, carrier, &seg, out);
+            }
+            Ok(Parsed::Tunnel(_)) => self.shared.stats.count_drop(DropReason::NonTcp),
+            Err(_) if misdirected(payload) => {
+                self.shared.stats.count_drop(DropReason::GeneveOnVxlanPort)
+            }
             Err(e) => self.packet_error(e),
         }
     }
 
-    /// One TCP segment of direction (vni, src, dst).
-    fn segment(&mut self, ts_us: u64, vni: u32, seg: &TcpSegment<'_>, out: &mut Vec<HttpRequest>) {
-        let key = FlowKey::new(vni, seg.src, seg.dst);
+    /// One TCP segment of direction (endpoint, vni, src, dst).
+    fn segment(
+        &mut self,
+        ts_us: u64,
+        carrier: Carrier,
+        seg: &TcpSegment<'_>,
+        out: &mut Vec<HttpRequest>,
+    ) {
+        let key = FlowKey::new(carrier.vni, seg.src, seg.dst).in_domain(carrier.gwlbe);
         let has_payload = seg.wire_len() > 0;
         let idx = match self.table.find(&key) {
             Some(i) => i,
@@ -325,7 +469,7 @@ impl Engine {
                 if !has_payload && !seg.syn && !seg.fin {
                     return; // a pure ACK of an untracked direction: nothing to learn
                 }
-                self.create(key, seg, ts_us, out)
+                self.create(key, seg, carrier.mirror, ts_us, out)
             }
         };
         self.table.touch(idx, ts_us);
@@ -364,9 +508,10 @@ impl Engine {
         };
         if dir.stream.is_new_connection(&segment) {
             // Port reuse: the old connection is over, a new one starts.
-            let mut sink = self.shared.sink(&mut dir.parser, out, key);
+            let meta = dir.meta(&key);
+            let mut sink = self.shared.sink(&mut dir.parser, out, meta);
             dir.stream.close(&mut sink);
-            *dir = Direction::new(Role::Unknown);
+            *dir = Direction::new(Role::Unknown, carrier.mirror);
             self.table.set_lifecycle(idx, Lifecycle::Open, ts_us);
         }
         let entry = self.table.entry_mut(idx);
@@ -383,7 +528,8 @@ impl Engine {
         if segment.syn && dir.stream.state() == StreamState::Listen {
             dir.parser = Parser::at_stream_start();
         }
-        let mut sink = self.shared.sink(&mut dir.parser, out, key);
+        let meta = dir.meta(&key);
+        let mut sink = self.shared.sink(&mut dir.parser, out, meta);
         let reason = match dir.stream.push(segment, &self.stream_limits, &mut sink) {
             Pushed::Accepted => None,
             Pushed::Duplicate => Some(DropReason::DuplicateSegment),
@@ -419,6 +565,7 @@ impl Engine {
         &mut self,
         key: FlowKey,
         seg: &TcpSegment<'_>,
+        mirror: Option<IpAddr>,
         ts_us: u64,
         out: &mut Vec<HttpRequest>,
     ) -> u32 {
@@ -431,7 +578,7 @@ impl Engine {
         } else {
             Role::Unknown
         };
-        let (idx, evicted) = self.table.insert(key, Direction::new(role), ts_us);
+        let (idx, evicted) = self.table.insert(key, Direction::new(role, mirror), ts_us);
         self.shared.stats.flows_created += 1;
         if let Some(removed) = evicted {
             let was_open = removed.was_open;
@@ -465,7 +612,8 @@ impl Engine {
         let entry = self.table.entry_mut(idx);
         let key = entry.key;
         let dir = &mut entry.value;
-        let mut sink = self.shared.sink(&mut dir.parser, out, key);
+        let meta = dir.meta(&key);
+        let mut sink = self.shared.sink(&mut dir.parser, out, meta);
         dir.stream.close(&mut sink);
         self.table.set_lifecycle(idx, Lifecycle::Closed, ts_us);
     }
@@ -478,9 +626,10 @@ impl Engine {
         out: &mut Vec<HttpRequest>,
     ) {
         let Removed { key, mut value, .. } = removed;
+        let meta = value.meta(&key);
         let mut sink = self
             .shared
-            .sink(&mut value.parser, out, key)
+            .sink(&mut value.parser, out, meta)
             .evicting(evicting);
         // Ends the parser too (`Sink::end`), exactly once per stream.
         value.stream.close(&mut sink);
@@ -507,7 +656,8 @@ impl Engine {
             if !dir.in_holes {
                 continue;
             }
-            let mut sink = self.shared.sink(&mut dir.parser, out, key);
+            let meta = dir.meta(&key);
+            let mut sink = self.shared.sink(&mut dir.parser, out, meta);
             dir.stream.on_timer(now_us, &self.stream_limits, &mut sink);
             let closed =
                 dir.stream.state() == StreamState::Closed && ignored_state(&dir.parser).is_none();
@@ -553,6 +703,29 @@ impl Engine {
     pub fn buffered_bytes(&self) -> usize {
         self.shared.budget.used
     }
+}
+
+/// What carried a segment: the VXLAN VNI, the GWLB endpoint (GENEVE), the IP source of the
+/// VXLAN datagram (the mirror's source).
+#[derive(Debug, Clone, Copy)]
+struct Carrier {
+    vni: u32,
+    gwlbe: Option<u64>,
+    mirror: Option<IpAddr>,
+    /// The VXLAN datagram was inside GENEVE (so it cannot be a misdirected GENEVE packet).
+    in_geneve: bool,
+}
+
+impl Carrier {
+    /// A VXLAN datagram received directly, sender unknown (the VNI is read from it).
+    const DIRECT: Carrier = Carrier {
+        vni: 0,
+        gwlbe: None,
+        mirror: None,
+        in_geneve: false,
+    };
+    /// A plain (already decapsulated) captured frame: VNI 0, nothing else known.
+    const PLAIN: Carrier = Carrier::DIRECT;
 }
 
 /// Why a direction's bytes are ignored, if they are (opaque or upgraded).

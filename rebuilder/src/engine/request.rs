@@ -1,6 +1,6 @@
 //! The engine's output: one HTTP/1.x request rebuilt from mirrored traffic.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::engine::stats::Anomalies;
 
@@ -29,6 +29,16 @@ pub struct HttpRequest {
     pub peer: SocketAddr,
     /// Inner TCP destination.
     pub server: SocketAddr,
+    /// The Gateway Load Balancer endpoint the mirrored traffic came through (AWS GENEVE
+    /// option class 0x0108, type 1; [`HttpRequest::gwlbe_name`] gives its `vpce-` name).
+    /// `None` for VXLAN received directly (NLB or ENI target) and plain captures. Part of the
+    /// flow key: two VPCs behind one fleet may reuse the same private addresses.
+    pub gwlbe: Option<u64>,
+    /// The IP source of the VXLAN datagrams that carried the request's flow: the mirror
+    /// session's source ENI (its primary IP). The UDP peer in NLB mode, the inner IP header's
+    /// source in GWLB mode, the outer IP source in a replay; `None` for plain (already
+    /// decapsulated) captures and when the caller did not say (`Engine::on_vxlan_payload`).
+    pub mirror_source: Option<IpAddr>,
     /// Request method as sent (`GET`, `POST`, ...).
     pub method: String,
     /// Request target as sent (origin form, absolute form, authority form or `*`). Bytes that
@@ -57,6 +67,11 @@ pub struct HttpRequest {
 }
 
 impl HttpRequest {
+    /// The GWLB endpoint's AWS name (`vpce-` and 17 hex digits), when there is one.
+    pub fn gwlbe_name(&self) -> Option<String> {
+        self.gwlbe.map(crate::engine::encap::geneve::endpoint_name)
+    }
+
     /// The value of the first header named `name` (ASCII case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers

@@ -53,6 +53,27 @@ label_enum! {
         /// `EngineConfig::proxy_protocol_from`: stripped, not believed (the requests name the
         /// TCP peer as client).
         ProxyHeaderUntrusted => "proxy_header_untrusted",
+        /// Datagram: its source is outside `--allow-from` (dropped before parsing).
+        SourceNotAllowed => "source_not_allowed",
+        /// Packet: GENEVE header shorter than 8 bytes, version not 0, or an AWS option
+        /// (class 0x0108, types 1-3) with another length than documented.
+        GeneveMalformed => "geneve_malformed",
+        /// Packet: a GENEVE options area, or one option, longer than what is left of the packet.
+        GeneveOptionsTruncated => "geneve_options_truncated",
+        /// Packet: a GENEVE option with the critical bit whose class/type is unknown (RFC 8926
+        /// §3.5: MUST drop).
+        GeneveCriticalOption => "geneve_critical_option",
+        /// Packet: a GENEVE control message (O bit), never processed as data.
+        GeneveControl => "geneve_control",
+        /// Packet: GENEVE whose protocol type is not IPv4 or IPv6.
+        GeneveNotIp => "geneve_not_ip",
+        /// Packet: GENEVE whose inner IP packet is not a UDP/4789 VXLAN datagram (not mirror
+        /// traffic: e.g. a Gateway Load Balancer used inline).
+        GeneveNotVxlan => "geneve_not_vxlan",
+        /// Packet: a GENEVE packet received on a VXLAN port.
+        GeneveOnVxlanPort => "geneve_on_vxlan_port",
+        /// Packet: a VXLAN datagram received on a GENEVE port.
+        VxlanOnGenevePort => "vxlan_on_geneve_port",
     }
 }
 

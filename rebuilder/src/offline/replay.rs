@@ -119,7 +119,8 @@ pub enum OutputFormat {
 /// `rebuilder replay FILE`: extract the HTTP requests of a pcap/pcapng capture.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReplayArgs {
-    /// pcap or pcapng file (VXLAN on UDP/4789, or plain Ethernet); `-` reads stdin.
+    /// pcap or pcapng file (VXLAN on UDP/4789, GENEVE on UDP/6081 around it, or plain
+    /// Ethernet); `-` reads stdin.
     pub file: PathBuf,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Jsonl)]
@@ -208,6 +209,13 @@ pub struct JsonRequest<'a> {
     pub chunked: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body_b64: Option<String>,
+    /// The Gateway Load Balancer endpoint (`vpce-…`) the mirror came through; absent for VXLAN.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gwlbe: Option<String>,
+    /// The IP source of the VXLAN datagrams (the mirror session's source ENI); absent for
+    /// plain captures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror_source: Option<String>,
 }
 
 pub fn request_json(r: &HttpRequest, with_body: bool) -> JsonRequest<'_> {
@@ -234,6 +242,8 @@ pub fn request_json(r: &HttpRequest, with_body: bool) -> JsonRequest<'_> {
         body_truncated: r.body_truncated,
         chunked: r.chunked,
         body_b64: with_body.then(|| base64::engine::general_purpose::STANDARD.encode(&r.body)),
+        gwlbe: r.gwlbe_name(),
+        mirror_source: r.mirror_source.map(|ip| ip.to_string()),
     }
 }
 
@@ -242,7 +252,7 @@ pub fn request_json(r: &HttpRequest, with_body: bool) -> JsonRequest<'_> {
 pub fn write_http(w: &mut dyn Write, r: &HttpRequest) -> std::io::Result<()> {
     writeln!(
         w,
-        "### {} vni={} {} -> {}{}{}",
+        "### {} vni={} {} -> {}{}{}{}{}",
         rfc3339_us(r.ts_us),
         r.vni,
         r.client,
@@ -252,6 +262,12 @@ pub fn write_http(w: &mut dyn Write, r: &HttpRequest) -> std::io::Result<()> {
         } else {
             String::new()
         },
+        r.gwlbe_name()
+            .map(|g| format!(" gwlbe={g}"))
+            .unwrap_or_default(),
+        r.mirror_source
+            .map(|m| format!(" mirror={m}"))
+            .unwrap_or_default(),
         if r.body_truncated {
             " body_truncated"
         } else {
@@ -429,11 +445,19 @@ pub struct GenerateArgs {
     /// Plain Ethernet capture (no VXLAN).
     #[arg(long)]
     pub plain: bool,
+    /// Deliver the VXLAN datagrams as a Gateway Load Balancer does behind a GWLB endpoint
+    /// target: inside GENEVE (UDP/6081 from a GWLB node) with AWS's options. The same inner
+    /// traffic as without it.
+    #[arg(long, conflicts_with = "plain")]
+    pub geneve: bool,
+    /// GWLB endpoint ids for --geneve (`vpce-…`, comma separated), one per connection in turn.
+    #[arg(long, value_delimiter = ',', value_parser = crate::engine::encap::geneve::parse_endpoint_name, requires = "geneve")]
+    pub gwlb_endpoints: Vec<u64>,
     /// Comma-separated VNIs, one chosen per connection.
     #[arg(long, value_delimiter = ',', default_value = "4242")]
     pub vnis: Vec<u32>,
     /// Start from the realistic benchmark mix (other knobs then override nothing but the seed,
-    /// connections and concurrency).
+    /// connections, concurrency and --geneve).
     #[arg(long)]
     pub realistic: bool,
 }
@@ -449,11 +473,11 @@ impl GenerateArgs {
             ));
         }
         if self.realistic {
-            return Ok(SynthConfig::realistic(
-                self.seed,
-                self.connections,
-                self.concurrency,
-            ));
+            return Ok(SynthConfig {
+                geneve: self.geneve,
+                gwlb_endpoints: self.gwlb_endpoints.clone(),
+                ..SynthConfig::realistic(self.seed, self.connections, self.concurrency)
+            });
         }
         Ok(SynthConfig {
             seed: self.seed,
@@ -487,6 +511,8 @@ impl GenerateArgs {
             mid_stream: self.mid_stream,
             responses: !self.no_responses,
             vxlan: !self.plain,
+            geneve: self.geneve,
+            gwlb_endpoints: self.gwlb_endpoints.clone(),
             vnis: self.vnis.clone(),
             ..SynthConfig::default()
         })
@@ -594,6 +620,8 @@ mod tests {
             client: "10.0.0.1:1234".parse().unwrap(),
             peer: "10.0.0.1:1234".parse().unwrap(),
             server: "10.0.0.2:80".parse().unwrap(),
+            gwlbe: None,
+            mirror_source: None,
             method: "POST".into(),
             target: "/x".into(),
             version: 1,

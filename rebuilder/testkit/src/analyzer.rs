@@ -1,7 +1,8 @@
 //! The recording analyzer: an HTTP/1.1 server that records every request exactly as it
 //! arrived — header names as sent and in order, the body decoded (Content-Length or chunked)
-//! — and answers 200. It stands in for the analyzer behind the rebuilder, and for the origin
-//! (web server) whose records are the ground truth of what a client sent.
+//! — and answers 200 (or the status of [`Analyzer::set_status`]). It stands in for the analyzer
+//! behind the rebuilder, and for the origin (web server) whose records are the ground truth of
+//! what a client sent.
 //!
 //! It reads the wire itself (httparse for heads) instead of going through an HTTP framework,
 //! which would fold header names to lower case and group repeated fields. Keep-alive,
@@ -15,7 +16,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -158,6 +159,8 @@ struct Shared {
     count: AtomicU64,
     records: Mutex<Vec<Recorded>>,
     delay_ms: AtomicU64,
+    /// Status of every answer (0: 200).
+    status: AtomicU16,
     file: Mutex<Option<std::fs::File>>,
 }
 
@@ -269,6 +272,12 @@ impl Analyzer {
     /// Delays every answer by `d` (a slow upstream).
     pub fn set_delay(&self, d: Duration) {
         self.shared.delay_ms.store(d.as_millis() as u64, SeqCst);
+    }
+
+    /// Answers every request with `status` from now on (e.g. 503: an analyzer that fails).
+    /// Requests are still recorded.
+    pub fn set_status(&self, status: u16) {
+        self.shared.status.store(status, SeqCst);
     }
 
     /// Stops listening and closes every connection (the upstream goes down).
@@ -456,9 +465,14 @@ async fn connection(
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        let reply = format!("{{\"ok\": true, \"seen\": {seen}}}");
+        let status = match shared.status.load(SeqCst) {
+            0 => 200,
+            s => s,
+        };
+        let reply = format!("{{\"ok\": {}, \"seen\": {seen}}}", status < 400);
         let mut out = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n",
+            "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n",
+            if status < 400 { "OK" } else { "Failing" },
             reply.len(),
             if close { "Connection: close\r\n" } else { "" }
         );

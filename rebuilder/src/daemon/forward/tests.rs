@@ -31,6 +31,8 @@ fn req(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Htt
         client: "10.1.2.3:40000".parse().unwrap(),
         peer: "10.1.2.3:40000".parse().unwrap(),
         server: "10.9.9.9:80".parse().unwrap(),
+        gwlbe: None,
+        mirror_source: None,
         method: method.into(),
         target: target.into(),
         version: 1,

@@ -44,7 +44,12 @@ pub(super) struct Snapshot {
     pub(super) marker_headers_removed: u64,
     pub(super) requests_resent: u64,
     pub(super) sockets_bound: u64,
+    pub(super) rcvbuf_bytes: u64,
+    pub(super) workers_alive: u64,
     pub(super) healthy: bool,
+    pub(super) upstream_up: bool,
+    pub(super) admin_open: u64,
+    pub(super) admin_rejected: u64,
     pub(super) socket_drops: SocketDrops,
     /// `None` when /proc/net/snmp cannot be read (its two metrics are left out).
     pub(super) snmp: Option<UdpSnmp>,
@@ -122,6 +127,8 @@ const METRICS: &[Metric] = &[
     counter("rebuilder_host_udp_rcvbuf_errors", "UDP RcvbufErrors of the network namespace (/proc/net/snmp), all sockets.", |s| s.snmp.map_or(Values::Absent, |n| one(n.rcvbuf_errors))),
     counter("rebuilder_host_udp_in_errors", "UDP InErrors of the network namespace (/proc/net/snmp), all sockets.", |s| s.snmp.map_or(Values::Absent, |n| one(n.in_errors))),
     gauge("rebuilder_sockets_bound", "UDP sockets bound (all workers).", |s| one(s.sockets_bound)),
+    gauge("rebuilder_socket_rcvbuf_bytes", "Smallest receive buffer the kernel granted one of our UDP sockets (SO_RCVBUF, capped by net.core.rmem_max).", |s| one(s.rcvbuf_bytes)),
+    gauge("rebuilder_workers_alive", "Receive worker threads running.", |s| one(s.workers_alive)),
     // engines
     counter("rebuilder_packets_decoded", "Packets the engine processed.", |s| one(s.totals.e.packets)),
     counter("rebuilder_packet_bytes", "Bytes the engine processed.", |s| one(s.totals.e.bytes)),
@@ -150,7 +157,11 @@ const METRICS: &[Metric] = &[
     gauge("rebuilder_upstream_in_flight", "Requests being sent to the upstream now.", |s| one(s.in_flight)),
     counter("rebuilder_marker_headers_removed", "Client header fields named like the rebuilder's own (x-rebuilder-*), removed before forwarding.", |s| one(s.marker_headers_removed)),
     counter("rebuilder_requests_resent", "Requests written again because the upstream ended the connection before processing them.", |s| one(s.requests_resent)),
-    gauge("rebuilder_healthy", "1 when /healthz answers 200.", |s| one(u64::from(s.healthy))),
+    gauge("rebuilder_healthy", "1 when /healthz answers 200 (liveness: sockets bound, workers and forwarder running).", |s| one(u64::from(s.healthy))),
+    gauge("rebuilder_upstream_up", "1 while the upstream accepts requests (reached, fewer than --health-failure-threshold consecutive failures); not part of /healthz.", |s| one(u64::from(s.upstream_up))),
+    // admin listener
+    gauge("rebuilder_admin_connections", "Admin connections being served now.", |s| one(s.admin_open)),
+    counter("rebuilder_admin_connections_rejected", "Admin connections closed unserved because --admin-max-connections were being served.", |s| one(s.admin_rejected)),
 ];
 
 /// Whatever can take a [`Snapshot`] (the daemon's telemetry state).

@@ -154,21 +154,35 @@ fn latency_histogram_is_cumulative() {
 }
 
 #[test]
-fn health_follows_sockets_failures_and_shutdown() {
-    let t = Telemetry::new(1, 2);
+fn liveness_follows_sockets_workers_forwarder_and_shutdown_not_the_upstream() {
+    let t = Telemetry::new(2, 2);
     assert_eq!(t.health(), Err("no UDP socket bound"));
     t.set_sockets_bound(2);
-    assert_eq!(t.health(), Err("upstream not reached yet"));
+    t.set_workers_expected(2);
+    t.worker_started();
+    assert_eq!(t.health(), Err("a receive worker stopped"));
+    t.worker_started();
+    assert_eq!(t.health(), Err("the forwarder is not running"));
+    t.set_forwarder_running(true);
+    assert_eq!(t.health(), Ok(()), "live before the upstream is reached");
+    let up = |t: &Telemetry| value(&t.render(), "rebuilder_upstream_up");
+    assert_eq!(up(&t), 0.0, "not reached yet");
     t.probe_result(true);
-    assert_eq!(t.health(), Ok(()));
+    assert_eq!(up(&t), 1.0);
     t.upstream_error(UpstreamErrorClass::Connect);
-    assert_eq!(t.health(), Ok(()), "one failure is below the threshold");
+    assert_eq!(up(&t), 1.0, "one failure is below the threshold");
     t.upstream_error(UpstreamErrorClass::Timeout);
-    assert_eq!(t.health(), Err("upstream is not accepting requests"));
+    assert_eq!(up(&t), 0.0);
+    assert_eq!(t.health(), Ok(()), "the upstream is not part of liveness");
+    assert_eq!(value(&t.render(), "rebuilder_healthy"), 1.0);
     t.request_forwarded(200, Duration::from_millis(1));
-    assert_eq!(t.health(), Ok(()));
+    assert_eq!(up(&t), 1.0);
+    t.worker_stopped();
+    assert_eq!(t.health(), Err("a receive worker stopped"));
+    assert_eq!(value(&t.render(), "rebuilder_workers_alive"), 1.0);
     t.set_shutting_down();
     assert_eq!(t.health(), Err("shutting down"));
+    assert_eq!(value(&t.render(), "rebuilder_healthy"), 0.0);
 }
 
 #[test]

@@ -469,6 +469,8 @@ impl Parser {
             client: self.proxied.as_deref().copied().unwrap_or(ctx.meta.client),
             peer: ctx.meta.client,
             server: ctx.meta.server,
+            gwlbe: ctx.meta.gwlbe,
+            mirror_source: ctx.meta.mirror_source,
             method: h.method,
             target: h.target,
             version: h.minor,

@@ -5,7 +5,7 @@
 //! A leaf of `http`: the parts of the state machine (`mod.rs`, `framing`, `resync`,
 //! `proxy_prefix`) import it; it imports none of them.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::engine::health_check::HealthCheckRule;
 use crate::engine::ranges::AddrRanges;
@@ -37,6 +37,10 @@ pub struct Meta {
     pub client: SocketAddr,
     /// Receiver of this stream.
     pub server: SocketAddr,
+    /// The Gateway Load Balancer endpoint the stream came through (GENEVE), if any.
+    pub gwlbe: Option<u64>,
+    /// The IP source of the VXLAN datagrams that carried the stream (the mirror's source).
+    pub mirror_source: Option<IpAddr>,
 }
 
 /// Everything the parser writes to.

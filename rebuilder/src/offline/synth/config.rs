@@ -78,6 +78,14 @@ pub struct SynthConfig {
     pub isn_wrap: f64,
     /// Encapsulate in VXLAN (otherwise a plain Ethernet capture; VNI 0 in the truth).
     pub vxlan: bool,
+    /// Deliver every VXLAN datagram as a Gateway Load Balancer does when a GWLB endpoint is the
+    /// mirror target: as an IP packet inside GENEVE (UDP/6081, from a GWLB node, IPv4) with
+    /// AWS's options. The inner traffic is the same as without it (no random draw depends on
+    /// it); the truth names the endpoint.
+    pub geneve: bool,
+    /// GWLB endpoint ids (`geneve`), one per connection in turn (an empty list: one default
+    /// endpoint).
+    pub gwlb_endpoints: Vec<u64>,
     /// VNIs, one chosen per connection.
     pub vnis: Vec<u32>,
     /// Timestamp of the first frame (µs since the UNIX epoch).
@@ -130,6 +138,8 @@ impl Default for SynthConfig {
             tcp_timestamps: 0.0,
             isn_wrap: 0.0,
             vxlan: true,
+            geneve: false,
+            gwlb_endpoints: Vec::new(),
             vnis: vec![4242],
             start_ts_us: 1_700_000_000_000_000,
             max_step_us: 20,
@@ -185,6 +195,8 @@ impl SynthConfig {
             tcp_timestamps: 0.5,
             isn_wrap: 0.05,
             vxlan: true,
+            geneve: false,
+            gwlb_endpoints: Vec::new(),
             vnis: vec![101, 202, 303],
             start_ts_us: 1_700_000_000_000_000,
             max_step_us: 2,

@@ -13,6 +13,7 @@ use super::config::SynthConfig;
 use super::http::{BuiltRequest, health_check_request, random_request, response_bytes};
 use super::output::TruthRequest;
 use super::rng::SplitMix64;
+use super::wire::DEFAULT_GWLBE;
 use crate::engine::proxy;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +104,8 @@ pub(super) struct SynthConnection {
     pub(super) truth: Vec<TruthRequest>,
     pub(super) outer_sport: u16,
     pub(super) ts_counter: u32,
+    /// The GWLB endpoint it is mirrored through (`SynthConfig::geneve`).
+    pub(super) gwlbe: Option<u64>,
 }
 
 /// Bytes of the IP header of a connection's packets (no options).
@@ -285,6 +288,13 @@ fn new_connection(cfg: &SynthConfig, rng: &mut SplitMix64, id: u64) -> (SynthCon
         truth: Vec::new(),
         outer_sport,
         ts_counter: rng.next_u64() as u32,
+        // Not drawn: a GENEVE capture carries the same inner traffic as a VXLAN one.
+        gwlbe: (cfg.vxlan && cfg.geneve).then(|| {
+            let e = &cfg.gwlb_endpoints;
+            e.get((id % e.len().max(1) as u64) as usize)
+                .copied()
+                .unwrap_or(DEFAULT_GWLBE)
+        }),
     };
     (conn, v6)
 }
@@ -624,6 +634,12 @@ fn truth(
             let (a, b) = conn.bounds[i];
             let mut request = r.request;
             request.vni = conn.vni;
+            request.gwlbe = conn.gwlbe;
+            // The mirror's first copy of a packet comes from the connection's ENI (a duplicate
+            // from the other end always follows it).
+            request.mirror_source = cfg
+                .vxlan
+                .then(|| super::wire::outer_sources(conn.id, cfg.outer_ipv6).0);
             request.client = proxied.unwrap_or(conn.client);
             request.peer = conn.client;
             request.server = conn.server;

@@ -12,7 +12,7 @@
 //!   │ datagram + sender                  offline::capture   pcap / pcapng frames
 //!   ▼                                      │ frame
 //! engine (Engine::on_datagram / on_captured_frame / on_timer / finish)
-//!   encap::sender       allow-list of datagram senders (--allow-from), before any parsing
+//!   (allow_from)        datagram senders in ranges::AddrRanges (--allow-from), before parsing
 //!   encap::geneve       RFC 8926 header of a Gateway Load Balancer, AWS options, inner IP
 //!   encap::vxlan        RFC 7348 header (I flag, VNI), VNI allow-list
 //!   packet              Ethernet II, 802.1Q / QinQ, IPv4 / IPv6, TCP (zero copy, lax)
@@ -20,6 +20,7 @@
 //!   reassembly          per-direction TCP stream: order, duplicates, holes -> gaps
 //!   http                per-direction HTTP/1.x request parser: state machine, resync, framing
 //!     proxy, health_check   PROXY protocol v1/v2 prefix; load-balancer health checks
+//!   ranges              CIDR lists of the configuration (allow-from, PROXY peers, health checks)
 //!   request             the output: HttpRequest          stats: DropReason, EngineStats
 //!   │ HttpRequest
 //!   ▼

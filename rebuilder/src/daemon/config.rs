@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use crate::engine::EngineConfig;
-use crate::engine::encap::sender::{Cidr, SenderAllowList};
+use crate::engine::ranges::AddrRanges;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -49,8 +49,8 @@ pub struct RunArgs {
     /// (`source_not_allowed`). The sender is the mirrored ENI (NLB mode) or a GWLB node (GWLB
     /// mode). A filter, not an authentication: source addresses are only as good as the
     /// network's anti-spoofing.
-    #[arg(long, env = "REBUILDER_ALLOW_FROM", value_delimiter = ',')]
-    pub allow_from: Vec<Cidr>,
+    #[arg(long, env = "REBUILDER_ALLOW_FROM", value_delimiter = ',', value_parser = AddrRanges::parse_one)]
+    pub allow_from: Vec<ipnet::IpNet>,
 
     /// Receive worker threads, each with its own sockets and its own engine (0 = one per core).
     #[arg(long, env = "REBUILDER_WORKERS", default_value_t = 0)]
@@ -279,7 +279,8 @@ impl RunArgs {
             } else {
                 Some(self.vni_allow.clone())
             },
-            allow_from: SenderAllowList::new(self.allow_from.clone()),
+            allow_from: (!self.allow_from.is_empty())
+                .then(|| AddrRanges::new(self.allow_from.clone())),
             health_checks: self.health_checks.rule(),
             proxy_protocol_from: self.proxy_protocol.ranges(),
         }

@@ -125,7 +125,7 @@ pub async fn start(args: RunArgs) -> Result<Daemon, DaemonError> {
         admin = %admin_addr,
         upstream = %args.upstream,
         workers = icfg.workers,
-        allow_from = ?icfg.engine.allow_from.blocks(),
+        allow_from = icfg.engine.allow_from.as_ref().map(tracing::field::display),
         rcvbuf_bytes = icfg.rcvbuf_bytes,
         rcvbuf_granted,
         queue_capacity = fcfg.queue_capacity,

@@ -1,6 +1,5 @@
 //! [`EngineConfig`]: every cap of the engine, with the documented defaults.
 
-use super::encap::sender::SenderAllowList;
 use super::health_check::HealthCheckRule;
 use super::ranges::AddrRanges;
 
@@ -44,9 +43,12 @@ pub struct EngineConfig {
     pub max_body_bytes: usize,
     /// Only these VNIs are processed (`None` = all).
     pub vni_allow: Option<Vec<u32>>,
-    /// Only tunnel datagrams from these senders are processed; the others are dropped before
-    /// parsing (`source_not_allowed`). Default: every sender.
-    pub allow_from: SenderAllowList,
+    /// Only tunnel datagrams whose source is in these ranges are processed; the others are
+    /// dropped before parsing (`source_not_allowed`). The source is the datagram's: the
+    /// mirrored ENI (NLB UDP target groups preserve the client IP), a Gateway Load Balancer
+    /// node (GWLB mode), the outer IP source of a captured datagram. Default: `None`, every
+    /// sender.
+    pub allow_from: Option<AddrRanges>,
     /// Requests dropped as load-balancer health checks (counted as `health_check`).
     /// Default: none ([`HealthCheckRule::OFF`]; a rule needs paths and balancer ranges).
     pub health_checks: HealthCheckRule,
@@ -71,7 +73,7 @@ impl Default for EngineConfig {
             max_headers: 1000,
             max_body_bytes: 1024 * 1024,
             vni_allow: None,
-            allow_from: SenderAllowList::ANY,
+            allow_from: None,
             health_checks: HealthCheckRule::OFF,
             proxy_protocol_from: AddrRanges::NONE,
         }

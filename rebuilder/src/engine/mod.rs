@@ -336,7 +336,9 @@ impl Engine {
     /// A tunnel datagram: the sender check before anything is parsed, then its header.
     #[inline]
     fn tunnel(&mut self, ts_us: u64, t: Tunnel<'_>, out: &mut Vec<HttpRequest>) {
-        if !self.config.allow_from.allows(t.source) {
+        if let Some(allowed) = &self.config.allow_from
+            && !allowed.contains(t.source)
+        {
             self.shared.stats.count_drop(DropReason::SourceNotAllowed);
             return;
         }

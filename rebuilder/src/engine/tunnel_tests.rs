@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
 use crate::engine::encap::geneve::{self, AwsOptions, PROTOCOL_IPV4, push_option};
-use crate::engine::encap::sender::SenderAllowList;
+use crate::engine::ranges::AddrRanges;
 use crate::testkit::{
     TEST_GWLBE, TcpConn as Conn, TcpFrame, UdpFrame, aws_options, geneve_datagram, geneve_frame,
     vxlan_datagram, vxlan_frame,
@@ -146,7 +146,7 @@ fn two_endpoints_reusing_the_same_addresses_and_vni_keep_their_flows_apart() {
 #[test]
 fn datagrams_from_outside_the_allow_list_are_counted_and_never_parsed() {
     let mut e = engine_with(EngineConfig {
-        allow_from: SenderAllowList::new(vec!["172.31.0.0/16".parse().unwrap()]),
+        allow_from: Some(AddrRanges::parse("172.31.0.0/16").unwrap()),
         ..EngineConfig::default()
     });
     let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
@@ -364,7 +364,7 @@ fn captured_geneve_frames_are_replayed_with_the_inner_source_as_mirror_source() 
     assert_eq!((out[1].gwlbe, out[1].mirror_source), (None, Some(ENI)));
     // The allow-list of a replay checks the outer source: the GWLB node for GENEVE.
     let mut e = engine_with(EngineConfig {
-        allow_from: SenderAllowList::new(vec!["10.0.200.9".parse().unwrap()]),
+        allow_from: Some(AddrRanges::parse("10.0.200.9").unwrap()),
         ..EngineConfig::default()
     });
     let mut out = Vec::new();

@@ -2,11 +2,12 @@
 //!
 //! AWS Traffic Mirroring uses VXLAN (RFC 7348) on UDP/4789 ([`vxlan`]); behind a Gateway
 //! Load Balancer endpoint each VXLAN datagram arrives as an IP packet inside GENEVE
-//! (RFC 8926) on UDP/6081 ([`geneve`]). [`sender`] is the allow-list of datagram sources
-//! checked before anything is parsed.
+//! (RFC 8926) on UDP/6081 ([`geneve`]). The allow-list of datagram sources, checked before
+//! anything is parsed, is `EngineConfig::allow_from` (an [`AddrRanges`]).
+//!
+//! [`AddrRanges`]: crate::engine::ranges::AddrRanges
 
 pub mod geneve;
-pub mod sender;
 pub mod vxlan;
 
 /// The tunnel a datagram arrived through (the listening port it was received on, or the

@@ -43,6 +43,8 @@ pub mod daemon;
 
 pub mod offline;
 
+pub mod record;
+
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 

@@ -103,6 +103,20 @@ pub struct RunArgs {
     /// Bodies longer than this are cut (and marked truncated), bytes.
     #[arg(long, env = "REBUILDER_MAX_BODY_BYTES", default_value_t = EngineConfig::default().max_body_bytes, help_heading = ENGINE_CAPS)]
     pub max_body_bytes: usize,
+    /// How long a complete request waits for its response (µs) before it is forwarded without
+    /// it (`timeout`).
+    #[arg(long, env = "REBUILDER_RESPONSE_TIMEOUT_US", default_value_t = EngineConfig::default().response_timeout_us, help_heading = ENGINE_CAPS)]
+    pub response_timeout_us: u64,
+    /// How long a complete request waits (µs) while the server's direction of its connection
+    /// was never seen (NLB: the directions may go to different rebuilders).
+    #[arg(long, env = "REBUILDER_SERVER_WAIT_US", default_value_t = EngineConfig::default().server_wait_us, help_heading = ENGINE_CAPS)]
+    pub server_wait_us: u64,
+    /// Requests waiting for their response per connection (pipelining depth).
+    #[arg(long, env = "REBUILDER_MAX_PENDING_REQUESTS", default_value_t = EngineConfig::default().max_pending_requests, help_heading = ENGINE_CAPS)]
+    pub max_pending_requests: usize,
+    /// Maximum size of a response head (status line + headers), bytes.
+    #[arg(long, env = "REBUILDER_MAX_RESPONSE_HEADER_BYTES", default_value_t = EngineConfig::default().max_response_header_bytes, help_heading = ENGINE_CAPS)]
+    pub max_response_header_bytes: usize,
     /// Only these VXLAN VNIs are processed (comma separated; empty = all).
     #[arg(long, env = "REBUILDER_VNI_ALLOW", value_delimiter = ',', help_heading = ENGINE_CAPS)]
     pub vni_allow: Vec<u32>,
@@ -230,6 +244,10 @@ impl RunArgs {
             max_header_bytes: self.max_header_bytes,
             max_headers: self.max_headers,
             max_body_bytes: self.max_body_bytes,
+            response_timeout_us: self.response_timeout_us,
+            server_wait_us: self.server_wait_us,
+            max_pending_requests: self.max_pending_requests,
+            max_response_header_bytes: self.max_response_header_bytes,
             vni_allow: if self.vni_allow.is_empty() {
                 None
             } else {

@@ -146,6 +146,8 @@ mod tests {
             body: body.to_vec(),
             chunked: false,
             body_truncated: false,
+            response: None,
+            response_missing: None,
         }
     }
 

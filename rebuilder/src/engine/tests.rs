@@ -6,15 +6,24 @@ use crate::engine::http::tests::{GenRequest, gen_request};
 use crate::testkit::{TcpConn as Conn, TcpFlags, TcpFrame, vxlan_datagram, vxlan_frame};
 use proptest::prelude::*;
 
+/// An engine whose requests do not wait for responses past the next timer tick (the tests
+/// of request extraction; pairing has its own).
 fn engine() -> Engine {
-    Engine::new(EngineConfig::default())
+    Engine::new(EngineConfig {
+        response_timeout_us: 0,
+        server_wait_us: 0,
+        ..EngineConfig::default()
+    })
 }
 
+/// Feeds the datagrams (1 µs apart from time 1,000), then a timer tick 1 µs later: requests
+/// whose wait is over come out.
 fn run(e: &mut Engine, datagrams: &[Vec<u8>]) -> Vec<HttpRequest> {
     let mut out = Vec::new();
     for (i, d) in datagrams.iter().enumerate() {
         e.on_vxlan_payload(1_000 + i as u64, d, &mut out);
     }
+    e.on_timer(1_000 + datagrams.len() as u64, &mut out);
     out
 }
 
@@ -52,6 +61,7 @@ fn captured_outer_frames_and_plain_frames_are_both_understood() {
     e.on_captured_frame(1, &vxlan_frame([172, 16, 0, 1].into(), 9, &inner), &mut out);
     let plain = TcpFrame::new(c.client, c.server, 1).build(b"GET /p HTTP/1.1\r\n\r\n");
     e.on_captured_frame(2, &plain, &mut out);
+    e.on_timer(3, &mut out);
     assert_eq!(targets(&out), ["/v", "/p"]);
     assert_eq!((out[0].vni, out[1].vni), (9, 0));
 }
@@ -76,6 +86,7 @@ fn same_packet_mirrored_from_both_ends_is_seen_once() {
     let mut out = Vec::new();
     e.on_captured_frame(1, &vxlan_frame([10, 0, 0, 1].into(), 3, &inner), &mut out);
     e.on_captured_frame(1, &vxlan_frame([10, 0, 0, 2].into(), 3, &inner), &mut out);
+    e.on_timer(2, &mut out);
     assert_eq!(targets(&out), ["/m"]);
 }
 
@@ -160,6 +171,7 @@ fn malformed_datagrams_are_counted_and_lose_nothing_else() {
     let good = c.send(b"GET /ok HTTP/1.1\r\n\r\n");
     e.on_vxlan_payload(0, &good[..8 + 14 + 20 + 10], &mut out);
     e.on_vxlan_payload(0, &good, &mut out);
+    e.on_timer(1, &mut out);
     assert_eq!(targets(&out), ["/ok"]);
     assert_eq!(e.stats().drops(DropReason::VxlanMalformed), 2);
     // An inner frame of 3 bytes and a TCP header cut short.
@@ -356,7 +368,9 @@ fn ipv6_and_ipv4_fragments_are_handled() {
 #[test]
 fn per_direction_state_stays_small() {
     // The RSS target (64 MiB with 10,000 connections) and cache behaviour depend on it.
-    assert!(std::mem::size_of::<crate::engine::flow::Entry<Direction>>() <= 240);
+    // 248: the pointer to the connection's pairing (requests waiting for their responses
+    // and the response parser live behind it, allocated only for request directions).
+    assert!(std::mem::size_of::<crate::engine::flow::Entry<Direction>>() <= 248);
 }
 
 /// Builds the client datagrams of one connection carrying `reqs`, cut at `cuts`.

@@ -45,6 +45,8 @@ fn req(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Htt
         body: body.to_vec(),
         chunked: false,
         body_truncated: false,
+        response: None,
+        response_missing: None,
     }
 }
 

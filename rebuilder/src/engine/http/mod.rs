@@ -43,6 +43,7 @@
 
 mod framing;
 mod proxy_prefix;
+pub mod response;
 mod resync;
 mod state;
 #[cfg(test)]
@@ -371,6 +372,8 @@ impl Parser {
                 body,
                 chunked,
                 body_truncated: false,
+                response: None,
+                response_missing: None,
             },
             upgrade,
             expect_continue,

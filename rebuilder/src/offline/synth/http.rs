@@ -88,6 +88,8 @@ pub(super) fn health_check_request(server: &SocketAddr) -> BuiltRequest {
             body: Vec::new(),
             chunked: false,
             body_truncated: false,
+            response: None,
+            response_missing: None,
         },
         expect: false,
     }
@@ -199,6 +201,8 @@ pub(super) fn random_request(
         body,
         chunked,
         body_truncated: false,
+        response: None,
+        response_missing: None,
     };
     BuiltRequest {
         bytes,

@@ -214,8 +214,9 @@ impl ParserSink<'_> {
         let pairing = self
             .pairing
             .get_or_insert_with(|| Box::new(Pairing::new(in_step)));
+        let prev = pairing.last_chunk_ack;
         if boundary && let Some(c) = chunk {
-            pairing.msg_at = (c.seq, c.ack);
+            pairing.msg_at = (c.seq, c.ack, prev);
         }
         let emitted = self.shared.scratch.len();
         if emitted == 0 && !dropped && !gap {
@@ -234,28 +235,25 @@ impl ParserSink<'_> {
             stats: &mut shared.stats,
             out: self.out,
         };
-        let first = MsgAt {
-            seq: pairing.msg_at.0,
-            ack: pairing.msg_at.1,
-        };
+        let first = (pairing.msg_at.0, pairing.msg_at.1, pairing.msg_at.2);
         for (i, req) in shared.scratch.drain(..).enumerate() {
-            let from = if i == 0 {
-                first
-            } else {
-                chunk.unwrap_or(first)
+            // Requests after the first in one chunk were sent in one burst with it.
+            let from = match chunk {
+                Some(c) if i > 0 => (c.seq, c.ack, c.ack),
+                _ => first,
             };
             if dropped {
                 // A message was dropped somewhere in this call: requests may be missing
                 // before any of these.
                 pairing.unknown_requests();
             }
-            pairing.push(req, from.seq, from.ack, self.now_us, &mut ctx);
+            pairing.push(req, from.0, from.1, from.2, self.now_us, &mut ctx);
         }
         if emitted > 0
             && let Some(c) = chunk
         {
             // A message still in progress began in this chunk.
-            pairing.msg_at = (c.seq, c.ack);
+            pairing.msg_at = (c.seq, c.ack, c.ack);
         }
     }
 }
@@ -266,6 +264,7 @@ impl Sink for ParserSink<'_> {
         self.call(Some(at), false, |p, ctx| p.data(at.ts_us, bytes, ctx));
         if let Some(p) = self.pairing.as_mut() {
             p.client_parsed(at.advance(bytes.len()).seq);
+            p.last_chunk_ack = at.ack;
         }
     }
     fn gap(&mut self, len: u64) {

@@ -74,6 +74,9 @@ struct Slot {
     start: u32,
     /// ACK number of the packet that carried its first byte (what the client had received).
     ack: Option<u32>,
+    /// ACK number of the client packet parsed before that one (`None`: none seen). Equal to
+    /// `ack`: the request was sent in one burst with the bytes before it (pipelining).
+    prev_ack: Option<u32>,
     /// When it is given up.
     deadline_us: u64,
     /// Unknown requests (lost client bytes) may precede it.
@@ -82,6 +85,14 @@ struct Slot {
     /// step while it waited).
     hint: Option<ResponseMissing>,
     asked: Asked,
+}
+
+impl Slot {
+    /// The client received bytes between the packet before this request and the request
+    /// (so it was not sent in one burst with what precedes it).
+    fn sequential(&self) -> bool {
+        matches!((self.prev_ack, self.ack), (Some(p), Some(c)) if seq_diff(c, p) > 0)
+    }
 }
 
 /// What pairing writes to.
@@ -123,13 +134,25 @@ pub struct Pairing {
     held: usize,
     /// Where the client message in progress began: a sequence number at or before its first
     /// byte and the ACK number of the packet that carried it.
-    pub(crate) msg_at: (u32, Option<u32>),
+    /// (The ACK number of the client chunk before it, see [`Slot::prev_ack`].)
+    pub(crate) msg_at: (u32, Option<u32>, Option<u32>),
+    /// ACK number of the last client chunk parsed.
+    pub(crate) last_chunk_ack: Option<u32>,
     /// The parser of the server's stream (kept with the pairing it informs; `None` until the
     /// server's direction sends something while this connection is tracked).
     pub(crate) resp: Option<ResponseParser>,
     /// The client's stream has been parsed up to this sequence number.
     client_next: Option<u32>,
+    /// Responses that came ahead of their request (at most [`MAX_EARLY`]), oldest first.
+    early: VecDeque<(At, HttpResponse)>,
+    /// Bytes they hold (charged).
+    early_held: usize,
+    /// The response in progress came ahead of its request.
+    current_early: Option<At>,
 }
+
+/// Responses kept while their requests may still come.
+const MAX_EARLY: usize = 4;
 
 impl Pairing {
     /// Pairing for a connection; `in_step` when its client stream was seen from its start.
@@ -147,9 +170,13 @@ impl Pairing {
             switched: false,
             ended: false,
             held: 0,
-            msg_at: (0, None),
+            msg_at: (0, None, None),
+            last_chunk_ack: None,
             resp: None,
             client_next: None,
+            early: VecDeque::new(),
+            early_held: 0,
+            current_early: None,
         }
     }
 
@@ -178,6 +205,17 @@ impl Pairing {
         if let Some(r) = self.resp.take() {
             budget.give(r.held());
         }
+        budget.give(self.early_held);
+        self.early_held = 0;
+        self.early.clear();
+    }
+
+    /// Forgets the responses kept for requests still to come (counted as unmatched).
+    fn drop_early(&mut self, ctx: &mut PairCtx<'_>) {
+        ctx.stats.responses_unmatched += self.early.len() as u64;
+        ctx.budget.give(self.early_held);
+        self.early_held = 0;
+        self.early.clear();
     }
 
     /// The server's stream is out of step from here on (joined mid-way, its state lost).
@@ -226,13 +264,101 @@ impl Pairing {
         req: HttpRequest,
         start: u32,
         ack: Option<u32>,
+        prev_ack: Option<u32>,
         now_us: u64,
         ctx: &mut PairCtx<'_>,
     ) {
         let asked = Asked {
             head: req.method.eq_ignore_ascii_case("HEAD"),
             connect: req.method.eq_ignore_ascii_case("CONNECT"),
+            guess: false,
         };
+        if let Some((at, resp)) = self.early.pop_front() {
+            // A response that came ahead of its request (directions out of order): it answers
+            // this one if nothing waits before it, causality holds and its framing fits.
+            self.early_held -= resp.held_bytes();
+            ctx.budget.give(resp.held_bytes());
+            let probe = Slot {
+                req: None,
+                held: 0,
+                start,
+                ack,
+                prev_ack: None,
+                deadline_us: 0,
+                unknown_before: false,
+                hint: None,
+                asked,
+            };
+            let fits = fits_of(asked, &resp);
+            let in_step = self.anchored && self.queue.is_empty() && !self.unknown_tail;
+            if in_step && Pairing::causal(&probe, at) && fits {
+                emit(req, Some(resp), None, ctx);
+                return;
+            }
+            let unsolicited = at.ack.is_some_and(|a| seq_diff(a, start) <= 0);
+            if in_step && unsolicited && self.early.is_empty() {
+                // The server had not received this request: the response answered nothing
+                // held (a 408 before a close, ...): the count goes on.
+                ctx.stats.responses_unmatched += 1;
+                self.push_slot(req, start, ack, prev_ack, now_us, asked, ctx);
+                return;
+            }
+            if !in_step && self.queue.is_empty() && !self.pipelined {
+                // Out of step: the evidence rule, over the kept responses.
+                let mut kept = Some((at, resp));
+                while let Some((at, resp)) = kept.take() {
+                    let sequential =
+                        prev_ack.is_some_and(|p| ack.is_some_and(|c| seq_diff(c, p) > 0));
+                    if ack == Some(at.seq)
+                        && sequential
+                        && Pairing::causal(&probe, at)
+                        && fits_of(asked, &resp)
+                    {
+                        self.unknown_tail = false;
+                        self.anchored = true;
+                        self.skip = 0;
+                        emit(req, Some(resp), None, ctx);
+                        return;
+                    }
+                    ctx.stats.responses_unmatched += 1;
+                    if let Some((at, resp)) = self.early.pop_front() {
+                        self.early_held -= resp.held_bytes();
+                        ctx.budget.give(resp.held_bytes());
+                        kept = Some((at, resp));
+                    }
+                }
+            } else {
+                ctx.stats.responses_unmatched += 1;
+            }
+            self.drop_early(ctx);
+            self.go_out_of_step(ResponseMissing::Reordered);
+        }
+        if let Some(at) = self.current_early {
+            // The response in progress came ahead of this request.
+            let probe = Slot {
+                req: None,
+                held: 0,
+                start,
+                ack,
+                prev_ack: None,
+                deadline_us: 0,
+                unknown_before: false,
+                hint: None,
+                asked,
+            };
+            if self.anchored
+                && self.queue.is_empty()
+                && self.early.is_empty()
+                && !self.unknown_tail
+                && Pairing::causal(&probe, at)
+            {
+                self.current_early = None;
+                // Now the front, its response in progress (`current` stays set).
+                self.push_slot(req, start, ack, prev_ack, now_us, asked, ctx);
+                return;
+            }
+            self.go_out_of_step(ResponseMissing::Reordered);
+        }
         if self.switched || self.server_absent || self.ended {
             let reason = if self.switched {
                 ResponseMissing::Malformed
@@ -244,6 +370,20 @@ impl Pairing {
             emit(req, None, Some(reason), ctx);
             return;
         }
+        self.push_slot(req, start, ack, prev_ack, now_us, asked, ctx);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_slot(
+        &mut self,
+        req: HttpRequest,
+        start: u32,
+        ack: Option<u32>,
+        prev_ack: Option<u32>,
+        now_us: u64,
+        asked: Asked,
+        ctx: &mut PairCtx<'_>,
+    ) {
         if let Some(last) = self.queue.back()
             && last.req.is_some()
             && ack.is_some()
@@ -265,6 +405,7 @@ impl Pairing {
             held: 0,
             start,
             ack,
+            prev_ack,
             deadline_us: now_us.saturating_add(wait),
             unknown_before: std::mem::take(&mut self.unknown_tail),
             hint: None,
@@ -314,6 +455,7 @@ impl Pairing {
         while !self.queue.is_empty() {
             self.give_up_front(reason, ctx);
         }
+        self.drop_early(ctx);
     }
 
     /// The front goes out without its response; while in step its response is still to
@@ -385,6 +527,13 @@ impl Pairing {
     }
 }
 
+/// Whether a response's framing fits the request it would answer.
+fn fits_of(asked: Asked, resp: &HttpResponse) -> bool {
+    let head_with_body = asked.head && resp.body_len > 0;
+    let tunnel = asked.connect && (200..300).contains(&resp.status);
+    !head_with_body && !tunnel
+}
+
 /// Emits a request with its response or the reason it has none.
 fn emit(
     mut req: HttpRequest,
@@ -430,7 +579,16 @@ impl Answering for Answer<'_, '_> {
             }
             let Some(front) = p.queue.front() else {
                 if p.ahead_of_requests(at.ack) {
-                    // Its request may still come: the count cannot go on.
+                    // Its request may still come: keep the response (bounded) for it.
+                    if p.early.len() < MAX_EARLY && !p.unknown_tail {
+                        p.current_early = Some(at);
+                        p.current = true;
+                        return Some(Asked {
+                            guess: true,
+                            ..Asked::default()
+                        });
+                    }
+                    p.drop_early(self.ctx);
                     p.go_out_of_step(ResponseMissing::Reordered);
                 }
                 return None;
@@ -452,7 +610,7 @@ impl Answering for Answer<'_, '_> {
         let i = p
             .queue
             .iter()
-            .position(|s| s.ack == Some(at.seq) && Pairing::causal(s, at))?;
+            .position(|s| s.ack == Some(at.seq) && s.sequential() && Pairing::causal(s, at))?;
         if i > 0
             && p.queue[i - 1].ack == p.queue[i].ack
             && !p.queue[i].unknown_before
@@ -481,6 +639,18 @@ impl Answering for Answer<'_, '_> {
             return;
         }
         p.current = false;
+        if let Some(at) = p.current_early.take() {
+            let cost = response.held_bytes();
+            if self.ctx.budget.try_take(cost) {
+                p.early_held += cost;
+                p.early.push_back((at, response));
+            } else {
+                self.ctx.stats.responses_unmatched += 1;
+                p.drop_early(self.ctx);
+                p.go_out_of_step(ResponseMissing::OverBudget);
+            }
+            return;
+        }
         if let Some(slot) = p.queue.pop_front() {
             p.release(slot, None, Some(response), self.ctx);
         }
@@ -493,6 +663,12 @@ impl Answering for Answer<'_, '_> {
             return;
         }
         p.current = false;
+        if p.current_early.take().is_some() {
+            // It answered a request still to come: the count cannot go on.
+            p.drop_early(self.ctx);
+            p.go_out_of_step(reason);
+            return;
+        }
         if let Some(mut slot) = p.queue.pop_front() {
             slot.hint = None;
             p.release(slot, Some(reason), None, self.ctx);
@@ -502,6 +678,8 @@ impl Answering for Answer<'_, '_> {
 
     fn desync(&mut self, reason: ResponseMissing) {
         self.pairing.current = false;
+        self.pairing.current_early = None;
+        self.pairing.drop_early(self.ctx);
         self.pairing.go_out_of_step(reason);
     }
 
@@ -519,6 +697,7 @@ impl Answering for Answer<'_, '_> {
         let p = &mut *self.pairing;
         p.ended = true;
         p.current = false;
+        p.current_early = None;
         while let Some(slot) = p.queue.pop_front() {
             p.release(slot, Some(reason), None, self.ctx);
         }

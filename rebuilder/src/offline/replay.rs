@@ -468,6 +468,7 @@ pub struct JsonTruth<'a> {
     pub conn: u64,
     pub index: u32,
     pub expected: bool,
+    pub response_certain: bool,
 }
 
 pub fn truth_json(t: &TruthRequest) -> JsonTruth<'_> {
@@ -480,6 +481,7 @@ pub fn truth_json(t: &TruthRequest) -> JsonTruth<'_> {
         conn: t.conn,
         index: t.index,
         expected: t.expected,
+        response_certain: t.response_certain,
     }
 }
 

@@ -47,6 +47,10 @@ pub struct Asked {
     pub head: bool,
     /// The request was CONNECT: a 2xx opens a tunnel.
     pub connect: bool,
+    /// The request is not known (the response is not attributed for sure): a body announced
+    /// by Content-Length is taken as absent when the next bytes are a status line (the
+    /// request may have been HEAD).
+    pub guess: bool,
 }
 
 /// The pairing side of the response parser.
@@ -126,6 +130,8 @@ struct Current {
     discard: bool,
     /// It switches protocols once complete.
     switch: bool,
+    /// Its request is not known: see [`Asked::guess`].
+    guess: bool,
 }
 
 /// Response parser of one stream.
@@ -251,6 +257,13 @@ impl ResponseParser {
             input = match self.state {
                 State::Sync => self.sync(here, input, ctx),
                 State::Head => self.head(here, input, ctx),
+                State::Body { .. } if self.bodiless_guess(input) => {
+                    if let Some(c) = self.cur.as_mut() {
+                        c.resp.body = Vec::new();
+                    }
+                    self.finish(ctx);
+                    input
+                }
                 State::Body { remaining } => {
                     let n = remaining.min(input.len() as u64) as usize;
                     self.append_body(&input[..n], ctx);
@@ -365,6 +378,15 @@ impl ResponseParser {
         self.account(ctx.answering.budget());
     }
 
+    /// Whether the body of a response whose request is not known is really absent: none of
+    /// it read yet, and the bytes that follow the head are a status line.
+    fn bodiless_guess(&self, input: &[u8]) -> bool {
+        self.cur
+            .as_ref()
+            .is_some_and(|c| c.guess && c.resp.body_len == 0)
+            && status_prefix(input) == Some(true)
+    }
+
     /// Looks for the next status line (not at a known message boundary any more).
     fn resync(&mut self) {
         self.state = State::Sync;
@@ -393,7 +415,7 @@ impl ResponseParser {
         self.resync();
     }
 
-    fn sync<'i>(&mut self, at: At, input: &'i [u8], _ctx: &mut RespCtx<'_>) -> &'i [u8] {
+    fn sync<'i>(&mut self, at: At, input: &'i [u8], ctx: &mut RespCtx<'_>) -> &'i [u8] {
         if let Some(i) = memmem::find(input, HTTP_MARK) {
             self.state = State::Head;
             self.from_sync = true;
@@ -405,10 +427,11 @@ impl ResponseParser {
             .rev()
             .find(|&k| input.len() >= k && input[input.len() - k..] == HTTP_MARK[..k])
             .unwrap_or(0);
-        if keep > 0 {
+        let budget = ctx.answering.budget();
+        if keep > 0 && budget.used + keep <= budget.limit {
             self.state = State::Head;
             self.from_sync = true;
-            self.buf.clear();
+            self.buf = Vec::with_capacity(keep);
             self.buf.extend_from_slice(&input[input.len() - keep..]);
             self.msg = at.advance(input.len() - keep);
             self.verified = false;
@@ -521,6 +544,8 @@ impl ResponseParser {
             self.broken(ResponseMissing::OverBudget, ctx);
             return false;
         }
+        // Exact growth: what is charged is the capacity.
+        self.buf.reserve_exact(take);
         true
     }
 
@@ -560,7 +585,10 @@ impl ResponseParser {
             ctx.answering.stats().responses_unmatched += 1;
         }
         let attributed = asked.is_some();
-        let asked = asked.unwrap_or_default();
+        let asked = asked.unwrap_or(Asked {
+            guess: true,
+            ..Asked::default()
+        });
         let switch = status == 101 || (asked.connect && (200..300).contains(&status));
         let framing = if asked.head || status == 204 || status == 304 || switch {
             Ok(Framing::Length(0))
@@ -608,7 +636,29 @@ impl ResponseParser {
             attributed,
             discard: false,
             switch,
+            guess: asked.guess,
         }));
+        // The response's memory must fit the budget; if not it is only framed (lost).
+        let cost = self.cur.as_ref().map_or(0, |c| c.resp.held_bytes());
+        let budget = ctx.answering.budget();
+        if budget.used + cost > budget.limit
+            && let Some(c) = self.cur.as_mut()
+        {
+            c.resp.headers = Vec::new();
+            c.resp.reason = String::new();
+            c.resp.body = Vec::new();
+            let small = c.resp.held_bytes();
+            if budget.used + small > budget.limit {
+                self.cur = None;
+                if attributed {
+                    ctx.answering.lost(ResponseMissing::OverBudget);
+                }
+                ctx.answering.desync(ResponseMissing::OverBudget);
+                self.resync();
+                return;
+            }
+            self.lose(ResponseMissing::OverBudget, ctx);
+        }
         match framing {
             Framing::Length(0) => self.finish(ctx),
             Framing::Length(n) => self.state = State::Body { remaining: n },
@@ -665,6 +715,7 @@ impl ResponseParser {
             attributed,
             discard,
             switch,
+            ..
         } = *c;
         if resp.body_truncated && !discard {
             ctx.answering.stats().response_bodies_truncated += 1;

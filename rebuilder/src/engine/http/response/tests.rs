@@ -146,6 +146,7 @@ fn chunked_close_delimited_and_bodiless_responses_are_framed() {
         Asked {
             head: true,
             connect: false,
+            guess: false,
         },
         Asked::default(),
     ];
@@ -182,6 +183,7 @@ fn a_2xx_to_connect_opens_a_tunnel() {
     h.r.asked = vec![Asked {
         head: false,
         connect: true,
+        guess: false,
     }];
     h.feed(b"HTTP/1.1 200 Connection Established\r\nContent-Length: 99\r\n\r\n\x16\x03\x01");
     assert_eq!(h.statuses(), [200]);

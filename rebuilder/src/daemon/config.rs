@@ -17,6 +17,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where extracted transactions go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SinkKind {
+    /// Each request re-sent to the upstream as an HTTP request (an analyzer such as Wallarm).
+    HttpReplay,
+    /// Batches of JSON lines (request + response, as `rebuilder replay --format jsonl`)
+    /// POSTed to the upstream (log pipelines, API-security ingestion endpoints).
+    Ndjson,
+}
+
 /// Sections of `rebuilder run --help`.
 const INGEST: &str = "Ingest";
 const ENGINE_CAPS: &str = "Engine caps (per worker)";
@@ -129,6 +139,38 @@ pub struct RunArgs {
     /// Host header says; a path prefix in the URL is prepended to each request target.
     #[arg(long, env = "REBUILDER_UPSTREAM", help_heading = FORWARDING)]
     pub upstream: String,
+
+    /// What is sent to the upstream.
+    #[arg(long, env = "REBUILDER_SINK", value_enum, default_value_t = SinkKind::HttpReplay, help_heading = FORWARDING)]
+    pub sink: SinkKind,
+
+    /// ndjson sink: gzip every batch (`Content-Encoding: gzip`).
+    #[arg(long, env = "REBUILDER_SINK_GZIP", default_value_t = false, help_heading = FORWARDING)]
+    pub sink_gzip: bool,
+
+    /// ndjson sink: most lines per batch.
+    #[arg(long, env = "REBUILDER_SINK_BATCH_LINES", default_value_t = 1000, help_heading = FORWARDING)]
+    pub sink_batch_lines: usize,
+
+    /// ndjson sink: most bytes per batch (before gzip); a batch is sent once it reaches it.
+    #[arg(long, env = "REBUILDER_SINK_BATCH_BYTES", default_value_t = 4 * 1024 * 1024, help_heading = FORWARDING)]
+    pub sink_batch_bytes: usize,
+
+    /// ndjson sink: a batch waits at most this long after its first line, ms.
+    #[arg(long, env = "REBUILDER_SINK_FLUSH_MS", default_value_t = 1000, help_heading = FORWARDING)]
+    pub sink_flush_ms: u64,
+
+    /// ndjson sink: include request and response bodies (`body_b64`).
+    #[arg(long, env = "REBUILDER_SINK_WITH_BODY", default_value_t = false, help_heading = FORWARDING)]
+    pub sink_with_body: bool,
+
+    /// ndjson sink: decode gzip / deflate bodies (Content-Encoding) for the JSON lines.
+    #[arg(long, env = "REBUILDER_DECODE_BODIES", default_value_t = false, help_heading = FORWARDING)]
+    pub decode_bodies: bool,
+
+    /// With --decode-bodies: most decoded bytes kept per body (decompression bombs are cut).
+    #[arg(long, env = "REBUILDER_MAX_DECODED_BODY_BYTES", default_value_t = 4 * 1024 * 1024, help_heading = FORWARDING)]
+    pub max_decoded_body_bytes: usize,
 
     /// PEM file of the CA certificates to trust for an https upstream (instead of the public
     /// web PKI roots), e.g. a private CA of an internal analyzer.

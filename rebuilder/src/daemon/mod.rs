@@ -13,6 +13,7 @@ pub mod admin;
 pub mod config;
 pub mod forward;
 pub mod ingest;
+pub mod sink;
 pub mod telemetry;
 
 use std::future::Future;
@@ -79,15 +80,16 @@ pub async fn start(args: RunArgs) -> Result<Daemon, DaemonError> {
     let sockets = ingest::bind(&icfg)?;
     let udp_addrs = sockets.local_addrs.clone();
 
-    let (queue, forwarder) = forward::channel(fcfg.clone(), telemetry.clone());
-    let pending = forwarder.pending_handle();
-    let forwarder = tokio::spawn(forwarder.run());
+    let sink = sink::start(&args, fcfg.clone(), telemetry.clone());
+    let (queue, pending) = (sink.queue, sink.pending);
+    let forwarder = tokio::spawn(sink.task);
     let workers = ingest::spawn(sockets, &icfg, queue, telemetry.clone())?;
     let admin = tokio::spawn(admin::serve(admin_listener, telemetry.clone()));
     tracing::info!(
         udp = ?udp_addrs,
         admin = %admin_addr,
         upstream = %args.upstream,
+        sink = ?args.sink,
         workers = icfg.workers,
         rcvbuf_bytes = icfg.rcvbuf_bytes,
         queue_capacity = fcfg.queue_capacity,

@@ -37,6 +37,7 @@ use queue::{QueueState, Queued};
 pub use rewrite::{RewriteError, TRUNCATED_HEADER, upstream_request};
 use sender::{Delivery, probe_loop, sender_loop};
 pub use upstream::{ConfigError, ForwardConfig, Upstream};
+pub(crate) use upstream::{Connector, build_connector};
 
 /// The sender side: `concurrency` sender tasks, each owning one keep-alive connection to the
 /// upstream, taking requests from the queue one at a time; plus a prober that checks the
@@ -81,7 +82,8 @@ impl Forwarder {
     pub fn pending_handle(&self) -> PendingHandle {
         PendingHandle {
             state: self.state.clone(),
-            inner: self.inner.clone(),
+            inner: Some(self.inner.clone()),
+            taken: None,
         }
     }
 }
@@ -90,11 +92,79 @@ impl Forwarder {
 #[derive(Clone)]
 pub struct PendingHandle {
     state: Arc<QueueState>,
-    inner: Arc<Delivery>,
+    inner: Option<Arc<Delivery>>,
+    /// Requests taken from the queue by another sink and not delivered yet.
+    taken: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl PendingHandle {
     pub fn pending(&self) -> u64 {
-        self.state.depth.load(Relaxed).max(0) as u64 + self.inner.busy.load(Relaxed)
+        self.state.depth.load(Relaxed).max(0) as u64
+            + self.inner.as_ref().map_or(0, |i| i.busy.load(Relaxed))
+            + self.taken.as_ref().map_or(0, |t| t.load(Relaxed))
     }
+}
+
+/// The receiving end of the queue for a sink other than the senders (the ndjson sink): the
+/// same bounds, counters and accounting.
+pub struct QueueReceiver {
+    rx: mpsc::Receiver<Queued>,
+    state: Arc<QueueState>,
+    telemetry: Arc<Telemetry>,
+    /// Requests taken and not yet delivered or dropped (the sink keeps it).
+    pub taken: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl QueueReceiver {
+    fn taken(&mut self, q: Queued) -> crate::engine::request::HttpRequest {
+        self.state.depth.fetch_sub(1, Relaxed);
+        self.state.bytes.fetch_sub(q.size as i64, Relaxed);
+        self.state.publish(&self.telemetry);
+        self.taken.fetch_add(1, Relaxed);
+        q.req
+    }
+
+    /// The next request, waiting for one; `None` once every queue handle is gone.
+    pub async fn recv(&mut self) -> Option<crate::engine::request::HttpRequest> {
+        let q = self.rx.recv().await?;
+        Some(self.taken(q))
+    }
+
+    /// The next request if one is queued.
+    pub fn try_recv(&mut self) -> Option<crate::engine::request::HttpRequest> {
+        let q = self.rx.try_recv().ok()?;
+        Some(self.taken(q))
+    }
+
+    /// How many requests are still queued or taken and not delivered.
+    pub fn pending_handle(&self) -> PendingHandle {
+        PendingHandle {
+            state: self.state.clone(),
+            inner: None,
+            taken: Some(self.taken.clone()),
+        }
+    }
+}
+
+/// The bounded queue alone (the workers' side and a receiving end), for a sink other than
+/// the senders.
+pub fn queue(cfg: &ForwardConfig, telemetry: Arc<Telemetry>) -> (ForwardQueue, QueueReceiver) {
+    let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+    let state = Arc::new(QueueState::default());
+    telemetry.set_queue_capacity(cfg.queue_capacity as u64);
+    let queue = ForwardQueue {
+        tx,
+        state: state.clone(),
+        max_bytes: cfg.queue_max_bytes.min(i64::MAX as usize) as i64,
+        telemetry: telemetry.clone(),
+    };
+    (
+        queue,
+        QueueReceiver {
+            rx,
+            state,
+            telemetry,
+            taken: Arc::default(),
+        },
+    )
 }

@@ -8,7 +8,7 @@ use http::Uri;
 use http::header::{HeaderName, HeaderValue};
 use hyper_util::client::legacy::connect::HttpConnector;
 
-pub(super) type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+pub(crate) type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// Errors in the forwarding configuration.
 #[derive(Debug, thiserror::Error)]
@@ -152,7 +152,7 @@ pub(super) fn parse_extra_header(s: &str) -> Result<(HeaderName, HeaderValue), C
 }
 
 /// The connector every sender dials with (http or https, rustls with ring).
-pub(super) fn build_connector(cfg: &ForwardConfig) -> Connector {
+pub(crate) fn build_connector(cfg: &ForwardConfig) -> Connector {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);

@@ -57,6 +57,8 @@ pub(crate) struct TelemetryState {
     queue_bytes: AtomicU64,
     queue_capacity: AtomicU64,
     in_flight: AtomicU64,
+    /// ndjson sink body decoding: decoded, cut at the cap, failed.
+    decode: [AtomicU64; 3],
     socket_inodes: Mutex<Vec<u64>>,
     health: Health,
     failure_threshold: u32,
@@ -116,6 +118,7 @@ impl registry::SnapshotSource for TelemetryState {
             queue_bytes: load(&self.queue_bytes),
             queue_capacity: load(&self.queue_capacity),
             in_flight: load(&self.in_flight),
+            decode: self.decode.each_ref().map(load),
             sockets_bound: load(&self.health.sockets_bound),
             healthy: self.health().is_ok(),
             socket_drops: self.socket_drops(),
@@ -145,6 +148,7 @@ impl Telemetry {
             queue_bytes: AtomicU64::new(0),
             queue_capacity: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            decode: Default::default(),
             socket_inodes: Mutex::default(),
             health: Health::default(),
             failure_threshold: failure_threshold.max(1),
@@ -226,6 +230,19 @@ impl Telemetry {
     }
     pub fn set_queue_capacity(&self, cap: u64) {
         self.state.queue_capacity.store(cap, Relaxed);
+    }
+    /// Bodies the ndjson sink decoded (`--decode-bodies`).
+    pub fn bodies_decoded(&self, d: &crate::record::DecodeStats) {
+        for (a, n) in self
+            .state
+            .decode
+            .iter()
+            .zip([d.decoded, d.truncated, d.failed])
+        {
+            if n > 0 {
+                a.fetch_add(n, Relaxed);
+            }
+        }
     }
     pub fn set_in_flight(&self, n: u64) {
         self.state.in_flight.store(n, Relaxed);

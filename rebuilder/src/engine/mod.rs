@@ -281,6 +281,9 @@ impl Sink for ParserSink<'_> {
     fn budget(&mut self) -> &mut Budget {
         &mut self.shared.budget
     }
+    fn different_overlap(&mut self) {
+        self.shared.stats.overlap_different_data += 1;
+    }
 }
 
 /// Feeds the reassembled stream of a response direction into its response parser, which
@@ -330,6 +333,9 @@ impl Sink for RespSink<'_> {
     fn budget(&mut self) -> &mut Budget {
         &mut self.shared.budget
     }
+    fn different_overlap(&mut self) {
+        self.shared.stats.overlap_different_data += 1;
+    }
 }
 
 /// Either sink, by the direction's role.
@@ -367,6 +373,13 @@ impl Sink for AnySink<'_> {
             AnySink::Requests(s) => s.budget(),
             AnySink::Responses(s) => s.budget(),
             AnySink::Nothing(b) => b,
+        }
+    }
+    fn different_overlap(&mut self) {
+        match self {
+            AnySink::Requests(s) => s.different_overlap(),
+            AnySink::Responses(s) => s.different_overlap(),
+            AnySink::Nothing(_) => {}
         }
     }
 }
@@ -621,11 +634,17 @@ impl Engine {
             return;
         }
 
-        let entry = self.table.entry_mut(idx);
-        let dir = &mut entry.value;
-        if seg.syn && seg.ack && dir.role == Role::Unknown && dir.parser.emitted() == 0 {
-            dir.role = Role::Responses;
-            self.release(idx);
+        if seg.syn && seg.ack && self.table.entry(idx).value.role != Role::Responses {
+            if self.syn_ack_consistent(idx, seg) {
+                self.table.entry_mut(idx).value.role = Role::Responses;
+                self.release(idx);
+            } else {
+                // A SYN+ACK that contradicts what this direction already did (it opened the
+                // connection, or sent data, or its peer is the server): ignored, neither a
+                // role nor the start of a new connection.
+                self.shared.stats.count_drop(DropReason::InconsistentSynAck);
+                return;
+            }
         }
         let segment = Segment {
             ts_us,
@@ -798,6 +817,30 @@ impl Engine {
         }
     }
 
+    /// Whether a SYN+ACK from direction `idx` fits its history: it has not sent a SYN of its
+    /// own nor any data, no request was parsed from it, its peer is not the server already,
+    /// and it acknowledges the peer's SYN when that was seen.
+    fn syn_ack_consistent(&self, idx: u32, seg: &TcpSegment<'_>) -> bool {
+        let dir = &self.table.entry(idx).value;
+        if dir.role == Role::Requests
+            || dir.parser.emitted() > 0
+            || dir.stream.state() != StreamState::Listen
+        {
+            return false;
+        }
+        match self.table.entry(idx).peer() {
+            Some(p) => {
+                let peer = &self.table.entry(p).value;
+                peer.role != Role::Responses
+                    && peer
+                        .stream
+                        .syn_seq()
+                        .is_none_or(|isn| isn.wrapping_add(1) == seg.ack_no)
+            }
+            None => true,
+        }
+    }
+
     /// Creates the entry for `key` (evicting at the cap).
     fn create(
         &mut self,
@@ -806,11 +849,15 @@ impl Engine {
         ts_us: u64,
         out: &mut Vec<HttpRequest>,
     ) -> u32 {
-        let peer_is_requests = self
-            .table
-            .find(&key.reverse())
-            .is_some_and(|p| self.table.entry(p).value.role == Role::Requests);
-        let role = if (seg.syn && seg.ack) || peer_is_requests {
+        let peer = self.table.find(&key.reverse());
+        let peer_is_requests =
+            peer.is_some_and(|p| self.table.entry(p).value.role == Role::Requests);
+        let peer_is_server =
+            peer.is_some_and(|p| self.table.entry(p).value.role == Role::Responses);
+        if seg.syn && seg.ack && peer_is_server {
+            self.shared.stats.count_drop(DropReason::InconsistentSynAck);
+        }
+        let role = if (seg.syn && seg.ack && !peer_is_server) || peer_is_requests {
             Role::Responses
         } else {
             Role::Unknown

@@ -10,7 +10,12 @@
 //!   duplicate.
 //! - **Overlaps: first data wins.** Bytes already delivered or buffered are kept; a later
 //!   segment only fills the ranges nobody covered yet. (An attacker cannot rewrite bytes the
-//!   analyzer sees by sending a conflicting retransmission after the original.)
+//!   analyzer sees by sending a conflicting retransmission after the original.) A segment
+//!   whose bytes differ from buffered bytes at the same sequence numbers is reported to the
+//!   sink (`different_overlap`, suricata's "overlap with different data"); bytes already
+//!   delivered are not kept, so a conflicting copy of them is only a duplicate.
+//! - **Holes acknowledged by the receiver** (`acked`) are skipped after a short grace instead
+//!   of the gap timeout: acknowledged bytes are never retransmitted.
 //! - **Truncated segments** (PacketLength): the missing tail is a known-lost range, reported
 //!   as a gap as soon as the stream reaches it.
 //! - **Holes**: out-of-order bytes are buffered within per-direction caps (bytes, pieces) and
@@ -56,6 +61,9 @@ pub trait Sink {
     fn end(&mut self);
     /// The engine's memory budget (out-of-order bytes are charged to it).
     fn budget(&mut self) -> &mut Budget;
+    /// A segment carried bytes that differ from the bytes buffered at the same sequence
+    /// numbers (suricata's "overlap with different data"); first data wins.
+    fn different_overlap(&mut self) {}
 }
 
 /// Caps of one direction (copied from the engine configuration).
@@ -245,6 +253,11 @@ impl Stream {
         self.state
     }
 
+    /// Sequence number of the stream's SYN, if seen.
+    pub fn syn_seq(&self) -> Option<u32> {
+        self.syn_seq
+    }
+
     /// Whether the stream start (SYN) was seen.
     pub fn saw_syn(&self) -> bool {
         self.syn_seq.is_some()
@@ -379,6 +392,9 @@ impl Stream {
         {
             return Pushed::AfterClose;
         }
+        if !self.ooo.is_empty() && self.differs_from_buffered(seg, start) {
+            sink.different_overlap();
+        }
         loop {
             if seq_diff(end, self.next_seq) <= 0 {
                 return Pushed::Duplicate;
@@ -431,6 +447,31 @@ impl Stream {
             }
             return Pushed::Accepted;
         }
+    }
+
+    /// Whether the present bytes of `seg` (data from `start`) differ from buffered bytes at
+    /// the same sequence numbers.
+    fn differs_from_buffered(&self, seg: Segment<'_>, start: u32) -> bool {
+        let end = start.wrapping_add(seg.payload.len() as u32);
+        self.ooo.iter().any(|p| {
+            let PieceData::Bytes(b) = &p.data else {
+                return false;
+            };
+            let lo = if seq_diff(p.seq, start) > 0 {
+                p.seq
+            } else {
+                start
+            };
+            let pe = p.end();
+            let hi = if seq_diff(pe, end) < 0 { pe } else { end };
+            if seq_diff(hi, lo) <= 0 {
+                return false;
+            }
+            let n = seq_diff(hi, lo) as usize;
+            let a = seq_diff(lo, start) as usize;
+            let c = seq_diff(lo, p.seq) as usize;
+            seg.payload[a..a + n] != b[c..c + n]
+        })
     }
 
     /// Sub-ranges of `[start, end)` not covered by a buffered piece.
@@ -860,6 +901,39 @@ pub(crate) mod tests {
         assert_eq!(h.push(seg(10, b"xyz")), Pushed::Duplicate);
         assert_eq!(h.push(seg(2, b"bcdefghi")), Pushed::Accepted);
         assert_eq!(h.r.text(), "abcdefghixyz");
+    }
+
+    #[test]
+    fn a_conflicting_copy_of_buffered_bytes_is_reported_and_loses() {
+        #[derive(Default)]
+        struct Counting(Recorder, u32);
+        impl Sink for Counting {
+            fn data(&mut self, at: At, bytes: &[u8]) {
+                self.0.data(at, bytes)
+            }
+            fn gap(&mut self, len: u64) {
+                self.0.gap(len)
+            }
+            fn end(&mut self) {
+                self.0.end()
+            }
+            fn budget(&mut self) -> &mut Budget {
+                self.0.budget()
+            }
+            fn different_overlap(&mut self) {
+                self.1 += 1;
+            }
+        }
+        let mut s = Stream::new();
+        let mut k = Counting::default();
+        s.push(syn(0), &LIMITS, &mut k);
+        s.push(seg(5, b"safe"), &LIMITS, &mut k);
+        s.push(seg(5, b"safe"), &LIMITS, &mut k);
+        assert_eq!(k.1, 0, "an identical copy is not a conflict");
+        s.push(seg(6, b"EVIL"), &LIMITS, &mut k);
+        assert_eq!(k.1, 1);
+        s.push(seg(1, b"abcd"), &LIMITS, &mut k);
+        assert_eq!(k.0.text(), "abcdsafeL");
     }
 
     #[test]

@@ -594,3 +594,28 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_syn_ack_sent_from_the_clients_side_does_not_flip_the_roles() {
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let mut d = c.open();
+    d.push(c.send(b"GET /1 HTTP/1.1\r\n\r\n"));
+    // The client forges a SYN+ACK of its own, then goes on with requests.
+    d.push(c.client_segment(5, TcpFlags::ack(77_000).syn(), b""));
+    d.push(c.send(b"GET /2 HTTP/1.1\r\n\r\n"));
+    let mut e = engine();
+    let out = run(&mut e, &d);
+    assert_eq!(targets(&out), ["/1", "/2"]);
+    assert_eq!(e.stats().drops(DropReason::InconsistentSynAck), 1);
+}
+
+#[test]
+fn a_syn_ack_before_any_request_from_the_client_is_ignored_for_roles() {
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let mut d = vec![c.syn()];
+    d.push(c.client_segment(9, TcpFlags::ack(77_000).syn(), b""));
+    d.push(c.send(b"GET /x HTTP/1.1\r\n\r\n"));
+    let mut e = engine();
+    let out = run(&mut e, &d);
+    assert_eq!(targets(&out), ["/x"]);
+}

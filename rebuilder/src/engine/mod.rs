@@ -52,7 +52,7 @@ use stats::{DropReason, EngineStats, ResponseMissing};
 
 /// A client hole the server acknowledged past is skipped this long after (unless its bytes
 /// arrive late from the mirror meanwhile), instead of after the whole gap timeout.
-const ACKED_HOLE_GRACE_US: u64 = 20_000;
+const ACKED_HOLE_GRACE_US: u64 = 200_000;
 
 /// What a direction is known to carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -724,6 +724,7 @@ impl Engine {
         }
         if closed {
             self.table.set_lifecycle(idx, Lifecycle::Closed, ts_us);
+            self.free_if_done(idx);
         }
     }
 
@@ -771,6 +772,18 @@ impl Engine {
             }
             self.table.set_lifecycle(idx, Lifecycle::Open, ts_us);
         }
+        if self.table.entry(idx).value.stream.state() == StreamState::Closed {
+            // The server's stream is over: late copies are only counted.
+            let pushed = self.drive(idx, ts_us, EndKind::Closed, out, |stream, limits, sink| {
+                stream.push(segment, limits, sink)
+            });
+            if pushed == Pushed::Duplicate {
+                self.shared.stats.count_drop(DropReason::DuplicateSegment);
+            } else if pushed == Pushed::AfterClose {
+                self.shared.stats.count_drop(DropReason::AfterClose);
+            }
+            return;
+        }
         let at_start =
             self.table.entry(idx).value.stream.state() == StreamState::Listen && segment.syn;
         let client_in_step = self.table.entry(client).value.stream.saw_syn();
@@ -814,6 +827,27 @@ impl Engine {
         }
         if dir.stream.state() == StreamState::Closed {
             self.table.set_lifecycle(idx, Lifecycle::Closed, ts_us);
+        }
+        self.free_if_done(client);
+    }
+
+    /// Both streams of the connection of request direction `c` are over and nothing waits:
+    /// its pairing (and the server stream's parser) is freed (a closed connection lingers in
+    /// the table for a while; it keeps no allocation).
+    fn free_if_done(&mut self, c: u32) {
+        let Some(p) = self.table.entry(c).peer() else {
+            return;
+        };
+        if self.table.entry(p).value.stream.state() != StreamState::Closed {
+            return;
+        }
+        let client = &mut self.table.entry_mut(c).value;
+        if client.stream.state() == StreamState::Closed
+            && client.pairing.as_ref().is_some_and(|x| x.is_done())
+            && let Some(mut pairing) = client.pairing.take()
+        {
+            self.shared.budget.give(pairing.held());
+            pairing.drop_parser(&mut self.shared.budget);
         }
     }
 

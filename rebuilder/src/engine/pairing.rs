@@ -190,6 +190,14 @@ impl Pairing {
         self.queue.is_empty()
     }
 
+    /// Whether nothing waits, nothing is in progress and nothing is kept.
+    pub fn is_done(&self) -> bool {
+        self.queue.is_empty()
+            && !self.current
+            && self.early.is_empty()
+            && self.current_early.is_none()
+    }
+
     /// Bytes charged to the budget.
     pub fn held(&self) -> usize {
         self.held

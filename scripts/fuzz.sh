@@ -17,7 +17,7 @@ set -euo pipefail
 
 runs=${1:-1000000}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-targets=${FUZZ_TARGETS:-"engine_datagram http_split reassembly_segments geneve"}
+targets=${FUZZ_TARGETS:-"engine_datagram http_split http_response reassembly_segments geneve"}
 sanitizer=${FUZZ_SANITIZER:-none}
 if [[ -n "${FUZZ_TARGET_DIR:-}" ]]; then
     export CARGO_TARGET_DIR=$FUZZ_TARGET_DIR

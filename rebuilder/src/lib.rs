@@ -48,6 +48,8 @@ pub mod daemon;
 
 pub mod offline;
 
+pub mod record;
+
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 

@@ -61,6 +61,12 @@ struct Verdict {
     duplicates: Vec<String>,
     foreign: Vec<String>,
     different: Vec<String>,
+    /// Requests paired with a response that is not theirs (must never happen).
+    wrong_response: Vec<String>,
+    /// Responses captured whole: paired, and of those certain (must be paired) but missing.
+    responses_captured: usize,
+    responses_paired: usize,
+    certain_unpaired: Vec<String>,
 }
 
 fn compare(got: &[HttpRequest], truth: &[TruthRequest], check_ts: bool) -> Verdict {
@@ -90,8 +96,42 @@ fn compare(got: &[HttpRequest], truth: &[TruthRequest], check_ts: bool) -> Verdi
         let mut want = t.request.clone();
         if !check_ts {
             want.ts_us = r.ts_us;
+            if let (Some(w), Some(g)) = (want.response.as_mut(), r.response.as_ref()) {
+                w.ts_us = g.ts_us;
+            }
         }
-        if *r != want {
+        if want.response.is_some() {
+            v.responses_captured += 1;
+        }
+        match (&r.response, &want.response) {
+            (Some(g), Some(w)) if g == w => v.responses_paired += 1,
+            (Some(_), _) => v.wrong_response.push(format!(
+                "conn {} request {}:\n  got  {:?}\n  want {:?}",
+                t.conn,
+                t.index,
+                summary(r),
+                summary(&want)
+            )),
+            (None, _) => {
+                if r.response_missing.is_none() {
+                    v.wrong_response
+                        .push(format!("conn {} request {}: no reason", t.conn, t.index));
+                }
+                if t.response_certain {
+                    v.certain_unpaired.push(format!(
+                        "conn {} request {} ({:?})",
+                        t.conn, t.index, r.response_missing
+                    ));
+                }
+            }
+        }
+        // The request itself, whatever happened to its response.
+        let mut same = r.clone();
+        same.response = None;
+        same.response_missing = None;
+        want.response = None;
+        want.response_missing = None;
+        if same != want {
             v.different.push(format!(
                 "conn {} request {}:\n  got  {:?}\n  want {:?}",
                 t.conn,
@@ -124,8 +164,20 @@ fn compare(got: &[HttpRequest], truth: &[TruthRequest], check_ts: bool) -> Verdi
 }
 
 fn summary(r: &HttpRequest) -> String {
+    let resp = match &r.response {
+        Some(p) => format!(
+            "response {} at {} ({} headers, body {} of {} bytes, chunked {})",
+            p.status,
+            p.ts_us,
+            p.headers.len(),
+            p.body.len(),
+            p.body_len,
+            p.chunked
+        ),
+        None => format!("no response ({:?})", r.response_missing),
+    };
     format!(
-        "ts {} vni {} {} -> {} {} {} HTTP/1.{} headers {:?} body {} bytes (chunked {}, truncated {})",
+        "{resp}; ts {} vni {} {} -> {} {} {} HTTP/1.{} headers {:?} body {} bytes (chunked {}, truncated {})",
         r.ts_us,
         r.vni,
         r.client,
@@ -146,6 +198,7 @@ fn summary(r: &HttpRequest) -> String {
 /// Runs one configuration and asserts the verdict. Returns it for extra checks.
 fn check(name: &str, cfg: SynthConfig, check_ts: bool) -> Verdict {
     let (got, truth, frames) = extract(&cfg);
+    let cfg = &cfg;
     let v = compare(&got, &truth, check_ts);
     eprintln!(
         "{name}: {frames} frames, {} requests ({} expected, {} with lost bytes), {} recovered",
@@ -154,6 +207,19 @@ fn check(name: &str, cfg: SynthConfig, check_ts: bool) -> Verdict {
         v.unexpected,
         v.recovered
     );
+    eprintln!(
+        "{name}: responses captured whole {}, paired {}, certain but reported missing {}",
+        v.responses_captured,
+        v.responses_paired,
+        v.certain_unpaired.len()
+    );
+    // Where the two directions arrive in order and nothing is lost, every response must be
+    // paired; elsewhere a response may be reported missing (never another one given).
+    let strict = cfg.loss == 0.0
+        && cfg.response_loss == 0.0
+        && cfg.packet_length.is_none()
+        && !cfg.mid_stream
+        && cfg.reorder == 0.0;
     let show = |what: &str, list: &[String]| {
         if list.is_empty() {
             String::new()
@@ -175,6 +241,15 @@ fn check(name: &str, cfg: SynthConfig, check_ts: bool) -> Verdict {
         show("duplicates", &v.duplicates),
         show("requests not in the truth", &v.foreign),
         show("requests differing from the truth", &v.different),
+        show(
+            "requests paired with a response not theirs",
+            &v.wrong_response,
+        ),
+        if strict {
+            show("certain responses not paired", &v.certain_unpaired)
+        } else {
+            String::new()
+        },
     ]
     .concat();
     assert!(problems.is_empty(), "{name}:{problems}");
@@ -679,6 +754,7 @@ mod any_knobs {
             prop_assert!(v.duplicates.is_empty(), "duplicates {:?}", v.duplicates);
             prop_assert!(v.foreign.is_empty(), "foreign {:?}", v.foreign);
             prop_assert!(v.different.is_empty(), "different {:?}", v.different);
+            prop_assert!(v.wrong_response.is_empty(), "paired with another's response {:?}", v.wrong_response);
         }
     }
 }

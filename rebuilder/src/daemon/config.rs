@@ -18,6 +18,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where extracted transactions go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SinkKind {
+    /// Each request re-sent to the upstream as an HTTP request (an analyzer such as Wallarm).
+    HttpReplay,
+    /// Batches of JSON lines (request + response, as `rebuilder replay --format jsonl`)
+    /// POSTed to the upstream (log pipelines, API-security ingestion endpoints).
+    Ndjson,
+}
+
 /// Sections of `rebuilder run --help`.
 const INGEST: &str = "Ingest";
 const ENGINE_CAPS: &str = "Engine caps (per worker)";
@@ -118,6 +128,20 @@ pub struct RunArgs {
     /// Bodies longer than this are cut (and marked truncated), bytes.
     #[arg(long, env = "REBUILDER_MAX_BODY_BYTES", default_value_t = EngineConfig::default().max_body_bytes, help_heading = ENGINE_CAPS)]
     pub max_body_bytes: usize,
+    /// How long a complete request waits for its response (µs) before it is forwarded without
+    /// it (`timeout`).
+    #[arg(long, env = "REBUILDER_RESPONSE_TIMEOUT_US", default_value_t = EngineConfig::default().response_timeout_us, help_heading = ENGINE_CAPS)]
+    pub response_timeout_us: u64,
+    /// How long a complete request waits (µs) while the server's direction of its connection
+    /// was never seen (NLB: the directions may go to different rebuilders).
+    #[arg(long, env = "REBUILDER_SERVER_WAIT_US", default_value_t = EngineConfig::default().server_wait_us, help_heading = ENGINE_CAPS)]
+    pub server_wait_us: u64,
+    /// Requests waiting for their response per connection (pipelining depth).
+    #[arg(long, env = "REBUILDER_MAX_PENDING_REQUESTS", default_value_t = EngineConfig::default().max_pending_requests, help_heading = ENGINE_CAPS)]
+    pub max_pending_requests: usize,
+    /// Maximum size of a response head (status line + headers), bytes.
+    #[arg(long, env = "REBUILDER_MAX_RESPONSE_HEADER_BYTES", default_value_t = EngineConfig::default().max_response_header_bytes, help_heading = ENGINE_CAPS)]
+    pub max_response_header_bytes: usize,
     /// Only these VXLAN VNIs are processed (comma separated; empty = all).
     #[arg(long, env = "REBUILDER_VNI_ALLOW", value_delimiter = ',', help_heading = ENGINE_CAPS)]
     pub vni_allow: Vec<u32>,
@@ -133,6 +157,38 @@ pub struct RunArgs {
     /// Host header says; a path prefix in the URL is prepended to each request target.
     #[arg(long, env = "REBUILDER_UPSTREAM", help_heading = FORWARDING)]
     pub upstream: String,
+
+    /// What is sent to the upstream.
+    #[arg(long, env = "REBUILDER_SINK", value_enum, default_value_t = SinkKind::HttpReplay, help_heading = FORWARDING)]
+    pub sink: SinkKind,
+
+    /// ndjson sink: gzip every batch (`Content-Encoding: gzip`).
+    #[arg(long, env = "REBUILDER_SINK_GZIP", default_value_t = false, help_heading = FORWARDING)]
+    pub sink_gzip: bool,
+
+    /// ndjson sink: most lines per batch.
+    #[arg(long, env = "REBUILDER_SINK_BATCH_LINES", default_value_t = 1000, help_heading = FORWARDING)]
+    pub sink_batch_lines: usize,
+
+    /// ndjson sink: most bytes per batch (before gzip); a batch is sent once it reaches it.
+    #[arg(long, env = "REBUILDER_SINK_BATCH_BYTES", default_value_t = 4 * 1024 * 1024, help_heading = FORWARDING)]
+    pub sink_batch_bytes: usize,
+
+    /// ndjson sink: a batch waits at most this long after its first line, ms.
+    #[arg(long, env = "REBUILDER_SINK_FLUSH_MS", default_value_t = 1000, help_heading = FORWARDING)]
+    pub sink_flush_ms: u64,
+
+    /// ndjson sink: include request and response bodies (`body_b64`).
+    #[arg(long, env = "REBUILDER_SINK_WITH_BODY", default_value_t = false, help_heading = FORWARDING)]
+    pub sink_with_body: bool,
+
+    /// ndjson sink: decode gzip / deflate bodies (Content-Encoding) for the JSON lines.
+    #[arg(long, env = "REBUILDER_DECODE_BODIES", default_value_t = false, help_heading = FORWARDING)]
+    pub decode_bodies: bool,
+
+    /// With --decode-bodies: most decoded bytes kept per body (decompression bombs are cut).
+    #[arg(long, env = "REBUILDER_MAX_DECODED_BODY_BYTES", default_value_t = 4 * 1024 * 1024, help_heading = FORWARDING)]
+    pub max_decoded_body_bytes: usize,
 
     /// PEM file of the CA certificates to trust for an https upstream (instead of the public
     /// web PKI roots), e.g. a private CA of an internal analyzer.
@@ -274,6 +330,10 @@ impl RunArgs {
             max_header_bytes: self.max_header_bytes,
             max_headers: self.max_headers,
             max_body_bytes: self.max_body_bytes,
+            response_timeout_us: self.response_timeout_us,
+            server_wait_us: self.server_wait_us,
+            max_pending_requests: self.max_pending_requests,
+            max_response_header_bytes: self.max_response_header_bytes,
             vni_allow: if self.vni_allow.is_empty() {
                 None
             } else {

@@ -26,6 +26,7 @@ pub mod admin;
 pub mod config;
 pub mod forward;
 pub mod ingest;
+pub mod sink;
 pub mod telemetry;
 
 use std::future::Future;
@@ -105,13 +106,13 @@ pub async fn start(args: RunArgs) -> Result<Daemon, DaemonError> {
     let udp_addrs = sockets.local_addrs.clone();
     let rcvbuf_granted = sockets.rcvbuf_bytes;
 
-    let (queue, forwarder) = forward::channel(fcfg.clone(), telemetry.clone());
-    let pending = forwarder.pending_handle();
+    let sink = sink::start(&args, fcfg.clone(), telemetry.clone());
+    let (queue, pending, task) = (sink.queue, sink.pending, sink.task);
     telemetry.set_forwarder_running(true);
     let running = ForwarderRunning(telemetry.clone());
     let forwarder = tokio::spawn(async move {
         let _running = running;
-        forwarder.run().await;
+        task.await;
     });
     let workers = ingest::spawn(sockets, &icfg, queue, telemetry.clone())?;
     let admin_cfg = AdminConfig {
@@ -124,6 +125,7 @@ pub async fn start(args: RunArgs) -> Result<Daemon, DaemonError> {
         udp = ?udp_addrs,
         admin = %admin_addr,
         upstream = %args.upstream,
+        sink = ?args.sink,
         workers = icfg.workers,
         allow_from = icfg.engine.allow_from.as_ref().map(tracing::field::display),
         rcvbuf_bytes = icfg.rcvbuf_bytes,

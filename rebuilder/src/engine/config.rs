@@ -49,6 +49,18 @@ pub struct EngineConfig {
     /// node (GWLB mode), the outer IP source of a captured datagram. Default: `None`, every
     /// sender.
     pub allow_from: Option<AddrRanges>,
+    /// How long a complete request waits for its response (capture clock) before it is
+    /// emitted without it (`timeout`). Default 10 s.
+    pub response_timeout_us: u64,
+    /// How long a complete request waits while the server's direction of its connection has
+    /// not been seen at all (with an NLB the two directions may go to different rebuilders);
+    /// after it, the connection's requests go out at once (`server_not_seen`). Default 1 s.
+    pub server_wait_us: u64,
+    /// Requests waiting for their response per connection (pipelining depth); beyond it the
+    /// oldest goes out without its response (`over_budget`). Default 64.
+    pub max_pending_requests: usize,
+    /// Maximum size of a response head (status line + header fields). Default 64 KiB.
+    pub max_response_header_bytes: usize,
     /// Requests dropped as load-balancer health checks (counted as `health_check`).
     /// Default: none ([`HealthCheckRule::OFF`]; a rule needs paths and balancer ranges).
     pub health_checks: HealthCheckRule,
@@ -74,6 +86,10 @@ impl Default for EngineConfig {
             max_body_bytes: 1024 * 1024,
             vni_allow: None,
             allow_from: None,
+            response_timeout_us: 10_000_000,
+            server_wait_us: 1_000_000,
+            max_pending_requests: 64,
+            max_response_header_bytes: 64 * 1024,
             health_checks: HealthCheckRule::OFF,
             proxy_protocol_from: AddrRanges::NONE,
         }

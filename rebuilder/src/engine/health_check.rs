@@ -145,6 +145,8 @@ mod tests {
             version_major: 1,
             trailers: Vec::new(),
             anomalies: Default::default(),
+            response: None,
+            response_missing: None,
         }
     }
 

@@ -40,6 +40,7 @@ pub mod flow;
 pub mod health_check;
 pub mod http;
 pub mod packet;
+pub mod pairing;
 pub mod proxy;
 pub mod ranges;
 pub mod reassembly;
@@ -53,17 +54,25 @@ mod tunnel_tests;
 
 pub use config::EngineConfig;
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::net::IpAddr;
 
 use encap::Encap;
 use encap::geneve::{GeneveError, GenevePacket, looks_like_geneve};
 use encap::vxlan::{VxlanPacket, looks_like_vxlan};
 use flow::{FlowKey, FlowTable, Lifecycle, Removed};
+use http::response::{ResponseLimits, ResponseParser};
 use http::{HttpLimits, Meta, Parser, ParserState};
 use packet::{PacketError, Parsed, TcpSegment, Tunnel, parse_ethernet, parse_ip};
-use reassembly::{Budget, Pushed, Segment, Sink, Stream, StreamLimits, StreamState};
+use pairing::{Answer, PairCtx, Pairing, PairingLimits};
+use reassembly::{At, Budget, Pushed, Segment, Sink, Stream, StreamLimits, StreamState};
 use request::HttpRequest;
-use stats::{DropReason, EngineStats};
+use stats::{DropReason, EngineStats, ResponseMissing};
+
+/// A client hole the server acknowledged past is skipped this long after (unless its bytes
+/// arrive late from the mirror meanwhile), instead of after the whole gap timeout.
+const ACKED_HOLE_GRACE_US: u64 = 200_000;
 
 /// What a direction is known to carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,34 +81,56 @@ enum Role {
     Unknown,
     /// Requests were parsed from it.
     Requests,
-    /// Its peer carries the requests, or it sent a SYN+ACK: ignored cheaply.
+    /// Its peer carries the requests, or it sent a SYN+ACK: its responses are parsed while
+    /// its peer is tracked (else it is ignored cheaply).
     Responses,
+}
+
+/// Where the client message in progress began: a sequence number at or before its first
+/// byte, and the ACK number of the packet that carried it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct MsgAt {
+    seq: u32,
+    ack: Option<u32>,
 }
 
 /// State of one direction (role first: it decides whether anything else is read).
 ///
-/// Invariant: a `Responses` direction holds no buffered byte (its stream and parser were
-/// released when it got that role).
+/// Invariants:
+/// - a `Responses` direction holds no parser state: its stream carries responses, parsed (by
+///   the response parser its peer's pairing holds) while its peer is tracked; only a request
+///   direction holds `pairing`;
+/// - `in_waiting` ⇔ an entry of `Engine::waiting` names this direction (with its `gen`).
 #[derive(Debug)]
 #[repr(C)]
 struct Direction {
     role: Role,
     /// Listed in `Engine::holes` (checked by the timer).
     in_holes: bool,
+    /// Listed in `Engine::waiting` (requests waiting for responses).
+    in_waiting: bool,
     /// The IP source of the VXLAN datagram that created the direction (the mirror's source).
     mirror: Option<IpAddr>,
+    /// Identifies this direction among those that used its slot.
+    generation: u32,
     stream: Stream,
     parser: Parser,
+    /// Of a request direction: its connection's pairing (the requests waiting for their
+    /// responses, and the parser of the server's stream).
+    pairing: Option<Box<Pairing>>,
 }
 
 impl Direction {
-    fn new(role: Role, mirror: Option<IpAddr>) -> Direction {
+    fn new(role: Role, mirror: Option<IpAddr>, generation: u32) -> Direction {
         Direction {
             role,
             mirror,
             stream: Stream::new(),
             parser: Parser::new(),
             in_holes: false,
+            in_waiting: false,
+            generation,
+            pairing: None,
         }
     }
 
@@ -123,121 +154,280 @@ impl Direction {
         let n = self.parser.emitted();
         n >= 2 || (n >= 1 && self.stream.saw_syn())
     }
-
-    /// Frees the buffers without emitting or counting anything (its bytes are responses).
-    fn release(&mut self, shared: &mut Shared, out: &mut Vec<HttpRequest>, key: FlowKey) {
-        let mut scratch = EngineStats::default();
-        let meta = self.meta(&key);
-        let mut sink = ParserSink::new(
-            &mut self.parser,
-            &shared.http_limits,
-            &mut shared.budget,
-            &mut scratch,
-            out,
-            meta,
-        );
-        let before = sink.ctx.out.len();
-        self.stream.close(&mut sink);
-        // Whatever the parser found in response bytes is not a request.
-        sink.ctx.out.truncate(before);
-        self.stream = Stream::new();
-        self.parser = Parser::new();
-    }
 }
 
-/// State every direction's parser shares: the HTTP caps, the global memory budget and the
+/// State every direction's parser shares: the caps, the global memory budget and the
 /// counters. Kept apart from the flow table so that a direction (borrowed from the table)
 /// and these can be borrowed at the same time.
 #[derive(Debug)]
 struct Shared {
     http_limits: HttpLimits,
+    resp_limits: ResponseLimits,
+    pair_limits: PairingLimits,
     budget: Budget,
     stats: EngineStats,
+    /// Requests the request parser emitted, on their way to pairing.
+    scratch: Vec<HttpRequest>,
 }
 
-impl Shared {
-    /// The sink through which the stream of a direction (`meta`) reaches its parser.
-    fn sink<'a>(
-        &'a mut self,
-        parser: &'a mut Parser,
-        out: &'a mut Vec<HttpRequest>,
-        meta: Meta,
-    ) -> ParserSink<'a> {
-        ParserSink::new(
-            parser,
-            &self.http_limits,
-            &mut self.budget,
-            &mut self.stats,
-            out,
-            meta,
-        )
-    }
+/// How a stream's end is reported to its parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndKind {
+    /// FIN reached, RST, or closed by the engine for a reason of the connection itself:
+    /// a close-delimited response is complete.
+    Closed,
+    /// Expired (idle or closed linger): nothing more can come.
+    Expired,
+    /// Evicted at the flow cap.
+    Evicted,
+    /// End of input.
+    Input,
 }
 
-/// Feeds the reassembled stream of one direction into its parser.
-struct ParserSink<'a> {
-    parser: &'a mut Parser,
-    ctx: http::Ctx<'a>,
-    /// The direction is being evicted: its end counts a message in progress as
-    /// `flow_evicted` instead of `message_incomplete`.
-    evicting: bool,
-}
-
-impl<'a> ParserSink<'a> {
-    fn new(
-        parser: &'a mut Parser,
-        limits: &'a HttpLimits,
-        budget: &'a mut Budget,
-        stats: &'a mut EngineStats,
-        out: &'a mut Vec<HttpRequest>,
-        meta: Meta,
-    ) -> ParserSink<'a> {
-        ParserSink {
-            parser,
-            ctx: http::Ctx {
-                limits,
-                budget,
-                stats,
-                out,
-                meta,
-            },
-            evicting: false,
+impl EndKind {
+    fn missing(self) -> ResponseMissing {
+        match self {
+            EndKind::Closed | EndKind::Expired => ResponseMissing::ConnectionClosed,
+            EndKind::Evicted => ResponseMissing::FlowEvicted,
+            EndKind::Input => ResponseMissing::InputEnded,
         }
     }
+}
 
-    fn evicting(mut self, evicting: bool) -> Self {
-        self.evicting = evicting;
-        self
+/// Feeds the reassembled stream of a request direction into its parser, and the requests it
+/// emits into the connection's pairing.
+struct ParserSink<'a> {
+    parser: &'a mut Parser,
+    shared: &'a mut Shared,
+    out: &'a mut Vec<HttpRequest>,
+    meta: Meta,
+    pairing: &'a mut Option<Box<Pairing>>,
+    /// The stream was seen from its SYN.
+    in_step: bool,
+    /// The server's direction is tracked.
+    server_known: bool,
+    now_us: u64,
+    end: EndKind,
+    /// The direction turned out to carry responses: whatever the parser finds is discarded.
+    discard: bool,
+}
+
+impl ParserSink<'_> {
+    fn at_boundary(&self) -> bool {
+        self.parser.held() == 0
+            && matches!(
+                self.parser.state(),
+                ParserState::Head | ParserState::Start | ParserState::Sync { .. }
+            )
+    }
+
+    /// Runs one parser call and hands what it emitted to pairing.
+    fn call(&mut self, at: Option<At>, gap: bool, f: impl FnOnce(&mut Parser, &mut http::Ctx<'_>)) {
+        let boundary = self.at_boundary();
+        let drops = self.shared.stats.total_drops();
+        {
+            let shared = &mut *self.shared;
+            let mut ctx = http::Ctx {
+                limits: &shared.http_limits,
+                budget: &mut shared.budget,
+                stats: &mut shared.stats,
+                out: &mut shared.scratch,
+                meta: self.meta,
+            };
+            f(self.parser, &mut ctx);
+        }
+        if self.discard {
+            self.shared.scratch.clear();
+            return;
+        }
+        let dropped = self.shared.stats.total_drops() > drops;
+        let chunk = at.map(|a| MsgAt {
+            seq: a.seq,
+            ack: a.ack,
+        });
+        let in_step = self.in_step;
+        let pairing = self
+            .pairing
+            .get_or_insert_with(|| Box::new(Pairing::new(in_step)));
+        let prev = pairing.last_chunk_ack;
+        if boundary && let Some(c) = chunk {
+            pairing.msg_at = (c.seq, c.ack, prev);
+        }
+        let emitted = self.shared.scratch.len();
+        if emitted == 0 && !dropped && !gap {
+            return;
+        }
+        if self.server_known {
+            pairing.server_seen();
+        }
+        if gap || (dropped && emitted == 0) {
+            pairing.unknown_requests();
+        }
+        let shared = &mut *self.shared;
+        let mut ctx = PairCtx {
+            limits: &shared.pair_limits,
+            budget: &mut shared.budget,
+            stats: &mut shared.stats,
+            out: self.out,
+        };
+        let first = (pairing.msg_at.0, pairing.msg_at.1, pairing.msg_at.2);
+        for (i, req) in shared.scratch.drain(..).enumerate() {
+            // Requests after the first in one chunk were sent in one burst with it.
+            let from = match chunk {
+                Some(c) if i > 0 => (c.seq, c.ack, c.ack),
+                _ => first,
+            };
+            if dropped {
+                // A message was dropped somewhere in this call: requests may be missing
+                // before any of these.
+                pairing.unknown_requests();
+            }
+            pairing.push(req, from.0, from.1, from.2, self.now_us, &mut ctx);
+        }
+        if emitted > 0
+            && let Some(c) = chunk
+        {
+            // A message still in progress began in this chunk.
+            pairing.msg_at = (c.seq, c.ack, c.ack);
+        }
     }
 }
 
 impl Sink for ParserSink<'_> {
-    fn data(&mut self, ts_us: u64, bytes: &[u8]) {
-        self.parser.data(ts_us, bytes, &mut self.ctx);
+    fn data(&mut self, at: At, bytes: &[u8]) {
+        self.now_us = self.now_us.max(at.ts_us);
+        self.call(Some(at), false, |p, ctx| p.data(at.ts_us, bytes, ctx));
+        if let Some(p) = self.pairing.as_mut() {
+            p.client_parsed(at.advance(bytes.len()).seq);
+            p.last_chunk_ack = at.ack;
+        }
     }
     fn gap(&mut self, len: u64) {
-        self.ctx.stats.gaps += 1;
-        self.ctx.stats.gap_bytes += len;
-        self.parser.gap(len, &mut self.ctx);
+        self.shared.stats.gaps += 1;
+        self.shared.stats.gap_bytes += len;
+        self.call(None, true, |p, ctx| p.gap(len, ctx));
     }
     fn end(&mut self) {
-        if self.evicting {
-            self.parser.evict(&mut self.ctx);
-        } else {
-            self.parser.end(&mut self.ctx);
+        let evicting = self.end == EndKind::Evicted;
+        self.call(None, false, |p, ctx| {
+            if evicting { p.evict(ctx) } else { p.end(ctx) }
+        });
+    }
+    fn budget(&mut self) -> &mut Budget {
+        &mut self.shared.budget
+    }
+    fn different_overlap(&mut self) {
+        self.shared.stats.overlap_different_data += 1;
+    }
+}
+
+/// Feeds the reassembled stream of a response direction into its response parser, which
+/// tells the connection's pairing.
+struct RespSink<'a> {
+    parser: &'a mut ResponseParser,
+    shared: &'a mut Shared,
+    out: &'a mut Vec<HttpRequest>,
+    pairing: &'a mut Pairing,
+    end: EndKind,
+}
+
+impl RespSink<'_> {
+    fn run(&mut self, f: impl FnOnce(&mut ResponseParser, &mut http::response::RespCtx<'_>)) {
+        let shared = &mut *self.shared;
+        let mut pctx = PairCtx {
+            limits: &shared.pair_limits,
+            budget: &mut shared.budget,
+            stats: &mut shared.stats,
+            out: self.out,
+        };
+        let mut answer = Answer {
+            pairing: self.pairing,
+            ctx: &mut pctx,
+        };
+        let mut ctx = http::response::RespCtx {
+            limits: &shared.resp_limits,
+            answering: &mut answer,
+        };
+        f(self.parser, &mut ctx);
+    }
+}
+
+impl Sink for RespSink<'_> {
+    fn data(&mut self, at: At, bytes: &[u8]) {
+        self.run(|p, ctx| p.data(at, bytes, ctx));
+    }
+    fn gap(&mut self, len: u64) {
+        self.shared.stats.gaps += 1;
+        self.shared.stats.gap_bytes += len;
+        self.run(|p, ctx| p.gap(len, ctx));
+    }
+    fn end(&mut self) {
+        let end = self.end;
+        self.run(|p, ctx| p.end(end == EndKind::Closed, end.missing(), ctx));
+    }
+    fn budget(&mut self) -> &mut Budget {
+        &mut self.shared.budget
+    }
+    fn different_overlap(&mut self) {
+        self.shared.stats.overlap_different_data += 1;
+    }
+}
+
+/// Either sink, by the direction's role.
+enum AnySink<'a> {
+    Requests(ParserSink<'a>),
+    Responses(RespSink<'a>),
+    /// A response direction whose connection is not tracked: nothing is parsed.
+    Nothing(&'a mut Budget),
+}
+
+impl Sink for AnySink<'_> {
+    fn data(&mut self, at: At, bytes: &[u8]) {
+        match self {
+            AnySink::Requests(s) => s.data(at, bytes),
+            AnySink::Responses(s) => s.data(at, bytes),
+            AnySink::Nothing(_) => {}
+        }
+    }
+    fn gap(&mut self, len: u64) {
+        match self {
+            AnySink::Requests(s) => s.gap(len),
+            AnySink::Responses(s) => s.gap(len),
+            AnySink::Nothing(_) => {}
+        }
+    }
+    fn end(&mut self) {
+        match self {
+            AnySink::Requests(s) => s.end(),
+            AnySink::Responses(s) => s.end(),
+            AnySink::Nothing(_) => {}
         }
     }
     fn budget(&mut self) -> &mut Budget {
-        self.ctx.budget
+        match self {
+            AnySink::Requests(s) => s.budget(),
+            AnySink::Responses(s) => s.budget(),
+            AnySink::Nothing(b) => b,
+        }
+    }
+    fn different_overlap(&mut self) {
+        match self {
+            AnySink::Requests(s) => s.different_overlap(),
+            AnySink::Responses(s) => s.different_overlap(),
+            AnySink::Nothing(_) => {}
+        }
     }
 }
 
 /// The engine. See the module documentation.
 ///
 /// Invariants:
-/// - `budget.used` is the sum over directions of buffered out-of-order bytes and parser
-///   buffers; it never exceeds `budget.limit` by more than one head being completed.
-/// - `holes` lists (at least) every slot whose stream has a hole open.
+/// - `budget.used` is the sum over directions of buffered out-of-order bytes (with their
+///   piece overhead), parser buffers, responses in progress and requests waiting for their
+///   responses; it never exceeds `budget.limit` by more than one head being completed;
+/// - `holes` lists (at least) every slot whose stream has a hole open;
+/// - `waiting` holds one entry for every direction with `in_waiting` (its generation and the
+///   deadline of its oldest waiting request, or an earlier time).
 #[derive(Debug)]
 pub struct Engine {
     config: EngineConfig,
@@ -245,6 +435,8 @@ pub struct Engine {
     shared: Shared,
     stream_limits: StreamLimits,
     holes: Vec<u32>,
+    waiting: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    generation: u32,
 }
 
 impl Engine {
@@ -257,6 +449,7 @@ impl Engine {
             gap_skip_bytes: config.gap_skip_bytes,
             gap_timeout_us: config.gap_timeout_us,
             gap_timeout_after_fin_us: config.gap_timeout_after_fin_us,
+            acked_hole_grace_us: ACKED_HOLE_GRACE_US,
         };
         let http_limits = HttpLimits {
             max_header_bytes: config.max_header_bytes,
@@ -265,15 +458,30 @@ impl Engine {
             health_checks: config.health_checks.clone(),
             proxy_protocol_from: config.proxy_protocol_from.clone(),
         };
+        let resp_limits = ResponseLimits {
+            max_header_bytes: config.max_response_header_bytes,
+            max_headers: config.max_headers.max(128),
+            max_body_bytes: config.max_body_bytes,
+        };
+        let pair_limits = PairingLimits {
+            response_timeout_us: config.response_timeout_us,
+            server_wait_us: config.server_wait_us,
+            max_pending: config.max_pending_requests.max(1),
+        };
         Engine {
             table: FlowTable::new(config.max_flows),
             shared: Shared {
                 http_limits,
+                resp_limits,
+                pair_limits,
                 budget: Budget::new(config.memory_budget_bytes),
                 stats: EngineStats::default(),
+                scratch: Vec::new(),
             },
             stream_limits,
             holes: Vec::new(),
+            waiting: BinaryHeap::new(),
+            generation: 0,
             config,
         }
     }
@@ -448,6 +656,94 @@ impl Engine {
         }
     }
 
+    /// The peer of `idx` when it is a request direction (the connection's pairing lives
+    /// there).
+    fn client_of(&self, idx: u32) -> Option<u32> {
+        self.table
+            .entry(idx)
+            .peer()
+            .filter(|&p| self.table.entry(p).value.role != Role::Responses)
+    }
+
+    /// Runs `f` on the stream of direction `idx` with the sink its role calls for.
+    fn drive<R>(
+        &mut self,
+        idx: u32,
+        now_us: u64,
+        end: EndKind,
+        out: &mut Vec<HttpRequest>,
+        f: impl FnOnce(&mut Stream, &StreamLimits, &mut AnySink<'_>) -> R,
+    ) -> R {
+        let role = self.table.entry(idx).value.role;
+        if role == Role::Responses {
+            let client = self.client_of(idx);
+            let mut pairing = client.and_then(|c| self.table.entry_mut(c).value.pairing.take());
+            let mut parser = pairing.as_mut().and_then(|p| p.resp.take());
+            let dir = &mut self.table.entry_mut(idx).value;
+            let r = match (parser.as_mut(), pairing.as_mut()) {
+                (Some(parser), Some(pairing)) => {
+                    let mut sink = AnySink::Responses(RespSink {
+                        parser,
+                        shared: &mut self.shared,
+                        out,
+                        pairing,
+                        end,
+                    });
+                    f(&mut dir.stream, &self.stream_limits, &mut sink)
+                }
+                _ => {
+                    let mut sink = AnySink::Nothing(&mut self.shared.budget);
+                    f(&mut dir.stream, &self.stream_limits, &mut sink)
+                }
+            };
+            if let Some(p) = pairing.as_mut() {
+                p.resp = parser;
+            }
+            if let Some(c) = client {
+                self.table.entry_mut(c).value.pairing = pairing;
+                self.note_waiting(c);
+            }
+            return r;
+        }
+        let server_known = self.table.entry(idx).peer().is_some();
+        let entry = self.table.entry_mut(idx);
+        let key = entry.key;
+        let dir = &mut entry.value;
+        let meta = dir.meta(&key);
+        let mut sink = AnySink::Requests(ParserSink {
+            parser: &mut dir.parser,
+            shared: &mut self.shared,
+            out,
+            meta,
+            pairing: &mut dir.pairing,
+            in_step: dir.stream.saw_syn(),
+            server_known,
+            now_us,
+            end,
+            discard: false,
+        });
+        let r = f(&mut dir.stream, &self.stream_limits, &mut sink);
+        self.note_waiting(idx);
+        r
+    }
+
+    /// Lists a request direction whose requests wait in `waiting`.
+    fn note_waiting(&mut self, idx: u32) {
+        let dir = &mut self.table.entry_mut(idx).value;
+        if dir.in_waiting {
+            return;
+        }
+        if let Some(deadline) = dir.pairing.as_ref().and_then(|p| p.next_deadline()) {
+            dir.in_waiting = true;
+            self.waiting.push(Reverse((deadline, idx, dir.generation)));
+        }
+    }
+
+    fn new_generation(&mut self) -> u32 {
+        self.generation = self.generation.wrapping_add(1);
+        self.generation
+    }
+
     /// One TCP segment of direction (endpoint, vni, src, dst).
     fn segment(
         &mut self,
@@ -486,34 +782,45 @@ impl Engine {
             return;
         }
 
-        let entry = self.table.entry_mut(idx);
-        let dir = &mut entry.value;
-        if seg.syn && seg.ack && dir.role == Role::Unknown && dir.parser.emitted() == 0 {
-            dir.role = Role::Responses;
-            dir.release(&mut self.shared, out, key);
-        }
-        if dir.role == Role::Responses {
-            self.shared.stats.response_packets += 1;
-            if seg.fin && entry.lifecycle() == Lifecycle::Open {
-                self.table.set_lifecycle(idx, Lifecycle::Closed, ts_us);
+        if seg.syn && seg.ack && self.table.entry(idx).value.role != Role::Responses {
+            if self.syn_ack_consistent(idx, seg) {
+                self.table.entry_mut(idx).value.role = Role::Responses;
+                self.release(idx);
+            } else {
+                // A SYN+ACK that contradicts what this direction already did (it opened the
+                // connection, or sent data, or its peer is the server): ignored, neither a
+                // role nor the start of a new connection.
+                self.shared.stats.count_drop(DropReason::InconsistentSynAck);
+                return;
             }
-            return;
         }
-
         let segment = Segment {
             ts_us,
             seq: seg.seq,
+            ack: seg.ack.then_some(seg.ack_no),
             syn: seg.syn,
             fin: seg.fin,
             payload: seg.payload,
             missing: seg.missing,
         };
+        if self.table.entry(idx).value.role == Role::Responses {
+            self.shared.stats.response_packets += 1;
+            self.response_segment(idx, segment, ts_us, out);
+            return;
+        }
+
+        let dir = &mut self.table.entry_mut(idx).value;
         if dir.stream.is_new_connection(&segment) {
             // Port reuse: the old connection is over, a new one starts.
-            let meta = dir.meta(&key);
-            let mut sink = self.shared.sink(&mut dir.parser, out, meta);
-            dir.stream.close(&mut sink);
-            *dir = Direction::new(Role::Unknown, carrier.mirror);
+            self.drive(idx, ts_us, EndKind::Closed, out, |stream, _, sink| {
+                stream.close(sink)
+            });
+            self.flush_pairing(idx, ResponseMissing::ConnectionClosed, out);
+            let generation = self.new_generation();
+            let dir = &mut self.table.entry_mut(idx).value;
+            let in_holes = dir.in_holes;
+            *dir = Direction::new(Role::Unknown, carrier.mirror, generation);
+            dir.in_holes = in_holes;
             self.table.set_lifecycle(idx, Lifecycle::Open, ts_us);
         }
         let entry = self.table.entry_mut(idx);
@@ -530,21 +837,27 @@ impl Engine {
         if segment.syn && dir.stream.state() == StreamState::Listen {
             dir.parser = Parser::at_stream_start();
         }
-        let meta = dir.meta(&key);
-        let mut sink = self.shared.sink(&mut dir.parser, out, meta);
-        let reason = match dir.stream.push(segment, &self.stream_limits, &mut sink) {
+        let reason = self.drive(idx, ts_us, EndKind::Closed, out, |stream, limits, sink| {
+            let pushed = stream.push(segment, limits, sink);
+            if let AnySink::Requests(s) = sink
+                && s.parser.is_done()
+                && stream.buffered_bytes() > 0
+            {
+                // Opaque or upgraded: buffered bytes will never be parsed.
+                stream.close(sink);
+            }
+            pushed
+        });
+        let reason = match reason {
             Pushed::Accepted => None,
             Pushed::Duplicate => Some(DropReason::DuplicateSegment),
             Pushed::OverBudget => Some(DropReason::OverBudget),
             Pushed::AfterClose => Some(DropReason::AfterClose),
         };
         if let Some(reason) = reason {
-            sink.ctx.stats.count_drop(reason);
+            self.shared.stats.count_drop(reason);
         }
-        if sink.parser.is_done() && dir.stream.buffered_bytes() > 0 {
-            // Opaque or upgraded: buffered bytes will never be parsed.
-            dir.stream.close(&mut sink);
-        }
+        let dir = &mut self.table.entry_mut(idx).value;
         if dir.stream.has_hole() && !dir.in_holes {
             dir.in_holes = true;
             self.holes.push(idx);
@@ -555,10 +868,158 @@ impl Engine {
             dir.stream.state() == StreamState::Closed && ignored_state(&dir.parser).is_none();
         if dir.role == Role::Unknown && dir.is_surely_requests() {
             dir.role = Role::Requests;
-            self.demote_peer(idx, out);
+            self.demote_peer(idx);
         }
         if closed {
             self.table.set_lifecycle(idx, Lifecycle::Closed, ts_us);
+            self.free_if_done(idx);
+        }
+    }
+
+    /// A segment of a response direction: reassembled and parsed while the connection's
+    /// request direction is tracked, else ignored cheaply.
+    fn response_segment(
+        &mut self,
+        idx: u32,
+        segment: Segment<'_>,
+        ts_us: u64,
+        out: &mut Vec<HttpRequest>,
+    ) {
+        let Some(client) = self.client_of(idx) else {
+            if segment.fin && self.table.entry(idx).lifecycle() == Lifecycle::Open {
+                self.table.set_lifecycle(idx, Lifecycle::Closed, ts_us);
+            }
+            return;
+        };
+        let has_payload = !segment.payload.is_empty() || segment.missing > 0;
+        if let Some(ack) = segment.ack
+            && self.table.entry(client).value.stream.has_hole()
+        {
+            // The server has every client byte before `ack`: holes before it are mirror
+            // losses (or late): skipped soon, so requests are not held behind their responses.
+            let limits = self.stream_limits;
+            self.table
+                .entry_mut(client)
+                .value
+                .stream
+                .acked(ack, ts_us, &limits);
+        }
+        let dir = &mut self.table.entry_mut(idx).value;
+        if dir.stream.is_new_connection(&segment) {
+            self.drive(idx, ts_us, EndKind::Closed, out, |stream, _, sink| {
+                stream.close(sink)
+            });
+            let generation = self.new_generation();
+            let dir = &mut self.table.entry_mut(idx).value;
+            let in_holes = dir.in_holes;
+            *dir = Direction::new(Role::Responses, dir.mirror, generation);
+            dir.in_holes = in_holes;
+            if let Some(p) = self.table.entry_mut(client).value.pairing.as_mut() {
+                p.server_restarts();
+                p.resp = None;
+            }
+            self.table.set_lifecycle(idx, Lifecycle::Open, ts_us);
+        }
+        if self.table.entry(idx).value.stream.state() == StreamState::Closed {
+            // The server's stream is over: late copies are only counted.
+            let pushed = self.drive(idx, ts_us, EndKind::Closed, out, |stream, limits, sink| {
+                stream.push(segment, limits, sink)
+            });
+            if pushed == Pushed::Duplicate {
+                self.shared.stats.count_drop(DropReason::DuplicateSegment);
+            } else if pushed == Pushed::AfterClose {
+                self.shared.stats.count_drop(DropReason::AfterClose);
+            }
+            return;
+        }
+        let at_start =
+            self.table.entry(idx).value.stream.state() == StreamState::Listen && segment.syn;
+        let client_in_step = self.table.entry(client).value.stream.saw_syn();
+        let pairing = self
+            .table
+            .entry_mut(client)
+            .value
+            .pairing
+            .get_or_insert_with(|| Box::new(Pairing::new(client_in_step)));
+        pairing.server_seen();
+        if pairing.resp.is_none() {
+            pairing.resp = Some(ResponseParser::new(at_start));
+            if !at_start {
+                pairing.out_of_step(ResponseMissing::Gap);
+            }
+        }
+        let done = pairing.resp.as_ref().is_some_and(|r| r.is_done());
+        let dir = &mut self.table.entry_mut(idx).value;
+        if done && dir.stream.state() != StreamState::Listen {
+            if has_payload && dir.stream.state() != StreamState::Closed {
+                self.shared.stats.count_drop(DropReason::UpgradedFlow);
+            }
+            if segment.fin {
+                self.table.set_lifecycle(idx, Lifecycle::Closed, ts_us);
+            }
+            return;
+        }
+        let pushed = self.drive(idx, ts_us, EndKind::Closed, out, |stream, limits, sink| {
+            stream.push(segment, limits, sink)
+        });
+        match pushed {
+            Pushed::Accepted => {}
+            Pushed::Duplicate => self.shared.stats.count_drop(DropReason::DuplicateSegment),
+            Pushed::OverBudget => self.shared.stats.count_drop(DropReason::OverBudget),
+            Pushed::AfterClose => self.shared.stats.count_drop(DropReason::AfterClose),
+        }
+        let dir = &mut self.table.entry_mut(idx).value;
+        if dir.stream.has_hole() && !dir.in_holes {
+            dir.in_holes = true;
+            self.holes.push(idx);
+        }
+        if dir.stream.state() == StreamState::Closed {
+            self.table.set_lifecycle(idx, Lifecycle::Closed, ts_us);
+        }
+        self.free_if_done(client);
+    }
+
+    /// Both streams of the connection of request direction `c` are over and nothing waits:
+    /// its pairing (and the server stream's parser) is freed (a closed connection lingers in
+    /// the table for a while; it keeps no allocation).
+    fn free_if_done(&mut self, c: u32) {
+        let Some(p) = self.table.entry(c).peer() else {
+            return;
+        };
+        if self.table.entry(p).value.stream.state() != StreamState::Closed {
+            return;
+        }
+        let client = &mut self.table.entry_mut(c).value;
+        if client.stream.state() == StreamState::Closed
+            && client.pairing.as_ref().is_some_and(|x| x.is_done())
+            && let Some(mut pairing) = client.pairing.take()
+        {
+            self.shared.budget.give(pairing.held());
+            pairing.drop_parser(&mut self.shared.budget);
+        }
+    }
+
+    /// Whether a SYN+ACK from direction `idx` fits its history: it has not sent a SYN of its
+    /// own nor any data, no request was parsed from it, its peer is not the server already,
+    /// and it acknowledges the peer's SYN when that was seen.
+    fn syn_ack_consistent(&self, idx: u32, seg: &TcpSegment<'_>) -> bool {
+        let dir = &self.table.entry(idx).value;
+        if dir.role == Role::Requests
+            || dir.parser.emitted() > 0
+            || dir.stream.state() != StreamState::Listen
+        {
+            return false;
+        }
+        match self.table.entry(idx).peer() {
+            Some(p) => {
+                let peer = &self.table.entry(p).value;
+                peer.role != Role::Responses
+                    && peer
+                        .stream
+                        .syn_seq()
+                        .is_none_or(|isn| isn.wrapping_add(1) == seg.ack_no)
+            }
+            None => true,
         }
     }
 
@@ -571,16 +1032,23 @@ impl Engine {
         ts_us: u64,
         out: &mut Vec<HttpRequest>,
     ) -> u32 {
-        let peer_is_requests = self
-            .table
-            .find(&key.reverse())
-            .is_some_and(|p| self.table.entry(p).value.role == Role::Requests);
-        let role = if (seg.syn && seg.ack) || peer_is_requests {
+        let peer = self.table.find(&key.reverse());
+        let peer_is_requests =
+            peer.is_some_and(|p| self.table.entry(p).value.role == Role::Requests);
+        let peer_is_server =
+            peer.is_some_and(|p| self.table.entry(p).value.role == Role::Responses);
+        if seg.syn && seg.ack && peer_is_server {
+            self.shared.stats.count_drop(DropReason::InconsistentSynAck);
+        }
+        let role = if (seg.syn && seg.ack && !peer_is_server) || peer_is_requests {
             Role::Responses
         } else {
             Role::Unknown
         };
-        let (idx, evicted) = self.table.insert(key, Direction::new(role, mirror), ts_us);
+        let generation = self.new_generation();
+        let (idx, evicted) =
+            self.table
+                .insert(key, Direction::new(role, mirror, generation), ts_us);
         self.shared.stats.flows_created += 1;
         if let Some(removed) = evicted {
             let was_open = removed.was_open;
@@ -589,56 +1057,137 @@ impl Engine {
             } else {
                 self.shared.stats.flows_expired += 1;
             }
-            self.finalize(removed, was_open, out);
+            let end = if was_open {
+                EndKind::Evicted
+            } else {
+                EndKind::Expired
+            };
+            self.finalize(removed, end, ts_us, out);
         }
         idx
     }
 
-    /// The peer of a request direction carries responses: stop reassembling it.
-    fn demote_peer(&mut self, idx: u32, out: &mut Vec<HttpRequest>) {
+    /// The peer of a request direction carries responses.
+    fn demote_peer(&mut self, idx: u32) {
         let Some(p) = self.table.entry(idx).peer() else {
             return;
         };
-        let entry = self.table.entry_mut(p);
-        let key = entry.key;
-        let dir = &mut entry.value;
-        if dir.role != Role::Unknown {
+        if self.table.entry(p).value.role != Role::Unknown {
             return;
         }
-        dir.role = Role::Responses;
-        dir.release(&mut self.shared, out, key);
+        self.table.entry_mut(p).value.role = Role::Responses;
+        self.release(p);
+    }
+
+    /// A direction found to carry responses: what its request parser holds is dropped
+    /// without counting (its bytes are responses); its stream goes on, parsed for responses
+    /// from the next bytes on (out of step).
+    fn release(&mut self, idx: u32) {
+        let dir = &mut self.table.entry_mut(idx).value;
+        self.shared.budget.give(dir.parser.held());
+        dir.parser = Parser::new();
+        if let Some(mut pairing) = dir.pairing.take() {
+            // Requests parsed from what turned out to be responses are not requests.
+            self.shared.budget.give(pairing.held());
+            pairing.drop_parser(&mut self.shared.budget);
+        }
+    }
+
+    /// Gives up every request waiting on a request direction.
+    fn flush_pairing(&mut self, idx: u32, reason: ResponseMissing, out: &mut Vec<HttpRequest>) {
+        let Some(mut pairing) = self.table.entry_mut(idx).value.pairing.take() else {
+            return;
+        };
+        let shared = &mut self.shared;
+        let mut ctx = PairCtx {
+            limits: &shared.pair_limits,
+            budget: &mut shared.budget,
+            stats: &mut shared.stats,
+            out,
+        };
+        pairing.flush(reason, &mut ctx);
+        self.table.entry_mut(idx).value.pairing = Some(pairing);
     }
 
     /// Closes one direction's stream (RST or end): delivers what is buffered, ends it.
     fn close_direction(&mut self, idx: u32, ts_us: u64, out: &mut Vec<HttpRequest>) {
-        let entry = self.table.entry_mut(idx);
-        let key = entry.key;
-        let dir = &mut entry.value;
-        let meta = dir.meta(&key);
-        let mut sink = self.shared.sink(&mut dir.parser, out, meta);
-        dir.stream.close(&mut sink);
+        self.drive(idx, ts_us, EndKind::Closed, out, |stream, _, sink| {
+            stream.close(sink)
+        });
         self.table.set_lifecycle(idx, Lifecycle::Closed, ts_us);
     }
 
-    /// Ends a removed direction: buffered bytes are delivered (with gaps), the parser ends.
+    /// Ends a removed direction: buffered bytes are delivered (with gaps), the parser ends,
+    /// requests still waiting go out without their response.
     fn finalize(
         &mut self,
         removed: Removed<Direction>,
-        evicting: bool,
+        end: EndKind,
+        now_us: u64,
         out: &mut Vec<HttpRequest>,
     ) {
         let Removed { key, mut value, .. } = removed;
+        if value.role == Role::Responses {
+            // Its connection's requests (if tracked) get the end of the server's stream.
+            let client = self
+                .table
+                .find(&key.reverse())
+                .filter(|&c| self.table.entry(c).value.role != Role::Responses);
+            let mut pairing = client.and_then(|c| self.table.entry_mut(c).value.pairing.take());
+            let mut parser = pairing.as_mut().and_then(|p| p.resp.take());
+            match (parser.as_mut(), pairing.as_mut()) {
+                (Some(parser), Some(pairing)) => {
+                    let mut sink = RespSink {
+                        parser,
+                        shared: &mut self.shared,
+                        out,
+                        pairing,
+                        end,
+                    };
+                    value.stream.close(&mut sink);
+                }
+                _ => {
+                    let mut sink = AnySink::Nothing(&mut self.shared.budget);
+                    value.stream.close(&mut sink);
+                }
+            }
+            if let Some(c) = client {
+                self.table.entry_mut(c).value.pairing = pairing;
+            }
+            return;
+        }
+        let server_known = self.table.find(&key.reverse()).is_some();
         let meta = value.meta(&key);
-        let mut sink = self
-            .shared
-            .sink(&mut value.parser, out, meta)
-            .evicting(evicting);
+        let mut sink = ParserSink {
+            parser: &mut value.parser,
+            shared: &mut self.shared,
+            out,
+            meta,
+            pairing: &mut value.pairing,
+            in_step: value.stream.saw_syn(),
+            server_known,
+            now_us,
+            end,
+            discard: false,
+        };
         // Ends the parser too (`Sink::end`), exactly once per stream.
         value.stream.close(&mut sink);
+        if let Some(mut pairing) = value.pairing.take() {
+            let shared = &mut self.shared;
+            let mut ctx = PairCtx {
+                limits: &shared.pair_limits,
+                budget: &mut shared.budget,
+                stats: &mut shared.stats,
+                out,
+            };
+            pairing.flush(end.missing(), &mut ctx);
+            pairing.drop_parser(ctx.budget);
+        }
     }
 
-    /// Idle timeouts, gap timeouts; call every ~100 ms with the current time (same clock
-    /// as the packet timestamps). Never blocks long: work is proportional to what expires.
+    /// Idle timeouts, gap timeouts, response waits; call every ~100 ms with the current time
+    /// (same clock as the packet timestamps). Never blocks long: work is proportional to what
+    /// expires.
     pub fn on_timer(&mut self, now_us: u64, out: &mut Vec<HttpRequest>) {
         while let Some(removed) = self.table.pop_expired(
             now_us,
@@ -646,26 +1195,25 @@ impl Engine {
             self.config.closed_linger_us,
         ) {
             self.shared.stats.flows_expired += 1;
-            self.finalize(removed, false, out);
+            self.finalize(removed, EndKind::Expired, now_us, out);
         }
         let holes = std::mem::take(&mut self.holes);
         for idx in holes {
             let Some(entry) = self.table.get_mut(idx) else {
                 continue;
             };
-            let key = entry.key;
-            let dir = &mut entry.value;
-            if !dir.in_holes {
+            if !entry.value.in_holes {
                 continue;
             }
-            let meta = dir.meta(&key);
-            let mut sink = self.shared.sink(&mut dir.parser, out, meta);
-            dir.stream.on_timer(now_us, &self.stream_limits, &mut sink);
-            let closed =
-                dir.stream.state() == StreamState::Closed && ignored_state(&dir.parser).is_none();
+            self.drive(idx, now_us, EndKind::Closed, out, |stream, limits, sink| {
+                stream.on_timer(now_us, limits, sink)
+            });
+            let dir = &mut self.table.entry_mut(idx).value;
+            let closed = dir.stream.state() == StreamState::Closed
+                && (dir.role == Role::Responses || ignored_state(&dir.parser).is_none());
             if dir.role == Role::Unknown && dir.is_surely_requests() {
                 dir.role = Role::Requests;
-                self.demote_peer(idx, out);
+                self.demote_peer(idx);
             }
             let dir = &mut self.table.entry_mut(idx).value;
             if dir.stream.has_hole() {
@@ -680,15 +1228,48 @@ impl Engine {
         // A reused slot may be listed twice.
         self.holes.sort_unstable();
         self.holes.dedup();
+        self.expire_waiting(now_us, out);
+    }
+
+    /// Gives up the requests whose response wait is over.
+    fn expire_waiting(&mut self, now_us: u64, out: &mut Vec<HttpRequest>) {
+        while let Some(&Reverse((deadline, idx, generation))) = self.waiting.peek() {
+            if deadline > now_us {
+                break;
+            }
+            self.waiting.pop();
+            let Some(entry) = self.table.get_mut(idx) else {
+                continue;
+            };
+            let dir = &mut entry.value;
+            if dir.generation != generation || !dir.in_waiting {
+                continue;
+            }
+            dir.in_waiting = false;
+            if let Some(mut pairing) = dir.pairing.take() {
+                let shared = &mut self.shared;
+                let mut ctx = PairCtx {
+                    limits: &shared.pair_limits,
+                    budget: &mut shared.budget,
+                    stats: &mut shared.stats,
+                    out,
+                };
+                pairing.expire(now_us, &mut ctx);
+                self.table.entry_mut(idx).value.pairing = Some(pairing);
+            }
+            self.note_waiting(idx);
+        }
     }
 
     /// Flush everything at end of input (replay EOF / shutdown): holes are skipped, what is
-    /// buffered is delivered, every stream ends. The table is empty afterwards.
+    /// buffered is delivered, every stream ends, requests still waiting go out without their
+    /// response (`input_ended`). The table is empty afterwards.
     pub fn finish(&mut self, out: &mut Vec<HttpRequest>) {
         while let Some(removed) = self.table.pop_any() {
-            self.finalize(removed, false, out);
+            self.finalize(removed, EndKind::Input, u64::MAX, out);
         }
         self.holes.clear();
+        self.waiting.clear();
     }
 
     /// Counters.
@@ -701,7 +1282,8 @@ impl Engine {
         self.table.len()
     }
 
-    /// Bytes buffered now (out-of-order segments, partial heads, bodies in progress).
+    /// Bytes buffered now (out-of-order segments, partial heads, bodies in progress,
+    /// requests waiting for their responses).
     pub fn buffered_bytes(&self) -> usize {
         self.shared.budget.used
     }

@@ -1,8 +1,12 @@
-//! The engine's output: one HTTP/1.x request rebuilt from mirrored traffic.
+//! The engine's output: one HTTP/1.x request rebuilt from mirrored traffic, with the response
+//! the server gave it ([`HttpResponse`]) or the reason that response is missing
+//! ([`ResponseMissing`]): a transaction.
 
 use std::net::{IpAddr, SocketAddr};
 
 use crate::engine::stats::Anomalies;
+
+pub use crate::engine::stats::ResponseMissing;
 
 /// One HTTP/1.0 or HTTP/1.1 request extracted from the client→server direction of a flow.
 ///
@@ -14,7 +18,9 @@ use crate::engine::stats::Anomalies;
 /// - for a chunked body, trailer fields (if any) are in `trailers`, never in `headers` (a
 ///   `Host` trailer must not read as a second Host header);
 /// - `anomalies` names every leniency the parser needed to read the request and every
-///   framing origin servers disagree on (see [`crate::engine::stats::Anomaly`]).
+///   framing origin servers disagree on (see [`crate::engine::stats::Anomaly`]);
+/// - emitted by the engine, exactly one of `response` and `response_missing` is set: the
+///   request is emitted when its response is complete, or when it was given up on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpRequest {
     /// Capture/receive time (µs since the UNIX epoch) of the packet that began the request.
@@ -64,6 +70,11 @@ pub struct HttpRequest {
     pub trailers: Vec<(String, Vec<u8>)>,
     /// Leniencies needed to read this request and framing readings origins disagree on.
     pub anomalies: Anomalies,
+    /// The final response the server gave this request (interim 1xx responses other than
+    /// 101 are not it), every byte of it seen; `None` when it is missing.
+    pub response: Option<Box<HttpResponse>>,
+    /// Why `response` is `None` (set by the engine on every request it emits without one).
+    pub response_missing: Option<ResponseMissing>,
 }
 
 impl HttpRequest {
@@ -72,11 +83,95 @@ impl HttpRequest {
         self.gwlbe.map(crate::engine::encap::geneve::endpoint_name)
     }
 
+    /// Bytes this request holds in memory: the struct and the capacity of every buffer (what
+    /// the engine charges to its budget while the request waits for its response).
+    pub fn held_bytes(&self) -> usize {
+        std::mem::size_of::<HttpRequest>()
+            + self.method.capacity()
+            + self.target.capacity()
+            + self.headers.capacity() * std::mem::size_of::<(String, Vec<u8>)>()
+            + self
+                .headers
+                .iter()
+                .map(|(n, v)| n.capacity() + v.capacity())
+                .sum::<usize>()
+            + self.body.capacity()
+            + self.trailers.capacity() * std::mem::size_of::<(String, Vec<u8>)>()
+            + self
+                .trailers
+                .iter()
+                .map(|(n, v)| n.capacity() + v.capacity())
+                .sum::<usize>()
+            + self.response.as_ref().map_or(0, |r| r.held_bytes())
+    }
+
+    /// Time from the first byte of the request to the first byte of its response (capture
+    /// clock), µs.
+    pub fn latency_us(&self) -> Option<u64> {
+        self.response
+            .as_ref()
+            .map(|r| r.ts_us.saturating_sub(self.ts_us))
+    }
+
     /// The value of the first header named `name` (ASCII case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// One HTTP/1.x response rebuilt from the server→client direction: the final answer to a
+/// request (interim `100 Continue` / `103 Early Hints` are not kept; `101 Switching Protocols`
+/// is a final answer).
+///
+/// Invariants (upheld by [`crate::engine::Engine`]): every byte of the head and of the body
+/// was seen in order with no gap; `body` is the body as framed (chunked coding removed, any
+/// content coding kept), at most `max_body_bytes` of it (`body_truncated` when cut); `body_len`
+/// is the length of the whole body as framed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// Capture time (µs since the UNIX epoch) of the packet that began the response.
+    pub ts_us: u64,
+    /// Minor version: HTTP/1.`version`.
+    pub version: u8,
+    /// Status code.
+    pub status: u16,
+    /// Reason phrase as sent (may be empty).
+    pub reason: String,
+    /// Header fields in order, names as sent, values raw; trailer fields of a chunked body
+    /// follow them.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The body as framed (de-chunked, not decompressed), cut at the cap.
+    pub body: Vec<u8>,
+    /// Length of the whole body as framed (also past the cap).
+    pub body_len: u64,
+    /// The body came with `Transfer-Encoding: chunked`.
+    pub chunked: bool,
+    /// The body exceeded the cap and was cut.
+    pub body_truncated: bool,
+}
+
+impl HttpResponse {
+    /// The value of the first header named `name` (ASCII case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// Bytes this response holds in memory (struct and buffer capacities).
+    pub fn held_bytes(&self) -> usize {
+        std::mem::size_of::<HttpResponse>()
+            + self.reason.capacity()
+            + self.headers.capacity() * std::mem::size_of::<(String, Vec<u8>)>()
+            + self
+                .headers
+                .iter()
+                .map(|(n, v)| n.capacity() + v.capacity())
+                .sum::<usize>()
+            + self.body.capacity()
     }
 }

@@ -1,5 +1,6 @@
 //! The engine's counters: [`DropReason`] (why something was not emitted; a closed set that
-//! doubles as the `reason` label of `rebuilder_decode_drops_total`) and [`EngineStats`].
+//! doubles as the `reason` label of `rebuilder_decode_drops_total`), [`ResponseMissing`] (why a
+//! request went out without its response) and [`EngineStats`].
 //!
 //! A leaf of the engine: every stage counts into it, and the daemon's telemetry reads the
 //! workers' copies; it imports nothing.
@@ -74,6 +75,12 @@ label_enum! {
         GeneveOnVxlanPort => "geneve_on_vxlan_port",
         /// Packet: a VXLAN datagram received on a GENEVE port.
         VxlanOnGenevePort => "vxlan_on_geneve_port",
+        /// Packet: payload outside the receiver's advertised window (tracked from the other
+        /// direction's ACK and window, scaled as both SYNs agreed): ignored, never skipped to.
+        OutOfWindow => "out_of_window",
+        /// Packet: a SYN+ACK that contradicts its direction's own history (it sent a SYN, or
+        /// data, or its peer is the server): ignored for roles.
+        InconsistentSynAck => "inconsistent_syn_ack",
     }
 }
 
@@ -189,6 +196,34 @@ impl std::fmt::Display for Anomalies {
     }
 }
 
+label_enum! {
+    /// Why a request is emitted without its response (`HttpRequest::response_missing`).
+    /// Closed set: the `reason` label of `rebuilder_responses_missing_total`.
+    pub enum ResponseMissing {
+        /// Bytes of the server's stream were lost where the response was (or, after lost
+        /// bytes, its position could not be told for sure).
+        Gap => "gap",
+        /// No complete response within the response wait (`response_timeout_us`).
+        Timeout => "timeout",
+        /// The connection's state was evicted at the flow cap while it waited.
+        FlowEvicted => "flow_evicted",
+        /// The server's stream ended (FIN, RST) or the connection expired first.
+        ConnectionClosed => "connection_closed",
+        /// The server→client direction of the connection was never seen by this engine (with
+        /// an NLB, the two directions of a flow may go to different rebuilders).
+        ServerNotSeen => "server_not_seen",
+        /// The server's bytes at that position are not an HTTP/1.x response.
+        Malformed => "malformed",
+        /// The memory budget (or the per-connection cap of waiting requests) was reached.
+        OverBudget => "over_budget",
+        /// The input ended (end of a capture, shutdown) while it waited.
+        InputEnded => "input_ended",
+        /// Its response arrived before the request could be placed (the mirror delivered the
+        /// two directions out of order) and its position could not be proven afterwards.
+        Reordered => "reordered",
+    }
+}
+
 /// Plain counters (no atomics: one engine per worker thread).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EngineStats {
@@ -218,14 +253,35 @@ pub struct EngineStats {
     pub response_packets: u64,
     /// Valid PROXY protocol headers stripped (v1 or v2).
     pub proxy_headers: u64,
+    /// Final responses parsed (interim 1xx other than 101 not included).
+    pub responses: u64,
+    /// Requests emitted with their response.
+    pub responses_paired: u64,
+    /// Final responses that answer no request the engine holds (a response without a request,
+    /// more responses than requests, a response whose request was lost, after lost bytes):
+    /// counted, never paired.
+    pub responses_unmatched: u64,
+    /// Interim responses (1xx other than 101) skipped.
+    pub responses_interim: u64,
+    /// Responses whose body exceeded `max_body_bytes` and was cut.
+    pub response_bodies_truncated: u64,
+    /// Retransmitted bytes that differ from the bytes already seen at the same sequence
+    /// numbers (first data wins; suricata's "overlap with different data").
+    pub overlap_different_data: u64,
     drops: [u64; DropReason::ALL.len()],
     anomalies: [u64; Anomaly::ALL.len()],
+    missing: [u64; ResponseMissing::ALL.len()],
 }
 
 impl EngineStats {
     /// Count of drops for `reason`.
     pub fn drops(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize]
+    }
+
+    /// Requests emitted without their response because of `reason`.
+    pub fn responses_missing(&self, reason: ResponseMissing) -> u64 {
+        self.missing[reason as usize]
     }
 
     /// Sum over every drop reason.
@@ -253,10 +309,19 @@ impl EngineStats {
         self.upgraded_flows += other.upgraded_flows;
         self.response_packets += other.response_packets;
         self.proxy_headers += other.proxy_headers;
+        self.responses += other.responses;
+        self.responses_paired += other.responses_paired;
+        self.responses_unmatched += other.responses_unmatched;
+        self.responses_interim += other.responses_interim;
+        self.response_bodies_truncated += other.response_bodies_truncated;
+        self.overlap_different_data += other.overlap_different_data;
         for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
             *a += b;
         }
         for (a, b) in self.anomalies.iter_mut().zip(other.anomalies.iter()) {
+            *a += b;
+        }
+        for (a, b) in self.missing.iter_mut().zip(other.missing.iter()) {
             *a += b;
         }
     }
@@ -271,6 +336,10 @@ impl EngineStats {
             self.anomalies[a as usize] += 1;
         }
     }
+
+    pub(crate) fn count_missing(&mut self, reason: ResponseMissing) {
+        self.missing[reason as usize] += 1;
+    }
 }
 
 #[cfg(test)]
@@ -284,10 +353,12 @@ mod tests {
             ..EngineStats::default()
         };
         a.count_drop(DropReason::NonTcp);
+        a.count_missing(ResponseMissing::Gap);
         let mut b = a.clone();
         b.merge(&a);
         assert_eq!(b.packets, 4);
         assert_eq!(b.drops(DropReason::NonTcp), 2);
+        assert_eq!(b.responses_missing(ResponseMissing::Gap), 2);
         assert_eq!(b.total_drops(), 2);
         let labels: std::collections::HashSet<&str> =
             DropReason::ALL.iter().map(|r| r.as_str()).collect();

@@ -19,12 +19,14 @@ fn engine_with(config: EngineConfig) -> Engine {
     Engine::new(config)
 }
 
-/// The datagrams of one connection carrying one request: SYN, SYN+ACK, the request.
+/// The datagrams of one connection carrying one transaction: SYN, SYN+ACK, the request, its
+/// response (a request is emitted once its response is complete).
 fn exchange(c: &mut Conn, target: &str) -> Vec<Vec<u8>> {
     vec![
         c.syn(),
         c.syn_ack(),
         c.send(format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes()),
+        c.respond(b"HTTP/1.1 204 No Content\r\n\r\n"),
     ]
 }
 
@@ -90,6 +92,8 @@ fn the_same_traffic_wrapped_in_geneve_yields_the_same_requests() {
     let mut d = vec![c.syn(), c.syn_ack()];
     d.push(c.send(b"POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nab"));
     d.push(c.send(b"cd\r\n0\r\n\r\nGET /next HTTP/1.1\r\nHost: h\r\n\r\n"));
+    d.push(c.respond(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"));
+    d.push(c.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
     let mut plain = engine_with(EngineConfig::default());
     let mut want = Vec::new();
     for (i, x) in d.iter().enumerate() {
@@ -159,9 +163,9 @@ fn datagrams_from_outside_the_allow_list_are_counted_and_never_parsed() {
     e.on_datagram(2, Encap::Vxlan, outsider, b"\x00garbage", &mut out);
     e.on_datagram(2, Encap::Geneve, outsider, b"\xffgarbage", &mut out);
     assert!(out.is_empty());
-    assert_eq!(e.stats().drops(DropReason::SourceNotAllowed), 5);
-    assert_eq!(e.stats().total_drops(), 5);
-    assert_eq!(e.stats().packets, 5);
+    assert_eq!(e.stats().drops(DropReason::SourceNotAllowed), 6);
+    assert_eq!(e.stats().total_drops(), 6);
+    assert_eq!(e.stats().packets, 6);
     assert_eq!(e.active_flows(), 0);
     // From inside: processed.
     let mut c = Conn::new(1, "10.0.0.1:40001", "10.0.0.2:80", 1);
@@ -180,7 +184,7 @@ fn datagrams_from_outside_the_allow_list_are_counted_and_never_parsed() {
             &mut out,
         );
     }
-    assert_eq!(e.stats().drops(DropReason::SourceNotAllowed), 8);
+    assert_eq!(e.stats().drops(DropReason::SourceNotAllowed), 10);
 }
 
 fn targets(reqs: &[HttpRequest]) -> Vec<&str> {

@@ -92,6 +92,28 @@ impl Recorded {
             .expect("records hold base64 bodies")
     }
 
+    /// The JSON lines of an ndjson body (what the rebuilder's ndjson sink POSTs), gunzipped
+    /// when the request says `Content-Encoding: gzip`.
+    pub fn ndjson(&self) -> Vec<serde_json::Value> {
+        let mut body = self.body();
+        if self
+            .first_header("content-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("gzip"))
+        {
+            use std::io::Read;
+            let mut plain = Vec::new();
+            flate2::read::GzDecoder::new(&body[..])
+                .read_to_end(&mut plain)
+                .expect("a gzip body");
+            body = plain;
+        }
+        String::from_utf8_lossy(&body)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    }
+
     /// The peer's address without the port.
     pub fn peer_ip(&self) -> &str {
         self.peer

@@ -106,11 +106,11 @@ enum Body {
 
 /// What the request an answer is for changes about its framing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(super) struct Asked {
+pub(crate) struct Asked {
     /// HEAD: no body.
-    pub(super) head: bool,
+    pub(crate) head: bool,
     /// CONNECT: a 2xx opens a tunnel (no body, the connection is done).
-    pub(super) connect: bool,
+    pub(crate) connect: bool,
 }
 
 /// Reads the next answer (skipping interim responses) and its body, before `deadline`.

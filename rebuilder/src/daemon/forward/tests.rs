@@ -46,6 +46,8 @@ fn req(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Htt
         version_major: 1,
         trailers: Vec::new(),
         anomalies: Default::default(),
+        response: None,
+        response_missing: None,
     }
 }
 

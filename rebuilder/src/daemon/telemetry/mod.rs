@@ -74,6 +74,8 @@ pub(crate) struct TelemetryState {
     marker_headers_removed: AtomicU64,
     /// Requests written again after the upstream ended a connection without processing them.
     requests_resent: AtomicU64,
+    /// ndjson sink body decoding: decoded, cut at the cap, failed.
+    decode: [AtomicU64; 3],
     socket_inodes: Mutex<Vec<u64>>,
     rcvbuf_bytes: AtomicU64,
     health: Health,
@@ -146,6 +148,7 @@ impl registry::SnapshotSource for TelemetryState {
             in_flight: load(&self.in_flight),
             marker_headers_removed: load(&self.marker_headers_removed),
             requests_resent: load(&self.requests_resent),
+            decode: self.decode.each_ref().map(load),
             sockets_bound: load(&self.health.sockets_bound),
             rcvbuf_bytes: load(&self.rcvbuf_bytes),
             workers_alive: load(&self.health.workers_alive),
@@ -182,6 +185,7 @@ impl Telemetry {
             in_flight: AtomicU64::new(0),
             marker_headers_removed: AtomicU64::new(0),
             requests_resent: AtomicU64::new(0),
+            decode: Default::default(),
             socket_inodes: Mutex::default(),
             rcvbuf_bytes: AtomicU64::new(0),
             health: Health::default(),
@@ -275,6 +279,19 @@ impl Telemetry {
     }
     pub fn set_queue_capacity(&self, cap: u64) {
         self.state.queue_capacity.store(cap, Relaxed);
+    }
+    /// Bodies the ndjson sink decoded (`--decode-bodies`).
+    pub fn bodies_decoded(&self, d: &crate::record::DecodeStats) {
+        for (a, n) in self
+            .state
+            .decode
+            .iter()
+            .zip([d.decoded, d.truncated, d.failed])
+        {
+            if n > 0 {
+                a.fetch_add(n, Relaxed);
+            }
+        }
     }
     pub fn set_in_flight(&self, n: u64) {
         self.state.in_flight.store(n, Relaxed);

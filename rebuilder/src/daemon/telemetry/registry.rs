@@ -22,7 +22,7 @@ use prometheus_client::registry::Registry;
 use super::kernel::{SocketDrops, UdpSnmp};
 use super::labels::{ProbeResult, RequestDropReason, StatusClass, UpstreamErrorClass};
 use super::workers::Totals;
-use crate::engine::stats::{Anomaly, DropReason};
+use crate::engine::stats::{Anomaly, DropReason, ResponseMissing};
 
 /// Upstream latency histogram bucket upper bounds, seconds.
 pub const LATENCY_BUCKETS: [f64; 14] = [
@@ -43,6 +43,8 @@ pub(super) struct Snapshot {
     pub(super) in_flight: u64,
     pub(super) marker_headers_removed: u64,
     pub(super) requests_resent: u64,
+    /// Bodies decoded, cut at the decoded cap, failed (ndjson sink).
+    pub(super) decode: [u64; 3],
     pub(super) sockets_bound: u64,
     pub(super) rcvbuf_bytes: u64,
     pub(super) workers_alive: u64,
@@ -146,6 +148,13 @@ const METRICS: &[Metric] = &[
     counter("rebuilder_bodies_truncated", "Requests whose body exceeded --max-body-bytes and was cut.", |s| one(s.totals.e.bodies_truncated)),
     counter("rebuilder_requests_extracted", "HTTP requests extracted from the mirror.", |s| one(s.totals.c.extracted)),
     counter("rebuilder_request_anomalies", "Requests extracted that needed a leniency some origin servers have, or whose framing origins disagree on, by kind.", |s| by_label("kind", &Anomaly::ALL, Anomaly::as_str, |i| s.totals.e.anomalies(Anomaly::ALL[i]))),
+    counter("rebuilder_responses_parsed", "Final HTTP responses parsed from the server-to-client direction (interim 1xx other than 101 not included).", |s| one(s.totals.e.responses)),
+    counter("rebuilder_responses_paired", "Requests emitted with their response.", |s| one(s.totals.e.responses_paired)),
+    counter("rebuilder_responses_unmatched", "Responses that answer no request held (without a request, extra, after lost bytes): counted, never paired.", |s| one(s.totals.e.responses_unmatched)),
+    counter("rebuilder_responses_interim", "Interim responses (1xx other than 101) skipped.", |s| one(s.totals.e.responses_interim)),
+    counter("rebuilder_responses_missing", "Requests emitted without their response, by reason.", |s| by_label("reason", &ResponseMissing::ALL, ResponseMissing::as_str, |i| s.totals.e.responses_missing(ResponseMissing::ALL[i]))),
+    counter("rebuilder_response_bodies_truncated", "Response bodies cut at --max-body-bytes.", |s| one(s.totals.e.response_bodies_truncated)),
+    counter("rebuilder_overlap_different_data", "Retransmitted bytes that differ from those already seen at the same sequence numbers (first data wins).", |s| one(s.totals.e.overlap_different_data)),
     // forwarding
     counter("rebuilder_requests_forwarded", "Requests the upstream answered, by status class.", |s| by_label("status", &StatusClass::ALL, StatusClass::as_str, |i| s.forwarded[i])),
     counter("rebuilder_requests_dropped", "Requests not delivered, by reason.", |s| by_label("reason", &RequestDropReason::ALL, RequestDropReason::as_str, |i| s.dropped[i])),
@@ -162,6 +171,9 @@ const METRICS: &[Metric] = &[
     // admin listener
     gauge("rebuilder_admin_connections", "Admin connections being served now.", |s| one(s.admin_open)),
     counter("rebuilder_admin_connections_rejected", "Admin connections closed unserved because --admin-max-connections were being served.", |s| one(s.admin_rejected)),
+    counter("rebuilder_bodies_decoded", "Bodies decompressed (gzip, deflate) for the ndjson sink (--decode-bodies).", |s| one(s.decode[0])),
+    counter("rebuilder_bodies_decoded_truncated", "Decoded bodies cut at --max-decoded-body-bytes (decompression bombs).", |s| one(s.decode[1])),
+    counter("rebuilder_body_decode_failures", "Bodies that claimed gzip or deflate and did not decode (kept as they were).", |s| one(s.decode[2])),
 ];
 
 /// Whatever can take a [`Snapshot`] (the daemon's telemetry state).

@@ -102,6 +102,31 @@ fn every_request_anomaly_has_a_series_summed_over_workers() {
 }
 
 #[test]
+fn response_counters_are_summed_and_every_missing_reason_has_a_series() {
+    let t = Telemetry::new(2, 3);
+    let mut stats = EngineStats::default();
+    stats.responses = 5;
+    stats.responses_paired = 4;
+    stats.count_missing(crate::engine::stats::ResponseMissing::Gap);
+    t.worker(0).publish(&WorkerCounters::default(), &stats, 0);
+    t.worker(1).publish(&WorkerCounters::default(), &stats, 0);
+    let text = t.render();
+    assert_eq!(value(&text, "rebuilder_responses_parsed_total"), 10.0);
+    assert_eq!(value(&text, "rebuilder_responses_paired_total"), 8.0);
+    assert_eq!(
+        value(&text, "rebuilder_responses_missing_total{reason=\"gap\"}"),
+        2.0
+    );
+    for r in crate::engine::stats::ResponseMissing::ALL {
+        let series = format!(
+            "rebuilder_responses_missing_total{{reason=\"{}\"}}",
+            r.as_str()
+        );
+        assert!(value(&text, &series) >= 0.0);
+    }
+}
+
+#[test]
 fn latency_histogram_is_cumulative() {
     let t = Telemetry::new(1, 3);
     t.request_forwarded(200, Duration::from_micros(300));

@@ -66,6 +66,7 @@ mod framing;
 mod grammar;
 mod head;
 mod proxy_prefix;
+pub mod response;
 mod resync;
 mod state;
 #[cfg(test)]
@@ -481,6 +482,8 @@ impl Parser {
             version_major: h.major,
             trailers: Vec::new(),
             anomalies,
+            response: None,
+            response_missing: None,
         };
         let has_body = match framing {
             Framing::Chunked => !connect,

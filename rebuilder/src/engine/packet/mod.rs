@@ -35,6 +35,12 @@ pub struct TcpSegment<'a> {
     pub syn: bool,
     /// ACK flag.
     pub ack: bool,
+    /// Acknowledgment number (meaningful with `ack`).
+    pub ack_no: u32,
+    /// Advertised receive window (unscaled).
+    pub window: u16,
+    /// Window scale option (SYN segments only).
+    pub wscale: Option<u8>,
     /// FIN flag.
     pub fin: bool,
     /// RST flag.
@@ -164,6 +170,16 @@ pub fn parse_ip(
                 seq: tcp.sequence_number(),
                 syn: tcp.syn(),
                 ack: tcp.ack(),
+                ack_no: tcp.acknowledgment_number(),
+                window: tcp.window_size(),
+                wscale: if tcp.syn() {
+                    tcp.options_iterator().find_map(|o| match o {
+                        Ok(etherparse::TcpOptionElement::WindowScale(s)) => Some(s),
+                        _ => None,
+                    })
+                } else {
+                    None
+                },
                 fin: tcp.fin(),
                 rst: tcp.rst(),
                 payload: tcp.payload(),

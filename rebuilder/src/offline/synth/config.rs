@@ -94,6 +94,12 @@ pub struct SynthConfig {
     pub max_step_us: u64,
     /// Server response body size (`0..=max`).
     pub max_response_body: usize,
+    /// Fraction of responses sent chunked (HTTP/1.1).
+    pub response_chunked: f64,
+    /// Probability that a server data segment is lost (never captured).
+    pub response_loss: f64,
+    /// Fraction of connections that end with a websocket upgrade (`101`, then frames).
+    pub upgrades: f64,
 }
 
 impl Default for SynthConfig {
@@ -144,6 +150,9 @@ impl Default for SynthConfig {
             start_ts_us: 1_700_000_000_000_000,
             max_step_us: 20,
             max_response_body: 2000,
+            response_chunked: 0.2,
+            response_loss: 0.0,
+            upgrades: 0.0,
         }
     }
 }
@@ -201,6 +210,9 @@ impl SynthConfig {
             start_ts_us: 1_700_000_000_000_000,
             max_step_us: 2,
             max_response_body: 3000,
+            response_chunked: 0.2,
+            response_loss: 0.0,
+            upgrades: 0.0,
         }
     }
 }

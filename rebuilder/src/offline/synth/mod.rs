@@ -133,6 +133,19 @@ impl Generator {
                 }
             }
         }
+        if ev.dir == Dir::ServerToClient && ev.end > ev.start {
+            let got = captured_inner.saturating_sub(headers);
+            let ts = self.clock;
+            for (i, &(start, _)) in conn.s_bounds.iter().enumerate() {
+                if start >= ev.start
+                    && start < ev.start + got
+                    && let Some(r) = conn.truth[i].request.response.as_mut()
+                    && r.ts_us == 0
+                {
+                    r.ts_us = ts;
+                }
+            }
+        }
         let (data, orig_len) = if cfg.vxlan {
             let datagram = &mut self.scratch2;
             datagram.clear();

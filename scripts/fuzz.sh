@@ -17,7 +17,7 @@ set -euo pipefail
 
 runs=${1:-1000000}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-targets=${FUZZ_TARGETS:-"engine_datagram http_split reassembly_segments"}
+targets=${FUZZ_TARGETS:-"engine_datagram http_split http_response reassembly_segments geneve"}
 sanitizer=${FUZZ_SANITIZER:-none}
 if [[ -n "${FUZZ_TARGET_DIR:-}" ]]; then
     export CARGO_TARGET_DIR=$FUZZ_TARGET_DIR
@@ -44,7 +44,7 @@ status=0
 for t in $targets; do
     mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
     extra=()
-    [[ $t != reassembly_segments ]] && extra+=(-dict=fuzz/http.dict)
+    [[ $t != reassembly_segments && $t != geneve ]] && extra+=(-dict=fuzz/http.dict)
     log=$(mktemp)
     start=$(date +%s)
     if cargo fuzz run "${flags[@]}" "$t" "fuzz/corpus/$t" -- \

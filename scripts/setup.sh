@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 stamp_dir="$root/.venv"
-apt_pkgs=(tshark tcpdump iproute2 ethtool curl procps shellcheck openssl python3 python3-venv)
+apt_pkgs=(tshark tcpdump iproute2 ethtool curl procps shellcheck openssl python3 python3-venv nginx-light)
 
 need_apt=()
 for p in "${apt_pkgs[@]}"; do
@@ -20,6 +20,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   echo "wireshark-common wireshark-common/install-setuid boolean false" | "${sudo_cmd[@]}" debconf-set-selections
   "${sudo_cmd[@]}" apt-get update -qq
   "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # nginx is the tests' origin oracle, run on a port of their own: the service the package
+  # starts (the default site on port 80) is not needed.
+  if [[ " ${need_apt[*]} " == *" nginx-light "* ]] && command -v systemctl >/dev/null \
+      && systemctl is-active --quiet nginx 2>/dev/null; then
+    "${sudo_cmd[@]}" systemctl disable --now nginx >/dev/null 2>&1 || true
+  fi
 fi
 
 req="$root/scripts/requirements-dev.txt"

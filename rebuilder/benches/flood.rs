@@ -10,17 +10,7 @@
 //! jumbo), MF_FLOOD_SCALE (multiplies the attacker packet counts, default 1).
 
 use rebuilder::EngineConfig;
-use rebuilder_testkit::flood::{Flood, Plan, run};
-
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
+use rebuilder_testkit::flood::{Flood, Plan, ceiling_kib, run, status_kib};
 
 fn plan(flood: Flood, scale: f64) -> Plan {
     let n = |x: f64| (x * scale) as usize;
@@ -32,6 +22,10 @@ fn plan(flood: Flood, scale: f64) -> Plan {
             Flood::Syn => n(1_000_000.0),
             Flood::Garbage => n(1_000_000.0),
             Flood::Jumbo => n(100_000.0),
+            // 40,000 connections each holding a pending request (two packets each).
+            Flood::Heads | Flood::Bodies => n(80_000.0),
+            Flood::Fields => n(20_000.0),
+            Flood::Pieces => n(640_000.0),
         },
         legit_connections: 3_000,
         legit_concurrency: 300,
@@ -40,18 +34,12 @@ fn plan(flood: Flood, scale: f64) -> Plan {
     }
 }
 
-/// Table entry cost used for the ceiling (docs/engine.md: ~264 bytes per entry + 4-byte
-/// index; rounded up for slab chunks and hash-table slack).
-const ENTRY_BYTES: u64 = 400;
-
 fn child(flood: Flood, scale: f64) -> i32 {
     let plan = plan(flood, scale);
     let baseline = status_kib("VmRSS:");
     let o = run(&plan, |_| {});
     let hwm = status_kib("VmHWM:");
-    let ceiling_kib = baseline
-        + (plan.config.memory_budget_bytes as u64 + plan.config.max_flows as u64 * ENTRY_BYTES)
-            / 1024;
+    let ceiling_kib = ceiling_kib(baseline, &plan);
     println!(
         "| {} | {} | {:.1} s | {} | {} | {} / {} ({:.2} %) + {} truncated, {} altered, {} foreign | {:.1} MiB (ceiling {:.1}) | {} |",
         flood.as_str(),

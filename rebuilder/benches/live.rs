@@ -156,6 +156,7 @@ fn run_rate(cap: &Capture, pps: u64, workers: &str) -> Row {
         &["--workers", workers, "--queue-capacity", "65536"],
     );
     p.wait_health(200, Duration::from_secs(10));
+    p.wait_upstream_up(Duration::from_secs(10));
     let snmp_before = rebuilder::daemon::telemetry::read_udp_snmp();
     let cpu_before = p.cpu_us();
     let split_before = p.cpu_by_thread();

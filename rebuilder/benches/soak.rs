@@ -45,6 +45,7 @@ fn main() {
         &["--workers", &workers, "--health-probe-interval-ms", "500"],
     );
     p.wait_health(200, Duration::from_secs(20));
+    p.wait_upstream_up(Duration::from_secs(20));
     let sender = Sender::new(p.udp, 8).unwrap();
     println!(
         "soak: {minutes} min at {pps} datagrams/s, rebuilder pid {} ({} workers), sample every {sample_s} s",

@@ -1,5 +1,6 @@
-//! mirrorfleet rebuilder: AWS Traffic Mirroring copies (VXLAN over UDP/4789) in, the HTTP/1.x
-//! requests of every mirrored TCP flow out, forwarded to an analyzer.
+//! mirrorfleet rebuilder: AWS Traffic Mirroring copies (VXLAN over UDP/4789, or inside GENEVE
+//! on UDP/6081 behind a Gateway Load Balancer) in, the HTTP/1.x requests of every mirrored TCP
+//! flow out, forwarded to an analyzer.
 //!
 //! # The pipeline
 //!
@@ -7,21 +8,25 @@
 //! packet) and is driven either by the [`daemon`] (live) or by the [`offline`] tools (captures):
 //!
 //! ```text
-//! daemon::ingest        UDP/4789 sockets (SO_REUSEPORT, recvmmsg), one worker per core
-//!   │ datagram                           offline::capture   pcap / pcapng frames
+//! daemon::ingest        UDP/4789 + UDP/6081 sockets (SO_REUSEPORT, recvmmsg), one worker per core
+//!   │ datagram + sender                  offline::capture   pcap / pcapng frames
 //!   ▼                                      │ frame
-//! engine (Engine::on_vxlan_payload / on_captured_frame / on_timer / finish)
+//! engine (Engine::on_datagram / on_captured_frame / on_timer / finish)
+//!   (allow_from)        datagram senders in ranges::AddrRanges (--allow-from), before parsing
+//!   encap::geneve       RFC 8926 header of a Gateway Load Balancer, AWS options, inner IP
 //!   encap::vxlan        RFC 7348 header (I flag, VNI), VNI allow-list
 //!   packet              Ethernet II, 802.1Q / QinQ, IPv4 / IPv6, TCP (zero copy, lax)
-//!   flow                table of directions keyed (VNI, src, dst), peers linked, LRU caps
+//!   flow                table of directions keyed (GWLB endpoint, VNI, src, dst), peers linked
 //!   reassembly          per-direction TCP stream: order, duplicates, holes -> gaps
 //!   http                per-direction HTTP/1.x request parser: state machine, resync, framing
 //!     proxy, health_check   PROXY protocol v1/v2 prefix; load-balancer health checks
+//!   ranges              CIDR lists of the configuration (allow-from, PROXY peers, health checks)
 //!   request             the output: HttpRequest          stats: DropReason, EngineStats
 //!   │ HttpRequest
 //!   ▼
 //! daemon::forward       bounded queue -> rewrite -> keep-alive senders -> the analyzer
-//! daemon::telemetry     counters (workers' snapshots) -> /metrics; health -> /healthz (admin)
+//! daemon::telemetry     counters (workers' snapshots) -> /metrics; liveness -> /healthz
+//! daemon::admin         /healthz and /metrics on a thread of its own
 //!                                        offline::replay   requests as jsonl / http / summary
 //!                                        offline::synth    deterministic captures + ground truth
 //! ```
@@ -42,6 +47,8 @@ pub mod engine;
 pub mod daemon;
 
 pub mod offline;
+
+pub mod record;
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -1,4 +1,5 @@
-//! mirrorfleet rebuilder: VXLAN mirror traffic -> TCP reassembly -> HTTP requests.
+//! mirrorfleet rebuilder: VXLAN mirror traffic (directly or inside GWLB GENEVE) -> TCP
+//! reassembly -> HTTP requests.
 //!
 //! Subcommands: `replay` (extract requests from a capture file), `generate` (write a
 //! deterministic synthetic capture and its ground truth).
@@ -26,11 +27,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Extract the HTTP requests of a pcap/pcapng capture (VXLAN on UDP/4789 or plain Ethernet).
+    /// Extract the HTTP requests of a pcap/pcapng capture (VXLAN on UDP/4789, GENEVE on UDP/6081
+    /// around it, or plain Ethernet).
     Replay(ReplayArgs),
     /// Write a deterministic synthetic capture (pcap) and its ground truth (jsonl).
     Generate(Box<GenerateArgs>),
-    /// Receive VXLAN mirror traffic on UDP, extract HTTP requests and forward them upstream.
+    /// Receive mirror traffic (VXLAN, or GENEVE from a Gateway Load Balancer) on UDP, extract
+    /// HTTP requests and forward them upstream.
     Run(Box<rebuilder::daemon::config::RunArgs>),
 }
 

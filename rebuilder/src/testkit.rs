@@ -13,7 +13,11 @@ use std::net::SocketAddr;
 
 use crate::engine::health_check::HealthCheckRule;
 use crate::engine::http::{Ctx, HttpLimits, Meta, Parser};
-pub use crate::engine::packet::build::{TcpFlags, TcpFrame, UdpFrame, vxlan_datagram, vxlan_frame};
+pub use crate::engine::packet::build::{
+    TEST_GWLBE, TcpFlags, TcpFrame, UdpFrame, aws_options, geneve_datagram, geneve_frame,
+    vxlan_datagram, vxlan_frame,
+};
+use crate::engine::ranges::AddrRanges;
 use crate::engine::reassembly::Budget;
 use crate::engine::request::HttpRequest;
 use crate::engine::stats::EngineStats;
@@ -224,12 +228,14 @@ pub struct ParserHarness {
 }
 
 impl ParserHarness {
-    /// Caps of most parser tests: 8 KiB heads, 64 fields, 1 MiB bodies, no health-check rule.
+    /// Caps of most parser tests: 8 KiB heads, 64 fields, 1 MiB bodies, no health-check rule,
+    /// no trusted PROXY peer.
     pub const LIMITS: HttpLimits = HttpLimits {
         max_header_bytes: 8192,
         max_headers: 64,
         max_body_bytes: 1 << 20,
         health_checks: HealthCheckRule::OFF,
+        proxy_protocol_from: AddrRanges::NONE,
     };
 
     /// A parser at a stream start (SYN seen) or joined mid-way, with [`Self::LIMITS`] and a
@@ -254,6 +260,8 @@ impl ParserHarness {
                 vni: 7,
                 client: SocketAddr::from(([10, 0, 0, 1], 40_000)),
                 server: SocketAddr::from(([10, 0, 0, 2], 80)),
+                gwlbe: None,
+                mirror_source: None,
             },
         }
     }

@@ -123,6 +123,74 @@ fn replay_jsonl_output_equals_the_generated_truth() {
     );
 }
 
+/// `generate --geneve` writes the mirror's VXLAN datagrams inside GWLB GENEVE (UDP/6081);
+/// `replay` finds the same requests as in the VXLAN capture of the same seed, each naming its
+/// GWLB endpoint (`gwlbe`) and the mirrored ENI (`mirror_source`, the VXLAN datagram's
+/// source); the VXLAN capture's requests have no `gwlbe`.
+#[test]
+fn a_geneve_capture_replays_like_its_vxlan_twin_and_names_the_endpoint() {
+    let dir = temp_dir();
+    let common = ["--connections", "30", "--ipv6", "0.3", "--chunked", "0.3"];
+    let (vx_pcap, _) = generate(dir.path(), &common);
+    let vx_pcap = {
+        let p = dir.path().join("vxlan.pcap");
+        std::fs::rename(&vx_pcap, &p).unwrap();
+        p
+    };
+    let mut args = common.to_vec();
+    args.extend([
+        "--geneve",
+        "--gwlb-endpoints",
+        "vpce-0ab1c2d3e4f5a6b7c,vpce-00000000000000001",
+    ]);
+    let (gn_pcap, truth) = generate(dir.path(), &args);
+    let replay =
+        |p: &Path| lines(&ok(rebuilder(&["replay", p.to_str().unwrap(), "--with-body"])).stdout);
+    let (vx, gn) = (replay(&vx_pcap), replay(&gn_pcap));
+    assert!(!vx.is_empty());
+    assert!(
+        vx.iter()
+            .all(|v| v.get("gwlbe").is_none() && v["mirror_source"].is_string())
+    );
+    for v in gn.iter().chain(&truth) {
+        let g = v["gwlbe"].as_str().unwrap_or_default();
+        assert!(
+            g == "vpce-0ab1c2d3e4f5a6b7c" || g == "vpce-00000000000000001",
+            "gwlbe {g:?} in {v}"
+        );
+        assert!(
+            v["mirror_source"].as_str().unwrap().starts_with("172.31."),
+            "{v}"
+        );
+    }
+    let set = |l: &[serde_json::Value]| {
+        l.iter()
+            .map(|v| format!("{} {}", ident(v), v["mirror_source"]))
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(set(&gn), set(&vx));
+    assert_eq!(set(&gn), set(&truth));
+    assert_eq!(gn.len(), truth.len());
+    // No GENEVE datagram was refused, and every packet was read as GENEVE.
+    let summary = ok(rebuilder(&[
+        "replay",
+        gn_pcap.to_str().unwrap(),
+        "--format",
+        "summary",
+    ]));
+    let stderr = String::from_utf8_lossy(&summary.stderr);
+    for line in stderr
+        .lines()
+        .filter(|l| l.starts_with("drop_geneve") || l.contains("_port "))
+    {
+        assert!(line.ends_with(" 0"), "{line}\n{stderr}");
+    }
+    assert!(
+        stderr.contains(&format!("requests {}", truth.len())),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn replay_without_body_flag_leaves_bodies_out() {
     let dir = temp_dir();
@@ -334,13 +402,14 @@ fn replay_prints_the_proxy_protocol_client_and_the_tcp_peer() {
             "0.5",
         ],
     );
+    // The generator's connections (the balancer's, here) come from 10.64.0.0/10 and fd00:c::/32.
     let out = ok(rebuilder(&[
         "replay",
         pcap.to_str().unwrap(),
         "--with-body",
         "--keep-health-checks",
-        "--health-check-paths",
-        "/healthz",
+        "--proxy-protocol-from",
+        "10.64.0.0/10,fd00:c::/32",
     ]));
     let got = lines(&out.stdout);
     let with_peer = |v: &serde_json::Value| format!("{} peer {}", ident(v), v["peer"]);
@@ -361,10 +430,31 @@ fn replay_prints_the_proxy_protocol_client_and_the_tcp_peer() {
         "{stderr}"
     );
     assert!(stderr.contains("drop_health_check 0\n"), "{stderr}");
+    assert!(
+        stderr.contains("drop_proxy_header_untrusted 0\n"),
+        "{stderr}"
+    );
+
+    // Without trusted peers (the default) every header is stripped, counted as untrusted,
+    // and the TCP peer is the client: a direct client cannot name another address.
+    let out = ok(rebuilder(&[
+        "replay",
+        pcap.to_str().unwrap(),
+        "--with-body",
+    ]));
+    let got = lines(&out.stdout);
+    assert_eq!(got.len(), truth.len(), "every request is still seen");
+    assert!(got.iter().all(|v| v["client"] == v["peer"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("proxy_headers 0\n"), "{stderr}");
+    assert!(
+        stderr.contains("drop_proxy_header_untrusted 30\n"),
+        "{stderr}"
+    );
 }
 
 #[test]
-fn health_checks_are_dropped_by_default_and_kept_or_narrowed_by_flags() {
+fn health_checks_are_dropped_only_for_configured_paths_from_balancer_ranges() {
     let dir = temp_dir();
     let (pcap, truth) = generate(
         dir.path(),
@@ -394,11 +484,21 @@ fn health_checks_are_dropped_by_default_and_kept_or_narrowed_by_flags() {
     let all: BTreeSet<String> = truth.iter().map(ident).collect();
     let without: BTreeSet<String> = truth.iter().filter(|v| !is_hc(v)).map(ident).collect();
 
+    // No rule by default: a claimed health checker is a request like any other.
     let (got, stderr) = replay(&[]);
-    assert!(
-        got == without,
-        "the default rule drops exactly the health checks"
-    );
+    assert!(got == all, "nothing is dropped without configuration");
+    assert!(stderr.contains("drop_health_check 0\n"), "{stderr}");
+
+    // The balancer's path from the balancer's ranges (the generator's connections come from
+    // 10.64.0.0/10 and fd00:c::/32): exactly the health checks are dropped.
+    let rule = [
+        "--health-check-paths",
+        "/health",
+        "--health-check-from",
+        "10.64.0.0/10,fd00:c::/32",
+    ];
+    let (got, stderr) = replay(&rule);
+    assert!(got == without, "the rule drops exactly the health checks");
     assert!(
         stderr.contains(&format!("drop_health_check {checks}\n")),
         "{stderr}"
@@ -407,17 +507,43 @@ fn health_checks_are_dropped_by_default_and_kept_or_narrowed_by_flags() {
         stderr.contains(&format!("requests {}\n", without.len())),
         "{stderr}"
     );
-
-    let (got, stderr) = replay(&["--keep-health-checks"]);
+    let mut keep = rule.to_vec();
+    keep.push("--keep-health-checks");
+    let (got, stderr) = replay(&keep);
     assert!(got == all, "--keep-health-checks keeps everything");
     assert!(stderr.contains("drop_health_check 0\n"), "{stderr}");
 
-    // Narrowed to another path: the ALB's checks of /health are kept.
-    let (got, _) = replay(&["--health-check-paths", "/healthz"]);
+    // Another path, other ranges, another agent: nothing is dropped.
+    let (got, _) = replay(&[
+        "--health-check-paths",
+        "/healthz",
+        "--health-check-from",
+        "10.0.0.0/8,fd00::/8",
+    ]);
     assert!(got == all);
-    let (got, _) = replay(&["--health-check-paths", "/health,/healthz"]);
+    let (got, _) = replay(&[
+        "--health-check-paths",
+        "/health",
+        "--health-check-from",
+        "192.0.2.0/24",
+    ]);
+    assert!(got == all);
+    let mut ua = rule.to_vec();
+    ua.extend(["--health-check-user-agents", "kube-probe/"]);
+    let (got, _) = replay(&ua);
+    assert!(got == all);
+    let mut ua = rule.to_vec();
+    ua.extend(["--health-check-user-agents", "ELB-HealthChecker/"]);
+    let (got, _) = replay(&ua);
     assert!(got == without);
-    // Another agent list: not these.
-    let (got, _) = replay(&["--health-check-user-agents", "kube-probe/"]);
-    assert!(got == all);
+
+    // Half a rule is refused: a path alone would let a client hide requests.
+    let out = rebuilder(&[
+        "replay",
+        pcap.to_str().unwrap(),
+        "--health-check-paths",
+        "/health",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--health-check-from"));
 }

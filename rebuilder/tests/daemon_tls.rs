@@ -1,7 +1,7 @@
 //! An https upstream: the rebuilder verifies it against `--upstream-ca-file` (a private CA made
 //! here with openssl) and delivers every request over TLS; without the CA the upstream is never
-//! trusted and /healthz stays 503. Needs openssl and python3 (the prerequisite policy of
-//! `rebuilder_testkit::system`).
+//! trusted and is reported down (`rebuilder_upstream_up` 0; the instance itself stays live).
+//! Needs openssl and python3 (the prerequisite policy of `rebuilder_testkit::system`).
 
 use std::path::Path;
 use std::process::Command;
@@ -100,10 +100,17 @@ fn https_upstream_with_a_private_ca_receives_every_request() {
     );
     let upstream = format!("https://localhost:{port}");
 
-    // Without the CA the certificate is not trusted: never healthy, nothing delivered.
+    // Without the CA the certificate is not trusted: never up, nothing delivered.
     let untrusting = RebuilderProc::start(&upstream, &["--health-probe-interval-ms", "200"]);
-    std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(untrusting.healthz(), 503);
+    let m = untrusting.wait_metrics(Duration::from_secs(10), "failed probes", |m| {
+        m.get("rebuilder_upstream_probes_total{result=\"failure\"}") >= 2
+    });
+    assert_eq!(m.get("rebuilder_upstream_up"), 0);
+    assert_eq!(
+        m.get("rebuilder_upstream_probes_total{result=\"success\"}"),
+        0
+    );
+    assert_eq!(untrusting.healthz(), 200, "live all the same");
     drop(untrusting);
 
     let ca = dir.join("ca.pem");
@@ -116,7 +123,7 @@ fn https_upstream_with_a_private_ca_receives_every_request() {
             "200",
         ],
     );
-    p.wait_health(200, Duration::from_secs(10));
+    p.wait_upstream_up(Duration::from_secs(10));
     let (payloads, expected) = synth_payloads(51, 40, 2000);
     let sender = Sender::new(p.udp, 4).unwrap();
     for (sport, d) in &payloads {

@@ -4,7 +4,7 @@
 //! connections mixed into the flood are recovered exactly.
 
 use rebuilder::{DropReason, EngineConfig};
-use rebuilder_testkit::flood::{Flood, Plan, run};
+use rebuilder_testkit::flood::{Flood, Plan, ceiling_kib, peak_rss_in_child, run, run_as_child};
 use rebuilder_testkit::frames::TcpConn;
 
 fn plan(flood: Flood, flood_packets: usize) -> Plan {
@@ -139,4 +139,69 @@ fn unfinished_chunk_lines_and_trailers_on_many_flows_stay_within_the_budget() {
     engine.finish(&mut out);
     assert!(out.is_empty());
     assert_eq!(engine.buffered_bytes(), 0);
+}
+
+/// The floods of the parser's pending state: (flood, attacker connections, the least each
+/// connection would hold if nothing were charged, bytes).
+const PENDING: [(Flood, usize, u64); 3] = [
+    // 8 KB of an unfinished head in a parser buffer.
+    (Flood::Heads, 6_000, 8_000),
+    // 997 fields held by a pending request: at least their names, values and list slots.
+    (Flood::Fields, 1_500, 997 * 48),
+    // A 60,000-byte body announced: its first allocation.
+    (Flood::Bodies, 6_000, 60_000),
+];
+
+fn pending_plan(flood: Flood, connections: usize) -> Plan {
+    Plan {
+        flood,
+        flood_packets: 2 * connections,
+        legit_connections: 200,
+        legit_concurrency: 50,
+        config: EngineConfig {
+            max_flows: 20_000,
+            memory_budget_bytes: 8 * 1024 * 1024,
+            ..EngineConfig::default()
+        },
+        seed: 14,
+    }
+}
+
+/// Issue 14 item 7: unfinished heads, pending requests with 1,000 fields and announced bodies
+/// on thousands of connections. Each flood runs in a child process whose peak RSS must stay
+/// under the configured cap (its baseline + the memory budget + the flow table at its cap),
+/// although each would hold several times that if the parser's state were not charged to the
+/// budget; the legitimate requests mixed in are never altered.
+#[test]
+fn pending_requests_of_a_flood_keep_the_peak_rss_under_the_configured_cap() {
+    const NAME: &str = "pending_requests_of_a_flood_keep_the_peak_rss_under_the_configured_cap";
+    for (flood, connections, _) in PENDING {
+        if run_as_child(&pending_plan(flood, connections)) {
+            return;
+        }
+    }
+    for (flood, connections, each) in PENDING {
+        let plan = pending_plan(flood, connections);
+        let r = peak_rss_in_child(NAME, flood);
+        let ceiling = ceiling_kib(r.baseline_kib, &plan);
+        let caps_kib = ceiling - r.baseline_kib;
+        eprintln!(
+            "{}: peak {} KiB (baseline {} KiB, ceiling {ceiling} KiB): {}",
+            flood.as_str(),
+            r.peak_kib,
+            r.baseline_kib,
+            r.summary
+        );
+        assert!(
+            connections as u64 * each / 1024 > 2 * caps_kib,
+            "{}: the flood would not exceed the caps uncharged",
+            flood.as_str()
+        );
+        assert!(
+            r.peak_kib <= ceiling,
+            "{}: peak RSS {} KiB over the ceiling {ceiling} KiB",
+            flood.as_str(),
+            r.peak_kib
+        );
+    }
 }

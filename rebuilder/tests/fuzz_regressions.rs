@@ -1,7 +1,7 @@
 //! Inputs found by the fuzz targets (`scripts/fuzz.sh`), kept as regression tests of the
 //! normal suite. Each names the target and the property that broke.
 
-use rebuilder::{Engine, EngineConfig, EngineStats, HttpRequest};
+use rebuilder::{DropReason, Engine, EngineConfig, EngineStats, HttpRequest};
 use rebuilder_testkit::frames::TcpConn;
 
 /// Feeds `pieces` as consecutive segments of one connection (SYN first) and returns what came
@@ -22,7 +22,9 @@ fn run(config: EngineConfig, pieces: &[&[u8]]) -> (Vec<HttpRequest>, EngineStats
 /// http_split: at stream start, "H" then a second piece that makes the head exceed
 /// `max_header_bytes` was dropped as `head_too_large` (and the stream kept being scanned for
 /// requests), while the same bytes in one piece mark the stream opaque. The verdict is now
-/// the same whatever the split.
+/// the same whatever the split: these bytes (no control byte: no evidence of a binary
+/// protocol) are no request line, counted once as `bad_request`, and the stream is searched
+/// for requests.
 #[test]
 fn the_opaque_verdict_at_stream_start_does_not_depend_on_segmentation() {
     let config = || EngineConfig {
@@ -34,8 +36,45 @@ fn the_opaque_verdict_at_stream_start_does_not_depend_on_segmentation() {
     let (out1, whole) = run(config(), &[&wire]);
     let (out2, split) = run(config(), &[&wire[..1], &wire[1..]]);
     assert!(out1.is_empty() && out2.is_empty());
+    let verdict = |s: &EngineStats| {
+        (
+            s.opaque_flows,
+            s.drops(DropReason::BadRequest),
+            s.total_drops(),
+        )
+    };
+    assert_eq!(verdict(&whole), verdict(&split));
+    assert_eq!(whole.opaque_flows, 0);
+    assert_eq!(whole.drops(DropReason::BadRequest), 1, "{whole:?}");
+    assert_eq!(whole.total_drops(), 1, "{whole:?}");
+    // With a control byte in the first bytes (binary evidence) the stream is opaque, whatever
+    // the split.
+    let binary = b"HS\x01_____ HTTP/1.1\r\n\r\n";
+    let (_, whole) = run(config(), &[binary]);
+    let (_, split) = run(config(), &[&binary[..1], &binary[1..]]);
+    assert_eq!(verdict(&whole), verdict(&split));
     assert_eq!(whole.opaque_flows, 1);
-    assert_eq!(split.opaque_flows, 1);
-    assert_eq!(split.total_drops(), 0, "{split:?}");
-    assert_eq!(whole.total_drops(), 0, "{whole:?}");
+}
+
+/// http_split: a first line no origin reads (`E` then a control byte where the target
+/// starts) followed by a head end past `max_header_bytes` was `head_too_large` in one piece
+/// (the cap was checked before the line) and `bad_request` when cut after 32 bytes (the line
+/// was judged on its first 16 bytes). The first line is now judged first, at the same point
+/// whatever the segmentation.
+#[test]
+fn a_refused_first_line_is_refused_whatever_the_head_size_and_the_segmentation() {
+    let config = || EngineConfig {
+        max_header_bytes: 128,
+        ..EngineConfig::default()
+    };
+    let mut wire = b"E ".to_vec();
+    wire.extend(std::iter::repeat_n(0x15, 150));
+    wire.extend_from_slice(b"x\n\n");
+    let (_, whole) = run(config(), &[&wire]);
+    let (_, split) = run(config(), &[&wire[..32], &wire[32..]]);
+    let (_, tiny) = run(config(), &wire.chunks(5).collect::<Vec<_>>());
+    for s in [&whole, &split, &tiny] {
+        assert_eq!(s.drops(DropReason::BadRequest), 1, "{s:?}");
+        assert_eq!(s.drops(DropReason::HeadTooLarge), 0, "{s:?}");
+    }
 }

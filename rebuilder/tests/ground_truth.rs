@@ -6,6 +6,7 @@
 //! Under loss or truncation every request whose bytes all arrived must be recovered and none
 //! that lost a byte may be emitted.
 
+use rebuilder::engine::ranges::AddrRanges;
 use rebuilder::offline::capture::write_pcap;
 use rebuilder::offline::replay::run_capture;
 use rebuilder::offline::synth::{SynthConfig, TruthRequest, generate};
@@ -25,13 +26,22 @@ fn key(r: &HttpRequest) -> (u32, String, String, Vec<u8>) {
 }
 
 /// Generates the capture, writes it as a pcap and replays it through the engine.
+/// The engine configuration of these tests: the generator's connections come from
+/// 10.64.0.0/10 and fd00:c::/32 (the "balancer" when they carry a PROXY header), trusted.
+fn engine_config() -> EngineConfig {
+    EngineConfig {
+        proxy_protocol_from: AddrRanges::parse("10.0.0.0/8,fd00::/8").unwrap(),
+        ..EngineConfig::default()
+    }
+}
+
 fn extract(cfg: &SynthConfig) -> (Vec<HttpRequest>, Vec<TruthRequest>, u64) {
     let (frames, truth) = generate(cfg.clone());
     let n = frames.len() as u64;
     let mut pcap = Vec::new();
     write_pcap(frames, &mut pcap).unwrap();
     let mut got = Vec::new();
-    let outcome = run_capture(&pcap[..], EngineConfig::default(), |r| {
+    let outcome = run_capture(&pcap[..], engine_config(), |r| {
         got.push(r.clone());
         Ok(())
     })
@@ -51,6 +61,12 @@ struct Verdict {
     duplicates: Vec<String>,
     foreign: Vec<String>,
     different: Vec<String>,
+    /// Requests paired with a response that is not theirs (must never happen).
+    wrong_response: Vec<String>,
+    /// Responses captured whole: paired, and of those certain (must be paired) but missing.
+    responses_captured: usize,
+    responses_paired: usize,
+    certain_unpaired: Vec<String>,
 }
 
 fn compare(got: &[HttpRequest], truth: &[TruthRequest], check_ts: bool) -> Verdict {
@@ -80,8 +96,42 @@ fn compare(got: &[HttpRequest], truth: &[TruthRequest], check_ts: bool) -> Verdi
         let mut want = t.request.clone();
         if !check_ts {
             want.ts_us = r.ts_us;
+            if let (Some(w), Some(g)) = (want.response.as_mut(), r.response.as_ref()) {
+                w.ts_us = g.ts_us;
+            }
         }
-        if *r != want {
+        if want.response.is_some() {
+            v.responses_captured += 1;
+        }
+        match (&r.response, &want.response) {
+            (Some(g), Some(w)) if g == w => v.responses_paired += 1,
+            (Some(_), _) => v.wrong_response.push(format!(
+                "conn {} request {}:\n  got  {:?}\n  want {:?}",
+                t.conn,
+                t.index,
+                summary(r),
+                summary(&want)
+            )),
+            (None, _) => {
+                if r.response_missing.is_none() {
+                    v.wrong_response
+                        .push(format!("conn {} request {}: no reason", t.conn, t.index));
+                }
+                if t.response_certain {
+                    v.certain_unpaired.push(format!(
+                        "conn {} request {} ({:?})",
+                        t.conn, t.index, r.response_missing
+                    ));
+                }
+            }
+        }
+        // The request itself, whatever happened to its response.
+        let mut same = r.clone();
+        same.response = None;
+        same.response_missing = None;
+        want.response = None;
+        want.response_missing = None;
+        if same != want {
             v.different.push(format!(
                 "conn {} request {}:\n  got  {:?}\n  want {:?}",
                 t.conn,
@@ -114,8 +164,20 @@ fn compare(got: &[HttpRequest], truth: &[TruthRequest], check_ts: bool) -> Verdi
 }
 
 fn summary(r: &HttpRequest) -> String {
+    let resp = match &r.response {
+        Some(p) => format!(
+            "response {} at {} ({} headers, body {} of {} bytes, chunked {})",
+            p.status,
+            p.ts_us,
+            p.headers.len(),
+            p.body.len(),
+            p.body_len,
+            p.chunked
+        ),
+        None => format!("no response ({:?})", r.response_missing),
+    };
     format!(
-        "ts {} vni {} {} -> {} {} {} HTTP/1.{} headers {:?} body {} bytes (chunked {}, truncated {})",
+        "{resp}; ts {} vni {} {} -> {} {} {} HTTP/1.{} headers {:?} body {} bytes (chunked {}, truncated {})",
         r.ts_us,
         r.vni,
         r.client,
@@ -136,6 +198,7 @@ fn summary(r: &HttpRequest) -> String {
 /// Runs one configuration and asserts the verdict. Returns it for extra checks.
 fn check(name: &str, cfg: SynthConfig, check_ts: bool) -> Verdict {
     let (got, truth, frames) = extract(&cfg);
+    let cfg = &cfg;
     let v = compare(&got, &truth, check_ts);
     eprintln!(
         "{name}: {frames} frames, {} requests ({} expected, {} with lost bytes), {} recovered",
@@ -144,6 +207,19 @@ fn check(name: &str, cfg: SynthConfig, check_ts: bool) -> Verdict {
         v.unexpected,
         v.recovered
     );
+    eprintln!(
+        "{name}: responses captured whole {}, paired {}, certain but reported missing {}",
+        v.responses_captured,
+        v.responses_paired,
+        v.certain_unpaired.len()
+    );
+    // Where the two directions arrive in order and nothing is lost, every response must be
+    // paired; elsewhere a response may be reported missing (never another one given).
+    let strict = cfg.loss == 0.0
+        && cfg.response_loss == 0.0
+        && cfg.packet_length.is_none()
+        && !cfg.mid_stream
+        && cfg.reorder == 0.0;
     let show = |what: &str, list: &[String]| {
         if list.is_empty() {
             String::new()
@@ -165,6 +241,15 @@ fn check(name: &str, cfg: SynthConfig, check_ts: bool) -> Verdict {
         show("duplicates", &v.duplicates),
         show("requests not in the truth", &v.foreign),
         show("requests differing from the truth", &v.different),
+        show(
+            "requests paired with a response not theirs",
+            &v.wrong_response,
+        ),
+        if strict {
+            show("certain responses not paired", &v.certain_unpaired)
+        } else {
+            String::new()
+        },
     ]
     .concat();
     assert!(problems.is_empty(), "{name}:{problems}");
@@ -488,6 +573,36 @@ fn the_realistic_mix_is_extracted_exactly() {
     check("realistic", SynthConfig::realistic(27, 400, 200), false);
 }
 
+/// A Gateway Load Balancer endpoint as the mirror target: every VXLAN datagram arrives as an
+/// IP packet inside GENEVE. Replay finds every request, the same as from the unwrapped capture
+/// (the truth names the endpoint; nothing else differs), over IPv4 and IPv6 mirror carriers.
+#[test]
+fn a_capture_wrapped_in_gwlb_geneve_yields_the_same_requests_as_unwrapped() {
+    for (name, outer_ipv6, seed) in [("geneve", false, 28), ("geneve-outer-ipv6", true, 29)] {
+        let cfg = SynthConfig {
+            outer_ipv6,
+            ..SynthConfig::realistic(seed, 300, 120)
+        };
+        let wrapped = SynthConfig {
+            geneve: true,
+            gwlb_endpoints: vec![0x0ab1_c2d3_e4f5_a6b7, 0x0123_4567_89ab_cdef],
+            ..cfg.clone()
+        };
+        let v = check(name, wrapped.clone(), false);
+        let (mut plain, _, _) = extract(&cfg);
+        let (mut got, _, _) = extract(&wrapped);
+        assert!(got.iter().all(|r| r.gwlbe.is_some()), "{name}");
+        assert!(plain.iter().all(|r| r.gwlbe.is_none()), "{name}");
+        for r in &mut got {
+            r.gwlbe = None;
+        }
+        plain.sort_by_key(key);
+        got.sort_by_key(key);
+        assert_eq!(got.len(), v.recovered);
+        assert!(got == plain, "{name}: GENEVE and VXLAN captures differ");
+    }
+}
+
 /// Connections opened by a load balancer with a PROXY header: every request carries the
 /// header's source as `client` and the balancer's address as `peer`.
 #[test]
@@ -639,6 +754,7 @@ mod any_knobs {
             prop_assert!(v.duplicates.is_empty(), "duplicates {:?}", v.duplicates);
             prop_assert!(v.foreign.is_empty(), "foreign {:?}", v.foreign);
             prop_assert!(v.different.is_empty(), "different {:?}", v.different);
+            prop_assert!(v.wrong_response.is_empty(), "paired with another's response {:?}", v.wrong_response);
         }
     }
 }

@@ -90,13 +90,7 @@ fn netns_mirrored_http_reaches_the_analyzer_exactly_once() {
 
     // Traffic.
     let base = format!("http://{server}");
-    let curl = |args: &[&str]| {
-        let mut v = vec!["curl", "-sS", "-o", "/dev/null", "--max-time", "10"];
-        v.extend_from_slice(args);
-        let mut cmd = netns::exec(&c, "curl");
-        cmd.args(&v[1..]);
-        system::run_ok(cmd, Duration::from_secs(20)).expect("curl");
-    };
+    let curl = |args: &[&str]| netns::curl_in(&c, args);
     curl(&[
         "-H",
         "Host: shop.example",

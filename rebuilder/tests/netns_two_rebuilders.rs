@@ -5,10 +5,12 @@
 //! other way round — as the NLB's per-direction 5-tuple hashing can do. Both forward to one
 //! analyzer. Every request must arrive exactly once, both rebuilders must have extracted some
 //! (flows spread over both), and neither may log a warning or an error about the half it
-//! cannot see. Two of the connections start with a PROXY header (v1, v2): the analyzer gets
-//! the header's client in X-Forwarded-For. Both rebuilders narrow the health-check rule to
-//! `/health` (A by `REBUILDER_HEALTH_CHECK_PATHS`, B by `--health-check-paths`): the
-//! balancer's checks of `/health` are dropped, its requests to other paths forwarded.
+//! cannot see. Two of the connections start with a PROXY header (v1, v2) and come from the
+//! client namespace, trusted as the load balancer (A by `REBUILDER_PROXY_PROTOCOL_FROM`, B by
+//! `--proxy-protocol-from`): the analyzer gets the header's client in X-Forwarded-For. Both
+//! rebuilders have the health-check rule `/health` from that address (A by
+//! `REBUILDER_HEALTH_CHECK_PATHS` / `_FROM`, B by the flags): the balancer's checks of
+//! `/health` are dropped, its requests to other paths forwarded.
 //!
 //! Needs root, `ip`, `tc`, `ethtool` and `curl` (the prerequisite policy of
 //! `rebuilder_testkit::system`: skipped, or failed under `MIRRORFLEET_REQUIRE_SYSTEM=1`).
@@ -99,17 +101,23 @@ fn netns_two_rebuilders_each_with_one_direction_forward_every_request_once() {
     let _origin = Analyzer::in_netns(&s, server).expect("the origin");
     let analyzer = Analyzer::in_netns(&r, ANALYZER).expect("the analyzer");
 
-    // The health-check rule narrowed to the path /health: A through the environment, B
-    // through its flag.
+    // The client namespace plays the load balancer: its PROXY headers are believed, and its
+    // requests to /health are health checks. A is configured through the environment, B
+    // through flags.
+    let balancer = format!("{}/32", lab.addrs.client);
     let mut rebuilders = Vec::new();
     let mut logs: Vec<PathBuf> = Vec::new();
     for (name, udp, admin) in [("a", 4789, 9445), ("b", 4790, 9446)] {
         let mut cmd = netns::exec(&r, rebuilder_bin());
         cmd.arg("run");
         if name == "a" {
-            cmd.env("REBUILDER_HEALTH_CHECK_PATHS", "/health");
+            cmd.env("REBUILDER_HEALTH_CHECK_PATHS", "/health")
+                .env("REBUILDER_HEALTH_CHECK_FROM", &balancer)
+                .env("REBUILDER_PROXY_PROTOCOL_FROM", &balancer);
         } else {
-            cmd.args(["--health-check-paths", "/health"]);
+            cmd.args(["--health-check-paths", "/health"])
+                .args(["--health-check-from", &balancer])
+                .args(["--proxy-protocol-from", &balancer]);
         }
         cmd.args(["--listen", &format!("0.0.0.0:{udp}")])
             .args(["--upstream", "http://127.0.0.1:8081"])

@@ -186,12 +186,7 @@ fn netns_replay_agrees_with_tshark_on_kernel_mirrored_traffic() {
     let chunk_src = dir.join("chunked.txt");
     std::fs::write(&big, "x".repeat(20_000)).unwrap();
     std::fs::write(&chunk_src, "chunky-body-".repeat(1000)).unwrap(); // 12,000 bytes
-    let curl = |extra: &[&str]| {
-        let mut cmd = netns::exec(&cli, "curl");
-        cmd.args(["-sS", "--max-time", "10", "-o", "/dev/null"])
-            .args(extra);
-        system::run_ok(cmd, Duration::from_secs(20)).expect("curl");
-    };
+    let curl = |extra: &[&str]| netns::curl_in(&cli, extra);
     curl(&[&format!("{base}/get/one?x=1&y=two")]);
     curl(&[
         "-X",
@@ -430,6 +425,18 @@ fn tshark_and_replay_agree_with_the_generator_truth_on_synthetic_captures() {
                 vxlan: false,
                 http10: 0.5,
                 seed: 6,
+                ..base.clone()
+            },
+            true,
+        ),
+        // A GWLB endpoint as the mirror target: tshark decodes GENEVE on 6081 (it names
+        // option class 0x0108 "Amazon.com, Inc."), then the inner VXLAN.
+        (
+            "gwlb-geneve",
+            SynthConfig {
+                geneve: true,
+                ipv6: 0.3,
+                seed: 8,
                 ..base.clone()
             },
             true,

@@ -1419,6 +1419,29 @@ fn check_gwlb_path(t: &Template) -> CheckResult {
     Ok(())
 }
 
+/// The `Sink` parameter: exactly the two sinks the rebuilder knows, the default one being
+/// today's behaviour, and it reaches the rebuilders as REBUILDER_SINK.
+fn check_sink(raw: &Template) -> CheckResult {
+    let param = raw
+        .section("Parameters")
+        .get("Sink")
+        .ok_or("no Sink parameter")?;
+    if param.get("AllowedValues") != Some(&json!(["http-replay", "ndjson"])) {
+        return err("Sink must allow exactly http-replay and ndjson");
+    }
+    if param.get("Default") != Some(&json!("http-replay")) {
+        return err("Sink must default to http-replay");
+    }
+    for value in ["http-replay", "ndjson"] {
+        let t = rendered(raw, &[("Sink", value)])?;
+        let ud = user_data(&t, &fleet_launch_template(&t)?)?;
+        if !ud.contains("--env 'REBUILDER_SINK=${Sink}'") {
+            return err("the rebuilders must get REBUILDER_SINK from the Sink parameter");
+        }
+    }
+    Ok(())
+}
+
 fn check_allow_from(t: &Template) -> CheckResult {
     let lt = fleet_launch_template(t)?;
     let ud = user_data(t, &lt)?;
@@ -2678,6 +2701,11 @@ fn the_rebuilders_drop_datagrams_from_outside_the_vpc_cidrs() {
 }
 
 #[test]
+fn the_sink_parameter_allows_the_two_sinks_and_reaches_the_rebuilders() {
+    passes_raw(check_sink);
+}
+
+#[test]
 fn the_vni_is_the_parameter_or_derived_from_the_stack_id_on_both_sides() {
     passes_raw(check_vni);
 }
@@ -3535,6 +3563,25 @@ fn each_network_host_and_cloudwatch_check_rejects_a_template_broken_for_it() {
                     t,
                     REBUILDER_USER_DATA,
                     "--env 'REBUILDER_ALLOW_FROM=${VpcCidrs}' \\\n",
+                    "",
+                )
+            }),
+        ),
+        (
+            "a Sink parameter that admits any value",
+            Base::Raw,
+            check_sink,
+            Box::new(|t| remove(t, "/Parameters/Sink/AllowedValues")),
+        ),
+        (
+            "rebuilders that never get the sink",
+            Base::Raw,
+            check_sink,
+            Box::new(|t| {
+                edit_text(
+                    t,
+                    REBUILDER_USER_DATA,
+                    "--env 'REBUILDER_SINK=${Sink}' \\\n",
                     "",
                 )
             }),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use crate::engine::EngineConfig;
+use crate::engine::ranges::AddrRanges;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -15,6 +16,16 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line (CloudWatch Logs).
     Json,
+}
+
+/// Where extracted transactions go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SinkKind {
+    /// Each request re-sent to the upstream as an HTTP request (an analyzer such as Wallarm).
+    HttpReplay,
+    /// Batches of JSON lines (request + response, as `rebuilder replay --format jsonl`)
+    /// POSTed to the upstream (log pipelines, API-security ingestion endpoints).
+    Ndjson,
 }
 
 /// Sections of `rebuilder run --help`.
@@ -38,12 +49,26 @@ pub struct RunArgs {
     )]
     pub listen: Vec<SocketAddr>,
 
+    /// UDP addresses to receive GENEVE on (comma separated; none by default), as a Gateway Load
+    /// Balancer sends it (UDP/6081, the mirror's VXLAN datagram inside). Bound like --listen.
+    #[arg(long, env = "REBUILDER_GENEVE_LISTEN", value_delimiter = ',')]
+    pub geneve_listen: Vec<SocketAddr>,
+
+    /// Only datagrams from these senders are processed (CIDR blocks or addresses, comma
+    /// separated; empty = every sender). The others are dropped before parsing and counted
+    /// (`source_not_allowed`). The sender is the mirrored ENI (NLB mode) or a GWLB node (GWLB
+    /// mode). A filter, not an authentication: source addresses are only as good as the
+    /// network's anti-spoofing.
+    #[arg(long, env = "REBUILDER_ALLOW_FROM", value_delimiter = ',', value_parser = AddrRanges::parse_one)]
+    pub allow_from: Vec<ipnet::IpNet>,
+
     /// Receive worker threads, each with its own sockets and its own engine (0 = one per core).
     #[arg(long, env = "REBUILDER_WORKERS", default_value_t = 0)]
     pub workers: usize,
 
-    /// Socket receive buffer per socket, bytes. SO_RCVBUFFORCE is used when permitted
-    /// (CAP_NET_ADMIN), else SO_RCVBUF (clamped by net.core.rmem_max; a warning shows the result).
+    /// Socket receive buffer per socket, bytes, asked for with SO_RCVBUF (capped by
+    /// net.core.rmem_max, which install.sh raises); when the kernel gives less, SO_RCVBUFFORCE is
+    /// tried (it needs CAP_NET_ADMIN) and a warning shows the size in force.
     #[arg(long, env = "REBUILDER_RCVBUF_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub rcvbuf_bytes: usize,
 
@@ -103,6 +128,20 @@ pub struct RunArgs {
     /// Bodies longer than this are cut (and marked truncated), bytes.
     #[arg(long, env = "REBUILDER_MAX_BODY_BYTES", default_value_t = EngineConfig::default().max_body_bytes, help_heading = ENGINE_CAPS)]
     pub max_body_bytes: usize,
+    /// How long a complete request waits for its response (µs) before it is forwarded without
+    /// it (`timeout`).
+    #[arg(long, env = "REBUILDER_RESPONSE_TIMEOUT_US", default_value_t = EngineConfig::default().response_timeout_us, help_heading = ENGINE_CAPS)]
+    pub response_timeout_us: u64,
+    /// How long a complete request waits (µs) while the server's direction of its connection
+    /// was never seen (NLB: the directions may go to different rebuilders).
+    #[arg(long, env = "REBUILDER_SERVER_WAIT_US", default_value_t = EngineConfig::default().server_wait_us, help_heading = ENGINE_CAPS)]
+    pub server_wait_us: u64,
+    /// Requests waiting for their response per connection (pipelining depth).
+    #[arg(long, env = "REBUILDER_MAX_PENDING_REQUESTS", default_value_t = EngineConfig::default().max_pending_requests, help_heading = ENGINE_CAPS)]
+    pub max_pending_requests: usize,
+    /// Maximum size of a response head (status line + headers), bytes.
+    #[arg(long, env = "REBUILDER_MAX_RESPONSE_HEADER_BYTES", default_value_t = EngineConfig::default().max_response_header_bytes, help_heading = ENGINE_CAPS)]
+    pub max_response_header_bytes: usize,
     /// Only these VXLAN VNIs are processed (comma separated; empty = all).
     #[arg(long, env = "REBUILDER_VNI_ALLOW", value_delimiter = ',', help_heading = ENGINE_CAPS)]
     pub vni_allow: Vec<u32>,
@@ -110,11 +149,46 @@ pub struct RunArgs {
     #[command(flatten)]
     pub health_checks: crate::engine::health_check::HealthCheckArgs,
 
+    #[command(flatten)]
+    pub proxy_protocol: crate::engine::proxy::ProxyProtocolArgs,
+
     // ---- forwarding ----
     /// Analyzer URL (http:// or https://). Every request goes to this host and port whatever its
     /// Host header says; a path prefix in the URL is prepended to each request target.
     #[arg(long, env = "REBUILDER_UPSTREAM", help_heading = FORWARDING)]
     pub upstream: String,
+
+    /// What is sent to the upstream.
+    #[arg(long, env = "REBUILDER_SINK", value_enum, default_value_t = SinkKind::HttpReplay, help_heading = FORWARDING)]
+    pub sink: SinkKind,
+
+    /// ndjson sink: gzip every batch (`Content-Encoding: gzip`).
+    #[arg(long, env = "REBUILDER_SINK_GZIP", default_value_t = false, help_heading = FORWARDING)]
+    pub sink_gzip: bool,
+
+    /// ndjson sink: most lines per batch.
+    #[arg(long, env = "REBUILDER_SINK_BATCH_LINES", default_value_t = 1000, help_heading = FORWARDING)]
+    pub sink_batch_lines: usize,
+
+    /// ndjson sink: most bytes per batch (before gzip); a batch is sent once it reaches it.
+    #[arg(long, env = "REBUILDER_SINK_BATCH_BYTES", default_value_t = 4 * 1024 * 1024, help_heading = FORWARDING)]
+    pub sink_batch_bytes: usize,
+
+    /// ndjson sink: a batch waits at most this long after its first line, ms.
+    #[arg(long, env = "REBUILDER_SINK_FLUSH_MS", default_value_t = 1000, help_heading = FORWARDING)]
+    pub sink_flush_ms: u64,
+
+    /// ndjson sink: include request and response bodies (`body_b64`).
+    #[arg(long, env = "REBUILDER_SINK_WITH_BODY", default_value_t = false, help_heading = FORWARDING)]
+    pub sink_with_body: bool,
+
+    /// ndjson sink: decode gzip / deflate bodies (Content-Encoding) for the JSON lines.
+    #[arg(long, env = "REBUILDER_DECODE_BODIES", default_value_t = false, help_heading = FORWARDING)]
+    pub decode_bodies: bool,
+
+    /// With --decode-bodies: most decoded bytes kept per body (decompression bombs are cut).
+    #[arg(long, env = "REBUILDER_MAX_DECODED_BODY_BYTES", default_value_t = 4 * 1024 * 1024, help_heading = FORWARDING)]
+    pub max_decoded_body_bytes: usize,
 
     /// PEM file of the CA certificates to trust for an https upstream (instead of the public
     /// web PKI roots), e.g. a private CA of an internal analyzer.
@@ -134,6 +208,19 @@ pub struct RunArgs {
     /// at once).
     #[arg(long, env = "REBUILDER_CONCURRENCY", default_value_t = 64, help_heading = FORWARDING)]
     pub concurrency: usize,
+
+    /// Requests written on one upstream connection before their answers are read (HTTP/1.1
+    /// pipelining, which an ALB accepts on its front-end connections; 1 = one at a time).
+    /// Requests written after an answer that closes the connection are sent again on a new
+    /// one (the upstream did not process them); after a failure they are counted as lost.
+    #[arg(long, env = "REBUILDER_PIPELINE_DEPTH", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256), help_heading = FORWARDING)]
+    pub pipeline_depth: u32,
+
+    /// When fewer requests than the pipeline depth are waiting, a sender waits this long (µs)
+    /// for more before writing (fewer writes, reads and wakeups per request at low rates;
+    /// the added latency is at most this). 0 = write at once.
+    #[arg(long, env = "REBUILDER_FORWARD_LINGER_US", default_value_t = 1000, help_heading = FORWARDING)]
+    pub forward_linger_us: u64,
 
     /// Upstream TCP (and TLS) connect timeout, milliseconds.
     #[arg(long, env = "REBUILDER_CONNECT_TIMEOUT_MS", default_value_t = 2000, help_heading = FORWARDING)]
@@ -171,11 +258,24 @@ pub struct RunArgs {
     pub failure_backoff_ms: u64,
 
     // ---- operations ----
-    /// Admin HTTP listener: /healthz and /metrics.
+    /// Admin HTTP listener: /healthz (liveness) and /metrics. Served by a thread of its own;
+    /// bind it to the instance's address (the template does) rather than every interface.
     #[arg(long, env = "REBUILDER_ADMIN", default_value = "0.0.0.0:9445", help_heading = OPERATIONS)]
     pub admin: SocketAddr,
 
-    /// Consecutive failed deliveries (connect error, timeout, 5xx) after which /healthz says 503.
+    /// Admin connections served at once; more are closed at once and counted
+    /// (rebuilder_admin_connections_rejected_total).
+    #[arg(long, env = "REBUILDER_ADMIN_MAX_CONNECTIONS", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=4096), help_heading = OPERATIONS)]
+    pub admin_max_connections: u32,
+
+    /// An admin connection is closed when its request has not been answered within this, ms
+    /// (one request per connection: no keep-alive).
+    #[arg(long, env = "REBUILDER_ADMIN_TIMEOUT_MS", default_value_t = 5000, help_heading = OPERATIONS)]
+    pub admin_timeout_ms: u64,
+
+    /// Consecutive failed deliveries (connect error, timeout, 5xx) after which the upstream is
+    /// reported down (rebuilder_upstream_up 0). Not part of /healthz.
     #[arg(long, env = "REBUILDER_HEALTH_FAILURE_THRESHOLD", default_value_t = 3, help_heading = OPERATIONS)]
     pub health_failure_threshold: u32,
 
@@ -230,12 +330,19 @@ impl RunArgs {
             max_header_bytes: self.max_header_bytes,
             max_headers: self.max_headers,
             max_body_bytes: self.max_body_bytes,
+            response_timeout_us: self.response_timeout_us,
+            server_wait_us: self.server_wait_us,
+            max_pending_requests: self.max_pending_requests,
+            max_response_header_bytes: self.max_response_header_bytes,
             vni_allow: if self.vni_allow.is_empty() {
                 None
             } else {
                 Some(self.vni_allow.clone())
             },
+            allow_from: (!self.allow_from.is_empty())
+                .then(|| AddrRanges::new(self.allow_from.clone())),
             health_checks: self.health_checks.rule(),
+            proxy_protocol_from: self.proxy_protocol.ranges(),
         }
     }
 

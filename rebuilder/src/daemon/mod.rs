@@ -1,5 +1,18 @@
 //! `rebuilder run`: wires ingest workers, the forwarder and the admin listener.
 //!
+//! Threads: one receive worker per core (`rx-N`), the forwarding runtime (`fwd`, or the main
+//! thread with one forwarding thread), the admin listener (`admin`, a runtime of its own).
+//!
+//! Liveness (`/healthz`): sockets bound, every receive worker alive, the forwarder running, not
+//! shutting down. The analyzer's health is not part of it (`rebuilder_upstream_up` on
+//! `/metrics`): the load balancer and the Auto Scaling group check `/healthz`, and an analyzer
+//! outage must not make them replace the fleet.
+//!
+//! A panic anywhere ends `rebuilder run` at once ([`abort_on_panic`], installed by [`main`]):
+//! a worker whose thread died would leave its share of the flows unread, and state after a
+//! bug cannot be trusted; systemd (`Restart=always`) starts a fresh process within seconds.
+//! Embedders of [`start`] without the hook see the same failure as `/healthz` 503.
+//!
 //! Shutdown (SIGTERM, SIGINT, or the future given to [`run`]): `/healthz` turns 503, the workers
 //! stop receiving and flush their engines into the queue, the queue drains to the upstream
 //! within `--drain-timeout-ms`, whatever is left is counted as dropped (`shutdown`), exit 0.
@@ -13,6 +26,7 @@ pub mod admin;
 pub mod config;
 pub mod forward;
 pub mod ingest;
+pub mod sink;
 pub mod telemetry;
 
 use std::future::Future;
@@ -20,6 +34,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::engine::encap::Encap;
+use admin::{AdminConfig, AdminServer};
 use config::{LogFormat, RunArgs};
 use forward::{ForwardConfig, PendingHandle};
 use ingest::{IngestConfig, Workers};
@@ -37,6 +53,8 @@ pub enum DaemonError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot start the admin thread: {0}")]
+    AdminThread(std::io::Error),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -50,18 +68,27 @@ pub struct ShutdownReport {
 
 /// A started daemon.
 pub struct Daemon {
-    udp_addrs: Vec<SocketAddr>,
+    udp_addrs: Vec<(Encap, SocketAddr)>,
     admin_addr: SocketAddr,
     telemetry: Arc<Telemetry>,
     workers: Workers,
     forwarder: tokio::task::JoinHandle<()>,
     pending: PendingHandle,
-    admin: tokio::task::JoinHandle<()>,
+    admin: AdminServer,
     drain_timeout: Duration,
 }
 
-/// Binds everything and starts the workers, the forwarder and the admin listener. Must be called
-/// inside a tokio runtime.
+/// Marks the forwarder running until dropped (its task ends, or unwinds from a panic).
+struct ForwarderRunning(Arc<Telemetry>);
+
+impl Drop for ForwarderRunning {
+    fn drop(&mut self) {
+        self.0.set_forwarder_running(false);
+    }
+}
+
+/// Binds everything and starts the workers, the forwarder (on the calling runtime) and the
+/// admin listener (on its own thread). Must be called inside a tokio runtime.
 pub async fn start(args: RunArgs) -> Result<Daemon, DaemonError> {
     let fcfg = ForwardConfig::from_args(&args)?;
     let icfg = IngestConfig::from_args(&args);
@@ -69,27 +96,40 @@ pub async fn start(args: RunArgs) -> Result<Daemon, DaemonError> {
         icfg.workers.max(1),
         args.health_failure_threshold,
     ));
-    let admin_listener = admin::bind(args.admin)
-        .await
-        .map_err(|source| DaemonError::Admin {
-            addr: args.admin,
-            source,
-        })?;
+    let admin_error = |source| DaemonError::Admin {
+        addr: args.admin,
+        source,
+    };
+    let admin_listener = admin::bind(args.admin).map_err(admin_error)?;
     let admin_addr = admin_listener.local_addr().unwrap_or(args.admin);
     let sockets = ingest::bind(&icfg)?;
     let udp_addrs = sockets.local_addrs.clone();
+    let rcvbuf_granted = sockets.rcvbuf_bytes;
 
-    let (queue, forwarder) = forward::channel(fcfg.clone(), telemetry.clone());
-    let pending = forwarder.pending_handle();
-    let forwarder = tokio::spawn(forwarder.run());
+    let sink = sink::start(&args, fcfg.clone(), telemetry.clone());
+    let (queue, pending, task) = (sink.queue, sink.pending, sink.task);
+    telemetry.set_forwarder_running(true);
+    let running = ForwarderRunning(telemetry.clone());
+    let forwarder = tokio::spawn(async move {
+        let _running = running;
+        task.await;
+    });
     let workers = ingest::spawn(sockets, &icfg, queue, telemetry.clone())?;
-    let admin = tokio::spawn(admin::serve(admin_listener, telemetry.clone()));
+    let admin_cfg = AdminConfig {
+        max_connections: args.admin_max_connections as usize,
+        timeout: Duration::from_millis(args.admin_timeout_ms.max(1)),
+    };
+    let admin = AdminServer::spawn(admin_listener, telemetry.clone(), admin_cfg)
+        .map_err(DaemonError::AdminThread)?;
     tracing::info!(
         udp = ?udp_addrs,
         admin = %admin_addr,
         upstream = %args.upstream,
+        sink = ?args.sink,
         workers = icfg.workers,
+        allow_from = icfg.engine.allow_from.as_ref().map(tracing::field::display),
         rcvbuf_bytes = icfg.rcvbuf_bytes,
+        rcvbuf_granted,
         queue_capacity = fcfg.queue_capacity,
         concurrency = fcfg.concurrency,
         "rebuilder running"
@@ -107,8 +147,8 @@ pub async fn start(args: RunArgs) -> Result<Daemon, DaemonError> {
 }
 
 impl Daemon {
-    /// UDP addresses bound (port 0 resolved).
-    pub fn udp_addrs(&self) -> &[SocketAddr] {
+    /// UDP addresses bound (port 0 resolved), with their encapsulation.
+    pub fn udp_addrs(&self) -> &[(Encap, SocketAddr)] {
         &self.udp_addrs
     }
     /// Admin listener address (port 0 resolved).
@@ -140,7 +180,8 @@ impl Daemon {
                 left
             }
         };
-        self.admin.abort();
+        let admin = self.admin;
+        let _ = tokio::task::spawn_blocking(move || admin.stop()).await;
         tracing::info!(abandoned, "stopped");
         ShutdownReport { abandoned }
     }
@@ -193,9 +234,27 @@ pub fn init_logging(format: LogFormat, filter: &str) {
     };
 }
 
-/// Entry point of `rebuilder run`: logging, runtime, signals.
+/// Makes any panic end the process at once, after the panic message (and the default hook's
+/// output) has been written: see the module documentation. `rebuilder run` installs it; the
+/// library leaves the hook alone otherwise.
+pub fn abort_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        let thread = std::thread::current();
+        tracing::error!(
+            thread = thread.name().unwrap_or("?"),
+            panic = %info,
+            "panic: aborting so that the service manager starts a fresh process"
+        );
+        std::process::abort();
+    }));
+}
+
+/// Entry point of `rebuilder run`: logging, the panic policy, runtime, signals.
 pub fn main(args: RunArgs) -> Result<(), DaemonError> {
     init_logging(args.log_format, &args.log_filter);
+    abort_on_panic();
     // One forwarding thread (the default) runs a current-thread runtime: no work-stealing
     // machinery between the senders, the admin listener and the workers' wakeups.
     let threads = args.forward_thread_count();

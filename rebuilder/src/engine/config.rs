@@ -1,6 +1,7 @@
 //! [`EngineConfig`]: every cap of the engine, with the documented defaults.
 
 use super::health_check::HealthCheckRule;
+use super::ranges::AddrRanges;
 
 /// Every cap of the engine. All fields are public; [`Default`] gives the documented values.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,17 +30,43 @@ pub struct EngineConfig {
     /// A closed flow (FIN both ways or RST) is kept this long to absorb late
     /// retransmissions without re-parsing them. Default 10 s.
     pub closed_linger_us: u64,
-    /// Maximum size of a request head (request line + header fields). Default 32 KiB.
+    /// Maximum size of a request head (request line + header fields); a larger head is
+    /// dropped (`head_too_large`). Default 1 MiB: Go serves heads up to 1 MiB, Apache up to
+    /// 100 fields of 8 KiB (nginx 4 × 8 KiB, Node 16 KiB). Partial heads are charged to the
+    /// memory budget.
     pub max_header_bytes: usize,
-    /// Maximum number of header fields of a request. Default 128.
+    /// Header fields kept per request; the request is still emitted with the first ones when
+    /// it has more (flagged `too_many_headers`). Default 1,000: nginx's limit (Go stops at
+    /// 500, Apache at 100; Node serves 2,000).
     pub max_headers: usize,
     /// Maximum body kept per request; longer bodies are cut and flagged. Default 1 MiB.
     pub max_body_bytes: usize,
     /// Only these VNIs are processed (`None` = all).
     pub vni_allow: Option<Vec<u32>>,
+    /// Only tunnel datagrams whose source is in these ranges are processed; the others are
+    /// dropped before parsing (`source_not_allowed`). The source is the datagram's: the
+    /// mirrored ENI (NLB UDP target groups preserve the client IP), a Gateway Load Balancer
+    /// node (GWLB mode), the outer IP source of a captured datagram. Default: `None`, every
+    /// sender.
+    pub allow_from: Option<AddrRanges>,
+    /// How long a complete request waits for its response (capture clock) before it is
+    /// emitted without it (`timeout`). Default 10 s.
+    pub response_timeout_us: u64,
+    /// How long a complete request waits while the server's direction of its connection has
+    /// not been seen at all (with an NLB the two directions may go to different rebuilders);
+    /// after it, the connection's requests go out at once (`server_not_seen`). Default 1 s.
+    pub server_wait_us: u64,
+    /// Requests waiting for their response per connection (pipelining depth); beyond it the
+    /// oldest goes out without its response (`over_budget`). Default 64.
+    pub max_pending_requests: usize,
+    /// Maximum size of a response head (status line + header fields). Default 64 KiB.
+    pub max_response_header_bytes: usize,
     /// Requests dropped as load-balancer health checks (counted as `health_check`).
-    /// Default: [`HealthCheckRule::default`] (User-Agent `ELB-HealthChecker/`, ...).
+    /// Default: none ([`HealthCheckRule::OFF`]; a rule needs paths and balancer ranges).
     pub health_checks: HealthCheckRule,
+    /// Peers (TCP senders) whose PROXY protocol headers are believed. Default: none (a header
+    /// from any other peer is stripped and counted as `proxy_header_untrusted`).
+    pub proxy_protocol_from: AddrRanges,
 }
 
 impl Default for EngineConfig {
@@ -54,11 +81,17 @@ impl Default for EngineConfig {
             gap_timeout_after_fin_us: 50_000,
             idle_timeout_us: 120_000_000,
             closed_linger_us: 10_000_000,
-            max_header_bytes: 32 * 1024,
-            max_headers: 128,
+            max_header_bytes: 1024 * 1024,
+            max_headers: 1000,
             max_body_bytes: 1024 * 1024,
             vni_allow: None,
-            health_checks: HealthCheckRule::default(),
+            allow_from: None,
+            response_timeout_us: 10_000_000,
+            server_wait_us: 1_000_000,
+            max_pending_requests: 64,
+            max_response_header_bytes: 64 * 1024,
+            health_checks: HealthCheckRule::OFF,
+            proxy_protocol_from: AddrRanges::NONE,
         }
     }
 }

@@ -4,86 +4,70 @@
 //! (`ELB-HealthChecker/2.0` every few seconds from every balancer node). The engine drops
 //! the requests this rule matches and counts them as `health_check`.
 //!
-//! A request is a health check when **all** of these hold:
+//! A client must not be able to hide a request by making it look like a health check, so
+//! the rule rests on what a client does not control. A request is a health check when **all**
+//! of these hold:
+//! - its TCP sender (the inner source of the connection, [`HttpRequest::peer`]: the balancer
+//!   node, never the PROXY protocol client) is in one of the `from` ranges — the subnets of the
+//!   balancer's nodes;
+//! - its target is exactly one of `paths` (query included) — the health-check path the
+//!   balancer is configured with;
 //! - its method is `GET` or `HEAD` and it has no body (a request carrying data is never
 //!   dropped, whatever it claims to be);
-//! - if `user_agents` is not empty: its `User-Agent` contains one of them (case-sensitive);
-//! - if `paths` is not empty: its target is exactly one of them (query included).
+//! - if `user_agents` is not empty: its `User-Agent` contains one of them (case-sensitive).
 //!
-//! Both lists empty = the rule is off. The User-Agent is the client's word: with only
-//! User-Agent patterns, anyone can hide a body-less GET from the analyzer by claiming to be a
-//! health checker. Setting `paths` to the health-check path(s) the balancer uses narrows the
-//! rule to exactly those targets.
+//! With `from` or `paths` empty (the default) nothing is dropped: there is no default rule
+//! a client could trigger alone.
 
+use std::net::IpAddr;
+
+use crate::engine::ranges::AddrRanges;
 use crate::engine::request::HttpRequest;
 
-/// User-Agent substrings dropped by default.
-///
-/// - `ELB-HealthChecker/`: ALB (`ELB-HealthChecker/2.0`), Classic ELB (`/1.0`) and NLB HTTP
-///   health checks;
-/// - `Amazon-Route53-Health-Check-Service`: Route 53 endpoint health checks;
-/// - `kube-probe/`: kubelet liveness/readiness probes (EKS nodes);
-/// - `GoogleHC/`: Google Cloud load balancer health checks (same agent on GKE ingress).
-pub const DEFAULT_USER_AGENTS: &[&str] = &[
-    "ELB-HealthChecker/",
-    "Amazon-Route53-Health-Check-Service",
-    "kube-probe/",
-    "GoogleHC/",
-];
-
 /// Which requests are load-balancer health checks (see the module documentation).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HealthCheckRule {
-    /// `User-Agent` substrings (any one matches).
-    pub user_agents: Vec<String>,
     /// Exact request targets (any one matches).
     pub paths: Vec<String>,
-}
-
-impl Default for HealthCheckRule {
-    /// The documented defaults: [`DEFAULT_USER_AGENTS`], any path.
-    fn default() -> Self {
-        HealthCheckRule {
-            user_agents: DEFAULT_USER_AGENTS.iter().map(|s| s.to_string()).collect(),
-            paths: Vec::new(),
-        }
-    }
+    /// Address ranges of the balancer nodes (the TCP sender must be in one).
+    pub from: AddrRanges,
+    /// `User-Agent` substrings (any one matches); empty: any agent.
+    pub user_agents: Vec<String>,
 }
 
 impl HealthCheckRule {
-    /// The rule that matches nothing.
+    /// The rule that matches nothing (the default).
     pub const OFF: HealthCheckRule = HealthCheckRule {
-        user_agents: Vec::new(),
         paths: Vec::new(),
+        from: AddrRanges::NONE,
+        user_agents: Vec::new(),
     };
 
     /// Whether the rule matches nothing.
     pub fn is_off(&self) -> bool {
-        self.user_agents.is_empty() && self.paths.is_empty()
+        self.paths.is_empty() || self.from.is_empty()
     }
 
-    /// Whether `req` is a health check to drop.
-    pub fn matches(&self, req: &HttpRequest) -> bool {
+    /// Whether `req`, sent by `peer` (the TCP source of its connection), is a health check
+    /// to drop.
+    pub fn matches(&self, req: &HttpRequest, peer: IpAddr) -> bool {
         if self.is_off()
             || !req.body.is_empty()
             || req.body_truncated
             || !(req.method == "GET" || req.method == "HEAD")
+            || !self.paths.contains(&req.target)
+            || !self.from.contains(peer)
         {
             return false;
         }
-        if !self.paths.is_empty() && !self.paths.contains(&req.target) {
-            return false;
+        if self.user_agents.is_empty() {
+            return true;
         }
-        if !self.user_agents.is_empty() {
-            let Some(ua) = req.header("user-agent") else {
-                return false;
-            };
-            return self
-                .user_agents
+        req.header("user-agent").is_some_and(|ua| {
+            self.user_agents
                 .iter()
-                .any(|p| memchr::memmem::find(ua, p.as_bytes()).is_some());
-        }
-        true
+                .any(|p| memchr::memmem::find(ua, p.as_bytes()).is_some())
+        })
     }
 }
 
@@ -93,21 +77,26 @@ const HEADING: &str = "Health checks";
 /// Command-line and environment settings of the rule (`rebuilder run`, `rebuilder replay`).
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct HealthCheckArgs {
-    /// Drop GET/HEAD requests without a body whose User-Agent contains one of these
-    /// (comma separated; empty = any User-Agent, then `--health-check-paths` must be set).
-    #[arg(long, env = "REBUILDER_HEALTH_CHECK_USER_AGENTS", value_delimiter = ',', default_value = "ELB-HealthChecker/,Amazon-Route53-Health-Check-Service,kube-probe/,GoogleHC/", help_heading = HEADING)]
-    pub health_check_user_agents: Vec<String>,
-    /// ... and (when set) whose target is exactly one of these (comma separated, e.g.
-    /// `/healthz`); recommended: it stops a client from hiding requests by faking the agent.
-    #[arg(long, env = "REBUILDER_HEALTH_CHECK_PATHS", value_delimiter = ',', help_heading = HEADING)]
+    /// Drop body-less GET/HEAD requests whose target is exactly one of these (comma separated,
+    /// e.g. `/healthz`) and that come from `--health-check-from`. Both must be set.
+    #[arg(long, env = "REBUILDER_HEALTH_CHECK_PATHS", value_delimiter = ',', requires = "health_check_from", help_heading = HEADING)]
     pub health_check_paths: Vec<String>,
-    /// Keep health checks (turn the rule off).
+    /// Address ranges of the load balancer's nodes (comma separated CIDRs, e.g. the subnets
+    /// of an ALB): only requests whose TCP sender is in one are health checks.
+    #[arg(long, env = "REBUILDER_HEALTH_CHECK_FROM", value_delimiter = ',', value_parser = AddrRanges::parse_one, requires = "health_check_paths", help_heading = HEADING)]
+    pub health_check_from: Vec<ipnet::IpNet>,
+    /// ... and (when set) whose User-Agent contains one of these (comma separated, e.g.
+    /// `ELB-HealthChecker/`).
+    #[arg(long, env = "REBUILDER_HEALTH_CHECK_USER_AGENTS", value_delimiter = ',', help_heading = HEADING)]
+    pub health_check_user_agents: Vec<String>,
+    /// Keep health checks (turn the rule off whatever else is set).
     #[arg(long, env = "REBUILDER_KEEP_HEALTH_CHECKS", default_value_t = false, help_heading = HEADING)]
     pub keep_health_checks: bool,
 }
 
 impl HealthCheckArgs {
-    /// The rule these settings describe.
+    /// The rule these settings describe (off unless both paths and ranges are set; the
+    /// command line refuses one without the other).
     pub fn rule(&self) -> HealthCheckRule {
         if self.keep_health_checks {
             return HealthCheckRule::OFF;
@@ -118,10 +107,15 @@ impl HealthCheckArgs {
                 .filter(|s| !s.is_empty())
                 .collect()
         };
-        HealthCheckRule {
-            user_agents: list(&self.health_check_user_agents),
+        let rule = HealthCheckRule {
             paths: list(&self.health_check_paths),
+            from: AddrRanges::new(self.health_check_from.clone()),
+            user_agents: list(&self.health_check_user_agents),
+        };
+        if rule.is_off() {
+            return HealthCheckRule::OFF;
         }
+        rule
     }
 }
 
@@ -137,6 +131,8 @@ mod tests {
             client: a,
             peer: a,
             server: a,
+            gwlbe: None,
+            mirror_source: None,
             method: method.into(),
             target: target.into(),
             version: 1,
@@ -146,61 +142,76 @@ mod tests {
             body: body.to_vec(),
             chunked: false,
             body_truncated: false,
+            version_major: 1,
+            trailers: Vec::new(),
+            anomalies: Default::default(),
+            response: None,
+            response_missing: None,
         }
     }
 
-    #[test]
-    fn default_rule_drops_the_known_health_checkers() {
-        let rule = HealthCheckRule::default();
-        for ua in [
-            "ELB-HealthChecker/2.0",
-            "ELB-HealthChecker/1.0",
-            "kube-probe/1.29",
-            "GoogleHC/1.0",
-            "Amazon-Route53-Health-Check-Service (ref 1234; report http://amzn.to/1vsZADi)",
-        ] {
-            assert!(rule.matches(&req("GET", "/health", Some(ua), b"")), "{ua}");
-        }
-        assert!(rule.matches(&req("HEAD", "/", Some("ELB-HealthChecker/2.0"), b"")));
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
     }
 
-    #[test]
-    fn ordinary_requests_and_requests_with_a_body_are_kept() {
-        let rule = HealthCheckRule::default();
-        assert!(!rule.matches(&req("GET", "/health", Some("curl/8.5"), b"")));
-        assert!(!rule.matches(&req("GET", "/health", None, b"")));
-        assert!(!rule.matches(&req("POST", "/health", Some("ELB-HealthChecker/2.0"), b"x")));
-        assert!(!rule.matches(&req("GET", "/health", Some("ELB-HealthChecker/2.0"), b"x")));
-        // Case-sensitive: a look-alike is kept.
-        assert!(!rule.matches(&req("GET", "/", Some("elb-healthchecker/2.0"), b"")));
-    }
-
-    #[test]
-    fn paths_narrow_the_rule_to_exact_targets() {
-        let rule = HealthCheckRule {
+    fn alb() -> HealthCheckRule {
+        HealthCheckRule {
             paths: vec!["/healthz".into()],
-            ..HealthCheckRule::default()
-        };
-        assert!(rule.matches(&req("GET", "/healthz", Some("ELB-HealthChecker/2.0"), b"")));
-        assert!(!rule.matches(&req(
-            "GET",
-            "/login?u=1' OR 1=1",
-            Some("ELB-HealthChecker/2.0"),
-            b""
-        )));
-        assert!(!rule.matches(&req(
-            "GET",
-            "/healthz?x",
-            Some("ELB-HealthChecker/2.0"),
-            b""
-        )));
-        assert!(!rule.matches(&req("GET", "/healthz", Some("curl/8"), b"")));
-        let paths_only = HealthCheckRule {
+            from: AddrRanges::parse("10.0.128.0/20,fd00:1::/64").unwrap(),
             user_agents: vec![],
-            paths: vec!["/ping".into()],
+        }
+    }
+
+    #[test]
+    fn a_health_check_needs_the_path_and_a_balancer_address() {
+        let rule = alb();
+        let hc = req("GET", "/healthz", Some("ELB-HealthChecker/2.0"), b"");
+        assert!(rule.matches(&hc, ip("10.0.130.7")));
+        assert!(rule.matches(&hc, ip("fd00:1::9")));
+        assert!(rule.matches(&req("HEAD", "/healthz", None, b""), ip("10.0.130.7")));
+        // The same request from any other sender is a request.
+        assert!(!rule.matches(&hc, ip("10.0.0.5")));
+        assert!(!rule.matches(&hc, ip("203.0.113.9")));
+        // Another target from the balancer's range (e.g. a client behind it) is a request.
+        assert!(!rule.matches(&req("GET", "/healthz?x", None, b""), ip("10.0.130.7")));
+        assert!(!rule.matches(&req("GET", "/login", None, b""), ip("10.0.130.7")));
+    }
+
+    #[test]
+    fn requests_with_a_body_or_other_methods_are_never_health_checks() {
+        let rule = alb();
+        let from = ip("10.0.130.7");
+        assert!(!rule.matches(&req("POST", "/healthz", None, b"x"), from));
+        assert!(!rule.matches(&req("GET", "/healthz", None, b"x"), from));
+        assert!(!rule.matches(&req("DELETE", "/healthz", None, b""), from));
+    }
+
+    #[test]
+    fn user_agents_narrow_the_rule_further() {
+        let rule = HealthCheckRule {
+            user_agents: vec!["ELB-HealthChecker/".into()],
+            ..alb()
         };
-        assert!(paths_only.matches(&req("GET", "/ping", None, b"")));
-        assert!(!paths_only.matches(&req("GET", "/pong", None, b"")));
+        let from = ip("10.0.130.7");
+        assert!(rule.matches(
+            &req("GET", "/healthz", Some("ELB-HealthChecker/2.0"), b""),
+            from
+        ));
+        assert!(!rule.matches(&req("GET", "/healthz", Some("curl/8"), b""), from));
+        assert!(!rule.matches(&req("GET", "/healthz", None, b""), from));
+    }
+
+    #[test]
+    fn the_default_rule_matches_nothing_not_even_a_claimed_health_checker() {
+        let hc = req("GET", "/", Some("ELB-HealthChecker/2.0"), b"");
+        assert!(HealthCheckRule::default().is_off());
+        assert!(!HealthCheckRule::default().matches(&hc, ip("10.0.0.1")));
+        assert!(!HealthCheckRule::OFF.matches(&hc, ip("10.0.0.1")));
+        let paths_only = HealthCheckRule {
+            from: AddrRanges::NONE,
+            ..alb()
+        };
+        assert!(!paths_only.matches(&req("GET", "/healthz", None, b""), ip("10.0.130.7")));
     }
 
     #[derive(clap::Parser)]
@@ -209,40 +220,44 @@ mod tests {
         h: HealthCheckArgs,
     }
 
-    fn args(v: &[&str]) -> HealthCheckRule {
+    fn args(v: &[&str]) -> Result<HealthCheckRule, clap::Error> {
         use clap::Parser;
-        Cli::try_parse_from(std::iter::once("x").chain(v.iter().copied()))
-            .expect("parses")
-            .h
-            .rule()
+        Cli::try_parse_from(std::iter::once("x").chain(v.iter().copied())).map(|c| c.h.rule())
     }
 
     #[test]
-    fn flags_default_to_the_documented_rule_and_can_narrow_or_disable_it() {
-        assert_eq!(args(&[]), HealthCheckRule::default());
-        assert_eq!(args(&["--keep-health-checks"]), HealthCheckRule::OFF);
-        assert_eq!(
-            args(&["--health-check-paths", "/healthz,/ping"]).paths,
-            ["/healthz", "/ping"]
-        );
-        let only_paths = args(&[
-            "--health-check-user-agents",
-            "",
+    fn flags_default_to_no_rule_and_need_both_path_and_ranges() {
+        assert_eq!(args(&[]).unwrap(), HealthCheckRule::OFF);
+        let rule = args(&[
             "--health-check-paths",
-            "/hc",
-        ]);
-        assert!(only_paths.user_agents.is_empty());
-        assert_eq!(only_paths.paths, ["/hc"]);
-        assert!(args(&["--health-check-user-agents", ""]).is_off());
-    }
-
-    #[test]
-    fn the_off_rule_matches_nothing() {
-        assert!(!HealthCheckRule::OFF.matches(&req(
-            "GET",
-            "/",
-            Some("ELB-HealthChecker/2.0"),
-            b""
-        )));
+            "/healthz,/ping",
+            "--health-check-from",
+            "10.0.128.0/20,10.0.144.0/20",
+        ])
+        .unwrap();
+        assert_eq!(rule.paths, ["/healthz", "/ping"]);
+        assert!(rule.from.contains(ip("10.0.150.1")));
+        assert!(args(&["--health-check-paths", "/healthz"]).is_err());
+        assert!(args(&["--health-check-from", "10.0.0.0/8"]).is_err());
+        assert!(
+            args(&[
+                "--health-check-from",
+                "nonsense",
+                "--health-check-paths",
+                "/h"
+            ])
+            .is_err()
+        );
+        assert_eq!(
+            args(&[
+                "--health-check-paths",
+                "/h",
+                "--health-check-from",
+                "10.0.0.0/8",
+                "--keep-health-checks"
+            ])
+            .unwrap(),
+            HealthCheckRule::OFF
+        );
     }
 }

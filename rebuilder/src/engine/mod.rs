@@ -1,4 +1,5 @@
-//! The engine: VXLAN → packet → flow → reassembly → HTTP, driven one packet at a time.
+//! The engine: (GENEVE →) VXLAN → packet → flow → reassembly → HTTP, driven one packet at a
+//! time.
 //!
 //! Pure and single-threaded: no sockets, no clock, no logging per packet. Time comes from
 //! the caller (packet timestamps and [`Engine::on_timer`]), so replaying a capture and
@@ -16,9 +17,22 @@
 //!
 //! VNI allow-list: applies to every packet; plain (non-VXLAN) frames have VNI 0.
 //!
+//! Entry points: [`Engine::on_datagram`] (a UDP datagram received on a VXLAN or GENEVE port,
+//! with its sender: the daemon), [`Engine::on_captured_frame`] (a captured link-layer frame:
+//! replay) and [`Engine::on_vxlan_payload`] (a VXLAN payload whose sender is not known: tests
+//! and benchmarks). A tunnel datagram first meets the sender allow-list (`--allow-from`), then
+//! its header: GENEVE ([`encap::geneve`], a Gateway Load Balancer's; the inner IP packet must
+//! be the mirror's UDP/4789 VXLAN datagram) and VXLAN ([`encap::vxlan`]). The GWLB endpoint id
+//! becomes the flow key's domain ([`FlowKey::in_domain`]); the IP source of the VXLAN
+//! datagram (the mirror's source ENI) is kept per direction and copied into each request.
+//! A datagram of the other encapsulation than its port's is counted as such
+//! (`geneve_on_vxlan_port`, `vxlan_on_geneve_port`), recognised only on the error paths so
+//! the hot path pays nothing for it.
+//!
 //! The stages, in pipeline order (each imports only the stages below it and [`stats`]):
 //! [`encap`] → [`packet`] → [`flow`] → [`reassembly`] → [`http`] (with [`proxy`] and
-//! [`health_check`]) → [`request`]. This module drives them and is imported by none of them.
+//! [`health_check`]) → [`request`]; [`ranges`] (address ranges of the configuration) is a
+//! leaf. This module drives them and is imported by none of them.
 
 pub mod config;
 pub mod encap;
@@ -26,23 +40,39 @@ pub mod flow;
 pub mod health_check;
 pub mod http;
 pub mod packet;
+pub mod pairing;
 pub mod proxy;
+pub mod ranges;
 pub mod reassembly;
 pub mod request;
 pub mod stats;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tunnel_tests;
 
 pub use config::EngineConfig;
 
-use encap::vxlan::VxlanPacket;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::IpAddr;
+
+use encap::Encap;
+use encap::geneve::{GeneveError, GenevePacket, looks_like_geneve};
+use encap::vxlan::{VxlanPacket, looks_like_vxlan};
 use flow::{FlowKey, FlowTable, Lifecycle, Removed};
+use http::response::{ResponseLimits, ResponseParser};
 use http::{HttpLimits, Meta, Parser, ParserState};
-use packet::{PacketError, Parsed, TcpSegment, parse_ethernet};
-use reassembly::{Budget, Pushed, Segment, Sink, Stream, StreamLimits, StreamState};
+use packet::{PacketError, Parsed, TcpSegment, Tunnel, parse_ethernet, parse_ip};
+use pairing::{Answer, PairCtx, Pairing, PairingLimits};
+use reassembly::{At, Budget, Pushed, Segment, Sink, Stream, StreamLimits, StreamState};
 use request::HttpRequest;
-use stats::{DropReason, EngineStats};
+use stats::{DropReason, EngineStats, ResponseMissing};
+
+/// A client hole the server acknowledged past is skipped this long after (unless its bytes
+/// arrive late from the mirror meanwhile), instead of after the whole gap timeout.
+const ACKED_HOLE_GRACE_US: u64 = 200_000;
 
 /// What a direction is known to carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,31 +81,68 @@ enum Role {
     Unknown,
     /// Requests were parsed from it.
     Requests,
-    /// Its peer carries the requests, or it sent a SYN+ACK: ignored cheaply.
+    /// Its peer carries the requests, or it sent a SYN+ACK: its responses are parsed while
+    /// its peer is tracked (else it is ignored cheaply).
     Responses,
+}
+
+/// Where the client message in progress began: a sequence number at or before its first
+/// byte, and the ACK number of the packet that carried it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct MsgAt {
+    seq: u32,
+    ack: Option<u32>,
 }
 
 /// State of one direction (role first: it decides whether anything else is read).
 ///
-/// Invariant: a `Responses` direction holds no buffered byte (its stream and parser were
-/// released when it got that role).
+/// Invariants:
+/// - a `Responses` direction holds no parser state: its stream carries responses, parsed (by
+///   the response parser its peer's pairing holds) while its peer is tracked; only a request
+///   direction holds `pairing`;
+/// - `in_waiting` ⇔ an entry of `Engine::waiting` names this direction (with its `gen`).
 #[derive(Debug)]
 #[repr(C)]
 struct Direction {
     role: Role,
     /// Listed in `Engine::holes` (checked by the timer).
     in_holes: bool,
+    /// Listed in `Engine::waiting` (requests waiting for responses).
+    in_waiting: bool,
+    /// The IP source of the VXLAN datagram that created the direction (the mirror's source).
+    mirror: Option<IpAddr>,
+    /// Identifies this direction among those that used its slot.
+    generation: u32,
     stream: Stream,
     parser: Parser,
+    /// Of a request direction: its connection's pairing (the requests waiting for their
+    /// responses, and the parser of the server's stream).
+    pairing: Option<Box<Pairing>>,
 }
 
 impl Direction {
-    fn new(role: Role) -> Direction {
+    fn new(role: Role, mirror: Option<IpAddr>, generation: u32) -> Direction {
         Direction {
             role,
+            mirror,
             stream: Stream::new(),
             parser: Parser::new(),
             in_holes: false,
+            in_waiting: false,
+            generation,
+            pairing: None,
+        }
+    }
+
+    /// Who the stream of this direction (key `key`) belongs to.
+    #[inline]
+    fn meta(&self, key: &FlowKey) -> Meta {
+        Meta {
+            vni: key.vni(),
+            client: key.src(),
+            server: key.dst(),
+            gwlbe: key.gwlbe(),
+            mirror_source: self.mirror,
         }
     }
 
@@ -87,124 +154,280 @@ impl Direction {
         let n = self.parser.emitted();
         n >= 2 || (n >= 1 && self.stream.saw_syn())
     }
-
-    /// Frees the buffers without emitting or counting anything (its bytes are responses).
-    fn release(&mut self, shared: &mut Shared, out: &mut Vec<HttpRequest>, key: FlowKey) {
-        let mut scratch = EngineStats::default();
-        let mut sink = ParserSink::new(
-            &mut self.parser,
-            &shared.http_limits,
-            &mut shared.budget,
-            &mut scratch,
-            out,
-            key,
-        );
-        let before = sink.ctx.out.len();
-        self.stream.close(&mut sink);
-        // Whatever the parser found in response bytes is not a request.
-        sink.ctx.out.truncate(before);
-        self.stream = Stream::new();
-        self.parser = Parser::new();
-    }
 }
 
-/// State every direction's parser shares: the HTTP caps, the global memory budget and the
+/// State every direction's parser shares: the caps, the global memory budget and the
 /// counters. Kept apart from the flow table so that a direction (borrowed from the table)
 /// and these can be borrowed at the same time.
 #[derive(Debug)]
 struct Shared {
     http_limits: HttpLimits,
+    resp_limits: ResponseLimits,
+    pair_limits: PairingLimits,
     budget: Budget,
     stats: EngineStats,
+    /// Requests the request parser emitted, on their way to pairing.
+    scratch: Vec<HttpRequest>,
 }
 
-impl Shared {
-    /// The sink through which the stream of direction `key` reaches its parser.
-    fn sink<'a>(
-        &'a mut self,
-        parser: &'a mut Parser,
-        out: &'a mut Vec<HttpRequest>,
-        key: FlowKey,
-    ) -> ParserSink<'a> {
-        ParserSink::new(
-            parser,
-            &self.http_limits,
-            &mut self.budget,
-            &mut self.stats,
-            out,
-            key,
-        )
-    }
+/// How a stream's end is reported to its parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndKind {
+    /// FIN reached, RST, or closed by the engine for a reason of the connection itself:
+    /// a close-delimited response is complete.
+    Closed,
+    /// Expired (idle or closed linger): nothing more can come.
+    Expired,
+    /// Evicted at the flow cap.
+    Evicted,
+    /// End of input.
+    Input,
 }
 
-/// Feeds the reassembled stream of one direction into its parser.
-struct ParserSink<'a> {
-    parser: &'a mut Parser,
-    ctx: http::Ctx<'a>,
-    /// The direction is being evicted: its end counts a message in progress as
-    /// `flow_evicted` instead of `message_incomplete`.
-    evicting: bool,
-}
-
-impl<'a> ParserSink<'a> {
-    fn new(
-        parser: &'a mut Parser,
-        limits: &'a HttpLimits,
-        budget: &'a mut Budget,
-        stats: &'a mut EngineStats,
-        out: &'a mut Vec<HttpRequest>,
-        key: FlowKey,
-    ) -> ParserSink<'a> {
-        ParserSink {
-            parser,
-            ctx: http::Ctx {
-                limits,
-                budget,
-                stats,
-                out,
-                meta: Meta {
-                    vni: key.vni(),
-                    client: key.src(),
-                    server: key.dst(),
-                },
-            },
-            evicting: false,
+impl EndKind {
+    fn missing(self) -> ResponseMissing {
+        match self {
+            EndKind::Closed | EndKind::Expired => ResponseMissing::ConnectionClosed,
+            EndKind::Evicted => ResponseMissing::FlowEvicted,
+            EndKind::Input => ResponseMissing::InputEnded,
         }
     }
+}
 
-    fn evicting(mut self, evicting: bool) -> Self {
-        self.evicting = evicting;
-        self
+/// Feeds the reassembled stream of a request direction into its parser, and the requests it
+/// emits into the connection's pairing.
+struct ParserSink<'a> {
+    parser: &'a mut Parser,
+    shared: &'a mut Shared,
+    out: &'a mut Vec<HttpRequest>,
+    meta: Meta,
+    pairing: &'a mut Option<Box<Pairing>>,
+    /// The stream was seen from its SYN.
+    in_step: bool,
+    /// The server's direction is tracked.
+    server_known: bool,
+    now_us: u64,
+    end: EndKind,
+    /// The direction turned out to carry responses: whatever the parser finds is discarded.
+    discard: bool,
+}
+
+impl ParserSink<'_> {
+    fn at_boundary(&self) -> bool {
+        self.parser.held() == 0
+            && matches!(
+                self.parser.state(),
+                ParserState::Head | ParserState::Start | ParserState::Sync { .. }
+            )
+    }
+
+    /// Runs one parser call and hands what it emitted to pairing.
+    fn call(&mut self, at: Option<At>, gap: bool, f: impl FnOnce(&mut Parser, &mut http::Ctx<'_>)) {
+        let boundary = self.at_boundary();
+        let drops = self.shared.stats.total_drops();
+        {
+            let shared = &mut *self.shared;
+            let mut ctx = http::Ctx {
+                limits: &shared.http_limits,
+                budget: &mut shared.budget,
+                stats: &mut shared.stats,
+                out: &mut shared.scratch,
+                meta: self.meta,
+            };
+            f(self.parser, &mut ctx);
+        }
+        if self.discard {
+            self.shared.scratch.clear();
+            return;
+        }
+        let dropped = self.shared.stats.total_drops() > drops;
+        let chunk = at.map(|a| MsgAt {
+            seq: a.seq,
+            ack: a.ack,
+        });
+        let in_step = self.in_step;
+        let pairing = self
+            .pairing
+            .get_or_insert_with(|| Box::new(Pairing::new(in_step)));
+        let prev = pairing.last_chunk_ack;
+        if boundary && let Some(c) = chunk {
+            pairing.msg_at = (c.seq, c.ack, prev);
+        }
+        let emitted = self.shared.scratch.len();
+        if emitted == 0 && !dropped && !gap {
+            return;
+        }
+        if self.server_known {
+            pairing.server_seen();
+        }
+        if gap || (dropped && emitted == 0) {
+            pairing.unknown_requests();
+        }
+        let shared = &mut *self.shared;
+        let mut ctx = PairCtx {
+            limits: &shared.pair_limits,
+            budget: &mut shared.budget,
+            stats: &mut shared.stats,
+            out: self.out,
+        };
+        let first = (pairing.msg_at.0, pairing.msg_at.1, pairing.msg_at.2);
+        for (i, req) in shared.scratch.drain(..).enumerate() {
+            // Requests after the first in one chunk were sent in one burst with it.
+            let from = match chunk {
+                Some(c) if i > 0 => (c.seq, c.ack, c.ack),
+                _ => first,
+            };
+            if dropped {
+                // A message was dropped somewhere in this call: requests may be missing
+                // before any of these.
+                pairing.unknown_requests();
+            }
+            pairing.push(req, from.0, from.1, from.2, self.now_us, &mut ctx);
+        }
+        if emitted > 0
+            && let Some(c) = chunk
+        {
+            // A message still in progress began in this chunk.
+            pairing.msg_at = (c.seq, c.ack, c.ack);
+        }
     }
 }
 
 impl Sink for ParserSink<'_> {
-    fn data(&mut self, ts_us: u64, bytes: &[u8]) {
-        self.parser.data(ts_us, bytes, &mut self.ctx);
+    fn data(&mut self, at: At, bytes: &[u8]) {
+        self.now_us = self.now_us.max(at.ts_us);
+        self.call(Some(at), false, |p, ctx| p.data(at.ts_us, bytes, ctx));
+        if let Some(p) = self.pairing.as_mut() {
+            p.client_parsed(at.advance(bytes.len()).seq);
+            p.last_chunk_ack = at.ack;
+        }
     }
     fn gap(&mut self, len: u64) {
-        self.ctx.stats.gaps += 1;
-        self.ctx.stats.gap_bytes += len;
-        self.parser.gap(len, &mut self.ctx);
+        self.shared.stats.gaps += 1;
+        self.shared.stats.gap_bytes += len;
+        self.call(None, true, |p, ctx| p.gap(len, ctx));
     }
     fn end(&mut self) {
-        if self.evicting {
-            self.parser.evict(&mut self.ctx);
-        } else {
-            self.parser.end(&mut self.ctx);
+        let evicting = self.end == EndKind::Evicted;
+        self.call(None, false, |p, ctx| {
+            if evicting { p.evict(ctx) } else { p.end(ctx) }
+        });
+    }
+    fn budget(&mut self) -> &mut Budget {
+        &mut self.shared.budget
+    }
+    fn different_overlap(&mut self) {
+        self.shared.stats.overlap_different_data += 1;
+    }
+}
+
+/// Feeds the reassembled stream of a response direction into its response parser, which
+/// tells the connection's pairing.
+struct RespSink<'a> {
+    parser: &'a mut ResponseParser,
+    shared: &'a mut Shared,
+    out: &'a mut Vec<HttpRequest>,
+    pairing: &'a mut Pairing,
+    end: EndKind,
+}
+
+impl RespSink<'_> {
+    fn run(&mut self, f: impl FnOnce(&mut ResponseParser, &mut http::response::RespCtx<'_>)) {
+        let shared = &mut *self.shared;
+        let mut pctx = PairCtx {
+            limits: &shared.pair_limits,
+            budget: &mut shared.budget,
+            stats: &mut shared.stats,
+            out: self.out,
+        };
+        let mut answer = Answer {
+            pairing: self.pairing,
+            ctx: &mut pctx,
+        };
+        let mut ctx = http::response::RespCtx {
+            limits: &shared.resp_limits,
+            answering: &mut answer,
+        };
+        f(self.parser, &mut ctx);
+    }
+}
+
+impl Sink for RespSink<'_> {
+    fn data(&mut self, at: At, bytes: &[u8]) {
+        self.run(|p, ctx| p.data(at, bytes, ctx));
+    }
+    fn gap(&mut self, len: u64) {
+        self.shared.stats.gaps += 1;
+        self.shared.stats.gap_bytes += len;
+        self.run(|p, ctx| p.gap(len, ctx));
+    }
+    fn end(&mut self) {
+        let end = self.end;
+        self.run(|p, ctx| p.end(end == EndKind::Closed, end.missing(), ctx));
+    }
+    fn budget(&mut self) -> &mut Budget {
+        &mut self.shared.budget
+    }
+    fn different_overlap(&mut self) {
+        self.shared.stats.overlap_different_data += 1;
+    }
+}
+
+/// Either sink, by the direction's role.
+enum AnySink<'a> {
+    Requests(ParserSink<'a>),
+    Responses(RespSink<'a>),
+    /// A response direction whose connection is not tracked: nothing is parsed.
+    Nothing(&'a mut Budget),
+}
+
+impl Sink for AnySink<'_> {
+    fn data(&mut self, at: At, bytes: &[u8]) {
+        match self {
+            AnySink::Requests(s) => s.data(at, bytes),
+            AnySink::Responses(s) => s.data(at, bytes),
+            AnySink::Nothing(_) => {}
+        }
+    }
+    fn gap(&mut self, len: u64) {
+        match self {
+            AnySink::Requests(s) => s.gap(len),
+            AnySink::Responses(s) => s.gap(len),
+            AnySink::Nothing(_) => {}
+        }
+    }
+    fn end(&mut self) {
+        match self {
+            AnySink::Requests(s) => s.end(),
+            AnySink::Responses(s) => s.end(),
+            AnySink::Nothing(_) => {}
         }
     }
     fn budget(&mut self) -> &mut Budget {
-        self.ctx.budget
+        match self {
+            AnySink::Requests(s) => s.budget(),
+            AnySink::Responses(s) => s.budget(),
+            AnySink::Nothing(b) => b,
+        }
+    }
+    fn different_overlap(&mut self) {
+        match self {
+            AnySink::Requests(s) => s.different_overlap(),
+            AnySink::Responses(s) => s.different_overlap(),
+            AnySink::Nothing(_) => {}
+        }
     }
 }
 
 /// The engine. See the module documentation.
 ///
 /// Invariants:
-/// - `budget.used` is the sum over directions of buffered out-of-order bytes and parser
-///   buffers; it never exceeds `budget.limit` by more than one head being completed.
-/// - `holes` lists (at least) every slot whose stream has a hole open.
+/// - `budget.used` is the sum over directions of buffered out-of-order bytes (with their
+///   piece overhead), parser buffers, responses in progress and requests waiting for their
+///   responses; it never exceeds `budget.limit` by more than one head being completed;
+/// - `holes` lists (at least) every slot whose stream has a hole open;
+/// - `waiting` holds one entry for every direction with `in_waiting` (its generation and the
+///   deadline of its oldest waiting request, or an earlier time).
 #[derive(Debug)]
 pub struct Engine {
     config: EngineConfig,
@@ -212,6 +435,8 @@ pub struct Engine {
     shared: Shared,
     stream_limits: StreamLimits,
     holes: Vec<u32>,
+    waiting: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    generation: u32,
 }
 
 impl Engine {
@@ -224,22 +449,39 @@ impl Engine {
             gap_skip_bytes: config.gap_skip_bytes,
             gap_timeout_us: config.gap_timeout_us,
             gap_timeout_after_fin_us: config.gap_timeout_after_fin_us,
+            acked_hole_grace_us: ACKED_HOLE_GRACE_US,
         };
         let http_limits = HttpLimits {
             max_header_bytes: config.max_header_bytes,
             max_headers: config.max_headers,
             max_body_bytes: config.max_body_bytes,
             health_checks: config.health_checks.clone(),
+            proxy_protocol_from: config.proxy_protocol_from.clone(),
+        };
+        let resp_limits = ResponseLimits {
+            max_header_bytes: config.max_response_header_bytes,
+            max_headers: config.max_headers.max(128),
+            max_body_bytes: config.max_body_bytes,
+        };
+        let pair_limits = PairingLimits {
+            response_timeout_us: config.response_timeout_us,
+            server_wait_us: config.server_wait_us,
+            max_pending: config.max_pending_requests.max(1),
         };
         Engine {
             table: FlowTable::new(config.max_flows),
             shared: Shared {
                 http_limits,
+                resp_limits,
+                pair_limits,
                 budget: Budget::new(config.memory_budget_bytes),
                 stats: EngineStats::default(),
+                scratch: Vec::new(),
             },
             stream_limits,
             holes: Vec::new(),
+            waiting: BinaryHeap::new(),
+            generation: 0,
             config,
         }
     }
@@ -249,26 +491,114 @@ impl Engine {
         &self.config
     }
 
-    /// Live path: the payload of one UDP datagram received on port 4789 (VXLAN header first).
+    /// Live path: the payload of one UDP datagram received on a tunnel port (`encap`: the
+    /// port's encapsulation; the tunnel header first), from `sender`.
+    pub fn on_datagram(
+        &mut self,
+        ts_us: u64,
+        encap: Encap,
+        sender: IpAddr,
+        payload: &[u8],
+        out: &mut Vec<HttpRequest>,
+    ) {
+        self.shared.stats.packets += 1;
+        self.shared.stats.bytes += payload.len() as u64;
+        self.tunnel(
+            ts_us,
+            Tunnel {
+                encap,
+                source: sender,
+                payload,
+            },
+            out,
+        );
+    }
+
+    /// The payload of one UDP datagram received on port 4789 (VXLAN header first) whose sender
+    /// is not known: no allow-list check, no `mirror_source` (tests and benchmarks).
     pub fn on_vxlan_payload(&mut self, ts_us: u64, payload: &[u8], out: &mut Vec<HttpRequest>) {
         self.shared.stats.packets += 1;
         self.shared.stats.bytes += payload.len() as u64;
-        self.vxlan(ts_us, payload, out);
+        self.vxlan(ts_us, Carrier::DIRECT, payload, out);
     }
 
     /// Replay path: one captured link-layer frame: an outer Ethernet frame carrying
-    /// IPv4/IPv6 -> UDP dst 4789 -> VXLAN, or a plain (already decapsulated) Ethernet frame.
+    /// IPv4/IPv6 -> UDP dst 4789 -> VXLAN or UDP dst 6081 -> GENEVE, or a plain (already
+    /// decapsulated) Ethernet frame.
     pub fn on_captured_frame(&mut self, ts_us: u64, frame: &[u8], out: &mut Vec<HttpRequest>) {
         self.shared.stats.packets += 1;
         self.shared.stats.bytes += frame.len() as u64;
         match parse_ethernet(frame, true) {
-            Ok(Parsed::Vxlan(payload)) => self.vxlan(ts_us, payload, out),
+            Ok(Parsed::Tunnel(t)) => self.tunnel(ts_us, t, out),
             Ok(Parsed::Tcp(seg)) => {
                 if self.vni_allowed(0) {
-                    self.segment(ts_us, 0, &seg, out);
+                    self.segment(ts_us, Carrier::PLAIN, &seg, out);
                 } else {
                     self.shared.stats.count_drop(DropReason::VniNotAllowed);
                 }
+            }
+            Err(e) => self.packet_error(e),
+        }
+    }
+
+    /// A tunnel datagram: the sender check before anything is parsed, then its header.
+    #[inline]
+    fn tunnel(&mut self, ts_us: u64, t: Tunnel<'_>, out: &mut Vec<HttpRequest>) {
+        if let Some(allowed) = &self.config.allow_from
+            && !allowed.contains(t.source)
+        {
+            self.shared.stats.count_drop(DropReason::SourceNotAllowed);
+            return;
+        }
+        match t.encap {
+            Encap::Vxlan => {
+                let carrier = Carrier {
+                    mirror: Some(t.source),
+                    ..Carrier::DIRECT
+                };
+                self.vxlan(ts_us, carrier, t.payload, out);
+            }
+            Encap::Geneve => self.geneve(ts_us, t.payload, out),
+        }
+    }
+
+    /// A GENEVE packet of a Gateway Load Balancer: its inner IP packet must be the mirror's
+    /// VXLAN datagram, whose IP source is the mirror's source.
+    fn geneve(&mut self, ts_us: u64, payload: &[u8], out: &mut Vec<HttpRequest>) {
+        let g = match GenevePacket::parse(payload) {
+            Ok(g) => g,
+            Err(e) => {
+                let reason = if looks_like_vxlan(payload) {
+                    DropReason::VxlanOnGenevePort
+                } else {
+                    match e {
+                        GeneveError::Malformed => DropReason::GeneveMalformed,
+                        GeneveError::OptionsTruncated => DropReason::GeneveOptionsTruncated,
+                        GeneveError::CriticalOption { .. } => DropReason::GeneveCriticalOption,
+                        GeneveError::Control => DropReason::GeneveControl,
+                        GeneveError::NotIp(_) => DropReason::GeneveNotIp,
+                    }
+                };
+                self.shared.stats.count_drop(reason);
+                return;
+            }
+        };
+        match parse_ip(etherparse::EtherType(g.protocol), g.inner, true) {
+            Ok(Parsed::Tunnel(Tunnel {
+                encap: Encap::Vxlan,
+                source,
+                payload,
+            })) => {
+                let carrier = Carrier {
+                    vni: 0,
+                    gwlbe: g.aws.endpoint_id,
+                    mirror: Some(source),
+                    in_geneve: true,
+                };
+                self.vxlan(ts_us, carrier, payload, out);
+            }
+            Ok(_) | Err(PacketError::NonTcp) => {
+                self.shared.stats.count_drop(DropReason::GeneveNotVxlan)
             }
             Err(e) => self.packet_error(e),
         }
@@ -289,25 +619,140 @@ impl Engine {
         });
     }
 
-    fn vxlan(&mut self, ts_us: u64, payload: &[u8], out: &mut Vec<HttpRequest>) {
+    /// A VXLAN datagram (received directly, or inside GENEVE as `carrier` says).
+    fn vxlan(&mut self, ts_us: u64, carrier: Carrier, payload: &[u8], out: &mut Vec<HttpRequest>) {
+        // A GENEVE packet sent to the VXLAN port fails one of the three checks below (its
+        // inner bytes are options, not a frame); only then is its shape looked at.
+        let misdirected = |payload: &[u8]| !carrier.in_geneve && looks_like_geneve(payload);
         let Ok(v) = VxlanPacket::parse(payload) else {
-            self.shared.stats.count_drop(DropReason::VxlanMalformed);
+            self.shared.stats.count_drop(if misdirected(payload) {
+                DropReason::GeneveOnVxlanPort
+            } else {
+                DropReason::VxlanMalformed
+            });
             return;
         };
         if !self.vni_allowed(v.vni) {
-            self.shared.stats.count_drop(DropReason::VniNotAllowed);
+            self.shared.stats.count_drop(if misdirected(payload) {
+                DropReason::GeneveOnVxlanPort
+            } else {
+                DropReason::VniNotAllowed
+            });
             return;
         }
         match parse_ethernet(v.inner, false) {
-            Ok(Parsed::Tcp(seg)) => self.segment(ts_us, v.vni, &seg, out),
-            Ok(Parsed::Vxlan(_)) => self.shared.stats.count_drop(DropReason::NonTcp),
+            Ok(Parsed::Tcp(seg)) => {
+                let carrier = Carrier {
+                    vni: v.vni,
+                    ..carrier
+                };
+                self.segment(ts_us, carrier, &seg, out);
+            }
+            Ok(Parsed::Tunnel(_)) => self.shared.stats.count_drop(DropReason::NonTcp),
+            Err(_) if misdirected(payload) => {
+                self.shared.stats.count_drop(DropReason::GeneveOnVxlanPort)
+            }
             Err(e) => self.packet_error(e),
         }
     }
 
-    /// One TCP segment of direction (vni, src, dst).
-    fn segment(&mut self, ts_us: u64, vni: u32, seg: &TcpSegment<'_>, out: &mut Vec<HttpRequest>) {
-        let key = FlowKey::new(vni, seg.src, seg.dst);
+    /// The peer of `idx` when it is a request direction (the connection's pairing lives
+    /// there).
+    fn client_of(&self, idx: u32) -> Option<u32> {
+        self.table
+            .entry(idx)
+            .peer()
+            .filter(|&p| self.table.entry(p).value.role != Role::Responses)
+    }
+
+    /// Runs `f` on the stream of direction `idx` with the sink its role calls for.
+    fn drive<R>(
+        &mut self,
+        idx: u32,
+        now_us: u64,
+        end: EndKind,
+        out: &mut Vec<HttpRequest>,
+        f: impl FnOnce(&mut Stream, &StreamLimits, &mut AnySink<'_>) -> R,
+    ) -> R {
+        let role = self.table.entry(idx).value.role;
+        if role == Role::Responses {
+            let client = self.client_of(idx);
+            let mut pairing = client.and_then(|c| self.table.entry_mut(c).value.pairing.take());
+            let mut parser = pairing.as_mut().and_then(|p| p.resp.take());
+            let dir = &mut self.table.entry_mut(idx).value;
+            let r = match (parser.as_mut(), pairing.as_mut()) {
+                (Some(parser), Some(pairing)) => {
+                    let mut sink = AnySink::Responses(RespSink {
+                        parser,
+                        shared: &mut self.shared,
+                        out,
+                        pairing,
+                        end,
+                    });
+                    f(&mut dir.stream, &self.stream_limits, &mut sink)
+                }
+                _ => {
+                    let mut sink = AnySink::Nothing(&mut self.shared.budget);
+                    f(&mut dir.stream, &self.stream_limits, &mut sink)
+                }
+            };
+            if let Some(p) = pairing.as_mut() {
+                p.resp = parser;
+            }
+            if let Some(c) = client {
+                self.table.entry_mut(c).value.pairing = pairing;
+                self.note_waiting(c);
+            }
+            return r;
+        }
+        let server_known = self.table.entry(idx).peer().is_some();
+        let entry = self.table.entry_mut(idx);
+        let key = entry.key;
+        let dir = &mut entry.value;
+        let meta = dir.meta(&key);
+        let mut sink = AnySink::Requests(ParserSink {
+            parser: &mut dir.parser,
+            shared: &mut self.shared,
+            out,
+            meta,
+            pairing: &mut dir.pairing,
+            in_step: dir.stream.saw_syn(),
+            server_known,
+            now_us,
+            end,
+            discard: false,
+        });
+        let r = f(&mut dir.stream, &self.stream_limits, &mut sink);
+        self.note_waiting(idx);
+        r
+    }
+
+    /// Lists a request direction whose requests wait in `waiting`.
+    fn note_waiting(&mut self, idx: u32) {
+        let dir = &mut self.table.entry_mut(idx).value;
+        if dir.in_waiting {
+            return;
+        }
+        if let Some(deadline) = dir.pairing.as_ref().and_then(|p| p.next_deadline()) {
+            dir.in_waiting = true;
+            self.waiting.push(Reverse((deadline, idx, dir.generation)));
+        }
+    }
+
+    fn new_generation(&mut self) -> u32 {
+        self.generation = self.generation.wrapping_add(1);
+        self.generation
+    }
+
+    /// One TCP segment of direction (endpoint, vni, src, dst).
+    fn segment(
+        &mut self,
+        ts_us: u64,
+        carrier: Carrier,
+        seg: &TcpSegment<'_>,
+        out: &mut Vec<HttpRequest>,
+    ) {
+        let key = FlowKey::new(carrier.vni, seg.src, seg.dst).in_domain(carrier.gwlbe);
         let has_payload = seg.wire_len() > 0;
         let idx = match self.table.find(&key) {
             Some(i) => i,
@@ -322,7 +767,7 @@ impl Engine {
                 if !has_payload && !seg.syn && !seg.fin {
                     return; // a pure ACK of an untracked direction: nothing to learn
                 }
-                self.create(key, seg, ts_us, out)
+                self.create(key, seg, carrier.mirror, ts_us, out)
             }
         };
         self.table.touch(idx, ts_us);
@@ -337,33 +782,45 @@ impl Engine {
             return;
         }
 
-        let entry = self.table.entry_mut(idx);
-        let dir = &mut entry.value;
-        if seg.syn && seg.ack && dir.role == Role::Unknown && dir.parser.emitted() == 0 {
-            dir.role = Role::Responses;
-            dir.release(&mut self.shared, out, key);
-        }
-        if dir.role == Role::Responses {
-            self.shared.stats.response_packets += 1;
-            if seg.fin && entry.lifecycle() == Lifecycle::Open {
-                self.table.set_lifecycle(idx, Lifecycle::Closed, ts_us);
+        if seg.syn && seg.ack && self.table.entry(idx).value.role != Role::Responses {
+            if self.syn_ack_consistent(idx, seg) {
+                self.table.entry_mut(idx).value.role = Role::Responses;
+                self.release(idx);
+            } else {
+                // A SYN+ACK that contradicts what this direction already did (it opened the
+                // connection, or sent data, or its peer is the server): ignored, neither a
+                // role nor the start of a new connection.
+                self.shared.stats.count_drop(DropReason::InconsistentSynAck);
+                return;
             }
-            return;
         }
-
         let segment = Segment {
             ts_us,
             seq: seg.seq,
+            ack: seg.ack.then_some(seg.ack_no),
             syn: seg.syn,
             fin: seg.fin,
             payload: seg.payload,
             missing: seg.missing,
         };
+        if self.table.entry(idx).value.role == Role::Responses {
+            self.shared.stats.response_packets += 1;
+            self.response_segment(idx, segment, ts_us, out);
+            return;
+        }
+
+        let dir = &mut self.table.entry_mut(idx).value;
         if dir.stream.is_new_connection(&segment) {
             // Port reuse: the old connection is over, a new one starts.
-            let mut sink = self.shared.sink(&mut dir.parser, out, key);
-            dir.stream.close(&mut sink);
-            *dir = Direction::new(Role::Unknown);
+            self.drive(idx, ts_us, EndKind::Closed, out, |stream, _, sink| {
+                stream.close(sink)
+            });
+            self.flush_pairing(idx, ResponseMissing::ConnectionClosed, out);
+            let generation = self.new_generation();
+            let dir = &mut self.table.entry_mut(idx).value;
+            let in_holes = dir.in_holes;
+            *dir = Direction::new(Role::Unknown, carrier.mirror, generation);
+            dir.in_holes = in_holes;
             self.table.set_lifecycle(idx, Lifecycle::Open, ts_us);
         }
         let entry = self.table.entry_mut(idx);
@@ -380,20 +837,27 @@ impl Engine {
         if segment.syn && dir.stream.state() == StreamState::Listen {
             dir.parser = Parser::at_stream_start();
         }
-        let mut sink = self.shared.sink(&mut dir.parser, out, key);
-        let reason = match dir.stream.push(segment, &self.stream_limits, &mut sink) {
+        let reason = self.drive(idx, ts_us, EndKind::Closed, out, |stream, limits, sink| {
+            let pushed = stream.push(segment, limits, sink);
+            if let AnySink::Requests(s) = sink
+                && s.parser.is_done()
+                && stream.buffered_bytes() > 0
+            {
+                // Opaque or upgraded: buffered bytes will never be parsed.
+                stream.close(sink);
+            }
+            pushed
+        });
+        let reason = match reason {
             Pushed::Accepted => None,
             Pushed::Duplicate => Some(DropReason::DuplicateSegment),
             Pushed::OverBudget => Some(DropReason::OverBudget),
             Pushed::AfterClose => Some(DropReason::AfterClose),
         };
         if let Some(reason) = reason {
-            sink.ctx.stats.count_drop(reason);
+            self.shared.stats.count_drop(reason);
         }
-        if sink.parser.is_done() && dir.stream.buffered_bytes() > 0 {
-            // Opaque or upgraded: buffered bytes will never be parsed.
-            dir.stream.close(&mut sink);
-        }
+        let dir = &mut self.table.entry_mut(idx).value;
         if dir.stream.has_hole() && !dir.in_holes {
             dir.in_holes = true;
             self.holes.push(idx);
@@ -404,10 +868,158 @@ impl Engine {
             dir.stream.state() == StreamState::Closed && ignored_state(&dir.parser).is_none();
         if dir.role == Role::Unknown && dir.is_surely_requests() {
             dir.role = Role::Requests;
-            self.demote_peer(idx, out);
+            self.demote_peer(idx);
         }
         if closed {
             self.table.set_lifecycle(idx, Lifecycle::Closed, ts_us);
+            self.free_if_done(idx);
+        }
+    }
+
+    /// A segment of a response direction: reassembled and parsed while the connection's
+    /// request direction is tracked, else ignored cheaply.
+    fn response_segment(
+        &mut self,
+        idx: u32,
+        segment: Segment<'_>,
+        ts_us: u64,
+        out: &mut Vec<HttpRequest>,
+    ) {
+        let Some(client) = self.client_of(idx) else {
+            if segment.fin && self.table.entry(idx).lifecycle() == Lifecycle::Open {
+                self.table.set_lifecycle(idx, Lifecycle::Closed, ts_us);
+            }
+            return;
+        };
+        let has_payload = !segment.payload.is_empty() || segment.missing > 0;
+        if let Some(ack) = segment.ack
+            && self.table.entry(client).value.stream.has_hole()
+        {
+            // The server has every client byte before `ack`: holes before it are mirror
+            // losses (or late): skipped soon, so requests are not held behind their responses.
+            let limits = self.stream_limits;
+            self.table
+                .entry_mut(client)
+                .value
+                .stream
+                .acked(ack, ts_us, &limits);
+        }
+        let dir = &mut self.table.entry_mut(idx).value;
+        if dir.stream.is_new_connection(&segment) {
+            self.drive(idx, ts_us, EndKind::Closed, out, |stream, _, sink| {
+                stream.close(sink)
+            });
+            let generation = self.new_generation();
+            let dir = &mut self.table.entry_mut(idx).value;
+            let in_holes = dir.in_holes;
+            *dir = Direction::new(Role::Responses, dir.mirror, generation);
+            dir.in_holes = in_holes;
+            if let Some(p) = self.table.entry_mut(client).value.pairing.as_mut() {
+                p.server_restarts();
+                p.resp = None;
+            }
+            self.table.set_lifecycle(idx, Lifecycle::Open, ts_us);
+        }
+        if self.table.entry(idx).value.stream.state() == StreamState::Closed {
+            // The server's stream is over: late copies are only counted.
+            let pushed = self.drive(idx, ts_us, EndKind::Closed, out, |stream, limits, sink| {
+                stream.push(segment, limits, sink)
+            });
+            if pushed == Pushed::Duplicate {
+                self.shared.stats.count_drop(DropReason::DuplicateSegment);
+            } else if pushed == Pushed::AfterClose {
+                self.shared.stats.count_drop(DropReason::AfterClose);
+            }
+            return;
+        }
+        let at_start =
+            self.table.entry(idx).value.stream.state() == StreamState::Listen && segment.syn;
+        let client_in_step = self.table.entry(client).value.stream.saw_syn();
+        let pairing = self
+            .table
+            .entry_mut(client)
+            .value
+            .pairing
+            .get_or_insert_with(|| Box::new(Pairing::new(client_in_step)));
+        pairing.server_seen();
+        if pairing.resp.is_none() {
+            pairing.resp = Some(ResponseParser::new(at_start));
+            if !at_start {
+                pairing.out_of_step(ResponseMissing::Gap);
+            }
+        }
+        let done = pairing.resp.as_ref().is_some_and(|r| r.is_done());
+        let dir = &mut self.table.entry_mut(idx).value;
+        if done && dir.stream.state() != StreamState::Listen {
+            if has_payload && dir.stream.state() != StreamState::Closed {
+                self.shared.stats.count_drop(DropReason::UpgradedFlow);
+            }
+            if segment.fin {
+                self.table.set_lifecycle(idx, Lifecycle::Closed, ts_us);
+            }
+            return;
+        }
+        let pushed = self.drive(idx, ts_us, EndKind::Closed, out, |stream, limits, sink| {
+            stream.push(segment, limits, sink)
+        });
+        match pushed {
+            Pushed::Accepted => {}
+            Pushed::Duplicate => self.shared.stats.count_drop(DropReason::DuplicateSegment),
+            Pushed::OverBudget => self.shared.stats.count_drop(DropReason::OverBudget),
+            Pushed::AfterClose => self.shared.stats.count_drop(DropReason::AfterClose),
+        }
+        let dir = &mut self.table.entry_mut(idx).value;
+        if dir.stream.has_hole() && !dir.in_holes {
+            dir.in_holes = true;
+            self.holes.push(idx);
+        }
+        if dir.stream.state() == StreamState::Closed {
+            self.table.set_lifecycle(idx, Lifecycle::Closed, ts_us);
+        }
+        self.free_if_done(client);
+    }
+
+    /// Both streams of the connection of request direction `c` are over and nothing waits:
+    /// its pairing (and the server stream's parser) is freed (a closed connection lingers in
+    /// the table for a while; it keeps no allocation).
+    fn free_if_done(&mut self, c: u32) {
+        let Some(p) = self.table.entry(c).peer() else {
+            return;
+        };
+        if self.table.entry(p).value.stream.state() != StreamState::Closed {
+            return;
+        }
+        let client = &mut self.table.entry_mut(c).value;
+        if client.stream.state() == StreamState::Closed
+            && client.pairing.as_ref().is_some_and(|x| x.is_done())
+            && let Some(mut pairing) = client.pairing.take()
+        {
+            self.shared.budget.give(pairing.held());
+            pairing.drop_parser(&mut self.shared.budget);
+        }
+    }
+
+    /// Whether a SYN+ACK from direction `idx` fits its history: it has not sent a SYN of its
+    /// own nor any data, no request was parsed from it, its peer is not the server already,
+    /// and it acknowledges the peer's SYN when that was seen.
+    fn syn_ack_consistent(&self, idx: u32, seg: &TcpSegment<'_>) -> bool {
+        let dir = &self.table.entry(idx).value;
+        if dir.role == Role::Requests
+            || dir.parser.emitted() > 0
+            || dir.stream.state() != StreamState::Listen
+        {
+            return false;
+        }
+        match self.table.entry(idx).peer() {
+            Some(p) => {
+                let peer = &self.table.entry(p).value;
+                peer.role != Role::Responses
+                    && peer
+                        .stream
+                        .syn_seq()
+                        .is_none_or(|isn| isn.wrapping_add(1) == seg.ack_no)
+            }
+            None => true,
         }
     }
 
@@ -416,19 +1028,27 @@ impl Engine {
         &mut self,
         key: FlowKey,
         seg: &TcpSegment<'_>,
+        mirror: Option<IpAddr>,
         ts_us: u64,
         out: &mut Vec<HttpRequest>,
     ) -> u32 {
-        let peer_is_requests = self
-            .table
-            .find(&key.reverse())
-            .is_some_and(|p| self.table.entry(p).value.role == Role::Requests);
-        let role = if (seg.syn && seg.ack) || peer_is_requests {
+        let peer = self.table.find(&key.reverse());
+        let peer_is_requests =
+            peer.is_some_and(|p| self.table.entry(p).value.role == Role::Requests);
+        let peer_is_server =
+            peer.is_some_and(|p| self.table.entry(p).value.role == Role::Responses);
+        if seg.syn && seg.ack && peer_is_server {
+            self.shared.stats.count_drop(DropReason::InconsistentSynAck);
+        }
+        let role = if (seg.syn && seg.ack && !peer_is_server) || peer_is_requests {
             Role::Responses
         } else {
             Role::Unknown
         };
-        let (idx, evicted) = self.table.insert(key, Direction::new(role), ts_us);
+        let generation = self.new_generation();
+        let (idx, evicted) =
+            self.table
+                .insert(key, Direction::new(role, mirror, generation), ts_us);
         self.shared.stats.flows_created += 1;
         if let Some(removed) = evicted {
             let was_open = removed.was_open;
@@ -437,54 +1057,137 @@ impl Engine {
             } else {
                 self.shared.stats.flows_expired += 1;
             }
-            self.finalize(removed, was_open, out);
+            let end = if was_open {
+                EndKind::Evicted
+            } else {
+                EndKind::Expired
+            };
+            self.finalize(removed, end, ts_us, out);
         }
         idx
     }
 
-    /// The peer of a request direction carries responses: stop reassembling it.
-    fn demote_peer(&mut self, idx: u32, out: &mut Vec<HttpRequest>) {
+    /// The peer of a request direction carries responses.
+    fn demote_peer(&mut self, idx: u32) {
         let Some(p) = self.table.entry(idx).peer() else {
             return;
         };
-        let entry = self.table.entry_mut(p);
-        let key = entry.key;
-        let dir = &mut entry.value;
-        if dir.role != Role::Unknown {
+        if self.table.entry(p).value.role != Role::Unknown {
             return;
         }
-        dir.role = Role::Responses;
-        dir.release(&mut self.shared, out, key);
+        self.table.entry_mut(p).value.role = Role::Responses;
+        self.release(p);
+    }
+
+    /// A direction found to carry responses: what its request parser holds is dropped
+    /// without counting (its bytes are responses); its stream goes on, parsed for responses
+    /// from the next bytes on (out of step).
+    fn release(&mut self, idx: u32) {
+        let dir = &mut self.table.entry_mut(idx).value;
+        self.shared.budget.give(dir.parser.held());
+        dir.parser = Parser::new();
+        if let Some(mut pairing) = dir.pairing.take() {
+            // Requests parsed from what turned out to be responses are not requests.
+            self.shared.budget.give(pairing.held());
+            pairing.drop_parser(&mut self.shared.budget);
+        }
+    }
+
+    /// Gives up every request waiting on a request direction.
+    fn flush_pairing(&mut self, idx: u32, reason: ResponseMissing, out: &mut Vec<HttpRequest>) {
+        let Some(mut pairing) = self.table.entry_mut(idx).value.pairing.take() else {
+            return;
+        };
+        let shared = &mut self.shared;
+        let mut ctx = PairCtx {
+            limits: &shared.pair_limits,
+            budget: &mut shared.budget,
+            stats: &mut shared.stats,
+            out,
+        };
+        pairing.flush(reason, &mut ctx);
+        self.table.entry_mut(idx).value.pairing = Some(pairing);
     }
 
     /// Closes one direction's stream (RST or end): delivers what is buffered, ends it.
     fn close_direction(&mut self, idx: u32, ts_us: u64, out: &mut Vec<HttpRequest>) {
-        let entry = self.table.entry_mut(idx);
-        let key = entry.key;
-        let dir = &mut entry.value;
-        let mut sink = self.shared.sink(&mut dir.parser, out, key);
-        dir.stream.close(&mut sink);
+        self.drive(idx, ts_us, EndKind::Closed, out, |stream, _, sink| {
+            stream.close(sink)
+        });
         self.table.set_lifecycle(idx, Lifecycle::Closed, ts_us);
     }
 
-    /// Ends a removed direction: buffered bytes are delivered (with gaps), the parser ends.
+    /// Ends a removed direction: buffered bytes are delivered (with gaps), the parser ends,
+    /// requests still waiting go out without their response.
     fn finalize(
         &mut self,
         removed: Removed<Direction>,
-        evicting: bool,
+        end: EndKind,
+        now_us: u64,
         out: &mut Vec<HttpRequest>,
     ) {
         let Removed { key, mut value, .. } = removed;
-        let mut sink = self
-            .shared
-            .sink(&mut value.parser, out, key)
-            .evicting(evicting);
+        if value.role == Role::Responses {
+            // Its connection's requests (if tracked) get the end of the server's stream.
+            let client = self
+                .table
+                .find(&key.reverse())
+                .filter(|&c| self.table.entry(c).value.role != Role::Responses);
+            let mut pairing = client.and_then(|c| self.table.entry_mut(c).value.pairing.take());
+            let mut parser = pairing.as_mut().and_then(|p| p.resp.take());
+            match (parser.as_mut(), pairing.as_mut()) {
+                (Some(parser), Some(pairing)) => {
+                    let mut sink = RespSink {
+                        parser,
+                        shared: &mut self.shared,
+                        out,
+                        pairing,
+                        end,
+                    };
+                    value.stream.close(&mut sink);
+                }
+                _ => {
+                    let mut sink = AnySink::Nothing(&mut self.shared.budget);
+                    value.stream.close(&mut sink);
+                }
+            }
+            if let Some(c) = client {
+                self.table.entry_mut(c).value.pairing = pairing;
+            }
+            return;
+        }
+        let server_known = self.table.find(&key.reverse()).is_some();
+        let meta = value.meta(&key);
+        let mut sink = ParserSink {
+            parser: &mut value.parser,
+            shared: &mut self.shared,
+            out,
+            meta,
+            pairing: &mut value.pairing,
+            in_step: value.stream.saw_syn(),
+            server_known,
+            now_us,
+            end,
+            discard: false,
+        };
         // Ends the parser too (`Sink::end`), exactly once per stream.
         value.stream.close(&mut sink);
+        if let Some(mut pairing) = value.pairing.take() {
+            let shared = &mut self.shared;
+            let mut ctx = PairCtx {
+                limits: &shared.pair_limits,
+                budget: &mut shared.budget,
+                stats: &mut shared.stats,
+                out,
+            };
+            pairing.flush(end.missing(), &mut ctx);
+            pairing.drop_parser(ctx.budget);
+        }
     }
 
-    /// Idle timeouts, gap timeouts; call every ~100 ms with the current time (same clock
-    /// as the packet timestamps). Never blocks long: work is proportional to what expires.
+    /// Idle timeouts, gap timeouts, response waits; call every ~100 ms with the current time
+    /// (same clock as the packet timestamps). Never blocks long: work is proportional to what
+    /// expires.
     pub fn on_timer(&mut self, now_us: u64, out: &mut Vec<HttpRequest>) {
         while let Some(removed) = self.table.pop_expired(
             now_us,
@@ -492,25 +1195,25 @@ impl Engine {
             self.config.closed_linger_us,
         ) {
             self.shared.stats.flows_expired += 1;
-            self.finalize(removed, false, out);
+            self.finalize(removed, EndKind::Expired, now_us, out);
         }
         let holes = std::mem::take(&mut self.holes);
         for idx in holes {
             let Some(entry) = self.table.get_mut(idx) else {
                 continue;
             };
-            let key = entry.key;
-            let dir = &mut entry.value;
-            if !dir.in_holes {
+            if !entry.value.in_holes {
                 continue;
             }
-            let mut sink = self.shared.sink(&mut dir.parser, out, key);
-            dir.stream.on_timer(now_us, &self.stream_limits, &mut sink);
-            let closed =
-                dir.stream.state() == StreamState::Closed && ignored_state(&dir.parser).is_none();
+            self.drive(idx, now_us, EndKind::Closed, out, |stream, limits, sink| {
+                stream.on_timer(now_us, limits, sink)
+            });
+            let dir = &mut self.table.entry_mut(idx).value;
+            let closed = dir.stream.state() == StreamState::Closed
+                && (dir.role == Role::Responses || ignored_state(&dir.parser).is_none());
             if dir.role == Role::Unknown && dir.is_surely_requests() {
                 dir.role = Role::Requests;
-                self.demote_peer(idx, out);
+                self.demote_peer(idx);
             }
             let dir = &mut self.table.entry_mut(idx).value;
             if dir.stream.has_hole() {
@@ -525,15 +1228,48 @@ impl Engine {
         // A reused slot may be listed twice.
         self.holes.sort_unstable();
         self.holes.dedup();
+        self.expire_waiting(now_us, out);
+    }
+
+    /// Gives up the requests whose response wait is over.
+    fn expire_waiting(&mut self, now_us: u64, out: &mut Vec<HttpRequest>) {
+        while let Some(&Reverse((deadline, idx, generation))) = self.waiting.peek() {
+            if deadline > now_us {
+                break;
+            }
+            self.waiting.pop();
+            let Some(entry) = self.table.get_mut(idx) else {
+                continue;
+            };
+            let dir = &mut entry.value;
+            if dir.generation != generation || !dir.in_waiting {
+                continue;
+            }
+            dir.in_waiting = false;
+            if let Some(mut pairing) = dir.pairing.take() {
+                let shared = &mut self.shared;
+                let mut ctx = PairCtx {
+                    limits: &shared.pair_limits,
+                    budget: &mut shared.budget,
+                    stats: &mut shared.stats,
+                    out,
+                };
+                pairing.expire(now_us, &mut ctx);
+                self.table.entry_mut(idx).value.pairing = Some(pairing);
+            }
+            self.note_waiting(idx);
+        }
     }
 
     /// Flush everything at end of input (replay EOF / shutdown): holes are skipped, what is
-    /// buffered is delivered, every stream ends. The table is empty afterwards.
+    /// buffered is delivered, every stream ends, requests still waiting go out without their
+    /// response (`input_ended`). The table is empty afterwards.
     pub fn finish(&mut self, out: &mut Vec<HttpRequest>) {
         while let Some(removed) = self.table.pop_any() {
-            self.finalize(removed, false, out);
+            self.finalize(removed, EndKind::Input, u64::MAX, out);
         }
         self.holes.clear();
+        self.waiting.clear();
     }
 
     /// Counters.
@@ -546,10 +1282,34 @@ impl Engine {
         self.table.len()
     }
 
-    /// Bytes buffered now (out-of-order segments, partial heads, bodies in progress).
+    /// Bytes buffered now (out-of-order segments, partial heads, bodies in progress,
+    /// requests waiting for their responses).
     pub fn buffered_bytes(&self) -> usize {
         self.shared.budget.used
     }
+}
+
+/// What carried a segment: the VXLAN VNI, the GWLB endpoint (GENEVE), the IP source of the
+/// VXLAN datagram (the mirror's source).
+#[derive(Debug, Clone, Copy)]
+struct Carrier {
+    vni: u32,
+    gwlbe: Option<u64>,
+    mirror: Option<IpAddr>,
+    /// The VXLAN datagram was inside GENEVE (so it cannot be a misdirected GENEVE packet).
+    in_geneve: bool,
+}
+
+impl Carrier {
+    /// A VXLAN datagram received directly, sender unknown (the VNI is read from it).
+    const DIRECT: Carrier = Carrier {
+        vni: 0,
+        gwlbe: None,
+        mirror: None,
+        in_geneve: false,
+    };
+    /// A plain (already decapsulated) captured frame: VNI 0, nothing else known.
+    const PLAIN: Carrier = Carrier::DIRECT;
 }
 
 /// Why a direction's bytes are ignored, if they are (opaque or upgraded).

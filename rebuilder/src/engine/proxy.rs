@@ -5,7 +5,9 @@
 //! it opens to the instance with a header naming the real client. Mirroring the instance's
 //! ENI captures that header in front of the first request. [`parse`] recognises it from the
 //! first bytes of a stream; the HTTP parser strips it and uses its source address as the
-//! request's `client`.
+//! request's `client` — only when the stream's TCP sender is in the configured trusted ranges
+//! ([`ProxyProtocolArgs`], `EngineConfig::proxy_protocol_from`): a client connecting directly
+//! could otherwise attribute its requests to any address.
 //!
 //! Pure: bytes in, a verdict out. The caller buffers at most [`MAX_PREFIX`] bytes before a
 //! verdict is reached (v2 TLVs beyond the address block are not buffered: the caller skips
@@ -278,6 +280,25 @@ fn to_v6(ip: IpAddr) -> Ipv6Addr {
     match ip {
         IpAddr::V4(v4) => v4.to_ipv6_mapped(),
         IpAddr::V6(v6) => v6,
+    }
+}
+
+/// Command-line and environment setting of the peers whose headers are believed
+/// (`rebuilder run`, `rebuilder replay`).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct ProxyProtocolArgs {
+    /// Believe PROXY protocol headers only from TCP senders in these ranges (comma separated
+    /// CIDRs: the load balancer's nodes, e.g. the NLB's subnets). From any other sender a
+    /// header is stripped and counted (`proxy_header_untrusted`), and the TCP sender is the
+    /// client. Default: none.
+    #[arg(long, env = "REBUILDER_PROXY_PROTOCOL_FROM", value_delimiter = ',', value_parser = crate::engine::ranges::AddrRanges::parse_one, help_heading = "PROXY protocol")]
+    pub proxy_protocol_from: Vec<ipnet::IpNet>,
+}
+
+impl ProxyProtocolArgs {
+    /// The trusted ranges.
+    pub fn ranges(&self) -> crate::engine::ranges::AddrRanges {
+        crate::engine::ranges::AddrRanges::new(self.proxy_protocol_from.clone())
     }
 }
 

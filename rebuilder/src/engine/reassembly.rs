@@ -10,7 +10,12 @@
 //!   duplicate.
 //! - **Overlaps: first data wins.** Bytes already delivered or buffered are kept; a later
 //!   segment only fills the ranges nobody covered yet. (An attacker cannot rewrite bytes the
-//!   analyzer sees by sending a conflicting retransmission after the original.)
+//!   analyzer sees by sending a conflicting retransmission after the original.) A segment
+//!   whose bytes differ from buffered bytes at the same sequence numbers is reported to the
+//!   sink (`different_overlap`, suricata's "overlap with different data"); bytes already
+//!   delivered are not kept, so a conflicting copy of them is only a duplicate.
+//! - **Holes acknowledged by the receiver** (`acked`) are skipped after a short grace instead
+//!   of the gap timeout: acknowledged bytes are never retransmitted.
 //! - **Truncated segments** (PacketLength): the missing tail is a known-lost range, reported
 //!   as a gap as soon as the stream reaches it.
 //! - **Holes**: out-of-order bytes are buffered within per-direction caps (bytes, pieces) and
@@ -23,16 +28,42 @@
 //! - **End**: the sink's `end` is called exactly once, when the stream reaches its FIN or is
 //!   closed.
 
+/// Where delivered bytes come from: the capture time of the packet that carried them, the
+/// sequence number of their first byte and that packet's acknowledgment number (what the
+/// sender had received from its peer; `None` without the ACK flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct At {
+    /// Capture time.
+    pub ts_us: u64,
+    /// Sequence number of the first byte.
+    pub seq: u32,
+    /// ACK number of the packet.
+    pub ack: Option<u32>,
+}
+
+impl At {
+    /// The position `n` bytes further in the same packet.
+    pub fn advance(self, n: usize) -> At {
+        At {
+            seq: self.seq.wrapping_add(n as u32),
+            ..self
+        }
+    }
+}
+
 /// Receives the reassembled stream, in order.
 pub trait Sink {
-    /// Contiguous bytes; `ts_us` is the time of the packet that carried them.
-    fn data(&mut self, ts_us: u64, bytes: &[u8]);
+    /// Contiguous bytes; `at` says where they come from.
+    fn data(&mut self, at: At, bytes: &[u8]);
     /// `len` bytes of the stream are lost.
     fn gap(&mut self, len: u64);
     /// The stream ended (FIN reached, or closed).
     fn end(&mut self);
     /// The engine's memory budget (out-of-order bytes are charged to it).
     fn budget(&mut self) -> &mut Budget;
+    /// A segment carried bytes that differ from the bytes buffered at the same sequence
+    /// numbers (suricata's "overlap with different data"); first data wins.
+    fn different_overlap(&mut self) {}
 }
 
 /// Caps of one direction (copied from the engine configuration).
@@ -48,6 +79,8 @@ pub struct StreamLimits {
     pub gap_timeout_us: u64,
     /// ... or this long after the FIN was seen.
     pub gap_timeout_after_fin_us: u64,
+    /// ... or this long after the receiver acknowledged bytes past it.
+    pub acked_hole_grace_us: u64,
 }
 
 /// Global memory budget shared by every stream and parser of an engine.
@@ -102,6 +135,8 @@ pub struct Segment<'a> {
     pub ts_us: u64,
     /// Sequence number (of the SYN when `syn`).
     pub seq: u32,
+    /// Acknowledgment number (`None` without the ACK flag).
+    pub ack: Option<u32>,
     /// SYN flag.
     pub syn: bool,
     /// FIN flag.
@@ -132,6 +167,7 @@ enum PieceData {
 #[derive(Debug)]
 struct Piece {
     seq: u32,
+    ack: Option<u32>,
     ts_us: u64,
     data: PieceData,
 }
@@ -146,13 +182,19 @@ impl Piece {
     fn end(&self) -> u32 {
         self.seq.wrapping_add(self.len())
     }
+    /// Memory charged for it: its bytes (capacity) and its bookkeeping.
     fn mem(&self) -> usize {
-        match &self.data {
-            PieceData::Bytes(b) => b.len(),
-            PieceData::Lost(_) => 0,
-        }
+        PIECE_COST
+            + match &self.data {
+                PieceData::Bytes(b) => b.capacity(),
+                PieceData::Lost(_) => 0,
+            }
     }
 }
+
+/// What a buffered piece costs besides its bytes: its slot in the piece list (with the list's
+/// growth slack) and the allocator's overhead for its byte buffer.
+pub const PIECE_COST: usize = 2 * std::mem::size_of::<Piece>() + 16;
 
 /// Signed distance from `b` to `a` in sequence space (positive: `a` is after `b`).
 #[inline]
@@ -209,6 +251,11 @@ impl Stream {
     /// Current lifecycle state.
     pub fn state(&self) -> StreamState {
         self.state
+    }
+
+    /// Sequence number of the stream's SYN, if seen.
+    pub fn syn_seq(&self) -> Option<u32> {
+        self.syn_seq
     }
 
     /// Whether the stream start (SYN) was seen.
@@ -345,6 +392,9 @@ impl Stream {
         {
             return Pushed::AfterClose;
         }
+        if !self.ooo.is_empty() && self.differs_from_buffered(seg, start) {
+            sink.different_overlap();
+        }
         loop {
             if seq_diff(end, self.next_seq) <= 0 {
                 return Pushed::Duplicate;
@@ -361,7 +411,7 @@ impl Stream {
             }
             let new_bytes: usize = new_pieces
                 .iter()
-                .map(|&(s, e)| present_overlap(seg, start, s, e))
+                .map(|&(s, e)| piece_cost(seg, start, s, e))
                 .sum();
             let fits = self.ooo.len() + new_pieces.len() * 2 <= limits.max_ooo_segments
                 && self.ooo_bytes as usize + new_bytes <= limits.max_ooo_bytes;
@@ -397,6 +447,31 @@ impl Stream {
             }
             return Pushed::Accepted;
         }
+    }
+
+    /// Whether the present bytes of `seg` (data from `start`) differ from buffered bytes at
+    /// the same sequence numbers.
+    fn differs_from_buffered(&self, seg: Segment<'_>, start: u32) -> bool {
+        let end = start.wrapping_add(seg.payload.len() as u32);
+        self.ooo.iter().any(|p| {
+            let PieceData::Bytes(b) = &p.data else {
+                return false;
+            };
+            let lo = if seq_diff(p.seq, start) > 0 {
+                p.seq
+            } else {
+                start
+            };
+            let pe = p.end();
+            let hi = if seq_diff(pe, end) < 0 { pe } else { end };
+            if seq_diff(hi, lo) <= 0 {
+                return false;
+            }
+            let n = seq_diff(hi, lo) as usize;
+            let a = seq_diff(lo, start) as usize;
+            let c = seq_diff(lo, p.seq) as usize;
+            seg.payload[a..a + n] != b[c..c + n]
+        })
     }
 
     /// Sub-ranges of `[start, end)` not covered by a buffered piece.
@@ -444,6 +519,7 @@ impl Stream {
             let b = seq_diff(be, start) as usize;
             pieces.push(Piece {
                 seq: s,
+                ack: seg.ack,
                 ts_us: seg.ts_us,
                 data: PieceData::Bytes(seg.payload[a..b].to_vec()),
             });
@@ -456,6 +532,7 @@ impl Stream {
         if seq_diff(e, lost_start) > 0 {
             pieces.push(Piece {
                 seq: lost_start,
+                ack: seg.ack,
                 ts_us: seg.ts_us,
                 data: PieceData::Lost(seq_diff(e, lost_start) as u32),
             });
@@ -489,7 +566,12 @@ impl Stream {
                 };
                 let a = seq_diff(self.next_seq, start) as usize;
                 let b = seq_diff(upto, start) as usize;
-                sink.data(seg.ts_us, &seg.payload[a..b]);
+                let at = At {
+                    ts_us: seg.ts_us,
+                    seq: self.next_seq,
+                    ack: seg.ack,
+                };
+                sink.data(at, &seg.payload[a..b]);
                 self.next_seq = upto;
             }
             if seq_diff(limit, self.next_seq) > 0 {
@@ -509,8 +591,13 @@ impl Stream {
         let skip = seq_diff(self.next_seq, p.seq);
         let end = p.end();
         if seq_diff(end, self.next_seq) > 0 {
+            let at = At {
+                ts_us: p.ts_us,
+                seq: self.next_seq,
+                ack: p.ack,
+            };
             match &p.data {
-                PieceData::Bytes(b) => sink.data(p.ts_us, &b[skip.max(0) as usize..]),
+                PieceData::Bytes(b) => sink.data(at, &b[skip.max(0) as usize..]),
                 PieceData::Lost(_) => sink.gap(seq_diff(end, self.next_seq) as u64),
             }
             self.next_seq = end;
@@ -583,6 +670,25 @@ impl Stream {
         }
     }
 
+    /// The receiver acknowledged every byte before `ack` at `now_us`: a hole it covers, with
+    /// bytes buffered past it, will not be filled by a retransmission (the sender does not
+    /// resend acknowledged bytes; the mirror lost them, or delivers them late): it is skipped
+    /// `acked_hole_grace_us` from now (if the gap timeout is not sooner), instead of waiting
+    /// the whole gap timeout.
+    pub fn acked(&mut self, ack: u32, now_us: u64, limits: &StreamLimits) {
+        if self.state != StreamState::Established {
+            return;
+        }
+        if let Some(first) = self.ooo.first()
+            && seq_diff(ack, first.seq) >= 0
+        {
+            let since = now_us
+                .saturating_add(limits.acked_hole_grace_us)
+                .saturating_sub(limits.gap_timeout_us);
+            self.hole_since_us = self.hole_since_us.min(since);
+        }
+    }
+
     /// Records that the sender sent bytes up to `end` (e.g. the sequence number of its RST).
     pub fn note_sent(&mut self, end: u32) {
         if self.state == StreamState::Established && seq_diff(end, self.sent_end) > 0 {
@@ -626,6 +732,20 @@ impl Stream {
     }
 }
 
+/// Memory the part `[s, e)` of `seg` costs once buffered: its present bytes, and one
+/// [`PIECE_COST`] per piece it becomes (a bytes piece and/or a lost piece).
+fn piece_cost(seg: Segment<'_>, start: u32, s: u32, e: u32) -> usize {
+    let present = present_overlap(seg, start, s, e);
+    let present_end = start.wrapping_add(seg.payload.len() as u32);
+    let lost_start = if seq_diff(present_end, s) > 0 {
+        present_end
+    } else {
+        s
+    };
+    let pieces = usize::from(present > 0) + usize::from(seq_diff(e, lost_start) > 0);
+    present + pieces * PIECE_COST
+}
+
 /// Bytes of `[s, e)` that are present (not cut off) in `seg` whose data starts at `start`.
 fn present_overlap(seg: Segment<'_>, start: u32, s: u32, e: u32) -> usize {
     let present_end = start.wrapping_add(seg.payload.len() as u32);
@@ -659,7 +779,7 @@ pub(crate) mod tests {
     }
 
     impl Sink for Recorder {
-        fn data(&mut self, _ts: u64, bytes: &[u8]) {
+        fn data(&mut self, _at: At, bytes: &[u8]) {
             assert!(!bytes.is_empty(), "empty data chunk");
             self.bytes.extend_from_slice(bytes);
             self.events
@@ -690,12 +810,14 @@ pub(crate) mod tests {
         gap_skip_bytes: 1 << 19,
         gap_timeout_us: 1_000,
         gap_timeout_after_fin_us: 100,
+        acked_hole_grace_us: 10,
     };
 
     fn seg(seq: u32, payload: &[u8]) -> Segment<'_> {
         Segment {
             ts_us: 0,
             seq,
+            ack: None,
             syn: false,
             fin: false,
             payload,
@@ -779,6 +901,39 @@ pub(crate) mod tests {
         assert_eq!(h.push(seg(10, b"xyz")), Pushed::Duplicate);
         assert_eq!(h.push(seg(2, b"bcdefghi")), Pushed::Accepted);
         assert_eq!(h.r.text(), "abcdefghixyz");
+    }
+
+    #[test]
+    fn a_conflicting_copy_of_buffered_bytes_is_reported_and_loses() {
+        #[derive(Default)]
+        struct Counting(Recorder, u32);
+        impl Sink for Counting {
+            fn data(&mut self, at: At, bytes: &[u8]) {
+                self.0.data(at, bytes)
+            }
+            fn gap(&mut self, len: u64) {
+                self.0.gap(len)
+            }
+            fn end(&mut self) {
+                self.0.end()
+            }
+            fn budget(&mut self) -> &mut Budget {
+                self.0.budget()
+            }
+            fn different_overlap(&mut self) {
+                self.1 += 1;
+            }
+        }
+        let mut s = Stream::new();
+        let mut k = Counting::default();
+        s.push(syn(0), &LIMITS, &mut k);
+        s.push(seg(5, b"safe"), &LIMITS, &mut k);
+        s.push(seg(5, b"safe"), &LIMITS, &mut k);
+        assert_eq!(k.1, 0, "an identical copy is not a conflict");
+        s.push(seg(6, b"EVIL"), &LIMITS, &mut k);
+        assert_eq!(k.1, 1);
+        s.push(seg(1, b"abcd"), &LIMITS, &mut k);
+        assert_eq!(k.0.text(), "abcdsafeL");
     }
 
     #[test]

@@ -6,15 +6,24 @@ use crate::engine::http::tests::{GenRequest, gen_request};
 use crate::testkit::{TcpConn as Conn, TcpFlags, TcpFrame, vxlan_datagram, vxlan_frame};
 use proptest::prelude::*;
 
+/// An engine whose requests do not wait for responses past the next timer tick (the tests
+/// of request extraction; pairing has its own).
 fn engine() -> Engine {
-    Engine::new(EngineConfig::default())
+    Engine::new(EngineConfig {
+        response_timeout_us: 0,
+        server_wait_us: 0,
+        ..EngineConfig::default()
+    })
 }
 
+/// Feeds the datagrams (1 µs apart from time 1,000), then a timer tick 1 µs later: requests
+/// whose wait is over come out.
 fn run(e: &mut Engine, datagrams: &[Vec<u8>]) -> Vec<HttpRequest> {
     let mut out = Vec::new();
     for (i, d) in datagrams.iter().enumerate() {
         e.on_vxlan_payload(1_000 + i as u64, d, &mut out);
     }
+    e.on_timer(1_000 + datagrams.len() as u64, &mut out);
     out
 }
 
@@ -52,6 +61,7 @@ fn captured_outer_frames_and_plain_frames_are_both_understood() {
     e.on_captured_frame(1, &vxlan_frame([172, 16, 0, 1].into(), 9, &inner), &mut out);
     let plain = TcpFrame::new(c.client, c.server, 1).build(b"GET /p HTTP/1.1\r\n\r\n");
     e.on_captured_frame(2, &plain, &mut out);
+    e.on_timer(3, &mut out);
     assert_eq!(targets(&out), ["/v", "/p"]);
     assert_eq!((out[0].vni, out[1].vni), (9, 0));
 }
@@ -76,6 +86,7 @@ fn same_packet_mirrored_from_both_ends_is_seen_once() {
     let mut out = Vec::new();
     e.on_captured_frame(1, &vxlan_frame([10, 0, 0, 1].into(), 3, &inner), &mut out);
     e.on_captured_frame(1, &vxlan_frame([10, 0, 0, 2].into(), 3, &inner), &mut out);
+    e.on_timer(2, &mut out);
     assert_eq!(targets(&out), ["/m"]);
 }
 
@@ -160,6 +171,7 @@ fn malformed_datagrams_are_counted_and_lose_nothing_else() {
     let good = c.send(b"GET /ok HTTP/1.1\r\n\r\n");
     e.on_vxlan_payload(0, &good[..8 + 14 + 20 + 10], &mut out);
     e.on_vxlan_payload(0, &good, &mut out);
+    e.on_timer(1, &mut out);
     assert_eq!(targets(&out), ["/ok"]);
     assert_eq!(e.stats().drops(DropReason::VxlanMalformed), 2);
     // An inner frame of 3 bytes and a TCP header cut short.
@@ -231,7 +243,9 @@ fn flow_cap_evicts_the_least_recently_used_and_counts_it() {
     assert_eq!(e.active_flows(), 2);
     assert_eq!(e.stats().flows_evicted, 1);
     assert_eq!(e.stats().drops(DropReason::FlowEvicted), 1);
-    assert_eq!(e.buffered_bytes(), 2 * 18);
+    // 18 bytes of head in each direction's buffer, charged at what the buffer costs: a
+    // 64-byte allocation (16-byte granule + 16 of bookkeeping).
+    assert_eq!(e.buffered_bytes(), 2 * (64 + 16));
 }
 
 #[test]
@@ -356,7 +370,11 @@ fn ipv6_and_ipv4_fragments_are_handled() {
 #[test]
 fn per_direction_state_stays_small() {
     // The RSS target (64 MiB with 10,000 connections) and cache behaviour depend on it.
-    assert!(std::mem::size_of::<crate::engine::flow::Entry<Direction>>() <= 240);
+    // 272: the key's GWLB endpoint (8 bytes) and the direction's mirror source (17 bytes,
+    // padded to 24 by the stream's alignment) on top of the 240 they took before, and the
+    // pointer to the connection's pairing (requests waiting for their responses and the
+    // response parser live behind it, allocated only for request directions).
+    assert!(std::mem::size_of::<crate::engine::flow::Entry<Direction>>() <= 272);
 }
 
 /// Builds the client datagrams of one connection carrying `reqs`, cut at `cuts`.
@@ -579,4 +597,29 @@ proptest! {
             prop_assert!(g.matches(r), "{:?} vs {:?}", g, r);
         }
     }
+}
+
+#[test]
+fn a_syn_ack_sent_from_the_clients_side_does_not_flip_the_roles() {
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let mut d = c.open();
+    d.push(c.send(b"GET /1 HTTP/1.1\r\n\r\n"));
+    // The client forges a SYN+ACK of its own, then goes on with requests.
+    d.push(c.client_segment(5, TcpFlags::ack(77_000).syn(), b""));
+    d.push(c.send(b"GET /2 HTTP/1.1\r\n\r\n"));
+    let mut e = engine();
+    let out = run(&mut e, &d);
+    assert_eq!(targets(&out), ["/1", "/2"]);
+    assert_eq!(e.stats().drops(DropReason::InconsistentSynAck), 1);
+}
+
+#[test]
+fn a_syn_ack_before_any_request_from_the_client_is_ignored_for_roles() {
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let mut d = vec![c.syn()];
+    d.push(c.client_segment(9, TcpFlags::ack(77_000).syn(), b""));
+    d.push(c.send(b"GET /x HTTP/1.1\r\n\r\n"));
+    let mut e = engine();
+    let out = run(&mut e, &d);
+    assert_eq!(targets(&out), ["/x"]);
 }

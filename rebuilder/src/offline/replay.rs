@@ -6,13 +6,14 @@
 //! found so far is delivered: the error is returned in [`ReplayOutcome::error`].
 
 use crate::engine::request::HttpRequest;
-use crate::engine::stats::{DropReason, EngineStats};
+use crate::engine::stats::{DropReason, EngineStats, ResponseMissing};
 use crate::engine::{Engine, EngineConfig};
 use crate::offline::capture::{
     CaptureError, CaptureFormat, CaptureReader, PcapStream, ReaderStats,
 };
 use crate::offline::synth::{Generator, SynthConfig, TruthRequest};
-use base64::Engine as _;
+pub use crate::record::rfc3339_us;
+use crate::record::{DecodeStats, Record, RecordOptions, record};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
@@ -119,7 +120,8 @@ pub enum OutputFormat {
 /// `rebuilder replay FILE`: extract the HTTP requests of a pcap/pcapng capture.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReplayArgs {
-    /// pcap or pcapng file (VXLAN on UDP/4789, or plain Ethernet); `-` reads stdin.
+    /// pcap or pcapng file (VXLAN on UDP/4789, GENEVE on UDP/6081 around it, or plain
+    /// Ethernet); `-` reads stdin.
     pub file: PathBuf,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Jsonl)]
@@ -127,14 +129,28 @@ pub struct ReplayArgs {
     /// Only these VNIs (repeatable; default all).
     #[arg(long = "vni")]
     pub vni: Vec<u32>,
-    /// Include the body (base64) in jsonl output.
+    /// Include the bodies (base64) in jsonl output.
     #[arg(long)]
     pub with_body: bool,
+    /// Decode gzip / deflate bodies (`Content-Encoding`) for the jsonl output.
+    #[arg(long)]
+    pub decode_bodies: bool,
+    /// Largest decoded body kept with --decode-bodies (bytes); longer ones are cut and flagged.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    pub max_decoded_body_bytes: usize,
+    /// How long a request waits for its response, capture clock (µs).
+    #[arg(long, default_value_t = EngineConfig::default().response_timeout_us)]
+    pub response_timeout_us: u64,
+    /// How long a request waits while the server's direction was never seen (µs).
+    #[arg(long, default_value_t = EngineConfig::default().server_wait_us)]
+    pub server_wait_us: u64,
     /// Largest body kept per request (bytes); longer bodies are cut and flagged.
     #[arg(long)]
     pub max_body_bytes: Option<usize>,
     #[command(flatten)]
     pub health_checks: crate::engine::health_check::HealthCheckArgs,
+    #[command(flatten)]
+    pub proxy_protocol: crate::engine::proxy::ProxyProtocolArgs,
 }
 
 impl ReplayArgs {
@@ -146,7 +162,10 @@ impl ReplayArgs {
         if let Some(m) = self.max_body_bytes {
             config.max_body_bytes = m;
         }
+        config.response_timeout_us = self.response_timeout_us;
+        config.server_wait_us = self.server_wait_us;
         config.health_checks = self.health_checks.rule();
+        config.proxy_protocol_from = self.proxy_protocol.ranges();
         config
     }
 }
@@ -168,12 +187,15 @@ pub fn replay_command(
         )
     };
     let mut line = Vec::with_capacity(4096);
+    let opts = RecordOptions {
+        with_body: args.with_body,
+        decode_bodies: args.decode_bodies.then_some(args.max_decoded_body_bytes),
+    };
+    let mut decoded = DecodeStats::default();
     let outcome = run_capture(input, args.engine_config(), |r| match args.format {
         OutputFormat::Jsonl => {
             line.clear();
-            serde_json::to_writer(&mut line, &request_json(r, args.with_body))
-                .map_err(std::io::Error::other)?;
-            line.push(b'\n');
+            crate::record::write_line(&mut line, r, &opts, &mut decoded)?;
             stdout.write_all(&line)
         }
         OutputFormat::Http => write_http(stdout, r),
@@ -181,57 +203,13 @@ pub fn replay_command(
     })?;
     stdout.flush().map_err(ReplayError::Output)?;
     write_summary(stderr, &outcome).map_err(ReplayError::Output)?;
-    Ok(outcome)
-}
-
-/// The jsonl representation of a request (`body_b64` only with `with_body`); fields in this
-/// order. Header values and the target are shown as UTF-8 (invalid bytes replaced).
-#[derive(Debug, serde::Serialize)]
-pub struct JsonRequest<'a> {
-    pub ts: String,
-    pub ts_us: u64,
-    pub vni: u32,
-    /// The real client (the PROXY protocol source when the stream had a header).
-    pub client: String,
-    /// The inner TCP source (equal to `client` without a PROXY header).
-    pub peer: String,
-    pub server: String,
-    pub method: &'a str,
-    pub target: &'a str,
-    pub version: &'static str,
-    pub headers: Vec<(&'a str, std::borrow::Cow<'a, str>)>,
-    pub body_len: usize,
-    pub body_truncated: bool,
-    pub chunked: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub body_b64: Option<String>,
-}
-
-pub fn request_json(r: &HttpRequest, with_body: bool) -> JsonRequest<'_> {
-    JsonRequest {
-        ts: rfc3339_us(r.ts_us),
-        ts_us: r.ts_us,
-        vni: r.vni,
-        client: r.client.to_string(),
-        peer: r.peer.to_string(),
-        server: r.server.to_string(),
-        method: &r.method,
-        target: &r.target,
-        version: if r.version == 0 {
-            "HTTP/1.0"
-        } else {
-            "HTTP/1.1"
-        },
-        headers: r
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), String::from_utf8_lossy(v)))
-            .collect(),
-        body_len: r.body.len(),
-        body_truncated: r.body_truncated,
-        chunked: r.chunked,
-        body_b64: with_body.then(|| base64::engine::general_purpose::STANDARD.encode(&r.body)),
+    if args.decode_bodies {
+        writeln!(stderr, "bodies_decoded {}", decoded.decoded).map_err(ReplayError::Output)?;
+        writeln!(stderr, "bodies_decoded_truncated {}", decoded.truncated)
+            .map_err(ReplayError::Output)?;
+        writeln!(stderr, "body_decode_failures {}", decoded.failed).map_err(ReplayError::Output)?;
     }
+    Ok(outcome)
 }
 
 /// One request as an HTTP/1.x message, preceded by a `###` line naming where it came from.
@@ -239,7 +217,7 @@ pub fn request_json(r: &HttpRequest, with_body: bool) -> JsonRequest<'_> {
 pub fn write_http(w: &mut dyn Write, r: &HttpRequest) -> std::io::Result<()> {
     writeln!(
         w,
-        "### {} vni={} {} -> {}{}{}",
+        "### {} vni={} {} -> {}{}{}{}{}{}",
         rfc3339_us(r.ts_us),
         r.vni,
         r.client,
@@ -249,13 +227,28 @@ pub fn write_http(w: &mut dyn Write, r: &HttpRequest) -> std::io::Result<()> {
         } else {
             String::new()
         },
+        r.gwlbe_name()
+            .map(|g| format!(" gwlbe={g}"))
+            .unwrap_or_default(),
+        r.mirror_source
+            .map(|m| format!(" mirror={m}"))
+            .unwrap_or_default(),
         if r.body_truncated {
             " body_truncated"
         } else {
             ""
+        },
+        if r.anomalies.is_empty() {
+            String::new()
+        } else {
+            format!(" anomalies={}", r.anomalies)
         }
     )?;
-    write!(w, "{} {} HTTP/1.{}\r\n", r.method, r.target, r.version)?;
+    write!(
+        w,
+        "{} {} HTTP/{}.{}\r\n",
+        r.method, r.target, r.version_major, r.version
+    )?;
     for (n, v) in &r.headers {
         w.write_all(n.as_bytes())?;
         w.write_all(b": ")?;
@@ -269,7 +262,14 @@ pub fn write_http(w: &mut dyn Write, r: &HttpRequest) -> std::io::Result<()> {
             w.write_all(&r.body)?;
             w.write_all(b"\r\n")?;
         }
-        w.write_all(b"0\r\n\r\n")?;
+        w.write_all(b"0\r\n")?;
+        for (n, v) in &r.trailers {
+            w.write_all(n.as_bytes())?;
+            w.write_all(b": ")?;
+            w.write_all(v)?;
+            w.write_all(b"\r\n")?;
+        }
+        w.write_all(b"\r\n")?;
     } else {
         w.write_all(&r.body)?;
     }
@@ -309,34 +309,28 @@ pub fn write_summary(w: &mut dyn Write, o: &ReplayOutcome) -> std::io::Result<()
     writeln!(w, "upgraded_flows {}", s.upgraded_flows)?;
     writeln!(w, "response_packets {}", s.response_packets)?;
     writeln!(w, "proxy_headers {}", s.proxy_headers)?;
+    writeln!(w, "responses {}", s.responses)?;
+    writeln!(w, "responses_paired {}", s.responses_paired)?;
+    writeln!(w, "responses_unmatched {}", s.responses_unmatched)?;
+    writeln!(w, "responses_interim {}", s.responses_interim)?;
+    writeln!(
+        w,
+        "response_bodies_truncated {}",
+        s.response_bodies_truncated
+    )?;
+    writeln!(w, "overlap_different_data {}", s.overlap_different_data)?;
     for reason in DropReason::ALL {
         writeln!(w, "drop_{} {}", reason.as_str(), s.drops(reason))?;
     }
+    for reason in ResponseMissing::ALL {
+        writeln!(
+            w,
+            "response_missing_{} {}",
+            reason.as_str(),
+            s.responses_missing(reason)
+        )?;
+    }
     Ok(())
-}
-
-/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` for µs since the UNIX epoch.
-pub fn rfc3339_us(ts_us: u64) -> String {
-    let secs = ts_us / 1_000_000;
-    let micros = ts_us % 1_000_000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// `rebuilder generate`: write a deterministic synthetic capture and its ground truth.
@@ -426,11 +420,19 @@ pub struct GenerateArgs {
     /// Plain Ethernet capture (no VXLAN).
     #[arg(long)]
     pub plain: bool,
+    /// Deliver the VXLAN datagrams as a Gateway Load Balancer does behind a GWLB endpoint
+    /// target: inside GENEVE (UDP/6081 from a GWLB node) with AWS's options. The same inner
+    /// traffic as without it.
+    #[arg(long, conflicts_with = "plain")]
+    pub geneve: bool,
+    /// GWLB endpoint ids for --geneve (`vpce-…`, comma separated), one per connection in turn.
+    #[arg(long, value_delimiter = ',', value_parser = crate::engine::encap::geneve::parse_endpoint_name, requires = "geneve")]
+    pub gwlb_endpoints: Vec<u64>,
     /// Comma-separated VNIs, one chosen per connection.
     #[arg(long, value_delimiter = ',', default_value = "4242")]
     pub vnis: Vec<u32>,
     /// Start from the realistic benchmark mix (other knobs then override nothing but the seed,
-    /// connections and concurrency).
+    /// connections, concurrency and --geneve).
     #[arg(long)]
     pub realistic: bool,
 }
@@ -446,11 +448,11 @@ impl GenerateArgs {
             ));
         }
         if self.realistic {
-            return Ok(SynthConfig::realistic(
-                self.seed,
-                self.connections,
-                self.concurrency,
-            ));
+            return Ok(SynthConfig {
+                geneve: self.geneve,
+                gwlb_endpoints: self.gwlb_endpoints.clone(),
+                ..SynthConfig::realistic(self.seed, self.connections, self.concurrency)
+            });
         }
         Ok(SynthConfig {
             seed: self.seed,
@@ -484,29 +486,38 @@ impl GenerateArgs {
             mid_stream: self.mid_stream,
             responses: !self.no_responses,
             vxlan: !self.plain,
+            geneve: self.geneve,
+            gwlb_endpoints: self.gwlb_endpoints.clone(),
             vnis: self.vnis.clone(),
             ..SynthConfig::default()
         })
     }
 }
 
-/// The truth jsonl line of one request: the replay fields (with `body_b64`) then `conn`,
-/// `index` and `expected`.
+/// The truth jsonl line of one request: the replay fields (with `body_b64`; the response the
+/// engine must pair with it, or the reason it must give for its absence) then `conn`, `index`
+/// and `expected`.
 #[derive(Debug, serde::Serialize)]
 pub struct JsonTruth<'a> {
     #[serde(flatten)]
-    pub request: JsonRequest<'a>,
+    pub record: Record<'a>,
     pub conn: u64,
     pub index: u32,
     pub expected: bool,
+    pub response_certain: bool,
 }
 
 pub fn truth_json(t: &TruthRequest) -> JsonTruth<'_> {
+    let opts = RecordOptions {
+        with_body: true,
+        decode_bodies: None,
+    };
     JsonTruth {
-        request: request_json(&t.request, true),
+        record: record(&t.request, &opts, &mut DecodeStats::default()),
         conn: t.conn,
         index: t.index,
         expected: t.expected,
+        response_certain: t.response_certain,
     }
 }
 
@@ -591,6 +602,8 @@ mod tests {
             client: "10.0.0.1:1234".parse().unwrap(),
             peer: "10.0.0.1:1234".parse().unwrap(),
             server: "10.0.0.2:80".parse().unwrap(),
+            gwlbe: None,
+            mirror_source: None,
             method: "POST".into(),
             target: "/x".into(),
             version: 1,
@@ -598,6 +611,11 @@ mod tests {
             body: b"hello".to_vec(),
             chunked: true,
             body_truncated: false,
+            version_major: 1,
+            trailers: Vec::new(),
+            anomalies: Default::default(),
+            response: None,
+            response_missing: None,
         };
         let mut out = Vec::new();
         write_http(&mut out, &r).unwrap();
@@ -605,11 +623,21 @@ mod tests {
         assert!(text.contains(
             "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
         ));
-        let json = serde_json::to_value(request_json(&r, true)).unwrap();
+        let with_body = RecordOptions {
+            with_body: true,
+            decode_bodies: None,
+        };
+        let json =
+            serde_json::to_value(record(&r, &with_body, &mut DecodeStats::default())).unwrap();
         assert_eq!(json["body_b64"], "aGVsbG8=");
         assert_eq!(json["headers"][0][0], "Transfer-Encoding");
         assert_eq!(json["version"], "HTTP/1.1");
-        let line = serde_json::to_string(&request_json(&r, false)).unwrap();
+        let line = serde_json::to_string(&record(
+            &r,
+            &RecordOptions::default(),
+            &mut DecodeStats::default(),
+        ))
+        .unwrap();
         assert!(
             line.starts_with("{\"ts\":\"1970-01-01T00:00:00.000001Z\",\"ts_us\":1,"),
             "{line}"

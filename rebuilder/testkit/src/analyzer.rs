@@ -1,7 +1,8 @@
 //! The recording analyzer: an HTTP/1.1 server that records every request exactly as it
 //! arrived — header names as sent and in order, the body decoded (Content-Length or chunked)
-//! — and answers 200. It stands in for the analyzer behind the rebuilder, and for the origin
-//! (web server) whose records are the ground truth of what a client sent.
+//! — and answers 200 (or the status of [`Analyzer::set_status`]). It stands in for the analyzer
+//! behind the rebuilder, and for the origin (web server) whose records are the ground truth of
+//! what a client sent.
 //!
 //! It reads the wire itself (httparse for heads) instead of going through an HTTP framework,
 //! which would fold header names to lower case and group repeated fields. Keep-alive,
@@ -15,7 +16,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -29,8 +30,8 @@ use crate::netns;
 
 /// Largest head accepted (bigger ones close the connection).
 const MAX_HEAD: usize = 256 * 1024;
-/// Most header fields accepted.
-const MAX_HEADERS: usize = 256;
+/// Most header fields accepted (the rebuilder keeps up to 1,000 by default).
+const MAX_HEADERS: usize = 2048;
 
 /// One request as the analyzer received it (also a line of the record file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,21 +55,20 @@ pub struct Recorded {
     pub chunked: bool,
 }
 
-/// Fields that are not end to end (RFC 9110 §7.6.1 hop-by-hop fields), plus the framing ones
-/// the rebuilder writes anew (a chunked body is forwarded with Content-Length) and the one it
-/// appends to.
-pub const NOT_END_TO_END: [&str; 10] = [
+/// Fields the rebuilder must rewrite on its way to the analyzer: the framing ones (a decoded
+/// body goes with a Content-Length of its own), `Connection` (renamed `x-rebuilder-connection`:
+/// it would manage the rebuilder's connection) and the one it appends the client to. Every
+/// other field arrives as sent (names, order, values); fields named `x-rebuilder-*` are the
+/// rebuilder's markers.
+pub const NOT_END_TO_END: [&str; 4] = [
     "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
     "transfer-encoding",
-    "upgrade",
     "content-length",
-    "expect",
     "x-forwarded-for",
 ];
+
+/// Prefix of the rebuilder's marker fields.
+pub const MARKER_PREFIX: &str = "x-rebuilder-";
 
 impl Recorded {
     /// Values of the fields named `name` (ASCII case-insensitive), in order.
@@ -92,6 +92,28 @@ impl Recorded {
             .expect("records hold base64 bodies")
     }
 
+    /// The JSON lines of an ndjson body (what the rebuilder's ndjson sink POSTs), gunzipped
+    /// when the request says `Content-Encoding: gzip`.
+    pub fn ndjson(&self) -> Vec<serde_json::Value> {
+        let mut body = self.body();
+        if self
+            .first_header("content-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("gzip"))
+        {
+            use std::io::Read;
+            let mut plain = Vec::new();
+            flate2::read::GzDecoder::new(&body[..])
+                .read_to_end(&mut plain)
+                .expect("a gzip body");
+            body = plain;
+        }
+        String::from_utf8_lossy(&body)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    }
+
     /// The peer's address without the port.
     pub fn peer_ip(&self) -> &str {
         self.peer
@@ -99,12 +121,16 @@ impl Recorded {
             .map_or("", |(ip, _)| ip.trim_matches(['[', ']']))
     }
 
-    /// Fields that must arrive unchanged through the rebuilder, names lower-cased, in order.
+    /// Fields that must arrive unchanged through the rebuilder, names as sent (case
+    /// included), in order.
     pub fn end_to_end_headers(&self) -> Vec<(String, String)> {
         self.headers
             .iter()
-            .filter(|(k, _)| !NOT_END_TO_END.contains(&k.to_ascii_lowercase().as_str()))
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .filter(|(k, _)| {
+                let lower = k.to_ascii_lowercase();
+                !NOT_END_TO_END.contains(&lower.as_str()) && !lower.starts_with(MARKER_PREFIX)
+            })
+            .cloned()
             .collect()
     }
 }
@@ -155,6 +181,8 @@ struct Shared {
     count: AtomicU64,
     records: Mutex<Vec<Recorded>>,
     delay_ms: AtomicU64,
+    /// Status of every answer (0: 200).
+    status: AtomicU16,
     file: Mutex<Option<std::fs::File>>,
 }
 
@@ -268,6 +296,12 @@ impl Analyzer {
         self.shared.delay_ms.store(d.as_millis() as u64, SeqCst);
     }
 
+    /// Answers every request with `status` from now on (e.g. 503: an analyzer that fails).
+    /// Requests are still recorded.
+    pub fn set_status(&self, status: u16) {
+        self.shared.status.store(status, SeqCst);
+    }
+
     /// Stops listening and closes every connection (the upstream goes down).
     pub fn stop(&mut self) {
         if let Some(tx) = self.stop.take() {
@@ -336,6 +370,54 @@ async fn accept_loop(
     conns.abort_all();
 }
 
+/// Method, target, minor version, fields.
+type Head = (String, String, u8, Vec<(String, String)>);
+
+/// A request head: method, target, minor version, fields. `httparse` first; when it refuses
+/// the head, a plain line reader that also takes field names with visible bytes outside the
+/// token set (`Foo@Bar`: nginx serves such requests, ignoring the field; the analyzer records
+/// it) — never a name with a space, a control byte, or no colon.
+fn parse_head(head: &[u8]) -> Option<Head> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut slots);
+    if let Ok(httparse::Status::Complete(_)) = req.parse(head) {
+        let headers = req
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_owned(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect();
+        return Some((
+            req.method?.to_owned(),
+            req.path?.to_owned(),
+            req.version.unwrap_or(1),
+            headers,
+        ));
+    }
+    let text = String::from_utf8_lossy(head);
+    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let mut parts = lines.next()?.split(' ');
+    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    let version = match version {
+        "HTTP/1.1" => 1,
+        "HTTP/1.0" => 0,
+        _ => return None,
+    };
+    let mut headers = Vec::new();
+    for line in lines.take_while(|l| !l.is_empty()) {
+        let (name, value) = line.split_once(':')?;
+        if name.is_empty() || name.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return None;
+        }
+        headers.push((name.to_owned(), value.trim().to_owned()));
+    }
+    Some((method.to_owned(), target.to_owned(), version, headers))
+}
+
 /// Serves one connection: requests one after the other until the client closes it, sends
 /// `Connection: close`, or sends something that is not HTTP/1.x.
 async fn connection(
@@ -351,32 +433,14 @@ async fn connection(
         let Some(head_len) = read_head(&mut stream, &mut buf).await? else {
             return Ok(());
         };
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut slots);
-        if !matches!(
-            req.parse(&buf[..head_len]),
-            Ok(httparse::Status::Complete(_))
-        ) {
+        let Some((method, target, version, headers)) = parse_head(&buf[..head_len]) else {
             stream
                 .write_all(
                     b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                 )
                 .await?;
             return Ok(());
-        }
-        let method = req.method.unwrap_or_default().to_owned();
-        let target = req.path.unwrap_or_default().to_owned();
-        let version = req.version.unwrap_or(1);
-        let headers: Vec<(String, String)> = req
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_owned(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect();
+        };
         buf.drain(..head_len);
         let value = |name: &str| {
             headers
@@ -423,9 +487,14 @@ async fn connection(
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        let reply = format!("{{\"ok\": true, \"seen\": {seen}}}");
+        let status = match shared.status.load(SeqCst) {
+            0 => 200,
+            s => s,
+        };
+        let reply = format!("{{\"ok\": {}, \"seen\": {seen}}}", status < 400);
         let mut out = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n",
+            "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n",
+            if status < 400 { "OK" } else { "Failing" },
             reply.len(),
             if close { "Connection: close\r\n" } else { "" }
         );

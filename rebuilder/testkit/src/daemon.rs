@@ -138,6 +138,14 @@ impl RebuilderProc {
         }
     }
 
+    /// Waits until the daemon reports its upstream reachable (`rebuilder_upstream_up` 1), or
+    /// panics after `within`. (`/healthz` is liveness only: 200 says nothing of the upstream.)
+    pub fn wait_upstream_up(&self, within: Duration) {
+        self.wait_metrics(within, "the upstream reported up", |m| {
+            m.get("rebuilder_upstream_up") == 1
+        });
+    }
+
     pub fn wait_health(&self, want: u16, within: Duration) {
         let deadline = Instant::now() + within;
         loop {

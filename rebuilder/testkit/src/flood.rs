@@ -26,6 +26,18 @@ rebuilder::label_enum! {
         /// Maximum-size datagrams (9216 bytes: VXLAN + a 9001-byte-MTU inner frame + tags),
         /// each an out-of-order segment that would have to be buffered.
         Jumbo => "jumbo",
+        /// Concurrent connections, each a SYN then 8 KB of a request head that never ends
+        /// (pending heads held in parser buffers).
+        Heads => "heads",
+        /// Concurrent connections, each a complete head with 1,000 header fields announcing a
+        /// body that never comes (the pending requests hold their fields).
+        Fields => "fields",
+        /// Concurrent connections, each a head announcing a 60,000-byte body that never comes
+        /// (the pending requests hold their body's first allocation).
+        Bodies => "bodies",
+        /// Concurrent connections, each a SYN then one-byte segments past a hole (out-of-order
+        /// pieces, each with its bookkeeping).
+        Pieces => "pieces",
     }
 }
 
@@ -123,22 +135,50 @@ struct Attacker {
     rng: SplitMix64,
     n: u64,
     buf: Vec<u8>,
-    head: Vec<u8>,
     jumbo: Vec<u8>,
+    /// The second packet of a `Flows`, `Heads`, `Fields` or `Bodies` connection.
+    pending: Vec<u8>,
+}
+
+/// The request bytes one connection of a pending-request flood sends after its SYN.
+fn pending_bytes(flood: Flood) -> Vec<u8> {
+    match flood {
+        Flood::Flows => {
+            let mut h = b"POST /flood HTTP/1.1\r\nHost: victim\r\nX-Pad: ".to_vec();
+            h.extend(std::iter::repeat_n(b'p', 150));
+            h
+        }
+        Flood::Heads => {
+            let mut h = b"POST /flood HTTP/1.1\r\nHost: victim\r\nX-Pad: ".to_vec();
+            h.resize(8000, b'p');
+            h
+        }
+        Flood::Fields => {
+            let mut h =
+                b"POST /flood HTTP/1.1\r\nHost: victim\r\nContent-Length: 1000\r\n".to_vec();
+            for i in 0..997 {
+                h.extend_from_slice(format!("X-F{i}: v\r\n").as_bytes());
+            }
+            h.extend_from_slice(b"\r\n");
+            h
+        }
+        Flood::Bodies => {
+            b"POST /flood HTTP/1.1\r\nHost: victim\r\nContent-Length: 60000\r\n\r\n".to_vec()
+        }
+        _ => Vec::new(),
+    }
 }
 
 impl Attacker {
     fn new(flood: Flood, seed: u64, total: u64) -> Attacker {
-        let mut head = b"POST /flood HTTP/1.1\r\nHost: victim\r\nX-Pad: ".to_vec();
-        head.extend(std::iter::repeat_n(b'p', 150));
         Attacker {
             flood,
             total,
             rng: SplitMix64::new(seed ^ 0xF100D),
             n: 0,
             buf: Vec::with_capacity(9216),
-            head,
             jumbo: vec![b'j'; 9001 - 20 - 20],
+            pending: pending_bytes(flood),
         }
     }
 
@@ -148,24 +188,38 @@ impl Attacker {
         self.n += 1;
         let server: SocketAddr = "10.200.0.1:80".parse().unwrap();
         match self.flood {
-            Flood::Flows => {
-                // Two packets per connection: SYN, then the partial head.
+            Flood::Flows | Flood::Heads | Flood::Fields | Flood::Bodies => {
+                // Two packets per connection: SYN, then the bytes that stay pending.
                 let conn = i / 2;
                 let src = attacker(conn);
                 let isn = (conn as u32).wrapping_mul(2_654_435_761);
                 if i.is_multiple_of(2) {
                     tcp_payload(src, server, isn, true, b"", &mut self.buf);
                 } else {
-                    let head = std::mem::take(&mut self.head);
+                    let bytes = std::mem::take(&mut self.pending);
                     tcp_payload(
                         src,
                         server,
                         isn.wrapping_add(1),
                         false,
-                        &head,
+                        &bytes,
                         &mut self.buf,
                     );
-                    self.head = head;
+                    self.pending = bytes;
+                }
+            }
+            Flood::Pieces => {
+                // 64 packets per connection: SYN, then one-byte segments past a hole of 10
+                // bytes at the stream start (never filled).
+                let conn = i / 64;
+                let k = i % 64;
+                let src = attacker(conn);
+                let isn = (conn as u32).wrapping_mul(2_654_435_761);
+                if k == 0 {
+                    tcp_payload(src, server, isn, true, b"", &mut self.buf);
+                } else {
+                    let seq = isn.wrapping_add(1 + 10 + 2 * k as u32);
+                    tcp_payload(src, server, seq, false, b"x", &mut self.buf);
                 }
             }
             Flood::Syn => {
@@ -219,6 +273,105 @@ impl Attacker {
             }
         }
         &self.buf
+    }
+}
+
+/// A field of `/proc/self/status` in KiB (`VmRSS:`, `VmHWM:`), 0 when unreadable.
+pub fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Bytes a flow-table entry may take, for memory ceilings (docs/engine.md: ~264 bytes per
+/// entry + a 4-byte index; rounded up for slab chunks and hash-table slack).
+pub const ENTRY_BYTES: u64 = 400;
+
+/// The memory a process running `plan` may reach: its baseline plus the engine's budget and
+/// its flow table at its cap (what the caps promise).
+pub fn ceiling_kib(baseline_kib: u64, plan: &Plan) -> u64 {
+    baseline_kib
+        + (plan.config.memory_budget_bytes as u64 + plan.config.max_flows as u64 * ENTRY_BYTES)
+            / 1024
+}
+
+/// Set (to the flood's label) in a child process that runs one flood and reports its RSS.
+pub const CHILD_VAR: &str = "MF_FLOOD_CHILD";
+
+/// What a flood run in a child process reported.
+#[derive(Debug, Clone)]
+pub struct RssReport {
+    /// VmRSS before the run, KiB.
+    pub baseline_kib: u64,
+    /// VmHWM after it, KiB.
+    pub peak_kib: u64,
+    /// The child's summary line (counters, recovered requests).
+    pub summary: String,
+}
+
+/// The child side of [`peak_rss_in_child`]: when this process is the child for `plan`'s
+/// flood, runs it, prints the report and returns `true` (the caller then returns);
+/// otherwise returns `false` at once.
+pub fn run_as_child(plan: &Plan) -> bool {
+    if std::env::var(CHILD_VAR).as_deref() != Ok(plan.flood.as_str()) {
+        return false;
+    }
+    let baseline = status_kib("VmRSS:");
+    let o = run(plan, |_| {});
+    let peak = status_kib("VmHWM:");
+    println!(
+        "\nMF-RSS {baseline} {peak} flows {} evicted {} recovered {}/{} truncated {} corrupted {} foreign {} buffered-max {} drops {}",
+        o.max_active_flows,
+        o.stats.flows_evicted,
+        o.legit_recovered,
+        o.legit_expected,
+        o.legit_truncated,
+        o.legit_corrupted,
+        o.foreign,
+        o.max_buffered_bytes,
+        o.drops_line()
+    );
+    assert_eq!(o.legit_corrupted, 0, "a legitimate request was altered");
+    assert_eq!(o.foreign, 0, "attacker bytes became a request");
+    true
+}
+
+/// Runs `test` (a test of the current test binary that calls [`run_as_child`] first) in a
+/// child process for `flood`, and returns what it reported: the peak RSS of a process that
+/// did nothing but that flood.
+pub fn peak_rss_in_child(test: &str, flood: Flood) -> RssReport {
+    let exe = std::env::current_exe().expect("the test binary");
+    let out = std::process::Command::new(exe)
+        .args([test, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(CHILD_VAR, flood.as_str())
+        .output()
+        .expect("the child runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("MF-RSS ").map(|(_, r)| r))
+        .unwrap_or_else(|| {
+            panic!(
+                "the child reported nothing ({}):\n{stdout}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(
+        out.status.success(),
+        "the child failed: {line}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut words = line.split_whitespace();
+    let mut num = || words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+    RssReport {
+        baseline_kib: num(),
+        peak_kib: num(),
+        summary: line.to_string(),
     }
 }
 

@@ -11,6 +11,7 @@
 //! | [`metrics`] | the metrics scraper |
 //! | [`daemon`] | a `rebuilder run` process under test |
 //! | [`netns`] | the network-namespace mirror lab (veth + tc mirred + kernel VXLAN) |
+//! | [`nginx`] | a real nginx as the origin oracle (what it serves, the analyzer must see) |
 //! | [`udp_sink`] | a VXLAN datagram counter |
 //! | [`traffic`] | datagrams from generated captures, senders and pacing |
 //! | [`flood`] | flood scenarios mixed with legitimate traffic |
@@ -29,6 +30,7 @@ pub mod daemon;
 pub mod flood;
 pub mod metrics;
 pub mod netns;
+pub mod nginx;
 pub mod system;
 pub mod traffic;
 pub mod udp_sink;

@@ -12,6 +12,25 @@
 //! target. TX offloads are off on every veth (otherwise the copies carry partial checksums
 //! and GSO super-frames); the mirror link has a jumbo MTU.
 //!
+//! With [`LabSpec::through_gwlb`] a Gateway Load Balancer stands between the mirror and the
+//! collector, as when a GWLB endpoint is the mirror target:
+//!
+//! ```text
+//!   PREFIX-srv  mirror source  mir0 10.77.2.1/24 ─┐  VXLAN to the endpoint, 10.77.2.3
+//!   PREFIX-gw   GWLB endpoint  eth0 10.77.2.3/24 ─┘  the GWLB node: each VXLAN datagram, as the
+//!               GWLB node      eth1 10.77.3.1/24 ─┐  IP packet it is, inside GENEVE with AWS's
+//!   PREFIX-col  collector      eth0 10.77.3.2/24 ─┘  options → UDP/6081 of the collector
+//! ```
+//!
+//! The node is user-space code of this kit ([`GwlbNode`], a thread inside PREFIX-gw): it reads
+//! the VXLAN datagrams with a raw socket (IP header included), wraps them as a GWLB does
+//! (RFC 8926 GENEVE, protocol type IPv4, option class 0x0108: endpoint id, attachment id,
+//! flow cookie) and sends them from one of several source ports chosen by the inner flow, as
+//! a load balancer spreads flows. Not the kernel's `geneve` device: it cannot add AWS's
+//! options without the `tunnel_key` tc action, and kernels built without `CONFIG_GENEVE` (this
+//! project's test machines among them) have no such device at all. A UDP socket bound on the
+//! endpoint's 4789 keeps the kernel from answering the mirror with ICMP port unreachable.
+//!
 //! Everything a [`MirrorLab`] creates is removed when it is dropped (also when a test
 //! panics): the processes still running in its namespaces are killed, then the namespaces
 //! (and with them every veth and VXLAN device) are deleted. [`reap`] removes labs left behind
@@ -21,11 +40,17 @@
 //! `setns`), so servers and clients of the tests need no helper program.
 
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use rebuilder::engine::encap::geneve::{AwsOptions, GENEVE_PORT, encapsulate_aws_into};
+use rebuilder::engine::encap::vxlan::VXLAN_PORT;
+use socket2::{Domain, Protocol, Socket, Type};
 
 use nix::sched::{CloneFlags, setns};
 use nix::sys::signal::{Signal, kill};
@@ -42,6 +67,10 @@ pub struct LabAddrs {
     pub mirror_src: Ipv4Addr,
     /// The collector's address (the outer destination).
     pub collector: Ipv4Addr,
+    /// GWLB mode: the endpoint's address (where the mirror sends its VXLAN).
+    pub gwlb_endpoint: Ipv4Addr,
+    /// GWLB mode: the node's address (the source of the GENEVE packets).
+    pub gwlb_node: Ipv4Addr,
 }
 
 /// The lab's addresses.
@@ -50,6 +79,14 @@ pub const ADDRS: LabAddrs = LabAddrs {
     server: Ipv4Addr::new(10, 77, 1, 20),
     mirror_src: Ipv4Addr::new(10, 77, 2, 1),
     collector: Ipv4Addr::new(10, 77, 2, 2),
+    gwlb_endpoint: Ipv4Addr::new(10, 77, 2, 3),
+    gwlb_node: Ipv4Addr::new(10, 77, 3, 1),
+};
+
+/// The addresses of a lab with a Gateway Load Balancer: the collector sits behind the node.
+pub const GWLB_ADDRS: LabAddrs = LabAddrs {
+    collector: Ipv4Addr::new(10, 77, 3, 2),
+    ..ADDRS
 };
 
 /// A direction at the server's client-facing interface.
@@ -90,6 +127,9 @@ pub struct LabSpec {
     /// One VXLAN device per UDP destination port at the collector.
     pub vxlan_ports: Vec<u16>,
     pub rules: Vec<MirrorRule>,
+    /// A Gateway Load Balancer between the mirror and the collector: the endpoint id its
+    /// GENEVE options carry (the collector then receives GENEVE on UDP/6081 only).
+    pub gwlb_endpoint_id: Option<u64>,
 }
 
 impl LabSpec {
@@ -106,7 +146,17 @@ impl LabSpec {
                     device: 0,
                 })
                 .to_vec(),
+            gwlb_endpoint_id: None,
         }
+    }
+
+    /// The mirror's target is a GWLB endpoint: the VXLAN datagrams go to a Gateway Load
+    /// Balancer node that delivers them to the collector inside GENEVE, with `endpoint_id` in
+    /// AWS's option (see the module documentation). Every VXLAN device (`vxlan_ports`) then
+    /// sends to the endpoint; the ports still tell the devices apart.
+    pub fn through_gwlb(mut self, endpoint_id: u64) -> LabSpec {
+        self.gwlb_endpoint_id = Some(endpoint_id);
+        self
     }
 
     /// Only the client → server direction mirrored.
@@ -132,6 +182,9 @@ pub enum LabError {
 pub struct MirrorLab {
     pub prefix: String,
     pub addrs: LabAddrs,
+    /// The Gateway Load Balancer node, in GWLB mode (stopped with the lab; a lab kept with
+    /// [`MirrorLab::keep`] loses it when this process exits).
+    pub gwlb: Option<GwlbNode>,
     keep: bool,
 }
 
@@ -188,19 +241,31 @@ impl MirrorLab {
         }
         down(&spec.prefix);
         // From here on a failure removes whatever was built.
-        let lab = MirrorLab {
+        let mut lab = MirrorLab {
             prefix: spec.prefix.clone(),
-            addrs: ADDRS,
+            addrs: if spec.gwlb_endpoint_id.is_some() {
+                GWLB_ADDRS
+            } else {
+                ADDRS
+            },
+            gwlb: None,
             keep: false,
         };
         lab.build(spec).map_err(LabError::Command)?;
+        if let Some(id) = spec.gwlb_endpoint_id {
+            lab.gwlb = Some(
+                GwlbNode::start(&lab.gwlb_ns(), lab.addrs, id)
+                    .map_err(|e| LabError::Command(format!("starting the GWLB node: {e}")))?,
+            );
+        }
         Ok(lab)
     }
 
     fn build(&self, spec: &LabSpec) -> Result<(), String> {
         let (cli, srv, col) = (self.client(), self.server(), self.collector());
+        let gw = spec.gwlb_endpoint_id.map(|_| self.gwlb_ns());
         let a = self.addrs;
-        for ns in [&cli, &srv, &col] {
+        for ns in [&cli, &srv, &col].into_iter().chain(gw.as_ref()) {
             sh("ip", &["netns", "add", ns])?;
             sh("ip", &["-n", ns, "link", "set", "lo", "up"])?;
         }
@@ -222,22 +287,48 @@ impl MirrorLab {
                 "netns", &srv,
             ],
         )?;
-        // server (mirror source) <-> collector (mirror target), jumbo MTU like the AWS path
-        sh(
-            "ip",
-            &[
-                "link", "add", "mir0", "netns", &srv, "type", "veth", "peer", "name", "eth0",
-                "netns", &col,
-            ],
-        )?;
-        ip(&srv, &["link", "set", "mir0", "mtu", "9100"])?;
-        ip(&col, &["link", "set", "eth0", "mtu", "9100"])?;
-        for (ns, addr, dev) in [
+        // server (mirror source) <-> collector (mirror target), jumbo MTU like the AWS path;
+        // in GWLB mode server <-> GWLB endpoint/node <-> collector.
+        let mut links = vec![
             (&cli, a.client, "eth0"),
             (&srv, a.server, "eth0"),
             (&srv, a.mirror_src, "mir0"),
             (&col, a.collector, "eth0"),
-        ] {
+        ];
+        let mirror_peer = gw.as_ref().unwrap_or(&col);
+        sh(
+            "ip",
+            &[
+                "link",
+                "add",
+                "mir0",
+                "netns",
+                &srv,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                mirror_peer,
+            ],
+        )?;
+        ip(&srv, &["link", "set", "mir0", "mtu", "9100"])?;
+        ip(mirror_peer, &["link", "set", "eth0", "mtu", "9100"])?;
+        if let Some(gw) = &gw {
+            sh(
+                "ip",
+                &[
+                    "link", "add", "eth1", "netns", gw, "type", "veth", "peer", "name", "eth0",
+                    "netns", &col,
+                ],
+            )?;
+            ip(gw, &["link", "set", "eth1", "mtu", "9100"])?;
+            ip(&col, &["link", "set", "eth0", "mtu", "9100"])?;
+            links.push((gw, a.gwlb_endpoint, "eth0"));
+            links.push((gw, a.gwlb_node, "eth1"));
+        }
+        for (ns, addr, dev) in links {
             ip(ns, &["addr", "add", &format!("{addr}/24"), "dev", dev])?;
             // Without this the mirrored copies carry partial checksums and GSO super-frames.
             exec(
@@ -250,7 +341,12 @@ impl MirrorLab {
         }
         // The mirror: VXLAN devices, and tc mirred from the server's client-facing eth0.
         let vni = spec.vni.to_string();
-        let (local, remote) = (a.mirror_src.to_string(), a.collector.to_string());
+        let target = if gw.is_some() {
+            a.gwlb_endpoint
+        } else {
+            a.collector
+        };
+        let (local, remote) = (a.mirror_src.to_string(), target.to_string());
         for (i, port) in spec.vxlan_ports.iter().enumerate() {
             let dev = format!("vxlan{i}");
             ip(
@@ -321,6 +417,10 @@ impl MirrorLab {
     pub fn collector(&self) -> String {
         format!("{}-col", self.prefix)
     }
+    /// The namespace of the GWLB endpoint and node (GWLB mode).
+    pub fn gwlb_ns(&self) -> String {
+        format!("{}-gw", self.prefix)
+    }
 
     /// Leaves the lab in place when this value is dropped (`mirror-lab up`); returns its
     /// prefix, for [`down`].
@@ -333,9 +433,153 @@ impl MirrorLab {
 impl Drop for MirrorLab {
     fn drop(&mut self) {
         if !self.keep {
+            // The node's thread leaves its namespace before the namespace is deleted.
+            drop(self.gwlb.take());
             down(&self.prefix);
         }
     }
+}
+
+/// The Gateway Load Balancer node of a GWLB-mode lab (see the module documentation): a thread
+/// in the lab's `-gw` namespace. Stops when dropped.
+#[derive(Debug)]
+pub struct GwlbNode {
+    stop: Arc<AtomicBool>,
+    forwarded: Arc<AtomicU64>,
+    /// Joined on drop; its result (the namespace could not be entered, the loop failed) is
+    /// only of interest to a debugger.
+    thread: Option<JoinHandle<std::io::Result<std::io::Result<()>>>>,
+}
+
+/// Source ports the node spreads flows over (a GWLB keeps each flow on one).
+const GWLB_NODE_PORTS: usize = 8;
+
+impl GwlbNode {
+    /// Starts the node in namespace `ns` of a lab with addresses `a`, putting `endpoint_id` in
+    /// AWS's option.
+    pub fn start(ns: &str, a: LabAddrs, endpoint_id: u64) -> std::io::Result<GwlbNode> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let forwarded = Arc::new(AtomicU64::new(0));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (s, f) = (stop.clone(), forwarded.clone());
+        let thread = spawn_in(Some(ns), "gwlb-node", move || {
+            gwlb_node(a, endpoint_id, &s, &f, ready_tx)
+        })?;
+        match ready_rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                stop.store(true, Relaxed);
+                let result = thread.join();
+                return Err(std::io::Error::other(format!(
+                    "the GWLB node did not start: {result:?}"
+                )));
+            }
+        }
+        Ok(GwlbNode {
+            stop,
+            forwarded,
+            thread: Some(thread),
+        })
+    }
+
+    /// VXLAN datagrams delivered to the collector inside GENEVE so far.
+    pub fn forwarded(&self) -> u64 {
+        self.forwarded.load(Relaxed)
+    }
+}
+
+impl Drop for GwlbNode {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The node's loop (inside its namespace): every IPv4 UDP packet to the endpoint's UDP/4789 is
+/// sent on, whole, inside GENEVE to the collector's UDP/6081.
+fn gwlb_node(
+    a: LabAddrs,
+    endpoint_id: u64,
+    stop: &AtomicBool,
+    forwarded: &AtomicU64,
+    ready: std::sync::mpsc::Sender<std::io::Result<()>>,
+) -> std::io::Result<()> {
+    let setup = || -> std::io::Result<(UdpSocket, UdpSocket, Vec<UdpSocket>)> {
+        // A raw UDP socket gets a copy of every UDP packet delivered here, IP header included.
+        let raw: UdpSocket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::UDP))?.into();
+        raw.set_read_timeout(Some(Duration::from_millis(50)))?;
+        // Bound so that the kernel does not answer the mirror with ICMP port unreachable.
+        let sink = UdpSocket::bind(SocketAddrV4::new(a.gwlb_endpoint, VXLAN_PORT))?;
+        sink.set_nonblocking(true)?;
+        let out = (0..GWLB_NODE_PORTS)
+            .map(|_| UdpSocket::bind(SocketAddrV4::new(a.gwlb_node, 0)))
+            .collect::<std::io::Result<_>>()?;
+        Ok((raw, sink, out))
+    };
+    let (raw, sink, out) = match setup() {
+        Ok(s) => {
+            let _ = ready.send(Ok(()));
+            s
+        }
+        Err(e) => {
+            let _ = ready.send(Err(std::io::Error::new(e.kind(), e.to_string())));
+            return Err(e);
+        }
+    };
+    let collector = SocketAddrV4::new(a.collector, GENEVE_PORT);
+    let mut buf = vec![0u8; 65_536];
+    let mut scratch = [0u8; 9_216];
+    let mut geneve = Vec::with_capacity(9_300);
+    while !stop.load(Relaxed) {
+        while sink.recv(&mut scratch).is_ok() {}
+        let n = match raw.recv(&mut buf) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let packet = &buf[..n];
+        let Some(sport) = vxlan_to(packet, a.gwlb_endpoint) else {
+            continue;
+        };
+        let aws = AwsOptions {
+            endpoint_id: Some(endpoint_id),
+            attachment_id: Some(endpoint_id ^ 0x00a7_7ac4),
+            flow_cookie: Some(u32::from(sport).wrapping_mul(0x9e37_79b9)),
+        };
+        geneve.clear();
+        encapsulate_aws_into(&aws, packet, &mut geneve);
+        if out[usize::from(sport) % out.len()]
+            .send_to(&geneve, collector)
+            .is_ok()
+        {
+            forwarded.fetch_add(1, Relaxed);
+        }
+    }
+    Ok(())
+}
+
+/// The UDP source port of `packet` if it is a whole IPv4 UDP packet to `endpoint`:4789.
+fn vxlan_to(packet: &[u8], endpoint: Ipv4Addr) -> Option<u16> {
+    let ihl = usize::from(packet.first()? & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([*packet.get(2)?, *packet.get(3)?]));
+    let udp = packet.get(ihl..ihl + 8)?;
+    let to_endpoint = packet.get(16..20)? == endpoint.octets();
+    (packet[0] >> 4 == 4
+        && packet[9] == 17
+        && total == packet.len()
+        && to_endpoint
+        && u16::from_be_bytes([udp[2], udp[3]]) == VXLAN_PORT)
+        .then(|| u16::from_be_bytes([udp[0], udp[1]]))
 }
 
 /// `ip netns exec NS program`.
@@ -358,7 +602,7 @@ fn namespaces() -> Vec<String> {
 /// sockets alive), then deletes them. Quiet when there is nothing to remove.
 pub fn down(prefix: &str) {
     let existing = namespaces();
-    for ns in ["cli", "srv", "col"].map(|s| format!("{prefix}-{s}")) {
+    for ns in ["cli", "srv", "col", "gw"].map(|s| format!("{prefix}-{s}")) {
         if !existing.contains(&ns) {
             continue;
         }
@@ -449,6 +693,15 @@ pub fn wait_tcp_in(ns: &str, addr: SocketAddr, timeout: Duration) -> bool {
         })
         .unwrap_or(false)
     })
+}
+
+/// `curl -sS -o /dev/null --max-time 10 ARGS...` inside namespace `ns` (20 s at most);
+/// panics when curl fails.
+pub fn curl_in(ns: &str, args: &[&str]) {
+    let mut cmd = exec(ns, "curl");
+    cmd.args(["-sS", "-o", "/dev/null", "--max-time", "10"])
+        .args(args);
+    system::run_ok(cmd, Duration::from_secs(20)).expect("curl");
 }
 
 /// `GET path` from `addr`, seen from inside `ns`.

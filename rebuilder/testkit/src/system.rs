@@ -97,14 +97,15 @@ pub fn tools(names: &[&str]) -> Result<(), String> {
 }
 
 /// A program on PATH, or in `.venv/bin` of the workspace (where `make setup` puts moto and
-/// cargo-lambda).
+/// cargo-lambda), or in `/usr/sbin` / `/sbin` (where Debian puts daemons such as nginx, which
+/// a non-login PATH may leave out).
 pub fn tool(name: &str) -> Option<PathBuf> {
     let venv = workspace_root().join(".venv/bin");
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default()
         .into_iter()
-        .chain(std::iter::once(venv))
+        .chain([venv, PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }

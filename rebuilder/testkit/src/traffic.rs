@@ -1,20 +1,30 @@
-//! Traffic for a running rebuilder: VXLAN datagrams from generated captures, sent over
-//! loopback UDP from several sockets (the mirror spreads flows by outer source port), paced.
+//! Traffic for a running rebuilder: VXLAN (or GWLB GENEVE) datagrams from generated captures,
+//! sent over loopback UDP from several sockets (the mirror spreads flows by outer source port),
+//! paced.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use rebuilder::engine::encap::Encap;
 use rebuilder::engine::packet::{Parsed, parse_ethernet};
 use rebuilder::offline::synth::{SynthConfig, generate};
 
 /// The VXLAN payload (UDP payload) of an outer Ethernet/IP/UDP frame to port 4789, with the
 /// outer UDP source port.
 pub fn vxlan_payload(frame: &[u8]) -> Option<(u16, &[u8])> {
+    tunnel_payload(frame)
+        .filter(|(encap, ..)| *encap == Encap::Vxlan)
+        .map(|(_, sport, payload)| (sport, payload))
+}
+
+/// The tunnel payload (UDP payload to port 4789 or 6081) of an outer Ethernet/IP/UDP frame,
+/// with its encapsulation and the outer UDP source port.
+pub fn tunnel_payload(frame: &[u8]) -> Option<(Encap, u16, &[u8])> {
     match parse_ethernet(frame, true).ok()? {
-        Parsed::Vxlan(payload) => {
+        Parsed::Tunnel(t) => {
             let p = etherparse::SlicedPacket::from_ethernet(frame).ok()?;
             match p.transport? {
-                etherparse::TransportSlice::Udp(u) => Some((u.source_port(), payload)),
+                etherparse::TransportSlice::Udp(u) => Some((t.encap, u.source_port(), t.payload)),
                 _ => None,
             }
         }
@@ -43,6 +53,18 @@ pub fn synth_payloads(
     let payloads = frames
         .iter()
         .filter_map(|f| vxlan_payload(&f.data).map(|(p, d)| (p, d.to_vec())))
+        .collect();
+    (payloads, expected)
+}
+
+/// The tunnel datagrams (UDP payloads, with their encapsulation and outer source port) of a
+/// generated capture, and how many requests it carries (expected ones).
+pub fn capture_payloads(cfg: SynthConfig) -> (Vec<(Encap, u16, Vec<u8>)>, usize) {
+    let (frames, truth) = generate(cfg);
+    let expected = truth.iter().filter(|t| t.expected).count();
+    let payloads = frames
+        .iter()
+        .filter_map(|f| tunnel_payload(&f.data).map(|(e, p, d)| (e, p, d.to_vec())))
         .collect();
     (payloads, expected)
 }

@@ -1,177 +1,352 @@
-//! Rewriting an extracted request into the request sent to the upstream (RFC 9110 §7.6.1
-//! hop-by-hop fields, forwarded-for, re-framing with Content-Length, origin-form targets).
-
-use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
-use http::{Method, Request, Uri};
-use http_body_util::Full;
+//! Writing an extracted request as the HTTP/1.1 bytes sent to the upstream: what the origin
+//! received, byte for byte, except what must change to travel on our keep-alive connection.
+//!
+//! - **Request line**: the method as sent; the target as sent (raw bytes), prefixed by the
+//!   upstream URL's path. An absolute-form target (`http://h/p`) becomes origin-form (`/p`)
+//!   and its authority becomes the Host value (RFC 9112 §3.2.2: an origin ignores Host then;
+//!   nginx, Apache and Go do). An authority-form target (`CONNECT h:443`, which Go also serves
+//!   for other methods) becomes `/` with that Host. `*` stays `*` (`/*` under a path prefix).
+//!   The version is always HTTP/1.1 (the request's own is in `x-rebuilder-anomalies` when it
+//!   was not 1.0 or 1.1).
+//! - **Header fields**: names (case), order and values byte-exact, repeated fields kept
+//!   apart, except:
+//!   - `Content-Length` / `Transfer-Encoding`: replaced by one `Content-Length` of the decoded
+//!     body, where the first of them was (the body is re-framed; at the end when the request
+//!     had neither but a body);
+//!   - `Connection` (it would manage our connection to the upstream: `close` ends it,
+//!     `upgrade` may switch protocols): renamed `x-rebuilder-connection`, value kept, in
+//!     place. Its tokens delete no other field;
+//!   - the forwarded-for field (`--forwarded-for-header`): the client IP is appended to its
+//!     last occurrence (`, <ip>`), or one is added at the end;
+//!   - a Host replaced by the target's authority; the client's value is kept in
+//!     `x-rebuilder-client-host` when it differed;
+//!   - fields named like the rebuilder's markers (`x-rebuilder-*`): removed (a client must
+//!     not forge them), counted;
+//!   - `--extra-header` fields replace same-named request fields.
+//! - **Markers** added at the end: `x-rebuilder-body-truncated: true`,
+//!   `x-rebuilder-anomalies: <labels>` ([`crate::engine::stats::Anomaly`]),
+//!   `x-rebuilder-target: <as sent>` when the target was rewritten (not only prefixed),
+//!   `x-rebuilder-trailer-<name>: <value>` for each trailer of a chunked body (trailers are
+//!   never merged into the header section: a `Host` trailer must not read as a second Host).
+//! - **Body**: the decoded body.
+//!
+//! The parser never emits a CR, LF or NUL in a field, nor a space, colon or control byte in a
+//! name; this writer checks anyway and refuses (`invalid_request`) rather than write bytes
+//! that would change how the upstream splits the stream.
 
 use super::upstream::ForwardConfig;
 use crate::engine::request::HttpRequest;
 
+/// Prefix of every field the rebuilder adds (and removes from requests).
+pub const MARKER_PREFIX: &str = "x-rebuilder-";
 /// Header added (value `true`) when the engine cut the body at `--max-body-bytes`.
 pub const TRUNCATED_HEADER: &str = "x-rebuilder-body-truncated";
+/// The request's anomalies (comma-separated labels).
+pub const ANOMALIES_HEADER: &str = "x-rebuilder-anomalies";
+/// The client's `Connection` field, renamed.
+pub const CONNECTION_HEADER: &str = "x-rebuilder-connection";
+/// The target as sent, when it was rewritten.
+pub const TARGET_HEADER: &str = "x-rebuilder-target";
+/// The client's Host, when the target's authority replaced it.
+pub const CLIENT_HOST_HEADER: &str = "x-rebuilder-client-host";
+/// Prefix of the fields carrying trailers.
+pub const TRAILER_PREFIX: &str = "x-rebuilder-trailer-";
 
-/// Why one request cannot be expressed as an upstream request.
+/// Why one request cannot be written.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RewriteError {
     #[error("invalid method")]
     Method,
-    #[error("request target cannot be forwarded (authority-form or asterisk-form)")]
-    Target,
     #[error("invalid header {0:?}")]
     Header(String),
 }
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the framing
-/// headers we replace.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "transfer-encoding",
-    "upgrade",
-    "trailer",
-    "content-length",
-];
-
-/// Turns an extracted request into the request sent upstream.
-///
-/// - method and target kept (an absolute-form target becomes origin-form), prefixed by the
-///   upstream path;
-/// - headers kept in their order (Host included); hop-by-hop headers and those named in
-///   `Connection` removed; the body re-framed with `Content-Length`;
-/// - the client IP (PROXY protocol source, else inner TCP source) appended to the
-///   forwarded-for header (values of repeated headers are joined, in place of the first one);
-/// - static extra headers replace same-named ones, at the end.
-pub fn upstream_request(
-    mut req: HttpRequest,
-    cfg: &ForwardConfig,
-) -> Result<Request<Full<Bytes>>, RewriteError> {
-    let method = Method::from_bytes(req.method.as_bytes()).map_err(|_| RewriteError::Method)?;
-    let path_and_query = origin_form(&req.target).ok_or(RewriteError::Target)?;
-    // Origin-form: the connection already goes to the upstream; Host stays the client's.
-    let uri = Uri::builder()
-        .path_and_query(format!("{}{}", cfg.upstream.path_prefix, path_and_query))
-        .build()
-        .map_err(|_| RewriteError::Target)?;
-
-    // Tokens named by Connection are hop-by-hop too; values of the forwarded-for header are
-    // joined into one.
-    let mut connection_tokens: Vec<String> = Vec::new();
-    let mut xff_values: Vec<u8> = Vec::new();
-    let mut framed = req.chunked || !req.body.is_empty();
-    for (name, value) in &req.headers {
-        if name.eq_ignore_ascii_case("connection") {
-            for token in String::from_utf8_lossy(value).split(',') {
-                let t = token.trim().to_ascii_lowercase();
-                if !t.is_empty() {
-                    connection_tokens.push(t);
-                }
-            }
-        } else if name.eq_ignore_ascii_case("content-length") {
-            framed = true;
-        } else if let Some(xff) = &cfg.forwarded_for
-            && name.eq_ignore_ascii_case(xff.as_str())
-        {
-            let v = value.trim_ascii();
-            if !v.is_empty() {
-                xff_values.extend_from_slice(v);
-                xff_values.extend_from_slice(b", ");
-            }
-        }
-    }
-
-    let mut b = Request::builder().method(method).uri(uri);
-    let headers = b.headers_mut().expect("builder is valid so far");
-    let mut has_host = false;
-    let mut xff_done = false;
-    for (name, value) in std::mem::take(&mut req.headers) {
-        // Standard names are parsed without allocating; the result is lower-case.
-        let hname = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| RewriteError::Header(name.to_ascii_lowercase()))?;
-        let lower = hname.as_str();
-        if HOP_BY_HOP.contains(&lower)
-            || connection_tokens.iter().any(|t| t == lower)
-            || cfg.extra_headers.iter().any(|(n, _)| *n == hname)
-        {
-            continue;
-        }
-        if cfg.forwarded_for.as_ref() == Some(&hname) {
-            if xff_done {
-                continue;
-            }
-            xff_done = true;
-            let mut joined = std::mem::take(&mut xff_values);
-            joined.extend_from_slice(req.client.ip().to_string().as_bytes());
-            let v = HeaderValue::from_maybe_shared(Bytes::from(joined))
-                .map_err(|_| RewriteError::Header(lower.to_string()))?;
-            headers.append(hname, v);
-            continue;
-        }
-        has_host |= hname == http::header::HOST;
-        // Zero-copy: the engine's value buffer becomes the header value.
-        let v = HeaderValue::from_maybe_shared(Bytes::from(value))
-            .map_err(|_| RewriteError::Header(lower.to_string()))?;
-        headers.append(hname, v);
-    }
-    if !has_host {
-        // HTTP/1.0 without Host: name the original server so the analyzer sees a destination.
-        let v = HeaderValue::from_str(&req.server.to_string()).expect("socket address is ASCII");
-        headers.append(http::header::HOST, v);
-    }
-    if let Some(xff) = &cfg.forwarded_for
-        && !xff_done
-    {
-        let v = HeaderValue::from_str(&req.client.ip().to_string()).expect("IP is ASCII");
-        headers.append(xff.clone(), v);
-    }
-    if framed {
-        headers.append(
-            http::header::CONTENT_LENGTH,
-            HeaderValue::from(req.body.len()),
-        );
-    }
-    if req.body_truncated {
-        headers.append(TRUNCATED_HEADER, HeaderValue::from_static("true"));
-    }
-    for (n, v) in &cfg.extra_headers {
-        headers.append(n.clone(), v.clone());
-    }
-    b.body(Full::new(Bytes::from(std::mem::take(&mut req.body))))
-        .map_err(|_| RewriteError::Target)
+/// What the sender needs to know about a written request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// A HEAD request: its response has no body.
+    pub head: bool,
+    /// The connection must not carry anything after this request (CONNECT: a 2xx answer
+    /// turns it into a tunnel).
+    pub last_on_connection: bool,
+    /// Client fields named like the rebuilder's markers that were removed.
+    pub markers_removed: u32,
 }
 
-/// The path and query of a request target, or `None` for targets that name no resource on an
-/// origin server (`*`, authority-form). Bytes an URI may not hold are percent-encoded.
-pub(super) fn origin_form(target: &str) -> Option<String> {
-    let path = if target.starts_with('/') {
-        target.to_string()
-    } else if let Some(rest) = target
-        .strip_prefix("http://")
-        .or_else(|| target.strip_prefix("https://"))
-        .or_else(|| target.strip_prefix("HTTP://"))
-        .or_else(|| target.strip_prefix("HTTPS://"))
-    {
-        match rest.find(['/', '?']) {
-            Some(i) if rest.as_bytes()[i] == b'/' => rest[i..].to_string(),
-            Some(i) => format!("/{}", &rest[i..]),
-            None => "/".to_string(),
+/// RFC 9110 token character.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// What a request target is.
+enum Target<'a> {
+    /// `/path?query` (written as is).
+    Origin(&'a str),
+    /// `scheme://authority/path`: the path (a `/` added when it has none), the authority.
+    Absolute { authority: &'a str, path: &'a str },
+    /// `host:port` (CONNECT), or any other target without a `/`: written `/`.
+    Authority(&'a str),
+    /// `*`.
+    Asterisk,
+    /// Anything else (`a/b`): written after a `/`.
+    Other(&'a str),
+}
+
+fn target(t: &str) -> Target<'_> {
+    if t.starts_with('/') {
+        return Target::Origin(t);
+    }
+    if t == "*" {
+        return Target::Asterisk;
+    }
+    if let Some(i) = t.find("://") {
+        let scheme = &t.as_bytes()[..i];
+        if scheme.first().is_some_and(u8::is_ascii_alphabetic)
+            && scheme
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(b))
+        {
+            let rest = &t[i + 3..];
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let authority = &rest[..end];
+            // Userinfo is not part of the host (Go, Node keep the request; nginx refuses it).
+            let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            return Target::Absolute {
+                authority,
+                path: &rest[end..],
+            };
         }
+    }
+    if t.contains('/') {
+        Target::Other(t)
     } else {
-        return None;
-    };
-    if path.parse::<http::uri::PathAndQuery>().is_ok() {
-        return Some(path);
+        Target::Authority(t)
     }
-    let mut enc = String::with_capacity(path.len() * 3);
-    for &b in path.as_bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b) {
-            enc.push(b as char);
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Bytes a field value may not hold (they would end the field or the head).
+fn unsafe_value(v: &[u8]) -> bool {
+    v.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0)
+}
+
+/// Bytes a field name may not hold (they would change where the name ends).
+fn unsafe_name(n: &[u8]) -> bool {
+    n.is_empty() || n.iter().any(|&b| b <= b' ' || b == b':' || b == 0x7f)
+}
+
+/// `bytes` with every byte that is not a token character percent-encoded (a trailer's name
+/// becomes part of a field name).
+fn token_encoded(bytes: &[u8], out: &mut Vec<u8>) {
+    for &b in bytes {
+        if is_tchar(b) && b != b'%' {
+            out.push(b);
         } else {
-            enc.push_str(&format!("%{b:02X}"));
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
         }
     }
-    enc.parse::<http::uri::PathAndQuery>().ok().map(|_| enc)
+}
+
+/// `bytes` with CR, LF and NUL percent-encoded (a trailer's value in a marker field).
+fn value_encoded(bytes: &[u8], out: &mut Vec<u8>) {
+    for &b in bytes {
+        if matches!(b, b'\r' | b'\n' | 0 | b'%') {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        } else {
+            out.push(b);
+        }
+    }
+}
+
+fn is_marker(name: &str) -> bool {
+    name.len() >= MARKER_PREFIX.len()
+        && name.as_bytes()[..MARKER_PREFIX.len()].eq_ignore_ascii_case(MARKER_PREFIX.as_bytes())
+}
+
+/// Appends the HTTP/1.1 request sent upstream for `req` to `out` (see the module
+/// documentation). On error nothing is appended.
+pub fn write_request(
+    req: &HttpRequest,
+    cfg: &ForwardConfig,
+    out: &mut Vec<u8>,
+) -> Result<Written, RewriteError> {
+    let start = out.len();
+    let result = write(req, cfg, out);
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}
+
+fn write(
+    req: &HttpRequest,
+    cfg: &ForwardConfig,
+    out: &mut Vec<u8>,
+) -> Result<Written, RewriteError> {
+    let method = req.method.as_bytes();
+    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
+        return Err(RewriteError::Method);
+    }
+    out.extend_from_slice(method);
+    out.push(b' ');
+    let prefix = cfg.upstream.path_prefix.as_bytes();
+    let mut authority: Option<&str> = None;
+    let mut rewritten = true;
+    match target(&req.target) {
+        Target::Origin(p) => {
+            out.extend_from_slice(prefix);
+            out.extend_from_slice(p.as_bytes());
+            rewritten = false;
+        }
+        Target::Absolute { authority: a, path } => {
+            authority = Some(a);
+            out.extend_from_slice(prefix);
+            if !path.starts_with('/') {
+                out.push(b'/');
+            }
+            out.extend_from_slice(path.as_bytes());
+        }
+        Target::Authority(a) => {
+            authority = Some(a);
+            out.extend_from_slice(prefix);
+            out.push(b'/');
+        }
+        Target::Asterisk => {
+            if prefix.is_empty() {
+                out.push(b'*');
+                rewritten = false;
+            } else {
+                out.extend_from_slice(prefix);
+                out.extend_from_slice(b"/*");
+            }
+        }
+        Target::Other(t) => {
+            out.extend_from_slice(prefix);
+            out.push(b'/');
+            out.extend_from_slice(t.as_bytes());
+        }
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+
+    let xff = cfg.forwarded_for.as_deref();
+    let is = |name: &str, other: &str| name.eq_ignore_ascii_case(other);
+    let replaced = |name: &str| cfg.extra_headers.iter().any(|(n, _)| is(name, n.as_str()));
+    let last_xff = xff.and_then(|x| req.headers.iter().rposition(|(n, _)| is(n, x)));
+    let framed = req.chunked
+        || !req.body.is_empty()
+        || req
+            .headers
+            .iter()
+            .any(|(n, _)| is(n, "content-length") || is(n, "transfer-encoding"));
+    let ip = req.client.ip().to_string();
+    let mut length_written = false;
+    let mut host_seen = false;
+    let mut client_host: Option<&[u8]> = None;
+    let mut markers_removed = 0u32;
+    for (i, (name, value)) in req.headers.iter().enumerate() {
+        let (n, v) = (name.as_bytes(), value.as_slice());
+        if unsafe_name(n) || unsafe_value(v) {
+            return Err(RewriteError::Header(name.clone()));
+        }
+        if is_marker(name) {
+            markers_removed += 1;
+            continue;
+        }
+        if replaced(name) {
+            continue;
+        }
+        if is(name, "content-length") || is(name, "transfer-encoding") {
+            if !length_written {
+                field(
+                    out,
+                    b"Content-Length",
+                    req.body.len().to_string().as_bytes(),
+                );
+                length_written = true;
+            }
+            continue;
+        }
+        if is(name, "connection") {
+            field(out, CONNECTION_HEADER.as_bytes(), v);
+            continue;
+        }
+        if is(name, "host") && !host_seen {
+            host_seen = true;
+            if let Some(a) = authority {
+                field(out, n, a.as_bytes());
+                if v != a.as_bytes() {
+                    client_host = Some(v);
+                }
+                continue;
+            }
+        }
+        if Some(i) == last_xff {
+            let mut joined = Vec::with_capacity(v.len() + 2 + ip.len());
+            if !v.is_empty() {
+                joined.extend_from_slice(v);
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(ip.as_bytes());
+            field(out, n, &joined);
+            continue;
+        }
+        field(out, n, v);
+    }
+    if !host_seen {
+        // No Host (HTTP/1.0): the authority, else the original server, so that the analyzer
+        // sees a destination.
+        let host = authority.map_or_else(|| req.server.to_string(), str::to_string);
+        field(out, b"Host", host.as_bytes());
+    }
+    if framed && !length_written {
+        field(
+            out,
+            b"Content-Length",
+            req.body.len().to_string().as_bytes(),
+        );
+    }
+    if let Some(x) = xff
+        && last_xff.is_none()
+    {
+        field(out, x.as_bytes(), ip.as_bytes());
+    }
+    if req.body_truncated {
+        field(out, TRUNCATED_HEADER.as_bytes(), b"true");
+    }
+    if !req.anomalies.is_empty() {
+        field(
+            out,
+            ANOMALIES_HEADER.as_bytes(),
+            req.anomalies.to_string().as_bytes(),
+        );
+    }
+    if rewritten {
+        field(out, TARGET_HEADER.as_bytes(), req.target.as_bytes());
+    }
+    if let Some(h) = client_host {
+        field(out, CLIENT_HOST_HEADER.as_bytes(), h);
+    }
+    for (name, value) in &req.trailers {
+        out.extend_from_slice(TRAILER_PREFIX.as_bytes());
+        token_encoded(name.as_bytes(), out);
+        out.extend_from_slice(b": ");
+        value_encoded(value, out);
+        out.extend_from_slice(b"\r\n");
+    }
+    for (n, v) in &cfg.extra_headers {
+        field(out, n.as_str().as_bytes(), v.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&req.body);
+    Ok(Written {
+        head: req.method.eq_ignore_ascii_case("HEAD"),
+        last_on_connection: req.method.eq_ignore_ascii_case("CONNECT"),
+        markers_removed,
+    })
 }

@@ -1,20 +1,15 @@
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::HeaderName;
-use http::{Method, Request};
-use http_body_util::Full;
-
-use super::rewrite::origin_form;
 use super::upstream::parse_extra_header;
 use super::*;
 use crate::daemon::telemetry::RequestDropReason;
 use crate::engine::request::HttpRequest;
+use crate::engine::stats::{Anomalies, Anomaly};
 
 fn cfg() -> ForwardConfig {
     ForwardConfig {
         upstream: Upstream::parse("http://127.0.0.1:9/").unwrap(),
-        forwarded_for: Some(HeaderName::from_static("x-forwarded-for")),
+        forwarded_for: Some("x-forwarded-for".into()),
         extra_headers: vec![],
         queue_capacity: 4,
         queue_max_bytes: 1 << 20,
@@ -24,10 +19,11 @@ fn cfg() -> ForwardConfig {
         pool_idle_timeout: Duration::from_secs(1),
         failure_backoff: Duration::from_millis(10),
         probe_interval: Duration::from_secs(1),
+        pipeline_depth: 8,
+        linger: Duration::from_millis(1),
         ca_certs: Vec::new(),
     }
 }
-
 fn req(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpRequest {
     HttpRequest {
         ts_us: 1,
@@ -35,6 +31,8 @@ fn req(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Htt
         client: "10.1.2.3:40000".parse().unwrap(),
         peer: "10.1.2.3:40000".parse().unwrap(),
         server: "10.9.9.9:80".parse().unwrap(),
+        gwlbe: None,
+        mirror_source: None,
         method: method.into(),
         target: target.into(),
         version: 1,
@@ -45,66 +43,86 @@ fn req(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Htt
         body: body.to_vec(),
         chunked: false,
         body_truncated: false,
+        version_major: 1,
+        trailers: Vec::new(),
+        anomalies: Default::default(),
+        response: None,
+        response_missing: None,
     }
 }
 
-fn header_list(r: &Request<Full<Bytes>>) -> Vec<(String, String)> {
-    r.headers()
-        .iter()
-        .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
-        .collect()
+/// The bytes written for `r` with `c`, as text.
+fn wire_with(r: &HttpRequest, c: &ForwardConfig) -> String {
+    let mut out = Vec::new();
+    write_request(r, c, &mut out).expect("written");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn wire(r: &HttpRequest) -> String {
+    wire_with(r, &cfg())
 }
 
 #[test]
-fn method_target_and_header_order_are_kept_and_host_is_not_the_connection_target() {
+fn names_order_values_and_repeated_fields_go_out_as_received() {
     let r = req(
         "GET",
         "/a/b?c=d",
         &[
-            ("Host", "shop.example"),
-            ("User-Agent", "curl"),
+            ("host", "shop.example"),
+            ("USER-AGENT", "curl"),
+            ("X-Dup", "1"),
             ("Accept", "*/*"),
+            ("x-dup", "2"),
         ],
         b"",
     );
-    let out = upstream_request(r.clone(), &cfg()).unwrap();
-    assert_eq!(out.method(), Method::GET);
-    assert_eq!(out.uri().to_string(), "/a/b?c=d");
     assert_eq!(
-        header_list(&out),
-        vec![
-            ("host".into(), "shop.example".into()),
-            ("user-agent".into(), "curl".into()),
-            ("accept".into(), "*/*".into()),
-            ("x-forwarded-for".into(), "10.1.2.3".into()),
-        ]
+        wire(&r),
+        "GET /a/b?c=d HTTP/1.1\r\nhost: shop.example\r\nUSER-AGENT: curl\r\nX-Dup: 1\r\n\
+         Accept: */*\r\nx-dup: 2\r\nx-forwarded-for: 10.1.2.3\r\n\r\n"
     );
 }
 
 #[test]
-fn hop_by_hop_headers_and_connection_tokens_are_removed() {
+fn connection_is_renamed_and_its_tokens_delete_nothing() {
     let r = req(
         "GET",
         "/",
         &[
             ("Host", "h"),
-            ("Connection", "keep-alive, X-Secret-Hop"),
+            ("Connection", "keep-alive, Cookie, X-Secret-Hop"),
+            ("Cookie", "session=1"),
             ("Keep-Alive", "timeout=5"),
             ("X-Secret-Hop", "1"),
             ("TE", "trailers"),
             ("Upgrade", "websocket"),
             ("Proxy-Connection", "keep-alive"),
-            ("X-End", "2"),
         ],
         b"",
     );
-    let out = upstream_request(r.clone(), &cfg()).unwrap();
-    let names: Vec<String> = header_list(&out).into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names, vec!["host", "x-end", "x-forwarded-for"]);
+    let w = wire(&r);
+    assert!(
+        w.contains("\r\nx-rebuilder-connection: keep-alive, Cookie, X-Secret-Hop\r\n"),
+        "{w}"
+    );
+    for kept in [
+        "Cookie: session=1",
+        "Keep-Alive: timeout=5",
+        "X-Secret-Hop: 1",
+        "TE: trailers",
+        "Upgrade: websocket",
+        "Proxy-Connection: keep-alive",
+    ] {
+        assert!(
+            w.contains(&format!("\r\n{kept}\r\n")),
+            "{kept} missing: {w}"
+        );
+    }
+    assert!(!w.to_ascii_lowercase().contains("\r\nconnection:"), "{w}");
 }
 
 #[test]
-fn chunked_body_is_reframed_with_content_length() {
+fn a_chunked_body_is_reframed_in_place_and_trailers_travel_as_markers() {
     let mut r = req(
         "POST",
         "/up",
@@ -117,31 +135,57 @@ fn chunked_body_is_reframed_with_content_length() {
         b"hello world",
     );
     r.chunked = true;
-    let out = upstream_request(r.clone(), &cfg()).unwrap();
-    assert!(out.headers().get("transfer-encoding").is_none());
-    assert!(out.headers().get("trailer").is_none());
-    assert_eq!(out.headers()["content-length"], "11");
-    assert_eq!(out.headers()["content-type"], "text/plain");
+    r.trailers = vec![
+        ("X-Sum".into(), b"42".to_vec()),
+        ("Host".into(), b"evil".to_vec()),
+        ("Bad Name: x".into(), b"a\rb".to_vec()),
+    ];
+    assert_eq!(
+        wire(&r),
+        "POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\nTrailer: X-Sum\r\n\
+         Content-Type: text/plain\r\nx-forwarded-for: 10.1.2.3\r\n\
+         x-rebuilder-trailer-X-Sum: 42\r\nx-rebuilder-trailer-Host: evil\r\n\
+         x-rebuilder-trailer-Bad%20Name%3A%20x: a%0Db\r\n\r\nhello world"
+    );
 }
 
 #[test]
-fn content_length_is_recomputed_from_the_body() {
+fn content_length_is_recomputed_in_place_and_a_cut_body_is_marked() {
     let mut r = req(
         "POST",
         "/",
-        &[("Host", "h"), ("Content-Length", "100")],
+        &[("Content-Length", "100"), ("Host", "h")],
         b"cut",
     );
     r.body_truncated = true;
-    let out = upstream_request(r.clone(), &cfg()).unwrap();
-    assert_eq!(out.headers()["content-length"], "3");
-    assert_eq!(out.headers()[TRUNCATED_HEADER], "true");
-    let get = upstream_request(req("GET", "/", &[("Host", "h")], b""), &cfg()).unwrap();
-    assert!(get.headers().get("content-length").is_none());
+    let w = wire(&r);
+    assert!(
+        w.starts_with("POST / HTTP/1.1\r\nContent-Length: 3\r\nHost: h\r\n"),
+        "{w}"
+    );
+    assert!(
+        w.contains("\r\nx-rebuilder-body-truncated: true\r\n"),
+        "{w}"
+    );
+    assert!(w.ends_with("\r\n\r\ncut"));
+    let get = wire(&req("GET", "/", &[("Host", "h")], b""));
+    assert!(!get.contains("Content-Length"), "{get}");
+    let empty = wire(&req(
+        "POST",
+        "/",
+        &[("Host", "h"), ("Content-Length", "0")],
+        b"",
+    ));
+    assert!(empty.contains("\r\nContent-Length: 0\r\n"), "{empty}");
+    let no_length = wire(&req("POST", "/", &[("Host", "h")], b"xy"));
+    assert!(
+        no_length.contains("\r\nContent-Length: 2\r\n"),
+        "{no_length}"
+    );
 }
 
 #[test]
-fn client_ip_is_appended_to_an_existing_forwarded_for_in_place() {
+fn the_client_ip_is_appended_to_the_last_forwarded_for_in_place() {
     let r = req(
         "GET",
         "/",
@@ -150,50 +194,37 @@ fn client_ip_is_appended_to_an_existing_forwarded_for_in_place() {
             ("X-Forwarded-For", "1.1.1.1"),
             ("Accept", "*/*"),
             ("x-forwarded-for", "2.2.2.2"),
+            ("X-After", "1"),
         ],
         b"",
     );
-    let out = upstream_request(r.clone(), &cfg()).unwrap();
     assert_eq!(
-        header_list(&out),
-        vec![
-            ("host".into(), "h".into()),
-            (
-                "x-forwarded-for".into(),
-                "1.1.1.1, 2.2.2.2, 10.1.2.3".into()
-            ),
-            ("accept".into(), "*/*".into()),
-        ]
+        wire(&r),
+        "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1\r\nAccept: */*\r\n\
+         x-forwarded-for: 2.2.2.2, 10.1.2.3\r\nX-After: 1\r\n\r\n"
     );
 }
 
 #[test]
 fn forwarded_for_can_be_renamed_or_turned_off() {
     let mut c = cfg();
-    c.forwarded_for = Some(HeaderName::from_static("x-real-client"));
-    let out = upstream_request(req("GET", "/", &[("Host", "h")], b""), &c).unwrap();
-    assert_eq!(out.headers()["x-real-client"], "10.1.2.3");
-    assert!(out.headers().get("x-forwarded-for").is_none());
+    c.forwarded_for = Some("X-Real-Client".into());
+    let w = wire_with(&req("GET", "/", &[("Host", "h")], b""), &c);
+    assert!(w.contains("\r\nX-Real-Client: 10.1.2.3\r\n"), "{w}");
+    assert!(!w.contains("x-forwarded-for"));
     c.forwarded_for = None;
-    let out = upstream_request(req("GET", "/", &[("Host", "h")], b""), &c).unwrap();
-    assert_eq!(out.headers().len(), 1);
+    let w = wire_with(&req("GET", "/", &[("Host", "h")], b""), &c);
+    assert_eq!(w, "GET / HTTP/1.1\r\nHost: h\r\n\r\n");
 }
 
 #[test]
-fn ipv6_client_is_written_without_port_or_brackets() {
+fn ipv6_clients_and_the_proxy_protocol_client_go_into_forwarded_for() {
     let mut r = req("GET", "/", &[("Host", "h")], b"");
     r.client = "[2001:db8::5]:5555".parse().unwrap();
-    let out = upstream_request(r.clone(), &cfg()).unwrap();
-    assert_eq!(out.headers()["x-forwarded-for"], "2001:db8::5");
-}
-
-#[test]
-fn the_proxy_protocol_client_not_the_balancer_goes_into_x_forwarded_for() {
-    let mut r = req("GET", "/", &[("Host", "h")], b"");
+    assert!(wire(&r).contains("x-forwarded-for: 2001:db8::5\r\n"));
     r.client = "198.51.100.7:40000".parse().unwrap();
     r.peer = "10.0.5.9:61000".parse().unwrap();
-    let out = upstream_request(r, &cfg()).unwrap();
-    assert_eq!(out.headers()["x-forwarded-for"], "198.51.100.7");
+    assert!(wire(&r).contains("x-forwarded-for: 198.51.100.7\r\n"));
 }
 
 #[test]
@@ -201,43 +232,96 @@ fn extra_headers_replace_request_headers_of_the_same_name() {
     let mut c = cfg();
     c.extra_headers = vec![parse_extra_header("X-Tenant: blue").unwrap()];
     let r = req("GET", "/", &[("Host", "h"), ("X-Tenant", "spoofed")], b"");
-    let out = upstream_request(r.clone(), &c).unwrap();
-    let all: Vec<_> = out.headers().get_all("x-tenant").iter().collect();
-    assert_eq!(all, vec!["blue"]);
+    let w = wire_with(&r, &c);
+    assert!(!w.contains("spoofed"), "{w}");
+    assert!(w.ends_with("x-tenant: blue\r\n\r\n"), "{w}");
     assert!(parse_extra_header("no colon").is_err());
 }
 
 #[test]
 fn missing_host_names_the_original_server() {
-    let out = upstream_request(req("GET", "/", &[], b""), &cfg()).unwrap();
-    assert_eq!(out.headers()["host"], "10.9.9.9:80");
+    let w = wire(&req("GET", "/", &[], b""));
+    assert!(w.contains("\r\nHost: 10.9.9.9:80\r\n"), "{w}");
 }
 
 #[test]
-fn absolute_targets_become_origin_form_and_odd_bytes_are_encoded() {
-    assert_eq!(
-        origin_form("http://x.example/p?q=1").as_deref(),
-        Some("/p?q=1")
+fn an_absolute_target_becomes_origin_form_with_its_authority_as_host() {
+    let r = req(
+        "GET",
+        "http://user:pw@other.example:8080/p?q=1",
+        &[("Host", "h"), ("X", "1")],
+        b"",
     );
-    assert_eq!(origin_form("http://x.example").as_deref(), Some("/"));
-    assert_eq!(origin_form("http://x.example?a").as_deref(), Some("/?a"));
-    assert_eq!(origin_form("*"), None);
-    assert_eq!(origin_form("x.example:443"), None);
-    assert_eq!(origin_form("/a b").as_deref(), Some("/a%20b"));
-    assert_eq!(origin_form("/a\tb").as_deref(), Some("/a%09b"));
     assert_eq!(
-        origin_form("/é").as_deref(),
-        Some("/é"),
-        "obs-text is kept as sent"
+        wire(&r),
+        "GET /p?q=1 HTTP/1.1\r\nHost: other.example:8080\r\nX: 1\r\n\
+         x-forwarded-for: 10.1.2.3\r\nx-rebuilder-target: http://user:pw@other.example:8080/p?q=1\r\n\
+         x-rebuilder-client-host: h\r\n\r\n"
+    );
+    // No path, a query only, no Host at all (HTTP/1.0), another scheme.
+    let w = wire(&req("GET", "HTTP://other.example", &[], b""));
+    assert!(
+        w.starts_with("GET / HTTP/1.1\r\nHost: other.example\r\n"),
+        "{w}"
+    );
+    let w = wire(&req(
+        "GET",
+        "https://x.example?a",
+        &[("Host", "x.example")],
+        b"",
+    ));
+    assert!(
+        w.starts_with("GET /?a HTTP/1.1\r\nHost: x.example\r\n"),
+        "{w}"
+    );
+    assert!(!w.contains("client-host"), "same host: {w}");
+    let w = wire(&req("GET", "ftp://f.example/x", &[("Host", "h")], b""));
+    assert!(
+        w.starts_with("GET /x HTTP/1.1\r\nHost: f.example\r\n"),
+        "{w}"
     );
 }
 
 #[test]
-fn upstream_path_prefix_is_prepended() {
+fn authority_and_asterisk_targets_are_written_for_an_origin_server() {
+    let w = wire(&req(
+        "CONNECT",
+        "db.example:5432",
+        &[("Host", "db.example:5432")],
+        b"",
+    ));
+    assert!(
+        w.starts_with("CONNECT / HTTP/1.1\r\nHost: db.example:5432\r\n"),
+        "{w}"
+    );
+    assert!(w.contains("x-rebuilder-target: db.example:5432\r\n"));
+    let mut out = Vec::new();
+    let written = write_request(
+        &req("CONNECT", "db.example:5432", &[], b""),
+        &cfg(),
+        &mut out,
+    )
+    .unwrap();
+    assert!(written.last_on_connection && !written.head);
+    let w = wire(&req("OPTIONS", "*", &[("Host", "h")], b""));
+    assert!(w.starts_with("OPTIONS * HTTP/1.1\r\n"), "{w}");
+    assert!(!w.contains("x-rebuilder-target"));
+    let mut c = cfg();
+    c.upstream = Upstream::parse("http://a.internal/mirror/").unwrap();
+    let w = wire_with(&req("OPTIONS", "*", &[("Host", "h")], b""), &c);
+    assert!(w.starts_with("OPTIONS /mirror/* HTTP/1.1\r\n"), "{w}");
+}
+
+#[test]
+fn targets_are_written_as_received_and_prefixed() {
+    for t in ["/é?x=\"{|}\"", "/a%E9b", "/a/../b#frag"] {
+        let w = wire(&req("GET", t, &[("Host", "h")], b""));
+        assert!(w.starts_with(&format!("GET {t} HTTP/1.1\r\n")), "{w}");
+    }
     let mut c = cfg();
     c.upstream = Upstream::parse("https://analyzer.internal:8443/mirror/").unwrap();
-    let out = upstream_request(req("GET", "/x?y", &[("Host", "h")], b""), &c).unwrap();
-    assert_eq!(out.uri().to_string(), "/mirror/x?y");
+    let w = wire_with(&req("GET", "/x?y", &[("Host", "h")], b""), &c);
+    assert!(w.starts_with("GET /mirror/x?y HTTP/1.1\r\n"), "{w}");
     assert_eq!(c.upstream.host_port(), ("analyzer.internal".into(), 8443));
     assert!(Upstream::parse("ftp://x").is_err());
     assert!(Upstream::parse("/relative").is_err());
@@ -248,11 +332,64 @@ fn upstream_path_prefix_is_prepended() {
 }
 
 #[test]
-fn invalid_methods_and_targets_are_typed_errors() {
-    let out = upstream_request(req("GE T", "/", &[], b""), &cfg());
-    assert_eq!(out.unwrap_err(), RewriteError::Method);
-    let out = upstream_request(req("OPTIONS", "*", &[], b""), &cfg());
-    assert_eq!(out.unwrap_err(), RewriteError::Target);
+fn client_copies_of_the_markers_are_removed_and_counted() {
+    let mut r = req(
+        "POST",
+        "/",
+        &[
+            ("Host", "h"),
+            ("X-Rebuilder-Body-Truncated", "true"),
+            ("x-rebuilder-anomalies", "none"),
+            ("X-Rebuilder-Connection", "forged"),
+        ],
+        b"x",
+    );
+    r.anomalies = Anomalies::NONE
+        .with(Anomaly::MultipleSpaces)
+        .with(Anomaly::Version);
+    let mut out = Vec::new();
+    let w = write_request(&r, &cfg(), &mut out).unwrap();
+    assert_eq!(w.markers_removed, 3);
+    let text = String::from_utf8(out).unwrap();
+    assert!(!text.contains("forged") && !text.contains("none"), "{text}");
+    assert!(!text.contains("truncated"), "{text}");
+    assert!(
+        text.contains("\r\nx-rebuilder-anomalies: multiple_spaces,version\r\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn requests_that_cannot_be_written_safely_are_refused_and_nothing_is_written() {
+    let mut out = b"before".to_vec();
+    let bad_method = req("GE T", "/", &[], b"");
+    assert_eq!(
+        write_request(&bad_method, &cfg(), &mut out),
+        Err(RewriteError::Method)
+    );
+    for (n, v) in [
+        ("X", "a\r\nInjected: 1"),
+        ("X", "a\0b"),
+        ("Bad Name", "v"),
+        ("A:B", "v"),
+        ("", "v"),
+    ] {
+        let r = req("GET", "/", &[(n, v)], b"");
+        assert!(
+            matches!(
+                write_request(&r, &cfg(), &mut out),
+                Err(RewriteError::Header(_))
+            ),
+            "{n:?}: {v:?}"
+        );
+    }
+    assert_eq!(out, b"before");
+    // Odd names nginx ignores (kept by the engine) are written as received.
+    let w = wire(&req("GET", "/", &[("Foo@", "1"), ("Foo%E9", "2")], b""));
+    assert!(w.contains("\r\nFoo@: 1\r\nFoo%E9: 2\r\n"), "{w}");
+    // Control bytes other than CR, LF and NUL in values (nginx forwards them) too.
+    let w = wire(&req("GET", "/", &[("X", "a\x01\tb")], b""));
+    assert!(w.contains("\r\nX: a\x01\tb\r\n"), "{w}");
 }
 
 #[tokio::test]
@@ -293,4 +430,182 @@ async fn a_closed_forwarder_counts_as_shutdown() {
         q.try_submit(req("GET", "/", &[], b"")),
         Err(RequestDropReason::Shutdown)
     );
+}
+
+/// A scripted upstream: records each request's raw bytes (with the connection it came on) and
+/// answers as `answer(connection, request index on it)` says: `Some(response)` or `None`
+/// (read on, never answer).
+struct Scripted {
+    addr: std::net::SocketAddr,
+    seen: Log,
+}
+
+/// Requests received: (connection number, raw bytes).
+type Log = Arc<std::sync::Mutex<Vec<(usize, Vec<u8>)>>>;
+
+impl Scripted {
+    async fn start(answer: fn(usize, usize) -> Option<&'static [u8]>) -> Scripted {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Log = Default::default();
+        let log = seen.clone();
+        tokio::spawn(async move {
+            let mut conn_no = 0;
+            while let Ok((mut s, _)) = listener.accept().await {
+                let log = log.clone();
+                let me = conn_no;
+                conn_no += 1;
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut n = 0;
+                    loop {
+                        // One complete request at the front of `buf` (head + Content-Length).
+                        let mut fields = [httparse::EMPTY_HEADER; 64];
+                        let mut r = httparse::Request::new(&mut fields);
+                        if let Ok(httparse::Status::Complete(h)) = r.parse(&buf) {
+                            let len: usize = r
+                                .headers
+                                .iter()
+                                .find(|f| f.name.eq_ignore_ascii_case("content-length"))
+                                .map_or(0, |f| {
+                                    std::str::from_utf8(f.value).unwrap().parse().unwrap()
+                                });
+                            if buf.len() >= h + len {
+                                let one: Vec<u8> = buf.drain(..h + len).collect();
+                                log.lock().unwrap().push((me, one));
+                                if let Some(resp) = answer(me, n) {
+                                    if s.write_all(resp).await.is_err() {
+                                        return;
+                                    }
+                                    if resp.windows(17).any(|w| w == b"Connection: close") {
+                                        return;
+                                    }
+                                }
+                                n += 1;
+                                continue;
+                            }
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    }
+                });
+            }
+        });
+        Scripted { addr, seen }
+    }
+
+    fn seen(&self) -> Vec<(usize, Vec<u8>)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Forwards `reqs` to `upstream` through the real queue and senders, until all settle.
+async fn forward_all(c: ForwardConfig, reqs: Vec<HttpRequest>) -> Arc<Telemetry> {
+    let t = Arc::new(Telemetry::new(1, 100));
+    let mut c = c;
+    c.queue_capacity = reqs.len().max(1);
+    let (q, fwd) = channel(c, t.clone());
+    for r in reqs {
+        q.try_submit(r).unwrap();
+    }
+    drop(q);
+    tokio::time::timeout(Duration::from_secs(20), fwd.run())
+        .await
+        .expect("the forwarder settles");
+    t
+}
+
+fn to(addr: std::net::SocketAddr) -> ForwardConfig {
+    let mut c = cfg();
+    c.upstream = Upstream::parse(&format!("http://{addr}")).unwrap();
+    c.concurrency = 1;
+    c
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+#[tokio::test]
+async fn pipelined_requests_arrive_once_in_order_exactly_as_written() {
+    let up = Scripted::start(|_, _| Some(OK)).await;
+    let reqs: Vec<HttpRequest> = (0..20)
+        .map(|i| {
+            req(
+                "POST",
+                &format!("/p{i}"),
+                &[("Host", "h"), ("X-I", &i.to_string())],
+                format!("body{i}").as_bytes(),
+            )
+        })
+        .collect();
+    let expected: Vec<Vec<u8>> = reqs
+        .iter()
+        .map(|r| {
+            let mut w = Vec::new();
+            write_request(r, &cfg(), &mut w).unwrap();
+            w
+        })
+        .collect();
+    let t = forward_all(to(up.addr), reqs).await;
+    let seen = up.seen();
+    assert_eq!(
+        seen.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>(),
+        expected
+    );
+    assert!(
+        seen.iter().all(|(c, _)| *c == seen[0].0),
+        "one keep-alive connection"
+    );
+    assert_eq!(t.forwarded(), 20);
+}
+
+#[tokio::test]
+async fn requests_written_after_an_answer_that_closes_are_written_again_once() {
+    // Every connection answers its first request with `Connection: close`: whatever was
+    // pipelined behind it was not processed, and goes out again on the next connection.
+    let up = Scripted::start(|_, n| {
+        (n == 0)
+            .then_some(&b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"[..])
+    })
+    .await;
+    let reqs: Vec<HttpRequest> = (0..6)
+        .map(|i| req("GET", &format!("/r{i}"), &[("Host", "h")], b""))
+        .collect();
+    let t = forward_all(to(up.addr), reqs).await;
+    // The request answered on each connection is its first: each target once.
+    let mut firsts: Vec<String> = Vec::new();
+    let mut last_conn = None;
+    for (c, b) in up.seen() {
+        if last_conn != Some(c) {
+            let line = &b[..b.iter().position(|&x| x == b'\r').unwrap()];
+            firsts.push(String::from_utf8_lossy(line).into_owned());
+            last_conn = Some(c);
+        }
+    }
+    let want: Vec<String> = (0..6).map(|i| format!("GET /r{i} HTTP/1.1")).collect();
+    assert_eq!(firsts, want);
+    assert_eq!(t.forwarded(), 6);
+    let text = t.render();
+    assert!(
+        !text.contains("rebuilder_requests_resent_total 0\n"),
+        "{text}"
+    );
+    assert_eq!(t.dropped(RequestDropReason::UpstreamIo), 0);
+}
+
+#[tokio::test]
+async fn written_requests_without_an_answer_are_lost_and_counted_never_repeated() {
+    let up = Scripted::start(|_, _| None).await;
+    let mut c = to(up.addr);
+    c.request_timeout = Duration::from_millis(200);
+    let reqs: Vec<HttpRequest> = (0..3)
+        .map(|i| req("GET", &format!("/t{i}"), &[("Host", "h")], b""))
+        .collect();
+    let t = forward_all(c, reqs).await;
+    assert_eq!(t.forwarded(), 0);
+    assert_eq!(t.dropped(RequestDropReason::UpstreamTimeout), 3);
+    assert_eq!(up.seen().len(), 3, "each written once");
 }

@@ -1,14 +1,15 @@
 //! The upstream (the analyzer) and how it is reached: [`ForwardConfig`] from the flags, the
-//! URL, CA certificates, extra headers, and the hyper-rustls connector.
+//! URL, CA certificates, extra headers, and the [`Connector`] (TCP, and TLS with rustls for
+//! https).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::Uri;
 use http::header::{HeaderName, HeaderValue};
-use hyper_util::client::legacy::connect::HttpConnector;
-
-pub(super) type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
 /// Errors in the forwarding configuration.
 #[derive(Debug, thiserror::Error)]
@@ -72,8 +73,9 @@ impl Upstream {
 #[derive(Debug, Clone)]
 pub struct ForwardConfig {
     pub upstream: Upstream,
-    /// Header that receives the client IP (the PROXY protocol source when there was a header, else the inner TCP source); `None` = off.
-    pub forwarded_for: Option<HeaderName>,
+    /// Header that receives the client IP (the PROXY protocol source when there was a header,
+    /// else the inner TCP source), written as configured; `None` = off.
+    pub forwarded_for: Option<String>,
     /// Static headers, replacing same-named request headers.
     pub extra_headers: Vec<(HeaderName, HeaderValue)>,
     pub queue_capacity: usize,
@@ -84,6 +86,11 @@ pub struct ForwardConfig {
     pub pool_idle_timeout: Duration,
     pub failure_backoff: Duration,
     pub probe_interval: Duration,
+    /// Requests written on a connection before their answers are read (HTTP/1.1 pipelining;
+    /// 1 = one at a time).
+    pub pipeline_depth: usize,
+    /// How long a sender waits for more requests when its batch is not full.
+    pub linger: Duration,
     /// CA certificates trusted for https (empty = the public web PKI roots).
     pub ca_certs: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
@@ -93,10 +100,10 @@ impl ForwardConfig {
         let forwarded_for = if a.no_forwarded_for || a.forwarded_for_header.is_empty() {
             None
         } else {
-            Some(
-                HeaderName::from_bytes(a.forwarded_for_header.as_bytes())
-                    .map_err(|_| ConfigError::HeaderName(a.forwarded_for_header.clone()))?,
-            )
+            // Validated as a field name; written with the case it was given.
+            HeaderName::from_bytes(a.forwarded_for_header.as_bytes())
+                .map_err(|_| ConfigError::HeaderName(a.forwarded_for_header.clone()))?;
+            Some(a.forwarded_for_header.clone())
         };
         let extra_headers = a
             .extra_headers
@@ -116,6 +123,8 @@ impl ForwardConfig {
             pool_idle_timeout: Duration::from_millis(a.pool_idle_timeout_ms.max(1)),
             failure_backoff: Duration::from_millis(a.failure_backoff_ms.max(1)),
             probe_interval: Duration::from_millis(a.health_probe_interval_ms.max(10)),
+            pipeline_depth: a.pipeline_depth.max(1) as usize,
+            linger: Duration::from_micros(a.forward_linger_us),
             ca_certs: match &a.upstream_ca_file {
                 Some(p) => load_ca_file(p)?,
                 None => Vec::new(),
@@ -151,34 +160,75 @@ pub(super) fn parse_extra_header(s: &str) -> Result<(HeaderName, HeaderValue), C
     ))
 }
 
-/// The connector every sender dials with (http or https, rustls with ring).
-pub(super) fn build_connector(cfg: &ForwardConfig) -> Connector {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(cfg.connect_timeout));
-    // The crypto provider is named, not left to rustls' process default: in the workspace build
-    // the AWS SDK also enables rustls' aws-lc-rs, and with two providers compiled in rustls
-    // panics instead of choosing one.
-    let builder = hyper_rustls::HttpsConnectorBuilder::new();
-    let builder = if cfg.ca_certs.is_empty() {
-        builder
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .expect("ring supports rustls' default protocol versions")
-    } else {
-        let mut roots = rustls::RootCertStore::empty();
-        let (added, ignored) = roots.add_parsable_certificates(cfg.ca_certs.iter().cloned());
-        if ignored > 0 {
-            tracing::warn!(added, ignored, "some CA certificates could not be used");
+/// A byte stream to the upstream: plain TCP, or TLS over it.
+pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// An open connection to the upstream.
+pub(super) type Stream = Box<dyn Io>;
+
+/// Dials the upstream: resolves its host at each connection (an ALB's addresses change),
+/// connects over TCP (no Nagle delay), and for https completes a TLS handshake with rustls
+/// (ALPN `http/1.1`, the server name checked against the certificate).
+#[derive(Clone)]
+pub(super) struct Connector {
+    host: String,
+    port: u16,
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+}
+
+impl Connector {
+    /// Opens a connection (the caller bounds it with the connect timeout).
+    pub(super) async fn connect(&self) -> std::io::Result<Stream> {
+        let mut last = None;
+        for addr in tokio::net::lookup_host((self.host.as_str(), self.port)).await? {
+            match TcpStream::connect(addr).await {
+                Ok(tcp) => {
+                    tcp.set_nodelay(true)?;
+                    return match &self.tls {
+                        None => Ok(Box::new(tcp)),
+                        Some((tls, name)) => Ok(Box::new(tls.connect(name.clone(), tcp).await?)),
+                    };
+                }
+                Err(e) => last = Some(e),
+            }
         }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        Err(last.unwrap_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the upstream host has no address",
+            )
+        }))
+    }
+}
+
+/// The connector every sender dials with (http, or https with rustls and ring).
+pub(super) fn build_connector(cfg: &ForwardConfig) -> Connector {
+    let (host, port) = cfg.upstream.host_port();
+    let tls = (cfg.upstream.scheme == http::uri::Scheme::HTTPS).then(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        if cfg.ca_certs.is_empty() {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        } else {
+            let (added, ignored) = roots.add_parsable_certificates(cfg.ca_certs.iter().cloned());
+            if ignored > 0 {
+                tracing::warn!(added, ignored, "some CA certificates could not be used");
+            }
+        }
+        // The crypto provider is named, not left to rustls' process default: in the workspace
+        // build the AWS SDK also enables rustls' aws-lc-rs, and with two providers compiled in
+        // rustls panics instead of choosing one.
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .expect("ring supports rustls' default protocol versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
-        builder.with_tls_config(tls)
-    };
-    builder.https_or_http().enable_http1().wrap_connector(http)
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let name = ServerName::try_from(host.clone())
+            .unwrap_or_else(|_| ServerName::try_from("invalid.invalid").expect("valid DNS name"));
+        (tokio_rustls::TlsConnector::from(Arc::new(config)), name)
+    });
+    Connector { host, port, tls }
 }

@@ -34,14 +34,27 @@ pub use registry::LATENCY_BUCKETS;
 use workers::Totals;
 pub use workers::{WorkerCounters, WorkerSlot};
 
-/// Health inputs: sockets bound, upstream delivering, shutting down.
+/// Health inputs. Liveness (`/healthz`): sockets bound, every receive worker alive, the
+/// forwarder running, not shutting down. The upstream's state is reported apart
+/// (`rebuilder_upstream_up`): an analyzer outage must not make the load balancer and the Auto
+/// Scaling group replace every rebuilder.
 #[derive(Debug, Default)]
 struct Health {
     sockets_bound: AtomicU64,
+    workers_expected: AtomicU64,
+    workers_alive: AtomicU64,
+    forwarder_running: AtomicBool,
     consecutive_failures: AtomicU32,
     shutting_down: AtomicBool,
     /// Whether a delivery or probe has succeeded since the last failure streak began.
     ever_succeeded: AtomicBool,
+}
+
+/// The admin listener's connections.
+#[derive(Debug, Default)]
+struct AdminCounters {
+    open: AtomicU64,
+    rejected: AtomicU64,
 }
 
 /// Counters fed by the forwarding side and the workers' slots: what the metrics collector
@@ -57,8 +70,16 @@ pub(crate) struct TelemetryState {
     queue_bytes: AtomicU64,
     queue_capacity: AtomicU64,
     in_flight: AtomicU64,
+    /// Client fields named like the rebuilder's markers, removed before forwarding.
+    marker_headers_removed: AtomicU64,
+    /// Requests written again after the upstream ended a connection without processing them.
+    requests_resent: AtomicU64,
+    /// ndjson sink body decoding: decoded, cut at the cap, failed.
+    decode: [AtomicU64; 3],
     socket_inodes: Mutex<Vec<u64>>,
+    rcvbuf_bytes: AtomicU64,
     health: Health,
+    admin: AdminCounters,
     failure_threshold: u32,
 }
 
@@ -85,21 +106,30 @@ impl TelemetryState {
         read_socket_drops(&inodes).unwrap_or_default()
     }
 
+    /// Liveness (see [`Health`]).
     fn health(&self) -> Result<(), &'static str> {
         let h = &self.health;
         if h.shutting_down.load(Relaxed) {
             return Err("shutting down");
         }
+        if h.workers_alive.load(Relaxed) < h.workers_expected.load(Relaxed) {
+            return Err("a receive worker stopped");
+        }
         if h.sockets_bound.load(Relaxed) == 0 {
             return Err("no UDP socket bound");
         }
-        if h.consecutive_failures.load(Relaxed) >= self.failure_threshold {
-            return Err("upstream is not accepting requests");
-        }
-        if !h.ever_succeeded.load(Relaxed) {
-            return Err("upstream not reached yet");
+        if !h.forwarder_running.load(Relaxed) {
+            return Err("the forwarder is not running");
         }
         Ok(())
+    }
+
+    /// Whether the upstream accepts requests: reached at least once, and fewer than the
+    /// threshold of consecutive failures since.
+    fn upstream_up(&self) -> bool {
+        let h = &self.health;
+        h.ever_succeeded.load(Relaxed)
+            && h.consecutive_failures.load(Relaxed) < self.failure_threshold
     }
 }
 
@@ -116,8 +146,16 @@ impl registry::SnapshotSource for TelemetryState {
             queue_bytes: load(&self.queue_bytes),
             queue_capacity: load(&self.queue_capacity),
             in_flight: load(&self.in_flight),
+            marker_headers_removed: load(&self.marker_headers_removed),
+            requests_resent: load(&self.requests_resent),
+            decode: self.decode.each_ref().map(load),
             sockets_bound: load(&self.health.sockets_bound),
+            rcvbuf_bytes: load(&self.rcvbuf_bytes),
+            workers_alive: load(&self.health.workers_alive),
             healthy: self.health().is_ok(),
+            upstream_up: self.upstream_up(),
+            admin_open: load(&self.admin.open),
+            admin_rejected: load(&self.admin.rejected),
             socket_drops: self.socket_drops(),
             snmp: kernel::read_udp_snmp(),
             totals,
@@ -145,8 +183,13 @@ impl Telemetry {
             queue_bytes: AtomicU64::new(0),
             queue_capacity: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            marker_headers_removed: AtomicU64::new(0),
+            requests_resent: AtomicU64::new(0),
+            decode: Default::default(),
             socket_inodes: Mutex::default(),
+            rcvbuf_bytes: AtomicU64::new(0),
             health: Health::default(),
+            admin: AdminCounters::default(),
             failure_threshold: failure_threshold.max(1),
         });
         let latency = registry::latency_histogram();
@@ -175,6 +218,16 @@ impl Telemetry {
         }
     }
 
+    /// Client fields named like the rebuilder's markers were removed from a request.
+    pub fn marker_headers_removed(&self, n: u64) {
+        self.state.marker_headers_removed.fetch_add(n, Relaxed);
+    }
+
+    /// A request is written again (the upstream ended the connection before processing it).
+    pub fn request_resent(&self) {
+        self.state.requests_resent.fetch_add(1, Relaxed);
+    }
+
     /// A request was not delivered.
     pub fn request_dropped(&self, reason: RequestDropReason) {
         self.state.dropped[reason as usize].fetch_add(1, Relaxed);
@@ -190,7 +243,7 @@ impl Telemetry {
             tracing::warn!(
                 class = class.as_str(),
                 failures = n,
-                "upstream is failing; /healthz reports 503"
+                "upstream is failing (rebuilder_upstream_up 0); requests wait or are dropped"
             );
         }
     }
@@ -201,7 +254,7 @@ impl Telemetry {
         let before = h.consecutive_failures.swap(0, Relaxed);
         h.ever_succeeded.store(true, Relaxed);
         if before >= self.state.failure_threshold {
-            tracing::info!("upstream delivers again; /healthz reports 200");
+            tracing::info!("upstream delivers again (rebuilder_upstream_up 1)");
         }
     }
 
@@ -226,6 +279,19 @@ impl Telemetry {
     }
     pub fn set_queue_capacity(&self, cap: u64) {
         self.state.queue_capacity.store(cap, Relaxed);
+    }
+    /// Bodies the ndjson sink decoded (`--decode-bodies`).
+    pub fn bodies_decoded(&self, d: &crate::record::DecodeStats) {
+        for (a, n) in self
+            .state
+            .decode
+            .iter()
+            .zip([d.decoded, d.truncated, d.failed])
+        {
+            if n > 0 {
+                a.fetch_add(n, Relaxed);
+            }
+        }
     }
     pub fn set_in_flight(&self, n: u64) {
         self.state.in_flight.store(n, Relaxed);
@@ -257,10 +323,72 @@ impl Telemetry {
     pub fn set_shutting_down(&self) {
         self.state.health.shutting_down.store(true, Relaxed);
     }
+    /// The smallest receive buffer the kernel granted our sockets, bytes.
+    pub fn set_rcvbuf_bytes(&self, n: u64) {
+        self.state.rcvbuf_bytes.store(n, Relaxed);
+    }
+    /// How many receive workers must be alive for `/healthz` to say 200.
+    pub fn set_workers_expected(&self, n: u64) {
+        self.state.health.workers_expected.store(n, Relaxed);
+    }
+    /// A receive worker started (see `ingest::WorkerAlive`).
+    pub fn worker_started(&self) {
+        self.state.health.workers_alive.fetch_add(1, Relaxed);
+    }
+    /// A receive worker's thread ended (normally or by a panic).
+    pub fn worker_stopped(&self) {
+        let h = &self.state.health;
+        let _ = h
+            .workers_alive
+            .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1)));
+        if !h.shutting_down.load(Relaxed) {
+            tracing::error!("a receive worker stopped; /healthz reports 503");
+        }
+    }
+    /// Receive workers alive now.
+    pub fn workers_alive(&self) -> u64 {
+        self.state.health.workers_alive.load(Relaxed)
+    }
+    /// The forwarder started (`true`) or ended (`false`).
+    pub fn set_forwarder_running(&self, running: bool) {
+        self.state.health.forwarder_running.store(running, Relaxed);
+    }
+    /// An admin connection is being served.
+    pub fn admin_connection_opened(&self) {
+        self.state.admin.open.fetch_add(1, Relaxed);
+    }
+    /// An admin connection ended.
+    pub fn admin_connection_closed(&self) {
+        let _ = self
+            .state
+            .admin
+            .open
+            .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1)));
+    }
+    /// An admin connection was refused (`--admin-max-connections` being served).
+    pub fn admin_connection_rejected(&self) {
+        self.state.admin.rejected.fetch_add(1, Relaxed);
+        tracing::debug!("admin connection refused: at --admin-max-connections");
+    }
+    /// Admin connections being served now.
+    pub fn admin_connections_open(&self) -> u64 {
+        self.state.admin.open.load(Relaxed)
+    }
+    /// Admin connections refused so far.
+    pub fn admin_connections_rejected(&self) -> u64 {
+        self.state.admin.rejected.load(Relaxed)
+    }
 
-    /// `Ok(())` when the instance should receive traffic, else the reason it should not.
+    /// Liveness: `Ok(())` while the daemon receives and forwards (sockets bound, every
+    /// worker alive, the forwarder running, not shutting down), else the reason. The
+    /// upstream's state is not part of it ([`Telemetry::upstream_up`]).
     pub fn health(&self) -> Result<(), &'static str> {
         self.state.health()
+    }
+
+    /// Whether the upstream accepts requests (`rebuilder_upstream_up`).
+    pub fn upstream_up(&self) -> bool {
+        self.state.upstream_up()
     }
 
     pub fn dropped(&self, reason: RequestDropReason) -> u64 {

@@ -6,7 +6,7 @@
 //!   metric one row of [`METRICS`] — name, help, kind and how to read it;
 //! - the upstream latency histogram, a `prometheus-client` [`Histogram`] the senders observe.
 //!
-//! Every label value comes from a closed set ([`DropReason`], [`RequestDropReason`],
+//! Every label value comes from a closed set ([`DropReason`], [`Anomaly`], [`RequestDropReason`],
 //! [`UpstreamErrorClass`], [`StatusClass`], [`ProbeResult`]).
 
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use prometheus_client::registry::Registry;
 use super::kernel::{SocketDrops, UdpSnmp};
 use super::labels::{ProbeResult, RequestDropReason, StatusClass, UpstreamErrorClass};
 use super::workers::Totals;
-use crate::engine::stats::DropReason;
+use crate::engine::stats::{Anomaly, DropReason, ResponseMissing};
 
 /// Upstream latency histogram bucket upper bounds, seconds.
 pub const LATENCY_BUCKETS: [f64; 14] = [
@@ -41,8 +41,17 @@ pub(super) struct Snapshot {
     pub(super) queue_bytes: u64,
     pub(super) queue_capacity: u64,
     pub(super) in_flight: u64,
+    pub(super) marker_headers_removed: u64,
+    pub(super) requests_resent: u64,
+    /// Bodies decoded, cut at the decoded cap, failed (ndjson sink).
+    pub(super) decode: [u64; 3],
     pub(super) sockets_bound: u64,
+    pub(super) rcvbuf_bytes: u64,
+    pub(super) workers_alive: u64,
     pub(super) healthy: bool,
+    pub(super) upstream_up: bool,
+    pub(super) admin_open: u64,
+    pub(super) admin_rejected: u64,
     pub(super) socket_drops: SocketDrops,
     /// `None` when /proc/net/snmp cannot be read (its two metrics are left out).
     pub(super) snmp: Option<UdpSnmp>,
@@ -120,6 +129,8 @@ const METRICS: &[Metric] = &[
     counter("rebuilder_host_udp_rcvbuf_errors", "UDP RcvbufErrors of the network namespace (/proc/net/snmp), all sockets.", |s| s.snmp.map_or(Values::Absent, |n| one(n.rcvbuf_errors))),
     counter("rebuilder_host_udp_in_errors", "UDP InErrors of the network namespace (/proc/net/snmp), all sockets.", |s| s.snmp.map_or(Values::Absent, |n| one(n.in_errors))),
     gauge("rebuilder_sockets_bound", "UDP sockets bound (all workers).", |s| one(s.sockets_bound)),
+    gauge("rebuilder_socket_rcvbuf_bytes", "Smallest receive buffer the kernel granted one of our UDP sockets (SO_RCVBUF, capped by net.core.rmem_max).", |s| one(s.rcvbuf_bytes)),
+    gauge("rebuilder_workers_alive", "Receive worker threads running.", |s| one(s.workers_alive)),
     // engines
     counter("rebuilder_packets_decoded", "Packets the engine processed.", |s| one(s.totals.e.packets)),
     counter("rebuilder_packet_bytes", "Bytes the engine processed.", |s| one(s.totals.e.bytes)),
@@ -136,6 +147,14 @@ const METRICS: &[Metric] = &[
     counter("rebuilder_flows_opaque", "Flows whose client stream is not HTTP/1.x (skipped).", |s| one(s.totals.e.opaque_flows)),
     counter("rebuilder_bodies_truncated", "Requests whose body exceeded --max-body-bytes and was cut.", |s| one(s.totals.e.bodies_truncated)),
     counter("rebuilder_requests_extracted", "HTTP requests extracted from the mirror.", |s| one(s.totals.c.extracted)),
+    counter("rebuilder_request_anomalies", "Requests extracted that needed a leniency some origin servers have, or whose framing origins disagree on, by kind.", |s| by_label("kind", &Anomaly::ALL, Anomaly::as_str, |i| s.totals.e.anomalies(Anomaly::ALL[i]))),
+    counter("rebuilder_responses_parsed", "Final HTTP responses parsed from the server-to-client direction (interim 1xx other than 101 not included).", |s| one(s.totals.e.responses)),
+    counter("rebuilder_responses_paired", "Requests emitted with their response.", |s| one(s.totals.e.responses_paired)),
+    counter("rebuilder_responses_unmatched", "Responses that answer no request held (without a request, extra, after lost bytes): counted, never paired.", |s| one(s.totals.e.responses_unmatched)),
+    counter("rebuilder_responses_interim", "Interim responses (1xx other than 101) skipped.", |s| one(s.totals.e.responses_interim)),
+    counter("rebuilder_responses_missing", "Requests emitted without their response, by reason.", |s| by_label("reason", &ResponseMissing::ALL, ResponseMissing::as_str, |i| s.totals.e.responses_missing(ResponseMissing::ALL[i]))),
+    counter("rebuilder_response_bodies_truncated", "Response bodies cut at --max-body-bytes.", |s| one(s.totals.e.response_bodies_truncated)),
+    counter("rebuilder_overlap_different_data", "Retransmitted bytes that differ from those already seen at the same sequence numbers (first data wins).", |s| one(s.totals.e.overlap_different_data)),
     // forwarding
     counter("rebuilder_requests_forwarded", "Requests the upstream answered, by status class.", |s| by_label("status", &StatusClass::ALL, StatusClass::as_str, |i| s.forwarded[i])),
     counter("rebuilder_requests_dropped", "Requests not delivered, by reason.", |s| by_label("reason", &RequestDropReason::ALL, RequestDropReason::as_str, |i| s.dropped[i])),
@@ -145,7 +164,16 @@ const METRICS: &[Metric] = &[
     gauge("rebuilder_queue_bytes", "Bytes of the requests waiting for a sender.", |s| one(s.queue_bytes)),
     gauge("rebuilder_queue_capacity", "Configured queue capacity (requests).", |s| one(s.queue_capacity)),
     gauge("rebuilder_upstream_in_flight", "Requests being sent to the upstream now.", |s| one(s.in_flight)),
-    gauge("rebuilder_healthy", "1 when /healthz answers 200.", |s| one(u64::from(s.healthy))),
+    counter("rebuilder_marker_headers_removed", "Client header fields named like the rebuilder's own (x-rebuilder-*), removed before forwarding.", |s| one(s.marker_headers_removed)),
+    counter("rebuilder_requests_resent", "Requests written again because the upstream ended the connection before processing them.", |s| one(s.requests_resent)),
+    gauge("rebuilder_healthy", "1 when /healthz answers 200 (liveness: sockets bound, workers and forwarder running).", |s| one(u64::from(s.healthy))),
+    gauge("rebuilder_upstream_up", "1 while the upstream accepts requests (reached, fewer than --health-failure-threshold consecutive failures); not part of /healthz.", |s| one(u64::from(s.upstream_up))),
+    // admin listener
+    gauge("rebuilder_admin_connections", "Admin connections being served now.", |s| one(s.admin_open)),
+    counter("rebuilder_admin_connections_rejected", "Admin connections closed unserved because --admin-max-connections were being served.", |s| one(s.admin_rejected)),
+    counter("rebuilder_bodies_decoded", "Bodies decompressed (gzip, deflate) for the ndjson sink (--decode-bodies).", |s| one(s.decode[0])),
+    counter("rebuilder_bodies_decoded_truncated", "Decoded bodies cut at --max-decoded-body-bytes (decompression bombs).", |s| one(s.decode[1])),
+    counter("rebuilder_body_decode_failures", "Bodies that claimed gzip or deflate and did not decode (kept as they were).", |s| one(s.decode[2])),
 ];
 
 /// Whatever can take a [`Snapshot`] (the daemon's telemetry state).

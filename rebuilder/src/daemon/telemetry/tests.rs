@@ -83,6 +83,50 @@ fn every_engine_drop_reason_has_a_series() {
 }
 
 #[test]
+fn every_request_anomaly_has_a_series_summed_over_workers() {
+    use crate::engine::stats::{Anomalies, Anomaly};
+    let t = Telemetry::new(2, 3);
+    let mut stats = EngineStats::default();
+    stats.count_anomalies(Anomalies::NONE.with(Anomaly::ObsFold));
+    t.worker(0).publish(&WorkerCounters::default(), &stats, 0);
+    t.worker(1).publish(&WorkerCounters::default(), &stats, 0);
+    let text = t.render();
+    for a in Anomaly::ALL {
+        let series = format!(
+            "rebuilder_request_anomalies_total{{kind=\"{}\"}}",
+            a.as_str()
+        );
+        let want = if a == Anomaly::ObsFold { 2.0 } else { 0.0 };
+        assert_eq!(value(&text, &series), want, "{series}");
+    }
+}
+
+#[test]
+fn response_counters_are_summed_and_every_missing_reason_has_a_series() {
+    let t = Telemetry::new(2, 3);
+    let mut stats = EngineStats::default();
+    stats.responses = 5;
+    stats.responses_paired = 4;
+    stats.count_missing(crate::engine::stats::ResponseMissing::Gap);
+    t.worker(0).publish(&WorkerCounters::default(), &stats, 0);
+    t.worker(1).publish(&WorkerCounters::default(), &stats, 0);
+    let text = t.render();
+    assert_eq!(value(&text, "rebuilder_responses_parsed_total"), 10.0);
+    assert_eq!(value(&text, "rebuilder_responses_paired_total"), 8.0);
+    assert_eq!(
+        value(&text, "rebuilder_responses_missing_total{reason=\"gap\"}"),
+        2.0
+    );
+    for r in crate::engine::stats::ResponseMissing::ALL {
+        let series = format!(
+            "rebuilder_responses_missing_total{{reason=\"{}\"}}",
+            r.as_str()
+        );
+        assert!(value(&text, &series) >= 0.0);
+    }
+}
+
+#[test]
 fn latency_histogram_is_cumulative() {
     let t = Telemetry::new(1, 3);
     t.request_forwarded(200, Duration::from_micros(300));
@@ -135,21 +179,35 @@ fn latency_histogram_is_cumulative() {
 }
 
 #[test]
-fn health_follows_sockets_failures_and_shutdown() {
-    let t = Telemetry::new(1, 2);
+fn liveness_follows_sockets_workers_forwarder_and_shutdown_not_the_upstream() {
+    let t = Telemetry::new(2, 2);
     assert_eq!(t.health(), Err("no UDP socket bound"));
     t.set_sockets_bound(2);
-    assert_eq!(t.health(), Err("upstream not reached yet"));
+    t.set_workers_expected(2);
+    t.worker_started();
+    assert_eq!(t.health(), Err("a receive worker stopped"));
+    t.worker_started();
+    assert_eq!(t.health(), Err("the forwarder is not running"));
+    t.set_forwarder_running(true);
+    assert_eq!(t.health(), Ok(()), "live before the upstream is reached");
+    let up = |t: &Telemetry| value(&t.render(), "rebuilder_upstream_up");
+    assert_eq!(up(&t), 0.0, "not reached yet");
     t.probe_result(true);
-    assert_eq!(t.health(), Ok(()));
+    assert_eq!(up(&t), 1.0);
     t.upstream_error(UpstreamErrorClass::Connect);
-    assert_eq!(t.health(), Ok(()), "one failure is below the threshold");
+    assert_eq!(up(&t), 1.0, "one failure is below the threshold");
     t.upstream_error(UpstreamErrorClass::Timeout);
-    assert_eq!(t.health(), Err("upstream is not accepting requests"));
+    assert_eq!(up(&t), 0.0);
+    assert_eq!(t.health(), Ok(()), "the upstream is not part of liveness");
+    assert_eq!(value(&t.render(), "rebuilder_healthy"), 1.0);
     t.request_forwarded(200, Duration::from_millis(1));
-    assert_eq!(t.health(), Ok(()));
+    assert_eq!(up(&t), 1.0);
+    t.worker_stopped();
+    assert_eq!(t.health(), Err("a receive worker stopped"));
+    assert_eq!(value(&t.render(), "rebuilder_workers_alive"), 1.0);
     t.set_shutting_down();
     assert_eq!(t.health(), Err("shutting down"));
+    assert_eq!(value(&t.render(), "rebuilder_healthy"), 0.0);
 }
 
 #[test]

@@ -53,6 +53,16 @@ impl<'a> VxlanPacket<'a> {
     }
 }
 
+/// Whether `payload` has the shape of a VXLAN header: the I flag set and the reserved bytes
+/// after the flags zero (where GENEVE carries its protocol type, never 0). Used only to name
+/// the drop reason of a datagram that failed as GENEVE (a VXLAN datagram sent to the GENEVE
+/// port).
+pub fn looks_like_vxlan(payload: &[u8]) -> bool {
+    payload
+        .first_chunk::<HEADER_LEN>()
+        .is_some_and(|h| h[0] & FLAG_I != 0 && h[2] == 0 && h[3] == 0)
+}
+
 /// A VXLAN header for `vni` followed by `inner` (the generator and the tests send these).
 pub fn encapsulate(vni: u32, inner: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + inner.len());
@@ -101,6 +111,18 @@ mod tests {
         d[1] = 0xff;
         d[7] = 0xff;
         assert_eq!(VxlanPacket::parse(&d).unwrap().vni, 42);
+    }
+
+    #[test]
+    fn a_vxlan_header_is_recognised_by_its_flag_and_zero_reserved_bytes() {
+        assert!(looks_like_vxlan(&encapsulate(7, b"")));
+        let mut d = encapsulate(7, b"");
+        d[0] = 0;
+        assert!(!looks_like_vxlan(&d));
+        let mut d = encapsulate(7, b"");
+        d[2] = 0x08; // a GENEVE protocol type there
+        assert!(!looks_like_vxlan(&d));
+        assert!(!looks_like_vxlan(&[0x08, 0, 0]));
     }
 
     #[test]

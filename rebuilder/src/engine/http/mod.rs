@@ -5,61 +5,95 @@
 //! is present (never re-parsed per segment), straight from the segment when the head fits in
 //! it (no copy), otherwise from a per-direction buffer.
 //!
+//! The principle: read as leniently as the common origins (nginx, Apache httpd, Node's
+//! llhttp, Go net/http) do, so that a request some origin serves is never hidden from the
+//! analyzer; tag each request with the leniencies it needed ([`Anomaly`]); stop only on
+//! positive evidence that the stream is not HTTP/1.
+//!
 //! Policies:
-//! - **Framing** (RFC 9112 §6): `Transfer-Encoding` whose last coding is `chunked` → chunked
-//!   (decoded; chunk extensions ignored); any other `Transfer-Encoding` → bad request; else
-//!   `Content-Length` (all values equal, digits only) → that many bytes; else no body.
-//! - **Trailers** of a chunked body are kept: appended to `headers` after the header fields.
+//! - **Heads** ([`head`], [`grammar`]): the request-line grammar every origin's union accepts
+//!   (several spaces, versions 1.2–9.9 and 0.9, HTTP/0.9 simple requests, raw bytes in the
+//!   target), obs-fold, odd header names, control bytes in values; more than `max_headers`
+//!   fields keeps the request with the first ones (flagged). A first line no origin reads as
+//!   a request line is a `bad_request` and the parser resyncs on the next line.
+//! - **Framing** ([`framing`]): `Transfer-Encoding` ending in `chunked` (also with
+//!   Content-Length, several codings, on HTTP/1.0: each flagged); another `Transfer-Encoding`
+//!   → the head alone (flagged); `Content-Length` (equal values, leading zeros) → that many
+//!   bytes; conflicting or invalid lengths → `bad_request`. A chunked body that breaks emits
+//!   the head with the body read so far (flagged) and the bad line is parsed as a request.
+//! - **Trailers** of a chunked body are kept apart, in `trailers`.
+//! - **After close**: requests after one that closed the connection are still emitted,
+//!   flagged `after_close`.
 //! - **Pipelining**: every complete request in the stream is emitted, in order.
 //! - **Expect: 100-continue**: the body is awaited like any other; if the stream ends cleanly
 //!   right after such a head with no body byte sent (the server refused, the client gave up),
 //!   the request is emitted with an empty body.
 //! - **Upgrade / CONNECT**: the request is emitted, then the rest of the stream is ignored.
 //! - **Opaque**: a stream whose start was seen (SYN) and that begins with a TLS record, the
-//!   HTTP/2 preface or anything that is not an HTTP/1.x request line is ignored.
+//!   HTTP/2 preface, a status line (a response stream) or binary bytes (control bytes in its
+//!   first bytes) is ignored. Nothing else makes a stream opaque: text that is not a request
+//!   line is counted (`bad_request`) and the parser looks for the next request line.
 //! - **Gaps**: a gap inside a message drops that message (never emitted with missing bytes);
 //!   a gap inside a Content-Length body skips to the known end of that body; otherwise the
 //!   parser resynchronises on the next request line (`METHOD SP target SP HTTP/1.x`, method
 //!   in upper case) that starts a line or starts right after the gap.
 //! - **PROXY protocol** (v1 line or v2 binary header, [`crate::engine::proxy`]) at the start of a
 //!   stream whose SYN was seen: stripped; its source address becomes the requests' `client`
-//!   (the TCP sender stays in `peer`). A malformed or truncated header is counted
+//!   (the TCP sender stays in `peer`) when the sender is in `proxy_protocol_from`; from any
+//!   other sender the header is stripped, counted (`proxy_header_untrusted`) and not
+//!   believed. A malformed or truncated header is counted
 //!   (`proxy_header_malformed`); when its end is known the stream goes on after it (parsed
 //!   only if it starts with a request line, else opaque), otherwise it is parsed like a
 //!   stream joined mid-way (only clear request lines are recognised).
 //! - **Health checks** matching [`crate::engine::health_check::HealthCheckRule`] are dropped
 //!   (`health_check`).
-//! - **Caps**: a head over `max_header_bytes`, or with more than `max_headers` fields, drops
-//!   that message (counted); bodies over `max_body_bytes` (or beyond the global budget) are
-//!   cut, the request is emitted flagged `body_truncated`.
+//! - **Caps**: a head over `max_header_bytes` drops that message (counted); fields past
+//!   `max_headers` are not kept (flagged); bodies over `max_body_bytes` (or beyond the global
+//!   budget) are cut, the request is emitted flagged `body_truncated`.
+//! - **Memory**: every heap byte the parser holds (its buffer's capacity, the pending request
+//!   with its fields, body capacity and trailers) is charged to the global budget; a pending
+//!   request the budget cannot hold is dropped (`over_budget`).
 
 //!
 //! Layout: [`state`] holds the parser's data and bookkeeping ([`Parser`], [`ParserState`],
 //! [`Ctx`]); this module dispatches bytes by state and takes a message through head, body
-//! and emit; [`resync`] finds where
-//! requests start (request-line recognition, the opaque verdict, candidate scanning after a
+//! and emit; [`grammar`] is the request-line grammar; [`head`] reads a complete head;
+//! [`resync`] finds where requests start (the opaque verdict, candidate scanning after a
 //! gap); [`framing`] decides body lengths and decodes the chunked coding; [`proxy_prefix`]
 //! strips a PROXY protocol header at a stream start.
 
 mod framing;
+mod grammar;
+mod head;
 mod proxy_prefix;
+pub mod response;
 mod resync;
 mod state;
 #[cfg(test)]
 pub(crate) mod tests;
 
-use std::mem::MaybeUninit;
-
 use crate::engine::proxy;
 use crate::engine::request::HttpRequest;
-use crate::engine::stats::DropReason;
-use framing::{Framing, framing, has_token, head_end};
+use crate::engine::stats::{Anomaly, DropReason};
+pub use framing::parse_chunk_size;
+use framing::{Framing, decide, head_end};
+use grammar::{Methods, request_line};
+use head::{Refused, read_head};
 use resync::{Start, classify_start};
 use state::Pending;
 pub use state::{Ctx, HttpLimits, Meta, Parser, ParserState};
 
-/// Header fields parsed into a stack array (more: a heap one).
-const STACK_HEADERS: usize = 128;
+/// What the first line of a head is (see [`Parser::judge_line`]).
+enum Judged {
+    /// Not known yet.
+    Wait,
+    /// A request line with a version: the head goes on.
+    RequestLine,
+    /// An HTTP/0.9 request line ending at `input[lf]`.
+    Simple { lf: usize },
+    /// No origin reads a request line here.
+    Refused,
+}
 
 impl Parser {
     /// Feeds in-order bytes; `ts_us` is the time of the packet that carried them.
@@ -120,15 +154,17 @@ impl Parser {
                         &input[1..]
                     }
                     _ => {
-                        self.drop_message(
-                            DropReason::BadRequest,
-                            ParserState::Sync { line_start: false },
-                            ctx,
-                        );
-                        input
+                        // Chunk data not followed by its line end: the head was delivered
+                        // (Node, Go); these bytes are read as the next message.
+                        self.body_error(ctx);
+                        if self.state == ParserState::Head {
+                            input
+                        } else {
+                            &[]
+                        }
                     }
                 },
-                ParserState::Trailers { line_start } => self.trailers(line_start, input, ctx),
+                ParserState::Trailers { skip_line } => self.trailers(skip_line, input, ctx),
                 ParserState::Opaque | ParserState::Upgraded | ParserState::Ended => return,
             };
         }
@@ -206,6 +242,7 @@ impl Parser {
         }
         self.pending = None;
         self.buf = Vec::new();
+        self.proxied = None;
         if !matches!(self.state, ParserState::Opaque | ParserState::Upgraded) {
             self.state = ParserState::Ended;
         }
@@ -228,6 +265,7 @@ impl Parser {
         }
         self.pending = None;
         self.buf = Vec::new();
+        self.proxied = None;
         self.state = ParserState::Ended;
         self.account(ctx.budget);
     }
@@ -245,47 +283,17 @@ impl Parser {
                 return input;
             }
             self.msg_ts = ts_us;
-            if self.first_message {
-                match classify_start(input, max) {
-                    Start::Opaque => {
-                        self.become_opaque(ctx);
-                        return &[];
-                    }
-                    Start::Http => self.first_message = false,
-                    Start::More => {}
-                }
-            }
-            if let Some(end) = head_end(&[], input) {
-                if end > max {
-                    self.drop_message(
-                        DropReason::HeadTooLarge,
-                        ParserState::Sync { line_start: true },
-                        ctx,
-                    );
-                } else {
-                    self.complete_head(&input[..end], ctx);
-                }
-                return &input[end..];
-            }
-            if self.may_buffer(input.len(), max, false, ctx) {
-                self.buf.extend_from_slice(input);
-                self.account(ctx.budget);
-            }
-            return &[];
+            self.line_ok = false;
         }
-        let n = self.buf.len();
-        let prev_start = n.saturating_sub(2);
-        let mut prev = [0u8; 2];
-        prev[..n - prev_start].copy_from_slice(&self.buf[prev_start..]);
-        let end = head_end(&prev[..n - prev_start], input);
-        let take = end.unwrap_or(input.len());
         if self.first_message {
-            // Decide HTTP or opaque on the bytes so far before any cap applies, as when the
-            // same bytes arrive in one piece (the verdict must not depend on segmentation).
-            let mut probe = Vec::with_capacity(n + take.min(max + 1));
-            probe.extend_from_slice(&self.buf);
-            probe.extend_from_slice(&input[..take.min(max + 1)]);
-            match classify_start(&probe, max) {
+            // Decide opaque or not on the first bytes, as when they arrive in one piece (the
+            // verdict must not depend on segmentation).
+            let mut probe = [0u8; resync::START_PROBE];
+            let a = self.buf.len().min(probe.len());
+            probe[..a].copy_from_slice(&self.buf[..a]);
+            let b = input.len().min(probe.len() - a);
+            probe[a..a + b].copy_from_slice(&input[..b]);
+            match classify_start(&probe[..a + b]) {
                 Start::Opaque => {
                     self.become_opaque(ctx);
                     return &[];
@@ -294,100 +302,240 @@ impl Parser {
                 Start::More => {}
             }
         }
-        if !self.may_buffer(take, max, end.is_some(), ctx) {
+        if !self.line_ok {
+            match self.judge_line(input, max) {
+                Judged::Wait => {}
+                Judged::RequestLine => self.line_ok = true,
+                Judged::Simple { lf } => {
+                    // An HTTP/0.9 request is its line alone.
+                    let mut line = std::mem::take(&mut self.buf);
+                    line.extend_from_slice(&input[..=lf]);
+                    self.complete_head(&line, ctx);
+                    self.account(ctx.budget);
+                    return &input[lf + 1..];
+                }
+                Judged::Refused => {
+                    // No origin reads a request here: counted, and the line is searched for
+                    // one like any bytes between messages.
+                    ctx.stats.count_drop(DropReason::BadRequest);
+                    let old = std::mem::take(&mut self.buf);
+                    self.state = ParserState::Sync { line_start: false };
+                    self.account(ctx.budget);
+                    if !old.is_empty() {
+                        self.data(ts_us, &old, ctx);
+                    }
+                    return input;
+                }
+            }
+        }
+        if self.buf.is_empty() {
+            // The whole head in the bytes at hand: parsed in place, no copy.
+            return match head_end(&[], input) {
+                Some(end) if end > max => {
+                    self.drop_message(
+                        DropReason::HeadTooLarge,
+                        ParserState::Sync { line_start: true },
+                        ctx,
+                    );
+                    &input[end..]
+                }
+                Some(end) => {
+                    let used = self.complete_head(&input[..end], ctx);
+                    &input[used..]
+                }
+                None => self.buffer_head(ts_us, input, None, ctx),
+            };
+        }
+        let n = self.buf.len();
+        let prev_start = n.saturating_sub(2);
+        let mut prev = [0u8; 2];
+        prev[..n - prev_start].copy_from_slice(&self.buf[prev_start..]);
+        let end = head_end(&prev[..n - prev_start], input);
+        self.buffer_head(ts_us, input, end, ctx)
+    }
+
+    /// Buffers the bytes of a head that did not come in one piece, up to `end` (its end in
+    /// `input`, if there); a complete head is then parsed.
+    fn buffer_head<'i>(
+        &mut self,
+        ts_us: u64,
+        input: &'i [u8],
+        end: Option<usize>,
+        ctx: &mut Ctx<'_>,
+    ) -> &'i [u8] {
+        let take = end.unwrap_or(input.len());
+        if !self.may_buffer(take, ctx.limits.max_header_bytes, end.is_some(), ctx) {
             return &input[take..];
         }
         self.buf.extend_from_slice(&input[..take]);
         if end.is_some() {
             let head = std::mem::take(&mut self.buf);
-            self.complete_head(&head, ctx);
-            self.buf = head;
-            self.buf.clear();
+            let used = self.complete_head(&head, ctx);
+            self.reparse(ts_us, head, used, ctx);
+        } else {
+            self.account(ctx.budget);
         }
-        self.account(ctx.budget);
         &input[take..]
     }
 
-    /// Parses a complete head and sets up its body.
-    fn complete_head(&mut self, head: &[u8], ctx: &mut Ctx<'_>) {
-        let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
-        let mut heap;
-        let slots: &mut [MaybeUninit<httparse::Header<'_>>] =
-            if ctx.limits.max_headers <= STACK_HEADERS {
-                &mut stack[..ctx.limits.max_headers]
-            } else {
-                heap = Vec::with_capacity(ctx.limits.max_headers);
-                heap.resize_with(ctx.limits.max_headers, MaybeUninit::uninit);
-                &mut heap[..]
+    /// What the first line of the head being read is, judged when it is complete (an LF is
+    /// in `input`, within the head cap `max`: a line that outgrows the cap is a head too
+    /// large) or when its first [`resync::START_PROBE`] bytes are known (which can only
+    /// refuse it): the same verdict at the same point whatever the segmentation.
+    /// Invariant: while the line is not judged, `buf` holds no LF.
+    fn judge_line(&self, input: &[u8], max: usize) -> Judged {
+        if let Some(lf) = memchr::memchr(b'\n', input)
+            && self.buf.len() + lf < max
+        {
+            let judged = |line: &[u8]| match request_line(line, Methods::Token) {
+                Ok(l) if l.simple => Judged::Simple { lf },
+                Ok(_) => Judged::RequestLine,
+                Err(_) => Judged::Refused,
             };
-        let mut req = httparse::Request::new(&mut []);
+            if self.buf.is_empty() {
+                return judged(&input[..=lf]);
+            }
+            let mut line = Vec::with_capacity(self.buf.len() + lf + 1);
+            line.extend_from_slice(&self.buf);
+            line.extend_from_slice(&input[..=lf]);
+            return judged(&line);
+        }
+        if self.buf.len() >= resync::START_PROBE {
+            return Judged::Wait;
+        }
+        let mut probe = [0u8; resync::START_PROBE];
+        let a = self.buf.len();
+        probe[..a].copy_from_slice(&self.buf);
+        let b = input.len().min(probe.len() - a);
+        probe[a..a + b].copy_from_slice(&input[..b]);
+        if a + b == probe.len()
+            && request_line(&probe, Methods::Token).err() == Some(grammar::Line::No)
+        {
+            Judged::Refused
+        } else {
+            Judged::Wait
+        }
+    }
+
+    /// After a buffered head of which `used` bytes made the message: the bytes after them
+    /// (what follows an HTTP/0.9 line or a refused request line) are parsed afresh.
+    fn reparse(&mut self, ts_us: u64, mut head: Vec<u8>, used: usize, ctx: &mut Ctx<'_>) {
+        if used < head.len() {
+            let rest = head.split_off(used);
+            drop(head);
+            self.data(ts_us, &rest, ctx);
+        }
+        self.account(ctx.budget);
+    }
+
+    /// Reads a head (complete, or a complete first line that decides alone) and sets up its
+    /// body. Returns how many bytes of `head` the message used.
+    fn complete_head(&mut self, head: &[u8], ctx: &mut Ctx<'_>) -> usize {
+        self.line_ok = false;
         let resync = ParserState::Sync { line_start: true };
-        match req.parse_with_uninit_headers(head, slots) {
-            Ok(httparse::Status::Complete(_)) => {}
-            Err(httparse::Error::TooManyHeaders) => {
-                return self.drop_message(DropReason::TooManyHeaders, resync, ctx);
+        let h = match read_head(head, ctx.limits.max_headers) {
+            Ok(h) => h,
+            Err(Refused::RequestLine) => {
+                // Searched for a request line like any bytes between messages.
+                self.drop_message(
+                    DropReason::BadRequest,
+                    ParserState::Sync { line_start: false },
+                    ctx,
+                );
+                return 0;
             }
-            Ok(httparse::Status::Partial) | Err(_) => {
-                return self.drop_message(DropReason::BadRequest, resync, ctx);
+            Err(Refused::Fields) => {
+                self.drop_message(DropReason::BadRequest, resync, ctx);
+                return head.len();
+            }
+        };
+        let Ok((framing, framing_anomalies)) = decide(&h.facts, h.major, h.minor) else {
+            self.drop_message(DropReason::BadRequest, resync, ctx);
+            return h.len;
+        };
+        let mut anomalies = h.anomalies;
+        anomalies.extend(framing_anomalies);
+        if self.closed {
+            anomalies.insert(Anomaly::AfterClose);
+        }
+        let http10 = h.major == 0 || (h.major == 1 && h.minor == 0);
+        self.closed |= h.simple || h.facts.close || (http10 && !h.facts.keep_alive);
+        let connect = h.method.eq_ignore_ascii_case("CONNECT");
+        let upgrade = connect || h.facts.upgrade;
+        let chunked = framing == Framing::Chunked;
+        let used = h.len;
+        let req = HttpRequest {
+            ts_us: self.msg_ts,
+            vni: ctx.meta.vni,
+            client: self.proxied.as_deref().copied().unwrap_or(ctx.meta.client),
+            peer: ctx.meta.client,
+            server: ctx.meta.server,
+            gwlbe: ctx.meta.gwlbe,
+            mirror_source: ctx.meta.mirror_source,
+            method: h.method,
+            target: h.target,
+            version: h.minor,
+            headers: h.headers,
+            body: Vec::new(),
+            chunked,
+            body_truncated: false,
+            version_major: h.major,
+            trailers: Vec::new(),
+            anomalies,
+            response: None,
+            response_missing: None,
+        };
+        let has_body = match framing {
+            Framing::Chunked => !connect,
+            Framing::Length(n) => n > 0 && !connect,
+            Framing::None | Framing::Unknown => false,
+        };
+        let mut p = Pending::new(req, upgrade, h.facts.expect_continue, has_body);
+        if has_body {
+            // The pending request is held until its body ends: charged to the budget, with
+            // the body's first allocation (bounded: the length is the sender's word).
+            if let Framing::Length(n) = framing {
+                let first = (n.min(64 * 1024) as usize).min(ctx.limits.max_body_bytes);
+                let room = ctx.budget.limit.saturating_sub(ctx.budget.used + p.cost());
+                // alloc_cost(x) <= x + 31 <= room when x <= room - 32.
+                let first = first.min(room.saturating_sub(32));
+                if first > 0 {
+                    p.req.body.reserve_exact(first);
+                }
+            }
+            if ctx.budget.used + p.cost() > ctx.budget.limit {
+                self.drop_message(DropReason::OverBudget, ParserState::Head, ctx);
+                // The body is skipped, not parsed as requests.
+                self.state = match framing {
+                    Framing::Length(n) => ParserState::Body {
+                        remaining: n,
+                        discard: true,
+                    },
+                    _ => ParserState::Sync { line_start: false },
+                };
+                return used;
             }
         }
-        let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version)
-        else {
-            return self.drop_message(DropReason::BadRequest, resync, ctx);
-        };
-        let Ok(framing) = framing(req.headers) else {
-            return self.drop_message(DropReason::BadRequest, resync, ctx);
-        };
-        let mut upgrade = method.eq_ignore_ascii_case("CONNECT");
-        let mut expect_continue = false;
-        let mut headers = Vec::with_capacity(req.headers.len());
-        for h in req.headers.iter() {
-            if h.name.eq_ignore_ascii_case("upgrade") {
-                upgrade = true;
-            } else if h.name.eq_ignore_ascii_case("expect") {
-                expect_continue |= has_token(h.value, b"100-continue");
-            }
-            headers.push((h.name.to_owned(), h.value.to_vec()));
-        }
-        let chunked = matches!(framing, Framing::Chunked);
-        // A Content-Length body is allocated once (bounded: the length is the sender's word).
-        let body = match framing {
-            Framing::Length(n) => {
-                Vec::with_capacity((n.min(64 * 1024) as usize).min(ctx.limits.max_body_bytes))
-            }
-            _ => Vec::new(),
-        };
-        self.pending = Some(Box::new(Pending {
-            req: HttpRequest {
-                ts_us: self.msg_ts,
-                vni: ctx.meta.vni,
-                client: self.proxied.as_deref().copied().unwrap_or(ctx.meta.client),
-                peer: ctx.meta.client,
-                server: ctx.meta.server,
-                method: method.to_owned(),
-                target: target.to_owned(),
-                version,
-                headers,
-                body,
-                chunked,
-                body_truncated: false,
-            },
-            upgrade,
-            expect_continue,
-            body_seen: 0,
-        }));
+        self.pending = Some(p);
         match framing {
-            Framing::Chunked if !upgrade || !method.eq_ignore_ascii_case("CONNECT") => {
-                self.state = ParserState::ChunkSize;
-            }
-            Framing::Length(n) if n > 0 && !method.eq_ignore_ascii_case("CONNECT") => {
+            Framing::Chunked if has_body => self.state = ParserState::ChunkSize,
+            Framing::Length(n) if has_body => {
                 self.state = ParserState::Body {
                     remaining: n,
                     discard: false,
-                };
+                }
+            }
+            Framing::Unknown => {
+                self.emit(ctx);
+                // No origin reads a body: what follows is searched for requests.
+                if self.state == ParserState::Head {
+                    self.state = resync;
+                }
             }
             _ => self.emit(ctx),
         }
+        self.account(ctx.budget);
+        used
     }
 
     fn append_body(&mut self, bytes: &[u8], ctx: &mut Ctx<'_>) {
@@ -400,15 +548,37 @@ impl Parser {
             // budget may have room again later).
             return;
         }
-        let room = ctx.limits.max_body_bytes.saturating_sub(p.req.body.len());
-        let budget_room = ctx.budget.limit.saturating_sub(ctx.budget.used);
-        let take = bytes.len().min(room).min(budget_room);
+        let body = &mut p.req.body;
+        let len = body.len();
+        let cap = body.capacity();
+        let max = ctx.limits.max_body_bytes;
+        let mut take = bytes.len().min(max.saturating_sub(len));
+        if len + take > cap {
+            // Grow (doubling, at most to the cap) only as far as the budget allows: the
+            // capacity is what is charged.
+            let room = ctx.budget.limit.saturating_sub(ctx.budget.used);
+            let want = (len + take).max(cap * 2).min(max).max(len + take);
+            let afford = |c: usize| state::alloc_cost(c) - state::alloc_cost(cap) <= room;
+            let new_cap = if afford(want) {
+                want
+            } else {
+                // As much as fits.
+                let mut c = len + take;
+                while c > cap && !afford(c) {
+                    c = cap + (c - cap) / 2;
+                }
+                c
+            };
+            if new_cap > cap {
+                body.reserve_exact(new_cap - len);
+            }
+            take = take.min(body.capacity() - len);
+        }
         if take < bytes.len() {
             p.req.body_truncated = true;
         }
-        p.req.body.extend_from_slice(&bytes[..take]);
-        ctx.budget.used += take;
-        self.held += take;
+        body.extend_from_slice(&bytes[..take]);
+        self.account(ctx.budget);
     }
 
     fn emit(&mut self, ctx: &mut Ctx<'_>) {
@@ -416,15 +586,21 @@ impl Parser {
             return;
         };
         let p = *p;
+        self.line_ok = false;
         self.account(ctx.budget);
         self.emitted = self.emitted.saturating_add(1);
-        if ctx.limits.health_checks.matches(&p.req) {
+        if ctx
+            .limits
+            .health_checks
+            .matches(&p.req, ctx.meta.client.ip())
+        {
             ctx.stats.count_drop(DropReason::HealthCheck);
         } else {
             ctx.stats.requests += 1;
             if p.req.body_truncated {
                 ctx.stats.bodies_truncated += 1;
             }
+            ctx.stats.count_anomalies(p.req.anomalies);
             ctx.out.push(p.req);
         }
         if p.upgrade {

@@ -1,7 +1,10 @@
 //! A PROXY protocol header (v1 line or v2 binary, [`crate::engine::proxy`]) at the start of a
 //! stream whose SYN was seen: buffered until recognised, stripped, its source kept as the
-//! requests' client; a malformed one is counted and the stream goes on as the policy says
-//! (see the module documentation of [`super`]).
+//! requests' client when the stream's sender is a trusted peer (`proxy_protocol_from`; from
+//! any other peer the header is stripped, counted as `proxy_header_untrusted` and the TCP
+//! peer stays the client: a direct client cannot name another address); a malformed one is
+//! counted and the stream goes on as the policy says (see the module documentation of
+//! [`super`]).
 
 use super::state::{Ctx, Parser, ParserState};
 use crate::engine::proxy;
@@ -28,8 +31,16 @@ impl Parser {
                 ParserState::Head,
             ),
             proxy::Parsed::Header(h) => {
-                ctx.stats.proxy_headers += 1;
-                self.proxied = h.source.map(Box::new);
+                if ctx
+                    .limits
+                    .proxy_protocol_from
+                    .contains(ctx.meta.client.ip())
+                {
+                    ctx.stats.proxy_headers += 1;
+                    self.proxied = h.source.map(Box::new);
+                } else {
+                    ctx.stats.count_drop(DropReason::ProxyHeaderUntrusted);
+                }
                 (h.span, ParserState::Head)
             }
             proxy::Parsed::Malformed(Some(span)) => {

@@ -5,126 +5,92 @@
 //!
 //! Rules: after a line feed (or at a stream start) any upper-case token is accepted as a
 //! method; elsewhere (right after a gap, inside a line) only a known method is, and of a
-//! token that ends with a known method (`XPUT` after lost bytes) only that method. A
-//! candidate that continues past the end of the bytes at hand is buffered (charged to the
-//! budget, at most `max_header_bytes`) until it is decided.
+//! token that ends with a known method (`XPUT` after lost bytes) only that method. The rest
+//! of the line follows the grammar of [`super::grammar`] (several spaces, any 1.x version);
+//! candidates are found by their ` HTTP/1.` (HTTP/0.9 lines and other majors are recognised
+//! only at message boundaries). A candidate that continues past the end of the bytes at hand
+//! is buffered (charged to the budget, at most `max_header_bytes`) until it is decided.
 
 use std::sync::LazyLock;
 
 use memchr::memmem::Finder;
 use memchr::{memchr, memrchr};
 
+use super::grammar::{self, Line, MAX_SCAN_METHOD, Methods};
 use super::state::{Ctx, Parser, ParserState};
 use crate::engine::stats::DropReason;
 
 const HTTP_MARK: &[u8] = b" HTTP/1.";
 static HTTP_FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(HTTP_MARK));
-const MAX_METHOD: usize = 32;
 
-/// Result of checking bytes for a request line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Line {
-    /// A request line of this many bytes (including the line end).
-    Yes,
-    /// Not a request line.
-    No,
-    /// A valid prefix: more bytes needed.
-    More,
-}
-
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-/// Checks whether `bytes` starts with `METHOD SP target SP HTTP/1.[01] (CR)LF`.
-/// With `strict`, the method must be upper case (resync on arbitrary bytes).
+/// Checks whether `bytes` starts with a request line with a version (see
+/// [`super::grammar`]; an HTTP/0.9 line is recognised only at a message boundary). With
+/// `strict`, the method must be upper case (resync on arbitrary bytes).
 pub(super) fn request_line(bytes: &[u8], strict: bool) -> Line {
-    let mut i = 0;
-    while i < bytes.len() && i <= MAX_METHOD {
-        let b = bytes[i];
-        let ok = if strict {
-            b.is_ascii_uppercase() || b == b'-' || b == b'_'
-        } else {
-            is_tchar(b)
-        };
-        if !ok {
-            break;
-        }
-        i += 1;
-    }
-    if i == bytes.len() {
-        return if i <= MAX_METHOD {
-            Line::More
-        } else {
-            Line::No
-        };
-    }
-    if i == 0 || bytes[i] != b' ' {
-        return Line::No;
-    }
-    i += 1;
-    let target_start = i;
-    while i < bytes.len() && bytes[i] != b' ' {
-        if bytes[i] < 0x21 || bytes[i] == 0x7f {
-            return Line::No;
-        }
-        i += 1;
-    }
-    if i == bytes.len() {
-        return Line::More;
-    }
-    if i == target_start {
-        return Line::No;
-    }
-    let rest = &bytes[i..];
-    const TAIL: &[u8] = b" HTTP/1.";
-    let n = rest.len().min(TAIL.len());
-    if rest[..n] != TAIL[..n] {
-        return Line::No;
-    }
-    if rest.len() <= TAIL.len() {
-        return Line::More;
-    }
-    if !matches!(rest[TAIL.len()], b'0' | b'1') {
-        return Line::No;
-    }
-    match rest.get(TAIL.len() + 1..) {
-        None | Some([]) => Line::More,
-        Some([b'\n', ..]) | Some([b'\r', b'\n', ..]) => Line::Yes,
-        Some([b'\r']) => Line::More,
-        Some(_) => Line::No,
+    let methods = if strict {
+        Methods::Upper
+    } else {
+        Methods::Token
+    };
+    match grammar::request_line(bytes, methods) {
+        Ok(l) if l.simple => Line::No,
+        Ok(_) => Line::Yes,
+        Err(l) => l,
     }
 }
 
 /// What the first bytes of a stream are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Start {
+    /// To be parsed as HTTP/1 (requests, or text that is counted and skipped).
     Http,
+    /// Not HTTP/1 on evidence: ignored.
     Opaque,
+    /// Undecided: more bytes needed.
     More,
 }
 
-pub(super) fn classify_start(bytes: &[u8], max_line: usize) -> Start {
+/// Bytes of a stream's start that [`classify_start`] needs at most to decide.
+pub(super) const START_PROBE: usize = 16;
+
+/// Whether the stream starting with `bytes` (leading empty lines skipped) is opaque. Only
+/// positive evidence counts: a TLS record (0x16), the HTTP/2 preface, a status line (the
+/// stream carries responses), or binary bytes — a control byte other than HTAB, CR or LF (or
+/// DEL, NUL) where a request's method would be (the first [`START_PROBE`] bytes, up to the
+/// first space or line end). Anything else is parsed as HTTP/1 (an unusual request line is
+/// never a reason to stop looking).
+pub(super) fn classify_start(bytes: &[u8]) -> Start {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+    const STATUS: &[u8] = b"HTTP/";
     let Some(&first) = bytes.first() else {
         return Start::More;
     };
     if first == 0x16 {
         return Start::Opaque; // TLS handshake record (ClientHello)
     }
-    let n = bytes.len().min(PREFACE.len());
-    if bytes[..n] == PREFACE[..n] {
-        return if n == PREFACE.len() {
-            Start::Opaque
-        } else {
-            Start::More
-        };
+    let probe = &bytes[..bytes.len().min(START_PROBE)];
+    let line = &probe[..memchr(b'\n', probe).unwrap_or(probe.len())];
+    let word = &line[..memchr(b' ', line).unwrap_or(line.len())];
+    if word
+        .iter()
+        .any(|&b| (b < 0x20 && b != b'\t' && b != b'\r') || b == 0x7f)
+    {
+        return Start::Opaque;
     }
-    match request_line(bytes, false) {
-        Line::Yes => Start::Http,
-        Line::No => Start::Opaque,
-        Line::More if bytes.len() > max_line => Start::Opaque,
-        Line::More => Start::More,
+    for sig in [PREFACE, STATUS] {
+        let n = bytes.len().min(sig.len());
+        if bytes[..n] == sig[..n] {
+            return if n == sig.len() {
+                Start::Opaque
+            } else {
+                Start::More
+            };
+        }
+    }
+    if probe.len() == START_PROBE || line.len() < probe.len() {
+        Start::Http
+    } else {
+        Start::More
     }
 }
 
@@ -167,18 +133,26 @@ fn known_method_suffix(region: &[u8]) -> Option<usize> {
 /// After a line feed any upper-case token is a method; elsewhere only a known method.
 fn candidate_start(input: &[u8], m: usize, line_start: bool) -> Option<usize> {
     let floor = memrchr(b'\n', &input[..m]).map_or(0, |p| p + 1);
-    let sp = floor + memrchr(b' ', &input[floor..m])?;
-    let region = &input[floor..sp];
+    // `input[floor..m]` is `METHOD SP+ TARGET SP*` (several spaces: nginx, Node).
+    let before = trim_spaces_end(&input[floor..m]);
+    let tsp = memrchr(b' ', before)?;
+    let region = trim_spaces_end(&before[..tsp]);
+    let end = floor + region.len();
     if (floor > 0 || line_start)
         && !region.is_empty()
-        && region.len() <= MAX_METHOD
+        && region.len() <= MAX_SCAN_METHOD
         && region
             .iter()
             .all(|&b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
     {
         return Some(floor + refine_start(&input[floor..]));
     }
-    known_method_suffix(region).map(|len| sp - len)
+    known_method_suffix(region).map(|len| end - len)
+}
+
+fn trim_spaces_end(bytes: &[u8]) -> &[u8] {
+    let n = bytes.iter().rev().take_while(|&&b| b == b' ').count();
+    &bytes[..bytes.len() - n]
 }
 
 /// For a line starting with an upper-case token that is not a known method but ends with
@@ -238,7 +212,7 @@ impl Parser {
             };
             let verdict = if self.buf.len() + take > max {
                 Line::No
-            } else if ctx.budget.used + take > ctx.budget.limit {
+            } else if !self.may_grow(take, ctx) {
                 ctx.stats.count_drop(DropReason::OverBudget);
                 Line::No
             } else {
@@ -323,9 +297,7 @@ impl Parser {
     ) -> &'i [u8] {
         self.state = ParserState::Sync { line_start: false };
         self.candidate_at_line_start = at_line_start;
-        if tail.len() <= ctx.limits.max_header_bytes
-            && ctx.budget.used + tail.len() <= ctx.budget.limit
-        {
+        if tail.len() <= ctx.limits.max_header_bytes && self.may_grow(tail.len(), ctx) {
             self.buf.extend_from_slice(tail);
             self.msg_ts = ts_us;
             self.account(ctx.budget);

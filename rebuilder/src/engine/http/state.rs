@@ -5,9 +5,10 @@
 //! A leaf of `http`: the parts of the state machine (`mod.rs`, `framing`, `resync`,
 //! `proxy_prefix`) import it; it imports none of them.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::engine::health_check::HealthCheckRule;
+use crate::engine::ranges::AddrRanges;
 use crate::engine::reassembly::Budget;
 use crate::engine::request::HttpRequest;
 use crate::engine::stats::{DropReason, EngineStats};
@@ -23,6 +24,8 @@ pub struct HttpLimits {
     pub max_body_bytes: usize,
     /// Requests dropped as load-balancer health checks.
     pub health_checks: HealthCheckRule,
+    /// Peers whose PROXY protocol headers are believed.
+    pub proxy_protocol_from: AddrRanges,
 }
 
 /// Who a stream belongs to: copied into each request.
@@ -34,6 +37,10 @@ pub struct Meta {
     pub client: SocketAddr,
     /// Receiver of this stream.
     pub server: SocketAddr,
+    /// The Gateway Load Balancer endpoint the stream came through (GENEVE), if any.
+    pub gwlbe: Option<u64>,
+    /// The IP source of the VXLAN datagrams that carried the stream (the mirror's source).
+    pub mirror_source: Option<IpAddr>,
 }
 
 /// Everything the parser writes to.
@@ -86,10 +93,10 @@ pub enum ParserState {
         /// The CR was seen.
         seen_cr: bool,
     },
-    /// Trailer section (`buf` holds it; the current line starts at `line_start`).
+    /// Trailer section, one line at a time (`buf` holds the start of the current line).
     Trailers {
-        /// Offset in `buf` of the line being read.
-        line_start: usize,
+        /// The current line is too long: skipped up to its end.
+        skip_line: bool,
     },
     /// Not HTTP/1 (TLS, HTTP/2, other): ignored.
     Opaque,
@@ -99,12 +106,78 @@ pub enum ParserState {
     Ended,
 }
 
+/// A request whose body is being read.
 #[derive(Debug)]
 pub(super) struct Pending {
     pub(super) req: HttpRequest,
     pub(super) upgrade: bool,
     pub(super) expect_continue: bool,
     pub(super) body_seen: u64,
+    /// Heap bytes of the request but its body and trailers (fixed once built), the box
+    /// included.
+    fixed_cost: usize,
+    /// Heap bytes of the trailer names and values.
+    trailers_cost: usize,
+}
+
+/// What an allocation of `n` bytes costs: rounded up to the allocator's 16-byte granule, plus
+/// 16 bytes of bookkeeping.
+pub(super) fn alloc_cost(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        n.next_multiple_of(16) + 16
+    }
+}
+
+/// Heap bytes of a list of fields (the list and every name and value).
+fn fields_cost(fields: &Vec<(String, Vec<u8>)>) -> usize {
+    alloc_cost(fields.capacity() * std::mem::size_of::<(String, Vec<u8>)>())
+        + fields
+            .iter()
+            .map(|(n, v)| alloc_cost(n.capacity()) + alloc_cost(v.capacity()))
+            .sum::<usize>()
+}
+
+impl Pending {
+    /// A request whose body is awaited (`held`: charged to the budget meanwhile; a request
+    /// emitted at once is never charged and its cost is not computed).
+    pub(super) fn new(
+        req: HttpRequest,
+        upgrade: bool,
+        expect_continue: bool,
+        held: bool,
+    ) -> Box<Pending> {
+        let fixed_cost = if held {
+            alloc_cost(std::mem::size_of::<Pending>())
+                + alloc_cost(req.method.capacity())
+                + alloc_cost(req.target.capacity())
+                + fields_cost(&req.headers)
+        } else {
+            0
+        };
+        Box::new(Pending {
+            req,
+            upgrade,
+            expect_continue,
+            body_seen: 0,
+            fixed_cost,
+            trailers_cost: 0,
+        })
+    }
+
+    /// Heap bytes held now (what is charged to the budget).
+    pub(super) fn cost(&self) -> usize {
+        self.fixed_cost
+            + alloc_cost(self.req.body.capacity())
+            + alloc_cost(self.req.trailers.capacity() * std::mem::size_of::<(String, Vec<u8>)>())
+            + self.trailers_cost
+    }
+
+    pub(super) fn add_trailer(&mut self, name: String, value: Vec<u8>) {
+        self.trailers_cost += alloc_cost(name.capacity()) + alloc_cost(value.capacity());
+        self.req.trailers.push((name, value));
+    }
 }
 
 /// Request parser of one stream.
@@ -112,8 +185,9 @@ pub(super) struct Pending {
 /// Invariants:
 /// - `pending` is `Some` exactly in the body states (`Body` not discarding, `Chunk*`,
 ///   `Trailers`).
-/// - `held` equals `buf.len()` plus the pending body's length, and is charged to the
-///   engine's [`Budget`].
+/// - `held` is every heap byte the parser holds — `buf`'s capacity, the pending request
+///   (fields, body capacity, trailers, the box), the PROXY client's box — and is charged to
+///   the engine's [`Budget`]; no allocation is kept while `buf` is empty.
 /// - A request is pushed to `out` only when every byte of it was delivered with no gap.
 #[derive(Debug)]
 pub struct Parser {
@@ -130,6 +204,11 @@ pub struct Parser {
     pub(super) emitted: u32,
     /// The real client named by the stream's PROXY header (boxed: rare, keeps flows small).
     pub(super) proxied: Option<Box<SocketAddr>>,
+    /// The first line of the head in `buf` was checked: a request line (HTTP/1.x or later).
+    pub(super) line_ok: bool,
+    /// A request of this stream closed the connection (`Connection: close`, HTTP/1.0
+    /// without keep-alive, HTTP/0.9): origins ignore what follows.
+    pub(super) closed: bool,
 }
 
 impl Default for Parser {
@@ -137,9 +216,6 @@ impl Default for Parser {
         Self::new()
     }
 }
-
-/// Capacity a direction's buffer may keep while empty.
-const IDLE_BUF_CAPACITY: usize = 256;
 
 impl Parser {
     /// A parser for a stream joined mid-way: it syncs on the first request line.
@@ -154,6 +230,8 @@ impl Parser {
             candidate_at_line_start: false,
             emitted: 0,
             proxied: None,
+            line_ok: false,
+            closed: false,
         }
     }
 
@@ -189,17 +267,45 @@ impl Parser {
     }
 
     pub(super) fn account(&mut self, budget: &mut Budget) {
-        let now = self.buf.len() + self.pending.as_ref().map_or(0, |p| p.req.body.len());
+        // Idle directions hold no allocation (RSS with many flows).
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = Vec::new();
+        }
+        let now = alloc_cost(self.buf.capacity())
+            + self.pending.as_ref().map_or(0, |p| p.cost())
+            + self
+                .proxied
+                .as_ref()
+                .map_or(0, |_| alloc_cost(std::mem::size_of::<SocketAddr>()));
         if now > self.held {
             budget.used += now - self.held;
         } else {
             budget.give(self.held - now);
         }
         self.held = now;
-        // Idle directions hold no allocation beyond a small one (RSS with many flows).
-        if self.buf.is_empty() && self.buf.capacity() > IDLE_BUF_CAPACITY {
-            self.buf = Vec::new();
+    }
+
+    /// Whether `buf` may grow by `take` bytes within the budget; if so its capacity is
+    /// reserved (exactly what is charged at the next [`Self::account`]).
+    pub(super) fn may_grow(&mut self, take: usize, ctx: &mut Ctx<'_>) -> bool {
+        let need = self.buf.len() + take;
+        let cap = self.buf.capacity();
+        if need <= cap {
+            return true;
         }
+        let new_cap = need.max(cap * 2).max(64);
+        let delta = alloc_cost(new_cap) - alloc_cost(cap);
+        let delta_min = alloc_cost(need) - alloc_cost(cap);
+        let room = ctx.budget.limit.saturating_sub(ctx.budget.used);
+        let new_cap = if delta <= room {
+            new_cap
+        } else if delta_min <= room {
+            need
+        } else {
+            return false;
+        };
+        self.buf.reserve_exact(new_cap - self.buf.len());
+        true
     }
 
     pub(super) fn drop_message(
@@ -228,7 +334,7 @@ impl Parser {
     ) -> bool {
         let (reason, line_start) = if self.buf.len() + take > cap {
             (DropReason::HeadTooLarge, line_start)
-        } else if ctx.budget.used + take > ctx.budget.limit {
+        } else if !self.may_grow(take, ctx) {
             (DropReason::OverBudget, false)
         } else {
             return true;

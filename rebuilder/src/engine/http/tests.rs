@@ -2,10 +2,12 @@ use std::net::SocketAddr;
 
 use proptest::prelude::*;
 
-use super::framing::parse_chunk_size;
-use super::resync::{Line, request_line};
+use super::grammar::Line;
+use super::resync::request_line;
 use super::*;
 use crate::engine::health_check::HealthCheckRule;
+use crate::engine::ranges::AddrRanges;
+use crate::engine::stats::Anomaly;
 use crate::testkit::ParserHarness as H;
 
 const LIMITS: HttpLimits = H::LIMITS;
@@ -44,7 +46,7 @@ fn content_length_body_is_collected_across_pieces() {
 }
 
 #[test]
-fn chunked_body_is_decoded_and_trailers_are_appended() {
+fn chunked_body_is_decoded_and_trailers_are_kept_apart() {
     let mut h = H::new(true);
     h.feed(
         b"POST /c HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n\
@@ -54,7 +56,9 @@ fn chunked_body_is_decoded_and_trailers_are_appended() {
     let r = &h.out[0];
     assert_eq!(r.body, b"hello world");
     assert!(r.chunked);
-    assert_eq!(r.headers.last().unwrap().0, "X-Trailer");
+    assert_eq!(r.trailers, vec![("X-Trailer".to_string(), b"t".to_vec())]);
+    assert_eq!(r.headers.len(), 1, "a trailer is never a header");
+    assert!(r.anomalies.contains(Anomaly::TeCodings));
 }
 
 #[test]
@@ -249,9 +253,20 @@ fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
+/// A parser at a stream start whose sender (10.0.0.1) is a trusted PROXY protocol peer.
+fn trusting() -> H {
+    with(
+        true,
+        HttpLimits {
+            proxy_protocol_from: AddrRanges::parse("10.0.0.0/24").unwrap(),
+            ..LIMITS
+        },
+    )
+}
+
 #[test]
 fn proxy_v1_header_is_stripped_and_names_the_client() {
-    let mut h = H::new(true);
+    let mut h = trusting();
     h.feed(b"PROXY TCP4 198.51.100.22 10.0.0.2 35646 80\r\nGET /a HTTP/1.1\r\n\r\n");
     h.feed(b"GET /b HTTP/1.1\r\n\r\n");
     assert_eq!(h.targets(), ["/a", "/b"]);
@@ -267,25 +282,63 @@ fn proxy_header_split_byte_by_byte_is_recognised() {
     let tlvs = [0x02, 0x00, 0x04, b'h', b'o', b's', b't'];
     let mut wire = proxy::encode_v2(sa("[2001:db8::7]:1111"), sa("[2001:db8::2]:80"), &tlvs);
     wire.extend_from_slice(b"POST /p HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi");
-    let mut h = H::new(true);
+    let mut h = trusting();
     for b in &wire {
         h.feed(std::slice::from_ref(b));
     }
     assert_eq!(h.targets(), ["/p"]);
     assert_eq!(h.out[0].client, sa("[2001:db8::7]:1111"));
     assert_eq!(h.out[0].body, b"hi");
-    assert_eq!(h.budget.used, 0);
+    // Only the client's address is held (charged) until the stream ends.
+    assert_eq!(h.budget.used, 48);
+    h.end();
 }
 
 #[test]
 fn proxy_v2_local_keeps_the_tcp_peer_as_client() {
-    let mut h = H::new(true);
+    let mut h = trusting();
     let mut wire = proxy::encode_v2_local();
     wire.extend_from_slice(b"GET /hc HTTP/1.1\r\n\r\n");
     h.feed(&wire);
     assert_eq!(h.targets(), ["/hc"]);
     assert_eq!(h.out[0].client, h.out[0].peer);
     assert_eq!(h.stats.proxy_headers, 1);
+}
+
+#[test]
+fn a_proxy_header_from_an_untrusted_peer_is_stripped_counted_and_not_believed() {
+    for mut h in [
+        H::new(true),
+        with(
+            true,
+            HttpLimits {
+                proxy_protocol_from: AddrRanges::parse("10.9.0.0/16").unwrap(),
+                ..LIMITS
+            },
+        ),
+    ] {
+        h.feed(b"PROXY TCP4 198.51.100.22 10.0.0.2 35646 80\r\nGET /a HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            h.targets(),
+            ["/a"],
+            "the header is stripped, the request kept"
+        );
+        assert_eq!(
+            h.out[0].client,
+            sa("10.0.0.1:40000"),
+            "the TCP peer is the client"
+        );
+        assert_eq!(h.out[0].client, h.out[0].peer);
+        assert_eq!(h.stats.proxy_headers, 0);
+        assert_eq!(h.stats.drops(DropReason::ProxyHeaderUntrusted), 1);
+    }
+    let mut h = H::new(true);
+    let mut wire = proxy::encode_v2(sa("198.51.100.1:1"), sa("10.0.0.2:80"), &[]);
+    wire.extend_from_slice(b"GET /v2 HTTP/1.1\r\n\r\n");
+    h.feed(&wire);
+    assert_eq!(h.targets(), ["/v2"]);
+    assert_eq!(h.out[0].client, h.out[0].peer);
+    assert_eq!(h.stats.drops(DropReason::ProxyHeaderUntrusted), 1);
 }
 
 #[test]
@@ -352,15 +405,18 @@ fn a_proxy_header_mid_stream_is_not_interpreted() {
 
 #[test]
 fn health_checks_are_dropped_and_counted_other_requests_kept() {
-    let mut h = with(
-        true,
-        HttpLimits {
-            health_checks: HealthCheckRule::default(),
-            ..LIMITS
+    let rule = |from: &str| HttpLimits {
+        health_checks: HealthCheckRule {
+            paths: vec!["/health".into()],
+            from: AddrRanges::parse(from).unwrap(),
+            user_agents: vec![],
         },
-    );
+        ..LIMITS
+    };
+    // The harness's sender is 10.0.0.1: a balancer node here.
+    let mut h = with(true, rule("10.0.0.0/24"));
     h.feed(b"GET /health HTTP/1.1\r\nUser-Agent: ELB-HealthChecker/2.0\r\n\r\n");
-    h.feed(b"GET /page HTTP/1.1\r\nUser-Agent: Mozilla/5.0\r\n\r\n");
+    h.feed(b"GET /page HTTP/1.1\r\nUser-Agent: ELB-HealthChecker/2.0\r\n\r\n");
     h.feed(
         b"POST /health HTTP/1.1\r\nUser-Agent: ELB-HealthChecker/2.0\r\nContent-Length: 1\r\n\r\nx",
     );
@@ -372,6 +428,15 @@ fn health_checks_are_dropped_and_counted_other_requests_kept() {
         3,
         "a health check still proves the direction carries requests"
     );
+    // Not a balancer node: the same request is a request.
+    let mut h = with(true, rule("10.0.5.0/24"));
+    h.feed(b"GET /health HTTP/1.1\r\nUser-Agent: ELB-HealthChecker/2.0\r\n\r\n");
+    assert_eq!(h.targets(), ["/health"]);
+    assert_eq!(h.stats.drops(DropReason::HealthCheck), 0);
+    // No rule (the default): nothing is a health check.
+    let mut h = H::new(true);
+    h.feed(b"GET /health HTTP/1.1\r\nUser-Agent: ELB-HealthChecker/2.0\r\n\r\n");
+    assert_eq!(h.targets(), ["/health"]);
 }
 
 #[test]
@@ -409,7 +474,7 @@ fn head_over_the_cap_is_dropped_and_counted() {
 }
 
 #[test]
-fn too_many_headers_drop_the_message() {
+fn requests_with_more_fields_than_the_cap_keep_the_first_ones_and_are_flagged() {
     let mut h = with(
         true,
         HttpLimits {
@@ -417,18 +482,28 @@ fn too_many_headers_drop_the_message() {
             ..LIMITS
         },
     );
-    h.feed(b"GET /x HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\nGET /y HTTP/1.1\r\nA: 1\r\n\r\n");
-    assert_eq!(h.targets(), ["/y"]);
-    assert_eq!(h.stats.drops(DropReason::TooManyHeaders), 1);
+    h.feed(b"POST /x HTTP/1.1\r\nA: 1\r\nB: 2\r\nContent-Length: 2\r\n\r\nokGET /y HTTP/1.1\r\nA: 1\r\n\r\n");
+    assert_eq!(h.targets(), ["/x", "/y"]);
+    assert_eq!(h.out[0].headers.len(), 2);
+    assert_eq!(
+        h.out[0].body, b"ok",
+        "a field past the cap still frames the body"
+    );
+    assert!(h.out[0].anomalies.contains(Anomaly::TooManyHeaders));
+    assert!(h.out[1].anomalies.is_empty());
+    assert_eq!(h.stats.anomalies(Anomaly::TooManyHeaders), 1);
+    assert_eq!(h.stats.total_drops(), 0);
 }
 
 #[test]
-fn conflicting_framing_is_a_bad_request() {
+fn conflicting_lengths_are_a_bad_request_and_an_unknown_coding_emits_the_head_alone() {
     let mut h = H::new(true);
     h.feed(b"POST /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab");
-    h.feed(b"\r\nPOST /y HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n");
-    assert!(h.out.is_empty());
-    assert_eq!(h.stats.drops(DropReason::BadRequest), 2);
+    h.feed(b"\r\nPOST /y HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\nGET /z HTTP/1.1\r\n\r\n");
+    assert_eq!(h.targets(), ["/y", "/z"]);
+    assert!(h.out[0].body.is_empty());
+    assert!(h.out[0].anomalies.contains(Anomaly::UnknownCoding));
+    assert_eq!(h.stats.drops(DropReason::BadRequest), 1);
 }
 
 #[test]
@@ -454,18 +529,324 @@ fn request_line_check_accepts_only_request_lines() {
     assert_eq!(request_line(b"get / HTTP/1.1\r\n", true), Line::No);
     assert_eq!(request_line(b"get / HTTP/1.1\r\n", false), Line::Yes);
     assert_eq!(request_line(b"HTTP/1.1 200 OK\r\n", false), Line::No);
-    assert_eq!(request_line(b"GET / HTTP/2.0\r\n", true), Line::No);
-    assert_eq!(request_line(b"GET  / HTTP/1.1\r\n", true), Line::No);
+    // What some origin serves is a request line (the grammar module has the full list).
+    assert_eq!(request_line(b"GET / HTTP/2.0\r\n", true), Line::Yes);
+    assert_eq!(request_line(b"GET  / HTTP/1.1  \r\n", true), Line::Yes);
+    assert_eq!(request_line(b"GET\t/ HTTP/1.1\r\n", true), Line::No);
+}
+
+// ---------------------------------------------------------------- leniency (issue 14)
+
+#[test]
+fn request_lines_some_origin_serves_are_emitted_with_their_anomalies() {
+    let mut h = H::new(true);
+    h.feed(b"GET  /two-spaces HTTP/1.1\r\nHost: h\r\n\r\n")
+        .feed(b"GET /v12 HTTP/1.2\r\n\r\n")
+        .feed(b"GET /trailing HTTP/1.1   \r\n\r\n")
+        .feed(b"GET /v20 HTTP/2.0\r\n\r\n")
+        .feed(b"get /lower HTTP/1.1\r\n\r\n")
+        .feed(b"GET /\xe9t\xe9 HTTP/1.1\r\n\r\n");
+    assert_eq!(
+        h.targets(),
+        [
+            "/two-spaces",
+            "/v12",
+            "/trailing",
+            "/v20",
+            "/lower",
+            "/%E9t%E9"
+        ]
+    );
+    let has = |i: usize, a: Anomaly| h.out[i].anomalies.contains(a);
+    assert!(has(0, Anomaly::MultipleSpaces));
+    assert!(has(1, Anomaly::Version) && h.out[1].version == 2);
+    assert!(has(2, Anomaly::TrailingSpace));
+    assert!(has(3, Anomaly::Version) && h.out[3].version_major == 2);
+    assert!(h.out[4].anomalies.is_empty());
+    assert!(has(5, Anomaly::TargetObsText));
+    assert_eq!(h.stats.total_drops(), 0);
+    assert_eq!(h.stats.opaque_flows, 0);
 }
 
 #[test]
-fn chunk_size_lines_are_parsed_strictly() {
-    assert_eq!(parse_chunk_size(b"1a\r\n"), Some(26));
-    assert_eq!(parse_chunk_size(b"1A;name=v\r\n"), Some(26));
-    assert_eq!(parse_chunk_size(b"0\n"), Some(0));
-    assert_eq!(parse_chunk_size(b"\r\n"), None);
-    assert_eq!(parse_chunk_size(b"zz\r\n"), None);
-    assert_eq!(parse_chunk_size(b"1 2\r\n"), None);
+fn an_http09_simple_request_is_emitted_at_once_and_what_follows_is_parsed() {
+    for pieces in [
+        &[&b"GET /nine\r\nGET /next HTTP/1.1\r\n\r\n"[..]][..],
+        &[b"GET /nine\r", b"\nGET /next HTTP/1.1\r\n", b"\r\n"],
+        &[b"GET /ni", b"ne\r\nGET /next HTT", b"P/1.1\r\n\r\n"],
+    ] {
+        let mut h = H::new(true);
+        for p in pieces {
+            h.feed(p);
+        }
+        assert_eq!(h.targets(), ["/nine", "/next"], "{pieces:?}");
+        assert_eq!(h.out[0].version_major, 0);
+        assert!(h.out[0].anomalies.contains(Anomaly::Http09));
+        // HTTP/0.9 closes the connection: what follows is flagged.
+        assert!(h.out[1].anomalies.contains(Anomaly::AfterClose));
+    }
+    // Alone on its stream, it needs no empty line.
+    let mut h = H::new(true);
+    h.feed(b"GET /only\r\n");
+    assert_eq!(h.targets(), ["/only"]);
+}
+
+#[test]
+fn a_stream_is_opaque_only_on_evidence() {
+    for (bytes, opaque) in [
+        (&b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..], true),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", true),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", true),
+        (b"\x00\x01binary stuff here", true),
+        (b"SSH-2.0-OpenSSH_9.6\r\n", false),
+        (b"hello world, not http\r\n", false),
+        (b"GET\t/tab HTTP/1.1\r\n\r\n", false),
+        (b"GET      /many-spaces     HTTP/1.1\r\n\r\n", false),
+    ] {
+        let mut h = H::new(true);
+        h.feed(bytes);
+        assert_eq!(
+            h.parser.state() == ParserState::Opaque,
+            opaque,
+            "{:?}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+    // Text that is no request line is counted and the next request line is still found.
+    let mut h = H::new(true);
+    h.feed(b"hello there\r\nGET /after HTTP/1.1\r\n\r\n");
+    assert_eq!(h.targets(), ["/after"]);
+    assert_eq!(h.stats.drops(DropReason::BadRequest), 1);
+    // The verdict does not depend on segmentation.
+    let mut h = H::new(true);
+    h.feed(b"GE").feed(b"T / HTTP/1.1\r\n\r\n");
+    assert_eq!(h.targets(), ["/"]);
+    let mut h = H::new(true);
+    h.feed(b"\x01").feed(b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(h.parser.state(), ParserState::Opaque);
+}
+
+#[test]
+fn header_leniencies_of_some_origin_keep_the_request_and_the_field() {
+    let mut h = H::new(true);
+    h.feed(
+        b"POST /h HTTP/1.1\r\nFoo@: at\r\nX-Fold: a\r\n b\r\nX-Ctl: a\x01b\r\nX-Cr: c\r\r\n\
+          Content-Length: 2\r\n\r\nok",
+    );
+    assert_eq!(h.targets(), ["/h"]);
+    let r = &h.out[0];
+    assert_eq!(r.header("Foo@"), Some(&b"at"[..]));
+    assert_eq!(r.header("x-fold"), Some(&b"a b"[..]));
+    assert_eq!(r.header("x-ctl"), Some(&b"a\x01b"[..]));
+    assert_eq!(r.header("x-cr"), Some(&b"c"[..]));
+    assert_eq!(r.body, b"ok");
+    for a in [
+        Anomaly::InvalidHeaderName,
+        Anomaly::ObsFold,
+        Anomaly::CtlInValue,
+        Anomaly::CrLineEnd,
+    ] {
+        assert!(r.anomalies.contains(a), "{a}");
+        assert_eq!(h.stats.anomalies(a), 1);
+    }
+    // An obs-folded Transfer-Encoding frames the body (Apache, Go).
+    let mut h = H::new(true);
+    h.feed(b"POST /f HTTP/1.1\r\nTransfer-Encoding:\r\n chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n");
+    assert_eq!(h.targets(), ["/f"]);
+    assert_eq!(h.out[0].body, b"hi");
+}
+
+#[test]
+fn heads_every_origin_refuses_are_counted_and_the_next_request_is_found() {
+    for bad in [
+        &b"GET /a HTTP/1.1\r\nFoo Bar: x\r\n\r\n"[..],
+        b"GET /a HTTP/1.1\r\nHost : x\r\n\r\n",
+        b"GET /a HTTP/1.1\r\n Lead: x\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nX: a\0b\r\n\r\n",
+        b"POST /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    ] {
+        let mut h = H::new(true);
+        h.feed(bad).feed(b"GET /next HTTP/1.1\r\n\r\n");
+        assert_eq!(h.targets(), ["/next"], "{:?}", String::from_utf8_lossy(bad));
+        assert_eq!(h.stats.drops(DropReason::BadRequest), 1);
+    }
+}
+
+#[test]
+fn a_broken_chunked_body_emits_the_head_and_reads_the_bad_line_as_a_request() {
+    // Go's reading of a chunked HTTP/1.0 request: no body, the next bytes a request.
+    let mut h = H::new(true);
+    h.feed(
+        b"POST /p HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n\
+          GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n",
+    );
+    assert_eq!(h.targets(), ["/p", "/smuggled"]);
+    assert!(h.out[0].anomalies.contains(Anomaly::BodyError));
+    assert!(h.out[0].anomalies.contains(Anomaly::TeHttp10));
+    // Split inside the bad line, and after some chunk data.
+    let mut h = H::new(true);
+    h.feed(b"POST /q HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nGET /s")
+        .feed(b"2 HTTP/1.1\r\n\r\n");
+    assert_eq!(h.targets(), ["/q", "/s2"]);
+    assert_eq!(h.out[0].body, b"abc");
+    // Chunk data not followed by its line end.
+    let mut h = H::new(true);
+    h.feed(
+        b"POST /r HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcGET /t HTTP/1.1\r\n\r\n",
+    );
+    assert_eq!(h.targets(), ["/r", "/t"]);
+    assert!(h.out[0].anomalies.contains(Anomaly::BodyError));
+}
+
+#[test]
+fn chunk_sizes_with_many_leading_zeros_and_bare_lf_are_read() {
+    let zeros = "0".repeat(300);
+    let wire = format!(
+        "POST /z HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{zeros}5\r\nhello\r\n5 ;ext\nworld\n0\n\n"
+    );
+    let mut h = H::new(true);
+    h.feed(wire.as_bytes());
+    assert_eq!(h.targets(), ["/z"]);
+    assert_eq!(h.out[0].body, b"helloworld");
+}
+
+#[test]
+fn requests_after_one_that_closed_the_connection_are_flagged() {
+    let mut h = H::new(true);
+    h.feed(b"GET /1 HTTP/1.1\r\nConnection: close\r\n\r\nGET /2 HTTP/1.1\r\n\r\n");
+    h.feed(b"GET /3 HTTP/1.0\r\n\r\n");
+    assert_eq!(h.targets(), ["/1", "/2", "/3"]);
+    assert!(!h.out[0].anomalies.contains(Anomaly::AfterClose));
+    assert!(h.out[1].anomalies.contains(Anomaly::AfterClose));
+    let mut h = H::new(true);
+    h.feed(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.0\r\n\r\nGET /c HTTP/1.1\r\n\r\n");
+    let flags: Vec<bool> = h
+        .out
+        .iter()
+        .map(|r| r.anomalies.contains(Anomaly::AfterClose))
+        .collect();
+    assert_eq!(flags, [false, false, true]);
+}
+
+#[test]
+fn trailers_are_bounded_in_size_and_number_and_odd_lines_are_kept() {
+    let mut h = with(
+        true,
+        HttpLimits {
+            max_headers: 2,
+            max_header_bytes: 64,
+            ..LIMITS
+        },
+    );
+    let long = "v".repeat(100);
+    let wire = format!(
+        "POST /t HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nA: 1\r\nX-Long: {long}\r\nGET /x HTTP/1.1\r\nB: 2\r\nC: 3\r\n\r\nGET /after HTTP/1.1\r\n\r\n"
+    );
+    h.feed(wire.as_bytes());
+    assert_eq!(h.targets(), ["/t", "/after"]);
+    let r = &h.out[0];
+    let names: Vec<&str> = r.trailers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["A", "GET /x HTTP/1.1"]);
+    for a in [Anomaly::BadTrailer, Anomaly::TooManyHeaders] {
+        assert!(r.anomalies.contains(a), "{a}");
+    }
+}
+
+#[test]
+fn a_pending_request_is_charged_at_its_real_cost() {
+    let mut h = H::new(true);
+    let mut head = b"POST /p HTTP/1.1\r\nContent-Length: 100000\r\n".to_vec();
+    for i in 0..60 {
+        head.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+    }
+    head.extend_from_slice(b"\r\n");
+    h.feed(&head);
+    // The fields (names, values, the list), the box and the body's first allocation.
+    let held = h.parser.held();
+    assert!(held > 64 * 1024 + 60 * 48, "{held}");
+    assert_eq!(h.budget.used, held);
+    // A budget that cannot hold the pending request drops it (counted), skipping its body.
+    let mut h = H::with(true, LIMITS, 4096);
+    h.feed(&head);
+    assert_eq!(h.stats.drops(DropReason::OverBudget), 1);
+    assert!(h.budget.used <= 4096);
+    h.feed(&vec![b'x'; 100_000])
+        .feed(b"GET /next HTTP/1.1\r\n\r\n");
+    assert_eq!(h.targets(), ["/next"]);
+    // The body's first allocation is what the budget leaves.
+    let mut h = H::with(true, LIMITS, 3000 + 60 * 200);
+    h.feed(&head);
+    assert!(h.budget.used <= 3000 + 60 * 200);
+    h.feed(&vec![b'y'; 100_000]);
+    assert_eq!(h.targets(), ["/p"]);
+    assert!(h.out[0].body_truncated);
+}
+
+/// `wire` parsed in one piece, and cut at `cuts` (a parser at a stream start each).
+fn whole_and_split(wire: &[u8], cuts: &[prop::sample::Index]) -> (H, H) {
+    let mut whole = H::new(true);
+    whole.feed(wire).end();
+    let mut points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len())).collect();
+    points.push(0);
+    points.push(wire.len());
+    points.sort_unstable();
+    let mut split = H::new(true);
+    for w in points.windows(2) {
+        split.feed(&wire[w[0]..w[1]]);
+    }
+    split.end();
+    (whole, split)
+}
+
+/// Byte strings that exercise the lenient paths (heads, framing, chunks, trailers).
+const ODD: &[&[u8]] = &[
+    b"GET  /a  HTTP/1.1  \r\nHost: h\r\n\r\n",
+    b"GET /nine\r\n",
+    b"GET /v HTTP/1.9\r\nX: a\r\n  b\r\n\r\n",
+    b"POST /c HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 9\r\n\r\n000003;x\r\nabc\r\n0\r\nT: v\r\n\r\n",
+    b"POST /l HTTP/1.0\r\nContent-Length: 003\r\n\r\nxyz",
+    b"hello\r\n",
+    b"GET /e\xe9 HTTP/1.1\r\nFoo@: 1\r\nY: c\r\r\n\r\n",
+    b"POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"POST /u HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n",
+    b"\r\n\r\n",
+    b"GET /k HTTP/1.1\r\nConnection: close\r\n\r\n",
+    b"POST /t HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\nq\n0\nBad line\n\n",
+];
+
+proptest! {
+    /// Odd but served requests, in any order and cut anywhere, parse like one piece, and the
+    /// bytes the parser holds are always what is charged (the harness checks at every step).
+    #[test]
+    fn lenient_streams_split_anywhere_parse_like_one_piece(
+        picks in proptest::collection::vec(0..ODD.len(), 1..8),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..20),
+    ) {
+        let wire: Vec<u8> = picks.iter().flat_map(|&i| ODD[i].iter().copied()).collect();
+        let (whole, split) = whole_and_split(&wire, &cuts);
+        prop_assert_eq!(&split.out, &whole.out, "{:?}", String::from_utf8_lossy(&wire));
+        prop_assert_eq!(split.stats, whole.stats);
+    }
+
+    /// Arbitrary bytes under tiny caps and budgets: never a panic, the budget never exceeded
+    /// by more than one allocation being made, everything returned at the end.
+    #[test]
+    fn arbitrary_bytes_stay_within_caps_and_budget(
+        pieces in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 1..10),
+        odd in proptest::collection::vec(0..ODD.len(), 0..4),
+        budget in 0usize..4096,
+    ) {
+        let limits = HttpLimits { max_header_bytes: 300, max_headers: 4, max_body_bytes: 50, ..LIMITS };
+        let mut h = H::with(true, limits, budget);
+        for (i, p) in pieces.iter().enumerate() {
+            if let Some(&o) = odd.get(i) {
+                h.feed(ODD[o]);
+            }
+            h.feed(p);
+            prop_assert!(h.budget.used <= budget + 512, "{} > {}", h.budget.used, budget);
+        }
+        h.end();
+    }
 }
 
 /// One request of a generated stream, with its wire form.
@@ -560,21 +941,11 @@ proptest! {
         cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..30),
     ) {
         let wire: Vec<u8> = reqs.iter().flat_map(|r| r.wire()).collect();
-        let mut whole = H::new(true);
-        whole.feed(&wire).end();
+        let (whole, split) = whole_and_split(&wire, &cuts);
         prop_assert_eq!(whole.out.len(), reqs.len());
         for (g, r) in reqs.iter().zip(&whole.out) {
             prop_assert!(g.matches(r), "{:?} vs {:?}", g, r);
         }
-        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len())).collect();
-        points.push(0);
-        points.push(wire.len());
-        points.sort_unstable();
-        let mut split = H::new(true);
-        for w in points.windows(2) {
-            split.feed(&wire[w[0]..w[1]]);
-        }
-        split.end();
         prop_assert_eq!(&split.out, &whole.out);
         prop_assert_eq!(split.stats, whole.stats);
     }

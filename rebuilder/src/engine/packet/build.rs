@@ -6,12 +6,15 @@
 //! Headers are written by etherparse's `PacketBuilder` with valid lengths and checksums; a
 //! frame's payload is whatever the caller passes (truncate the result to imitate AWS
 //! PacketLength). VXLAN: [`vxlan_datagram`] (the UDP payload the rebuilder receives) and
-//! [`UdpFrame`] (the outer frame a capture holds).
+//! [`UdpFrame`] (the outer frame a capture holds). GENEVE as a Gateway Load Balancer sends
+//! it: [`geneve_datagram`] (the UDP/6081 payload around the mirror's VXLAN datagram as an IP
+//! packet) and [`geneve_frame`].
 
 use std::net::{IpAddr, SocketAddr};
 
 use etherparse::{PacketBuilder, VlanId};
 
+use crate::engine::encap::geneve::{AwsOptions, GENEVE_PORT, encapsulate_aws_into};
 use crate::engine::encap::vxlan::{VXLAN_PORT, encapsulate};
 
 /// TCP flags of a built segment. `ack` is the ACK flag with its acknowledgment number.
@@ -222,11 +225,77 @@ impl UdpFrame {
         self.write(payload, &mut out);
         out
     }
+
+    /// Appends only the IP packet (no link layer) carrying `payload` to `out`: what a Gateway
+    /// Load Balancer puts inside GENEVE. Panics on mixed address families.
+    pub fn write_ip(&self, payload: &[u8], out: &mut Vec<u8>) {
+        let (sport, dport) = (self.src.port(), self.dst.port());
+        let result = match (self.src.ip(), self.dst.ip()) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => PacketBuilder::ipv4(s.octets(), d.octets(), 64)
+                .udp(sport, dport)
+                .write(out, payload),
+            (IpAddr::V6(s), IpAddr::V6(d)) => PacketBuilder::ipv6(s.octets(), d.octets(), 64)
+                .udp(sport, dport)
+                .write(out, payload),
+            _ => panic!("a UDP packet needs both ends in one address family"),
+        };
+        result.expect("writing to a Vec cannot fail and the sizes are within IP limits");
+    }
 }
 
 /// The VXLAN datagram (a UDP payload, as the rebuilder receives it) carrying `inner`.
 pub fn vxlan_datagram(vni: u32, inner: &[u8]) -> Vec<u8> {
     encapsulate(vni, inner)
+}
+
+/// The GWLB endpoint id of [`geneve_datagram`]'s AWS options when a test does not care
+/// (`vpce-00123456789abcdef`).
+pub const TEST_GWLBE: u64 = 0x0123_4567_89ab_cdef;
+
+/// AWS's three GENEVE options for endpoint `gwlbe` (attachment id and flow cookie derived
+/// from it).
+pub fn aws_options(gwlbe: u64) -> AwsOptions {
+    AwsOptions {
+        endpoint_id: Some(gwlbe),
+        attachment_id: Some(gwlbe.rotate_left(17) ^ 0x5a5a),
+        flow_cookie: Some(gwlbe as u32 ^ 0x0bad_cafe),
+    }
+}
+
+/// The UDP/6081 payload a Gateway Load Balancer sends when a GWLB endpoint is the mirror
+/// target: GENEVE with `aws`'s options around the mirror's VXLAN datagram `vxlan` as an IP
+/// packet from `mirror_src` (the source ENI; port 49152) to the endpoint's address
+/// (10.99.0.2 or fd00:99::2) on UDP/4789.
+pub fn geneve_datagram(aws: &AwsOptions, mirror_src: IpAddr, vxlan: &[u8]) -> Vec<u8> {
+    let endpoint: IpAddr = match mirror_src {
+        IpAddr::V4(_) => [10, 99, 0, 2].into(),
+        IpAddr::V6(_) => [0xfd00, 0x99, 0, 0, 0, 0, 0, 2].into(),
+    };
+    let mut ip = Vec::with_capacity(vxlan.len() + 48);
+    UdpFrame::new(
+        SocketAddr::new(mirror_src, 49152),
+        SocketAddr::new(endpoint, VXLAN_PORT),
+    )
+    .write_ip(vxlan, &mut ip);
+    let mut out = Vec::with_capacity(ip.len() + 40);
+    encapsulate_aws_into(aws, &ip, &mut out);
+    out
+}
+
+/// A captured GENEVE frame: `gwlb_node` (IPv4, as AWS always sends GENEVE) → 10.99.0.1,
+/// UDP 50000 → 6081, carrying [`geneve_datagram`] for VNI `vni` and inner frame `inner`.
+pub fn geneve_frame(
+    gwlb_node: std::net::Ipv4Addr,
+    aws: &AwsOptions,
+    mirror_src: IpAddr,
+    vni: u32,
+    inner: &[u8],
+) -> Vec<u8> {
+    UdpFrame::new(
+        SocketAddr::new(gwlb_node.into(), 50000),
+        SocketAddr::new([10, 99, 0, 1].into(), GENEVE_PORT),
+    )
+    .build(&geneve_datagram(aws, mirror_src, &encapsulate(vni, inner)))
 }
 
 /// A captured outer frame: `outer_src` → 10.99.0.1, UDP 49152 → 4789, VXLAN `vni`, `inner`.

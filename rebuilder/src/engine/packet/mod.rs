@@ -16,7 +16,7 @@ use etherparse::{
 };
 use thiserror::Error;
 
-use crate::engine::encap::vxlan::VXLAN_PORT;
+use crate::engine::encap::Encap;
 
 pub mod build;
 #[cfg(test)]
@@ -35,6 +35,12 @@ pub struct TcpSegment<'a> {
     pub syn: bool,
     /// ACK flag.
     pub ack: bool,
+    /// Acknowledgment number (meaningful with `ack`).
+    pub ack_no: u32,
+    /// Advertised receive window (unscaled).
+    pub window: u16,
+    /// Window scale option (SYN segments only).
+    pub wscale: Option<u8>,
     /// FIN flag.
     pub fin: bool,
     /// RST flag.
@@ -57,8 +63,19 @@ impl TcpSegment<'_> {
 pub enum Parsed<'a> {
     /// A TCP segment.
     Tcp(TcpSegment<'a>),
-    /// A UDP datagram to port 4789: its payload (VXLAN header first).
-    Vxlan(&'a [u8]),
+    /// A UDP datagram to a tunnel port (4789 VXLAN, 6081 GENEVE).
+    Tunnel(Tunnel<'a>),
+}
+
+/// A UDP datagram to a tunnel port, as found in a frame or in a GENEVE packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tunnel<'a> {
+    /// Which tunnel (by destination port).
+    pub encap: Encap,
+    /// The IP source of the datagram: its sender (for VXLAN, the mirror's source ENI).
+    pub source: IpAddr,
+    /// The UDP payload (the tunnel header first).
+    pub payload: &'a [u8],
 }
 
 /// Why a frame yields no TCP segment. Each maps to one drop reason.
@@ -70,19 +87,20 @@ pub enum PacketError {
     /// An IP fragment (fragments are not reassembled).
     #[error("IP fragment")]
     Fragment,
-    /// Not TCP (and not VXLAN where that is allowed).
+    /// Not TCP (and not a tunnel datagram where that is allowed).
     #[error("not a TCP segment")]
     NonTcp,
 }
 
-/// Parses an Ethernet frame. With `vxlan_allowed`, a UDP datagram to port 4789 is returned
-/// as [`Parsed::Vxlan`]; otherwise it is [`PacketError::NonTcp`] (no nested VXLAN).
+/// Parses an Ethernet frame. With `tunnels_allowed`, a UDP datagram to port 4789 or 6081 is
+/// returned as [`Parsed::Tunnel`]; otherwise it is [`PacketError::NonTcp`] (no nested
+/// tunnel: a mirrored host's own VXLAN traffic is not unwrapped).
 ///
 /// Layer by layer with etherparse's header slices (cheaper than the all-in-one
 /// `LaxSlicedPacket`, which copies a large struct per packet): Ethernet II, any number of
-/// 802.1Q / 802.1ad / QinQ tags, then lax IPv4 / IPv6 (a length beyond the captured bytes
-/// yields the bytes present), then TCP or UDP.
-pub fn parse_ethernet(frame: &[u8], vxlan_allowed: bool) -> Result<Parsed<'_>, PacketError> {
+/// 802.1Q / 802.1ad / QinQ tags, then [`parse_ip`].
+#[inline]
+pub fn parse_ethernet(frame: &[u8], tunnels_allowed: bool) -> Result<Parsed<'_>, PacketError> {
     let eth = Ethernet2HeaderSlice::from_slice(frame).map_err(|_| PacketError::Malformed)?;
     let mut ether_type = eth.ether_type();
     let mut rest = &frame[Ethernet2Header::LEN..];
@@ -96,6 +114,18 @@ pub fn parse_ethernet(frame: &[u8], vxlan_allowed: bool) -> Result<Parsed<'_>, P
         ether_type = vlan.ether_type();
         rest = &rest[SingleVlanHeader::LEN..];
     }
+    parse_ip(ether_type, rest, tunnels_allowed)
+}
+
+/// Parses an IP packet whose EtherType is `ether_type` (IPv4 or IPv6; anything else is
+/// [`PacketError::NonTcp`]): lax IPv4 / IPv6 (a length beyond the captured bytes yields the
+/// bytes present), then TCP, or UDP to a tunnel port when `tunnels_allowed`.
+#[inline]
+pub fn parse_ip(
+    ether_type: EtherType,
+    rest: &[u8],
+    tunnels_allowed: bool,
+) -> Result<Parsed<'_>, PacketError> {
     let ip_present = rest.len();
     let (src_ip, dst_ip, claimed_ip_len, payload) = match ether_type {
         EtherType::IPV4 => {
@@ -140,19 +170,32 @@ pub fn parse_ethernet(frame: &[u8], vxlan_allowed: bool) -> Result<Parsed<'_>, P
                 seq: tcp.sequence_number(),
                 syn: tcp.syn(),
                 ack: tcp.ack(),
+                ack_no: tcp.acknowledgment_number(),
+                window: tcp.window_size(),
+                wscale: if tcp.syn() {
+                    tcp.options_iterator().find_map(|o| match o {
+                        Ok(etherparse::TcpOptionElement::WindowScale(s)) => Some(s),
+                        _ => None,
+                    })
+                } else {
+                    None
+                },
                 fin: tcp.fin(),
                 rst: tcp.rst(),
                 payload: tcp.payload(),
                 missing,
             }))
         }
-        ip_number::UDP if vxlan_allowed => {
+        ip_number::UDP if tunnels_allowed => {
             let udp =
                 UdpSlice::from_slice_lax(payload.payload).map_err(|_| PacketError::Malformed)?;
-            if udp.destination_port() == VXLAN_PORT {
-                Ok(Parsed::Vxlan(udp.payload()))
-            } else {
-                Err(PacketError::NonTcp)
+            match Encap::of_port(udp.destination_port()) {
+                Some(encap) => Ok(Parsed::Tunnel(Tunnel {
+                    encap,
+                    source: src_ip,
+                    payload: udp.payload(),
+                })),
+                None => Err(PacketError::NonTcp),
             }
         }
         _ => Err(PacketError::NonTcp),

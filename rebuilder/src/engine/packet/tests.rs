@@ -1,4 +1,4 @@
-use super::build::{TcpFlags, TcpFrame, vxlan_frame};
+use super::build::{TcpFlags, TcpFrame, UdpFrame, vxlan_frame};
 use super::*;
 use etherparse::{PacketBuilder, TcpOptionElement};
 
@@ -102,10 +102,47 @@ fn ipv4_fragment_is_reported() {
 fn udp_to_4789_is_vxlan_only_when_allowed() {
     let f = vxlan_frame([10, 0, 0, 9].into(), 5, b"inner");
     match parse_ethernet(&f, true).unwrap() {
-        Parsed::Vxlan(p) => assert_eq!(&p[8..], b"inner"),
+        Parsed::Tunnel(t) => {
+            assert_eq!(t.encap, Encap::Vxlan);
+            assert_eq!(t.source, IpAddr::from([10, 0, 0, 9]), "the sender is kept");
+            assert_eq!(&t.payload[8..], b"inner");
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(parse_ethernet(&f, false), Err(PacketError::NonTcp));
+}
+
+#[test]
+fn udp_to_6081_is_geneve_and_other_ports_are_not_tunnels() {
+    let to = |port: u16| {
+        UdpFrame::new(
+            addr("10.0.0.9:40000"),
+            SocketAddr::new([10, 0, 0, 1].into(), port),
+        )
+        .build(b"geneve")
+    };
+    match parse_ethernet(&to(6081), true).unwrap() {
+        Parsed::Tunnel(t) => {
+            assert_eq!(t.encap, Encap::Geneve);
+            assert_eq!(t.payload, b"geneve");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(parse_ethernet(&to(6082), true), Err(PacketError::NonTcp));
+    assert_eq!(parse_ethernet(&to(6081), false), Err(PacketError::NonTcp));
+}
+
+#[test]
+fn an_ip_packet_without_a_link_layer_is_parsed_from_its_ethertype() {
+    let f = vxlan_frame([10, 0, 0, 9].into(), 5, b"inner");
+    match parse_ip(etherparse::EtherType::IPV4, &f[14..], true).unwrap() {
+        Parsed::Tunnel(t) => assert_eq!(t.source, IpAddr::from([10, 0, 0, 9])),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        parse_ip(etherparse::EtherType::ARP, &f[14..], true),
+        Err(PacketError::NonTcp)
+    );
 }
 
 #[test]

@@ -78,6 +78,14 @@ pub struct SynthConfig {
     pub isn_wrap: f64,
     /// Encapsulate in VXLAN (otherwise a plain Ethernet capture; VNI 0 in the truth).
     pub vxlan: bool,
+    /// Deliver every VXLAN datagram as a Gateway Load Balancer does when a GWLB endpoint is the
+    /// mirror target: as an IP packet inside GENEVE (UDP/6081, from a GWLB node, IPv4) with
+    /// AWS's options. The inner traffic is the same as without it (no random draw depends on
+    /// it); the truth names the endpoint.
+    pub geneve: bool,
+    /// GWLB endpoint ids (`geneve`), one per connection in turn (an empty list: one default
+    /// endpoint).
+    pub gwlb_endpoints: Vec<u64>,
     /// VNIs, one chosen per connection.
     pub vnis: Vec<u32>,
     /// Timestamp of the first frame (µs since the UNIX epoch).
@@ -86,6 +94,12 @@ pub struct SynthConfig {
     pub max_step_us: u64,
     /// Server response body size (`0..=max`).
     pub max_response_body: usize,
+    /// Fraction of responses sent chunked (HTTP/1.1).
+    pub response_chunked: f64,
+    /// Probability that a server data segment is lost (never captured).
+    pub response_loss: f64,
+    /// Fraction of connections that end with a websocket upgrade (`101`, then frames).
+    pub upgrades: f64,
 }
 
 impl Default for SynthConfig {
@@ -130,10 +144,15 @@ impl Default for SynthConfig {
             tcp_timestamps: 0.0,
             isn_wrap: 0.0,
             vxlan: true,
+            geneve: false,
+            gwlb_endpoints: Vec::new(),
             vnis: vec![4242],
             start_ts_us: 1_700_000_000_000_000,
             max_step_us: 20,
             max_response_body: 2000,
+            response_chunked: 0.2,
+            response_loss: 0.0,
+            upgrades: 0.0,
         }
     }
 }
@@ -185,10 +204,15 @@ impl SynthConfig {
             tcp_timestamps: 0.5,
             isn_wrap: 0.05,
             vxlan: true,
+            geneve: false,
+            gwlb_endpoints: Vec::new(),
             vnis: vec![101, 202, 303],
             start_ts_us: 1_700_000_000_000_000,
             max_step_us: 2,
             max_response_body: 3000,
+            response_chunked: 0.2,
+            response_loss: 0.0,
+            upgrades: 0.0,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use super::config::SynthConfig;
 use super::rng::SplitMix64;
-use crate::engine::request::HttpRequest;
+use crate::engine::request::{HttpRequest, HttpResponse};
 
 /// Body alphabet: no CR, LF or space, so no body can contain a request line.
 pub(super) const BODY_ALPHABET: &[u8] =
@@ -70,26 +70,53 @@ pub(super) fn health_check_request(server: &SocketAddr) -> BuiltRequest {
     .collect();
     let mut bytes = Vec::new();
     write_head("GET", "/health", 1, &headers, &mut bytes);
-    let any = SocketAddr::from(([0, 0, 0, 0], 0));
     BuiltRequest {
         head_len: bytes.len(),
         bytes,
         terminator_at: None,
-        request: HttpRequest {
-            ts_us: 0,
-            vni: 0,
-            client: any,
-            peer: any,
-            server: any,
-            method: "GET".into(),
-            target: "/health".into(),
-            version: 1,
+        request: truth(
+            "GET".into(),
+            "/health".into(),
+            1,
             headers,
-            body: Vec::new(),
-            chunked: false,
-            body_truncated: false,
-        },
+            Vec::new(),
+            false,
+        ),
         expect: false,
+    }
+}
+
+/// A request as the engine must report it (addresses, time and the tunnel are filled in by the
+/// generator when the connection is placed).
+fn truth(
+    method: String,
+    target: String,
+    version: u8,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+    chunked: bool,
+) -> HttpRequest {
+    let any = SocketAddr::from(([0, 0, 0, 0], 0));
+    HttpRequest {
+        ts_us: 0,
+        vni: 0,
+        client: any,
+        peer: any,
+        server: any,
+        gwlbe: None,
+        mirror_source: None,
+        method,
+        target,
+        version,
+        headers,
+        body,
+        chunked,
+        body_truncated: false,
+        version_major: 1,
+        trailers: Vec::new(),
+        anomalies: Default::default(),
+        response: None,
+        response_missing: None,
     }
 }
 
@@ -186,20 +213,7 @@ pub(super) fn random_request(
     } else {
         bytes.extend_from_slice(&body);
     }
-    let request = HttpRequest {
-        ts_us: 0,
-        vni: 0,
-        client: SocketAddr::from(([0, 0, 0, 0], 0)),
-        peer: SocketAddr::from(([0, 0, 0, 0], 0)),
-        server: SocketAddr::from(([0, 0, 0, 0], 0)),
-        method,
-        target,
-        version,
-        headers,
-        body,
-        chunked,
-        body_truncated: false,
-    };
+    let request = truth(method, target, version, headers, body, chunked);
     BuiltRequest {
         bytes,
         head_len,
@@ -209,14 +223,140 @@ pub(super) fn random_request(
     }
 }
 
-pub(super) fn response_bytes(rng: &mut SplitMix64, max_body: usize, head_request: bool) -> Vec<u8> {
-    let n = rng.range(0, max_body);
-    let mut out = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {n}\r\nServer: synth\r\n\r\n"
-    )
-    .into_bytes();
-    if !head_request {
-        rng.fill_from(&mut out, n, BODY_ALPHABET);
+/// One response as bytes and as the engine must report it.
+pub(super) struct BuiltResponse {
+    pub(super) bytes: Vec<u8>,
+    pub(super) response: HttpResponse,
+}
+
+/// A websocket upgrade request (`Connection: Upgrade`), the last of its connection.
+pub(super) fn upgrade_request(conn: u64, index: usize, host: &str) -> BuiltRequest {
+    let headers: Vec<(String, Vec<u8>)> = [
+        ("Host", host.to_string()),
+        ("Upgrade", "websocket".to_string()),
+        ("Connection", "Upgrade".to_string()),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==".to_string()),
+        ("Sec-WebSocket-Version", "13".to_string()),
+        ("X-Request-Id", format!("c{conn}-r{index}")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.into_bytes()))
+    .collect();
+    let mut bytes = Vec::new();
+    write_head("GET", "/ws", 1, &headers, &mut bytes);
+    BuiltRequest {
+        head_len: bytes.len(),
+        bytes,
+        terminator_at: None,
+        request: truth("GET".into(), "/ws".into(), 1, headers, Vec::new(), false),
+        expect: false,
     }
-    out
+}
+
+/// The server's answer to `req`: a status drawn by method, framed by Content-Length, chunked
+/// (`cfg.response_chunked`) or, for the last response of a connection the client closes, by
+/// the end of the stream; no body for HEAD, 204 and 304; `101` for an upgrade request.
+/// Bodies use [`BODY_ALPHABET`] (no status line can appear in them).
+pub(super) fn random_response(
+    rng: &mut SplitMix64,
+    cfg: &SynthConfig,
+    req: &HttpRequest,
+    last_before_close: bool,
+) -> BuiltResponse {
+    let upgrade = req.header("Upgrade").is_some();
+    let (status, reason) = if upgrade {
+        (101, "Switching Protocols")
+    } else {
+        let r = rng.below(100);
+        match r {
+            0..60 => (200, "OK"),
+            60..67 => (201, "Created"),
+            67..74 => (204, "No Content"),
+            74..80 if req.method == "GET" => (304, "Not Modified"),
+            74..80 => (202, "Accepted"),
+            80..84 => (301, "Moved Permanently"),
+            84..94 => (404, "Not Found"),
+            _ => (500, "Internal Server Error"),
+        }
+    };
+    let no_body = req.method == "HEAD" || matches!(status, 101 | 204 | 304);
+    let n = if matches!(status, 101 | 204 | 304) {
+        0
+    } else {
+        rng.range(0, cfg.max_response_body)
+    };
+    let mut body = Vec::new();
+    rng.fill_from(&mut body, n, BODY_ALPHABET);
+    let version = req.version;
+    let framing = if no_body {
+        0
+    } else if last_before_close && rng.chance(0.5) {
+        2 // close-delimited
+    } else if version == 1 && rng.chance(cfg.response_chunked) {
+        1 // chunked
+    } else {
+        0
+    };
+    let mut headers: Vec<(String, Vec<u8>)> = vec![
+        ("Server".into(), b"synth".to_vec()),
+        ("Content-Type".into(), b"text/plain".to_vec()),
+    ];
+    if let Some(id) = req.header("X-Request-Id") {
+        headers.push(("X-Request-Id".into(), id.to_vec()));
+    }
+    if upgrade {
+        headers.push(("Upgrade".into(), b"websocket".to_vec()));
+        headers.push(("Connection".into(), b"Upgrade".to_vec()));
+    } else if framing == 1 {
+        headers.push(("Transfer-Encoding".into(), b"chunked".to_vec()));
+    } else if framing == 0 && status != 204 && status != 304 {
+        headers.push(("Content-Length".into(), n.to_string().into_bytes()));
+    } else if framing == 2 {
+        headers.push(("Connection".into(), b"close".to_vec()));
+    }
+    let mut bytes = format!("HTTP/1.{version} {status} {reason}\r\n").into_bytes();
+    for (k, v) in &headers {
+        bytes.extend_from_slice(k.as_bytes());
+        bytes.extend_from_slice(b": ");
+        bytes.extend_from_slice(v);
+        bytes.extend_from_slice(b"\r\n");
+    }
+    bytes.extend_from_slice(b"\r\n");
+    let mut trailers = Vec::new();
+    if !no_body {
+        if framing == 1 {
+            let mut at = 0;
+            while at < body.len() {
+                let size = rng.range(1, 1500).min(body.len() - at);
+                bytes.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+                bytes.extend_from_slice(&body[at..at + size]);
+                bytes.extend_from_slice(b"\r\n");
+                at += size;
+            }
+            bytes.extend_from_slice(b"0\r\n");
+            if rng.chance(0.2) {
+                bytes.extend_from_slice(b"X-Checksum: 1\r\n");
+                trailers.push(("X-Checksum".to_string(), b"1".to_vec()));
+            }
+            bytes.extend_from_slice(b"\r\n");
+        } else {
+            bytes.extend_from_slice(&body);
+        }
+    }
+    headers.extend(trailers);
+    let body_len = if no_body { 0 } else { body.len() as u64 };
+    BuiltResponse {
+        bytes,
+        response: HttpResponse {
+            ts_us: 0,
+            version,
+            status,
+            reason: reason.to_string(),
+            headers,
+            body: if no_body { Vec::new() } else { body },
+            body_len,
+            chunked: framing == 1,
+            body_truncated: false,
+        },
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! A [`Generator`] is an iterator of timestamped link-layer [`Frame`]s: outer
 //! Ethernet/IPv4|IPv6/UDP 4789/VXLAN frames carrying inner Ethernet (802.1Q optional)/IPv4|IPv6/TCP
-//! segments, or the inner frames alone for a plain capture. Every connection is scripted when it
+//! segments, the same VXLAN datagrams inside GENEVE from a Gateway Load Balancer node
+//! (`SynthConfig::geneve`), or the inner frames alone for a plain capture. Every connection is scripted when it
 //! starts (handshake, requests, server responses, ACKs, close), its segments are then mutated
 //! by the knobs of [`SynthConfig`] (loss, reordering, retransmissions, truncation, duplicate
 //! mirroring, capture start mid-stream), and the connections are interleaved so that
@@ -132,13 +133,29 @@ impl Generator {
                 }
             }
         }
+        if ev.dir == Dir::ServerToClient && ev.end > ev.start {
+            let got = captured_inner.saturating_sub(headers);
+            let ts = self.clock;
+            for (i, &(start, _)) in conn.s_bounds.iter().enumerate() {
+                if start >= ev.start
+                    && start < ev.start + got
+                    && let Some(r) = conn.truth[i].request.response.as_mut()
+                    && r.ts_us == 0
+                {
+                    r.ts_us = ts;
+                }
+            }
+        }
         let (data, orig_len) = if cfg.vxlan {
             let datagram = &mut self.scratch2;
             datagram.clear();
             vxlan::encapsulate_into(conn.vni, &inner[..captured_inner], datagram);
             let (src, alt) = wire::outer_sources(conn.id, cfg.outer_ipv6);
             let src = if duplicate { alt } else { src };
-            let frame = wire::outer_frame(src, conn.outer_sport, datagram);
+            let frame = match conn.gwlbe {
+                Some(gwlbe) => wire::gwlb_frame(src, conn.outer_sport, gwlbe, datagram),
+                None => wire::outer_frame(src, conn.outer_sport, datagram),
+            };
             let len = frame.len() as u32;
             (frame, len)
         } else {

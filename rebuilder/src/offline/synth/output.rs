@@ -25,7 +25,12 @@ pub struct TruthRequest {
     pub expected: bool,
     /// The request as the engine must report it. `ts_us` is the capture time of the first
     /// emitted frame holding the request's first byte (0 if that byte was never captured).
+    /// `request.response` is its response when every byte of it was captured (the engine
+    /// may pair it with nothing else), else `None` with the reason in `response_missing`.
     pub request: HttpRequest,
+    /// The response's position can be told for sure (see the generator's `truth`): the engine
+    /// must pair it. Otherwise it pairs it or reports it missing, never anything else.
+    pub response_certain: bool,
 }
 
 /// Counters of what the generator produced.

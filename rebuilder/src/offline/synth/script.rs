@@ -10,9 +10,13 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::config::SynthConfig;
-use super::http::{BuiltRequest, health_check_request, random_request, response_bytes};
+use super::http::{
+    BuiltRequest, BuiltResponse, health_check_request, random_request, random_response,
+    upgrade_request,
+};
 use super::output::TruthRequest;
 use super::rng::SplitMix64;
+use super::wire::DEFAULT_GWLBE;
 use crate::engine::proxy;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,9 +104,13 @@ pub(super) struct SynthConnection {
     pub(super) events: VecDeque<Ev>,
     /// `(start, end)` of every request in `c_stream`, parallel to `truth`.
     pub(super) bounds: Vec<(usize, usize)>,
+    /// `(start, end)` of every request's final response in `s_stream`, parallel to `truth`.
+    pub(super) s_bounds: Vec<(usize, usize)>,
     pub(super) truth: Vec<TruthRequest>,
     pub(super) outer_sport: u16,
     pub(super) ts_counter: u32,
+    /// The GWLB endpoint it is mirrored through (`SynthConfig::geneve`).
+    pub(super) gwlbe: Option<u64>,
 }
 
 /// Bytes of the IP header of a connection's packets (no options).
@@ -170,12 +178,27 @@ pub(super) fn build_connection(
         c_stream: Vec::new(),
         s_stream: Vec::new(),
         bounds: Vec::new(),
+        s_bounds: Vec::new(),
+        responses: Vec::new(),
+        // Responses draw from a stream of their own: requests do not depend on them.
+        resp_rng: SplitMix64::new(
+            cfg.seed ^ id.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x7E5B,
+        ),
     };
     w.script.push(Dir::ClientToServer, F_SYN, 0, 0);
     w.script.push(Dir::ServerToClient, F_SYN | F_ACK, 0, 0);
     w.script.push(Dir::ClientToServer, F_ACK, 0, 0);
 
-    let requests = requests(cfg, rng, &conn, n, http10, pipelined, &host);
+    let mut requests = requests(cfg, rng, &conn, n, http10, pipelined, &host);
+    // Drawn only when asked: same seeds, same captures as before the knob existed.
+    let upgrade = cfg.upgrades > 0.0 && !http10 && !pipelined && rng.chance(cfg.upgrades);
+    if upgrade
+        && let Some(last) = requests.last_mut()
+        && last.request.method != "HEAD"
+    {
+        let index = requests.len() - 1;
+        *requests.last_mut().expect("a last request") = upgrade_request(id, index, &host);
+    }
     let real_client = w.proxy_header(rng, id, v6, conn.server);
     if pipelined {
         w.pipelined(rng, &requests);
@@ -188,14 +211,21 @@ pub(super) fn build_connection(
         c_stream,
         s_stream,
         bounds,
+        s_bounds,
+        responses,
         ..
     } = w;
     conn.c_stream = c_stream;
     conn.s_stream = s_stream;
     conn.bounds = bounds;
+    conn.s_bounds = s_bounds;
 
     let all = mutate(cfg, rng, script.evs, fin_key, mss, mid_stream);
-    conn.truth = truth(cfg, &conn, &all, requests, real_client);
+    let shape = Shape {
+        pipelined,
+        mid_stream,
+    };
+    conn.truth = truth(cfg, &conn, &all, requests, responses, real_client, shape);
     conn.events = all.into();
     conn
 }
@@ -282,9 +312,17 @@ fn new_connection(cfg: &SynthConfig, rng: &mut SplitMix64, id: u64) -> (SynthCon
         s_stream: Vec::new(),
         events: VecDeque::new(),
         bounds: Vec::new(),
+        s_bounds: Vec::new(),
         truth: Vec::new(),
         outer_sport,
         ts_counter: rng.next_u64() as u32,
+        // Not drawn: a GENEVE capture carries the same inner traffic as a VXLAN one.
+        gwlbe: (cfg.vxlan && cfg.geneve).then(|| {
+            let e = &cfg.gwlb_endpoints;
+            e.get((id % e.len().max(1) as u64) as usize)
+                .copied()
+                .unwrap_or(DEFAULT_GWLBE)
+        }),
     };
     (conn, v6)
 }
@@ -331,6 +369,11 @@ struct StreamWriter<'a> {
     s_stream: Vec<u8>,
     /// `(start, end)` of every request in `c_stream`.
     bounds: Vec<(usize, usize)>,
+    /// `(start, end)` of every final response in `s_stream`.
+    s_bounds: Vec<(usize, usize)>,
+    /// The final responses, parallel to `bounds`.
+    responses: Vec<crate::engine::request::HttpResponse>,
+    resp_rng: SplitMix64,
 }
 
 impl StreamWriter<'_> {
@@ -443,12 +486,23 @@ impl StreamWriter<'_> {
         let end = self.c_stream.len();
         self.client_write(rng, start, end, &cuts);
         let s0 = self.s_stream.len();
-        for r in requests {
-            let resp = response_bytes(rng, self.cfg.max_response_body, r.request.method == "HEAD");
-            self.s_stream.extend_from_slice(&resp);
+        let n = requests.len();
+        for (i, r) in requests.iter().enumerate() {
+            self.response(r, i + 1 == n);
         }
         let s1 = self.s_stream.len();
         self.server_write(rng, s0, s1);
+    }
+
+    /// Appends the final response to `r` to the server's stream (not written yet).
+    fn response(&mut self, r: &BuiltRequest, last: bool) {
+        let closes = last && r.request.header("Connection") == Some(&b"close"[..]);
+        let BuiltResponse { bytes, response } =
+            random_response(&mut self.resp_rng, self.cfg, &r.request, closes);
+        let s0 = self.s_stream.len();
+        self.s_stream.extend_from_slice(&bytes);
+        self.s_bounds.push((s0, self.s_stream.len()));
+        self.responses.push(response);
     }
 
     /// Each request, then its response (with an interim 100 Continue between head and body
@@ -472,10 +526,22 @@ impl StreamWriter<'_> {
                 self.client_write(rng, base, end, &cuts);
             }
             let s0 = self.s_stream.len();
-            let resp = response_bytes(rng, self.cfg.max_response_body, r.request.method == "HEAD");
-            self.s_stream.extend_from_slice(&resp);
+            let last = std::ptr::eq(r, requests.last().expect("a request"));
+            self.response(r, last);
             let s1 = self.s_stream.len();
             self.server_write(rng, s0, s1);
+            if r.request.header("Upgrade").is_some() {
+                // The connection now carries websocket frames both ways.
+                let c0 = self.c_stream.len();
+                self.c_stream
+                    .extend_from_slice(b"\x81\x85abcd\x09\x07\x0f\x08\x0e");
+                let c1 = self.c_stream.len();
+                self.client_write(rng, c0, c1, &[]);
+                let s0 = self.s_stream.len();
+                self.s_stream.extend_from_slice(b"\x81\x05hello");
+                let s1 = self.s_stream.len();
+                self.server_write(rng, s0, s1);
+            }
         }
     }
 
@@ -557,6 +623,14 @@ fn mutate(
             evs[nx].key = ki;
         }
     }
+    if cfg.response_loss > 0.0 {
+        // Drawn only when asked: same seeds, same captures as before the knob existed.
+        for (i, e) in evs.iter().enumerate() {
+            if e.dir == Dir::ServerToClient && e.end > e.start && rng.chance(cfg.response_loss) {
+                lost[i] = true;
+            }
+        }
+    }
     let mut all: Vec<Ev> = evs
         .into_iter()
         .zip(lost)
@@ -572,17 +646,20 @@ fn mutate(
     all
 }
 
-/// The ground truth of a connection whose captured segments are `all`: a request is expected
-/// iff every byte of it was captured; its client is the PROXY header's when the engine can
-/// read that header.
-fn truth(
+/// What decides whether a response's position can be known after losses.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Shape {
+    pub(super) pipelined: bool,
+    pub(super) mid_stream: bool,
+}
+
+/// Merged byte ranges of `dir`'s stream that were captured (after loss and truncation).
+fn coverage(
     cfg: &SynthConfig,
     conn: &SynthConnection,
     all: &[Ev],
-    requests: Vec<BuiltRequest>,
-    real_client: Option<(SocketAddr, usize)>,
-) -> Vec<TruthRequest> {
-    // Coverage of the client stream by captured bytes.
+    dir: Dir,
+) -> Vec<(usize, usize)> {
     let hdr = 14
         + 4 * conn.vlan.len()
         + ip_header_len(&conn.client)
@@ -590,7 +667,7 @@ fn truth(
         + if conn.tcp_ts { 12 } else { 0 };
     let mut covered: Vec<(usize, usize)> = all
         .iter()
-        .filter(|e| e.dir == Dir::ClientToServer && e.end > e.start)
+        .filter(|e| e.dir == dir && e.end > e.start)
         .map(|e| {
             let got = cfg.packet_length.map_or(e.end - e.start, |l| {
                 l.saturating_sub(hdr).min(e.end - e.start)
@@ -607,7 +684,38 @@ fn truth(
             _ => merged.push((a, b)),
         }
     }
+    merged
+}
+
+/// The ground truth of a connection whose captured segments are `all`: a request is expected
+/// iff every byte of it was captured; its client is the PROXY header's when the engine can
+/// read that header. Its response is expected (paired) iff the request is, every byte of the
+/// response was captured, and its position is decidable: on a connection that does not
+/// pipeline, always (each request is sent when the client has received every byte before its
+/// response: the engine re-anchors on that after any loss); on a pipelining connection (or
+/// one joined mid-stream), only when no byte of either direction before it was lost.
+/// Otherwise the request must come out without a response (`gap`: lost bytes).
+#[allow(clippy::too_many_arguments)]
+fn truth(
+    cfg: &SynthConfig,
+    conn: &SynthConnection,
+    all: &[Ev],
+    requests: Vec<BuiltRequest>,
+    responses: Vec<crate::engine::request::HttpResponse>,
+    real_client: Option<(SocketAddr, usize)>,
+    shape: Shape,
+) -> Vec<TruthRequest> {
+    let merged = coverage(cfg, conn, all, Dir::ClientToServer);
     let is_covered = |a: usize, b: usize| merged.iter().any(|&(x, y)| x <= a && b <= y);
+    let s_merged = coverage(cfg, conn, all, Dir::ServerToClient);
+    let s_covered = |a: usize, b: usize| s_merged.iter().any(|&(x, y)| x <= a && b <= y);
+    // Prefix of each stream captured without a hole.
+    let c_clean = merged
+        .first()
+        .map_or(0, |&(x, y)| if x == 0 { y } else { 0 });
+    let s_clean = s_merged
+        .first()
+        .map_or(0, |&(x, y)| if x == 0 { y } else { 0 });
 
     // The engine reads a PROXY header only at a stream start it saw (the SYN) and only
     // when every byte of it up to the addresses was captured.
@@ -617,21 +725,49 @@ fn truth(
             .any(|e| e.dir == Dir::ClientToServer && e.flags & F_SYN != 0);
         (syn && is_covered(0, len)).then_some(real)
     });
+    let health_check = requests.len() == 1
+        && requests[0].request.header("User-Agent") == Some(&b"ELB-HealthChecker/2.0"[..]);
     requests
         .into_iter()
+        .zip(responses)
         .enumerate()
-        .map(|(i, r)| {
+        .map(|(i, (r, resp))| {
             let (a, b) = conn.bounds[i];
+            let (sa, sb) = conn.s_bounds[i];
             let mut request = r.request;
             request.vni = conn.vni;
+            request.gwlbe = conn.gwlbe;
+            // The mirror's first copy of a packet comes from the connection's ENI (a duplicate
+            // from the other end always follows it).
+            request.mirror_source = cfg
+                .vxlan
+                .then(|| super::wire::outer_sources(conn.id, cfg.outer_ipv6).0);
             request.client = proxied.unwrap_or(conn.client);
             request.peer = conn.client;
             request.server = conn.server;
+            let expected = is_covered(a, b);
+            let whole = s_covered(sa, sb);
+            let decidable = if shape.pipelined || shape.mid_stream {
+                c_clean >= b && s_clean >= sb
+            } else {
+                true
+            };
+            let captured = expected && whole && cfg.responses && !health_check;
+            if captured {
+                request.response = Some(Box::new(resp));
+            } else {
+                request.response_missing = Some(if cfg.responses {
+                    crate::engine::request::ResponseMissing::Gap
+                } else {
+                    crate::engine::request::ResponseMissing::InputEnded
+                });
+            }
             TruthRequest {
                 conn: conn.id,
                 index: i as u32,
-                expected: is_covered(a, b),
+                expected,
                 request,
+                response_certain: captured && decidable,
             }
         })
         .collect()

@@ -58,6 +58,52 @@ fn frames_parse_as_vxlan_over_udp_4789() {
 }
 
 #[test]
+fn with_geneve_the_vxlan_datagrams_arrive_inside_gwlb_geneve_and_nothing_else_changes() {
+    let cfg = SynthConfig {
+        connections: 4,
+        ipv6: 0.5,
+        ..SynthConfig::default()
+    };
+    let (plain, plain_truth) = generate(cfg.clone());
+    let (wrapped, truth) = generate(SynthConfig {
+        geneve: true,
+        gwlb_endpoints: vec![7, 8],
+        ..cfg
+    });
+    assert_eq!(plain.len(), wrapped.len());
+    for (p, w) in plain.iter().zip(&wrapped) {
+        let outer = etherparse::SlicedPacket::from_ethernet(&w.data).unwrap();
+        let Some(etherparse::TransportSlice::Udp(u)) = outer.transport else {
+            panic!("not UDP");
+        };
+        assert_eq!(
+            u.destination_port(),
+            crate::engine::encap::geneve::GENEVE_PORT
+        );
+        let g = crate::engine::encap::geneve::GenevePacket::parse(u.payload()).unwrap();
+        assert!(matches!(g.aws.endpoint_id, Some(7 | 8)));
+        assert!(g.aws.attachment_id.is_some() && g.aws.flow_cookie.is_some());
+        // The inner IP packet is the VXLAN datagram of the plain capture, byte for byte.
+        let inner = etherparse::SlicedPacket::from_ip(g.inner).unwrap();
+        let Some(etherparse::TransportSlice::Udp(iu)) = inner.transport else {
+            panic!("inner not UDP");
+        };
+        assert_eq!(iu.destination_port(), VXLAN_PORT);
+        let po = etherparse::SlicedPacket::from_ethernet(&p.data).unwrap();
+        let Some(etherparse::TransportSlice::Udp(pu)) = po.transport else {
+            panic!("not UDP");
+        };
+        assert_eq!(iu.payload(), pu.payload());
+        assert_eq!(w.ts_us, p.ts_us);
+    }
+    for (t, p) in truth.iter().zip(&plain_truth) {
+        assert_eq!(t.request.gwlbe, Some(if t.conn % 2 == 0 { 7 } else { 8 }));
+        assert_eq!(t.request.mirror_source, p.request.mirror_source);
+        assert!(t.request.mirror_source.is_some());
+    }
+}
+
+#[test]
 fn concurrency_interleaves_connections() {
     let cfg = SynthConfig {
         connections: 50,

@@ -4,8 +4,12 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::script::{Dir, Ev, F_ACK, F_FIN, F_PSH, F_RST, F_SYN, SynthConnection, mss_of};
+use crate::engine::encap::geneve::{AwsOptions, GENEVE_PORT, encapsulate_aws_into};
 use crate::engine::encap::vxlan::VXLAN_PORT;
 use crate::engine::packet::build::{TcpFlags, TcpFrame, UdpFrame};
+
+/// The GWLB endpoint of a generated GENEVE capture when none is configured.
+pub(super) const DEFAULT_GWLBE: u64 = 0x0ab1_c2d3_e4f5_a6b7;
 
 /// The two outer sources of connection `id`: its ENI's address, and the peer ENI's (a
 /// packet mirrored from both ends arrives twice, from each).
@@ -42,6 +46,40 @@ pub(super) fn outer_frame(src: IpAddr, sport: u16, datagram: &[u8]) -> Vec<u8> {
         dst: SocketAddr::new(collector, VXLAN_PORT),
     }
     .build(datagram)
+}
+
+/// The GENEVE frame a Gateway Load Balancer node sends to the collector (UDP/6081) when a
+/// GWLB endpoint is the mirror target: the mirror's VXLAN datagram `datagram`, sent by `src`
+/// (port `sport`) to the endpoint's address on UDP/4789, as an IP packet inside GENEVE with
+/// AWS's options for endpoint `gwlbe` (attachment id per endpoint, flow cookie per
+/// connection). AWS sends GENEVE over IPv4 whatever the inner family; the node is one of three
+/// (one per zone) chosen by the flow.
+pub(super) fn gwlb_frame(src: IpAddr, sport: u16, gwlbe: u64, datagram: &[u8]) -> Vec<u8> {
+    let endpoint = match src {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::new(172, 31, 0, 50)),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::new(0xfd00, 0xa, 0, 0, 0, 0, 0, 0x50)),
+    };
+    let mut ip = Vec::with_capacity(datagram.len() + 48);
+    UdpFrame::new(
+        SocketAddr::new(src, sport),
+        SocketAddr::new(endpoint, VXLAN_PORT),
+    )
+    .write_ip(datagram, &mut ip);
+    let aws = AwsOptions {
+        endpoint_id: Some(gwlbe),
+        attachment_id: Some(gwlbe.rotate_left(13) ^ 0x0000_7a7a),
+        flow_cookie: Some(u32::from(sport).wrapping_mul(0x9e37_79b9)),
+    };
+    let mut geneve = Vec::with_capacity(ip.len() + 40);
+    encapsulate_aws_into(&aws, &ip, &mut geneve);
+    let node = Ipv4Addr::new(172, 31, 0, 200 + (sport % 3) as u8);
+    UdpFrame {
+        src_mac: [0x02, 0, 0, 0, 0, 0xc8],
+        dst_mac: [0x02, 0, 0, 0, 0, 0x64],
+        src: SocketAddr::new(IpAddr::V4(node), sport),
+        dst: SocketAddr::new(IpAddr::from(COLLECTOR_V4), GENEVE_PORT),
+    }
+    .build(&geneve)
 }
 
 fn mac_of(ip: &IpAddr) -> [u8; 6] {

@@ -1,0 +1,855 @@
+//! HTTP/1.0 and HTTP/1.1 response extraction from one reassembled server→client stream.
+//!
+//! Driven like the request parser (bytes in order, gaps, end of stream), it tells the pairing
+//! (an [`Answering`]) about every response: where a final response begins (the pairing answers
+//! which request it is for, which decides its framing), when it is complete, when it lost
+//! bytes, and when an unknown number of responses may have been lost.
+//!
+//! Policies:
+//! - **Status line**: `HTTP/1.x SP 3DIGIT` (then SP reason, or the line end); heads parsed with
+//!   httparse's lenient response options (several spaces, obs-fold, spaces before the colon,
+//!   invalid header lines skipped) — what clients accept from servers.
+//! - **Interim responses** (1xx other than 101: `100 Continue`, `103 Early Hints`) are skipped
+//!   (`responses_interim`): they are not the answer.
+//! - **Framing** (RFC 9112 §6.3): no body for a response to HEAD, for 1xx, 204 and 304, and
+//!   for a 2xx to CONNECT; `Transfer-Encoding` ending in `chunked` → chunked (decoded, trailers
+//!   appended to the headers); any other `Transfer-Encoding` → until the end of the stream;
+//!   else `Content-Length` (all values equal, digits only; otherwise the response is malformed);
+//!   else until the end of the stream (close-delimited).
+//! - **Switch**: `101 Switching Protocols`, or a 2xx to CONNECT, ends HTTP on the connection:
+//!   the rest of the stream is ignored.
+//! - **Gaps**: a gap inside a body whose end is known (Content-Length, inside chunk data, a
+//!   close-delimited body) loses that response only and the parser stays framed; anywhere
+//!   else (head, chunk-size line, trailers, between responses) the response in progress is lost
+//!   and an unknown number of responses may be gone: the pairing is told to re-anchor, and the
+//!   parser resynchronises on the next `HTTP/1.x NNN` it finds.
+//! - **Caps**: heads over `max_header_bytes` (or `max_headers` fields) are malformed; bodies
+//!   are kept up to `max_body_bytes` (cut and flagged beyond, counted in full in `body_len`);
+//!   every byte held is charged to the budget (capacity, not length).
+
+use std::mem::MaybeUninit;
+
+use memchr::memmem;
+
+use super::framing::{head_end, parse_chunk_size};
+use crate::engine::reassembly::Budget;
+use crate::engine::request::HttpResponse;
+use crate::engine::stats::{EngineStats, ResponseMissing};
+
+/// Where a response begins: capture time, the server's sequence number of its first byte and
+/// the acknowledgment number carried by that packet (the client bytes the server had then).
+pub use crate::engine::reassembly::At;
+
+/// What the request a response answers means for its framing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Asked {
+    /// The request was HEAD: no body.
+    pub head: bool,
+    /// The request was CONNECT: a 2xx opens a tunnel.
+    pub connect: bool,
+    /// The request is not known (the response is not attributed for sure): a body announced
+    /// by Content-Length is taken as absent when the next bytes are a status line (the
+    /// request may have been HEAD).
+    pub guess: bool,
+}
+
+/// The pairing side of the response parser.
+pub trait Answering {
+    /// A final response begins at `at`: the request it answers, if the pairing knows it for
+    /// sure (`None`: it answers no request held; it is parsed and counted, never paired).
+    fn head(&mut self, at: At) -> Option<Asked>;
+    /// The response whose head was attributed is complete.
+    fn complete(&mut self, response: HttpResponse);
+    /// The response whose head was attributed will not be complete (lost bytes, cap, end).
+    fn lost(&mut self, reason: ResponseMissing);
+    /// An unknown number of responses may have been lost here.
+    fn desync(&mut self, reason: ResponseMissing);
+    /// The connection switched protocols: no more responses.
+    fn switched(&mut self);
+    /// The server's stream ended (`reason`: why the responses still awaited are missing).
+    fn ended(&mut self, reason: ResponseMissing);
+    /// The engine's memory budget.
+    fn budget(&mut self) -> &mut Budget;
+    /// The engine's counters.
+    fn stats(&mut self) -> &mut EngineStats;
+}
+
+/// Caps of the response parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseLimits {
+    /// Largest response head.
+    pub max_header_bytes: usize,
+    /// Most header fields.
+    pub max_headers: usize,
+    /// Largest body kept.
+    pub max_body_bytes: usize,
+}
+
+/// Everything the response parser writes to.
+pub struct RespCtx<'a> {
+    /// Caps.
+    pub limits: &'a ResponseLimits,
+    /// The pairing (and the engine's budget and counters, through it).
+    pub answering: &'a mut dyn Answering,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Looking for a status line.
+    Sync,
+    /// At a message boundary (`buf` empty) or inside a head (`buf` holds it).
+    Head,
+    /// Content-Length body.
+    Body {
+        remaining: u64,
+    },
+    ChunkSize,
+    ChunkData {
+        remaining: u64,
+    },
+    ChunkDataEnd {
+        seen_cr: bool,
+    },
+    Trailers {
+        line_start: usize,
+    },
+    /// Body until the end of the stream.
+    Close,
+    /// After a protocol switch, or a stream that is not HTTP: ignored.
+    Tunnel,
+    Ended,
+}
+
+/// The response in progress (after its head).
+#[derive(Debug)]
+struct Current {
+    resp: HttpResponse,
+    /// The pairing attributed it to a request.
+    attributed: bool,
+    /// Bytes were lost: it is only framed to its end.
+    discard: bool,
+    /// It switches protocols once complete.
+    switch: bool,
+    /// Its request is not known: see [`Asked::guess`].
+    guess: bool,
+}
+
+/// Response parser of one stream.
+///
+/// Invariants:
+/// - `held` is the capacity of `buf` plus the memory of the response in progress, and is
+///   charged to the engine's budget;
+/// - the pairing is told `complete` or `lost` exactly once for each response it attributed.
+#[derive(Debug)]
+pub struct ResponseParser {
+    state: State,
+    buf: Vec<u8>,
+    held: usize,
+    /// Where the message in `buf` (or the next one) begins.
+    msg: At,
+    /// The head in `buf` was checked to start like a status line.
+    verified: bool,
+    /// The head being read is a resync candidate (not at a known message boundary).
+    from_sync: bool,
+    cur: Option<Box<Current>>,
+}
+
+const STATUS_PREFIX: usize = 13; // "HTTP/1.1 200 "
+const HTTP_MARK: &[u8] = b"HTTP/1.";
+const STACK_HEADERS: usize = 128;
+const MAX_CHUNK_LINE: usize = 1024;
+
+/// Whether `b` starts like a status line: `Some(true)` yes, `Some(false)` no, `None` too short.
+fn status_prefix(b: &[u8]) -> Option<bool> {
+    let want = |i: usize, ok: &dyn Fn(u8) -> bool| b.get(i).map(|&c| ok(c));
+    for (i, &m) in HTTP_MARK.iter().enumerate() {
+        match b.get(i) {
+            Some(&c) if c == m => {}
+            Some(_) => return Some(false),
+            None => return None,
+        }
+    }
+    let checks: [&dyn Fn(u8) -> bool; 6] = [
+        &|c| c == b'0' || c == b'1',
+        &|c| c == b' ',
+        &|c: u8| c.is_ascii_digit(),
+        &|c: u8| c.is_ascii_digit(),
+        &|c: u8| c.is_ascii_digit(),
+        &|c| c == b' ' || c == b'\r' || c == b'\n',
+    ];
+    for (k, check) in checks.iter().enumerate() {
+        match want(HTTP_MARK.len() + k, check) {
+            Some(true) => {}
+            Some(false) => return Some(false),
+            None => return None,
+        }
+    }
+    Some(true)
+}
+
+impl Default for ResponseParser {
+    fn default() -> Self {
+        Self::new(false)
+    }
+}
+
+impl ResponseParser {
+    /// A parser at the start of the server's stream (its SYN was seen: the first bytes must be
+    /// a response), or joined mid-way (it syncs on the first status line).
+    pub fn new(at_stream_start: bool) -> ResponseParser {
+        ResponseParser {
+            state: if at_stream_start {
+                State::Head
+            } else {
+                State::Sync
+            },
+            buf: Vec::new(),
+            held: 0,
+            msg: At {
+                ts_us: 0,
+                seq: 0,
+                ack: None,
+            },
+            verified: false,
+            from_sync: !at_stream_start,
+            cur: None,
+        }
+    }
+
+    /// Bytes held (charged to the budget).
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Whether the stream is no longer parsed (switched protocols, not HTTP, ended).
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Tunnel | State::Ended)
+    }
+
+    /// Whether the parser is waiting for its first status line after joining mid-way or
+    /// after lost bytes.
+    pub fn is_syncing(&self) -> bool {
+        self.state == State::Sync
+    }
+
+    fn account(&mut self, budget: &mut Budget) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            // No allocation kept between responses (what is held is what is charged).
+            self.buf = Vec::new();
+        }
+        let now = self.buf.capacity() + self.cur.as_ref().map_or(0, |c| c.resp.held_bytes());
+        if now > self.held {
+            budget.used += now - self.held;
+        } else {
+            budget.give(self.held - now);
+        }
+        self.held = now;
+    }
+
+    /// In-order bytes of the stream; `at` is where `input[0]` is.
+    pub fn data(&mut self, at: At, mut input: &[u8], ctx: &mut RespCtx<'_>) {
+        let end = at.advance(input.len());
+        while !input.is_empty() {
+            let here = At {
+                seq: end.seq.wrapping_sub(input.len() as u32),
+                ..at
+            };
+            input = match self.state {
+                State::Sync => self.sync(here, input, ctx),
+                State::Head => self.head(here, input, ctx),
+                State::Body { .. } if self.bodiless_guess(input) => {
+                    if let Some(c) = self.cur.as_mut() {
+                        c.resp.body = Vec::new();
+                    }
+                    self.finish(ctx);
+                    input
+                }
+                State::Body { remaining } => {
+                    let n = remaining.min(input.len() as u64) as usize;
+                    self.append_body(&input[..n], ctx);
+                    let remaining = remaining - n as u64;
+                    self.state = State::Body { remaining };
+                    if remaining == 0 {
+                        self.finish(ctx);
+                    }
+                    &input[n..]
+                }
+                State::ChunkSize => self.chunk_size(input, ctx),
+                State::ChunkData { remaining } => {
+                    let n = remaining.min(input.len() as u64) as usize;
+                    self.append_body(&input[..n], ctx);
+                    let remaining = remaining - n as u64;
+                    self.state = if remaining == 0 {
+                        State::ChunkDataEnd { seen_cr: false }
+                    } else {
+                        State::ChunkData { remaining }
+                    };
+                    &input[n..]
+                }
+                State::ChunkDataEnd { seen_cr } => match input[0] {
+                    b'\r' if !seen_cr => {
+                        self.state = State::ChunkDataEnd { seen_cr: true };
+                        &input[1..]
+                    }
+                    b'\n' => {
+                        self.state = State::ChunkSize;
+                        &input[1..]
+                    }
+                    _ => {
+                        self.broken(ResponseMissing::Malformed, ctx);
+                        input
+                    }
+                },
+                State::Trailers { line_start } => self.trailers(line_start, input, ctx),
+                State::Close => {
+                    self.append_body(input, ctx);
+                    &[]
+                }
+                State::Tunnel | State::Ended => &[],
+            };
+        }
+        self.account(ctx.answering.budget());
+    }
+
+    /// `len` bytes of the stream were lost.
+    pub fn gap(&mut self, len: u64, ctx: &mut RespCtx<'_>) {
+        match self.state {
+            State::Sync => {
+                self.buf.clear();
+            }
+            State::Head if self.buf.is_empty() => {
+                ctx.answering.desync(ResponseMissing::Gap);
+                self.resync();
+            }
+            State::Head => {
+                self.buf.clear();
+                ctx.answering.desync(ResponseMissing::Gap);
+                self.resync();
+            }
+            State::Body { remaining } => {
+                self.lose(ResponseMissing::Gap, ctx);
+                if len < remaining {
+                    self.state = State::Body {
+                        remaining: remaining - len,
+                    };
+                } else if len == remaining {
+                    self.finish(ctx);
+                } else {
+                    self.cur = None;
+                    ctx.answering.desync(ResponseMissing::Gap);
+                    self.resync();
+                }
+            }
+            State::ChunkData { remaining } if len <= remaining => {
+                self.lose(ResponseMissing::Gap, ctx);
+                self.state = if len == remaining {
+                    State::ChunkDataEnd { seen_cr: false }
+                } else {
+                    State::ChunkData {
+                        remaining: remaining - len,
+                    }
+                };
+            }
+            State::ChunkData { .. }
+            | State::ChunkSize
+            | State::ChunkDataEnd { .. }
+            | State::Trailers { .. } => self.broken(ResponseMissing::Gap, ctx),
+            State::Close => self.lose(ResponseMissing::Gap, ctx),
+            State::Tunnel | State::Ended => {}
+        }
+        self.account(ctx.answering.budget());
+    }
+
+    /// The stream ended: a close-delimited body is complete when `clean` (FIN or RST seen);
+    /// any other response in progress is lost (`reason`); the pairing is told.
+    pub fn end(&mut self, clean: bool, reason: ResponseMissing, ctx: &mut RespCtx<'_>) {
+        match self.state {
+            State::Close if clean => self.finish(ctx),
+            State::Head if self.buf.is_empty() => {}
+            State::Sync | State::Tunnel | State::Ended | State::Head => {}
+            _ => self.lose(reason, ctx),
+        }
+        self.cur = None;
+        self.buf = Vec::new();
+        if self.state != State::Tunnel {
+            ctx.answering.ended(reason);
+        }
+        self.state = State::Ended;
+        self.account(ctx.answering.budget());
+    }
+
+    /// Whether the body of a response whose request is not known is really absent: none of
+    /// it read yet, and the bytes that follow the head are a status line.
+    fn bodiless_guess(&self, input: &[u8]) -> bool {
+        self.cur
+            .as_ref()
+            .is_some_and(|c| c.guess && c.resp.body_len == 0)
+            && status_prefix(input) == Some(true)
+    }
+
+    /// Looks for the next status line (not at a known message boundary any more).
+    fn resync(&mut self) {
+        self.state = State::Sync;
+        self.from_sync = true;
+    }
+
+    /// The response in progress is lost (the pairing is told once); it is still framed.
+    fn lose(&mut self, reason: ResponseMissing, ctx: &mut RespCtx<'_>) {
+        if let Some(c) = self.cur.as_mut()
+            && !c.discard
+        {
+            c.discard = true;
+            c.resp.body = Vec::new();
+            if c.attributed {
+                ctx.answering.lost(reason);
+            }
+        }
+    }
+
+    /// Framing is lost: the response in progress is lost, responses may be gone, resync.
+    fn broken(&mut self, reason: ResponseMissing, ctx: &mut RespCtx<'_>) {
+        self.lose(reason, ctx);
+        self.cur = None;
+        self.buf.clear();
+        ctx.answering.desync(reason);
+        self.resync();
+    }
+
+    fn sync<'i>(&mut self, at: At, input: &'i [u8], ctx: &mut RespCtx<'_>) -> &'i [u8] {
+        if let Some(i) = memmem::find(input, HTTP_MARK) {
+            self.state = State::Head;
+            self.from_sync = true;
+            self.buf.clear();
+            return &input[i..];
+        }
+        // A status line may begin in the last bytes: keep them as a head candidate.
+        let keep = (1..HTTP_MARK.len())
+            .rev()
+            .find(|&k| input.len() >= k && input[input.len() - k..] == HTTP_MARK[..k])
+            .unwrap_or(0);
+        let budget = ctx.answering.budget();
+        if keep > 0 && budget.used + keep <= budget.limit {
+            self.state = State::Head;
+            self.from_sync = true;
+            self.buf = Vec::with_capacity(keep);
+            self.buf.extend_from_slice(&input[input.len() - keep..]);
+            self.msg = at.advance(input.len() - keep);
+            self.verified = false;
+        }
+        &[]
+    }
+
+    /// The bytes at a boundary (or a candidate) are not a response: tell the pairing (when
+    /// the stream was in step) and resync one byte further.
+    fn not_a_response(&mut self, ctx: &mut RespCtx<'_>) {
+        if !self.from_sync {
+            ctx.answering.desync(ResponseMissing::Malformed);
+        }
+        self.from_sync = true;
+        self.resync();
+    }
+
+    fn head<'i>(&mut self, at: At, mut input: &'i [u8], ctx: &mut RespCtx<'_>) -> &'i [u8] {
+        let max = ctx.limits.max_header_bytes;
+        if self.buf.is_empty() {
+            let skip = input
+                .iter()
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count();
+            input = &input[skip..];
+            if input.is_empty() {
+                return input;
+            }
+            self.msg = at.advance(skip);
+            match status_prefix(input) {
+                Some(false) => {
+                    self.not_a_response(ctx);
+                    return &input[1..];
+                }
+                Some(true) => self.verified = true,
+                None => self.verified = false,
+            }
+            if self.verified
+                && let Some(end) = head_end(&[], input)
+            {
+                if end > max {
+                    self.broken(ResponseMissing::Malformed, ctx);
+                    return &input[end..];
+                }
+                self.complete_head(&input[..end], ctx);
+                return &input[end..];
+            }
+            if !self.may_buffer(input.len(), ctx) {
+                return &[];
+            }
+            self.buf.extend_from_slice(input);
+            return &[];
+        }
+        let n = self.buf.len();
+        if !self.verified {
+            let mut probe = [0u8; STATUS_PREFIX];
+            let have = n.min(STATUS_PREFIX);
+            probe[..have].copy_from_slice(&self.buf[..have]);
+            let more = (STATUS_PREFIX - have).min(input.len());
+            probe[have..have + more].copy_from_slice(&input[..more]);
+            match status_prefix(&probe[..have + more]) {
+                Some(false) => {
+                    // Not a status line: scan the held bytes again, one byte further.
+                    let held = std::mem::take(&mut self.buf);
+                    let msg = self.msg;
+                    self.not_a_response(ctx);
+                    self.data(msg.advance(1), &held[1..], ctx);
+                    return input;
+                }
+                Some(true) => self.verified = true,
+                None => {
+                    if self.may_buffer(input.len(), ctx) {
+                        self.buf.extend_from_slice(input);
+                    }
+                    return &[];
+                }
+            }
+        }
+        let prev_start = n.saturating_sub(2);
+        let mut prev = [0u8; 2];
+        prev[..n - prev_start].copy_from_slice(&self.buf[prev_start..]);
+        let end = head_end(&prev[..n - prev_start], input);
+        let take = end.unwrap_or(input.len());
+        if n + take > max {
+            self.broken(ResponseMissing::Malformed, ctx);
+            return &input[take..];
+        }
+        if !self.may_buffer(take, ctx) {
+            return &input[take..];
+        }
+        self.buf.extend_from_slice(&input[..take]);
+        if end.is_some() {
+            let head = std::mem::take(&mut self.buf);
+            self.complete_head(&head, ctx);
+            self.buf = head;
+            self.buf.clear();
+        }
+        &input[take..]
+    }
+
+    /// Whether `take` more head bytes may be held (within the budget); if not, the response
+    /// is lost (`over_budget`) and the parser resyncs.
+    fn may_buffer(&mut self, take: usize, ctx: &mut RespCtx<'_>) -> bool {
+        let grow = (self.buf.len() + take).saturating_sub(self.buf.capacity());
+        if self.buf.len() + take > ctx.limits.max_header_bytes {
+            self.broken(ResponseMissing::Malformed, ctx);
+            return false;
+        }
+        if ctx.answering.budget().used + grow > ctx.answering.budget().limit {
+            self.broken(ResponseMissing::OverBudget, ctx);
+            return false;
+        }
+        // Exact growth: what is charged is the capacity.
+        self.buf.reserve_exact(take);
+        true
+    }
+
+    fn complete_head(&mut self, head: &[u8], ctx: &mut RespCtx<'_>) {
+        let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
+        let mut heap;
+        let slots: &mut [MaybeUninit<httparse::Header<'_>>] =
+            if ctx.limits.max_headers <= STACK_HEADERS {
+                &mut stack[..ctx.limits.max_headers]
+            } else {
+                heap = Vec::with_capacity(ctx.limits.max_headers);
+                heap.resize_with(ctx.limits.max_headers, MaybeUninit::uninit);
+                &mut heap[..]
+            };
+        let mut config = httparse::ParserConfig::default();
+        config
+            .allow_multiple_spaces_in_response_status_delimiters(true)
+            .allow_obsolete_multiline_headers_in_responses(true)
+            .allow_spaces_after_header_name_in_responses(true)
+            .ignore_invalid_headers_in_responses(true);
+        let mut resp = httparse::Response::new(&mut []);
+        let parsed = config.parse_response_with_uninit_headers(&mut resp, head, slots);
+        let (Ok(httparse::Status::Complete(_)), Some(version), Some(status)) =
+            (parsed, resp.version, resp.code)
+        else {
+            return self.broken(ResponseMissing::Malformed, ctx);
+        };
+        self.from_sync = false;
+        if (100..200).contains(&status) && status != 101 {
+            ctx.answering.stats().responses_interim += 1;
+            self.state = State::Head;
+            return;
+        }
+        ctx.answering.stats().responses += 1;
+        let asked = ctx.answering.head(self.msg);
+        if asked.is_none() {
+            ctx.answering.stats().responses_unmatched += 1;
+        }
+        let attributed = asked.is_some();
+        let asked = asked.unwrap_or(Asked {
+            guess: true,
+            ..Asked::default()
+        });
+        let switch = status == 101 || (asked.connect && (200..300).contains(&status));
+        let framing = if asked.head || status == 204 || status == 304 || switch {
+            Ok(Framing::Length(0))
+        } else {
+            framing(resp.headers)
+        };
+        let Ok(framing) = framing else {
+            // The response is there but its length cannot be known: it is lost, and so is
+            // the position of the next ones.
+            if attributed {
+                ctx.answering.lost(ResponseMissing::Malformed);
+            }
+            self.cur = None;
+            ctx.answering.desync(ResponseMissing::Malformed);
+            self.resync();
+            return;
+        };
+        let headers = resp
+            .headers
+            .iter()
+            .map(|h| (h.name.to_owned(), h.value.to_vec()))
+            .collect();
+        let capacity = match framing {
+            Framing::Length(n) => (n.min(64 * 1024) as usize).min(ctx.limits.max_body_bytes),
+            _ => 0,
+        };
+        let capacity = if ctx.answering.budget().used + capacity <= ctx.answering.budget().limit {
+            capacity
+        } else {
+            0
+        };
+        self.from_sync = false;
+        self.cur = Some(Box::new(Current {
+            resp: HttpResponse {
+                ts_us: self.msg.ts_us,
+                version,
+                status,
+                reason: resp.reason.unwrap_or("").to_owned(),
+                headers,
+                body: Vec::with_capacity(capacity),
+                body_len: 0,
+                chunked: matches!(framing, Framing::Chunked),
+                body_truncated: false,
+            },
+            attributed,
+            discard: false,
+            switch,
+            guess: asked.guess,
+        }));
+        // The response's memory must fit the budget; if not it is only framed (lost).
+        let cost = self.cur.as_ref().map_or(0, |c| c.resp.held_bytes());
+        let budget = ctx.answering.budget();
+        if budget.used + cost > budget.limit
+            && let Some(c) = self.cur.as_mut()
+        {
+            c.resp.headers = Vec::new();
+            c.resp.reason = String::new();
+            c.resp.body = Vec::new();
+            let small = c.resp.held_bytes();
+            if budget.used + small > budget.limit {
+                self.cur = None;
+                if attributed {
+                    ctx.answering.lost(ResponseMissing::OverBudget);
+                }
+                ctx.answering.desync(ResponseMissing::OverBudget);
+                self.resync();
+                return;
+            }
+            self.lose(ResponseMissing::OverBudget, ctx);
+        }
+        match framing {
+            Framing::Length(0) => self.finish(ctx),
+            Framing::Length(n) => self.state = State::Body { remaining: n },
+            Framing::Chunked => self.state = State::ChunkSize,
+            Framing::Close => self.state = State::Close,
+        }
+        self.account(ctx.answering.budget());
+    }
+
+    fn append_body(&mut self, bytes: &[u8], ctx: &mut RespCtx<'_>) {
+        let Some(c) = self.cur.as_mut() else {
+            return;
+        };
+        c.resp.body_len += bytes.len() as u64;
+        if c.discard || c.resp.body_truncated {
+            return;
+        }
+        let max = ctx.limits.max_body_bytes;
+        let body = &mut c.resp.body;
+        let mut take = bytes.len().min(max.saturating_sub(body.len()));
+        let need = body.len() + take;
+        if need > body.capacity() {
+            // Capacity is what is charged: grow by doubling within the cap and the budget,
+            // else exactly, else keep what the budget allows.
+            let budget_room = ctx
+                .answering
+                .budget()
+                .limit
+                .saturating_sub(ctx.answering.budget().used);
+            let doubled = need.max(body.capacity() * 2).min(max);
+            let target = if doubled - body.capacity() <= budget_room {
+                doubled
+            } else {
+                need.min(body.capacity() + budget_room)
+            };
+            take = take.min(target - body.len());
+            body.reserve_exact(target - body.len());
+        }
+        if take < bytes.len() {
+            c.resp.body_truncated = true;
+        }
+        body.extend_from_slice(&bytes[..take]);
+        self.account(ctx.answering.budget());
+    }
+
+    /// The response in progress is complete.
+    fn finish(&mut self, ctx: &mut RespCtx<'_>) {
+        self.state = State::Head;
+        let Some(c) = self.cur.take() else {
+            return;
+        };
+        let Current {
+            resp,
+            attributed,
+            discard,
+            switch,
+            ..
+        } = *c;
+        if resp.body_truncated && !discard {
+            ctx.answering.stats().response_bodies_truncated += 1;
+        }
+        if attributed && !discard {
+            ctx.answering.complete(resp);
+        }
+        if switch {
+            ctx.answering.switched();
+            self.buf = Vec::new();
+            self.state = State::Tunnel;
+        }
+        self.account(ctx.answering.budget());
+    }
+
+    fn chunk_size<'i>(&mut self, input: &'i [u8], ctx: &mut RespCtx<'_>) -> &'i [u8] {
+        let (take, complete) = match memchr::memchr(b'\n', input) {
+            Some(j) => (j + 1, true),
+            None => (input.len(), false),
+        };
+        if self.buf.len() + take > MAX_CHUNK_LINE {
+            self.broken(ResponseMissing::Malformed, ctx);
+            return &input[take..];
+        }
+        if !complete {
+            if self.may_buffer(take, ctx) {
+                self.buf.extend_from_slice(input);
+            }
+            return &[];
+        }
+        let size = if self.buf.is_empty() {
+            parse_chunk_size(&input[..take])
+        } else {
+            self.buf.extend_from_slice(&input[..take]);
+            parse_chunk_size(&self.buf)
+        };
+        self.buf.clear();
+        match size {
+            None => self.broken(ResponseMissing::Malformed, ctx),
+            Some(0) => self.state = State::Trailers { line_start: 0 },
+            Some(n) => self.state = State::ChunkData { remaining: n },
+        }
+        &input[take..]
+    }
+
+    fn trailers<'i>(
+        &mut self,
+        line_start: usize,
+        input: &'i [u8],
+        ctx: &mut RespCtx<'_>,
+    ) -> &'i [u8] {
+        let (take, complete) = match memchr::memchr(b'\n', input) {
+            Some(j) => (j + 1, true),
+            None => (input.len(), false),
+        };
+        if !self.may_buffer(take, ctx) {
+            return &input[take..];
+        }
+        self.buf.extend_from_slice(&input[..take]);
+        if !complete {
+            return &[];
+        }
+        let line = &self.buf[line_start..];
+        if line != b"\r\n" && line != b"\n" {
+            self.state = State::Trailers {
+                line_start: self.buf.len(),
+            };
+            return &input[take..];
+        }
+        if line_start > 0 {
+            let mut fields = [httparse::EMPTY_HEADER; 64];
+            match httparse::parse_headers(&self.buf, &mut fields) {
+                Ok(httparse::Status::Complete((_, parsed))) => {
+                    if let Some(c) = self.cur.as_mut() {
+                        c.resp
+                            .headers
+                            .extend(parsed.iter().map(|h| (h.name.to_owned(), h.value.to_vec())));
+                    }
+                }
+                _ => {
+                    self.broken(ResponseMissing::Malformed, ctx);
+                    return &input[take..];
+                }
+            }
+        }
+        self.buf.clear();
+        self.finish(ctx);
+        &input[take..]
+    }
+}
+
+/// Body framing of a response (after the no-body cases).
+enum Framing {
+    Length(u64),
+    Chunked,
+    Close,
+}
+
+fn framing(headers: &[httparse::Header<'_>]) -> Result<Framing, ()> {
+    let mut te_last: Option<&[u8]> = None;
+    let mut length: Option<u64> = None;
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            if let Some(last) = h
+                .value
+                .split(|&b| b == b',')
+                .map(|c| c.trim_ascii())
+                .rfind(|c| !c.is_empty())
+            {
+                te_last = Some(last);
+            }
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            for v in h.value.split(|&b| b == b',') {
+                let v = v.trim_ascii();
+                if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+                    return Err(());
+                }
+                let n: u64 = std::str::from_utf8(v)
+                    .map_err(|_| ())?
+                    .parse()
+                    .map_err(|_| ())?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(());
+                }
+                length = Some(n);
+            }
+        }
+    }
+    Ok(match te_last {
+        Some(c) if c.eq_ignore_ascii_case(b"chunked") => Framing::Chunked,
+        Some(_) => Framing::Close,
+        None => length.map_or(Framing::Close, Framing::Length),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,341 @@
+use super::*;
+use proptest::prelude::*;
+
+/// An [`Answering`] that attributes every response (to requests whose methods are queued in
+/// `asked`) and records what it is told.
+#[derive(Default)]
+struct Rec {
+    asked: Vec<Asked>,
+    heads: Vec<u32>,
+    complete: Vec<HttpResponse>,
+    lost: Vec<ResponseMissing>,
+    desync: Vec<ResponseMissing>,
+    switched: usize,
+    ended: Vec<ResponseMissing>,
+    budget: Budget,
+    stats: EngineStats,
+}
+
+impl Answering for Rec {
+    fn head(&mut self, at: At) -> Option<Asked> {
+        self.heads.push(at.seq);
+        Some(if self.asked.is_empty() {
+            Asked::default()
+        } else {
+            self.asked.remove(0)
+        })
+    }
+    fn complete(&mut self, response: HttpResponse) {
+        self.complete.push(response);
+    }
+    fn lost(&mut self, reason: ResponseMissing) {
+        self.lost.push(reason);
+    }
+    fn desync(&mut self, reason: ResponseMissing) {
+        self.desync.push(reason);
+    }
+    fn switched(&mut self) {
+        self.switched += 1;
+    }
+    fn ended(&mut self, reason: ResponseMissing) {
+        self.ended.push(reason);
+    }
+    fn budget(&mut self) -> &mut Budget {
+        &mut self.budget
+    }
+    fn stats(&mut self) -> &mut EngineStats {
+        &mut self.stats
+    }
+}
+
+const LIMITS: ResponseLimits = ResponseLimits {
+    max_header_bytes: 8192,
+    max_headers: 64,
+    max_body_bytes: 1 << 20,
+};
+
+struct H {
+    p: ResponseParser,
+    r: Rec,
+    limits: ResponseLimits,
+    seq: u32,
+}
+
+impl H {
+    fn new(start: bool) -> H {
+        H::with(start, LIMITS, 1 << 26)
+    }
+    fn with(start: bool, limits: ResponseLimits, budget: usize) -> H {
+        H {
+            p: ResponseParser::new(start),
+            r: Rec {
+                budget: Budget::new(budget),
+                ..Rec::default()
+            },
+            limits,
+            seq: 1000,
+        }
+    }
+    fn check(&self) {
+        assert_eq!(self.r.budget.used, self.p.held(), "held bytes are charged");
+    }
+    fn feed(&mut self, b: &[u8]) -> &mut Self {
+        let at = At {
+            ts_us: 5,
+            seq: self.seq,
+            ack: Some(1),
+        };
+        self.seq = self.seq.wrapping_add(b.len() as u32);
+        let mut ctx = RespCtx {
+            limits: &self.limits,
+            answering: &mut self.r,
+        };
+        self.p.data(at, b, &mut ctx);
+        self.check();
+        self
+    }
+    fn gap(&mut self, n: u64) -> &mut Self {
+        self.seq = self.seq.wrapping_add(n as u32);
+        let mut ctx = RespCtx {
+            limits: &self.limits,
+            answering: &mut self.r,
+        };
+        self.p.gap(n, &mut ctx);
+        self.check();
+        self
+    }
+    fn end(&mut self, clean: bool) -> &mut Self {
+        let mut ctx = RespCtx {
+            limits: &self.limits,
+            answering: &mut self.r,
+        };
+        self.p
+            .end(clean, ResponseMissing::ConnectionClosed, &mut ctx);
+        assert_eq!(self.r.budget.used, 0);
+        self
+    }
+    fn statuses(&self) -> Vec<u16> {
+        self.r.complete.iter().map(|r| r.status).collect()
+    }
+}
+
+#[test]
+fn content_length_response_is_complete_with_its_head_and_body() {
+    let mut h = H::new(true);
+    h.feed(b"HTTP/1.1 201 Created\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhel");
+    assert!(h.r.complete.is_empty());
+    h.feed(b"lo");
+    let r = &h.r.complete[0];
+    assert_eq!(
+        (r.status, r.reason.as_str(), r.version),
+        (201, "Created", 1)
+    );
+    assert_eq!(r.body, b"hello");
+    assert_eq!(r.body_len, 5);
+    assert_eq!(r.header("x-a"), Some(&b"b"[..]));
+    assert_eq!(h.r.heads, [1000]);
+}
+
+#[test]
+fn chunked_close_delimited_and_bodiless_responses_are_framed() {
+    let mut h = H::new(true);
+    h.r.asked = vec![
+        Asked::default(),
+        Asked::default(),
+        Asked::default(),
+        Asked {
+            head: true,
+            connect: false,
+            guess: false,
+        },
+        Asked::default(),
+    ];
+    h.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x\r\nabc\r\n2\r\nde\r\n0\r\nT: 1\r\n\r\n");
+    h.feed(b"HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n");
+    h.feed(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n");
+    h.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n");
+    h.feed(b"HTTP/1.0 200 OK\r\n\r\nuntil the end");
+    assert_eq!(h.statuses(), [200, 204, 304, 200]);
+    assert_eq!(h.r.complete[0].body, b"abcde");
+    assert!(h.r.complete[0].chunked);
+    assert_eq!(h.r.complete[0].headers.last().unwrap().0, "T");
+    h.feed(b" of the stream").end(true);
+    let last = h.r.complete.last().unwrap();
+    assert_eq!(last.body, b"until the end of the stream");
+    assert_eq!(last.version, 0);
+}
+
+#[test]
+fn interim_responses_are_not_the_answer_but_101_is_and_switches() {
+    let mut h = H::new(true);
+    h.feed(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n");
+    h.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    h.feed(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello");
+    assert_eq!(h.statuses(), [200, 101]);
+    assert_eq!(h.r.stats.responses_interim, 2);
+    assert_eq!(h.r.switched, 1);
+    assert!(h.p.is_done());
+}
+
+#[test]
+fn a_2xx_to_connect_opens_a_tunnel() {
+    let mut h = H::new(true);
+    h.r.asked = vec![Asked {
+        head: false,
+        connect: true,
+        guess: false,
+    }];
+    h.feed(b"HTTP/1.1 200 Connection Established\r\nContent-Length: 99\r\n\r\n\x16\x03\x01");
+    assert_eq!(h.statuses(), [200]);
+    assert_eq!(h.r.switched, 1);
+}
+
+#[test]
+fn a_status_line_split_anywhere_parses_like_one_piece() {
+    let wire: &[u8] = b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    for cut in 1..wire.len() {
+        let mut h = H::new(true);
+        h.feed(&wire[..cut]).feed(&wire[cut..]);
+        assert_eq!(h.statuses(), [404, 200], "cut at {cut}");
+    }
+}
+
+#[test]
+fn a_gap_inside_a_framed_body_loses_only_that_response() {
+    let mut h = H::new(true);
+    h.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab");
+    h.gap(3).feed(b"fghij");
+    h.feed(b"HTTP/1.1 201 OK\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(h.r.lost, [ResponseMissing::Gap]);
+    assert!(h.r.desync.is_empty());
+    assert_eq!(h.statuses(), [201]);
+}
+
+#[test]
+fn a_gap_across_responses_desyncs_and_the_parser_resyncs_on_a_status_line() {
+    let mut h = H::new(true);
+    h.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab");
+    h.gap(50)
+        .feed(b"tail of something\r\nHTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(h.r.lost, [ResponseMissing::Gap]);
+    assert_eq!(h.r.desync, [ResponseMissing::Gap]);
+    assert_eq!(h.statuses(), [500]);
+}
+
+#[test]
+fn garbage_in_the_server_direction_is_malformed_and_bounded() {
+    let mut h = H::new(true);
+    h.feed(b"SSH-2.0-OpenSSH\r\n").feed(&[0u8; 5000]);
+    assert_eq!(h.r.desync, [ResponseMissing::Malformed]);
+    assert!(h.r.complete.is_empty());
+    assert_eq!(h.p.held(), 0);
+    // A response after the garbage is still found.
+    h.feed(b"xxHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(h.statuses(), [200]);
+}
+
+#[test]
+fn conflicting_content_lengths_are_malformed() {
+    let mut h = H::new(true);
+    h.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd");
+    assert_eq!(h.r.lost, [ResponseMissing::Malformed]);
+    assert_eq!(h.r.desync, [ResponseMissing::Malformed]);
+}
+
+#[test]
+fn bodies_are_cut_at_the_cap_and_counted_whole() {
+    let mut h = H::with(
+        true,
+        ResponseLimits {
+            max_body_bytes: 4,
+            ..LIMITS
+        },
+        1 << 20,
+    );
+    h.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789");
+    let r = &h.r.complete[0];
+    assert_eq!(
+        (r.body.as_slice(), r.body_len, r.body_truncated),
+        (&b"0123"[..], 10, true)
+    );
+    assert_eq!(h.r.stats.response_bodies_truncated, 1);
+}
+
+#[test]
+fn a_huge_head_is_refused_within_the_cap() {
+    let mut h = H::with(
+        true,
+        ResponseLimits {
+            max_header_bytes: 100,
+            ..LIMITS
+        },
+        1 << 20,
+    );
+    h.feed(b"HTTP/1.1 200 OK\r\n");
+    for _ in 0..10 {
+        h.feed(b"X-Long: 0123456789\r\n");
+    }
+    assert_eq!(h.r.desync, [ResponseMissing::Malformed]);
+    assert!(h.p.held() <= 256);
+}
+
+#[test]
+fn the_end_of_the_stream_loses_a_response_in_progress() {
+    let mut h = H::new(true);
+    h.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab")
+        .end(true);
+    assert_eq!(h.r.lost, [ResponseMissing::ConnectionClosed]);
+    assert_eq!(h.r.ended, [ResponseMissing::ConnectionClosed]);
+}
+
+#[test]
+fn a_mid_stream_join_syncs_on_the_first_status_line() {
+    let mut h = H::new(false);
+    h.feed(b"dy>...</html>HTTP/1.1 302 Found\r\nLocation: /\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(h.statuses(), [302]);
+    assert!(h.r.desync.is_empty());
+}
+
+proptest! {
+    /// Any segmentation of a stream of responses gives the same responses, and the budget
+    /// always matches what the parser holds.
+    #[test]
+    fn any_split_points_parse_like_one_piece(
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+    ) {
+        let wire: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwiki\r\n0\r\n\r\nHTTP/1.1 404 NF\r\nContent-Length: 2\r\n\r\nnoHTTP/1.0 500 x\r\n\r\nrest";
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len())).collect();
+        points.push(0);
+        points.push(wire.len());
+        points.sort_unstable();
+        points.dedup();
+        let mut h = H::new(true);
+        for w in points.windows(2) {
+            h.feed(&wire[w[0]..w[1]]);
+        }
+        h.end(true);
+        prop_assert_eq!(h.statuses(), [200, 404, 500]);
+        prop_assert_eq!(&h.r.complete[0].body, b"wiki");
+        prop_assert_eq!(&h.r.complete[2].body, b"rest");
+    }
+
+    /// Arbitrary bytes and gaps never panic and never leave bytes uncharged.
+    #[test]
+    fn arbitrary_input_is_bounded(
+        ops in proptest::collection::vec(
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..200).prop_map(Ok),
+                (1u64..300).prop_map(Err),
+            ],
+            0..20),
+    ) {
+        let mut h = H::with(true, ResponseLimits { max_header_bytes: 300, max_headers: 8, max_body_bytes: 64 }, 4096);
+        for op in &ops {
+            match op {
+                Ok(b) => { h.feed(b); }
+                Err(n) => { h.gap(*n); }
+            }
+        }
+        h.end(false);
+    }
+}

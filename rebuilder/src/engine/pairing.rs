@@ -1,0 +1,724 @@
+//! Pairing: every request of a connection with the response the server gave it, in order.
+//!
+//! HTTP/1.x answers requests in the order they were sent (pipelining included), so pairing
+//! is counting — as long as nothing is lost. One [`Pairing`] per connection (held by the
+//! request direction) keeps the requests that wait for their response, oldest first, and is
+//! told by the response parser ([`Answering`]) where each response begins.
+//!
+//! Policies (the rule: a response is paired only when its position is known for sure; a
+//! request whose response cannot be told for sure goes out without one, with the reason):
+//!
+//! - **In step** (`anchored`): the next response answers the oldest waiting request. It is
+//!   still checked against TCP causality: the server cannot answer a request it has not
+//!   received (the response's ACK number must be past the request's first byte) and the client
+//!   cannot have sent a request after receiving its answer (the request's ACK number must not
+//!   be past the response's first byte). A response that fails the check answers nothing held
+//!   (`responses_unmatched`: a response without a request, more responses than requests,
+//!   unsolicited answers such as a 408 before a close) and shifts nothing.
+//! - **Out of step**: after lost bytes where responses are not framed (between responses, in a
+//!   head, in a chunk-size line), after a malformed response, or when lost client bytes may have
+//!   held requests, the number of responses or requests missed is unknown. Every request then
+//!   waiting is marked with that reason, and pairing resumes only on positive evidence: a
+//!   response that begins exactly where the client's ACK number stood when it sent a waiting
+//!   request (the client had received every byte before that response, and none of it, when it
+//!   sent the request: the response answers that request unless the client pipelined it behind
+//!   an unanswered one) and that the causality check accepts. Pairing does not resume that way
+//!   on a connection where pipelining was seen (two requests sent with the same ACK number).
+//!   The requests before the one re-anchored on go out without a response (the reason marked).
+//! - **Directions out of order**: a response that arrives while no request waits, but whose
+//!   ACK number shows the server had client bytes not parsed yet (the mirror delivered the
+//!   server's packets ahead of the client's), may answer a request still to come: the stream
+//!   goes out of step (`reordered`) instead of counting it as a response without a request.
+//!   Lost client bytes that the server acknowledged are skipped at once (they will not be
+//!   retransmitted), so requests behind them are not held back behind their own responses.
+//! - **Given up**: a request waits at most `response_timeout_us` (capture clock) after it is
+//!   complete, `server_wait_us` when the server's direction has not been seen, then goes out
+//!   without its response (`timeout`, or `server_not_seen`, after which later requests of the
+//!   connection do not wait at all until the server's direction shows up); at most
+//!   `max_pending` wait per connection (the oldest goes out first, `over_budget`); every byte
+//!   held is charged to the engine's budget (a request that does not fit goes out at once,
+//!   `over_budget`), and a request given up keeps its place in the count.
+//! - **Ends**: the server's stream ending (FIN, RST) gives up what is still waiting
+//!   (`connection_closed`), so does the connection's state ending (`flow_evicted`,
+//!   `connection_closed` when it expired, `input_ended` at the end of a capture).
+
+use std::collections::VecDeque;
+
+use crate::engine::http::response::{Answering, Asked, At, ResponseParser};
+use crate::engine::reassembly::{Budget, seq_diff};
+use crate::engine::request::{HttpRequest, HttpResponse};
+use crate::engine::stats::{EngineStats, ResponseMissing};
+
+/// The caps of pairing (copied from the engine configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PairingLimits {
+    /// How long a complete request waits for its response (capture clock, µs).
+    pub response_timeout_us: u64,
+    /// ... while the server's direction has not been seen at all.
+    pub server_wait_us: u64,
+    /// Requests waiting per connection.
+    pub max_pending: usize,
+}
+
+/// Memory a waiting slot costs besides its request.
+const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
+
+/// One request in the count.
+#[derive(Debug)]
+struct Slot {
+    /// The request, while it waits (`None`: already emitted without its response).
+    req: Option<Box<HttpRequest>>,
+    /// Bytes charged for it.
+    held: usize,
+    /// Client sequence number at or before its first byte.
+    start: u32,
+    /// ACK number of the packet that carried its first byte (what the client had received).
+    ack: Option<u32>,
+    /// ACK number of the client packet parsed before that one (`None`: none seen). Equal to
+    /// `ack`: the request was sent in one burst with the bytes before it (pipelining).
+    prev_ack: Option<u32>,
+    /// When it is given up.
+    deadline_us: u64,
+    /// Unknown requests (lost client bytes) may precede it.
+    unknown_before: bool,
+    /// Why its response would be missing if it never comes (set when the stream went out of
+    /// step while it waited).
+    hint: Option<ResponseMissing>,
+    asked: Asked,
+}
+
+impl Slot {
+    /// The client received bytes between the packet before this request and the request
+    /// (so it was not sent in one burst with what precedes it).
+    fn sequential(&self) -> bool {
+        matches!((self.prev_ack, self.ack), (Some(p), Some(c)) if seq_diff(c, p) > 0)
+    }
+}
+
+/// What pairing writes to.
+pub struct PairCtx<'a> {
+    /// Caps.
+    pub limits: &'a PairingLimits,
+    /// The engine's memory budget.
+    pub budget: &'a mut Budget,
+    /// Counters.
+    pub stats: &'a mut EngineStats,
+    /// Emitted requests.
+    pub out: &'a mut Vec<HttpRequest>,
+}
+
+/// The pairing state of one connection (see the module documentation).
+///
+/// Invariants:
+/// - `queue` is in the order requests were sent; `anchored` ⇒ the next response answers
+///   `queue[skip]` ... in other words: the next `skip` responses answer requests already
+///   given up, then the front answers the next one;
+/// - `current` ⇒ `anchored` was true when the front's response head was attributed, and the
+///   front waits for `complete` or `lost`;
+/// - `held` is the sum of the slots' `held`, charged to the budget.
+#[derive(Debug)]
+pub struct Pairing {
+    queue: VecDeque<Slot>,
+    skip: u32,
+    anchored: bool,
+    /// Why the stream is out of step.
+    desync: ResponseMissing,
+    pipelined: bool,
+    current: bool,
+    /// Unknown requests may follow the last slot.
+    unknown_tail: bool,
+    server_seen: bool,
+    server_absent: bool,
+    switched: bool,
+    ended: bool,
+    held: usize,
+    /// Where the client message in progress began: a sequence number at or before its first
+    /// byte and the ACK number of the packet that carried it.
+    /// (The ACK number of the client chunk before it, see [`Slot::prev_ack`].)
+    pub(crate) msg_at: (u32, Option<u32>, Option<u32>),
+    /// ACK number of the last client chunk parsed.
+    pub(crate) last_chunk_ack: Option<u32>,
+    /// The parser of the server's stream (kept with the pairing it informs; `None` until the
+    /// server's direction sends something while this connection is tracked).
+    pub(crate) resp: Option<ResponseParser>,
+    /// The client's stream has been parsed up to this sequence number.
+    client_next: Option<u32>,
+    /// Responses that came ahead of their request (at most [`MAX_EARLY`]), oldest first.
+    early: VecDeque<(At, HttpResponse)>,
+    /// Bytes they hold (charged).
+    early_held: usize,
+    /// The response in progress came ahead of its request.
+    current_early: Option<At>,
+}
+
+/// Responses kept while their requests may still come.
+const MAX_EARLY: usize = 4;
+
+impl Pairing {
+    /// Pairing for a connection; `in_step` when its client stream was seen from its start.
+    pub fn new(in_step: bool) -> Pairing {
+        Pairing {
+            queue: VecDeque::new(),
+            skip: 0,
+            anchored: in_step,
+            desync: ResponseMissing::Gap,
+            pipelined: false,
+            current: false,
+            unknown_tail: false,
+            server_seen: false,
+            server_absent: false,
+            switched: false,
+            ended: false,
+            held: 0,
+            msg_at: (0, None, None),
+            last_chunk_ack: None,
+            resp: None,
+            client_next: None,
+            early: VecDeque::new(),
+            early_held: 0,
+            current_early: None,
+        }
+    }
+
+    /// Requests waiting.
+    pub fn pending(&self) -> usize {
+        self.queue.iter().filter(|s| s.req.is_some()).count()
+    }
+
+    /// Whether nothing waits and nothing is held.
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Whether nothing waits, nothing is in progress and nothing is kept.
+    pub fn is_done(&self) -> bool {
+        self.queue.is_empty()
+            && !self.current
+            && self.early.is_empty()
+            && self.current_early.is_none()
+    }
+
+    /// Bytes charged to the budget.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// The earliest deadline of a waiting request.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.queue.front().map(|s| s.deadline_us)
+    }
+
+    /// Drops the server stream's parser (its connection's state ends), returning what it holds.
+    pub fn drop_parser(&mut self, budget: &mut Budget) {
+        if let Some(r) = self.resp.take() {
+            budget.give(r.held());
+        }
+        budget.give(self.early_held);
+        self.early_held = 0;
+        self.early.clear();
+    }
+
+    /// Forgets the responses kept for requests still to come (counted as unmatched).
+    fn drop_early(&mut self, ctx: &mut PairCtx<'_>) {
+        ctx.stats.responses_unmatched += self.early.len() as u64;
+        ctx.budget.give(self.early_held);
+        self.early_held = 0;
+        self.early.clear();
+    }
+
+    /// The server's stream is out of step from here on (joined mid-way, its state lost).
+    pub fn out_of_step(&mut self, reason: ResponseMissing) {
+        self.current = false;
+        self.go_out_of_step(reason);
+    }
+
+    /// The server's stream starts again (a new server direction after the old one's state
+    /// was lost): it may answer again.
+    pub fn server_restarts(&mut self) {
+        self.ended = false;
+    }
+
+    /// The client's stream was parsed up to `next` (exclusive).
+    pub fn client_parsed(&mut self, next: u32) {
+        self.client_next = Some(next);
+    }
+
+    /// Whether a response whose packet acknowledges `ack` answers client bytes not parsed yet
+    /// (the mirror delivered the server's direction ahead of the client's).
+    fn ahead_of_requests(&self, ack: Option<u32>) -> bool {
+        match (ack, self.client_next) {
+            (Some(a), Some(n)) => seq_diff(a, n) > 0,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
+    /// The server's direction was seen (a packet of it reached the engine).
+    pub fn server_seen(&mut self) {
+        self.server_seen = true;
+        self.server_absent = false;
+    }
+
+    /// Lost client bytes may have held requests (a gap, or a message the request parser
+    /// dropped): their responses cannot be counted.
+    pub fn unknown_requests(&mut self) {
+        self.unknown_tail = true;
+    }
+
+    /// A complete request, whose first byte is at client sequence number `start` (or after)
+    /// and was carried by a packet acknowledging `ack`; `now_us` is the capture time.
+    pub fn push(
+        &mut self,
+        req: HttpRequest,
+        start: u32,
+        ack: Option<u32>,
+        prev_ack: Option<u32>,
+        now_us: u64,
+        ctx: &mut PairCtx<'_>,
+    ) {
+        let asked = Asked {
+            head: req.method.eq_ignore_ascii_case("HEAD"),
+            connect: req.method.eq_ignore_ascii_case("CONNECT"),
+            guess: false,
+        };
+        if let Some((at, resp)) = self.early.pop_front() {
+            // A response that came ahead of its request (directions out of order): it answers
+            // this one if nothing waits before it, causality holds and its framing fits.
+            self.early_held -= resp.held_bytes();
+            ctx.budget.give(resp.held_bytes());
+            let probe = Slot {
+                req: None,
+                held: 0,
+                start,
+                ack,
+                prev_ack: None,
+                deadline_us: 0,
+                unknown_before: false,
+                hint: None,
+                asked,
+            };
+            let fits = fits_of(asked, &resp);
+            let in_step = self.anchored && self.queue.is_empty() && !self.unknown_tail;
+            if in_step && Pairing::causal(&probe, at) && fits {
+                emit(req, Some(resp), None, ctx);
+                return;
+            }
+            let unsolicited = at.ack.is_some_and(|a| seq_diff(a, start) <= 0);
+            if in_step && unsolicited && self.early.is_empty() {
+                // The server had not received this request: the response answered nothing
+                // held (a 408 before a close, ...): the count goes on.
+                ctx.stats.responses_unmatched += 1;
+                self.push_slot(req, start, ack, prev_ack, now_us, asked, ctx);
+                return;
+            }
+            if !in_step && self.queue.is_empty() && !self.pipelined {
+                // Out of step: the evidence rule, over the kept responses.
+                let mut kept = Some((at, resp));
+                while let Some((at, resp)) = kept.take() {
+                    let sequential =
+                        prev_ack.is_some_and(|p| ack.is_some_and(|c| seq_diff(c, p) > 0));
+                    if ack == Some(at.seq)
+                        && sequential
+                        && Pairing::causal(&probe, at)
+                        && fits_of(asked, &resp)
+                    {
+                        self.unknown_tail = false;
+                        self.anchored = true;
+                        self.skip = 0;
+                        emit(req, Some(resp), None, ctx);
+                        return;
+                    }
+                    ctx.stats.responses_unmatched += 1;
+                    if let Some((at, resp)) = self.early.pop_front() {
+                        self.early_held -= resp.held_bytes();
+                        ctx.budget.give(resp.held_bytes());
+                        kept = Some((at, resp));
+                    }
+                }
+            } else {
+                ctx.stats.responses_unmatched += 1;
+            }
+            self.drop_early(ctx);
+            self.go_out_of_step(ResponseMissing::Reordered);
+        }
+        if let Some(at) = self.current_early {
+            // The response in progress came ahead of this request.
+            let probe = Slot {
+                req: None,
+                held: 0,
+                start,
+                ack,
+                prev_ack: None,
+                deadline_us: 0,
+                unknown_before: false,
+                hint: None,
+                asked,
+            };
+            if self.anchored
+                && self.queue.is_empty()
+                && self.early.is_empty()
+                && !self.unknown_tail
+                && Pairing::causal(&probe, at)
+            {
+                self.current_early = None;
+                // Now the front, its response in progress (`current` stays set).
+                self.push_slot(req, start, ack, prev_ack, now_us, asked, ctx);
+                return;
+            }
+            self.go_out_of_step(ResponseMissing::Reordered);
+        }
+        if self.switched || self.server_absent || self.ended {
+            let reason = if self.switched {
+                ResponseMissing::Malformed
+            } else if self.ended {
+                ResponseMissing::ConnectionClosed
+            } else {
+                ResponseMissing::ServerNotSeen
+            };
+            emit(req, None, Some(reason), ctx);
+            return;
+        }
+        self.push_slot(req, start, ack, prev_ack, now_us, asked, ctx);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_slot(
+        &mut self,
+        req: HttpRequest,
+        start: u32,
+        ack: Option<u32>,
+        prev_ack: Option<u32>,
+        now_us: u64,
+        asked: Asked,
+        ctx: &mut PairCtx<'_>,
+    ) {
+        if let Some(last) = self.queue.back()
+            && last.req.is_some()
+            && ack.is_some()
+            && last.ack == ack
+            && !self.unknown_tail
+        {
+            self.pipelined = true;
+        }
+        while self.queue.len() >= ctx.limits.max_pending.max(1) {
+            self.give_up_front(ResponseMissing::OverBudget, ctx);
+        }
+        let wait = if self.server_seen {
+            ctx.limits.response_timeout_us
+        } else {
+            ctx.limits.server_wait_us
+        };
+        let mut slot = Slot {
+            req: None,
+            held: 0,
+            start,
+            ack,
+            prev_ack,
+            deadline_us: now_us.saturating_add(wait),
+            unknown_before: std::mem::take(&mut self.unknown_tail),
+            hint: None,
+            asked,
+        };
+        let cost = req.held_bytes() + SLOT_BYTES;
+        if ctx.budget.try_take(cost) {
+            slot.held = cost;
+            self.held += cost;
+            slot.req = Some(Box::new(req));
+        } else {
+            emit(req, None, Some(ResponseMissing::OverBudget), ctx);
+        }
+        if self.queue.is_empty() && slot.unknown_before && !self.current {
+            self.go_out_of_step(ResponseMissing::Gap);
+        }
+        if !self.anchored {
+            slot.hint = Some(self.desync);
+        }
+        self.queue.push_back(slot);
+    }
+
+    /// Gives up the requests whose deadline passed.
+    pub fn expire(&mut self, now_us: u64, ctx: &mut PairCtx<'_>) {
+        while let Some(front) = self.queue.front() {
+            if front.deadline_us > now_us {
+                break;
+            }
+            let reason = if self.server_seen {
+                ResponseMissing::Timeout
+            } else {
+                self.server_absent = true;
+                ResponseMissing::ServerNotSeen
+            };
+            self.give_up_front(reason, ctx);
+        }
+        if self.server_absent {
+            // The server's direction is elsewhere: nothing more waits.
+            while !self.queue.is_empty() {
+                self.give_up_front(ResponseMissing::ServerNotSeen, ctx);
+            }
+        }
+    }
+
+    /// Gives up every waiting request (the connection's state ends).
+    pub fn flush(&mut self, reason: ResponseMissing, ctx: &mut PairCtx<'_>) {
+        while !self.queue.is_empty() {
+            self.give_up_front(reason, ctx);
+        }
+        self.drop_early(ctx);
+    }
+
+    /// The front goes out without its response; while in step its response is still to
+    /// come, so the next one is skipped.
+    fn give_up_front(&mut self, reason: ResponseMissing, ctx: &mut PairCtx<'_>) {
+        let Some(slot) = self.queue.pop_front() else {
+            return;
+        };
+        if self.current {
+            // Its response is in progress: it will be ignored when it completes.
+            self.current = false;
+        } else if self.anchored {
+            self.skip += 1;
+        }
+        self.release(slot, Some(reason), None, ctx);
+        self.after_front_change();
+    }
+
+    fn release(
+        &mut self,
+        slot: Slot,
+        reason: Option<ResponseMissing>,
+        resp: Option<HttpResponse>,
+        ctx: &mut PairCtx<'_>,
+    ) {
+        ctx.budget.give(slot.held);
+        self.held -= slot.held;
+        if let Some(req) = slot.req {
+            let reason = if resp.is_some() {
+                None
+            } else {
+                Some(slot.hint.or(reason).unwrap_or(ResponseMissing::Timeout))
+            };
+            emit(*req, resp, reason, ctx);
+        }
+    }
+
+    /// The front changed: unknown requests before it put the stream out of step.
+    fn after_front_change(&mut self) {
+        if self.anchored
+            && !self.current
+            && self
+                .queue
+                .front()
+                .map_or(self.unknown_tail, |s| s.unknown_before)
+            && self.skip == 0
+        {
+            self.go_out_of_step(ResponseMissing::Gap);
+        }
+    }
+
+    fn go_out_of_step(&mut self, reason: ResponseMissing) {
+        if self.anchored {
+            self.desync = reason;
+        }
+        self.anchored = false;
+        self.skip = 0;
+        for s in &mut self.queue {
+            s.hint.get_or_insert(reason);
+        }
+    }
+
+    /// Causality: the server had the request's first byte when it began `at`, and the client
+    /// sent the request before it received `at`.
+    fn causal(slot: &Slot, at: At) -> bool {
+        let received = at.ack.is_none_or(|a| seq_diff(a, slot.start) > 0);
+        let sent_before = slot.ack.is_none_or(|c| seq_diff(at.seq, c) >= 0);
+        received && sent_before
+    }
+}
+
+/// Whether a response's framing fits the request it would answer.
+fn fits_of(asked: Asked, resp: &HttpResponse) -> bool {
+    let head_with_body = asked.head && resp.body_len > 0;
+    let tunnel = asked.connect && (200..300).contains(&resp.status);
+    !head_with_body && !tunnel
+}
+
+/// Emits a request with its response or the reason it has none.
+fn emit(
+    mut req: HttpRequest,
+    resp: Option<HttpResponse>,
+    reason: Option<ResponseMissing>,
+    ctx: &mut PairCtx<'_>,
+) {
+    match resp {
+        Some(r) => {
+            ctx.stats.responses_paired += 1;
+            req.response = Some(Box::new(r));
+            req.response_missing = None;
+        }
+        None => {
+            let reason = reason.unwrap_or(ResponseMissing::Timeout);
+            ctx.stats.count_missing(reason);
+            req.response = None;
+            req.response_missing = Some(reason);
+        }
+    }
+    ctx.out.push(req);
+}
+
+/// The pairing of one connection as the response parser sees it.
+pub struct Answer<'a, 'c> {
+    /// The connection's pairing.
+    pub pairing: &'a mut Pairing,
+    /// Where it writes.
+    pub ctx: &'a mut PairCtx<'c>,
+}
+
+impl Answering for Answer<'_, '_> {
+    fn head(&mut self, at: At) -> Option<Asked> {
+        let p = &mut *self.pairing;
+        p.server_seen();
+        if p.switched || p.current {
+            return None;
+        }
+        if p.anchored {
+            if p.skip > 0 {
+                p.skip -= 1;
+                return None;
+            }
+            let Some(front) = p.queue.front() else {
+                if p.ahead_of_requests(at.ack) {
+                    // Its request may still come: keep the response (bounded) for it.
+                    if p.early.len() < MAX_EARLY && !p.unknown_tail {
+                        p.current_early = Some(at);
+                        p.current = true;
+                        return Some(Asked {
+                            guess: true,
+                            ..Asked::default()
+                        });
+                    }
+                    p.drop_early(self.ctx);
+                    p.go_out_of_step(ResponseMissing::Reordered);
+                }
+                return None;
+            };
+            if front.unknown_before {
+                p.go_out_of_step(ResponseMissing::Gap);
+            } else if Pairing::causal(front, at) {
+                p.current = true;
+                return Some(front.asked);
+            } else {
+                return None;
+            }
+        }
+        // Out of step: only a request sent exactly when the client had received every byte
+        // before this response re-anchors, and not on a pipelining connection.
+        if p.pipelined {
+            return None;
+        }
+        let i = p
+            .queue
+            .iter()
+            .position(|s| s.ack == Some(at.seq) && s.sequential() && Pairing::causal(s, at))?;
+        if i > 0
+            && p.queue[i - 1].ack == p.queue[i].ack
+            && !p.queue[i].unknown_before
+            && p.queue[i - 1].req.is_some()
+        {
+            return None;
+        }
+        let reason = p.desync;
+        for _ in 0..i {
+            if let Some(slot) = p.queue.pop_front() {
+                p.release(slot, Some(reason), None, self.ctx);
+            }
+        }
+        p.anchored = true;
+        p.skip = 0;
+        p.current = true;
+        let front = p.queue.front_mut()?;
+        front.unknown_before = false;
+        front.hint = None;
+        Some(front.asked)
+    }
+
+    fn complete(&mut self, response: HttpResponse) {
+        let p = &mut *self.pairing;
+        if !p.current {
+            return;
+        }
+        p.current = false;
+        if let Some(at) = p.current_early.take() {
+            let cost = response.held_bytes();
+            if self.ctx.budget.try_take(cost) {
+                p.early_held += cost;
+                p.early.push_back((at, response));
+            } else {
+                self.ctx.stats.responses_unmatched += 1;
+                p.drop_early(self.ctx);
+                p.go_out_of_step(ResponseMissing::OverBudget);
+            }
+            return;
+        }
+        if let Some(slot) = p.queue.pop_front() {
+            p.release(slot, None, Some(response), self.ctx);
+        }
+        p.after_front_change();
+    }
+
+    fn lost(&mut self, reason: ResponseMissing) {
+        let p = &mut *self.pairing;
+        if !p.current {
+            return;
+        }
+        p.current = false;
+        if p.current_early.take().is_some() {
+            // It answered a request still to come: the count cannot go on.
+            p.drop_early(self.ctx);
+            p.go_out_of_step(reason);
+            return;
+        }
+        if let Some(mut slot) = p.queue.pop_front() {
+            slot.hint = None;
+            p.release(slot, Some(reason), None, self.ctx);
+        }
+        p.after_front_change();
+    }
+
+    fn desync(&mut self, reason: ResponseMissing) {
+        self.pairing.current = false;
+        self.pairing.current_early = None;
+        self.pairing.drop_early(self.ctx);
+        self.pairing.go_out_of_step(reason);
+    }
+
+    fn switched(&mut self) {
+        let p = &mut *self.pairing;
+        p.switched = true;
+        // Bytes after the switch are not HTTP: nothing after it can be answered.
+        while !p.queue.is_empty() {
+            let slot = p.queue.pop_front().expect("not empty");
+            p.release(slot, Some(ResponseMissing::Malformed), None, self.ctx);
+        }
+    }
+
+    fn ended(&mut self, reason: ResponseMissing) {
+        let p = &mut *self.pairing;
+        p.ended = true;
+        p.current = false;
+        p.current_early = None;
+        while let Some(slot) = p.queue.pop_front() {
+            p.release(slot, Some(reason), None, self.ctx);
+        }
+    }
+
+    fn budget(&mut self) -> &mut Budget {
+        self.ctx.budget
+    }
+
+    fn stats(&mut self) -> &mut EngineStats {
+        self.ctx.stats
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,501 @@
+//! The JSON record of one transaction — a request and its response, or the reason it has none —
+//! written by `rebuilder replay --format jsonl` and by the daemon's ndjson sink (one
+//! serializer for both).
+//!
+//! Fields, in order: the request's (`ts`, `ts_us`, `vni`, `client`, `peer`, `server`,
+//! `method`, `target`, `version`, `headers`, `body_len`, `body_truncated`, `chunked`,
+//! `body_b64` with bodies, `trailers` and `anomalies` when there are any, `gwlbe` and
+//! `mirror_source` when known), then `response` (an object, or `null`), `response_missing`
+//! (the reason, only when `response` is `null`) and `latency_ms` (first request byte to first
+//! response byte, capture clock; `null` without a response).
+//!
+//! Bodies: with [`RecordOptions::decode_bodies`], a body whose `Content-Encoding` is `gzip`
+//! (`x-gzip`) or `deflate` is decompressed for `body_b64` (the `*_len` fields stay the length
+//! as framed) and marked `"content_decoded": "gzip"`; the decoded size is capped
+//! (`max_decoded_bytes`: decompression bombs are cut, `decoded_truncated`); a body that does
+//! not decode is kept as is and marked `"decode_failed": true`. Counted in [`DecodeStats`].
+
+use std::borrow::Cow;
+use std::io::Read;
+
+use base64::Engine as _;
+use serde::Serialize;
+
+use crate::engine::request::{HttpRequest, HttpResponse};
+
+/// What goes into a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecordOptions {
+    /// Include bodies (`body_b64`).
+    pub with_body: bool,
+    /// Decode gzip / deflate bodies, keeping at most this many decoded bytes (`None`: off).
+    pub decode_bodies: Option<usize>,
+}
+
+/// Counters of body decoding.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodeStats {
+    /// Bodies decompressed (gzip or deflate).
+    pub decoded: u64,
+    /// Of those, cut at the decoded-size cap (or after a body cut at `max_body_bytes`).
+    pub truncated: u64,
+    /// Bodies that claimed gzip / deflate and did not decode (kept as is).
+    pub failed: u64,
+}
+
+impl DecodeStats {
+    /// Adds `other`.
+    pub fn merge(&mut self, other: &DecodeStats) {
+        self.decoded += other.decoded;
+        self.truncated += other.truncated;
+        self.failed += other.failed;
+    }
+}
+
+/// The request part of a record (the fields of the request-only records, unchanged).
+#[derive(Debug, Serialize)]
+pub struct JsonRequest<'a> {
+    pub ts: String,
+    pub ts_us: u64,
+    pub vni: u32,
+    /// The real client (the PROXY protocol source when the stream had a header).
+    pub client: String,
+    /// The inner TCP source (equal to `client` without a PROXY header).
+    pub peer: String,
+    pub server: String,
+    pub method: &'a str,
+    pub target: &'a str,
+    /// The version as the request line named it (`HTTP/1.1`; `HTTP/0.9`, `HTTP/2.0`,
+    /// `HTTP/1.10` when the parser's leniency read it).
+    pub version: Cow<'static, str>,
+    pub headers: Vec<(&'a str, Cow<'a, str>)>,
+    pub body_len: usize,
+    pub body_truncated: bool,
+    pub chunked: bool,
+    #[serde(flatten)]
+    pub body: JsonBody,
+    /// Trailer fields of a chunked body (never merged into `headers`); absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trailers: Vec<(&'a str, Cow<'a, str>)>,
+    /// The leniencies the request needed (`docs/evasion.md`); absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub anomalies: Vec<&'static str>,
+    /// The Gateway Load Balancer endpoint (`vpce-…`) the mirror came through; absent for VXLAN.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gwlbe: Option<String>,
+    /// The IP source of the VXLAN datagrams (the mirror session's source ENI); absent for
+    /// plain captures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror_source: Option<String>,
+}
+
+/// A body as shown (only with bodies or decoding).
+#[derive(Debug, Default, Serialize)]
+pub struct JsonBody {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_b64: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_decoded: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decoded_len: Option<usize>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub decoded_truncated: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub decode_failed: bool,
+}
+
+/// The response part of a record.
+#[derive(Debug, Serialize)]
+pub struct JsonResponse<'a> {
+    pub ts: String,
+    pub ts_us: u64,
+    pub status: u16,
+    pub reason: &'a str,
+    pub version: &'static str,
+    pub headers: Vec<(&'a str, Cow<'a, str>)>,
+    /// Length of the body as framed (de-chunked, not decompressed).
+    pub body_len: u64,
+    pub body_truncated: bool,
+    pub chunked: bool,
+    #[serde(flatten)]
+    pub body: JsonBody,
+}
+
+/// One record.
+#[derive(Debug, Serialize)]
+pub struct Record<'a> {
+    #[serde(flatten)]
+    pub request: JsonRequest<'a>,
+    pub response: Option<JsonResponse<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_missing: Option<&'static str>,
+    pub latency_ms: Option<f64>,
+}
+
+fn version(minor: u8) -> &'static str {
+    if minor == 0 { "HTTP/1.0" } else { "HTTP/1.1" }
+}
+
+/// `HTTP/major.minor` of a request (static for 1.0 and 1.1).
+fn request_version(major: u8, minor: u8) -> Cow<'static, str> {
+    match (major, minor) {
+        (1, 0 | 1) => Cow::Borrowed(version(minor)),
+        _ => Cow::Owned(format!("HTTP/{major}.{minor}")),
+    }
+}
+
+fn headers(h: &[(String, Vec<u8>)]) -> Vec<(&str, Cow<'_, str>)> {
+    h.iter()
+        .map(|(n, v)| (n.as_str(), String::from_utf8_lossy(v)))
+        .collect()
+}
+
+/// The body fields of `body` (whose headers are `headers`; `cut`: the body was cut at the
+/// cap, so a compressed stream may end early).
+fn body(
+    body: &[u8],
+    headers: &[(String, Vec<u8>)],
+    cut: bool,
+    opts: &RecordOptions,
+    stats: &mut DecodeStats,
+) -> JsonBody {
+    let mut out = JsonBody::default();
+    let encode = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let coding = headers
+        .iter()
+        .rfind(|(n, _)| n.eq_ignore_ascii_case("content-encoding"))
+        .map(|(_, v)| v.trim_ascii().to_ascii_lowercase());
+    let coding = match coding.as_deref() {
+        Some(b"gzip" | b"x-gzip") => Some("gzip"),
+        Some(b"deflate") => Some("deflate"),
+        _ => None,
+    };
+    if let (Some(max), Some(coding), false) = (opts.decode_bodies, coding, body.is_empty()) {
+        match decode(body, coding, max, cut) {
+            Some((decoded, truncated)) => {
+                stats.decoded += 1;
+                stats.truncated += u64::from(truncated);
+                out.content_decoded = Some(coding);
+                out.decoded_len = Some(decoded.len());
+                out.decoded_truncated = truncated;
+                if opts.with_body {
+                    out.body_b64 = Some(encode(&decoded));
+                }
+                return out;
+            }
+            None => {
+                stats.failed += 1;
+                out.decode_failed = true;
+            }
+        }
+    }
+    if opts.with_body {
+        out.body_b64 = Some(encode(body));
+    }
+    out
+}
+
+/// Decompresses `body` (`gzip`: one or more members; `deflate`: zlib-wrapped as RFC 9110 says,
+/// or raw deflate as some servers send it), keeping at most `max` bytes: the decoded bytes
+/// and whether they were cut. `None` when it does not decode (a stream that ends early is
+/// not an error when the body itself was `cut`).
+pub fn decode(body: &[u8], coding: &str, max: usize, cut: bool) -> Option<(Vec<u8>, bool)> {
+    fn read_capped(r: impl Read, max: usize, cut: bool) -> Option<(Vec<u8>, bool)> {
+        let mut out = Vec::new();
+        let mut r = r.take(max as u64 + 1);
+        let mut buf = [0u8; 8192];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(_) if cut && !out.is_empty() => return Some((out, true)),
+                Err(_) => return None,
+            }
+        }
+        if out.len() > max {
+            out.truncate(max);
+            return Some((out, true));
+        }
+        Some((out, false))
+    }
+    match coding {
+        "gzip" => read_capped(flate2::read::MultiGzDecoder::new(body), max, cut),
+        "deflate" => read_capped(flate2::read::ZlibDecoder::new(body), max, cut)
+            .or_else(|| read_capped(flate2::read::DeflateDecoder::new(body), max, cut)),
+        _ => None,
+    }
+}
+
+/// The request fields of a record.
+pub fn request_json<'a>(
+    r: &'a HttpRequest,
+    opts: &RecordOptions,
+    stats: &mut DecodeStats,
+) -> JsonRequest<'a> {
+    JsonRequest {
+        ts: rfc3339_us(r.ts_us),
+        ts_us: r.ts_us,
+        vni: r.vni,
+        client: r.client.to_string(),
+        peer: r.peer.to_string(),
+        server: r.server.to_string(),
+        method: &r.method,
+        target: &r.target,
+        version: request_version(r.version_major, r.version),
+        headers: headers(&r.headers),
+        body_len: r.body.len(),
+        body_truncated: r.body_truncated,
+        chunked: r.chunked,
+        body: body(&r.body, &r.headers, r.body_truncated, opts, stats),
+        trailers: headers(&r.trailers),
+        anomalies: r.anomalies.iter().map(|a| a.as_str()).collect(),
+        gwlbe: r.gwlbe_name(),
+        mirror_source: r.mirror_source.map(|ip| ip.to_string()),
+    }
+}
+
+/// The response object of a record.
+pub fn response_json<'a>(
+    r: &'a HttpResponse,
+    opts: &RecordOptions,
+    stats: &mut DecodeStats,
+) -> JsonResponse<'a> {
+    JsonResponse {
+        ts: rfc3339_us(r.ts_us),
+        ts_us: r.ts_us,
+        status: r.status,
+        reason: &r.reason,
+        version: version(r.version),
+        headers: headers(&r.headers),
+        body_len: r.body_len,
+        body_truncated: r.body_truncated,
+        chunked: r.chunked,
+        body: body(&r.body, &r.headers, r.body_truncated, opts, stats),
+    }
+}
+
+/// The record of a transaction.
+pub fn record<'a>(r: &'a HttpRequest, opts: &RecordOptions, stats: &mut DecodeStats) -> Record<'a> {
+    Record {
+        request: request_json(r, opts, stats),
+        response: r
+            .response
+            .as_deref()
+            .map(|resp| response_json(resp, opts, stats)),
+        response_missing: if r.response.is_none() {
+            r.response_missing.map(|m| m.as_str())
+        } else {
+            None
+        },
+        latency_ms: r.latency_us().map(|us| us as f64 / 1000.0),
+    }
+}
+
+/// Appends the record of `r` and a line feed to `line`.
+pub fn write_line(
+    line: &mut Vec<u8>,
+    r: &HttpRequest,
+    opts: &RecordOptions,
+    stats: &mut DecodeStats,
+) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *line, &record(r, opts, stats)).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    Ok(())
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` for µs since the UNIX epoch.
+pub fn rfc3339_us(ts_us: u64) -> String {
+    let secs = ts_us / 1_000_000;
+    let micros = ts_us % 1_000_000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::request::ResponseMissing;
+    use std::io::Write;
+
+    fn request() -> HttpRequest {
+        HttpRequest {
+            ts_us: 1_000,
+            vni: 7,
+            client: "10.0.0.1:1234".parse().unwrap(),
+            peer: "10.0.0.1:1234".parse().unwrap(),
+            server: "10.0.0.2:80".parse().unwrap(),
+            gwlbe: None,
+            mirror_source: None,
+            method: "GET".into(),
+            target: "/x".into(),
+            version: 1,
+            headers: vec![("Host".into(), b"h".to_vec())],
+            body: Vec::new(),
+            chunked: false,
+            body_truncated: false,
+            version_major: 1,
+            trailers: Vec::new(),
+            anomalies: Default::default(),
+            response: None,
+            response_missing: Some(ResponseMissing::Gap),
+        }
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn a_missing_response_is_null_with_its_reason() {
+        let r = request();
+        let v = serde_json::to_value(record(
+            &r,
+            &RecordOptions::default(),
+            &mut DecodeStats::default(),
+        ))
+        .unwrap();
+        assert_eq!(v["response"], serde_json::Value::Null);
+        assert_eq!(v["response_missing"], "gap");
+        assert_eq!(v["latency_ms"], serde_json::Value::Null);
+        assert_eq!(v["method"], "GET");
+        assert!(v.get("body_b64").is_none());
+        for absent in ["trailers", "anomalies", "gwlbe", "mirror_source"] {
+            assert!(v.get(absent).is_none(), "{absent}");
+        }
+    }
+
+    #[test]
+    fn trailers_anomalies_the_version_read_and_the_tunnel_are_in_the_record() {
+        use crate::engine::stats::{Anomalies, Anomaly};
+        let mut r = request();
+        r.version_major = 2;
+        r.version = 0;
+        r.chunked = true;
+        r.trailers = vec![("Host".into(), b"evil".to_vec())];
+        r.anomalies = Anomalies::NONE
+            .with(Anomaly::Version)
+            .with(Anomaly::MultipleSpaces);
+        r.gwlbe = Some(0x0123_4567_89ab_cdef);
+        r.mirror_source = Some("10.1.2.3".parse().unwrap());
+        let line = serde_json::to_string(&record(
+            &r,
+            &RecordOptions::default(),
+            &mut DecodeStats::default(),
+        ))
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["version"], "HTTP/2.0");
+        assert_eq!(
+            v["headers"].as_array().unwrap().len(),
+            1,
+            "trailers stay apart"
+        );
+        assert_eq!(v["trailers"], serde_json::json!([["Host", "evil"]]));
+        assert_eq!(
+            v["anomalies"],
+            serde_json::json!(["multiple_spaces", "version"])
+        );
+        assert_eq!(v["gwlbe"], r.gwlbe_name().unwrap());
+        assert_eq!(v["mirror_source"], "10.1.2.3");
+        // The request's fields come before the response's.
+        assert!(line.find("\"mirror_source\"").unwrap() < line.find("\"response\"").unwrap());
+    }
+
+    #[test]
+    fn a_paired_response_has_its_fields_and_the_latency() {
+        let mut r = request();
+        r.response_missing = None;
+        r.response = Some(Box::new(HttpResponse {
+            ts_us: 3_500,
+            version: 1,
+            status: 404,
+            reason: "Not Found".into(),
+            headers: vec![("Content-Length".into(), b"2".to_vec())],
+            body: b"no".to_vec(),
+            body_len: 2,
+            chunked: false,
+            body_truncated: false,
+        }));
+        let opts = RecordOptions {
+            with_body: true,
+            decode_bodies: None,
+        };
+        let line = serde_json::to_string(&record(&r, &opts, &mut DecodeStats::default())).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["response"]["status"], 404);
+        assert_eq!(v["response"]["reason"], "Not Found");
+        assert_eq!(v["response"]["version"], "HTTP/1.1");
+        assert_eq!(v["response"]["headers"][0][0], "Content-Length");
+        assert_eq!(v["response"]["body_b64"], "bm8=");
+        assert_eq!(v["latency_ms"], 2.5);
+        assert!(v.get("response_missing").is_none());
+        assert!(line.starts_with("{\"ts\":\"1970-01-01T00:00:00.001000Z\",\"ts_us\":1000,"));
+    }
+
+    #[test]
+    fn gzip_and_deflate_bodies_are_decoded_and_bombs_are_cut() {
+        let mut stats = DecodeStats::default();
+        let opts = RecordOptions {
+            with_body: true,
+            decode_bodies: Some(1000),
+        };
+        let plain = b"hello hello hello".to_vec();
+        let hdr = |c: &str| vec![("Content-Encoding".to_string(), c.as_bytes().to_vec())];
+        let b = body(&gzip(&plain), &hdr("gzip"), false, &opts, &mut stats);
+        assert_eq!(b.content_decoded, Some("gzip"));
+        assert_eq!(
+            b.body_b64.unwrap(),
+            base64::engine::general_purpose::STANDARD.encode(&plain)
+        );
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(&plain).unwrap();
+        let b = body(
+            &z.finish().unwrap(),
+            &hdr("deflate"),
+            false,
+            &opts,
+            &mut stats,
+        );
+        assert_eq!(b.decoded_len, Some(plain.len()));
+        // A bomb: 10 MB of zeros in a few KB.
+        let bomb = gzip(&vec![0u8; 10 << 20]);
+        assert!(bomb.len() < 100_000, "{}", bomb.len());
+        let b = body(&bomb, &hdr("gzip"), false, &opts, &mut stats);
+        assert_eq!((b.decoded_len, b.decoded_truncated), (Some(1000), true));
+        // Not gzip at all: kept as is, counted.
+        let b = body(b"plain", &hdr("gzip"), false, &opts, &mut stats);
+        assert!(b.decode_failed);
+        assert_eq!(b.body_b64.unwrap(), "cGxhaW4=");
+        // A body cut at the cap decodes as far as it goes.
+        let long: Vec<u8> = (0..50_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let gz = gzip(&long);
+        let b = body(&gz[..gz.len() / 2], &hdr("gzip"), true, &opts, &mut stats);
+        assert!(b.decoded_truncated && !b.decode_failed);
+        assert_eq!(
+            stats,
+            DecodeStats {
+                decoded: 4,
+                truncated: 2,
+                failed: 1
+            }
+        );
+    }
+}

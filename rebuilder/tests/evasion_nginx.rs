@@ -1,0 +1,165 @@
+//! The evasion corpus against a real nginx (Debian `nginx-light`), the origin oracle: each
+//! case's bytes go to nginx (proxying to the recording analyzer) and, as mirrored segments,
+//! through the engine. For every case:
+//! - the engine gives the analyzer exactly the requests the corpus says (method, target,
+//!   body; the same whether the bytes come in MTU-sized or 7-byte segments), with the
+//!   anomalies it lists;
+//! - every request nginx served (passed upstream) is among them, with the body nginx
+//!   forwarded: what nginx serves, the analyzer sees;
+//! - when nginx refused a request, the engine either gave it to the analyzer (another origin
+//!   serves it) or counted something (a drop or an anomaly): nothing vanishes silently.
+//!
+//! Needs nginx (the prerequisite policy of `rebuilder_testkit::system`: skipped, or failed
+//! under `MIRRORFLEET_REQUIRE_SYSTEM=1`; `scripts/setup.sh` installs `nginx-light`).
+
+mod evasion_corpus;
+
+use evasion_corpus::{cases, seen, through_engine};
+use rebuilder::engine::stats::Anomaly;
+use rebuilder_testkit::analyzer::Analyzer;
+use rebuilder_testkit::nginx::{self, Nginx};
+use rebuilder_testkit::system;
+
+/// `target` reduced to what nginx logs as `$request_uri` (absolute form: the path), then
+/// percent-decoded (the engine percent-encodes bytes that are not UTF-8).
+fn as_uri(target: &str) -> Vec<u8> {
+    let path = match target.find("://") {
+        Some(i) => {
+            let rest = &target[i + 3..];
+            match rest.find(['/', '?']) {
+                Some(j) if rest.as_bytes()[j] == b'/' => rest[j..].to_string(),
+                Some(j) => format!("/{}", &rest[j..]),
+                None => "/".to_string(),
+            }
+        }
+        None => target.to_string(),
+    };
+    decode(path.as_bytes())
+}
+
+fn decode(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%'
+            && let Some(h) = s.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(std::str::from_utf8(h).unwrap_or("zz"), 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// `X*2000` in an expectation stands for 2,000 `X`.
+fn expand(s: &str) -> String {
+    match s.split_once('*') {
+        Some((c, n)) if c.len() == 1 && n.parse::<usize>().is_ok() => c.repeat(n.parse().unwrap()),
+        _ => s.to_string(),
+    }
+}
+
+#[test]
+fn what_nginx_serves_the_analyzer_sees_and_nothing_it_refuses_vanishes_silently() {
+    const NAME: &str =
+        "what_nginx_serves_the_analyzer_sees_and_nothing_it_refuses_vanishes_silently";
+    if !system::require(NAME, nginx::check()) {
+        return;
+    }
+    let upstream = Analyzer::loopback();
+    let mut nginx = Nginx::start(upstream.addr).expect("nginx starts");
+    let mut failures = Vec::new();
+    let mut served_total = 0;
+    let mut refused_total = 0;
+    for case in cases() {
+        let wire = (case.wire)();
+        let before = upstream.records().len();
+        let logged = nginx.exchange(&wire);
+        let records = upstream.records();
+        let forwarded = &records[before.min(records.len())..];
+        let (reqs, stats) = through_engine(&wire, 1400);
+        let (tiny, _) = through_engine(&wire, 7);
+        let got = seen(&reqs);
+        let mut problems = Vec::new();
+
+        // What the corpus says the analyzer is given.
+        let want: Vec<(String, String, String)> = case
+            .sees
+            .iter()
+            .map(|(m, t, b)| (expand(m), t.to_string(), b.to_string()))
+            .collect();
+        if got != want {
+            problems.push(format!("engine gave {got:?}, the corpus says {want:?}"));
+        }
+        if seen(&tiny) != got {
+            problems.push(format!("7-byte segments gave {:?}", seen(&tiny)));
+        }
+        if let Some(first) = reqs.first() {
+            for f in case.flags {
+                if !first.anomalies.contains(*f) {
+                    problems.push(format!("first request lacks {f} (has {})", first.anomalies));
+                }
+            }
+        }
+
+        // The oracle: every request nginx served is among the engine's, with nginx's body.
+        let served: Vec<_> = logged.iter().filter(|l| l.served()).collect();
+        served_total += served.len();
+        let mut matched = vec![false; reqs.len()];
+        for (k, l) in served.iter().enumerate() {
+            let body = forwarded.get(k).map(|r| r.body()).unwrap_or_default();
+            let hit = reqs.iter().enumerate().position(|(i, r)| {
+                !matched[i]
+                    && r.method == l.method
+                    && as_uri(&r.target) == decode(&l.uri)
+                    && r.body == body
+            });
+            match hit {
+                Some(i) => matched[i] = true,
+                None => problems.push(format!(
+                    "nginx served {} {:?} (body {:?}) that the analyzer did not get",
+                    l.method,
+                    String::from_utf8_lossy(&l.uri),
+                    String::from_utf8_lossy(&body)
+                )),
+            }
+        }
+        // Refused by nginx: seen anyway, or counted.
+        let refused = logged.iter().filter(|l| !l.served()).count();
+        refused_total += refused;
+        let extra = matched.iter().filter(|m| !**m).count();
+        let flagged: u64 = Anomaly::ALL.iter().map(|a| stats.anomalies(*a)).sum();
+        if refused > 0 && extra == 0 && stats.total_drops() == 0 && flagged == 0 {
+            problems.push(format!(
+                "nginx refused {refused} request(s) and the engine counted nothing: {logged:?}"
+            ));
+        }
+        eprintln!(
+            "{:5} item {} {:60} nginx {:?} engine {:?}",
+            case.id,
+            case.item,
+            case.what,
+            logged.iter().map(|l| l.status).collect::<Vec<_>>(),
+            got.iter()
+                .map(|(m, t, _)| format!("{} {}", m.chars().take(12).collect::<String>(), t))
+                .collect::<Vec<_>>()
+        );
+        if !problems.is_empty() {
+            failures.push(format!(
+                "{} ({}; origins {}):\n    {}\n    nginx log: {logged:?}\n    nginx errors: {}",
+                case.id,
+                case.what,
+                case.origins,
+                problems.join("\n    "),
+                nginx.error_log_tail()
+            ));
+        }
+    }
+    eprintln!("nginx served {served_total} requests and refused {refused_total} over the corpus");
+    assert!(served_total > 100 && refused_total > 20, "the oracle ran");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -4,7 +4,13 @@
 //! the instance filters (an empty filter list selects nothing: it is "not configured"), minus
 //! the exclusions, checked in this order:
 //! 1. the ENI is a mirror target itself (AWS refuses an ENI that is both source and target);
-//! 2. the ENI belongs to a mirror target's network load balancer (`ELB net/<name>/<id>`);
+//! 2. the ENI belongs to a mirror target's network load balancer (`ELB net/<name>/<id>`), or,
+//!    when a target is a Gateway Load Balancer endpoint (GWLB mode), the ENI is a Gateway Load
+//!    Balancer's or a GWLB endpoint's (`InterfaceType` `gateway_load_balancer` /
+//!    `gateway_load_balancer_endpoint`, DescribeNetworkInterfaces): the endpoint id a target
+//!    names does not identify its load balancer, and mirroring the fleet's own GWLB would send
+//!    the mirrored traffic round again (any other GWLB's ENIs carry its appliances' GENEVE, not
+//!    the HTTP the rebuilders read);
 //! 3. the ENI is requester-managed (created by an AWS service in your VPC: VPC endpoints, NAT
 //!    gateways, Lambda, load balancers, ...) and its requester is not one the settings allow
 //!    (`MIRROR_REQUESTER_MANAGED`, none by default; the load-balancer recipe allows
@@ -23,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::filters::{EniFilters, InstanceFilters};
-use crate::model::{ASG_NAME_TAG, DEFAULT_EXCLUDE_TAG, Eni, Instance, Observed, Tags};
+use crate::model::{ASG_NAME_TAG, DEFAULT_EXCLUDE_TAG, Eni, Instance, Observed, Tags, TargetKind};
 
 /// The selection policy (from the settings).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,7 +161,9 @@ impl Selector {
         if targets.enis.contains(eni.id.as_str()) {
             return Err(SkipReason::IsMirrorTarget);
         }
-        if targets.descriptions.contains(eni.description.as_str()) {
+        if targets.descriptions.contains(eni.description.as_str())
+            || (targets.gwlb_mode && GWLB_INTERFACE_TYPES.contains(&eni.interface_type.as_str()))
+        {
             return Err(SkipReason::MirrorTargetLoadBalancer);
         }
         if eni.requester_managed == Some(true)
@@ -252,9 +260,15 @@ pub(crate) fn canonical<T: Ord>(items: &[T], id: impl Fn(&T) -> &String) -> Vec<
     refs
 }
 
+/// `InterfaceType` values of a Gateway Load Balancer's ENIs and of a GWLB endpoint's
+/// (EC2 API reference, `NetworkInterface`).
+const GWLB_INTERFACE_TYPES: [&str; 2] = ["gateway_load_balancer", "gateway_load_balancer_endpoint"];
+
 struct TargetExclusions<'a> {
     enis: HashSet<&'a str>,
     descriptions: HashSet<String>,
+    /// A target is a Gateway Load Balancer endpoint.
+    gwlb_mode: bool,
 }
 
 impl<'a> TargetExclusions<'a> {
@@ -270,6 +284,10 @@ impl<'a> TargetExclusions<'a> {
                 .iter()
                 .filter_map(|t| t.load_balancer_eni_description())
                 .collect(),
+            gwlb_mode: observed
+                .targets
+                .iter()
+                .any(|t| t.kind() == TargetKind::GatewayLoadBalancerEndpoint),
         }
     }
 }
@@ -465,6 +483,60 @@ mod tests {
         );
         assert_eq!(reason(&sel, "eni-tgt"), Some(SkipReason::IsMirrorTarget));
         assert!(sel.is_wanted("eni-other-lb"));
+    }
+
+    #[test]
+    fn in_gwlb_mode_gateway_load_balancer_and_endpoint_enis_are_excluded_even_when_elb_enis_are_allowed()
+     {
+        let lb_type = |id: &str, kind: &str, description: &str| {
+            let mut e = eni(id, None, &[("mirror", "true")]);
+            e.interface_type = kind.into();
+            e.description = description.into();
+            e.requester_managed = Some(true);
+            e.requester_id = Some("amazon-elb".into());
+            e
+        };
+        let enis = vec![
+            lb_type(
+                "eni-gwlb",
+                "gateway_load_balancer",
+                "ELB gwy/mirrorfleet/0123abcd",
+            ),
+            lb_type(
+                "eni-gwlbe",
+                "gateway_load_balancer_endpoint",
+                "VPC Endpoint Interface vpce-0123456789abcdef0",
+            ),
+            lb_type("eni-alb", "interface", "ELB app/web/89ab"),
+        ];
+        let gwlbe = MirrorTarget {
+            id: "tmt-g".into(),
+            gateway_load_balancer_endpoint_id: Some("vpce-0123456789abcdef0".into()),
+            ..MirrorTarget::default()
+        };
+        let mut sel = selector();
+        sel.requester_managed.insert("amazon-elb".into());
+        let gwlb_mode = Observed {
+            enis: enis.clone(),
+            targets: vec![gwlbe],
+            ..Observed::default()
+        };
+        let picked = sel.select(&gwlb_mode);
+        for id in ["eni-gwlb", "eni-gwlbe"] {
+            assert_eq!(
+                reason(&picked, id),
+                Some(SkipReason::MirrorTargetLoadBalancer),
+                "{id}"
+            );
+        }
+        assert!(picked.is_wanted("eni-alb"));
+        // NLB mode: the rule does not apply (the NLB's own ENIs are matched by description).
+        let nlb_mode = Observed {
+            enis,
+            ..Observed::default()
+        };
+        let picked = sel.select(&nlb_mode);
+        assert!(picked.is_wanted("eni-gwlb") && picked.is_wanted("eni-alb"));
     }
 
     /// A requester-managed ENI as `DescribeNetworkInterfaces` returns it.

@@ -87,7 +87,7 @@ mod vars {
     pub const SESSIONS_PER_INSTANCE: Var = Var::required("FLEET_SESSIONS_PER_INSTANCE", "sessions one rebuilder handles, ≥ 1");
     pub const SCALE_IN_AFTER: Var = Var::optional("FLEET_SCALE_IN_AFTER", "lower readings before scaling in, ≥ 1", "3");
     pub const METRICS_NAMESPACE: Var = Var::optional("FLEET_METRICS_NAMESPACE", "CloudWatch namespace of the rebuilders' DatagramsReceived and KernelDrops", "sessions only");
-    pub const DATAGRAMS_PER_SECOND: Var = Var::optional("FLEET_DATAGRAMS_PER_SECOND_PER_INSTANCE", "mirrored datagrams per second one rebuilder is sized for, ≥ 1", "100000");
+    pub const DATAGRAMS_PER_SECOND: Var = Var::optional("FLEET_DATAGRAMS_PER_SECOND_PER_INSTANCE", "mirrored datagrams per second one rebuilder is sized for, ≥ 1", "50000");
     pub const DRY_RUN: Var = Var::optional("DRY_RUN", "report without acting (true/false/1/0/yes/no)", "false");
 }
 
@@ -163,8 +163,9 @@ pub fn vni_from_seed(seed: &str) -> u32 {
     1 + first24 % VNI_MAX
 }
 
-/// Default of `FLEET_DATAGRAMS_PER_SECOND_PER_INSTANCE` (provisional, docs/deploy.md).
-pub const DEFAULT_DATAGRAMS_PER_SECOND: u64 = 100_000;
+/// Default of `FLEET_DATAGRAMS_PER_SECOND_PER_INSTANCE`: the live benchmark's highest rate
+/// without a kernel drop, with headroom (docs/deploy.md, `DatagramsPerSecondPerRebuilder`).
+pub const DEFAULT_DATAGRAMS_PER_SECOND: u64 = 50_000;
 
 /// Default of `FLEET_SCALE_IN_AFTER`.
 pub const DEFAULT_SCALE_IN_AFTER: u32 = 3;

@@ -1,6 +1,7 @@
 //! The IAM actions each function needs, listed once: the template test checks that each
-//! function's role allows exactly these (nothing unused), and the adapters' tests check that
-//! every API operation they call is listed for the functions that call it.
+//! function's role allows exactly these (nothing unused), and `mirror-aws/tests/permissions.rs`
+//! checks them against the SDK calls in the adapters' source: every call's actions are listed,
+//! every listed action is needed by a call.
 
 /// What every function needs to log and to hand failed asynchronous events to the DLQ.
 pub const COMMON: &[&str] = &[

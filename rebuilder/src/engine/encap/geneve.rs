@@ -305,6 +305,48 @@ mod tests {
         assert_eq!(p.inner, &inner[..]);
     }
 
+    /// Bytes written out by hand from RFC 8926 §3.4–3.5 and the option layout of AWS's GWLB
+    /// tunnel handler sample (`GenevePacket.cpp`), not by this module's encoder: a symmetric
+    /// misreading of the format by `encapsulate_aws_into` and `parse` would pass the round
+    /// trips above, not this.
+    #[test]
+    fn a_packet_written_by_hand_from_the_rfc_and_aws_layout_is_read_as_written() {
+        #[rustfmt::skip]
+        let mut d: Vec<u8> = vec![
+            // Ver 0, Opt Len 10 words | O=0 C=0 | protocol IPv4 | VNI 0 | reserved
+            0x0a, 0x00, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00,
+            // AWS flow cookie first (options come in any order): class 0x0108, type 3, 1 word
+            0x01, 0x08, 0x03, 0x01, 0xde, 0xad, 0xbe, 0xef,
+            // a non-critical option of another class, 1 word: skipped
+            0x01, 0x01, 0x7f, 0x01, 0x00, 0x00, 0x00, 0x00,
+            // AWS endpoint id: type 1, 2 words, big-endian
+            0x01, 0x08, 0x01, 0x02, 0x0a, 0xb1, 0xc2, 0xd3, 0xe4, 0xf5, 0xa6, 0xb7,
+            // AWS attachment id: type 2, 2 words; the R bits above Length set (ignored)
+            0x01, 0x08, 0x02, 0xe2, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88,
+        ];
+        assert_eq!(d.len(), HEADER_LEN + 4 * 10);
+        let inner = ipv4_inner();
+        d.extend_from_slice(&inner);
+        let p = GenevePacket::parse(&d).unwrap();
+        assert_eq!(p.protocol, PROTOCOL_IPV4);
+        assert_eq!(p.vni, 0);
+        assert_eq!(p.aws.endpoint_id, Some(0x0ab1_c2d3_e4f5_a6b7));
+        assert_eq!(p.aws.attachment_id, Some(0x1122_3344_5566_7788));
+        assert_eq!(p.aws.flow_cookie, Some(0xdead_beef));
+        assert_eq!(
+            endpoint_name(p.aws.endpoint_id.unwrap()),
+            "vpce-00ab1c2d3e4f5a6b7"
+        );
+        assert_eq!(p.inner, &inner[..]);
+        // The C bit (0x40 of the second byte) only says a critical option is present: the
+        // packet still parses when none is unknown.
+        d[1] = 0x40;
+        assert!(GenevePacket::parse(&d).is_ok());
+        // A VNI in bytes 4..7.
+        d[4..7].copy_from_slice(&[0x12, 0x34, 0x56]);
+        assert_eq!(GenevePacket::parse(&d).unwrap().vni, 0x12_3456);
+    }
+
     #[test]
     fn an_inner_ipv6_packet_is_announced_as_ipv6() {
         let mut inner = vec![0x60];

@@ -495,3 +495,154 @@ fn tshark_and_replay_agree_with_the_generator_truth_on_synthetic_captures() {
         );
     }
 }
+
+/// `(request target, response status)` of every response tshark pairs with a request
+/// (`http.response_for.uri` without its scheme and host; `http.response.code`), sorted.
+fn tshark_responses(pcap: &Path) -> Vec<(String, u16)> {
+    let out = run(&[
+        "tshark",
+        "-n",
+        "-r",
+        pcap.to_str().unwrap(),
+        "-d",
+        "udp.port==4789,vxlan",
+        "-Y",
+        "http.response",
+        "-T",
+        "fields",
+        "-E",
+        "separator=/t",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=/s",
+        "-e",
+        "http.response.code",
+        "-e",
+        "http.response_for.uri",
+    ]);
+    let mut pairs = Vec::new();
+    for line in out.lines().filter(|l| !l.trim().is_empty()) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let codes: Vec<&str> = cols[0].split(' ').collect();
+        let uris: Vec<&str> = cols.get(1).map_or(vec![], |c| c.split(' ').collect());
+        assert_eq!(codes.len(), uris.len(), "tshark line {line:?}");
+        for (code, uri) in codes.iter().zip(uris) {
+            // "http://host/path?q": the target is from the first '/' after the authority.
+            let after_scheme = uri.split_once("://").map_or(uri, |(_, rest)| rest);
+            let target = after_scheme.find('/').map_or("/", |i| &after_scheme[i..]);
+            pairs.push((target.to_owned(), code.parse().expect("status code")));
+        }
+    }
+    pairs.sort();
+    pairs
+}
+
+/// The generator's responses read by an independent dissector: for every response, the
+/// request tshark answers it to and the status it reads must be the ones `rebuilder replay`
+/// reports, on keep-alive, chunked and IPv6/VLAN traffic, and both must match the generator's
+/// truth. On pipelined connections tshark 4.0 neither reads every response of a pipeline (it
+/// misses some that share a segment) nor answers them to the right request (it names the last
+/// request of the segment that carried the pipeline): there every status it reads must be one
+/// replay reports, and the pairing is checked against the generator's truth only.
+#[test]
+fn tshark_pairs_every_response_with_the_same_request_and_status_as_replay() {
+    if !system::require(
+        "tshark_pairs_every_response_with_the_same_request_and_status_as_replay",
+        system::tools(&["tshark"]),
+    ) {
+        return;
+    }
+    use rebuilder::offline::synth::SynthConfig;
+    let base = SynthConfig {
+        connections: 25,
+        concurrency: 6,
+        ..SynthConfig::default()
+    };
+    // (name, configuration, tshark's pairing is an oracle)
+    let cases = [
+        ("keep-alive", base.clone(), true),
+        (
+            "pipelining",
+            SynthConfig {
+                pipelining: 1.0,
+                seed: 3,
+                ..base.clone()
+            },
+            false,
+        ),
+        (
+            "chunked-responses",
+            SynthConfig {
+                response_chunked: 1.0,
+                seed: 11,
+                ..base.clone()
+            },
+            true,
+        ),
+        (
+            "ipv6-vlan",
+            SynthConfig {
+                ipv6: 0.5,
+                vlan: 0.5,
+                seed: 4,
+                ..base
+            },
+            true,
+        ),
+    ];
+    let tmp = TempDir::new("mf-oracle-responses").unwrap();
+    for (name, cfg, tshark_pairs) in cases {
+        let (frames, truth) = rebuilder::offline::synth::generate(cfg);
+        let pcap = tmp.path().join(format!("{name}.pcap"));
+        rebuilder::offline::capture::write_pcap(frames, std::fs::File::create(&pcap).unwrap())
+            .unwrap();
+        let mut want: Vec<(String, u16)> = truth
+            .iter()
+            .filter_map(|t| {
+                let r = t.request.response.as_ref()?;
+                Some((t.request.target.clone(), r.status))
+            })
+            .collect();
+        want.sort();
+        let (_, records) = replay_requests(&pcap);
+        let mut from_replay: Vec<(String, u16)> = records
+            .iter()
+            .filter(|r| !r["response"].is_null())
+            .map(|r| {
+                (
+                    r["target"].as_str().unwrap().to_owned(),
+                    r["response"]["status"].as_u64().unwrap() as u16,
+                )
+            })
+            .collect();
+        from_replay.sort();
+        let from_tshark = tshark_responses(&pcap);
+        assert!(want.len() >= 40, "{name}: only {} responses", want.len());
+        assert_eq!(
+            from_replay, want,
+            "{name}: rebuilder replay disagrees with the generator's truth"
+        );
+        if tshark_pairs {
+            assert_eq!(
+                from_replay, from_tshark,
+                "{name}: rebuilder replay pairs differently from tshark"
+            );
+        } else {
+            let mut replay_statuses: Vec<u16> = from_replay.iter().map(|p| p.1).collect();
+            for (target, status) in &from_tshark {
+                let at = replay_statuses.iter().position(|s| s == status);
+                let at = at.unwrap_or_else(|| {
+                    panic!("{name}: tshark read a {status} (for {target}) replay did not report")
+                });
+                replay_statuses.swap_remove(at);
+            }
+            assert!(
+                from_tshark.len() * 2 >= from_replay.len(),
+                "{name}: tshark read only {} of {} responses",
+                from_tshark.len(),
+                from_replay.len()
+            );
+        }
+    }
+}

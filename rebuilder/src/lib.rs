@@ -29,6 +29,8 @@
 //! daemon::admin         /healthz and /metrics on a thread of its own
 //!                                        offline::replay   requests as jsonl / http / summary
 //!                                        offline::synth    deterministic captures + ground truth
+//! record                the JSON record of a transaction (replay jsonl, ndjson sink)
+//! sources               the source map: which ENI / workload a request came from
 //! ```
 //!
 //! A module never imports the one that drives it: stages import only the stages below them
@@ -49,6 +51,8 @@ pub mod daemon;
 pub mod offline;
 
 pub mod record;
+
+pub mod sources;
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

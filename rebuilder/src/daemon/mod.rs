@@ -41,6 +41,8 @@ use forward::{ForwardConfig, PendingHandle};
 use ingest::{IngestConfig, Workers};
 use telemetry::{RequestDropReason, Telemetry};
 
+use crate::sources::{self, SharedSources, SourceMap};
+
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -57,6 +59,8 @@ pub enum DaemonError {
     AdminThread(std::io::Error),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("cannot start the source map watcher: {0}")]
+    SourcesThread(std::io::Error),
 }
 
 /// What happened during shutdown.
@@ -76,6 +80,9 @@ pub struct Daemon {
     pending: PendingHandle,
     admin: AdminServer,
     drain_timeout: Duration,
+    sources: Arc<SharedSources>,
+    /// Polls `--sources-file` (stopped when the daemon is).
+    _sources_watcher: Option<sources::Watcher>,
 }
 
 /// Marks the forwarder running until dropped (its task ends, or unwinds from a panic).
@@ -90,12 +97,28 @@ impl Drop for ForwarderRunning {
 /// Binds everything and starts the workers, the forwarder (on the calling runtime) and the
 /// admin listener (on its own thread). Must be called inside a tokio runtime.
 pub async fn start(args: RunArgs) -> Result<Daemon, DaemonError> {
-    let fcfg = ForwardConfig::from_args(&args)?;
+    let mut fcfg = ForwardConfig::from_args(&args)?;
+    let shared_sources = Arc::new(SharedSources::new(SourceMap::empty()));
+    let sources_watcher = match &args.sources_file {
+        Some(path) => Some(
+            sources::watch(
+                path.clone(),
+                Duration::from_millis(args.sources_poll_ms.max(10)),
+                shared_sources.clone(),
+            )
+            .map_err(DaemonError::SourcesThread)?,
+        ),
+        None => None,
+    };
+    if args.source_headers {
+        fcfg.source_headers = Some(shared_sources.clone());
+    }
     let icfg = IngestConfig::from_args(&args);
     let telemetry = Arc::new(Telemetry::new(
         icfg.workers.max(1),
         args.health_failure_threshold,
     ));
+    telemetry.set_sources(shared_sources.clone(), args.source_metrics_top);
     let admin_error = |source| DaemonError::Admin {
         addr: args.admin,
         source,
@@ -106,7 +129,12 @@ pub async fn start(args: RunArgs) -> Result<Daemon, DaemonError> {
     let udp_addrs = sockets.local_addrs.clone();
     let rcvbuf_granted = sockets.rcvbuf_bytes;
 
-    let sink = sink::start(&args, fcfg.clone(), telemetry.clone());
+    let sink = sink::start(
+        &args,
+        fcfg.clone(),
+        telemetry.clone(),
+        shared_sources.reader(),
+    );
     let (queue, pending, task) = (sink.queue, sink.pending, sink.task);
     telemetry.set_forwarder_running(true);
     let running = ForwarderRunning(telemetry.clone());
@@ -126,6 +154,7 @@ pub async fn start(args: RunArgs) -> Result<Daemon, DaemonError> {
         admin = %admin_addr,
         upstream = %args.upstream,
         sink = ?args.sink,
+        sources_file = args.sources_file.as_ref().map(|p| tracing::field::display(p.display())),
         workers = icfg.workers,
         allow_from = icfg.engine.allow_from.as_ref().map(tracing::field::display),
         rcvbuf_bytes = icfg.rcvbuf_bytes,
@@ -143,6 +172,8 @@ pub async fn start(args: RunArgs) -> Result<Daemon, DaemonError> {
         pending,
         admin,
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),
+        sources: shared_sources,
+        _sources_watcher: sources_watcher,
     })
 }
 
@@ -157,6 +188,10 @@ impl Daemon {
     }
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
+    }
+    /// The source map in force (`--sources-file`).
+    pub fn sources(&self) -> &Arc<SharedSources> {
+        &self.sources
     }
 
     /// Stops receiving, drains the queue within the deadline, stops the admin listener.

@@ -83,6 +83,15 @@ impl HttpRequest {
         self.gwlbe.map(crate::engine::encap::geneve::endpoint_name)
     }
 
+    /// The key of the source the request is attributed to (`docs/sources.md`).
+    pub fn source_key(&self) -> crate::engine::source::SourceKey {
+        crate::engine::source::SourceKey {
+            gwlbe: self.gwlbe,
+            sender: self.mirror_source,
+            vni: Some(self.vni),
+        }
+    }
+
     /// Bytes this request holds in memory: the struct and the capacity of every buffer (what
     /// the engine charges to its budget while the request waits for its response).
     pub fn held_bytes(&self) -> usize {

@@ -22,6 +22,7 @@ fn cfg() -> ForwardConfig {
         pipeline_depth: 8,
         linger: Duration::from_millis(1),
         ca_certs: Vec::new(),
+        source_headers: None,
     }
 }
 fn req(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpRequest {

@@ -15,6 +15,7 @@
 pub mod kernel;
 pub mod labels;
 pub mod registry;
+pub mod sources;
 #[cfg(test)]
 mod tests;
 pub mod workers;
@@ -81,6 +82,8 @@ pub(crate) struct TelemetryState {
     health: Health,
     admin: AdminCounters,
     failure_threshold: u32,
+    /// The source map and the per-source label slots (`--sources-file`).
+    sources: sources::SourceLabels,
 }
 
 impl TelemetryState {
@@ -158,6 +161,8 @@ impl registry::SnapshotSource for TelemetryState {
             admin_rejected: load(&self.admin.rejected),
             socket_drops: self.socket_drops(),
             snmp: kernel::read_udp_snmp(),
+            per_source: self.sources.label(&totals.e.sources),
+            source_map: self.sources.map_counts(),
             totals,
         }
     }
@@ -191,6 +196,7 @@ impl Telemetry {
             health: Health::default(),
             admin: AdminCounters::default(),
             failure_threshold: failure_threshold.max(1),
+            sources: sources::SourceLabels::default(),
         });
         let latency = registry::latency_histogram();
         let registry = registry::build(state.clone(), latency.clone());
@@ -199,6 +205,16 @@ impl Telemetry {
             latency,
             registry,
         }
+    }
+
+    /// Per-source metrics name the ENIs of `map` (at most `top` of them).
+    pub fn set_sources(&self, map: Arc<crate::sources::SharedSources>, top: usize) {
+        self.state.sources.configure(map, top);
+    }
+
+    /// The per-source counters as `/metrics` labels them now (label, counters).
+    pub fn per_source(&self) -> Vec<(String, crate::engine::source::SourceCounters)> {
+        self.state.sources.label(&self.state.totals().e.sources)
     }
 
     pub fn worker(&self, i: usize) -> &WorkerSlot {

@@ -596,7 +596,7 @@ impl Parser {
         {
             ctx.stats.count_drop(DropReason::HealthCheck);
         } else {
-            ctx.stats.requests += 1;
+            ctx.stats.count_request();
             if p.req.body_truncated {
                 ctx.stats.bodies_truncated += 1;
             }

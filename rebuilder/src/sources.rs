@@ -53,6 +53,8 @@ pub struct SourceMap {
     entries: Vec<Value>,
     /// The ENI of each entry.
     enis: Vec<String>,
+    /// The sender address of each entry.
+    senders: Vec<Option<IpAddr>>,
     /// Entry by full key; `None`: several ENIs have it (ambiguous).
     exact: HashMap<(Option<u64>, IpAddr, u32), Option<u32>>,
     by_sender: HashMap<(Option<u64>, IpAddr), Option<u32>>,
@@ -146,6 +148,7 @@ impl SourceMap {
                 Some(_) => return Err(bad("`gwlbe` is not a string")),
             };
             map.enis.push(eni.to_owned());
+            map.senders.push(sender);
             map.entries.push(s.clone());
             keys.push((gwlbe, sender, vni));
         }
@@ -189,7 +192,8 @@ impl SourceMap {
     }
 
     /// The entry of `key`: the full key first, then (endpoint, sender), then (endpoint, VNI),
-    /// each only when exactly one ENI has it.
+    /// each only when exactly one ENI has it. The VNI alone never names an entry whose
+    /// address differs from a known sender (every session of a stack may share one VNI).
     pub fn lookup(&self, key: &SourceKey) -> Option<usize> {
         if let (Some(a), Some(v)) = (key.sender, key.vni)
             && let Some(found) = self.exact.get(&(key.gwlbe, a, v))
@@ -202,9 +206,11 @@ impl SourceMap {
             return found.map(|i| i as usize);
         }
         if let Some(v) = key.vni
-            && let Some(found) = self.by_vni.get(&(key.gwlbe, v))
+            && let Some(&Some(i)) = self.by_vni.get(&(key.gwlbe, v))
         {
-            return found.map(|i| i as usize);
+            let entry_sender = self.senders[i as usize];
+            let differs = matches!((key.sender, entry_sender), (Some(a), Some(b)) if a != b);
+            return (!differs).then_some(i as usize);
         }
         None
     }
@@ -489,6 +495,23 @@ mod tests {
         };
         assert_eq!(m.eni(&vni_only), None);
         assert_eq!(m.eni(&key("10.9.9.9", 7)), None);
+    }
+
+    #[test]
+    fn a_vni_held_by_one_entry_does_not_name_traffic_from_another_address() {
+        // One session mirrored, the stack's one VNI: traffic from an ENI another VPC mirrors
+        // by hand with the same VNI is not that session's.
+        let m = SourceMap::parse(doc(&entry("eni-a", "10.0.0.1", 7)).as_bytes()).unwrap();
+        assert_eq!(m.eni(&key("10.0.0.2", 7)), None);
+        let no_sender = SourceKey {
+            sender: None,
+            ..key("10.0.0.2", 7)
+        };
+        assert_eq!(
+            m.eni(&no_sender),
+            Some("eni-a"),
+            "a plain capture: the VNI alone"
+        );
     }
 
     #[test]

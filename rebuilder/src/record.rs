@@ -6,7 +6,8 @@
 //! `method`, `target`, `version`, `headers`, `body_len`, `body_truncated`, `chunked`,
 //! `body_b64` with bodies, `trailers` and `anomalies` when there are any, `gwlbe` and
 //! `mirror_source` when known), then `source` (the mirrored source the request is attributed
-//! to: the source map's entry, or the key with `"eni": null`; [`crate::sources`]), then
+//! to: the source map's entry, or the key with `"eni": null`; [`crate::sources`]), `via`
+//! (the load balancer's copy collapsed into this one, [`crate::dedup`]; only then), then
 //! `response` (an object, or `null`), `response_missing`
 //! (the reason, only when `response` is `null`) and `latency_ms` (first request byte to first
 //! response byte, capture clock; `null` without a response).
@@ -131,6 +132,10 @@ pub struct Record<'a> {
     pub request: JsonRequest<'a>,
     /// The source the request is attributed to.
     pub source: Attribution<'a>,
+    /// Duplicate mirroring (`crate::dedup`): the source of the load balancer's copy of this
+    /// request, collapsed into this one; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<Attribution<'a>>,
     pub response: Option<JsonResponse<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_missing: Option<&'static str>,
@@ -289,6 +294,7 @@ pub fn record<'a>(
     Record {
         request: request_json(r, opts, stats),
         source: sources.attribute(r.source_key()),
+        via: r.via.map(|k| sources.attribute(k)),
         response: r
             .response
             .as_deref()
@@ -355,6 +361,7 @@ mod tests {
             server: "10.0.0.2:80".parse().unwrap(),
             gwlbe: None,
             mirror_source: None,
+            via: None,
             method: "GET".into(),
             target: "/x".into(),
             version: 1,

@@ -220,6 +220,12 @@ impl SourceMap {
         self.lookup(key).map(|i| self.enis[i].as_str())
     }
 
+    /// Whether the map names `key`'s ENI as a load balancer's (`load_balancer` set).
+    pub fn is_load_balancer(&self, key: &SourceKey) -> bool {
+        self.lookup(key)
+            .is_some_and(|i| !self.entries[i]["load_balancer"].is_null())
+    }
+
     /// The `"source"` object for `key`.
     pub fn attribute(&self, key: SourceKey) -> Attribution<'_> {
         match self.lookup(&key) {

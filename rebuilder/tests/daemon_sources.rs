@@ -306,3 +306,112 @@ fn the_http_replay_sink_carries_the_source_as_headers_when_asked() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_request_mirrored_at_the_load_balancer_and_at_its_target_is_one_record_with_via() {
+    let dir = std::env::temp_dir().join(format!("rebuilder-daemon-dedup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sources.json");
+    let mut doc: serde_json::Value = serde_json::from_str(&map(
+        1,
+        &[
+            ("eni-0a1b", "127.0.0.5", "alb"),
+            ("eni-0c2d", "127.0.0.7", "web-1"),
+        ],
+    ))
+    .unwrap();
+    // The first ENI is the load balancer's (no instance; ELB describes it).
+    doc["sources"][0]["instance"] = serde_json::Value::Null;
+    doc["sources"][0]["load_balancer"] =
+        serde_json::json!({"type": "app", "name": "shop", "id": "50dc6c495c0c9188"});
+    put(&path, &doc.to_string());
+    let collector = Analyzer::loopback();
+    let mut p = RebuilderProc::start(
+        &collector.url(),
+        &[
+            "--sink",
+            "ndjson",
+            "--sink-flush-ms",
+            "100",
+            "--workers",
+            "2",
+            "--sources-file",
+            path.to_str().unwrap(),
+            "--dedup",
+            "--dedup-window-ms",
+            "1500",
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        p.metrics().get("rebuilder_source_map_entries") == 2
+    }));
+    let alb = Eni::new("127.0.0.5", p.udp);
+    let web = Eni::new("127.0.0.7", p.udp);
+    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    // Client -> ALB node 10.0.0.5 (mirrored at the ALB's ENI), ALB -> target (at the
+    // target's ENI), with the fields the ALB adds.
+    let mut front = TcpConn::new(7, "203.0.113.9:51000", "10.0.0.5:80", 1000);
+    let mut back = TcpConn::new(7, "10.0.0.5:33000", "10.0.1.7:8080", 9000);
+    let body = "amount=10";
+    let client_req = format!(
+        "POST /pay HTTP/1.1\r\nHost: shop.example\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let target_req = format!(
+        "POST /pay HTTP/1.1\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: http\r\n\
+         X-Forwarded-Port: 80\r\nHost: shop.example\r\n\
+         X-Amzn-Trace-Id: Root=1-67891233-abcdef012345678912345678\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut d_front = front.open();
+    d_front.push(front.send(client_req.as_bytes()));
+    alb.send(&d_front);
+    let mut d_back = back.open();
+    d_back.push(back.send(target_req.as_bytes()));
+    d_back.push(back.respond(ok));
+    web.send(&d_back);
+    alb.send(&[front.respond(ok)]);
+    // A request only the target's ENI saw (its load balancer copy was lost): out alone
+    // after the window.
+    let lone_req = target_req.replace("/pay", "/lone");
+    let mut d = vec![back.send(lone_req.as_bytes())];
+    d.push(back.respond(ok));
+    web.send(&d);
+    let lines = || -> Vec<serde_json::Value> {
+        collector
+            .records()
+            .iter()
+            .flat_map(|r| r.ndjson())
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || lines().len() >= 2),
+        "{:?}",
+        lines()
+    );
+    // Nothing more comes.
+    std::thread::sleep(Duration::from_millis(2000));
+    let all = lines();
+    assert_eq!(all.len(), 2, "{all:?}");
+    let pay = all.iter().find(|v| v["target"] == "/pay").unwrap();
+    assert_eq!(
+        pay["source"]["eni"], "eni-0c2d",
+        "the target's copy is kept"
+    );
+    assert_eq!(pay["mirror_source"], "127.0.0.7");
+    assert_eq!(pay["via"]["eni"], "eni-0a1b");
+    assert_eq!(pay["via"]["load_balancer"]["name"], "shop");
+    assert_eq!(pay["response"]["status"], 200);
+    let lone = all.iter().find(|v| v["target"] == "/lone").unwrap();
+    assert!(lone.get("via").is_none());
+    let m = p.wait_metrics(Duration::from_secs(5), "collapsed", |m| {
+        m.get("rebuilder_duplicates_collapsed_total") == 1
+    });
+    assert_eq!(m.get("rebuilder_dedup_released_total"), 1);
+    assert_eq!(m.get("rebuilder_dedup_held_bytes"), 0);
+    assert!(
+        p.terminate(Duration::from_secs(10))
+            .is_some_and(|s| s.success())
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -318,6 +318,8 @@ pub struct RunArgs {
     /// `source` object, JSON) to every forwarded request.
     #[arg(long, env = "REBUILDER_SOURCE_HEADERS", help_heading = SOURCES)]
     pub source_headers: bool,
+    #[command(flatten)]
+    pub dedup: crate::dedup::DedupArgs,
 }
 
 impl RunArgs {

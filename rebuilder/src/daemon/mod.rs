@@ -38,9 +38,10 @@ use crate::engine::encap::Encap;
 use admin::{AdminConfig, AdminServer};
 use config::{LogFormat, RunArgs};
 use forward::{ForwardConfig, PendingHandle};
-use ingest::{IngestConfig, Workers};
+use ingest::{IngestConfig, Workers, WorkersShared};
 use telemetry::{RequestDropReason, Telemetry};
 
+use crate::dedup::Dedup;
 use crate::sources::{self, SharedSources, SourceMap};
 
 /// Errors that stop the daemon from starting.
@@ -142,7 +143,18 @@ pub async fn start(args: RunArgs) -> Result<Daemon, DaemonError> {
         let _running = running;
         task.await;
     });
-    let workers = ingest::spawn(sockets, &icfg, queue, telemetry.clone())?;
+    let dedup = args
+        .dedup
+        .config()
+        .map(|c| Arc::new(std::sync::Mutex::new(Dedup::new(c))));
+    if let Some(d) = &dedup {
+        telemetry.set_dedup(d.clone());
+    }
+    let shared = WorkersShared {
+        sources: shared_sources.reader(),
+        dedup,
+    };
+    let workers = ingest::spawn(sockets, &icfg, queue, telemetry.clone(), shared)?;
     let admin_cfg = AdminConfig {
         max_connections: args.admin_max_connections as usize,
         timeout: Duration::from_millis(args.admin_timeout_ms.max(1)),

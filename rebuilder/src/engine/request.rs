@@ -45,6 +45,9 @@ pub struct HttpRequest {
     /// source in GWLB mode, the outer IP source in a replay; `None` for plain (already
     /// decapsulated) captures and when the caller did not say (`Engine::on_vxlan_payload`).
     pub mirror_source: Option<IpAddr>,
+    /// Duplicate mirroring (`crate::dedup`): the source key of the load balancer's copy of
+    /// this request, collapsed into this one (the copy from the load balancer to its target).
+    pub via: Option<crate::engine::source::SourceKey>,
     /// Request method as sent (`GET`, `POST`, ...).
     pub method: String,
     /// Request target as sent (origin form, absolute form, authority form or `*`). Bytes that

@@ -5,6 +5,7 @@
 //! sink. A malformed record stops the read, but the engine is still flushed and every request
 //! found so far is delivered: the error is returned in [`ReplayOutcome::error`].
 
+use crate::dedup::Dedup;
 use crate::engine::request::HttpRequest;
 use crate::engine::stats::{DropReason, EngineStats, ResponseMissing};
 use crate::engine::{Engine, EngineConfig};
@@ -159,6 +160,8 @@ pub struct ReplayArgs {
     /// source. Read once; a version this rebuilder does not know is an error.
     #[arg(long, env = "REBUILDER_SOURCES_FILE")]
     pub sources_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub dedup: crate::dedup::DedupArgs,
 }
 
 impl ReplayArgs {
@@ -204,7 +207,7 @@ pub fn replay_command(
         decode_bodies: args.decode_bodies.then_some(args.max_decoded_body_bytes),
     };
     let mut decoded = DecodeStats::default();
-    let outcome = run_capture(input, args.engine_config(), |r| match args.format {
+    let mut emit = |r: &HttpRequest| match args.format {
         OutputFormat::Jsonl => {
             line.clear();
             crate::record::write_line(&mut line, r, &sources, &opts, &mut decoded)?;
@@ -212,10 +215,42 @@ pub fn replay_command(
         }
         OutputFormat::Http => write_http(stdout, r),
         OutputFormat::Summary => Ok(()),
+    };
+    let mut dedup = args.dedup.config().map(Dedup::new);
+    // The dedup window runs on the capture clock: the latest time an emitted request shows.
+    let mut now = 0u64;
+    let mut ready = Vec::new();
+    let outcome = run_capture(input, args.engine_config(), |r| {
+        let Some(d) = dedup.as_mut() else {
+            return emit(r);
+        };
+        now = now.max(r.response.as_ref().map_or(r.ts_us, |resp| resp.ts_us));
+        d.push(
+            r.clone(),
+            sources.is_load_balancer(&r.source_key()),
+            now,
+            &mut ready,
+        );
+        d.expire(now, &mut ready);
+        ready.drain(..).try_for_each(|r| emit(&r))
     })?;
+    if let Some(d) = dedup.as_mut() {
+        d.flush(&mut ready);
+        ready
+            .drain(..)
+            .try_for_each(|r| emit(&r))
+            .map_err(ReplayError::Output)?;
+    }
     stdout.flush().map_err(ReplayError::Output)?;
     write_summary(stderr, &outcome).map_err(ReplayError::Output)?;
     write_source_summary(stderr, &outcome.engine, &sources).map_err(ReplayError::Output)?;
+    if let Some(d) = &dedup {
+        let s = d.stats();
+        writeln!(stderr, "dedup_held {}", s.held).map_err(ReplayError::Output)?;
+        writeln!(stderr, "dedup_collapsed {}", s.collapsed).map_err(ReplayError::Output)?;
+        writeln!(stderr, "dedup_released {}", s.released).map_err(ReplayError::Output)?;
+        writeln!(stderr, "dedup_over_budget {}", s.over_budget).map_err(ReplayError::Output)?;
+    }
     if args.decode_bodies {
         writeln!(stderr, "bodies_decoded {}", decoded.decoded).map_err(ReplayError::Output)?;
         writeln!(stderr, "bodies_decoded_truncated {}", decoded.truncated)
@@ -665,6 +700,7 @@ mod tests {
             server: "10.0.0.2:80".parse().unwrap(),
             gwlbe: None,
             mirror_source: None,
+            via: None,
             method: "POST".into(),
             target: "/x".into(),
             version: 1,

@@ -30,7 +30,8 @@
 //!   never merged into the header section: a `Host` trailer must not read as a second Host);
 //!   with `--source-headers`, `x-rebuilder-source-eni: <eni>` (`unknown` when the key is not
 //!   in the source map) and `x-rebuilder-source: <the record's "source" object, JSON>`
-//!   (`docs/sources.md`).
+//!   (`docs/sources.md`), and `x-rebuilder-source-via: <JSON>` when the load balancer's copy
+//!   of the request was collapsed into it (`--dedup`).
 //! - **Body**: the decoded body.
 //!
 //! The parser never emits a CR, LF or NUL in a field, nor a space, colon or control byte in a
@@ -58,6 +59,8 @@ pub const TRAILER_PREFIX: &str = "x-rebuilder-trailer-";
 pub const SOURCE_ENI_HEADER: &str = "x-rebuilder-source-eni";
 /// The record's `source` object, JSON (`--source-headers`).
 pub const SOURCE_HEADER: &str = "x-rebuilder-source";
+/// The source of the load balancer's copy collapsed into a request, JSON (`--dedup`).
+pub const VIA_HEADER: &str = "x-rebuilder-source-via";
 
 /// Why one request cannot be written.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -357,6 +360,11 @@ fn write(
         // Compact JSON holds no CR, LF or NUL (serde_json escapes control bytes in strings).
         if let Ok(json) = serde_json::to_vec(&source) {
             field(out, SOURCE_HEADER.as_bytes(), &json);
+        }
+        if let Some(via) = req.via
+            && let Ok(json) = serde_json::to_vec(&map.attribute(via))
+        {
+            field(out, VIA_HEADER.as_bytes(), &json);
         }
     }
     for (n, v) in &cfg.extra_headers {

@@ -84,6 +84,8 @@ pub(crate) struct TelemetryState {
     failure_threshold: u32,
     /// The source map and the per-source label slots (`--sources-file`).
     sources: sources::SourceLabels,
+    /// The duplicate-mirroring filter (`--dedup`), read at scrape time.
+    dedup: std::sync::OnceLock<Arc<Mutex<crate::dedup::Dedup>>>,
 }
 
 impl TelemetryState {
@@ -162,6 +164,10 @@ impl registry::SnapshotSource for TelemetryState {
             socket_drops: self.socket_drops(),
             snmp: kernel::read_udp_snmp(),
             per_source: self.sources.label(&totals.e.sources),
+            dedup: self.dedup.get().map(|d| {
+                let d = d.lock().unwrap_or_else(|e| e.into_inner());
+                (d.stats(), d.held_bytes() as u64)
+            }),
             source_map: self.sources.map_counts(),
             totals,
         }
@@ -197,6 +203,7 @@ impl Telemetry {
             admin: AdminCounters::default(),
             failure_threshold: failure_threshold.max(1),
             sources: sources::SourceLabels::default(),
+            dedup: std::sync::OnceLock::new(),
         });
         let latency = registry::latency_histogram();
         let registry = registry::build(state.clone(), latency.clone());
@@ -210,6 +217,11 @@ impl Telemetry {
     /// Per-source metrics name the ENIs of `map` (at most `top` of them).
     pub fn set_sources(&self, map: Arc<crate::sources::SharedSources>, top: usize) {
         self.state.sources.configure(map, top);
+    }
+
+    /// Counts the duplicate-mirroring filter on `/metrics`.
+    pub fn set_dedup(&self, dedup: Arc<Mutex<crate::dedup::Dedup>>) {
+        let _ = self.state.dedup.set(dedup);
     }
 
     /// The per-source counters as `/metrics` labels them now (label, counters).

@@ -23,6 +23,7 @@ use prometheus_client::registry::Registry;
 use super::kernel::{SocketDrops, UdpSnmp};
 use super::labels::{ProbeResult, RequestDropReason, StatusClass, UpstreamErrorClass};
 use super::workers::Totals;
+use crate::dedup::DedupStats;
 use crate::engine::source::SourceCounters;
 use crate::engine::stats::{Anomaly, DropReason, ResponseMissing};
 
@@ -61,6 +62,8 @@ pub(super) struct Snapshot {
     pub(super) per_source: Vec<(String, SourceCounters)>,
     /// Source map: entries in force, documents loaded, documents refused.
     pub(super) source_map: [u64; 3],
+    /// The duplicate-mirroring filter's counters and bytes held (`None`: `--dedup` off).
+    pub(super) dedup: Option<(DedupStats, u64)>,
 }
 
 /// What one row of [`METRICS`] reads.
@@ -236,6 +239,11 @@ const METRICS: &[Metric] = &[
     counter("rebuilder_source_keys_overflow", "Source keys beyond --max-source-keys (counted under eni=\"other\").", |s| one(s.totals.e.sources.overflowed())),
     gauge("rebuilder_source_map_entries", "Entries of the source map in force (--sources-file).", |s| one(s.source_map[0])),
     counter("rebuilder_source_map_loads", "Source map documents loaded.", |s| one(s.source_map[1])),
+    counter("rebuilder_duplicates_collapsed", "Requests seen twice (load balancer and target both mirrored) collapsed into one record: the load balancer's copies not emitted (--dedup).", |s| s.dedup.map_or(Values::Absent, |d| one(d.0.collapsed))),
+    counter("rebuilder_dedup_held", "Requests held to wait for their other half (--dedup).", |s| s.dedup.map_or(Values::Absent, |d| one(d.0.held))),
+    counter("rebuilder_dedup_released", "Held requests emitted alone when --dedup-window-ms ended.", |s| s.dedup.map_or(Values::Absent, |d| one(d.0.released))),
+    counter("rebuilder_dedup_over_budget", "Requests emitted at once, unpaired, because --dedup-max-bytes were held.", |s| s.dedup.map_or(Values::Absent, |d| one(d.0.over_budget))),
+    gauge("rebuilder_dedup_held_bytes", "Bytes of requests held by the duplicate filter now.", |s| s.dedup.map_or(Values::Absent, |d| one(d.1))),
     counter("rebuilder_source_map_load_errors", "Source map documents refused (unreadable, invalid, unknown version): the map in force was kept.", |s| one(s.source_map[2])),
 ];
 

@@ -472,6 +472,7 @@ impl Parser {
             server: ctx.meta.server,
             gwlbe: ctx.meta.gwlbe,
             mirror_source: ctx.meta.mirror_source,
+            via: None,
             method: h.method,
             target: h.target,
             version: h.minor,

@@ -90,15 +90,22 @@ impl SourceCounters {
 }
 
 /// Rows of counters by source key, bounded. Row 0 is the overflow row (key `None`).
+///
+/// A packet is counted lazily: [`SourceTable::packet`] notes it, [`SourceTable::refine`]
+/// changes its key for free while it is pending, and it lands in its row when anything else
+/// is counted (or read). A burst from one source costs a key comparison per packet; a hash
+/// look-up is made only when the source changes.
 #[derive(Debug, Clone)]
 pub struct SourceTable {
     max_keys: usize,
     index: HashMap<SourceKey, u32, foldhash::fast::RandomState>,
     keys: Vec<Option<SourceKey>>,
     rows: Vec<SourceCounters>,
-    /// The row counted into now, and its key (`None`: the overflow row, or nothing set yet).
+    /// The row counted into now, and its key (`None`: nothing set yet).
     cur: u32,
     cur_key: Option<SourceKey>,
+    /// A packet noted and not yet counted: its key and length.
+    pending: Option<(SourceKey, u64)>,
     overflowed: u64,
 }
 
@@ -128,31 +135,52 @@ impl SourceTable {
             rows: vec![SourceCounters::default()],
             cur: 0,
             cur_key: None,
+            pending: None,
             overflowed: 0,
         }
     }
 
     /// Keys that found the table full (their counts went to the overflow row).
     pub fn overflowed(&self) -> u64 {
-        self.overflowed
+        let pending = self.pending.is_some_and(|(k, _)| {
+            self.cur_key != Some(k)
+                && !self.index.contains_key(&k)
+                && self.index.len() >= self.max_keys
+        });
+        self.overflowed + u64::from(pending)
     }
 
-    /// The rows: key (`None`: overflow) and counters, rows with nothing counted left out.
-    pub fn rows(&self) -> Vec<(Option<SourceKey>, &SourceCounters)> {
-        self.keys
+    /// The rows (a pending packet included): key (`None`: overflow) and counters, rows with
+    /// nothing counted left out.
+    pub fn rows(&self) -> Vec<(Option<SourceKey>, SourceCounters)> {
+        let mut rows: Vec<(Option<SourceKey>, SourceCounters)> = self
+            .keys
             .iter()
-            .zip(self.rows.iter())
-            .filter(|(_, c)| **c != SourceCounters::default())
-            .map(|(k, c)| (*k, c))
-            .collect()
+            .copied()
+            .zip(self.rows.iter().cloned())
+            .collect();
+        if let Some((key, len)) = self.pending {
+            let i = match self.index.get(&key) {
+                Some(&i) => i as usize,
+                None if self.index.len() >= self.max_keys => 0,
+                None => {
+                    rows.push((Some(key), SourceCounters::default()));
+                    rows.len() - 1
+                }
+            };
+            rows[i].1.datagrams += 1;
+            rows[i].1.bytes += len;
+        }
+        rows.retain(|(_, c)| *c != SourceCounters::default());
+        rows
     }
 
-    /// The counters of `key` (the overflow row for `None`).
-    pub fn get(&self, key: Option<SourceKey>) -> Option<&SourceCounters> {
-        match key {
-            None => self.rows.first(),
-            Some(k) => self.index.get(&k).map(|&i| &self.rows[i as usize]),
-        }
+    /// The counters of `key` (the overflow row for `None`), a pending packet included.
+    pub fn get(&self, key: Option<SourceKey>) -> Option<SourceCounters> {
+        self.rows()
+            .into_iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, c)| c)
     }
 
     fn row_of(&mut self, key: SourceKey) -> u32 {
@@ -163,6 +191,10 @@ impl SourceTable {
             self.overflowed += 1;
             return 0;
         }
+        self.insert(key)
+    }
+
+    fn insert(&mut self, key: SourceKey) -> u32 {
         let i = self.rows.len() as u32;
         self.rows.push(SourceCounters::default());
         self.keys.push(Some(key));
@@ -170,18 +202,36 @@ impl SourceTable {
         i
     }
 
-    /// Makes `key` the current source.
     #[inline]
-    pub fn set(&mut self, key: SourceKey) {
+    fn select(&mut self, key: SourceKey) {
         if self.cur_key != Some(key) {
             self.cur = self.row_of(key);
             self.cur_key = Some(key);
         }
     }
 
+    /// Counts the pending packet, if any, in its row (which becomes current).
+    #[inline]
+    fn settle(&mut self) {
+        if let Some((key, len)) = self.pending.take() {
+            self.select(key);
+            let r = &mut self.rows[self.cur as usize];
+            r.datagrams += 1;
+            r.bytes += len;
+        }
+    }
+
+    /// Makes `key` the current source.
+    #[inline]
+    pub fn set(&mut self, key: SourceKey) {
+        self.settle();
+        self.select(key);
+    }
+
     /// The current source (to restore it after work for another one).
     #[inline]
-    pub fn current(&self) -> Option<SourceKey> {
+    pub fn current(&mut self) -> Option<SourceKey> {
+        self.settle();
         self.cur_key
     }
 
@@ -193,53 +243,52 @@ impl SourceTable {
         }
     }
 
-    /// A packet of `len` bytes from `key` (made current).
+    /// A packet of `len` bytes from `key` (current once counted).
     #[inline]
     pub fn packet(&mut self, key: SourceKey, len: u64) {
-        self.set(key);
-        let r = self.row();
-        r.datagrams += 1;
-        r.bytes += len;
+        self.settle();
+        self.pending = Some((key, len));
     }
 
-    /// The packet just counted turned out to come from `key` (more of its key was read):
-    /// its count moves there, and `key` becomes current.
+    /// The packet just noted turned out to come from `key` (more of its key was read).
     #[inline]
     pub fn refine(&mut self, key: SourceKey, len: u64) {
-        if self.cur_key == Some(key) {
-            return;
+        match &mut self.pending {
+            Some(p) => p.0 = key,
+            None => {
+                // Already counted (something was counted for it): its count moves.
+                if self.cur_key == Some(key) {
+                    return;
+                }
+                let r = &mut self.rows[self.cur as usize];
+                r.datagrams -= 1;
+                r.bytes -= len;
+                self.pending = Some((key, len));
+            }
         }
-        let r = self.row();
-        r.datagrams -= 1;
-        r.bytes -= len;
-        self.packet(key, len);
     }
 
-    /// The current row.
+    /// The current row (the pending packet counted first).
     #[inline]
     pub fn row(&mut self) -> &mut SourceCounters {
+        self.settle();
         &mut self.rows[self.cur as usize]
     }
 
-    /// Adds every row of `other` (workers summed for metrics).
+    /// Adds every row of `other` (workers summed for metrics; a sum holds every key of its
+    /// parts, each bounded).
     pub fn merge(&mut self, other: &SourceTable) {
-        self.overflowed += other.overflowed;
-        for (k, c) in other.keys.iter().zip(other.rows.iter()) {
+        self.settle();
+        self.overflowed += other.overflowed();
+        for (k, c) in other.rows() {
             let i = match k {
                 None => 0,
-                Some(k) => match self.index.get(k) {
+                Some(k) => match self.index.get(&k) {
                     Some(&i) => i,
-                    None => {
-                        // A sum of tables holds every key of its parts (each bounded).
-                        let i = self.rows.len() as u32;
-                        self.rows.push(SourceCounters::default());
-                        self.keys.push(Some(*k));
-                        self.index.insert(*k, i);
-                        i
-                    }
+                    None => self.insert(k),
                 },
             };
-            self.rows[i as usize].merge(c);
+            self.rows[i as usize].merge(&c);
         }
     }
 }
@@ -266,7 +315,7 @@ mod tests {
         t.packet(coarse, 100);
         t.refine(key(1, 7), 100);
         t.row().drops[DropReason::NonTcp as usize] += 1;
-        assert_eq!(t.get(Some(coarse)).unwrap().datagrams, 0);
+        assert_eq!(t.get(Some(coarse)), None);
         let r = t.get(Some(key(1, 7))).unwrap();
         assert_eq!((r.datagrams, r.bytes), (1, 100));
         assert_eq!(r.drops[DropReason::NonTcp as usize], 1);

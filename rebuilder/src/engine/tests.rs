@@ -628,7 +628,7 @@ fn a_syn_ack_before_any_request_from_the_client_is_ignored_for_roles() {
 fn assert_sources_add_up(s: &EngineStats) {
     let mut sum = source::SourceCounters::default();
     for (_, c) in s.sources.rows() {
-        sum.merge(c);
+        sum.merge(&c);
     }
     let unpaired: u64 = ResponseMissing::ALL
         .iter()

@@ -236,7 +236,7 @@ const METRICS: &[Metric] = &[
     counter("rebuilder_source_requests_unpaired", "Requests emitted without their response, per source.", |s| per_source(s, |c| c.unpaired)),
     counter("rebuilder_source_drops", "Packets or data dropped, per source and reason (as rebuilder_decode_drops).", per_source_drops),
     gauge("rebuilder_source_requests_complete_ratio", "Share of requests complete per source since start: emitted with their response, over emitted plus lost to missing bytes or eviction.", per_source_complete),
-    counter("rebuilder_source_keys_overflow", "Source keys beyond --max-source-keys (counted under eni=\"other\").", |s| one(s.totals.e.sources.overflowed())),
+    counter("rebuilder_source_keys_overflow", "Look-ups of source keys that found the per-worker table full (--max-source-keys); their counts go to eni=\"other\".", |s| one(s.totals.e.sources.overflowed())),
     gauge("rebuilder_source_map_entries", "Entries of the source map in force (--sources-file).", |s| one(s.source_map[0])),
     counter("rebuilder_source_map_loads", "Source map documents loaded.", |s| one(s.source_map[1])),
     counter("rebuilder_duplicates_collapsed", "Requests seen twice (load balancer and target both mirrored) collapsed into one record: the load balancer's copies not emitted (--dedup).", |s| s.dedup.map_or(Values::Absent, |d| one(d.0.collapsed))),

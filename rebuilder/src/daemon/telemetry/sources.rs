@@ -65,10 +65,10 @@ impl SourceLabels {
         let mut unknown = SourceCounters::default();
         for (key, c) in table.rows() {
             match key {
-                None => other.merge(c),
+                None => other.merge(&c),
                 Some(k) => match map.as_ref().and_then(|m| m.eni(&k)) {
-                    Some(eni) => by_eni.entry(eni.to_owned()).or_default().merge(c),
-                    None => unknown.merge(c),
+                    Some(eni) => by_eni.entry(eni.to_owned()).or_default().merge(&c),
+                    None => unknown.merge(&c),
                 },
             }
         }

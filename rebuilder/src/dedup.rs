@@ -214,7 +214,7 @@ impl Dedup {
                 } else {
                     (h.req, req)
                 };
-                target.via = Some(lb.source_key());
+                target.via = Some(Box::new(lb.source_key()));
                 out.push(target);
                 return;
             }
@@ -358,7 +358,7 @@ mod tests {
         d.push(lb.clone(), true, 20, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].mirror_source, target.mirror_source);
-        assert_eq!(out[0].via, Some(lb.source_key()));
+        assert_eq!(out[0].via.as_deref(), Some(&lb.source_key()));
         assert_eq!(d.stats().collapsed, 1);
         assert_eq!(d.held_bytes(), 0);
         // The other order: the load balancer's copy first (its source is a load balancer).
@@ -366,7 +366,7 @@ mod tests {
         d.push(lb.clone(), true, 30, &mut out);
         d.push(target.clone(), false, 40, &mut out);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].via, Some(lb.source_key()));
+        assert_eq!(out[0].via.as_deref(), Some(&lb.source_key()));
         assert_eq!(d.stats().collapsed, 2);
         assert_eq!(d.held_len(), 0);
     }

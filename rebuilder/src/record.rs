@@ -294,7 +294,7 @@ pub fn record<'a>(
     Record {
         request: request_json(r, opts, stats),
         source: sources.attribute(r.source_key()),
-        via: r.via.map(|k| sources.attribute(k)),
+        via: r.via.as_deref().map(|k| sources.attribute(*k)),
         response: r
             .response
             .as_deref()

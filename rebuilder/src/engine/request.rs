@@ -47,7 +47,8 @@ pub struct HttpRequest {
     pub mirror_source: Option<IpAddr>,
     /// Duplicate mirroring (`crate::dedup`): the source key of the load balancer's copy of
     /// this request, collapsed into this one (the copy from the load balancer to its target).
-    pub via: Option<crate::engine::source::SourceKey>,
+    /// Boxed: rare, and every request would carry its size otherwise.
+    pub via: Option<Box<crate::engine::source::SourceKey>>,
     /// Request method as sent (`GET`, `POST`, ...).
     pub method: String,
     /// Request target as sent (origin form, absolute form, authority form or `*`). Bytes that

@@ -361,8 +361,8 @@ fn write(
         if let Ok(json) = serde_json::to_vec(&source) {
             field(out, SOURCE_HEADER.as_bytes(), &json);
         }
-        if let Some(via) = req.via
-            && let Ok(json) = serde_json::to_vec(&map.attribute(via))
+        if let Some(via) = req.via.as_deref()
+            && let Ok(json) = serde_json::to_vec(&map.attribute(*via))
         {
             field(out, VIA_HEADER.as_bytes(), &json);
         }

@@ -42,6 +42,15 @@ fn put(path: &Path, body: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// A fresh directory for a test's source map file, and the file's path (not created).
+fn map_file(test: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("rebuilder-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sources.json");
+    let _ = std::fs::remove_file(&path);
+    (dir, path)
+}
+
 /// A UDP socket on loopback address `ip` (a mirrored ENI's primary address, as the VXLAN
 /// sender).
 struct Eni {
@@ -66,11 +75,8 @@ impl Eni {
 
 #[test]
 fn records_name_the_source_and_a_replaced_map_applies_to_later_records_without_losing_flows() {
-    let dir = std::env::temp_dir().join(format!("rebuilder-daemon-sources-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("sources.json");
     // The map appears after the start (the timer's first fetch may come later).
-    let _ = std::fs::remove_file(&path);
+    let (dir, path) = map_file("daemon-sources");
     let collector = Analyzer::loopback();
     let mut p = RebuilderProc::start(
         &collector.url(),
@@ -113,13 +119,7 @@ fn records_name_the_source_and_a_replaced_map_applies_to_later_records_without_l
     d.push(ca.send(b"GET /a1 HTTP/1.1\r\nHost: h\r\n\r\n"));
     d.push(ca.respond(ok));
     a.send(&d);
-    let lines = || -> Vec<serde_json::Value> {
-        collector
-            .records()
-            .iter()
-            .flat_map(|r| r.ndjson())
-            .collect()
-    };
+    let lines = || collector.ndjson_lines();
     let by = |t: &str| lines().into_iter().find(|v| v["target"] == t);
     assert!(wait_until(Duration::from_secs(15), || by("/a1").is_some()));
     // A scrape gives eni-0aaa the one label slot; heavier sources seen later do not take it.
@@ -248,9 +248,7 @@ fn records_name_the_source_and_a_replaced_map_applies_to_later_records_without_l
 
 #[test]
 fn the_http_replay_sink_carries_the_source_as_headers_when_asked() {
-    let dir = std::env::temp_dir().join(format!("rebuilder-daemon-src-hdr-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("sources.json");
+    let (dir, path) = map_file("daemon-source-headers");
     put(&path, &map(1, &[("eni-0aaa", "127.0.0.2", "web-1")]));
     let analyzer = Analyzer::loopback();
     let mut p = RebuilderProc::start(
@@ -309,9 +307,7 @@ fn the_http_replay_sink_carries_the_source_as_headers_when_asked() {
 
 #[test]
 fn a_request_mirrored_at_the_load_balancer_and_at_its_target_is_one_record_with_via() {
-    let dir = std::env::temp_dir().join(format!("rebuilder-daemon-dedup-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("sources.json");
+    let (dir, path) = map_file("daemon-dedup");
     let mut doc: serde_json::Value = serde_json::from_str(&map(
         1,
         &[
@@ -377,13 +373,7 @@ fn a_request_mirrored_at_the_load_balancer_and_at_its_target_is_one_record_with_
     let mut d = vec![back.send(lone_req.as_bytes())];
     d.push(back.respond(ok));
     web.send(&d);
-    let lines = || -> Vec<serde_json::Value> {
-        collector
-            .records()
-            .iter()
-            .flat_map(|r| r.ndjson())
-            .collect()
-    };
+    let lines = || collector.ndjson_lines();
     assert!(
         wait_until(Duration::from_secs(15), || lines().len() >= 2),
         "{:?}",

@@ -32,7 +32,9 @@
 //! The stages, in pipeline order (each imports only the stages below it and [`stats`]):
 //! [`encap`] → [`packet`] → [`flow`] → [`reassembly`] → [`http`] (with [`proxy`] and
 //! [`health_check`]) → [`request`]; [`ranges`] (address ranges of the configuration) is a
-//! leaf. This module drives them and is imported by none of them.
+//! leaf, and so is [`source`] (the counters of [`stats`] kept per source key: the packet's
+//! sender, VNI and GWLB endpoint; set once per packet and around the timer's work for a
+//! direction, so that the per-source counters add up to the totals). This module drives them and is imported by none of them.
 
 pub mod config;
 pub mod encap;

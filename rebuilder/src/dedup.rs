@@ -415,6 +415,58 @@ mod tests {
         assert_eq!(d.held_bytes(), 0);
     }
 
+    proptest::proptest! {
+        /// Whatever arrives and whenever the windows end: every request goes out exactly once
+        /// except the collapsed load-balancer copies, the bytes held never pass the cap, and
+        /// nothing is held after a flush.
+        #[test]
+        fn nothing_is_lost_but_collapsed_copies_and_the_cap_holds(
+            steps in proptest::collection::vec((0..4u8, 0..3u8, 0..2_000_000u64), 1..60),
+            cap_requests in 1..6usize,
+        ) {
+            let (lb, target) = pair();
+            let cap = target.held_bytes().max(lb.held_bytes()) * cap_requests;
+            let mut d = Dedup::new(DedupConfig { window_us: 1_000_000, max_bytes: cap });
+            let mut out = Vec::new();
+            let mut now = 0u64;
+            let mut pushed = 0u64;
+            for (kind, variant, advance) in steps {
+                now += advance;
+                let mut r = match kind {
+                    0 => target.clone(),
+                    1 => lb.clone(),
+                    2 => {
+                        let mut r = lb.clone();
+                        r.target = "/other".into();
+                        r
+                    }
+                    _ => {
+                        d.expire(now, &mut out);
+                        continue;
+                    }
+                };
+                // Variants of the body: only equal bodies pair.
+                r.body.push(b'0' + variant);
+                r.ts_us = pushed;
+                pushed += 1;
+                d.push(r, kind == 1, now, &mut out);
+                proptest::prop_assert!(d.held_bytes() <= cap);
+            }
+            d.flush(&mut out);
+            let s = d.stats();
+            proptest::prop_assert_eq!(out.len() as u64 + s.collapsed, pushed);
+            proptest::prop_assert_eq!(d.held_len(), 0);
+            proptest::prop_assert_eq!(d.held_bytes(), 0);
+            // A collapse takes one held request; the others are released.
+            proptest::prop_assert_eq!(s.held, s.released + s.collapsed);
+            let mut seen: Vec<u64> = out.iter().map(|r| r.ts_us).collect();
+            seen.sort_unstable();
+            seen.dedup();
+            proptest::prop_assert_eq!(seen.len(), out.len(), "each request once");
+            proptest::prop_assert_eq!(out.iter().filter(|r| r.via.is_some()).count() as u64, s.collapsed);
+        }
+    }
+
     #[test]
     fn requests_beyond_the_byte_cap_go_out_at_once_and_are_counted() {
         let (_, target) = pair();

@@ -25,6 +25,7 @@ use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, setsoc
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::daemon::forward::ForwardQueue;
+use crate::daemon::telemetry::workers::SourceQueueDrops;
 use crate::daemon::telemetry::{RequestDropReason, Telemetry, WorkerCounters};
 use crate::dedup::Dedup;
 use crate::engine::encap::Encap;
@@ -395,7 +396,10 @@ impl Worker {
         let mut headers: MultiHeaders<SockaddrStorage> = MultiHeaders::preallocate(batch, None);
         let mut rx: Vec<Rx> = Vec::with_capacity(batch);
         let mut out: Vec<HttpRequest> = Vec::new();
-        let mut c = WorkerCounters::default();
+        let mut c = WorkerCounters {
+            source_queue_drops: SourceQueueDrops::new(cfg.engine.max_source_keys),
+            ..WorkerCounters::default()
+        };
         let mut next_tick = Instant::now() + cfg.timer_interval;
         #[cfg(debug_assertions)]
         let panic_after = debug_panic_after().filter(|_| id == 0);
@@ -502,10 +506,17 @@ fn submit(
 ) {
     for req in out.drain(..) {
         c.extracted += 1;
+        let key = req.source_key();
         match queue.try_submit(req) {
             Ok(()) => {}
-            Err(RequestDropReason::QueueBytes) => c.queue_bytes += 1,
-            Err(RequestDropReason::QueueFull) => c.queue_full += 1,
+            Err(RequestDropReason::QueueBytes) => {
+                c.queue_bytes += 1;
+                c.source_queue_drops.count(key, true);
+            }
+            Err(RequestDropReason::QueueFull) => {
+                c.queue_full += 1;
+                c.source_queue_drops.count(key, false);
+            }
             Err(other) => telemetry.request_dropped(other),
         }
     }

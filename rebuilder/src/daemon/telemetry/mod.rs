@@ -163,7 +163,9 @@ impl registry::SnapshotSource for TelemetryState {
             admin_rejected: load(&self.admin.rejected),
             socket_drops: self.socket_drops(),
             snmp: kernel::read_udp_snmp(),
-            per_source: self.sources.label(&totals.e.sources),
+            per_source: self
+                .sources
+                .label(&totals.e.sources, &totals.c.source_queue_drops),
             dedup: self.dedup.get().map(|d| {
                 let d = d.lock().unwrap_or_else(|e| e.into_inner());
                 (d.stats(), d.held_bytes() as u64)
@@ -224,9 +226,12 @@ impl Telemetry {
         let _ = self.state.dedup.set(dedup);
     }
 
-    /// The per-source counters as `/metrics` labels them now (label, counters).
-    pub fn per_source(&self) -> Vec<(String, crate::engine::source::SourceCounters)> {
-        self.state.sources.label(&self.state.totals().e.sources)
+    /// The per-source series as `/metrics` labels them now.
+    pub fn per_source(&self) -> sources::Labelled {
+        let t = self.state.totals();
+        self.state
+            .sources
+            .label(&t.e.sources, &t.c.source_queue_drops)
     }
 
     pub fn worker(&self, i: usize) -> &WorkerSlot {

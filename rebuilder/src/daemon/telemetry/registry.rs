@@ -59,7 +59,7 @@ pub(super) struct Snapshot {
     /// `None` when /proc/net/snmp cannot be read (its two metrics are left out).
     pub(super) snmp: Option<UdpSnmp>,
     /// Per-source counters by `eni` label (bounded: see `super::sources`).
-    pub(super) per_source: Vec<(String, SourceCounters)>,
+    pub(super) per_source: super::sources::Labelled,
     /// Source map: entries in force, documents loaded, documents refused.
     pub(super) source_map: [u64; 3],
     /// The duplicate-mirroring filter's counters and bytes held (`None`: `--dedup` off).
@@ -85,6 +85,7 @@ enum Values {
 fn per_source(s: &Snapshot, value: impl Fn(&SourceCounters) -> u64) -> Values {
     Values::Labeled(
         s.per_source
+            .counters
             .iter()
             .map(|(eni, c)| (vec![("eni", eni.clone())], value(c)))
             .collect(),
@@ -94,7 +95,7 @@ fn per_source(s: &Snapshot, value: impl Fn(&SourceCounters) -> u64) -> Values {
 /// Drops per source and reason (reasons with nothing counted left out).
 fn per_source_drops(s: &Snapshot) -> Values {
     let mut out = Vec::new();
-    for (eni, c) in &s.per_source {
+    for (eni, c) in &s.per_source.counters {
         for r in DropReason::ALL {
             let n = c.drops[r as usize];
             if n > 0 {
@@ -112,10 +113,28 @@ fn per_source_drops(s: &Snapshot) -> Values {
 fn per_source_complete(s: &Snapshot) -> Values {
     Values::Ratio(
         s.per_source
+            .counters
             .iter()
             .filter_map(|(eni, c)| c.complete_share().map(|r| (vec![("eni", eni.clone())], r)))
             .collect(),
     )
+}
+
+/// Requests the queue refused, per source and reason (zeros left out).
+fn per_source_queue_drops(s: &Snapshot) -> Values {
+    let reasons = [RequestDropReason::QueueFull, RequestDropReason::QueueBytes];
+    let mut out = Vec::new();
+    for (eni, n) in &s.per_source.queue_drops {
+        for (r, v) in reasons.iter().zip(n) {
+            if *v > 0 {
+                out.push((
+                    vec![("eni", eni.clone()), ("reason", r.as_str().to_owned())],
+                    *v,
+                ));
+            }
+        }
+    }
+    Values::Labeled(out)
 }
 
 /// One metric: its name (counters without `_total`, which the encoder appends), help text,
@@ -235,6 +254,7 @@ const METRICS: &[Metric] = &[
     counter("rebuilder_source_requests_paired", "Requests emitted with their response, per source.", |s| per_source(s, |c| c.paired)),
     counter("rebuilder_source_requests_unpaired", "Requests emitted without their response, per source.", |s| per_source(s, |c| c.unpaired)),
     counter("rebuilder_source_drops", "Packets or data dropped, per source and reason (as rebuilder_decode_drops).", per_source_drops),
+    counter("rebuilder_source_requests_dropped", "Requests the receive workers could not queue (queue_full, queue_bytes), per source; they add up to those reasons of rebuilder_requests_dropped.", per_source_queue_drops),
     gauge("rebuilder_source_requests_complete_ratio", "Share of requests complete per source since start: emitted with their response, over emitted plus lost to missing bytes or eviction.", per_source_complete),
     counter("rebuilder_source_keys_overflow", "Look-ups of source keys that found the per-worker table full (--max-source-keys); their counts go to eni=\"other\".", |s| one(s.totals.e.sources.overflowed())),
     gauge("rebuilder_source_map_entries", "Entries of the source map in force (--sources-file).", |s| one(s.source_map[0])),

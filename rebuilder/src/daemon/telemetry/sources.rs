@@ -15,7 +15,16 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use crate::engine::source::{SourceCounters, SourceTable};
+use super::workers::SourceQueueDrops;
+use crate::engine::source::{SourceCounters, SourceKey, SourceTable};
+
+/// The per-source series of one scrape: counters, and requests the queue refused
+/// (`[queue_full, queue_bytes]`), by label.
+#[derive(Debug, Default)]
+pub struct Labelled {
+    pub counters: Vec<(String, SourceCounters)>,
+    pub queue_drops: Vec<(String, [u64; 2])>,
+}
 use crate::sources::SharedSources;
 
 /// The label of keys not in the map.
@@ -56,8 +65,9 @@ impl SourceLabels {
         }
     }
 
-    /// `table`'s rows by label: the labelled ENIs (sorted), then `other`, then `unknown`.
-    pub fn label(&self, table: &SourceTable) -> Vec<(String, SourceCounters)> {
+    /// `table`'s rows and `queue`'s counts by label: the labelled ENIs (sorted), then `other`,
+    /// then `unknown`.
+    pub fn label(&self, table: &SourceTable, queue: &SourceQueueDrops) -> Labelled {
         let mut s = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let map = s.map.as_ref().map(|m| m.get());
         let mut by_eni: HashMap<String, SourceCounters> = HashMap::new();
@@ -101,6 +111,27 @@ impl SourceLabels {
         }
         out.push((OTHER.to_owned(), other));
         out.push((UNKNOWN.to_owned(), unknown));
-        out
+        // The same labels for the queue's refusals.
+        let label_of = |key: Option<SourceKey>| -> usize {
+            let other = out.len() - 2;
+            let Some(k) = key else { return other };
+            match map.as_ref().and_then(|m| m.eni(&k)) {
+                None => out.len() - 1,
+                Some(eni) => out[..other]
+                    .binary_search_by(|(e, _)| e.as_str().cmp(eni))
+                    .unwrap_or(other),
+            }
+        };
+        let mut queue_drops: Vec<(String, [u64; 2])> =
+            out.iter().map(|(l, _)| (l.clone(), [0, 0])).collect();
+        for (key, n) in queue.iter() {
+            let i = label_of(key);
+            queue_drops[i].1[0] += n[0];
+            queue_drops[i].1[1] += n[1];
+        }
+        Labelled {
+            counters: out,
+            queue_drops,
+        }
     }
 }

@@ -723,3 +723,80 @@ fn replay_refuses_a_source_map_of_an_unknown_version() {
     );
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn replay_with_dedup_collapses_a_request_mirrored_at_the_load_balancer_and_its_target() {
+    use rebuilder::offline::capture::write_pcap;
+    use rebuilder::offline::synth::Frame;
+    use rebuilder_testkit::frames::{TcpConn, vxlan_frame};
+    let dir = temp_dir();
+    // The ALB's ENI (10.0.0.5, a load balancer in the map) and the target's (10.0.1.7).
+    let alb: std::net::IpAddr = "10.0.0.5".parse().unwrap();
+    let web: std::net::IpAddr = "10.0.1.7".parse().unwrap();
+    let mut front = TcpConn::new(7, "203.0.113.9:51000", "10.0.0.5:80", 1000).plain();
+    let mut back = TcpConn::new(7, "10.0.0.5:33000", "10.0.1.7:8080", 9000).plain();
+    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let client_req = b"GET /pay?x=1 HTTP/1.1\r\nHost: shop.example\r\n\r\n";
+    let target_req = b"GET /pay?x=1 HTTP/1.1\r\nX-Forwarded-For: 203.0.113.9\r\nHost: shop.example\r\nX-Amzn-Trace-Id: Root=1-67891233-abcdef012345678912345678\r\n\r\n";
+    let other_req =
+        b"GET /other HTTP/1.1\r\nHost: shop.example\r\nX-Amzn-Trace-Id: Root=1-1-2\r\n\r\n";
+    let mut inner: Vec<(std::net::IpAddr, Vec<u8>)> = Vec::new();
+    inner.extend(front.open().into_iter().map(|f| (alb, f)));
+    inner.push((alb, front.send(client_req)));
+    inner.extend(back.open().into_iter().map(|f| (web, f)));
+    inner.push((web, back.send(target_req)));
+    inner.push((web, back.respond(answer)));
+    inner.push((alb, front.respond(answer)));
+    // A request only the target saw: out alone once the window has passed.
+    inner.push((web, back.send(other_req)));
+    inner.push((web, back.respond(answer)));
+    let frames: Vec<Frame> = inner
+        .into_iter()
+        .enumerate()
+        .map(|(i, (sender, f))| {
+            let data = vxlan_frame(sender, 7, &f);
+            Frame {
+                ts_us: 1_000_000 + i as u64 * 1000,
+                orig_len: data.len() as u32,
+                data,
+            }
+        })
+        .collect();
+    let pcap = dir.path().join("alb.pcap");
+    write_pcap(frames, std::fs::File::create(&pcap).unwrap()).unwrap();
+    let map = serde_json::json!({"version": 1, "sources": [
+        {"eni": "eni-0a1b", "sender_ip": "10.0.0.5", "vni": 7, "instance": null,
+         "load_balancer": {"type": "app", "name": "shop", "id": "50dc6c495c0c9188"}},
+        {"eni": "eni-0c2d", "sender_ip": "10.0.1.7", "vni": 7,
+         "instance": {"id": "i-1", "name": "web-1"}, "load_balancer": null}
+    ]});
+    let map_path = dir.path().join("sources.json");
+    std::fs::write(&map_path, map.to_string()).unwrap();
+    let run = |dedup: bool| {
+        let mut args = vec![
+            "replay",
+            pcap.to_str().unwrap(),
+            "--sources-file",
+            map_path.to_str().unwrap(),
+        ];
+        if dedup {
+            args.push("--dedup");
+        }
+        let out = ok(rebuilder(&args));
+        (lines(&out.stdout), String::from_utf8(out.stderr).unwrap())
+    };
+    let (without, _) = run(false);
+    assert_eq!(without.len(), 3, "both copies without --dedup: {without:?}");
+    let (with, stderr) = run(true);
+    assert_eq!(with.len(), 2, "{with:?}");
+    let pay = with.iter().find(|r| r["target"] == "/pay?x=1").unwrap();
+    assert_eq!(pay["source"]["eni"], "eni-0c2d");
+    assert_eq!(pay["via"]["eni"], "eni-0a1b");
+    assert_eq!(pay["via"]["load_balancer"]["name"], "shop");
+    assert_eq!(pay["response"]["status"], 200);
+    let other = with.iter().find(|r| r["target"] == "/other").unwrap();
+    assert!(other.get("via").is_none());
+    assert_eq!(summary(&stderr, "dedup_collapsed"), 1);
+    assert_eq!(summary(&stderr, "dedup_released"), 1);
+    assert_eq!(summary(&stderr, "dedup_held"), 2);
+}

@@ -29,6 +29,9 @@
 //! daemon::admin         /healthz and /metrics on a thread of its own
 //!                                        offline::replay   requests as jsonl / http / summary
 //!                                        offline::synth    deterministic captures + ground truth
+//! record                the JSON record of a transaction (replay jsonl, ndjson sink)
+//! sources               the source map: which ENI / workload a request came from
+//! dedup                 duplicate mirroring: load balancer and target copies collapsed
 //! ```
 //!
 //! A module never imports the one that drives it: stages import only the stages below them
@@ -49,6 +52,10 @@ pub mod daemon;
 pub mod offline;
 
 pub mod record;
+
+pub mod dedup;
+
+pub mod sources;
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -29,7 +29,7 @@ struct Cli {
 enum Command {
     /// Extract the HTTP requests of a pcap/pcapng capture (VXLAN on UDP/4789, GENEVE on UDP/6081
     /// around it, or plain Ethernet).
-    Replay(ReplayArgs),
+    Replay(Box<ReplayArgs>),
     /// Write a deterministic synthetic capture (pcap) and its ground truth (jsonl).
     Generate(Box<GenerateArgs>),
     /// Receive mirror traffic (VXLAN, or GENEVE from a Gateway Load Balancer) on UDP, extract

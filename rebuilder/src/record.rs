@@ -5,7 +5,10 @@
 //! Fields, in order: the request's (`ts`, `ts_us`, `vni`, `client`, `peer`, `server`,
 //! `method`, `target`, `version`, `headers`, `body_len`, `body_truncated`, `chunked`,
 //! `body_b64` with bodies, `trailers` and `anomalies` when there are any, `gwlbe` and
-//! `mirror_source` when known), then `response` (an object, or `null`), `response_missing`
+//! `mirror_source` when known), then `source` (the mirrored source the request is attributed
+//! to: the source map's entry, or the key with `"eni": null`; [`crate::sources`]), `via`
+//! (the load balancer's copy collapsed into this one, [`crate::dedup`]; only then), then
+//! `response` (an object, or `null`), `response_missing`
 //! (the reason, only when `response` is `null`) and `latency_ms` (first request byte to first
 //! response byte, capture clock; `null` without a response).
 //!
@@ -22,6 +25,7 @@ use base64::Engine as _;
 use serde::Serialize;
 
 use crate::engine::request::{HttpRequest, HttpResponse};
+use crate::sources::{Attribution, SourceMap};
 
 /// What goes into a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -126,6 +130,12 @@ pub struct JsonResponse<'a> {
 pub struct Record<'a> {
     #[serde(flatten)]
     pub request: JsonRequest<'a>,
+    /// The source the request is attributed to.
+    pub source: Attribution<'a>,
+    /// Duplicate mirroring (`crate::dedup`): the source of the load balancer's copy of this
+    /// request, collapsed into this one; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<Attribution<'a>>,
     pub response: Option<JsonResponse<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_missing: Option<&'static str>,
@@ -274,10 +284,17 @@ pub fn response_json<'a>(
     }
 }
 
-/// The record of a transaction.
-pub fn record<'a>(r: &'a HttpRequest, opts: &RecordOptions, stats: &mut DecodeStats) -> Record<'a> {
+/// The record of a transaction (`sources`: the source map in force).
+pub fn record<'a>(
+    r: &'a HttpRequest,
+    sources: &'a SourceMap,
+    opts: &RecordOptions,
+    stats: &mut DecodeStats,
+) -> Record<'a> {
     Record {
         request: request_json(r, opts, stats),
+        source: sources.attribute(r.source_key()),
+        via: r.via.as_deref().map(|k| sources.attribute(*k)),
         response: r
             .response
             .as_deref()
@@ -295,10 +312,12 @@ pub fn record<'a>(r: &'a HttpRequest, opts: &RecordOptions, stats: &mut DecodeSt
 pub fn write_line(
     line: &mut Vec<u8>,
     r: &HttpRequest,
+    sources: &SourceMap,
     opts: &RecordOptions,
     stats: &mut DecodeStats,
 ) -> std::io::Result<()> {
-    serde_json::to_writer(&mut *line, &record(r, opts, stats)).map_err(std::io::Error::other)?;
+    serde_json::to_writer(&mut *line, &record(r, sources, opts, stats))
+        .map_err(std::io::Error::other)?;
     line.push(b'\n');
     Ok(())
 }
@@ -342,6 +361,7 @@ mod tests {
             server: "10.0.0.2:80".parse().unwrap(),
             gwlbe: None,
             mirror_source: None,
+            via: None,
             method: "GET".into(),
             target: "/x".into(),
             version: 1,
@@ -368,6 +388,7 @@ mod tests {
         let r = request();
         let v = serde_json::to_value(record(
             &r,
+            &SourceMap::empty(),
             &RecordOptions::default(),
             &mut DecodeStats::default(),
         ))
@@ -397,6 +418,7 @@ mod tests {
         r.mirror_source = Some("10.1.2.3".parse().unwrap());
         let line = serde_json::to_string(&record(
             &r,
+            &SourceMap::empty(),
             &RecordOptions::default(),
             &mut DecodeStats::default(),
         ))
@@ -438,7 +460,13 @@ mod tests {
             with_body: true,
             decode_bodies: None,
         };
-        let line = serde_json::to_string(&record(&r, &opts, &mut DecodeStats::default())).unwrap();
+        let line = serde_json::to_string(&record(
+            &r,
+            &SourceMap::empty(),
+            &opts,
+            &mut DecodeStats::default(),
+        ))
+        .unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["response"]["status"], 404);
         assert_eq!(v["response"]["reason"], "Not Found");

@@ -547,3 +547,256 @@ fn health_checks_are_dropped_only_for_configured_paths_from_balancer_ranges() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--health-check-from"));
 }
+
+/// A source map (`docs/sources.md`) naming `sources` (sender, VNI, GWLB endpoint) as
+/// `eni-<sender's last octet>`.
+fn source_map(sources: &[(String, u64, Option<String>)]) -> String {
+    let entries: Vec<serde_json::Value> = sources
+        .iter()
+        .map(|(ip, vni, gwlbe)| {
+            let last = ip.rsplit('.').next().unwrap();
+            serde_json::json!({
+                "eni": format!("eni-{last:0>17}"), "session": format!("tms-{last}"),
+                "vni": vni, "sender_ip": ip, "vpc": "vpc-1", "subnet": "subnet-1",
+                "az": null, "gwlbe": gwlbe, "instance": {"id": format!("i-{last}"), "name": null},
+                "load_balancer": null, "eks_cluster": null, "asg": null, "tags": {}
+            })
+        })
+        .collect();
+    serde_json::json!({"version": 1, "generated_at": "2026-12-03T00:00:00Z", "owner": "t",
+        "target": {"id": "tmt-1", "kind": "network_load_balancer", "gwlbe": null},
+        "sources": entries})
+    .to_string()
+}
+
+/// Sums `field=` of the `source …` summary lines.
+fn source_sum(stderr: &str, field: &str) -> u64 {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("source "))
+        .map(|l| {
+            l.split(' ')
+                .find_map(|kv| kv.strip_prefix(&format!("{field}=")))
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum()
+}
+
+/// The value of a summary line `name N`.
+fn summary(stderr: &str, name: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} missing"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn replay_attributes_every_record_of_a_capture_with_several_sources() {
+    for geneve in [false, true] {
+        let dir = temp_dir();
+        let mut extra = vec![
+            "--connections",
+            "30",
+            "--vnis",
+            "7,8",
+            "--loss",
+            "0.01",
+            "--seed",
+            "5",
+        ];
+        if geneve {
+            extra.extend([
+                "--geneve",
+                "--gwlb-endpoints",
+                "vpce-0000000000000000a,vpce-0000000000000000b",
+            ]);
+        }
+        let (pcap, truth) = generate(dir.path(), &extra);
+        // Every key of the capture.
+        let keys: BTreeSet<(String, u64, Option<String>)> = truth
+            .iter()
+            .map(|t| {
+                (
+                    t["mirror_source"].as_str().unwrap().to_owned(),
+                    t["vni"].as_u64().unwrap(),
+                    t["gwlbe"].as_str().map(str::to_owned),
+                )
+            })
+            .collect();
+        assert!(keys.len() >= 10, "{keys:?}");
+        // The map names every other key; in GWLB mode one named key has the other endpoint.
+        let mut named: Vec<(String, u64, Option<String>)> =
+            keys.iter().step_by(2).cloned().collect();
+        if geneve {
+            let g = named[0].2.as_deref().unwrap();
+            let other = if g.ends_with('a') {
+                "vpce-0000000000000000b"
+            } else {
+                "vpce-0000000000000000a"
+            };
+            named[0].2 = Some(other.to_owned());
+        }
+        let map_path = dir.path().join("sources.json");
+        std::fs::write(&map_path, source_map(&named)).unwrap();
+        let out = ok(rebuilder(&[
+            "replay",
+            pcap.to_str().unwrap(),
+            "--sources-file",
+            map_path.to_str().unwrap(),
+        ]));
+        let records = lines(&out.stdout);
+        assert!(records.len() > 30, "{}", records.len());
+        let (mut known, mut unknown) = (0, 0);
+        for r in &records {
+            let sender = r["mirror_source"].as_str().unwrap();
+            let key = (
+                sender.to_owned(),
+                r["vni"].as_u64().unwrap(),
+                r["gwlbe"].as_str().map(str::to_owned),
+            );
+            let src = &r["source"];
+            if named.contains(&key) {
+                known += 1;
+                let last = sender.rsplit('.').next().unwrap();
+                assert_eq!(src["eni"], format!("eni-{last:0>17}"), "{r}");
+                assert_eq!(src["sender_ip"], sender);
+            } else {
+                unknown += 1;
+                assert_eq!(
+                    *src,
+                    serde_json::json!({"eni": null, "sender_ip": sender, "vni": key.1,
+                        "gwlbe": key.2}),
+                    "{r}"
+                );
+            }
+        }
+        assert!(known > 0 && unknown > 0, "{known} {unknown}");
+        // The per-source summary adds up to the totals.
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        for (per_source, total) in [
+            ("datagrams", "packets"),
+            ("bytes", "bytes"),
+            ("requests", "requests"),
+            ("responses", "responses"),
+            ("paired", "responses_paired"),
+            ("gaps", "gaps"),
+            ("truncated_packets", "truncated_packets"),
+        ] {
+            assert_eq!(
+                source_sum(&stderr, per_source),
+                summary(&stderr, total),
+                "{per_source}\n{stderr}"
+            );
+        }
+        let named_lines = stderr
+            .lines()
+            .filter(|l| l.starts_with("source eni=eni-"))
+            .count();
+        assert_eq!(
+            named_lines,
+            if geneve { named.len() - 1 } else { named.len() }
+        );
+    }
+}
+
+#[test]
+fn replay_refuses_a_source_map_of_an_unknown_version() {
+    let dir = temp_dir();
+    let (pcap, _) = generate(dir.path(), &["--connections", "2"]);
+    let map_path = dir.path().join("sources.json");
+    std::fs::write(&map_path, r#"{"version":2,"sources":[]}"#).unwrap();
+    let out = rebuilder(&[
+        "replay",
+        pcap.to_str().unwrap(),
+        "--sources-file",
+        map_path.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("version 2") && err.contains("version 1"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn replay_with_dedup_collapses_a_request_mirrored_at_the_load_balancer_and_its_target() {
+    use rebuilder::offline::capture::write_pcap;
+    use rebuilder::offline::synth::Frame;
+    use rebuilder_testkit::frames::{TcpConn, vxlan_frame};
+    let dir = temp_dir();
+    // The ALB's ENI (10.0.0.5, a load balancer in the map) and the target's (10.0.1.7).
+    let alb: std::net::IpAddr = "10.0.0.5".parse().unwrap();
+    let web: std::net::IpAddr = "10.0.1.7".parse().unwrap();
+    let mut front = TcpConn::new(7, "203.0.113.9:51000", "10.0.0.5:80", 1000).plain();
+    let mut back = TcpConn::new(7, "10.0.0.5:33000", "10.0.1.7:8080", 9000).plain();
+    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let client_req = b"GET /pay?x=1 HTTP/1.1\r\nHost: shop.example\r\n\r\n";
+    let target_req = b"GET /pay?x=1 HTTP/1.1\r\nX-Forwarded-For: 203.0.113.9\r\nHost: shop.example\r\nX-Amzn-Trace-Id: Root=1-67891233-abcdef012345678912345678\r\n\r\n";
+    let other_req =
+        b"GET /other HTTP/1.1\r\nHost: shop.example\r\nX-Amzn-Trace-Id: Root=1-1-2\r\n\r\n";
+    let mut inner: Vec<(std::net::IpAddr, Vec<u8>)> = Vec::new();
+    inner.extend(front.open().into_iter().map(|f| (alb, f)));
+    inner.push((alb, front.send(client_req)));
+    inner.extend(back.open().into_iter().map(|f| (web, f)));
+    inner.push((web, back.send(target_req)));
+    inner.push((web, back.respond(answer)));
+    inner.push((alb, front.respond(answer)));
+    // A request only the target saw: out alone once the window has passed.
+    inner.push((web, back.send(other_req)));
+    inner.push((web, back.respond(answer)));
+    let frames: Vec<Frame> = inner
+        .into_iter()
+        .enumerate()
+        .map(|(i, (sender, f))| {
+            let data = vxlan_frame(sender, 7, &f);
+            Frame {
+                ts_us: 1_000_000 + i as u64 * 1000,
+                orig_len: data.len() as u32,
+                data,
+            }
+        })
+        .collect();
+    let pcap = dir.path().join("alb.pcap");
+    write_pcap(frames, std::fs::File::create(&pcap).unwrap()).unwrap();
+    let map = serde_json::json!({"version": 1, "sources": [
+        {"eni": "eni-0a1b", "sender_ip": "10.0.0.5", "vni": 7, "instance": null,
+         "load_balancer": {"type": "app", "name": "shop", "id": "50dc6c495c0c9188"}},
+        {"eni": "eni-0c2d", "sender_ip": "10.0.1.7", "vni": 7,
+         "instance": {"id": "i-1", "name": "web-1"}, "load_balancer": null}
+    ]});
+    let map_path = dir.path().join("sources.json");
+    std::fs::write(&map_path, map.to_string()).unwrap();
+    let run = |dedup: bool| {
+        let mut args = vec![
+            "replay",
+            pcap.to_str().unwrap(),
+            "--sources-file",
+            map_path.to_str().unwrap(),
+        ];
+        if dedup {
+            args.push("--dedup");
+        }
+        let out = ok(rebuilder(&args));
+        (lines(&out.stdout), String::from_utf8(out.stderr).unwrap())
+    };
+    let (without, _) = run(false);
+    assert_eq!(without.len(), 3, "both copies without --dedup: {without:?}");
+    let (with, stderr) = run(true);
+    assert_eq!(with.len(), 2, "{with:?}");
+    let pay = with.iter().find(|r| r["target"] == "/pay?x=1").unwrap();
+    assert_eq!(pay["source"]["eni"], "eni-0c2d");
+    assert_eq!(pay["via"]["eni"], "eni-0a1b");
+    assert_eq!(pay["via"]["load_balancer"]["name"], "shop");
+    assert_eq!(pay["response"]["status"], 200);
+    let other = with.iter().find(|r| r["target"] == "/other").unwrap();
+    assert!(other.get("via").is_none());
+    assert_eq!(summary(&stderr, "dedup_collapsed"), 1);
+    assert_eq!(summary(&stderr, "dedup_released"), 1);
+    assert_eq!(summary(&stderr, "dedup_held"), 2);
+}

@@ -43,13 +43,7 @@ fn ndjson_sink_posts_paired_transactions_as_gzip_json_lines() {
         sender.send(50_000, datagram);
         std::thread::sleep(Duration::from_millis(2));
     }
-    let lines = || -> Vec<serde_json::Value> {
-        collector
-            .records()
-            .iter()
-            .flat_map(|r| r.ndjson())
-            .collect()
-    };
+    let lines = || collector.ndjson_lines();
     assert!(
         wait_until(Duration::from_secs(15), || lines().len() >= 3),
         "lines: {:?}",

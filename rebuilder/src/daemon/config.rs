@@ -33,6 +33,7 @@ const INGEST: &str = "Ingest";
 const ENGINE_CAPS: &str = "Engine caps (per worker)";
 const FORWARDING: &str = "Forwarding";
 const OPERATIONS: &str = "Operations";
+const SOURCES: &str = "Sources";
 
 /// Arguments of `rebuilder run`.
 #[derive(Debug, Clone, Args)]
@@ -142,6 +143,10 @@ pub struct RunArgs {
     /// Maximum size of a response head (status line + headers), bytes.
     #[arg(long, env = "REBUILDER_MAX_RESPONSE_HEADER_BYTES", default_value_t = EngineConfig::default().max_response_header_bytes, help_heading = ENGINE_CAPS)]
     pub max_response_header_bytes: usize,
+    /// Distinct source keys (GWLB endpoint, VXLAN sender, VNI) counted apart per worker;
+    /// further keys share one overflow row (`rebuilder_source_keys_overflow_total`).
+    #[arg(long, env = "REBUILDER_MAX_SOURCE_KEYS", default_value_t = EngineConfig::default().max_source_keys, help_heading = ENGINE_CAPS)]
+    pub max_source_keys: usize,
     /// Only these VXLAN VNIs are processed (comma separated; empty = all).
     #[arg(long, env = "REBUILDER_VNI_ALLOW", value_delimiter = ',', help_heading = ENGINE_CAPS)]
     pub vni_allow: Vec<u32>,
@@ -294,6 +299,27 @@ pub struct RunArgs {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "REBUILDER_LOG", default_value = "info", help_heading = OPERATIONS)]
     pub log_filter: String,
+
+    /// The source map (`docs/sources.md`, fetched by `rebuilder-sources.timer`): records and
+    /// per-source metrics name the ENI and workload of each key. Re-read when it changes
+    /// (polled), without a restart; it may be missing at start and appear later; a document
+    /// that does not load (a version this rebuilder does not know) leaves the map in force.
+    #[arg(long, env = "REBUILDER_SOURCES_FILE", help_heading = SOURCES)]
+    pub sources_file: Option<std::path::PathBuf>,
+    /// How often the source map file is checked for a change, ms.
+    #[arg(long, env = "REBUILDER_SOURCES_POLL_MS", default_value_t = 5000, help_heading = SOURCES)]
+    pub sources_poll_ms: u64,
+    /// Per-source metrics: this many ENIs get a label of their own (the heaviest by bytes when
+    /// first seen; kept for the life of the process so counters stay monotonic), the others
+    /// are summed under `eni="other"`; keys not in the map under `eni="unknown"`.
+    #[arg(long, env = "REBUILDER_SOURCE_METRICS_TOP", default_value_t = 50, help_heading = SOURCES)]
+    pub source_metrics_top: usize,
+    /// http-replay sink: add `x-rebuilder-source-eni` and `x-rebuilder-source` (the record's
+    /// `source` object, JSON) to every forwarded request.
+    #[arg(long, env = "REBUILDER_SOURCE_HEADERS", help_heading = SOURCES)]
+    pub source_headers: bool,
+    #[command(flatten)]
+    pub dedup: crate::dedup::DedupArgs,
 }
 
 impl RunArgs {
@@ -343,6 +369,7 @@ impl RunArgs {
                 .then(|| AddrRanges::new(self.allow_from.clone())),
             health_checks: self.health_checks.rule(),
             proxy_protocol_from: self.proxy_protocol.ranges(),
+            max_source_keys: self.max_source_keys,
         }
     }
 

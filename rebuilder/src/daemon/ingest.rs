@@ -15,8 +15,8 @@
 use std::io::IoSliceMut;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,10 +25,13 @@ use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, setsoc
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::daemon::forward::ForwardQueue;
+use crate::daemon::telemetry::workers::SourceQueueDrops;
 use crate::daemon::telemetry::{RequestDropReason, Telemetry, WorkerCounters};
+use crate::dedup::Dedup;
 use crate::engine::encap::Encap;
 use crate::engine::request::HttpRequest;
 use crate::engine::{Engine, EngineConfig};
+use crate::sources::SourcesReader;
 
 /// Errors while setting up the sockets.
 #[derive(Debug, thiserror::Error)]
@@ -249,6 +252,7 @@ pub fn spawn(
     cfg: &IngestConfig,
     queue: ForwardQueue,
     telemetry: Arc<Telemetry>,
+    shared: WorkersShared,
 ) -> Result<Workers, IngestError> {
     let stop = Arc::new(AtomicBool::new(false));
     let total: usize = sockets.per_worker.iter().map(Vec::len).sum();
@@ -268,6 +272,7 @@ pub fn spawn(
             queue: queue.clone(),
             telemetry: telemetry.clone(),
             stop: stop.clone(),
+            shared: shared.clone(),
         };
         let h = std::thread::Builder::new()
             .name(format!("rx-{id}"))
@@ -316,6 +321,40 @@ struct Worker {
     queue: ForwardQueue,
     telemetry: Arc<Telemetry>,
     stop: Arc<AtomicBool>,
+    shared: WorkersShared,
+}
+
+/// What every receive worker shares beyond the queue.
+#[derive(Debug, Clone)]
+pub struct WorkersShared {
+    /// The source map (whether a request's source is a load balancer, for `dedup`).
+    pub sources: SourcesReader,
+    /// The duplicate-mirroring filter (`--dedup`), one for all workers so that the two
+    /// copies of a request find each other whichever worker rebuilt each.
+    pub dedup: Option<Arc<Mutex<Dedup>>>,
+}
+
+impl WorkersShared {
+    /// Passes the requests of `out` through the duplicate filter (when on) at `now`, leaving
+    /// in `out` what may go to the queue now. `flush`: everything held goes too.
+    fn filter(&mut self, out: &mut Vec<HttpRequest>, now: u64, flush: bool) {
+        let Some(dedup) = &self.dedup else {
+            return;
+        };
+        let mut d = dedup.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self.sources.map();
+        let mut ready = Vec::with_capacity(out.len());
+        for r in out.drain(..) {
+            let lb = map.is_load_balancer(&r.source_key());
+            d.push(r, lb, now, &mut ready);
+        }
+        if flush {
+            d.flush(&mut ready);
+        } else {
+            d.expire(now, &mut ready);
+        }
+        *out = ready;
+    }
 }
 
 /// One received datagram in the batch buffer.
@@ -342,6 +381,7 @@ impl Worker {
             queue,
             telemetry,
             stop,
+            mut shared,
         } = self;
         let slot = telemetry.worker(id);
         // Counts this worker's sockets out of /healthz when it stops, panics included.
@@ -356,7 +396,10 @@ impl Worker {
         let mut headers: MultiHeaders<SockaddrStorage> = MultiHeaders::preallocate(batch, None);
         let mut rx: Vec<Rx> = Vec::with_capacity(batch);
         let mut out: Vec<HttpRequest> = Vec::new();
-        let mut c = WorkerCounters::default();
+        let mut c = WorkerCounters {
+            source_queue_drops: SourceQueueDrops::new(cfg.engine.max_source_keys),
+            ..WorkerCounters::default()
+        };
         let mut next_tick = Instant::now() + cfg.timer_interval;
         #[cfg(debug_assertions)]
         let panic_after = debug_panic_after().filter(|_| id == 0);
@@ -398,6 +441,9 @@ impl Worker {
                             "REBUILDER_DEBUG_PANIC_AFTER_DATAGRAMS reached (debug-build test hook)"
                         );
                     }
+                    if !out.is_empty() {
+                        shared.filter(&mut out, ts, false);
+                    }
                     submit(&queue, &telemetry, &mut out, &mut c);
                     if n < batch {
                         break;
@@ -407,7 +453,9 @@ impl Worker {
             }
             let now = Instant::now();
             if now >= next_tick {
-                engine.on_timer(now_us(), &mut out);
+                let now_wall = now_us();
+                engine.on_timer(now_wall, &mut out);
+                shared.filter(&mut out, now_wall, false);
                 submit(&queue, &telemetry, &mut out, &mut c);
                 slot.publish(&c, engine.stats(), engine.active_flows());
                 next_tick = now + cfg.timer_interval;
@@ -430,6 +478,7 @@ impl Worker {
             }
         }
         engine.finish(&mut out);
+        shared.filter(&mut out, now_us(), true);
         submit(&queue, &telemetry, &mut out, &mut c);
         slot.publish(&c, engine.stats(), engine.active_flows());
         tracing::debug!(worker = id, "receive worker stopped");
@@ -457,10 +506,17 @@ fn submit(
 ) {
     for req in out.drain(..) {
         c.extracted += 1;
+        let key = req.source_key();
         match queue.try_submit(req) {
             Ok(()) => {}
-            Err(RequestDropReason::QueueBytes) => c.queue_bytes += 1,
-            Err(RequestDropReason::QueueFull) => c.queue_full += 1,
+            Err(RequestDropReason::QueueBytes) => {
+                c.queue_bytes += 1;
+                c.source_queue_drops.count(key, true);
+            }
+            Err(RequestDropReason::QueueFull) => {
+                c.queue_full += 1;
+                c.source_queue_drops.count(key, false);
+            }
             Err(other) => telemetry.request_dropped(other),
         }
     }

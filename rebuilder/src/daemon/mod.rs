@@ -38,8 +38,11 @@ use crate::engine::encap::Encap;
 use admin::{AdminConfig, AdminServer};
 use config::{LogFormat, RunArgs};
 use forward::{ForwardConfig, PendingHandle};
-use ingest::{IngestConfig, Workers};
+use ingest::{IngestConfig, Workers, WorkersShared};
 use telemetry::{RequestDropReason, Telemetry};
+
+use crate::dedup::Dedup;
+use crate::sources::{self, SharedSources, SourceMap};
 
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,8 @@ pub enum DaemonError {
     AdminThread(std::io::Error),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("cannot start the source map watcher: {0}")]
+    SourcesThread(std::io::Error),
 }
 
 /// What happened during shutdown.
@@ -76,6 +81,9 @@ pub struct Daemon {
     pending: PendingHandle,
     admin: AdminServer,
     drain_timeout: Duration,
+    sources: Arc<SharedSources>,
+    /// Polls `--sources-file` (stopped when the daemon is).
+    _sources_watcher: Option<sources::Watcher>,
 }
 
 /// Marks the forwarder running until dropped (its task ends, or unwinds from a panic).
@@ -90,12 +98,28 @@ impl Drop for ForwarderRunning {
 /// Binds everything and starts the workers, the forwarder (on the calling runtime) and the
 /// admin listener (on its own thread). Must be called inside a tokio runtime.
 pub async fn start(args: RunArgs) -> Result<Daemon, DaemonError> {
-    let fcfg = ForwardConfig::from_args(&args)?;
+    let mut fcfg = ForwardConfig::from_args(&args)?;
+    let shared_sources = Arc::new(SharedSources::new(SourceMap::empty()));
+    let sources_watcher = match &args.sources_file {
+        Some(path) => Some(
+            sources::watch(
+                path.clone(),
+                Duration::from_millis(args.sources_poll_ms.max(10)),
+                shared_sources.clone(),
+            )
+            .map_err(DaemonError::SourcesThread)?,
+        ),
+        None => None,
+    };
+    if args.source_headers {
+        fcfg.source_headers = Some(shared_sources.clone());
+    }
     let icfg = IngestConfig::from_args(&args);
     let telemetry = Arc::new(Telemetry::new(
         icfg.workers.max(1),
         args.health_failure_threshold,
     ));
+    telemetry.set_sources(shared_sources.clone(), args.source_metrics_top);
     let admin_error = |source| DaemonError::Admin {
         addr: args.admin,
         source,
@@ -106,7 +130,12 @@ pub async fn start(args: RunArgs) -> Result<Daemon, DaemonError> {
     let udp_addrs = sockets.local_addrs.clone();
     let rcvbuf_granted = sockets.rcvbuf_bytes;
 
-    let sink = sink::start(&args, fcfg.clone(), telemetry.clone());
+    let sink = sink::start(
+        &args,
+        fcfg.clone(),
+        telemetry.clone(),
+        shared_sources.reader(),
+    );
     let (queue, pending, task) = (sink.queue, sink.pending, sink.task);
     telemetry.set_forwarder_running(true);
     let running = ForwarderRunning(telemetry.clone());
@@ -114,7 +143,18 @@ pub async fn start(args: RunArgs) -> Result<Daemon, DaemonError> {
         let _running = running;
         task.await;
     });
-    let workers = ingest::spawn(sockets, &icfg, queue, telemetry.clone())?;
+    let dedup = args
+        .dedup
+        .config()
+        .map(|c| Arc::new(std::sync::Mutex::new(Dedup::new(c))));
+    if let Some(d) = &dedup {
+        telemetry.set_dedup(d.clone());
+    }
+    let shared = WorkersShared {
+        sources: shared_sources.reader(),
+        dedup,
+    };
+    let workers = ingest::spawn(sockets, &icfg, queue, telemetry.clone(), shared)?;
     let admin_cfg = AdminConfig {
         max_connections: args.admin_max_connections as usize,
         timeout: Duration::from_millis(args.admin_timeout_ms.max(1)),
@@ -126,6 +166,7 @@ pub async fn start(args: RunArgs) -> Result<Daemon, DaemonError> {
         admin = %admin_addr,
         upstream = %args.upstream,
         sink = ?args.sink,
+        sources_file = args.sources_file.as_ref().map(|p| tracing::field::display(p.display())),
         workers = icfg.workers,
         allow_from = icfg.engine.allow_from.as_ref().map(tracing::field::display),
         rcvbuf_bytes = icfg.rcvbuf_bytes,
@@ -143,6 +184,8 @@ pub async fn start(args: RunArgs) -> Result<Daemon, DaemonError> {
         pending,
         admin,
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),
+        sources: shared_sources,
+        _sources_watcher: sources_watcher,
     })
 }
 
@@ -157,6 +200,10 @@ impl Daemon {
     }
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
+    }
+    /// The source map in force (`--sources-file`).
+    pub fn sources(&self) -> &Arc<SharedSources> {
+        &self.sources
     }
 
     /// Stops receiving, drains the queue within the deadline, stops the admin listener.

@@ -67,6 +67,9 @@ pub struct EngineConfig {
     /// Peers (TCP senders) whose PROXY protocol headers are believed. Default: none (a header
     /// from any other peer is stripped and counted as `proxy_header_untrusted`).
     pub proxy_protocol_from: AddrRanges,
+    /// Distinct source keys (GWLB endpoint, VXLAN sender, VNI) counted apart
+    /// (`crate::engine::source`); further keys share one overflow row. Default 4,096.
+    pub max_source_keys: usize,
 }
 
 impl Default for EngineConfig {
@@ -92,6 +95,7 @@ impl Default for EngineConfig {
             max_response_header_bytes: 64 * 1024,
             health_checks: HealthCheckRule::OFF,
             proxy_protocol_from: AddrRanges::NONE,
+            max_source_keys: crate::engine::source::DEFAULT_MAX_SOURCE_KEYS,
         }
     }
 }

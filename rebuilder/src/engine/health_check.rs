@@ -133,6 +133,7 @@ mod tests {
             server: a,
             gwlbe: None,
             mirror_source: None,
+            via: None,
             method: method.into(),
             target: target.into(),
             version: 1,

@@ -32,7 +32,9 @@
 //! The stages, in pipeline order (each imports only the stages below it and [`stats`]):
 //! [`encap`] → [`packet`] → [`flow`] → [`reassembly`] → [`http`] (with [`proxy`] and
 //! [`health_check`]) → [`request`]; [`ranges`] (address ranges of the configuration) is a
-//! leaf. This module drives them and is imported by none of them.
+//! leaf, and so is [`source`] (the counters of [`stats`] kept per source key: the packet's
+//! sender, VNI and GWLB endpoint; set once per packet and around the timer's work for a
+//! direction, so that the per-source counters add up to the totals). This module drives them and is imported by none of them.
 
 pub mod config;
 pub mod encap;
@@ -45,6 +47,7 @@ pub mod proxy;
 pub mod ranges;
 pub mod reassembly;
 pub mod request;
+pub mod source;
 pub mod stats;
 
 #[cfg(test)]
@@ -68,6 +71,7 @@ use packet::{PacketError, Parsed, TcpSegment, Tunnel, parse_ethernet, parse_ip};
 use pairing::{Answer, PairCtx, Pairing, PairingLimits};
 use reassembly::{At, Budget, Pushed, Segment, Sink, Stream, StreamLimits, StreamState};
 use request::HttpRequest;
+use source::SourceKey;
 use stats::{DropReason, EngineStats, ResponseMissing};
 
 /// A client hole the server acknowledged past is skipped this long after (unless its bytes
@@ -143,6 +147,16 @@ impl Direction {
             server: key.dst(),
             gwlbe: key.gwlbe(),
             mirror_source: self.mirror,
+        }
+    }
+
+    /// The source key of this direction (key `key`): what its requests are attributed to.
+    #[inline]
+    fn source(&self, key: &FlowKey) -> SourceKey {
+        SourceKey {
+            gwlbe: key.gwlbe(),
+            sender: self.mirror,
+            vni: Some(key.vni()),
         }
     }
 
@@ -303,8 +317,7 @@ impl Sink for ParserSink<'_> {
         }
     }
     fn gap(&mut self, len: u64) {
-        self.shared.stats.gaps += 1;
-        self.shared.stats.gap_bytes += len;
+        self.shared.stats.count_gap(len);
         self.call(None, true, |p, ctx| p.gap(len, ctx));
     }
     fn end(&mut self) {
@@ -357,8 +370,7 @@ impl Sink for RespSink<'_> {
         self.run(|p, ctx| p.data(at, bytes, ctx));
     }
     fn gap(&mut self, len: u64) {
-        self.shared.stats.gaps += 1;
-        self.shared.stats.gap_bytes += len;
+        self.shared.stats.count_gap(len);
         self.run(|p, ctx| p.gap(len, ctx));
     }
     fn end(&mut self) {
@@ -437,6 +449,9 @@ pub struct Engine {
     holes: Vec<u32>,
     waiting: BinaryHeap<Reverse<(u64, u32, u32)>>,
     generation: u32,
+    /// Length of the packet being processed (moved with its count when its source key is
+    /// refined).
+    packet_len: u64,
 }
 
 impl Engine {
@@ -475,13 +490,14 @@ impl Engine {
                 resp_limits,
                 pair_limits,
                 budget: Budget::new(config.memory_budget_bytes),
-                stats: EngineStats::default(),
+                stats: EngineStats::with_source_keys(config.max_source_keys),
                 scratch: Vec::new(),
             },
             stream_limits,
             holes: Vec::new(),
             waiting: BinaryHeap::new(),
             generation: 0,
+            packet_len: 0,
             config,
         }
     }
@@ -501,8 +517,13 @@ impl Engine {
         payload: &[u8],
         out: &mut Vec<HttpRequest>,
     ) {
-        self.shared.stats.packets += 1;
-        self.shared.stats.bytes += payload.len() as u64;
+        self.count_packet(
+            SourceKey {
+                sender: Some(sender),
+                ..SourceKey::default()
+            },
+            payload.len(),
+        );
         self.tunnel(
             ts_us,
             Tunnel {
@@ -517,8 +538,7 @@ impl Engine {
     /// The payload of one UDP datagram received on port 4789 (VXLAN header first) whose sender
     /// is not known: no allow-list check, no `mirror_source` (tests and benchmarks).
     pub fn on_vxlan_payload(&mut self, ts_us: u64, payload: &[u8], out: &mut Vec<HttpRequest>) {
-        self.shared.stats.packets += 1;
-        self.shared.stats.bytes += payload.len() as u64;
+        self.count_packet(SourceKey::default(), payload.len());
         self.vxlan(ts_us, Carrier::DIRECT, payload, out);
     }
 
@@ -526,11 +546,11 @@ impl Engine {
     /// IPv4/IPv6 -> UDP dst 4789 -> VXLAN or UDP dst 6081 -> GENEVE, or a plain (already
     /// decapsulated) Ethernet frame.
     pub fn on_captured_frame(&mut self, ts_us: u64, frame: &[u8], out: &mut Vec<HttpRequest>) {
-        self.shared.stats.packets += 1;
-        self.shared.stats.bytes += frame.len() as u64;
+        self.count_packet(SourceKey::default(), frame.len());
         match parse_ethernet(frame, true) {
             Ok(Parsed::Tunnel(t)) => self.tunnel(ts_us, t, out),
             Ok(Parsed::Tcp(seg)) => {
+                self.refine_source(Carrier::PLAIN.source(Some(0)));
                 if self.vni_allowed(0) {
                     self.segment(ts_us, Carrier::PLAIN, &seg, out);
                 } else {
@@ -539,6 +559,30 @@ impl Engine {
             }
             Err(e) => self.packet_error(e),
         }
+    }
+
+    /// Counts one packet, first attributed to `key` (refined as more of its key is read).
+    #[inline]
+    fn count_packet(&mut self, key: SourceKey, len: usize) {
+        self.packet_len = len as u64;
+        self.shared.stats.count_packet(key, self.packet_len);
+    }
+
+    /// The packet being processed comes from `key`.
+    #[inline]
+    fn refine_source(&mut self, key: SourceKey) {
+        self.shared.stats.sources.refine(key, self.packet_len);
+    }
+
+    /// Runs `f` with `key` as the current source (work of a timer or an eviction for a
+    /// direction other than the packet's).
+    #[inline]
+    fn for_source<R>(&mut self, key: SourceKey, f: impl FnOnce(&mut Engine) -> R) -> R {
+        let before = self.shared.stats.sources.current();
+        self.shared.stats.sources.set(key);
+        let r = f(self);
+        self.shared.stats.sources.restore(before);
+        r
     }
 
     /// A tunnel datagram: the sender check before anything is parsed, then its header.
@@ -624,6 +668,7 @@ impl Engine {
         // A GENEVE packet sent to the VXLAN port fails one of the three checks below (its
         // inner bytes are options, not a frame); only then is its shape looked at.
         let misdirected = |payload: &[u8]| !carrier.in_geneve && looks_like_geneve(payload);
+        self.refine_source(carrier.source(None));
         let Ok(v) = VxlanPacket::parse(payload) else {
             self.shared.stats.count_drop(if misdirected(payload) {
                 DropReason::GeneveOnVxlanPort
@@ -632,6 +677,7 @@ impl Engine {
             });
             return;
         };
+        self.refine_source(carrier.source(Some(v.vni)));
         if !self.vni_allowed(v.vni) {
             self.shared.stats.count_drop(if misdirected(payload) {
                 DropReason::GeneveOnVxlanPort
@@ -754,6 +800,9 @@ impl Engine {
     ) {
         let key = FlowKey::new(carrier.vni, seg.src, seg.dst).in_domain(carrier.gwlbe);
         let has_payload = seg.wire_len() > 0;
+        if seg.missing > 0 {
+            self.shared.stats.count_truncated();
+        }
         let idx = match self.table.find(&key) {
             Some(i) => i,
             None => {
@@ -771,6 +820,11 @@ impl Engine {
             }
         };
         self.table.touch(idx, ts_us);
+        // What happens to the direction's stream is counted for the source its requests are
+        // attributed to (the packet itself was counted for its sender).
+        let entry = self.table.entry(idx);
+        let src = entry.value.source(&entry.key);
+        self.shared.stats.sources.set(src);
 
         if seg.rst {
             // The RST's sequence number is where the sender's stream stood.
@@ -1118,8 +1172,19 @@ impl Engine {
     }
 
     /// Ends a removed direction: buffered bytes are delivered (with gaps), the parser ends,
-    /// requests still waiting go out without their response.
+    /// requests still waiting go out without their response (counted for its source).
     fn finalize(
+        &mut self,
+        removed: Removed<Direction>,
+        end: EndKind,
+        now_us: u64,
+        out: &mut Vec<HttpRequest>,
+    ) {
+        let src = removed.value.source(&removed.key);
+        self.for_source(src, |e| e.finalize_direction(removed, end, now_us, out));
+    }
+
+    fn finalize_direction(
         &mut self,
         removed: Removed<Direction>,
         end: EndKind,
@@ -1205,6 +1270,8 @@ impl Engine {
             if !entry.value.in_holes {
                 continue;
             }
+            let src = entry.value.source(&entry.key);
+            self.shared.stats.sources.set(src);
             self.drive(idx, now_us, EndKind::Closed, out, |stream, limits, sink| {
                 stream.on_timer(now_us, limits, sink)
             });
@@ -1246,6 +1313,9 @@ impl Engine {
                 continue;
             }
             dir.in_waiting = false;
+            let src = dir.source(&entry.key);
+            self.shared.stats.sources.set(src);
+            let dir = &mut self.table.entry_mut(idx).value;
             if let Some(mut pairing) = dir.pairing.take() {
                 let shared = &mut self.shared;
                 let mut ctx = PairCtx {
@@ -1310,6 +1380,15 @@ impl Carrier {
     };
     /// A plain (already decapsulated) captured frame: VNI 0, nothing else known.
     const PLAIN: Carrier = Carrier::DIRECT;
+
+    /// The source key it tells (`vni`: once read).
+    fn source(&self, vni: Option<u32>) -> SourceKey {
+        SourceKey {
+            gwlbe: self.gwlbe,
+            sender: self.mirror,
+            vni,
+        }
+    }
 }
 
 /// Why a direction's bytes are ignored, if they are (opaque or upgraded).

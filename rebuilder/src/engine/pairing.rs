@@ -551,7 +551,7 @@ fn emit(
 ) {
     match resp {
         Some(r) => {
-            ctx.stats.responses_paired += 1;
+            ctx.stats.count_paired();
             req.response = Some(Box::new(r));
             req.response_missing = None;
         }

@@ -45,6 +45,10 @@ pub struct HttpRequest {
     /// source in GWLB mode, the outer IP source in a replay; `None` for plain (already
     /// decapsulated) captures and when the caller did not say (`Engine::on_vxlan_payload`).
     pub mirror_source: Option<IpAddr>,
+    /// Duplicate mirroring (`crate::dedup`): the source key of the load balancer's copy of
+    /// this request, collapsed into this one (the copy from the load balancer to its target).
+    /// Boxed: rare, and every request would carry its size otherwise.
+    pub via: Option<Box<crate::engine::source::SourceKey>>,
     /// Request method as sent (`GET`, `POST`, ...).
     pub method: String,
     /// Request target as sent (origin form, absolute form, authority form or `*`). Bytes that
@@ -81,6 +85,15 @@ impl HttpRequest {
     /// The GWLB endpoint's AWS name (`vpce-` and 17 hex digits), when there is one.
     pub fn gwlbe_name(&self) -> Option<String> {
         self.gwlbe.map(crate::engine::encap::geneve::endpoint_name)
+    }
+
+    /// The key of the source the request is attributed to (`docs/sources.md`).
+    pub fn source_key(&self) -> crate::engine::source::SourceKey {
+        crate::engine::source::SourceKey {
+            gwlbe: self.gwlbe,
+            sender: self.mirror_source,
+            vni: Some(self.vni),
+        }
     }
 
     /// Bytes this request holds in memory: the struct and the capacity of every buffer (what

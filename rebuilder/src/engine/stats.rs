@@ -3,7 +3,9 @@
 //! request went out without its response) and [`EngineStats`].
 //!
 //! A leaf of the engine: every stage counts into it, and the daemon's telemetry reads the
-//! workers' copies; it imports nothing.
+//! workers' copies; it imports only its sibling leaf [`crate::engine::source`].
+
+use crate::engine::source::{SourceKey, SourceTable};
 
 label_enum! {
     /// Why something was not emitted. Closed set: usable as a metric label.
@@ -268,12 +270,24 @@ pub struct EngineStats {
     /// Retransmitted bytes that differ from the bytes already seen at the same sequence
     /// numbers (first data wins; suricata's "overlap with different data").
     pub overlap_different_data: u64,
+    /// TCP segments whose payload was cut short by the mirror session's PacketLength.
+    pub truncated_packets: u64,
+    /// The same counters by source (`crate::engine::source`).
+    pub sources: SourceTable,
     drops: [u64; DropReason::ALL.len()],
     anomalies: [u64; Anomaly::ALL.len()],
     missing: [u64; ResponseMissing::ALL.len()],
 }
 
 impl EngineStats {
+    /// Zeroed counters, with at most `max` source keys counted apart.
+    pub fn with_source_keys(max: usize) -> EngineStats {
+        EngineStats {
+            sources: SourceTable::new(max),
+            ..EngineStats::default()
+        }
+    }
+
     /// Count of drops for `reason`.
     pub fn drops(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize]
@@ -315,6 +329,8 @@ impl EngineStats {
         self.responses_interim += other.responses_interim;
         self.response_bodies_truncated += other.response_bodies_truncated;
         self.overlap_different_data += other.overlap_different_data;
+        self.truncated_packets += other.truncated_packets;
+        self.sources.merge(&other.sources);
         for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
             *a += b;
         }
@@ -328,6 +344,45 @@ impl EngineStats {
 
     pub(crate) fn count_drop(&mut self, reason: DropReason) {
         self.drops[reason as usize] += 1;
+        self.sources.row().drops[reason as usize] += 1;
+    }
+
+    /// A hole of `len` bytes skipped.
+    pub(crate) fn count_gap(&mut self, len: u64) {
+        self.gaps += 1;
+        self.gap_bytes += len;
+        self.sources.row().gaps += 1;
+    }
+
+    /// A request parsed.
+    pub(crate) fn count_request(&mut self) {
+        self.requests += 1;
+        self.sources.row().requests += 1;
+    }
+
+    /// A final response parsed.
+    pub(crate) fn count_response(&mut self) {
+        self.responses += 1;
+        self.sources.row().responses += 1;
+    }
+
+    /// A request emitted with its response.
+    pub(crate) fn count_paired(&mut self) {
+        self.responses_paired += 1;
+        self.sources.row().paired += 1;
+    }
+
+    /// A segment cut short by PacketLength.
+    pub(crate) fn count_truncated(&mut self) {
+        self.truncated_packets += 1;
+        self.sources.row().truncated_packets += 1;
+    }
+
+    /// A packet of `len` bytes from `key`.
+    pub(crate) fn count_packet(&mut self, key: SourceKey, len: u64) {
+        self.packets += 1;
+        self.bytes += len;
+        self.sources.packet(key, len);
     }
 
     /// Counts the anomalies of one emitted request.
@@ -339,6 +394,7 @@ impl EngineStats {
 
     pub(crate) fn count_missing(&mut self, reason: ResponseMissing) {
         self.missing[reason as usize] += 1;
+        self.sources.row().unpaired += 1;
     }
 }
 

@@ -623,3 +623,199 @@ fn a_syn_ack_before_any_request_from_the_client_is_ignored_for_roles() {
     let out = run(&mut e, &d);
     assert_eq!(targets(&out), ["/x"]);
 }
+
+/// Every per-source counter summed over the sources equals its fleet-wide counter.
+fn assert_sources_add_up(s: &EngineStats) {
+    let mut sum = source::SourceCounters::default();
+    for (_, c) in s.sources.rows() {
+        sum.merge(&c);
+    }
+    let unpaired: u64 = ResponseMissing::ALL
+        .iter()
+        .map(|r| s.responses_missing(*r))
+        .sum();
+    assert_eq!(
+        (
+            sum.datagrams,
+            sum.bytes,
+            sum.truncated_packets,
+            sum.gaps,
+            sum.requests,
+            sum.responses,
+            sum.paired,
+            sum.unpaired
+        ),
+        (
+            s.packets,
+            s.bytes,
+            s.truncated_packets,
+            s.gaps,
+            s.requests,
+            s.responses,
+            s.responses_paired,
+            unpaired
+        )
+    );
+    for r in DropReason::ALL {
+        assert_eq!(sum.drops[r as usize], s.drops(r), "{r}");
+    }
+}
+
+/// One step of a multi-source script.
+#[derive(Debug, Clone)]
+enum SourceStep {
+    /// Connection `conn` sends a request (`lost`: its datagram never arrives).
+    Request { conn: usize, lost: bool },
+    /// The server of `conn` answers.
+    Respond { conn: usize },
+    /// A datagram of `conn` cut to `keep` bytes.
+    Cut { conn: usize, keep: usize },
+    /// A datagram that is not VXLAN, from sender `sender`.
+    Garbage { sender: usize },
+    /// A timer tick `advance_us` later.
+    Tick { advance_us: u64 },
+}
+
+fn source_step() -> impl Strategy<Value = SourceStep> {
+    prop_oneof![
+        4 => (0..6usize, proptest::bool::weighted(0.15))
+            .prop_map(|(conn, lost)| SourceStep::Request { conn, lost }),
+        3 => (0..6usize).prop_map(|conn| SourceStep::Respond { conn }),
+        1 => (0..6usize, 0..80usize).prop_map(|(conn, keep)| SourceStep::Cut { conn, keep }),
+        1 => (0..4usize).prop_map(|sender| SourceStep::Garbage { sender }),
+        1 => (1..3_000_000u64).prop_map(|advance_us| SourceStep::Tick { advance_us }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever arrives (requests, responses, losses, cut and malformed datagrams, several
+    /// senders and VNIs, a key cap that overflows), the per-source counters add up to the
+    /// totals, and every request is attributed to the sender of its flow.
+    #[test]
+    fn per_source_counters_add_up_to_the_totals(
+        steps in proptest::collection::vec(source_step(), 1..60),
+        max_keys in 1..6usize,
+    ) {
+        let senders: [IpAddr; 4] = [
+            "10.0.1.1".parse().unwrap(),
+            "10.0.1.2".parse().unwrap(),
+            "10.0.2.1".parse().unwrap(),
+            "10.0.2.2".parse().unwrap(),
+        ];
+        let mut e = Engine::new(EngineConfig {
+            max_source_keys: max_keys,
+            response_timeout_us: 1_000_000,
+            ..EngineConfig::default()
+        });
+        // Connection i: from sender i % 4, VNI 7 or 8.
+        let mut conns: Vec<Conn> = (0..6)
+            .map(|i| {
+                Conn::new(
+                    7 + (i as u32 % 2),
+                    &format!("192.168.0.{}:{}", i + 1, 40_000 + i),
+                    "192.168.1.1:80",
+                    1000 * i as u32,
+                )
+            })
+            .collect();
+        let mut opened = [false; 6];
+        let mut asked = [0u32; 6];
+        let mut out = Vec::new();
+        let mut now = 1_000u64;
+        let sender_of = |i: usize| senders[i % 4];
+        for step in steps {
+            now += 10;
+            let feed = |e: &mut Engine, conn: usize, d: &[u8], out: &mut Vec<HttpRequest>| {
+                e.on_datagram(now, Encap::Vxlan, sender_of(conn), d, out)
+            };
+            match step {
+                SourceStep::Request { conn, lost } => {
+                    if !opened[conn] {
+                        opened[conn] = true;
+                        for d in conns[conn].open() {
+                            feed(&mut e, conn, &d, &mut out);
+                        }
+                    }
+                    let d = conns[conn].send(b"GET /p HTTP/1.1\r\nHost: h\r\n\r\n");
+                    asked[conn] += 1;
+                    if !lost {
+                        feed(&mut e, conn, &d, &mut out);
+                    }
+                }
+                SourceStep::Respond { conn } => {
+                    if opened[conn] && asked[conn] > 0 {
+                        asked[conn] -= 1;
+                        let d = conns[conn].respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                        feed(&mut e, conn, &d, &mut out);
+                    }
+                }
+                SourceStep::Cut { conn, keep } => {
+                    let d = conns[conn].send_at(0, b"GET /cut HTTP/1.1\r\n\r\n");
+                    let keep = keep.min(d.len());
+                    feed(&mut e, conn, &d[..keep], &mut out);
+                }
+                SourceStep::Garbage { sender } => {
+                    e.on_datagram(now, Encap::Vxlan, senders[sender], b"\x00\x01", &mut out);
+                }
+                SourceStep::Tick { advance_us } => {
+                    now += advance_us;
+                    e.on_timer(now, &mut out);
+                }
+            }
+            assert_sources_add_up(e.stats());
+        }
+        e.finish(&mut out);
+        assert_sources_add_up(e.stats());
+        for r in &out {
+            let conn = (r.client.ip().to_string()[10..].parse::<usize>().unwrap()) - 1;
+            prop_assert_eq!(r.mirror_source, Some(sender_of(conn)));
+            prop_assert_eq!(r.vni, 7 + (conn as u32 % 2));
+        }
+        let s = e.stats();
+        prop_assert!(s.sources.rows().len() <= max_keys + 1);
+    }
+}
+
+#[test]
+fn requests_and_their_losses_are_counted_for_the_source_of_their_flow() {
+    let a: IpAddr = "10.0.1.1".parse().unwrap();
+    let b: IpAddr = "10.0.1.2".parse().unwrap();
+    let mut e = engine();
+    let mut out = Vec::new();
+    let mut ca = Conn::new(7, "192.168.0.1:40000", "192.168.1.1:80", 1);
+    let mut cb = Conn::new(7, "192.168.0.2:40000", "192.168.1.1:80", 1);
+    for d in ca.open() {
+        e.on_datagram(1_000, Encap::Vxlan, a, &d, &mut out);
+    }
+    for d in cb.open() {
+        e.on_datagram(1_000, Encap::Vxlan, b, &d, &mut out);
+    }
+    let d = ca.send(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n");
+    e.on_datagram(1_001, Encap::Vxlan, a, &d, &mut out);
+    let d = ca.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    e.on_datagram(1_002, Encap::Vxlan, a, &d, &mut out);
+    // b: the first half of a request is lost; the rest arrives; the flow is then evicted
+    // at the end of input.
+    let _lost = cb.send(b"POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n01234");
+    let d = cb.send(b"56789");
+    e.on_datagram(1_003, Encap::Vxlan, b, &d, &mut out);
+    e.on_timer(10_000_000, &mut out);
+    e.finish(&mut out);
+    let key = |s: IpAddr| source::SourceKey {
+        gwlbe: None,
+        sender: Some(s),
+        vni: Some(7),
+    };
+    let s = e.stats();
+    let ra = s.sources.get(Some(key(a))).unwrap();
+    assert_eq!((ra.requests, ra.paired, ra.responses), (1, 1, 1));
+    assert_eq!(ra.complete_share(), Some(1.0));
+    let rb = s.sources.get(Some(key(b))).unwrap();
+    assert_eq!(rb.requests, 0);
+    assert!(rb.gaps >= 1, "{rb:?}");
+    assert_eq!(ra.datagrams, 5);
+    assert_eq!(rb.datagrams, 4);
+    assert_sources_add_up(s);
+}

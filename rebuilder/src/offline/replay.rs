@@ -5,6 +5,7 @@
 //! sink. A malformed record stops the read, but the engine is still flushed and every request
 //! found so far is delivered: the error is returned in [`ReplayOutcome::error`].
 
+use crate::dedup::Dedup;
 use crate::engine::request::HttpRequest;
 use crate::engine::stats::{DropReason, EngineStats, ResponseMissing};
 use crate::engine::{Engine, EngineConfig};
@@ -14,6 +15,7 @@ use crate::offline::capture::{
 use crate::offline::synth::{Generator, SynthConfig, TruthRequest};
 pub use crate::record::rfc3339_us;
 use crate::record::{DecodeStats, Record, RecordOptions, record};
+use crate::sources::SourceMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
@@ -34,6 +36,8 @@ pub enum ReplayError {
     Output(#[source] std::io::Error),
     #[error("invalid argument: {0}")]
     Argument(String),
+    #[error(transparent)]
+    Sources(#[from] crate::sources::SourcesError),
 }
 
 /// What a replay read and did.
@@ -151,6 +155,13 @@ pub struct ReplayArgs {
     pub health_checks: crate::engine::health_check::HealthCheckArgs,
     #[command(flatten)]
     pub proxy_protocol: crate::engine::proxy::ProxyProtocolArgs,
+    /// The source map (`docs/sources.md`): each record's `source` names the ENI and workload
+    /// its key belongs to (`"eni": null` for keys not in it), and the summary counts per
+    /// source. Read once; a version this rebuilder does not know is an error.
+    #[arg(long, env = "REBUILDER_SOURCES_FILE")]
+    pub sources_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub dedup: crate::dedup::DedupArgs,
 }
 
 impl ReplayArgs {
@@ -186,23 +197,60 @@ pub fn replay_command(
             })?,
         )
     };
+    let sources = match &args.sources_file {
+        Some(path) => SourceMap::load(path)?,
+        None => SourceMap::empty(),
+    };
     let mut line = Vec::with_capacity(4096);
     let opts = RecordOptions {
         with_body: args.with_body,
         decode_bodies: args.decode_bodies.then_some(args.max_decoded_body_bytes),
     };
     let mut decoded = DecodeStats::default();
-    let outcome = run_capture(input, args.engine_config(), |r| match args.format {
+    let mut emit = |r: &HttpRequest| match args.format {
         OutputFormat::Jsonl => {
             line.clear();
-            crate::record::write_line(&mut line, r, &opts, &mut decoded)?;
+            crate::record::write_line(&mut line, r, &sources, &opts, &mut decoded)?;
             stdout.write_all(&line)
         }
         OutputFormat::Http => write_http(stdout, r),
         OutputFormat::Summary => Ok(()),
+    };
+    let mut dedup = args.dedup.config().map(Dedup::new);
+    // The dedup window runs on the capture clock: the latest time an emitted request shows.
+    let mut now = 0u64;
+    let mut ready = Vec::new();
+    let outcome = run_capture(input, args.engine_config(), |r| {
+        let Some(d) = dedup.as_mut() else {
+            return emit(r);
+        };
+        now = now.max(r.response.as_ref().map_or(r.ts_us, |resp| resp.ts_us));
+        d.push(
+            r.clone(),
+            sources.is_load_balancer(&r.source_key()),
+            now,
+            &mut ready,
+        );
+        d.expire(now, &mut ready);
+        ready.drain(..).try_for_each(|r| emit(&r))
     })?;
+    if let Some(d) = dedup.as_mut() {
+        d.flush(&mut ready);
+        ready
+            .drain(..)
+            .try_for_each(|r| emit(&r))
+            .map_err(ReplayError::Output)?;
+    }
     stdout.flush().map_err(ReplayError::Output)?;
     write_summary(stderr, &outcome).map_err(ReplayError::Output)?;
+    write_source_summary(stderr, &outcome.engine, &sources).map_err(ReplayError::Output)?;
+    if let Some(d) = &dedup {
+        let s = d.stats();
+        writeln!(stderr, "dedup_held {}", s.held).map_err(ReplayError::Output)?;
+        writeln!(stderr, "dedup_collapsed {}", s.collapsed).map_err(ReplayError::Output)?;
+        writeln!(stderr, "dedup_released {}", s.released).map_err(ReplayError::Output)?;
+        writeln!(stderr, "dedup_over_budget {}", s.over_budget).map_err(ReplayError::Output)?;
+    }
     if args.decode_bodies {
         writeln!(stderr, "bodies_decoded {}", decoded.decoded).map_err(ReplayError::Output)?;
         writeln!(stderr, "bodies_decoded_truncated {}", decoded.truncated)
@@ -319,6 +367,7 @@ pub fn write_summary(w: &mut dyn Write, o: &ReplayOutcome) -> std::io::Result<()
         s.response_bodies_truncated
     )?;
     writeln!(w, "overlap_different_data {}", s.overlap_different_data)?;
+    writeln!(w, "truncated_packets {}", s.truncated_packets)?;
     for reason in DropReason::ALL {
         writeln!(w, "drop_{} {}", reason.as_str(), s.drops(reason))?;
     }
@@ -328,6 +377,48 @@ pub fn write_summary(w: &mut dyn Write, o: &ReplayOutcome) -> std::io::Result<()
             "response_missing_{} {}",
             reason.as_str(),
             s.responses_missing(reason)
+        )?;
+    }
+    Ok(())
+}
+
+/// One line per source key seen (`source eni=… sender=… vni=… gwlbe=…` and its counters,
+/// `complete`: the share of requests complete), sorted by key; the ENI from `sources` (`-`
+/// when the key is not in it). Their counters add up to the totals above.
+pub fn write_source_summary(
+    w: &mut dyn Write,
+    s: &EngineStats,
+    sources: &SourceMap,
+) -> std::io::Result<()> {
+    let mut rows = s.sources.rows();
+    rows.sort_by_key(|(k, _)| *k);
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    for (key, c) in rows {
+        let (eni, sender, vni, gwlbe) = match key {
+            Some(k) => (
+                opt(sources.eni(&k).map(str::to_owned)),
+                opt(k.sender.map(|a| a.to_string())),
+                opt(k.vni.map(|v| v.to_string())),
+                opt(k.gwlbe.map(crate::engine::encap::geneve::endpoint_name)),
+            ),
+            None => ("other".into(), "-".into(), "-".into(), "-".into()),
+        };
+        writeln!(
+            w,
+            "source eni={eni} sender={sender} vni={vni} gwlbe={gwlbe} datagrams={} bytes={} \
+             truncated_packets={} gaps={} requests={} responses={} paired={} unpaired={} \
+             drops={} complete={}",
+            c.datagrams,
+            c.bytes,
+            c.truncated_packets,
+            c.gaps,
+            c.requests,
+            c.responses,
+            c.paired,
+            c.unpaired,
+            c.drops.iter().sum::<u64>(),
+            c.complete_share()
+                .map_or_else(|| "-".into(), |v| format!("{v:.4}")),
         )?;
     }
     Ok(())
@@ -513,7 +604,12 @@ pub fn truth_json(t: &TruthRequest) -> JsonTruth<'_> {
         decode_bodies: None,
     };
     JsonTruth {
-        record: record(&t.request, &opts, &mut DecodeStats::default()),
+        record: record(
+            &t.request,
+            SourceMap::none(),
+            &opts,
+            &mut DecodeStats::default(),
+        ),
         conn: t.conn,
         index: t.index,
         expected: t.expected,
@@ -604,6 +700,7 @@ mod tests {
             server: "10.0.0.2:80".parse().unwrap(),
             gwlbe: None,
             mirror_source: None,
+            via: None,
             method: "POST".into(),
             target: "/x".into(),
             version: 1,
@@ -627,13 +724,19 @@ mod tests {
             with_body: true,
             decode_bodies: None,
         };
-        let json =
-            serde_json::to_value(record(&r, &with_body, &mut DecodeStats::default())).unwrap();
+        let json = serde_json::to_value(record(
+            &r,
+            SourceMap::none(),
+            &with_body,
+            &mut DecodeStats::default(),
+        ))
+        .unwrap();
         assert_eq!(json["body_b64"], "aGVsbG8=");
         assert_eq!(json["headers"][0][0], "Transfer-Encoding");
         assert_eq!(json["version"], "HTTP/1.1");
         let line = serde_json::to_string(&record(
             &r,
+            SourceMap::none(),
             &RecordOptions::default(),
             &mut DecodeStats::default(),
         ))

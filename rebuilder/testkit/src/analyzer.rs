@@ -291,6 +291,11 @@ impl Analyzer {
             .clone()
     }
 
+    /// The JSON lines of every ndjson batch received so far (an ndjson sink's records).
+    pub fn ndjson_lines(&self) -> Vec<serde_json::Value> {
+        self.records().iter().flat_map(|r| r.ndjson()).collect()
+    }
+
     /// Delays every answer by `d` (a slow upstream).
     pub fn set_delay(&self, d: Duration) {
         self.shared.delay_ms.store(d.as_millis() as u64, SeqCst);

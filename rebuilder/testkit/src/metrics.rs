@@ -45,6 +45,23 @@ impl Metrics {
         self.values.get(series).copied().unwrap_or(0.0) as u64
     }
 
+    /// The sum of every series of `family` (`name` or `name{labels}`).
+    pub fn sum(&self, family: &str) -> u64 {
+        self.values
+            .iter()
+            .filter(|(k, _)| {
+                k.strip_prefix(family)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
+            })
+            .map(|(_, v)| *v as u64)
+            .sum()
+    }
+
+    /// Value of a series as a float (gauges with fractions); `None` when absent.
+    pub fn value(&self, series: &str) -> Option<f64> {
+        self.values.get(series).copied()
+    }
+
     /// `rebuilder_requests_dropped_total{reason}`.
     pub fn dropped(&self, reason: RequestDropReason) -> u64 {
         self.get(&format!(

@@ -27,7 +27,11 @@
 //!   `x-rebuilder-anomalies: <labels>` ([`crate::engine::stats::Anomaly`]),
 //!   `x-rebuilder-target: <as sent>` when the target was rewritten (not only prefixed),
 //!   `x-rebuilder-trailer-<name>: <value>` for each trailer of a chunked body (trailers are
-//!   never merged into the header section: a `Host` trailer must not read as a second Host).
+//!   never merged into the header section: a `Host` trailer must not read as a second Host);
+//!   with `--source-headers`, `x-rebuilder-source-eni: <eni>` (`unknown` when the key is not
+//!   in the source map) and `x-rebuilder-source: <the record's "source" object, JSON>`
+//!   (`docs/sources.md`), and `x-rebuilder-source-via: <JSON>` when the load balancer's copy
+//!   of the request was collapsed into it (`--dedup`).
 //! - **Body**: the decoded body.
 //!
 //! The parser never emits a CR, LF or NUL in a field, nor a space, colon or control byte in a
@@ -51,6 +55,12 @@ pub const TARGET_HEADER: &str = "x-rebuilder-target";
 pub const CLIENT_HOST_HEADER: &str = "x-rebuilder-client-host";
 /// Prefix of the fields carrying trailers.
 pub const TRAILER_PREFIX: &str = "x-rebuilder-trailer-";
+/// The ENI a request is attributed to (`--source-headers`).
+pub const SOURCE_ENI_HEADER: &str = "x-rebuilder-source-eni";
+/// The record's `source` object, JSON (`--source-headers`).
+pub const SOURCE_HEADER: &str = "x-rebuilder-source";
+/// The source of the load balancer's copy collapsed into a request, JSON (`--dedup`).
+pub const VIA_HEADER: &str = "x-rebuilder-source-via";
 
 /// Why one request cannot be written.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -338,6 +348,24 @@ fn write(
         out.extend_from_slice(b": ");
         value_encoded(value, out);
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(sources) = &cfg.source_headers {
+        let map = sources.get();
+        let source = map.attribute(req.source_key());
+        field(
+            out,
+            SOURCE_ENI_HEADER.as_bytes(),
+            source.eni().unwrap_or("unknown").as_bytes(),
+        );
+        // Compact JSON holds no CR, LF or NUL (serde_json escapes control bytes in strings).
+        if let Ok(json) = serde_json::to_vec(&source) {
+            field(out, SOURCE_HEADER.as_bytes(), &json);
+        }
+        if let Some(via) = req.via.as_deref()
+            && let Ok(json) = serde_json::to_vec(&map.attribute(*via))
+        {
+            field(out, VIA_HEADER.as_bytes(), &json);
+        }
     }
     for (n, v) in &cfg.extra_headers {
         field(out, n.as_str().as_bytes(), v.as_bytes());

@@ -22,6 +22,7 @@ fn cfg() -> ForwardConfig {
         pipeline_depth: 8,
         linger: Duration::from_millis(1),
         ca_certs: Vec::new(),
+        source_headers: None,
     }
 }
 fn req(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpRequest {
@@ -33,6 +34,7 @@ fn req(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Htt
         server: "10.9.9.9:80".parse().unwrap(),
         gwlbe: None,
         mirror_source: None,
+        via: None,
         method: method.into(),
         target: target.into(),
         version: 1,

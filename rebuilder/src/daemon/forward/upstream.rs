@@ -93,6 +93,8 @@ pub struct ForwardConfig {
     pub linger: Duration,
     /// CA certificates trusted for https (empty = the public web PKI roots).
     pub ca_certs: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// The source map, when requests carry their source as headers (`--source-headers`).
+    pub source_headers: Option<std::sync::Arc<crate::sources::SharedSources>>,
 }
 
 impl ForwardConfig {
@@ -129,6 +131,7 @@ impl ForwardConfig {
                 Some(p) => load_ca_file(p)?,
                 None => Vec::new(),
             },
+            source_headers: None,
         })
     }
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::daemon::config::{RunArgs, SinkKind};
 use crate::daemon::forward::{self, ForwardConfig, ForwardQueue, PendingHandle};
 use crate::daemon::telemetry::Telemetry;
+use crate::sources::SourcesReader;
 
 /// A sink ready to run: the workers' queue handle, the task, and how much it still holds.
 pub struct Started {
@@ -23,7 +24,12 @@ pub struct Started {
 }
 
 /// The sink `args` ask for.
-pub fn start(args: &RunArgs, fcfg: ForwardConfig, telemetry: Arc<Telemetry>) -> Started {
+pub fn start(
+    args: &RunArgs,
+    fcfg: ForwardConfig,
+    telemetry: Arc<Telemetry>,
+    sources: SourcesReader,
+) -> Started {
     match args.sink {
         SinkKind::HttpReplay => {
             let (queue, forwarder) = forward::channel(fcfg, telemetry);
@@ -40,7 +46,7 @@ pub fn start(args: &RunArgs, fcfg: ForwardConfig, telemetry: Arc<Telemetry>) -> 
             let cfg = ndjson::NdjsonConfig::from_args(args);
             Started {
                 queue,
-                task: Box::pin(ndjson::run(rx, cfg)),
+                task: Box::pin(ndjson::run(rx, cfg, sources)),
                 pending,
             }
         }

@@ -25,6 +25,7 @@ use crate::daemon::forward::connection::{Asked, Delivery, UpstreamConn, probe_lo
 use crate::daemon::telemetry::{RequestDropReason, UpstreamErrorClass};
 use crate::engine::request::HttpRequest;
 use crate::record::{DecodeStats, RecordOptions, write_line};
+use crate::sources::{SourceMap, SourcesReader};
 
 /// Settings of the ndjson sink.
 #[derive(Debug, Clone)]
@@ -61,8 +62,14 @@ struct Batch {
 }
 
 impl Batch {
-    fn add(&mut self, r: &HttpRequest, opts: &RecordOptions, decode: &mut DecodeStats) {
-        if write_line(&mut self.body, r, opts, decode).is_ok() {
+    fn add(
+        &mut self,
+        r: &HttpRequest,
+        sources: &SourceMap,
+        opts: &RecordOptions,
+        decode: &mut DecodeStats,
+    ) {
+        if write_line(&mut self.body, r, sources, opts, decode).is_ok() {
             self.lines += 1;
         } else {
             self.failed += 1;
@@ -74,7 +81,7 @@ impl Batch {
 }
 
 /// Runs until every queue handle is gone and the last batch is sent.
-pub async fn run(mut rx: QueueReceiver, cfg: NdjsonConfig) {
+pub async fn run(mut rx: QueueReceiver, cfg: NdjsonConfig, mut sources: SourcesReader) {
     let inner = rx.inner.clone();
     let prober = tokio::spawn(probe_loop(inner.clone()));
     let mut conn: Option<UpstreamConn> = None;
@@ -90,18 +97,18 @@ pub async fn run(mut rx: QueueReceiver, cfg: NdjsonConfig) {
         let Some(first) = rx.recv().await else { break };
         let mut batch = Batch::default();
         let mut decode = DecodeStats::default();
-        batch.add(&first, &cfg.record, &mut decode);
+        batch.add(&first, sources.map(), &cfg.record, &mut decode);
         drop(first);
         let deadline = tokio::time::Instant::now() + cfg.flush;
         let mut closed = false;
         while !batch.full(&cfg) {
             // What is queued already goes in without waiting.
             if let Some(r) = rx.try_recv() {
-                batch.add(&r, &cfg.record, &mut decode);
+                batch.add(&r, sources.map(), &cfg.record, &mut decode);
                 continue;
             }
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(r)) => batch.add(&r, &cfg.record, &mut decode),
+                Ok(Some(r)) => batch.add(&r, sources.map(), &cfg.record, &mut decode),
                 Ok(None) => {
                     closed = true;
                     break;

@@ -15,6 +15,7 @@
 pub mod kernel;
 pub mod labels;
 pub mod registry;
+pub mod sources;
 #[cfg(test)]
 mod tests;
 pub mod workers;
@@ -81,6 +82,10 @@ pub(crate) struct TelemetryState {
     health: Health,
     admin: AdminCounters,
     failure_threshold: u32,
+    /// The source map and the per-source label slots (`--sources-file`).
+    sources: sources::SourceLabels,
+    /// The duplicate-mirroring filter (`--dedup`), read at scrape time.
+    dedup: std::sync::OnceLock<Arc<Mutex<crate::dedup::Dedup>>>,
 }
 
 impl TelemetryState {
@@ -158,6 +163,14 @@ impl registry::SnapshotSource for TelemetryState {
             admin_rejected: load(&self.admin.rejected),
             socket_drops: self.socket_drops(),
             snmp: kernel::read_udp_snmp(),
+            per_source: self
+                .sources
+                .label(&totals.e.sources, &totals.c.source_queue_drops),
+            dedup: self.dedup.get().map(|d| {
+                let d = d.lock().unwrap_or_else(|e| e.into_inner());
+                (d.stats(), d.held_bytes() as u64)
+            }),
+            source_map: self.sources.map_counts(),
             totals,
         }
     }
@@ -191,6 +204,8 @@ impl Telemetry {
             health: Health::default(),
             admin: AdminCounters::default(),
             failure_threshold: failure_threshold.max(1),
+            sources: sources::SourceLabels::default(),
+            dedup: std::sync::OnceLock::new(),
         });
         let latency = registry::latency_histogram();
         let registry = registry::build(state.clone(), latency.clone());
@@ -199,6 +214,24 @@ impl Telemetry {
             latency,
             registry,
         }
+    }
+
+    /// Per-source metrics name the ENIs of `map` (at most `top` of them).
+    pub fn set_sources(&self, map: Arc<crate::sources::SharedSources>, top: usize) {
+        self.state.sources.configure(map, top);
+    }
+
+    /// Counts the duplicate-mirroring filter on `/metrics`.
+    pub fn set_dedup(&self, dedup: Arc<Mutex<crate::dedup::Dedup>>) {
+        let _ = self.state.dedup.set(dedup);
+    }
+
+    /// The per-source series as `/metrics` labels them now.
+    pub fn per_source(&self) -> sources::Labelled {
+        let t = self.state.totals();
+        self.state
+            .sources
+            .label(&t.e.sources, &t.c.source_queue_drops)
     }
 
     pub fn worker(&self, i: usize) -> &WorkerSlot {

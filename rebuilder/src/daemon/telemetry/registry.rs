@@ -7,7 +7,8 @@
 //! - the upstream latency histogram, a `prometheus-client` [`Histogram`] the senders observe.
 //!
 //! Every label value comes from a closed set ([`DropReason`], [`Anomaly`], [`RequestDropReason`],
-//! [`UpstreamErrorClass`], [`StatusClass`], [`ProbeResult`]).
+//! [`UpstreamErrorClass`], [`StatusClass`], [`ProbeResult`]), except the per-source `eni`
+//! label, bounded by `--source-metrics-top` plus `other` and `unknown` ([`super::sources`]).
 
 use std::sync::Arc;
 
@@ -22,6 +23,8 @@ use prometheus_client::registry::Registry;
 use super::kernel::{SocketDrops, UdpSnmp};
 use super::labels::{ProbeResult, RequestDropReason, StatusClass, UpstreamErrorClass};
 use super::workers::Totals;
+use crate::dedup::DedupStats;
+use crate::engine::source::SourceCounters;
 use crate::engine::stats::{Anomaly, DropReason, ResponseMissing};
 
 /// Upstream latency histogram bucket upper bounds, seconds.
@@ -55,6 +58,12 @@ pub(super) struct Snapshot {
     pub(super) socket_drops: SocketDrops,
     /// `None` when /proc/net/snmp cannot be read (its two metrics are left out).
     pub(super) snmp: Option<UdpSnmp>,
+    /// Per-source counters by `eni` label (bounded: see `super::sources`).
+    pub(super) per_source: super::sources::Labelled,
+    /// Source map: entries in force, documents loaded, documents refused.
+    pub(super) source_map: [u64; 3],
+    /// The duplicate-mirroring filter's counters and bytes held (`None`: `--dedup` off).
+    pub(super) dedup: Option<(DedupStats, u64)>,
 }
 
 /// What one row of [`METRICS`] reads.
@@ -63,8 +72,69 @@ enum Values {
     One(u64),
     /// One series per value of a closed label set.
     ByLabel(&'static str, Vec<(&'static str, u64)>),
+    /// Series with label values of their own (per source: bounded by
+    /// `--source-metrics-top`).
+    Labeled(Vec<(Vec<(&'static str, String)>, u64)>),
+    /// A ratio per series (gauges).
+    Ratio(Vec<(Vec<(&'static str, String)>, f64)>),
     /// Not available on this host: the metric is left out.
     Absent,
+}
+
+/// One value per source label.
+fn per_source(s: &Snapshot, value: impl Fn(&SourceCounters) -> u64) -> Values {
+    Values::Labeled(
+        s.per_source
+            .counters
+            .iter()
+            .map(|(eni, c)| (vec![("eni", eni.clone())], value(c)))
+            .collect(),
+    )
+}
+
+/// Drops per source and reason (reasons with nothing counted left out).
+fn per_source_drops(s: &Snapshot) -> Values {
+    let mut out = Vec::new();
+    for (eni, c) in &s.per_source.counters {
+        for r in DropReason::ALL {
+            let n = c.drops[r as usize];
+            if n > 0 {
+                out.push((
+                    vec![("eni", eni.clone()), ("reason", r.as_str().to_owned())],
+                    n,
+                ));
+            }
+        }
+    }
+    Values::Labeled(out)
+}
+
+/// The share of requests complete per source (sources without requests left out).
+fn per_source_complete(s: &Snapshot) -> Values {
+    Values::Ratio(
+        s.per_source
+            .counters
+            .iter()
+            .filter_map(|(eni, c)| c.complete_share().map(|r| (vec![("eni", eni.clone())], r)))
+            .collect(),
+    )
+}
+
+/// Requests the queue refused, per source and reason (zeros left out).
+fn per_source_queue_drops(s: &Snapshot) -> Values {
+    let reasons = [RequestDropReason::QueueFull, RequestDropReason::QueueBytes];
+    let mut out = Vec::new();
+    for (eni, n) in &s.per_source.queue_drops {
+        for (r, v) in reasons.iter().zip(n) {
+            if *v > 0 {
+                out.push((
+                    vec![("eni", eni.clone()), ("reason", r.as_str().to_owned())],
+                    *v,
+                ));
+            }
+        }
+    }
+    Values::Labeled(out)
 }
 
 /// One metric: its name (counters without `_total`, which the encoder appends), help text,
@@ -174,6 +244,27 @@ const METRICS: &[Metric] = &[
     counter("rebuilder_bodies_decoded", "Bodies decompressed (gzip, deflate) for the ndjson sink (--decode-bodies).", |s| one(s.decode[0])),
     counter("rebuilder_bodies_decoded_truncated", "Decoded bodies cut at --max-decoded-body-bytes (decompression bombs).", |s| one(s.decode[1])),
     counter("rebuilder_body_decode_failures", "Bodies that claimed gzip or deflate and did not decode (kept as they were).", |s| one(s.decode[2])),
+    // per source (docs/sources.md): eni = an ENI of the source map (top N by traffic), "other", or "unknown" (key not in the map)
+    counter("rebuilder_source_datagrams", "Datagrams (or captured frames) per mirrored source.", |s| per_source(s, |c| c.datagrams)),
+    counter("rebuilder_source_bytes", "Bytes per mirrored source.", |s| per_source(s, |c| c.bytes)),
+    counter("rebuilder_source_truncated_packets", "TCP segments cut short by the mirror session's PacketLength, per source.", |s| per_source(s, |c| c.truncated_packets)),
+    counter("rebuilder_source_stream_gaps", "Sequence gaps skipped (data missing from the mirror), per source.", |s| per_source(s, |c| c.gaps)),
+    counter("rebuilder_source_requests", "HTTP requests parsed, per source.", |s| per_source(s, |c| c.requests)),
+    counter("rebuilder_source_responses", "Final HTTP responses parsed, per source.", |s| per_source(s, |c| c.responses)),
+    counter("rebuilder_source_requests_paired", "Requests emitted with their response, per source.", |s| per_source(s, |c| c.paired)),
+    counter("rebuilder_source_requests_unpaired", "Requests emitted without their response, per source.", |s| per_source(s, |c| c.unpaired)),
+    counter("rebuilder_source_drops", "Packets or data dropped, per source and reason (as rebuilder_decode_drops).", per_source_drops),
+    counter("rebuilder_source_requests_dropped", "Requests the receive workers could not queue (queue_full, queue_bytes), per source; they add up to those reasons of rebuilder_requests_dropped.", per_source_queue_drops),
+    gauge("rebuilder_source_requests_complete_ratio", "Share of requests complete per source since start: emitted with their response, over emitted plus lost to missing bytes or eviction.", per_source_complete),
+    counter("rebuilder_source_keys_overflow", "Look-ups of source keys that found the per-worker table full (--max-source-keys); their counts go to eni=\"other\".", |s| one(s.totals.e.sources.overflowed())),
+    gauge("rebuilder_source_map_entries", "Entries of the source map in force (--sources-file).", |s| one(s.source_map[0])),
+    counter("rebuilder_source_map_loads", "Source map documents loaded.", |s| one(s.source_map[1])),
+    counter("rebuilder_duplicates_collapsed", "Requests seen twice (load balancer and target both mirrored) collapsed into one record: the load balancer's copies not emitted (--dedup).", |s| s.dedup.map_or(Values::Absent, |d| one(d.0.collapsed))),
+    counter("rebuilder_dedup_held", "Requests held to wait for their other half (--dedup).", |s| s.dedup.map_or(Values::Absent, |d| one(d.0.held))),
+    counter("rebuilder_dedup_released", "Held requests emitted alone when --dedup-window-ms ended.", |s| s.dedup.map_or(Values::Absent, |d| one(d.0.released))),
+    counter("rebuilder_dedup_over_budget", "Requests emitted at once, unpaired, because --dedup-max-bytes were held.", |s| s.dedup.map_or(Values::Absent, |d| one(d.0.over_budget))),
+    gauge("rebuilder_dedup_held_bytes", "Bytes of requests held by the duplicate filter now.", |s| s.dedup.map_or(Values::Absent, |d| one(d.1))),
+    counter("rebuilder_source_map_load_errors", "Source map documents refused (unreadable, invalid, unknown version): the map in force was kept.", |s| one(s.source_map[2])),
 ];
 
 /// Whatever can take a [`Snapshot`] (the daemon's telemetry state).
@@ -199,6 +290,16 @@ impl Collector for SnapshotCollector {
                 Values::ByLabel(label, series) => {
                     for (value, v) in series {
                         encode_value(m.kind, v, family.encode_family(&[(label, value)])?)?;
+                    }
+                }
+                Values::Labeled(series) => {
+                    for (labels, v) in series {
+                        encode_value(m.kind, v, family.encode_family(&labels)?)?;
+                    }
+                }
+                Values::Ratio(series) => {
+                    for (labels, v) in series {
+                        ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
                     }
                 }
                 Values::Absent => {}

@@ -244,3 +244,116 @@ fn udp_snmp_lines_are_parsed_by_name() {
     );
     assert_eq!(parse_udp_snmp("garbage"), None);
 }
+
+#[test]
+fn per_source_series_are_labelled_by_eni_bounded_and_add_up_to_the_totals() {
+    use crate::engine::source::SourceKey;
+    use crate::sources::{SharedSources, SourceMap};
+    let key = |last: u8| SourceKey {
+        gwlbe: None,
+        sender: Some(std::net::IpAddr::from([10, 0, 0, last])),
+        vni: Some(7),
+    };
+    let doc = |enis: &[(u8, &str)]| {
+        let sources: Vec<String> = enis
+            .iter()
+            .map(|(last, eni)| {
+                format!(
+                    r#"{{"eni":"{eni}","session":"tms-1","vni":7,"sender_ip":"10.0.0.{last}"}}"#
+                )
+            })
+            .collect();
+        format!(r#"{{"version":1,"sources":[{}]}}"#, sources.join(","))
+    };
+    let map =
+        SourceMap::parse(doc(&[(1, "eni-01"), (2, "eni-02"), (3, "eni-03")]).as_bytes()).unwrap();
+    let t = Telemetry::new(2, 3);
+    t.set_sources(std::sync::Arc::new(SharedSources::new(map)), 2);
+    // Worker 0: eni-01 heavy, eni-02 light, 10.0.0.9 not in the map; worker 1: eni-03.
+    let mut s0 = EngineStats::default();
+    for (last, n, len) in [(1u8, 5, 1000u64), (2, 2, 100), (9, 1, 50)] {
+        for _ in 0..n {
+            s0.count_packet(key(last), len);
+            s0.count_request();
+        }
+    }
+    s0.count_drop(DropReason::MessageGap);
+    let mut c0 = WorkerCounters {
+        source_queue_drops: workers::SourceQueueDrops::new(16),
+        queue_full: 2,
+        ..WorkerCounters::default()
+    };
+    c0.source_queue_drops.count(key(1), false);
+    c0.source_queue_drops.count(key(9), false);
+    t.worker(0).publish(&c0, &s0, 0);
+    let text = t.render();
+    // Two slots: the heaviest two ENIs seen; nothing labelled eni-03 yet.
+    assert_eq!(
+        value(&text, "rebuilder_source_datagrams_total{eni=\"eni-01\"}"),
+        5.0
+    );
+    assert_eq!(
+        value(&text, "rebuilder_source_bytes_total{eni=\"eni-02\"}"),
+        200.0
+    );
+    assert_eq!(
+        value(&text, "rebuilder_source_datagrams_total{eni=\"unknown\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "rebuilder_source_drops_total{eni=\"unknown\",reason=\"message_gap\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "rebuilder_source_requests_dropped_total{eni=\"eni-01\",reason=\"queue_full\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "rebuilder_source_requests_dropped_total{eni=\"unknown\",reason=\"queue_full\"}"
+        ),
+        1.0
+    );
+    // eni-03 arrives later and heavier: the slots are kept (monotonic series), it is "other".
+    let mut s1 = EngineStats::default();
+    for _ in 0..50 {
+        s1.count_packet(key(3), 9000);
+    }
+    t.worker(1).publish(&WorkerCounters::default(), &s1, 0);
+    let text = t.render();
+    assert!(!text.contains("eni=\"eni-03\""));
+    assert_eq!(
+        value(&text, "rebuilder_source_datagrams_total{eni=\"other\"}"),
+        50.0
+    );
+    let sum = |family: &str| -> f64 {
+        samples(&text)
+            .into_iter()
+            .filter(|(s, _)| s.starts_with(&format!("{family}{{")))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    assert_eq!(
+        sum("rebuilder_source_datagrams_total"),
+        value(&text, "rebuilder_packets_decoded_total")
+    );
+    assert_eq!(
+        sum("rebuilder_source_bytes_total"),
+        value(&text, "rebuilder_packet_bytes_total")
+    );
+    assert_eq!(sum("rebuilder_source_requests_total"), 8.0);
+    assert_eq!(
+        sum("rebuilder_source_requests_dropped_total"),
+        value(
+            &text,
+            "rebuilder_requests_dropped_total{reason=\"queue_full\"}"
+        )
+    );
+}

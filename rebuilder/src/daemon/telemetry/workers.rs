@@ -1,9 +1,55 @@
 //! The receive workers' side of telemetry: plain counters, published into one slot per
 //! worker on every timer tick, summed at scrape time.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
+use crate::engine::source::SourceKey;
 use crate::engine::stats::EngineStats;
+
+/// Requests a worker could not queue, by the key of their source: `[queue_full,
+/// queue_bytes]`. At most `max` keys; further keys share the entry `None` (`eni="other"`).
+#[derive(Debug, Default, Clone)]
+pub struct SourceQueueDrops {
+    max: usize,
+    map: HashMap<Option<SourceKey>, [u64; 2]>,
+}
+
+impl SourceQueueDrops {
+    /// At most `max` keys (`--max-source-keys`).
+    pub fn new(max: usize) -> SourceQueueDrops {
+        SourceQueueDrops {
+            max,
+            map: HashMap::new(),
+        }
+    }
+
+    /// One request of `key` refused by the queue (`bytes`: at `--queue-max-bytes`, else
+    /// at `--queue-capacity`).
+    pub fn count(&mut self, key: SourceKey, bytes: bool) {
+        let k = Some(key);
+        let k = if self.map.contains_key(&k) || self.map.len() < self.max {
+            k
+        } else {
+            None
+        };
+        self.map.entry(k).or_default()[usize::from(bytes)] += 1;
+    }
+
+    /// The counts by key.
+    pub fn iter(&self) -> impl Iterator<Item = (Option<SourceKey>, [u64; 2])> + '_ {
+        self.map.iter().map(|(k, v)| (*k, *v))
+    }
+
+    /// Adds every count of `other` (a sum holds every key of its parts).
+    pub fn merge(&mut self, other: &SourceQueueDrops) {
+        for (k, v) in &other.map {
+            let e = self.map.entry(*k).or_default();
+            e[0] += v[0];
+            e[1] += v[1];
+        }
+    }
+}
 
 /// Counts kept by a receive worker in plain integers.
 #[derive(Debug, Default, Clone)]
@@ -19,6 +65,8 @@ pub struct WorkerCounters {
     /// Requests dropped by this worker because the queue was full (count, bytes).
     pub queue_full: u64,
     pub queue_bytes: u64,
+    /// The same two, by source.
+    pub source_queue_drops: SourceQueueDrops,
 }
 
 impl WorkerCounters {
@@ -31,6 +79,7 @@ impl WorkerCounters {
         self.extracted += other.extracted;
         self.queue_full += other.queue_full;
         self.queue_bytes += other.queue_bytes;
+        self.source_queue_drops.merge(&other.source_queue_drops);
     }
 }
 

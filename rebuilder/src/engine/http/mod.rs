@@ -472,6 +472,7 @@ impl Parser {
             server: ctx.meta.server,
             gwlbe: ctx.meta.gwlbe,
             mirror_source: ctx.meta.mirror_source,
+            via: None,
             method: h.method,
             target: h.target,
             version: h.minor,
@@ -596,7 +597,7 @@ impl Parser {
         {
             ctx.stats.count_drop(DropReason::HealthCheck);
         } else {
-            ctx.stats.requests += 1;
+            ctx.stats.count_request();
             if p.req.body_truncated {
                 ctx.stats.bodies_truncated += 1;
             }

@@ -579,7 +579,7 @@ impl ResponseParser {
             self.state = State::Head;
             return;
         }
-        ctx.answering.stats().responses += 1;
+        ctx.answering.stats().count_response();
         let asked = ctx.answering.head(self.msg);
         if asked.is_none() {
             ctx.answering.stats().responses_unmatched += 1;

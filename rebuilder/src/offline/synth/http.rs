@@ -105,6 +105,7 @@ fn truth(
         server: any,
         gwlbe: None,
         mirror_source: None,
+        via: None,
         method,
         target,
         version,

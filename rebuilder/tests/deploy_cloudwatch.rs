@@ -9,9 +9,13 @@
 //! is the fleet's count in that minute), with exactly the dimension `AutoScalingGroupName`.
 
 use rebuilder_testkit::daemon::RebuilderProc;
+use rebuilder_testkit::frames::TcpConn;
+use rebuilder_testkit::system::wait_until;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -240,8 +244,27 @@ fn the_cloudwatch_agent_configuration_names_only_what_the_rebuilder_exposes() {
         "the group name is the one static label"
     );
 
-    // A real daemon on loopback (the upstream need not exist for /metrics).
+    // A real daemon on loopback (the upstream need not exist for /metrics), given one
+    // mirrored exchange so that the per-source series exist (labelled `unknown`: no map).
     let rebuilder = RebuilderProc::start("http://127.0.0.1:9", &[]);
+    let mut conn = TcpConn::new(7, "10.1.0.1:40000", "10.1.0.9:80", 1000);
+    let mut datagrams = conn.open();
+    datagrams.push(conn.send(b"GET /cw HTTP/1.1\r\nHost: h\r\n\r\n"));
+    datagrams.push(conn.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for d in &datagrams {
+        sock.send_to(d, rebuilder.udp).unwrap();
+    }
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            rebuilder
+                .metrics()
+                .get("rebuilder_source_requests_total{eni=\"unknown\"}")
+                >= 1
+        }),
+        "the mirrored request was not counted per source:\n{}",
+        rebuilder.metrics().text
+    );
     let text = rebuilder.metrics().text;
     let (samples, types) = exposition(&text);
 

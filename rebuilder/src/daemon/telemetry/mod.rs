@@ -181,6 +181,7 @@ impl registry::SnapshotSource for TelemetryState {
 pub struct Telemetry {
     state: Arc<TelemetryState>,
     latency: Histogram,
+    latency_sum: registry::SecondsCounter,
     registry: Registry,
 }
 
@@ -208,10 +209,12 @@ impl Telemetry {
             dedup: std::sync::OnceLock::new(),
         });
         let latency = registry::latency_histogram();
-        let registry = registry::build(state.clone(), latency.clone());
+        let latency_sum = registry::SecondsCounter::default();
+        let registry = registry::build(state.clone(), latency.clone(), latency_sum.clone());
         Telemetry {
             state,
             latency,
+            latency_sum,
             registry,
         }
     }
@@ -244,6 +247,7 @@ impl Telemetry {
     pub fn request_forwarded(&self, status: u16, latency: Duration) {
         self.state.forwarded[StatusClass::of(status) as usize].fetch_add(1, Relaxed);
         self.latency.observe(latency.as_secs_f64());
+        self.latency_sum.inc_by(latency.as_secs_f64());
         if status >= 500 {
             self.upstream_error(UpstreamErrorClass::Status5xx);
         } else {

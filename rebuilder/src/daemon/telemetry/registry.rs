@@ -15,7 +15,7 @@ use std::sync::Arc;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -320,14 +320,32 @@ fn encode_value(
     }
 }
 
-/// The registry behind `/metrics`: the snapshot collector and the latency histogram.
-pub(super) fn build(state: Arc<dyn SnapshotSource>, latency: Histogram) -> Registry {
+/// Seconds as a float counter (the running sum of the upstream latencies).
+pub(super) type SecondsCounter = Counter<f64, std::sync::atomic::AtomicU64>;
+
+/// The registry behind `/metrics`: the snapshot collector, the latency histogram and the
+/// running sum of the same latencies as a counter. The sum is there for the CloudWatch agent,
+/// which drops histograms ("The Prometheus metrics with the unsupported histogram metric type
+/// are dropped by the CloudWatch agent", CloudWatch user guide, "Prometheus metric type
+/// conversion by the CloudWatch agent") but sends a counter's deltas: the mean latency of a
+/// period is this sum's delta over the delta of `rebuilder_requests_forwarded_total`.
+pub(super) fn build(
+    state: Arc<dyn SnapshotSource>,
+    latency: Histogram,
+    latency_sum: SecondsCounter,
+) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(SnapshotCollector(state)));
     registry.register(
         "rebuilder_upstream_latency_seconds",
         "Time from sending a request to the end of its response",
         latency,
+    );
+    registry.register(
+        "rebuilder_upstream_response_seconds",
+        "Sum of the times from sending a request to the end of its response (the latency \
+         histogram's sum as a counter)",
+        latency_sum,
     );
     registry
 }

@@ -165,6 +165,17 @@ fn latency_histogram_is_cumulative() {
         value(&text, "rebuilder_upstream_latency_seconds_count"),
         3.0
     );
+    // The histogram's sum again as a counter, for the CloudWatch agent (it drops histograms).
+    let sum = value(&text, "rebuilder_upstream_response_seconds_total");
+    assert!((sum - 20.0033).abs() < 1e-9, "{sum}");
+    assert_eq!(sum, value(&text, "rebuilder_upstream_latency_seconds_sum"));
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("# TYPE rebuilder_upstream_response_seconds")
+                && l.ends_with(" counter")
+        ),
+        "{text}"
+    );
     assert_eq!(
         value(&text, "rebuilder_requests_forwarded_total{status=\"2xx\"}"),
         2.0

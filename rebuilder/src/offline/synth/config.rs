@@ -1,5 +1,7 @@
 //! The knobs of the generator.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 /// The knobs of the generator. [`SynthConfig::default`] is clean traffic: a handful of keep-alive
 /// IPv4 connections over VXLAN, both directions, no loss, no mutation.
 #[derive(Clone, Debug)]
@@ -214,5 +216,25 @@ impl SynthConfig {
             response_loss: 0.0,
             upgrades: 0.0,
         }
+    }
+}
+
+/// The GWLB endpoint of a generated GENEVE capture when none is configured.
+pub(super) const DEFAULT_GWLBE: u64 = 0x0ab1_c2d3_e4f5_a6b7;
+
+/// The two outer sources of connection `id`: its ENI's address, and the peer ENI's (a
+/// packet mirrored from both ends arrives twice, from each).
+pub(super) fn outer_sources(id: u64, v6: bool) -> (IpAddr, IpAddr) {
+    let n = (id % 200) as u8;
+    if v6 {
+        (
+            IpAddr::V6(Ipv6Addr::new(0xfd00, 0xa, 0, 0, 0, 0, 1, u16::from(n) + 1)),
+            IpAddr::V6(Ipv6Addr::new(0xfd00, 0xa, 0, 0, 0, 0, 2, u16::from(n) + 1)),
+        )
+    } else {
+        (
+            IpAddr::V4(Ipv4Addr::new(172, 31, 1, n + 1)),
+            IpAddr::V4(Ipv4Addr::new(172, 31, 2, n + 1)),
+        )
     }
 }

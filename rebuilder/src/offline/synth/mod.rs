@@ -150,7 +150,7 @@ impl Generator {
             let datagram = &mut self.scratch2;
             datagram.clear();
             vxlan::encapsulate_into(conn.vni, &inner[..captured_inner], datagram);
-            let (src, alt) = wire::outer_sources(conn.id, cfg.outer_ipv6);
+            let (src, alt) = config::outer_sources(conn.id, cfg.outer_ipv6);
             let src = if duplicate { alt } else { src };
             let frame = match conn.gwlbe {
                 Some(gwlbe) => wire::gwlb_frame(src, conn.outer_sport, gwlbe, datagram),

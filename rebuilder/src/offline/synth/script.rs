@@ -9,14 +9,13 @@
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::config::SynthConfig;
+use super::config::{DEFAULT_GWLBE, SynthConfig};
 use super::http::{
     BuiltRequest, BuiltResponse, health_check_request, random_request, random_response,
     upgrade_request,
 };
 use super::output::TruthRequest;
 use super::rng::SplitMix64;
-use super::wire::DEFAULT_GWLBE;
 use crate::engine::proxy;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -741,7 +740,7 @@ fn truth(
             // from the other end always follows it).
             request.mirror_source = cfg
                 .vxlan
-                .then(|| super::wire::outer_sources(conn.id, cfg.outer_ipv6).0);
+                .then(|| super::config::outer_sources(conn.id, cfg.outer_ipv6).0);
             request.client = proxied.unwrap_or(conn.client);
             request.peer = conn.client;
             request.server = conn.server;

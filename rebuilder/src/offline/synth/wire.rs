@@ -8,26 +8,6 @@ use crate::engine::encap::geneve::{AwsOptions, GENEVE_PORT, encapsulate_aws_into
 use crate::engine::encap::vxlan::VXLAN_PORT;
 use crate::engine::packet::build::{TcpFlags, TcpFrame, UdpFrame};
 
-/// The GWLB endpoint of a generated GENEVE capture when none is configured.
-pub(super) const DEFAULT_GWLBE: u64 = 0x0ab1_c2d3_e4f5_a6b7;
-
-/// The two outer sources of connection `id`: its ENI's address, and the peer ENI's (a
-/// packet mirrored from both ends arrives twice, from each).
-pub(super) fn outer_sources(id: u64, v6: bool) -> (IpAddr, IpAddr) {
-    let n = (id % 200) as u8;
-    if v6 {
-        (
-            IpAddr::V6(Ipv6Addr::new(0xfd00, 0xa, 0, 0, 0, 0, 1, u16::from(n) + 1)),
-            IpAddr::V6(Ipv6Addr::new(0xfd00, 0xa, 0, 0, 0, 0, 2, u16::from(n) + 1)),
-        )
-    } else {
-        (
-            IpAddr::V4(Ipv4Addr::new(172, 31, 1, n + 1)),
-            IpAddr::V4(Ipv4Addr::new(172, 31, 2, n + 1)),
-        )
-    }
-}
-
 const COLLECTOR_V4: [u8; 4] = [172, 31, 0, 100];
 const COLLECTOR_V6: [u8; 16] = [0xfd, 0, 0, 0xa, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x64];
 

@@ -292,27 +292,18 @@ mod tests {
         HttpRequest {
             ts_us: 1,
             vni: 7,
-            client: peer.parse().unwrap(),
-            peer: peer.parse().unwrap(),
-            server: server.parse().unwrap(),
-            gwlbe: None,
             mirror_source: Some(sender.parse().unwrap()),
-            via: None,
-            method: "POST".into(),
-            target: "/pay?x=1".into(),
-            version: 1,
             headers: headers
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
                 .collect(),
             body: b"amount=10".to_vec(),
-            chunked: false,
-            body_truncated: false,
-            version_major: 1,
-            trailers: Vec::new(),
-            anomalies: Default::default(),
-            response: None,
-            response_missing: None,
+            ..HttpRequest::new(
+                "POST",
+                "/pay?x=1",
+                peer.parse().unwrap(),
+                server.parse().unwrap(),
+            )
         }
     }
 

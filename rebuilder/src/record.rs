@@ -356,24 +356,14 @@ mod tests {
         HttpRequest {
             ts_us: 1_000,
             vni: 7,
-            client: "10.0.0.1:1234".parse().unwrap(),
-            peer: "10.0.0.1:1234".parse().unwrap(),
-            server: "10.0.0.2:80".parse().unwrap(),
-            gwlbe: None,
-            mirror_source: None,
-            via: None,
-            method: "GET".into(),
-            target: "/x".into(),
-            version: 1,
             headers: vec![("Host".into(), b"h".to_vec())],
-            body: Vec::new(),
-            chunked: false,
-            body_truncated: false,
-            version_major: 1,
-            trailers: Vec::new(),
-            anomalies: Default::default(),
-            response: None,
             response_missing: Some(ResponseMissing::Gap),
+            ..HttpRequest::new(
+                "GET",
+                "/x",
+                "10.0.0.1:1234".parse().unwrap(),
+                "10.0.0.2:80".parse().unwrap(),
+            )
         }
     }
 

@@ -126,28 +126,11 @@ mod tests {
     fn req(method: &str, target: &str, ua: Option<&str>, body: &[u8]) -> HttpRequest {
         let a = "10.0.0.1:1".parse().unwrap();
         HttpRequest {
-            ts_us: 0,
-            vni: 0,
-            client: a,
-            peer: a,
-            server: a,
-            gwlbe: None,
-            mirror_source: None,
-            via: None,
-            method: method.into(),
-            target: target.into(),
-            version: 1,
             headers: ua
                 .map(|u| vec![("User-Agent".to_string(), u.as_bytes().to_vec())])
                 .unwrap_or_default(),
             body: body.to_vec(),
-            chunked: false,
-            body_truncated: false,
-            version_major: 1,
-            trailers: Vec::new(),
-            anomalies: Default::default(),
-            response: None,
-            response_missing: None,
+            ..HttpRequest::new(method, target, a, a)
         }
     }
 

@@ -82,6 +82,39 @@ pub struct HttpRequest {
 }
 
 impl HttpRequest {
+    /// An HTTP/1.1 request `method target` from `client` (also its `peer`) to `server`, with
+    /// no field, no body and nothing else set: time 0, VNI 0, no tunnel, no response. Fill
+    /// the rest with struct update syntax (`HttpRequest { body, ..HttpRequest::new(..) }`).
+    pub fn new(
+        method: impl Into<String>,
+        target: impl Into<String>,
+        client: SocketAddr,
+        server: SocketAddr,
+    ) -> HttpRequest {
+        HttpRequest {
+            ts_us: 0,
+            vni: 0,
+            client,
+            peer: client,
+            server,
+            gwlbe: None,
+            mirror_source: None,
+            via: None,
+            method: method.into(),
+            target: target.into(),
+            version: 1,
+            headers: Vec::new(),
+            body: Vec::new(),
+            chunked: false,
+            body_truncated: false,
+            version_major: 1,
+            trailers: Vec::new(),
+            anomalies: Default::default(),
+            response: None,
+            response_missing: None,
+        }
+    }
+
     /// The GWLB endpoint's AWS name (`vpce-` and 17 hex digits), when there is one.
     pub fn gwlbe_name(&self) -> Option<String> {
         self.gwlbe.map(crate::engine::encap::geneve::endpoint_name)

@@ -695,24 +695,15 @@ mod tests {
         let r = HttpRequest {
             ts_us: 1,
             vni: 7,
-            client: "10.0.0.1:1234".parse().unwrap(),
-            peer: "10.0.0.1:1234".parse().unwrap(),
-            server: "10.0.0.2:80".parse().unwrap(),
-            gwlbe: None,
-            mirror_source: None,
-            via: None,
-            method: "POST".into(),
-            target: "/x".into(),
-            version: 1,
             headers: vec![("Transfer-Encoding".into(), b"chunked".to_vec())],
             body: b"hello".to_vec(),
             chunked: true,
-            body_truncated: false,
-            version_major: 1,
-            trailers: Vec::new(),
-            anomalies: Default::default(),
-            response: None,
-            response_missing: None,
+            ..HttpRequest::new(
+                "POST",
+                "/x",
+                "10.0.0.1:1234".parse().unwrap(),
+                "10.0.0.2:80".parse().unwrap(),
+            )
         };
         let mut out = Vec::new();
         write_http(&mut out, &r).unwrap();

@@ -29,27 +29,17 @@ fn req(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Htt
     HttpRequest {
         ts_us: 1,
         vni: 7,
-        client: "10.1.2.3:40000".parse().unwrap(),
-        peer: "10.1.2.3:40000".parse().unwrap(),
-        server: "10.9.9.9:80".parse().unwrap(),
-        gwlbe: None,
-        mirror_source: None,
-        via: None,
-        method: method.into(),
-        target: target.into(),
-        version: 1,
         headers: headers
             .iter()
             .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
             .collect(),
         body: body.to_vec(),
-        chunked: false,
-        body_truncated: false,
-        version_major: 1,
-        trailers: Vec::new(),
-        anomalies: Default::default(),
-        response: None,
-        response_missing: None,
+        ..HttpRequest::new(
+            method,
+            target,
+            "10.1.2.3:40000".parse().unwrap(),
+            "10.9.9.9:80".parse().unwrap(),
+        )
     }
 }
 

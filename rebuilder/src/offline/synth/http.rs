@@ -98,26 +98,11 @@ fn truth(
 ) -> HttpRequest {
     let any = SocketAddr::from(([0, 0, 0, 0], 0));
     HttpRequest {
-        ts_us: 0,
-        vni: 0,
-        client: any,
-        peer: any,
-        server: any,
-        gwlbe: None,
-        mirror_source: None,
-        via: None,
-        method,
-        target,
         version,
         headers,
         body,
         chunked,
-        body_truncated: false,
-        version_major: 1,
-        trailers: Vec::new(),
-        anomalies: Default::default(),
-        response: None,
-        response_missing: None,
+        ..HttpRequest::new(method, target, any, any)
     }
 }
 

@@ -274,6 +274,8 @@ fn tiny_out_of_order_pieces_keep_the_peak_rss_under_the_configured_cap() {
         flood_packets: 64 * 6_000,
         legit_connections: 200,
         legit_concurrency: 50,
+        // Peak RSS: the harness's own memory kept small (see `Plan::legit_response_bodies`).
+        legit_response_bodies: false,
         config: EngineConfig {
             max_flows: 20_000,
             memory_budget_bytes: 8 * 1024 * 1024,

@@ -94,6 +94,97 @@ struct MsgAt {
     ack: Option<u32>,
 }
 
+/// Where a request direction's stream stands, as pairing needs it. Kept in the direction
+/// (not in its [`Pairing`]) so that a connection holds a pairing only once it needs one: a
+/// flood of connections that never complete a request allocates none.
+/// Packed: 24 bytes in every direction (the `Option`s would take 40).
+#[derive(Debug, Clone, Copy, Default)]
+struct Cursor {
+    /// Where the client message in progress began: a sequence number at or before its first
+    /// byte, the ACK number of its packet, the ACK number of the client chunk before it (see
+    /// `pairing::Slot::prev_ack`).
+    msg_seq: u32,
+    msg_ack: u32,
+    msg_prev_ack: u32,
+    /// ACK number of the last client chunk parsed.
+    last_chunk_ack: u32,
+    /// The client's stream has been parsed up to this sequence number (exclusive).
+    next: u32,
+    /// Which of the numbers above are known (`HAS_*`), and [`Cursor::UNKNOWN`]: client bytes
+    /// that may have held requests were lost while the connection had no pairing (or its
+    /// pairing did not fit the budget), so the responses' count is unknown.
+    flags: u8,
+}
+
+impl Cursor {
+    const HAS_MSG_ACK: u8 = 1;
+    const HAS_MSG_PREV_ACK: u8 = 2;
+    const HAS_LAST_CHUNK_ACK: u8 = 4;
+    const HAS_NEXT: u8 = 8;
+    const UNKNOWN: u8 = 16;
+
+    fn get(&self, flag: u8, v: u32) -> Option<u32> {
+        (self.flags & flag != 0).then_some(v)
+    }
+
+    fn set(&mut self, flag: u8, v: Option<u32>) -> u32 {
+        if v.is_some() {
+            self.flags |= flag;
+        } else {
+            self.flags &= !flag;
+        }
+        v.unwrap_or(0)
+    }
+
+    fn msg_at(&self) -> (u32, Option<u32>, Option<u32>) {
+        (
+            self.msg_seq,
+            self.get(Self::HAS_MSG_ACK, self.msg_ack),
+            self.get(Self::HAS_MSG_PREV_ACK, self.msg_prev_ack),
+        )
+    }
+
+    fn set_msg_at(&mut self, seq: u32, ack: Option<u32>, prev_ack: Option<u32>) {
+        self.msg_seq = seq;
+        self.msg_ack = self.set(Self::HAS_MSG_ACK, ack);
+        self.msg_prev_ack = self.set(Self::HAS_MSG_PREV_ACK, prev_ack);
+    }
+
+    fn last_chunk_ack(&self) -> Option<u32> {
+        self.get(Self::HAS_LAST_CHUNK_ACK, self.last_chunk_ack)
+    }
+
+    /// A client chunk ending before `next`, carried by a packet acknowledging `ack`, was
+    /// parsed.
+    fn parsed(&mut self, next: u32, ack: Option<u32>) {
+        self.next = self.set(Self::HAS_NEXT, Some(next));
+        self.last_chunk_ack = self.set(Self::HAS_LAST_CHUNK_ACK, ack);
+    }
+
+    fn next(&self) -> Option<u32> {
+        self.get(Self::HAS_NEXT, self.next)
+    }
+
+    fn unknown(&self) -> bool {
+        self.flags & Self::UNKNOWN != 0
+    }
+
+    fn set_unknown(&mut self, unknown: bool) {
+        if unknown {
+            self.flags |= Self::UNKNOWN;
+        } else {
+            self.flags &= !Self::UNKNOWN;
+        }
+    }
+
+    /// Whether client bytes were lost before a pairing existed (and forgets it).
+    fn take_unknown(&mut self) -> bool {
+        let u = self.unknown();
+        self.set_unknown(false);
+        u
+    }
+}
+
 /// State of one direction (role first: it decides whether anything else is read).
 ///
 /// Invariants:
@@ -116,8 +207,11 @@ struct Direction {
     stream: Stream,
     parser: Parser,
     /// Of a request direction: its connection's pairing (the requests waiting for their
-    /// responses, and the parser of the server's stream).
+    /// responses, and the parser of the server's stream), from the first request complete
+    /// or the server's first packet on, charged to the budget.
     pairing: Option<Box<Pairing>>,
+    /// Of a request direction: where its stream stands, for pairing.
+    cursor: Cursor,
 }
 
 impl Direction {
@@ -131,6 +225,7 @@ impl Direction {
             in_waiting: false,
             generation,
             pairing: None,
+            cursor: Cursor::default(),
         }
     }
 
@@ -202,6 +297,7 @@ struct ParserSink<'a> {
     out: &'a mut Vec<HttpRequest>,
     meta: Meta,
     pairing: &'a mut Option<Box<Pairing>>,
+    cursor: &'a mut Cursor,
     /// The stream was seen from its SYN.
     in_step: bool,
     /// The server's direction is tracked.
@@ -245,23 +341,25 @@ impl ParserSink<'_> {
             seq: a.seq,
             ack: a.ack,
         });
-        let in_step = self.in_step;
-        let pairing = self
-            .pairing
-            .get_or_insert_with(|| Box::new(Pairing::new(in_step)));
-        let prev = pairing.last_chunk_ack;
+        let cursor = &mut *self.cursor;
         if boundary && let Some(c) = chunk {
-            pairing.msg_at = (c.seq, c.ack, prev);
+            cursor.set_msg_at(c.seq, c.ack, cursor.last_chunk_ack());
         }
         let emitted = self.shared.scratch.len();
         if emitted == 0 && !dropped && !gap {
             return;
         }
-        if self.server_known {
-            pairing.server_seen();
-        }
-        if gap || (dropped && emitted == 0) {
-            pairing.unknown_requests();
+        let unknown = gap || (dropped && emitted == 0);
+        if self.pairing.is_none() {
+            if emitted == 0 {
+                // Nothing to pair yet: the loss is remembered for when something is.
+                if unknown {
+                    cursor.set_unknown(true);
+                }
+                return;
+            }
+            *self.pairing =
+                Pairing::create(self.in_step, cursor.take_unknown(), &mut self.shared.budget);
         }
         let shared = &mut *self.shared;
         let mut ctx = PairCtx {
@@ -270,7 +368,22 @@ impl ParserSink<'_> {
             stats: &mut shared.stats,
             out: self.out,
         };
-        let first = (pairing.msg_at.0, pairing.msg_at.1, pairing.msg_at.2);
+        let Some(pairing) = self.pairing.as_deref_mut() else {
+            // The budget cannot hold the connection's pairing: its requests go out without
+            // their responses, whose count is unknown from here on.
+            cursor.set_unknown(true);
+            for req in shared.scratch.drain(..) {
+                pairing::emit(req, None, Some(ResponseMissing::OverBudget), &mut ctx);
+            }
+            return;
+        };
+        if self.server_known {
+            pairing.server_seen();
+        }
+        if unknown {
+            pairing.unknown_requests();
+        }
+        let first = cursor.msg_at();
         for (i, req) in shared.scratch.drain(..).enumerate() {
             // Requests after the first in one chunk were sent in one burst with it.
             let from = match chunk {
@@ -288,7 +401,7 @@ impl ParserSink<'_> {
             && let Some(c) = chunk
         {
             // A message still in progress began in this chunk.
-            pairing.msg_at = (c.seq, c.ack, c.ack);
+            cursor.set_msg_at(c.seq, c.ack, c.ack);
         }
     }
 }
@@ -297,10 +410,7 @@ impl Sink for ParserSink<'_> {
     fn data(&mut self, at: At, bytes: &[u8]) {
         self.now_us = self.now_us.max(at.ts_us);
         self.call(Some(at), false, |p, ctx| p.data(at.ts_us, bytes, ctx));
-        if let Some(p) = self.pairing.as_mut() {
-            p.client_parsed(at.advance(bytes.len()).seq);
-            p.last_chunk_ack = at.ack;
-        }
+        self.cursor.parsed(at.advance(bytes.len()).seq, at.ack);
     }
     fn gap(&mut self, len: u64) {
         self.shared.stats.gaps += 1;
@@ -328,6 +438,8 @@ struct RespSink<'a> {
     shared: &'a mut Shared,
     out: &'a mut Vec<HttpRequest>,
     pairing: &'a mut Pairing,
+    /// Where the client's stream stands.
+    client_next: Option<u32>,
     end: EndKind,
 }
 
@@ -343,6 +455,7 @@ impl RespSink<'_> {
         let mut answer = Answer {
             pairing: self.pairing,
             ctx: &mut pctx,
+            client_next: self.client_next,
         };
         let mut ctx = http::response::RespCtx {
             limits: &shared.resp_limits,
@@ -678,8 +791,9 @@ impl Engine {
         if role == Role::Responses {
             let client = self.client_of(idx);
             let mut pairing = client.and_then(|c| self.table.entry_mut(c).value.pairing.take());
-            let mut parser = pairing.as_mut().and_then(|p| p.resp.take());
+            let client_next = client.and_then(|c| self.table.entry(c).value.cursor.next());
             let dir = &mut self.table.entry_mut(idx).value;
+            let mut parser = pairing.as_mut().map(|p| take_resp(p, &dir.stream));
             let r = match (parser.as_mut(), pairing.as_mut()) {
                 (Some(parser), Some(pairing)) => {
                     let mut sink = AnySink::Responses(RespSink {
@@ -687,6 +801,7 @@ impl Engine {
                         shared: &mut self.shared,
                         out,
                         pairing,
+                        client_next,
                         end,
                     });
                     f(&mut dir.stream, &self.stream_limits, &mut sink)
@@ -716,6 +831,7 @@ impl Engine {
             out,
             meta,
             pairing: &mut dir.pairing,
+            cursor: &mut dir.cursor,
             in_step: dir.stream.saw_syn(),
             server_known,
             now_us,
@@ -816,6 +932,9 @@ impl Engine {
                 stream.close(sink)
             });
             self.flush_pairing(idx, ResponseMissing::ConnectionClosed, out);
+            if let Some(p) = self.table.entry_mut(idx).value.pairing.take() {
+                p.free(&mut self.shared.budget);
+            }
             let generation = self.new_generation();
             let dir = &mut self.table.entry_mut(idx).value;
             let in_holes = dir.in_holes;
@@ -916,7 +1035,7 @@ impl Engine {
             dir.in_holes = in_holes;
             if let Some(p) = self.table.entry_mut(client).value.pairing.as_mut() {
                 p.server_restarts();
-                p.resp = None;
+                p.drop_resp(&mut self.shared.budget);
             }
             self.table.set_lifecycle(idx, Lifecycle::Open, ts_us);
         }
@@ -932,23 +1051,39 @@ impl Engine {
             }
             return;
         }
-        let at_start =
-            self.table.entry(idx).value.stream.state() == StreamState::Listen && segment.syn;
-        let client_in_step = self.table.entry(client).value.stream.saw_syn();
-        let pairing = self
-            .table
-            .entry_mut(client)
-            .value
-            .pairing
-            .get_or_insert_with(|| Box::new(Pairing::new(client_in_step)));
-        pairing.server_seen();
-        if pairing.resp.is_none() {
-            pairing.resp = Some(ResponseParser::new(at_start));
-            if !at_start {
-                pairing.out_of_step(ResponseMissing::Gap);
+        let stream = &self.table.entry(idx).value.stream;
+        let at_start = (stream.state() == StreamState::Listen && segment.syn) || stream.at_start();
+        let client_dir = &mut self.table.entry_mut(client).value;
+        if client_dir.pairing.is_none() && has_payload {
+            // The server's first bytes: the connection's pairing and its response parser are
+            // made now (a segment without payload only moves the stream).
+            client_dir.pairing = Pairing::create(
+                client_dir.stream.saw_syn(),
+                client_dir.cursor.take_unknown(),
+                &mut self.shared.budget,
+            );
+            if client_dir.pairing.is_none() {
+                // The budget cannot hold it: the server's bytes are not parsed, and the
+                // responses' count is unknown from here on.
+                client_dir.cursor.set_unknown(true);
+                self.shared.stats.count_drop(DropReason::OverBudget);
+                if segment.fin {
+                    self.table.set_lifecycle(idx, Lifecycle::Closed, ts_us);
+                }
+                return;
             }
         }
-        let done = pairing.resp.as_ref().is_some_and(|r| r.is_done());
+        let mut done = false;
+        if let Some(pairing) = client_dir.pairing.as_deref_mut() {
+            pairing.server_seen();
+            if pairing.resp.is_none() {
+                pairing.resp = Some(ResponseParser::new(at_start));
+                if !at_start {
+                    pairing.out_of_step(ResponseMissing::Gap);
+                }
+            }
+            done = pairing.resp.as_ref().is_some_and(|r| r.is_done());
+        }
         let dir = &mut self.table.entry_mut(idx).value;
         if done && dir.stream.state() != StreamState::Listen {
             if has_payload && dir.stream.state() != StreamState::Closed {
@@ -992,10 +1127,9 @@ impl Engine {
         let client = &mut self.table.entry_mut(c).value;
         if client.stream.state() == StreamState::Closed
             && client.pairing.as_ref().is_some_and(|x| x.is_done())
-            && let Some(mut pairing) = client.pairing.take()
+            && let Some(pairing) = client.pairing.take()
         {
-            self.shared.budget.give(pairing.held());
-            pairing.drop_parser(&mut self.shared.budget);
+            pairing.free(&mut self.shared.budget);
         }
     }
 
@@ -1086,10 +1220,10 @@ impl Engine {
         let dir = &mut self.table.entry_mut(idx).value;
         self.shared.budget.give(dir.parser.held());
         dir.parser = Parser::new();
-        if let Some(mut pairing) = dir.pairing.take() {
+        dir.cursor = Cursor::default();
+        if let Some(pairing) = dir.pairing.take() {
             // Requests parsed from what turned out to be responses are not requests.
-            self.shared.budget.give(pairing.held());
-            pairing.drop_parser(&mut self.shared.budget);
+            pairing.free(&mut self.shared.budget);
         }
     }
 
@@ -1134,7 +1268,8 @@ impl Engine {
                 .find(&key.reverse())
                 .filter(|&c| self.table.entry(c).value.role != Role::Responses);
             let mut pairing = client.and_then(|c| self.table.entry_mut(c).value.pairing.take());
-            let mut parser = pairing.as_mut().and_then(|p| p.resp.take());
+            let client_next = client.and_then(|c| self.table.entry(c).value.cursor.next());
+            let mut parser = pairing.as_mut().map(|p| take_resp(p, &value.stream));
             match (parser.as_mut(), pairing.as_mut()) {
                 (Some(parser), Some(pairing)) => {
                     let mut sink = RespSink {
@@ -1142,6 +1277,7 @@ impl Engine {
                         shared: &mut self.shared,
                         out,
                         pairing,
+                        client_next,
                         end,
                     };
                     value.stream.close(&mut sink);
@@ -1164,6 +1300,7 @@ impl Engine {
             out,
             meta,
             pairing: &mut value.pairing,
+            cursor: &mut value.cursor,
             in_step: value.stream.saw_syn(),
             server_known,
             now_us,
@@ -1181,7 +1318,7 @@ impl Engine {
                 out,
             };
             pairing.flush(end.missing(), &mut ctx);
-            pairing.drop_parser(ctx.budget);
+            pairing.free(ctx.budget);
         }
     }
 
@@ -1310,6 +1447,19 @@ impl Carrier {
     };
     /// A plain (already decapsulated) captured frame: VNI 0, nothing else known.
     const PLAIN: Carrier = Carrier::DIRECT;
+}
+
+/// The response parser of a connection whose server stream is `stream`: the one its pairing
+/// holds, or a new one when the server's direction has sent nothing parsed yet (its stream
+/// still at its start, else out of step).
+fn take_resp(pairing: &mut Pairing, stream: &Stream) -> ResponseParser {
+    pairing.resp.take().unwrap_or_else(|| {
+        let at_start = stream.state() == StreamState::Listen || stream.at_start();
+        if !at_start {
+            pairing.out_of_step(ResponseMissing::Gap);
+        }
+        ResponseParser::new(at_start)
+    })
 }
 
 /// Why a direction's bytes are ignored, if they are (opaque or upgraded).

@@ -44,6 +44,7 @@
 
 use std::collections::VecDeque;
 
+use crate::engine::http::alloc_cost;
 use crate::engine::http::response::{Answering, Asked, At, ResponseParser};
 use crate::engine::reassembly::{Budget, seq_diff};
 use crate::engine::request::{HttpRequest, HttpResponse};
@@ -115,7 +116,9 @@ pub struct PairCtx<'a> {
 ///   given up, then the front answers the next one;
 /// - `current` ⇒ `anchored` was true when the front's response head was attributed, and the
 ///   front waits for `complete` or `lost`;
-/// - `held` is the sum of the slots' `held`, charged to the budget.
+/// - `held` is [`PAIRING_BYTES`] (the pairing itself) plus the sum of the slots' `held`,
+///   charged to the budget; a connection holds a pairing only once it needs one (a request
+///   complete, or the server's direction sending), see [`Pairing::create`].
 #[derive(Debug)]
 pub struct Pairing {
     queue: VecDeque<Slot>,
@@ -132,17 +135,9 @@ pub struct Pairing {
     switched: bool,
     ended: bool,
     held: usize,
-    /// Where the client message in progress began: a sequence number at or before its first
-    /// byte and the ACK number of the packet that carried it.
-    /// (The ACK number of the client chunk before it, see [`Slot::prev_ack`].)
-    pub(crate) msg_at: (u32, Option<u32>, Option<u32>),
-    /// ACK number of the last client chunk parsed.
-    pub(crate) last_chunk_ack: Option<u32>,
     /// The parser of the server's stream (kept with the pairing it informs; `None` until the
     /// server's direction sends something while this connection is tracked).
     pub(crate) resp: Option<ResponseParser>,
-    /// The client's stream has been parsed up to this sequence number.
-    client_next: Option<u32>,
     /// Responses that came ahead of their request (at most [`MAX_EARLY`]), oldest first.
     early: VecDeque<(At, HttpResponse)>,
     /// Bytes they hold (charged).
@@ -154,9 +149,40 @@ pub struct Pairing {
 /// Responses kept while their requests may still come.
 const MAX_EARLY: usize = 4;
 
+/// What a pairing costs by itself (its box, the server stream's parser inline), charged to
+/// the budget while it exists. Its queue's slots are charged with their requests.
+pub const PAIRING_BYTES: usize = alloc_cost(std::mem::size_of::<Pairing>());
+
 impl Pairing {
-    /// Pairing for a connection; `in_step` when its client stream was seen from its start.
-    pub fn new(in_step: bool) -> Pairing {
+    /// The pairing of a connection, its own memory charged to `budget` (`None`: it does not
+    /// fit); `in_step` when its client stream was seen from its start, `unknown` when client
+    /// bytes that may have held requests were lost before it existed.
+    pub fn create(in_step: bool, unknown: bool, budget: &mut Budget) -> Option<Box<Pairing>> {
+        if !budget.try_take(PAIRING_BYTES) {
+            return None;
+        }
+        let mut p = Box::new(Pairing::new(in_step));
+        p.held = PAIRING_BYTES;
+        p.unknown_tail = unknown;
+        Some(p)
+    }
+
+    /// Frees a pairing: what it holds (requests still waiting are dropped uncounted: flush
+    /// them first unless they are known not to be requests), its server stream's parser and
+    /// kept responses, and its own cost go back to `budget`.
+    pub fn free(mut self: Box<Pairing>, budget: &mut Budget) {
+        self.drop_parser(budget);
+        budget.give(self.held);
+    }
+
+    /// Drops the server stream's parser (a new server stream starts), returning what it holds.
+    pub fn drop_resp(&mut self, budget: &mut Budget) {
+        if let Some(r) = self.resp.take() {
+            budget.give(r.held());
+        }
+    }
+
+    fn new(in_step: bool) -> Pairing {
         Pairing {
             queue: VecDeque::new(),
             skip: 0,
@@ -170,10 +196,7 @@ impl Pairing {
             switched: false,
             ended: false,
             held: 0,
-            msg_at: (0, None, None),
-            last_chunk_ack: None,
             resp: None,
-            client_next: None,
             early: VecDeque::new(),
             early_held: 0,
             current_early: None,
@@ -198,7 +221,7 @@ impl Pairing {
             && self.current_early.is_none()
     }
 
-    /// Bytes charged to the budget.
+    /// Bytes charged to the budget (its own and its waiting requests').
     pub fn held(&self) -> usize {
         self.held
     }
@@ -238,15 +261,11 @@ impl Pairing {
         self.ended = false;
     }
 
-    /// The client's stream was parsed up to `next` (exclusive).
-    pub fn client_parsed(&mut self, next: u32) {
-        self.client_next = Some(next);
-    }
-
     /// Whether a response whose packet acknowledges `ack` answers client bytes not parsed yet
-    /// (the mirror delivered the server's direction ahead of the client's).
-    fn ahead_of_requests(&self, ack: Option<u32>) -> bool {
-        match (ack, self.client_next) {
+    /// (the client's stream parsed up to `client_next`; the mirror delivered the server's
+    /// direction ahead of the client's).
+    fn ahead_of_requests(ack: Option<u32>, client_next: Option<u32>) -> bool {
+        match (ack, client_next) {
             (Some(a), Some(n)) => seq_diff(a, n) > 0,
             (Some(_), None) => true,
             (None, _) => false,
@@ -543,7 +562,7 @@ fn fits_of(asked: Asked, resp: &HttpResponse) -> bool {
 }
 
 /// Emits a request with its response or the reason it has none.
-fn emit(
+pub(crate) fn emit(
     mut req: HttpRequest,
     resp: Option<HttpResponse>,
     reason: Option<ResponseMissing>,
@@ -571,6 +590,8 @@ pub struct Answer<'a, 'c> {
     pub pairing: &'a mut Pairing,
     /// Where it writes.
     pub ctx: &'a mut PairCtx<'c>,
+    /// The client's stream has been parsed up to this sequence number (exclusive).
+    pub client_next: Option<u32>,
 }
 
 impl Answering for Answer<'_, '_> {
@@ -586,7 +607,7 @@ impl Answering for Answer<'_, '_> {
                 return None;
             }
             let Some(front) = p.queue.front() else {
-                if p.ahead_of_requests(at.ack) {
+                if Pairing::ahead_of_requests(at.ack, self.client_next) {
                     // Its request may still come: keep the response (bounded) for it.
                     if p.early.len() < MAX_EARLY && !p.unknown_tail {
                         p.current_early = Some(at);

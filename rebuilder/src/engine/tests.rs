@@ -208,7 +208,8 @@ fn hole_is_skipped_by_the_timer_and_later_requests_survive() {
     assert!(out.is_empty());
     e.on_timer(1_001 + e.config().gap_timeout_us, &mut out);
     assert_eq!(targets(&out), ["/after"]);
-    assert_eq!(e.buffered_bytes(), 0);
+    // The live connection holds its pairing (charged) and nothing else.
+    assert_eq!(e.buffered_bytes(), crate::engine::pairing::PAIRING_BYTES);
 }
 
 #[test]
@@ -339,7 +340,8 @@ fn packets_after_an_upgrade_are_counted_as_upgraded_even_after_reordering() {
     assert_eq!(e.stats().upgraded_flows, 1);
     assert_eq!(e.stats().drops(DropReason::UpgradedFlow), 1);
     assert_eq!(e.stats().drops(DropReason::AfterClose), 0);
-    assert_eq!(e.buffered_bytes(), 0);
+    // The live connection holds its pairing (charged) and nothing else.
+    assert_eq!(e.buffered_bytes(), crate::engine::pairing::PAIRING_BYTES);
     // Still tracked (the websocket goes on) until it idles out.
     assert_eq!(e.active_flows(), 1);
     let mut out = Vec::new();
@@ -374,7 +376,94 @@ fn per_direction_state_stays_small() {
     // padded to 24 by the stream's alignment) on top of the 240 they took before, and the
     // pointer to the connection's pairing (requests waiting for their responses and the
     // response parser live behind it, allocated only for request directions).
-    assert!(std::mem::size_of::<crate::engine::flow::Entry<Direction>>() <= 272);
+    // 296: the client stream's cursor for pairing (24 bytes), so that the pairing (a
+    // 256-byte allocation) exists only once a request is complete or the server sends.
+    assert!(std::mem::size_of::<crate::engine::flow::Entry<Direction>>() <= 296);
+}
+
+#[test]
+fn connections_that_never_complete_a_request_hold_no_pairing_and_no_uncharged_memory() {
+    let mut e = engine();
+    let mut out = Vec::new();
+    let mut held = 0;
+    for port in 0..200u16 {
+        let mut c = Conn::new(1, &format!("10.0.1.1:{}", 1000 + port), "10.0.0.2:80", 7);
+        for d in [
+            c.syn(),
+            c.send(b"POST /never HTTP/1.1\r\nHost: h\r\nX-Pad: ppp"),
+        ] {
+            e.on_vxlan_payload(1_000, &d, &mut out);
+        }
+        let idx = e.table.find(&FlowKey::new(1, c.client, c.server)).unwrap();
+        let dir = &e.table.entry(idx).value;
+        assert!(dir.pairing.is_none(), "a pairing before any request");
+        held += dir.parser.held();
+    }
+    assert!(out.is_empty());
+    assert_eq!(e.buffered_bytes(), held, "every byte held is the parsers'");
+    e.finish(&mut out);
+    assert_eq!(e.buffered_bytes(), 0);
+}
+
+#[test]
+fn a_connections_pairing_is_charged_to_the_budget_while_it_exists() {
+    let mut e = Engine::new(EngineConfig::default());
+    let mut out = Vec::new();
+    let mut c = Conn::new(1, "10.0.1.1:1000", "10.0.0.2:80", 7);
+    let mut now = 1_000;
+    let mut feed = |e: &mut Engine, d: Vec<u8>, out: &mut Vec<HttpRequest>| {
+        now += 1;
+        e.on_vxlan_payload(now, &d, out);
+    };
+    for d in c.open() {
+        feed(&mut e, d, &mut out);
+    }
+    assert_eq!(e.buffered_bytes(), 0);
+    feed(
+        &mut e,
+        c.send(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"),
+        &mut out,
+    );
+    assert!(out.is_empty(), "the request waits for its response");
+    assert!(
+        e.buffered_bytes() > pairing::PAIRING_BYTES,
+        "{} charged: the pairing and the waiting request",
+        e.buffered_bytes()
+    );
+    feed(
+        &mut e,
+        c.respond(b"HTTP/1.1 204 No Content\r\n\r\n"),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].response.as_ref().map(|r| r.status), Some(204));
+    assert_eq!(
+        e.buffered_bytes(),
+        pairing::PAIRING_BYTES,
+        "an idle keep-alive connection: its pairing alone"
+    );
+    let fin = c.fin();
+    feed(&mut e, fin, &mut out);
+    let server_fin = c.server_segment(c.server_next(), TcpFlags::ack(c.client_next()).fin(), b"");
+    feed(&mut e, server_fin, &mut out);
+    assert_eq!(e.buffered_bytes(), 0, "freed when both streams are over");
+}
+
+#[test]
+fn requests_whose_pairing_does_not_fit_the_budget_go_out_counted_over_budget() {
+    let mut e = Engine::new(EngineConfig {
+        memory_budget_bytes: pairing::PAIRING_BYTES - 1,
+        ..EngineConfig::default()
+    });
+    let mut c = Conn::new(1, "10.0.1.1:1000", "10.0.0.2:80", 7);
+    let mut d = c.open();
+    d.push(c.send(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"));
+    d.push(c.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+    let out = run(&mut e, &d);
+    assert_eq!(targets(&out), ["/a"]);
+    assert_eq!(out[0].response_missing, Some(ResponseMissing::OverBudget));
+    assert_eq!(e.stats().responses_missing(ResponseMissing::OverBudget), 1);
+    assert_eq!(e.buffered_bytes(), 0);
 }
 
 /// Builds the client datagrams of one connection carrying `reqs`, cut at `cuts`.

@@ -81,6 +81,7 @@ use grammar::{Methods, request_line};
 use head::{Refused, read_head};
 use resync::{Start, classify_start};
 use state::Pending;
+pub(crate) use state::alloc_cost;
 pub use state::{Ctx, HttpLimits, Meta, Parser, ParserState};
 
 /// What the first line of a head is (see [`Parser::judge_line`]).

@@ -122,7 +122,7 @@ pub(super) struct Pending {
 
 /// What an allocation of `n` bytes costs: rounded up to the allocator's 16-byte granule, plus
 /// 16 bytes of bookkeeping.
-pub(super) fn alloc_cost(n: usize) -> usize {
+pub(crate) const fn alloc_cost(n: usize) -> usize {
     if n == 0 {
         0
     } else {

@@ -65,7 +65,7 @@ use flow::{FlowKey, FlowTable, Lifecycle, Removed};
 use http::response::{ResponseLimits, ResponseParser};
 use http::{HttpLimits, Meta, Parser, ParserState};
 use packet::{PacketError, Parsed, TcpSegment, Tunnel, parse_ethernet, parse_ip};
-use pairing::{Answer, PairCtx, Pairing, PairingLimits};
+use pairing::{Answer, PairCtx, Pairing, PairingLimits, Verdict};
 use reassembly::{At, Budget, Pushed, Segment, Sink, Stream, StreamLimits, StreamState};
 use request::HttpRequest;
 use stats::{DropReason, EngineStats, ResponseMissing};
@@ -306,6 +306,9 @@ struct ParserSink<'a> {
     end: EndKind,
     /// The direction turned out to carry responses: whatever the parser finds is discarded.
     discard: bool,
+    /// The parser holds bytes for the answer to an Upgrade / CONNECT request that will not
+    /// be seen: they are parsed at once.
+    resume_now: bool,
 }
 
 impl ParserSink<'_> {
@@ -313,12 +316,28 @@ impl ParserSink<'_> {
         self.parser.held() == 0
             && matches!(
                 self.parser.state(),
-                ParserState::Head | ParserState::Start | ParserState::Sync { .. }
+                ParserState::Head
+                    | ParserState::Start
+                    | ParserState::Sync { .. }
+                    | ParserState::Held
             )
     }
 
-    /// Runs one parser call and hands what it emitted to pairing.
+    /// Runs one parser call and hands what it emitted to pairing; then, while the parser
+    /// holds bytes for an answer that will not be seen, parses them.
     fn call(&mut self, at: Option<At>, gap: bool, f: impl FnOnce(&mut Parser, &mut http::Ctx<'_>)) {
+        self.call_once(at, gap, f);
+        while std::mem::take(&mut self.resume_now) {
+            self.call_once(None, false, |p, ctx| p.resume(true, ctx));
+        }
+    }
+
+    fn call_once(
+        &mut self,
+        at: Option<At>,
+        gap: bool,
+        f: impl FnOnce(&mut Parser, &mut http::Ctx<'_>),
+    ) {
         let boundary = self.at_boundary();
         let drops = self.shared.stats.total_drops();
         {
@@ -368,6 +387,9 @@ impl ParserSink<'_> {
             stats: &mut shared.stats,
             out: self.out,
         };
+        // The last request of the call is an Upgrade / CONNECT when the parser now holds
+        // what follows for its answer.
+        let holding = self.parser.awaiting_answer();
         let Some(pairing) = self.pairing.as_deref_mut() else {
             // The budget cannot hold the connection's pairing: its requests go out without
             // their responses, whose count is unknown from here on.
@@ -375,6 +397,7 @@ impl ParserSink<'_> {
             for req in shared.scratch.drain(..) {
                 pairing::emit(req, None, Some(ResponseMissing::OverBudget), &mut ctx);
             }
+            self.resume_now |= holding;
             return;
         };
         if self.server_known {
@@ -395,7 +418,13 @@ impl ParserSink<'_> {
                 // before any of these.
                 pairing.unknown_requests();
             }
-            pairing.push(req, from.0, from.1, from.2, self.now_us, &mut ctx);
+            let upgrade = holding && i + 1 == emitted;
+            let told = pairing.push(req, from.0, from.1, from.2, self.now_us, upgrade, &mut ctx);
+            if upgrade && (!told || !self.server_known) {
+                // No answer will be seen here (the server's direction is not mirrored to this
+                // engine, or the request went out without waiting): keep parsing.
+                self.resume_now = true;
+            }
         }
         if emitted > 0
             && let Some(c) = chunk
@@ -817,6 +846,7 @@ impl Engine {
             if let Some(c) = client {
                 self.table.entry_mut(c).value.pairing = pairing;
                 self.note_waiting(c);
+                self.apply_verdict(c, now_us, out);
             }
             return r;
         }
@@ -837,10 +867,46 @@ impl Engine {
             now_us,
             end,
             discard: false,
+            resume_now: false,
         });
         let r = f(&mut dir.stream, &self.stream_limits, &mut sink);
         self.note_waiting(idx);
+        self.apply_verdict(idx, now_us, out);
         r
+    }
+
+    /// Tells the parser of request direction `c` what the answer to its Upgrade / CONNECT
+    /// request decided: switched (the rest of the stream is not HTTP), or not (the bytes it
+    /// held are parsed, flagged when no answer was seen).
+    fn apply_verdict(&mut self, c: u32, now_us: u64, out: &mut Vec<HttpRequest>) {
+        let Some(verdict) = self
+            .table
+            .entry_mut(c)
+            .value
+            .pairing
+            .as_mut()
+            .and_then(|p| p.take_verdict())
+        else {
+            return;
+        };
+        // Requests parsed now may be told a verdict of their own: `drive` applies it.
+        self.drive(c, now_us, EndKind::Closed, out, |stream, _, sink| {
+            let switched = match sink {
+                AnySink::Requests(s) => {
+                    match verdict {
+                        Verdict::Switched => s.call(None, false, |p, ctx| p.switched(ctx)),
+                        Verdict::Declined => s.call(None, false, |p, ctx| p.resume(false, ctx)),
+                        Verdict::Unanswered => s.call(None, false, |p, ctx| p.resume(true, ctx)),
+                    }
+                    s.parser.is_done()
+                }
+                _ => false,
+            };
+            if switched && stream.buffered_bytes() > 0 {
+                // Out-of-order bytes of the tunnel will never be parsed.
+                stream.close(sink);
+            }
+        });
     }
 
     /// Lists a request direction whose requests wait in `waiting`.
@@ -1289,6 +1355,7 @@ impl Engine {
             }
             if let Some(c) = client {
                 self.table.entry_mut(c).value.pairing = pairing;
+                self.apply_verdict(c, now_us, out);
             }
             return;
         }
@@ -1306,6 +1373,7 @@ impl Engine {
             now_us,
             end,
             discard: false,
+            resume_now: false,
         };
         // Ends the parser too (`Sink::end`), exactly once per stream.
         value.stream.close(&mut sink);
@@ -1395,6 +1463,7 @@ impl Engine {
                 self.table.entry_mut(idx).value.pairing = Some(pairing);
             }
             self.note_waiting(idx);
+            self.apply_verdict(idx, now_us, out);
         }
     }
 

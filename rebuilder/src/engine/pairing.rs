@@ -86,6 +86,20 @@ struct Slot {
     /// step while it waited).
     hint: Option<ResponseMissing>,
     asked: Asked,
+    /// An Upgrade / CONNECT request: the client's parser holds what follows until its answer
+    /// ([`Verdict`]).
+    upgrade: bool,
+}
+
+/// What the answer to an Upgrade / CONNECT request decided for the client's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// 101 (Upgrade) or 2xx (CONNECT): the connection left HTTP.
+    Switched,
+    /// Any other answer: the connection stays HTTP.
+    Declined,
+    /// No answer will be seen (given up, lost, the stream ended).
+    Unanswered,
 }
 
 impl Slot {
@@ -144,6 +158,9 @@ pub struct Pairing {
     early_held: usize,
     /// The response in progress came ahead of its request.
     current_early: Option<At>,
+    /// What the answer to an Upgrade / CONNECT request decided, until the engine tells the
+    /// client's parser.
+    verdict: Option<Verdict>,
 }
 
 /// Responses kept while their requests may still come.
@@ -200,7 +217,13 @@ impl Pairing {
             early: VecDeque::new(),
             early_held: 0,
             current_early: None,
+            verdict: None,
         }
+    }
+
+    /// What an answer to an Upgrade / CONNECT request decided since the last call.
+    pub fn take_verdict(&mut self) -> Option<Verdict> {
+        self.verdict.take()
     }
 
     /// Requests waiting.
@@ -285,7 +308,11 @@ impl Pairing {
     }
 
     /// A complete request, whose first byte is at client sequence number `start` (or after)
-    /// and was carried by a packet acknowledging `ack`; `now_us` is the capture time.
+    /// and was carried by a packet acknowledging `ack`; `now_us` is the capture time;
+    /// `upgrade`: an Upgrade / CONNECT request whose answer the client's parser awaits.
+    /// Returns whether that answer will be told ([`Pairing::take_verdict`]): the request
+    /// waits for its response.
+    #[allow(clippy::too_many_arguments)]
     pub fn push(
         &mut self,
         req: HttpRequest,
@@ -293,8 +320,9 @@ impl Pairing {
         ack: Option<u32>,
         prev_ack: Option<u32>,
         now_us: u64,
+        upgrade: bool,
         ctx: &mut PairCtx<'_>,
-    ) {
+    ) -> bool {
         let asked = Asked {
             head: req.method.eq_ignore_ascii_case("HEAD"),
             connect: req.method.eq_ignore_ascii_case("CONNECT"),
@@ -315,20 +343,23 @@ impl Pairing {
                 unknown_before: false,
                 hint: None,
                 asked,
+                upgrade: false,
             };
             let fits = fits_of(asked, &resp);
             let in_step = self.anchored && self.queue.is_empty() && !self.unknown_tail;
             if in_step && Pairing::causal(&probe, at) && fits {
+                if upgrade {
+                    self.verdict = Some(verdict_of(asked, &resp));
+                }
                 emit(req, Some(resp), None, ctx);
-                return;
+                return upgrade;
             }
             let unsolicited = at.ack.is_some_and(|a| seq_diff(a, start) <= 0);
             if in_step && unsolicited && self.early.is_empty() {
                 // The server had not received this request: the response answered nothing
                 // held (a 408 before a close, ...): the count goes on.
                 ctx.stats.responses_unmatched += 1;
-                self.push_slot(req, start, ack, prev_ack, now_us, asked, ctx);
-                return;
+                return self.push_slot(req, start, ack, prev_ack, now_us, asked, upgrade, ctx);
             }
             if !in_step && self.queue.is_empty() && !self.pipelined {
                 // Out of step: the evidence rule, over the kept responses.
@@ -344,8 +375,11 @@ impl Pairing {
                         self.unknown_tail = false;
                         self.anchored = true;
                         self.skip = 0;
+                        if upgrade {
+                            self.verdict = Some(verdict_of(asked, &resp));
+                        }
                         emit(req, Some(resp), None, ctx);
-                        return;
+                        return upgrade;
                     }
                     ctx.stats.responses_unmatched += 1;
                     if let Some((at, resp)) = self.early.pop_front() {
@@ -372,6 +406,7 @@ impl Pairing {
                 unknown_before: false,
                 hint: None,
                 asked,
+                upgrade: false,
             };
             if self.anchored
                 && self.queue.is_empty()
@@ -381,8 +416,7 @@ impl Pairing {
             {
                 self.current_early = None;
                 // Now the front, its response in progress (`current` stays set).
-                self.push_slot(req, start, ack, prev_ack, now_us, asked, ctx);
-                return;
+                return self.push_slot(req, start, ack, prev_ack, now_us, asked, upgrade, ctx);
             }
             self.go_out_of_step(ResponseMissing::Reordered);
         }
@@ -395,9 +429,9 @@ impl Pairing {
                 ResponseMissing::ServerNotSeen
             };
             emit(req, None, Some(reason), ctx);
-            return;
+            return false;
         }
-        self.push_slot(req, start, ack, prev_ack, now_us, asked, ctx);
+        self.push_slot(req, start, ack, prev_ack, now_us, asked, upgrade, ctx)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -409,8 +443,9 @@ impl Pairing {
         prev_ack: Option<u32>,
         now_us: u64,
         asked: Asked,
+        upgrade: bool,
         ctx: &mut PairCtx<'_>,
-    ) {
+    ) -> bool {
         if let Some(last) = self.queue.back()
             && last.req.is_some()
             && ack.is_some()
@@ -437,12 +472,15 @@ impl Pairing {
             unknown_before: std::mem::take(&mut self.unknown_tail),
             hint: None,
             asked,
+            upgrade: false,
         };
         let cost = req.held_bytes() + SLOT_BYTES;
-        if ctx.budget.try_take(cost) {
+        let waits = ctx.budget.try_take(cost);
+        if waits {
             slot.held = cost;
             self.held += cost;
             slot.req = Some(Box::new(req));
+            slot.upgrade = upgrade;
         } else {
             emit(req, None, Some(ResponseMissing::OverBudget), ctx);
         }
@@ -453,6 +491,7 @@ impl Pairing {
             slot.hint = Some(self.desync);
         }
         self.queue.push_back(slot);
+        waits && upgrade
     }
 
     /// Gives up the requests whose deadline passed.
@@ -510,6 +549,12 @@ impl Pairing {
     ) {
         ctx.budget.give(slot.held);
         self.held -= slot.held;
+        if slot.upgrade {
+            self.verdict = Some(match &resp {
+                Some(r) => verdict_of(slot.asked, r),
+                None => Verdict::Unanswered,
+            });
+        }
         if let Some(req) = slot.req {
             let reason = if resp.is_some() {
                 None
@@ -551,6 +596,17 @@ impl Pairing {
         let received = at.ack.is_none_or(|a| seq_diff(a, slot.start) > 0);
         let sent_before = slot.ack.is_none_or(|c| seq_diff(at.seq, c) >= 0);
         received && sent_before
+    }
+}
+
+/// What a response to an Upgrade / CONNECT request decides (the response parser switches on
+/// the same rule and then tells [`Answering::switched`]).
+fn verdict_of(asked: Asked, resp: &HttpResponse) -> Verdict {
+    let switched = resp.status == 101 || (asked.connect && (200..300).contains(&resp.status));
+    if switched {
+        Verdict::Switched
+    } else {
+        Verdict::Declined
     }
 }
 
@@ -607,7 +663,10 @@ impl Answering for Answer<'_, '_> {
                 return None;
             }
             let Some(front) = p.queue.front() else {
-                if Pairing::ahead_of_requests(at.ack, self.client_next) {
+                // The client's parser may still hold the requests this answers: the bytes
+                // after a declined Upgrade / CONNECT, parsed once the verdict is applied.
+                let held = p.verdict == Some(Verdict::Declined);
+                if held || Pairing::ahead_of_requests(at.ack, self.client_next) {
                     // Its request may still come: keep the response (bounded) for it.
                     if p.early.len() < MAX_EARLY && !p.unknown_tail {
                         p.current_early = Some(at);
@@ -720,6 +779,8 @@ impl Answering for Answer<'_, '_> {
             let slot = p.queue.pop_front().expect("not empty");
             p.release(slot, Some(ResponseMissing::Malformed), None, self.ctx);
         }
+        // The client's side of the connection left HTTP too.
+        p.verdict = Some(Verdict::Switched);
     }
 
     fn ended(&mut self, reason: ResponseMissing) {

@@ -331,22 +331,91 @@ fn tls_flow_is_opaque_and_its_packets_are_counted() {
 fn packets_after_an_upgrade_are_counted_as_upgraded_even_after_reordering() {
     let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
     let mut e = engine();
-    let up = c.send(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n");
+    let mut d = c.open();
+    let up = c.send(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n");
+    let switch = c.respond(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
     let f1 = c.send(b"\x81\x05hello");
     let f2 = c.send(b"\x81\x05world");
-    // f2 arrives first (buffered), then the upgrade, then f1.
-    let out = run(&mut e, &[c.syn(), f2, up, f1]);
+    // f2 arrives first (buffered), then the upgrade and its answer, then f1.
+    d.extend([f2, up, switch, f1]);
+    let out = run(&mut e, &d);
     assert_eq!(targets(&out), ["/ws"]);
+    assert_eq!(out[0].response.as_ref().map(|r| r.status), Some(101));
     assert_eq!(e.stats().upgraded_flows, 1);
     assert_eq!(e.stats().drops(DropReason::UpgradedFlow), 1);
     assert_eq!(e.stats().drops(DropReason::AfterClose), 0);
     // The live connection holds its pairing (charged) and nothing else.
     assert_eq!(e.buffered_bytes(), crate::engine::pairing::PAIRING_BYTES);
     // Still tracked (the websocket goes on) until it idles out.
-    assert_eq!(e.active_flows(), 1);
+    assert_eq!(e.active_flows(), 2);
     let mut out = Vec::new();
     e.on_timer(1_000 + e.config().closed_linger_us + 10, &mut out);
-    assert_eq!(e.active_flows(), 1);
+    assert_eq!(e.active_flows(), 2);
+}
+
+#[test]
+fn responses_coalesced_behind_a_declined_upgrade_answer_the_requests_it_held() {
+    // The server's answers to the upgrade and to the request pipelined behind it come in one
+    // segment: the second is kept until the held request is parsed.
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let mut e = Engine::new(EngineConfig::default());
+    let mut d = c.open();
+    d.push(c.send(
+        b"GET /ws HTTP/1.1\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\nGET /a HTTP/1.1\r\n\r\n",
+    ));
+    d.push(c.respond(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nwHTTP/1.1 404 Not Found\r\nContent-Length: 1\r\n\r\na",
+    ));
+    let mut out = run(&mut e, &d);
+    e.finish(&mut out);
+    let got: Vec<_> = out
+        .iter()
+        .map(|r| (r.target.as_str(), r.response.as_ref().map(|r| r.status)))
+        .collect();
+    assert_eq!(got, [("/ws", Some(200)), ("/a", Some(404))]);
+    assert_eq!(e.stats().responses_unmatched, 0);
+}
+
+#[test]
+fn an_upgrade_whose_answer_is_not_mirrored_here_leaves_the_client_stream_parsed() {
+    // Only the client's half reaches this engine (the NLB put the server's elsewhere).
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let mut e = engine();
+    let d = [
+        c.syn(),
+        c.send(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nGET /a HTTP/1.1\r\n\r\n"),
+        c.send(b"GET /b HTTP/1.1\r\n\r\n"),
+    ];
+    let out = run(&mut e, &d);
+    assert_eq!(targets(&out), ["/ws", "/a", "/b"]);
+    for r in &out[1..] {
+        assert!(r.anomalies.contains(stats::Anomaly::UpgradeUnanswered));
+    }
+    assert_eq!(e.stats().upgraded_flows, 0);
+}
+
+#[test]
+fn requests_pipelined_behind_a_declined_upgrade_are_delivered_with_their_responses() {
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let mut e = Engine::new(EngineConfig::default());
+    let mut d = c.open();
+    d.push(c.send(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nGET /a HTTP/1.1\r\n\r\n"));
+    d.push(c.respond(b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n"));
+    d.push(c.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+    d.push(c.send(b"GET /b HTTP/1.1\r\n\r\n"));
+    d.push(c.respond(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"));
+    let mut out = run(&mut e, &d);
+    e.finish(&mut out);
+    let got: Vec<_> = out
+        .iter()
+        .map(|r| (r.target.as_str(), r.response.as_ref().map(|r| r.status)))
+        .collect();
+    assert_eq!(
+        got,
+        [("/ws", Some(426)), ("/a", Some(200)), ("/b", Some(404))]
+    );
+    assert!(out.iter().all(|r| r.anomalies.is_empty()));
+    assert_eq!(e.stats().upgraded_flows, 0);
 }
 
 #[test]

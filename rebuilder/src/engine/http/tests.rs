@@ -252,6 +252,56 @@ fn bytes_held_for_an_answer_never_seen_are_parsed_and_flagged() {
     assert_eq!(h.targets(), ["/ws", "/before-gap", "/after-gap"]);
 }
 
+proptest! {
+    /// What follows an Upgrade request depends only on the server's answer, never on how the
+    /// stream is cut or when the answer comes: declined, every pipelined request (no flag);
+    /// no answer, every one (flagged); switched, none. The budget holds exactly the parser's
+    /// bytes throughout (the harness checks it) and gets all of them back at the end.
+    #[test]
+    fn requests_behind_an_upgrade_depend_only_on_the_answer_not_on_segmentation(
+        cuts in prop::collection::vec(0usize..160, 0..6),
+        verdict in 0u8..3,
+        at in 0usize..160,
+    ) {
+        let up: &[u8] = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+        let rest: &[u8] = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyzGET /c HTTP/1.1\r\n\r\n";
+        let wire = [up, rest].concat();
+        let mut cuts: Vec<usize> = cuts.into_iter().filter(|&c| c > 0 && c < wire.len()).collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        cuts.push(wire.len());
+        let mut h = H::new(true);
+        let mut answered = false;
+        let answer = |h: &mut H| match verdict {
+            0 => { h.resume(false); }
+            1 => { h.resume(true); }
+            _ => { h.switched(); }
+        };
+        let mut from = 0;
+        for c in cuts {
+            h.feed(&wire[from..c]);
+            from = c;
+            // The answer follows the request (it answers it).
+            if !answered && from >= up.len() && from >= at {
+                answer(&mut h);
+                answered = true;
+            }
+        }
+        if !answered {
+            answer(&mut h);
+        }
+        let want: &[&str] = if verdict == 2 { &["/ws"] } else { &["/ws", "/a", "/b", "/c"] };
+        prop_assert_eq!(h.targets(), want);
+        for r in &h.out[1..] {
+            prop_assert_eq!(r.anomalies.contains(Anomaly::UpgradeUnanswered), verdict == 1);
+        }
+        if verdict != 2 {
+            prop_assert_eq!(&h.out[2].body, b"xyz");
+        }
+        h.end();
+    }
+}
+
 #[test]
 fn bytes_held_past_the_head_cap_are_parsed_and_flagged_not_dropped() {
     let limits = HttpLimits {

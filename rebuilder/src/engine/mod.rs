@@ -185,6 +185,75 @@ impl Cursor {
     }
 }
 
+/// The receive window a direction advertised: how far its peer may send (issue 14 item 5).
+///
+/// Policy: a segment of the peer that starts past the right edge (the highest `ack +
+/// window << shift` seen) by more than the largest window this direction could advertise
+/// (`65535 << shift`: the mirror may show the peer's data before the window update that made
+/// room for it) is counted `out_of_window` and ignored: the receiver would have dropped it,
+/// and buffering it would make the stream skip to it. The shift is RFC 7323's: the SYN's
+/// window scale option, in force only when both SYNs carried one (never on SYNs themselves).
+/// Nothing is checked before an edge is known (the receiver's direction not seen).
+#[derive(Debug, Clone, Copy, Default)]
+struct Window {
+    edge: u32,
+    shift: u8,
+    flags: u8,
+}
+
+impl Window {
+    const HAS_EDGE: u8 = 1;
+    /// This direction's SYN carried a window scale option (`shift`).
+    const SYN_WSCALE: u8 = 2;
+
+    /// A segment of this direction: its SYN's option, and its ACK's right edge (`peer`: the
+    /// other direction's window state, for whether scaling is in force).
+    fn note(&mut self, seg: &TcpSegment<'_>, peer_wscale: bool) {
+        if seg.syn
+            && let Some(s) = seg.wscale
+        {
+            self.shift = s.min(14);
+            self.flags |= Self::SYN_WSCALE;
+        }
+        if !seg.ack {
+            return;
+        }
+        let shift = if !seg.syn && peer_wscale && self.flags & Self::SYN_WSCALE != 0 {
+            self.shift
+        } else {
+            0
+        };
+        let edge = seg.ack_no.wrapping_add(u32::from(seg.window) << shift);
+        // A SYN+ACK starts a window (a new connection on the same ports too).
+        if seg.syn || self.flags & Self::HAS_EDGE == 0 || reassembly::seq_diff(edge, self.edge) > 0
+        {
+            self.edge = edge;
+            self.flags |= Self::HAS_EDGE;
+        }
+    }
+
+    fn syn_wscale(&self) -> bool {
+        self.flags & Self::SYN_WSCALE != 0
+    }
+
+    /// The peer started a new connection: the old edge says nothing about it.
+    fn forget_edge(&mut self) {
+        self.flags &= !Self::HAS_EDGE;
+    }
+
+    /// Whether a peer's segment starting at `start` is beyond what this window allows
+    /// (`peer_wscale`: the peer's SYN carried a window scale option too).
+    fn refuses(&self, start: u32, peer_wscale: bool) -> bool {
+        let shift = if peer_wscale && self.syn_wscale() {
+            self.shift
+        } else {
+            0
+        };
+        let slack = 65_535i64 << shift;
+        self.flags & Self::HAS_EDGE != 0 && reassembly::seq_diff(start, self.edge) > slack
+    }
+}
+
 /// State of one direction (role first: it decides whether anything else is read).
 ///
 /// Invariants:
@@ -212,6 +281,8 @@ struct Direction {
     pairing: Option<Box<Pairing>>,
     /// Of a request direction: where its stream stands, for pairing.
     cursor: Cursor,
+    /// The receive window it advertised (what its peer may send).
+    window: Window,
 }
 
 impl Direction {
@@ -226,6 +297,7 @@ impl Direction {
             generation,
             pairing: None,
             cursor: Cursor::default(),
+            window: Window::default(),
         }
     }
 
@@ -953,6 +1025,29 @@ impl Engine {
             }
         };
         self.table.touch(idx, ts_us);
+        let peer = self.table.entry(idx).peer();
+        let peer_wscale = peer.is_some_and(|p| self.table.entry(p).value.window.syn_wscale());
+        self.table
+            .entry_mut(idx)
+            .value
+            .window
+            .note(seg, peer_wscale);
+        if seg.wire_len() > 0
+            && !seg.syn
+            && let Some(p) = peer
+        {
+            let own_wscale = self.table.entry(idx).value.window.syn_wscale();
+            if self
+                .table
+                .entry(p)
+                .value
+                .window
+                .refuses(seg.seq, own_wscale)
+            {
+                self.shared.stats.count_drop(DropReason::OutOfWindow);
+                return;
+            }
+        }
 
         if seg.rst {
             // The RST's sequence number is where the sender's stream stood.
@@ -1004,8 +1099,15 @@ impl Engine {
             let generation = self.new_generation();
             let dir = &mut self.table.entry_mut(idx).value;
             let in_holes = dir.in_holes;
+            // Its SYN's window scale (noted already) goes on; its old edge does not.
+            let mut window = dir.window;
+            window.forget_edge();
             *dir = Direction::new(Role::Unknown, carrier.mirror, generation);
             dir.in_holes = in_holes;
+            dir.window = window;
+            if let Some(p) = self.table.entry(idx).peer() {
+                self.table.entry_mut(p).value.window.forget_edge();
+            }
             self.table.set_lifecycle(idx, Lifecycle::Open, ts_us);
         }
         let entry = self.table.entry_mut(idx);
@@ -1097,8 +1199,11 @@ impl Engine {
             let generation = self.new_generation();
             let dir = &mut self.table.entry_mut(idx).value;
             let in_holes = dir.in_holes;
+            // The window of its new SYN+ACK (noted already) goes on.
+            let window = dir.window;
             *dir = Direction::new(Role::Responses, dir.mirror, generation);
             dir.in_holes = in_holes;
+            dir.window = window;
             if let Some(p) = self.table.entry_mut(client).value.pairing.as_mut() {
                 p.server_restarts();
                 p.drop_resp(&mut self.shared.budget);

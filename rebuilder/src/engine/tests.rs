@@ -376,6 +376,76 @@ fn responses_coalesced_behind_a_declined_upgrade_answer_the_requests_it_held() {
     assert_eq!(e.stats().responses_unmatched, 0);
 }
 
+/// A segment with a window and TCP options (a VXLAN payload, VNI 1).
+fn segment_with(
+    (src, dst): (&str, &str),
+    seq: u32,
+    flags: TcpFlags,
+    window: u16,
+    options: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut f = TcpFrame::new(src.parse().unwrap(), dst.parse().unwrap(), seq).flags(flags);
+    f.window = window;
+    f.options = options;
+    vxlan_datagram(1, &f.build(payload))
+}
+
+/// A connection whose SYNs carry window scale 7 (`scaled`) or none; the server then
+/// advertises 502 (64,256 bytes scaled); the client sends `/a`, a segment `ahead` bytes past
+/// its stream, and `/b`.
+fn window_case(scaled: bool, ahead: u32) -> (Vec<HttpRequest>, u64) {
+    const C: (&str, &str) = ("10.0.0.1:40000", "10.0.0.2:80");
+    const S: (&str, &str) = ("10.0.0.2:80", "10.0.0.1:40000");
+    let ws7: &[u8] = &[1, 3, 3, 7];
+    let client_ws = if scaled { ws7 } else { &[] };
+    let (isn, sisn) = (1000u32, 5000u32);
+    let a = b"GET /a HTTP/1.1\r\n\r\n";
+    let next = isn + 1 + a.len() as u32;
+    let d = [
+        segment_with(C, isn, TcpFlags::SYN, 64240, client_ws, b""),
+        segment_with(S, sisn, TcpFlags::ack(isn + 1).syn(), 65160, ws7, b""),
+        segment_with(C, isn + 1, TcpFlags::ack(sisn + 1), 502, &[], a),
+        segment_with(S, sisn + 1, TcpFlags::ack(next), 502, &[], b""),
+        segment_with(
+            C,
+            next + ahead,
+            TcpFlags::ack(sisn + 1),
+            502,
+            &[],
+            b"GET /far HTTP/1.1\r\n\r\n",
+        ),
+        segment_with(
+            C,
+            next,
+            TcpFlags::ack(sisn + 1),
+            502,
+            &[],
+            b"GET /b HTTP/1.1\r\n\r\n",
+        ),
+    ];
+    let mut e = engine();
+    let mut out = run(&mut e, &d);
+    e.finish(&mut out);
+    (out, e.stats().drops(DropReason::OutOfWindow))
+}
+
+#[test]
+fn a_client_segment_far_beyond_the_servers_window_is_counted_and_ignored_not_skipped_to() {
+    // Scaled (shift 7): 9 MB ahead is past the edge by more than 65,535 << 7.
+    let (out, refused) = window_case(true, 9_000_000);
+    assert_eq!(targets(&out), ["/a", "/b"]);
+    assert_eq!(refused, 1);
+    // Unscaled (the client's SYN had no option: RFC 7323 scaling is off): 200 KB is too far.
+    let (out, refused) = window_case(false, 200_000);
+    assert_eq!(targets(&out), ["/a", "/b"]);
+    assert_eq!(refused, 1);
+    // Scaled, 200 KB ahead is within what the server could advertise: not refused (the
+    // mirror may show data before the window update that allowed it).
+    let (_, refused) = window_case(true, 200_000);
+    assert_eq!(refused, 0);
+}
+
 #[test]
 fn an_upgrade_whose_answer_is_not_mirrored_here_leaves_the_client_stream_parsed() {
     // Only the client's half reaches this engine (the NLB put the server's elsewhere).
@@ -447,7 +517,8 @@ fn per_direction_state_stays_small() {
     // response parser live behind it, allocated only for request directions).
     // 296: the client stream's cursor for pairing (24 bytes), so that the pairing (a
     // 256-byte allocation) exists only once a request is complete or the server sends.
-    assert!(std::mem::size_of::<crate::engine::flow::Entry<Direction>>() <= 296);
+    // 304: the receive window it advertised (edge, scale: 8 bytes).
+    assert!(std::mem::size_of::<crate::engine::flow::Entry<Direction>>() <= 304);
 }
 
 #[test]

@@ -203,17 +203,7 @@ impl Parser {
         if self.is_done() {
             return;
         }
-        let in_message = match self.state {
-            ParserState::Held => !self.buf.is_empty(),
-            ParserState::Head => !self.buf.is_empty(),
-            ParserState::Body { discard, .. } => !discard,
-            ParserState::ChunkSize
-            | ParserState::ChunkData { .. }
-            | ParserState::ChunkDataEnd { .. }
-            | ParserState::Trailers { .. } => true,
-            _ => false,
-        };
-        if in_message {
+        if self.in_message() {
             ctx.stats.count_drop(DropReason::UpgradedFlow);
         }
         ctx.stats.upgraded_flows += 1;
@@ -326,18 +316,23 @@ impl Parser {
         self.account(ctx.budget);
     }
 
-    /// The flow was evicted: a message in progress is lost (counted as `flow_evicted`).
-    pub fn evict(&mut self, ctx: &mut Ctx<'_>) {
-        let in_message = match self.state {
-            ParserState::Head => !self.buf.is_empty(),
+    /// Whether bytes of a message are held or a body is being read (lost if the stream
+    /// stops here).
+    fn in_message(&self) -> bool {
+        match self.state {
+            ParserState::Head | ParserState::Held => !self.buf.is_empty(),
             ParserState::Body { discard, .. } => !discard,
             ParserState::ChunkSize
             | ParserState::ChunkData { .. }
             | ParserState::ChunkDataEnd { .. }
             | ParserState::Trailers { .. } => true,
             _ => false,
-        };
-        if in_message {
+        }
+    }
+
+    /// The flow was evicted: a message in progress is lost (counted as `flow_evicted`).
+    pub fn evict(&mut self, ctx: &mut Ctx<'_>) {
+        if self.in_message() {
             ctx.stats.count_drop(DropReason::FlowEvicted);
         }
         self.pending = None;

@@ -185,72 +185,101 @@ impl Cursor {
     }
 }
 
-/// The receive window a direction advertised: how far its peer may send (issue 14 item 5).
+/// How far a direction may send: the receive window its peer (the receiver) advertised
+/// (issue 14 item 5). Kept in the sending direction, updated from the receiver's segments
+/// where they are processed anyway (no extra table access per packet).
 ///
-/// Policy: a segment of the peer that starts past the right edge (the highest `ack +
-/// window << shift` seen) by more than the largest window this direction could advertise
-/// (`65535 << shift`: the mirror may show the peer's data before the window update that made
-/// room for it) is counted `out_of_window` and ignored: the receiver would have dropped it,
-/// and buffering it would make the stream skip to it. The shift is RFC 7323's: the SYN's
-/// window scale option, in force only when both SYNs carried one (never on SYNs themselves).
-/// Nothing is checked before an edge is known (the receiver's direction not seen).
+/// Policy: a segment that starts past the right edge (the highest `ack + window << scale`
+/// the receiver advertised) by more than the largest window the receiver could advertise
+/// (`65535 << scale`: the mirror may show data before the window update that made room for
+/// it) is counted `out_of_window` and ignored: the receiver would have dropped it, and
+/// buffering it would make the stream skip to it. Scaling is RFC 7323's: the SYNs' window
+/// scale options, in force only when both carried one, never on SYNs themselves. A SYN not
+/// seen leaves the scale unknown: the edges are taken unscaled and the slack the largest the
+/// known options allow (`65535 << 14` without the receiver's SYN); nothing is checked before
+/// an edge is known. Checked for the client's side (request and undecided directions).
 #[derive(Debug, Clone, Copy, Default)]
 struct Window {
     edge: u32,
-    shift: u8,
+    /// The receiver's SYN window scale option (with `THEIRS_WSCALE`).
+    theirs: u8,
     flags: u8,
 }
 
 impl Window {
     const HAS_EDGE: u8 = 1;
-    /// This direction's SYN carried a window scale option (`shift`).
-    const SYN_WSCALE: u8 = 2;
+    /// This direction's SYN was seen ...
+    const OWN_SYN: u8 = 2;
+    /// ... with a window scale option.
+    const OWN_WSCALE: u8 = 4;
+    /// The receiver's SYN(+ACK) was seen ...
+    const RECEIVER_SYN: u8 = 8;
+    /// ... with a window scale option (`theirs`).
+    const THEIRS_WSCALE: u8 = 16;
 
-    /// A segment of this direction: its SYN's option, and its ACK's right edge (`peer`: the
-    /// other direction's window state, for whether scaling is in force).
-    fn note(&mut self, seg: &TcpSegment<'_>, peer_wscale: bool) {
-        if seg.syn
-            && let Some(s) = seg.wscale
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    fn put(&mut self, flag: u8, on: bool) {
+        if on {
+            self.flags |= flag;
+        } else {
+            self.flags &= !flag;
+        }
+    }
+
+    /// This direction's SYN (window scale option or none).
+    fn own_syn(&mut self, wscale: Option<u8>) {
+        self.put(Self::OWN_SYN, true);
+        self.put(Self::OWN_WSCALE, wscale.is_some());
+    }
+
+    /// The scale of the receiver's windows in force (RFC 7323: both SYNs carried one).
+    fn shift(&self) -> u8 {
+        if self.has(Self::OWN_WSCALE) && self.has(Self::THEIRS_WSCALE) {
+            self.theirs
+        } else {
+            0
+        }
+    }
+
+    /// The scale bounding any window the receiver can advertise, as far as is known.
+    fn slack_shift(&self) -> u8 {
+        if !self.has(Self::RECEIVER_SYN) {
+            14
+        } else if !self.has(Self::THEIRS_WSCALE)
+            || (self.has(Self::OWN_SYN) && !self.has(Self::OWN_WSCALE))
         {
-            self.shift = s.min(14);
-            self.flags |= Self::SYN_WSCALE;
+            0
+        } else {
+            self.theirs
+        }
+    }
+
+    /// A segment of the receiver: its SYN's option, and its ACK's right edge.
+    fn advertised(&mut self, seg: &TcpSegment<'_>) {
+        if seg.syn {
+            self.put(Self::RECEIVER_SYN, true);
+            self.put(Self::THEIRS_WSCALE, seg.wscale.is_some());
+            self.theirs = seg.wscale.map_or(0, |s| s.min(14));
         }
         if !seg.ack {
             return;
         }
-        let shift = if !seg.syn && peer_wscale && self.flags & Self::SYN_WSCALE != 0 {
-            self.shift
-        } else {
-            0
-        };
+        let shift = if seg.syn { 0 } else { self.shift() };
         let edge = seg.ack_no.wrapping_add(u32::from(seg.window) << shift);
         // A SYN+ACK starts a window (a new connection on the same ports too).
-        if seg.syn || self.flags & Self::HAS_EDGE == 0 || reassembly::seq_diff(edge, self.edge) > 0
-        {
+        if seg.syn || !self.has(Self::HAS_EDGE) || reassembly::seq_diff(edge, self.edge) > 0 {
             self.edge = edge;
-            self.flags |= Self::HAS_EDGE;
+            self.put(Self::HAS_EDGE, true);
         }
     }
 
-    fn syn_wscale(&self) -> bool {
-        self.flags & Self::SYN_WSCALE != 0
-    }
-
-    /// The peer started a new connection: the old edge says nothing about it.
-    fn forget_edge(&mut self) {
-        self.flags &= !Self::HAS_EDGE;
-    }
-
-    /// Whether a peer's segment starting at `start` is beyond what this window allows
-    /// (`peer_wscale`: the peer's SYN carried a window scale option too).
-    fn refuses(&self, start: u32, peer_wscale: bool) -> bool {
-        let shift = if peer_wscale && self.syn_wscale() {
-            self.shift
-        } else {
-            0
-        };
-        let slack = 65_535i64 << shift;
-        self.flags & Self::HAS_EDGE != 0 && reassembly::seq_diff(start, self.edge) > slack
+    /// Whether a segment starting at `start` is beyond what the receiver allows.
+    fn refuses(&self, start: u32) -> bool {
+        self.has(Self::HAS_EDGE)
+            && reassembly::seq_diff(start, self.edge) > 65_535i64 << self.slack_shift()
     }
 }
 
@@ -281,7 +310,7 @@ struct Direction {
     pairing: Option<Box<Pairing>>,
     /// Of a request direction: where its stream stands, for pairing.
     cursor: Cursor,
-    /// The receive window it advertised (what its peer may send).
+    /// How far it may send (the receive window its peer advertised).
     window: Window,
 }
 
@@ -1025,29 +1054,6 @@ impl Engine {
             }
         };
         self.table.touch(idx, ts_us);
-        let peer = self.table.entry(idx).peer();
-        let peer_wscale = peer.is_some_and(|p| self.table.entry(p).value.window.syn_wscale());
-        self.table
-            .entry_mut(idx)
-            .value
-            .window
-            .note(seg, peer_wscale);
-        if seg.wire_len() > 0
-            && !seg.syn
-            && let Some(p) = peer
-        {
-            let own_wscale = self.table.entry(idx).value.window.syn_wscale();
-            if self
-                .table
-                .entry(p)
-                .value
-                .window
-                .refuses(seg.seq, own_wscale)
-            {
-                self.shared.stats.count_drop(DropReason::OutOfWindow);
-                return;
-            }
-        }
 
         if seg.rst {
             // The RST's sequence number is where the sender's stream stood.
@@ -1082,6 +1088,9 @@ impl Engine {
         };
         if self.table.entry(idx).value.role == Role::Responses {
             self.shared.stats.response_packets += 1;
+            if let Some(c) = self.client_of(idx) {
+                self.table.entry_mut(c).value.window.advertised(seg);
+            }
             self.response_segment(idx, segment, ts_us, out);
             return;
         }
@@ -1099,19 +1108,18 @@ impl Engine {
             let generation = self.new_generation();
             let dir = &mut self.table.entry_mut(idx).value;
             let in_holes = dir.in_holes;
-            // Its SYN's window scale (noted already) goes on; its old edge does not.
-            let mut window = dir.window;
-            window.forget_edge();
             *dir = Direction::new(Role::Unknown, carrier.mirror, generation);
             dir.in_holes = in_holes;
-            dir.window = window;
-            if let Some(p) = self.table.entry(idx).peer() {
-                self.table.entry_mut(p).value.window.forget_edge();
-            }
             self.table.set_lifecycle(idx, Lifecycle::Open, ts_us);
         }
         let entry = self.table.entry_mut(idx);
         let dir = &mut entry.value;
+        if seg.syn {
+            dir.window.own_syn(seg.wscale);
+        } else if has_payload && dir.window.refuses(seg.seq) {
+            self.shared.stats.count_drop(DropReason::OutOfWindow);
+            return;
+        }
         if let Some(reason) = ignored_state(&dir.parser) {
             if has_payload {
                 self.shared.stats.count_drop(reason);
@@ -1199,11 +1207,8 @@ impl Engine {
             let generation = self.new_generation();
             let dir = &mut self.table.entry_mut(idx).value;
             let in_holes = dir.in_holes;
-            // The window of its new SYN+ACK (noted already) goes on.
-            let window = dir.window;
             *dir = Direction::new(Role::Responses, dir.mirror, generation);
             dir.in_holes = in_holes;
-            dir.window = window;
             if let Some(p) = self.table.entry_mut(client).value.pairing.as_mut() {
                 p.server_restarts();
                 p.drop_resp(&mut self.shared.budget);

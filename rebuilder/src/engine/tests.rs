@@ -391,10 +391,15 @@ fn segment_with(
     vxlan_datagram(1, &f.build(payload))
 }
 
-/// A connection whose SYNs carry window scale 7 (`scaled`) or none; the server then
-/// advertises 502 (64,256 bytes scaled); the client sends `/a`, a segment `ahead` bytes past
-/// its stream, and `/b`.
+/// A connection whose SYNs carry window scale 7 (`scaled`) or none; the server answers `/a`
+/// advertising 502 (64,256 bytes scaled); the client sends a segment `ahead` bytes past its
+/// stream, and `/b`.
 fn window_case(scaled: bool, ahead: u32) -> (Vec<HttpRequest>, u64) {
+    window_case_with(scaled, true, ahead)
+}
+
+/// [`window_case`], the server's SYN+ACK mirrored or not (`syn_ack`).
+fn window_case_with(scaled: bool, syn_ack: bool, ahead: u32) -> (Vec<HttpRequest>, u64) {
     const C: (&str, &str) = ("10.0.0.1:40000", "10.0.0.2:80");
     const S: (&str, &str) = ("10.0.0.2:80", "10.0.0.1:40000");
     let ws7: &[u8] = &[1, 3, 3, 7];
@@ -404,9 +409,20 @@ fn window_case(scaled: bool, ahead: u32) -> (Vec<HttpRequest>, u64) {
     let next = isn + 1 + a.len() as u32;
     let d = [
         segment_with(C, isn, TcpFlags::SYN, 64240, client_ws, b""),
-        segment_with(S, sisn, TcpFlags::ack(isn + 1).syn(), 65160, ws7, b""),
+        if syn_ack {
+            segment_with(S, sisn, TcpFlags::ack(isn + 1).syn(), 65160, ws7, b"")
+        } else {
+            Vec::new()
+        },
         segment_with(C, isn + 1, TcpFlags::ack(sisn + 1), 502, &[], a),
-        segment_with(S, sisn + 1, TcpFlags::ack(next), 502, &[], b""),
+        segment_with(
+            S,
+            sisn + 1,
+            TcpFlags::ack(next),
+            502,
+            &[],
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+        ),
         segment_with(
             C,
             next + ahead,
@@ -424,6 +440,7 @@ fn window_case(scaled: bool, ahead: u32) -> (Vec<HttpRequest>, u64) {
             b"GET /b HTTP/1.1\r\n\r\n",
         ),
     ];
+    let d: Vec<Vec<u8>> = d.into_iter().filter(|d| !d.is_empty()).collect();
     let mut e = engine();
     let mut out = run(&mut e, &d);
     e.finish(&mut out);
@@ -444,6 +461,13 @@ fn a_client_segment_far_beyond_the_servers_window_is_counted_and_ignored_not_ski
     // mirror may show data before the window update that allowed it).
     let (_, refused) = window_case(true, 200_000);
     assert_eq!(refused, 0);
+    // The server's SYN+ACK not seen: its scale is unknown, only what no window can reach
+    // (past 65,535 << 14) is refused.
+    let (_, refused) = window_case_with(true, false, 9_000_000);
+    assert_eq!(refused, 0);
+    let (out, refused) = window_case_with(true, false, 1_500_000_000);
+    assert_eq!(targets(&out), ["/a", "/b"]);
+    assert_eq!(refused, 1);
 }
 
 #[test]

@@ -980,6 +980,12 @@ impl Engine {
     /// request decided: switched (the rest of the stream is not HTTP), or not (the bytes it
     /// held are parsed, flagged when no answer was seen).
     fn apply_verdict(&mut self, c: u32, now_us: u64, out: &mut Vec<HttpRequest>) {
+        // Only a parser that holds bytes for an answer, or resumed before one came, has a
+        // verdict to hear (the parser is in the direction: no pairing read per packet).
+        let parser = &self.table.entry(c).value.parser;
+        if !parser.awaiting_answer() && !parser.resumed_unanswered() {
+            return;
+        }
         let Some(verdict) = self
             .table
             .entry_mut(c)

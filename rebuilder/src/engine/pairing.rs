@@ -323,6 +323,10 @@ impl Pairing {
         upgrade: bool,
         ctx: &mut PairCtx<'_>,
     ) -> bool {
+        if upgrade {
+            // Only the answer to this request counts from here on.
+            self.verdict = None;
+        }
         let asked = Asked {
             head: req.method.eq_ignore_ascii_case("HEAD"),
             connect: req.method.eq_ignore_ascii_case("CONNECT"),

@@ -268,6 +268,12 @@ impl Parser {
         self.state == ParserState::Held
     }
 
+    /// Whether the parser stopped holding for an Upgrade / CONNECT answer before it came
+    /// (a later switch still stops it).
+    pub fn resumed_unanswered(&self) -> bool {
+        self.unanswered
+    }
+
     /// Whether further bytes are ignored (opaque, upgraded, ended).
     pub fn is_done(&self) -> bool {
         matches!(

@@ -29,6 +29,8 @@ fn plan(flood: Flood, scale: f64) -> Plan {
         },
         legit_connections: 3_000,
         legit_concurrency: 300,
+        // Peak RSS: the harness's own memory kept small (see `Plan::legit_response_bodies`).
+        legit_response_bodies: false,
         config: EngineConfig::default(),
         seed: 2026,
     }

@@ -294,6 +294,19 @@ impl ParserHarness {
         self
     }
 
+    /// The server switched protocols (101 / 2xx to CONNECT) after the held request.
+    pub fn switched(&mut self) -> &mut Self {
+        self.drive(|p, ctx| p.switched(ctx));
+        self
+    }
+
+    /// The server answered the held request without switching (`unanswered`: no answer
+    /// will be seen).
+    pub fn resume(&mut self, unanswered: bool) -> &mut Self {
+        self.drive(|p, ctx| p.resume(unanswered, ctx));
+        self
+    }
+
     /// The stream ended; every buffer is returned.
     pub fn end(&mut self) -> &mut Self {
         self.drive(|p, ctx| p.end(ctx));

@@ -16,7 +16,9 @@ mod evasion_corpus;
 
 use evasion_corpus::{cases, seen, through_engine};
 use rebuilder::engine::stats::Anomaly;
+use rebuilder::{Engine, EngineConfig};
 use rebuilder_testkit::analyzer::Analyzer;
+use rebuilder_testkit::frames::TcpConn;
 use rebuilder_testkit::nginx::{self, Nginx};
 use rebuilder_testkit::system;
 
@@ -161,5 +163,74 @@ fn what_nginx_serves_the_analyzer_sees_and_nothing_it_refuses_vanishes_silently(
     }
     eprintln!("nginx served {served_total} requests and refused {refused_total} over the corpus");
     assert!(served_total > 100 && refused_total > 20, "the oracle ran");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Upgrade and CONNECT requests with requests pipelined behind them, against nginx with both
+/// directions: nginx's own answers (it passes no upgrade to an upstream that did not ask for
+/// one, and refuses CONNECT) go through the engine with the client's bytes, as a mirror of
+/// both would deliver them. Every request nginx served reaches the analyzer with nginx's
+/// status; the connection is never taken for a tunnel that nginx did not open.
+#[test]
+fn requests_behind_an_upgrade_or_connect_nginx_declines_reach_the_analyzer_with_its_answers() {
+    const NAME: &str =
+        "requests_behind_an_upgrade_or_connect_nginx_declines_reach_the_analyzer_with_its_answers";
+    if !system::require(NAME, nginx::check()) {
+        return;
+    }
+    let upstream = Analyzer::loopback();
+    let mut nginx = Nginx::start(upstream.addr).expect("nginx starts");
+    let next = b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n";
+    let cases: [&[u8]; 4] = [
+        b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n",
+        b"GET /h2c HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+        b"CONNECT db.example:5432 HTTP/1.1\r\nHost: db.example:5432\r\n\r\n",
+    ];
+    let mut failures = Vec::new();
+    for head in cases {
+        let wire = [head, &next[..]].concat();
+        let (logged, answered) = nginx.converse(&wire);
+        let mut c = TcpConn::new(7, "10.0.0.1:40000", "10.0.0.2:80", 4242);
+        let mut datagrams = c.open();
+        datagrams.push(c.send(&wire));
+        datagrams.extend(answered.chunks(1400).map(|p| c.respond(p)));
+        datagrams.push(c.fin());
+        let mut engine = Engine::new(EngineConfig::default());
+        let mut out = Vec::new();
+        for (i, d) in datagrams.iter().enumerate() {
+            engine.on_vxlan_payload(1_700_000_000_000_000 + i as u64 * 10, d, &mut out);
+        }
+        engine.finish(&mut out);
+        let got: Vec<(String, Option<u16>)> = out
+            .iter()
+            .map(|r| (r.target.clone(), r.response.as_ref().map(|r| r.status)))
+            .collect();
+        let line =
+            String::from_utf8_lossy(&head[..head.iter().position(|&b| b == b'\r').unwrap_or(0)])
+                .into_owned();
+        eprintln!(
+            "{line:60} nginx {:?} engine {got:?}",
+            logged.iter().map(|l| l.status).collect::<Vec<_>>()
+        );
+        for l in logged.iter().filter(|l| l.served()) {
+            let uri = String::from_utf8_lossy(&l.uri).into_owned();
+            if !got.contains(&(uri.clone(), Some(l.status))) {
+                failures.push(format!(
+                    "{line}: nginx served {uri} ({}), the analyzer got {got:?}",
+                    l.status
+                ));
+            }
+        }
+        if engine.stats().upgraded_flows != 0 {
+            failures.push(format!("{line}: taken for a tunnel nginx did not open"));
+        }
+        if !logged.iter().any(|l| l.served() && l.uri == b"/next") && !head.starts_with(b"CONNECT")
+        {
+            failures.push(format!(
+                "{line}: nginx did not serve /next ({logged:?}): the case tests nothing"
+            ));
+        }
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

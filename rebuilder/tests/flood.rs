@@ -13,6 +13,7 @@ fn plan(flood: Flood, flood_packets: usize) -> Plan {
         flood_packets,
         legit_connections: 300,
         legit_concurrency: 50,
+        legit_response_bodies: true,
         config: EngineConfig {
             max_flows: 4_000,
             memory_budget_bytes: 2 * 1024 * 1024,
@@ -158,6 +159,8 @@ fn pending_plan(flood: Flood, connections: usize) -> Plan {
         flood_packets: 2 * connections,
         legit_connections: 200,
         legit_concurrency: 50,
+        // Peak RSS: the harness's own memory kept small (see `Plan::legit_response_bodies`).
+        legit_response_bodies: false,
         config: EngineConfig {
             max_flows: 20_000,
             memory_budget_bytes: 8 * 1024 * 1024,

@@ -68,7 +68,7 @@ use flow::{FlowKey, FlowTable, Lifecycle, Removed};
 use http::response::{ResponseLimits, ResponseParser};
 use http::{HttpLimits, Meta, Parser, ParserState};
 use packet::{PacketError, Parsed, TcpSegment, Tunnel, parse_ethernet, parse_ip};
-use pairing::{Answer, PairCtx, Pairing, PairingLimits};
+use pairing::{Answer, PairCtx, Pairing, PairingLimits, Verdict};
 use reassembly::{At, Budget, Pushed, Segment, Sink, Stream, StreamLimits, StreamState};
 use request::HttpRequest;
 use source::SourceKey;
@@ -98,6 +98,195 @@ struct MsgAt {
     ack: Option<u32>,
 }
 
+/// Where a request direction's stream stands, as pairing needs it. Kept in the direction
+/// (not in its [`Pairing`]) so that a connection holds a pairing only once it needs one: a
+/// flood of connections that never complete a request allocates none.
+/// Packed: 24 bytes in every direction (the `Option`s would take 40).
+#[derive(Debug, Clone, Copy, Default)]
+struct Cursor {
+    /// Where the client message in progress began: a sequence number at or before its first
+    /// byte, the ACK number of its packet, the ACK number of the client chunk before it (see
+    /// `pairing::Slot::prev_ack`).
+    msg_seq: u32,
+    msg_ack: u32,
+    msg_prev_ack: u32,
+    /// ACK number of the last client chunk parsed.
+    last_chunk_ack: u32,
+    /// The client's stream has been parsed up to this sequence number (exclusive).
+    next: u32,
+    /// Which of the numbers above are known (`HAS_*`), and [`Cursor::UNKNOWN`]: client bytes
+    /// that may have held requests were lost while the connection had no pairing (or its
+    /// pairing did not fit the budget), so the responses' count is unknown.
+    flags: u8,
+}
+
+impl Cursor {
+    const HAS_MSG_ACK: u8 = 1;
+    const HAS_MSG_PREV_ACK: u8 = 2;
+    const HAS_LAST_CHUNK_ACK: u8 = 4;
+    const HAS_NEXT: u8 = 8;
+    const UNKNOWN: u8 = 16;
+
+    fn get(&self, flag: u8, v: u32) -> Option<u32> {
+        (self.flags & flag != 0).then_some(v)
+    }
+
+    fn set(&mut self, flag: u8, v: Option<u32>) -> u32 {
+        if v.is_some() {
+            self.flags |= flag;
+        } else {
+            self.flags &= !flag;
+        }
+        v.unwrap_or(0)
+    }
+
+    fn msg_at(&self) -> (u32, Option<u32>, Option<u32>) {
+        (
+            self.msg_seq,
+            self.get(Self::HAS_MSG_ACK, self.msg_ack),
+            self.get(Self::HAS_MSG_PREV_ACK, self.msg_prev_ack),
+        )
+    }
+
+    fn set_msg_at(&mut self, seq: u32, ack: Option<u32>, prev_ack: Option<u32>) {
+        self.msg_seq = seq;
+        self.msg_ack = self.set(Self::HAS_MSG_ACK, ack);
+        self.msg_prev_ack = self.set(Self::HAS_MSG_PREV_ACK, prev_ack);
+    }
+
+    fn last_chunk_ack(&self) -> Option<u32> {
+        self.get(Self::HAS_LAST_CHUNK_ACK, self.last_chunk_ack)
+    }
+
+    /// A client chunk ending before `next`, carried by a packet acknowledging `ack`, was
+    /// parsed.
+    fn parsed(&mut self, next: u32, ack: Option<u32>) {
+        self.next = self.set(Self::HAS_NEXT, Some(next));
+        self.last_chunk_ack = self.set(Self::HAS_LAST_CHUNK_ACK, ack);
+    }
+
+    fn next(&self) -> Option<u32> {
+        self.get(Self::HAS_NEXT, self.next)
+    }
+
+    fn unknown(&self) -> bool {
+        self.flags & Self::UNKNOWN != 0
+    }
+
+    fn set_unknown(&mut self, unknown: bool) {
+        if unknown {
+            self.flags |= Self::UNKNOWN;
+        } else {
+            self.flags &= !Self::UNKNOWN;
+        }
+    }
+
+    /// Whether client bytes were lost before a pairing existed (and forgets it).
+    fn take_unknown(&mut self) -> bool {
+        let u = self.unknown();
+        self.set_unknown(false);
+        u
+    }
+}
+
+/// How far a direction may send: the receive window its peer (the receiver) advertised
+/// (issue 14 item 5). Kept in the sending direction, updated from the receiver's segments
+/// where they are processed anyway (no extra table access per packet).
+///
+/// Policy: a segment that starts past the right edge (the highest `ack + window << scale`
+/// the receiver advertised) by more than the largest window the receiver could advertise
+/// (`65535 << scale`: the mirror may show data before the window update that made room for
+/// it) is counted `out_of_window` and ignored: the receiver would have dropped it, and
+/// buffering it would make the stream skip to it. Scaling is RFC 7323's: the SYNs' window
+/// scale options, in force only when both carried one, never on SYNs themselves. A SYN not
+/// seen leaves the scale unknown: the edges are taken unscaled and the slack the largest the
+/// known options allow (`65535 << 14` without the receiver's SYN); nothing is checked before
+/// an edge is known. Checked for the client's side (request and undecided directions).
+#[derive(Debug, Clone, Copy, Default)]
+struct Window {
+    edge: u32,
+    /// The receiver's SYN window scale option (with `THEIRS_WSCALE`).
+    theirs: u8,
+    flags: u8,
+}
+
+impl Window {
+    const HAS_EDGE: u8 = 1;
+    /// This direction's SYN was seen ...
+    const OWN_SYN: u8 = 2;
+    /// ... with a window scale option.
+    const OWN_WSCALE: u8 = 4;
+    /// The receiver's SYN(+ACK) was seen ...
+    const RECEIVER_SYN: u8 = 8;
+    /// ... with a window scale option (`theirs`).
+    const THEIRS_WSCALE: u8 = 16;
+
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    fn put(&mut self, flag: u8, on: bool) {
+        if on {
+            self.flags |= flag;
+        } else {
+            self.flags &= !flag;
+        }
+    }
+
+    /// This direction's SYN (window scale option or none).
+    fn own_syn(&mut self, wscale: Option<u8>) {
+        self.put(Self::OWN_SYN, true);
+        self.put(Self::OWN_WSCALE, wscale.is_some());
+    }
+
+    /// The scale of the receiver's windows in force (RFC 7323: both SYNs carried one).
+    fn shift(&self) -> u8 {
+        if self.has(Self::OWN_WSCALE) && self.has(Self::THEIRS_WSCALE) {
+            self.theirs
+        } else {
+            0
+        }
+    }
+
+    /// The scale bounding any window the receiver can advertise, as far as is known.
+    fn slack_shift(&self) -> u8 {
+        if !self.has(Self::RECEIVER_SYN) {
+            14
+        } else if !self.has(Self::THEIRS_WSCALE)
+            || (self.has(Self::OWN_SYN) && !self.has(Self::OWN_WSCALE))
+        {
+            0
+        } else {
+            self.theirs
+        }
+    }
+
+    /// A segment of the receiver: its SYN's option, and its ACK's right edge.
+    fn advertised(&mut self, seg: &TcpSegment<'_>) {
+        if seg.syn {
+            self.put(Self::RECEIVER_SYN, true);
+            self.put(Self::THEIRS_WSCALE, seg.wscale.is_some());
+            self.theirs = seg.wscale.map_or(0, |s| s.min(14));
+        }
+        if !seg.ack {
+            return;
+        }
+        let shift = if seg.syn { 0 } else { self.shift() };
+        let edge = seg.ack_no.wrapping_add(u32::from(seg.window) << shift);
+        // A SYN+ACK starts a window (a new connection on the same ports too).
+        if seg.syn || !self.has(Self::HAS_EDGE) || reassembly::seq_diff(edge, self.edge) > 0 {
+            self.edge = edge;
+            self.put(Self::HAS_EDGE, true);
+        }
+    }
+
+    /// Whether a segment starting at `start` is beyond what the receiver allows.
+    fn refuses(&self, start: u32) -> bool {
+        self.has(Self::HAS_EDGE)
+            && reassembly::seq_diff(start, self.edge) > 65_535i64 << self.slack_shift()
+    }
+}
+
 /// State of one direction (role first: it decides whether anything else is read).
 ///
 /// Invariants:
@@ -120,8 +309,13 @@ struct Direction {
     stream: Stream,
     parser: Parser,
     /// Of a request direction: its connection's pairing (the requests waiting for their
-    /// responses, and the parser of the server's stream).
+    /// responses, and the parser of the server's stream), from the first request complete
+    /// or the server's first packet on, charged to the budget.
     pairing: Option<Box<Pairing>>,
+    /// Of a request direction: where its stream stands, for pairing.
+    cursor: Cursor,
+    /// How far it may send (the receive window its peer advertised).
+    window: Window,
 }
 
 impl Direction {
@@ -135,6 +329,8 @@ impl Direction {
             in_waiting: false,
             generation,
             pairing: None,
+            cursor: Cursor::default(),
+            window: Window::default(),
         }
     }
 
@@ -216,6 +412,7 @@ struct ParserSink<'a> {
     out: &'a mut Vec<HttpRequest>,
     meta: Meta,
     pairing: &'a mut Option<Box<Pairing>>,
+    cursor: &'a mut Cursor,
     /// The stream was seen from its SYN.
     in_step: bool,
     /// The server's direction is tracked.
@@ -224,6 +421,9 @@ struct ParserSink<'a> {
     end: EndKind,
     /// The direction turned out to carry responses: whatever the parser finds is discarded.
     discard: bool,
+    /// The parser holds bytes for the answer to an Upgrade / CONNECT request that will not
+    /// be seen: they are parsed at once.
+    resume_now: bool,
 }
 
 impl ParserSink<'_> {
@@ -231,12 +431,28 @@ impl ParserSink<'_> {
         self.parser.held() == 0
             && matches!(
                 self.parser.state(),
-                ParserState::Head | ParserState::Start | ParserState::Sync { .. }
+                ParserState::Head
+                    | ParserState::Start
+                    | ParserState::Sync { .. }
+                    | ParserState::Held
             )
     }
 
-    /// Runs one parser call and hands what it emitted to pairing.
+    /// Runs one parser call and hands what it emitted to pairing; then, while the parser
+    /// holds bytes for an answer that will not be seen, parses them.
     fn call(&mut self, at: Option<At>, gap: bool, f: impl FnOnce(&mut Parser, &mut http::Ctx<'_>)) {
+        self.call_once(at, gap, f);
+        while std::mem::take(&mut self.resume_now) {
+            self.call_once(None, false, |p, ctx| p.resume(true, ctx));
+        }
+    }
+
+    fn call_once(
+        &mut self,
+        at: Option<At>,
+        gap: bool,
+        f: impl FnOnce(&mut Parser, &mut http::Ctx<'_>),
+    ) {
         let boundary = self.at_boundary();
         let drops = self.shared.stats.total_drops();
         {
@@ -259,23 +475,25 @@ impl ParserSink<'_> {
             seq: a.seq,
             ack: a.ack,
         });
-        let in_step = self.in_step;
-        let pairing = self
-            .pairing
-            .get_or_insert_with(|| Box::new(Pairing::new(in_step)));
-        let prev = pairing.last_chunk_ack;
+        let cursor = &mut *self.cursor;
         if boundary && let Some(c) = chunk {
-            pairing.msg_at = (c.seq, c.ack, prev);
+            cursor.set_msg_at(c.seq, c.ack, cursor.last_chunk_ack());
         }
         let emitted = self.shared.scratch.len();
         if emitted == 0 && !dropped && !gap {
             return;
         }
-        if self.server_known {
-            pairing.server_seen();
-        }
-        if gap || (dropped && emitted == 0) {
-            pairing.unknown_requests();
+        let unknown = gap || (dropped && emitted == 0);
+        if self.pairing.is_none() {
+            if emitted == 0 {
+                // Nothing to pair yet: the loss is remembered for when something is.
+                if unknown {
+                    cursor.set_unknown(true);
+                }
+                return;
+            }
+            *self.pairing =
+                Pairing::create(self.in_step, cursor.take_unknown(), &mut self.shared.budget);
         }
         let shared = &mut *self.shared;
         let mut ctx = PairCtx {
@@ -284,7 +502,26 @@ impl ParserSink<'_> {
             stats: &mut shared.stats,
             out: self.out,
         };
-        let first = (pairing.msg_at.0, pairing.msg_at.1, pairing.msg_at.2);
+        // The last request of the call is an Upgrade / CONNECT when the parser now holds
+        // what follows for its answer.
+        let holding = self.parser.awaiting_answer();
+        let Some(pairing) = self.pairing.as_deref_mut() else {
+            // The budget cannot hold the connection's pairing: its requests go out without
+            // their responses, whose count is unknown from here on.
+            cursor.set_unknown(true);
+            for req in shared.scratch.drain(..) {
+                pairing::emit(req, None, Some(ResponseMissing::OverBudget), &mut ctx);
+            }
+            self.resume_now |= holding;
+            return;
+        };
+        if self.server_known {
+            pairing.server_seen();
+        }
+        if unknown {
+            pairing.unknown_requests();
+        }
+        let first = cursor.msg_at();
         for (i, req) in shared.scratch.drain(..).enumerate() {
             // Requests after the first in one chunk were sent in one burst with it.
             let from = match chunk {
@@ -296,13 +533,19 @@ impl ParserSink<'_> {
                 // before any of these.
                 pairing.unknown_requests();
             }
-            pairing.push(req, from.0, from.1, from.2, self.now_us, &mut ctx);
+            let upgrade = holding && i + 1 == emitted;
+            let told = pairing.push(req, from.0, from.1, from.2, self.now_us, upgrade, &mut ctx);
+            if upgrade && (!told || !self.server_known) {
+                // No answer will be seen here (the server's direction is not mirrored to this
+                // engine, or the request went out without waiting): keep parsing.
+                self.resume_now = true;
+            }
         }
         if emitted > 0
             && let Some(c) = chunk
         {
             // A message still in progress began in this chunk.
-            pairing.msg_at = (c.seq, c.ack, c.ack);
+            cursor.set_msg_at(c.seq, c.ack, c.ack);
         }
     }
 }
@@ -311,10 +554,7 @@ impl Sink for ParserSink<'_> {
     fn data(&mut self, at: At, bytes: &[u8]) {
         self.now_us = self.now_us.max(at.ts_us);
         self.call(Some(at), false, |p, ctx| p.data(at.ts_us, bytes, ctx));
-        if let Some(p) = self.pairing.as_mut() {
-            p.client_parsed(at.advance(bytes.len()).seq);
-            p.last_chunk_ack = at.ack;
-        }
+        self.cursor.parsed(at.advance(bytes.len()).seq, at.ack);
     }
     fn gap(&mut self, len: u64) {
         self.shared.stats.count_gap(len);
@@ -341,6 +581,8 @@ struct RespSink<'a> {
     shared: &'a mut Shared,
     out: &'a mut Vec<HttpRequest>,
     pairing: &'a mut Pairing,
+    /// Where the client's stream stands.
+    client_next: Option<u32>,
     end: EndKind,
 }
 
@@ -356,6 +598,7 @@ impl RespSink<'_> {
         let mut answer = Answer {
             pairing: self.pairing,
             ctx: &mut pctx,
+            client_next: self.client_next,
         };
         let mut ctx = http::response::RespCtx {
             limits: &shared.resp_limits,
@@ -724,8 +967,9 @@ impl Engine {
         if role == Role::Responses {
             let client = self.client_of(idx);
             let mut pairing = client.and_then(|c| self.table.entry_mut(c).value.pairing.take());
-            let mut parser = pairing.as_mut().and_then(|p| p.resp.take());
+            let client_next = client.and_then(|c| self.table.entry(c).value.cursor.next());
             let dir = &mut self.table.entry_mut(idx).value;
+            let mut parser = pairing.as_mut().map(|p| take_resp(p, &dir.stream));
             let r = match (parser.as_mut(), pairing.as_mut()) {
                 (Some(parser), Some(pairing)) => {
                     let mut sink = AnySink::Responses(RespSink {
@@ -733,6 +977,7 @@ impl Engine {
                         shared: &mut self.shared,
                         out,
                         pairing,
+                        client_next,
                         end,
                     });
                     f(&mut dir.stream, &self.stream_limits, &mut sink)
@@ -748,6 +993,7 @@ impl Engine {
             if let Some(c) = client {
                 self.table.entry_mut(c).value.pairing = pairing;
                 self.note_waiting(c);
+                self.apply_verdict(c, now_us, out);
             }
             return r;
         }
@@ -762,15 +1008,58 @@ impl Engine {
             out,
             meta,
             pairing: &mut dir.pairing,
+            cursor: &mut dir.cursor,
             in_step: dir.stream.saw_syn(),
             server_known,
             now_us,
             end,
             discard: false,
+            resume_now: false,
         });
         let r = f(&mut dir.stream, &self.stream_limits, &mut sink);
         self.note_waiting(idx);
+        self.apply_verdict(idx, now_us, out);
         r
+    }
+
+    /// Tells the parser of request direction `c` what the answer to its Upgrade / CONNECT
+    /// request decided: switched (the rest of the stream is not HTTP), or not (the bytes it
+    /// held are parsed, flagged when no answer was seen).
+    fn apply_verdict(&mut self, c: u32, now_us: u64, out: &mut Vec<HttpRequest>) {
+        // Only a parser that holds bytes for an answer, or resumed before one came, has a
+        // verdict to hear (the parser is in the direction: no pairing read per packet).
+        let parser = &self.table.entry(c).value.parser;
+        if !parser.awaiting_answer() && !parser.resumed_unanswered() {
+            return;
+        }
+        let Some(verdict) = self
+            .table
+            .entry_mut(c)
+            .value
+            .pairing
+            .as_mut()
+            .and_then(|p| p.take_verdict())
+        else {
+            return;
+        };
+        // Requests parsed now may be told a verdict of their own: `drive` applies it.
+        self.drive(c, now_us, EndKind::Closed, out, |stream, _, sink| {
+            let switched = match sink {
+                AnySink::Requests(s) => {
+                    match verdict {
+                        Verdict::Switched => s.call(None, false, |p, ctx| p.switched(ctx)),
+                        Verdict::Declined => s.call(None, false, |p, ctx| p.resume(false, ctx)),
+                        Verdict::Unanswered => s.call(None, false, |p, ctx| p.resume(true, ctx)),
+                    }
+                    s.parser.is_done()
+                }
+                _ => false,
+            };
+            if switched && stream.buffered_bytes() > 0 {
+                // Out-of-order bytes of the tunnel will never be parsed.
+                stream.close(sink);
+            }
+        });
     }
 
     /// Lists a request direction whose requests wait in `waiting`.
@@ -859,6 +1148,9 @@ impl Engine {
         };
         if self.table.entry(idx).value.role == Role::Responses {
             self.shared.stats.response_packets += 1;
+            if let Some(c) = self.client_of(idx) {
+                self.table.entry_mut(c).value.window.advertised(seg);
+            }
             self.response_segment(idx, segment, ts_us, out);
             return;
         }
@@ -870,6 +1162,9 @@ impl Engine {
                 stream.close(sink)
             });
             self.flush_pairing(idx, ResponseMissing::ConnectionClosed, out);
+            if let Some(p) = self.table.entry_mut(idx).value.pairing.take() {
+                p.free(&mut self.shared.budget);
+            }
             let generation = self.new_generation();
             let dir = &mut self.table.entry_mut(idx).value;
             let in_holes = dir.in_holes;
@@ -879,6 +1174,12 @@ impl Engine {
         }
         let entry = self.table.entry_mut(idx);
         let dir = &mut entry.value;
+        if seg.syn {
+            dir.window.own_syn(seg.wscale);
+        } else if has_payload && dir.window.refuses(seg.seq) {
+            self.shared.stats.count_drop(DropReason::OutOfWindow);
+            return;
+        }
         if let Some(reason) = ignored_state(&dir.parser) {
             if has_payload {
                 self.shared.stats.count_drop(reason);
@@ -970,7 +1271,7 @@ impl Engine {
             dir.in_holes = in_holes;
             if let Some(p) = self.table.entry_mut(client).value.pairing.as_mut() {
                 p.server_restarts();
-                p.resp = None;
+                p.drop_resp(&mut self.shared.budget);
             }
             self.table.set_lifecycle(idx, Lifecycle::Open, ts_us);
         }
@@ -986,23 +1287,39 @@ impl Engine {
             }
             return;
         }
-        let at_start =
-            self.table.entry(idx).value.stream.state() == StreamState::Listen && segment.syn;
-        let client_in_step = self.table.entry(client).value.stream.saw_syn();
-        let pairing = self
-            .table
-            .entry_mut(client)
-            .value
-            .pairing
-            .get_or_insert_with(|| Box::new(Pairing::new(client_in_step)));
-        pairing.server_seen();
-        if pairing.resp.is_none() {
-            pairing.resp = Some(ResponseParser::new(at_start));
-            if !at_start {
-                pairing.out_of_step(ResponseMissing::Gap);
+        let stream = &self.table.entry(idx).value.stream;
+        let at_start = (stream.state() == StreamState::Listen && segment.syn) || stream.at_start();
+        let client_dir = &mut self.table.entry_mut(client).value;
+        if client_dir.pairing.is_none() && has_payload {
+            // The server's first bytes: the connection's pairing and its response parser are
+            // made now (a segment without payload only moves the stream).
+            client_dir.pairing = Pairing::create(
+                client_dir.stream.saw_syn(),
+                client_dir.cursor.take_unknown(),
+                &mut self.shared.budget,
+            );
+            if client_dir.pairing.is_none() {
+                // The budget cannot hold it: the server's bytes are not parsed, and the
+                // responses' count is unknown from here on.
+                client_dir.cursor.set_unknown(true);
+                self.shared.stats.count_drop(DropReason::OverBudget);
+                if segment.fin {
+                    self.table.set_lifecycle(idx, Lifecycle::Closed, ts_us);
+                }
+                return;
             }
         }
-        let done = pairing.resp.as_ref().is_some_and(|r| r.is_done());
+        let mut done = false;
+        if let Some(pairing) = client_dir.pairing.as_deref_mut() {
+            pairing.server_seen();
+            if pairing.resp.is_none() {
+                pairing.resp = Some(ResponseParser::new(at_start));
+                if !at_start {
+                    pairing.out_of_step(ResponseMissing::Gap);
+                }
+            }
+            done = pairing.resp.as_ref().is_some_and(|r| r.is_done());
+        }
         let dir = &mut self.table.entry_mut(idx).value;
         if done && dir.stream.state() != StreamState::Listen {
             if has_payload && dir.stream.state() != StreamState::Closed {
@@ -1046,10 +1363,9 @@ impl Engine {
         let client = &mut self.table.entry_mut(c).value;
         if client.stream.state() == StreamState::Closed
             && client.pairing.as_ref().is_some_and(|x| x.is_done())
-            && let Some(mut pairing) = client.pairing.take()
+            && let Some(pairing) = client.pairing.take()
         {
-            self.shared.budget.give(pairing.held());
-            pairing.drop_parser(&mut self.shared.budget);
+            pairing.free(&mut self.shared.budget);
         }
     }
 
@@ -1140,10 +1456,10 @@ impl Engine {
         let dir = &mut self.table.entry_mut(idx).value;
         self.shared.budget.give(dir.parser.held());
         dir.parser = Parser::new();
-        if let Some(mut pairing) = dir.pairing.take() {
+        dir.cursor = Cursor::default();
+        if let Some(pairing) = dir.pairing.take() {
             // Requests parsed from what turned out to be responses are not requests.
-            self.shared.budget.give(pairing.held());
-            pairing.drop_parser(&mut self.shared.budget);
+            pairing.free(&mut self.shared.budget);
         }
     }
 
@@ -1199,7 +1515,8 @@ impl Engine {
                 .find(&key.reverse())
                 .filter(|&c| self.table.entry(c).value.role != Role::Responses);
             let mut pairing = client.and_then(|c| self.table.entry_mut(c).value.pairing.take());
-            let mut parser = pairing.as_mut().and_then(|p| p.resp.take());
+            let client_next = client.and_then(|c| self.table.entry(c).value.cursor.next());
+            let mut parser = pairing.as_mut().map(|p| take_resp(p, &value.stream));
             match (parser.as_mut(), pairing.as_mut()) {
                 (Some(parser), Some(pairing)) => {
                     let mut sink = RespSink {
@@ -1207,6 +1524,7 @@ impl Engine {
                         shared: &mut self.shared,
                         out,
                         pairing,
+                        client_next,
                         end,
                     };
                     value.stream.close(&mut sink);
@@ -1218,6 +1536,7 @@ impl Engine {
             }
             if let Some(c) = client {
                 self.table.entry_mut(c).value.pairing = pairing;
+                self.apply_verdict(c, now_us, out);
             }
             return;
         }
@@ -1229,11 +1548,13 @@ impl Engine {
             out,
             meta,
             pairing: &mut value.pairing,
+            cursor: &mut value.cursor,
             in_step: value.stream.saw_syn(),
             server_known,
             now_us,
             end,
             discard: false,
+            resume_now: false,
         };
         // Ends the parser too (`Sink::end`), exactly once per stream.
         value.stream.close(&mut sink);
@@ -1246,7 +1567,7 @@ impl Engine {
                 out,
             };
             pairing.flush(end.missing(), &mut ctx);
-            pairing.drop_parser(ctx.budget);
+            pairing.free(ctx.budget);
         }
     }
 
@@ -1328,6 +1649,7 @@ impl Engine {
                 self.table.entry_mut(idx).value.pairing = Some(pairing);
             }
             self.note_waiting(idx);
+            self.apply_verdict(idx, now_us, out);
         }
     }
 
@@ -1389,6 +1711,19 @@ impl Carrier {
             vni,
         }
     }
+}
+
+/// The response parser of a connection whose server stream is `stream`: the one its pairing
+/// holds, or a new one when the server's direction has sent nothing parsed yet (its stream
+/// still at its start, else out of step).
+fn take_resp(pairing: &mut Pairing, stream: &Stream) -> ResponseParser {
+    pairing.resp.take().unwrap_or_else(|| {
+        let at_start = stream.state() == StreamState::Listen || stream.at_start();
+        if !at_start {
+            pairing.out_of_step(ResponseMissing::Gap);
+        }
+        ResponseParser::new(at_start)
+    })
 }
 
 /// Why a direction's bytes are ignored, if they are (opaque or upgraded).

@@ -44,6 +44,7 @@
 
 use std::collections::VecDeque;
 
+use crate::engine::http::alloc_cost;
 use crate::engine::http::response::{Answering, Asked, At, ResponseParser};
 use crate::engine::reassembly::{Budget, seq_diff};
 use crate::engine::request::{HttpRequest, HttpResponse};
@@ -85,6 +86,20 @@ struct Slot {
     /// step while it waited).
     hint: Option<ResponseMissing>,
     asked: Asked,
+    /// An Upgrade / CONNECT request: the client's parser holds what follows until its answer
+    /// ([`Verdict`]).
+    upgrade: bool,
+}
+
+/// What the answer to an Upgrade / CONNECT request decided for the client's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// 101 (Upgrade) or 2xx (CONNECT): the connection left HTTP.
+    Switched,
+    /// Any other answer: the connection stays HTTP.
+    Declined,
+    /// No answer will be seen (given up, lost, the stream ended).
+    Unanswered,
 }
 
 impl Slot {
@@ -115,7 +130,9 @@ pub struct PairCtx<'a> {
 ///   given up, then the front answers the next one;
 /// - `current` ⇒ `anchored` was true when the front's response head was attributed, and the
 ///   front waits for `complete` or `lost`;
-/// - `held` is the sum of the slots' `held`, charged to the budget.
+/// - `held` is [`PAIRING_BYTES`] (the pairing itself) plus the sum of the slots' `held`,
+///   charged to the budget; a connection holds a pairing only once it needs one (a request
+///   complete, or the server's direction sending), see [`Pairing::create`].
 #[derive(Debug)]
 pub struct Pairing {
     queue: VecDeque<Slot>,
@@ -132,31 +149,57 @@ pub struct Pairing {
     switched: bool,
     ended: bool,
     held: usize,
-    /// Where the client message in progress began: a sequence number at or before its first
-    /// byte and the ACK number of the packet that carried it.
-    /// (The ACK number of the client chunk before it, see [`Slot::prev_ack`].)
-    pub(crate) msg_at: (u32, Option<u32>, Option<u32>),
-    /// ACK number of the last client chunk parsed.
-    pub(crate) last_chunk_ack: Option<u32>,
     /// The parser of the server's stream (kept with the pairing it informs; `None` until the
     /// server's direction sends something while this connection is tracked).
     pub(crate) resp: Option<ResponseParser>,
-    /// The client's stream has been parsed up to this sequence number.
-    client_next: Option<u32>,
     /// Responses that came ahead of their request (at most [`MAX_EARLY`]), oldest first.
     early: VecDeque<(At, HttpResponse)>,
     /// Bytes they hold (charged).
     early_held: usize,
     /// The response in progress came ahead of its request.
     current_early: Option<At>,
+    /// What the answer to an Upgrade / CONNECT request decided, until the engine tells the
+    /// client's parser.
+    verdict: Option<Verdict>,
 }
 
 /// Responses kept while their requests may still come.
 const MAX_EARLY: usize = 4;
 
+/// What a pairing costs by itself (its box, the server stream's parser inline), charged to
+/// the budget while it exists. Its queue's slots are charged with their requests.
+pub const PAIRING_BYTES: usize = alloc_cost(std::mem::size_of::<Pairing>());
+
 impl Pairing {
-    /// Pairing for a connection; `in_step` when its client stream was seen from its start.
-    pub fn new(in_step: bool) -> Pairing {
+    /// The pairing of a connection, its own memory charged to `budget` (`None`: it does not
+    /// fit); `in_step` when its client stream was seen from its start, `unknown` when client
+    /// bytes that may have held requests were lost before it existed.
+    pub fn create(in_step: bool, unknown: bool, budget: &mut Budget) -> Option<Box<Pairing>> {
+        if !budget.try_take(PAIRING_BYTES) {
+            return None;
+        }
+        let mut p = Box::new(Pairing::new(in_step));
+        p.held = PAIRING_BYTES;
+        p.unknown_tail = unknown;
+        Some(p)
+    }
+
+    /// Frees a pairing: what it holds (requests still waiting are dropped uncounted: flush
+    /// them first unless they are known not to be requests), its server stream's parser and
+    /// kept responses, and its own cost go back to `budget`.
+    pub fn free(mut self: Box<Pairing>, budget: &mut Budget) {
+        self.drop_parser(budget);
+        budget.give(self.held);
+    }
+
+    /// Drops the server stream's parser (a new server stream starts), returning what it holds.
+    pub fn drop_resp(&mut self, budget: &mut Budget) {
+        if let Some(r) = self.resp.take() {
+            budget.give(r.held());
+        }
+    }
+
+    fn new(in_step: bool) -> Pairing {
         Pairing {
             queue: VecDeque::new(),
             skip: 0,
@@ -170,14 +213,17 @@ impl Pairing {
             switched: false,
             ended: false,
             held: 0,
-            msg_at: (0, None, None),
-            last_chunk_ack: None,
             resp: None,
-            client_next: None,
             early: VecDeque::new(),
             early_held: 0,
             current_early: None,
+            verdict: None,
         }
+    }
+
+    /// What an answer to an Upgrade / CONNECT request decided since the last call.
+    pub fn take_verdict(&mut self) -> Option<Verdict> {
+        self.verdict.take()
     }
 
     /// Requests waiting.
@@ -198,7 +244,7 @@ impl Pairing {
             && self.current_early.is_none()
     }
 
-    /// Bytes charged to the budget.
+    /// Bytes charged to the budget (its own and its waiting requests').
     pub fn held(&self) -> usize {
         self.held
     }
@@ -238,15 +284,11 @@ impl Pairing {
         self.ended = false;
     }
 
-    /// The client's stream was parsed up to `next` (exclusive).
-    pub fn client_parsed(&mut self, next: u32) {
-        self.client_next = Some(next);
-    }
-
     /// Whether a response whose packet acknowledges `ack` answers client bytes not parsed yet
-    /// (the mirror delivered the server's direction ahead of the client's).
-    fn ahead_of_requests(&self, ack: Option<u32>) -> bool {
-        match (ack, self.client_next) {
+    /// (the client's stream parsed up to `client_next`; the mirror delivered the server's
+    /// direction ahead of the client's).
+    fn ahead_of_requests(ack: Option<u32>, client_next: Option<u32>) -> bool {
+        match (ack, client_next) {
             (Some(a), Some(n)) => seq_diff(a, n) > 0,
             (Some(_), None) => true,
             (None, _) => false,
@@ -266,7 +308,11 @@ impl Pairing {
     }
 
     /// A complete request, whose first byte is at client sequence number `start` (or after)
-    /// and was carried by a packet acknowledging `ack`; `now_us` is the capture time.
+    /// and was carried by a packet acknowledging `ack`; `now_us` is the capture time;
+    /// `upgrade`: an Upgrade / CONNECT request whose answer the client's parser awaits.
+    /// Returns whether that answer will be told ([`Pairing::take_verdict`]): the request
+    /// waits for its response.
+    #[allow(clippy::too_many_arguments)]
     pub fn push(
         &mut self,
         req: HttpRequest,
@@ -274,8 +320,13 @@ impl Pairing {
         ack: Option<u32>,
         prev_ack: Option<u32>,
         now_us: u64,
+        upgrade: bool,
         ctx: &mut PairCtx<'_>,
-    ) {
+    ) -> bool {
+        if upgrade {
+            // Only the answer to this request counts from here on.
+            self.verdict = None;
+        }
         let asked = Asked {
             head: req.method.eq_ignore_ascii_case("HEAD"),
             connect: req.method.eq_ignore_ascii_case("CONNECT"),
@@ -296,20 +347,23 @@ impl Pairing {
                 unknown_before: false,
                 hint: None,
                 asked,
+                upgrade: false,
             };
             let fits = fits_of(asked, &resp);
             let in_step = self.anchored && self.queue.is_empty() && !self.unknown_tail;
             if in_step && Pairing::causal(&probe, at) && fits {
+                if upgrade {
+                    self.verdict = Some(verdict_of(asked, &resp));
+                }
                 emit(req, Some(resp), None, ctx);
-                return;
+                return upgrade;
             }
             let unsolicited = at.ack.is_some_and(|a| seq_diff(a, start) <= 0);
             if in_step && unsolicited && self.early.is_empty() {
                 // The server had not received this request: the response answered nothing
                 // held (a 408 before a close, ...): the count goes on.
                 ctx.stats.responses_unmatched += 1;
-                self.push_slot(req, start, ack, prev_ack, now_us, asked, ctx);
-                return;
+                return self.push_slot(req, start, ack, prev_ack, now_us, asked, upgrade, ctx);
             }
             if !in_step && self.queue.is_empty() && !self.pipelined {
                 // Out of step: the evidence rule, over the kept responses.
@@ -325,8 +379,11 @@ impl Pairing {
                         self.unknown_tail = false;
                         self.anchored = true;
                         self.skip = 0;
+                        if upgrade {
+                            self.verdict = Some(verdict_of(asked, &resp));
+                        }
                         emit(req, Some(resp), None, ctx);
-                        return;
+                        return upgrade;
                     }
                     ctx.stats.responses_unmatched += 1;
                     if let Some((at, resp)) = self.early.pop_front() {
@@ -353,6 +410,7 @@ impl Pairing {
                 unknown_before: false,
                 hint: None,
                 asked,
+                upgrade: false,
             };
             if self.anchored
                 && self.queue.is_empty()
@@ -362,8 +420,7 @@ impl Pairing {
             {
                 self.current_early = None;
                 // Now the front, its response in progress (`current` stays set).
-                self.push_slot(req, start, ack, prev_ack, now_us, asked, ctx);
-                return;
+                return self.push_slot(req, start, ack, prev_ack, now_us, asked, upgrade, ctx);
             }
             self.go_out_of_step(ResponseMissing::Reordered);
         }
@@ -376,9 +433,9 @@ impl Pairing {
                 ResponseMissing::ServerNotSeen
             };
             emit(req, None, Some(reason), ctx);
-            return;
+            return false;
         }
-        self.push_slot(req, start, ack, prev_ack, now_us, asked, ctx);
+        self.push_slot(req, start, ack, prev_ack, now_us, asked, upgrade, ctx)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -390,8 +447,9 @@ impl Pairing {
         prev_ack: Option<u32>,
         now_us: u64,
         asked: Asked,
+        upgrade: bool,
         ctx: &mut PairCtx<'_>,
-    ) {
+    ) -> bool {
         if let Some(last) = self.queue.back()
             && last.req.is_some()
             && ack.is_some()
@@ -418,12 +476,15 @@ impl Pairing {
             unknown_before: std::mem::take(&mut self.unknown_tail),
             hint: None,
             asked,
+            upgrade: false,
         };
         let cost = req.held_bytes() + SLOT_BYTES;
-        if ctx.budget.try_take(cost) {
+        let waits = ctx.budget.try_take(cost);
+        if waits {
             slot.held = cost;
             self.held += cost;
             slot.req = Some(Box::new(req));
+            slot.upgrade = upgrade;
         } else {
             emit(req, None, Some(ResponseMissing::OverBudget), ctx);
         }
@@ -434,6 +495,7 @@ impl Pairing {
             slot.hint = Some(self.desync);
         }
         self.queue.push_back(slot);
+        waits && upgrade
     }
 
     /// Gives up the requests whose deadline passed.
@@ -491,6 +553,12 @@ impl Pairing {
     ) {
         ctx.budget.give(slot.held);
         self.held -= slot.held;
+        if slot.upgrade {
+            self.verdict = Some(match &resp {
+                Some(r) => verdict_of(slot.asked, r),
+                None => Verdict::Unanswered,
+            });
+        }
         if let Some(req) = slot.req {
             let reason = if resp.is_some() {
                 None
@@ -535,6 +603,17 @@ impl Pairing {
     }
 }
 
+/// What a response to an Upgrade / CONNECT request decides (the response parser switches on
+/// the same rule and then tells [`Answering::switched`]).
+fn verdict_of(asked: Asked, resp: &HttpResponse) -> Verdict {
+    let switched = resp.status == 101 || (asked.connect && (200..300).contains(&resp.status));
+    if switched {
+        Verdict::Switched
+    } else {
+        Verdict::Declined
+    }
+}
+
 /// Whether a response's framing fits the request it would answer.
 fn fits_of(asked: Asked, resp: &HttpResponse) -> bool {
     let head_with_body = asked.head && resp.body_len > 0;
@@ -543,7 +622,7 @@ fn fits_of(asked: Asked, resp: &HttpResponse) -> bool {
 }
 
 /// Emits a request with its response or the reason it has none.
-fn emit(
+pub(crate) fn emit(
     mut req: HttpRequest,
     resp: Option<HttpResponse>,
     reason: Option<ResponseMissing>,
@@ -571,6 +650,8 @@ pub struct Answer<'a, 'c> {
     pub pairing: &'a mut Pairing,
     /// Where it writes.
     pub ctx: &'a mut PairCtx<'c>,
+    /// The client's stream has been parsed up to this sequence number (exclusive).
+    pub client_next: Option<u32>,
 }
 
 impl Answering for Answer<'_, '_> {
@@ -586,7 +667,10 @@ impl Answering for Answer<'_, '_> {
                 return None;
             }
             let Some(front) = p.queue.front() else {
-                if p.ahead_of_requests(at.ack) {
+                // The client's parser may still hold the requests this answers: the bytes
+                // after a declined Upgrade / CONNECT, parsed once the verdict is applied.
+                let held = p.verdict == Some(Verdict::Declined);
+                if held || Pairing::ahead_of_requests(at.ack, self.client_next) {
                     // Its request may still come: keep the response (bounded) for it.
                     if p.early.len() < MAX_EARLY && !p.unknown_tail {
                         p.current_early = Some(at);
@@ -699,6 +783,8 @@ impl Answering for Answer<'_, '_> {
             let slot = p.queue.pop_front().expect("not empty");
             p.release(slot, Some(ResponseMissing::Malformed), None, self.ctx);
         }
+        // The client's side of the connection left HTTP too.
+        p.verdict = Some(Verdict::Switched);
     }
 
     fn ended(&mut self, reason: ResponseMissing) {

@@ -263,6 +263,16 @@ impl Stream {
         self.syn_seq.is_some()
     }
 
+    /// Whether the stream was seen from its SYN and nothing after it was delivered or
+    /// skipped yet (its next byte is its first).
+    pub fn at_start(&self) -> bool {
+        self.state == StreamState::Established
+            && self.ooo.is_empty()
+            && self
+                .syn_seq
+                .is_some_and(|isn| self.next_seq == isn.wrapping_add(1))
+    }
+
     /// Bytes buffered out of order.
     pub fn buffered_bytes(&self) -> usize {
         self.ooo_bytes as usize

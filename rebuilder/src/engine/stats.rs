@@ -142,6 +142,10 @@ label_enum! {
         AfterClose => "after_close",
         /// Trailer lines that are not `name: value` (nginx ignores them, Go keeps them).
         BadTrailer => "bad_trailer",
+        /// After an Upgrade or CONNECT request whose answer was not seen (the server's
+        /// direction not mirrored here, the answer lost or given up, or more client bytes than
+        /// `max_header_bytes` before it): parsed as HTTP, as an origin that declined would.
+        UpgradeUnanswered => "upgrade_unanswered",
     }
 }
 

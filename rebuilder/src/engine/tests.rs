@@ -208,7 +208,8 @@ fn hole_is_skipped_by_the_timer_and_later_requests_survive() {
     assert!(out.is_empty());
     e.on_timer(1_001 + e.config().gap_timeout_us, &mut out);
     assert_eq!(targets(&out), ["/after"]);
-    assert_eq!(e.buffered_bytes(), 0);
+    // The live connection holds its pairing (charged) and nothing else.
+    assert_eq!(e.buffered_bytes(), crate::engine::pairing::PAIRING_BYTES);
 }
 
 #[test]
@@ -330,21 +331,185 @@ fn tls_flow_is_opaque_and_its_packets_are_counted() {
 fn packets_after_an_upgrade_are_counted_as_upgraded_even_after_reordering() {
     let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
     let mut e = engine();
-    let up = c.send(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n");
+    let mut d = c.open();
+    let up = c.send(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n");
+    let switch = c.respond(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
     let f1 = c.send(b"\x81\x05hello");
     let f2 = c.send(b"\x81\x05world");
-    // f2 arrives first (buffered), then the upgrade, then f1.
-    let out = run(&mut e, &[c.syn(), f2, up, f1]);
+    // f2 arrives first (buffered), then the upgrade and its answer, then f1.
+    d.extend([f2, up, switch, f1]);
+    let out = run(&mut e, &d);
     assert_eq!(targets(&out), ["/ws"]);
+    assert_eq!(out[0].response.as_ref().map(|r| r.status), Some(101));
     assert_eq!(e.stats().upgraded_flows, 1);
     assert_eq!(e.stats().drops(DropReason::UpgradedFlow), 1);
     assert_eq!(e.stats().drops(DropReason::AfterClose), 0);
-    assert_eq!(e.buffered_bytes(), 0);
+    // The live connection holds its pairing (charged) and nothing else.
+    assert_eq!(e.buffered_bytes(), crate::engine::pairing::PAIRING_BYTES);
     // Still tracked (the websocket goes on) until it idles out.
-    assert_eq!(e.active_flows(), 1);
+    assert_eq!(e.active_flows(), 2);
     let mut out = Vec::new();
     e.on_timer(1_000 + e.config().closed_linger_us + 10, &mut out);
-    assert_eq!(e.active_flows(), 1);
+    assert_eq!(e.active_flows(), 2);
+}
+
+#[test]
+fn responses_coalesced_behind_a_declined_upgrade_answer_the_requests_it_held() {
+    // The server's answers to the upgrade and to the request pipelined behind it come in one
+    // segment: the second is kept until the held request is parsed.
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let mut e = Engine::new(EngineConfig::default());
+    let mut d = c.open();
+    d.push(c.send(
+        b"GET /ws HTTP/1.1\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\nGET /a HTTP/1.1\r\n\r\n",
+    ));
+    d.push(c.respond(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nwHTTP/1.1 404 Not Found\r\nContent-Length: 1\r\n\r\na",
+    ));
+    let mut out = run(&mut e, &d);
+    e.finish(&mut out);
+    let got: Vec<_> = out
+        .iter()
+        .map(|r| (r.target.as_str(), r.response.as_ref().map(|r| r.status)))
+        .collect();
+    assert_eq!(got, [("/ws", Some(200)), ("/a", Some(404))]);
+    assert_eq!(e.stats().responses_unmatched, 0);
+}
+
+/// A segment with a window and TCP options (a VXLAN payload, VNI 1).
+fn segment_with(
+    (src, dst): (&str, &str),
+    seq: u32,
+    flags: TcpFlags,
+    window: u16,
+    options: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut f = TcpFrame::new(src.parse().unwrap(), dst.parse().unwrap(), seq).flags(flags);
+    f.window = window;
+    f.options = options;
+    vxlan_datagram(1, &f.build(payload))
+}
+
+/// A connection whose SYNs carry window scale 7 (`scaled`) or none; the server answers `/a`
+/// advertising 502 (64,256 bytes scaled); the client sends a segment `ahead` bytes past its
+/// stream, and `/b`.
+fn window_case(scaled: bool, ahead: u32) -> (Vec<HttpRequest>, u64) {
+    window_case_with(scaled, true, ahead)
+}
+
+/// [`window_case`], the server's SYN+ACK mirrored or not (`syn_ack`).
+fn window_case_with(scaled: bool, syn_ack: bool, ahead: u32) -> (Vec<HttpRequest>, u64) {
+    const C: (&str, &str) = ("10.0.0.1:40000", "10.0.0.2:80");
+    const S: (&str, &str) = ("10.0.0.2:80", "10.0.0.1:40000");
+    let ws7: &[u8] = &[1, 3, 3, 7];
+    let client_ws = if scaled { ws7 } else { &[] };
+    let (isn, sisn) = (1000u32, 5000u32);
+    let a = b"GET /a HTTP/1.1\r\n\r\n";
+    let next = isn + 1 + a.len() as u32;
+    let d = [
+        segment_with(C, isn, TcpFlags::SYN, 64240, client_ws, b""),
+        if syn_ack {
+            segment_with(S, sisn, TcpFlags::ack(isn + 1).syn(), 65160, ws7, b"")
+        } else {
+            Vec::new()
+        },
+        segment_with(C, isn + 1, TcpFlags::ack(sisn + 1), 502, &[], a),
+        segment_with(
+            S,
+            sisn + 1,
+            TcpFlags::ack(next),
+            502,
+            &[],
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+        ),
+        segment_with(
+            C,
+            next + ahead,
+            TcpFlags::ack(sisn + 1),
+            502,
+            &[],
+            b"GET /far HTTP/1.1\r\n\r\n",
+        ),
+        segment_with(
+            C,
+            next,
+            TcpFlags::ack(sisn + 1),
+            502,
+            &[],
+            b"GET /b HTTP/1.1\r\n\r\n",
+        ),
+    ];
+    let d: Vec<Vec<u8>> = d.into_iter().filter(|d| !d.is_empty()).collect();
+    let mut e = engine();
+    let mut out = run(&mut e, &d);
+    e.finish(&mut out);
+    (out, e.stats().drops(DropReason::OutOfWindow))
+}
+
+#[test]
+fn a_client_segment_far_beyond_the_servers_window_is_counted_and_ignored_not_skipped_to() {
+    // Scaled (shift 7): 9 MB ahead is past the edge by more than 65,535 << 7.
+    let (out, refused) = window_case(true, 9_000_000);
+    assert_eq!(targets(&out), ["/a", "/b"]);
+    assert_eq!(refused, 1);
+    // Unscaled (the client's SYN had no option: RFC 7323 scaling is off): 200 KB is too far.
+    let (out, refused) = window_case(false, 200_000);
+    assert_eq!(targets(&out), ["/a", "/b"]);
+    assert_eq!(refused, 1);
+    // Scaled, 200 KB ahead is within what the server could advertise: not refused (the
+    // mirror may show data before the window update that allowed it).
+    let (_, refused) = window_case(true, 200_000);
+    assert_eq!(refused, 0);
+    // The server's SYN+ACK not seen: its scale is unknown, only what no window can reach
+    // (past 65,535 << 14) is refused.
+    let (_, refused) = window_case_with(true, false, 9_000_000);
+    assert_eq!(refused, 0);
+    let (out, refused) = window_case_with(true, false, 1_500_000_000);
+    assert_eq!(targets(&out), ["/a", "/b"]);
+    assert_eq!(refused, 1);
+}
+
+#[test]
+fn an_upgrade_whose_answer_is_not_mirrored_here_leaves_the_client_stream_parsed() {
+    // Only the client's half reaches this engine (the NLB put the server's elsewhere).
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let mut e = engine();
+    let d = [
+        c.syn(),
+        c.send(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nGET /a HTTP/1.1\r\n\r\n"),
+        c.send(b"GET /b HTTP/1.1\r\n\r\n"),
+    ];
+    let out = run(&mut e, &d);
+    assert_eq!(targets(&out), ["/ws", "/a", "/b"]);
+    for r in &out[1..] {
+        assert!(r.anomalies.contains(stats::Anomaly::UpgradeUnanswered));
+    }
+    assert_eq!(e.stats().upgraded_flows, 0);
+}
+
+#[test]
+fn requests_pipelined_behind_a_declined_upgrade_are_delivered_with_their_responses() {
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let mut e = Engine::new(EngineConfig::default());
+    let mut d = c.open();
+    d.push(c.send(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nGET /a HTTP/1.1\r\n\r\n"));
+    d.push(c.respond(b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n"));
+    d.push(c.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+    d.push(c.send(b"GET /b HTTP/1.1\r\n\r\n"));
+    d.push(c.respond(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"));
+    let mut out = run(&mut e, &d);
+    e.finish(&mut out);
+    let got: Vec<_> = out
+        .iter()
+        .map(|r| (r.target.as_str(), r.response.as_ref().map(|r| r.status)))
+        .collect();
+    assert_eq!(
+        got,
+        [("/ws", Some(426)), ("/a", Some(200)), ("/b", Some(404))]
+    );
+    assert!(out.iter().all(|r| r.anomalies.is_empty()));
+    assert_eq!(e.stats().upgraded_flows, 0);
 }
 
 #[test]
@@ -374,7 +539,95 @@ fn per_direction_state_stays_small() {
     // padded to 24 by the stream's alignment) on top of the 240 they took before, and the
     // pointer to the connection's pairing (requests waiting for their responses and the
     // response parser live behind it, allocated only for request directions).
-    assert!(std::mem::size_of::<crate::engine::flow::Entry<Direction>>() <= 272);
+    // 296: the client stream's cursor for pairing (24 bytes), so that the pairing (a
+    // 256-byte allocation) exists only once a request is complete or the server sends.
+    // 304: the receive window it advertised (edge, scale: 8 bytes).
+    assert!(std::mem::size_of::<crate::engine::flow::Entry<Direction>>() <= 304);
+}
+
+#[test]
+fn connections_that_never_complete_a_request_hold_no_pairing_and_no_uncharged_memory() {
+    let mut e = engine();
+    let mut out = Vec::new();
+    let mut held = 0;
+    for port in 0..200u16 {
+        let mut c = Conn::new(1, &format!("10.0.1.1:{}", 1000 + port), "10.0.0.2:80", 7);
+        for d in [
+            c.syn(),
+            c.send(b"POST /never HTTP/1.1\r\nHost: h\r\nX-Pad: ppp"),
+        ] {
+            e.on_vxlan_payload(1_000, &d, &mut out);
+        }
+        let idx = e.table.find(&FlowKey::new(1, c.client, c.server)).unwrap();
+        let dir = &e.table.entry(idx).value;
+        assert!(dir.pairing.is_none(), "a pairing before any request");
+        held += dir.parser.held();
+    }
+    assert!(out.is_empty());
+    assert_eq!(e.buffered_bytes(), held, "every byte held is the parsers'");
+    e.finish(&mut out);
+    assert_eq!(e.buffered_bytes(), 0);
+}
+
+#[test]
+fn a_connections_pairing_is_charged_to_the_budget_while_it_exists() {
+    let mut e = Engine::new(EngineConfig::default());
+    let mut out = Vec::new();
+    let mut c = Conn::new(1, "10.0.1.1:1000", "10.0.0.2:80", 7);
+    let mut now = 1_000;
+    let mut feed = |e: &mut Engine, d: Vec<u8>, out: &mut Vec<HttpRequest>| {
+        now += 1;
+        e.on_vxlan_payload(now, &d, out);
+    };
+    for d in c.open() {
+        feed(&mut e, d, &mut out);
+    }
+    assert_eq!(e.buffered_bytes(), 0);
+    feed(
+        &mut e,
+        c.send(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"),
+        &mut out,
+    );
+    assert!(out.is_empty(), "the request waits for its response");
+    assert!(
+        e.buffered_bytes() > pairing::PAIRING_BYTES,
+        "{} charged: the pairing and the waiting request",
+        e.buffered_bytes()
+    );
+    feed(
+        &mut e,
+        c.respond(b"HTTP/1.1 204 No Content\r\n\r\n"),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].response.as_ref().map(|r| r.status), Some(204));
+    assert_eq!(
+        e.buffered_bytes(),
+        pairing::PAIRING_BYTES,
+        "an idle keep-alive connection: its pairing alone"
+    );
+    let fin = c.fin();
+    feed(&mut e, fin, &mut out);
+    let server_fin = c.server_segment(c.server_next(), TcpFlags::ack(c.client_next()).fin(), b"");
+    feed(&mut e, server_fin, &mut out);
+    assert_eq!(e.buffered_bytes(), 0, "freed when both streams are over");
+}
+
+#[test]
+fn requests_whose_pairing_does_not_fit_the_budget_go_out_counted_over_budget() {
+    let mut e = Engine::new(EngineConfig {
+        memory_budget_bytes: pairing::PAIRING_BYTES - 1,
+        ..EngineConfig::default()
+    });
+    let mut c = Conn::new(1, "10.0.1.1:1000", "10.0.0.2:80", 7);
+    let mut d = c.open();
+    d.push(c.send(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"));
+    d.push(c.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+    let out = run(&mut e, &d);
+    assert_eq!(targets(&out), ["/a"]);
+    assert_eq!(out[0].response_missing, Some(ResponseMissing::OverBudget));
+    assert_eq!(e.stats().responses_missing(ResponseMissing::OverBudget), 1);
+    assert_eq!(e.buffered_bytes(), 0);
 }
 
 /// Builds the client datagrams of one connection carrying `reqs`, cut at `cuts`.

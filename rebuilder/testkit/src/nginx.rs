@@ -138,6 +138,11 @@ http {{
     /// the connection (or stays silent for a second: it waits for more), and returns the
     /// access-log lines written meanwhile (this connection's: exchanges are sequential).
     pub fn exchange(&mut self, bytes: &[u8]) -> Vec<Logged> {
+        self.converse(bytes).0
+    }
+
+    /// [`Self::exchange`], with the bytes nginx answered (its side of the connection).
+    pub fn converse(&mut self, bytes: &[u8]) -> (Vec<Logged>, Vec<u8>) {
         let mut s = TcpStream::connect(self.addr).expect("connect to nginx");
         s.set_read_timeout(Some(Duration::from_millis(1000)))
             .unwrap();
@@ -145,11 +150,12 @@ http {{
         let _ = s.write_all(bytes);
         let _ = s.shutdown(std::net::Shutdown::Write);
         let mut sink = [0u8; 16384];
+        let mut answered = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             match s.read(&mut sink) {
                 Ok(0) | Err(_) => break,
-                Ok(_) => {}
+                Ok(n) => answered.extend_from_slice(&sink[..n]),
             }
         }
         drop(s);
@@ -159,7 +165,8 @@ http {{
         let text = std::fs::read(&self.access_log).unwrap_or_default();
         let new = &text[self.read.min(text.len())..];
         self.read = text.len();
-        new.split(|&b| b == b'\n')
+        let logged = new
+            .split(|&b| b == b'\n')
             .filter(|l| !l.is_empty())
             .map(|line| {
                 let f: Vec<&[u8]> = line.split(|&b| b == b'\t').collect();
@@ -179,7 +186,8 @@ http {{
                     connection: text(4).parse().unwrap_or(0),
                 }
             })
-            .collect()
+            .collect();
+        (logged, answered)
     }
 
     /// The end of nginx's error log (why it refused something).

@@ -211,7 +211,7 @@ const METRICS: &[Metric] = &[
     counter("rebuilder_flows_expired", "TCP flows closed by the idle timeout.", |s| one(s.totals.e.flows_expired)),
     counter("rebuilder_stream_gaps", "Sequence gaps skipped (data missing from the mirror).", |s| one(s.totals.e.gaps)),
     counter("rebuilder_stream_gap_bytes", "Bytes skipped in those gaps.", |s| one(s.totals.e.gap_bytes)),
-    counter("rebuilder_flows_upgraded", "Flows no longer parsed after an Upgrade or CONNECT request.", |s| one(s.totals.e.upgraded_flows)),
+    counter("rebuilder_flows_upgraded", "Flows no longer parsed after the server switched protocols (101 to an Upgrade, 2xx to a CONNECT).", |s| one(s.totals.e.upgraded_flows)),
     counter("rebuilder_response_packets", "Packets of the server-to-client direction (ignored cheaply).", |s| one(s.totals.e.response_packets)),
     counter("rebuilder_proxy_headers", "PROXY protocol headers (v1, v2) stripped; their source is the forwarded client.", |s| one(s.totals.e.proxy_headers)),
     counter("rebuilder_flows_opaque", "Flows whose client stream is not HTTP/1.x (skipped).", |s| one(s.totals.e.opaque_flows)),

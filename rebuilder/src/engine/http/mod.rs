@@ -28,7 +28,14 @@
 //! - **Expect: 100-continue**: the body is awaited like any other; if the stream ends cleanly
 //!   right after such a head with no body byte sent (the server refused, the client gave up),
 //!   the request is emitted with an empty body.
-//! - **Upgrade / CONNECT**: the request is emitted, then the rest of the stream is ignored.
+//! - **Upgrade / CONNECT**: the request is emitted, then the client's bytes are held (up to
+//!   `max_header_bytes`, charged) until the server's answer decides, as at the origin: a 101
+//!   (Upgrade) or 2xx (CONNECT) switches the stream out of HTTP ([`Parser::switched`]: the rest
+//!   is ignored, counted `upgraded_flow`); any other answer leaves it HTTP and the held bytes
+//!   are parsed ([`Parser::resume`]). With no answer to wait for (the server's direction not
+//!   seen, the answer lost or given up, the hold cap reached, the stream's end or a gap) the
+//!   bytes are parsed as HTTP and the requests flagged `upgrade_unanswered`: the analyzer is
+//!   never blinded by a request alone.
 //! - **Opaque**: a stream whose start was seen (SYN) and that begins with a TLS record, the
 //!   HTTP/2 preface, a status line (a response stream) or binary bytes (control bytes in its
 //!   first bytes) is ignored. Nothing else makes a stream opaque: text that is not a request
@@ -81,6 +88,7 @@ use grammar::{Methods, request_line};
 use head::{Refused, read_head};
 use resync::{Start, classify_start};
 use state::Pending;
+pub(crate) use state::alloc_cost;
 pub use state::{Ctx, HttpLimits, Meta, Parser, ParserState};
 
 /// What the first line of a head is (see [`Parser::judge_line`]).
@@ -165,13 +173,67 @@ impl Parser {
                     }
                 },
                 ParserState::Trailers { skip_line } => self.trailers(skip_line, input, ctx),
+                ParserState::Held => self.hold(ts_us, input, ctx),
                 ParserState::Opaque | ParserState::Upgraded | ParserState::Ended => return,
             };
         }
     }
 
+    /// Client bytes while an Upgrade / CONNECT answer is awaited: kept, or — past the cap or
+    /// the budget — parsed as HTTP at once (flagged).
+    fn hold<'i>(&mut self, ts_us: u64, input: &'i [u8], ctx: &mut Ctx<'_>) -> &'i [u8] {
+        if self.buf.is_empty() {
+            self.msg_ts = ts_us;
+        }
+        if self.buf.len() + input.len() <= ctx.limits.max_header_bytes
+            && self.may_grow(input.len(), ctx)
+        {
+            self.buf.extend_from_slice(input);
+            self.account(ctx.budget);
+            return &[];
+        }
+        self.resume(true, ctx);
+        input
+    }
+
+    /// The server switched protocols after the Upgrade / CONNECT request (101, or 2xx to a
+    /// CONNECT): the held bytes and everything after them are not HTTP (counted). Also when
+    /// the parser resumed already (no answer was awaited any longer): it stops there.
+    pub fn switched(&mut self, ctx: &mut Ctx<'_>) {
+        if self.is_done() {
+            return;
+        }
+        if self.in_message() {
+            ctx.stats.count_drop(DropReason::UpgradedFlow);
+        }
+        ctx.stats.upgraded_flows += 1;
+        self.pending = None;
+        self.buf = Vec::new();
+        self.state = ParserState::Upgraded;
+        self.account(ctx.budget);
+    }
+
+    /// The server's answer to the Upgrade / CONNECT request did not switch protocols
+    /// (`unanswered`: no answer is awaited any longer): the held bytes, and what follows,
+    /// are parsed as HTTP.
+    pub fn resume(&mut self, unanswered: bool, ctx: &mut Ctx<'_>) {
+        if self.state != ParserState::Held {
+            return;
+        }
+        self.unanswered |= unanswered;
+        self.state = ParserState::Head;
+        let held = std::mem::take(&mut self.buf);
+        self.account(ctx.budget);
+        if !held.is_empty() {
+            let ts = self.msg_ts;
+            self.data(ts, &held, ctx);
+        }
+    }
+
     /// `len` bytes of the stream were lost.
     pub fn gap(&mut self, len: u64, ctx: &mut Ctx<'_>) {
+        // Held bytes cannot wait across lost ones: parsed now (no answer awaited).
+        self.resume(true, ctx);
         let resync = ParserState::Sync { line_start: false };
         match self.state {
             ParserState::Start => self.state = resync,
@@ -211,7 +273,10 @@ impl Parser {
                     resync
                 };
             }
-            ParserState::Opaque | ParserState::Upgraded | ParserState::Ended => {}
+            ParserState::Held
+            | ParserState::Opaque
+            | ParserState::Upgraded
+            | ParserState::Ended => {}
         }
         self.first_message = false;
     }
@@ -219,6 +284,8 @@ impl Parser {
     /// The stream ended: a message in progress is lost, except an `Expect: 100-continue`
     /// head whose body was never sent.
     pub fn end(&mut self, ctx: &mut Ctx<'_>) {
+        // Bytes held for an answer that can no longer matter: parsed.
+        self.resume(true, ctx);
         match self.state {
             ParserState::Head if !self.buf.is_empty() => {
                 ctx.stats.count_drop(DropReason::MessageIncomplete)
@@ -249,18 +316,23 @@ impl Parser {
         self.account(ctx.budget);
     }
 
-    /// The flow was evicted: a message in progress is lost (counted as `flow_evicted`).
-    pub fn evict(&mut self, ctx: &mut Ctx<'_>) {
-        let in_message = match self.state {
-            ParserState::Head => !self.buf.is_empty(),
+    /// Whether bytes of a message are held or a body is being read (lost if the stream
+    /// stops here).
+    fn in_message(&self) -> bool {
+        match self.state {
+            ParserState::Head | ParserState::Held => !self.buf.is_empty(),
             ParserState::Body { discard, .. } => !discard,
             ParserState::ChunkSize
             | ParserState::ChunkData { .. }
             | ParserState::ChunkDataEnd { .. }
             | ParserState::Trailers { .. } => true,
             _ => false,
-        };
-        if in_message {
+        }
+    }
+
+    /// The flow was evicted: a message in progress is lost (counted as `flow_evicted`).
+    pub fn evict(&mut self, ctx: &mut Ctx<'_>) {
+        if self.in_message() {
             ctx.stats.count_drop(DropReason::FlowEvicted);
         }
         self.pending = None;
@@ -458,6 +530,9 @@ impl Parser {
         if self.closed {
             anomalies.insert(Anomaly::AfterClose);
         }
+        if self.unanswered {
+            anomalies.insert(Anomaly::UpgradeUnanswered);
+        }
         let http10 = h.major == 0 || (h.major == 1 && h.minor == 0);
         self.closed |= h.simple || h.facts.close || (http10 && !h.facts.keep_alive);
         let connect = h.method.eq_ignore_ascii_case("CONNECT");
@@ -605,9 +680,8 @@ impl Parser {
             ctx.out.push(p.req);
         }
         if p.upgrade {
-            ctx.stats.upgraded_flows += 1;
             self.buf = Vec::new();
-            self.state = ParserState::Upgraded;
+            self.state = ParserState::Held;
             self.account(ctx.budget);
         } else {
             self.state = ParserState::Head;

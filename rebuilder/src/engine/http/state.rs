@@ -100,7 +100,12 @@ pub enum ParserState {
     },
     /// Not HTTP/1 (TLS, HTTP/2, other): ignored.
     Opaque,
-    /// After Upgrade / CONNECT: ignored.
+    /// After an Upgrade / CONNECT request, until the server's answer decides (`buf` holds the
+    /// client bytes that came meanwhile, at most `max_header_bytes`, charged): a switch
+    /// ([`Parser::switched`]) makes the stream `Upgraded`, any other answer — or none
+    /// ([`Parser::resume`]) — parses them as HTTP.
+    Held,
+    /// The server switched protocols (101 to an Upgrade, 2xx to a CONNECT): ignored.
     Upgraded,
     /// The stream ended.
     Ended,
@@ -122,7 +127,7 @@ pub(super) struct Pending {
 
 /// What an allocation of `n` bytes costs: rounded up to the allocator's 16-byte granule, plus
 /// 16 bytes of bookkeeping.
-pub(super) fn alloc_cost(n: usize) -> usize {
+pub(crate) const fn alloc_cost(n: usize) -> usize {
     if n == 0 {
         0
     } else {
@@ -200,8 +205,8 @@ pub struct Parser {
     /// The candidate request line in `buf` (while syncing) starts a line: any upper-case
     /// method is accepted; otherwise only a known method.
     pub(super) candidate_at_line_start: bool,
-    /// Saturating (only compared with small numbers).
-    pub(super) emitted: u32,
+    /// Saturating (only compared with small numbers; 16 bits keep the parser at 80 bytes).
+    pub(super) emitted: u16,
     /// The real client named by the stream's PROXY header (boxed: rare, keeps flows small).
     pub(super) proxied: Option<Box<SocketAddr>>,
     /// The first line of the head in `buf` was checked: a request line (HTTP/1.x or later).
@@ -209,6 +214,9 @@ pub struct Parser {
     /// A request of this stream closed the connection (`Connection: close`, HTTP/1.0
     /// without keep-alive, HTTP/0.9): origins ignore what follows.
     pub(super) closed: bool,
+    /// An Upgrade / CONNECT of this stream was not answered as far as the engine saw: the
+    /// requests after it are flagged [`crate::engine::stats::Anomaly::UpgradeUnanswered`].
+    pub(super) unanswered: bool,
 }
 
 impl Default for Parser {
@@ -232,6 +240,7 @@ impl Parser {
             proxied: None,
             line_ok: false,
             closed: false,
+            unanswered: false,
         }
     }
 
@@ -251,6 +260,18 @@ impl Parser {
     /// Requests emitted so far.
     pub fn emitted(&self) -> u64 {
         u64::from(self.emitted)
+    }
+
+    /// Whether the parser holds the client's bytes until the server answers an Upgrade or
+    /// CONNECT request (see [`ParserState::Held`]).
+    pub fn awaiting_answer(&self) -> bool {
+        self.state == ParserState::Held
+    }
+
+    /// Whether the parser stopped holding for an Upgrade / CONNECT answer before it came
+    /// (a later switch still stops it).
+    pub fn resumed_unanswered(&self) -> bool {
+        self.unanswered
     }
 
     /// Whether further bytes are ignored (opaque, upgraded, ended).

@@ -194,17 +194,132 @@ fn response_stream_is_not_parsed_as_requests() {
 }
 
 #[test]
-fn upgrade_request_is_emitted_then_the_flow_is_ignored() {
+fn upgrade_request_is_emitted_then_the_flow_is_ignored_once_the_server_switches() {
     let mut h = H::new(true);
     h.feed(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x85GET / HTTP/1.1\r\n\r\n");
     assert_eq!(h.targets(), ["/ws"]);
+    assert_eq!(h.parser.state(), ParserState::Held, "held for the answer");
+    assert!(h.parser.held() > 0, "the bytes after it are held, charged");
+    h.switched();
     assert_eq!(h.parser.state(), ParserState::Upgraded);
+    assert_eq!(h.stats.drops(DropReason::UpgradedFlow), 1);
+    h.feed(b"GET /after HTTP/1.1\r\n\r\n");
+    assert_eq!(h.targets(), ["/ws"]);
     let mut h = H::new(true);
     h.feed(
         b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\nGET / HTTP/1.1\r\n\r\n",
     );
+    h.switched();
     assert_eq!(h.targets(), ["example.com:443"]);
     assert_eq!(h.stats.upgraded_flows, 1);
+    h.end();
+}
+
+#[test]
+fn an_upgrade_or_connect_the_server_declines_leaves_the_stream_http() {
+    for head in [
+        &b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"[..],
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    ] {
+        let mut h = H::new(true);
+        h.feed(head)
+            .feed(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\nGET /split");
+        assert_eq!(h.out.len(), 1);
+        h.resume(false);
+        h.feed(b" HTTP/1.1\r\n\r\n");
+        assert_eq!(&h.targets()[1..], ["/next", "/split"]);
+        assert!(h.out.iter().all(|r| r.anomalies.is_empty()));
+        assert_eq!(h.stats.upgraded_flows, 0);
+        h.end();
+    }
+}
+
+#[test]
+fn bytes_held_for_an_answer_never_seen_are_parsed_and_flagged() {
+    let mut h = H::new(true);
+    h.feed(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\nGET /next HTTP/1.1\r\n\r\n");
+    h.resume(true);
+    assert_eq!(h.targets(), ["/ws", "/next"]);
+    assert!(h.out[1].anomalies.contains(Anomaly::UpgradeUnanswered));
+    // The stream's end and a gap do not wait for the answer either.
+    let mut h = H::new(true);
+    h.feed(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\nGET /at-end HTTP/1.1\r\n\r\n");
+    h.end();
+    assert_eq!(h.targets(), ["/ws", "/at-end"]);
+    let mut h = H::new(true);
+    h.feed(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\nGET /before-gap HTTP/1.1\r\n\r\n");
+    h.gap(10).feed(b"\r\nGET /after-gap HTTP/1.1\r\n\r\n");
+    assert_eq!(h.targets(), ["/ws", "/before-gap", "/after-gap"]);
+}
+
+proptest! {
+    /// What follows an Upgrade request depends only on the server's answer, never on how the
+    /// stream is cut or when the answer comes: declined, every pipelined request (no flag);
+    /// no answer, every one (flagged); switched, none. The budget holds exactly the parser's
+    /// bytes throughout (the harness checks it) and gets all of them back at the end.
+    #[test]
+    fn requests_behind_an_upgrade_depend_only_on_the_answer_not_on_segmentation(
+        cuts in prop::collection::vec(0usize..160, 0..6),
+        verdict in 0u8..3,
+        at in 0usize..160,
+    ) {
+        let up: &[u8] = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+        let rest: &[u8] = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyzGET /c HTTP/1.1\r\n\r\n";
+        let wire = [up, rest].concat();
+        let mut cuts: Vec<usize> = cuts.into_iter().filter(|&c| c > 0 && c < wire.len()).collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        cuts.push(wire.len());
+        let mut h = H::new(true);
+        let mut answered = false;
+        let answer = |h: &mut H| match verdict {
+            0 => { h.resume(false); }
+            1 => { h.resume(true); }
+            _ => { h.switched(); }
+        };
+        let mut from = 0;
+        for c in cuts {
+            h.feed(&wire[from..c]);
+            from = c;
+            // The answer follows the request (it answers it).
+            if !answered && from >= up.len() && from >= at {
+                answer(&mut h);
+                answered = true;
+            }
+        }
+        if !answered {
+            answer(&mut h);
+        }
+        let want: &[&str] = if verdict == 2 { &["/ws"] } else { &["/ws", "/a", "/b", "/c"] };
+        prop_assert_eq!(h.targets(), want);
+        for r in &h.out[1..] {
+            prop_assert_eq!(r.anomalies.contains(Anomaly::UpgradeUnanswered), verdict == 1);
+        }
+        if verdict != 2 {
+            prop_assert_eq!(&h.out[2].body, b"xyz");
+        }
+        h.end();
+    }
+}
+
+#[test]
+fn bytes_held_past_the_head_cap_are_parsed_and_flagged_not_dropped() {
+    let limits = HttpLimits {
+        max_header_bytes: 50,
+        ..H::LIMITS
+    };
+    let mut h = H::with(true, limits, 1 << 20);
+    h.feed(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n");
+    h.feed(b"GET /a HTTP/1.1\r\n\r\n")
+        .feed(b"GET /b HTTP/1.1\r\n\r\n");
+    assert_eq!(h.targets(), ["/ws"], "40 bytes held");
+    h.feed(b"GET /c HTTP/1.1\r\n\r\n");
+    assert_eq!(h.targets(), ["/ws", "/a", "/b", "/c"]);
+    assert!(
+        h.out[1..]
+            .iter()
+            .all(|r| r.anomalies.contains(Anomaly::UpgradeUnanswered))
+    );
 }
 
 #[test]

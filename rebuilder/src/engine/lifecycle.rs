@@ -1,0 +1,213 @@
+//! How directions end: a closed or expired direction finalized (its parser told, its
+//! connection's pairing flushed), the timer's work (holes, idle flows, requests waiting for
+//! their responses) and the end of input.
+
+use super::*;
+
+impl Engine {
+    /// Gives up every request waiting on a request direction.
+    pub(super) fn flush_pairing(
+        &mut self,
+        idx: u32,
+        reason: ResponseMissing,
+        out: &mut Vec<HttpRequest>,
+    ) {
+        let Some(mut pairing) = self.table.entry_mut(idx).value.pairing.take() else {
+            return;
+        };
+        let shared = &mut self.shared;
+        let mut ctx = PairCtx {
+            limits: &shared.pair_limits,
+            budget: &mut shared.budget,
+            stats: &mut shared.stats,
+            out,
+        };
+        pairing.flush(reason, &mut ctx);
+        self.table.entry_mut(idx).value.pairing = Some(pairing);
+    }
+
+    /// Closes one direction's stream (RST or end): delivers what is buffered, ends it.
+    pub(super) fn close_direction(&mut self, idx: u32, ts_us: u64, out: &mut Vec<HttpRequest>) {
+        self.drive(idx, ts_us, EndKind::Closed, out, |stream, _, sink| {
+            stream.close(sink)
+        });
+        self.table.set_lifecycle(idx, Lifecycle::Closed, ts_us);
+    }
+
+    /// Ends a removed direction: buffered bytes are delivered (with gaps), the parser ends,
+    /// requests still waiting go out without their response (counted for its source).
+    pub(super) fn finalize(
+        &mut self,
+        removed: Removed<Direction>,
+        end: EndKind,
+        now_us: u64,
+        out: &mut Vec<HttpRequest>,
+    ) {
+        let src = removed.value.source(&removed.key);
+        self.for_source(src, |e| e.finalize_direction(removed, end, now_us, out));
+    }
+
+    pub(super) fn finalize_direction(
+        &mut self,
+        removed: Removed<Direction>,
+        end: EndKind,
+        now_us: u64,
+        out: &mut Vec<HttpRequest>,
+    ) {
+        let Removed { key, mut value, .. } = removed;
+        if value.role == Role::Responses {
+            // Its connection's requests (if tracked) get the end of the server's stream.
+            let client = self
+                .table
+                .find(&key.reverse())
+                .filter(|&c| self.table.entry(c).value.role != Role::Responses);
+            let mut pairing = client.and_then(|c| self.table.entry_mut(c).value.pairing.take());
+            let client_next = client.and_then(|c| self.table.entry(c).value.cursor.next());
+            let mut parser = pairing.as_mut().map(|p| take_resp(p, &value.stream));
+            match (parser.as_mut(), pairing.as_mut()) {
+                (Some(parser), Some(pairing)) => {
+                    let mut sink = RespSink {
+                        parser,
+                        shared: &mut self.shared,
+                        out,
+                        pairing,
+                        client_next,
+                        end,
+                    };
+                    value.stream.close(&mut sink);
+                }
+                _ => {
+                    let mut sink = AnySink::Nothing(&mut self.shared.budget);
+                    value.stream.close(&mut sink);
+                }
+            }
+            if let Some(c) = client {
+                self.table.entry_mut(c).value.pairing = pairing;
+                self.apply_verdict(c, now_us, out);
+            }
+            return;
+        }
+        let server_known = self.table.find(&key.reverse()).is_some();
+        let meta = value.meta(&key);
+        let mut sink = ParserSink {
+            parser: &mut value.parser,
+            shared: &mut self.shared,
+            out,
+            meta,
+            pairing: &mut value.pairing,
+            cursor: &mut value.cursor,
+            in_step: value.stream.saw_syn(),
+            server_known,
+            now_us,
+            end,
+            discard: false,
+            resume_now: false,
+        };
+        // Ends the parser too (`Sink::end`), exactly once per stream.
+        value.stream.close(&mut sink);
+        if let Some(mut pairing) = value.pairing.take() {
+            let shared = &mut self.shared;
+            let mut ctx = PairCtx {
+                limits: &shared.pair_limits,
+                budget: &mut shared.budget,
+                stats: &mut shared.stats,
+                out,
+            };
+            pairing.flush(end.missing(), &mut ctx);
+            pairing.free(ctx.budget);
+        }
+    }
+
+    /// Idle timeouts, gap timeouts, response waits; call every ~100 ms with the current time
+    /// (same clock as the packet timestamps). Never blocks long: work is proportional to what
+    /// expires.
+    pub fn on_timer(&mut self, now_us: u64, out: &mut Vec<HttpRequest>) {
+        while let Some(removed) = self.table.pop_expired(
+            now_us,
+            self.config.idle_timeout_us,
+            self.config.closed_linger_us,
+        ) {
+            self.shared.stats.flows_expired += 1;
+            self.finalize(removed, EndKind::Expired, now_us, out);
+        }
+        let holes = std::mem::take(&mut self.holes);
+        for idx in holes {
+            let Some(entry) = self.table.get_mut(idx) else {
+                continue;
+            };
+            if !entry.value.in_holes {
+                continue;
+            }
+            let src = entry.value.source(&entry.key);
+            self.shared.stats.sources.set(src);
+            self.drive(idx, now_us, EndKind::Closed, out, |stream, limits, sink| {
+                stream.on_timer(now_us, limits, sink)
+            });
+            let dir = &mut self.table.entry_mut(idx).value;
+            let closed = dir.stream.state() == StreamState::Closed
+                && (dir.role == Role::Responses || ignored_state(&dir.parser).is_none());
+            if dir.role == Role::Unknown && dir.is_surely_requests() {
+                dir.role = Role::Requests;
+                self.demote_peer(idx);
+            }
+            let dir = &mut self.table.entry_mut(idx).value;
+            if dir.stream.has_hole() {
+                self.holes.push(idx);
+            } else {
+                dir.in_holes = false;
+            }
+            if closed {
+                self.table.set_lifecycle(idx, Lifecycle::Closed, now_us);
+            }
+        }
+        // A reused slot may be listed twice.
+        self.holes.sort_unstable();
+        self.holes.dedup();
+        self.expire_waiting(now_us, out);
+    }
+
+    /// Gives up the requests whose response wait is over.
+    pub(super) fn expire_waiting(&mut self, now_us: u64, out: &mut Vec<HttpRequest>) {
+        while let Some(&Reverse((deadline, idx, generation))) = self.waiting.peek() {
+            if deadline > now_us {
+                break;
+            }
+            self.waiting.pop();
+            let Some(entry) = self.table.get_mut(idx) else {
+                continue;
+            };
+            let dir = &mut entry.value;
+            if dir.generation != generation || !dir.in_waiting {
+                continue;
+            }
+            dir.in_waiting = false;
+            let src = dir.source(&entry.key);
+            self.shared.stats.sources.set(src);
+            let dir = &mut self.table.entry_mut(idx).value;
+            if let Some(mut pairing) = dir.pairing.take() {
+                let shared = &mut self.shared;
+                let mut ctx = PairCtx {
+                    limits: &shared.pair_limits,
+                    budget: &mut shared.budget,
+                    stats: &mut shared.stats,
+                    out,
+                };
+                pairing.expire(now_us, &mut ctx);
+                self.table.entry_mut(idx).value.pairing = Some(pairing);
+            }
+            self.note_waiting(idx);
+            self.apply_verdict(idx, now_us, out);
+        }
+    }
+
+    /// Flush everything at end of input (replay EOF / shutdown): holes are skipped, what is
+    /// buffered is delivered, every stream ends, requests still waiting go out without their
+    /// response (`input_ended`). The table is empty afterwards.
+    pub fn finish(&mut self, out: &mut Vec<HttpRequest>) {
+        while let Some(removed) = self.table.pop_any() {
+            self.finalize(removed, EndKind::Input, u64::MAX, out);
+        }
+        self.holes.clear();
+        self.waiting.clear();
+    }
+}

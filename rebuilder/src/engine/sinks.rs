@@ -1,0 +1,282 @@
+//! Where reassembled bytes go: the request parser ([`ParserSink`]), the response parser
+//! ([`RespSink`]), either ([`AnySink`]).
+
+use super::*;
+
+/// Feeds the reassembled stream of a request direction into its parser, and the requests it
+/// emits into the connection's pairing.
+pub(super) struct ParserSink<'a> {
+    pub(super) parser: &'a mut Parser,
+    pub(super) shared: &'a mut Shared,
+    pub(super) out: &'a mut Vec<HttpRequest>,
+    pub(super) meta: Meta,
+    pub(super) pairing: &'a mut Option<Box<Pairing>>,
+    pub(super) cursor: &'a mut Cursor,
+    /// The stream was seen from its SYN.
+    pub(super) in_step: bool,
+    /// The server's direction is tracked.
+    pub(super) server_known: bool,
+    pub(super) now_us: u64,
+    pub(super) end: EndKind,
+    /// The direction turned out to carry responses: whatever the parser finds is discarded.
+    pub(super) discard: bool,
+    /// The parser holds bytes for the answer to an Upgrade / CONNECT request that will not
+    /// be seen: they are parsed at once.
+    pub(super) resume_now: bool,
+}
+
+impl ParserSink<'_> {
+    pub(super) fn at_boundary(&self) -> bool {
+        self.parser.held() == 0
+            && matches!(
+                self.parser.state(),
+                ParserState::Head
+                    | ParserState::Start
+                    | ParserState::Sync { .. }
+                    | ParserState::Held
+            )
+    }
+
+    /// Runs one parser call and hands what it emitted to pairing; then, while the parser
+    /// holds bytes for an answer that will not be seen, parses them.
+    pub(super) fn call(
+        &mut self,
+        at: Option<At>,
+        gap: bool,
+        f: impl FnOnce(&mut Parser, &mut http::Ctx<'_>),
+    ) {
+        self.call_once(at, gap, f);
+        while std::mem::take(&mut self.resume_now) {
+            self.call_once(None, false, |p, ctx| p.resume(true, ctx));
+        }
+    }
+
+    pub(super) fn call_once(
+        &mut self,
+        at: Option<At>,
+        gap: bool,
+        f: impl FnOnce(&mut Parser, &mut http::Ctx<'_>),
+    ) {
+        let boundary = self.at_boundary();
+        let drops = self.shared.stats.total_drops();
+        {
+            let shared = &mut *self.shared;
+            let mut ctx = http::Ctx {
+                limits: &shared.http_limits,
+                budget: &mut shared.budget,
+                stats: &mut shared.stats,
+                out: &mut shared.scratch,
+                meta: self.meta,
+            };
+            f(self.parser, &mut ctx);
+        }
+        if self.discard {
+            self.shared.scratch.clear();
+            return;
+        }
+        let dropped = self.shared.stats.total_drops() > drops;
+        let chunk = at.map(|a| MsgAt {
+            seq: a.seq,
+            ack: a.ack,
+        });
+        let cursor = &mut *self.cursor;
+        if boundary && let Some(c) = chunk {
+            cursor.set_msg_at(c.seq, c.ack, cursor.last_chunk_ack());
+        }
+        let emitted = self.shared.scratch.len();
+        if emitted == 0 && !dropped && !gap {
+            return;
+        }
+        let unknown = gap || (dropped && emitted == 0);
+        if self.pairing.is_none() {
+            if emitted == 0 {
+                // Nothing to pair yet: the loss is remembered for when something is.
+                if unknown {
+                    cursor.set_unknown(true);
+                }
+                return;
+            }
+            *self.pairing =
+                Pairing::create(self.in_step, cursor.take_unknown(), &mut self.shared.budget);
+        }
+        let shared = &mut *self.shared;
+        let mut ctx = PairCtx {
+            limits: &shared.pair_limits,
+            budget: &mut shared.budget,
+            stats: &mut shared.stats,
+            out: self.out,
+        };
+        // The last request of the call is an Upgrade / CONNECT when the parser now holds
+        // what follows for its answer.
+        let holding = self.parser.awaiting_answer();
+        let Some(pairing) = self.pairing.as_deref_mut() else {
+            // The budget cannot hold the connection's pairing: its requests go out without
+            // their responses, whose count is unknown from here on.
+            cursor.set_unknown(true);
+            for req in shared.scratch.drain(..) {
+                pairing::emit(req, None, Some(ResponseMissing::OverBudget), &mut ctx);
+            }
+            self.resume_now |= holding;
+            return;
+        };
+        if self.server_known {
+            pairing.server_seen();
+        }
+        if unknown {
+            pairing.unknown_requests();
+        }
+        let first = cursor.msg_at();
+        for (i, req) in shared.scratch.drain(..).enumerate() {
+            // Requests after the first in one chunk were sent in one burst with it.
+            let from = match chunk {
+                Some(c) if i > 0 => (c.seq, c.ack, c.ack),
+                _ => first,
+            };
+            if dropped {
+                // A message was dropped somewhere in this call: requests may be missing
+                // before any of these.
+                pairing.unknown_requests();
+            }
+            let upgrade = holding && i + 1 == emitted;
+            let told = pairing.push(req, from.0, from.1, from.2, self.now_us, upgrade, &mut ctx);
+            if upgrade && (!told || !self.server_known) {
+                // No answer will be seen here (the server's direction is not mirrored to this
+                // engine, or the request went out without waiting): keep parsing.
+                self.resume_now = true;
+            }
+        }
+        if emitted > 0
+            && let Some(c) = chunk
+        {
+            // A message still in progress began in this chunk.
+            cursor.set_msg_at(c.seq, c.ack, c.ack);
+        }
+    }
+}
+
+impl Sink for ParserSink<'_> {
+    fn data(&mut self, at: At, bytes: &[u8]) {
+        self.now_us = self.now_us.max(at.ts_us);
+        self.call(Some(at), false, |p, ctx| p.data(at.ts_us, bytes, ctx));
+        self.cursor.parsed(at.advance(bytes.len()).seq, at.ack);
+    }
+    fn gap(&mut self, len: u64) {
+        self.shared.stats.count_gap(len);
+        self.call(None, true, |p, ctx| p.gap(len, ctx));
+    }
+    fn end(&mut self) {
+        let evicting = self.end == EndKind::Evicted;
+        self.call(None, false, |p, ctx| {
+            if evicting { p.evict(ctx) } else { p.end(ctx) }
+        });
+    }
+    fn budget(&mut self) -> &mut Budget {
+        &mut self.shared.budget
+    }
+    fn different_overlap(&mut self) {
+        self.shared.stats.overlap_different_data += 1;
+    }
+}
+
+/// Feeds the reassembled stream of a response direction into its response parser, which
+/// tells the connection's pairing.
+pub(super) struct RespSink<'a> {
+    pub(super) parser: &'a mut ResponseParser,
+    pub(super) shared: &'a mut Shared,
+    pub(super) out: &'a mut Vec<HttpRequest>,
+    pub(super) pairing: &'a mut Pairing,
+    /// Where the client's stream stands.
+    pub(super) client_next: Option<u32>,
+    pub(super) end: EndKind,
+}
+
+impl RespSink<'_> {
+    pub(super) fn run(
+        &mut self,
+        f: impl FnOnce(&mut ResponseParser, &mut http::response::RespCtx<'_>),
+    ) {
+        let shared = &mut *self.shared;
+        let mut pctx = PairCtx {
+            limits: &shared.pair_limits,
+            budget: &mut shared.budget,
+            stats: &mut shared.stats,
+            out: self.out,
+        };
+        let mut answer = Answer {
+            pairing: self.pairing,
+            ctx: &mut pctx,
+            client_next: self.client_next,
+        };
+        let mut ctx = http::response::RespCtx {
+            limits: &shared.resp_limits,
+            answering: &mut answer,
+        };
+        f(self.parser, &mut ctx);
+    }
+}
+
+impl Sink for RespSink<'_> {
+    fn data(&mut self, at: At, bytes: &[u8]) {
+        self.run(|p, ctx| p.data(at, bytes, ctx));
+    }
+    fn gap(&mut self, len: u64) {
+        self.shared.stats.count_gap(len);
+        self.run(|p, ctx| p.gap(len, ctx));
+    }
+    fn end(&mut self) {
+        let end = self.end;
+        self.run(|p, ctx| p.end(end == EndKind::Closed, end.missing(), ctx));
+    }
+    fn budget(&mut self) -> &mut Budget {
+        &mut self.shared.budget
+    }
+    fn different_overlap(&mut self) {
+        self.shared.stats.overlap_different_data += 1;
+    }
+}
+
+/// Either sink, by the direction's role.
+pub(super) enum AnySink<'a> {
+    Requests(ParserSink<'a>),
+    Responses(RespSink<'a>),
+    /// A response direction whose connection is not tracked: nothing is parsed.
+    Nothing(&'a mut Budget),
+}
+
+impl Sink for AnySink<'_> {
+    fn data(&mut self, at: At, bytes: &[u8]) {
+        match self {
+            AnySink::Requests(s) => s.data(at, bytes),
+            AnySink::Responses(s) => s.data(at, bytes),
+            AnySink::Nothing(_) => {}
+        }
+    }
+    fn gap(&mut self, len: u64) {
+        match self {
+            AnySink::Requests(s) => s.gap(len),
+            AnySink::Responses(s) => s.gap(len),
+            AnySink::Nothing(_) => {}
+        }
+    }
+    fn end(&mut self) {
+        match self {
+            AnySink::Requests(s) => s.end(),
+            AnySink::Responses(s) => s.end(),
+            AnySink::Nothing(_) => {}
+        }
+    }
+    fn budget(&mut self) -> &mut Budget {
+        match self {
+            AnySink::Requests(s) => s.budget(),
+            AnySink::Responses(s) => s.budget(),
+            AnySink::Nothing(b) => b,
+        }
+    }
+    fn different_overlap(&mut self) {
+        match self {
+            AnySink::Requests(s) => s.different_overlap(),
+            AnySink::Responses(s) => s.different_overlap(),
+            AnySink::Nothing(_) => {}
+        }
+    }
+}

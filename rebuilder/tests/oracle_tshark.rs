@@ -9,10 +9,11 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use rebuilder::offline::synth::{SynthConfig, TruthRequest};
 use rebuilder_testkit::analyzer::Analyzer;
 use rebuilder_testkit::daemon::rebuilder_bin;
 use rebuilder_testkit::netns::{self, LabSpec, MirrorLab};
@@ -348,6 +349,23 @@ fn netns_replay_agrees_with_tshark_on_kernel_mirrored_traffic() {
     assert_eq!(body_of("/pipe/2"), b"hello world");
 }
 
+/// The small synthetic capture both generator oracles start from.
+fn synthetic_base() -> SynthConfig {
+    SynthConfig {
+        connections: 25,
+        concurrency: 6,
+        ..SynthConfig::default()
+    }
+}
+
+/// `cfg`'s capture written to `dir/name.pcap`, and its ground truth.
+fn generated(dir: &Path, name: &str, cfg: SynthConfig) -> (PathBuf, Vec<TruthRequest>) {
+    let (frames, truth) = rebuilder::offline::synth::generate(cfg);
+    let pcap = dir.join(format!("{name}.pcap"));
+    rebuilder::offline::capture::write_pcap(frames, std::fs::File::create(&pcap).unwrap()).unwrap();
+    (pcap, truth)
+}
+
 /// The generator's captures read by an independent dissector: tshark must find exactly the
 /// truth on clean traffic (this checks the generator as much as the engine), and so must
 /// `rebuilder replay`.
@@ -359,12 +377,7 @@ fn tshark_and_replay_agree_with_the_generator_truth_on_synthetic_captures() {
     ) {
         return;
     }
-    use rebuilder::offline::synth::SynthConfig;
-    let base = SynthConfig {
-        connections: 25,
-        concurrency: 6,
-        ..SynthConfig::default()
-    };
+    let base = synthetic_base();
     // (name, configuration, tshark must find all of it). tshark 4.0 misses some chunked
     // requests whose `0\r\n\r\n` terminator is split across two segments (a known weakness of
     // the peers): there it must find a subset, and rebuilder replay still all of it.
@@ -454,10 +467,7 @@ fn tshark_and_replay_agree_with_the_generator_truth_on_synthetic_captures() {
     let tmp = TempDir::new("mf-oracle-synth").unwrap();
     let dir = tmp.path();
     for (name, cfg, tshark_exact) in cases {
-        let (frames, truth) = rebuilder::offline::synth::generate(cfg);
-        let pcap = dir.join(format!("{name}.pcap"));
-        rebuilder::offline::capture::write_pcap(frames, std::fs::File::create(&pcap).unwrap())
-            .unwrap();
+        let (pcap, truth) = generated(dir, name, cfg);
         let mut want: Vec<Seen> = truth
             .iter()
             .map(|t| Seen {
@@ -553,12 +563,7 @@ fn tshark_pairs_every_response_with_the_same_request_and_status_as_replay() {
     ) {
         return;
     }
-    use rebuilder::offline::synth::SynthConfig;
-    let base = SynthConfig {
-        connections: 25,
-        concurrency: 6,
-        ..SynthConfig::default()
-    };
+    let base = synthetic_base();
     // (name, configuration, tshark's pairing is an oracle)
     let cases = [
         ("keep-alive", base.clone(), true),
@@ -593,10 +598,7 @@ fn tshark_pairs_every_response_with_the_same_request_and_status_as_replay() {
     ];
     let tmp = TempDir::new("mf-oracle-responses").unwrap();
     for (name, cfg, tshark_pairs) in cases {
-        let (frames, truth) = rebuilder::offline::synth::generate(cfg);
-        let pcap = tmp.path().join(format!("{name}.pcap"));
-        rebuilder::offline::capture::write_pcap(frames, std::fs::File::create(&pcap).unwrap())
-            .unwrap();
+        let (pcap, truth) = generated(tmp.path(), name, cfg);
         let mut want: Vec<(String, u16)> = truth
             .iter()
             .filter_map(|t| {

@@ -84,14 +84,7 @@ pub fn run_http(input: &HttpInput) {
     whole.data(wire);
     whole.end();
 
-    let mut points: Vec<usize> = input
-        .cuts
-        .iter()
-        .map(|c| usize::from(*c) % (wire.len() + 1))
-        .collect();
-    points.push(0);
-    points.push(wire.len());
-    points.sort_unstable();
+    let points = cut_points(&input.cuts, wire.len());
     let mut split = HttpRun::new(input.at_start, input.small_caps, input.trust_proxy);
     for w in points.windows(2) {
         split.data(&wire[w[0]..w[1]]);

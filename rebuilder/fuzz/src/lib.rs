@@ -249,6 +249,16 @@ pub fn run_engine(input: &EngineInput) {
     );
 }
 
+/// The places a stream of `len` bytes is cut at: each of `cuts` modulo `len + 1`, plus both
+/// ends, in order.
+fn cut_points<T: Copy + Into<usize>>(cuts: &[T], len: usize) -> Vec<usize> {
+    let mut points: Vec<usize> = cuts.iter().map(|c| (*c).into() % (len + 1)).collect();
+    points.push(0);
+    points.push(len);
+    points.sort_unstable();
+    points
+}
+
 /// The forwarding configuration the emitted requests are written with (any upstream: only
 /// the writer runs).
 fn forward_config() -> ForwardConfig {

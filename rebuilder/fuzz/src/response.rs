@@ -166,14 +166,7 @@ pub fn run_response(input: &ResponseInput) {
     let mut whole = ResponseRun::new(input);
     whole.data(wire);
     whole.end();
-    let mut points: Vec<usize> = input
-        .cuts
-        .iter()
-        .map(|c| usize::from(*c) % (wire.len() + 1))
-        .collect();
-    points.push(0);
-    points.push(wire.len());
-    points.sort_unstable();
+    let points = cut_points(&input.cuts, wire.len());
     let mut split = ResponseRun::new(input);
     for w in points.windows(2) {
         split.data(&wire[w[0]..w[1]]);

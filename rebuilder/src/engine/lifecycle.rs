@@ -15,13 +15,7 @@ impl Engine {
         let Some(mut pairing) = self.table.entry_mut(idx).value.pairing.take() else {
             return;
         };
-        let shared = &mut self.shared;
-        let mut ctx = PairCtx {
-            limits: &shared.pair_limits,
-            budget: &mut shared.budget,
-            stats: &mut shared.stats,
-            out,
-        };
+        let mut ctx = self.shared.pair_ctx(out);
         pairing.flush(reason, &mut ctx);
         self.table.entry_mut(idx).value.pairing = Some(pairing);
     }
@@ -106,13 +100,7 @@ impl Engine {
         // Ends the parser too (`Sink::end`), exactly once per stream.
         value.stream.close(&mut sink);
         if let Some(mut pairing) = value.pairing.take() {
-            let shared = &mut self.shared;
-            let mut ctx = PairCtx {
-                limits: &shared.pair_limits,
-                budget: &mut shared.budget,
-                stats: &mut shared.stats,
-                out,
-            };
+            let mut ctx = self.shared.pair_ctx(out);
             pairing.flush(end.missing(), &mut ctx);
             pairing.free(ctx.budget);
         }
@@ -185,13 +173,7 @@ impl Engine {
             self.shared.stats.sources.set(src);
             let dir = &mut self.table.entry_mut(idx).value;
             if let Some(mut pairing) = dir.pairing.take() {
-                let shared = &mut self.shared;
-                let mut ctx = PairCtx {
-                    limits: &shared.pair_limits,
-                    budget: &mut shared.budget,
-                    stats: &mut shared.stats,
-                    out,
-                };
+                let mut ctx = self.shared.pair_ctx(out);
                 pairing.expire(now_us, &mut ctx);
                 self.table.entry_mut(idx).value.pairing = Some(pairing);
             }

@@ -107,6 +107,18 @@ struct Shared {
     scratch: Vec<HttpRequest>,
 }
 
+impl Shared {
+    /// What pairing needs of the shared state, emitting into `out`.
+    fn pair_ctx<'a>(&'a mut self, out: &'a mut Vec<HttpRequest>) -> PairCtx<'a> {
+        PairCtx {
+            limits: &self.pair_limits,
+            budget: &mut self.budget,
+            stats: &mut self.stats,
+            out,
+        }
+    }
+}
+
 /// How a stream's end is reported to its parser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum EndKind {

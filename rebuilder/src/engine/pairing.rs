@@ -103,6 +103,22 @@ pub enum Verdict {
 }
 
 impl Slot {
+    /// A request's place only (no request held), to test a response that came early against.
+    fn probe(start: u32, ack: Option<u32>, asked: Asked) -> Slot {
+        Slot {
+            req: None,
+            held: 0,
+            start,
+            ack,
+            prev_ack: None,
+            deadline_us: 0,
+            unknown_before: false,
+            hint: None,
+            asked,
+            upgrade: false,
+        }
+    }
+
     /// The client received bytes between the packet before this request and the request
     /// (so it was not sent in one burst with what precedes it).
     fn sequential(&self) -> bool {
@@ -337,18 +353,7 @@ impl Pairing {
             // this one if nothing waits before it, causality holds and its framing fits.
             self.early_held -= resp.held_bytes();
             ctx.budget.give(resp.held_bytes());
-            let probe = Slot {
-                req: None,
-                held: 0,
-                start,
-                ack,
-                prev_ack: None,
-                deadline_us: 0,
-                unknown_before: false,
-                hint: None,
-                asked,
-                upgrade: false,
-            };
+            let probe = Slot::probe(start, ack, asked);
             let fits = fits_of(asked, &resp);
             let in_step = self.anchored && self.queue.is_empty() && !self.unknown_tail;
             if in_step && Pairing::causal(&probe, at) && fits {
@@ -400,18 +405,7 @@ impl Pairing {
         }
         if let Some(at) = self.current_early {
             // The response in progress came ahead of this request.
-            let probe = Slot {
-                req: None,
-                held: 0,
-                start,
-                ack,
-                prev_ack: None,
-                deadline_us: 0,
-                unknown_before: false,
-                hint: None,
-                asked,
-                upgrade: false,
-            };
+            let probe = Slot::probe(start, ack, asked);
             if self.anchored
                 && self.queue.is_empty()
                 && self.early.is_empty()

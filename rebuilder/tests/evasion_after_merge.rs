@@ -268,20 +268,7 @@ fn cases_that_depend_on_the_server_direction_and_tcp_state_give_the_analyzer_wha
 #[test]
 fn tiny_out_of_order_pieces_keep_the_peak_rss_under_the_configured_cap() {
     const NAME: &str = "tiny_out_of_order_pieces_keep_the_peak_rss_under_the_configured_cap";
-    let plan = Plan {
-        flood: Flood::Pieces,
-        flood_packets: 64 * 6_000,
-        legit_connections: 200,
-        legit_concurrency: 50,
-        // Peak RSS: the harness's own memory kept small (see `Plan::legit_response_bodies`).
-        legit_response_bodies: false,
-        config: EngineConfig {
-            max_flows: 20_000,
-            memory_budget_bytes: 8 * 1024 * 1024,
-            ..EngineConfig::default()
-        },
-        seed: 14,
-    };
+    let plan = Plan::peak_rss(Flood::Pieces, 64 * 6_000);
     if run_as_child(&plan) {
         return;
     }

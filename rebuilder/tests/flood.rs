@@ -154,20 +154,7 @@ const PENDING: [(Flood, usize, u64); 3] = [
 ];
 
 fn pending_plan(flood: Flood, connections: usize) -> Plan {
-    Plan {
-        flood,
-        flood_packets: 2 * connections,
-        legit_connections: 200,
-        legit_concurrency: 50,
-        // Peak RSS: the harness's own memory kept small (see `Plan::legit_response_bodies`).
-        legit_response_bodies: false,
-        config: EngineConfig {
-            max_flows: 20_000,
-            memory_budget_bytes: 8 * 1024 * 1024,
-            ..EngineConfig::default()
-        },
-        seed: 14,
-    }
+    Plan::peak_rss(flood, 2 * connections)
 }
 
 /// Issue 14 item 7: unfinished heads, pending requests with 1,000 fields and announced bodies

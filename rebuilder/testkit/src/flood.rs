@@ -61,6 +61,28 @@ pub struct Plan {
     pub seed: u64,
 }
 
+impl Plan {
+    /// The peak-RSS runs: `flood_packets` of `flood` mixed with 200 legitimate connections
+    /// (50 at a time) under an 8 MiB memory budget and a 20,000-flow table, seed 14. The
+    /// legitimate responses carry no body, so that the harness's own memory stays small next
+    /// to what is measured.
+    pub fn peak_rss(flood: Flood, flood_packets: usize) -> Plan {
+        Plan {
+            flood,
+            flood_packets,
+            legit_connections: 200,
+            legit_concurrency: 50,
+            legit_response_bodies: false,
+            config: EngineConfig {
+                max_flows: 20_000,
+                memory_budget_bytes: 8 * 1024 * 1024,
+                ..EngineConfig::default()
+            },
+            seed: 14,
+        }
+    }
+}
+
 /// What happened.
 #[derive(Debug, Clone)]
 pub struct Outcome {

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use mirror::filters::{EniFilters, Filter, InstanceFilters};
-use mirror::model::{Eni, Instance, MirrorTarget, OWNER_TAG_KEY, Observed, Session, Tags};
+use mirror::model::{Eni, Instance, MirrorTarget, OWNER_TAG_KEY, Observed, Session};
 use mirror::plan::{CreateSession, DeleteSession, ModifySession};
 use mirror::sim::{Ec2Sim, Rules, SimError};
 use mirror_aws::ec2::{Ec2Api, Ec2Op, MAX_FILTER_VALUES};
@@ -23,13 +23,7 @@ use mirror_aws::error::AwsError;
 
 use crate::settings::{FILTER, TARGET};
 
-/// Tags from `(key, value)` pairs.
-pub fn tags(pairs: &[(&str, &str)]) -> Tags {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
+pub use mirror::model::tags;
 
 /// The error EC2 answers `op` with `code`.
 pub fn api_error(op: Ec2Op, code: &str) -> AwsError {

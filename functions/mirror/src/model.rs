@@ -8,6 +8,14 @@ use serde::{Deserialize, Serialize};
 /// Tags as an ordered map (key → value), so every output built from them is deterministic.
 pub type Tags = BTreeMap<String, String>;
 
+/// Tags from `(key, value)` pairs.
+pub fn tags(pairs: &[(&str, &str)]) -> Tags {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 /// Tag key carried by every session we create; its value is [`MirrorSpec::owner`].
 /// Sessions without this tag (or with another owner value) are never modified or deleted.
 pub const OWNER_TAG_KEY: &str = "mirrorfleet:owner";

@@ -300,14 +300,7 @@ pub fn select(selector: &Selector, observed: &Observed) -> Selection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::MirrorTarget;
-
-    fn tags(pairs: &[(&str, &str)]) -> Tags {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::model::{MirrorTarget, tags};
 
     fn eni(id: &str, instance: Option<&str>, t: &[(&str, &str)]) -> Eni {
         Eni {

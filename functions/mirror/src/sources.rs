@@ -247,14 +247,7 @@ impl SourceMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::OWNER_TAG_KEY;
-
-    fn tags(pairs: &[(&str, &str)]) -> Tags {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::model::{OWNER_TAG_KEY, tags};
 
     fn spec() -> MirrorSpec {
         MirrorSpec {

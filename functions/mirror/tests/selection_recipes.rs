@@ -4,14 +4,8 @@
 //! (`functions/reconcile-mirrors/tests/moto_selection_recipes.rs`) run the same recipes end
 //! to end.
 
+use mirror::model::tags;
 use mirror::{Eni, EniFilters, Instance, InstanceFilters, Tags};
-
-fn tags(pairs: &[(&str, &str)]) -> Tags {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
 
 /// An ALB ENI as `DescribeNetworkInterfaces` returns it.
 fn alb_eni(name: &str) -> Eni {

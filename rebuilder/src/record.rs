@@ -322,27 +322,22 @@ pub fn write_line(
     Ok(())
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` for µs since the UNIX epoch.
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` for µs since the UNIX epoch (UTC). A time past the year 9999
+/// (the `time` crate's range; capture timestamps are 32-bit seconds) reads as the largest one.
 pub fn rfc3339_us(ts_us: u64) -> String {
-    let secs = ts_us / 1_000_000;
     let micros = ts_us % 1_000_000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let t = i64::try_from(ts_us / 1_000_000)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc());
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
     )
 }
 
@@ -371,6 +366,24 @@ mod tests {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         e.write_all(data).unwrap();
         e.finish().unwrap()
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_microseconds_across_leap_days_and_centuries() {
+        assert_eq!(rfc3339_us(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            rfc3339_us(951_782_400_123_456),
+            "2000-02-29T00:00:00.123456Z"
+        );
+        assert_eq!(
+            rfc3339_us(4_107_542_399_999_999),
+            "2100-02-28T23:59:59.999999Z"
+        );
+        assert_eq!(
+            rfc3339_us(1_709_251_199_000_001),
+            "2024-02-29T23:59:59.000001Z"
+        );
+        assert_eq!(rfc3339_us(u64::MAX), "9999-12-31T23:59:59.551615Z");
     }
 
     #[test]

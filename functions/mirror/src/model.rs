@@ -222,6 +222,19 @@ pub struct MirrorSpec {
 }
 
 impl MirrorSpec {
+    /// Target `tmt-1`, filter `tmf-1`, this owner and VNI, whole packets, low priority: the
+    /// spec of the core's unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(owner: &str, vni: u32) -> MirrorSpec {
+        MirrorSpec {
+            target_id: "tmt-1".into(),
+            filter_id: "tmf-1".into(),
+            vni,
+            owner: owner.into(),
+            ..MirrorSpec::default()
+        }
+    }
+
     /// The tags a session created for this spec carries (`TagSpecifications`).
     pub fn session_tags(&self) -> Tags {
         let mut tags = Tags::new();

@@ -257,13 +257,7 @@ mod tests {
     use crate::model::{OWNER_TAG_KEY, Tags};
 
     fn spec() -> MirrorSpec {
-        MirrorSpec {
-            target_id: "tmt-1".into(),
-            filter_id: "tmf-1".into(),
-            vni: 7,
-            owner: "prod".into(),
-            ..MirrorSpec::default()
-        }
+        MirrorSpec::for_tests("prod", 7)
     }
 
     fn world() -> Observed {

@@ -246,13 +246,7 @@ mod tests {
     use crate::model::{OWNER_TAG_KEY, tags};
 
     fn spec() -> MirrorSpec {
-        MirrorSpec {
-            target_id: "tmt-1".into(),
-            filter_id: "tmf-1".into(),
-            vni: 4242,
-            owner: "prod".into(),
-            ..MirrorSpec::default()
-        }
+        MirrorSpec::for_tests("prod", 4242)
     }
 
     fn session(id: &str, eni: &str, owner: &str) -> Session {

@@ -226,13 +226,7 @@ fn a_receive_worker_that_panics_takes_the_process_down() {
         Some(6),
         "SIGABRT, not a clean exit: {status}"
     );
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
     assert!(stderr.contains("panicked"), "{stderr}");
     assert!(stderr.contains("rx-0"), "the thread is named: {stderr}");
     assert!(stderr.contains("aborting"), "{stderr}");

@@ -2,7 +2,6 @@
 //! with an error naming the variable and the offending text, and makes no API call at all
 //! (its endpoint is a listener on 127.0.0.1 that counts connections: zero).
 
-use std::io::Read;
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -69,13 +68,7 @@ fn bad_filter_syntax_stops_the_function_before_any_api_call() {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let mut stderr = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
+        let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
         assert!(!status.success(), "{var}={value}: exited successfully");
         assert!(stderr.contains(var), "{var}={value}: {stderr}");
         assert!(stderr.contains(needle), "{var}={value}: {stderr}");

@@ -123,16 +123,12 @@ pub fn rfc3339(unix: u64) -> String {
     let t = i64::try_from(unix)
         .ok()
         .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
-        .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc());
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+        .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc())
+        .replace_nanosecond(0)
+        .expect("0 is a valid nanosecond");
+    // Whole seconds: RFC 3339 without a fraction.
+    t.format(&time::format_description::well_known::Rfc3339)
+        .expect("a year of four digits formats")
 }
 
 fn first_tag(tags: &Tags, keys: &[&str]) -> Option<String> {

@@ -21,6 +21,20 @@ use mirror_aws::handlers::{self, MirrorRun};
 use mirror_aws::observe::observe;
 use mirror_testkit::{ENI_TAG, Moto, Seed, scratch, tools};
 
+/// One run of `run` over `scope`, and its wall time in seconds.
+async fn timed_run(
+    ec2: &SdkEc2,
+    run: &MirrorRun,
+    scope: &Scope,
+    what: &str,
+) -> (mirror::report::Report, f64) {
+    let t = Instant::now();
+    let report = handlers::run_mirror(ec2, &handlers::NoStore, run, scope, handlers::now_unix())
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    (report, t.elapsed().as_secs_f64())
+}
+
 fn print_calls(label: &str, ec2: &SdkEc2, before: &[(&'static str, u64)], secs: f64) {
     let after = ec2.calls().snapshot();
     let mut total = 0;
@@ -85,17 +99,7 @@ async fn bench(tools: mirror_testkit::Tools, n: usize) {
     let reconcile = MirrorRun::new("reconcile-mirrors", settings.clone());
 
     let before = ec2.calls().snapshot();
-    let t = Instant::now();
-    let report = handlers::run_mirror(
-        &ec2,
-        &handlers::NoStore,
-        &reconcile,
-        &Scope::All,
-        handlers::now_unix(),
-    )
-    .await
-    .expect("first reconcile");
-    let secs = t.elapsed().as_secs_f64();
+    let (report, secs) = timed_run(&ec2, &reconcile, &Scope::All, "first reconcile").await;
     assert_eq!(report.created.count, n, "every ENI got its session");
     assert_eq!(report.errors.count, 0);
     print_calls(
@@ -106,17 +110,7 @@ async fn bench(tools: mirror_testkit::Tools, n: usize) {
     );
 
     let before = ec2.calls().snapshot();
-    let t = Instant::now();
-    let report = handlers::run_mirror(
-        &ec2,
-        &handlers::NoStore,
-        &reconcile,
-        &Scope::All,
-        handlers::now_unix(),
-    )
-    .await
-    .expect("steady-state reconcile");
-    let secs = t.elapsed().as_secs_f64();
+    let (report, secs) = timed_run(&ec2, &reconcile, &Scope::All, "steady-state reconcile").await;
     assert_eq!(report.unchanged.count, n);
     assert_eq!(
         report.created.count + report.deleted.count + report.modified.count,
@@ -171,17 +165,13 @@ async fn bench(tools: mirror_testkit::Tools, n: usize) {
 
     let onboard = MirrorRun::new("onboard-eni", settings);
     let before = ec2.calls().snapshot();
-    let t = Instant::now();
-    let report = handlers::run_mirror(
+    let (report, secs) = timed_run(
         &ec2,
-        &handlers::NoStore,
         &onboard,
         &Scope::enis([enis[0].clone()]),
-        handlers::now_unix(),
+        "onboard run",
     )
-    .await
-    .expect("onboard run");
-    let secs = t.elapsed().as_secs_f64();
+    .await;
     assert_eq!(report.unchanged.count, 1);
     print_calls("onboard (1 ENI in scope)", &ec2, &before, secs);
 }

@@ -73,6 +73,15 @@ impl Eni {
     }
 }
 
+/// Stops the daemon (it must exit cleanly) and removes the test's directory.
+fn stop(p: &mut RebuilderProc, dir: &Path) {
+    assert!(
+        p.terminate(Duration::from_secs(10))
+            .is_some_and(|s| s.success())
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn records_name_the_source_and_a_replaced_map_applies_to_later_records_without_losing_flows() {
     // The map appears after the start (the timer's first fetch may come later).
@@ -239,11 +248,7 @@ fn records_name_the_source_and_a_replaced_map_applies_to_later_records_without_l
         Some(1.0)
     );
     assert_eq!(m.get("rebuilder_source_map_entries"), 3);
-    assert!(
-        p.terminate(Duration::from_secs(10))
-            .is_some_and(|s| s.success())
-    );
-    std::fs::remove_dir_all(&dir).unwrap();
+    stop(&mut p, &dir);
 }
 
 #[test]
@@ -298,11 +303,7 @@ fn the_http_replay_sink_carries_the_source_as_headers_when_asked() {
         serde_json::from_str(rb.first_header("x-rebuilder-source").unwrap()).unwrap();
     assert_eq!(src["sender_ip"], "127.0.0.3");
     assert_eq!(src["eni"], serde_json::Value::Null);
-    assert!(
-        p.terminate(Duration::from_secs(10))
-            .is_some_and(|s| s.success())
-    );
-    std::fs::remove_dir_all(&dir).unwrap();
+    stop(&mut p, &dir);
 }
 
 #[test]
@@ -399,9 +400,5 @@ fn a_request_mirrored_at_the_load_balancer_and_at_its_target_is_one_record_with_
     });
     assert_eq!(m.get("rebuilder_dedup_released_total"), 1);
     assert_eq!(m.get("rebuilder_dedup_held_bytes"), 0);
-    assert!(
-        p.terminate(Duration::from_secs(10))
-            .is_some_and(|s| s.success())
-    );
-    std::fs::remove_dir_all(&dir).unwrap();
+    stop(&mut p, &dir);
 }

@@ -73,6 +73,21 @@ impl Eni {
     }
 }
 
+/// `rebuilder run` with the ndjson sink to `collector` (flushed every 100 ms), the source map
+/// at `map`, and `extra` arguments.
+fn ndjson_daemon(collector: &Analyzer, map: &Path, extra: &[&str]) -> RebuilderProc {
+    let mut args = vec![
+        "--sink",
+        "ndjson",
+        "--sink-flush-ms",
+        "100",
+        "--sources-file",
+        map.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    RebuilderProc::start(&collector.url(), &args)
+}
+
 /// Stops the daemon (it must exit cleanly) and removes the test's directory.
 fn stop(p: &mut RebuilderProc, dir: &Path) {
     assert!(
@@ -87,17 +102,12 @@ fn records_name_the_source_and_a_replaced_map_applies_to_later_records_without_l
     // The map appears after the start (the timer's first fetch may come later).
     let (dir, path) = map_file("daemon-sources");
     let collector = Analyzer::loopback();
-    let mut p = RebuilderProc::start(
-        &collector.url(),
+    let mut p = ndjson_daemon(
+        &collector,
+        &path,
         &[
-            "--sink",
-            "ndjson",
-            "--sink-flush-ms",
-            "100",
             "--workers",
             "1",
-            "--sources-file",
-            path.to_str().unwrap(),
             "--sources-poll-ms",
             "50",
             "--source-metrics-top",
@@ -323,21 +333,10 @@ fn a_request_mirrored_at_the_load_balancer_and_at_its_target_is_one_record_with_
         serde_json::json!({"type": "app", "name": "shop", "id": "50dc6c495c0c9188"});
     put(&path, &doc.to_string());
     let collector = Analyzer::loopback();
-    let mut p = RebuilderProc::start(
-        &collector.url(),
-        &[
-            "--sink",
-            "ndjson",
-            "--sink-flush-ms",
-            "100",
-            "--workers",
-            "2",
-            "--sources-file",
-            path.to_str().unwrap(),
-            "--dedup",
-            "--dedup-window-ms",
-            "1500",
-        ],
+    let mut p = ndjson_daemon(
+        &collector,
+        &path,
+        &["--workers", "2", "--dedup", "--dedup-window-ms", "1500"],
     );
     assert!(wait_until(Duration::from_secs(10), || {
         p.metrics().get("rebuilder_source_map_entries") == 2

@@ -358,6 +358,25 @@ fn synthetic_base() -> SynthConfig {
     }
 }
 
+/// `base` with every connection pipelining its requests.
+fn pipelined(base: &SynthConfig) -> SynthConfig {
+    SynthConfig {
+        pipelining: 1.0,
+        seed: 3,
+        ..base.clone()
+    }
+}
+
+/// `base` with half the connections over IPv6 and half VLAN-tagged.
+fn ipv6_vlan(base: &SynthConfig) -> SynthConfig {
+    SynthConfig {
+        ipv6: 0.5,
+        vlan: 0.5,
+        seed: 4,
+        ..base.clone()
+    }
+}
+
 /// `cfg`'s capture written to `dir/name.pcap`, and its ground truth.
 fn generated(dir: &Path, name: &str, cfg: SynthConfig) -> (PathBuf, Vec<TruthRequest>) {
     let (frames, truth) = rebuilder::offline::synth::generate(cfg);
@@ -402,25 +421,8 @@ fn tshark_and_replay_agree_with_the_generator_truth_on_synthetic_captures() {
             },
             false,
         ),
-        (
-            "pipelining",
-            SynthConfig {
-                pipelining: 1.0,
-                seed: 3,
-                ..base.clone()
-            },
-            true,
-        ),
-        (
-            "ipv6-vlan",
-            SynthConfig {
-                ipv6: 0.5,
-                vlan: 0.5,
-                seed: 4,
-                ..base.clone()
-            },
-            true,
-        ),
+        ("pipelining", pipelined(&base), true),
+        ("ipv6-vlan", ipv6_vlan(&base), true),
         (
             "jumbo",
             SynthConfig {
@@ -567,15 +569,7 @@ fn tshark_pairs_every_response_with_the_same_request_and_status_as_replay() {
     // (name, configuration, tshark's pairing is an oracle)
     let cases = [
         ("keep-alive", base.clone(), true),
-        (
-            "pipelining",
-            SynthConfig {
-                pipelining: 1.0,
-                seed: 3,
-                ..base.clone()
-            },
-            false,
-        ),
+        ("pipelining", pipelined(&base), false),
         (
             "chunked-responses",
             SynthConfig {
@@ -585,16 +579,7 @@ fn tshark_pairs_every_response_with_the_same_request_and_status_as_replay() {
             },
             true,
         ),
-        (
-            "ipv6-vlan",
-            SynthConfig {
-                ipv6: 0.5,
-                vlan: 0.5,
-                seed: 4,
-                ..base
-            },
-            true,
-        ),
+        ("ipv6-vlan", ipv6_vlan(&base), true),
     ];
     let tmp = TempDir::new("mf-oracle-responses").unwrap();
     for (name, cfg, tshark_pairs) in cases {

@@ -259,6 +259,20 @@ impl Direction {
         }
     }
 
+    /// Its stream, and apart from it what a request parser's sink borrows.
+    pub(super) fn for_parsing(&mut self) -> (&mut Stream, RequestParts<'_>) {
+        let in_step = self.stream.saw_syn();
+        (
+            &mut self.stream,
+            RequestParts {
+                parser: &mut self.parser,
+                pairing: &mut self.pairing,
+                cursor: &mut self.cursor,
+                in_step,
+            },
+        )
+    }
+
     /// Who the stream of this direction (key `key`) belongs to.
     #[inline]
     pub(super) fn meta(&self, key: &FlowKey) -> Meta {
@@ -289,4 +303,13 @@ impl Direction {
         let n = self.parser.emitted();
         n >= 2 || (n >= 1 && self.stream.saw_syn())
     }
+}
+
+/// What a request direction lends its parser's sink ([`Direction::for_parsing`]).
+pub(super) struct RequestParts<'a> {
+    pub(super) parser: &'a mut Parser,
+    pub(super) pairing: &'a mut Option<Box<Pairing>>,
+    pub(super) cursor: &'a mut Cursor,
+    /// The stream was seen from its SYN.
+    pub(super) in_step: bool,
 }

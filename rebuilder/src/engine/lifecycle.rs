@@ -83,22 +83,18 @@ impl Engine {
         }
         let server_known = self.table.find(&key.reverse()).is_some();
         let meta = value.meta(&key);
-        let mut sink = ParserSink {
-            parser: &mut value.parser,
-            shared: &mut self.shared,
+        let (stream, parts) = value.for_parsing();
+        let mut sink = ParserSink::new(
+            parts,
+            &mut self.shared,
             out,
             meta,
-            pairing: &mut value.pairing,
-            cursor: &mut value.cursor,
-            in_step: value.stream.saw_syn(),
             server_known,
             now_us,
             end,
-            discard: false,
-            resume_now: false,
-        };
+        );
         // Ends the parser too (`Sink::end`), exactly once per stream.
-        value.stream.close(&mut sink);
+        stream.close(&mut sink);
         if let Some(mut pairing) = value.pairing.take() {
             let mut ctx = self.shared.pair_ctx(out);
             pairing.flush(end.missing(), &mut ctx);

@@ -276,21 +276,17 @@ impl Engine {
         let key = entry.key;
         let dir = &mut entry.value;
         let meta = dir.meta(&key);
-        let mut sink = AnySink::Requests(ParserSink {
-            parser: &mut dir.parser,
-            shared: &mut self.shared,
+        let (stream, parts) = dir.for_parsing();
+        let mut sink = AnySink::Requests(ParserSink::new(
+            parts,
+            &mut self.shared,
             out,
             meta,
-            pairing: &mut dir.pairing,
-            cursor: &mut dir.cursor,
-            in_step: dir.stream.saw_syn(),
             server_known,
             now_us,
             end,
-            discard: false,
-            resume_now: false,
-        });
-        let r = f(&mut dir.stream, &self.stream_limits, &mut sink);
+        ));
+        let r = f(stream, &self.stream_limits, &mut sink);
         self.note_waiting(idx);
         self.apply_verdict(idx, now_us, out);
         r

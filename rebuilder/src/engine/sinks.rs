@@ -25,7 +25,33 @@ pub(super) struct ParserSink<'a> {
     pub(super) resume_now: bool,
 }
 
-impl ParserSink<'_> {
+impl<'a> ParserSink<'a> {
+    /// The sink of a request direction's stream (`parts`), reaching the end kind `end`.
+    pub(super) fn new(
+        parts: RequestParts<'a>,
+        shared: &'a mut Shared,
+        out: &'a mut Vec<HttpRequest>,
+        meta: Meta,
+        server_known: bool,
+        now_us: u64,
+        end: EndKind,
+    ) -> ParserSink<'a> {
+        ParserSink {
+            parser: parts.parser,
+            shared,
+            out,
+            meta,
+            pairing: parts.pairing,
+            cursor: parts.cursor,
+            in_step: parts.in_step,
+            server_known,
+            now_us,
+            end,
+            discard: false,
+            resume_now: false,
+        }
+    }
+
     pub(super) fn at_boundary(&self) -> bool {
         self.parser.held() == 0
             && matches!(

@@ -259,12 +259,14 @@ impl Direction {
         }
     }
 
-    /// Its stream, and apart from it what a request parser's sink borrows.
-    pub(super) fn for_parsing(&mut self) -> (&mut Stream, RequestParts<'_>) {
+    /// Its stream (key `key`), and apart from it what a request parser's sink borrows.
+    pub(super) fn for_parsing(&mut self, key: &FlowKey) -> (&mut Stream, RequestParts<'_>) {
         let in_step = self.stream.saw_syn();
+        let meta = self.meta(key);
         (
             &mut self.stream,
             RequestParts {
+                meta,
                 parser: &mut self.parser,
                 pairing: &mut self.pairing,
                 cursor: &mut self.cursor,
@@ -307,6 +309,7 @@ impl Direction {
 
 /// What a request direction lends its parser's sink ([`Direction::for_parsing`]).
 pub(super) struct RequestParts<'a> {
+    pub(super) meta: Meta,
     pub(super) parser: &'a mut Parser,
     pub(super) pairing: &'a mut Option<Box<Pairing>>,
     pub(super) cursor: &'a mut Cursor,

@@ -82,17 +82,8 @@ impl Engine {
             return;
         }
         let server_known = self.table.find(&key.reverse()).is_some();
-        let meta = value.meta(&key);
-        let (stream, parts) = value.for_parsing();
-        let mut sink = ParserSink::new(
-            parts,
-            &mut self.shared,
-            out,
-            meta,
-            server_known,
-            now_us,
-            end,
-        );
+        let (stream, parts) = value.for_parsing(&key);
+        let mut sink = ParserSink::new(parts, &mut self.shared, out, server_known, now_us, end);
         // Ends the parser too (`Sink::end`), exactly once per stream.
         stream.close(&mut sink);
         if let Some(mut pairing) = value.pairing.take() {

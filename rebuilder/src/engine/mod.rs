@@ -275,17 +275,9 @@ impl Engine {
         let entry = self.table.entry_mut(idx);
         let key = entry.key;
         let dir = &mut entry.value;
-        let meta = dir.meta(&key);
-        let (stream, parts) = dir.for_parsing();
-        let mut sink = AnySink::Requests(ParserSink::new(
-            parts,
-            &mut self.shared,
-            out,
-            meta,
-            server_known,
-            now_us,
-            end,
-        ));
+        let (stream, parts) = dir.for_parsing(&key);
+        let sink = ParserSink::new(parts, &mut self.shared, out, server_known, now_us, end);
+        let mut sink = AnySink::Requests(sink);
         let r = f(stream, &self.stream_limits, &mut sink);
         self.note_waiting(idx);
         self.apply_verdict(idx, now_us, out);

@@ -348,15 +348,18 @@ impl Pairing {
             connect: req.method.eq_ignore_ascii_case("CONNECT"),
             guess: false,
         };
+        let placed = Slot {
+            prev_ack,
+            ..Slot::probe(start, ack, asked)
+        };
         if let Some((at, resp)) = self.early.pop_front() {
             // A response that came ahead of its request (directions out of order): it answers
             // this one if nothing waits before it, causality holds and its framing fits.
             self.early_held -= resp.held_bytes();
             ctx.budget.give(resp.held_bytes());
-            let probe = Slot::probe(start, ack, asked);
             let fits = fits_of(asked, &resp);
             let in_step = self.anchored && self.queue.is_empty() && !self.unknown_tail;
-            if in_step && Pairing::causal(&probe, at) && fits {
+            if in_step && Pairing::causal(&placed, at) && fits {
                 if upgrade {
                     self.verdict = Some(verdict_of(asked, &resp));
                 }
@@ -368,7 +371,7 @@ impl Pairing {
                 // The server had not received this request: the response answered nothing
                 // held (a 408 before a close, ...): the count goes on.
                 ctx.stats.responses_unmatched += 1;
-                return self.push_slot(req, start, ack, prev_ack, now_us, asked, upgrade, ctx);
+                return self.push_slot(req, placed, now_us, upgrade, ctx);
             }
             if !in_step && self.queue.is_empty() && !self.pipelined {
                 // Out of step: the evidence rule, over the kept responses.
@@ -378,7 +381,7 @@ impl Pairing {
                         prev_ack.is_some_and(|p| ack.is_some_and(|c| seq_diff(c, p) > 0));
                     if ack == Some(at.seq)
                         && sequential
-                        && Pairing::causal(&probe, at)
+                        && Pairing::causal(&placed, at)
                         && fits_of(asked, &resp)
                     {
                         self.unknown_tail = false;
@@ -405,16 +408,15 @@ impl Pairing {
         }
         if let Some(at) = self.current_early {
             // The response in progress came ahead of this request.
-            let probe = Slot::probe(start, ack, asked);
             if self.anchored
                 && self.queue.is_empty()
                 && self.early.is_empty()
                 && !self.unknown_tail
-                && Pairing::causal(&probe, at)
+                && Pairing::causal(&placed, at)
             {
                 self.current_early = None;
                 // Now the front, its response in progress (`current` stays set).
-                return self.push_slot(req, start, ack, prev_ack, now_us, asked, upgrade, ctx);
+                return self.push_slot(req, placed, now_us, upgrade, ctx);
             }
             self.go_out_of_step(ResponseMissing::Reordered);
         }
@@ -429,25 +431,22 @@ impl Pairing {
             emit(req, None, Some(reason), ctx);
             return false;
         }
-        self.push_slot(req, start, ack, prev_ack, now_us, asked, upgrade, ctx)
+        self.push_slot(req, placed, now_us, upgrade, ctx)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Queues the request whose place is `slot` (from [`Slot::probe`], with its `prev_ack`).
     fn push_slot(
         &mut self,
         req: HttpRequest,
-        start: u32,
-        ack: Option<u32>,
-        prev_ack: Option<u32>,
+        mut slot: Slot,
         now_us: u64,
-        asked: Asked,
         upgrade: bool,
         ctx: &mut PairCtx<'_>,
     ) -> bool {
         if let Some(last) = self.queue.back()
             && last.req.is_some()
-            && ack.is_some()
-            && last.ack == ack
+            && slot.ack.is_some()
+            && last.ack == slot.ack
             && !self.unknown_tail
         {
             self.pipelined = true;
@@ -460,18 +459,8 @@ impl Pairing {
         } else {
             ctx.limits.server_wait_us
         };
-        let mut slot = Slot {
-            req: None,
-            held: 0,
-            start,
-            ack,
-            prev_ack,
-            deadline_us: now_us.saturating_add(wait),
-            unknown_before: std::mem::take(&mut self.unknown_tail),
-            hint: None,
-            asked,
-            upgrade: false,
-        };
+        slot.deadline_us = now_us.saturating_add(wait);
+        slot.unknown_before = std::mem::take(&mut self.unknown_tail);
         let cost = req.held_bytes() + SLOT_BYTES;
         let waits = ctx.budget.try_take(cost);
         if waits {

@@ -105,16 +105,14 @@ fn netns_mirrored_http_reaches_the_analyzer_exactly_once() {
         "user=alice&pass=s3cr3t",
         &format!("{base}/login"),
     ]);
-    let upload: Vec<u8> = (0..20_000u32).map(|i| b'a' + (i % 26) as u8).collect();
-    let upload_path = dir.join("upload.bin");
-    std::fs::write(&upload_path, &upload).unwrap();
+    let (upload, upload_arg) = netns::upload_body(dir, 20_000);
     curl(&[
         "-H",
         "Host: upload.example",
         "-H",
         "Transfer-Encoding: chunked",
         "--data-binary",
-        &format!("@{}", upload_path.display()),
+        &upload_arg,
         &format!("{base}/upload"),
     ]);
     // Keep-alive series: one connection, three requests.

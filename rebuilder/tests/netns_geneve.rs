@@ -113,16 +113,12 @@ fn netns_mirror_through_a_gwlb_reaches_the_analyzer_exactly_once() {
         "user=alice&pass=s3cr3t",
         &format!("{base}/login"),
     ]);
-    let upload: String = (0..30_000u32)
-        .map(|i| char::from(b'a' + (i % 26) as u8))
-        .collect();
-    let upload_path = dir.join("upload.bin");
-    std::fs::write(&upload_path, &upload).unwrap();
+    let (upload, upload_arg) = netns::upload_body(dir, 30_000);
     curl(&[
         "-H",
         "Transfer-Encoding: chunked",
         "--data-binary",
-        &format!("@{}", upload_path.display()),
+        &upload_arg,
         &format!("{base}/upload"),
     ]);
     curl(&[
@@ -162,7 +158,7 @@ fn netns_mirror_through_a_gwlb_reaches_the_analyzer_exactly_once() {
     let expected: BTreeMap<String, usize> = want.iter().map(|t| (t.to_string(), 1)).collect();
     assert_eq!(got, expected, "every request exactly once");
     let uploaded = records.iter().find(|r| r.target == "/upload").unwrap();
-    assert_eq!(uploaded.body(), upload.as_bytes());
+    assert_eq!(uploaded.body(), &upload[..]);
 
     assert!(node.forwarded() > forwarded_before);
     let scrape = || {

@@ -695,6 +695,15 @@ pub fn wait_tcp_in(ns: &str, addr: SocketAddr, timeout: Duration) -> bool {
     })
 }
 
+/// A request body of `len` bytes (`a` to `z` over and over) written to `dir/upload.bin`:
+/// the body and the `curl --data-binary` argument that sends that file.
+pub fn upload_body(dir: &std::path::Path, len: u32) -> (Vec<u8>, String) {
+    let body: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+    let path = dir.join("upload.bin");
+    std::fs::write(&path, &body).unwrap();
+    (body, format!("@{}", path.display()))
+}
+
 /// `curl -sS -o /dev/null --max-time 10 ARGS...` inside namespace `ns` (20 s at most);
 /// panics when curl fails.
 pub fn curl_in(ns: &str, args: &[&str]) {

@@ -80,13 +80,7 @@ fn netns_mirrored_http_reaches_the_analyzer_exactly_once() {
         ])
         .args(["--workers", "2", "--log-format", "json"]);
     let rebuilder = Proc::spawn("rebuilder", cmd, dir).expect("rebuilder run");
-    let health = || netns::http_get_in(&r, admin, "/healthz").map_or(0, |(s, _)| s);
-    assert!(
-        system::wait_until(Duration::from_secs(10), || health() == 200),
-        "/healthz of the collector: {}\n{}",
-        health(),
-        rebuilder.log_tail(20)
-    );
+    netns::wait_healthy_in(&r, admin, &rebuilder);
 
     // Traffic.
     let base = format!("http://{server}");

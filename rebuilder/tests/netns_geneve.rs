@@ -88,13 +88,7 @@ fn netns_mirror_through_a_gwlb_reaches_the_analyzer_exactly_once() {
         .args(["--admin", &admin.to_string()])
         .args(["--workers", "2", "--log-format", "json"]);
     let rebuilder = Proc::spawn("rebuilder", cmd, dir).expect("rebuilder run");
-    let health = || netns::http_get_in(&r, admin, "/healthz").map_or(0, |(s, _)| s);
-    assert!(
-        system::wait_until(Duration::from_secs(10), || health() == 200),
-        "/healthz of the collector: {}\n{}",
-        health(),
-        rebuilder.log_tail(20)
-    );
+    netns::wait_healthy_in(&r, admin, &rebuilder);
     // What the mirror sent before the rebuilder was bound (neighbour discovery at start) was
     // not received: count from here.
     std::thread::sleep(Duration::from_millis(300));

@@ -720,3 +720,15 @@ pub fn http_get_in(ns: &str, addr: SocketAddr, path: &str) -> Option<(u16, Strin
         .ok()
         .flatten()
 }
+
+/// Waits (10 s at most) until the `/healthz` of the rebuilder `proc` (admin address `admin`
+/// in namespace `ns`) answers 200; panics with its log tail otherwise.
+pub fn wait_healthy_in(ns: &str, admin: SocketAddr, proc: &crate::system::Proc) {
+    let health = || http_get_in(ns, admin, "/healthz").map_or(0, |(s, _)| s);
+    assert!(
+        crate::system::wait_until(Duration::from_secs(10), || health() == 200),
+        "/healthz of the collector: {}\n{}",
+        health(),
+        proc.log_tail(20)
+    );
+}

@@ -60,14 +60,8 @@ impl Engine {
             let mut parser = pairing.as_mut().map(|p| take_resp(p, &value.stream));
             match (parser.as_mut(), pairing.as_mut()) {
                 (Some(parser), Some(pairing)) => {
-                    let mut sink = RespSink {
-                        parser,
-                        shared: &mut self.shared,
-                        out,
-                        pairing,
-                        client_next,
-                        end,
-                    };
+                    let shared = &mut self.shared;
+                    let mut sink = RespSink::new(parser, pairing, shared, out, client_next, end);
                     value.stream.close(&mut sink);
                 }
                 _ => {

@@ -246,14 +246,9 @@ impl Engine {
             let mut parser = pairing.as_mut().map(|p| take_resp(p, &dir.stream));
             let r = match (parser.as_mut(), pairing.as_mut()) {
                 (Some(parser), Some(pairing)) => {
-                    let mut sink = AnySink::Responses(RespSink {
-                        parser,
-                        shared: &mut self.shared,
-                        out,
-                        pairing,
-                        client_next,
-                        end,
-                    });
+                    let shared = &mut self.shared;
+                    let sink = RespSink::new(parser, pairing, shared, out, client_next, end);
+                    let mut sink = AnySink::Responses(sink);
                     f(&mut dir.stream, &self.stream_limits, &mut sink)
                 }
                 _ => {

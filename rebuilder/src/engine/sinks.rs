@@ -215,7 +215,26 @@ pub(super) struct RespSink<'a> {
     pub(super) end: EndKind,
 }
 
-impl RespSink<'_> {
+impl<'a> RespSink<'a> {
+    /// The sink of a server stream: its parser, its connection's pairing.
+    pub(super) fn new(
+        parser: &'a mut ResponseParser,
+        pairing: &'a mut Pairing,
+        shared: &'a mut Shared,
+        out: &'a mut Vec<HttpRequest>,
+        client_next: Option<u32>,
+        end: EndKind,
+    ) -> RespSink<'a> {
+        RespSink {
+            parser,
+            shared,
+            out,
+            pairing,
+            client_next,
+            end,
+        }
+    }
+
     pub(super) fn run(
         &mut self,
         f: impl FnOnce(&mut ResponseParser, &mut http::response::RespCtx<'_>),

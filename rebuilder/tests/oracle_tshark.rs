@@ -322,6 +322,30 @@ fn netns_replay_agrees_with_tshark_on_kernel_mirrored_traffic() {
         "rebuilder replay disagrees with tshark"
     );
 
+    // Responses: every request was answered, and the pairs replay makes are tshark's, except
+    // inside the pipeline, where tshark names the segment's last request for every response.
+    let pipelined = |p: &(String, u16)| p.0.starts_with("/pipe/");
+    let replay_pairs = replay_pairs(&json);
+    assert_eq!(
+        replay_pairs.len(),
+        sent.len(),
+        "a request without its response"
+    );
+    let (pipe, rest): (Vec<_>, Vec<_>) = replay_pairs.into_iter().partition(pipelined);
+    let tshark_rest: Vec<_> = tshark_responses(&pcap, 8000)
+        .into_iter()
+        .filter(|p| !pipelined(p))
+        .collect();
+    assert_eq!(
+        rest, tshark_rest,
+        "replay pairs responses differently from tshark"
+    );
+    assert_eq!(
+        pipe.iter().map(|p| p.1).collect::<Vec<_>>(),
+        [200, 200, 200],
+        "the pipeline's three responses"
+    );
+
     // Details tshark does not give us in this form: the bodies themselves and the addressing.
     for v in &json {
         assert_eq!(v["vni"], 77);
@@ -347,6 +371,23 @@ fn netns_replay_agrees_with_tshark_on_kernel_mirrored_traffic() {
     );
     assert_eq!(body_of("/post/big"), "x".repeat(20_000).into_bytes());
     assert_eq!(body_of("/pipe/2"), b"hello world");
+}
+
+/// `(request target, response status)` of every record of `records` that has its response,
+/// sorted.
+fn replay_pairs(records: &[serde_json::Value]) -> Vec<(String, u16)> {
+    let mut pairs: Vec<(String, u16)> = records
+        .iter()
+        .filter(|r| !r["response"].is_null())
+        .map(|r| {
+            (
+                r["target"].as_str().unwrap().to_owned(),
+                r["response"]["status"].as_u64().unwrap() as u16,
+            )
+        })
+        .collect();
+    pairs.sort();
+    pairs
 }
 
 /// The small synthetic capture both generator oracles start from.
@@ -510,7 +551,8 @@ fn tshark_and_replay_agree_with_the_generator_truth_on_synthetic_captures() {
 
 /// `(request target, response status)` of every response tshark pairs with a request
 /// (`http.response_for.uri` without its scheme and host; `http.response.code`), sorted.
-fn tshark_responses(pcap: &Path) -> Vec<(String, u16)> {
+fn tshark_responses(pcap: &Path, http_port: u16) -> Vec<(String, u16)> {
+    let port = format!("tcp.port=={http_port},http");
     let out = run(&[
         "tshark",
         "-n",
@@ -518,6 +560,10 @@ fn tshark_responses(pcap: &Path) -> Vec<(String, u16)> {
         pcap.to_str().unwrap(),
         "-d",
         "udp.port==4789,vxlan",
+        "-d",
+        &port,
+        "-o",
+        "tcp.reassemble_out_of_order:TRUE",
         "-Y",
         "http.response",
         "-T",
@@ -593,18 +639,8 @@ fn tshark_pairs_every_response_with_the_same_request_and_status_as_replay() {
             .collect();
         want.sort();
         let (_, records) = replay_requests(&pcap);
-        let mut from_replay: Vec<(String, u16)> = records
-            .iter()
-            .filter(|r| !r["response"].is_null())
-            .map(|r| {
-                (
-                    r["target"].as_str().unwrap().to_owned(),
-                    r["response"]["status"].as_u64().unwrap() as u16,
-                )
-            })
-            .collect();
-        from_replay.sort();
-        let from_tshark = tshark_responses(&pcap);
+        let from_replay = replay_pairs(&records);
+        let from_tshark = tshark_responses(&pcap, 80);
         assert!(want.len() >= 40, "{name}: only {} responses", want.len());
         assert_eq!(
             from_replay, want,

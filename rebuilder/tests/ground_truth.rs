@@ -36,12 +36,19 @@ fn engine_config() -> EngineConfig {
 }
 
 fn extract(cfg: &SynthConfig) -> (Vec<HttpRequest>, Vec<TruthRequest>, u64) {
+    extract_with(cfg, engine_config())
+}
+
+fn extract_with(
+    cfg: &SynthConfig,
+    engine: EngineConfig,
+) -> (Vec<HttpRequest>, Vec<TruthRequest>, u64) {
     let (frames, truth) = generate(cfg.clone());
     let n = frames.len() as u64;
     let mut pcap = Vec::new();
     write_pcap(frames, &mut pcap).unwrap();
     let mut got = Vec::new();
-    let outcome = run_capture(&pcap[..], engine_config(), |r| {
+    let outcome = run_capture(&pcap[..], engine, |r| {
         got.push(r.clone());
         Ok(())
     })
@@ -814,4 +821,46 @@ fn an_expect_continue_head_whose_body_is_lost_is_not_emitted() {
             got.iter().map(summary).collect::<Vec<_>>()
         );
     }
+}
+
+/// Response bodies left out (`keep_response_bodies: false`: `rebuilder replay` without a body
+/// in its output, the http-replay sink): every request and every response is as with them but
+/// for the body bytes, bodies cut at the cap included.
+#[test]
+fn response_bodies_left_out_change_nothing_but_their_bytes() {
+    let cfg = SynthConfig {
+        small_segments: 0.3,
+        pipelining: 0.2,
+        ..SynthConfig::realistic(7, 200, 50)
+    };
+    let capped = |keep_response_bodies| EngineConfig {
+        max_body_bytes: 1000,
+        keep_response_bodies,
+        ..engine_config()
+    };
+    let (mut kept, _, _) = extract_with(&cfg, capped(true));
+    let (mut measured, _, _) = extract_with(&cfg, capped(false));
+    kept.sort_by_key(key);
+    measured.sort_by_key(key);
+    let responses: Vec<_> = kept.iter().filter_map(|r| r.response.as_ref()).collect();
+    assert!(responses.len() > 100, "{} responses", responses.len());
+    assert!(responses.iter().any(|r| r.body_truncated), "a body is cut");
+    assert!(
+        responses
+            .iter()
+            .any(|r| !r.body.is_empty() && !r.body_truncated),
+        "a body is whole"
+    );
+    assert!(
+        measured
+            .iter()
+            .filter_map(|r| r.response.as_ref())
+            .all(|r| r.body.is_empty())
+    );
+    for r in &mut kept {
+        if let Some(resp) = r.response.as_mut() {
+            resp.body.clear();
+        }
+    }
+    assert!(kept == measured, "more than the response bytes differ");
 }

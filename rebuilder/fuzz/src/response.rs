@@ -24,6 +24,7 @@ struct Answers {
     budget: Budget,
     stats: EngineStats,
     max_body: usize,
+    keep_bodies: bool,
 }
 
 impl Answering for Answers {
@@ -47,10 +48,18 @@ impl Answering for Answers {
         self.told += 1;
         assert!(response.body.len() <= self.max_body, "body over the cap");
         assert!(response.body.len() as u64 <= response.body_len);
-        assert_eq!(
-            response.body_truncated,
-            (response.body.len() as u64) < response.body_len
-        );
+        if self.keep_bodies {
+            assert_eq!(
+                response.body_truncated,
+                (response.body.len() as u64) < response.body_len
+            );
+        } else {
+            assert!(response.body.is_empty(), "a body kept though not asked");
+            assert_eq!(
+                response.body_truncated,
+                response.body_len > self.max_body as u64
+            );
+        }
         self.complete.push(response);
     }
     fn lost(&mut self, _reason: ResponseMissing) {
@@ -75,13 +84,14 @@ struct ResponseRun {
 }
 
 impl ResponseRun {
-    fn new(input: &ResponseInput) -> ResponseRun {
+    fn new(input: &ResponseInput, keep_bodies: bool) -> ResponseRun {
         let (limits, budget) = if input.small_caps {
             (
                 ResponseLimits {
                     max_header_bytes: 128,
                     max_headers: 6,
                     max_body_bytes: 16,
+                    keep_bodies,
                 },
                 512,
             )
@@ -91,6 +101,7 @@ impl ResponseRun {
                     max_header_bytes: 64 * 1024,
                     max_headers: 128,
                     max_body_bytes: 1 << 20,
+                    keep_bodies,
                 },
                 1 << 22,
             )
@@ -105,6 +116,7 @@ impl ResponseRun {
                 budget: Budget::new(budget),
                 stats: EngineStats::default(),
                 max_body: limits.max_body_bytes,
+                keep_bodies,
             },
             limits,
             seq: 7,
@@ -163,11 +175,11 @@ impl ResponseRun {
 /// with gaps: nothing panics, accounting stays exact, every response is told once.
 pub fn run_response(input: &ResponseInput) {
     let wire = &input.wire;
-    let mut whole = ResponseRun::new(input);
+    let mut whole = ResponseRun::new(input, true);
     whole.data(wire);
     whole.end();
     let points = cut_points(&input.cuts, wire.len());
-    let mut split = ResponseRun::new(input);
+    let mut split = ResponseRun::new(input, true);
     for w in points.windows(2) {
         split.data(&wire[w[0]..w[1]]);
     }
@@ -184,7 +196,28 @@ pub fn run_response(input: &ResponseInput) {
         );
     }
 
-    let mut gapped = ResponseRun::new(input);
+    // Bodies measured, not kept: the same responses but for the bytes, the same counters.
+    let mut measured = ResponseRun::new(input, false);
+    measured.data(wire);
+    measured.end();
+    if !input.small_caps {
+        let without_bodies = |run: &ResponseRun| {
+            let mut v = run.answers.complete.clone();
+            v.iter_mut().for_each(|r| r.body.clear());
+            v
+        };
+        assert_eq!(
+            measured.answers.complete,
+            without_bodies(&whole),
+            "keeping bodies changes more than the bytes"
+        );
+        assert_eq!(
+            measured.answers.stats, whole.answers.stats,
+            "keeping bodies changes the counters"
+        );
+    }
+
+    let mut gapped = ResponseRun::new(input, true);
     let mut at = 0usize;
     for &(pos, len) in &input.gaps {
         let pos = (usize::from(pos) % (wire.len() + 1)).max(at);

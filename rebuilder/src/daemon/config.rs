@@ -356,6 +356,10 @@ impl RunArgs {
             max_header_bytes: self.max_header_bytes,
             max_headers: self.max_headers,
             max_body_bytes: self.max_body_bytes,
+            // Only an ndjson line with a body (or decoded from one) reads response bodies;
+            // the http-replay sink re-sends requests alone.
+            keep_response_bodies: self.sink == SinkKind::Ndjson
+                && (self.sink_with_body || self.decode_bodies),
             response_timeout_us: self.response_timeout_us,
             server_wait_us: self.server_wait_us,
             max_pending_requests: self.max_pending_requests,
@@ -439,6 +443,20 @@ mod tests {
         assert_eq!(e.max_flows, 7);
         assert_eq!(e.max_body_bytes, 99);
         assert_eq!(e.vni_allow, Some(vec![3, 4]));
+    }
+
+    #[test]
+    fn response_bodies_are_kept_only_for_an_ndjson_sink_that_writes_or_decodes_them() {
+        let keep = |extra: &[&str]| {
+            let mut args = vec!["--upstream", "http://u"];
+            args.extend_from_slice(extra);
+            parse(&args).engine_config().keep_response_bodies
+        };
+        assert!(!keep(&[]));
+        assert!(!keep(&["--sink", "http-replay", "--sink-with-body"]));
+        assert!(!keep(&["--sink", "ndjson"]));
+        assert!(keep(&["--sink", "ndjson", "--sink-with-body"]));
+        assert!(keep(&["--sink", "ndjson", "--decode-bodies"]));
     }
 
     #[test]

@@ -41,6 +41,12 @@ pub struct EngineConfig {
     pub max_headers: usize,
     /// Maximum body kept per request; longer bodies are cut and flagged. Default 1 MiB.
     pub max_body_bytes: usize,
+    /// Whether response bodies are kept (up to `max_body_bytes`, as request bodies). When
+    /// not, responses keep everything else (`body_len`, `body_truncated` as if kept) and
+    /// their bodies are not copied: the outputs that never read them (`rebuilder replay`
+    /// without `--with-body` / `--decode-bodies`, the `http-replay` sink) save the copy and
+    /// the memory. Default `true`.
+    pub keep_response_bodies: bool,
     /// Only these VNIs are processed (`None` = all).
     pub vni_allow: Option<Vec<u32>>,
     /// Only tunnel datagrams whose source is in these ranges are processed; the others are
@@ -87,6 +93,7 @@ impl Default for EngineConfig {
             max_header_bytes: 1024 * 1024,
             max_headers: 1000,
             max_body_bytes: 1024 * 1024,
+            keep_response_bodies: true,
             vni_allow: None,
             allow_from: None,
             response_timeout_us: 10_000_000,

@@ -189,6 +189,7 @@ impl Engine {
             max_header_bytes: config.max_response_header_bytes,
             max_headers: config.max_headers.max(128),
             max_body_bytes: config.max_body_bytes,
+            keep_bodies: config.keep_response_bodies,
         };
         let pair_limits = PairingLimits {
             response_timeout_us: config.response_timeout_us,

@@ -173,6 +173,9 @@ impl ReplayArgs {
         if let Some(m) = self.max_body_bytes {
             config.max_body_bytes = m;
         }
+        // Only a JSON record with a body (or decoded from one) reads response bodies.
+        config.keep_response_bodies =
+            self.format == OutputFormat::Jsonl && (self.with_body || self.decode_bodies);
         config.response_timeout_us = self.response_timeout_us;
         config.server_wait_us = self.server_wait_us;
         config.health_checks = self.health_checks.rule();
@@ -676,6 +679,30 @@ pub fn generate_command(args: &GenerateArgs) -> Result<(u64, u64, u64), ReplayEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_bodies_are_kept_only_for_jsonl_that_writes_or_decodes_them() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            replay: ReplayArgs,
+        }
+        let keep = |extra: &[&str]| {
+            let args = ["replay"].iter().chain(extra).chain(&["x.pcap"]);
+            Cli::try_parse_from(args)
+                .expect("parses")
+                .replay
+                .engine_config()
+                .keep_response_bodies
+        };
+        assert!(!keep(&[]));
+        assert!(!keep(&["--format", "jsonl"]));
+        assert!(!keep(&["--format", "summary", "--with-body"]));
+        assert!(!keep(&["--format", "http", "--decode-bodies"]));
+        assert!(keep(&["--format", "jsonl", "--with-body"]));
+        assert!(keep(&["--format", "jsonl", "--decode-bodies"]));
+    }
 
     #[test]
     fn timestamps_render_as_rfc3339_with_microseconds() {

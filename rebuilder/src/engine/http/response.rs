@@ -83,6 +83,10 @@ pub struct ResponseLimits {
     pub max_headers: usize,
     /// Largest body kept.
     pub max_body_bytes: usize,
+    /// Whether body bytes are kept at all. When not, a body is framed and measured
+    /// (`body_len`, and `body_truncated` exactly as if it had been kept: longer than
+    /// `max_body_bytes`) but never copied nor charged: for outputs that do not read it.
+    pub keep_bodies: bool,
 }
 
 /// Everything the response parser writes to.
@@ -612,7 +616,9 @@ impl ResponseParser {
             .map(|h| (h.name.to_owned(), h.value.to_vec()))
             .collect();
         let capacity = match framing {
-            Framing::Length(n) => (n.min(64 * 1024) as usize).min(ctx.limits.max_body_bytes),
+            Framing::Length(n) if ctx.limits.keep_bodies => {
+                (n.min(64 * 1024) as usize).min(ctx.limits.max_body_bytes)
+            }
             _ => 0,
         };
         let capacity = if ctx.answering.budget().used + capacity <= ctx.answering.budget().limit {
@@ -677,6 +683,11 @@ impl ResponseParser {
             return;
         }
         let max = ctx.limits.max_body_bytes;
+        if !ctx.limits.keep_bodies {
+            // Measured, not kept: cut where a kept body would be.
+            c.resp.body_truncated = c.resp.body_len > max as u64;
+            return;
+        }
         let body = &mut c.resp.body;
         let mut take = bytes.len().min(max.saturating_sub(body.len()));
         let need = body.len() + take;

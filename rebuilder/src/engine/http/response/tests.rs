@@ -52,6 +52,7 @@ const LIMITS: ResponseLimits = ResponseLimits {
     max_header_bytes: 8192,
     max_headers: 64,
     max_body_bytes: 1 << 20,
+    keep_bodies: true,
 };
 
 struct H {
@@ -262,6 +263,72 @@ fn bodies_are_cut_at_the_cap_and_counted_whole() {
 }
 
 #[test]
+fn bodies_not_kept_are_measured_and_cut_as_if_kept_and_hold_no_memory() {
+    let wire: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789\
+HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n\
+HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nxyz\
+HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nwxyz";
+    let run = |keep_bodies: bool| {
+        let limits = ResponseLimits {
+            max_body_bytes: 4,
+            keep_bodies,
+            ..LIMITS
+        };
+        let mut h = H::with(true, limits, 1 << 20);
+        // Byte by byte: the body is measured across every segment boundary. `mid`: what is
+        // charged inside the first body.
+        let mut mid = 0;
+        for (i, b) in wire.iter().enumerate() {
+            h.feed(std::slice::from_ref(b));
+            if i == 41 {
+                mid = h.r.budget.used;
+            }
+        }
+        (h, mid)
+    };
+    let (kept, kept_mid) = run(true);
+    let (measured, measured_mid) = run(false);
+    assert!(
+        measured_mid < kept_mid,
+        "{measured_mid} charged without the body, {kept_mid} with it"
+    );
+    let fields = |h: &H| {
+        h.r.complete
+            .iter()
+            .map(|r| {
+                (
+                    r.status,
+                    r.headers.clone(),
+                    r.body_len,
+                    r.body_truncated,
+                    r.chunked,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(fields(&measured), fields(&kept));
+    assert_eq!(
+        kept.r
+            .complete
+            .iter()
+            .map(|r| r.body.as_slice())
+            .collect::<Vec<_>>(),
+        [&b"0123"[..], b"abcd", b"xyz", b"wxyz"]
+    );
+    assert!(measured.r.complete.iter().all(|r| r.body.is_empty()));
+    assert_eq!(
+        measured
+            .r
+            .complete
+            .iter()
+            .map(|r| (r.body_len, r.body_truncated))
+            .collect::<Vec<_>>(),
+        [(10, true), (5, true), (3, false), (4, false)]
+    );
+    assert_eq!(measured.r.stats, kept.r.stats);
+}
+
+#[test]
 fn a_huge_head_is_refused_within_the_cap() {
     let mut h = H::with(
         true,
@@ -329,7 +396,7 @@ proptest! {
             ],
             0..20),
     ) {
-        let mut h = H::with(true, ResponseLimits { max_header_bytes: 300, max_headers: 8, max_body_bytes: 64 }, 4096);
+        let mut h = H::with(true, ResponseLimits { max_header_bytes: 300, max_headers: 8, max_body_bytes: 64, keep_bodies: true }, 4096);
         for op in &ops {
             match op {
                 Ok(b) => { h.feed(b); }

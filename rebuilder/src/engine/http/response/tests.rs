@@ -263,7 +263,7 @@ fn bodies_are_cut_at_the_cap_and_counted_whole() {
 }
 
 #[test]
-fn bodies_not_kept_are_measured_and_cut_as_if_kept_and_hold_no_memory() {
+fn bodies_not_kept_are_measured_and_cut_as_if_kept_and_charge_nothing_for_their_bytes() {
     let wire: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789\
 HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n\
 HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nxyz\

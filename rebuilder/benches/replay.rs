@@ -10,7 +10,11 @@
 //!    (user + system) and peak RSS from getrusage(RUSAGE_CHILDREN) of a small measuring process
 //!    (this binary re-executed), so neither the generator nor the check pollutes them;
 //! 4. the same file through `tshark -Y http.request` (and suricata), CPU time from the same
-//!    counters; ratios printed together.
+//!    counters; ratios printed together;
+//! 5. the floor: a bare walk of the same file in this process (read every record, decode the
+//!    outer frame, VXLAN and the inner TCP segment, nothing else), best of the same number of
+//!    runs; its packet and segment counts are checked against the generator's, and replay's
+//!    CPU is printed as a multiple of it.
 //!
 //! Environment: `MF_BENCH_CONNECTIONS` (default 36,000), `MF_BENCH_CONCURRENCY` (10,000),
 //! `MF_BENCH_SEED` (1), `MF_BENCH_KEEP=1` keeps the pcap, `MF_BENCH_SKIP_TSHARK=1`,
@@ -18,7 +22,9 @@
 //! Exits non-zero if a request is missing, different or duplicated.
 
 use nix::sys::resource::{UsageWho, getrusage};
-use rebuilder::offline::capture::PcapStream;
+use rebuilder::engine::encap::vxlan::VxlanPacket;
+use rebuilder::engine::packet::{Parsed, parse_ethernet};
+use rebuilder::offline::capture::{CaptureReader, PcapStream};
 use rebuilder::offline::replay::run_capture;
 use rebuilder::offline::synth::{Generator, SynthConfig};
 use rebuilder::{EngineConfig, HttpRequest};
@@ -29,7 +35,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-const TARGET_PPS: f64 = 1_700_000.0;
+const TARGET_PPS: f64 = 3_500_000.0;
+/// Replay's CPU at most this many times the bare walk + decode of the same file.
+const TARGET_WALK_RATIO: f64 = 2.0;
 const TARGET_RSS_MIB: f64 = 64.0;
 const MIN_PACKETS: u64 = 1_000_000;
 
@@ -162,6 +170,29 @@ fn summary_value(summary: &str, name: &str) -> u64 {
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {name} in summary:\n{summary}"))
+}
+
+/// The bare walk: every record read and decoded down to the inner TCP segment. Returns
+/// (packets, inner TCP segments, their payload bytes).
+fn bare_walk(pcap: &Path) -> (u64, u64, u64) {
+    let file = std::fs::File::open(pcap).expect("open pcap");
+    let mut reader = CaptureReader::new(file).expect("capture header");
+    let (mut packets, mut segments, mut bytes) = (0u64, 0u64, 0u64);
+    while let Some(p) = reader.next_packet().expect("capture record") {
+        packets += 1;
+        let inner = match parse_ethernet(p.frame, true) {
+            Ok(Parsed::Tunnel(t)) => match VxlanPacket::parse(t.payload) {
+                Ok(v) => parse_ethernet(v.inner, false).ok(),
+                Err(_) => None,
+            },
+            other => other.ok(),
+        };
+        if let Some(Parsed::Tcp(seg)) = inner {
+            segments += 1;
+            bytes += seg.payload.len() as u64;
+        }
+    }
+    (packets, segments, bytes)
 }
 
 struct Truth {
@@ -419,6 +450,26 @@ fn main() {
         println!("suricata: not installed");
     }
 
+    // The floor: the bare walk, in this process, best of the same number of runs.
+    let mut walk_cpu = f64::INFINITY;
+    let mut walked = (0, 0, 0);
+    for _ in 0..runs {
+        let c0 = self_cpu();
+        walked = std::hint::black_box(bare_walk(&pcap));
+        walk_cpu = walk_cpu.min(self_cpu() - c0);
+    }
+    let (walk_packets, walk_segments, walk_bytes) = walked;
+    assert_eq!(walk_packets, truth.packets, "the walk read every packet");
+    assert_eq!(
+        walk_segments, truth.packets,
+        "every packet of the bench mix is a mirrored TCP segment"
+    );
+    println!(
+        "bare walk + decode (best of {runs}): {walk_packets} packets, {walk_segments} TCP segments, {walk_bytes} payload bytes in {walk_cpu:.3} CPU s -> {:.0} packets/CPU-s",
+        walk_packets as f64 / walk_cpu
+    );
+    let walk_ratio = run.cpu_s / walk_cpu;
+
     println!("load average at end: {}", loadavg().trim());
     println!("== results ==");
     println!(
@@ -426,6 +477,14 @@ fn main() {
         pps,
         TARGET_PPS,
         if pps >= TARGET_PPS { "OK" } else { "MISS" }
+    );
+    println!(
+        "replay / walk  {walk_ratio:>12.1}x  target <= {TARGET_WALK_RATIO}x  {}",
+        if walk_ratio <= TARGET_WALK_RATIO {
+            "OK"
+        } else {
+            "MISS"
+        }
     );
     println!("requests/CPU-s {rps:>12.0}");
     let exact =

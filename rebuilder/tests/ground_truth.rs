@@ -864,3 +864,37 @@ fn response_bodies_left_out_change_nothing_but_their_bytes() {
     }
     assert!(kept == measured, "more than the response bytes differ");
 }
+
+/// Response heads left out (`keep_response_heads: false`: `rebuilder replay --format summary`
+/// or `http`, the http-replay sink): every request and every response is as with them but for
+/// the reason phrases and the fields.
+#[test]
+fn response_heads_left_out_change_nothing_but_the_fields() {
+    let cfg = SynthConfig {
+        small_segments: 0.3,
+        pipelining: 0.2,
+        ..SynthConfig::realistic(11, 200, 50)
+    };
+    let config = |keep_response_heads| EngineConfig {
+        keep_response_heads,
+        ..engine_config()
+    };
+    let (mut kept, _, _) = extract_with(&cfg, config(true));
+    let (mut bare, _, _) = extract_with(&cfg, config(false));
+    kept.sort_by_key(key);
+    bare.sort_by_key(key);
+    let responses = kept.iter().filter_map(|r| r.response.as_ref()).count();
+    assert!(responses > 100, "{responses} responses");
+    assert!(
+        bare.iter()
+            .filter_map(|r| r.response.as_ref())
+            .all(|r| r.headers.is_empty() && r.reason.is_empty())
+    );
+    for r in &mut kept {
+        if let Some(resp) = r.response.as_mut() {
+            resp.headers.clear();
+            resp.reason.clear();
+        }
+    }
+    assert!(kept == bare, "more than the response heads differ");
+}

@@ -24,7 +24,8 @@ struct Answers {
     budget: Budget,
     stats: EngineStats,
     max_body: usize,
-    keep_bodies: bool,
+    /// Bodies and heads kept.
+    keep: bool,
 }
 
 impl Answering for Answers {
@@ -48,13 +49,17 @@ impl Answering for Answers {
         self.told += 1;
         assert!(response.body.len() <= self.max_body, "body over the cap");
         assert!(response.body.len() as u64 <= response.body_len);
-        if self.keep_bodies {
+        if self.keep {
             assert_eq!(
                 response.body_truncated,
                 (response.body.len() as u64) < response.body_len
             );
         } else {
             assert!(response.body.is_empty(), "a body kept though not asked");
+            assert!(
+                response.headers.is_empty() && response.reason.is_empty(),
+                "a head kept though not asked"
+            );
             assert_eq!(
                 response.body_truncated,
                 response.body_len > self.max_body as u64
@@ -84,14 +89,15 @@ struct ResponseRun {
 }
 
 impl ResponseRun {
-    fn new(input: &ResponseInput, keep_bodies: bool) -> ResponseRun {
+    fn new(input: &ResponseInput, keep: bool) -> ResponseRun {
         let (limits, budget) = if input.small_caps {
             (
                 ResponseLimits {
                     max_header_bytes: 128,
                     max_headers: 6,
                     max_body_bytes: 16,
-                    keep_bodies,
+                    keep_bodies: keep,
+                    keep_heads: keep,
                 },
                 512,
             )
@@ -101,7 +107,8 @@ impl ResponseRun {
                     max_header_bytes: 64 * 1024,
                     max_headers: 128,
                     max_body_bytes: 1 << 20,
-                    keep_bodies,
+                    keep_bodies: keep,
+                    keep_heads: keep,
                 },
                 1 << 22,
             )
@@ -116,7 +123,7 @@ impl ResponseRun {
                 budget: Budget::new(budget),
                 stats: EngineStats::default(),
                 max_body: limits.max_body_bytes,
-                keep_bodies,
+                keep,
             },
             limits,
             seq: 7,
@@ -196,24 +203,29 @@ pub fn run_response(input: &ResponseInput) {
         );
     }
 
-    // Bodies measured, not kept: the same responses but for the bytes, the same counters.
+    // Bodies measured and heads parsed, neither kept: the same responses but for the body
+    // bytes, the reason and the fields; the same counters.
     let mut measured = ResponseRun::new(input, false);
     measured.data(wire);
     measured.end();
     if !input.small_caps {
         let without_bodies = |run: &ResponseRun| {
             let mut v = run.answers.complete.clone();
-            v.iter_mut().for_each(|r| r.body.clear());
+            v.iter_mut().for_each(|r| {
+                r.body.clear();
+                r.headers.clear();
+                r.reason.clear();
+            });
             v
         };
         assert_eq!(
             measured.answers.complete,
             without_bodies(&whole),
-            "keeping bodies changes more than the bytes"
+            "keeping bodies and heads changes more than their bytes"
         );
         assert_eq!(
             measured.answers.stats, whole.answers.stats,
-            "keeping bodies changes the counters"
+            "keeping bodies and heads changes the counters"
         );
     }
 

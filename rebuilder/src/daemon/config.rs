@@ -360,6 +360,7 @@ impl RunArgs {
             // the http-replay sink re-sends requests alone.
             keep_response_bodies: self.sink == SinkKind::Ndjson
                 && (self.sink_with_body || self.decode_bodies),
+            keep_response_heads: self.sink == SinkKind::Ndjson,
             response_timeout_us: self.response_timeout_us,
             server_wait_us: self.server_wait_us,
             max_pending_requests: self.max_pending_requests,
@@ -457,6 +458,18 @@ mod tests {
         assert!(!keep(&["--sink", "ndjson"]));
         assert!(keep(&["--sink", "ndjson", "--sink-with-body"]));
         assert!(keep(&["--sink", "ndjson", "--decode-bodies"]));
+    }
+
+    #[test]
+    fn response_heads_are_kept_only_for_an_ndjson_sink() {
+        let keep = |extra: &[&str]| {
+            let mut args = vec!["--upstream", "http://u"];
+            args.extend_from_slice(extra);
+            parse(&args).engine_config().keep_response_heads
+        };
+        assert!(!keep(&[]));
+        assert!(!keep(&["--sink", "http-replay"]));
+        assert!(keep(&["--sink", "ndjson"]));
     }
 
     #[test]

@@ -47,6 +47,13 @@ pub struct EngineConfig {
     /// without `--with-body` / `--decode-bodies`, the `http-replay` sink) save the copy and
     /// the memory. Default `true`.
     pub keep_response_bodies: bool,
+    /// Whether responses keep their reason phrase and header (and trailer) fields. When not,
+    /// a response still has everything pairing and the counters read (status, version, time,
+    /// body length and framing) and its head is parsed exactly as when kept, but its fields are
+    /// not copied out of the stream: the outputs that never show them (`rebuilder replay
+    /// --format summary` or `http`, the `http-replay` sink) save an allocation per field.
+    /// Default `true`.
+    pub keep_response_heads: bool,
     /// Only these VNIs are processed (`None` = all).
     pub vni_allow: Option<Vec<u32>>,
     /// Only tunnel datagrams whose source is in these ranges are processed; the others are
@@ -94,6 +101,7 @@ impl Default for EngineConfig {
             max_headers: 1000,
             max_body_bytes: 1024 * 1024,
             keep_response_bodies: true,
+            keep_response_heads: true,
             vni_allow: None,
             allow_from: None,
             response_timeout_us: 10_000_000,

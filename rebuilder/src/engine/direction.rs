@@ -231,6 +231,9 @@ pub(super) struct Direction {
     pub(super) mirror: Option<IpAddr>,
     /// Identifies this direction among those that used its slot.
     pub(super) generation: u32,
+    /// The row of its source in the engine's source table, once looked up
+    /// ([`SourceTable::set_cached`]; 0: not yet).
+    pub(super) source_row: u32,
     pub(super) stream: Stream,
     pub(super) parser: Parser,
     /// Of a request direction: its connection's pairing (the requests waiting for their
@@ -253,6 +256,7 @@ impl Direction {
             in_holes: false,
             in_waiting: false,
             generation,
+            source_row: 0,
             pairing: None,
             cursor: Cursor::default(),
             window: Window::default(),

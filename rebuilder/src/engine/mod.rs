@@ -190,6 +190,7 @@ impl Engine {
             max_headers: config.max_headers.max(128),
             max_body_bytes: config.max_body_bytes,
             keep_bodies: config.keep_response_bodies,
+            keep_heads: config.keep_response_heads,
         };
         let pair_limits = PairingLimits {
             response_timeout_us: config.response_timeout_us,
@@ -369,9 +370,10 @@ impl Engine {
         self.table.touch(idx, ts_us);
         // What happens to the direction's stream is counted for the source its requests are
         // attributed to (the packet itself was counted for its sender).
-        let entry = self.table.entry(idx);
+        let entry = self.table.entry_mut(idx);
         let src = entry.value.source(&entry.key);
-        self.shared.stats.sources.set(src);
+        let row = &mut entry.value.source_row;
+        self.shared.stats.sources.set_cached(src, row);
 
         if seg.rst {
             // The RST's sequence number is where the sender's stream stood.

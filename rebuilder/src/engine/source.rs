@@ -228,6 +228,32 @@ impl SourceTable {
         self.select(key);
     }
 
+    /// Makes `key` the current source, as [`SourceTable::set`], where `*row` is what an earlier
+    /// call left for `key` (0 the first time). With a row known,
+    /// neither the pending packet (when it came from `key`) nor the switch costs a look-up: a
+    /// direction keeps its row, and its packets come from its own source. A row that is not
+    /// `key`'s is ignored (looked up again), so a stale one can't misattribute anything.
+    #[inline]
+    pub fn set_cached(&mut self, key: SourceKey, row: &mut u32) {
+        let at = *row as usize;
+        if at == 0 || self.keys.get(at) != Some(&Some(key)) {
+            self.set(key);
+            *row = self.cur;
+            return;
+        }
+        match self.pending {
+            Some((k, len)) if k == key => {
+                self.pending = None;
+                let r = &mut self.rows[at];
+                r.datagrams += 1;
+                r.bytes += len;
+            }
+            _ => self.settle(),
+        }
+        self.cur = *row;
+        self.cur_key = Some(key);
+    }
+
     /// The current source (to restore it after work for another one).
     #[inline]
     pub fn current(&mut self) -> Option<SourceKey> {
@@ -320,6 +346,51 @@ mod tests {
         assert_eq!((r.datagrams, r.bytes), (1, 100));
         assert_eq!(r.drops[DropReason::NonTcp as usize], 1);
         assert_eq!(t.rows().len(), 1, "empty rows are left out");
+    }
+
+    #[test]
+    fn a_cached_row_counts_exactly_as_a_look_up_and_a_stale_one_is_ignored() {
+        // The same packets and events through `set` and through `set_cached`.
+        let run = |cached: bool| {
+            let mut t = SourceTable::new(8);
+            let mut rows = [0u32; 3];
+            for i in 0..30u32 {
+                let d = (i * 7 % 3) as usize;
+                let k = key(d as u8, 1);
+                // A packet from its direction's source, then one from another sender.
+                t.packet(k, 100);
+                if cached {
+                    t.set_cached(k, &mut rows[d]);
+                } else {
+                    t.set(k);
+                }
+                t.row().requests += 1;
+                t.packet(key(9, 1), 10);
+                if cached {
+                    t.set_cached(k, &mut rows[d]);
+                } else {
+                    t.set(k);
+                }
+                t.row().gaps += 1;
+            }
+            (t, rows)
+        };
+        let (looked_up, _) = run(false);
+        let (cached, rows) = run(true);
+        assert_eq!(cached, looked_up);
+        assert!(rows.iter().all(|&r| r != 0), "rows were cached: {rows:?}");
+        // A row of another key is not trusted.
+        let mut t = looked_up.clone();
+        let mut wrong = rows[1];
+        t.packet(key(0, 1), 5);
+        t.set_cached(key(0, 1), &mut wrong);
+        t.row().requests += 1;
+        assert_eq!(wrong, rows[0]);
+        let mut expected = looked_up;
+        expected.packet(key(0, 1), 5);
+        expected.set(key(0, 1));
+        expected.row().requests += 1;
+        assert_eq!(t, expected);
     }
 
     #[test]

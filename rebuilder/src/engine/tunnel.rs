@@ -58,6 +58,17 @@ impl Engine {
         }
     }
 
+    /// A hint about the frame that [`Engine::on_captured_frame`] will get next: its flow entry
+    /// is loaded into the CPU's cache while the current frame is processed. Changes nothing.
+    /// Only the common shape is looked at (IPv4 / UDP 4789 / VXLAN / Ethernet / IPv4 / TCP, no
+    /// VLAN tag), read by hand: decoding the frame twice in full would cost more than the
+    /// cache misses it saves.
+    pub fn prefetch_frame(&self, frame: &[u8]) {
+        if let Some(key) = vxlan_v4_key(frame) {
+            self.table.prefetch(&key);
+        }
+    }
+
     /// Counts one packet, first attributed to `key` (refined as more of its key is read).
     #[inline]
     pub(super) fn count_packet(&mut self, key: SourceKey, len: usize) {
@@ -236,4 +247,40 @@ impl Carrier {
             vni,
         }
     }
+}
+
+/// The flow key of a frame of the common shape (see [`Engine::prefetch_frame`]), `None` for
+/// any other (or a short) frame. Nothing is validated beyond what locating the fields needs.
+pub(super) fn vxlan_v4_key(frame: &[u8]) -> Option<FlowKey> {
+    const ETH: usize = 14;
+    let ipv4 = |at: usize| -> Option<(usize, u8, [u8; 4], [u8; 4])> {
+        let h = frame.get(at..at + 20)?;
+        if frame.get(at - 2..at)? != [0x08, 0x00] || h[0] >> 4 != 4 {
+            return None;
+        }
+        let ihl = usize::from(h[0] & 0x0f) * 4;
+        let (src, dst) = (h[12..16].try_into().ok()?, h[16..20].try_into().ok()?);
+        Some((at + ihl, h[9], src, dst))
+    };
+    let (udp, proto, _, _) = ipv4(ETH)?;
+    let dport = frame.get(udp + 2..udp + 4)?;
+    if proto != 17
+        || u16::from_be_bytes([dport[0], dport[1]]) != crate::engine::encap::vxlan::VXLAN_PORT
+    {
+        return None;
+    }
+    let vxlan = udp + 8;
+    let v = frame.get(vxlan..vxlan + 8)?;
+    let vni = u32::from_be_bytes([0, v[4], v[5], v[6]]);
+    let (tcp, proto, src, dst) = ipv4(vxlan + 8 + ETH)?;
+    let ports = frame.get(tcp..tcp + 4)?;
+    if proto != 6 {
+        return None;
+    }
+    let port = |i: usize| u16::from_be_bytes([ports[i], ports[i + 1]]);
+    Some(FlowKey::new(
+        vni,
+        std::net::SocketAddr::from((src, port(0))),
+        std::net::SocketAddr::from((dst, port(2))),
+    ))
 }

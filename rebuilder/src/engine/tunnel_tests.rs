@@ -381,3 +381,71 @@ fn captured_geneve_frames_are_replayed_with_the_inner_source_as_mirror_source() 
     assert_eq!(e.stats().drops(DropReason::SourceNotAllowed), 1);
     assert_eq!(e.active_flows(), 1);
 }
+
+/// The key of a frame as the full decode finds it (what `segment` looks up), if it is a VXLAN
+/// frame carrying TCP or a plain TCP frame.
+fn decoded_key(frame: &[u8]) -> Option<FlowKey> {
+    match parse_ethernet(frame, true).ok()? {
+        Parsed::Tunnel(Tunnel {
+            encap: Encap::Vxlan,
+            payload,
+            ..
+        }) => {
+            let v = VxlanPacket::parse(payload).ok()?;
+            match parse_ethernet(v.inner, false).ok()? {
+                Parsed::Tcp(seg) => Some(FlowKey::new(v.vni, seg.src, seg.dst)),
+                Parsed::Tunnel(_) => None,
+            }
+        }
+        Parsed::Tcp(seg) => Some(FlowKey::new(0, seg.src, seg.dst)),
+        Parsed::Tunnel(_) => None,
+    }
+}
+
+/// A captured frame around a VXLAN datagram of the test kit (from the mirrored ENI).
+fn captured(datagram: &[u8]) -> Vec<u8> {
+    UdpFrame::new((ENI, 49152).into(), ([10, 99, 0, 1], 4789).into()).build(datagram)
+}
+
+#[test]
+fn the_prefetch_peek_finds_the_key_of_a_mirrored_ipv4_segment() {
+    let mut c = Conn::new(77, "10.0.0.1:40000", "10.0.0.2:8080", 1000);
+    for d in exchange(&mut c, "/p") {
+        let frame = captured(&d);
+        let key = super::tunnel::vxlan_v4_key(&frame);
+        assert!(key.is_some());
+        assert_eq!(key, decoded_key(&frame));
+    }
+}
+
+proptest::proptest! {
+    /// A hint may be missing or useless (a frame the decode then drops), never misleading:
+    /// whenever the peek and the full decode both find a key, it is the same key; cut or
+    /// corrupted frames never panic.
+    #[test]
+    fn the_prefetch_peek_never_disagrees_with_the_decode(
+        payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        cut in proptest::prelude::any::<u16>(),
+        flips in proptest::collection::vec((proptest::prelude::any::<u16>(), proptest::prelude::any::<u8>()), 0..4),
+        v6 in proptest::prelude::any::<bool>(),
+    ) {
+        let (client, server) = if v6 {
+            ("[fd00::1]:40000", "[fd00::2]:80")
+        } else {
+            ("10.0.0.1:40000", "10.0.0.2:80")
+        };
+        let mut c = Conn::new(9, client, server, 5);
+        c.syn();
+        c.syn_ack();
+        let d = c.send(&payload);
+        let mut frame = captured(&d);
+        for (at, x) in flips {
+            let at = usize::from(at) % frame.len();
+            frame[at] ^= x;
+        }
+        frame.truncate(usize::from(cut) % (frame.len() + 1));
+        if let (Some(peeked), Some(decoded)) = (super::tunnel::vxlan_v4_key(&frame), decoded_key(&frame)) {
+            proptest::prop_assert_eq!(peeked, decoded);
+        }
+    }
+}

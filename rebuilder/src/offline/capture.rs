@@ -97,6 +97,9 @@ pub struct CapturedPacket<'a> {
     pub orig_len: u32,
     /// Byte offset of the packet's record in the file.
     pub offset: u64,
+    /// The next packet's frame when it is already in the reader's buffer (pcap files with
+    /// Ethernet frames): a look ahead for prefetching, not consumed.
+    pub next_frame: Option<&'a [u8]>,
 }
 
 /// Packets skipped because their link type can't be turned into an Ethernet frame.
@@ -341,6 +344,24 @@ impl<R: Read> CaptureReader<R> {
         }
     }
 
+    /// The frame of the next record, if it is a whole pcap record of an Ethernet capture
+    /// already in the buffer.
+    fn peek_ethernet_frame(&self) -> Option<&[u8]> {
+        let Parser::Pcap { parser, link, .. } = &self.parser else {
+            return None;
+        };
+        if *link != DataLink::ETHERNET {
+            return None;
+        }
+        let data = &self.buf[self.start..self.end];
+        let raw: [u8; 4] = data.get(8..12)?.try_into().ok()?;
+        let len = match parser.header().endianness {
+            pcap_file::Endianness::Big => u32::from_be_bytes(raw),
+            pcap_file::Endianness::Little => u32::from_le_bytes(raw),
+        } as usize;
+        data.get(16..16usize.checked_add(len)?)
+    }
+
     /// The next packet, `Ok(None)` at a clean end of file.
     pub fn next_packet(&mut self) -> Result<Option<CapturedPacket<'_>>, CaptureError> {
         let (abs, len, ts_us, orig_len, offset, converted) = loop {
@@ -462,6 +483,7 @@ impl<R: Read> CaptureReader<R> {
             frame,
             orig_len,
             offset,
+            next_frame: self.peek_ethernet_frame(),
         }))
     }
 }
@@ -667,6 +689,49 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, frames.len());
+    }
+
+    #[test]
+    fn the_look_ahead_is_the_next_packet_when_it_is_buffered_and_nothing_else() {
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = buf.len().min(97).min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let (file, frames) = sample_pcap();
+        let check = |src: Box<dyn Read + '_>, ahead_always: bool| {
+            let mut reader = CaptureReader::new(src).unwrap();
+            let mut i = 0;
+            let mut ahead = 0;
+            while let Some(p) = reader.next_packet().unwrap() {
+                if let Some(next) = p.next_frame {
+                    assert_eq!(next, &frames[i + 1].data[..], "look ahead of packet {i}");
+                    ahead += 1;
+                }
+                i += 1;
+            }
+            assert_eq!(i, frames.len());
+            if ahead_always {
+                assert_eq!(
+                    ahead,
+                    frames.len() - 1,
+                    "every packet but the last looks ahead"
+                );
+            }
+            ahead
+        };
+        check(Box::new(&file[..]), true);
+        // Records cut by the reads: a look ahead only when the next record is whole.
+        let trickled = check(Box::new(Trickle(&file)), false);
+        assert!(trickled < frames.len() - 1);
+        // pcapng: none.
+        let mut ng = Vec::new();
+        write_pcapng(frames.clone(), &mut ng, false).unwrap();
+        assert_eq!(check(Box::new(&ng[..]), false), 0);
     }
 
     #[test]

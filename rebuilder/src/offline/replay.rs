@@ -76,6 +76,9 @@ pub fn run_capture<R: Read>(
                 if p.ts_us > max_ts {
                     max_ts = p.ts_us;
                 }
+                if let Some(next) = p.next_frame {
+                    engine.prefetch_frame(next);
+                }
                 engine.on_captured_frame(p.ts_us, p.frame, &mut out);
                 if max_ts >= next_timer {
                     engine.on_timer(max_ts, &mut out);
@@ -176,6 +179,8 @@ impl ReplayArgs {
         // Only a JSON record with a body (or decoded from one) reads response bodies.
         config.keep_response_bodies =
             self.format == OutputFormat::Jsonl && (self.with_body || self.decode_bodies);
+        // Only a JSON record shows a response's reason and fields.
+        config.keep_response_heads = self.format == OutputFormat::Jsonl;
         config.response_timeout_us = self.response_timeout_us;
         config.server_wait_us = self.server_wait_us;
         config.health_checks = self.health_checks.rule();
@@ -702,6 +707,28 @@ mod tests {
         assert!(!keep(&["--format", "http", "--decode-bodies"]));
         assert!(keep(&["--format", "jsonl", "--with-body"]));
         assert!(keep(&["--format", "jsonl", "--decode-bodies"]));
+    }
+
+    #[test]
+    fn response_heads_are_kept_only_for_json_records() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            replay: ReplayArgs,
+        }
+        let keep = |extra: &[&str]| {
+            let args = ["replay"].iter().chain(extra).chain(&["x.pcap"]);
+            let config = Cli::try_parse_from(args)
+                .expect("parses")
+                .replay
+                .engine_config();
+            config.keep_response_heads
+        };
+        assert!(keep(&[]), "jsonl is the default");
+        assert!(!keep(&["--format", "summary"]));
+        assert!(!keep(&["--format", "http"]));
+        assert!(keep(&["--format", "jsonl"]));
     }
 
     #[test]

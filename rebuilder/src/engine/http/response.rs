@@ -87,6 +87,9 @@ pub struct ResponseLimits {
     /// (`body_len`, and `body_truncated` exactly as if it had been kept: longer than
     /// `max_body_bytes`) but never copied nor charged: for outputs that do not read it.
     pub keep_bodies: bool,
+    /// Whether the reason phrase and the header and trailer fields are kept (parsed and
+    /// checked the same either way).
+    pub keep_heads: bool,
 }
 
 /// Everything the response parser writes to.
@@ -610,11 +613,17 @@ impl ResponseParser {
             self.resync();
             return;
         };
-        let headers = resp
-            .headers
-            .iter()
-            .map(|h| (h.name.to_owned(), h.value.to_vec()))
-            .collect();
+        let (headers, reason) = if ctx.limits.keep_heads {
+            let headers = resp.headers.iter();
+            (
+                headers
+                    .map(|h| (h.name.to_owned(), h.value.to_vec()))
+                    .collect(),
+                resp.reason.unwrap_or("").to_owned(),
+            )
+        } else {
+            (Vec::new(), String::new())
+        };
         let capacity = match framing {
             Framing::Length(n) if ctx.limits.keep_bodies => {
                 (n.min(64 * 1024) as usize).min(ctx.limits.max_body_bytes)
@@ -632,7 +641,7 @@ impl ResponseParser {
                 ts_us: self.msg.ts_us,
                 version,
                 status,
-                reason: resp.reason.unwrap_or("").to_owned(),
+                reason,
                 headers,
                 body: Vec::with_capacity(capacity),
                 body_len: 0,
@@ -800,7 +809,7 @@ impl ResponseParser {
             let mut fields = [httparse::EMPTY_HEADER; 64];
             match httparse::parse_headers(&self.buf, &mut fields) {
                 Ok(httparse::Status::Complete((_, parsed))) => {
-                    if let Some(c) = self.cur.as_mut() {
+                    if let Some(c) = self.cur.as_mut().filter(|_| ctx.limits.keep_heads) {
                         c.resp
                             .headers
                             .extend(parsed.iter().map(|h| (h.name.to_owned(), h.value.to_vec())));

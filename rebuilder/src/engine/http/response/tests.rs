@@ -53,6 +53,7 @@ const LIMITS: ResponseLimits = ResponseLimits {
     max_headers: 64,
     max_body_bytes: 1 << 20,
     keep_bodies: true,
+    keep_heads: true,
 };
 
 struct H {
@@ -263,6 +264,59 @@ fn bodies_are_cut_at_the_cap_and_counted_whole() {
 }
 
 #[test]
+fn heads_not_kept_leave_out_only_the_reason_and_the_fields_and_charge_less() {
+    // Framing read from the fields (length, chunked with a trailer, a 204, a close-delimited
+    // last one), fed byte by byte.
+    let wire: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-A: 1\r\n\r\nabc\
+HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nde\r\n0\r\nX-T: t\r\n\r\n\
+HTTP/1.1 204 No Content\r\nX-B: 2\r\n\r\n\
+HTTP/1.0 500 Oops\r\n\r\nuntil the end";
+    let run = |keep_heads: bool| {
+        let mut h = H::with(
+            true,
+            ResponseLimits {
+                keep_heads,
+                ..LIMITS
+            },
+            1 << 20,
+        );
+        let mut peak = 0;
+        for b in wire {
+            h.feed(std::slice::from_ref(b));
+            peak = peak.max(h.r.budget.used);
+        }
+        h.end(true);
+        (h, peak)
+    };
+    let (kept, kept_peak) = run(true);
+    let (bare, bare_peak) = run(false);
+    assert!(
+        bare_peak < kept_peak,
+        "{bare_peak} charged without heads, {kept_peak} with"
+    );
+    assert_eq!(kept.r.complete.len(), 4);
+    assert_eq!(kept.r.complete[1].reason, "Not Found");
+    assert_eq!(
+        kept.r.complete[1].header("x-t"),
+        Some(&b"t"[..]),
+        "the trailer is kept"
+    );
+    assert!(
+        bare.r
+            .complete
+            .iter()
+            .all(|r| r.headers.is_empty() && r.reason.is_empty())
+    );
+    let mut expected = kept.r.complete.clone();
+    for r in &mut expected {
+        r.headers.clear();
+        r.reason.clear();
+    }
+    assert_eq!(bare.r.complete, expected);
+    assert_eq!(bare.r.stats, kept.r.stats);
+}
+
+#[test]
 fn bodies_not_kept_are_measured_and_cut_as_if_kept_and_charge_nothing_for_their_bytes() {
     let wire: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789\
 HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n\
@@ -396,7 +450,7 @@ proptest! {
             ],
             0..20),
     ) {
-        let mut h = H::with(true, ResponseLimits { max_header_bytes: 300, max_headers: 8, max_body_bytes: 64, keep_bodies: true }, 4096);
+        let mut h = H::with(true, ResponseLimits { max_header_bytes: 300, max_headers: 8, max_body_bytes: 64, keep_bodies: true, keep_heads: true }, 4096);
         for op in &ops {
             match op {
                 Ok(b) => { h.feed(b); }

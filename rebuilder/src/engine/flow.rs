@@ -67,6 +67,29 @@ impl FlowKey {
         }
     }
 
+    /// The key of direction `src` → `dst` (IPv4 addresses and ports as on the wire) under
+    /// `vni`: what [`FlowKey::new`] makes of the same addresses, without building them.
+    #[inline]
+    pub fn v4(vni: u32, src: ([u8; 4], u16), dst: ([u8; 4], u16)) -> FlowKey {
+        let mapped = |a: [u8; 4]| {
+            let mut m = [0u8; 16];
+            m[10] = 0xff;
+            m[11] = 0xff;
+            m[12..].copy_from_slice(&a);
+            m
+        };
+        FlowKey {
+            src_ip: mapped(src.0),
+            dst_ip: mapped(dst.0),
+            gwlbe: [0; 2],
+            vni,
+            src_port: src.1,
+            dst_port: dst.1,
+            v4: true,
+            has_gwlbe: false,
+        }
+    }
+
     /// The same direction in the address domain of GWLB endpoint `gwlbe` (`None`: traffic
     /// that came through no endpoint).
     #[inline]
@@ -559,6 +582,16 @@ mod tests {
             SocketAddr::from(([10, 0, 0, 1], n)),
             SocketAddr::from(([10, 0, 0, 2], 80)),
         )
+    }
+
+    #[test]
+    fn a_key_built_from_ipv4_bytes_is_the_key_of_the_same_addresses() {
+        let a = SocketAddr::from(([192, 0, 2, 7], 40000));
+        let b = SocketAddr::from(([198, 51, 100, 1], 443));
+        let k = FlowKey::v4(5, ([192, 0, 2, 7], 40000), ([198, 51, 100, 1], 443));
+        assert_eq!(k, FlowKey::new(5, a, b));
+        let h = foldhash::fast::RandomState::default();
+        assert_eq!(h.hash_one(k), h.hash_one(FlowKey::new(5, a, b)));
     }
 
     #[test]

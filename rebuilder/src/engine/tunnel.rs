@@ -278,9 +278,5 @@ pub(super) fn vxlan_v4_key(frame: &[u8]) -> Option<FlowKey> {
         return None;
     }
     let port = |i: usize| u16::from_be_bytes([ports[i], ports[i + 1]]);
-    Some(FlowKey::new(
-        vni,
-        std::net::SocketAddr::from((src, port(0))),
-        std::net::SocketAddr::from((dst, port(2))),
-    ))
+    Some(FlowKey::v4(vni, (src, port(0)), (dst, port(2))))
 }

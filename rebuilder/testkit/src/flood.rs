@@ -322,6 +322,24 @@ pub fn status_kib(field: &str) -> u64 {
 /// entry + a 4-byte index; rounded up for slab chunks and hash-table slack).
 pub const ENTRY_BYTES: u64 = 400;
 
+/// Everything [`run`] generates for `plan` (the legitimate traffic, the attacker's packets), and
+/// nothing else: no engine. Its peak RSS over its baseline, in a process of its own, is the
+/// harness's share of a flood run's peak (the generator holds each open legitimate connection's
+/// packets: ~20 MiB at 300 concurrent), which the engine's caps do not cover.
+pub fn generate_only(plan: &Plan) {
+    let mut legit = Generator::new(legit_config(plan));
+    let mut attacker = Attacker::new(plan.flood, plan.seed, plan.flood_packets as u64);
+    let mut bytes = 0usize;
+    while let Some(frame) = legit.next() {
+        bytes += frame.data.len();
+        legit.drain_truth();
+    }
+    for _ in 0..plan.flood_packets {
+        bytes += attacker.next().len();
+    }
+    std::hint::black_box(bytes);
+}
+
 /// The memory a process running `plan` may reach: its baseline plus the engine's budget and
 /// its flow table at its cap (what the caps promise).
 pub fn ceiling_kib(baseline_kib: u64, plan: &Plan) -> u64 {

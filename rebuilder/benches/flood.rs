@@ -67,7 +67,9 @@ fn child(flood: Flood, scale: f64) -> i32 {
     let o = run(&plan, |_| {});
     let hwm = status_kib("VmHWM:");
     // What the caps promise (budget, flow table at its cap) over the process's baseline, plus
-    // what the harness itself holds (measured without the engine).
+    // what the harness itself holds: its generators (measured without the engine) and the
+    // legitimate requests it keeps to match (those the flood made the engine drop stay).
+    let harness = harness + o.max_harness_held_bytes as u64 / 1024;
     let ceiling_kib = ceiling_kib(baseline, &plan) + harness;
     println!(
         "| {} | {} | {:.1} s | {} | {} | {} / {} ({:.2} %) + {} truncated, {} altered, {} foreign | {:.1} MiB (ceiling {:.1}, of which harness {:.1}) | {} |",

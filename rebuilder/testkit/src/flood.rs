@@ -101,6 +101,10 @@ pub struct Outcome {
     pub foreign: u64,
     pub max_active_flows: usize,
     pub max_buffered_bytes: usize,
+    /// Most bytes the harness held at once in requests waiting to be matched (the truth of
+    /// legitimate requests not emitted (yet): those the flood made the engine drop stay to the
+    /// end), as [`HttpRequest::held_bytes`] counts them: memory of the harness, not the engine.
+    pub max_harness_held_bytes: usize,
     pub seconds: f64,
 }
 
@@ -450,16 +454,30 @@ struct Matcher {
     recovered: u64,
     truncated: u64,
     corrupted: u64,
+    /// Bytes of the requests in `emitted` and `truth` (and the most at once).
+    held: usize,
+    held_max: usize,
 }
 
 impl Matcher {
+    fn hold(&mut self, r: &HttpRequest) {
+        self.held += r.held_bytes() + 64;
+        self.held_max = self.held_max.max(self.held);
+    }
+
+    fn release(&mut self, r: &HttpRequest) {
+        self.held = self.held.saturating_sub(r.held_bytes() + 64);
+    }
+
     fn emitted(&mut self, id: Vec<u8>, r: HttpRequest) {
         if self.matched.contains(&id) || self.emitted.contains_key(&id) {
             self.corrupted += 1; // emitted twice
         } else if let Some(t) = self.truth.remove(&id) {
+            self.release(&t);
             self.judge(&t, &r);
             self.matched.insert(id);
         } else {
+            self.hold(&r);
             self.emitted.insert(id, r);
         }
     }
@@ -467,9 +485,11 @@ impl Matcher {
     fn truth(&mut self, id: Vec<u8>, t: HttpRequest) {
         self.expected += 1;
         if let Some(r) = self.emitted.remove(&id) {
+            self.release(&r);
             self.judge(&t, &r);
             self.matched.insert(id);
         } else {
+            self.hold(&t);
             self.truth.insert(id, t);
         }
     }
@@ -536,6 +556,7 @@ pub fn run(plan: &Plan, mut sample: impl FnMut(&Engine)) -> Outcome {
         foreign: 0,
         max_active_flows: 0,
         max_buffered_bytes: 0,
+        max_harness_held_bytes: 0,
         seconds: 0.0,
     };
     let mut now = legit_config(plan).start_ts_us;
@@ -618,6 +639,7 @@ pub fn run(plan: &Plan, mut sample: impl FnMut(&Engine)) -> Outcome {
     o.legit_recovered = m.recovered;
     o.legit_truncated = m.truncated;
     o.legit_corrupted = m.corrupted;
+    o.max_harness_held_bytes = m.held_max;
     o.flood_packets = sent_flood as u64;
     o.stats = engine.stats().clone();
     o.seconds = started.elapsed().as_secs_f64();

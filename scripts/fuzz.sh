@@ -8,8 +8,9 @@
 # Needs cargo-fuzz (`cargo install cargo-fuzz --locked`). cargo-fuzz passes nightly -Z flags;
 # RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them.
 # Environment: FUZZ_TARGETS (space separated; default all), FUZZ_SANITIZER (default none:
-# the library denies unsafe code; `address` for ASan), FUZZ_TARGET_DIR (build directory,
-# default $CARGO_TARGET_DIR-fuzz or /var/tmp/mirrorfleet/fuzz-target), FUZZ_TIMEOUT (s per input, 10).
+# the library denies unsafe code but for a cache prefetch hint; `address` for ASan),
+# FUZZ_TARGET_DIR (build directory, default $CARGO_TARGET_DIR-fuzz or
+# /var/tmp/mirrorfleet/fuzz-target), FUZZ_TIMEOUT (s per input, 10).
 # The corpus is kept in rebuilder/fuzz/corpus/<target> between runs; a crashing input is written
 # to rebuilder/fuzz/artifacts/<target>/ and the script exits 1 (reproduce with
 # `cargo fuzz run <target> <file>` from rebuilder/, then keep it as a regression test).

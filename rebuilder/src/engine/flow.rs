@@ -290,7 +290,7 @@ fn prefetch_lines<V>(v: &V) {
             unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off)) };
             off += 64;
         }
-        // The last line, when `*v` does not start on a line boundary.
+        // The last line, when `*v` does not start on a line boundary. SAFETY: as above.
         unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(size.saturating_sub(1))) };
     }
     #[cfg(not(target_arch = "x86_64"))]

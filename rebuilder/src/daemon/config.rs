@@ -447,29 +447,26 @@ mod tests {
     }
 
     #[test]
-    fn response_bodies_are_kept_only_for_an_ndjson_sink_that_writes_or_decodes_them() {
+    fn response_bodies_and_heads_are_kept_only_for_an_ndjson_sink_that_shows_them() {
+        // (bodies kept, heads kept)
         let keep = |extra: &[&str]| {
             let mut args = vec!["--upstream", "http://u"];
             args.extend_from_slice(extra);
-            parse(&args).engine_config().keep_response_bodies
+            let config = parse(&args).engine_config();
+            (config.keep_response_bodies, config.keep_response_heads)
         };
-        assert!(!keep(&[]));
-        assert!(!keep(&["--sink", "http-replay", "--sink-with-body"]));
-        assert!(!keep(&["--sink", "ndjson"]));
-        assert!(keep(&["--sink", "ndjson", "--sink-with-body"]));
-        assert!(keep(&["--sink", "ndjson", "--decode-bodies"]));
-    }
-
-    #[test]
-    fn response_heads_are_kept_only_for_an_ndjson_sink() {
-        let keep = |extra: &[&str]| {
-            let mut args = vec!["--upstream", "http://u"];
-            args.extend_from_slice(extra);
-            parse(&args).engine_config().keep_response_heads
-        };
-        assert!(!keep(&[]));
-        assert!(!keep(&["--sink", "http-replay"]));
-        assert!(keep(&["--sink", "ndjson"]));
+        assert_eq!(keep(&[]), (false, false));
+        assert_eq!(keep(&["--sink", "http-replay"]), (false, false));
+        assert_eq!(
+            keep(&["--sink", "http-replay", "--sink-with-body"]),
+            (false, false)
+        );
+        assert_eq!(keep(&["--sink", "ndjson"]), (false, true));
+        assert_eq!(
+            keep(&["--sink", "ndjson", "--sink-with-body"]),
+            (true, true)
+        );
+        assert_eq!(keep(&["--sink", "ndjson", "--decode-bodies"]), (true, true));
     }
 
     #[test]

@@ -671,19 +671,22 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    /// A source that hands out at most `.1` bytes per read.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.1).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
     #[test]
     fn a_small_read_buffer_still_reads_every_packet() {
-        struct Trickle<'a>(&'a [u8]);
-        impl Read for Trickle<'_> {
-            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                let n = buf.len().min(7).min(self.0.len());
-                buf[..n].copy_from_slice(&self.0[..n]);
-                self.0 = &self.0[n..];
-                Ok(n)
-            }
-        }
         let (file, frames) = sample_pcap();
-        let mut reader = CaptureReader::new(Trickle(&file)).unwrap();
+        let mut reader = CaptureReader::new(Trickle(&file, 7)).unwrap();
         let mut n = 0;
         while reader.next_packet().unwrap().is_some() {
             n += 1;
@@ -693,15 +696,6 @@ mod tests {
 
     #[test]
     fn the_look_ahead_is_the_next_packet_when_it_is_buffered_and_nothing_else() {
-        struct Trickle<'a>(&'a [u8]);
-        impl Read for Trickle<'_> {
-            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                let n = buf.len().min(97).min(self.0.len());
-                buf[..n].copy_from_slice(&self.0[..n]);
-                self.0 = &self.0[n..];
-                Ok(n)
-            }
-        }
         let (file, frames) = sample_pcap();
         let check = |src: Box<dyn Read + '_>, ahead_always: bool| {
             let mut reader = CaptureReader::new(src).unwrap();
@@ -726,7 +720,7 @@ mod tests {
         };
         check(Box::new(&file[..]), true);
         // Records cut by the reads: a look ahead only when the next record is whole.
-        let trickled = check(Box::new(Trickle(&file)), false);
+        let trickled = check(Box::new(Trickle(&file, 97)), false);
         assert!(trickled < frames.len() - 1);
         // pcapng: none.
         let mut ng = Vec::new();

@@ -686,49 +686,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn response_bodies_are_kept_only_for_jsonl_that_writes_or_decodes_them() {
+    fn response_bodies_and_heads_are_kept_only_for_the_json_records_that_show_them() {
         use clap::Parser;
         #[derive(Parser)]
         struct Cli {
             #[command(flatten)]
             replay: ReplayArgs,
         }
-        let keep = |extra: &[&str]| {
-            let args = ["replay"].iter().chain(extra).chain(&["x.pcap"]);
-            Cli::try_parse_from(args)
-                .expect("parses")
-                .replay
-                .engine_config()
-                .keep_response_bodies
-        };
-        assert!(!keep(&[]));
-        assert!(!keep(&["--format", "jsonl"]));
-        assert!(!keep(&["--format", "summary", "--with-body"]));
-        assert!(!keep(&["--format", "http", "--decode-bodies"]));
-        assert!(keep(&["--format", "jsonl", "--with-body"]));
-        assert!(keep(&["--format", "jsonl", "--decode-bodies"]));
-    }
-
-    #[test]
-    fn response_heads_are_kept_only_for_json_records() {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Cli {
-            #[command(flatten)]
-            replay: ReplayArgs,
-        }
+        // (bodies kept, heads kept)
         let keep = |extra: &[&str]| {
             let args = ["replay"].iter().chain(extra).chain(&["x.pcap"]);
             let config = Cli::try_parse_from(args)
                 .expect("parses")
                 .replay
                 .engine_config();
-            config.keep_response_heads
+            (config.keep_response_bodies, config.keep_response_heads)
         };
-        assert!(keep(&[]), "jsonl is the default");
-        assert!(!keep(&["--format", "summary"]));
-        assert!(!keep(&["--format", "http"]));
-        assert!(keep(&["--format", "jsonl"]));
+        assert_eq!(keep(&[]), (false, true), "jsonl is the default");
+        assert_eq!(keep(&["--format", "jsonl"]), (false, true));
+        assert_eq!(keep(&["--format", "summary"]), (false, false));
+        assert_eq!(
+            keep(&["--format", "summary", "--with-body"]),
+            (false, false)
+        );
+        assert_eq!(keep(&["--format", "http"]), (false, false));
+        assert_eq!(
+            keep(&["--format", "http", "--decode-bodies"]),
+            (false, false)
+        );
+        assert_eq!(keep(&["--format", "jsonl", "--with-body"]), (true, true));
+        assert_eq!(
+            keep(&["--format", "jsonl", "--decode-bodies"]),
+            (true, true)
+        );
     }
 
     #[test]

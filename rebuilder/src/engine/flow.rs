@@ -15,7 +15,7 @@
 //! during expiry or eviction. Every operation is O(1) amortized.
 
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use hashbrown::HashTable;
 
@@ -71,13 +71,7 @@ impl FlowKey {
     /// `vni`: what [`FlowKey::new`] makes of the same addresses, without building them.
     #[inline]
     pub fn v4(vni: u32, src: ([u8; 4], u16), dst: ([u8; 4], u16)) -> FlowKey {
-        let mapped = |a: [u8; 4]| {
-            let mut m = [0u8; 16];
-            m[10] = 0xff;
-            m[11] = 0xff;
-            m[12..].copy_from_slice(&a);
-            m
-        };
+        let mapped = |a: [u8; 4]| Ipv4Addr::from(a).to_ipv6_mapped().octets();
         FlowKey {
             src_ip: mapped(src.0),
             dst_ip: mapped(dst.0),

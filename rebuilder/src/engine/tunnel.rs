@@ -250,33 +250,35 @@ impl Carrier {
 }
 
 /// The flow key of a frame of the common shape (see [`Engine::prefetch_frame`]), `None` for
-/// any other (or a short) frame. Nothing is validated beyond what locating the fields needs.
+/// any other (or a short) frame. Nothing is validated beyond what locating the fields needs
+/// (and the VXLAN header's own check).
 pub(super) fn vxlan_v4_key(frame: &[u8]) -> Option<FlowKey> {
-    const ETH: usize = 14;
-    let ipv4 = |at: usize| -> Option<(usize, u8, [u8; 4], [u8; 4])> {
-        let h = frame.get(at..at + 20)?;
-        if frame.get(at - 2..at)? != [0x08, 0x00] || h[0] >> 4 != 4 {
-            return None;
-        }
-        let ihl = usize::from(h[0] & 0x0f) * 4;
-        let (src, dst) = (h[12..16].try_into().ok()?, h[16..20].try_into().ok()?);
-        Some((at + ihl, h[9], src, dst))
-    };
-    let (udp, proto, _, _) = ipv4(ETH)?;
+    let (udp, proto, _, _) = ipv4_at(frame)?;
     let dport = frame.get(udp + 2..udp + 4)?;
     if proto != 17
         || u16::from_be_bytes([dport[0], dport[1]]) != crate::engine::encap::vxlan::VXLAN_PORT
     {
         return None;
     }
-    let vxlan = udp + 8;
-    let v = frame.get(vxlan..vxlan + 8)?;
-    let vni = u32::from_be_bytes([0, v[4], v[5], v[6]]);
-    let (tcp, proto, src, dst) = ipv4(vxlan + 8 + ETH)?;
-    let ports = frame.get(tcp..tcp + 4)?;
+    let v = VxlanPacket::parse(frame.get(udp + 8..)?).ok()?;
+    let (tcp, proto, src, dst) = ipv4_at(v.inner)?;
+    let ports = v.inner.get(tcp..tcp + 4)?;
     if proto != 6 {
         return None;
     }
     let port = |i: usize| u16::from_be_bytes([ports[i], ports[i + 1]]);
-    Some(FlowKey::v4(vni, (src, port(0)), (dst, port(2))))
+    Some(FlowKey::v4(v.vni, (src, port(0)), (dst, port(2))))
+}
+
+/// The IPv4 header of an untagged Ethernet frame: where its payload starts, its protocol,
+/// source and destination.
+fn ipv4_at(frame: &[u8]) -> Option<(usize, u8, [u8; 4], [u8; 4])> {
+    const ETH: usize = 14;
+    let h = frame.get(ETH..ETH + 20)?;
+    if frame[ETH - 2..ETH] != [0x08, 0x00] || h[0] >> 4 != 4 {
+        return None;
+    }
+    let ihl = usize::from(h[0] & 0x0f) * 4;
+    let (src, dst) = (h[12..16].try_into().ok()?, h[16..20].try_into().ok()?);
+    Some((ETH + ihl, h[9], src, dst))
 }

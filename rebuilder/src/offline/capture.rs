@@ -347,19 +347,14 @@ impl<R: Read> CaptureReader<R> {
     /// The frame of the next record, if it is a whole pcap record of an Ethernet capture
     /// already in the buffer.
     fn peek_ethernet_frame(&self) -> Option<&[u8]> {
-        let Parser::Pcap { parser, link, .. } = &self.parser else {
-            return None;
-        };
-        if *link != DataLink::ETHERNET {
+        if !matches!(self.parser, Parser::Pcap { link, .. } if link == DataLink::ETHERNET) {
             return None;
         }
         let data = &self.buf[self.start..self.end];
-        let raw: [u8; 4] = data.get(8..12)?.try_into().ok()?;
-        let len = match parser.header().endianness {
-            pcap_file::Endianness::Big => u32::from_be_bytes(raw),
-            pcap_file::Endianness::Little => u32::from_le_bytes(raw),
-        } as usize;
-        data.get(16..16usize.checked_add(len)?)
+        if data.len() < 16 {
+            return None;
+        }
+        data.get(16..self.peek_record_len())
     }
 
     /// The next packet, `Ok(None)` at a clean end of file.

@@ -216,26 +216,25 @@ fn put_v4(buf: &mut [u8; 21], ip: [u8; 4], port: Option<u16>) -> usize {
     at
 }
 
+/// An IPv4 address (and port) serialized as its text.
+fn v4_text<S: Serializer>(ip: [u8; 4], port: Option<u16>, s: S) -> Result<S::Ok, S::Error> {
+    let mut buf = [0u8; 21];
+    let n = put_v4(&mut buf, ip, port);
+    s.serialize_str(std::str::from_utf8(&buf[..n]).unwrap_or_default())
+}
+
 /// An address written as its text, as `Display` shows it. The common IPv4 case is formatted by
 /// hand: through `fmt` it was ~10 % of a `--format jsonl` run's instructions.
 fn as_text<S: Serializer>(a: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
     match a {
-        SocketAddr::V4(v4) => {
-            let mut buf = [0u8; 21];
-            let n = put_v4(&mut buf, v4.ip().octets(), Some(v4.port()));
-            s.serialize_str(std::str::from_utf8(&buf[..n]).unwrap_or_default())
-        }
+        SocketAddr::V4(v4) => v4_text(v4.ip().octets(), Some(v4.port()), s),
         SocketAddr::V6(_) => s.collect_str(a),
     }
 }
 
 fn opt_as_text<S: Serializer>(v: &Option<IpAddr>, s: S) -> Result<S::Ok, S::Error> {
     match v {
-        Some(IpAddr::V4(v4)) => {
-            let mut buf = [0u8; 21];
-            let n = put_v4(&mut buf, v4.octets(), None);
-            s.serialize_str(std::str::from_utf8(&buf[..n]).unwrap_or_default())
-        }
+        Some(IpAddr::V4(v4)) => v4_text(v4.octets(), None, s),
         Some(ip) => s.collect_str(ip),
         None => s.serialize_none(),
     }

@@ -353,22 +353,17 @@ fn main() {
     // (cache and memory-bandwidth contention), so the best run is the engine's cost; the
     // median is printed too.
     let runs: usize = env_or("MF_BENCH_RUNS", 3).max(1);
-    let mut all: Vec<ChildRun> = (0..runs)
-        .map(|_| {
-            run_child(
-                bin,
-                &[
-                    os("replay"),
-                    os("--format"),
-                    os("summary"),
-                    pcap.as_os_str(),
-                ],
-            )
-        })
-        .collect();
-    all.sort_by(|a, b| a.cpu_s.total_cmp(&b.cpu_s));
-    let median_cpu = all[all.len() / 2].cpu_s;
-    let run = all.swap_remove(0);
+    // `runs` runs of `rebuilder replay --format <format>`: the best one and the median CPU time.
+    let replay_runs = |format: &str, discard_stdout: bool| {
+        let args = [os("replay"), os("--format"), os(format), pcap.as_os_str()];
+        let mut all: Vec<ChildRun> = (0..runs)
+            .map(|_| run_child_with(bin, &args, discard_stdout))
+            .collect();
+        all.sort_by(|a, b| a.cpu_s.total_cmp(&b.cpu_s));
+        let median = all[all.len() / 2].cpu_s;
+        (all.swap_remove(0), median)
+    };
+    let (run, median_cpu) = replay_runs("summary", false);
     let packets = summary_value(&run.stderr, "packets");
     let requests = summary_value(&run.stderr, "requests");
     let pps = packets as f64 / run.cpu_s;
@@ -386,18 +381,7 @@ fn main() {
     let _ = run.stdout;
 
     // The measure: every transaction as a JSON line, written to /dev/null.
-    let mut jsonl: Vec<ChildRun> = (0..runs)
-        .map(|_| {
-            run_child_with(
-                bin,
-                &[os("replay"), os("--format"), os("jsonl"), pcap.as_os_str()],
-                true,
-            )
-        })
-        .collect();
-    jsonl.sort_by(|a, b| a.cpu_s.total_cmp(&b.cpu_s));
-    let jsonl_median = jsonl[jsonl.len() / 2].cpu_s;
-    let jsonl = jsonl.swap_remove(0);
+    let (jsonl, jsonl_median) = replay_runs("jsonl", true);
     assert_eq!(summary_value(&jsonl.stderr, "packets"), packets);
     assert_eq!(summary_value(&jsonl.stderr, "requests"), requests);
     let jsonl_pps = packets as f64 / jsonl.cpu_s;

@@ -241,6 +241,9 @@ impl SourceTable {
             *row = self.cur;
             return;
         }
+        // A pending packet from `key` is counted here, into the known row; left to `settle`
+        // it would be counted later after one more key comparison per packet (+1 % of replay's
+        // instructions).
         match self.pending {
             Some((k, len)) if k == key => {
                 self.pending = None;

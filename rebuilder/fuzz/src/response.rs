@@ -209,7 +209,7 @@ pub fn run_response(input: &ResponseInput) {
     measured.data(wire);
     measured.end();
     if !input.small_caps {
-        let without_bodies = |run: &ResponseRun| {
+        let without_kept_parts = |run: &ResponseRun| {
             let mut v = run.answers.complete.clone();
             v.iter_mut().for_each(|r| {
                 r.body.clear();
@@ -220,7 +220,7 @@ pub fn run_response(input: &ResponseInput) {
         };
         assert_eq!(
             measured.answers.complete,
-            without_bodies(&whole),
+            without_kept_parts(&whole),
             "keeping bodies and heads changes more than their bytes"
         );
         assert_eq!(

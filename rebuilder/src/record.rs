@@ -1,6 +1,6 @@
 //! The JSON record of one transaction — a request and its response, or the reason it has none —
 //! written by `rebuilder replay --format jsonl` and by the daemon's ndjson sink (one
-//! serializer for both).
+//! writer for both, [`write_line`]; by hand, see [`JsonOut`] for why).
 //!
 //! Fields, in order: the request's (`ts`, `ts_us`, `vni`, `client`, `peer`, `server`,
 //! `method`, `target`, `version`, `headers`, `body_len`, `body_truncated`, `chunked`,
@@ -24,8 +24,6 @@ use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 
 use base64::Engine as _;
-use serde::ser::SerializeSeq;
-use serde::{Serialize, Serializer};
 
 use crate::engine::request::{HttpRequest, HttpResponse};
 use crate::sources::{Attribution, SourceMap};
@@ -59,98 +57,6 @@ impl DecodeStats {
     }
 }
 
-/// The request part of a record (the fields of the request-only records, unchanged).
-#[derive(Debug, Serialize)]
-pub struct JsonRequest<'a> {
-    pub ts: Rfc3339Us,
-    pub ts_us: u64,
-    pub vni: u32,
-    /// The real client (the PROXY protocol source when the stream had a header).
-    #[serde(serialize_with = "as_text")]
-    pub client: SocketAddr,
-    /// The inner TCP source (equal to `client` without a PROXY header).
-    #[serde(serialize_with = "as_text")]
-    pub peer: SocketAddr,
-    #[serde(serialize_with = "as_text")]
-    pub server: SocketAddr,
-    pub method: &'a str,
-    pub target: &'a str,
-    /// The version as the request line named it (`HTTP/1.1`; `HTTP/0.9`, `HTTP/2.0`,
-    /// `HTTP/1.10` when the parser's leniency read it).
-    pub version: Cow<'static, str>,
-    pub headers: Fields<'a>,
-    pub body_len: usize,
-    pub body_truncated: bool,
-    pub chunked: bool,
-    #[serde(flatten)]
-    pub body: JsonBody,
-    /// Trailer fields of a chunked body (never merged into `headers`); absent when none.
-    #[serde(skip_serializing_if = "Fields::is_empty")]
-    pub trailers: Fields<'a>,
-    /// The leniencies the request needed (`docs/evasion.md`); absent when none.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub anomalies: Vec<&'static str>,
-    /// The Gateway Load Balancer endpoint (`vpce-…`) the mirror came through; absent for VXLAN.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gwlbe: Option<String>,
-    /// The IP source of the VXLAN datagrams (the mirror session's source ENI); absent for
-    /// plain captures.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "opt_as_text"
-    )]
-    pub mirror_source: Option<IpAddr>,
-}
-
-/// A body as shown (only with bodies or decoding).
-#[derive(Debug, Default, Serialize)]
-pub struct JsonBody {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub body_b64: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub content_decoded: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub decoded_len: Option<usize>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub decoded_truncated: bool,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub decode_failed: bool,
-}
-
-/// The response part of a record.
-#[derive(Debug, Serialize)]
-pub struct JsonResponse<'a> {
-    pub ts: Rfc3339Us,
-    pub ts_us: u64,
-    pub status: u16,
-    pub reason: &'a str,
-    pub version: &'static str,
-    pub headers: Fields<'a>,
-    /// Length of the body as framed (de-chunked, not decompressed).
-    pub body_len: u64,
-    pub body_truncated: bool,
-    pub chunked: bool,
-    #[serde(flatten)]
-    pub body: JsonBody,
-}
-
-/// One record.
-#[derive(Debug, Serialize)]
-pub struct Record<'a> {
-    #[serde(flatten)]
-    pub request: JsonRequest<'a>,
-    /// The source the request is attributed to.
-    pub source: Attribution<'a>,
-    /// Duplicate mirroring (`crate::dedup`): the source of the load balancer's copy of this
-    /// request, collapsed into this one; absent otherwise.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub via: Option<Attribution<'a>>,
-    pub response: Option<JsonResponse<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub response_missing: Option<&'static str>,
-    pub latency_ms: Option<f64>,
-}
-
 fn version(minor: u8) -> &'static str {
     if minor == 0 { "HTTP/1.0" } else { "HTTP/1.1" }
 }
@@ -163,80 +69,12 @@ fn request_version(major: u8, minor: u8) -> Cow<'static, str> {
     }
 }
 
-/// Header or trailer fields, written as `[["name", "value"], ...]` (values as UTF-8, invalid
-/// bytes replaced) straight from the request: no list is built per record.
-#[derive(Debug, Clone, Copy)]
-pub struct Fields<'a>(pub &'a [(String, Vec<u8>)]);
-
-impl Fields<'_> {
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl Serialize for Fields<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for (n, v) in self.0 {
-            seq.serialize_element(&(n.as_str(), String::from_utf8_lossy(v)))?;
-        }
-        seq.end()
-    }
-}
-
-/// Digits of `v` into `buf` at `at`, at least `width` of them (zero-padded); the index after.
-fn put_digits(buf: &mut [u8], at: usize, mut v: u64, width: usize) -> usize {
-    let mut tmp = [0u8; 20];
-    let mut n = 0;
-    while v > 0 || n < width.max(1) {
-        tmp[n] = b'0' + (v % 10) as u8;
+/// The last `width` decimal digits of `v` into `buf` at `at` (zero-padded).
+#[inline]
+fn put_digits(buf: &mut [u8], at: usize, mut v: u64, width: usize) {
+    for d in buf[at..at + width].iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
         v /= 10;
-        n += 1;
-    }
-    for (i, d) in tmp[..n].iter().rev().enumerate() {
-        buf[at + i] = *d;
-    }
-    at + n
-}
-
-/// An IPv4 address (and port) as `a.b.c.d[:port]` into `buf`; its length.
-fn put_v4(buf: &mut [u8; 21], ip: [u8; 4], port: Option<u16>) -> usize {
-    let mut at = 0;
-    for (i, o) in ip.iter().enumerate() {
-        if i > 0 {
-            buf[at] = b'.';
-            at += 1;
-        }
-        at = put_digits(buf, at, u64::from(*o), 1);
-    }
-    if let Some(p) = port {
-        buf[at] = b':';
-        at = put_digits(buf, at + 1, u64::from(p), 1);
-    }
-    at
-}
-
-/// An IPv4 address (and port) serialized as its text.
-fn v4_text<S: Serializer>(ip: [u8; 4], port: Option<u16>, s: S) -> Result<S::Ok, S::Error> {
-    let mut buf = [0u8; 21];
-    let n = put_v4(&mut buf, ip, port);
-    s.serialize_str(std::str::from_utf8(&buf[..n]).unwrap_or_default())
-}
-
-/// An address written as its text, as `Display` shows it. The common IPv4 case is formatted by
-/// hand: through `fmt` it was ~10 % of a `--format jsonl` run's instructions.
-fn as_text<S: Serializer>(a: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
-    match a {
-        SocketAddr::V4(v4) => v4_text(v4.ip().octets(), Some(v4.port()), s),
-        SocketAddr::V6(_) => s.collect_str(a),
-    }
-}
-
-fn opt_as_text<S: Serializer>(v: &Option<IpAddr>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(IpAddr::V4(v4)) => v4_text(v4.octets(), None, s),
-        Some(ip) => s.collect_str(ip),
-        None => s.serialize_none(),
     }
 }
 
@@ -316,75 +154,374 @@ pub fn decode(body: &[u8], coding: &str, max: usize, cut: bool) -> Option<(Vec<u
     }
 }
 
-/// The request fields of a record.
-pub fn request_json<'a>(
-    r: &'a HttpRequest,
-    opts: &RecordOptions,
-    stats: &mut DecodeStats,
-) -> JsonRequest<'a> {
-    JsonRequest {
-        ts: Rfc3339Us(r.ts_us),
-        ts_us: r.ts_us,
-        vni: r.vni,
-        client: r.client,
-        peer: r.peer,
-        server: r.server,
-        method: &r.method,
-        target: &r.target,
-        version: request_version(r.version_major, r.version),
-        headers: Fields(&r.headers),
-        body_len: r.body.len(),
-        body_truncated: r.body_truncated,
-        chunked: r.chunked,
-        body: body(&r.body, &r.headers, r.body_truncated, opts, stats),
-        trailers: Fields(&r.trailers),
-        anomalies: r.anomalies.iter().map(|a| a.as_str()).collect(),
-        gwlbe: r.gwlbe_name(),
-        mirror_source: r.mirror_source,
-    }
+/// The body fields of a record (only with bodies or decoding).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct JsonBody {
+    pub body_b64: Option<String>,
+    pub content_decoded: Option<&'static str>,
+    pub decoded_len: Option<usize>,
+    pub decoded_truncated: bool,
+    pub decode_failed: bool,
 }
 
-/// The response object of a record.
-pub fn response_json<'a>(
-    r: &'a HttpResponse,
-    opts: &RecordOptions,
-    stats: &mut DecodeStats,
-) -> JsonResponse<'a> {
-    JsonResponse {
-        ts: Rfc3339Us(r.ts_us),
-        ts_us: r.ts_us,
-        status: r.status,
-        reason: &r.reason,
-        version: version(r.version),
-        headers: Fields(&r.headers),
-        body_len: r.body_len,
-        body_truncated: r.body_truncated,
-        chunked: r.chunked,
-        body: body(&r.body, &r.headers, r.body_truncated, opts, stats),
+/// How serde_json escapes each byte of a string: 0 (as is), the letter after the backslash,
+/// or `u` for `\u00XX`.
+const ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = b'u';
+        b += 1;
     }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+/// Whether any of the 8 bytes of `w` needs escaping (a control byte, `"` or `\`): exact as a
+/// whole (the classic "has a byte less than n" / "has a zero byte" word tricks).
+#[inline]
+fn word_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    let q = w ^ (ONES * u64::from(b'"'));
+    let quote = q.wrapping_sub(ONES) & !q & HIGH;
+    let b = w ^ (ONES * u64::from(b'\\'));
+    let backslash = b.wrapping_sub(ONES) & !b & HIGH;
+    control | quote | backslash != 0
 }
 
-/// The record of a transaction (`sources`: the source map in force).
-pub fn record<'a>(
-    r: &'a HttpRequest,
-    sources: &'a SourceMap,
-    opts: &RecordOptions,
-    stats: &mut DecodeStats,
-) -> Record<'a> {
-    Record {
-        request: request_json(r, opts, stats),
-        source: sources.attribute(r.source_key()),
-        via: r.via.as_deref().map(|k| sources.attribute(*k)),
-        response: r
-            .response
-            .as_deref()
-            .map(|resp| response_json(resp, opts, stats)),
-        response_missing: if r.response.is_none() {
-            r.response_missing.map(|m| m.as_str())
+/// The JSON text of a record being written into a buffer.
+///
+/// Written by hand rather than through serde_json's `Serializer`: the keys are constants here
+/// (serde_json escapes every key at run time), the records had `#[serde(flatten)]` parts (a
+/// map serializer per record) and the string escaping checks 8 bytes at a time; together
+/// that was ~80 % of a `replay --format jsonl` run's output cost (docs/engine.md). The output
+/// is byte for byte what serde_json wrote for the same record (the tests keep that serde
+/// model and compare, for arbitrary requests).
+pub(crate) struct JsonOut<'a>(pub(crate) &'a mut Vec<u8>);
+
+impl JsonOut<'_> {
+    #[inline]
+    fn raw(&mut self, b: &[u8]) {
+        self.0.extend_from_slice(b);
+    }
+
+    /// `"name":`, after a comma unless it is the first member of its object.
+    #[inline]
+    pub(crate) fn key(&mut self, name: &'static str) {
+        if !matches!(self.0.last(), Some(b'{')) {
+            self.0.push(b',');
+        }
+        self.0.push(b'"');
+        self.raw(name.as_bytes());
+        self.raw(b"\":");
+    }
+
+    /// A string (UTF-8), quoted and escaped as serde_json does.
+    pub(crate) fn str(&mut self, s: &str) {
+        let s = s.as_bytes();
+        self.0.reserve(s.len() + 2);
+        self.0.push(b'"');
+        let (mut start, mut i) = (0, 0);
+        while i < s.len() {
+            // 8 bytes at a time. The last few: the string's last 8 bytes when it has 8 (those
+            // before `i` were clean), else padded with spaces (nothing to escape).
+            let w = match s.get(i..i + 8) {
+                Some(w) => u64::from_le_bytes(w.try_into().expect("8 bytes")),
+                None if s.len() >= 8 => {
+                    u64::from_le_bytes(s[s.len() - 8..].try_into().expect("8 bytes"))
+                }
+                None => s[i..]
+                    .iter()
+                    .rev()
+                    .fold(u64::from_le_bytes([b' '; 8]), |w, &b| {
+                        (w << 8) | u64::from(b)
+                    }),
+            };
+            if !word_needs_escape(w) {
+                i = (i + 8).min(s.len());
+                continue;
+            }
+            let b = s[i];
+            let e = ESCAPE[usize::from(b)];
+            i += 1;
+            if e == 0 {
+                continue;
+            }
+            self.raw(&s[start..i - 1]);
+            start = i;
+            if e == b'u' {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                let hex = [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]];
+                self.raw(b"\\u00");
+                self.raw(&hex);
+            } else {
+                self.raw(&[b'\\', e]);
+            }
+        }
+        self.raw(&s[start..]);
+        self.0.push(b'"');
+    }
+
+    /// Bytes as a string: UTF-8 as is, invalid sequences replaced (U+FFFD).
+    fn lossy(&mut self, b: &[u8]) {
+        match std::str::from_utf8(b) {
+            Ok(s) => self.str(s),
+            Err(_) => self.str(&String::from_utf8_lossy(b)),
+        }
+    }
+
+    pub(crate) fn u64(&mut self, v: u64) {
+        self.raw(itoa::Buffer::new().format(v).as_bytes());
+    }
+
+    pub(crate) fn bool(&mut self, v: bool) {
+        self.raw(if v { b"true" } else { b"false" });
+    }
+
+    fn null(&mut self) {
+        self.raw(b"null");
+    }
+
+    /// A number as serde_json writes an `f64` (shortest round-trip digits; `null` when not
+    /// finite).
+    fn f64(&mut self, v: f64) {
+        if v.is_finite() {
+            self.raw(zmij::Buffer::new().format_finite(v).as_bytes());
         } else {
-            None
-        },
-        latency_ms: r.latency_us().map(|us| us as f64 / 1000.0),
+            self.null();
+        }
+    }
+
+    /// A socket address as its text (as `Display` shows it; IPv4 by hand).
+    fn socket(&mut self, a: &SocketAddr) {
+        match a {
+            SocketAddr::V4(v4) => self.v4(v4.ip().octets(), Some(v4.port())),
+            SocketAddr::V6(_) => self.display(a),
+        }
+    }
+
+    /// An IP address as its text (as `Display` shows it; IPv4 by hand).
+    fn ip(&mut self, a: &IpAddr) {
+        match a {
+            IpAddr::V4(v4) => self.v4(v4.octets(), None),
+            IpAddr::V6(_) => self.display(a),
+        }
+    }
+
+    /// `Display` text that needs no escaping (an address), quoted.
+    fn display(&mut self, a: &dyn fmt::Display) {
+        use std::io::Write as _;
+        let _ = write!(self.0, "\"{a}\""); // writing into a Vec cannot fail
+    }
+
+    fn v4(&mut self, ip: [u8; 4], port: Option<u16>) {
+        let mut digits = itoa::Buffer::new();
+        self.0.push(b'"');
+        for (i, o) in ip.into_iter().enumerate() {
+            if i > 0 {
+                self.0.push(b'.');
+            }
+            self.raw(digits.format(o).as_bytes());
+        }
+        if let Some(p) = port {
+            self.0.push(b':');
+            self.raw(digits.format(p).as_bytes());
+        }
+        self.0.push(b'"');
+    }
+
+    fn time(&mut self, ts_us: u64) {
+        self.0.push(b'"');
+        self.raw(&Rfc3339Us(ts_us).bytes());
+        self.0.push(b'"');
+    }
+
+    /// Header or trailer fields: `[["name", "value"], ...]`.
+    fn fields(&mut self, fields: &[(String, Vec<u8>)]) {
+        self.0.push(b'[');
+        for (i, (n, v)) in fields.iter().enumerate() {
+            if i > 0 {
+                self.0.push(b',');
+            }
+            self.0.push(b'[');
+            self.str(n);
+            self.0.push(b',');
+            self.lossy(v);
+            self.0.push(b']');
+        }
+        self.0.push(b']');
+    }
+
+    /// The body fields (those that are set).
+    fn body(&mut self, b: &JsonBody) {
+        if let Some(v) = &b.body_b64 {
+            self.key("body_b64");
+            self.raw(b"\"");
+            self.raw(v.as_bytes()); // base64: nothing to escape
+            self.raw(b"\"");
+        }
+        if let Some(v) = b.content_decoded {
+            self.key("content_decoded");
+            self.str(v);
+        }
+        if let Some(v) = b.decoded_len {
+            self.key("decoded_len");
+            self.u64(v as u64);
+        }
+        if b.decoded_truncated {
+            self.key("decoded_truncated");
+            self.bool(true);
+        }
+        if b.decode_failed {
+            self.key("decode_failed");
+            self.bool(true);
+        }
+    }
+
+    /// The `"source"` object: the map's entry as published, or the key with `"eni": null`.
+    fn attribution(&mut self, a: &Attribution<'_>) {
+        match a {
+            Attribution::Known(v) => {
+                // The map's own JSON: written by serde_json (its keys are the map's).
+                serde_json::to_writer(&mut *self.0, v).expect("a JSON value writes to a Vec");
+            }
+            Attribution::Unknown(u) => {
+                self.raw(b"{\"eni\":null");
+                self.key("sender_ip");
+                match &u.sender_ip {
+                    Some(ip) => self.ip(ip),
+                    None => self.null(),
+                }
+                self.key("vni");
+                match u.vni {
+                    Some(v) => self.u64(u64::from(v)),
+                    None => self.null(),
+                }
+                self.key("gwlbe");
+                match &u.gwlbe {
+                    Some(g) => self.str(g),
+                    None => self.null(),
+                }
+                self.0.push(b'}');
+            }
+        }
+    }
+
+    /// The `"response"` object.
+    fn response(&mut self, r: &HttpResponse, opts: &RecordOptions, stats: &mut DecodeStats) {
+        self.raw(b"{");
+        self.key("ts");
+        self.time(r.ts_us);
+        self.key("ts_us");
+        self.u64(r.ts_us);
+        self.key("status");
+        self.u64(u64::from(r.status));
+        self.key("reason");
+        self.str(&r.reason);
+        self.key("version");
+        self.str(version(r.version));
+        self.key("headers");
+        self.fields(&r.headers);
+        self.key("body_len");
+        self.u64(r.body_len);
+        self.key("body_truncated");
+        self.bool(r.body_truncated);
+        self.key("chunked");
+        self.bool(r.chunked);
+        self.body(&body(&r.body, &r.headers, r.body_truncated, opts, stats));
+        self.0.push(b'}');
+    }
+
+    /// The record of a transaction (`sources`: the source map in force), as one JSON object.
+    pub(crate) fn record(
+        &mut self,
+        r: &HttpRequest,
+        sources: &SourceMap,
+        opts: &RecordOptions,
+        stats: &mut DecodeStats,
+    ) {
+        self.raw(b"{");
+        self.key("ts");
+        self.time(r.ts_us);
+        self.key("ts_us");
+        self.u64(r.ts_us);
+        self.key("vni");
+        self.u64(u64::from(r.vni));
+        self.key("client");
+        self.socket(&r.client);
+        self.key("peer");
+        self.socket(&r.peer);
+        self.key("server");
+        self.socket(&r.server);
+        self.key("method");
+        self.str(&r.method);
+        self.key("target");
+        self.str(&r.target);
+        self.key("version");
+        self.str(&request_version(r.version_major, r.version));
+        self.key("headers");
+        self.fields(&r.headers);
+        self.key("body_len");
+        self.u64(r.body.len() as u64);
+        self.key("body_truncated");
+        self.bool(r.body_truncated);
+        self.key("chunked");
+        self.bool(r.chunked);
+        self.body(&body(&r.body, &r.headers, r.body_truncated, opts, stats));
+        if !r.trailers.is_empty() {
+            self.key("trailers");
+            self.fields(&r.trailers);
+        }
+        if !r.anomalies.is_empty() {
+            self.key("anomalies");
+            self.0.push(b'[');
+            for (i, a) in r.anomalies.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(b',');
+                }
+                self.str(a.as_str());
+            }
+            self.0.push(b']');
+        }
+        if let Some(g) = r.gwlbe_name() {
+            self.key("gwlbe");
+            self.str(&g);
+        }
+        if let Some(ip) = &r.mirror_source {
+            self.key("mirror_source");
+            self.ip(ip);
+        }
+        self.key("source");
+        self.attribution(&sources.attribute(r.source_key()));
+        if let Some(k) = r.via.as_deref() {
+            self.key("via");
+            self.attribution(&sources.attribute(*k));
+        }
+        self.key("response");
+        match r.response.as_deref() {
+            Some(resp) => self.response(resp, opts, stats),
+            None => self.null(),
+        }
+        if r.response.is_none()
+            && let Some(m) = r.response_missing
+        {
+            self.key("response_missing");
+            self.str(m.as_str());
+        }
+        self.key("latency_ms");
+        match r.latency_us() {
+            Some(us) => self.f64(us as f64 / 1000.0),
+            None => self.null(),
+        }
+        self.0.push(b'}');
     }
 }
 
@@ -395,11 +532,9 @@ pub fn write_line(
     sources: &SourceMap,
     opts: &RecordOptions,
     stats: &mut DecodeStats,
-) -> std::io::Result<()> {
-    serde_json::to_writer(&mut *line, &record(r, sources, opts, stats))
-        .map_err(std::io::Error::other)?;
+) {
+    JsonOut(line).record(r, sources, opts, stats);
     line.push(b'\n');
-    Ok(())
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ` for µs since the UNIX epoch (UTC). A time past the year 9999
@@ -413,21 +548,31 @@ pub fn rfc3339_us(ts_us: u64) -> String {
 pub struct Rfc3339Us(pub u64);
 
 impl Rfc3339Us {
-    /// The 27 bytes of `YYYY-MM-DDTHH:MM:SS.ffffffZ` (the calendar from the `time` crate, the
-    /// digits by hand: through `fmt` they cost ~5,000 instructions per record).
+    /// The 27 bytes of `YYYY-MM-DDTHH:MM:SS.ffffffZ`, by hand (through `fmt` they cost ~5,000
+    /// instructions per record, through the `time` crate's calendar ~600): the date from the
+    /// day number with H. Hinnant's `civil_from_days` (proleptic Gregorian, as `time` counts;
+    /// the tests compare the two for any time). Past 9999-12-31T23:59:59 (the `time` crate's
+    /// range, which this kept) the date and time stay there and only the µs move.
     fn bytes(&self) -> [u8; 27] {
-        let t = i64::try_from(self.0 / 1_000_000)
-            .ok()
-            .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
-            .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc());
+        const LAST: u64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+        let secs = (self.0 / 1_000_000).min(LAST);
+        let (days, tod) = (secs / 86_400, secs % 86_400);
+        let z = days + 719_468; // days since 0000-03-01
+        let era = z / 146_097;
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + u64::from(month <= 2);
         let mut b = *b"0000-00-00T00:00:00.000000Z";
-        let year = u64::try_from(t.year()).unwrap_or(0).min(9999);
         put_digits(&mut b, 0, year, 4);
-        put_digits(&mut b, 5, u64::from(u8::from(t.month())), 2);
-        put_digits(&mut b, 8, u64::from(t.day()), 2);
-        put_digits(&mut b, 11, u64::from(t.hour()), 2);
-        put_digits(&mut b, 14, u64::from(t.minute()), 2);
-        put_digits(&mut b, 17, u64::from(t.second()), 2);
+        put_digits(&mut b, 5, month, 2);
+        put_digits(&mut b, 8, day, 2);
+        put_digits(&mut b, 11, tod / 3_600, 2);
+        put_digits(&mut b, 14, tod / 60 % 60, 2);
+        put_digits(&mut b, 17, tod % 60, 2);
         put_digits(&mut b, 20, self.0 % 1_000_000, 6);
         b
     }
@@ -439,14 +584,255 @@ impl fmt::Display for Rfc3339Us {
     }
 }
 
-impl Serialize for Rfc3339Us {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(std::str::from_utf8(&self.bytes()).unwrap_or_default())
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    /// The record as serde_json wrote it before [`JsonOut`]: the model the hand-written
+    /// output is compared with, byte for byte.
+    mod model {
+        use std::borrow::Cow;
+        use std::net::{IpAddr, SocketAddr};
+
+        use serde::ser::SerializeSeq;
+        use serde::{Serialize, Serializer};
+
+        use super::super::*;
+
+        /// The body fields, as the model's [`JsonBody`].
+        fn body(
+            body: &[u8],
+            headers: &[(String, Vec<u8>)],
+            cut: bool,
+            opts: &RecordOptions,
+            stats: &mut DecodeStats,
+        ) -> JsonBody {
+            let b = super::super::body(body, headers, cut, opts, stats);
+            JsonBody {
+                body_b64: b.body_b64,
+                content_decoded: b.content_decoded,
+                decoded_len: b.decoded_len,
+                decoded_truncated: b.decoded_truncated,
+                decode_failed: b.decode_failed,
+            }
+        }
+
+        /// The request part of a record (the fields of the request-only records, unchanged).
+        #[derive(Debug, Serialize)]
+        pub struct JsonRequest<'a> {
+            pub ts: Rfc3339Us,
+            pub ts_us: u64,
+            pub vni: u32,
+            /// The real client (the PROXY protocol source when the stream had a header).
+            #[serde(serialize_with = "as_text")]
+            pub client: SocketAddr,
+            /// The inner TCP source (equal to `client` without a PROXY header).
+            #[serde(serialize_with = "as_text")]
+            pub peer: SocketAddr,
+            #[serde(serialize_with = "as_text")]
+            pub server: SocketAddr,
+            pub method: &'a str,
+            pub target: &'a str,
+            /// The version as the request line named it (`HTTP/1.1`; `HTTP/0.9`, `HTTP/2.0`,
+            /// `HTTP/1.10` when the parser's leniency read it).
+            pub version: Cow<'static, str>,
+            pub headers: Fields<'a>,
+            pub body_len: usize,
+            pub body_truncated: bool,
+            pub chunked: bool,
+            #[serde(flatten)]
+            pub body: JsonBody,
+            /// Trailer fields of a chunked body (never merged into `headers`); absent when none.
+            #[serde(skip_serializing_if = "Fields::is_empty")]
+            pub trailers: Fields<'a>,
+            /// The leniencies the request needed (`docs/evasion.md`); absent when none.
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            pub anomalies: Vec<&'static str>,
+            /// The Gateway Load Balancer endpoint (`vpce-…`) the mirror came through; absent for VXLAN.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub gwlbe: Option<String>,
+            /// The IP source of the VXLAN datagrams (the mirror session's source ENI); absent for
+            /// plain captures.
+            #[serde(
+                skip_serializing_if = "Option::is_none",
+                serialize_with = "opt_as_text"
+            )]
+            pub mirror_source: Option<IpAddr>,
+        }
+
+        /// A body as shown (only with bodies or decoding).
+        #[derive(Debug, Default, Serialize)]
+        pub struct JsonBody {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub body_b64: Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub content_decoded: Option<&'static str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub decoded_len: Option<usize>,
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            pub decoded_truncated: bool,
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            pub decode_failed: bool,
+        }
+
+        /// The response part of a record.
+        #[derive(Debug, Serialize)]
+        pub struct JsonResponse<'a> {
+            pub ts: Rfc3339Us,
+            pub ts_us: u64,
+            pub status: u16,
+            pub reason: &'a str,
+            pub version: &'static str,
+            pub headers: Fields<'a>,
+            /// Length of the body as framed (de-chunked, not decompressed).
+            pub body_len: u64,
+            pub body_truncated: bool,
+            pub chunked: bool,
+            #[serde(flatten)]
+            pub body: JsonBody,
+        }
+
+        /// One record.
+        #[derive(Debug, Serialize)]
+        pub struct Record<'a> {
+            #[serde(flatten)]
+            pub request: JsonRequest<'a>,
+            /// The source the request is attributed to.
+            pub source: Attribution<'a>,
+            /// Duplicate mirroring (`crate::dedup`): the source of the load balancer's copy of this
+            /// request, collapsed into this one; absent otherwise.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub via: Option<Attribution<'a>>,
+            pub response: Option<JsonResponse<'a>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub response_missing: Option<&'static str>,
+            pub latency_ms: Option<f64>,
+        }
+
+        /// Header or trailer fields, written as `[["name", "value"], ...]` (values as UTF-8, invalid
+        /// bytes replaced) straight from the request: no list is built per record.
+        #[derive(Debug, Clone, Copy)]
+        pub struct Fields<'a>(pub &'a [(String, Vec<u8>)]);
+
+        impl Fields<'_> {
+            pub fn is_empty(&self) -> bool {
+                self.0.is_empty()
+            }
+        }
+
+        impl Serialize for Fields<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(Some(self.0.len()))?;
+                for (n, v) in self.0 {
+                    seq.serialize_element(&(n.as_str(), String::from_utf8_lossy(v)))?;
+                }
+                seq.end()
+            }
+        }
+
+        /// An IPv4 address (and port) serialized as its text.
+        fn v4_text<S: Serializer>(ip: [u8; 4], port: Option<u16>, s: S) -> Result<S::Ok, S::Error> {
+            // (by hand before; `Display` is what it matched)
+            match port {
+                Some(p) => s.collect_str(&std::net::SocketAddrV4::new(ip.into(), p)),
+                None => s.collect_str(&std::net::Ipv4Addr::from(ip)),
+            }
+        }
+
+        /// An address written as its text, as `Display` shows it. The common IPv4 case is formatted by
+        /// hand: through `fmt` it was ~10 % of a `--format jsonl` run's instructions.
+        pub fn as_text<S: Serializer>(a: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+            match a {
+                SocketAddr::V4(v4) => v4_text(v4.ip().octets(), Some(v4.port()), s),
+                SocketAddr::V6(_) => s.collect_str(a),
+            }
+        }
+
+        pub fn opt_as_text<S: Serializer>(v: &Option<IpAddr>, s: S) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(IpAddr::V4(v4)) => v4_text(v4.octets(), None, s),
+                Some(ip) => s.collect_str(ip),
+                None => s.serialize_none(),
+            }
+        }
+
+        /// The request fields of a record.
+        pub fn request_json<'a>(
+            r: &'a HttpRequest,
+            opts: &RecordOptions,
+            stats: &mut DecodeStats,
+        ) -> JsonRequest<'a> {
+            JsonRequest {
+                ts: Rfc3339Us(r.ts_us),
+                ts_us: r.ts_us,
+                vni: r.vni,
+                client: r.client,
+                peer: r.peer,
+                server: r.server,
+                method: &r.method,
+                target: &r.target,
+                version: request_version(r.version_major, r.version),
+                headers: Fields(&r.headers),
+                body_len: r.body.len(),
+                body_truncated: r.body_truncated,
+                chunked: r.chunked,
+                body: body(&r.body, &r.headers, r.body_truncated, opts, stats),
+                trailers: Fields(&r.trailers),
+                anomalies: r.anomalies.iter().map(|a| a.as_str()).collect(),
+                gwlbe: r.gwlbe_name(),
+                mirror_source: r.mirror_source,
+            }
+        }
+
+        /// The response object of a record.
+        pub fn response_json<'a>(
+            r: &'a HttpResponse,
+            opts: &RecordOptions,
+            stats: &mut DecodeStats,
+        ) -> JsonResponse<'a> {
+            JsonResponse {
+                ts: Rfc3339Us(r.ts_us),
+                ts_us: r.ts_us,
+                status: r.status,
+                reason: &r.reason,
+                version: version(r.version),
+                headers: Fields(&r.headers),
+                body_len: r.body_len,
+                body_truncated: r.body_truncated,
+                chunked: r.chunked,
+                body: body(&r.body, &r.headers, r.body_truncated, opts, stats),
+            }
+        }
+
+        /// The record of a transaction (`sources`: the source map in force).
+        pub fn record<'a>(
+            r: &'a HttpRequest,
+            sources: &'a SourceMap,
+            opts: &RecordOptions,
+            stats: &mut DecodeStats,
+        ) -> Record<'a> {
+            Record {
+                request: request_json(r, opts, stats),
+                source: sources.attribute(r.source_key()),
+                via: r.via.as_deref().map(|k| sources.attribute(*k)),
+                response: r
+                    .response
+                    .as_deref()
+                    .map(|resp| response_json(resp, opts, stats)),
+                response_missing: if r.response.is_none() {
+                    r.response_missing.map(|m| m.as_str())
+                } else {
+                    None
+                },
+                latency_ms: r.latency_us().map(|us| us as f64 / 1000.0),
+            }
+        }
+
+        impl Serialize for Rfc3339Us {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(std::str::from_utf8(&self.bytes()).unwrap_or_default())
+            }
+        }
+    }
+
     use super::*;
     use crate::engine::request::ResponseMissing;
     use std::io::Write;
@@ -466,6 +852,13 @@ mod tests {
         }
     }
 
+    /// The record of `r` as the writer writes it.
+    fn line(r: &HttpRequest, sources: &SourceMap, opts: &RecordOptions) -> String {
+        let mut out = Vec::new();
+        JsonOut(&mut out).record(r, sources, opts, &mut DecodeStats::default());
+        String::from_utf8(out).expect("JSON is UTF-8")
+    }
+
     fn gzip(data: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         e.write_all(data).unwrap();
@@ -480,13 +873,15 @@ mod tests {
             ip in proptest::prelude::any::<[u8; 4]>(),
             port in proptest::prelude::any::<u16>(),
             v6 in proptest::prelude::any::<[u8; 16]>(),
-            ts in proptest::prelude::any::<u64>(),
+            any_ts in proptest::prelude::any::<u64>(),
+            // Up to a day past the last time the calendar shows (most u64 are past it).
+            in_range in 0u64..253_402_387_200_000_000,
         ) {
-            #[derive(Serialize)]
+            #[derive(serde::Serialize)]
             struct A {
-                #[serde(serialize_with = "as_text")]
+                #[serde(serialize_with = "model::as_text")]
                 a: SocketAddr,
-                #[serde(serialize_with = "opt_as_text")]
+                #[serde(serialize_with = "model::opt_as_text")]
                 b: Option<IpAddr>,
             }
             for (a, b) in [
@@ -496,6 +891,7 @@ mod tests {
                 let json = serde_json::to_string(&A { a, b: Some(b) }).unwrap();
                 proptest::prop_assert_eq!(json, format!(r#"{{"a":"{a}","b":"{b}"}}"#));
             }
+            for ts in [any_ts, in_range] {
             let t = i64::try_from(ts / 1_000_000)
                 .ok()
                 .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
@@ -515,6 +911,130 @@ mod tests {
                 serde_json::to_string(&Rfc3339Us(ts)).unwrap(),
                 format!("\"{want}\"")
             );
+            }
+        }
+    }
+
+    /// Text for strings: every escape class (quotes, backslashes, control bytes, DEL) and
+    /// multi-byte UTF-8, long enough to cross the 8-byte steps of the writer's scan.
+    fn text() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::string::string_regex(r#"[a-z"\\\x00-\x1f\x7f é€😀/:=-]{0,40}"#).unwrap()
+    }
+
+    fn fields() -> impl proptest::strategy::Strategy<Value = Vec<(String, Vec<u8>)>> {
+        use proptest::prelude::*;
+        // Values: any bytes (invalid UTF-8 included) or text.
+        let value = prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..24),
+            text().prop_map(String::into_bytes),
+        ];
+        proptest::collection::vec((text(), value), 0..4)
+    }
+
+    fn addr() -> impl proptest::strategy::Strategy<Value = SocketAddr> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<([u8; 4], u16)>().prop_map(SocketAddr::from),
+            any::<([u8; 16], u16)>().prop_map(SocketAddr::from),
+        ]
+    }
+
+    proptest::proptest! {
+        /// The hand-written record is byte for byte what serde_json wrote for the same
+        /// transaction (the model), whatever the request, its response or its absence, the
+        /// body options and the source's attribution.
+        #[test]
+        fn the_written_record_is_what_serde_json_wrote_for_it(
+            (method, target, reason) in (text(), text(), text()),
+            (headers, trailers, resp_headers) in (fields(), fields(), fields()),
+            (client, peer, server) in (addr(), addr(), addr()),
+            ts_us in proptest::prelude::any::<u64>(),
+            (vni, major, minor) in (0u32..1 << 24, 0u8..10, 0u8..12),
+            (body, resp_body) in (
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..20),
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..20),
+            ),
+            (gwlbe, mirror, via) in (
+                proptest::option::of(proptest::prelude::any::<u64>()),
+                proptest::option::of(addr()),
+                proptest::option::of(addr()),
+            ),
+            anomalies in 0usize..1 << 8,
+            response in proptest::option::of((
+                proptest::prelude::any::<u64>(), 100u16..600, 0u8..2, proptest::prelude::any::<u64>(),
+                proptest::prelude::any::<(bool, bool)>(),
+            )),
+            (missing, with_body, decode, known) in (0usize..9, proptest::prelude::any::<bool>(),
+                proptest::prelude::any::<bool>(), proptest::prelude::any::<bool>()),
+            (truncated, chunked) in proptest::prelude::any::<(bool, bool)>(),
+        ) {
+            use crate::engine::stats::{Anomaly, ResponseMissing};
+            let mut r = HttpRequest {
+                ts_us,
+                vni,
+                peer,
+                headers,
+                trailers,
+                body,
+                body_truncated: truncated,
+                chunked,
+                version_major: major,
+                version: minor,
+                gwlbe,
+                mirror_source: mirror.map(|m| m.ip()),
+                via: via.map(|v| {
+                    Box::new(crate::engine::source::SourceKey {
+                        gwlbe: None,
+                        sender: Some(v.ip()),
+                        vni: Some(vni),
+                    })
+                }),
+                response_missing: Some(ResponseMissing::ALL[missing % ResponseMissing::ALL.len()]),
+                ..HttpRequest::new(method, target, client, server)
+            };
+            for (i, a) in Anomaly::ALL.iter().enumerate() {
+                if anomalies & (1 << (i % 8)) != 0 && i % 3 == 0 {
+                    r.anomalies.insert(*a);
+                }
+            }
+            if decode {
+                r.headers.push(("Content-Encoding".into(), b"gzip".to_vec()));
+            }
+            if let Some((ts, status, version, len, (cut, chunked))) = response {
+                r.response = Some(Box::new(HttpResponse {
+                    ts_us: ts,
+                    version,
+                    status,
+                    reason,
+                    headers: resp_headers,
+                    body: resp_body,
+                    body_len: len,
+                    chunked,
+                    body_truncated: cut,
+                }));
+            }
+            let sender = r.mirror_source.map(|a| a.to_string());
+            let map = SourceMap::parse(
+                serde_json::json!({
+                    "version": 1,
+                    "sources": [{"eni": "eni-0a1b2c3d4e5f60718", "sender_ip": sender,
+                                 "vni": vni, "name": "web \"a\"\n", "tags": {"k": [1, 2.5]}}],
+                })
+                .to_string()
+                .as_bytes(),
+            )
+            .unwrap();
+            let sources = if known && sender.is_some() { &map } else { SourceMap::none() };
+            let opts = RecordOptions {
+                with_body,
+                decode_bodies: decode.then_some(64),
+            };
+            let (mut a, mut b) = (DecodeStats::default(), DecodeStats::default());
+            let mut written = Vec::new();
+            JsonOut(&mut written).record(&r, sources, &opts, &mut a);
+            let want = serde_json::to_vec(&model::record(&r, sources, &opts, &mut b)).unwrap();
+            proptest::prop_assert_eq!(String::from_utf8_lossy(&written), String::from_utf8_lossy(&want));
+            proptest::prop_assert_eq!(a, b);
         }
     }
 
@@ -539,13 +1059,9 @@ mod tests {
     #[test]
     fn a_missing_response_is_null_with_its_reason() {
         let r = request();
-        let v = serde_json::to_value(record(
-            &r,
-            &SourceMap::empty(),
-            &RecordOptions::default(),
-            &mut DecodeStats::default(),
-        ))
-        .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&line(&r, &SourceMap::empty(), &RecordOptions::default()))
+                .unwrap();
         assert_eq!(v["response"], serde_json::Value::Null);
         assert_eq!(v["response_missing"], "gap");
         assert_eq!(v["latency_ms"], serde_json::Value::Null);
@@ -569,13 +1085,7 @@ mod tests {
             .with(Anomaly::MultipleSpaces);
         r.gwlbe = Some(0x0123_4567_89ab_cdef);
         r.mirror_source = Some("10.1.2.3".parse().unwrap());
-        let line = serde_json::to_string(&record(
-            &r,
-            &SourceMap::empty(),
-            &RecordOptions::default(),
-            &mut DecodeStats::default(),
-        ))
-        .unwrap();
+        let line = line(&r, &SourceMap::empty(), &RecordOptions::default());
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["version"], "HTTP/2.0");
         assert_eq!(
@@ -613,13 +1123,7 @@ mod tests {
             with_body: true,
             decode_bodies: None,
         };
-        let line = serde_json::to_string(&record(
-            &r,
-            &SourceMap::empty(),
-            &opts,
-            &mut DecodeStats::default(),
-        ))
-        .unwrap();
+        let line = line(&r, &SourceMap::empty(), &opts);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["response"]["status"], 404);
         assert_eq!(v["response"]["reason"], "Not Found");

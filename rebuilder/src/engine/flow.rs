@@ -3,9 +3,8 @@
 //! both are seen.
 //!
 //! Entries live in a slab (chunks of 256 KiB, never moved) indexed by `u32`; a hash index
-//! (hashbrown `HashTable` of slot numbers, foldhash randomly seeded, keys compared in the
-//! slab so each key is stored once and the index stays 4 bytes per entry) maps keys to
-//! slots; two intrusive doubly linked lists order the entries: **open** ones by recency
+//! ([`index`]: slot numbers with a 32-bit tag of the key's foldhash, randomly seeded; keys
+//! compared in the slab so each key is stored once) maps keys to slots; two intrusive doubly linked lists order the entries: **open** ones by recency
 //! (LRU) and **closed** ones by closing time. At the cap, a closed entry is evicted first,
 //! else the least recently used open one.
 //!
@@ -17,7 +16,9 @@
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use hashbrown::HashTable;
+mod index;
+
+use index::{Index, tag_of};
 
 /// Identity of one direction of a connection: (GWLB endpoint, VNI, source ip:port,
 /// destination ip:port), stored compactly (addresses as 16 bytes, IPv4 mapped) so that
@@ -241,7 +242,7 @@ pub struct FlowTable<T> {
     /// Slots handed out so far (live or free).
     slots: usize,
     free: Vec<u32>,
-    index: HashTable<u32>,
+    index: Index,
     hasher: foldhash::fast::RandomState,
     lists: [List; 2],
     cap: usize,
@@ -309,7 +310,7 @@ impl<T> FlowTable<T> {
             chunks: Vec::new(),
             slots: 0,
             free: Vec::new(),
-            index: HashTable::with_capacity(reserve),
+            index: Index::with_capacity(reserve),
             hasher: foldhash::fast::RandomState::default(),
             lists: [EMPTY; 2],
             cap: cap.max(1),
@@ -331,25 +332,38 @@ impl<T> FlowTable<T> {
     #[inline]
     pub fn find(&self, key: &FlowKey) -> Option<u32> {
         let chunks = &self.chunks;
-        self.index
-            .find(self.hasher.hash_one(key), |&i| {
-                slot(chunks, i).as_ref().is_some_and(|e| e.key == *key)
-            })
-            .copied()
+        self.index.find(self.tag(key), |i| {
+            slot(chunks, i).as_ref().is_some_and(|e| e.key == *key)
+        })
     }
 
-    /// Asks the CPU to start loading the entry of `key` (and the index lines that lead to it)
-    /// into its cache, without waiting: called for the next packet while the current one is
-    /// processed, so that [`FlowTable::find`] and the packet's work on its direction do not
-    /// stall on memory. A hint: it changes nothing and costs a hash and an index probe.
+    /// The index tag of `key`.
     #[inline]
-    pub fn prefetch(&self, key: &FlowKey) {
+    pub fn tag(&self, key: &FlowKey) -> u32 {
+        tag_of(self.hasher.hash_one(key))
+    }
+
+    /// Asks the CPU to start loading the entry of the key whose tag ([`FlowTable::tag`]) is
+    /// `tag` (every entry stored under that tag) into its cache, without waiting: called for
+    /// the next packet while the current one is processed, so that [`FlowTable::find`] and the
+    /// packet's work on its direction do not stall on memory. A hint: it changes nothing and
+    /// costs an index probe.
+    #[inline]
+    pub fn prefetch(&self, tag: u32) {
         let chunks = &self.chunks;
-        for &i in self.index.iter_hash(self.hasher.hash_one(key)) {
+        for i in self.index.candidates(tag) {
             if (i as usize) < self.slots {
                 prefetch_lines(slot(chunks, i));
             }
         }
+    }
+
+    /// The first step of [`FlowTable::prefetch`], one packet earlier: asks for the index
+    /// line a lookup of `tag` ([`FlowTable::tag`]) starts at, so that the probe that
+    /// prefetch makes for the same key a packet later finds it in the cache.
+    #[inline]
+    pub fn prefetch_index(&self, tag: u32) {
+        prefetch_lines(self.index.home_line(tag));
     }
 
     /// The entry in slot `i` (which must be live).
@@ -499,10 +513,8 @@ impl<T> FlowTable<T> {
         if peer != NONE {
             self.entry_mut(peer).peer = i;
         }
-        let (chunks, hasher) = (&self.chunks, &self.hasher);
-        self.index.insert_unique(hasher.hash_one(key), i, |&j| {
-            hasher.hash_one(slot(chunks, j).as_ref().expect("indexed slot").key)
-        });
+        let tag = self.tag(&key);
+        self.index.insert(tag, i);
         self.len += 1;
         self.push_front(i, Lifecycle::Open, now_us);
         (i, evicted)
@@ -517,12 +529,8 @@ impl<T> FlowTable<T> {
         {
             p.peer = NONE;
         }
-        if let Ok(found) = self
-            .index
-            .find_entry(self.hasher.hash_one(e.key), |&j| j == i)
-        {
-            found.remove();
-        }
+        let indexed = self.index.remove(self.tag(&e.key), i);
+        debug_assert!(indexed, "a live slot is indexed");
         self.free.push(i);
         self.len -= 1;
         Removed {

@@ -164,6 +164,9 @@ pub struct Engine {
     /// Length of the packet being processed (moved with its count when its source key is
     /// refined).
     packet_len: u64,
+    /// The frame [`Engine::prefetch_frames`] last read as `after` (address and length) and
+    /// its key's index tag: the same frame comes back as `next` one packet later.
+    lookahead: ((usize, usize), Option<[u32; 2]>),
 }
 
 impl Engine {
@@ -212,6 +215,7 @@ impl Engine {
             waiting: BinaryHeap::new(),
             generation: 0,
             packet_len: 0,
+            lookahead: ((0, 0), None),
             config,
         }
     }

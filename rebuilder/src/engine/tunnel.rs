@@ -58,15 +58,43 @@ impl Engine {
         }
     }
 
-    /// A hint about the frame that [`Engine::on_captured_frame`] will get next: its flow entry
-    /// is loaded into the CPU's cache while the current frame is processed. Changes nothing.
+    /// A hint about the frames that [`Engine::on_captured_frame`] will get next (`next`) and
+    /// after it (`after`): the lookup of each is started early enough that neither the index
+    /// nor the flow entry is a cache miss when its packet comes. `after`'s index line is
+    /// requested now; `next`'s index line was requested one packet ago (when it was `after`),
+    /// so its probe is cheap and its entry is requested now. Changes nothing.
+    ///
     /// Only the common shape is looked at (IPv4 / UDP 4789 / VXLAN / Ethernet / IPv4 / TCP, no
-    /// VLAN tag), read by hand: decoding the frame twice in full would cost more than the
-    /// cache misses it saves.
-    pub fn prefetch_frame(&self, frame: &[u8]) {
-        if let Some(key) = vxlan_v4_key(frame) {
-            self.table.prefetch(&key);
+    /// VLAN tag), read by hand: decoding the frames in full would cost more than the cache
+    /// misses it saves.
+    ///
+    /// The index tag of the key read from `after` is kept for the next call, where the same frame is
+    /// `next` (recognised by its address and length in the reader's buffer; a frame that moved
+    /// is read again, and a different frame at the same place only makes a useless hint).
+    pub fn prefetch_frames(&mut self, next: Option<&[u8]>, after: Option<&[u8]>) {
+        let at = |f: &[u8]| (f.as_ptr() as usize, f.len());
+        let tags = |k: FlowKey| [self.table.tag(&k), self.table.tag(&k.reverse())];
+        let (seen, kept) = self.lookahead;
+        if let Some(next) = next {
+            let known = if seen == at(next) {
+                kept
+            } else {
+                vxlan_v4_key(next).map(tags)
+            };
+            for tag in known.into_iter().flatten() {
+                self.table.prefetch(tag);
+            }
         }
+        self.lookahead = match after {
+            Some(after) => {
+                let known = vxlan_v4_key(after).map(tags);
+                for tag in known.into_iter().flatten() {
+                    self.table.prefetch_index(tag);
+                }
+                (at(after), known)
+            }
+            None => ((0, 0), None),
+        };
     }
 
     /// Counts one packet, first attributed to `key` (refined as more of its key is read).
@@ -249,7 +277,7 @@ impl Carrier {
     }
 }
 
-/// The flow key of a frame of the common shape (see [`Engine::prefetch_frame`]), `None` for
+/// The flow key of a frame of the common shape (see [`Engine::prefetch_frames`]), `None` for
 /// any other (or a short) frame. Nothing is validated beyond what locating the fields needs
 /// (and the VXLAN header's own check).
 pub(super) fn vxlan_v4_key(frame: &[u8]) -> Option<FlowKey> {

@@ -97,9 +97,10 @@ pub struct CapturedPacket<'a> {
     pub orig_len: u32,
     /// Byte offset of the packet's record in the file.
     pub offset: u64,
-    /// The next packet's frame when it is already in the reader's buffer (pcap files with
-    /// Ethernet frames): a look ahead for prefetching, not consumed.
-    pub next_frame: Option<&'a [u8]>,
+    /// The frames of the next two packets, each when it is already in the reader's buffer
+    /// (pcap files with Ethernet frames; the second only with the first): a look ahead for
+    /// prefetching, not consumed.
+    pub next_frames: [Option<&'a [u8]>; 2],
 }
 
 /// Packets skipped because their link type can't be turned into an Ethernet frame.
@@ -344,17 +345,35 @@ impl<R: Read> CaptureReader<R> {
         }
     }
 
-    /// The frame of the next record, if it is a whole pcap record of an Ethernet capture
-    /// already in the buffer.
-    fn peek_ethernet_frame(&self) -> Option<&[u8]> {
-        if !matches!(self.parser, Parser::Pcap { link, .. } if link == DataLink::ETHERNET) {
-            return None;
+    /// The frames of the next two records, each if it is a whole pcap record of an Ethernet
+    /// capture already in the buffer (the second only after the first).
+    fn peek_ethernet_frames(&self) -> [Option<&[u8]>; 2] {
+        let Parser::Pcap { parser, link, .. } = &self.parser else {
+            return [None, None];
+        };
+        if *link != DataLink::ETHERNET {
+            return [None, None];
         }
+        let endianness = parser.header().endianness;
+        // (frame, end of its record) of the record at the start of `data`.
+        let record = |data: &[u8]| -> Option<(usize, usize)> {
+            let raw: [u8; 4] = data.get(8..12)?.try_into().ok()?;
+            let len = match endianness {
+                pcap_file::Endianness::Big => u32::from_be_bytes(raw),
+                pcap_file::Endianness::Little => u32::from_le_bytes(raw),
+            };
+            let end = 16usize.checked_add(len as usize)?;
+            (end <= data.len()).then_some((16, end))
+        };
         let data = &self.buf[self.start..self.end];
-        if data.len() < 16 {
-            return None;
-        }
-        data.get(16..self.peek_record_len())
+        let Some((at, end)) = record(data) else {
+            return [None, None];
+        };
+        let rest = &data[end..];
+        [
+            Some(&data[at..end]),
+            record(rest).map(|(at, end2)| &rest[at..end2]),
+        ]
     }
 
     /// The next packet, `Ok(None)` at a clean end of file.
@@ -478,7 +497,7 @@ impl<R: Read> CaptureReader<R> {
             frame,
             orig_len,
             offset,
-            next_frame: self.peek_ethernet_frame(),
+            next_frames: self.peek_ethernet_frames(),
         }))
     }
 }
@@ -690,16 +709,23 @@ mod tests {
     }
 
     #[test]
-    fn the_look_ahead_is_the_next_packet_when_it_is_buffered_and_nothing_else() {
+    fn the_look_ahead_is_the_next_two_packets_when_they_are_buffered_and_nothing_else() {
         let (file, frames) = sample_pcap();
         let check = |src: Box<dyn Read + '_>, ahead_always: bool| {
             let mut reader = CaptureReader::new(src).unwrap();
             let mut i = 0;
             let mut ahead = 0;
             while let Some(p) = reader.next_packet().unwrap() {
-                if let Some(next) = p.next_frame {
+                let [next, after] = p.next_frames;
+                if let Some(next) = next {
                     assert_eq!(next, &frames[i + 1].data[..], "look ahead of packet {i}");
                     ahead += 1;
+                }
+                if let Some(after) = after {
+                    assert!(next.is_some(), "the second only with the first");
+                    assert_eq!(after, &frames[i + 2].data[..], "second look ahead of {i}");
+                } else if ahead_always && i + 2 < frames.len() {
+                    panic!("packet {i} has no second look ahead in a whole buffer");
                 }
                 i += 1;
             }

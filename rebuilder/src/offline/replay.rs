@@ -14,7 +14,7 @@ use crate::offline::capture::{
 };
 use crate::offline::synth::{Generator, SynthConfig, TruthRequest};
 pub use crate::record::rfc3339_us;
-use crate::record::{DecodeStats, Record, RecordOptions, record};
+use crate::record::{DecodeStats, JsonOut, RecordOptions};
 use crate::sources::SourceMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -76,9 +76,8 @@ pub fn run_capture<R: Read>(
                 if p.ts_us > max_ts {
                     max_ts = p.ts_us;
                 }
-                if let Some(next) = p.next_frame {
-                    engine.prefetch_frame(next);
-                }
+                let [next, after] = p.next_frames;
+                engine.prefetch_frames(next, after);
                 engine.on_captured_frame(p.ts_us, p.frame, &mut out);
                 if max_ts >= next_timer {
                     engine.on_timer(max_ts, &mut out);
@@ -218,7 +217,7 @@ pub fn replay_command(
     let mut emit = |r: &HttpRequest| match args.format {
         OutputFormat::Jsonl => {
             line.clear();
-            crate::record::write_line(&mut line, r, &sources, &opts, &mut decoded)?;
+            crate::record::write_line(&mut line, r, &sources, &opts, &mut decoded);
             stdout.write_all(&line)
         }
         OutputFormat::Http => write_http(stdout, r),
@@ -593,36 +592,31 @@ impl GenerateArgs {
     }
 }
 
-/// The truth jsonl line of one request: the replay fields (with `body_b64`; the response the
-/// engine must pair with it, or the reason it must give for its absence) then `conn`, `index`
-/// and `expected`.
-#[derive(Debug, serde::Serialize)]
-pub struct JsonTruth<'a> {
-    #[serde(flatten)]
-    pub record: Record<'a>,
-    pub conn: u64,
-    pub index: u32,
-    pub expected: bool,
-    pub response_certain: bool,
-}
-
-pub fn truth_json(t: &TruthRequest) -> JsonTruth<'_> {
+/// Appends the truth jsonl line of one request to `out`: the replay fields (with `body_b64`;
+/// the response the engine must pair with it, or the reason it must give for its absence)
+/// then `conn`, `index`, `expected` and `response_certain`.
+pub fn write_truth_line(out: &mut Vec<u8>, t: &TruthRequest) {
     let opts = RecordOptions {
         with_body: true,
         decode_bodies: None,
     };
-    JsonTruth {
-        record: record(
-            &t.request,
-            SourceMap::none(),
-            &opts,
-            &mut DecodeStats::default(),
-        ),
-        conn: t.conn,
-        index: t.index,
-        expected: t.expected,
-        response_certain: t.response_certain,
-    }
+    let mut json = JsonOut(out);
+    json.record(
+        &t.request,
+        SourceMap::none(),
+        &opts,
+        &mut DecodeStats::default(),
+    );
+    json.0.pop(); // the record's closing brace: the truth's fields follow
+    json.key("conn");
+    json.u64(t.conn);
+    json.key("index");
+    json.u64(u64::from(t.index));
+    json.key("expected");
+    json.bool(t.expected);
+    json.key("response_certain");
+    json.bool(t.response_certain);
+    json.0.extend_from_slice(b"}\n");
 }
 
 /// Runs `rebuilder generate`; returns (frames, requests, expected requests).
@@ -641,6 +635,7 @@ pub fn generate_command(args: &GenerateArgs) -> Result<(u64, u64, u64), ReplayEr
     let mut generator = Generator::new(cfg);
     let mut truth_lines = 0u64;
     let mut expected = 0u64;
+    let mut line = Vec::with_capacity(4096);
     let mut write_truth = |batch: Vec<TruthRequest>,
                            w: &mut Option<std::io::BufWriter<std::fs::File>>|
      -> Result<(), ReplayError> {
@@ -648,9 +643,9 @@ pub fn generate_command(args: &GenerateArgs) -> Result<(u64, u64, u64), ReplayEr
             truth_lines += 1;
             expected += u64::from(t.expected);
             if let Some(w) = w.as_mut() {
-                serde_json::to_writer(&mut *w, &truth_json(&t))
-                    .map_err(|e| ReplayError::Output(e.into()))?;
-                w.write_all(b"\n").map_err(ReplayError::Output)?;
+                line.clear();
+                write_truth_line(&mut line, &t);
+                w.write_all(&line).map_err(ReplayError::Output)?;
             }
         }
         Ok(())
@@ -759,23 +754,27 @@ mod tests {
             with_body: true,
             decode_bodies: None,
         };
-        let json = serde_json::to_value(record(
+        let mut line = Vec::new();
+        crate::record::write_line(
+            &mut line,
             &r,
             SourceMap::none(),
             &with_body,
             &mut DecodeStats::default(),
-        ))
-        .unwrap();
+        );
+        let json: serde_json::Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(json["body_b64"], "aGVsbG8=");
         assert_eq!(json["headers"][0][0], "Transfer-Encoding");
         assert_eq!(json["version"], "HTTP/1.1");
-        let line = serde_json::to_string(&record(
+        let mut line = Vec::new();
+        crate::record::write_line(
+            &mut line,
             &r,
             SourceMap::none(),
             &RecordOptions::default(),
             &mut DecodeStats::default(),
-        ))
-        .unwrap();
+        );
+        let line = String::from_utf8(line).unwrap();
         assert!(
             line.starts_with("{\"ts\":\"1970-01-01T00:00:00.000001Z\",\"ts_us\":1,"),
             "{line}"

@@ -322,8 +322,9 @@ pub fn status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Bytes a flow-table entry may take, for memory ceilings (docs/engine.md: 296 bytes per
-/// entry + a 4-byte index; rounded up for slab chunks and hash-table slack).
+/// Bytes a flow-table entry may take, for memory ceilings (docs/engine.md: 312 bytes per
+/// entry + its share of the index, 8-byte slots at least 3/8 full: ≤ 22 bytes; rounded up for
+/// slab chunks).
 pub const ENTRY_BYTES: u64 = 400;
 
 /// Everything [`run`] generates for `plan` (the legitimate traffic, the attacker's packets), and

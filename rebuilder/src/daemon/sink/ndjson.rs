@@ -22,7 +22,7 @@ use std::time::Duration;
 use crate::daemon::config::RunArgs;
 use crate::daemon::forward::QueueReceiver;
 use crate::daemon::forward::connection::{Asked, Delivery, UpstreamConn, probe_loop};
-use crate::daemon::telemetry::{RequestDropReason, UpstreamErrorClass};
+use crate::daemon::telemetry::UpstreamErrorClass;
 use crate::engine::request::HttpRequest;
 use crate::record::{DecodeStats, RecordOptions, write_line};
 use crate::sources::{SourceMap, SourcesReader};
@@ -57,8 +57,6 @@ impl NdjsonConfig {
 struct Batch {
     body: Vec<u8>,
     lines: u64,
-    /// Requests taken that could not be written as a line (dropped as `invalid_request`).
-    failed: u64,
 }
 
 impl Batch {
@@ -69,11 +67,8 @@ impl Batch {
         opts: &RecordOptions,
         decode: &mut DecodeStats,
     ) {
-        if write_line(&mut self.body, r, sources, opts, decode).is_ok() {
-            self.lines += 1;
-        } else {
-            self.failed += 1;
-        }
+        write_line(&mut self.body, r, sources, opts, decode);
+        self.lines += 1;
     }
     fn full(&self, cfg: &NdjsonConfig) -> bool {
         self.lines >= cfg.batch_lines as u64 || self.body.len() >= cfg.batch_bytes
@@ -179,9 +174,6 @@ async fn post(
     wbuf: &mut Vec<u8>,
 ) {
     let t = &inner.telemetry;
-    for _ in 0..batch.failed {
-        t.request_dropped(RequestDropReason::Invalid);
-    }
     if cfg.gzip {
         let mut e = flate2::write::GzEncoder::new(
             Vec::with_capacity(batch.body.len() / 4),
@@ -222,5 +214,5 @@ async fn post(
             t.request_resent();
         }
     }
-    inner.settled(batch.lines + batch.failed);
+    inner.settled(batch.lines);
 }

@@ -257,10 +257,11 @@ impl ParserHarness {
             out: Vec::new(),
             limits,
             meta: Meta {
-                vni: 7,
-                client: SocketAddr::from(([10, 0, 0, 1], 40_000)),
-                server: SocketAddr::from(([10, 0, 0, 2], 80)),
-                gwlbe: None,
+                key: crate::engine::flow::FlowKey::new(
+                    7,
+                    SocketAddr::from(([10, 0, 0, 1], 40_000)),
+                    SocketAddr::from(([10, 0, 0, 2], 80)),
+                ),
                 mirror_source: None,
             },
         }

@@ -283,10 +283,7 @@ impl Direction {
     #[inline]
     pub(super) fn meta(&self, key: &FlowKey) -> Meta {
         Meta {
-            vni: key.vni(),
-            client: key.src(),
-            server: key.dst(),
-            gwlbe: key.gwlbe(),
+            key: *key,
             mirror_source: self.mirror,
         }
     }

@@ -541,11 +541,15 @@ impl Parser {
         let used = h.len;
         let req = HttpRequest {
             ts_us: self.msg_ts,
-            vni: ctx.meta.vni,
-            client: self.proxied.as_deref().copied().unwrap_or(ctx.meta.client),
-            peer: ctx.meta.client,
-            server: ctx.meta.server,
-            gwlbe: ctx.meta.gwlbe,
+            vni: ctx.meta.vni(),
+            client: self
+                .proxied
+                .as_deref()
+                .copied()
+                .unwrap_or_else(|| ctx.meta.client()),
+            peer: ctx.meta.client(),
+            server: ctx.meta.server(),
+            gwlbe: ctx.meta.gwlbe(),
             mirror_source: ctx.meta.mirror_source,
             via: None,
             method: h.method,
@@ -668,7 +672,7 @@ impl Parser {
         if ctx
             .limits
             .health_checks
-            .matches(&p.req, ctx.meta.client.ip())
+            .matches(&p.req, ctx.meta.client().ip())
         {
             ctx.stats.count_drop(DropReason::HealthCheck);
         } else {

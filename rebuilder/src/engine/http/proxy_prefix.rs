@@ -34,7 +34,7 @@ impl Parser {
                 if ctx
                     .limits
                     .proxy_protocol_from
-                    .contains(ctx.meta.client.ip())
+                    .contains(ctx.meta.client().ip())
                 {
                     ctx.stats.proxy_headers += 1;
                     self.proxied = h.source.map(Box::new);

@@ -7,6 +7,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use crate::engine::flow::FlowKey;
+
 use crate::engine::health_check::HealthCheckRule;
 use crate::engine::ranges::AddrRanges;
 use crate::engine::reassembly::Budget;
@@ -28,19 +30,33 @@ pub struct HttpLimits {
     pub proxy_protocol_from: AddrRanges,
 }
 
-/// Who a stream belongs to: copied into each request.
+/// Who a stream belongs to: copied into each request. The flow key as stored, its addresses
+/// made on use (a request needs them; most segments do not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Meta {
-    /// VXLAN VNI.
-    pub vni: u32,
-    /// Sender of this stream.
-    pub client: SocketAddr,
-    /// Receiver of this stream.
-    pub server: SocketAddr,
-    /// The Gateway Load Balancer endpoint the stream came through (GENEVE), if any.
-    pub gwlbe: Option<u64>,
+    /// The stream's direction: (GWLB endpoint, VNI, sender, receiver).
+    pub key: FlowKey,
     /// The IP source of the VXLAN datagrams that carried the stream (the mirror's source).
     pub mirror_source: Option<IpAddr>,
+}
+
+impl Meta {
+    /// VXLAN VNI.
+    pub fn vni(&self) -> u32 {
+        self.key.vni()
+    }
+    /// Sender of this stream.
+    pub fn client(&self) -> SocketAddr {
+        self.key.src()
+    }
+    /// Receiver of this stream.
+    pub fn server(&self) -> SocketAddr {
+        self.key.dst()
+    }
+    /// The Gateway Load Balancer endpoint the stream came through (GENEVE), if any.
+    pub fn gwlbe(&self) -> Option<u64> {
+        self.key.gwlbe()
+    }
 }
 
 /// Everything the parser writes to.

@@ -173,3 +173,62 @@ fn arp_is_not_tcp() {
     b.write(&mut f).unwrap();
     assert_eq!(parse_ethernet(&f, true), Err(PacketError::NonTcp));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+    /// The hand-read common shapes (IPv4 TCP, IPv4 UDP) are read exactly as etherparse reads
+    /// them: for generated IPv4 headers with any header length, fragment bits, total length
+    /// (shorter than the header, equal to it, short, exact, long), protocol, TCP data offset
+    /// and flags, UDP length (below 8, 8, short, long) and a cut anywhere, both readings give
+    /// the same result.
+    #[test]
+    fn the_hand_read_ipv4_path_reads_what_etherparse_reads(
+        ihl in 0u8..16,
+        version in proptest::prop_oneof![9 => proptest::strategy::Just(4u8), 1 => 0u8..16],
+        frag in proptest::prop_oneof![4 => proptest::strategy::Just(0x4000u16), 1 => proptest::strategy::Just(0x2000u16), 1 => proptest::strategy::Just(0x0001u16), 1 => proptest::prelude::any::<u16>()],
+        (total_mode, total_delta, small_total) in (0u8..4, -30i32..30, 0u16..80),
+        protocol in proptest::prop_oneof![3 => proptest::strategy::Just(6u8), 3 => proptest::strategy::Just(17u8), 1 => proptest::strategy::Just(51u8), 1 => proptest::prelude::any::<u8>()],
+        offset in 0u8..16,
+        flags in proptest::prelude::any::<u8>(),
+        (udp_mode, udp_delta, small_udp) in (0u8..4, -10i32..10, 0u16..20),
+        dport in proptest::prop_oneof![proptest::strategy::Just(4789u16), proptest::strategy::Just(6081u16), proptest::prelude::any::<u16>()],
+        body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+        cut in proptest::prelude::any::<proptest::sample::Index>(),
+        tunnels in proptest::prelude::any::<bool>(),
+    ) {
+        let mut p = body; // header bytes overwritten below; the rest is payload
+        p.resize(p.len().max(100), 0xab);
+        p[0] = (version << 4) | ihl;
+        let hl = usize::from(ihl) * 4;
+        let total = match total_mode {
+            0 => (p.len() as i32 + total_delta).clamp(0, 0xffff) as u16,
+            1 => small_total,
+            2 => hl as u16,
+            _ => hl.saturating_sub(1) as u16,
+        };
+        p[2..4].copy_from_slice(&total.to_be_bytes());
+        p[6..8].copy_from_slice(&frag.to_be_bytes());
+        p[9] = protocol;
+        let l4 = hl.max(20);
+        if p.len() >= l4 + 20 {
+            p[l4 + 2..l4 + 4].copy_from_slice(&dport.to_be_bytes());
+            let udp_len = match udp_mode {
+                0 => ((p.len() - l4) as i32 + udp_delta).clamp(0, 0xffff) as u16,
+                1 => small_udp,
+                2 => 8,
+                _ => 7,
+            };
+            if protocol == 17 {
+                p[l4 + 4..l4 + 6].copy_from_slice(&udp_len.to_be_bytes());
+            }
+            p[l4 + 12] = offset << 4;
+            p[l4 + 13] = flags;
+        }
+        let cut = cut.index(p.len() + 1);
+        let p = &p[..cut];
+        proptest::prop_assert_eq!(
+            parse_ip(EtherType::IPV4, p, tunnels),
+            parse_ip_general(EtherType::IPV4, p, tunnels)
+        );
+    }
+}

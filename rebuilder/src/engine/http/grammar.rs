@@ -68,11 +68,40 @@ pub(super) struct RequestLine<'a> {
 
 /// RFC 9110 token character.
 pub(super) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
 }
 
+/// [`is_tchar`] as a table (a request line is scanned a byte at a time, twice per request).
+const TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    t
+};
+
 fn is_target_byte(b: u8) -> bool {
-    (0x21..0x7f).contains(&b) || b >= 0x80
+    b > 0x20 && b != 0x7f
 }
 
 /// Spaces from `i` on: the index after them.
@@ -252,6 +281,18 @@ pub(super) fn text(bytes: &[u8]) -> (String, bool) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn token_and_target_bytes_are_the_rfc_9110_sets() {
+        for b in 0..=255u8 {
+            let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(is_tchar(b), tchar, "{b:#04x}");
+            // Visible ASCII or obs-text (what origins accept in a target).
+            let target = (0x21..0x7f).contains(&b) || b >= 0x80;
+            assert_eq!(is_target_byte(b), target, "{b:#04x}");
+        }
+    }
+
     use super::*;
 
     fn yes(line: &str) -> RequestLine<'_> {

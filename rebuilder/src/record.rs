@@ -492,28 +492,46 @@ impl JsonOut<'_> {
         }
     }
 
-    /// The `"response"` object.
-    fn response(&mut self, r: &HttpResponse, opts: &RecordOptions, stats: &mut DecodeStats) {
+    /// `{"ts": …, "ts_us": …` of a message that began at `ts_us` (both objects start so).
+    fn open(&mut self, ts_us: u64) {
         self.raw(b"{");
         self.key("ts");
-        self.time(r.ts_us);
+        self.time(ts_us);
         self.key("ts_us");
-        self.u64(r.ts_us);
+        self.u64(ts_us);
+    }
+
+    /// `"headers"` to the body fields, the same in both objects.
+    fn message(
+        &mut self,
+        headers: &[(String, Vec<u8>)],
+        body_len: u64,
+        truncated: bool,
+        chunked: bool,
+        body: &JsonBody,
+    ) {
+        self.key("headers");
+        self.fields(headers);
+        self.key("body_len");
+        self.u64(body_len);
+        self.key("body_truncated");
+        self.bool(truncated);
+        self.key("chunked");
+        self.bool(chunked);
+        self.body(body);
+    }
+
+    /// The `"response"` object.
+    fn response(&mut self, r: &HttpResponse, opts: &RecordOptions, stats: &mut DecodeStats) {
+        self.open(r.ts_us);
         self.key("status");
         self.u64(u64::from(r.status));
         self.key("reason");
         self.str(&r.reason);
         self.key("version");
         self.str(version(r.version));
-        self.key("headers");
-        self.fields(&r.headers);
-        self.key("body_len");
-        self.u64(r.body_len);
-        self.key("body_truncated");
-        self.bool(r.body_truncated);
-        self.key("chunked");
-        self.bool(r.chunked);
-        self.body(&body(&r.body, &r.headers, r.body_truncated, opts, stats));
+        let b = body(&r.body, &r.headers, r.body_truncated, opts, stats);
+        self.message(&r.headers, r.body_len, r.body_truncated, r.chunked, &b);
         self.0.push(b'}');
     }
 
@@ -525,11 +543,7 @@ impl JsonOut<'_> {
         opts: &RecordOptions,
         stats: &mut DecodeStats,
     ) {
-        self.raw(b"{");
-        self.key("ts");
-        self.time(r.ts_us);
-        self.key("ts_us");
-        self.u64(r.ts_us);
+        self.open(r.ts_us);
         self.key("vni");
         self.u64(u64::from(r.vni));
         self.key("client");
@@ -544,15 +558,14 @@ impl JsonOut<'_> {
         self.str(&r.target);
         self.key("version");
         self.str(&request_version(r.version_major, r.version));
-        self.key("headers");
-        self.fields(&r.headers);
-        self.key("body_len");
-        self.u64(r.body.len() as u64);
-        self.key("body_truncated");
-        self.bool(r.body_truncated);
-        self.key("chunked");
-        self.bool(r.chunked);
-        self.body(&body(&r.body, &r.headers, r.body_truncated, opts, stats));
+        let b = body(&r.body, &r.headers, r.body_truncated, opts, stats);
+        self.message(
+            &r.headers,
+            r.body.len() as u64,
+            r.body_truncated,
+            r.chunked,
+            &b,
+        );
         if !r.trailers.is_empty() {
             self.key("trailers");
             self.fields(&r.trailers);

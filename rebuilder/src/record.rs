@@ -69,12 +69,22 @@ fn request_version(major: u8, minor: u8) -> Cow<'static, str> {
     }
 }
 
-/// The last `width` decimal digits of `v` into `buf` at `at` (zero-padded).
+/// The last `width` decimal digits of `v` into `buf` at `at` (zero-padded; `width` even),
+/// two at a time from a table.
 #[inline]
 fn put_digits(buf: &mut [u8], at: usize, mut v: u64, width: usize) {
-    for d in buf[at..at + width].iter_mut().rev() {
-        *d = b'0' + (v % 10) as u8;
-        v /= 10;
+    const PAIRS: [[u8; 2]; 100] = {
+        let mut t = [[0u8; 2]; 100];
+        let mut i = 0;
+        while i < 100 {
+            t[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
+            i += 1;
+        }
+        t
+    };
+    for pair in buf[at..at + width].rchunks_exact_mut(2) {
+        pair.copy_from_slice(&PAIRS[(v % 100) as usize]);
+        v /= 100;
     }
 }
 
@@ -221,13 +231,14 @@ fn hex_groups(out: &mut Vec<u8>, groups: &[u16]) {
 pub(crate) struct JsonOut<'a>(pub(crate) &'a mut Vec<u8>);
 
 impl JsonOut<'_> {
-    #[inline]
+    #[inline(always)]
     fn raw(&mut self, b: &[u8]) {
         self.0.extend_from_slice(b);
     }
 
-    /// `"name":`, after a comma unless it is the first member of its object.
-    #[inline]
+    /// `"name":`, after a comma unless it is the first member of its object (always inlined:
+    /// the name's length is then a constant and its copy a few moves, not a `memcpy` call).
+    #[inline(always)]
     pub(crate) fn key(&mut self, name: &'static str) {
         if !matches!(self.0.last(), Some(b'{')) {
             self.0.push(b',');

@@ -478,8 +478,13 @@ impl JsonOut<'_> {
     fn attribution(&mut self, a: &Attribution<'_>) {
         match a {
             Attribution::Known(v) => {
-                // The map's own JSON: written by serde_json (its keys are the map's).
-                serde_json::to_writer(&mut *self.0, v).expect("a JSON value writes to a Vec");
+                // The map's own JSON: written by serde_json (its keys are the map's). A JSON
+                // value cannot fail to write into a Vec; were it to, `null` stands in.
+                let mark = self.0.len();
+                if serde_json::to_writer(&mut *self.0, v).is_err() {
+                    self.0.truncate(mark);
+                    self.null();
+                }
             }
             Attribution::Unknown(u) => {
                 self.raw(b"{\"eni\":null");

@@ -752,7 +752,8 @@ mod tests {
             /// The leniencies the request needed (`docs/evasion.md`); absent when none.
             #[serde(skip_serializing_if = "Vec::is_empty")]
             pub anomalies: Vec<&'static str>,
-            /// The Gateway Load Balancer endpoint (`vpce-…`) the mirror came through; absent for VXLAN.
+            /// The Gateway Load Balancer endpoint (`vpce-…`) the mirror came through; absent
+            /// for VXLAN.
             #[serde(skip_serializing_if = "Option::is_none")]
             pub gwlbe: Option<String>,
             /// The IP source of the VXLAN datagrams (the mirror session's source ENI); absent for
@@ -813,8 +814,8 @@ mod tests {
             pub latency_ms: Option<f64>,
         }
 
-        /// Header or trailer fields, written as `[["name", "value"], ...]` (values as UTF-8, invalid
-        /// bytes replaced) straight from the request: no list is built per record.
+        /// Header or trailer fields, written as `[["name", "value"], ...]` (values as UTF-8,
+        /// invalid bytes replaced) straight from the request: no list is built per record.
         #[derive(Debug, Clone, Copy)]
         pub struct Fields<'a>(pub &'a [(String, Vec<u8>)]);
 
@@ -843,8 +844,7 @@ mod tests {
             }
         }
 
-        /// An address written as its text, as `Display` shows it. The common IPv4 case is formatted by
-        /// hand: through `fmt` it was ~10 % of a `--format jsonl` run's instructions.
+        /// An address written as its text, as `Display` shows it.
         pub fn as_text<S: Serializer>(a: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
             match a {
                 SocketAddr::V4(v4) => v4_text(v4.ip().octets(), Some(v4.port()), s),
@@ -1078,11 +1078,14 @@ mod tests {
             ),
             anomalies in 0usize..1 << 8,
             response in proptest::option::of((
-                proptest::prelude::any::<u64>(), 100u16..600, 0u8..2, proptest::prelude::any::<u64>(),
+                proptest::prelude::any::<u64>(),
+                100u16..600,
+                0u8..2,
+                proptest::prelude::any::<u64>(),
                 proptest::prelude::any::<(bool, bool)>(),
             )),
-            (missing, with_body, decode, known) in (0usize..9, proptest::prelude::any::<bool>(),
-                proptest::prelude::any::<bool>(), proptest::prelude::any::<bool>()),
+            missing in 0usize..9,
+            (with_body, decode, known) in proptest::prelude::any::<(bool, bool, bool)>(),
             (truncated, chunked) in proptest::prelude::any::<(bool, bool)>(),
         ) {
             use crate::engine::stats::{Anomaly, ResponseMissing};
@@ -1150,7 +1153,10 @@ mod tests {
             let mut written = Vec::new();
             JsonOut(&mut written).record(&r, sources, &opts, &mut a);
             let want = serde_json::to_vec(&model::record(&r, sources, &opts, &mut b)).unwrap();
-            proptest::prop_assert_eq!(String::from_utf8_lossy(&written), String::from_utf8_lossy(&want));
+            proptest::prop_assert_eq!(
+                String::from_utf8_lossy(&written),
+                String::from_utf8_lossy(&want)
+            );
             proptest::prop_assert_eq!(a, b);
         }
     }

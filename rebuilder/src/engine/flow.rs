@@ -2,10 +2,11 @@
 //! (GWLB endpoint, VNI, source ip:port, destination ip:port), the two directions linked when
 //! both are seen.
 //!
-//! Entries live in a slab (chunks of at most 256 KiB, never moved) indexed by `u32`; a hash index
-//! ([`index`]: slot numbers with a 32-bit tag of the key's foldhash, randomly seeded; keys
-//! compared in the slab so each key is stored once) maps keys to slots; two intrusive doubly linked lists order the entries: **open** ones by recency
-//! (LRU) and **closed** ones by closing time. At the cap, a closed entry is evicted first,
+//! Entries live in a slab (chunks of at most 256 KiB, never moved) indexed by `u32`; a hash
+//! index ([`index`]: slot numbers with a 32-bit tag of the key's foldhash, randomly seeded;
+//! keys compared in the slab so each key is stored once) maps keys to slots; two intrusive
+//! doubly linked lists order the entries: **open** ones by recency (LRU) and **closed** ones
+//! by closing time. At the cap, a closed entry is evicted first,
 //! else the least recently used open one.
 //!
 //! The LRU is maintained lazily (second chance): a packet only stamps its own entry

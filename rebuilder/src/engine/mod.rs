@@ -165,7 +165,8 @@ pub struct Engine {
     /// refined).
     packet_len: u64,
     /// The frame [`Engine::prefetch_frames`] last read as `after` (address and length) and
-    /// its key's index tag: the same frame comes back as `next` one packet later.
+    /// the index tags of its key and of the reverse key: the same frame comes back as `next`
+    /// one packet later.
     lookahead: ((usize, usize), Option<[u32; 2]>),
 }
 

@@ -59,18 +59,19 @@ impl Engine {
     }
 
     /// A hint about the frames that [`Engine::on_captured_frame`] will get next (`next`) and
-    /// after it (`after`): the lookup of each is started early enough that neither the index
-    /// nor the flow entry is a cache miss when its packet comes. `after`'s index line is
-    /// requested now; `next`'s index line was requested one packet ago (when it was `after`),
-    /// so its probe is cheap and its entry is requested now. Changes nothing.
+    /// after it (`after`): the lookups of each are started early enough that neither the index
+    /// nor the flow entries are cache misses when its packet comes. `after`'s index lines are
+    /// requested now; `next`'s were requested one packet ago (when it was `after`), so its
+    /// probes are cheap and its entries are requested now. Both directions' entries: a
+    /// response packet also reads its client's. Changes nothing.
     ///
     /// Only the common shape is looked at (IPv4 / UDP 4789 / VXLAN / Ethernet / IPv4 / TCP, no
     /// VLAN tag), read by hand: decoding the frames in full would cost more than the cache
     /// misses it saves.
     ///
-    /// The index tag of the key read from `after` is kept for the next call, where the same frame is
-    /// `next` (recognised by its address and length in the reader's buffer; a frame that moved
-    /// is read again, and a different frame at the same place only makes a useless hint).
+    /// The tags read from `after` are kept for the next call, where the same frame is `next`
+    /// (recognised by its address and length in the reader's buffer; a frame that moved is
+    /// read again, and a different frame at the same place only makes a useless hint).
     pub fn prefetch_frames(&mut self, next: Option<&[u8]>, after: Option<&[u8]>) {
         let at = |f: &[u8]| (f.as_ptr() as usize, f.len());
         let tags = |k: FlowKey| [self.table.tag(&k), self.table.tag(&k.reverse())];

@@ -8,7 +8,6 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::engine::flow::FlowKey;
-
 use crate::engine::health_check::HealthCheckRule;
 use crate::engine::ranges::AddrRanges;
 use crate::engine::reassembly::Budget;

@@ -174,6 +174,8 @@ fn arp_is_not_tcp() {
     assert_eq!(parse_ethernet(&f, true), Err(PacketError::NonTcp));
 }
 
+use proptest::prelude::{Just, any, prop_oneof};
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
     /// The hand-read common shapes (IPv4 TCP, IPv4 UDP) are read exactly as etherparse reads
@@ -184,17 +186,23 @@ proptest::proptest! {
     #[test]
     fn the_hand_read_ipv4_path_reads_what_etherparse_reads(
         ihl in 0u8..16,
-        version in proptest::prop_oneof![9 => proptest::strategy::Just(4u8), 1 => 0u8..16],
-        frag in proptest::prop_oneof![4 => proptest::strategy::Just(0x4000u16), 1 => proptest::strategy::Just(0x2000u16), 1 => proptest::strategy::Just(0x0001u16), 1 => proptest::prelude::any::<u16>()],
+        version in prop_oneof![9 => Just(4u8), 1 => 0u8..16],
+        // DF only (not a fragment), MF, an offset, anything
+        frag in prop_oneof![
+            4 => Just(0x4000u16),
+            1 => Just(0x2000),
+            1 => Just(1),
+            1 => any::<u16>(),
+        ],
         (total_mode, total_delta, small_total) in (0u8..4, -30i32..30, 0u16..80),
-        protocol in proptest::prop_oneof![3 => proptest::strategy::Just(6u8), 3 => proptest::strategy::Just(17u8), 1 => proptest::strategy::Just(51u8), 1 => proptest::prelude::any::<u8>()],
+        protocol in prop_oneof![3 => Just(6u8), 3 => Just(17), 1 => Just(51), 1 => any::<u8>()],
         offset in 0u8..16,
-        flags in proptest::prelude::any::<u8>(),
+        flags in any::<u8>(),
         (udp_mode, udp_delta, small_udp) in (0u8..4, -10i32..10, 0u16..20),
-        dport in proptest::prop_oneof![proptest::strategy::Just(4789u16), proptest::strategy::Just(6081u16), proptest::prelude::any::<u16>()],
-        body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
-        cut in proptest::prelude::any::<proptest::sample::Index>(),
-        tunnels in proptest::prelude::any::<bool>(),
+        dport in prop_oneof![Just(4789u16), Just(6081), any::<u16>()],
+        body in proptest::collection::vec(any::<u8>(), 0..80),
+        cut in any::<proptest::sample::Index>(),
+        tunnels in any::<bool>(),
     ) {
         let mut p = body; // header bytes overwritten below; the rest is payload
         p.resize(p.len().max(100), 0xab);

@@ -164,13 +164,20 @@ pub fn decode(body: &[u8], coding: &str, max: usize, cut: bool) -> Option<(Vec<u
     }
 }
 
-/// The body fields of a record (only with bodies or decoding).
+/// The body fields of a record (only with bodies or decoding). In the tests it also
+/// serializes as the serde model of the record had it (`tests::model`).
 #[derive(Debug, Default, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
 pub struct JsonBody {
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub body_b64: Option<String>,
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub content_decoded: Option<&'static str>,
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub decoded_len: Option<usize>,
+    #[cfg_attr(test, serde(skip_serializing_if = "std::ops::Not::not"))]
     pub decoded_truncated: bool,
+    #[cfg_attr(test, serde(skip_serializing_if = "std::ops::Not::not"))]
     pub decode_failed: bool,
 }
 
@@ -193,6 +200,9 @@ const ESCAPE: [u8; 256] = {
     t
 };
 
+/// Lowercase hex digits (serde_json's `\u00XX` escapes, IPv6 groups).
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// Whether any of the 8 bytes of `w` needs escaping (a control byte, `"` or `\`): exact as a
 /// whole (the classic "has a byte less than n" / "has a zero byte" word tricks).
 #[inline]
@@ -209,7 +219,6 @@ fn word_needs_escape(w: u64) -> bool {
 
 /// IPv6 groups in lowercase hex without leading zeros, `:` between them.
 fn hex_groups(out: &mut Vec<u8>, groups: &[u16]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     for (i, &x) in groups.iter().enumerate() {
         if i > 0 {
             out.push(b':');
@@ -282,7 +291,6 @@ impl JsonOut<'_> {
             self.raw(&s[start..i - 1]);
             start = i;
             if e == b'u' {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
                 let hex = [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]];
                 self.raw(b"\\u00");
                 self.raw(&hex);
@@ -294,7 +302,8 @@ impl JsonOut<'_> {
         self.0.push(b'"');
     }
 
-    /// Bytes as a string: UTF-8 as is, invalid sequences replaced (U+FFFD).
+    /// Bytes as a string: UTF-8 as is, invalid sequences replaced (U+FFFD). Validated first:
+    /// for the usual valid value that is cheaper than the lossy conversion's chunking.
     fn lossy(&mut self, b: &[u8]) {
         match std::str::from_utf8(b) {
             Ok(s) => self.str(s),
@@ -703,24 +712,6 @@ mod tests {
 
         use super::super::*;
 
-        /// The body fields, as the model's [`JsonBody`].
-        fn body(
-            body: &[u8],
-            headers: &[(String, Vec<u8>)],
-            cut: bool,
-            opts: &RecordOptions,
-            stats: &mut DecodeStats,
-        ) -> JsonBody {
-            let b = super::super::body(body, headers, cut, opts, stats);
-            JsonBody {
-                body_b64: b.body_b64,
-                content_decoded: b.content_decoded,
-                decoded_len: b.decoded_len,
-                decoded_truncated: b.decoded_truncated,
-                decode_failed: b.decode_failed,
-            }
-        }
-
         /// The request part of a record (the fields of the request-only records, unchanged).
         #[derive(Debug, Serialize)]
         pub struct JsonRequest<'a> {
@@ -763,21 +754,6 @@ mod tests {
                 serialize_with = "opt_as_text"
             )]
             pub mirror_source: Option<IpAddr>,
-        }
-
-        /// A body as shown (only with bodies or decoding).
-        #[derive(Debug, Default, Serialize)]
-        pub struct JsonBody {
-            #[serde(skip_serializing_if = "Option::is_none")]
-            pub body_b64: Option<String>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            pub content_decoded: Option<&'static str>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            pub decoded_len: Option<usize>,
-            #[serde(skip_serializing_if = "std::ops::Not::not")]
-            pub decoded_truncated: bool,
-            #[serde(skip_serializing_if = "std::ops::Not::not")]
-            pub decode_failed: bool,
         }
 
         /// The response part of a record.

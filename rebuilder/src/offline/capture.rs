@@ -107,6 +107,17 @@ pub struct CapturedPacket<'a> {
     pub next_frames: [Option<&'a [u8]>; LOOK_AHEAD],
 }
 
+/// The length (16-byte header + captured bytes) of the pcap record at the start of `data`, as
+/// its header declares it; `None` while the header is not all there.
+fn pcap_record_len(data: &[u8], endianness: pcap_file::Endianness) -> Option<usize> {
+    let raw: [u8; 4] = data.get(8..12)?.try_into().ok()?;
+    let len = match endianness {
+        pcap_file::Endianness::Big => u32::from_be_bytes(raw),
+        pcap_file::Endianness::Little => u32::from_le_bytes(raw),
+    };
+    Some(16 + len as usize)
+}
+
 /// Packets skipped because their link type can't be turned into an Ethernet frame.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReaderStats {
@@ -320,12 +331,7 @@ impl<R: Read> CaptureReader<R> {
                 if data.len() < 16 {
                     return 16;
                 }
-                let raw: [u8; 4] = data[8..12].try_into().expect("4 bytes");
-                let len = match parser.header().endianness {
-                    pcap_file::Endianness::Big => u32::from_be_bytes(raw),
-                    pcap_file::Endianness::Little => u32::from_le_bytes(raw),
-                };
-                16 + len as usize
+                pcap_record_len(data, parser.header().endianness).unwrap_or(16)
             }
             Parser::PcapNg { parser, .. } => {
                 if data.len() < 8 {
@@ -362,15 +368,7 @@ impl<R: Read> CaptureReader<R> {
         let endianness = parser.header().endianness;
         let mut data = &self.buf[self.start..self.end];
         for frame in &mut frames {
-            let Some(raw) = data.get(8..12) else {
-                break;
-            };
-            let raw: [u8; 4] = raw.try_into().expect("4 bytes");
-            let len = match endianness {
-                pcap_file::Endianness::Big => u32::from_be_bytes(raw),
-                pcap_file::Endianness::Little => u32::from_le_bytes(raw),
-            };
-            let Some(record) = data.get(..16 + len as usize) else {
+            let Some(record) = pcap_record_len(data, endianness).and_then(|n| data.get(..n)) else {
                 break;
             };
             *frame = Some(&record[16..]);

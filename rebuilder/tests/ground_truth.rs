@@ -7,6 +7,7 @@
 //! that lost a byte may be emitted.
 
 use rebuilder::engine::ranges::AddrRanges;
+use rebuilder::engine::request::HttpResponse;
 use rebuilder::offline::capture::write_pcap;
 use rebuilder::offline::replay::run_capture;
 use rebuilder::offline::synth::{SynthConfig, TruthRequest, generate};
@@ -838,10 +839,8 @@ fn response_bodies_left_out_change_nothing_but_their_bytes() {
         keep_response_bodies,
         ..engine_config()
     };
-    let (mut kept, _, _) = extract_with(&cfg, capped(true));
-    let (mut measured, _, _) = extract_with(&cfg, capped(false));
-    kept.sort_by_key(key);
-    measured.sort_by_key(key);
+    let kept = extract_sorted(&cfg, capped(true));
+    let measured = extract_sorted(&cfg, capped(false));
     let responses: Vec<_> = kept.iter().filter_map(|r| r.response.as_ref()).collect();
     assert!(responses.len() > 100, "{} responses", responses.len());
     assert!(responses.iter().any(|r| r.body_truncated), "a body is cut");
@@ -857,12 +856,34 @@ fn response_bodies_left_out_change_nothing_but_their_bytes() {
             .filter_map(|r| r.response.as_ref())
             .all(|r| r.body.is_empty())
     );
+    assert_same_but(
+        kept,
+        &measured,
+        |resp| resp.body.clear(),
+        "the response bytes",
+    );
+}
+
+/// The requests `extract_with` finds, in `key` order.
+fn extract_sorted(cfg: &SynthConfig, config: EngineConfig) -> Vec<HttpRequest> {
+    let (mut got, _, _) = extract_with(cfg, config);
+    got.sort_by_key(key);
+    got
+}
+
+/// `kept` equals `other` once `strip` has taken `what` out of every response of `kept`.
+fn assert_same_but(
+    mut kept: Vec<HttpRequest>,
+    other: &[HttpRequest],
+    strip: impl Fn(&mut HttpResponse),
+    what: &str,
+) {
     for r in &mut kept {
         if let Some(resp) = r.response.as_mut() {
-            resp.body.clear();
+            strip(resp);
         }
     }
-    assert!(kept == measured, "more than the response bytes differ");
+    assert!(kept == other, "more than {what} differ");
 }
 
 /// Response heads left out (`keep_response_heads: false`: `rebuilder replay --format summary`
@@ -879,10 +900,8 @@ fn response_heads_left_out_change_nothing_but_the_fields() {
         keep_response_heads,
         ..engine_config()
     };
-    let (mut kept, _, _) = extract_with(&cfg, config(true));
-    let (mut bare, _, _) = extract_with(&cfg, config(false));
-    kept.sort_by_key(key);
-    bare.sort_by_key(key);
+    let kept = extract_sorted(&cfg, config(true));
+    let bare = extract_sorted(&cfg, config(false));
     let responses = kept.iter().filter_map(|r| r.response.as_ref()).count();
     assert!(responses > 100, "{responses} responses");
     assert!(
@@ -890,11 +909,9 @@ fn response_heads_left_out_change_nothing_but_the_fields() {
             .filter_map(|r| r.response.as_ref())
             .all(|r| r.headers.is_empty() && r.reason.is_empty())
     );
-    for r in &mut kept {
-        if let Some(resp) = r.response.as_mut() {
-            resp.headers.clear();
-            resp.reason.clear();
-        }
-    }
-    assert!(kept == bare, "more than the response heads differ");
+    let strip = |resp: &mut HttpResponse| {
+        resp.headers.clear();
+        resp.reason.clear();
+    };
+    assert_same_but(kept, &bare, strip, "the response heads");
 }

@@ -614,9 +614,9 @@ impl ResponseParser {
             return;
         };
         let (headers, reason) = if ctx.limits.keep_heads {
-            let headers = resp.headers.iter();
             (
-                headers
+                resp.headers
+                    .iter()
                     .map(|h| (h.name.to_owned(), h.value.to_vec()))
                     .collect(),
                 resp.reason.unwrap_or("").to_owned(),

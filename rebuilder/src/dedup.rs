@@ -130,7 +130,7 @@ fn xff_last(r: &HttpRequest) -> Option<IpAddr> {
         .iter()
         .rev()
         .find(|(n, _)| n.eq_ignore_ascii_case(XFF_HEADER))?;
-    let s = std::str::from_utf8(&v.1).ok()?;
+    let s = std::str::from_utf8(v.1).ok()?;
     s.rsplit(',').next()?.trim().parse().ok()
 }
 

@@ -25,7 +25,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use base64::Engine as _;
 
-use crate::engine::request::{HttpRequest, HttpResponse};
+use crate::engine::request::{Fields, HttpRequest, HttpResponse};
 use crate::sources::{Attribution, SourceMap};
 
 /// What goes into a record.
@@ -92,7 +92,7 @@ fn put_digits(buf: &mut [u8], at: usize, mut v: u64, width: usize) {
 /// cap, so a compressed stream may end early).
 fn body(
     body: &[u8],
-    headers: &[(String, Vec<u8>)],
+    headers: &Fields,
     cut: bool,
     opts: &RecordOptions,
     stats: &mut DecodeStats,
@@ -442,7 +442,7 @@ impl JsonOut<'_> {
     }
 
     /// Header or trailer fields: `[["name", "value"], ...]`.
-    fn fields(&mut self, fields: &[(String, Vec<u8>)]) {
+    fn fields(&mut self, fields: &Fields) {
         self.0.push(b'[');
         for (i, (n, v)) in fields.iter().enumerate() {
             if i > 0 {
@@ -529,7 +529,7 @@ impl JsonOut<'_> {
     /// `"headers"` to the body fields, the same in both objects.
     fn message(
         &mut self,
-        headers: &[(String, Vec<u8>)],
+        headers: &Fields,
         body_len: u64,
         truncated: bool,
         chunked: bool,
@@ -793,7 +793,7 @@ mod tests {
         /// Header or trailer fields, written as `[["name", "value"], ...]` (values as UTF-8,
         /// invalid bytes replaced) straight from the request: no list is built per record.
         #[derive(Debug, Clone, Copy)]
-        pub struct Fields<'a>(pub &'a [(String, Vec<u8>)]);
+        pub struct Fields<'a>(pub &'a crate::engine::request::Fields);
 
         impl Fields<'_> {
             pub fn is_empty(&self) -> bool {
@@ -805,7 +805,7 @@ mod tests {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 let mut seq = s.serialize_seq(Some(self.0.len()))?;
                 for (n, v) in self.0 {
-                    seq.serialize_element(&(n.as_str(), String::from_utf8_lossy(v)))?;
+                    seq.serialize_element(&(n, String::from_utf8_lossy(v)))?;
                 }
                 seq.end()
             }
@@ -923,7 +923,7 @@ mod tests {
         HttpRequest {
             ts_us: 1_000,
             vni: 7,
-            headers: vec![("Host".into(), b"h".to_vec())],
+            headers: vec![("Host", "h")].into(),
             response_missing: Some(ResponseMissing::Gap),
             ..HttpRequest::new(
                 "GET",
@@ -1069,8 +1069,8 @@ mod tests {
                 ts_us,
                 vni,
                 peer,
-                headers,
-                trailers,
+                headers: headers.into(),
+                trailers: trailers.into(),
                 body,
                 body_truncated: truncated,
                 chunked,
@@ -1094,7 +1094,7 @@ mod tests {
                 }
             }
             if decode {
-                r.headers.push(("Content-Encoding".into(), b"gzip".to_vec()));
+                r.headers.push("Content-Encoding", b"gzip");
             }
             if let Some((ts, status, version, len, (cut, chunked))) = response {
                 r.response = Some(Box::new(HttpResponse {
@@ -1102,7 +1102,7 @@ mod tests {
                     version,
                     status,
                     reason,
-                    headers: resp_headers,
+                    headers: resp_headers.into(),
                     body: resp_body,
                     body_len: len,
                     chunked,
@@ -1178,7 +1178,7 @@ mod tests {
         r.version_major = 2;
         r.version = 0;
         r.chunked = true;
-        r.trailers = vec![("Host".into(), b"evil".to_vec())];
+        r.trailers = vec![("Host", "evil")].into();
         r.anomalies = Anomalies::NONE
             .with(Anomaly::Version)
             .with(Anomaly::MultipleSpaces);
@@ -1212,7 +1212,7 @@ mod tests {
             version: 1,
             status: 404,
             reason: "Not Found".into(),
-            headers: vec![("Content-Length".into(), b"2".to_vec())],
+            headers: vec![("Content-Length", "2")].into(),
             body: b"no".to_vec(),
             body_len: 2,
             chunked: false,
@@ -1242,7 +1242,7 @@ mod tests {
             decode_bodies: Some(1000),
         };
         let plain = b"hello hello hello".to_vec();
-        let hdr = |c: &str| vec![("Content-Encoding".to_string(), c.as_bytes().to_vec())];
+        let hdr = |c: &str| Fields::from(vec![("Content-Encoding", c)]);
         let b = body(&gzip(&plain), &hdr("gzip"), false, &opts, &mut stats);
         assert_eq!(b.content_decoded, Some("gzip"));
         assert_eq!(

@@ -310,7 +310,7 @@ fn one_byte_segments_in_order_rebuild_every_request() {
         vec![one("POST", "/tiny", "abcdefg"), one("GET", "/after", "")]
     );
     assert_eq!(
-        reqs[0].trailers,
+        reqs[0].trailers.to_vec(),
         vec![("Trailer-A".to_string(), b"1".to_vec())]
     );
     assert_eq!(drops(&stats), vec![]);

@@ -127,7 +127,7 @@ mod tests {
         let a = "10.0.0.1:1".parse().unwrap();
         HttpRequest {
             headers: ua
-                .map(|u| vec![("User-Agent".to_string(), u.as_bytes().to_vec())])
+                .map(|u| vec![("User-Agent", u)].into())
                 .unwrap_or_default(),
             body: body.to_vec(),
             ..HttpRequest::new(method, target, a, a)

@@ -59,7 +59,7 @@ pub struct HttpRequest {
     /// nginx reads `HTTP/1.10` as minor 10).
     pub version: u8,
     /// Header fields in order, names as sent, values raw.
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: Fields,
     /// Decoded body (chunked framing removed), at most `max_body_bytes` long.
     pub body: Vec<u8>,
     /// The body arrived with `Transfer-Encoding: chunked`.
@@ -71,7 +71,7 @@ pub struct HttpRequest {
     /// major (Apache serves `HTTP/2.0` to `HTTP/9.9`, Node `HTTP/2.0`).
     pub version_major: u8,
     /// Trailer fields of a chunked body, in order, names as sent, values raw.
-    pub trailers: Vec<(String, Vec<u8>)>,
+    pub trailers: Fields,
     /// Leniencies needed to read this request and framing readings origins disagree on.
     pub anomalies: Anomalies,
     /// The final response the server gave this request (interim 1xx responses other than
@@ -103,12 +103,12 @@ impl HttpRequest {
             method: method.into(),
             target: target.into(),
             version: 1,
-            headers: Vec::new(),
+            headers: Fields::new(),
             body: Vec::new(),
             chunked: false,
             body_truncated: false,
             version_major: 1,
-            trailers: Vec::new(),
+            trailers: Fields::new(),
             anomalies: Default::default(),
             response: None,
             response_missing: None,
@@ -135,19 +135,9 @@ impl HttpRequest {
         std::mem::size_of::<HttpRequest>()
             + self.method.capacity()
             + self.target.capacity()
-            + self.headers.capacity() * std::mem::size_of::<(String, Vec<u8>)>()
-            + self
-                .headers
-                .iter()
-                .map(|(n, v)| n.capacity() + v.capacity())
-                .sum::<usize>()
+            + self.headers.held_bytes()
             + self.body.capacity()
-            + self.trailers.capacity() * std::mem::size_of::<(String, Vec<u8>)>()
-            + self
-                .trailers
-                .iter()
-                .map(|(n, v)| n.capacity() + v.capacity())
-                .sum::<usize>()
+            + self.trailers.held_bytes()
             + self.response.as_ref().map_or(0, |r| r.held_bytes())
     }
 
@@ -161,10 +151,7 @@ impl HttpRequest {
 
     /// The value of the first header named `name` (ASCII case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+        self.headers.find(name)
     }
 }
 
@@ -188,7 +175,7 @@ pub struct HttpResponse {
     pub reason: String,
     /// Header fields in order, names as sent, values raw; trailer fields of a chunked body
     /// follow them.
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: Fields,
     /// The body as framed (de-chunked, not decompressed), cut at the cap.
     pub body: Vec<u8>,
     /// Length of the whole body as framed (also past the cap).
@@ -202,22 +189,281 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// The value of the first header named `name` (ASCII case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+        self.headers.find(name)
     }
 
     /// Bytes this response holds in memory (struct and buffer capacities).
     pub fn held_bytes(&self) -> usize {
         std::mem::size_of::<HttpResponse>()
             + self.reason.capacity()
-            + self.headers.capacity() * std::mem::size_of::<(String, Vec<u8>)>()
-            + self
-                .headers
-                .iter()
-                .map(|(n, v)| n.capacity() + v.capacity())
-                .sum::<usize>()
+            + self.headers.held_bytes()
             + self.body.capacity()
+    }
+}
+
+/// Header (or trailer) fields in order: names as sent, values raw.
+///
+/// Stored packed — the names in one string, the values in one buffer, one index entry per
+/// field — so that a request holds three allocations however many fields it has, instead of
+/// two per field: the allocations were most of what reading a head cost, and a request is
+/// freed on another thread than the one that built it (the forwarder's), where each
+/// allocation is a cross-thread free.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Fields {
+    names: String,
+    values: Vec<u8>,
+    /// End of field `i`'s name in `names` and of its value in `values`.
+    ends: Vec<(usize, usize)>,
+}
+
+impl Fields {
+    /// No field.
+    pub const fn new() -> Fields {
+        Fields {
+            names: String::new(),
+            values: Vec::new(),
+            ends: Vec::new(),
+        }
+    }
+
+    /// No field, with room for `fields` fields of `name_bytes` and `value_bytes` in all.
+    pub fn with_capacity(fields: usize, name_bytes: usize, value_bytes: usize) -> Fields {
+        Fields {
+            names: String::with_capacity(name_bytes),
+            values: Vec::with_capacity(value_bytes),
+            ends: Vec::with_capacity(fields),
+        }
+    }
+
+    /// The fields of `pairs`, each buffer allocated once at its exact size (`pairs` is
+    /// walked twice).
+    pub fn collect_sized<'a>(pairs: impl Iterator<Item = (&'a str, &'a [u8])> + Clone) -> Fields {
+        let (n, names, values) = pairs.clone().fold((0, 0, 0), |(n, a, b), (name, value)| {
+            (n + 1, a + name.len(), b + value.len())
+        });
+        let mut out = Fields::with_capacity(n, names, values);
+        for (name, value) in pairs {
+            out.push(name, value);
+        }
+        out
+    }
+
+    /// Adds a field after the others.
+    pub fn push(&mut self, name: &str, value: &[u8]) {
+        self.names.push_str(name);
+        self.values.extend_from_slice(value);
+        self.ends.push((self.names.len(), self.values.len()));
+    }
+
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// No field.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Field `i` as `(name, value)`.
+    pub fn get(&self, i: usize) -> Option<(&str, &[u8])> {
+        let &(name_end, value_end) = self.ends.get(i)?;
+        let (name_start, value_start) = match i.checked_sub(1) {
+            Some(p) => self.ends[p],
+            None => (0, 0),
+        };
+        Some((
+            &self.names[name_start..name_end],
+            &self.values[value_start..value_end],
+        ))
+    }
+
+    /// The fields in order, as `(name, value)`.
+    pub fn iter(&self) -> FieldsIter<'_> {
+        FieldsIter {
+            names: &self.names,
+            values: &self.values,
+            ends: &self.ends,
+            starts: (0, 0),
+        }
+    }
+
+    /// The value of the first field named `name` (ASCII case-insensitive).
+    pub fn find(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// Removes every field.
+    pub fn clear(&mut self) {
+        self.names.clear();
+        self.values.clear();
+        self.ends.clear();
+    }
+
+    /// Heap bytes held (the capacity of the three buffers).
+    pub fn held_bytes(&self) -> usize {
+        self.names.capacity()
+            + self.values.capacity()
+            + self.ends.capacity() * std::mem::size_of::<(usize, usize)>()
+    }
+
+    /// The three buffers' capacities (for an allocator's rounding of each).
+    pub fn capacities(&self) -> [usize; 3] {
+        [
+            self.names.capacity(),
+            self.values.capacity(),
+            self.ends.capacity() * std::mem::size_of::<(usize, usize)>(),
+        ]
+    }
+
+    /// The fields as owned pairs (tests and tools comparing with other lists).
+    pub fn to_vec(&self) -> Vec<(String, Vec<u8>)> {
+        self.iter()
+            .map(|(n, v)| (n.to_owned(), v.to_vec()))
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for Fields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(|(n, v)| (n, String::from_utf8_lossy(v))))
+            .finish()
+    }
+}
+
+impl<N: AsRef<str>, V: AsRef<[u8]>> FromIterator<(N, V)> for Fields {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Fields {
+        let mut out = Fields::new();
+        out.extend(iter);
+        out
+    }
+}
+
+impl<N: AsRef<str>, V: AsRef<[u8]>> Extend<(N, V)> for Fields {
+    fn extend<I: IntoIterator<Item = (N, V)>>(&mut self, iter: I) {
+        for (n, v) in iter {
+            self.push(n.as_ref(), v.as_ref());
+        }
+    }
+}
+
+impl<N: AsRef<str>, V: AsRef<[u8]>> From<Vec<(N, V)>> for Fields {
+    fn from(v: Vec<(N, V)>) -> Fields {
+        v.into_iter().collect()
+    }
+}
+
+impl<'a> IntoIterator for &'a Fields {
+    type Item = (&'a str, &'a [u8]);
+    type IntoIter = FieldsIter<'a>;
+    fn into_iter(self) -> FieldsIter<'a> {
+        self.iter()
+    }
+}
+
+/// The fields of a [`Fields`] in order.
+#[derive(Clone)]
+pub struct FieldsIter<'a> {
+    names: &'a str,
+    values: &'a [u8],
+    /// Ends of the fields not yet given (from either side).
+    ends: &'a [(usize, usize)],
+    /// Where the next field from the front starts.
+    starts: (usize, usize),
+}
+
+impl<'a> Iterator for FieldsIter<'a> {
+    type Item = (&'a str, &'a [u8]);
+    fn next(&mut self) -> Option<(&'a str, &'a [u8])> {
+        let (&(name_end, value_end), rest) = self.ends.split_first()?;
+        let (name_start, value_start) = std::mem::replace(&mut self.starts, (name_end, value_end));
+        self.ends = rest;
+        Some((
+            &self.names[name_start..name_end],
+            &self.values[value_start..value_end],
+        ))
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.ends.len(), Some(self.ends.len()))
+    }
+}
+
+impl DoubleEndedIterator for FieldsIter<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        let (&(name_end, value_end), rest) = self.ends.split_last()?;
+        self.ends = rest;
+        let (name_start, value_start) = rest.last().copied().unwrap_or(self.starts);
+        Some((
+            &self.names[name_start..name_end],
+            &self.values[value_start..value_end],
+        ))
+    }
+}
+
+impl ExactSizeIterator for FieldsIter<'_> {}
+
+#[cfg(test)]
+mod fields_tests {
+    use super::Fields;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn packed_fields_give_back_exactly_the_pairs_pushed(
+            pairs in proptest::collection::vec(("\\PC{0,12}", proptest::collection::vec(any::<u8>(), 0..20)), 0..12),
+            sides in proptest::collection::vec(any::<bool>(), 0..16),
+        ) {
+            let f: Fields = pairs.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+            prop_assert_eq!(f.len(), pairs.len());
+            prop_assert_eq!(f.to_vec(), pairs.clone());
+            let back: Vec<(String, Vec<u8>)> =
+                f.iter().rev().map(|(n, v)| (n.to_owned(), v.to_vec())).collect();
+            let mut want = pairs.clone();
+            want.reverse();
+            prop_assert_eq!(back, want);
+            for (i, (n, v)) in pairs.iter().enumerate() {
+                prop_assert_eq!(f.get(i), Some((n.as_str(), v.as_slice())));
+            }
+            prop_assert_eq!(f.get(pairs.len()), None);
+            // Taken from both ends in any order: the same pairs as from a list.
+            let mut it = f.iter();
+            let mut model: std::collections::VecDeque<_> = pairs.iter().collect();
+            for &front in &sides {
+                prop_assert_eq!(it.len(), model.len());
+                let (got, want) = if front {
+                    (it.next(), model.pop_front())
+                } else {
+                    (it.next_back(), model.pop_back())
+                };
+                prop_assert_eq!(got, want.map(|(n, v)| (n.as_str(), v.as_slice())));
+            }
+            // Equal contents compare equal however the buffers were sized.
+            let mut g = Fields::with_capacity(64, 256, 256);
+            g.extend(pairs.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
+            prop_assert_eq!(&f, &g);
+        }
+    }
+
+    #[test]
+    fn find_gives_the_first_field_of_the_name_in_any_case() {
+        let f = Fields::from(vec![("Host", "a"), ("X", "1"), ("host", "b")]);
+        assert_eq!(f.find("HOST"), Some(&b"a"[..]));
+        assert_eq!(f.find("y"), None);
+        let mut g = f.clone();
+        g.clear();
+        assert!(g.is_empty() && g.find("host").is_none());
+    }
+
+    #[test]
+    fn fields_whose_names_or_values_differ_only_by_where_they_split_are_not_equal() {
+        let a = Fields::from(vec![("ab", "c")]);
+        let b = Fields::from(vec![("a", "bc")]);
+        let c = Fields::from(vec![("a", ""), ("b", "c")]);
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert_ne!(b, c);
     }
 }

@@ -734,7 +734,7 @@ mod tests {
         let r = HttpRequest {
             ts_us: 1,
             vni: 7,
-            headers: vec![("Transfer-Encoding".into(), b"chunked".to_vec())],
+            headers: vec![("Transfer-Encoding", "chunked")].into(),
             body: b"hello".to_vec(),
             chunked: true,
             ..HttpRequest::new(

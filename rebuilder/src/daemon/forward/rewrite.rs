@@ -260,9 +260,9 @@ fn write(
     let mut client_host: Option<&[u8]> = None;
     let mut markers_removed = 0u32;
     for (i, (name, value)) in req.headers.iter().enumerate() {
-        let (n, v) = (name.as_bytes(), value.as_slice());
+        let (n, v) = (name.as_bytes(), value);
         if unsafe_name(n) || unsafe_value(v) {
-            return Err(RewriteError::Header(name.clone()));
+            return Err(RewriteError::Header(name.to_owned()));
         }
         if is_marker(name) {
             markers_removed += 1;

@@ -128,10 +128,11 @@ fn a_chunked_body_is_reframed_in_place_and_trailers_travel_as_markers() {
     );
     r.chunked = true;
     r.trailers = vec![
-        ("X-Sum".into(), b"42".to_vec()),
-        ("Host".into(), b"evil".to_vec()),
-        ("Bad Name: x".into(), b"a\rb".to_vec()),
-    ];
+        ("X-Sum", &b"42"[..]),
+        ("Host", b"evil"),
+        ("Bad Name: x", b"a\rb"),
+    ]
+    .into();
     assert_eq!(
         wire(&r),
         "POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\nTrailer: X-Sum\r\n\

@@ -360,7 +360,7 @@ impl Parser {
         let max = ctx.limits.max_headers;
         if let Some(p) = self.pending.as_mut() {
             if p.req.trailers.len() < max {
-                p.add_trailer(name, value);
+                p.req.trailers.push(&name, &value);
             } else {
                 p.req.anomalies.insert(Anomaly::TooManyHeaders);
             }

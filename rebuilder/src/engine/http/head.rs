@@ -22,6 +22,7 @@ use std::mem::MaybeUninit;
 
 use super::framing::FieldFacts;
 use super::grammar::{Methods, RequestLine, is_tchar, request_line, text};
+use crate::engine::request::Fields;
 use crate::engine::stats::{Anomalies, Anomaly};
 
 /// Fields parsed by the fast path (more: the lenient path).
@@ -36,7 +37,7 @@ pub(super) struct Head {
     pub(super) minor: u8,
     pub(super) simple: bool,
     /// At most `max_headers` fields, in order, names as sent.
-    pub(super) headers: Vec<(String, Vec<u8>)>,
+    pub(super) headers: Fields,
     /// Framing and connection facts over every field (kept or not).
     pub(super) facts: FieldFacts,
     pub(super) anomalies: Anomalies,
@@ -83,15 +84,14 @@ fn fast(head: &[u8], max_headers: usize) -> Option<Head> {
         anomalies.insert(Anomaly::MultipleSpaces);
     }
     let mut facts = FieldFacts::default();
-    let mut headers = Vec::with_capacity(req.headers.len().min(max_headers));
-    for (i, h) in req.headers.iter().enumerate() {
+    for h in req.headers.iter() {
         facts.observe(h.name.as_bytes(), h.value);
-        if i < max_headers {
-            headers.push((h.name.to_owned(), h.value.to_vec()));
-        } else {
-            anomalies.insert(Anomaly::TooManyHeaders);
-        }
     }
+    if req.headers.len() > max_headers {
+        anomalies.insert(Anomaly::TooManyHeaders);
+    }
+    let kept = &req.headers[..req.headers.len().min(max_headers)];
+    let headers = Fields::collect_sized(kept.iter().map(|h| (h.name, h.value)));
     Some(Head {
         method: method.to_owned(),
         target: path.to_owned(),
@@ -139,7 +139,7 @@ fn lenient(head: &[u8], max_headers: usize) -> Result<Head, Refused> {
         major,
         minor,
         simple,
-        headers: Vec::new(),
+        headers: Fields::new(),
         facts: FieldFacts::default(),
         anomalies,
         len: start + line_len,
@@ -198,12 +198,16 @@ fn lenient(head: &[u8], max_headers: usize) -> Result<Head, Refused> {
         fields.push((name, std::borrow::Cow::Borrowed(value)));
     }
     out.len = pos;
-    out.headers.reserve_exact(fields.len().min(max_headers));
+    let kept = &fields[..fields.len().min(max_headers)];
+    let (names, values) = kept.iter().fold((0, 0), |(n, v), (name, value)| {
+        (n + name.len(), v + value.len())
+    });
+    out.headers = Fields::with_capacity(kept.len(), names, values);
     for (i, (name, value)) in fields.into_iter().enumerate() {
         out.facts.observe(name, &value);
         if i < max_headers {
             let (name, _) = text(name);
-            out.headers.push((name, value.into_owned()));
+            out.headers.push(&name, &value);
         } else {
             out.anomalies.insert(Anomaly::TooManyHeaders);
         }
@@ -268,7 +272,7 @@ mod tests {
                 ("POST", "/p?q=1", 1)
             );
             assert_eq!(h.headers.len(), 3);
-            assert_eq!(h.headers[2], ("Content-Length".to_string(), b"3".to_vec()));
+            assert_eq!(h.headers.get(2), Some(("Content-Length", &b"3"[..])));
             assert_eq!(h.len, head.len());
             assert!(h.anomalies.is_empty());
             assert_eq!(h.facts.content_length(), Some(3));
@@ -292,13 +296,13 @@ mod tests {
     #[test]
     fn lenient_heads_keep_what_some_origin_keeps() {
         let h = read(b"GET / HTTP/1.1\r\nFoo: x\r\n  y\r\nBar:\r\n\tz\r\n\r\n");
-        assert_eq!(h.headers[0].1, b"x y");
-        assert_eq!(h.headers[1].1, b"z");
+        assert_eq!(h.headers.get(0).unwrap().1, b"x y");
+        assert_eq!(h.headers.get(1).unwrap().1, b"z");
         assert!(h.anomalies.contains(Anomaly::ObsFold));
         let h = read(b"GET / HTTP/1.1\r\nFoo@: 1\r\nFoo_Bar: 2\r\nX: a\x01b\r\nY: c\r\r\n\r\n");
         assert_eq!(h.headers.len(), 4);
-        assert_eq!(h.headers[0].0, "Foo@");
-        assert_eq!(h.headers[3].1, b"c");
+        assert_eq!(h.headers.get(0).unwrap().0, "Foo@");
+        assert_eq!(h.headers.get(3).unwrap().1, b"c");
         for a in [
             Anomaly::InvalidHeaderName,
             Anomaly::CtlInValue,
@@ -308,7 +312,7 @@ mod tests {
         }
         let h = read(b"GET /\xe9 HTTP/1.2  \r\nFoo\xe9: v\r\n\r\n");
         assert_eq!(h.target, "/%E9");
-        assert_eq!(h.headers[0].0, "Foo%E9");
+        assert_eq!(h.headers.get(0).unwrap().0, "Foo%E9");
         assert_eq!((h.major, h.minor), (1, 2));
         let h = read(b"GET /nine\r\n");
         assert!(h.simple && h.headers.is_empty() && h.len == 11);

@@ -80,7 +80,7 @@ mod state;
 pub(crate) mod tests;
 
 use crate::engine::proxy;
-use crate::engine::request::HttpRequest;
+use crate::engine::request::{Fields, HttpRequest};
 use crate::engine::stats::{Anomaly, DropReason};
 pub use framing::parse_chunk_size;
 use framing::{Framing, decide, head_end};
@@ -560,7 +560,7 @@ impl Parser {
             chunked,
             body_truncated: false,
             version_major: h.major,
-            trailers: Vec::new(),
+            trailers: Fields::new(),
             anomalies,
             response: None,
             response_missing: None,

@@ -33,7 +33,7 @@ use memchr::memmem;
 
 use super::framing::{head_end, parse_chunk_size};
 use crate::engine::reassembly::Budget;
-use crate::engine::request::HttpResponse;
+use crate::engine::request::{Fields, HttpResponse};
 use crate::engine::stats::{EngineStats, ResponseMissing};
 
 /// Where a response begins: capture time, the server's sequence number of its first byte and
@@ -615,14 +615,11 @@ impl ResponseParser {
         };
         let (headers, reason) = if ctx.limits.keep_heads {
             (
-                resp.headers
-                    .iter()
-                    .map(|h| (h.name.to_owned(), h.value.to_vec()))
-                    .collect(),
+                Fields::collect_sized(resp.headers.iter().map(|h| (h.name, h.value))),
                 resp.reason.unwrap_or("").to_owned(),
             )
         } else {
-            (Vec::new(), String::new())
+            (Fields::new(), String::new())
         };
         let capacity = match framing {
             Framing::Length(n) if ctx.limits.keep_bodies => {
@@ -659,7 +656,7 @@ impl ResponseParser {
         if budget.used + cost > budget.limit
             && let Some(c) = self.cur.as_mut()
         {
-            c.resp.headers = Vec::new();
+            c.resp.headers = Fields::new();
             c.resp.reason = String::new();
             c.resp.body = Vec::new();
             let small = c.resp.held_bytes();
@@ -812,7 +809,7 @@ impl ResponseParser {
                     if let Some(c) = self.cur.as_mut().filter(|_| ctx.limits.keep_heads) {
                         c.resp
                             .headers
-                            .extend(parsed.iter().map(|h| (h.name.to_owned(), h.value.to_vec())));
+                            .extend(parsed.iter().map(|h| (h.name, h.value)));
                     }
                 }
                 _ => {

@@ -11,7 +11,7 @@ use crate::engine::flow::FlowKey;
 use crate::engine::health_check::HealthCheckRule;
 use crate::engine::ranges::AddrRanges;
 use crate::engine::reassembly::Budget;
-use crate::engine::request::HttpRequest;
+use crate::engine::request::{Fields, HttpRequest};
 use crate::engine::stats::{DropReason, EngineStats};
 
 /// Caps and rules of the parser (copied from the engine configuration).
@@ -136,8 +136,6 @@ pub(super) struct Pending {
     /// Heap bytes of the request but its body and trailers (fixed once built), the box
     /// included.
     fixed_cost: usize,
-    /// Heap bytes of the trailer names and values.
-    trailers_cost: usize,
 }
 
 /// What an allocation of `n` bytes costs: rounded up to the allocator's 16-byte granule, plus
@@ -150,13 +148,9 @@ pub(crate) const fn alloc_cost(n: usize) -> usize {
     }
 }
 
-/// Heap bytes of a list of fields (the list and every name and value).
-fn fields_cost(fields: &Vec<(String, Vec<u8>)>) -> usize {
-    alloc_cost(fields.capacity() * std::mem::size_of::<(String, Vec<u8>)>())
-        + fields
-            .iter()
-            .map(|(n, v)| alloc_cost(n.capacity()) + alloc_cost(v.capacity()))
-            .sum::<usize>()
+/// Heap bytes of a list of fields (its three buffers).
+fn fields_cost(fields: &Fields) -> usize {
+    fields.capacities().into_iter().map(alloc_cost).sum()
 }
 
 impl Pending {
@@ -182,21 +176,12 @@ impl Pending {
             expect_continue,
             body_seen: 0,
             fixed_cost,
-            trailers_cost: 0,
         })
     }
 
     /// Heap bytes held now (what is charged to the budget).
     pub(super) fn cost(&self) -> usize {
-        self.fixed_cost
-            + alloc_cost(self.req.body.capacity())
-            + alloc_cost(self.req.trailers.capacity() * std::mem::size_of::<(String, Vec<u8>)>())
-            + self.trailers_cost
-    }
-
-    pub(super) fn add_trailer(&mut self, name: String, value: Vec<u8>) {
-        self.trailers_cost += alloc_cost(name.capacity()) + alloc_cost(value.capacity());
-        self.req.trailers.push((name, value));
+        self.fixed_cost + alloc_cost(self.req.body.capacity()) + fields_cost(&self.req.trailers)
     }
 }
 

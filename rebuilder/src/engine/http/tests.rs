@@ -27,7 +27,7 @@ fn simple_get_is_emitted_with_headers_in_order() {
         (r.method.as_str(), r.target.as_str(), r.version),
         ("GET", "/a?b=1", 1)
     );
-    let names: Vec<&str> = r.headers.iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<&str> = r.headers.iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["Host", "X-Two", "host"]);
     assert_eq!(r.header("x-two"), Some(&b"2"[..]));
     assert_eq!(r.vni, 7);
@@ -56,7 +56,10 @@ fn chunked_body_is_decoded_and_trailers_are_kept_apart() {
     let r = &h.out[0];
     assert_eq!(r.body, b"hello world");
     assert!(r.chunked);
-    assert_eq!(r.trailers, vec![("X-Trailer".to_string(), b"t".to_vec())]);
+    assert_eq!(
+        r.trailers.to_vec(),
+        vec![("X-Trailer".to_string(), b"t".to_vec())]
+    );
     assert_eq!(r.headers.len(), 1, "a trailer is never a header");
     assert!(r.anomalies.contains(Anomaly::TeCodings));
 }
@@ -860,7 +863,7 @@ fn trailers_are_bounded_in_size_and_number_and_odd_lines_are_kept() {
     h.feed(wire.as_bytes());
     assert_eq!(h.targets(), ["/t", "/after"]);
     let r = &h.out[0];
-    let names: Vec<&str> = r.trailers.iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<&str> = r.trailers.iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["A", "GET /x HTTP/1.1"]);
     for a in [Anomaly::BadTrailer, Anomaly::TooManyHeaders] {
         assert!(r.anomalies.contains(a), "{a}");
@@ -876,15 +879,16 @@ fn a_pending_request_is_charged_at_its_real_cost() {
     }
     head.extend_from_slice(b"\r\n");
     h.feed(&head);
-    // The fields (names, values, the list), the box and the body's first allocation.
+    // The fields (names, values, the index: at least 3 + 1 + 16 bytes a field), the box and
+    // the body's first allocation.
     let held = h.parser.held();
-    assert!(held > 64 * 1024 + 60 * 48, "{held}");
+    assert!(held > 64 * 1024 + 60 * 20, "{held}");
     assert_eq!(h.budget.used, held);
     // A budget that cannot hold the pending request drops it (counted), skipping its body.
-    let mut h = H::with(true, LIMITS, 4096);
+    let mut h = H::with(true, LIMITS, 1024);
     h.feed(&head);
     assert_eq!(h.stats.drops(DropReason::OverBudget), 1);
-    assert!(h.budget.used <= 4096);
+    assert!(h.budget.used <= 1024);
     h.feed(&vec![b'x'; 100_000])
         .feed(b"GET /next HTTP/1.1\r\n\r\n");
     assert_eq!(h.targets(), ["/next"]);
@@ -1024,7 +1028,7 @@ impl GenRequest {
                 .headers
                 .iter()
                 .zip(&r.headers)
-                .all(|((n, v), (rn, rv))| n == rn && v.as_bytes() == rv.as_slice())
+                .all(|((n, v), (rn, rv))| n == rn && v.as_bytes() == rv)
     }
 }
 

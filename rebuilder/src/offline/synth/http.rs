@@ -99,7 +99,7 @@ fn truth(
     let any = SocketAddr::from(([0, 0, 0, 0], 0));
     HttpRequest {
         version,
-        headers,
+        headers: headers.into(),
         body,
         chunked,
         ..HttpRequest::new(method, target, any, any)
@@ -338,7 +338,7 @@ pub(super) fn random_response(
             version,
             status,
             reason: reason.to_string(),
-            headers,
+            headers: headers.into(),
             body: if no_body { Vec::new() } else { body },
             body_len,
             chunked: framing == 1,

@@ -160,7 +160,7 @@ fn chunked_close_delimited_and_bodiless_responses_are_framed() {
     assert_eq!(h.statuses(), [200, 204, 304, 200]);
     assert_eq!(h.r.complete[0].body, b"abcde");
     assert!(h.r.complete[0].chunked);
-    assert_eq!(h.r.complete[0].headers.last().unwrap().0, "T");
+    assert_eq!(h.r.complete[0].headers.iter().next_back().unwrap().0, "T");
     h.feed(b" of the stream").end(true);
     let last = h.r.complete.last().unwrap();
     assert_eq!(last.body, b"until the end of the stream");

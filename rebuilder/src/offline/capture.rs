@@ -19,7 +19,10 @@ use std::io::{Read, Write};
 /// Upper bound of one record (pcap packet record or pcapng block).
 pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
 
-const READ_CHUNK: usize = 256 * 1024;
+/// Bytes read at a time (the buffer grows for a larger record). 64 KiB keeps what was just
+/// copied in by the kernel in the core's cache when the engine reads it: on the bench capture
+/// 2-4 % less user CPU than 256 KiB (interleaved runs, docs/engine.md).
+const READ_CHUNK: usize = 64 * 1024;
 
 /// Packets a [`CapturedPacket`] shows ahead of itself ([`CapturedPacket::next_frames`]): the
 /// replay's prefetch uses two (three made no difference on the bench capture).

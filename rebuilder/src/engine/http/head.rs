@@ -63,7 +63,7 @@ pub(super) fn read_head(head: &[u8], max_headers: usize) -> Result<Head, Refused
     lenient(head, max_headers)
 }
 
-fn fast(head: &[u8], max_headers: usize) -> Option<Head> {
+pub(super) fn fast(head: &[u8], max_headers: usize) -> Option<Head> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_FIELDS];
     let mut req = httparse::Request::new(&mut []);
     let mut config = httparse::ParserConfig::default();
@@ -373,5 +373,87 @@ mod tests {
             trailer_field(b"GET /x HTTP/1.1"),
             ("GET /x HTTP/1.1".into(), vec![], true)
         );
+    }
+
+    /// Request lines near the edge of what is accepted: token and non-token methods, one to
+    /// three spaces or a tab, targets with control, DEL, space and high bytes, versions
+    /// written many ways, bare LF, CR CR LF and trailing spaces.
+    fn edgy_line() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let method = prop_oneof![
+            proptest::string::string_regex("[A-Za-z0-9!#$%&'*+.^_`|~-]{1,8}")
+                .unwrap()
+                .prop_map(String::into_bytes),
+            proptest::collection::vec(any::<u8>(), 0..6),
+        ];
+        let sep = prop_oneof![
+            6 => Just(&b" "[..]),
+           1 => Just(&b"  "[..]),
+           1 => Just(&b"   "[..]),
+           1 => Just(&b"\t"[..]),
+           1 => Just(&b" \t"[..]),
+           1 => Just(&b""[..]),
+        ];
+        let target = prop_oneof![
+            proptest::collection::vec(
+                prop_oneof![
+                    Just(b'/'),
+                    Just(b'a'),
+                    Just(b'%'),
+                    Just(b'?'),
+                    Just(0xe9),
+                    Just(0x7f),
+                    any::<u8>()
+                ],
+                0..10,
+            ),
+            Just(b"/".to_vec()),
+        ];
+        let version = prop_oneof![
+            6 => Just(&b"HTTP/1.1"[..]),
+            3 => Just(&b"HTTP/1.0"[..]),
+           1 => Just(&b"HTTP/1.10"[..]),
+           1 => Just(&b"HTTP/1.2"[..]),
+           1 => Just(&b"HTTP/2.0"[..]),
+           1 => Just(&b"HTTP/0.9"[..]),
+           1 => Just(&b"HTTP/10.0"[..]),
+           1 => Just(&b"http/1.1"[..]),
+           1 => Just(&b"HTTP/1."[..]),
+           1 => Just(&b"HTTP/1.1 "[..]),
+           1 => Just(&b""[..]),
+        ];
+        let end = prop_oneof![
+            Just(&b"\r\n"[..]),
+            Just(&b"\n"[..]),
+            Just(&b"\r\r\n"[..]),
+            Just(&b" \r\n"[..]),
+        ];
+        (method, sep.clone(), target, sep, version, end)
+            .prop_map(|(m, a, t, b, v, e)| [&m[..], a, &t[..], b, v, e].concat())
+    }
+
+    proptest::proptest! {
+        /// The parser skips judging the first line on its own when the fast path reads the
+        /// whole head: that is only right if every head the fast path reads starts with a
+        /// line the grammar takes for a request line with a version.
+        #[test]
+        fn every_head_the_fast_path_reads_starts_with_a_request_line_the_grammar_accepts(
+            line in edgy_line(),
+            fields in proptest::prop_oneof![
+                proptest::strategy::Just(&b""[..]),
+                proptest::strategy::Just(&b"Host: h\r\n"[..]),
+            ],
+        ) {
+            let head = [&line[..], fields, b"\r\n"].concat();
+            if fast(&head, 100).is_some() {
+                let lf = memchr::memchr(b'\n', &head).unwrap();
+                let judged = request_line(&head[..=lf], Methods::Token);
+                proptest::prop_assert!(
+                    matches!(judged, Ok(ref l) if !l.simple),
+                    "{:?}: {judged:?}",
+                    String::from_utf8_lossy(&head)
+                );
+            }
+        }
     }
 }

@@ -374,6 +374,24 @@ impl Parser {
                 Start::More => {}
             }
         }
+        // Where the head ends when it is all in `input` (nothing buffered).
+        let end_here = if self.buf.is_empty() {
+            head_end(&[], input)
+        } else {
+            None
+        };
+        if !self.line_ok
+            && let Some(end) = end_here
+            && end <= max
+            && let Some(h) = head::fast(&input[..end], ctx.limits.max_headers)
+        {
+            // The usual case: the whole head at hand, read by the fast path. Its first line
+            // needs no judging on its own: the fast path reads only heads whose first line the
+            // grammar takes for a request line with a version (a proptest in `head` checks
+            // it), so `judge_line` could only have said so.
+            let used = self.complete_read(h, ctx);
+            return &input[used..];
+        }
         if !self.line_ok {
             match self.judge_line(input, max) {
                 Judged::Wait => {}
@@ -402,7 +420,7 @@ impl Parser {
         }
         if self.buf.is_empty() {
             // The whole head in the bytes at hand: parsed in place, no copy.
-            return match head_end(&[], input) {
+            return match end_here {
                 Some(end) if end > max => {
                     self.drop_message(
                         DropReason::HeadTooLarge,
@@ -521,6 +539,14 @@ impl Parser {
                 return head.len();
             }
         };
+        self.complete_read(h, ctx)
+    }
+
+    /// [`Parser::complete_head`] once the head is read: checks its framing and sets up its
+    /// body (or emits it). Returns how many bytes of the input the message used.
+    fn complete_read(&mut self, h: head::Head, ctx: &mut Ctx<'_>) -> usize {
+        self.line_ok = false;
+        let resync = ParserState::Sync { line_start: true };
         let Ok((framing, framing_anomalies)) = decide(&h.facts, h.major, h.minor) else {
             self.drop_message(DropReason::BadRequest, resync, ctx);
             return h.len;

@@ -51,7 +51,7 @@ pub struct EngineConfig {
     /// a response still has everything pairing and the counters read (status, version, time,
     /// body length and framing) and its head is parsed exactly as when kept, but its fields are
     /// not copied out of the stream: the outputs that never show them (`rebuilder replay
-    /// --format summary` or `http`, the `http-replay` sink) save an allocation per field.
+    /// --format summary` or `http`, the `http-replay` sink) save the three buffers of the list.
     /// Default `true`.
     pub keep_response_heads: bool,
     /// Only these VNIs are processed (`None` = all).

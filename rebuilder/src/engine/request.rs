@@ -204,7 +204,7 @@ impl HttpResponse {
 /// Header (or trailer) fields in order: names as sent, values raw.
 ///
 /// Stored packed — the names in one string, the values in one buffer, one index entry per
-/// field — so that a request holds three allocations however many fields it has, instead of
+/// field — so that a list holds three allocations however many fields it has, instead of
 /// two per field: the allocations were most of what reading a head cost, and a request is
 /// freed on another thread than the one that built it (the forwarder's), where each
 /// allocation is a cross-thread free.
@@ -238,14 +238,24 @@ impl Fields {
     /// The fields of `pairs`, each buffer allocated once at its exact size (`pairs` is
     /// walked twice).
     pub fn collect_sized<'a>(pairs: impl Iterator<Item = (&'a str, &'a [u8])> + Clone) -> Fields {
-        let (n, names, values) = pairs.clone().fold((0, 0, 0), |(n, a, b), (name, value)| {
-            (n + 1, a + name.len(), b + value.len())
-        });
+        let (n, names, values) = sizes(pairs.clone());
         let mut out = Fields::with_capacity(n, names, values);
         for (name, value) in pairs {
             out.push(name, value);
         }
         out
+    }
+
+    /// Adds the fields of `pairs` after the others, each buffer grown once by exactly what
+    /// they need (`pairs` is walked twice).
+    pub fn extend_sized<'a>(&mut self, pairs: impl Iterator<Item = (&'a str, &'a [u8])> + Clone) {
+        let (n, names, values) = sizes(pairs.clone());
+        self.names.reserve_exact(names);
+        self.values.reserve_exact(values);
+        self.ends.reserve_exact(n);
+        for (name, value) in pairs {
+            self.push(name, value);
+        }
     }
 
     /// Adds a field after the others.
@@ -324,6 +334,13 @@ impl Fields {
             .map(|(n, v)| (n.to_owned(), v.to_vec()))
             .collect()
     }
+}
+
+/// How many fields `pairs` has, and the bytes of their names and of their values.
+fn sizes<'a>(pairs: impl Iterator<Item = (&'a str, &'a [u8])>) -> (usize, usize, usize) {
+    pairs.fold((0, 0, 0), |(n, a, b), (name, value)| {
+        (n + 1, a + name.len(), b + value.len())
+    })
 }
 
 impl std::fmt::Debug for Fields {

@@ -376,7 +376,8 @@ mod tests {
     }
 
     /// Request lines near the edge of what is accepted: token and non-token methods, one to
-    /// three spaces or a tab, targets with control, DEL, space and high bytes, versions
+    /// three spaces or a tab, targets with control, DEL, space and high bytes (long enough for
+    /// httparse's 16- and 32-byte scans), versions
     /// written many ways, bare LF, CR CR LF and trailing spaces.
     fn edgy_line() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
         use proptest::prelude::*;
@@ -405,7 +406,7 @@ mod tests {
                     Just(0x7f),
                     any::<u8>()
                 ],
-                0..10,
+                0..40,
             ),
             Just(b"/".to_vec()),
         ];
@@ -445,13 +446,18 @@ mod tests {
             ],
         ) {
             let head = [&line[..], fields, b"\r\n"].concat();
-            if fast(&head, 100).is_some() {
-                let lf = memchr::memchr(b'\n', &head).unwrap();
+            // The parser skips empty lines between messages before it reads a head.
+            let skip = head.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+            let head = &head[skip..];
+            if fast(head, 100).is_some() {
+                // The parser tries the fast path only on such a first line.
+                proptest::prop_assert!(super::super::ends_like_http1(head));
+                let lf = memchr::memchr(b'\n', head).unwrap();
                 let judged = request_line(&head[..=lf], Methods::Token);
                 proptest::prop_assert!(
                     matches!(judged, Ok(ref l) if !l.simple),
                     "{:?}: {judged:?}",
-                    String::from_utf8_lossy(&head)
+                    String::from_utf8_lossy(head)
                 );
             }
         }

@@ -92,6 +92,18 @@ pub(crate) use state::alloc_cost;
 pub use state::{Ctx, HttpLimits, Meta, Parser, ParserState};
 
 /// What the first line of a head is (see [`Parser::judge_line`]).
+/// The first line of `input` (up to its LF) ends with `HTTP/1.0` or `HTTP/1.1` (and at most one
+/// CR): the only lines `httparse` reads as a request line, so a cheap test of whether the fast
+/// path can read a head starting here.
+fn ends_like_http1(input: &[u8]) -> bool {
+    let Some(lf) = memchr::memchr(b'\n', input) else {
+        return false;
+    };
+    let line = &input[..lf];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    line.ends_with(b"HTTP/1.1") || line.ends_with(b"HTTP/1.0")
+}
+
 enum Judged {
     /// Not known yet.
     Wait,
@@ -374,23 +386,25 @@ impl Parser {
                 Start::More => {}
             }
         }
-        // Where the head ends when it is all in `input` (nothing buffered).
-        let end_here = if self.buf.is_empty() {
-            head_end(&[], input)
-        } else {
-            None
-        };
-        if !self.line_ok
-            && let Some(end) = end_here
-            && end <= max
-            && let Some(h) = head::fast(&input[..end], ctx.limits.max_headers)
-        {
-            // The usual case: the whole head at hand, read by the fast path. Its first line
-            // needs no judging on its own: the fast path reads only heads whose first line the
-            // grammar takes for a request line with a version (a proptest in `head` checks
-            // it), so `judge_line` could only have said so.
-            let used = self.complete_read(h, ctx);
-            return &input[used..];
+        // Where the head ends when it is all in `input` (nothing buffered), once looked for:
+        // the search reads up to all of `input`, so it is made only for a line that may start
+        // a head (an HTTP/0.9 line is a request alone: scanning past it for every one of many
+        // such lines would be quadratic).
+        let mut end_here: Option<Option<usize>> = None;
+        if !self.line_ok && self.buf.is_empty() && ends_like_http1(input) {
+            let end = head_end(&[], input);
+            end_here = Some(end);
+            if let Some(end) = end
+                && end <= max
+                && let Some(h) = head::fast(&input[..end], ctx.limits.max_headers)
+            {
+                // The usual case: the whole head at hand, read by the fast path. Its first
+                // line needs no judging on its own: the fast path reads only heads whose first
+                // line the grammar takes for a request line with a version (a proptest in
+                // `head` checks it), so `judge_line` could only have said so.
+                let used = self.complete_read(h, ctx);
+                return &input[used..];
+            }
         }
         if !self.line_ok {
             match self.judge_line(input, max) {
@@ -420,7 +434,7 @@ impl Parser {
         }
         if self.buf.is_empty() {
             // The whole head in the bytes at hand: parsed in place, no copy.
-            return match end_here {
+            return match end_here.unwrap_or_else(|| head_end(&[], input)) {
                 Some(end) if end > max => {
                     self.drop_message(
                         DropReason::HeadTooLarge,
@@ -542,10 +556,10 @@ impl Parser {
         self.complete_read(h, ctx)
     }
 
-    /// [`Parser::complete_head`] once the head is read: checks its framing and sets up its
-    /// body (or emits it). Returns how many bytes of the input the message used.
+    /// [`Parser::complete_head`] once the head is read (`line_ok` is false): checks its
+    /// framing and sets up its body (or emits it). Returns how many bytes of the input the
+    /// message used.
     fn complete_read(&mut self, h: head::Head, ctx: &mut Ctx<'_>) -> usize {
-        self.line_ok = false;
         let resync = ParserState::Sync { line_start: true };
         let Ok((framing, framing_anomalies)) = decide(&h.facts, h.major, h.minor) else {
             self.drop_message(DropReason::BadRequest, resync, ctx);

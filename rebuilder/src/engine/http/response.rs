@@ -809,7 +809,7 @@ impl ResponseParser {
                     if let Some(c) = self.cur.as_mut().filter(|_| ctx.limits.keep_heads) {
                         c.resp
                             .headers
-                            .extend(parsed.iter().map(|h| (h.name, h.value)));
+                            .extend_sized(parsed.iter().map(|h| (h.name, h.value)));
                     }
                 }
                 _ => {

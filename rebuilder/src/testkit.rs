@@ -268,14 +268,16 @@ impl ParserHarness {
     }
 
     fn drive(&mut self, f: impl FnOnce(&mut Parser, &mut Ctx<'_>)) {
+        let mut out = Vec::new();
         let mut ctx = Ctx {
             limits: &self.limits,
             budget: &mut self.budget,
             stats: &mut self.stats,
-            out: &mut self.out,
+            out: &mut out,
             meta: self.meta,
         };
         f(&mut self.parser, &mut ctx);
+        self.out.extend(out.into_iter().map(|r| *r));
         assert_eq!(
             self.budget.used,
             self.parser.held(),

@@ -331,7 +331,7 @@ impl Pairing {
     #[allow(clippy::too_many_arguments)]
     pub fn push(
         &mut self,
-        req: HttpRequest,
+        req: Box<HttpRequest>,
         start: u32,
         ack: Option<u32>,
         prev_ack: Option<u32>,
@@ -437,7 +437,7 @@ impl Pairing {
     /// Queues the request whose place is `slot` (from [`Slot::probe`], with its `prev_ack`).
     fn push_slot(
         &mut self,
-        req: HttpRequest,
+        req: Box<HttpRequest>,
         mut slot: Slot,
         now_us: u64,
         upgrade: bool,
@@ -466,7 +466,7 @@ impl Pairing {
         if waits {
             slot.held = cost;
             self.held += cost;
-            slot.req = Some(Box::new(req));
+            slot.req = Some(req);
             slot.upgrade = upgrade;
         } else {
             emit(req, None, Some(ResponseMissing::OverBudget), ctx);
@@ -548,7 +548,7 @@ impl Pairing {
             } else {
                 Some(slot.hint.or(reason).unwrap_or(ResponseMissing::Timeout))
             };
-            emit(*req, resp, reason, ctx);
+            emit(req, resp, reason, ctx);
         }
     }
 
@@ -604,9 +604,10 @@ fn fits_of(asked: Asked, resp: &HttpResponse) -> bool {
     !head_with_body && !tunnel
 }
 
-/// Emits a request with its response or the reason it has none.
+/// Emits a request with its response or the reason it has none (moved out of its box once,
+/// here).
 pub(crate) fn emit(
-    mut req: HttpRequest,
+    mut req: Box<HttpRequest>,
     resp: Option<HttpResponse>,
     reason: Option<ResponseMissing>,
     ctx: &mut PairCtx<'_>,
@@ -624,7 +625,7 @@ pub(crate) fn emit(
             req.response_missing = Some(reason);
         }
     }
-    ctx.out.push(req);
+    ctx.out.push(*req);
 }
 
 /// The pairing of one connection as the response parser sees it.

@@ -579,7 +579,7 @@ impl Parser {
         let upgrade = connect || h.facts.upgrade;
         let chunked = framing == Framing::Chunked;
         let used = h.len;
-        let req = HttpRequest {
+        let req = Box::new(HttpRequest {
             ts_us: self.msg_ts,
             vni: ctx.meta.vni(),
             client: self
@@ -604,56 +604,53 @@ impl Parser {
             anomalies,
             response: None,
             response_missing: None,
-        };
+        });
         let has_body = match framing {
             Framing::Chunked => !connect,
             Framing::Length(n) => n > 0 && !connect,
             Framing::None | Framing::Unknown => false,
         };
-        let mut p = Pending::new(req, upgrade, h.facts.expect_continue, has_body);
-        if has_body {
-            // The pending request is held until its body ends: charged to the budget, with
-            // the body's first allocation (bounded: the length is the sender's word).
-            if let Framing::Length(n) = framing {
-                let first = (n.min(64 * 1024) as usize).min(ctx.limits.max_body_bytes);
-                let room = ctx.budget.limit.saturating_sub(ctx.budget.used + p.cost());
-                // alloc_cost(x) <= x + 31 <= room when x <= room - 32.
-                let first = first.min(room.saturating_sub(32));
-                if first > 0 {
-                    p.req.body.reserve_exact(first);
-                }
+        if !has_body {
+            self.emit_request(req, upgrade, ctx);
+            if framing == Framing::Unknown && self.state == ParserState::Head {
+                // No origin reads a body: what follows is searched for requests.
+                self.state = resync;
             }
-            if ctx.budget.used + p.cost() > ctx.budget.limit {
-                self.drop_message(DropReason::OverBudget, ParserState::Head, ctx);
-                // The body is skipped, not parsed as requests.
-                self.state = match framing {
-                    Framing::Length(n) => ParserState::Body {
-                        remaining: n,
-                        discard: true,
-                    },
-                    _ => ParserState::Sync { line_start: false },
-                };
-                return used;
+            self.account(ctx.budget);
+            return used;
+        }
+        let mut p = Pending::new(req, upgrade, h.facts.expect_continue);
+        // The pending request is held until its body ends: charged to the budget, with
+        // the body's first allocation (bounded: the length is the sender's word).
+        if let Framing::Length(n) = framing {
+            let first = (n.min(64 * 1024) as usize).min(ctx.limits.max_body_bytes);
+            let room = ctx.budget.limit.saturating_sub(ctx.budget.used + p.cost());
+            // alloc_cost(x) <= x + 31 <= room when x <= room - 32.
+            let first = first.min(room.saturating_sub(32));
+            if first > 0 {
+                p.req.body.reserve_exact(first);
             }
+        }
+        if ctx.budget.used + p.cost() > ctx.budget.limit {
+            self.drop_message(DropReason::OverBudget, ParserState::Head, ctx);
+            // The body is skipped, not parsed as requests.
+            self.state = match framing {
+                Framing::Length(n) => ParserState::Body {
+                    remaining: n,
+                    discard: true,
+                },
+                _ => ParserState::Sync { line_start: false },
+            };
+            return used;
         }
         self.pending = Some(p);
-        match framing {
-            Framing::Chunked if has_body => self.state = ParserState::ChunkSize,
-            Framing::Length(n) if has_body => {
-                self.state = ParserState::Body {
-                    remaining: n,
-                    discard: false,
-                }
-            }
-            Framing::Unknown => {
-                self.emit(ctx);
-                // No origin reads a body: what follows is searched for requests.
-                if self.state == ParserState::Head {
-                    self.state = resync;
-                }
-            }
-            _ => self.emit(ctx),
-        }
+        self.state = match framing {
+            Framing::Length(n) => ParserState::Body {
+                remaining: n,
+                discard: false,
+            },
+            _ => ParserState::ChunkSize,
+        };
         self.account(ctx.budget);
         used
     }
@@ -706,24 +703,29 @@ impl Parser {
             return;
         };
         let p = *p;
+        self.emit_request(p.req, p.upgrade, ctx);
+    }
+
+    /// Emits a complete request (its pending state, if any, already taken).
+    fn emit_request(&mut self, req: Box<HttpRequest>, upgrade: bool, ctx: &mut Ctx<'_>) {
         self.line_ok = false;
         self.account(ctx.budget);
         self.emitted = self.emitted.saturating_add(1);
         if ctx
             .limits
             .health_checks
-            .matches(&p.req, ctx.meta.client().ip())
+            .matches(&req, ctx.meta.client().ip())
         {
             ctx.stats.count_drop(DropReason::HealthCheck);
         } else {
             ctx.stats.count_request();
-            if p.req.body_truncated {
+            if req.body_truncated {
                 ctx.stats.bodies_truncated += 1;
             }
-            ctx.stats.count_anomalies(p.req.anomalies);
-            ctx.out.push(p.req);
+            ctx.stats.count_anomalies(req.anomalies);
+            ctx.out.push(req);
         }
-        if p.upgrade {
+        if upgrade {
             self.buf = Vec::new();
             self.state = ParserState::Held;
             self.account(ctx.budget);

@@ -726,8 +726,16 @@ impl Engine {
         dir.parser = Parser::new();
         dir.cursor = Cursor::default();
         if let Some(pairing) = dir.pairing.take() {
-            // Requests parsed from what turned out to be responses are not requests.
-            pairing.free(&mut self.shared.budget);
+            // Requests parsed from what turned out to be responses are not requests: those
+            // still waiting are dropped and their count taken back, each in its own source's
+            // row (found by the fuzz target `engine_datagram`: counted, never emitted).
+            for req in pairing.discard(&mut self.shared.budget) {
+                self.for_source(req.source_key(), |e| {
+                    e.shared
+                        .stats
+                        .uncount_request(req.body_truncated, req.anomalies)
+                });
+            }
         }
     }
 

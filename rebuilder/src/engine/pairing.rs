@@ -208,6 +208,16 @@ impl Pairing {
         budget.give(self.held);
     }
 
+    /// Frees a pairing whose requests turned out not to be requests (its direction carries
+    /// responses), as [`Pairing::free`], and returns the requests still waiting: each was
+    /// counted when it was parsed, and the caller takes the count back.
+    #[must_use = "the requests were counted; their count is taken back"]
+    pub fn discard(mut self: Box<Pairing>, budget: &mut Budget) -> Vec<Box<HttpRequest>> {
+        let reqs = self.queue.iter_mut().filter_map(|s| s.req.take()).collect();
+        self.free(budget);
+        reqs
+    }
+
     /// Drops the server stream's parser (a new server stream starts), returning what it holds.
     pub fn drop_resp(&mut self, budget: &mut Budget) {
         if let Some(r) = self.resp.take() {

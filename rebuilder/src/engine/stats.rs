@@ -389,6 +389,21 @@ impl EngineStats {
         self.sources.packet(key, len);
     }
 
+    /// A request counted by [`EngineStats::count_request`], its truncated body and its
+    /// anomalies, turned out not to be a request (its bytes were responses): the counts are
+    /// taken back, in the current source's row.
+    pub(crate) fn uncount_request(&mut self, body_truncated: bool, anomalies: Anomalies) {
+        self.requests = self.requests.saturating_sub(1);
+        let row = self.sources.row();
+        row.requests = row.requests.saturating_sub(1);
+        if body_truncated {
+            self.bodies_truncated = self.bodies_truncated.saturating_sub(1);
+        }
+        for a in anomalies.iter() {
+            self.anomalies[a as usize] = self.anomalies[a as usize].saturating_sub(1);
+        }
+    }
+
     /// Counts the anomalies of one emitted request.
     pub(crate) fn count_anomalies(&mut self, set: Anomalies) {
         for a in set.iter() {

@@ -137,6 +137,29 @@ fn request_text_in_a_response_joined_mid_stream_does_not_silence_the_client() {
 }
 
 #[test]
+fn requests_read_from_what_turns_out_to_be_the_server_are_neither_emitted_nor_counted() {
+    // Joined mid-stream: the server's direction comes first and reads as a request, which
+    // waits for its response; then the client's direction sends two requests, so the first
+    // direction carries responses and its "request" was none.
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let d = [
+        c.respond(b"GET /quoted HTTP/1.1\r\nHost: x\r\n\r\n"),
+        c.send(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ];
+    let mut e = Engine::new(EngineConfig::default());
+    let mut out = Vec::new();
+    for (i, x) in d.iter().enumerate() {
+        e.on_vxlan_payload(1_000 + i as u64, x, &mut out);
+    }
+    e.finish(&mut out);
+    assert_eq!(targets(&out), ["/1", "/2"]);
+    assert_eq!(e.stats().requests, 2, "counted as emitted");
+    let by_source: u64 = e.stats().sources.rows().iter().map(|(_, r)| r.requests).sum();
+    assert_eq!(by_source, 2, "and in its source's row");
+    assert_eq!(e.buffered_bytes(), 0);
+}
+
+#[test]
 fn joining_mid_stream_without_syn_recovers_the_next_request() {
     let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
     let _lost = c.send(b"POST /a HTTP/1.1\r\nContent-Length: 10\r\n\r\n01234");

@@ -462,24 +462,22 @@ impl Stream {
     /// Whether the present bytes of `seg` (data from `start`) differ from buffered bytes at
     /// the same sequence numbers.
     fn differs_from_buffered(&self, seg: Segment<'_>, start: u32) -> bool {
-        let end = start.wrapping_add(seg.payload.len() as u32);
+        // In offsets from `start`, not sequence numbers: a segment half the sequence space
+        // away from a buffered piece (an old duplicate, or forged) would otherwise compare
+        // its ends across the wrap and index its payload 2^31 bytes out (found by the fuzz
+        // target `reassembly_segments`).
+        let len = seg.payload.len() as i64;
         self.ooo.iter().any(|p| {
             let PieceData::Bytes(b) = &p.data else {
                 return false;
             };
-            let lo = if seq_diff(p.seq, start) > 0 {
-                p.seq
-            } else {
-                start
-            };
-            let pe = p.end();
-            let hi = if seq_diff(pe, end) < 0 { pe } else { end };
-            if seq_diff(hi, lo) <= 0 {
+            let at = seq_diff(p.seq, start);
+            let lo = at.max(0);
+            let hi = (at + b.len() as i64).min(len);
+            if hi <= lo {
                 return false;
             }
-            let n = seq_diff(hi, lo) as usize;
-            let a = seq_diff(lo, start) as usize;
-            let c = seq_diff(lo, p.seq) as usize;
+            let (a, c, n) = (lo as usize, (lo - at) as usize, (hi - lo) as usize);
             seg.payload[a..a + n] != b[c..c + n]
         })
     }
@@ -944,6 +942,20 @@ pub(crate) mod tests {
         assert_eq!(k.1, 1);
         s.push(seg(1, b"abcd"), &LIMITS, &mut k);
         assert_eq!(k.0.text(), "abcdsafeL");
+    }
+
+    #[test]
+    fn a_segment_half_the_sequence_space_from_a_buffered_piece_is_compared_with_nothing() {
+        let mut h = Harness::new();
+        h.push(syn(0));
+        // Buffered past a hole: 40 bytes at 101.
+        assert_eq!(h.push(seg(101, &[b'p'; 40])), Pushed::Accepted);
+        // 2^31 - 22 bytes before the piece, i.e. far behind the stream: old data. Compared
+        // across the wrap, its end would seem to fall inside the piece.
+        let far = 101u32.wrapping_sub((1 << 31) - 22);
+        assert_eq!(h.push(seg(far, b"0123456789")), Pushed::Duplicate);
+        h.push(seg(1, &[b'a'; 100]));
+        assert_eq!(h.r.bytes.len(), 140);
     }
 
     #[test]

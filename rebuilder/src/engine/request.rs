@@ -258,6 +258,26 @@ impl Fields {
         }
     }
 
+    /// The three buffers' capacities (as [`Fields::capacities`]) once grown by exactly what
+    /// one more field of these lengths needs ([`Fields::reserve_one`]): what that field would
+    /// cost, known before anything is allocated.
+    pub fn capacities_with_one(&self, name: usize, value: usize) -> [usize; 3] {
+        let each = std::mem::size_of::<(usize, usize)>();
+        [
+            self.names.capacity().max(self.names.len() + name),
+            self.values.capacity().max(self.values.len() + value),
+            self.ends.capacity().max(self.ends.len() + 1) * each,
+        ]
+    }
+
+    /// Grows the buffers by exactly what one more field of these lengths needs, where they
+    /// lack room.
+    pub fn reserve_one(&mut self, name: usize, value: usize) {
+        self.names.reserve_exact(name);
+        self.values.reserve_exact(value);
+        self.ends.reserve_exact(1);
+    }
+
     /// Adds a field after the others.
     pub fn push(&mut self, name: &str, value: &[u8]) {
         self.names.push_str(name);

@@ -114,8 +114,9 @@ label_enum! {
         CtlInValue => "ctl_in_value",
         /// A header line ending in `CR CR LF` (nginx accepts).
         CrLineEnd => "cr_line_end",
-        /// More header fields than `max_headers`: the request is kept with the first ones (Node
-        /// serves up to 2,000; nginx stops at 1,000, Go at 500, Apache at 100).
+        /// More header fields than `max_headers` (or trailer fields than the memory budget
+        /// holds): the request is kept with the first ones (Node serves up to 2,000; nginx
+        /// stops at 1,000, Go at 500, Apache at 100).
         TooManyHeaders => "too_many_headers",
         /// Both Transfer-Encoding and Content-Length (Apache, Go: chunked wins; nginx, Node 400).
         TeAndCl => "te_and_cl",

@@ -154,7 +154,13 @@ fn requests_read_from_what_turns_out_to_be_the_server_are_neither_emitted_nor_co
     e.finish(&mut out);
     assert_eq!(targets(&out), ["/1", "/2"]);
     assert_eq!(e.stats().requests, 2, "counted as emitted");
-    let by_source: u64 = e.stats().sources.rows().iter().map(|(_, r)| r.requests).sum();
+    let by_source: u64 = e
+        .stats()
+        .sources
+        .rows()
+        .iter()
+        .map(|(_, r)| r.requests)
+        .sum();
     assert_eq!(by_source, 2, "and in its source's row");
     assert_eq!(e.buffered_bytes(), 0);
 }

@@ -25,7 +25,7 @@
 use memchr::memchr;
 
 use super::head::{trail_line_end, trailer_field, trim_ows};
-use super::state::{Ctx, Parser, ParserState};
+use super::state::{self, Ctx, Parser, ParserState};
 use crate::engine::stats::{Anomalies, Anomaly, DropReason};
 
 /// Length of the head in `prev ++ input` counted in `input` bytes, if its end (an empty
@@ -359,8 +359,19 @@ impl Parser {
         }
         let max = ctx.limits.max_headers;
         if let Some(p) = self.pending.as_mut() {
-            if p.req.trailers.len() < max {
-                p.req.trailers.push(&name, &value);
+            // A trailer is kept only when the budget holds it: its cost is known before it is
+            // allocated (each buffer grown by exactly what it needs), and is charged with the
+            // pending request's at `account` below. Otherwise the request keeps the first ones.
+            let t = &mut p.req.trailers;
+            let grows = t
+                .capacities_with_one(name.len(), value.len())
+                .into_iter()
+                .map(state::alloc_cost)
+                .sum::<usize>()
+                - state::fields_cost(t);
+            if t.len() < max && ctx.budget.used + grows <= ctx.budget.limit {
+                t.reserve_one(name.len(), value.len());
+                t.push(&name, &value);
             } else {
                 p.req.anomalies.insert(Anomaly::TooManyHeaders);
             }

@@ -151,7 +151,7 @@ pub(crate) const fn alloc_cost(n: usize) -> usize {
 }
 
 /// Heap bytes of a list of fields (its three buffers).
-fn fields_cost(fields: &Fields) -> usize {
+pub(super) fn fields_cost(fields: &Fields) -> usize {
     fields.capacities().into_iter().map(alloc_cost).sum()
 }
 

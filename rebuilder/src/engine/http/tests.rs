@@ -871,6 +871,39 @@ fn trailers_are_bounded_in_size_and_number_and_odd_lines_are_kept() {
 }
 
 #[test]
+fn trailers_are_kept_only_as_far_as_the_budget_holds_them() {
+    let limits = HttpLimits {
+        max_headers: 100,
+        max_header_bytes: 256,
+        ..LIMITS
+    };
+    let budget = 1_500;
+    let mut h = H::with(true, limits, budget);
+    h.feed(b"POST /t HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n");
+    let mut sent = 0;
+    for i in 0..40 {
+        h.feed(format!("X-Trailer-{i}: {}\r\n", "v".repeat(40)).as_bytes());
+        sent += 1;
+        assert!(h.budget.used <= budget, "{} > {budget}", h.budget.used);
+    }
+    h.feed(b"\r\nGET /after HTTP/1.1\r\n\r\n");
+    assert_eq!(h.targets(), ["/t", "/after"]);
+    let r = &h.out[0];
+    let kept = r.trailers.len();
+    assert!(kept > 0 && kept < sent, "{kept} of {sent}");
+    let names: Vec<String> = (0..kept).map(|i| format!("X-Trailer-{i}")).collect();
+    assert!(
+        r.trailers
+            .iter()
+            .map(|(n, _)| n)
+            .eq(names.iter().map(String::as_str)),
+        "the first ones"
+    );
+    assert!(r.anomalies.contains(Anomaly::TooManyHeaders));
+    assert_eq!(h.budget.used, 0);
+}
+
+#[test]
 fn a_pending_request_is_charged_at_its_real_cost() {
     let mut h = H::new(true);
     let mut head = b"POST /p HTTP/1.1\r\nContent-Length: 100000\r\n".to_vec();

@@ -250,32 +250,36 @@ impl Fields {
     /// they need (`pairs` is walked twice).
     pub fn extend_sized<'a>(&mut self, pairs: impl Iterator<Item = (&'a str, &'a [u8])> + Clone) {
         let (n, names, values) = sizes(pairs.clone());
-        self.names.reserve_exact(names);
-        self.values.reserve_exact(values);
-        self.ends.reserve_exact(n);
+        self.reserve(n, names, values);
         for (name, value) in pairs {
             self.push(name, value);
         }
     }
 
     /// The three buffers' capacities (as [`Fields::capacities`]) once grown by exactly what
-    /// one more field of these lengths needs ([`Fields::reserve_one`]): what that field would
-    /// cost, known before anything is allocated.
-    pub fn capacities_with_one(&self, name: usize, value: usize) -> [usize; 3] {
+    /// `fields` more fields of `names` and `values` bytes in all need ([`Fields::reserve`],
+    /// [`Fields::extend_sized`]): what they would cost, known before anything is allocated.
+    pub fn capacities_with(&self, fields: usize, names: usize, values: usize) -> [usize; 3] {
         let each = std::mem::size_of::<(usize, usize)>();
         [
-            self.names.capacity().max(self.names.len() + name),
-            self.values.capacity().max(self.values.len() + value),
-            self.ends.capacity().max(self.ends.len() + 1) * each,
+            self.names.capacity().max(self.names.len() + names),
+            self.values.capacity().max(self.values.len() + values),
+            self.ends.capacity().max(self.ends.len() + fields) * each,
         ]
     }
 
-    /// Grows the buffers by exactly what one more field of these lengths needs, where they
-    /// lack room.
-    pub fn reserve_one(&mut self, name: usize, value: usize) {
-        self.names.reserve_exact(name);
-        self.values.reserve_exact(value);
-        self.ends.reserve_exact(1);
+    /// [`Fields::held_bytes`] once `pairs` are added by [`Fields::extend_sized`].
+    pub fn held_bytes_with<'a>(&self, pairs: impl Iterator<Item = (&'a str, &'a [u8])>) -> usize {
+        let (n, names, values) = sizes(pairs);
+        self.capacities_with(n, names, values).into_iter().sum()
+    }
+
+    /// Grows the buffers by exactly what `fields` more fields of `names` and `values` bytes
+    /// in all need, where they lack room.
+    pub fn reserve(&mut self, fields: usize, names: usize, values: usize) {
+        self.names.reserve_exact(names);
+        self.values.reserve_exact(values);
+        self.ends.reserve_exact(fields);
     }
 
     /// Adds a field after the others.

@@ -364,13 +364,13 @@ impl Parser {
             // pending request's at `account` below. Otherwise the request keeps the first ones.
             let t = &mut p.req.trailers;
             let grows = t
-                .capacities_with_one(name.len(), value.len())
+                .capacities_with(1, name.len(), value.len())
                 .into_iter()
                 .map(state::alloc_cost)
                 .sum::<usize>()
                 - state::fields_cost(t);
             if t.len() < max && ctx.budget.used + grows <= ctx.budget.limit {
-                t.reserve_one(name.len(), value.len());
+                t.reserve(1, name.len(), value.len());
                 t.push(&name, &value);
             } else {
                 p.req.anomalies.insert(Anomaly::TooManyHeaders);

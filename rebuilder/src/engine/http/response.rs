@@ -806,10 +806,25 @@ impl ResponseParser {
             let mut fields = [httparse::EMPTY_HEADER; 64];
             match httparse::parse_headers(&self.buf, &mut fields) {
                 Ok(httparse::Status::Complete((_, parsed))) => {
-                    if let Some(c) = self.cur.as_mut().filter(|_| ctx.limits.keep_heads) {
-                        c.resp
-                            .headers
-                            .extend_sized(parsed.iter().map(|h| (h.name, h.value)));
+                    let pairs = parsed.iter().map(|h| (h.name, h.value));
+                    let mut fits = true;
+                    if let Some(c) = self
+                        .cur
+                        .as_mut()
+                        .filter(|c| ctx.limits.keep_heads && !c.discard)
+                    {
+                        // Kept only when the budget holds them (computed before anything is
+                        // allocated), as the head: otherwise the response is lost, framed.
+                        let fields = &mut c.resp.headers;
+                        let grows = fields.held_bytes_with(pairs.clone()) - fields.held_bytes();
+                        let budget = ctx.answering.budget();
+                        fits = budget.used + grows <= budget.limit;
+                        if fits {
+                            fields.extend_sized(pairs);
+                        }
+                    }
+                    if !fits {
+                        self.lose(ResponseMissing::OverBudget, ctx);
                     }
                 }
                 _ => {

@@ -122,6 +122,35 @@ impl H {
 }
 
 #[test]
+fn response_trailers_are_kept_only_when_the_budget_holds_them_else_the_response_is_lost() {
+    let mut wire =
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n".to_vec();
+    for i in 0..20 {
+        wire.extend_from_slice(format!("X-T-{i}: {}\r\n", "v".repeat(40)).as_bytes());
+    }
+    wire.extend_from_slice(b"\r\n");
+    let run = |budget: usize| {
+        let mut h = H::with(true, LIMITS, budget);
+        let mut peak = 0;
+        for b in &wire {
+            h.feed(std::slice::from_ref(b));
+            peak = peak.max(h.r.budget.used);
+        }
+        (h, peak)
+    };
+    // Room to spare: the trailers are kept.
+    let (roomy, peak) = run(1 << 20);
+    assert_eq!(roomy.statuses(), [200]);
+    assert_eq!(roomy.r.complete[0].headers.len(), 1 + 20);
+    // Room for the trailer lines while they are read, not for the fields made of them.
+    let (tight, tight_peak) = run(peak + 16);
+    assert!(tight_peak <= peak + 16);
+    assert!(tight.r.complete.is_empty(), "{:?}", tight.statuses());
+    assert_eq!(tight.r.lost, [ResponseMissing::OverBudget]);
+    assert_eq!(tight.r.budget.used, 0);
+}
+
+#[test]
 fn content_length_response_is_complete_with_its_head_and_body() {
     let mut h = H::new(true);
     h.feed(b"HTTP/1.1 201 Created\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhel");

@@ -727,13 +727,12 @@ impl Engine {
         dir.cursor = Cursor::default();
         if let Some(pairing) = dir.pairing.take() {
             // Requests parsed from what turned out to be responses are not requests: those
-            // still waiting are dropped and their count taken back, each in its own source's
-            // row (found by the fuzz target `engine_datagram`: counted, never emitted).
+            // still waiting are dropped, each counted in its own source's row (they were
+            // counted as parsed; found by the fuzz target `engine_datagram`: counted, never
+            // emitted, and never said).
             for req in pairing.discard(&mut self.shared.budget) {
                 self.for_source(req.source_key(), |e| {
-                    e.shared
-                        .stats
-                        .uncount_request(req.body_truncated, req.anomalies)
+                    e.shared.stats.count_drop(DropReason::NotARequest)
                 });
             }
         }

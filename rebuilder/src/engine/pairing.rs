@@ -209,9 +209,9 @@ impl Pairing {
     }
 
     /// Frees a pairing whose requests turned out not to be requests (its direction carries
-    /// responses), as [`Pairing::free`], and returns the requests still waiting: each was
-    /// counted when it was parsed, and the caller takes the count back.
-    #[must_use = "the requests were counted; their count is taken back"]
+    /// responses), as [`Pairing::free`], and returns the requests still waiting, for the
+    /// caller to count as dropped.
+    #[must_use = "the requests were counted as parsed; their drop is counted too"]
     pub fn discard(mut self: Box<Pairing>, budget: &mut Budget) -> Vec<Box<HttpRequest>> {
         let reqs = self.queue.iter_mut().filter_map(|s| s.req.take()).collect();
         self.free(budget);

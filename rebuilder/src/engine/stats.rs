@@ -83,6 +83,11 @@ label_enum! {
         /// Packet: a SYN+ACK that contradicts its direction's own history (it sent a SYN, or
         /// data, or its peer is the server): ignored for roles.
         InconsistentSynAck => "inconsistent_syn_ack",
+        /// Request: parsed from a direction that later turned out to carry responses (joined
+        /// mid-stream, a response body that reads as a request), still waiting for its
+        /// response when the client's direction was recognised: counted in `requests` when
+        /// parsed (counters only grow), dropped here, never emitted.
+        NotARequest => "not_a_request",
     }
 }
 
@@ -388,21 +393,6 @@ impl EngineStats {
         self.packets += 1;
         self.bytes += len;
         self.sources.packet(key, len);
-    }
-
-    /// A request counted by [`EngineStats::count_request`], its truncated body and its
-    /// anomalies, turned out not to be a request (its bytes were responses): the counts are
-    /// taken back, in the current source's row.
-    pub(crate) fn uncount_request(&mut self, body_truncated: bool, anomalies: Anomalies) {
-        self.requests = self.requests.saturating_sub(1);
-        let row = self.sources.row();
-        row.requests = row.requests.saturating_sub(1);
-        if body_truncated {
-            self.bodies_truncated = self.bodies_truncated.saturating_sub(1);
-        }
-        for a in anomalies.iter() {
-            self.anomalies[a as usize] = self.anomalies[a as usize].saturating_sub(1);
-        }
     }
 
     /// Counts the anomalies of one emitted request.

@@ -137,7 +137,7 @@ fn request_text_in_a_response_joined_mid_stream_does_not_silence_the_client() {
 }
 
 #[test]
-fn requests_read_from_what_turns_out_to_be_the_server_are_neither_emitted_nor_counted() {
+fn a_request_read_from_what_turns_out_to_be_the_server_is_dropped_and_counted_not_emitted() {
     // Joined mid-stream: the server's direction comes first and reads as a request, which
     // waits for its response; then the client's direction sends two requests, so the first
     // direction carries responses and its "request" was none.
@@ -153,15 +153,20 @@ fn requests_read_from_what_turns_out_to_be_the_server_are_neither_emitted_nor_co
     }
     e.finish(&mut out);
     assert_eq!(targets(&out), ["/1", "/2"]);
-    assert_eq!(e.stats().requests, 2, "counted as emitted");
-    let by_source: u64 = e
-        .stats()
-        .sources
-        .rows()
+    let s = e.stats();
+    assert_eq!(s.requests, 3, "parsed");
+    assert_eq!(
+        s.drops(DropReason::NotARequest),
+        1,
+        "and the one not emitted said"
+    );
+    let rows = s.sources.rows();
+    let requests: u64 = rows.iter().map(|(_, r)| r.requests).sum();
+    let dropped: u64 = rows
         .iter()
-        .map(|(_, r)| r.requests)
+        .map(|(_, r)| r.drops[DropReason::NotARequest as usize])
         .sum();
-    assert_eq!(by_source, 2, "and in its source's row");
+    assert_eq!((requests, dropped), (3, 1), "in its source's row too");
     assert_eq!(e.buffered_bytes(), 0);
 }
 

@@ -338,9 +338,7 @@ impl Fields {
 
     /// Heap bytes held (the capacity of the three buffers).
     pub fn held_bytes(&self) -> usize {
-        self.names.capacity()
-            + self.values.capacity()
-            + self.ends.capacity() * std::mem::size_of::<(usize, usize)>()
+        self.capacities().into_iter().sum()
     }
 
     /// The three buffers' capacities (for an allocator's rounding of each).

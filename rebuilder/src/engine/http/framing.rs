@@ -363,11 +363,7 @@ impl Parser {
             // allocated (each buffer grown by exactly what it needs), and is charged with the
             // pending request's at `account` below. Otherwise the request keeps the first ones.
             let t = &mut p.req.trailers;
-            let grows = t
-                .capacities_with(1, name.len(), value.len())
-                .into_iter()
-                .map(state::alloc_cost)
-                .sum::<usize>()
+            let grows = state::capacities_cost(t.capacities_with(1, name.len(), value.len()))
                 - state::fields_cost(t);
             if t.len() < max && ctx.budget.used + grows <= ctx.budget.limit {
                 t.reserve(1, name.len(), value.len());

@@ -152,7 +152,13 @@ pub(crate) const fn alloc_cost(n: usize) -> usize {
 
 /// Heap bytes of a list of fields (its three buffers).
 pub(super) fn fields_cost(fields: &Fields) -> usize {
-    fields.capacities().into_iter().map(alloc_cost).sum()
+    capacities_cost(fields.capacities())
+}
+
+/// Heap bytes of a list of fields whose buffers have these capacities
+/// ([`Fields::capacities`], [`Fields::capacities_with`]).
+pub(super) fn capacities_cost(capacities: [usize; 3]) -> usize {
+    capacities.into_iter().map(alloc_cost).sum()
 }
 
 impl Pending {

@@ -322,6 +322,12 @@ impl Fields {
         }
     }
 
+    /// Every name, one after the other, and every value, one after the other (how they are
+    /// stored): for a writer that checks all of them at once.
+    pub fn packed(&self) -> (&str, &[u8]) {
+        (&self.names, &self.values)
+    }
+
     /// The value of the first field named `name` (ASCII case-insensitive).
     pub fn find(&self, name: &str) -> Option<&[u8]> {
         self.iter()

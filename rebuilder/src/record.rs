@@ -460,9 +460,9 @@ impl JsonOut<'_> {
         }
     }
 
-    fn time(&mut self, ts_us: u64) {
+    fn time(&mut self, text: &[u8; 27]) {
         self.0.push(b'"');
-        self.raw(&Rfc3339Us(ts_us).bytes());
+        self.raw(text);
         self.0.push(b'"');
     }
 
@@ -562,11 +562,12 @@ impl JsonOut<'_> {
         }
     }
 
-    /// `{"ts": …, "ts_us": …` of a message that began at `ts_us` (both objects start so).
-    fn open(&mut self, ts_us: u64) {
+    /// `{"ts": …, "ts_us": …` of a message that began at `ts_us` (both objects start so;
+    /// `text`: its [`Rfc3339Us`] bytes).
+    fn open(&mut self, ts_us: u64, text: &[u8; 27]) {
         self.raw(b"{");
         self.key("ts");
-        self.time(ts_us);
+        self.time(text);
         self.key("ts_us");
         self.u64(ts_us);
     }
@@ -592,8 +593,15 @@ impl JsonOut<'_> {
     }
 
     /// The `"response"` object.
-    fn response(&mut self, r: &HttpResponse, opts: &RecordOptions, stats: &mut DecodeStats) {
-        self.open(r.ts_us);
+    /// `asked`: the request's time and its text (a response in the same second shares it).
+    fn response(
+        &mut self,
+        r: &HttpResponse,
+        asked: (u64, &[u8; 27]),
+        opts: &RecordOptions,
+        stats: &mut DecodeStats,
+    ) {
+        self.open(r.ts_us, &Rfc3339Us(r.ts_us).bytes_after(asked));
         self.key("status");
         self.u64(u64::from(r.status));
         self.key("reason");
@@ -613,7 +621,8 @@ impl JsonOut<'_> {
         opts: &RecordOptions,
         stats: &mut DecodeStats,
     ) {
-        self.open(r.ts_us);
+        let time = Rfc3339Us(r.ts_us).bytes();
+        self.open(r.ts_us, &time);
         self.key("vni");
         self.u64(u64::from(r.vni));
         self.key("client");
@@ -667,7 +676,7 @@ impl JsonOut<'_> {
         }
         self.key("response");
         match r.response.as_deref() {
-            Some(resp) => self.response(resp, opts, stats),
+            Some(resp) => self.response(resp, (r.ts_us, &time), opts, stats),
             None => self.null(),
         }
         if r.response.is_none()
@@ -733,6 +742,17 @@ impl Rfc3339Us {
         put_digits(&mut b, 11, tod / 3_600, 2);
         put_digits(&mut b, 14, tod / 60 % 60, 2);
         put_digits(&mut b, 17, tod % 60, 2);
+        put_digits(&mut b, 20, self.0 % 1_000_000, 6);
+        b
+    }
+
+    /// [`Rfc3339Us::bytes`], from those of an `earlier` time when both are in the same
+    /// second: only the µs are written (a response and its request, nearly always).
+    fn bytes_after(&self, earlier: (u64, &[u8; 27])) -> [u8; 27] {
+        if self.0 / 1_000_000 != earlier.0 / 1_000_000 {
+            return self.bytes();
+        }
+        let mut b = *earlier.1;
         put_digits(&mut b, 20, self.0 % 1_000_000, 6);
         b
     }
@@ -1045,6 +1065,14 @@ mod tests {
                 ts % 1_000_000
             );
             proptest::prop_assert_eq!(rfc3339_us(ts), want.clone());
+            // From an earlier time's text: the same (in its second or not).
+            for earlier in [ts - ts % 1_000_000, ts.saturating_sub(1), ts.saturating_sub(999_999)] {
+                let text = Rfc3339Us(earlier).bytes();
+                proptest::prop_assert_eq!(
+                    Rfc3339Us(ts).bytes_after((earlier, &text)),
+                    Rfc3339Us(ts).bytes()
+                );
+            }
             proptest::prop_assert_eq!(
                 serde_json::to_string(&Rfc3339Us(ts)).unwrap(),
                 format!("\"{want}\"")

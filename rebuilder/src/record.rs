@@ -323,8 +323,9 @@ impl JsonOut<'_> {
         self.0.push(b'"');
     }
 
-    /// Bytes as a string: UTF-8 as is, invalid sequences replaced (U+FFFD). Validated first:
-    /// for the usual valid value that is cheaper than the lossy conversion's chunking.
+    /// Bytes as a string: UTF-8 as is, invalid sequences replaced (U+FFFD). ASCII needs no
+    /// more; anything else is validated first: for the usual valid value that is cheaper than
+    /// the lossy conversion's chunking.
     fn lossy(&mut self, b: &[u8]) {
         if b.is_ascii() {
             // ASCII is UTF-8: the usual field value needs no validation of its own.

@@ -1,8 +1,10 @@
 //! Live benchmark of `rebuilder run`: a bounded sender replays a generated mirror capture
 //! (≥ 1,000,000 packets, VXLAN payloads) to 127.0.0.1 over UDP at fixed rates and as fast as
 //! one sender core goes (sendmmsg), while the rebuilder forwards to a local counting sink.
-//! Prints, per rate: kernel drops, requests delivered vs the generator's truth, and the
-//! receiver's CPU time per packet (utime + stime of the rebuilder process, /proc/<pid>/stat).
+//! Prints, per rate: kernel drops, requests delivered vs the generator's truth — each expected
+//! request received exactly once and byte for byte as the rebuilder must send it (by its
+//! `X-Request-Id`, [`ForwardedTruth`]) — and the receiver's CPU time per packet (utime +
+//! stime of the rebuilder process, /proc/<pid>/stat).
 //!
 //! `cargo bench -p rebuilder --bench live`
 //! Knobs: MF_BENCH_PACKETS (default 1000000), MF_BENCH_RATES (default "50000,100000,max"),
@@ -16,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{MsgFlags, MultiHeaders, sendmmsg};
 use rebuilder_testkit::analyzer::Analyzer;
+use rebuilder_testkit::compare::{ForwardedTruth, ForwardedVerdict, default_forward_config};
 use rebuilder_testkit::daemon::RebuilderProc;
 use rebuilder_testkit::traffic::vxlan_payload;
 
@@ -26,6 +29,8 @@ struct Capture {
     index: Vec<(u32, u16, u16)>,
     expected: u64,
     truth_total: u64,
+    /// The expected requests as the analyzer must receive them.
+    truth: ForwardedTruth,
 }
 
 fn build_capture(min_packets: usize) -> Capture {
@@ -48,6 +53,11 @@ fn build_capture(min_packets: usize) -> Capture {
         let truth = generator.drain_truth();
         if index.len() >= min_packets {
             let expected = truth.iter().filter(|t| t.expected).count() as u64;
+            let cfg = default_forward_config();
+            let mut forwarded = ForwardedTruth::default();
+            for t in truth.iter().filter(|t| t.expected) {
+                forwarded.add(&cfg, &t.request);
+            }
             eprintln!(
                 "capture: {} packets, {} MB, {} connections, {} requests ({} expected), built in {:.1}s",
                 index.len(),
@@ -62,6 +72,7 @@ fn build_capture(min_packets: usize) -> Capture {
                 index,
                 expected,
                 truth_total: truth.len() as u64,
+                truth: forwarded,
             };
         }
         connections = connections * min_packets / index.len().max(1) + 100;
@@ -145,6 +156,8 @@ struct Row {
     delivered: u64,
     dropped: u64,
     cpu_us_per_packet: f64,
+    /// What the analyzer received against the truth.
+    verdict: ForwardedVerdict,
     /// Thread group -> µs per packet.
     cpu_split: Vec<(String, f64)>,
 }
@@ -207,6 +220,8 @@ fn run_rate(cap: &Capture, pps: u64, workers: &str) -> Row {
         (Some(a), Some(b)) => b.rcvbuf_errors - a.rcvbuf_errors,
         _ => 0,
     };
+    // Checked after the CPU figures were read: the check's own work is not the rebuilder's.
+    let verdict = cap.truth.check(&sink.records());
     Row {
         rate: if pps == 0 {
             "max".into()
@@ -221,6 +236,7 @@ fn run_rate(cap: &Capture, pps: u64, workers: &str) -> Row {
         delivered: sink.received(),
         dropped: m.dropped_total(),
         cpu_us_per_packet: cpu as f64 / sent as f64,
+        verdict,
         cpu_split,
     }
 }
@@ -254,9 +270,23 @@ fn main() {
     for &pps in &rates {
         let row = run_rate(&cap, pps, &workers);
         eprintln!(
-            "rate {}: sent {} at {:.0} pps, kernel drops {}, delivered {}/{}",
-            row.rate, row.sent, row.achieved_pps, row.kernel_drops, row.delivered, cap.expected
+            "rate {}: sent {} at {:.0} pps, kernel drops {}, delivered {}/{}; against the truth: {} of {} received, {} lost, {} duplicated, {} different, {} foreign",
+            row.rate,
+            row.sent,
+            row.achieved_pps,
+            row.kernel_drops,
+            row.delivered,
+            cap.expected,
+            row.verdict.recovered,
+            cap.truth.len(),
+            row.verdict.lost,
+            row.verdict.duplicates,
+            row.verdict.different,
+            row.verdict.foreign
         );
+        for e in &row.verdict.examples {
+            eprintln!("  {e}");
+        }
         rows.push(row);
     }
 
@@ -310,17 +340,22 @@ fn main() {
     }
     if let Some(fastest) = rows.last() {
         let drops_ok = fastest.kernel_drops == 0;
-        let delivered_ok = fastest.delivered == cap.expected;
+        // Without kernel drops every expected request must arrive once and as sent; with them,
+        // what arrives must still be right (nothing duplicated, altered or made up).
+        let v = &fastest.verdict;
+        let delivered_ok = fastest.delivered == cap.expected && v.exact();
+        let exact_ok = v.duplicates == 0 && v.different == 0 && v.foreign == 0;
         let cpu_ok = fastest.cpu_us_per_packet <= 1.5;
         println!(
-            "targets at rate {}: kernel drops 0: {}; 100% delivered: {}; <= 1.5 us CPU/packet: {}",
+            "targets at rate {}: kernel drops 0: {}; 100% delivered, each once and as sent: {}; nothing duplicated, altered or foreign: {}; <= 1.5 us CPU/packet: {}",
             fastest.rate,
             verdict(drops_ok),
             verdict(delivered_ok),
+            verdict(exact_ok),
             verdict(cpu_ok)
         );
         if std::env::var("MF_BENCH_STRICT").as_deref() == Ok("1")
-            && !(drops_ok && delivered_ok && cpu_ok)
+            && !(drops_ok && delivered_ok && exact_ok && cpu_ok)
         {
             std::process::exit(1);
         }

@@ -423,6 +423,39 @@ fn parse_head(head: &[u8]) -> Option<Head> {
     Some((method.to_owned(), target.to_owned(), version, headers))
 }
 
+/// One complete request in `bytes` (a head, then a `Content-Length` body), recorded as the
+/// analyzer records what arrives on a connection (peer empty, time 0): the form in which a
+/// benchmark compares what the rebuilder should have sent with what the analyzer received.
+/// `None` when the head does not parse, the body is chunked, or bytes are missing or left
+/// over.
+pub fn record_of_request(bytes: &[u8]) -> Option<Recorded> {
+    let head_len = memchr::memmem::find(bytes, b"\r\n\r\n")? + 4;
+    let (method, target, version, headers) = parse_head(&bytes[..head_len])?;
+    let field = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name));
+    if field("transfer-encoding").is_some() {
+        return None;
+    }
+    let len: usize = match field("content-length") {
+        Some((_, v)) => v.trim().parse().ok()?,
+        None => 0,
+    };
+    let body = bytes.get(head_len..)?;
+    if body.len() != len {
+        return None;
+    }
+    Some(Recorded {
+        ts: 0.0,
+        peer: String::new(),
+        method,
+        target,
+        version,
+        headers,
+        body_len: body.len(),
+        body_b64: base64::engine::general_purpose::STANDARD.encode(body),
+        chunked: false,
+    })
+}
+
 /// Serves one connection: requests one after the other until the client closes it, sends
 /// `Connection: close`, or sends something that is not HTTP/1.x.
 async fn connection(

@@ -260,3 +260,204 @@ impl Verdict {
         out
     }
 }
+
+/// What a benchmark holds of the generator's truth to check what reached the analyzer: for
+/// every request the capture must yield, its `X-Request-Id` (the generator gives every
+/// request its own) and a fingerprint of the request as the rebuilder must send it — the
+/// truth written by the rebuilder's own rewrite ([`rebuilder::daemon::forward::write_request`]
+/// with the daemon's default forwarding settings) and read back by the analyzer's parser.
+/// So the check covers extraction, the queue, the senders and delivery, not the rewrite's
+/// rules themselves (the forwarding tests and the evasion suite check those against nginx).
+#[derive(Debug, Default)]
+pub struct ForwardedTruth {
+    expected: std::collections::HashMap<String, u64>,
+}
+
+/// How what the analyzer received compares with [`ForwardedTruth`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForwardedVerdict {
+    /// Expected requests received at least once.
+    pub recovered: u64,
+    /// Expected requests never received.
+    pub lost: u64,
+    /// Receptions beyond the first of a request.
+    pub duplicates: u64,
+    /// Receptions of an expected request that differ from what the rebuilder must send.
+    pub different: u64,
+    /// Receptions with no (or an unknown) request id.
+    pub foreign: u64,
+    /// The first few differences, in words.
+    pub examples: Vec<String>,
+}
+
+impl ForwardedVerdict {
+    /// Every expected request exactly once, as sent, and nothing else.
+    pub fn exact(&self) -> bool {
+        self.lost == 0 && self.duplicates == 0 && self.different == 0 && self.foreign == 0
+    }
+}
+
+/// A hash of everything the analyzer records of a request but its arrival time and peer.
+fn fingerprint(r: &Recorded) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        &r.method,
+        &r.target,
+        r.version,
+        &r.headers,
+        r.body_len,
+        &r.body_b64,
+        r.chunked,
+    )
+        .hash(&mut h);
+    h.finish()
+}
+
+/// The id a generated request carries.
+fn request_id(r: &Recorded) -> Option<&str> {
+    r.first_header("x-request-id")
+}
+
+/// The daemon's forwarding settings when only `--upstream` is given (the rewrite depends on
+/// the upstream URL's path alone; this one has none, as the benchmarks' analyzers).
+pub fn default_forward_config() -> rebuilder::daemon::forward::ForwardConfig {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Run {
+        #[command(flatten)]
+        run: rebuilder::daemon::config::RunArgs,
+    }
+    let args = Run::try_parse_from(["run", "--upstream", "http://127.0.0.1:9"])
+        .expect("the default run arguments parse")
+        .run;
+    rebuilder::daemon::forward::ForwardConfig::from_args(&args)
+        .expect("the default forwarding settings are valid")
+}
+
+impl ForwardedTruth {
+    /// Adds a request the capture must yield (panics when the rewrite refuses it or it has
+    /// no id: the generator's requests are forwardable and carry one).
+    pub fn add(
+        &mut self,
+        cfg: &rebuilder::daemon::forward::ForwardConfig,
+        req: &rebuilder::engine::request::HttpRequest,
+    ) {
+        let mut bytes = Vec::new();
+        rebuilder::daemon::forward::write_request(req, cfg, &mut bytes)
+            .expect("a generated request is forwardable");
+        let rec = crate::analyzer::record_of_request(&bytes)
+            .expect("the rewrite writes one complete request");
+        let id = request_id(&rec)
+            .expect("every generated request has an X-Request-Id")
+            .to_owned();
+        let fp = fingerprint(&rec);
+        assert!(
+            self.expected.insert(id.clone(), fp).is_none(),
+            "request id {id} appears twice in the truth"
+        );
+    }
+
+    /// Requests held.
+    pub fn len(&self) -> usize {
+        self.expected.len()
+    }
+
+    /// No request held.
+    pub fn is_empty(&self) -> bool {
+        self.expected.is_empty()
+    }
+
+    /// Compares what the analyzer received.
+    pub fn check(&self, got: &[Recorded]) -> ForwardedVerdict {
+        let mut v = ForwardedVerdict::default();
+        let mut seen: std::collections::HashMap<&str, u32> =
+            std::collections::HashMap::with_capacity(got.len());
+        let note = |v: &mut ForwardedVerdict, what: String| {
+            if v.examples.len() < 5 {
+                v.examples.push(what);
+            }
+        };
+        for r in got {
+            let Some((id, want)) = request_id(r).and_then(|id| self.expected.get_key_value(id))
+            else {
+                v.foreign += 1;
+                note(
+                    &mut v,
+                    format!("not in the truth: {} {}", r.method, r.target),
+                );
+                continue;
+            };
+            let n = seen.entry(id.as_str()).or_default();
+            *n += 1;
+            if *n > 1 {
+                v.duplicates += 1;
+                note(&mut v, format!("received {n} times: {id}"));
+            }
+            if fingerprint(r) != *want {
+                v.different += 1;
+                note(
+                    &mut v,
+                    format!("differs from what was sent: {id} {} {}", r.method, r.target),
+                );
+            }
+        }
+        v.recovered = seen.len() as u64;
+        v.lost = (self.expected.len() - seen.len()) as u64;
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rebuilder::offline::synth::{Generator, SynthConfig};
+
+    /// The truth of a small realistic capture and the records of its requests as the
+    /// rewrite writes them (what an analyzer receives when nothing goes wrong).
+    fn truth_and_records() -> (ForwardedTruth, Vec<Recorded>) {
+        let mut generator = Generator::new(SynthConfig::realistic(7, 40, 8));
+        for _ in generator.by_ref() {}
+        let cfg = default_forward_config();
+        let mut truth = ForwardedTruth::default();
+        let mut records = Vec::new();
+        for t in generator.drain_truth().into_iter().filter(|t| t.expected) {
+            truth.add(&cfg, &t.request);
+            let mut bytes = Vec::new();
+            rebuilder::daemon::forward::write_request(&t.request, &cfg, &mut bytes).unwrap();
+            records.push(crate::analyzer::record_of_request(&bytes).unwrap());
+        }
+        assert!(truth.len() > 20, "the capture holds requests");
+        (truth, records)
+    }
+
+    #[test]
+    fn forwarded_truth_finds_every_lost_duplicated_altered_and_foreign_request() {
+        let (truth, mut got) = truth_and_records();
+        let v = truth.check(&got);
+        assert!(v.exact(), "{v:?}");
+        assert_eq!(v.recovered, truth.len() as u64);
+
+        got.remove(3);
+        let again = got[5].clone();
+        got.push(again);
+        let mut body = got[7].body();
+        body.push(b'x');
+        got[7].body_b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &body);
+        got[7].body_len = body.len();
+        got[9].headers.swap(0, 1);
+        got[11].target.push('x');
+        got[13]
+            .headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case("x-request-id"));
+
+        let v = truth.check(&got);
+        assert_eq!(
+            (v.lost, v.duplicates, v.different, v.foreign),
+            (2, 1, 3, 1),
+            "{v:?}"
+        );
+        assert!(!v.exact());
+        assert_eq!(v.recovered, truth.len() as u64 - 2);
+    }
+}

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{MsgFlags, MultiHeaders, sendmmsg};
 use rebuilder_testkit::analyzer::Analyzer;
-use rebuilder_testkit::compare::{ForwardedTruth, ForwardedVerdict, default_forward_config};
+use rebuilder_testkit::compare::{ForwardedTruth, ForwardedVerdict, forward_config};
 use rebuilder_testkit::daemon::RebuilderProc;
 use rebuilder_testkit::traffic::vxlan_payload;
 
@@ -53,7 +53,7 @@ fn build_capture(min_packets: usize) -> Capture {
         let truth = generator.drain_truth();
         if index.len() >= min_packets {
             let expected = truth.iter().filter(|t| t.expected).count() as u64;
-            let cfg = default_forward_config();
+            let cfg = forward_config(&[]);
             let mut forwarded = ForwardedTruth::default();
             for t in truth.iter().filter(|t| t.expected) {
                 forwarded.add(&cfg, &t.request);

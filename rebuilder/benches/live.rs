@@ -1,6 +1,6 @@
 //! Live benchmark of `rebuilder run`: a bounded sender replays a generated mirror capture
 //! (≥ 1,000,000 packets, VXLAN payloads) to 127.0.0.1 over UDP at fixed rates and as fast as
-//! one sender core goes (sendmmsg), while the rebuilder forwards to a local counting sink.
+//! one sender core goes (sendmmsg), while the rebuilder forwards to a local recording sink.
 //! Prints, per rate: kernel drops, requests delivered vs the generator's truth — each expected
 //! request received exactly once and byte for byte as the rebuilder must send it (by its
 //! `X-Request-Id`, [`ForwardedTruth`]) — and the receiver's CPU time per packet (utime +

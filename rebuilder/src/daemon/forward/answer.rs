@@ -72,22 +72,15 @@ impl ReadBuf {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        let len = self.buf.len();
-        self.buf.resize(len + 16 * 1024, 0);
-        let read = tokio::time::timeout_at(deadline.into(), io.read(&mut self.buf[len..])).await;
-        let n = match read {
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => {
-                self.buf.truncate(len);
-                return Err(e.into());
-            }
-            Err(_) => {
-                self.buf.truncate(len);
-                return Err(AnswerError::Timeout);
-            }
-        };
-        self.buf.truncate(len + n);
-        Ok(n > 0)
+        // Into the spare capacity: nothing is zeroed first (a 16 KiB memset per read was 3 %
+        // of the forwarding thread), and what was not read is not part of the buffer.
+        self.buf.reserve(16 * 1024);
+        let read = tokio::time::timeout_at(deadline.into(), io.read_buf(&mut self.buf)).await;
+        match read {
+            Ok(Ok(n)) => Ok(n > 0),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(AnswerError::Timeout),
+        }
     }
 
     /// Whether bytes the upstream sent are waiting (none should be, between answers).

@@ -254,7 +254,17 @@ fn write(
             .headers
             .iter()
             .any(|(n, _)| is(n, "content-length") || is(n, "transfer-encoding"));
-    let ip = req.client.ip().to_string();
+    // The client's address as text, once, without an allocation (at most 39 bytes: IPv6).
+    let mut ip_text = [0u8; 48];
+    let ip = {
+        let mut w = &mut ip_text[..];
+        // A slice writer fails only when full; no address is that long.
+        let _ = std::io::Write::write_fmt(&mut w, format_args!("{}", req.client.ip()));
+        let left = w.len();
+        &ip_text[..ip_text.len() - left]
+    };
+    let mut length = itoa::Buffer::new();
+    let length = length.format(req.body.len()).as_bytes();
     let mut length_written = false;
     let mut host_seen = false;
     let mut client_host: Option<&[u8]> = None;
@@ -273,11 +283,7 @@ fn write(
         }
         if is(name, "content-length") || is(name, "transfer-encoding") {
             if !length_written {
-                field(
-                    out,
-                    b"Content-Length",
-                    req.body.len().to_string().as_bytes(),
-                );
+                field(out, b"Content-Length", length);
                 length_written = true;
             }
             continue;
@@ -297,13 +303,14 @@ fn write(
             }
         }
         if Some(i) == last_xff {
-            let mut joined = Vec::with_capacity(v.len() + 2 + ip.len());
+            out.extend_from_slice(n);
+            out.extend_from_slice(b": ");
             if !v.is_empty() {
-                joined.extend_from_slice(v);
-                joined.extend_from_slice(b", ");
+                out.extend_from_slice(v);
+                out.extend_from_slice(b", ");
             }
-            joined.extend_from_slice(ip.as_bytes());
-            field(out, n, &joined);
+            out.extend_from_slice(ip);
+            out.extend_from_slice(b"\r\n");
             continue;
         }
         field(out, n, v);
@@ -315,16 +322,12 @@ fn write(
         field(out, b"Host", host.as_bytes());
     }
     if framed && !length_written {
-        field(
-            out,
-            b"Content-Length",
-            req.body.len().to_string().as_bytes(),
-        );
+        field(out, b"Content-Length", length);
     }
     if let Some(x) = xff
         && last_xff.is_none()
     {
-        field(out, x.as_bytes(), ip.as_bytes());
+        field(out, x.as_bytes(), ip);
     }
     if req.body_truncated {
         field(out, TRUNCATED_HEADER.as_bytes(), b"true");

@@ -47,7 +47,12 @@ pub(super) async fn sender_loop(
     let mut conn: Option<UpstreamConn> = None;
     // Requests to write again (the upstream did not process them), oldest first.
     let mut again: VecDeque<Job> = VecDeque::new();
+    // Reused from batch to batch.
     let mut wbuf: Vec<u8> = Vec::new();
+    let mut batch: Vec<Job> = Vec::new();
+    let mut taken: Vec<Queued> = Vec::new();
+    let mut sent: Vec<(Job, Written)> = Vec::new();
+    let mut asked: Vec<Asked> = Vec::new();
     loop {
         if !inner.ready(&mut conn).await {
             if again.is_empty() && rx.lock().await.is_closed() && state.depth.load(Relaxed) <= 0 {
@@ -57,7 +62,7 @@ pub(super) async fn sender_loop(
         }
         // The next batch: requests to write again first, else what the queue holds now (at
         // most the pipeline depth; a request that must be last on its connection ends it).
-        let mut batch: Vec<Job> = Vec::new();
+        batch.clear();
         while batch.len() < cfg.pipeline_depth
             && !batch
                 .last()
@@ -69,7 +74,8 @@ pub(super) async fn sender_loop(
         if batch.is_empty() {
             let mut rx = rx.lock().await;
             let Some(first) = rx.recv().await else { return };
-            let mut taken = vec![first];
+            taken.clear();
+            taken.push(first);
             let ends = |t: &[Queued]| {
                 t.len() >= cfg.pipeline_depth
                     || t.last()
@@ -96,7 +102,7 @@ pub(super) async fn sender_loop(
             // In flight from now until answered or lost (also while waiting to be written
             // again): what a shutdown would drop.
             inner.taken(taken.len() as u64);
-            batch.extend(taken.into_iter().map(|q| Job {
+            batch.extend(taken.drain(..).map(|q| Job {
                 req: q.req,
                 unsent: 0,
                 written: false,
@@ -104,8 +110,8 @@ pub(super) async fn sender_loop(
         }
 
         wbuf.clear();
-        let mut sent: Vec<(Job, Written)> = Vec::with_capacity(batch.len());
-        for mut job in batch {
+        sent.clear();
+        for mut job in batch.drain(..) {
             match write_request(&job.req, cfg, &mut wbuf) {
                 Ok(w) => {
                     if w.markers_removed > 0 && !job.written {
@@ -126,40 +132,42 @@ pub(super) async fn sender_loop(
             continue;
         }
         let n_sent = sent.len();
-        let asked: Vec<Asked> = sent
-            .iter()
-            .map(|(_, w)| Asked {
-                head: w.head,
-                connect: w.last_on_connection,
-            })
-            .collect();
+        asked.clear();
+        asked.extend(sent.iter().map(|(_, w)| Asked {
+            head: w.head,
+            connect: w.last_on_connection,
+        }));
         let ex = inner.exchange(&mut conn, &wbuf, &asked).await;
         for &(status, latency) in &ex.answers {
             t.request_forwarded(status, latency);
         }
         let answered = ex.answers.len();
         let mut settled = answered;
-        let rest = sent.into_iter().skip(answered).map(|(job, _)| job);
-        if let Some(class) = ex.failure {
-            // Written, not answered: the upstream may have processed them.
-            for _ in rest {
-                inner.lost(class);
-                settled += 1;
-            }
-        } else if ex.again {
-            for mut job in rest {
-                if ex.nothing_went_out {
-                    job.unsent += 1;
-                }
-                if job.unsent >= 2 {
-                    inner.lost(UpstreamErrorClass::Io);
+        {
+            let rest = sent.drain(answered.min(n_sent)..).map(|(job, _)| job);
+            if let Some(class) = ex.failure {
+                // Written, not answered: the upstream may have processed them.
+                for _ in rest {
+                    inner.lost(class);
                     settled += 1;
-                } else {
-                    t.request_resent();
-                    again.push_back(job);
+                }
+            } else if ex.again {
+                for mut job in rest {
+                    if ex.nothing_went_out {
+                        job.unsent += 1;
+                    }
+                    if job.unsent >= 2 {
+                        inner.lost(UpstreamErrorClass::Io);
+                        settled += 1;
+                    } else {
+                        t.request_resent();
+                        again.push_back(job);
+                    }
                 }
             }
         }
+        // The answered ones: freed now, not when the next batch comes.
+        sent.clear();
         debug_assert!(settled <= n_sent);
         inner.settled(settled as u64);
     }

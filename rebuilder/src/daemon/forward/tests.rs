@@ -215,6 +215,11 @@ fn ipv6_clients_and_the_proxy_protocol_client_go_into_forwarded_for() {
     let mut r = req("GET", "/", &[("Host", "h")], b"");
     r.client = "[2001:db8::5]:5555".parse().unwrap();
     assert!(wire(&r).contains("x-forwarded-for: 2001:db8::5\r\n"));
+    // The longest address text there is (39 bytes).
+    r.client = "[fedc:ba98:7654:3210:fedc:ba98:7654:3211]:1"
+        .parse()
+        .unwrap();
+    assert!(wire(&r).contains("x-forwarded-for: fedc:ba98:7654:3210:fedc:ba98:7654:3211\r\n"));
     r.client = "198.51.100.7:40000".parse().unwrap();
     r.peer = "10.0.5.9:61000".parse().unwrap();
     assert!(wire(&r).contains("x-forwarded-for: 198.51.100.7\r\n"));

@@ -279,6 +279,20 @@ impl Direction {
         )
     }
 
+    /// Of a request direction: the client byte from which the server's answers are not to
+    /// requests parsed and complete — the start of the request in progress (a server may
+    /// answer one before its body comes: 401, 405, 413, a 417 to `Expect: 100-continue`),
+    /// else the end of what was parsed. `None`: nothing parsed yet.
+    pub(super) fn answers_ahead_from(&self) -> Option<u32> {
+        // Not while it holds what follows an Upgrade / CONNECT request (pairing decides
+        // those bytes by the verdict).
+        if self.parser.in_message() && self.parser.state() != ParserState::Held {
+            Some(self.cursor.msg_seq)
+        } else {
+            self.cursor.next()
+        }
+    }
+
     /// Who the stream of this direction (key `key`) belongs to.
     #[inline]
     pub(super) fn meta(&self, key: &FlowKey) -> Meta {

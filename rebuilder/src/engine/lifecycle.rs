@@ -56,12 +56,12 @@ impl Engine {
                 .find(&key.reverse())
                 .filter(|&c| self.table.entry(c).value.role != Role::Responses);
             let mut pairing = client.and_then(|c| self.table.entry_mut(c).value.pairing.take());
-            let client_next = client.and_then(|c| self.table.entry(c).value.cursor.next());
+            let ahead_from = client.and_then(|c| self.table.entry(c).value.answers_ahead_from());
             let mut parser = pairing.as_mut().map(|p| take_resp(p, &value.stream));
             match (parser.as_mut(), pairing.as_mut()) {
                 (Some(parser), Some(pairing)) => {
                     let shared = &mut self.shared;
-                    let mut sink = RespSink::new(parser, pairing, shared, out, client_next, end);
+                    let mut sink = RespSink::new(parser, pairing, shared, out, ahead_from, end);
                     value.stream.close(&mut sink);
                 }
                 _ => {

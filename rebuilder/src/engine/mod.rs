@@ -251,13 +251,13 @@ impl Engine {
         if role == Role::Responses {
             let client = self.client_of(idx);
             let mut pairing = client.and_then(|c| self.table.entry_mut(c).value.pairing.take());
-            let client_next = client.and_then(|c| self.table.entry(c).value.cursor.next());
+            let ahead_from = client.and_then(|c| self.table.entry(c).value.answers_ahead_from());
             let dir = &mut self.table.entry_mut(idx).value;
             let mut parser = pairing.as_mut().map(|p| take_resp(p, &dir.stream));
             let r = match (parser.as_mut(), pairing.as_mut()) {
                 (Some(parser), Some(pairing)) => {
                     let shared = &mut self.shared;
-                    let sink = RespSink::new(parser, pairing, shared, out, client_next, end);
+                    let sink = RespSink::new(parser, pairing, shared, out, ahead_from, end);
                     let mut sink = AnySink::Responses(sink);
                     f(&mut dir.stream, &self.stream_limits, &mut sink)
                 }

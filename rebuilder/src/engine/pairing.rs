@@ -31,6 +31,12 @@
 //!   goes out of step (`reordered`) instead of counting it as a response without a request.
 //!   Lost client bytes that the server acknowledged are skipped at once (they will not be
 //!   retransmitted), so requests behind them are not held back behind their own responses.
+//! - **Answered early**: a server may answer a request before its body has come (nginx's
+//!   405 or 413, a 401 from a handler that does not read the body, a 417 to `Expect:
+//!   100-continue` after which the client never sends it). A response whose ACK number is
+//!   past the first byte of the request in progress is kept the same way and answers that
+//!   request when it is complete (or cut at the connection's end), with the same checks; it
+//!   is not a response without a request, and the responses after it keep their places.
 //! - **Given up**: a request waits at most `response_timeout_us` (capture clock) after it is
 //!   complete, `server_wait_us` when the server's direction has not been seen, then goes out
 //!   without its response (`timeout`, or `server_not_seen`, after which later requests of the
@@ -310,11 +316,12 @@ impl Pairing {
         self.ended = false;
     }
 
-    /// Whether a response whose packet acknowledges `ack` answers client bytes not parsed yet
-    /// (the client's stream parsed up to `client_next`; the mirror delivered the server's
-    /// direction ahead of the client's).
-    fn ahead_of_requests(ack: Option<u32>, client_next: Option<u32>) -> bool {
-        match (ack, client_next) {
+    /// Whether a response whose packet acknowledges `ack` answers client bytes that are not
+    /// a complete request yet (`ahead_from`: the start of the request in progress, else the
+    /// end of what was parsed): the mirror delivered the server's direction ahead of the
+    /// client's, or the server answered a request before its body came.
+    fn ahead_of_requests(ack: Option<u32>, ahead_from: Option<u32>) -> bool {
+        match (ack, ahead_from) {
             (Some(a), Some(n)) => seq_diff(a, n) > 0,
             (Some(_), None) => true,
             (None, _) => false,
@@ -644,8 +651,9 @@ pub struct Answer<'a, 'c> {
     pub pairing: &'a mut Pairing,
     /// Where it writes.
     pub ctx: &'a mut PairCtx<'c>,
-    /// The client's stream has been parsed up to this sequence number (exclusive).
-    pub client_next: Option<u32>,
+    /// The client byte from which a response answers a request still to come: the start of
+    /// the request in progress, else the end of what the client's stream was parsed to.
+    pub ahead_from: Option<u32>,
 }
 
 impl Answering for Answer<'_, '_> {
@@ -664,7 +672,7 @@ impl Answering for Answer<'_, '_> {
                 // The client's parser may still hold the requests this answers: the bytes
                 // after a declined Upgrade / CONNECT, parsed once the verdict is applied.
                 let held = p.verdict == Some(Verdict::Declined);
-                if held || Pairing::ahead_of_requests(at.ack, self.client_next) {
+                if held || Pairing::ahead_of_requests(at.ack, self.ahead_from) {
                     // Its request may still come: keep the response (bounded) for it.
                     if p.early.len() < MAX_EARLY && !p.unknown_tail {
                         p.current_early = Some(at);

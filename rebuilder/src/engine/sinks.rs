@@ -210,8 +210,8 @@ pub(super) struct RespSink<'a> {
     pub(super) shared: &'a mut Shared,
     pub(super) out: &'a mut Vec<HttpRequest>,
     pub(super) pairing: &'a mut Pairing,
-    /// Where the client's stream stands.
-    pub(super) client_next: Option<u32>,
+    /// Where the client's stream stands ([`Answer::ahead_from`]).
+    pub(super) ahead_from: Option<u32>,
     pub(super) end: EndKind,
 }
 
@@ -222,7 +222,7 @@ impl<'a> RespSink<'a> {
         pairing: &'a mut Pairing,
         shared: &'a mut Shared,
         out: &'a mut Vec<HttpRequest>,
-        client_next: Option<u32>,
+        ahead_from: Option<u32>,
         end: EndKind,
     ) -> RespSink<'a> {
         RespSink {
@@ -230,7 +230,7 @@ impl<'a> RespSink<'a> {
             shared,
             out,
             pairing,
-            client_next,
+            ahead_from,
             end,
         }
     }
@@ -249,7 +249,7 @@ impl<'a> RespSink<'a> {
         let mut answer = Answer {
             pairing: self.pairing,
             ctx: &mut pctx,
-            client_next: self.client_next,
+            ahead_from: self.ahead_from,
         };
         let mut ctx = http::response::RespCtx {
             limits: &shared.resp_limits,

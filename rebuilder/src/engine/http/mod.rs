@@ -330,7 +330,7 @@ impl Parser {
 
     /// Whether bytes of a message are held or a body is being read (lost if the stream
     /// stops here).
-    fn in_message(&self) -> bool {
+    pub(crate) fn in_message(&self) -> bool {
         match self.state {
             ParserState::Head | ParserState::Held => !self.buf.is_empty(),
             ParserState::Body { discard, .. } => !discard,

@@ -269,6 +269,85 @@ fn a_close_delimited_response_ends_with_the_servers_fin() {
 }
 
 #[test]
+fn a_response_sent_before_the_request_body_answers_that_request_and_the_next_keep_their_places() {
+    // nginx answers a POST to a static file with 405 as soon as it has the head, then reads
+    // and discards the body; the connection goes on.
+    let mut c = conn();
+    let mut d: Vec<Option<Vec<u8>>> = c.open().into_iter().map(Some).collect();
+    let mut burst = get("/small");
+    burst.extend(b"POST /form HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n");
+    d.push(Some(c.send(&burst)));
+    d.push(Some(c.respond(&ok(200, "small"))));
+    d.push(Some(c.respond(&ok(405, "not allowed"))));
+    d.push(Some(c.send(b"0123")));
+    d.push(Some(c.send(b"456789")));
+    d.push(Some(c.send(&get("/mid"))));
+    d.push(Some(c.respond(&ok(200, "mid"))));
+    d.push(Some(c.send(&get("/nope"))));
+    d.push(Some(c.respond(&ok(404, "nope"))));
+    let mut e = engine();
+    let out = run(&mut e, &d);
+    assert_eq!(
+        answers(&out),
+        [
+            ("/small".into(), Ok(200)),
+            ("/form".into(), Ok(405)),
+            ("/mid".into(), Ok(200)),
+            ("/nope".into(), Ok(404)),
+        ]
+    );
+    assert_eq!(out[1].body, b"0123456789");
+    assert_eq!(out[1].response.as_ref().unwrap().body, b"not allowed");
+    assert_eq!(e.stats().responses_unmatched, 0);
+    assert_eq!(e.stats().responses_paired, 4);
+}
+
+#[test]
+fn a_417_to_expect_continue_answers_the_request_whose_body_never_comes() {
+    // curl sends the head, gets 417 instead of 100 Continue, sends no body and closes.
+    let mut c = conn();
+    let mut d: Vec<Option<Vec<u8>>> = c.open().into_iter().map(Some).collect();
+    d.push(Some(c.send(
+        b"POST /upload HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n",
+    )));
+    d.push(Some(c.respond(&ok(417, ""))));
+    d.push(Some(c.fin()));
+    let fin = c.server_segment(
+        c.server_next(),
+        crate::testkit::TcpFlags::ack(c.client_next()).fin(),
+        b"",
+    );
+    d.push(Some(fin));
+    let mut e = engine();
+    let out = run(&mut e, &d);
+    assert_eq!(answers(&out), [("/upload".into(), Ok(417))]);
+    assert_eq!(e.stats().responses_unmatched, 0);
+}
+
+#[test]
+fn a_response_before_any_request_byte_is_still_a_response_without_a_request() {
+    // An answer the server sent before it had a byte of the request in progress answers
+    // nothing held (an unsolicited 408): kept apart from the request that follows.
+    let mut c = conn();
+    let mut d: Vec<Option<Vec<u8>>> = c.open().into_iter().map(Some).collect();
+    d.push(Some(c.send(&get("/1"))));
+    d.push(Some(c.respond(&ok(200, "1"))));
+    d.push(Some(c.respond(&ok(408, ""))));
+    d.push(Some(c.send(
+        b"POST /2 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n",
+    )));
+    d.push(Some(c.send(b"hi")));
+    d.push(Some(c.respond(&ok(201, "2"))));
+    let mut e = engine();
+    let out = run(&mut e, &d);
+    assert_eq!(
+        answers(&out),
+        [("/1".into(), Ok(200)), ("/2".into(), Ok(201))]
+    );
+    assert_eq!(e.stats().responses_unmatched, 1);
+}
+
+#[test]
 fn waiting_requests_are_charged_to_the_budget_and_returned() {
     let mut c = conn();
     let mut e = engine();

@@ -6,9 +6,10 @@
 //! bytes, and when an unknown number of responses may have been lost.
 //!
 //! Policies:
-//! - **Status line**: `HTTP/1.x SP 3DIGIT` (then SP reason, or the line end); heads parsed with
-//!   httparse's lenient response options (several spaces, obs-fold, spaces before the colon,
-//!   invalid header lines skipped) — what clients accept from servers.
+//! - **Status line**: `HTTP/1.x`, one to 16 spaces, `3DIGIT` (then SP reason, or the line
+//!   end); heads and trailers parsed with httparse's lenient response options (several
+//!   spaces, obs-fold, spaces before the colon, invalid header lines skipped) — what clients
+//!   accept from servers.
 //! - **Interim responses** (1xx other than 101: `100 Continue`, `103 Early Hints`) are skipped
 //!   (`responses_interim`): they are not the answer.
 //! - **Framing** (RFC 9112 §6.3): no body for a response to HEAD, for 1xx, 204 and 304, and
@@ -23,7 +24,9 @@
 //!   else (head, chunk-size line, trailers, between responses) the response in progress is lost
 //!   and an unknown number of responses may be gone: the pairing is told to re-anchor, and the
 //!   parser resynchronises on the next `HTTP/1.x NNN` it finds.
-//! - **Caps**: heads over `max_header_bytes` (or `max_headers` fields) are malformed; bodies
+//! - **Caps**: heads over `max_header_bytes` (or `max_headers` fields) are malformed, so are
+//!   trailer sections; a chunk-size line over 1,024 bytes keeps its size and `;` and skips the
+//!   rest of its extension (malformed without a `;`); bodies
 //!   are kept up to `max_body_bytes` (cut and flagged beyond, counted in full in `body_len`);
 //!   every byte held is charged to the budget (capacity, not length).
 
@@ -110,7 +113,11 @@ enum State {
     Body {
         remaining: u64,
     },
-    ChunkSize,
+    /// A chunk-size line (`buf` holds its start); `skip_ext`: it is longer than
+    /// [`MAX_CHUNK_LINE`], `buf` holds its size and `;`, the rest of its extension is skipped.
+    ChunkSize {
+        skip_ext: bool,
+    },
     ChunkData {
         remaining: u64,
     },
@@ -161,14 +168,19 @@ pub struct ResponseParser {
     cur: Option<Box<Current>>,
 }
 
-const STATUS_PREFIX: usize = 13; // "HTTP/1.1 200 "
+/// Spaces read between the version and the status code (httparse's lenient option reads any
+/// number; a status line is recognised with up to this many).
+const MAX_STATUS_SPACES: usize = 16;
+/// Bytes that decide whether a status line starts: "HTTP/1.1", the spaces, "200", one more.
+const STATUS_PREFIX: usize = 8 + MAX_STATUS_SPACES + 4;
 const HTTP_MARK: &[u8] = b"HTTP/1.";
 const STACK_HEADERS: usize = 128;
 const MAX_CHUNK_LINE: usize = 1024;
 
-/// Whether `b` starts like a status line: `Some(true)` yes, `Some(false)` no, `None` too short.
+/// Whether `b` starts like a status line (`HTTP/1.x`, one to [`MAX_STATUS_SPACES`] spaces,
+/// three digits, then a space or the line's end): `Some(true)` yes, `Some(false)` no, `None`
+/// too short to tell.
 fn status_prefix(b: &[u8]) -> Option<bool> {
-    let want = |i: usize, ok: &dyn Fn(u8) -> bool| b.get(i).map(|&c| ok(c));
     for (i, &m) in HTTP_MARK.iter().enumerate() {
         match b.get(i) {
             Some(&c) if c == m => {}
@@ -176,18 +188,34 @@ fn status_prefix(b: &[u8]) -> Option<bool> {
             None => return None,
         }
     }
-    let checks: [&dyn Fn(u8) -> bool; 6] = [
-        &|c| c == b'0' || c == b'1',
-        &|c| c == b' ',
-        &|c: u8| c.is_ascii_digit(),
-        &|c: u8| c.is_ascii_digit(),
-        &|c: u8| c.is_ascii_digit(),
-        &|c| c == b' ' || c == b'\r' || c == b'\n',
-    ];
-    for (k, check) in checks.iter().enumerate() {
-        match want(HTTP_MARK.len() + k, check) {
-            Some(true) => {}
-            Some(false) => return Some(false),
+    let mut i = HTTP_MARK.len();
+    match b.get(i) {
+        Some(b'0' | b'1') => i += 1,
+        Some(_) => return Some(false),
+        None => return None,
+    }
+    let spaces = b[i..].iter().take_while(|&&c| c == b' ').count();
+    if spaces > MAX_STATUS_SPACES {
+        return Some(false);
+    }
+    if i + spaces == b.len() {
+        return None;
+    }
+    if spaces == 0 {
+        return Some(false);
+    }
+    i += spaces;
+    for k in 0..4 {
+        let ok = |c: u8| {
+            if k < 3 {
+                c.is_ascii_digit()
+            } else {
+                c == b' ' || c == b'\r' || c == b'\n'
+            }
+        };
+        match b.get(i + k) {
+            Some(&c) if ok(c) => {}
+            Some(_) => return Some(false),
             None => return None,
         }
     }
@@ -281,7 +309,7 @@ impl ResponseParser {
                     }
                     &input[n..]
                 }
-                State::ChunkSize => self.chunk_size(input, ctx),
+                State::ChunkSize { skip_ext } => self.chunk_size(skip_ext, input, ctx),
                 State::ChunkData { remaining } => {
                     let n = remaining.min(input.len() as u64) as usize;
                     self.append_body(&input[..n], ctx);
@@ -299,7 +327,7 @@ impl ResponseParser {
                         &input[1..]
                     }
                     b'\n' => {
-                        self.state = State::ChunkSize;
+                        self.state = State::ChunkSize { skip_ext: false };
                         &input[1..]
                     }
                     _ => {
@@ -358,7 +386,7 @@ impl ResponseParser {
                 };
             }
             State::ChunkData { .. }
-            | State::ChunkSize
+            | State::ChunkSize { .. }
             | State::ChunkDataEnd { .. }
             | State::Trailers { .. } => self.broken(ResponseMissing::Gap, ctx),
             State::Close => self.lose(ResponseMissing::Gap, ctx),
@@ -557,24 +585,17 @@ impl ResponseParser {
     }
 
     fn complete_head(&mut self, head: &[u8], ctx: &mut RespCtx<'_>) {
-        let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
-        let mut heap;
-        let slots: &mut [MaybeUninit<httparse::Header<'_>>] =
-            if ctx.limits.max_headers <= STACK_HEADERS {
-                &mut stack[..ctx.limits.max_headers]
-            } else {
-                heap = Vec::with_capacity(ctx.limits.max_headers);
-                heap.resize_with(ctx.limits.max_headers, MaybeUninit::uninit);
-                &mut heap[..]
-            };
-        let mut config = httparse::ParserConfig::default();
-        config
-            .allow_multiple_spaces_in_response_status_delimiters(true)
-            .allow_obsolete_multiline_headers_in_responses(true)
-            .allow_spaces_after_header_name_in_responses(true)
-            .ignore_invalid_headers_in_responses(true);
-        let mut resp = httparse::Response::new(&mut []);
-        let parsed = config.parse_response_with_uninit_headers(&mut resp, head, slots);
+        parse_lenient(head, ctx.limits.max_headers, |parsed, resp| {
+            self.head_parsed(parsed, resp, ctx)
+        })
+    }
+
+    fn head_parsed(
+        &mut self,
+        parsed: httparse::Result<usize>,
+        resp: &httparse::Response<'_, '_>,
+        ctx: &mut RespCtx<'_>,
+    ) {
         let (Ok(httparse::Status::Complete(_)), Some(version), Some(status)) =
             (parsed, resp.version, resp.code)
         else {
@@ -674,7 +695,7 @@ impl ResponseParser {
         match framing {
             Framing::Length(0) => self.finish(ctx),
             Framing::Length(n) => self.state = State::Body { remaining: n },
-            Framing::Chunked => self.state = State::ChunkSize,
+            Framing::Chunked => self.state = State::ChunkSize { skip_ext: false },
             Framing::Close => self.state = State::Close,
         }
         self.account(ctx.answering.budget());
@@ -748,13 +769,59 @@ impl ResponseParser {
         self.account(ctx.answering.budget());
     }
 
-    fn chunk_size<'i>(&mut self, input: &'i [u8], ctx: &mut RespCtx<'_>) -> &'i [u8] {
+    fn chunk_size<'i>(
+        &mut self,
+        skip_ext: bool,
+        input: &'i [u8],
+        ctx: &mut RespCtx<'_>,
+    ) -> &'i [u8] {
         let (take, complete) = match memchr::memchr(b'\n', input) {
             Some(j) => (j + 1, true),
             None => (input.len(), false),
         };
+        if skip_ext {
+            // The rest of an over-long chunk extension: skipped to the line's end.
+            if !complete {
+                return &[];
+            }
+            self.buf.push(b'\n');
+            let size = parse_chunk_size(&self.buf);
+            self.buf.clear();
+            self.after_chunk_size(size, ctx);
+            return &input[take..];
+        }
         if self.buf.len() + take > MAX_CHUNK_LINE {
-            self.broken(ResponseMissing::Malformed, ctx);
+            // Longer than any size needs: only a chunk extension makes a line this long
+            // (nobody reads one, and clients — curl, Node — read past any length of it), so
+            // its size and `;` are kept and the rest is skipped without being held; a line
+            // with no `;` in its first MAX_CHUNK_LINE bytes is malformed.
+            let semi = self
+                .buf
+                .iter()
+                .chain(&input[..take])
+                .take(MAX_CHUNK_LINE)
+                .position(|&b| b == b';');
+            let Some(semi) = semi else {
+                self.broken(ResponseMissing::Malformed, ctx);
+                return &input[take..];
+            };
+            if semi < self.buf.len() {
+                self.buf.truncate(semi + 1);
+            } else {
+                let from_input = semi + 1 - self.buf.len();
+                if !self.may_buffer(from_input, ctx) {
+                    return &input[take..];
+                }
+                self.buf.extend_from_slice(&input[..from_input]);
+            }
+            if !complete {
+                self.state = State::ChunkSize { skip_ext: true };
+                return &[];
+            }
+            self.buf.push(b'\n');
+            let size = parse_chunk_size(&self.buf);
+            self.buf.clear();
+            self.after_chunk_size(size, ctx);
             return &input[take..];
         }
         if !complete {
@@ -770,12 +837,17 @@ impl ResponseParser {
             parse_chunk_size(&self.buf)
         };
         self.buf.clear();
+        self.after_chunk_size(size, ctx);
+        &input[take..]
+    }
+
+    /// The chunk-size line read: its size, or `None` (malformed).
+    fn after_chunk_size(&mut self, size: Option<u64>, ctx: &mut RespCtx<'_>) {
         match size {
             None => self.broken(ResponseMissing::Malformed, ctx),
             Some(0) => self.state = State::Trailers { line_start: 0 },
             Some(n) => self.state = State::ChunkData { remaining: n },
         }
-        &input[take..]
     }
 
     fn trailers<'i>(
@@ -803,10 +875,22 @@ impl ResponseParser {
             return &input[take..];
         }
         if line_start > 0 {
-            let mut fields = [httparse::EMPTY_HEADER; 64];
-            match httparse::parse_headers(&self.buf, &mut fields) {
-                Ok(httparse::Status::Complete((_, parsed))) => {
-                    let pairs = parsed.iter().map(|h| (h.name, h.value));
+            // Read as the head is (the lenient options, `max_headers` fields): behind a
+            // status line of its own, as httparse reads fields leniently only in a head.
+            let mut section = Vec::with_capacity(TRAILER_STATUS.len() + self.buf.len());
+            section.extend_from_slice(TRAILER_STATUS);
+            section.extend_from_slice(&self.buf);
+            let parsed = parse_lenient(&section, ctx.limits.max_headers, |parsed, resp| {
+                matches!(parsed, Ok(httparse::Status::Complete(_))).then(|| {
+                    resp.headers
+                        .iter()
+                        .map(|h| (h.name.to_owned(), h.value.to_owned()))
+                        .collect::<Vec<_>>()
+                })
+            });
+            match parsed {
+                Some(parsed) => {
+                    let pairs = parsed.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
                     let mut fits = true;
                     if let Some(c) = self
                         .cur
@@ -837,6 +921,38 @@ impl ResponseParser {
         self.finish(ctx);
         &input[take..]
     }
+}
+
+/// What trailer fields are read behind (see [`ResponseParser::trailers`]).
+const TRAILER_STATUS: &[u8] = b"HTTP/1.1 200 \r\n";
+
+/// Parses `head` (a status line and its fields, the empty line included) with the lenient
+/// response options — several spaces, obs-fold, spaces before the colon, invalid field lines
+/// skipped: what clients accept from servers — reading at most `max` fields, and hands the
+/// result to `f`.
+fn parse_lenient<R>(
+    head: &[u8],
+    max: usize,
+    f: impl FnOnce(httparse::Result<usize>, &httparse::Response<'_, '_>) -> R,
+) -> R {
+    let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
+    let mut heap;
+    let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if max <= STACK_HEADERS {
+        &mut stack[..max]
+    } else {
+        heap = Vec::with_capacity(max);
+        heap.resize_with(max, MaybeUninit::uninit);
+        &mut heap[..]
+    };
+    let mut config = httparse::ParserConfig::default();
+    config
+        .allow_multiple_spaces_in_response_status_delimiters(true)
+        .allow_obsolete_multiline_headers_in_responses(true)
+        .allow_spaces_after_header_name_in_responses(true)
+        .ignore_invalid_headers_in_responses(true);
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = config.parse_response_with_uninit_headers(&mut resp, head, slots);
+    f(parsed, &resp)
 }
 
 /// Body framing of a response (after the no-body cases).

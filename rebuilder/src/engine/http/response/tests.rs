@@ -232,6 +232,49 @@ fn a_status_line_split_anywhere_parses_like_one_piece() {
 }
 
 #[test]
+fn forms_clients_accept_are_read_however_the_stream_is_cut() {
+    // What curl and Node's client read: several spaces after the version, a chunk extension
+    // longer than any size line, more trailer fields than a fixed array held, obs-fold and
+    // a space before the colon in a trailer.
+    let mut wire: Vec<u8> = b"HTTP/1.1  200 OK\r\nContent-Length: 1\r\n\r\na".to_vec();
+    wire.extend(b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=");
+    wire.extend(std::iter::repeat_n(b'x', 2000));
+    wire.extend(b"\r\nabc\r\n0\r\n\r\n");
+    wire.extend(b"HTTP/1.1 202 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n");
+    for i in 0..70 {
+        wire.extend(format!("X-T{i}: {i}\r\n").as_bytes());
+    }
+    wire.extend(b"\r\n");
+    wire.extend(b"HTTP/1.1 203 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n0\r\n");
+    wire.extend(b"X-Fold: a\r\n b\r\nX-Sp : c\r\n\r\n");
+    let limits = ResponseLimits {
+        max_headers: 100,
+        ..LIMITS
+    };
+    for cut in (1..wire.len()).step_by(7).chain([wire.len() - 1]) {
+        let mut h = H::with(true, limits, 1 << 26);
+        h.feed(&wire[..cut]).feed(&wire[cut..]);
+        assert_eq!(h.statuses(), [200, 201, 202, 203], "cut at {cut}");
+        assert!(h.r.desync.is_empty() && h.r.lost.is_empty(), "cut at {cut}");
+        let c = &h.r.complete;
+        assert_eq!((&c[0].body[..], &c[1].body[..]), (&b"a"[..], &b"abc"[..]));
+        assert_eq!(c[2].headers.len(), 1 + 70, "cut at {cut}");
+        assert_eq!(c[3].headers.len(), 1 + 2, "cut at {cut}");
+        // Held bytes stay small: the extension was skipped, not held.
+        assert!(h.p.held() < 4096, "cut at {cut}: {}", h.p.held());
+    }
+    // A long line without `;` is no chunk-size line.
+    let mut h = H::new(true);
+    h.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .feed(&[b'a'; 1500]);
+    assert_eq!(h.r.lost, [ResponseMissing::Malformed]);
+    // Nor is a status line with more spaces than any server writes.
+    let mut h = H::new(true);
+    h.feed(b"HTTP/1.1                    200 OK\r\nContent-Length: 0\r\n\r\n");
+    assert!(h.statuses().is_empty());
+}
+
+#[test]
 fn a_gap_inside_a_framed_body_loses_only_that_response() {
     let mut h = H::new(true);
     h.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab");

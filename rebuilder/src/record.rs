@@ -14,7 +14,9 @@
 //!
 //! Bodies: with [`RecordOptions::decode_bodies`], a body whose `Content-Encoding` is `gzip`
 //! (`x-gzip`) or `deflate` is decompressed for `body_b64` (the `*_len` fields stay the length
-//! as framed) and marked `"content_decoded": "gzip"`; the decoded size is capped
+//! as framed) and marked `"content_decoded": "gzip"`; stacked codings (`deflate, gzip`, or
+//! several `Content-Encoding` fields; at most 5, as curl) are undone last first and marked
+//! with the list (`"deflate, gzip"`); a coding not among these leaves the body as it is; the decoded size is capped
 //! (`max_decoded_bytes`: decompression bombs are cut, `decoded_truncated`); a body that does
 //! not decode is kept as is and marked `"decode_failed": true`. Counted in [`DecodeStats`].
 
@@ -99,43 +101,84 @@ fn body(
 ) -> JsonBody {
     let mut out = JsonBody::default();
     let encode = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-    // The coding is looked up only when bodies are decoded (a walk of the fields per message).
-    let coding = || {
-        let coding = headers
-            .iter()
-            .rfind(|(n, _)| n.eq_ignore_ascii_case("content-encoding"))
-            .map(|(_, v)| v.trim_ascii().to_ascii_lowercase());
-        match coding.as_deref() {
-            Some(b"gzip" | b"x-gzip") => Some("gzip"),
-            Some(b"deflate") => Some("deflate"),
-            _ => None,
-        }
-    };
+    // The codings are looked up only when bodies are decoded (a walk of the fields per
+    // message).
     if let Some(max) = opts.decode_bodies.filter(|_| !body.is_empty())
-        && let Some(coding) = coding()
+        && let Some(codings) = codings(headers)
     {
-        match decode(body, coding, max, cut) {
-            Some((decoded, truncated)) => {
-                stats.decoded += 1;
-                stats.truncated += u64::from(truncated);
-                out.content_decoded = Some(coding);
-                out.decoded_len = Some(decoded.len());
-                out.decoded_truncated = truncated;
-                if opts.with_body {
-                    out.body_b64 = Some(encode(&decoded));
+        // The last coding applied is undone first (RFC 9110 §8.4); what a stage cut is a
+        // cut stream for the next one.
+        let mut data = Cow::Borrowed(body);
+        let mut truncated = false;
+        let mut failed = false;
+        for coding in codings.iter().rev() {
+            match decode(&data, coding, max, cut || truncated) {
+                Some((decoded, t)) => {
+                    truncated |= t;
+                    data = Cow::Owned(decoded);
                 }
-                return out;
-            }
-            None => {
-                stats.failed += 1;
-                out.decode_failed = true;
+                None => {
+                    failed = true;
+                    break;
+                }
             }
         }
+        if !failed {
+            stats.decoded += 1;
+            stats.truncated += u64::from(truncated);
+            out.content_decoded = Some(if codings.len() == 1 {
+                Cow::Borrowed(codings[0])
+            } else {
+                Cow::Owned(codings.join(", "))
+            });
+            out.decoded_len = Some(data.len());
+            out.decoded_truncated = truncated;
+            if opts.with_body {
+                out.body_b64 = Some(encode(&data));
+            }
+            return out;
+        }
+        stats.failed += 1;
+        out.decode_failed = true;
     }
     if opts.with_body {
         out.body_b64 = Some(encode(body));
     }
     out
+}
+
+/// The most codings undone one after the other (curl's `MAX_ENCODE_STACK`).
+const MAX_CODINGS: usize = 5;
+
+/// The content codings of a message in the order they were applied — every
+/// `Content-Encoding` field, each a list (RFC 9110 §8.4; `identity` and empty elements left
+/// out) — when there are some, at most [`MAX_CODINGS`], and each is one [`decode`] undoes;
+/// otherwise `None` (the body is not decoded).
+fn codings(headers: &Fields) -> Option<Vec<&'static str>> {
+    let mut list = Vec::new();
+    for (_, v) in headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("content-encoding"))
+    {
+        for c in v.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if c.is_empty() || c.eq_ignore_ascii_case(b"identity") {
+                continue;
+            }
+            list.push(
+                if c.eq_ignore_ascii_case(b"gzip") || c.eq_ignore_ascii_case(b"x-gzip") {
+                    "gzip"
+                } else if c.eq_ignore_ascii_case(b"deflate") {
+                    "deflate"
+                } else {
+                    return None;
+                },
+            );
+            if list.len() > MAX_CODINGS {
+                return None;
+            }
+        }
+    }
+    (!list.is_empty()).then_some(list)
 }
 
 /// Decompresses `body` (`gzip`: one or more members; `deflate`: zlib-wrapped as RFC 9110 says,
@@ -177,7 +220,7 @@ pub struct JsonBody {
     #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub body_b64: Option<String>,
     #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
-    pub content_decoded: Option<&'static str>,
+    pub content_decoded: Option<Cow<'static, str>>,
     #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub decoded_len: Option<usize>,
     #[cfg_attr(test, serde(skip_serializing_if = "std::ops::Not::not"))]
@@ -511,7 +554,7 @@ impl JsonOut<'_> {
             self.raw(v.as_bytes()); // base64: nothing to escape
             self.raw(b"\"");
         }
-        if let Some(v) = b.content_decoded {
+        if let Some(v) = &b.content_decoded {
             self.key("content_decoded");
             self.str(v);
         }
@@ -1331,6 +1374,52 @@ mod tests {
     }
 
     #[test]
+    fn stacked_codings_are_undone_last_first_and_unknown_ones_leave_the_body_as_is() {
+        let mut stats = DecodeStats::default();
+        let opts = RecordOptions {
+            with_body: true,
+            decode_bodies: Some(1 << 20),
+        };
+        let plain = b"stacked stacked stacked".repeat(50);
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(&plain).unwrap();
+        let deflate_then_gzip = gzip(&z.finish().unwrap());
+        // One field listing both, in the order applied.
+        let hdr = Fields::from(vec![("Content-Encoding", "deflate, gzip")]);
+        let b = body(&deflate_then_gzip, &hdr, false, &opts, &mut stats);
+        assert_eq!(b.content_decoded.as_deref(), Some("deflate, gzip"));
+        assert_eq!(b.body_b64.as_deref(), Some(b64(&plain).as_str()));
+        assert_eq!(b.decoded_len, Some(plain.len()));
+        // Two fields, gzip twice; `identity` changes nothing.
+        let twice = gzip(&gzip(&plain));
+        let hdr = Fields::from(vec![
+            ("Content-Encoding", "gzip"),
+            ("Content-Encoding", "identity, gzip"),
+        ]);
+        let b = body(&twice, &hdr, false, &opts, &mut stats);
+        assert_eq!(b.content_decoded.as_deref(), Some("gzip, gzip"));
+        assert_eq!(b.body_b64.as_deref(), Some(b64(&plain).as_str()));
+        // In the wrong order it does not decode: kept as is, flagged.
+        let hdr = Fields::from(vec![("Content-Encoding", "gzip, deflate")]);
+        let b = body(&deflate_then_gzip, &hdr, false, &opts, &mut stats);
+        assert!(b.decode_failed && b.content_decoded.is_none());
+        assert_eq!(
+            b.body_b64.as_deref(),
+            Some(b64(&deflate_then_gzip).as_str())
+        );
+        // A coding it does not undo (br) anywhere in the list: the body as it is, unflagged.
+        let hdr = Fields::from(vec![("Content-Encoding", "gzip, br")]);
+        let b = body(&twice, &hdr, false, &opts, &mut stats);
+        assert!(!b.decode_failed && b.content_decoded.is_none());
+        assert_eq!(
+            (stats.decoded, stats.failed),
+            (2, 1),
+            "decoded twice, failed once"
+        );
+    }
+
+    #[test]
     fn gzip_and_deflate_bodies_are_decoded_and_bombs_are_cut() {
         let mut stats = DecodeStats::default();
         let opts = RecordOptions {
@@ -1340,7 +1429,7 @@ mod tests {
         let plain = b"hello hello hello".to_vec();
         let hdr = |c: &str| Fields::from(vec![("Content-Encoding", c)]);
         let b = body(&gzip(&plain), &hdr("gzip"), false, &opts, &mut stats);
-        assert_eq!(b.content_decoded, Some("gzip"));
+        assert_eq!(b.content_decoded.as_deref(), Some("gzip"));
         assert_eq!(
             b.body_b64.unwrap(),
             base64::engine::general_purpose::STANDARD.encode(&plain)

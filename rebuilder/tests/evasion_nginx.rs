@@ -21,6 +21,7 @@ use rebuilder_testkit::analyzer::Analyzer;
 use rebuilder_testkit::frames::TcpConn;
 use rebuilder_testkit::nginx::{self, Nginx};
 use rebuilder_testkit::system;
+use std::time::Duration;
 
 /// `target` reduced to what nginx logs as `$request_uri` (absolute form: the path), then
 /// percent-decoded (the engine percent-encodes bytes that are not UTF-8).
@@ -229,6 +230,88 @@ fn requests_behind_an_upgrade_or_connect_nginx_declines_reach_the_analyzer_with_
         {
             failures.push(format!(
                 "{line}: nginx did not serve /next ({logged:?}): the case tests nothing"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Requests nginx answers before their body has come — a location that answers at once and
+/// discards the body as it arrives (the connection goes on), and a body over
+/// `client_max_body_size` announced with `Expect: 100-continue` (413 at once; the client
+/// then sends no body and closes, as curl does) — the client waiting for the answer between
+/// the head and what follows: the engine, given both directions as a mirror delivers them,
+/// pairs each request with nginx's own answer, and the requests after it with theirs.
+#[test]
+fn requests_nginx_answers_before_their_body_come_out_with_nginxs_answer() {
+    const NAME: &str = "requests_nginx_answers_before_their_body_come_out_with_nginxs_answer";
+    if !system::require(NAME, nginx::check()) {
+        return;
+    }
+    let upstream = Analyzer::loopback();
+    let mut nginx = Nginx::start(upstream.addr).expect("nginx starts");
+    let first = b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n".to_vec();
+    let early = format!(
+        "POST {} HTTP/1.1\r\nHost: h\r\nContent-Length: 3000\r\n\r\n",
+        nginx::ANSWERED_EARLY
+    );
+    let mut rest = vec![b'x'; 3000];
+    rest.extend(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n");
+    let expect =
+        b"PUT /big HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2000000\r\n\r\n";
+    let cases: [(Vec<Vec<u8>>, &[u16]); 2] = [
+        (
+            vec![[&first[..], early.as_bytes()].concat(), rest],
+            &[200, 403, 200],
+        ),
+        (vec![[&first[..], &expect[..]].concat()], &[200, 413]),
+    ];
+    let mut failures = Vec::new();
+    for (parts, statuses) in cases {
+        let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        let (mut logged, answers) = nginx.converse_in_steps(&parts);
+        if logged.len() < statuses.len() {
+            // The 413 is logged when nginx's lingering close ends.
+            logged.extend(
+                nginx.logged_within(statuses.len() - logged.len(), Duration::from_secs(10)),
+            );
+        }
+        let mut c = TcpConn::new(7, "10.0.0.1:40000", "10.0.0.2:80", 4242);
+        let mut datagrams = c.open();
+        for (part, answered) in parts.iter().zip(&answers) {
+            datagrams.push(c.send(part));
+            datagrams.extend(answered.chunks(1400).map(|p| c.respond(p)));
+        }
+        datagrams.push(c.fin());
+        let mut engine = Engine::new(EngineConfig::default());
+        let mut out = Vec::new();
+        for (i, d) in datagrams.iter().enumerate() {
+            engine.on_vxlan_payload(1_700_000_000_000_000 + i as u64 * 10, d, &mut out);
+        }
+        engine.finish(&mut out);
+        let got: Vec<(String, Option<u16>)> = out
+            .iter()
+            .map(|r| (r.target.clone(), r.response.as_ref().map(|r| r.status)))
+            .collect();
+        let want: Vec<(String, Option<u16>)> = logged
+            .iter()
+            .map(|l| (String::from_utf8_lossy(&l.uri).into_owned(), Some(l.status)))
+            .collect();
+        eprintln!("nginx {want:?} engine {got:?}");
+        if want.iter().map(|(_, s)| s.unwrap_or(0)).collect::<Vec<_>>() != statuses {
+            failures.push(format!(
+                "nginx answered {want:?}, not {statuses:?}: the case tests nothing"
+            ));
+        }
+        if got != want {
+            failures.push(format!(
+                "nginx answered {want:?}, the engine paired {got:?}"
+            ));
+        }
+        if engine.stats().responses_unmatched != 0 {
+            failures.push(format!(
+                "{} responses without a request",
+                engine.stats().responses_unmatched
             ));
         }
     }

@@ -8,6 +8,9 @@
 //! — status, method, the raw request line and target, the connection. [`Nginx::exchange`]
 //! sends raw bytes on one connection and returns the access-log lines of that connection.
 //!
+//! One location answers by itself ([`ANSWERED_EARLY`]: 403 as soon as the head is read, the
+//! body discarded as it comes, the connection kept): a server answering before the body.
+//!
 //! Defaults kept as Debian ships them (`ignore_invalid_headers on`, `underscores_in_headers
 //! off`, `large_client_header_buffers 4 8k`, `client_max_body_size 1m`). Needs `nginx` (the
 //! prerequisite policy of [`crate::system`]).
@@ -19,6 +22,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::system::{self, Proc, TempDir};
+
+/// A path nginx answers itself (403) as soon as it has the head, before any body: what
+/// follows on the connection is served as usual.
+pub const ANSWERED_EARLY: &str = "/answered-early";
 
 /// One access-log line: a request nginx handled (served, or answered with an error).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +115,11 @@ http {{
             # The client closes its sending side right after the request: finish anyway.
             proxy_ignore_client_abort on;
         }}
+        # Answered at once, before any body is read (nginx discards the body as it comes and
+        # the connection goes on): a server answering a request before its body.
+        location = {ANSWERED_EARLY} {{
+            return 403 "refused\n";
+        }}
     }}
 }}
 "#,
@@ -143,30 +155,72 @@ http {{
 
     /// [`Self::exchange`], with the bytes nginx answered (its side of the connection).
     pub fn converse(&mut self, bytes: &[u8]) -> (Vec<Logged>, Vec<u8>) {
+        let (logged, mut answers) = self.converse_in_steps(&[bytes]);
+        (logged, answers.pop().unwrap_or_default())
+    }
+
+    /// [`Self::converse`] in steps, as a client that waits for an answer between them (a
+    /// request head, then its body): each part is written once nginx has said what it had
+    /// to say about the ones before (what it sends until it is silent for 300 ms); after the
+    /// last the sending side is closed and everything up to nginx's close is read. Returns
+    /// the access-log lines and what nginx answered after each part.
+    pub fn converse_in_steps(&mut self, parts: &[&[u8]]) -> (Vec<Logged>, Vec<Vec<u8>>) {
         let mut s = TcpStream::connect(self.addr).expect("connect to nginx");
-        s.set_read_timeout(Some(Duration::from_millis(1000)))
-            .unwrap();
-        // nginx may answer and close before every byte is written (a 400): ignore errors.
-        let _ = s.write_all(bytes);
-        let _ = s.shutdown(std::net::Shutdown::Write);
         let mut sink = [0u8; 16384];
-        let mut answered = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            match s.read(&mut sink) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => answered.extend_from_slice(&sink[..n]),
+        let mut answers = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            // nginx may answer and close before every byte is written (a 400): ignore errors.
+            let _ = s.write_all(part);
+            let silence = if last {
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                Duration::from_millis(1000)
+            } else {
+                Duration::from_millis(300)
+            };
+            s.set_read_timeout(Some(silence)).unwrap();
+            let mut answered = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                match s.read(&mut sink) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => answered.extend_from_slice(&sink[..n]),
+                }
             }
+            answers.push(answered);
         }
         drop(s);
         // nginx logs a request when it finalises it, before closing; one lingering one may
         // be finalised by the close itself.
         std::thread::sleep(Duration::from_millis(150));
+        (self.new_log_lines(), answers)
+    }
+
+    /// Access-log lines written since the last read, waiting up to `wait` for at least
+    /// `want` of them (nginx logs a request it refused with a body still to come only when
+    /// its lingering close ends: seconds later).
+    pub fn logged_within(&mut self, want: usize, wait: Duration) -> Vec<Logged> {
+        let deadline = Instant::now() + wait;
+        let mut logged = self.new_log_lines();
+        while logged.len() < want && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            logged.extend(self.new_log_lines());
+        }
+        logged
+    }
+
+    /// The access-log lines written since the last read.
+    fn new_log_lines(&mut self) -> Vec<Logged> {
         let text = std::fs::read(&self.access_log).unwrap_or_default();
-        let new = &text[self.read.min(text.len())..];
-        self.read = text.len();
-        let logged = new
-            .split(|&b| b == b'\n')
+        // Whole lines only (nginx may be writing one).
+        let end = text
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1)
+            .max(self.read.min(text.len()));
+        let new = &text[self.read.min(text.len())..end];
+        self.read = end;
+        new.split(|&b| b == b'\n')
             .filter(|l| !l.is_empty())
             .map(|line| {
                 let f: Vec<&[u8]> = line.split(|&b| b == b'\t').collect();
@@ -186,8 +240,7 @@ http {{
                     connection: text(4).parse().unwrap_or(0),
                 }
             })
-            .collect();
-        (logged, answered)
+            .collect()
     }
 
     /// The end of nginx's error log (why it refused something).

@@ -238,10 +238,11 @@ fn requests_behind_an_upgrade_or_connect_nginx_declines_reach_the_analyzer_with_
 
 /// Requests nginx answers before their body has come — a location that answers at once and
 /// discards the body as it arrives (the connection goes on), and a body over
-/// `client_max_body_size` announced with `Expect: 100-continue` (413 at once; the client
-/// then sends no body and closes, as curl does) — the client waiting for the answer between
-/// the head and what follows: the engine, given both directions as a mirror delivers them,
-/// pairs each request with nginx's own answer, and the requests after it with theirs.
+/// `client_max_body_size` (413 at once; with `Expect: 100-continue` the client then sends no
+/// body and closes, as curl does; without, it sends some and closes) — the client waiting for
+/// the answer between the head and what follows: the engine, given both directions as a
+/// mirror delivers them, pairs each request with nginx's own answer (a body cut by the close
+/// flagged `body_incomplete`), and the requests after it with theirs.
 #[test]
 fn requests_nginx_answers_before_their_body_come_out_with_nginxs_answer() {
     const NAME: &str = "requests_nginx_answers_before_their_body_come_out_with_nginxs_answer";
@@ -259,12 +260,18 @@ fn requests_nginx_answers_before_their_body_come_out_with_nginxs_answer() {
     rest.extend(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n");
     let expect =
         b"PUT /big HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2000000\r\n\r\n";
-    let cases: [(Vec<Vec<u8>>, &[u16]); 2] = [
+    let big = b"POST /big-cut HTTP/1.1\r\nHost: h\r\nContent-Length: 2000000\r\n\r\n";
+    let cases: [(Vec<Vec<u8>>, &[u16]); 3] = [
         (
             vec![[&first[..], early.as_bytes()].concat(), rest],
             &[200, 403, 200],
         ),
         (vec![[&first[..], &expect[..]].concat()], &[200, 413]),
+        // The client sends some of the body after the answer, then closes.
+        (
+            vec![[&first[..], &big[..]].concat(), vec![b'x'; 3000]],
+            &[200, 413],
+        ),
     ];
     let mut failures = Vec::new();
     for (parts, statuses) in cases {

@@ -35,8 +35,10 @@
 //!   405 or 413, a 401 from a handler that does not read the body, a 417 to `Expect:
 //!   100-continue` after which the client never sends it). A response whose ACK number is
 //!   past the first byte of the request in progress is kept the same way and answers that
-//!   request when it is complete (or cut at the connection's end), with the same checks; it
-//!   is not a response without a request, and the responses after it keep their places.
+//!   request when it is complete, with the same checks; it is not a response without a
+//!   request, and the responses after it keep their places. When the client's stream ends
+//!   before the request does, the request is emitted with what came of its body
+//!   (`body_incomplete`) and this answer, instead of being lost.
 //! - **Given up**: a request waits at most `response_timeout_us` (capture clock) after it is
 //!   complete, `server_wait_us` when the server's direction has not been seen, then goes out
 //!   without its response (`timeout`, or `server_not_seen`, after which later requests of the
@@ -274,6 +276,13 @@ impl Pairing {
             && !self.current
             && self.early.is_empty()
             && self.current_early.is_none()
+    }
+
+    /// Whether a response that came ahead of its request is kept or in progress (the
+    /// server answered the client's request in progress, or the mirror delivered its
+    /// direction first).
+    pub fn answered_ahead(&self) -> bool {
+        !self.early.is_empty() || self.current_early.is_some()
     }
 
     /// Bytes charged to the budget (its own and its waiting requests').

@@ -191,8 +191,16 @@ impl Sink for ParserSink<'_> {
     }
     fn end(&mut self) {
         let evicting = self.end == EndKind::Evicted;
+        // The server already answered the request in progress: it is not lost with the end.
+        let answered = self.pairing.as_deref().is_some_and(Pairing::answered_ahead);
         self.call(None, false, |p, ctx| {
-            if evicting { p.evict(ctx) } else { p.end(ctx) }
+            if evicting {
+                p.evict(ctx)
+            } else if answered {
+                p.end_answered(ctx)
+            } else {
+                p.end(ctx)
+            }
         });
     }
     fn budget(&mut self) -> &mut Budget {

@@ -152,6 +152,10 @@ label_enum! {
         /// direction not mirrored here, the answer lost or given up, or more client bytes than
         /// `max_header_bytes` before it): parsed as HTTP, as an origin that declined would.
         UpgradeUnanswered => "upgrade_unanswered",
+        /// The stream ended before the body did, after the server had answered the request
+        /// (an answer before the body: 413, 401, 405; see `pairing`): the head is emitted
+        /// with the body read so far and its answer, not lost.
+        BodyIncomplete => "body_incomplete",
     }
 }
 

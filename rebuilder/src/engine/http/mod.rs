@@ -294,7 +294,8 @@ impl Parser {
     }
 
     /// The stream ended: a message in progress is lost, except an `Expect: 100-continue`
-    /// head whose body was never sent.
+    /// head whose body was never sent (and, through [`Parser::end_answered`], a request
+    /// the server already answered).
     pub fn end(&mut self, ctx: &mut Ctx<'_>) {
         // Bytes held for an answer that can no longer matter: parsed.
         self.resume(true, ctx);
@@ -326,6 +327,31 @@ impl Parser {
             self.state = ParserState::Ended;
         }
         self.account(ctx.budget);
+    }
+
+    /// The stream ended after the server answered the request in progress (its answer came
+    /// before the rest of it): a request whose head was read is emitted with the body read
+    /// so far, flagged `body_incomplete` (unless it is the `Expect: 100-continue` head whose
+    /// body was never sent, emitted as [`Parser::end`] does), instead of being lost; then as
+    /// [`Parser::end`].
+    pub fn end_answered(&mut self, ctx: &mut Ctx<'_>) {
+        let mid_body = matches!(
+            self.state,
+            ParserState::Body { discard: false, .. }
+                | ParserState::ChunkSize
+                | ParserState::ChunkData { .. }
+                | ParserState::ChunkDataEnd { .. }
+                | ParserState::Trailers { .. }
+        );
+        if mid_body && let Some(p) = self.pending.as_mut() {
+            if !(p.expect_continue && p.body_seen == 0) {
+                p.req.anomalies.insert(Anomaly::BodyIncomplete);
+            }
+            // A chunk-size or trailer line begun: nothing more of it will come.
+            self.buf = Vec::new();
+            self.emit(ctx);
+        }
+        self.end(ctx);
     }
 
     /// Whether bytes of a message are held or a body is being read (lost if the stream

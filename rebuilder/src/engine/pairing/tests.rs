@@ -325,6 +325,42 @@ fn a_417_to_expect_continue_answers_the_request_whose_body_never_comes() {
 }
 
 #[test]
+fn a_request_answered_before_its_body_and_cut_by_the_close_comes_out_with_its_answer() {
+    use crate::engine::stats::{Anomaly, DropReason};
+    let script = |answer: bool| {
+        let mut c = conn();
+        let mut d: Vec<Option<Vec<u8>>> = c.open().into_iter().map(Some).collect();
+        d.push(Some(c.send(
+            b"POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: 2000000\r\n\r\n",
+        )));
+        if answer {
+            d.push(Some(c.respond(&ok(413, "too large"))));
+        }
+        d.push(Some(c.send(&[b'x'; 100])));
+        d.push(Some(c.fin()));
+        let fin = c.server_segment(
+            c.server_next(),
+            crate::testkit::TcpFlags::ack(c.client_next()).fin(),
+            b"",
+        );
+        d.push(Some(fin));
+        d
+    };
+    let mut e = engine();
+    let out = run(&mut e, &script(true));
+    assert_eq!(answers(&out), [("/big".into(), Ok(413))]);
+    assert!(out[0].anomalies.contains(Anomaly::BodyIncomplete));
+    assert_eq!(out[0].body, [b'x'; 100]);
+    assert_eq!(e.stats().responses_unmatched, 0);
+    assert_eq!(e.stats().drops(DropReason::MessageIncomplete), 0);
+    // Unanswered, a request cut by the close is lost as before (counted).
+    let mut e = engine();
+    let out = run(&mut e, &script(false));
+    assert!(out.is_empty());
+    assert_eq!(e.stats().drops(DropReason::MessageIncomplete), 1);
+}
+
+#[test]
 fn a_response_before_any_request_byte_is_still_a_response_without_a_request() {
     // An answer the server sent before it had a byte of the request in progress answers
     // nothing held (an unsolicited 408): kept apart from the request that follows.

@@ -9,7 +9,8 @@
 //! - **Status line**: `HTTP/1.x`, one to 16 spaces, `3DIGIT` (then SP reason, or the line
 //!   end); heads and trailers parsed with httparse's lenient response options (several
 //!   spaces, obs-fold, spaces before the colon, invalid header lines skipped) — what clients
-//!   accept from servers.
+//!   accept from servers; an obs-fold is replaced by one space in the value (RFC 9112 §5.2,
+//!   as the request side joins them).
 //! - **Interim responses** (1xx other than 101: `100 Continue`, `103 Early Hints`) are skipped
 //!   (`responses_interim`): they are not the answer.
 //! - **Framing** (RFC 9112 §6.3): no body for a response to HEAD, for 1xx, 204 and 304, and
@@ -30,6 +31,7 @@
 //!   are kept up to `max_body_bytes` (cut and flagged beyond, counted in full in `body_len`);
 //!   every byte held is charged to the budget (capacity, not length).
 
+use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
 use memchr::memmem;
@@ -635,10 +637,19 @@ impl ResponseParser {
             return;
         };
         let (headers, reason) = if ctx.limits.keep_heads {
-            (
-                Fields::collect_sized(resp.headers.iter().map(|h| (h.name, h.value))),
-                resp.reason.unwrap_or("").to_owned(),
-            )
+            // A value that spans lines holds an obs-fold (httparse keeps it as it came).
+            let folded = resp.headers.iter().any(|h| h.value.contains(&b'\n'));
+            let fields = if folded {
+                let joined: Vec<(&str, Cow<'_, [u8]>)> = resp
+                    .headers
+                    .iter()
+                    .map(|h| (h.name, unfold(h.value)))
+                    .collect();
+                Fields::collect_sized(joined.iter().map(|(n, v)| (*n, v.as_ref())))
+            } else {
+                Fields::collect_sized(resp.headers.iter().map(|h| (h.name, h.value)))
+            };
+            (fields, resp.reason.unwrap_or("").to_owned())
         } else {
             (Fields::new(), String::new())
         };
@@ -884,7 +895,7 @@ impl ResponseParser {
                 matches!(parsed, Ok(httparse::Status::Complete(_))).then(|| {
                     resp.headers
                         .iter()
-                        .map(|h| (h.name.to_owned(), h.value.to_owned()))
+                        .map(|h| (h.name.to_owned(), unfold(h.value).into_owned()))
                         .collect::<Vec<_>>()
                 })
             });
@@ -921,6 +932,26 @@ impl ResponseParser {
         self.finish(ctx);
         &input[take..]
     }
+}
+
+/// A field value with its obs-folds (a line end and the whitespace around it) replaced by
+/// one space, as a client must before it reads the value (RFC 9112 §5.2) and as the request
+/// side joins them; borrowed when it has none.
+fn unfold(v: &[u8]) -> Cow<'_, [u8]> {
+    if memchr::memchr(b'\n', v).is_none() {
+        return Cow::Borrowed(v);
+    }
+    let mut out = Vec::with_capacity(v.len());
+    for part in v.split(|&b| b == b'\n').map(<[u8]>::trim_ascii) {
+        if part.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(b' ');
+        }
+        out.extend_from_slice(part);
+    }
+    Cow::Owned(out)
 }
 
 /// What trailer fields are read behind (see [`ResponseParser::trailers`]).

@@ -233,10 +233,11 @@ fn a_status_line_split_anywhere_parses_like_one_piece() {
 
 #[test]
 fn forms_clients_accept_are_read_however_the_stream_is_cut() {
-    // What curl and Node's client read: several spaces after the version, a chunk extension
-    // longer than any size line, more trailer fields than a fixed array held, obs-fold and
-    // a space before the colon in a trailer.
-    let mut wire: Vec<u8> = b"HTTP/1.1  200 OK\r\nContent-Length: 1\r\n\r\na".to_vec();
+    // What curl and Node's client read: several spaces after the version, obs-fold, a chunk
+    // extension longer than any size line, more trailer fields than a fixed array held,
+    // obs-fold and a space before the colon in a trailer.
+    let mut wire: Vec<u8> =
+        b"HTTP/1.1  200 OK\r\nX-F: a\r\n  b\r\n\tc\r\nContent-Length: 1\r\n\r\na".to_vec();
     wire.extend(b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=");
     wire.extend(std::iter::repeat_n(b'x', 2000));
     wire.extend(b"\r\nabc\r\n0\r\n\r\n");
@@ -260,6 +261,9 @@ fn forms_clients_accept_are_read_however_the_stream_is_cut() {
         assert_eq!((&c[0].body[..], &c[1].body[..]), (&b"a"[..], &b"abc"[..]));
         assert_eq!(c[2].headers.len(), 1 + 70, "cut at {cut}");
         assert_eq!(c[3].headers.len(), 1 + 2, "cut at {cut}");
+        // obs-fold joined with one space (RFC 9112 §5.2), in the head and in trailers.
+        assert_eq!(c[0].header("x-f"), Some(&b"a b c"[..]), "cut at {cut}");
+        assert_eq!(c[3].header("x-fold"), Some(&b"a b"[..]), "cut at {cut}");
         // Held bytes stay small: the extension was skipped, not held.
         assert!(h.p.held() < 4096, "cut at {cut}: {}", h.p.held());
     }

@@ -129,8 +129,8 @@ pub struct RunArgs {
     /// Bodies longer than this are cut (and marked truncated), bytes.
     #[arg(long, env = "REBUILDER_MAX_BODY_BYTES", default_value_t = EngineConfig::default().max_body_bytes, help_heading = ENGINE_CAPS)]
     pub max_body_bytes: usize,
-    /// How long a complete request waits for its response (µs) before it is forwarded without
-    /// it (`timeout`).
+    /// How long a complete request waits for its response to begin (µs) before it is forwarded
+    /// without it (`timeout`); a response whose head came is waited for until it completes.
     #[arg(long, env = "REBUILDER_RESPONSE_TIMEOUT_US", default_value_t = EngineConfig::default().response_timeout_us, help_heading = ENGINE_CAPS)]
     pub response_timeout_us: u64,
     /// How long a complete request waits (µs) while the server's direction of its connection

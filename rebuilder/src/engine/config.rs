@@ -62,8 +62,9 @@ pub struct EngineConfig {
     /// node (GWLB mode), the outer IP source of a captured datagram. Default: `None`, every
     /// sender.
     pub allow_from: Option<AddrRanges>,
-    /// How long a complete request waits for its response (capture clock) before it is
-    /// emitted without it (`timeout`). Default 10 s.
+    /// How long a complete request waits for its response to begin (capture clock) before it
+    /// is emitted without it (`timeout`); a response whose head came is waited for until it
+    /// completes. Default 10 s.
     pub response_timeout_us: u64,
     /// How long a complete request waits while the server's direction of its connection has
     /// not been seen at all (with an NLB the two directions may go to different rebuilders);

@@ -23,7 +23,11 @@
 //!   request (the client had received every byte before that response, and none of it, when it
 //!   sent the request: the response answers that request unless the client pipelined it behind
 //!   an unanswered one) and that the causality check accepts. Pairing does not resume that way
-//!   on a connection where pipelining was seen (two requests sent with the same ACK number).
+//!   on a connection where pipelining was seen (two requests sent with the same ACK number),
+//!   nor, on a connection joined mid-way and never in step since, on a request whose
+//!   predecessor still waits with no response head read since it was sent (a response to a
+//!   request from before the capture may have been in progress: this one may be the
+//!   predecessor's answer).
 //!   The requests before the one re-anchored on go out without a response (the reason marked).
 //! - **Directions out of order**: a response that arrives while no request waits, but whose
 //!   ACK number shows the server had client bytes not parsed yet (the mirror delivered the
@@ -40,7 +44,9 @@
 //!   before the request does, the request is emitted with what came of its body
 //!   (`body_incomplete`) and this answer, instead of being lost.
 //! - **Given up**: a request waits at most `response_timeout_us` (capture clock) after it is
-//!   complete, `server_wait_us` when the server's direction has not been seen, then goes out
+//!   complete for its response to begin (once its head came, the response is waited for
+//!   until it completes, is lost or the connection ends: a long download is not a missing
+//!   response), `server_wait_us` when the server's direction has not been seen, then goes out
 //!   without its response (`timeout`, or `server_not_seen`, after which later requests of the
 //!   connection do not wait at all until the server's direction shows up); at most
 //!   `max_pending` wait per connection (the oldest goes out first, `over_budget`); every byte
@@ -61,7 +67,7 @@ use crate::engine::stats::{EngineStats, ResponseMissing};
 /// The caps of pairing (copied from the engine configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PairingLimits {
-    /// How long a complete request waits for its response (capture clock, µs).
+    /// How long a complete request waits for its response to begin (capture clock, µs).
     pub response_timeout_us: u64,
     /// ... while the server's direction has not been seen at all.
     pub server_wait_us: u64,
@@ -185,6 +191,11 @@ pub struct Pairing {
     /// What the answer to an Upgrade / CONNECT request decided, until the engine tells the
     /// client's parser.
     verdict: Option<Verdict>,
+    /// Joined mid-way (its client stream not seen from its start) and never in step since:
+    /// requests not seen may precede the first one held.
+    joined: bool,
+    /// Server sequence number of the last response head read.
+    last_head: Option<u32>,
 }
 
 /// Responses kept while their requests may still come.
@@ -252,6 +263,8 @@ impl Pairing {
             early_held: 0,
             current_early: None,
             verdict: None,
+            joined: !in_step,
+            last_head: None,
         }
     }
 
@@ -290,9 +303,19 @@ impl Pairing {
         self.held
     }
 
-    /// The earliest deadline of a waiting request.
+    /// The earliest deadline of a waiting request (`None` while the front's response is in
+    /// progress: a response whose head came is waited for until it completes, is lost or its
+    /// connection ends — a long download is not a missing response).
     pub fn next_deadline(&self) -> Option<u64> {
+        if self.answer_in_progress() {
+            return None;
+        }
         self.queue.front().map(|s| s.deadline_us)
+    }
+
+    /// The front's response is in progress (its head was attributed to it).
+    fn answer_in_progress(&self) -> bool {
+        self.current && self.current_early.is_none() && !self.queue.is_empty()
     }
 
     /// Drops the server stream's parser (its connection's state ends), returning what it holds.
@@ -412,6 +435,7 @@ impl Pairing {
                     {
                         self.unknown_tail = false;
                         self.anchored = true;
+                        self.joined = false;
                         self.skip = 0;
                         if upgrade {
                             self.verdict = Some(verdict_of(asked, &resp));
@@ -510,7 +534,7 @@ impl Pairing {
     /// Gives up the requests whose deadline passed.
     pub fn expire(&mut self, now_us: u64, ctx: &mut PairCtx<'_>) {
         while let Some(front) = self.queue.front() {
-            if front.deadline_us > now_us {
+            if front.deadline_us > now_us || self.answer_in_progress() {
                 break;
             }
             let reason = if self.server_seen {
@@ -669,6 +693,7 @@ impl Answering for Answer<'_, '_> {
     fn head(&mut self, at: At) -> Option<Asked> {
         let p = &mut *self.pairing;
         p.server_seen();
+        let last_head = p.last_head.replace(at.seq);
         if p.switched || p.current {
             return None;
         }
@@ -721,6 +746,19 @@ impl Answering for Answer<'_, '_> {
         {
             return None;
         }
+        // On a connection joined mid-way and never in step since, the request before it
+        // still waits and no response head was read since it was sent: a response not
+        // seen may have been in progress then (one to a request sent before the capture
+        // began), so this one may be that request's answer — not for sure this one's (the
+        // client pipelined it while the earlier one was unanswered).
+        if p.joined
+            && i > 0
+            && p.queue[i - 1].req.is_some()
+            && let Some(sent) = p.queue[i - 1].ack
+            && last_head.is_none_or(|h| seq_diff(h, sent) < 0)
+        {
+            return None;
+        }
         let reason = p.desync;
         for _ in 0..i {
             if let Some(slot) = p.queue.pop_front() {
@@ -728,6 +766,7 @@ impl Answering for Answer<'_, '_> {
             }
         }
         p.anchored = true;
+        p.joined = false;
         p.skip = 0;
         p.current = true;
         let front = p.queue.front_mut()?;

@@ -16,6 +16,16 @@ fn engine() -> Engine {
     })
 }
 
+/// An engine whose requests wait for their responses (a second; [`engine`]'s give up at
+/// once, so a response a packet later is already late).
+fn waiting_engine() -> Engine {
+    Engine::new(EngineConfig {
+        response_timeout_us: 1_000_000,
+        server_wait_us: 1_000_000,
+        ..EngineConfig::default()
+    })
+}
+
 /// Feeds the datagrams (1 µs apart from time 1,000), then a timer tick 1 µs later: requests
 /// whose wait is over come out.
 fn run(e: &mut Engine, datagrams: &[Vec<u8>]) -> Vec<HttpRequest> {
@@ -364,7 +374,7 @@ fn tls_flow_is_opaque_and_its_packets_are_counted() {
 #[test]
 fn packets_after_an_upgrade_are_counted_as_upgraded_even_after_reordering() {
     let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
-    let mut e = engine();
+    let mut e = waiting_engine();
     let mut d = c.open();
     let up = c.send(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n");
     let switch = c.respond(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
@@ -1071,7 +1081,7 @@ proptest! {
 fn requests_and_their_losses_are_counted_for_the_source_of_their_flow() {
     let a: IpAddr = "10.0.1.1".parse().unwrap();
     let b: IpAddr = "10.0.1.2".parse().unwrap();
-    let mut e = engine();
+    let mut e = waiting_engine();
     let mut out = Vec::new();
     let mut ca = Conn::new(7, "192.168.0.1:40000", "192.168.1.1:80", 1);
     let mut cb = Conn::new(7, "192.168.0.2:40000", "192.168.1.1:80", 1);

@@ -384,6 +384,92 @@ fn a_response_before_any_request_byte_is_still_a_response_without_a_request() {
 }
 
 #[test]
+fn a_response_whose_head_came_is_waited_for_however_long_its_body_takes() {
+    // The response timeout is 1 s; the body trickles in over 5 s, the timer ticking.
+    let mut c = conn();
+    let mut e = engine();
+    let mut out = Vec::new();
+    let mut now = 10_000u64;
+    for d in c.open() {
+        e.on_vxlan_payload(now, &d, &mut out);
+    }
+    e.on_vxlan_payload(now, &c.send(&get("/download")), &mut out);
+    now += 1_000;
+    e.on_vxlan_payload(
+        now,
+        &c.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"),
+        &mut out,
+    );
+    for byte in b"abcde" {
+        for _ in 0..10 {
+            now += 100_000;
+            e.on_timer(now, &mut out);
+        }
+        e.on_vxlan_payload(now, &c.respond(&[*byte]), &mut out);
+    }
+    e.on_vxlan_payload(now, &c.send(&get("/next")), &mut out);
+    e.on_vxlan_payload(now + 10, &c.respond(&ok(204, "")), &mut out);
+    assert_eq!(
+        answers(&out),
+        [("/download".into(), Ok(200)), ("/next".into(), Ok(204))]
+    );
+    assert_eq!(out[0].response.as_ref().unwrap().body, b"abcde");
+}
+
+#[test]
+fn a_response_that_begins_after_the_deadline_is_late_whenever_the_timer_runs() {
+    // The response timeout is 1 s; the answer begins 1.5 s after the request, with no timer
+    // tick between: the request was given up at its deadline all the same.
+    let mut c = conn();
+    let mut e = engine();
+    let mut out = Vec::new();
+    for d in c.open() {
+        e.on_vxlan_payload(10_000, &d, &mut out);
+    }
+    e.on_vxlan_payload(10_000, &c.send(&get("/slow")), &mut out);
+    e.on_vxlan_payload(1_510_000, &c.respond(&ok(200, "late")), &mut out);
+    assert_eq!(
+        answers(&out),
+        [("/slow".into(), Err(ResponseMissing::Timeout))]
+    );
+    assert_eq!(e.stats().responses_unmatched, 1);
+}
+
+#[test]
+fn joined_mid_response_a_request_pipelined_behind_an_unanswered_one_takes_no_answer() {
+    // The capture starts inside a slow response. During it the client pipelines /delay;
+    // once that response is complete it sends /cl, and the server answers /delay, then /cl.
+    // /delay's answer begins exactly where the client stood when it sent /cl, but /delay was
+    // still unanswered and no response could have begun since it was sent: the answer is
+    // not for sure /cl's and must not go to it.
+    let mut c = conn();
+    let _unseen = c.open();
+    let _unseen_head = c.send(&get("/slow"));
+    let _unseen_body = c.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n");
+    let d: Vec<Option<Vec<u8>>> = vec![
+        Some(c.respond(&[b's'; 1000])),
+        Some(c.send(&get("/delay"))),
+        Some(c.respond(&[b's'; 2000])),
+        Some(c.send(&get("/cl"))),
+        Some(c.respond(&ok(200, "delayed"))),
+        Some(c.respond(&ok(200, "cccccccccccc"))),
+    ];
+    let mut e = engine();
+    let out = run(&mut e, &d);
+    assert_eq!(out.len(), 2, "{:?}", answers(&out));
+    for r in &out {
+        if let Some(resp) = &r.response {
+            let own: &[u8] = if r.target == "/delay" {
+                b"delayed"
+            } else {
+                b"cccccccccccc"
+            };
+            assert_eq!(resp.body, own, "{} got another request's answer", r.target);
+        }
+    }
+}
+
+#[test]
 fn waiting_requests_are_charged_to_the_budget_and_returned() {
     let mut c = conn();
     let mut e = engine();

@@ -601,12 +601,12 @@ impl Engine {
         // Deadlines passed before this packet are kept before it is read, not at the next
         // timer tick: whether a late response is paired does not depend on when the timer
         // ran.
-        let client_dir = &mut self.table.entry_mut(client).value;
-        if let Some(mut pairing) = client_dir.pairing.take() {
-            if pairing.next_deadline().is_some_and(|d| d <= ts_us) {
-                let mut ctx = self.shared.pair_ctx(out);
-                pairing.expire(ts_us, &mut ctx);
-            }
+        let due = (self.table.entry(client).value.pairing.as_deref())
+            .and_then(Pairing::next_deadline)
+            .is_some_and(|d| d <= ts_us);
+        if due && let Some(mut pairing) = self.table.entry_mut(client).value.pairing.take() {
+            let mut ctx = self.shared.pair_ctx(out);
+            pairing.expire(ts_us, &mut ctx);
             self.table.entry_mut(client).value.pairing = Some(pairing);
         }
         let pushed = self.drive(idx, ts_us, EndKind::Closed, out, |stream, limits, sink| {

@@ -16,9 +16,10 @@
 //! (`x-gzip`) or `deflate` is decompressed for `body_b64` (the `*_len` fields stay the length
 //! as framed) and marked `"content_decoded": "gzip"`; stacked codings (`deflate, gzip`, or
 //! several `Content-Encoding` fields; at most 5, as curl) are undone last first and marked
-//! with the list (`"deflate, gzip"`); a coding not among these leaves the body as it is; the decoded size is capped
-//! (`max_decoded_bytes`: decompression bombs are cut, `decoded_truncated`); a body that does
-//! not decode is kept as is and marked `"decode_failed": true`. Counted in [`DecodeStats`].
+//! with the list (`"deflate, gzip"`); a coding not among these leaves the body as it is; the
+//! decoded size is capped (`max_decoded_bytes`: decompression bombs are cut,
+//! `decoded_truncated`, at every stage); a body that does not decode is kept as is and marked
+//! `"decode_failed": true`. Counted in [`DecodeStats`].
 
 use std::borrow::Cow;
 use std::fmt;

@@ -43,6 +43,9 @@
 //!   request, and the responses after it keep their places. When the client's stream ends
 //!   before the request does, the request is emitted with what came of its body
 //!   (`body_incomplete`) and this answer, instead of being lost.
+//! - **HTTP/0.9**: the answer to a simple request (`GET /x`, no version) is raw content up
+//!   to the close, with no status line: none is attributed to it (a status line in that
+//!   content is not its response), and it goes out when the connection ends.
 //! - **Given up**: a request waits at most `response_timeout_us` (capture clock) after it is
 //!   complete for its response to begin (once its head came, the response is waited for
 //!   until it completes, is lost or the connection ends: a long download is not a missing
@@ -62,7 +65,7 @@ use crate::engine::http::alloc_cost;
 use crate::engine::http::response::{Answering, Asked, At, ResponseParser};
 use crate::engine::reassembly::{Budget, seq_diff};
 use crate::engine::request::{HttpRequest, HttpResponse};
-use crate::engine::stats::{EngineStats, ResponseMissing};
+use crate::engine::stats::{Anomaly, EngineStats, ResponseMissing};
 
 /// The caps of pairing (copied from the engine configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -396,6 +399,7 @@ impl Pairing {
             head: req.method.eq_ignore_ascii_case("HEAD"),
             connect: req.method.eq_ignore_ascii_case("CONNECT"),
             guess: false,
+            http09: req.anomalies.contains(Anomaly::Http09),
         };
         let placed = Slot {
             prev_ack,
@@ -651,7 +655,7 @@ fn verdict_of(asked: Asked, resp: &HttpResponse) -> Verdict {
 fn fits_of(asked: Asked, resp: &HttpResponse) -> bool {
     let head_with_body = asked.head && resp.body_len > 0;
     let tunnel = asked.connect && (200..300).contains(&resp.status);
-    !head_with_body && !tunnel
+    !head_with_body && !tunnel && !asked.http09
 }
 
 /// Emits a request with its response or the reason it has none (moved out of its box once,
@@ -723,6 +727,9 @@ impl Answering for Answer<'_, '_> {
             };
             if front.unknown_before {
                 p.go_out_of_step(ResponseMissing::Gap);
+            } else if front.asked.http09 {
+                // Content of an HTTP/0.9 answer that reads as a status line: not a response.
+                return None;
             } else if Pairing::causal(front, at) {
                 p.current = true;
                 return Some(front.asked);
@@ -735,10 +742,9 @@ impl Answering for Answer<'_, '_> {
         if p.pipelined {
             return None;
         }
-        let i = p
-            .queue
-            .iter()
-            .position(|s| s.ack == Some(at.seq) && s.sequential() && Pairing::causal(s, at))?;
+        let i = p.queue.iter().position(|s| {
+            s.ack == Some(at.seq) && s.sequential() && !s.asked.http09 && Pairing::causal(s, at)
+        })?;
         if i > 0
             && p.queue[i - 1].ack == p.queue[i].ack
             && !p.queue[i].unknown_before

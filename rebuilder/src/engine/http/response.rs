@@ -56,6 +56,10 @@ pub struct Asked {
     /// by Content-Length is taken as absent when the next bytes are a status line (the
     /// request may have been HEAD).
     pub guess: bool,
+    /// The request was an HTTP/0.9 simple request (`GET /x` with no version): its answer is
+    /// the raw content up to the close, with no status line, so a status line the server
+    /// sends is content, never its response (the pairing attributes none to it).
+    pub http09: bool,
 }
 
 /// The pairing side of the response parser.

@@ -470,6 +470,29 @@ fn joined_mid_response_a_request_pipelined_behind_an_unanswered_one_takes_no_ans
 }
 
 #[test]
+fn content_that_reads_as_a_status_line_is_not_the_answer_to_an_http09_request() {
+    // nginx answers `GET /fake.txt` (HTTP/0.9) with the file's bytes and closes; the file
+    // starts like a response.
+    let mut c = conn();
+    let mut d: Vec<Option<Vec<u8>>> = c.open().into_iter().map(Some).collect();
+    d.push(Some(c.send(b"GET /fake.txt\r\n")));
+    d.push(Some(c.respond(&ok(200, "hello"))));
+    let fin = c.server_segment(
+        c.server_next(),
+        crate::testkit::TcpFlags::ack(c.client_next()).fin(),
+        b"",
+    );
+    d.push(Some(fin));
+    let mut e = engine();
+    let out = run(&mut e, &d);
+    assert_eq!(
+        answers(&out),
+        [("/fake.txt".into(), Err(ResponseMissing::ConnectionClosed))]
+    );
+    assert_eq!(e.stats().responses_unmatched, 1);
+}
+
+#[test]
 fn waiting_requests_are_charged_to_the_budget_and_returned() {
     let mut c = conn();
     let mut e = engine();

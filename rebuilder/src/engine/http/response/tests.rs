@@ -176,8 +176,7 @@ fn chunked_close_delimited_and_bodiless_responses_are_framed() {
         Asked::default(),
         Asked {
             head: true,
-            connect: false,
-            guess: false,
+            ..Asked::default()
         },
         Asked::default(),
     ];
@@ -212,9 +211,8 @@ fn interim_responses_are_not_the_answer_but_101_is_and_switches() {
 fn a_2xx_to_connect_opens_a_tunnel() {
     let mut h = H::new(true);
     h.r.asked = vec![Asked {
-        head: false,
         connect: true,
-        guess: false,
+        ..Asked::default()
     }];
     h.feed(b"HTTP/1.1 200 Connection Established\r\nContent-Length: 99\r\n\r\n\x16\x03\x01");
     assert_eq!(h.statuses(), [200]);

@@ -644,11 +644,7 @@ impl ResponseParser {
             // A value that spans lines holds an obs-fold (httparse keeps it as it came).
             let folded = resp.headers.iter().any(|h| h.value.contains(&b'\n'));
             let fields = if folded {
-                let joined: Vec<(&str, Cow<'_, [u8]>)> = resp
-                    .headers
-                    .iter()
-                    .map(|h| (h.name, unfold(h.value)))
-                    .collect();
+                let joined = unfolded(resp.headers);
                 Fields::collect_sized(joined.iter().map(|(n, v)| (*n, v.as_ref())))
             } else {
                 Fields::collect_sized(resp.headers.iter().map(|h| (h.name, h.value)))
@@ -794,18 +790,8 @@ impl ResponseParser {
             Some(j) => (j + 1, true),
             None => (input.len(), false),
         };
-        if skip_ext {
-            // The rest of an over-long chunk extension: skipped to the line's end.
-            if !complete {
-                return &[];
-            }
-            self.buf.push(b'\n');
-            let size = parse_chunk_size(&self.buf);
-            self.buf.clear();
-            self.after_chunk_size(size, ctx);
-            return &input[take..];
-        }
-        if self.buf.len() + take > MAX_CHUNK_LINE {
+        let mut skip_ext = skip_ext;
+        if !skip_ext && self.buf.len() + take > MAX_CHUNK_LINE {
             // Longer than any size needs: only a chunk extension makes a line this long
             // (nobody reads one, and clients — curl, Node — read past any length of it), so
             // its size and `;` are kept and the rest is skipped without being held; a line
@@ -829,6 +815,10 @@ impl ResponseParser {
                 }
                 self.buf.extend_from_slice(&input[..from_input]);
             }
+            skip_ext = true;
+        }
+        if skip_ext {
+            // The rest of an over-long chunk extension: skipped to the line's end.
             if !complete {
                 self.state = State::ChunkSize { skip_ext: true };
                 return &[];
@@ -895,38 +885,34 @@ impl ResponseParser {
             let mut section = Vec::with_capacity(TRAILER_STATUS.len() + self.buf.len());
             section.extend_from_slice(TRAILER_STATUS);
             section.extend_from_slice(&self.buf);
-            let parsed = parse_lenient(&section, ctx.limits.max_headers, |parsed, resp| {
-                matches!(parsed, Ok(httparse::Status::Complete(_))).then(|| {
-                    resp.headers
-                        .iter()
-                        .map(|h| (h.name.to_owned(), unfold(h.value).into_owned()))
-                        .collect::<Vec<_>>()
-                })
-            });
-            match parsed {
-                Some(parsed) => {
-                    let pairs = parsed.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
-                    let mut fits = true;
-                    if let Some(c) = self
-                        .cur
-                        .as_mut()
-                        .filter(|c| ctx.limits.keep_heads && !c.discard)
-                    {
-                        // Kept only when the budget holds them (computed before anything is
-                        // allocated), as the head: otherwise the response is lost, framed.
-                        let fields = &mut c.resp.headers;
-                        let grows = fields.held_bytes_with(pairs.clone()) - fields.held_bytes();
-                        let budget = ctx.answering.budget();
-                        fits = budget.used + grows <= budget.limit;
-                        if fits {
-                            fields.extend_sized(pairs);
-                        }
-                    }
-                    if !fits {
-                        self.lose(ResponseMissing::OverBudget, ctx);
-                    }
+            let max = ctx.limits.max_headers;
+            let keep = ctx.limits.keep_heads;
+            let cur = self.cur.as_mut().filter(|c| keep && !c.discard);
+            // `None`: malformed; `Some(false)`: the budget cannot hold them.
+            let fits = parse_lenient(&section, max, |parsed, resp| {
+                if !matches!(parsed, Ok(httparse::Status::Complete(_))) {
+                    return None;
                 }
-                _ => {
+                let Some(c) = cur else {
+                    return Some(true);
+                };
+                // Kept only when the budget holds them (computed before anything is
+                // allocated), as the head: otherwise the response is lost, framed.
+                let joined = unfolded(resp.headers);
+                let pairs = joined.iter().map(|(n, v)| (*n, v.as_ref()));
+                let fields = &mut c.resp.headers;
+                let grows = fields.held_bytes_with(pairs.clone()) - fields.held_bytes();
+                let budget = ctx.answering.budget();
+                let fits = budget.used + grows <= budget.limit;
+                if fits {
+                    fields.extend_sized(pairs);
+                }
+                Some(fits)
+            });
+            match fits {
+                Some(true) => {}
+                Some(false) => self.lose(ResponseMissing::OverBudget, ctx),
+                None => {
                     self.broken(ResponseMissing::Malformed, ctx);
                     return &input[take..];
                 }
@@ -936,6 +922,11 @@ impl ResponseParser {
         self.finish(ctx);
         &input[take..]
     }
+}
+
+/// The fields of a parsed head or trailer section, obs-folds joined ([`unfold`]).
+fn unfolded<'h>(headers: &[httparse::Header<'h>]) -> Vec<(&'h str, Cow<'h, [u8]>)> {
+    headers.iter().map(|h| (h.name, unfold(h.value))).collect()
 }
 
 /// A field value with its obs-folds (a line end and the whitespace around it) replaced by

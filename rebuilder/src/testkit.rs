@@ -184,6 +184,12 @@ impl TcpConn {
         self.client_segment(seq, TcpFlags::ack(self.server_next).fin(), b"")
     }
 
+    /// The server's FIN at its next sequence number, acknowledging every client byte
+    /// (nothing advances).
+    pub fn server_fin(&self) -> Vec<u8> {
+        self.server_segment(self.server_next, TcpFlags::ack(self.client_next).fin(), b"")
+    }
+
     /// The server's RST at its next sequence number.
     pub fn rst(&self) -> Vec<u8> {
         self.state.set(ConnState::Reset);

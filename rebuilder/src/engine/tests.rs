@@ -654,7 +654,7 @@ fn a_connections_pairing_is_charged_to_the_budget_while_it_exists() {
     );
     let fin = c.fin();
     feed(&mut e, fin, &mut out);
-    let server_fin = c.server_segment(c.server_next(), TcpFlags::ack(c.client_next()).fin(), b"");
+    let server_fin = c.server_fin();
     feed(&mut e, server_fin, &mut out);
     assert_eq!(e.buffered_bytes(), 0, "freed when both streams are over");
 }

@@ -256,12 +256,7 @@ fn a_close_delimited_response_ends_with_the_servers_fin() {
     let mut d: Vec<Option<Vec<u8>>> = c.open().into_iter().map(Some).collect();
     d.push(Some(c.send(b"GET /old HTTP/1.0\r\n\r\n")));
     d.push(Some(c.respond(b"HTTP/1.0 200 OK\r\n\r\nall of it")));
-    let fin = c.server_segment(
-        c.server_next(),
-        crate::testkit::TcpFlags::ack(c.client_next()).fin(),
-        b"",
-    );
-    d.push(Some(fin));
+    d.push(Some(c.server_fin()));
     let mut e = engine();
     let out = run(&mut e, &d);
     assert_eq!(answers(&out), [("/old".into(), Ok(200))]);
@@ -312,12 +307,7 @@ fn a_417_to_expect_continue_answers_the_request_whose_body_never_comes() {
     )));
     d.push(Some(c.respond(&ok(417, ""))));
     d.push(Some(c.fin()));
-    let fin = c.server_segment(
-        c.server_next(),
-        crate::testkit::TcpFlags::ack(c.client_next()).fin(),
-        b"",
-    );
-    d.push(Some(fin));
+    d.push(Some(c.server_fin()));
     let mut e = engine();
     let out = run(&mut e, &d);
     assert_eq!(answers(&out), [("/upload".into(), Ok(417))]);
@@ -338,12 +328,7 @@ fn a_request_answered_before_its_body_and_cut_by_the_close_comes_out_with_its_an
         }
         d.push(Some(c.send(&[b'x'; 100])));
         d.push(Some(c.fin()));
-        let fin = c.server_segment(
-            c.server_next(),
-            crate::testkit::TcpFlags::ack(c.client_next()).fin(),
-            b"",
-        );
-        d.push(Some(fin));
+        d.push(Some(c.server_fin()));
         d
     };
     let mut e = engine();
@@ -477,12 +462,7 @@ fn content_that_reads_as_a_status_line_is_not_the_answer_to_an_http09_request() 
     let mut d: Vec<Option<Vec<u8>>> = c.open().into_iter().map(Some).collect();
     d.push(Some(c.send(b"GET /fake.txt\r\n")));
     d.push(Some(c.respond(&ok(200, "hello"))));
-    let fin = c.server_segment(
-        c.server_next(),
-        crate::testkit::TcpFlags::ack(c.client_next()).fin(),
-        b"",
-    );
-    d.push(Some(fin));
+    d.push(Some(c.server_fin()));
     let mut e = engine();
     let out = run(&mut e, &d);
     assert_eq!(

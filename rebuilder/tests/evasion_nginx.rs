@@ -23,6 +23,31 @@ use rebuilder_testkit::nginx::{self, Nginx};
 use rebuilder_testkit::system;
 use std::time::Duration;
 
+/// A conversation with nginx through the engine, both directions as a mirror delivers them:
+/// each client part, then what nginx answered after it (in 1,400-byte segments), then the
+/// client's FIN. The engine (for its counters) and every request's target with the status
+/// paired with it.
+fn both_ways(steps: &[(&[u8], &[u8])]) -> (Engine, Vec<(String, Option<u16>)>) {
+    let mut c = TcpConn::new(7, "10.0.0.1:40000", "10.0.0.2:80", 4242);
+    let mut datagrams = c.open();
+    for (part, answered) in steps {
+        datagrams.push(c.send(part));
+        datagrams.extend(answered.chunks(1400).map(|p| c.respond(p)));
+    }
+    datagrams.push(c.fin());
+    let mut engine = Engine::new(EngineConfig::default());
+    let mut out = Vec::new();
+    for (i, d) in datagrams.iter().enumerate() {
+        engine.on_vxlan_payload(1_700_000_000_000_000 + i as u64 * 10, d, &mut out);
+    }
+    engine.finish(&mut out);
+    let got = out
+        .iter()
+        .map(|r| (r.target.clone(), r.response.as_ref().map(|r| r.status)))
+        .collect();
+    (engine, got)
+}
+
 /// `target` reduced to what nginx logs as `$request_uri` (absolute form: the path), then
 /// percent-decoded (the engine percent-encodes bytes that are not UTF-8).
 fn as_uri(target: &str) -> Vec<u8> {
@@ -192,21 +217,7 @@ fn requests_behind_an_upgrade_or_connect_nginx_declines_reach_the_analyzer_with_
     for head in cases {
         let wire = [head, &next[..]].concat();
         let (logged, answered) = nginx.converse(&wire);
-        let mut c = TcpConn::new(7, "10.0.0.1:40000", "10.0.0.2:80", 4242);
-        let mut datagrams = c.open();
-        datagrams.push(c.send(&wire));
-        datagrams.extend(answered.chunks(1400).map(|p| c.respond(p)));
-        datagrams.push(c.fin());
-        let mut engine = Engine::new(EngineConfig::default());
-        let mut out = Vec::new();
-        for (i, d) in datagrams.iter().enumerate() {
-            engine.on_vxlan_payload(1_700_000_000_000_000 + i as u64 * 10, d, &mut out);
-        }
-        engine.finish(&mut out);
-        let got: Vec<(String, Option<u16>)> = out
-            .iter()
-            .map(|r| (r.target.clone(), r.response.as_ref().map(|r| r.status)))
-            .collect();
+        let (engine, got) = both_ways(&[(&wire, &answered)]);
         let line =
             String::from_utf8_lossy(&head[..head.iter().position(|&b| b == b'\r').unwrap_or(0)])
                 .into_owned();
@@ -283,23 +294,12 @@ fn requests_nginx_answers_before_their_body_come_out_with_nginxs_answer() {
                 nginx.logged_within(statuses.len() - logged.len(), Duration::from_secs(10)),
             );
         }
-        let mut c = TcpConn::new(7, "10.0.0.1:40000", "10.0.0.2:80", 4242);
-        let mut datagrams = c.open();
-        for (part, answered) in parts.iter().zip(&answers) {
-            datagrams.push(c.send(part));
-            datagrams.extend(answered.chunks(1400).map(|p| c.respond(p)));
-        }
-        datagrams.push(c.fin());
-        let mut engine = Engine::new(EngineConfig::default());
-        let mut out = Vec::new();
-        for (i, d) in datagrams.iter().enumerate() {
-            engine.on_vxlan_payload(1_700_000_000_000_000 + i as u64 * 10, d, &mut out);
-        }
-        engine.finish(&mut out);
-        let got: Vec<(String, Option<u16>)> = out
+        let steps: Vec<(&[u8], &[u8])> = parts
             .iter()
-            .map(|r| (r.target.clone(), r.response.as_ref().map(|r| r.status)))
+            .zip(&answers)
+            .map(|(p, a)| (*p, a.as_slice()))
             .collect();
+        let (engine, got) = both_ways(&steps);
         let want: Vec<(String, Option<u16>)> = logged
             .iter()
             .map(|l| (String::from_utf8_lossy(&l.uri).into_owned(), Some(l.status)))

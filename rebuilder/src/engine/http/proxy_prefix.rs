@@ -16,6 +16,18 @@ impl Parser {
     /// stripped and the bytes after it are parsed from the start state.
     pub(super) fn proxy_header<'i>(&mut self, input: &'i [u8], ctx: &mut Ctx<'_>) -> &'i [u8] {
         let take = input.len().min(proxy::MAX_PREFIX - self.buf.len());
+        if !self.may_grow(take, ctx) {
+            // The budget cannot hold the stream's first bytes: with none held, the stream is
+            // parsed from its start state without the PROXY check (a header there is then
+            // parsed as a request would be); bytes already held are lost (`over_budget`).
+            if self.buf.is_empty() {
+                self.state = ParserState::Head;
+            } else {
+                let resync = ParserState::Sync { line_start: false };
+                self.drop_message(DropReason::OverBudget, resync, ctx);
+            }
+            return input;
+        }
         self.buf.extend_from_slice(&input[..take]);
         let rest = &input[take..];
         let (span, next) = match proxy::parse(&self.buf) {

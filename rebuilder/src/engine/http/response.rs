@@ -281,6 +281,7 @@ impl ResponseParser {
         let now = self.buf.capacity() + self.cur.as_ref().map_or(0, |c| c.resp.held_bytes());
         if now > self.held {
             budget.used += now - self.held;
+            debug_assert!(budget.used <= budget.limit, "charged past the budget");
         } else {
             budget.give(self.held - now);
         }

@@ -300,6 +300,7 @@ impl Parser {
                 .map_or(0, |_| alloc_cost(std::mem::size_of::<SocketAddr>()));
         if now > self.held {
             budget.used += now - self.held;
+            debug_assert!(budget.used <= budget.limit, "charged past the budget");
         } else {
             budget.give(self.held - now);
         }

@@ -383,6 +383,27 @@ fn trusting() -> H {
 }
 
 #[test]
+fn a_stream_start_the_budget_cannot_hold_is_never_charged_past_the_budget() {
+    // The first bytes of a stream are held until they are known not to be a PROXY header:
+    // with the budget full they must not be (they were, unchecked); a byte that cannot be
+    // held is lost and counted.
+    let mut h = H::with(true, LIMITS, 20);
+    h.feed(b"P");
+    assert_eq!(h.budget.used, 0);
+    assert_eq!(h.stats.drops(DropReason::OverBudget), 1);
+    // With room for nothing, a whole request in one segment still comes out.
+    let mut h = H::with(true, LIMITS, 0);
+    h.feed(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(h.targets(), ["/a"]);
+    assert_eq!(h.budget.used, 0);
+    // Bytes held before the budget filled are lost and counted.
+    let mut h = H::with(true, LIMITS, 100);
+    h.feed(b"PR").feed(&[b'O'; 80]);
+    assert!(h.budget.used <= 100, "{} held", h.budget.used);
+    assert_eq!(h.stats.drops(DropReason::OverBudget), 1);
+}
+
+#[test]
 fn proxy_v1_header_is_stripped_and_names_the_client() {
     let mut h = trusting();
     h.feed(b"PROXY TCP4 198.51.100.22 10.0.0.2 35646 80\r\nGET /a HTTP/1.1\r\n\r\n");

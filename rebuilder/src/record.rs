@@ -8,7 +8,8 @@
 //! `mirror_source` when known), then `source` (the mirrored source the request is attributed
 //! to: the source map's entry, or the key with `"eni": null`; [`crate::sources`]), `via`
 //! (the load balancer's copy collapsed into this one, [`crate::dedup`]; only then), then
-//! `response` (an object, or `null`), `response_missing`
+//! `response` (an object, or `null`; `head_truncated` in it only when its head was cut at a
+//! cap, [`HttpResponse::head_truncated`]), `response_missing`
 //! (the reason, only when `response` is `null`) and `latency_ms` (first request byte to first
 //! response byte, capture clock; `null` without a response).
 //!
@@ -655,6 +656,10 @@ impl JsonOut<'_> {
         self.str(version(r.version));
         let b = body(&r.body, &r.headers, r.body_truncated, opts, stats);
         self.message(&r.headers, r.body_len, r.body_truncated, r.chunked, &b);
+        if r.head_truncated {
+            self.key("head_truncated");
+            self.bool(true);
+        }
         self.0.push(b'}');
     }
 
@@ -881,6 +886,9 @@ mod tests {
             pub chunked: bool,
             #[serde(flatten)]
             pub body: JsonBody,
+            /// The head was cut at a cap (`HttpResponse::head_truncated`); absent otherwise.
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            pub head_truncated: bool,
         }
 
         /// One record.
@@ -991,6 +999,7 @@ mod tests {
                 body_truncated: r.body_truncated,
                 chunked: r.chunked,
                 body: body(&r.body, &r.headers, r.body_truncated, opts, stats),
+                head_truncated: r.head_truncated,
             }
         }
 
@@ -1195,7 +1204,7 @@ mod tests {
                 100u16..600,
                 0u8..2,
                 proptest::prelude::any::<u64>(),
-                proptest::prelude::any::<(bool, bool)>(),
+                proptest::prelude::any::<(bool, bool, bool)>(),
             )),
             missing in 0usize..9,
             (with_body, decode, known) in proptest::prelude::any::<(bool, bool, bool)>(),
@@ -1233,7 +1242,7 @@ mod tests {
             if decode {
                 r.headers.push("Content-Encoding", b"gzip");
             }
-            if let Some((ts, status, version, len, (cut, chunked))) = response {
+            if let Some((ts, status, version, len, (cut, chunked, head_cut))) = response {
                 r.response = Some(Box::new(HttpResponse {
                     ts_us: ts,
                     version,
@@ -1244,6 +1253,7 @@ mod tests {
                     body_len: len,
                     chunked,
                     body_truncated: cut,
+                    head_truncated: head_cut,
                 }));
             }
             let sender = r.mirror_source.map(|a| a.to_string());
@@ -1357,6 +1367,7 @@ mod tests {
             body_len: 2,
             chunked: false,
             body_truncated: false,
+            head_truncated: false,
         }));
         let opts = RecordOptions {
             with_body: true,

@@ -140,7 +140,8 @@ pub struct RunArgs {
     /// Requests waiting for their response per connection (pipelining depth).
     #[arg(long, env = "REBUILDER_MAX_PENDING_REQUESTS", default_value_t = EngineConfig::default().max_pending_requests, help_heading = ENGINE_CAPS)]
     pub max_pending_requests: usize,
-    /// Maximum size of a response head (status line + headers), bytes.
+    /// Response head (status line + headers) kept, bytes; a longer head is cut here, read
+    /// past it for its framing, and flagged `head_truncated`.
     #[arg(long, env = "REBUILDER_MAX_RESPONSE_HEADER_BYTES", default_value_t = EngineConfig::default().max_response_header_bytes, help_heading = ENGINE_CAPS)]
     pub max_response_header_bytes: usize,
     /// Distinct source keys (GWLB endpoint, VXLAN sender, VNI) counted apart per worker;

@@ -73,7 +73,9 @@ pub struct EngineConfig {
     /// Requests waiting for their response per connection (pipelining depth); beyond it the
     /// oldest goes out without its response (`over_budget`). Default 64.
     pub max_pending_requests: usize,
-    /// Maximum size of a response head (status line + header fields). Default 64 KiB.
+    /// Response head (status line + header fields) kept. A longer one keeps its complete
+    /// lines within the cap, is read past it for its framing fields, and is flagged
+    /// `head_truncated` (as is one with more than `max_headers` fields). Default 64 KiB.
     pub max_response_header_bytes: usize,
     /// Requests dropped as load-balancer health checks (counted as `health_check`).
     /// Default: none ([`HealthCheckRule::OFF`]; a rule needs paths and balancer ranges).

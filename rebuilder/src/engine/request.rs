@@ -184,6 +184,10 @@ pub struct HttpResponse {
     pub chunked: bool,
     /// The body exceeded the cap and was cut.
     pub body_truncated: bool,
+    /// The head had more than `max_response_header_bytes` bytes or `max_headers` fields: the
+    /// fields are the ones read within the cap, then the framing fields (`Content-Length`,
+    /// `Transfer-Encoding`) found past it; the response is framed as the whole head says.
+    pub head_truncated: bool,
 }
 
 impl HttpResponse {

@@ -281,6 +281,9 @@ pub struct EngineStats {
     pub responses_interim: u64,
     /// Responses whose body exceeded `max_body_bytes` and was cut.
     pub response_bodies_truncated: u64,
+    /// Responses whose head was cut at `max_response_header_bytes` or `max_headers` and read
+    /// past the cap (`HttpResponse::head_truncated`).
+    pub response_heads_truncated: u64,
     /// Retransmitted bytes that differ from the bytes already seen at the same sequence
     /// numbers (first data wins; suricata's "overlap with different data").
     pub overlap_different_data: u64,
@@ -342,6 +345,7 @@ impl EngineStats {
         self.responses_unmatched += other.responses_unmatched;
         self.responses_interim += other.responses_interim;
         self.response_bodies_truncated += other.response_bodies_truncated;
+        self.response_heads_truncated += other.response_heads_truncated;
         self.overlap_different_data += other.overlap_different_data;
         self.truncated_packets += other.truncated_packets;
         self.sources.merge(&other.sources);

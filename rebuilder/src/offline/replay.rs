@@ -374,6 +374,7 @@ pub fn write_summary(w: &mut dyn Write, o: &ReplayOutcome) -> std::io::Result<()
         "response_bodies_truncated {}",
         s.response_bodies_truncated
     )?;
+    writeln!(w, "response_heads_truncated {}", s.response_heads_truncated)?;
     writeln!(w, "overlap_different_data {}", s.overlap_different_data)?;
     writeln!(w, "truncated_packets {}", s.truncated_packets)?;
     for reason in DropReason::ALL {

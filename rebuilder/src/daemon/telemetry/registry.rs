@@ -224,6 +224,7 @@ const METRICS: &[Metric] = &[
     counter("rebuilder_responses_interim", "Interim responses (1xx other than 101) skipped.", |s| one(s.totals.e.responses_interim)),
     counter("rebuilder_responses_missing", "Requests emitted without their response, by reason.", |s| by_label("reason", &ResponseMissing::ALL, ResponseMissing::as_str, |i| s.totals.e.responses_missing(ResponseMissing::ALL[i]))),
     counter("rebuilder_response_bodies_truncated", "Response bodies cut at --max-body-bytes.", |s| one(s.totals.e.response_bodies_truncated)),
+    counter("rebuilder_response_heads_truncated", "Response heads cut at --max-response-header-bytes or --max-headers (framed as the whole head says).", |s| one(s.totals.e.response_heads_truncated)),
     counter("rebuilder_overlap_different_data", "Retransmitted bytes that differ from those already seen at the same sequence numbers (first data wins).", |s| one(s.totals.e.overlap_different_data)),
     // forwarding
     counter("rebuilder_requests_forwarded", "Requests the upstream answered, by status class.", |s| by_label("status", &StatusClass::ALL, StatusClass::as_str, |i| s.forwarded[i])),

@@ -6,8 +6,8 @@
 //! bytes, and when an unknown number of responses may have been lost.
 //!
 //! Policies:
-//! - **Status line**: `HTTP/1.x`, one to 16 spaces, `3DIGIT` (then SP reason, or the line
-//!   end); heads and trailers parsed with httparse's lenient response options (several
+//! - **Status line**: `HTTP/1.x`, one to 16 spaces, `3DIGIT` (then SP or HTAB and the reason,
+//!   or the line end: curl reads a tab there); heads and trailers parsed with httparse's lenient response options (several
 //!   spaces, obs-fold, spaces before the colon, invalid header lines skipped) — what clients
 //!   accept from servers; an obs-fold is replaced by one space in the value (RFC 9112 §5.2,
 //!   as the request side joins them).
@@ -25,8 +25,14 @@
 //!   else (head, chunk-size line, trailers, between responses) the response in progress is lost
 //!   and an unknown number of responses may be gone: the pairing is told to re-anchor, and the
 //!   parser resynchronises on the next `HTTP/1.x NNN` it finds.
-//! - **Caps**: heads over `max_header_bytes` (or `max_headers` fields) are malformed, so are
-//!   trailer sections; a chunk-size line over 1,024 bytes keeps its size and `;` and skips the
+//! - **Caps**: a head over `max_header_bytes` (or with more than `max_headers` fields) is kept
+//!   up to the cap, its complete lines only, and the rest of it is read without being held
+//!   ([`HeadRest`]) for its framing fields (`Content-Length`, `Transfer-Encoding`, kept up to
+//!   [`MAX_REST_FRAMING`] bytes): the response is framed as the whole head says, flagged
+//!   `head_truncated` and counted (`response_heads_truncated`), and the responses after it keep
+//!   their places (clients read such heads: curl up to 300 KiB, Go's client 10 MB). A status
+//!   line longer than the cap, or a framing field past it that cannot be kept, is malformed. A
+//!   trailer section over the caps is malformed; a chunk-size line over 1,024 bytes keeps its size and `;` and skips the
 //!   rest of its extension (malformed without a `;`); bodies
 //!   are kept up to `max_body_bytes` (cut and flagged beyond, counted in full in `body_len`);
 //!   every byte held is charged to the budget (capacity, not length).
@@ -115,6 +121,8 @@ enum State {
     Sync,
     /// At a message boundary (`buf` empty) or inside a head (`buf` holds it).
     Head,
+    /// Inside a head past its cap: `buf` holds its first complete lines, `rest` reads on.
+    HeadRest,
     /// Content-Length body.
     Body {
         remaining: u64,
@@ -172,6 +180,128 @@ pub struct ResponseParser {
     /// The head being read is a resync candidate (not at a known message boundary).
     from_sync: bool,
     cur: Option<Box<Current>>,
+    /// The head being read is past its cap ([`State::HeadRest`]).
+    rest: Option<Box<HeadRest>>,
+}
+
+/// The part of a response head past its cap, read to the head's end without being held: only
+/// the framing fields in it are kept, so that the response is framed as its whole head says.
+#[derive(Debug)]
+struct HeadRest {
+    /// The first bytes of the line being read (at most [`MAX_REST_LINE`]).
+    line: Vec<u8>,
+    /// The line being read is longer than that.
+    line_long: bool,
+    /// The framing fields found (`Content-Length`, `Transfer-Encoding`, with their obs-fold
+    /// continuations), each line ending in CRLF; at most [`MAX_REST_FRAMING`] bytes.
+    framing: Vec<u8>,
+    /// The last field line ended was a framing field (a continuation line belongs to it).
+    in_framing: bool,
+}
+
+/// A line past a head's cap is looked at up to this many bytes: more than any framing field's
+/// name and value need.
+const MAX_REST_LINE: usize = 256;
+/// Framing fields kept from past a head's cap, in bytes: more is malformed.
+const MAX_REST_FRAMING: usize = 1024;
+/// Field slots a cut head is parsed with beyond `max_headers`: room for every framing line
+/// [`MAX_REST_FRAMING`] holds (each at least `Content-Length:` and CRLF, 17 bytes).
+const MAX_REST_FIELDS: usize = MAX_REST_FRAMING / 16;
+
+impl HeadRest {
+    fn new() -> HeadRest {
+        HeadRest {
+            line: Vec::with_capacity(MAX_REST_LINE),
+            line_long: false,
+            framing: Vec::with_capacity(MAX_REST_FRAMING),
+            in_framing: false,
+        }
+    }
+
+    /// Bytes held (fixed: both buffers are allocated whole).
+    fn held(&self) -> usize {
+        std::mem::size_of::<HeadRest>() + self.line.capacity() + self.framing.capacity()
+    }
+
+    /// Reads `input`, the head's bytes in order: `Ok(Some(n))` the head ended after `n` bytes,
+    /// `Ok(None)` all read and the head goes on, `Err(n)` a framing field that cannot be kept
+    /// (longer than [`MAX_REST_LINE`], or past [`MAX_REST_FRAMING`]) ended after `n` bytes.
+    fn scan(&mut self, input: &[u8]) -> Result<Option<usize>, usize> {
+        let mut pos = 0;
+        loop {
+            let lf = memchr::memchr(b'\n', &input[pos..]).map(|i| pos + i);
+            let piece = &input[pos..lf.unwrap_or(input.len())];
+            let room = MAX_REST_LINE - self.line.len();
+            self.line_long |= piece.len() > room;
+            self.line.extend_from_slice(&piece[..piece.len().min(room)]);
+            let Some(lf) = lf else {
+                return Ok(None);
+            };
+            pos = lf + 1;
+            let ended = self.end_line().map_err(|()| pos)?;
+            self.line.clear();
+            self.line_long = false;
+            if ended {
+                return Ok(Some(pos));
+            }
+        }
+    }
+
+    /// The line in `line` ended: `Ok(true)` it was the head's empty last line.
+    fn end_line(&mut self) -> Result<bool, ()> {
+        let line = &self.line[..];
+        if !self.line_long && (line.is_empty() || line == b"\r") {
+            return Ok(true);
+        }
+        let framing = if matches!(line.first(), Some(b' ' | b'\t')) {
+            // An obs-fold continues the field before it.
+            self.in_framing
+        } else {
+            let name = line
+                .iter()
+                .position(|&b| b == b':')
+                .map_or(&line[..0], |c| line[..c].trim_ascii_end());
+            self.in_framing = name.eq_ignore_ascii_case(b"content-length")
+                || name.eq_ignore_ascii_case(b"transfer-encoding");
+            self.in_framing
+        };
+        if framing {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if self.line_long || self.framing.len() + line.len() + 2 > MAX_REST_FRAMING {
+                return Err(());
+            }
+            self.framing.extend_from_slice(line);
+            self.framing.extend_from_slice(b"\r\n");
+        }
+        Ok(false)
+    }
+}
+
+/// Where the fields of `head` (its status line, then complete lines) stop fitting `max` fields:
+/// the start of the line of field `max + 1`, or of the head's empty last line, or `head`'s
+/// length. A line starting with a space or a tab continues its field (obs-fold); httparse
+/// gives no field a slot that this counts none for (it skips invalid lines).
+fn field_lines_end(head: &[u8], max: usize) -> usize {
+    let mut fields = 0;
+    let mut start = match memchr::memchr(b'\n', head) {
+        Some(lf) => lf + 1,
+        None => return head.len(),
+    };
+    let first = start;
+    for lf in memchr::memchr_iter(b'\n', &head[first..]).map(|i| first + i) {
+        let line = &head[start..lf];
+        if line.is_empty() || line == b"\r" {
+            return start;
+        }
+        if !matches!(line[0], b' ' | b'\t') {
+            fields += 1;
+            if fields > max {
+                return start;
+            }
+        }
+        start = lf + 1;
+    }
+    start
 }
 
 /// Spaces read between the version and the status code (httparse's lenient option reads any
@@ -184,7 +314,7 @@ const STACK_HEADERS: usize = 128;
 const MAX_CHUNK_LINE: usize = 1024;
 
 /// Whether `b` starts like a status line (`HTTP/1.x`, one to [`MAX_STATUS_SPACES`] spaces,
-/// three digits, then a space or the line's end): `Some(true)` yes, `Some(false)` no, `None`
+/// three digits, then a space, a tab or the line's end): `Some(true)` yes, `Some(false)` no, `None`
 /// too short to tell.
 fn status_prefix(b: &[u8]) -> Option<bool> {
     for (i, &m) in HTTP_MARK.iter().enumerate() {
@@ -216,7 +346,7 @@ fn status_prefix(b: &[u8]) -> Option<bool> {
             if k < 3 {
                 c.is_ascii_digit()
             } else {
-                c == b' ' || c == b'\r' || c == b'\n'
+                matches!(c, b' ' | b'\t' | b'\r' | b'\n')
             }
         };
         match b.get(i + k) {
@@ -226,6 +356,29 @@ fn status_prefix(b: &[u8]) -> Option<bool> {
         }
     }
     Some(true)
+}
+
+/// Where the tab after the status code is in `head`, if one is there (`HTTP/1.1 200<TAB>OK`).
+fn tab_after_code(head: &[u8]) -> Option<usize> {
+    let spaces = head
+        .get(HTTP_MARK.len() + 1..)?
+        .iter()
+        .take_while(|&&c| c == b' ')
+        .count();
+    let at = HTTP_MARK.len() + 1 + spaces + 3;
+    (head.get(at) == Some(&b'\t')).then_some(at)
+}
+
+/// `head` with the tab after its status code read as a space (borrowed when it has none).
+fn untabbed(head: &[u8]) -> Cow<'_, [u8]> {
+    match tab_after_code(head) {
+        Some(tab) => {
+            let mut fixed = head.to_vec();
+            fixed[tab] = b' ';
+            Cow::Owned(fixed)
+        }
+        None => Cow::Borrowed(head),
+    }
 }
 
 impl Default for ResponseParser {
@@ -254,6 +407,7 @@ impl ResponseParser {
             verified: false,
             from_sync: !at_stream_start,
             cur: None,
+            rest: None,
         }
     }
 
@@ -278,7 +432,9 @@ impl ResponseParser {
             // No allocation kept between responses (what is held is what is charged).
             self.buf = Vec::new();
         }
-        let now = self.buf.capacity() + self.cur.as_ref().map_or(0, |c| c.resp.held_bytes());
+        let now = self.buf.capacity()
+            + self.cur.as_ref().map_or(0, |c| c.resp.held_bytes())
+            + self.rest.as_ref().map_or(0, |r| r.held());
         if now > self.held {
             budget.used += now - self.held;
             debug_assert!(budget.used <= budget.limit, "charged past the budget");
@@ -299,6 +455,7 @@ impl ResponseParser {
             input = match self.state {
                 State::Sync => self.sync(here, input, ctx),
                 State::Head => self.head(here, input, ctx),
+                State::HeadRest => self.head_rest(input, ctx),
                 State::Body { .. } if self.bodiless_guess(input) => {
                     if let Some(c) = self.cur.as_mut() {
                         c.resp.body = Vec::new();
@@ -363,8 +520,9 @@ impl ResponseParser {
                 ctx.answering.desync(ResponseMissing::Gap);
                 self.resync();
             }
-            State::Head => {
+            State::Head | State::HeadRest => {
                 self.buf.clear();
+                self.rest = None;
                 ctx.answering.desync(ResponseMissing::Gap);
                 self.resync();
             }
@@ -408,10 +566,11 @@ impl ResponseParser {
         match self.state {
             State::Close if clean => self.finish(ctx),
             State::Head if self.buf.is_empty() => {}
-            State::Sync | State::Tunnel | State::Ended | State::Head => {}
+            State::Sync | State::Tunnel | State::Ended | State::Head | State::HeadRest => {}
             _ => self.lose(reason, ctx),
         }
         self.cur = None;
+        self.rest = None;
         self.buf = Vec::new();
         if self.state != State::Tunnel {
             ctx.answering.ended(reason);
@@ -452,6 +611,7 @@ impl ResponseParser {
     fn broken(&mut self, reason: ResponseMissing, ctx: &mut RespCtx<'_>) {
         self.lose(reason, ctx);
         self.cur = None;
+        self.rest = None;
         self.buf.clear();
         ctx.answering.desync(reason);
         self.resync();
@@ -515,11 +675,13 @@ impl ResponseParser {
                 && let Some(end) = head_end(&[], input)
             {
                 if end > max {
-                    self.broken(ResponseMissing::Malformed, ctx);
-                    return &input[end..];
+                    return self.past_cap(input, ctx);
                 }
                 self.complete_head(&input[..end], ctx);
                 return &input[end..];
+            }
+            if self.verified && input.len() > max {
+                return self.past_cap(input, ctx);
             }
             if !self.may_buffer(input.len(), ctx) {
                 return &[];
@@ -558,8 +720,7 @@ impl ResponseParser {
         let end = head_end(&prev[..n - prev_start], input);
         let take = end.unwrap_or(input.len());
         if n + take > max {
-            self.broken(ResponseMissing::Malformed, ctx);
-            return &input[take..];
+            return self.past_cap(input, ctx);
         }
         if !self.may_buffer(take, ctx) {
             return &input[take..];
@@ -591,16 +752,131 @@ impl ResponseParser {
         true
     }
 
+    /// The head in `buf`, then `input`, is longer than `max_header_bytes` (its status line
+    /// checked): `buf` is filled to the cap and keeps its complete lines up to `max_headers`
+    /// fields; the rest of the head is read by a [`HeadRest`].
+    fn past_cap<'i>(&mut self, input: &'i [u8], ctx: &mut RespCtx<'_>) -> &'i [u8] {
+        let fill = ctx
+            .limits
+            .max_header_bytes
+            .saturating_sub(self.buf.len())
+            .min(input.len());
+        if !self.may_buffer(fill, ctx) {
+            return &input[fill..];
+        }
+        self.buf.extend_from_slice(&input[..fill]);
+        let Some(lf) = memchr::memrchr(b'\n', &self.buf) else {
+            // The status line alone is longer than the cap.
+            self.broken(ResponseMissing::Malformed, ctx);
+            return &input[fill..];
+        };
+        let budget = ctx.answering.budget();
+        if budget.used + MAX_REST_LINE + MAX_REST_FRAMING > budget.limit {
+            self.broken(ResponseMissing::OverBudget, ctx);
+            return &input[fill..];
+        }
+        let cut = field_lines_end(&self.buf[..=lf], ctx.limits.max_headers);
+        let mut rest = Box::new(HeadRest::new());
+        // Complete lines past the fields kept, then the line the cap cut: no head end there.
+        if let Err(n) | Ok(Some(n)) = rest.scan(&self.buf[cut..]) {
+            debug_assert!(n <= self.buf.len() - cut);
+            self.broken(ResponseMissing::Malformed, ctx);
+            return &input[fill..];
+        }
+        self.buf.truncate(cut);
+        self.rest = Some(rest);
+        self.state = State::HeadRest;
+        self.account(ctx.answering.budget());
+        self.head_rest(&input[fill..], ctx)
+    }
+
+    /// Bytes of a head past its cap.
+    fn head_rest<'i>(&mut self, input: &'i [u8], ctx: &mut RespCtx<'_>) -> &'i [u8] {
+        let Some(rest) = self.rest.as_mut() else {
+            self.state = State::Head;
+            return input;
+        };
+        match rest.scan(input) {
+            Ok(None) => &[],
+            Err(n) => {
+                self.broken(ResponseMissing::Malformed, ctx);
+                &input[n..]
+            }
+            Ok(Some(n)) => {
+                let rest = self.rest.take().map(|r| r.framing).unwrap_or_default();
+                let mut head = std::mem::take(&mut self.buf);
+                head.extend_from_slice(&rest);
+                head.extend_from_slice(b"\r\n");
+                self.state = State::Head;
+                self.complete_cut_head(&head, ctx);
+                &input[n..]
+            }
+        }
+    }
+
+    /// A complete head within the caps (the usual case: one parse).
     fn complete_head(&mut self, head: &[u8], ctx: &mut RespCtx<'_>) {
-        parse_lenient(head, ctx.limits.max_headers, |parsed, resp| {
-            self.head_parsed(parsed, resp, ctx)
-        })
+        let again = parse_lenient(head, ctx.limits.max_headers, |parsed, resp| {
+            if parsed.is_err()
+                && (matches!(parsed, Err(httparse::Error::TooManyHeaders))
+                    || tab_after_code(head).is_some())
+            {
+                return true;
+            }
+            self.head_parsed(parsed, resp, false, ctx);
+            false
+        });
+        if again {
+            self.complete_head_again(head, ctx);
+        }
+    }
+
+    /// A head httparse did not read as it came: a tab after the status code (read as a
+    /// space), more fields than `max_headers` (the first ones kept, then its framing fields).
+    #[cold]
+    #[inline(never)]
+    fn complete_head_again(&mut self, head: &[u8], ctx: &mut RespCtx<'_>) {
+        let head = untabbed(head);
+        let max = ctx.limits.max_headers;
+        let too_many = parse_lenient(&head, max, |parsed, resp| {
+            if matches!(parsed, Err(httparse::Error::TooManyHeaders)) {
+                return true;
+            }
+            self.head_parsed(parsed, resp, false, ctx);
+            false
+        });
+        if !too_many {
+            return;
+        }
+        let at = field_lines_end(&head, max);
+        let mut rest = HeadRest::new();
+        let Ok(Some(_)) = rest.scan(&head[at..]) else {
+            return self.broken(ResponseMissing::Malformed, ctx);
+        };
+        let mut kept = Vec::with_capacity(at + rest.framing.len() + 2);
+        kept.extend_from_slice(&head[..at]);
+        kept.extend_from_slice(&rest.framing);
+        kept.extend_from_slice(b"\r\n");
+        self.complete_cut_head(&kept, ctx);
+    }
+
+    /// A head cut at a cap (its fields within the cap, then the framing fields past it):
+    /// parsed with room for those beyond `max_headers`.
+    #[cold]
+    #[inline(never)]
+    fn complete_cut_head(&mut self, head: &[u8], ctx: &mut RespCtx<'_>) {
+        let head = untabbed(head);
+        let slots = ctx.limits.max_headers + MAX_REST_FIELDS;
+        parse_lenient(&head, slots, |parsed, resp| {
+            self.head_parsed(parsed, resp, true, ctx)
+        });
     }
 
     fn head_parsed(
         &mut self,
         parsed: httparse::Result<usize>,
         resp: &httparse::Response<'_, '_>,
+        cut: bool,
         ctx: &mut RespCtx<'_>,
     ) {
         let (Ok(httparse::Status::Complete(_)), Some(version), Some(status)) =
@@ -615,6 +891,9 @@ impl ResponseParser {
             return;
         }
         ctx.answering.stats().count_response();
+        if cut {
+            ctx.answering.stats().response_heads_truncated += 1;
+        }
         let asked = ctx.answering.head(self.msg);
         if asked.is_none() {
             ctx.answering.stats().responses_unmatched += 1;
@@ -677,6 +956,7 @@ impl ResponseParser {
                 body_len: 0,
                 chunked: matches!(framing, Framing::Chunked),
                 body_truncated: false,
+                head_truncated: cut,
             },
             attributed,
             discard: false,

@@ -343,6 +343,7 @@ pub(super) fn random_response(
             body_len,
             chunked: framing == 1,
             body_truncated: false,
+            head_truncated: false,
         },
     }
 }

@@ -99,7 +99,8 @@ impl ResponseRun {
                     keep_bodies: keep,
                     keep_heads: keep,
                 },
-                512,
+                // Tight, with room for a head read past its cap (1,280 bytes held).
+                2048,
             )
         } else {
             (

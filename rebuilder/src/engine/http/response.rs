@@ -218,7 +218,10 @@ impl HeadRest {
         }
     }
 
-    /// Bytes held (fixed: both buffers are allocated whole).
+    /// Bytes a `HeadRest` holds, boxed (fixed: both buffers are allocated whole).
+    const HELD: usize = std::mem::size_of::<HeadRest>() + MAX_REST_LINE + MAX_REST_FRAMING;
+
+    /// Bytes held.
     fn held(&self) -> usize {
         std::mem::size_of::<HeadRest>() + self.line.capacity() + self.framing.capacity()
     }
@@ -765,13 +768,14 @@ impl ResponseParser {
             return &input[fill..];
         }
         self.buf.extend_from_slice(&input[..fill]);
+        self.account(ctx.answering.budget());
         let Some(lf) = memchr::memrchr(b'\n', &self.buf) else {
             // The status line alone is longer than the cap.
             self.broken(ResponseMissing::Malformed, ctx);
             return &input[fill..];
         };
         let budget = ctx.answering.budget();
-        if budget.used + MAX_REST_LINE + MAX_REST_FRAMING > budget.limit {
+        if budget.used + HeadRest::HELD > budget.limit {
             self.broken(ResponseMissing::OverBudget, ctx);
             return &input[fill..];
         }

@@ -548,6 +548,31 @@ fn a_head_over_the_cap_is_kept_to_it_framed_as_the_whole_head_says_and_the_next_
 }
 
 #[test]
+fn a_head_read_past_its_cap_is_held_within_the_budget_or_lost_over_budget() {
+    let limits = ResponseLimits {
+        max_header_bytes: 200,
+        ..LIMITS
+    };
+    let mut wire: Vec<u8> = b"HTTP/1.1 200 OK\r\nX-A: ".to_vec();
+    wire.extend([b'a'; 400]);
+    wire.extend(b"\r\nContent-Length: 1\r\n\r\nzHTTP/1.1 204 No\r\n\r\n");
+    let room = 200 + HeadRest::HELD;
+    // (Room for the response being built as well: the head is charged until it is parsed.)
+    for (budget, statuses) in [(room + 4096, &[200, 204][..]), (room - 1, &[204][..])] {
+        for cut in 1..wire.len() {
+            let mut h = H::with(true, limits, budget);
+            h.feed(&wire[..cut]).feed(&wire[cut..]);
+            assert!(h.r.budget.used <= budget, "cut at {cut}");
+            assert_eq!(h.statuses(), statuses, "budget {budget}, cut at {cut}");
+            if budget < room {
+                // Lost, counted; the parser finds the next response.
+                assert_eq!(h.r.desync[0], ResponseMissing::OverBudget, "cut at {cut}");
+            }
+        }
+    }
+}
+
+#[test]
 fn a_head_with_more_fields_than_the_cap_keeps_the_first_and_its_framing() {
     let limits = ResponseLimits {
         max_headers: 4,

@@ -6,11 +6,11 @@
 //! bytes, and when an unknown number of responses may have been lost.
 //!
 //! Policies:
-//! - **Status line**: `HTTP/1.x`, one to 16 spaces, `3DIGIT` (then SP or HTAB and the reason,
-//!   or the line end: curl reads a tab there); heads and trailers parsed with httparse's lenient response options (several
-//!   spaces, obs-fold, spaces before the colon, invalid header lines skipped) — what clients
-//!   accept from servers; an obs-fold is replaced by one space in the value (RFC 9112 §5.2,
-//!   as the request side joins them).
+//! - **Status line**: `HTTP/1.x`, one to 16 spaces, `3DIGIT` (then SP or HTAB and the
+//!   reason, or the line end: curl reads a tab there); heads and trailers parsed with
+//!   httparse's lenient response options (several spaces, obs-fold, spaces before the colon,
+//!   invalid header lines skipped) — what clients accept from servers; an obs-fold is replaced
+//!   by one space in the value (RFC 9112 §5.2, as the request side joins them).
 //! - **Interim responses** (1xx other than 101: `100 Continue`, `103 Early Hints`) are skipped
 //!   (`responses_interim`): they are not the answer.
 //! - **Framing** (RFC 9112 §6.3): no body for a response to HEAD, for 1xx, 204 and 304, and
@@ -32,10 +32,10 @@
 //!   `head_truncated` and counted (`response_heads_truncated`), and the responses after it keep
 //!   their places (clients read such heads: curl up to 300 KiB, Go's client 10 MB). A status
 //!   line longer than the cap, or a framing field past it that cannot be kept, is malformed. A
-//!   trailer section over the caps is malformed; a chunk-size line over 1,024 bytes keeps its size and `;` and skips the
-//!   rest of its extension (malformed without a `;`); bodies
-//!   are kept up to `max_body_bytes` (cut and flagged beyond, counted in full in `body_len`);
-//!   every byte held is charged to the budget (capacity, not length).
+//!   trailer section over the caps is malformed; a chunk-size line over 1,024 bytes keeps its
+//!   size and `;` and skips the rest of its extension (malformed without a `;`); bodies are
+//!   kept up to `max_body_bytes` (cut and flagged beyond, counted in full in `body_len`); every
+//!   byte held is charged to the budget (capacity, not length).
 
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
@@ -317,8 +317,8 @@ const STACK_HEADERS: usize = 128;
 const MAX_CHUNK_LINE: usize = 1024;
 
 /// Whether `b` starts like a status line (`HTTP/1.x`, one to [`MAX_STATUS_SPACES`] spaces,
-/// three digits, then a space, a tab or the line's end): `Some(true)` yes, `Some(false)` no, `None`
-/// too short to tell.
+/// three digits, then a space, a tab or the line's end): `Some(true)` yes, `Some(false)` no,
+/// `None` too short to tell.
 fn status_prefix(b: &[u8]) -> Option<bool> {
     for (i, &m) in HTTP_MARK.iter().enumerate() {
         match b.get(i) {

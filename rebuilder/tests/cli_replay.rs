@@ -800,3 +800,86 @@ fn replay_with_dedup_collapses_a_request_mirrored_at_the_load_balancer_and_its_t
     assert_eq!(summary(&stderr, "dedup_released"), 1);
     assert_eq!(summary(&stderr, "dedup_held"), 2);
 }
+
+#[test]
+fn responses_whose_heads_pass_the_caps_are_paired_in_their_places_and_flagged() {
+    use rebuilder::offline::capture::write_pcap;
+    use rebuilder::offline::synth::Frame;
+    use rebuilder_testkit::frames::TcpConn;
+    let dir = temp_dir();
+    // What curl reads from an origin: an 80 KB Set-Cookie (over the 64 KiB head cap, the
+    // length after it), 1,500 fields (over the 1,000 kept), a tab after the status code.
+    let mut big = b"HTTP/1.1 200 OK\r\nSet-Cookie: s=".to_vec();
+    big.extend(std::iter::repeat_n(b'c', 80_000));
+    big.extend(b"\r\nContent-Length: 5\r\n\r\nhello");
+    let mut many = b"HTTP/1.1 201 Created\r\n".to_vec();
+    for i in 0..1500 {
+        many.extend(format!("X-{i}: {i}\r\n").as_bytes());
+    }
+    many.extend(b"Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n");
+    let tab = b"HTTP/1.1 404\tNot Found\r\nContent-Length: 2\r\n\r\nno".to_vec();
+    let mut conn = TcpConn::new(7, "10.0.0.1:40000", "10.0.0.2:80", 1000).plain();
+    let mut packets = conn.open();
+    for t in ["/big", "/many", "/tab"] {
+        packets.push(conn.send(format!("GET {t} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes()));
+    }
+    for answer in [&big, &many, &tab] {
+        for piece in answer.chunks(1448) {
+            packets.push(conn.respond(piece));
+        }
+    }
+    let frames: Vec<Frame> = packets
+        .into_iter()
+        .enumerate()
+        .map(|(i, data)| Frame {
+            ts_us: 1_000_000 + i as u64 * 100,
+            orig_len: data.len() as u32,
+            data,
+        })
+        .collect();
+    let pcap = dir.path().join("heads.pcap");
+    write_pcap(frames, std::fs::File::create(&pcap).unwrap()).unwrap();
+    let out = ok(rebuilder(&[
+        "replay",
+        pcap.to_str().unwrap(),
+        "--with-body",
+    ]));
+    let records = lines(&out.stdout);
+    let got: Vec<_> = records
+        .iter()
+        .map(|r| {
+            let resp = &r["response"];
+            (
+                r["target"].as_str().unwrap().to_owned(),
+                resp["status"].as_u64(),
+                resp["body_b64"].as_str().map(str::to_owned),
+                resp["headers"].as_array().map(Vec::len),
+                resp.get("head_truncated").cloned(),
+            )
+        })
+        .collect();
+    let b64 = |s: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, s);
+    assert_eq!(
+        got,
+        [
+            (
+                "/big".into(),
+                Some(200),
+                Some(b64("hello")),
+                Some(1),
+                Some(true.into())
+            ),
+            (
+                "/many".into(),
+                Some(201),
+                Some(b64("hi")),
+                Some(1001),
+                Some(true.into())
+            ),
+            ("/tab".into(), Some(404), Some(b64("no")), Some(1), None),
+        ]
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(summary(&stderr, "response_heads_truncated"), 2);
+    assert_eq!(records[2]["response"]["reason"], "Not Found");
+}

@@ -192,11 +192,9 @@ struct HeadRest {
     line: Vec<u8>,
     /// The line being read is longer than that.
     line_long: bool,
-    /// The framing fields found (`Content-Length`, `Transfer-Encoding`, with their obs-fold
-    /// continuations), each line ending in CRLF; at most [`MAX_REST_FRAMING`] bytes.
+    /// The framing fields found (`Content-Length`, `Transfer-Encoding`), each line ending in
+    /// CRLF; at most [`MAX_REST_FRAMING`] bytes.
     framing: Vec<u8>,
-    /// The last field line ended was a framing field (a continuation line belongs to it).
-    in_framing: bool,
 }
 
 /// A line past a head's cap is looked at up to this many bytes: more than any framing field's
@@ -214,7 +212,6 @@ impl HeadRest {
             line: Vec::with_capacity(MAX_REST_LINE),
             line_long: false,
             framing: Vec::with_capacity(MAX_REST_FRAMING),
-            in_framing: false,
         }
     }
 
@@ -256,18 +253,14 @@ impl HeadRest {
         if !self.line_long && (line.is_empty() || line == b"\r") {
             return Ok(true);
         }
-        let framing = if matches!(line.first(), Some(b' ' | b'\t')) {
-            // An obs-fold continues the field before it.
-            self.in_framing
-        } else {
-            let name = line
-                .iter()
-                .position(|&b| b == b':')
-                .map_or(&line[..0], |c| line[..c].trim_ascii_end());
-            self.in_framing = name.eq_ignore_ascii_case(b"content-length")
-                || name.eq_ignore_ascii_case(b"transfer-encoding");
-            self.in_framing
-        };
+        // Framing is read as curl reads it (see [`framing`]): a name with a space before
+        // the colon is not one, and an obs-fold continuation adds nothing to it.
+        let name = line
+            .iter()
+            .position(|&b| b == b':')
+            .map_or(&line[..0], |c| &line[..c]);
+        let framing = name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"transfer-encoding");
         if framing {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if self.line_long || self.framing.len() + line.len() + 2 > MAX_REST_FRAMING {
@@ -372,15 +365,45 @@ fn tab_after_code(head: &[u8]) -> Option<usize> {
     (head.get(at) == Some(&b'\t')).then_some(at)
 }
 
-/// `head` with the tab after its status code read as a space (borrowed when it has none).
-fn untabbed(head: &[u8]) -> Cow<'_, [u8]> {
-    match tab_after_code(head) {
-        Some(tab) => {
-            let mut fixed = head.to_vec();
-            fixed[tab] = b' ';
-            Cow::Owned(fixed)
+/// `head` as curl reads it where httparse does not (borrowed when nothing differs): a tab
+/// after the status code is a space (`HTTP/1.1 200<TAB>OK`), and a CR not followed by LF is
+/// dropped (`X-A: a<CR>b` reads as `ab`; a CR CR LF line end as CR LF). curl 7.88 read both
+/// from a raw server on loopback; Node and Python's http.client refuse a bare CR.
+fn as_curl_reads(head: &[u8]) -> Cow<'_, [u8]> {
+    let tab = tab_after_code(head);
+    let bare_cr = |i: usize| head[i] == b'\r' && head.get(i + 1) != Some(&b'\n');
+    if tab.is_none() && !(0..head.len()).any(bare_cr) {
+        return Cow::Borrowed(head);
+    }
+    let mut fixed: Vec<u8> = (0..head.len())
+        .filter(|&i| !bare_cr(i))
+        .map(|i| head[i])
+        .collect();
+    if let Some(t) = tab_after_code(&fixed) {
+        fixed[t] = b' ';
+    }
+    Cow::Owned(fixed)
+}
+
+/// The reason phrase: httparse's, or, when it gives none for a phrase that is not UTF-8
+/// (`HTTP/1.1 200 \xd6k`), the phrase's bytes read as Latin-1 (as curl shows them, and
+/// Node's and Python's clients decode them: `Ök`).
+fn reason(head: &[u8], parsed: Option<&str>) -> String {
+    match parsed {
+        Some(r) if !r.is_empty() => r.to_owned(),
+        _ => {
+            let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let spaces = line
+                .get(HTTP_MARK.len() + 1..)
+                .map_or(0, |r| r.iter().take_while(|&&c| c == b' ').count());
+            let after_code = HTTP_MARK.len() + 1 + spaces + 4;
+            line.get(after_code..)
+                .unwrap_or_default()
+                .iter()
+                .map(|&b| char::from(b))
+                .collect()
         }
-        None => Cow::Borrowed(head),
     }
 }
 
@@ -821,13 +844,10 @@ impl ResponseParser {
     /// A complete head within the caps (the usual case: one parse).
     fn complete_head(&mut self, head: &[u8], ctx: &mut RespCtx<'_>) {
         let again = parse_lenient(head, ctx.limits.max_headers, |parsed, resp| {
-            if parsed.is_err()
-                && (matches!(parsed, Err(httparse::Error::TooManyHeaders))
-                    || tab_after_code(head).is_some())
-            {
+            if parsed.is_err() {
                 return true;
             }
-            self.head_parsed(parsed, resp, false, ctx);
+            self.head_parsed(head, parsed, resp, false, ctx);
             false
         });
         if again {
@@ -835,18 +855,19 @@ impl ResponseParser {
         }
     }
 
-    /// A head httparse did not read as it came: a tab after the status code (read as a
-    /// space), more fields than `max_headers` (the first ones kept, then its framing fields).
+    /// A head httparse did not read as it came: read again as curl reads it ([`as_curl_reads`]:
+    /// a tab after the status code, a bare CR), and with more fields than `max_headers` the
+    /// first ones kept, then its framing fields; malformed if it still does not parse.
     #[cold]
     #[inline(never)]
     fn complete_head_again(&mut self, head: &[u8], ctx: &mut RespCtx<'_>) {
-        let head = untabbed(head);
+        let head = as_curl_reads(head);
         let max = ctx.limits.max_headers;
         let too_many = parse_lenient(&head, max, |parsed, resp| {
             if matches!(parsed, Err(httparse::Error::TooManyHeaders)) {
                 return true;
             }
-            self.head_parsed(parsed, resp, false, ctx);
+            self.head_parsed(&head, parsed, resp, false, ctx);
             false
         });
         if !too_many {
@@ -869,15 +890,17 @@ impl ResponseParser {
     #[cold]
     #[inline(never)]
     fn complete_cut_head(&mut self, head: &[u8], ctx: &mut RespCtx<'_>) {
-        let head = untabbed(head);
+        let head = as_curl_reads(head);
         let slots = ctx.limits.max_headers + MAX_REST_FIELDS;
         parse_lenient(&head, slots, |parsed, resp| {
-            self.head_parsed(parsed, resp, true, ctx)
+            self.head_parsed(&head, parsed, resp, true, ctx)
         });
     }
 
+    /// `head`: the bytes httparse read (`parsed`, `resp`).
     fn head_parsed(
         &mut self,
+        head: &[u8],
         parsed: httparse::Result<usize>,
         resp: &httparse::Response<'_, '_>,
         cut: bool,
@@ -911,7 +934,7 @@ impl ResponseParser {
         let framing = if asked.head || status == 204 || status == 304 || switch {
             Ok(Framing::Length(0))
         } else {
-            framing(resp.headers)
+            framing(head, resp.headers)
         };
         let Ok(framing) = framing else {
             // The response is there but its length cannot be known: it is lost, and so is
@@ -933,7 +956,7 @@ impl ResponseParser {
             } else {
                 Fields::collect_sized(resp.headers.iter().map(|h| (h.name, h.value)))
             };
-            (fields, resp.reason.unwrap_or("").to_owned())
+            (fields, reason(head, resp.reason))
         } else {
             (Fields::new(), String::new())
         };
@@ -1273,39 +1296,60 @@ enum Framing {
     Close,
 }
 
-fn framing(headers: &[httparse::Header<'_>]) -> Result<Framing, ()> {
+/// The framing of a response's fields, read as curl reads it (RFC 9112 §6.3 where clients
+/// agree): `head` is the buffer httparse read them from.
+/// - A field whose name had a space before the colon is not a framing field (httparse's
+///   lenient option trims it; curl ignores such a field, Node refuses the response).
+/// - Only a value's first line counts (curl does not join an obs-fold into framing fields).
+/// - `Transfer-Encoding` overrides `Content-Length`, also a malformed one (curl and Python
+///   read a chunked body next to `Content-Length: 99999999999999999999`).
+/// - A length may have any number of leading zeros.
+fn framing<'h>(head: &[u8], headers: &[httparse::Header<'h>]) -> Result<Framing, ()> {
     let mut te_last: Option<&[u8]> = None;
     let mut length: Option<u64> = None;
+    let mut bad_length = false;
+    let base = head.as_ptr() as usize;
+    // Where the field's name ends in `head`: a framing field only if the colon is there.
+    let colon_after = |h: &httparse::Header<'_>| {
+        let name_end = (h.name.as_ptr() as usize).wrapping_sub(base) + h.name.len();
+        head.get(name_end) == Some(&b':')
+    };
+    let first_line = |v: &'h [u8]| v.split(|&b| b == b'\n').next().unwrap_or_default();
     for h in headers {
-        if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            if let Some(last) = h
-                .value
+        let te = h.name.eq_ignore_ascii_case("transfer-encoding");
+        if !(te || h.name.eq_ignore_ascii_case("content-length")) || !colon_after(h) {
+            continue;
+        }
+        let value = first_line(h.value);
+        if te {
+            if let Some(last) = value
                 .split(|&b| b == b',')
                 .map(|c| c.trim_ascii())
                 .rfind(|c| !c.is_empty())
             {
                 te_last = Some(last);
             }
-        } else if h.name.eq_ignore_ascii_case("content-length") {
-            for v in h.value.split(|&b| b == b',') {
+        } else {
+            for v in value.split(|&b| b == b',') {
                 let v = v.trim_ascii();
-                if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-                    return Err(());
+                let zeros = v.iter().take_while(|&&b| b == b'0').count();
+                let digits = &v[zeros.min(v.len().saturating_sub(1))..];
+                let n = (!digits.is_empty()
+                    && digits.len() <= 19
+                    && digits.iter().all(u8::is_ascii_digit))
+                .then(|| std::str::from_utf8(digits).ok()?.parse::<u64>().ok())
+                .flatten();
+                match n {
+                    Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                    _ => bad_length = true,
                 }
-                let n: u64 = std::str::from_utf8(v)
-                    .map_err(|_| ())?
-                    .parse()
-                    .map_err(|_| ())?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(());
-                }
-                length = Some(n);
             }
         }
     }
     Ok(match te_last {
         Some(c) if c.eq_ignore_ascii_case(b"chunked") => Framing::Chunked,
         Some(_) => Framing::Close,
+        None if bad_length => return Err(()),
         None => length.map_or(Framing::Close, Framing::Length),
     })
 }

@@ -511,10 +511,10 @@ fn a_head_over_the_cap_is_kept_to_it_framed_as_the_whole_head_says_and_the_next_
     };
     let mut wire: Vec<u8> = b"HTTP/1.1 200 OK\r\nX-A: 1\r\nSet-Cookie: ".to_vec();
     wire.extend(std::iter::repeat_n(b'c', 3000));
-    wire.extend(b"\r\nX-B: 2\r\nContent-Length : 5\r\nX-C: 3\r\n\r\nhello");
+    wire.extend(b"\r\nX-B: 2\r\nContent-Length: 0005\r\nX-C: 3\r\n\r\nhello");
     wire.extend(b"HTTP/1.1 201 Created\r\nX-D: ");
     wire.extend(std::iter::repeat_n(b'd', 500));
-    wire.extend(b"\r\nTransfer-Encoding: gzip,\r\n chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
+    wire.extend(b"\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
     wire.extend(b"HTTP/1.1 404 NF\r\nContent-Length: 2\r\n\r\nno");
     every_cut(&wire, limits, |h, cut| {
         assert_eq!(h.statuses(), [200, 201, 404], "cut at {cut}");
@@ -616,6 +616,62 @@ fn framing_past_the_cap_that_cannot_be_kept_is_malformed() {
             assert_eq!(h.r.desync, [ResponseMissing::Malformed], "cut at {cut}");
         });
     }
+}
+
+#[test]
+fn framing_fields_are_read_as_curl_reads_them() {
+    // Each case on a keep-alive connection between two ordinary responses: the status and
+    // body (or none: malformed) curl 7.88 read, and whether the next response keeps its place.
+    let next = b"HTTP/1.1 204 No Content\r\n\r\n";
+    let cases: [(&[u8], Option<&[u8]>); 6] = [
+        // Leading zeros, however many.
+        (b"Content-Length: 00000000000000000005\r\n\r\nhello", Some(b"hello")),
+        // Transfer-Encoding overrides a Content-Length that does not parse.
+        (
+            b"Transfer-Encoding: chunked\r\nContent-Length: 99999999999999999999\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            Some(b"hello"),
+        ),
+        // Only a value's first line frames: a folded length is its first line ...
+        (b"Content-Length: 5\r\n 5\r\n\r\nhello", Some(b"hello")),
+        // ... and a folded coding list ends with gzip: until the close.
+        (
+            b"Transfer-Encoding: gzip,\r\n chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            None,
+        ),
+        // A space before the colon: not a framing field (until the close).
+        (b"Content-Length : 5\r\n\r\nhello", None),
+        // A bare CR in a value is dropped, as curl shows it.
+        (b"X-A: a\rb\r\nContent-Length: 5\r\n\r\nhello", Some(b"hello")),
+    ];
+    for (i, (fields, body)) in cases.into_iter().enumerate() {
+        let mut wire = b"HTTP/1.1 200 OK\r\n".to_vec();
+        wire.extend(fields);
+        wire.extend(next);
+        every_cut(&wire, LIMITS, |h, cut| match body {
+            Some(body) => {
+                assert_eq!(h.statuses(), [200, 204], "case {i}, cut at {cut}");
+                assert_eq!(h.r.complete[0].body, body, "case {i}, cut at {cut}");
+            }
+            None => {
+                // Close-delimited: the rest of the stream is its body.
+                assert!(h.statuses().is_empty() && h.r.desync.is_empty(), "case {i}");
+            }
+        });
+    }
+    let mut h = H::new(true);
+    h.feed(b"HTTP/1.1 200 OK\r\nX-A: a\rb\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(h.r.complete[0].header("x-a"), Some(&b"ab"[..]));
+}
+
+#[test]
+fn a_reason_phrase_that_is_not_utf8_is_read_as_latin1() {
+    let mut h = H::new(true);
+    h.feed(b"HTTP/1.1 200 \xd6k\r\nContent-Length: 0\r\n\r\nHTTP/1.1  404\t\xe9\r\n\r\n");
+    assert_eq!(h.statuses(), [200]);
+    assert_eq!(h.r.complete[0].reason, "\u{d6}k");
+    h.end(true);
+    assert_eq!(h.statuses(), [200, 404]);
+    assert_eq!(h.r.complete[1].reason, "\u{e9}");
 }
 
 #[test]

@@ -16,8 +16,11 @@
 //! - **Framing** (RFC 9112 §6.3): no body for a response to HEAD, for 1xx, 204 and 304, and
 //!   for a 2xx to CONNECT; `Transfer-Encoding` ending in `chunked` → chunked (decoded, trailers
 //!   appended to the headers); any other `Transfer-Encoding` → until the end of the stream;
-//!   else `Content-Length` (all values equal, digits only; otherwise the response is malformed);
-//!   else until the end of the stream (close-delimited).
+//!   else `Content-Length` (all values equal, digits only, any leading zeros; otherwise the
+//!   response is malformed, unless a `Transfer-Encoding` frames it); else until the end of
+//!   the stream (close-delimited). Framing fields are read as curl reads them ([`framing`]):
+//!   a name with a space before the colon is no framing field, a value counts to its first
+//!   line end.
 //! - **Switch**: `101 Switching Protocols`, or a 2xx to CONNECT, ends HTTP on the connection:
 //!   the rest of the stream is ignored.
 //! - **Gaps**: a gap inside a body whose end is known (Content-Length, inside chunk data, a

@@ -33,7 +33,8 @@ rebuilder::label_enum! {
         /// body that never comes (the pending requests hold their fields).
         Fields => "fields",
         /// Concurrent connections, each a head announcing a 60,000-byte body that never comes
-        /// (the pending requests hold their body's first allocation).
+        /// (the pending requests held their body's first allocation, up to 64 KiB, until
+        /// bodies were allocated as their bytes come).
         Bodies => "bodies",
         /// Concurrent connections, each a SYN then one-byte segments past a hole (out-of-order
         /// pieces, each with its bookkeeping).

@@ -138,10 +138,10 @@ impl Parser {
                 ParserState::Head => self.head(ts_us, input, ctx),
                 ParserState::Body { remaining, discard } => {
                     let n = remaining.min(input.len() as u64) as usize;
-                    if !discard {
-                        self.append_body(&input[..n], ctx);
-                    }
                     let remaining = remaining - n as u64;
+                    if !discard {
+                        self.append_body(&input[..n], remaining, ctx);
+                    }
                     self.state = ParserState::Body { remaining, discard };
                     if remaining == 0 {
                         if discard {
@@ -155,7 +155,8 @@ impl Parser {
                 ParserState::ChunkSize => self.chunk_size(input, ctx),
                 ParserState::ChunkData { remaining } => {
                     let n = remaining.min(input.len() as u64) as usize;
-                    self.append_body(&input[..n], ctx);
+                    // More chunks may follow: no end known.
+                    self.append_body(&input[..n], u64::MAX, ctx);
                     let remaining = remaining - n as u64;
                     self.state = if remaining == 0 {
                         ParserState::ChunkDataEnd { seen_cr: false }
@@ -645,18 +646,10 @@ impl Parser {
             self.account(ctx.budget);
             return used;
         }
-        let mut p = Pending::new(req, upgrade, h.facts.expect_continue);
-        // The pending request is held until its body ends: charged to the budget, with
-        // the body's first allocation (bounded: the length is the sender's word).
-        if let Framing::Length(n) = framing {
-            let first = (n.min(64 * 1024) as usize).min(ctx.limits.max_body_bytes);
-            let room = ctx.budget.limit.saturating_sub(ctx.budget.used + p.cost());
-            // alloc_cost(x) <= x + 31 <= room when x <= room - 32.
-            let first = first.min(room.saturating_sub(32));
-            if first > 0 {
-                p.req.body.reserve_exact(first);
-            }
-        }
+        // The pending request is held until its body ends, charged to the budget. Its body
+        // is allocated as its bytes come (`append_body`), not for the length it announces:
+        // that is the sender's word, and a 60-byte head must not hold 64 KB of the budget.
+        let p = Pending::new(req, upgrade, h.facts.expect_continue);
         if ctx.budget.used + p.cost() > ctx.budget.limit {
             self.drop_message(DropReason::OverBudget, ParserState::Head, ctx);
             // The body is skipped, not parsed as requests.
@@ -681,7 +674,11 @@ impl Parser {
         used
     }
 
-    fn append_body(&mut self, bytes: &[u8], ctx: &mut Ctx<'_>) {
+    /// Appends body bytes of the pending request; `rest` more are announced after them
+    /// (`u64::MAX`: not known). The body grows by doubling, never past what is announced nor
+    /// the cap, and only as far as the budget allows (its capacity is what is charged): it
+    /// holds at most twice what came.
+    fn append_body(&mut self, bytes: &[u8], rest: u64, ctx: &mut Ctx<'_>) {
         let Some(p) = self.pending.as_mut() else {
             return;
         };
@@ -700,7 +697,9 @@ impl Parser {
             // Grow (doubling, at most to the cap) only as far as the budget allows: the
             // capacity is what is charged.
             let room = ctx.budget.limit.saturating_sub(ctx.budget.used);
-            let want = (len + take).max(cap * 2).min(max).max(len + take);
+            let need = len + take;
+            let end = need.saturating_add(usize::try_from(rest).unwrap_or(usize::MAX));
+            let want = need.saturating_mul(2).min(end).min(max).max(need);
             let afford = |c: usize| state::alloc_cost(c) - state::alloc_cost(cap) <= room;
             let new_cap = if afford(want) {
                 want

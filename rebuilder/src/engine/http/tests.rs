@@ -933,11 +933,19 @@ fn a_pending_request_is_charged_at_its_real_cost() {
     }
     head.extend_from_slice(b"\r\n");
     h.feed(&head);
-    // The fields (names, values, the index: at least 3 + 1 + 16 bytes a field), the box and
-    // the body's first allocation.
+    // The fields (names, values, the index: at least 3 + 1 + 16 bytes a field) and the box;
+    // nothing for the 100,000 bytes the head announces until they come.
     let held = h.parser.held();
-    assert!(held > 64 * 1024 + 60 * 20, "{held}");
+    assert!(held > 60 * 20 && held < 16 * 1024, "{held}");
     assert_eq!(h.budget.used, held);
+    // Then the body holds at most twice what came (doubling), never past its announced end.
+    h.feed(&[b'z'; 10_000]);
+    let body = h.parser.held() - held;
+    assert!((10_000..=20_000 + 64).contains(&body), "{body}");
+    assert_eq!(h.budget.used, h.parser.held());
+    h.feed(&[b'z'; 90_000]);
+    assert_eq!(h.targets(), ["/p"]);
+    assert_eq!(h.out[0].body.capacity(), 100_000);
     // A budget that cannot hold the pending request drops it (counted), skipping its body.
     let mut h = H::with(true, LIMITS, 1024);
     h.feed(&head);
@@ -946,7 +954,7 @@ fn a_pending_request_is_charged_at_its_real_cost() {
     h.feed(&vec![b'x'; 100_000])
         .feed(b"GET /next HTTP/1.1\r\n\r\n");
     assert_eq!(h.targets(), ["/next"]);
-    // The body's first allocation is what the budget leaves.
+    // The body grows as far as the budget leaves.
     let mut h = H::with(true, LIMITS, 3000 + 60 * 200);
     h.feed(&head);
     assert!(h.budget.used <= 3000 + 60 * 200);

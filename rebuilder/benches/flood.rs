@@ -8,7 +8,10 @@
 //! ceiling is exceeded, or a legitimate request is altered.
 //!
 //! `cargo bench -p rebuilder --bench flood`; knobs: MF_FLOOD (comma list of flows,syn,garbage,
-//! jumbo), MF_FLOOD_SCALE (multiplies the attacker packet counts, default 1).
+//! jumbo), MF_FLOOD_SCALE (multiplies the attacker packet counts, default 1),
+//! MF_FLOOD_RECLAIM_IDLE_US (the engine's `reclaim_idle_us`; `off` turns reclaiming off).
+//! The evicted column counts flow directions evicted at the flow cap / reclaimed from the
+//! memory budget.
 
 use rebuilder::EngineConfig;
 use rebuilder_testkit::flood::{Flood, Plan, ceiling_kib, generate_only, run, status_kib};
@@ -32,8 +35,20 @@ fn plan(flood: Flood, scale: f64) -> Plan {
         legit_concurrency: 300,
         // Peak RSS: the harness's own memory kept small (see `Plan::legit_response_bodies`).
         legit_response_bodies: false,
-        config: EngineConfig::default(),
+        config: EngineConfig {
+            reclaim_idle_us: reclaim_idle_us(),
+            ..EngineConfig::default()
+        },
         seed: 2026,
+    }
+}
+
+/// `MF_FLOOD_RECLAIM_IDLE_US`: a number of µs, `off`, or the default.
+fn reclaim_idle_us() -> u64 {
+    match std::env::var("MF_FLOOD_RECLAIM_IDLE_US").as_deref() {
+        Ok("off") => u64::MAX,
+        Ok(v) => v.parse().expect("MF_FLOOD_RECLAIM_IDLE_US: µs or off"),
+        Err(_) => EngineConfig::default().reclaim_idle_us,
     }
 }
 
@@ -72,12 +87,13 @@ fn child(flood: Flood, scale: f64) -> i32 {
     let harness = harness + o.max_harness_held_bytes as u64 / 1024;
     let ceiling_kib = ceiling_kib(baseline, &plan) + harness;
     println!(
-        "| {} | {} | {:.1} s | {} | {} | {} / {} ({:.2} %) + {} truncated, {} altered, {} foreign | {:.1} MiB (ceiling {:.1}, of which harness {:.1}) | {} |",
+        "| {} | {} | {:.1} s | {} | {} / {} | {} / {} ({:.2} %) + {} truncated, {} altered, {} foreign | {:.1} MiB (ceiling {:.1}, of which harness {:.1}) | {} |",
         flood.as_str(),
         o.flood_packets,
         o.seconds,
         o.max_active_flows,
         o.stats.flows_evicted,
+        o.stats.flows_reclaimed,
         o.legit_recovered,
         o.legit_expected,
         o.recovered_fraction() * 100.0,
@@ -110,7 +126,7 @@ fn main() {
         .map(|v| v.split(',').filter_map(Flood::from_label).collect())
         .unwrap_or_else(|| Flood::ALL.to_vec());
     println!(
-        "| flood | attacker packets | time | max flows | evicted | legitimate requests recovered | peak RSS | drops |"
+        "| flood | attacker packets | time | max flows | evicted / reclaimed | legitimate requests recovered | peak RSS | drops |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     let exe = std::env::current_exe().unwrap();

@@ -106,6 +106,8 @@ fn small_engine_config() -> EngineConfig {
         max_header_bytes: 256,
         max_headers: 8,
         max_body_bytes: 16,
+        // Reclaiming under pressure within the fuzzer's milliseconds.
+        reclaim_idle_us: 1_000,
         ..EngineConfig::default()
     }
 }

@@ -144,6 +144,11 @@ pub struct RunArgs {
     /// past it for its framing, and flagged `head_truncated`.
     #[arg(long, env = "REBUILDER_MAX_RESPONSE_HEADER_BYTES", default_value_t = EngineConfig::default().max_response_header_bytes, help_heading = ENGINE_CAPS)]
     pub max_response_header_bytes: usize,
+    /// Under memory pressure (a worker's budget more than 7/8 used), flows that hold buffered
+    /// bytes and have had no packet for this long (µs) are evicted, least recently active
+    /// first, down to 3/4 (`rebuilder_flows_reclaimed_total`); past --idle-timeout-us: off.
+    #[arg(long, env = "REBUILDER_RECLAIM_IDLE_US", default_value_t = EngineConfig::default().reclaim_idle_us, help_heading = ENGINE_CAPS)]
+    pub reclaim_idle_us: u64,
     /// Distinct source keys (GWLB endpoint, VXLAN sender, VNI) counted apart per worker;
     /// further keys share one overflow row (`rebuilder_source_keys_overflow_total`).
     #[arg(long, env = "REBUILDER_MAX_SOURCE_KEYS", default_value_t = EngineConfig::default().max_source_keys, help_heading = ENGINE_CAPS)]
@@ -376,6 +381,7 @@ impl RunArgs {
             health_checks: self.health_checks.rule(),
             proxy_protocol_from: self.proxy_protocol.ranges(),
             max_source_keys: self.max_source_keys,
+            reclaim_idle_us: self.reclaim_idle_us,
         }
     }
 

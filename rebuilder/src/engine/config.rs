@@ -83,6 +83,20 @@ pub struct EngineConfig {
     /// Peers (TCP senders) whose PROXY protocol headers are believed. Default: none (a header
     /// from any other peer is stripped and counted as `proxy_header_untrusted`).
     pub proxy_protocol_from: AddrRanges,
+    /// Under memory pressure (the budget more than 7/8 used), flow directions that hold
+    /// buffered bytes and have had no packet for this long (nor their peer) are evicted, the
+    /// least recently active first, until the budget is at most 3/4 used (counted in
+    /// `flows_reclaimed`; what they held is lost or goes out as at any eviction). An attacker
+    /// who holds unfinished requests then cannot keep the budget from the traffic that
+    /// moves. Default 100 ms: longer than nearly any client's round trip, so a flow in the
+    /// middle of a transfer has a packet within it; shorter than the minimum TCP
+    /// retransmission timeout (200 ms) on purpose: under pressure, a flow stalled on a lost
+    /// segment is not worth more than a newcomer. The least recently active go first, so the
+    /// floor only keeps a pass from evicting a flow between two of its packets (the flood
+    /// bench with 250 ms, 100 ms, 50 ms and off: docs/reliability.md). A value past
+    /// `idle_timeout_us` turns it off: a budget full of held bytes then refuses newcomers
+    /// (`over_budget`).
+    pub reclaim_idle_us: u64,
     /// Distinct source keys (GWLB endpoint, VXLAN sender, VNI) counted apart
     /// (`crate::engine::source`); further keys share one overflow row. Default 4,096.
     pub max_source_keys: usize,
@@ -114,6 +128,7 @@ impl Default for EngineConfig {
             health_checks: HealthCheckRule::OFF,
             proxy_protocol_from: AddrRanges::NONE,
             max_source_keys: crate::engine::source::DEFAULT_MAX_SOURCE_KEYS,
+            reclaim_idle_us: 100_000,
         }
     }
 }

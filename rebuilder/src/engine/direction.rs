@@ -263,6 +263,18 @@ impl Direction {
         }
     }
 
+    /// Whether it holds budget that evicting it would give back: bytes out of order, a
+    /// partial message, requests waiting or a response in progress (not a connection's bare
+    /// pairing: every keep-alive connection has one).
+    pub(super) fn holds_reclaimable(&self) -> bool {
+        self.stream.buffered_bytes() > 0
+            || self.parser.held() > 0
+            || self
+                .pairing
+                .as_deref()
+                .is_some_and(Pairing::holds_more_than_itself)
+    }
+
     /// Its stream (key `key`), and apart from it what a request parser's sink borrows.
     pub(super) fn for_parsing(&mut self, key: &FlowKey) -> (&mut Stream, RequestParts<'_>) {
         let in_step = self.stream.saw_syn();

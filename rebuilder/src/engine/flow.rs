@@ -571,6 +571,36 @@ impl<T> FlowTable<T> {
         }
     }
 
+    /// Pushes onto `out` the open entries that have had no packet since `now_us -
+    /// min_idle_us`, neither they nor their peer, and for which `pick` holds, least recently
+    /// linked first; at most `max_look` entries are looked at. Changes nothing. The walk stops
+    /// at the first entry linked after `now_us - min_idle_us`: every entry after it on the
+    /// list had a packet since (`stamp_us >= linked_us`).
+    pub fn idle_open(
+        &self,
+        now_us: u64,
+        min_idle_us: u64,
+        max_look: usize,
+        mut pick: impl FnMut(&Entry<T>) -> bool,
+        out: &mut Vec<u32>,
+    ) {
+        let idle = |stamp_us: u64| stamp_us.saturating_add(min_idle_us) <= now_us;
+        let mut i = self.lists[0].tail;
+        let mut looked = 0;
+        while i != NONE && looked < max_look {
+            let e = self.entry(i);
+            if !idle(e.linked_us) {
+                break;
+            }
+            looked += 1;
+            if idle(e.stamp_us) && e.peer().is_none_or(|p| idle(self.entry(p).stamp_us)) && pick(e)
+            {
+                out.push(i);
+            }
+            i = e.prev;
+        }
+    }
+
     /// Removes and returns some entry, closed ones first (end of input: call until `None`;
     /// one at a time, so that emptying a large table allocates nothing).
     pub fn pop_any(&mut self) -> Option<Removed<T>> {
@@ -731,6 +761,43 @@ mod tests {
         assert_eq!(t.pop_expired(1100, 1000, 10).unwrap().value, 1);
         assert!(t.pop_expired(1100, 1000, 10).is_none());
         assert_eq!(t.len(), 1);
+        check(&t);
+    }
+
+    #[test]
+    fn idle_open_entries_are_listed_oldest_first_unless_they_or_their_peer_had_a_packet() {
+        let mut t = FlowTable::new(10);
+        let a = t.insert(key(1), 'a', 0).0;
+        t.insert(key(2), 'b', 10);
+        let c = t.insert(key(3), 'c', 20).0;
+        t.insert(key(3).reverse(), 'C', 25);
+        t.insert(key(4), 'd', 30);
+        let e = t.insert(key(5), 'e', 40).0;
+        t.insert(key(6), 'f', 900);
+        t.touch(a, 950);
+        t.set_lifecycle(e, Lifecycle::Closed, 45);
+        t.touch(c, 60);
+        let mut out = Vec::new();
+        // Idle since before 1000 - 500: b, c (its last packet at 60, its peer's at 25), C and
+        // d; a had a packet at 950, e is closed, f is recent.
+        t.idle_open(1000, 500, usize::MAX, |_| true, &mut out);
+        let names: Vec<char> = out.iter().map(|&i| t.entry(i).value).collect();
+        assert_eq!(names, ['b', 'c', 'C', 'd']);
+        out.clear();
+        t.idle_open(1000, 500, usize::MAX, |e| e.value != 'c', &mut out);
+        let names: Vec<char> = out.iter().map(|&i| t.entry(i).value).collect();
+        assert_eq!(names, ['b', 'C', 'd']);
+        out.clear();
+        // A peer's packet keeps its direction out; at most `max_look` entries are looked at.
+        let cc = t.find(&key(3).reverse()).unwrap();
+        t.touch(cc, 990);
+        t.idle_open(1000, 500, 3, |_| true, &mut out);
+        let names: Vec<char> = out.iter().map(|&i| t.entry(i).value).collect();
+        assert_eq!(names, ['b']);
+        out.clear();
+        // Nothing is idle for long enough.
+        t.idle_open(1000, 995, usize::MAX, |_| true, &mut out);
+        assert!(out.is_empty());
         check(&t);
     }
 

@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// Directions a reclaim pass looks at, at most (from the least recently active).
+const RECLAIM_LOOK: usize = 1 << 16;
+
 impl Engine {
     /// Gives up every request waiting on a request direction.
     pub(super) fn flush_pairing(
@@ -133,6 +136,47 @@ impl Engine {
         self.holes.sort_unstable();
         self.holes.dedup();
         self.expire_waiting(now_us, out);
+    }
+
+    /// Gives budget back under memory pressure: directions that hold buffered bytes and have
+    /// had no packet for `reclaim_idle_us` (nor their peer) are evicted, the least recently
+    /// active first, until the budget is at most 3/4 used. Called before a packet when the
+    /// budget is more than 7/8 used. The bytes an attacker's unfinished requests hold are
+    /// idle by nature; the traffic that moves keeps its place (suricata's flow engine likewise
+    /// enters an "emergency mode" with shorter timeouts when its memcap is reached:
+    /// `flow.emergency-recovery` and `flow-timeouts.*.emergency-*` in suricata.yaml). A pass that
+    /// cannot get down to 3/4 (every holder active) is not tried again before half the idle
+    /// time has passed, so that a busy budget is not walked on every packet.
+    pub(super) fn reclaim(&mut self, now_us: u64, out: &mut Vec<HttpRequest>) {
+        let limit = self.shared.budget.limit;
+        let target = limit - limit / 4;
+        let idle_us = self.config.reclaim_idle_us;
+        let mut victims = std::mem::take(&mut self.reclaim_victims);
+        victims.clear();
+        self.table.idle_open(
+            now_us,
+            idle_us,
+            RECLAIM_LOOK,
+            |e| e.value.holds_reclaimable(),
+            &mut victims,
+        );
+        for &idx in &victims {
+            if self.shared.budget.used <= target {
+                break;
+            }
+            // Ending one direction may close another (its peer's verdict): only open ones.
+            let e = self.table.entry(idx);
+            if e.lifecycle() != Lifecycle::Open || !e.value.holds_reclaimable() {
+                continue;
+            }
+            let removed = self.table.remove(idx);
+            self.shared.stats.flows_reclaimed += 1;
+            self.finalize(removed, EndKind::Evicted, now_us, out);
+        }
+        if self.shared.budget.used > target {
+            self.reclaim_after_us = now_us.saturating_add((idle_us / 2).max(1_000));
+        }
+        self.reclaim_victims = victims;
     }
 
     /// Gives up the requests whose response wait is over.

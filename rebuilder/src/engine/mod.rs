@@ -171,6 +171,12 @@ pub struct Engine {
     /// the index tags of its key and of the reverse key: the same frame comes back as `next`
     /// one packet later.
     lookahead: ((usize, usize), Option<[u32; 2]>),
+    /// Budget use past which idle holders are evicted ([`EngineConfig::reclaim_idle_us`]).
+    reclaim_at: usize,
+    /// No reclaim before this time (a pass that could not free enough waits).
+    reclaim_after_us: u64,
+    /// The directions a reclaim pass chose (kept for its allocation).
+    reclaim_victims: Vec<u32>,
 }
 
 impl Engine {
@@ -220,6 +226,9 @@ impl Engine {
             generation: 0,
             packet_len: 0,
             lookahead: ((0, 0), None),
+            reclaim_at: config.memory_budget_bytes - config.memory_budget_bytes / 8,
+            reclaim_after_us: 0,
+            reclaim_victims: Vec::new(),
             config,
         }
     }
@@ -354,6 +363,9 @@ impl Engine {
         seg: &TcpSegment<'_>,
         out: &mut Vec<HttpRequest>,
     ) {
+        if self.shared.budget.used > self.reclaim_at && ts_us >= self.reclaim_after_us {
+            self.reclaim(ts_us, out);
+        }
         let key = FlowKey::new(carrier.vni, seg.src, seg.dst).in_domain(carrier.gwlbe);
         let has_payload = seg.wire_len() > 0;
         if seg.missing > 0 {

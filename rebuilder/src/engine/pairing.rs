@@ -306,6 +306,14 @@ impl Pairing {
         self.held
     }
 
+    /// Whether it holds more than its own cost: requests waiting, a response in progress or
+    /// kept ahead of its request (what evicting its connection would give back).
+    pub fn holds_more_than_itself(&self) -> bool {
+        self.held > PAIRING_BYTES
+            || self.early_held > 0
+            || self.resp.as_ref().is_some_and(|r| r.held() > 0)
+    }
+
     /// The earliest deadline of a waiting request (`None` while the front's response is in
     /// progress: a response whose head came is waited for until it completes, is lost or its
     /// connection ends — a long download is not a missing response).

@@ -255,6 +255,9 @@ pub struct EngineStats {
     pub flows_created: u64,
     /// Open flow directions evicted because the table was full.
     pub flows_evicted: u64,
+    /// Idle flow directions holding buffered bytes, evicted to give the budget back under
+    /// memory pressure (`EngineConfig::reclaim_idle_us`).
+    pub flows_reclaimed: u64,
     /// Flow directions removed after the idle timeout (or the closed linger).
     pub flows_expired: u64,
     /// Holes skipped and reported to the parser as gaps.
@@ -333,6 +336,7 @@ impl EngineStats {
         self.bodies_truncated += other.bodies_truncated;
         self.flows_created += other.flows_created;
         self.flows_evicted += other.flows_evicted;
+        self.flows_reclaimed += other.flows_reclaimed;
         self.flows_expired += other.flows_expired;
         self.gaps += other.gaps;
         self.gap_bytes += other.gap_bytes;

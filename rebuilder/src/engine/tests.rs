@@ -1118,3 +1118,84 @@ fn requests_and_their_losses_are_counted_for_the_source_of_their_flow() {
     assert_eq!(rb.datagrams, 4);
     assert_sources_add_up(s);
 }
+
+/// Twenty attackers each hold an unfinished 3 KB head in a 64 KiB budget (time 0); when they
+/// `keep_sending` they add a byte every 0.2 s. At 1 s a client sends a 6 KB request in two
+/// segments (its first half has to be held).
+fn budget_held_by_slow_heads(
+    reclaim_idle_us: u64,
+    keep_sending: bool,
+) -> (Vec<HttpRequest>, Engine) {
+    let mut e = Engine::new(EngineConfig {
+        memory_budget_bytes: 64 * 1024,
+        reclaim_idle_us,
+        response_timeout_us: 0,
+        server_wait_us: 0,
+        ..EngineConfig::default()
+    });
+    let mut out = Vec::new();
+    let mut attackers: Vec<Conn> = (0..20)
+        .map(|i| Conn::new(1, &format!("10.0.9.{}:2000", i + 1), "10.0.0.2:80", 1 + i))
+        .collect();
+    let pad = "a".repeat(3_000);
+    for c in &mut attackers {
+        for d in c.open() {
+            e.on_vxlan_payload(0, &d, &mut out);
+        }
+        let d = c.send(format!("GET /slow HTTP/1.1\r\nX-Pad: {pad}").as_bytes());
+        e.on_vxlan_payload(0, &d, &mut out);
+    }
+    for ts in [200_000, 400_000, 600_000, 800_000]
+        .into_iter()
+        .filter(|_| keep_sending)
+    {
+        for c in &mut attackers {
+            let d = c.send(b"a");
+            e.on_vxlan_payload(ts, &d, &mut out);
+        }
+    }
+    let mut c = Conn::new(1, "10.0.1.1:3000", "10.0.0.2:80", 99);
+    let head = format!(
+        "GET /legit HTTP/1.1\r\nHost: h\r\nX-Long: {}\r\n\r\n",
+        "b".repeat(6_000)
+    );
+    let (first, second) = head.as_bytes().split_at(3_000);
+    let mut d = c.open();
+    d.push(c.send(first));
+    d.push(c.send(second));
+    for (i, d) in d.iter().enumerate() {
+        e.on_vxlan_payload(1_000_000 + i as u64, d, &mut out);
+    }
+    e.on_timer(1_000_100, &mut out);
+    (out, e)
+}
+
+#[test]
+fn idle_flows_holding_unfinished_heads_give_the_budget_back_to_a_later_request() {
+    let (out, e) = budget_held_by_slow_heads(250_000, false);
+    assert_eq!(targets(&out), ["/legit"]);
+    assert!(e.stats().flows_reclaimed > 0, "{:?}", e.stats());
+    // Each one evicted was an attacker's unfinished head: lost, and counted as such.
+    assert_eq!(
+        e.stats().drops(DropReason::FlowEvicted),
+        e.stats().flows_reclaimed
+    );
+    assert_eq!(e.stats().drops(DropReason::OverBudget), 0);
+    assert!(e.buffered_bytes() <= 64 * 1024 - 64 * 1024 / 4 + 6_200);
+}
+
+#[test]
+fn with_reclaim_off_a_budget_full_of_idle_heads_refuses_the_later_request_and_counts_it() {
+    let (out, e) = budget_held_by_slow_heads(u64::MAX, false);
+    assert!(targets(&out).is_empty(), "{:?}", targets(&out));
+    assert_eq!(e.stats().flows_reclaimed, 0);
+    assert!(e.stats().drops(DropReason::OverBudget) > 0);
+}
+
+#[test]
+fn flows_that_had_a_packet_within_the_reclaim_idle_time_keep_their_place() {
+    let (out, e) = budget_held_by_slow_heads(250_000, true);
+    assert!(targets(&out).is_empty(), "{:?}", targets(&out));
+    assert_eq!(e.stats().flows_reclaimed, 0);
+    assert!(e.stats().drops(DropReason::OverBudget) > 0);
+}

@@ -154,6 +154,11 @@ pub struct ReplayArgs {
     /// Largest body kept per request (bytes); longer bodies are cut and flagged.
     #[arg(long)]
     pub max_body_bytes: Option<usize>,
+    /// Under memory pressure (the budget more than 7/8 used), flows that hold buffered bytes
+    /// and have had no packet for this long, capture clock (µs), are evicted, least recently
+    /// active first, down to 3/4 (`flows_reclaimed`); past the idle timeout: off.
+    #[arg(long, default_value_t = EngineConfig::default().reclaim_idle_us)]
+    pub reclaim_idle_us: u64,
     #[command(flatten)]
     pub health_checks: crate::engine::health_check::HealthCheckArgs,
     #[command(flatten)]
@@ -183,6 +188,7 @@ impl ReplayArgs {
         config.keep_response_heads = self.format == OutputFormat::Jsonl;
         config.response_timeout_us = self.response_timeout_us;
         config.server_wait_us = self.server_wait_us;
+        config.reclaim_idle_us = self.reclaim_idle_us;
         config.health_checks = self.health_checks.rule();
         config.proxy_protocol_from = self.proxy_protocol.ranges();
         config
@@ -357,6 +363,7 @@ pub fn write_summary(w: &mut dyn Write, o: &ReplayOutcome) -> std::io::Result<()
     writeln!(w, "bodies_truncated {}", s.bodies_truncated)?;
     writeln!(w, "flows_created {}", s.flows_created)?;
     writeln!(w, "flows_evicted {}", s.flows_evicted)?;
+    writeln!(w, "flows_reclaimed {}", s.flows_reclaimed)?;
     writeln!(w, "flows_expired {}", s.flows_expired)?;
     writeln!(w, "flows_active_at_end {}", o.active_flows_at_end)?;
     writeln!(w, "gaps {}", s.gaps)?;

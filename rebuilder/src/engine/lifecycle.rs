@@ -147,6 +147,8 @@ impl Engine {
     /// `flow.emergency-recovery` and `flow-timeouts.*.emergency-*` in suricata.yaml). A pass that
     /// cannot get down to 3/4 (every holder active) is not tried again before half the idle
     /// time has passed, so that a busy budget is not walked on every packet.
+    #[cold]
+    #[inline(never)]
     pub(super) fn reclaim(&mut self, now_us: u64, out: &mut Vec<HttpRequest>) {
         let limit = self.shared.budget.limit;
         let target = limit - limit / 4;

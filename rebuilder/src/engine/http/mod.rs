@@ -705,7 +705,7 @@ impl Parser {
                 want
             } else {
                 // As much as fits.
-                let mut c = len + take;
+                let mut c = need;
                 while c > cap && !afford(c) {
                     c = cap + (c - cap) / 2;
                 }

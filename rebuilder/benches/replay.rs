@@ -15,7 +15,14 @@
 //! 5. the floor: a bare walk of the same file in this process (read every record, decode the
 //!    outer frame, VXLAN and the inner TCP segment, nothing else), best of the same number of
 //!    runs; its packet and segment counts are checked against the generator's, and replay's
-//!    CPU is printed as a multiple of it.
+//!    CPU is printed as a multiple of it;
+//! 6. the writer alone: the records of phase 2 (kept as `replay --format jsonl` keeps them)
+//!    written again from memory by the same writer, once and twice each (best of the same
+//!    number of runs; the difference is the writer's cost on a record in the cache, as replay
+//!    writes a record it just built); the bytes must be those `replay --format jsonl` writes
+//!    (length and hash of its output, read once untimed). Replay does the walk's work and
+//!    this work and more, so `1 + writer / walk` is a floor under `jsonl / walk` that no
+//!    engine goes below with this reader and this record.
 //!
 //! Environment: `MF_BENCH_CONNECTIONS` (default 36,000), `MF_BENCH_CONCURRENCY` (10,000),
 //! `MF_BENCH_SEED` (1), `MF_BENCH_KEEP=1` keeps the pcap, `MF_BENCH_SKIP_TSHARK=1`,
@@ -28,6 +35,8 @@ use rebuilder::engine::packet::{Parsed, parse_ethernet};
 use rebuilder::offline::capture::{CaptureReader, PcapStream};
 use rebuilder::offline::replay::run_capture;
 use rebuilder::offline::synth::{Generator, SynthConfig};
+use rebuilder::record::{DecodeStats, RecordOptions, write_line};
+use rebuilder::sources::SourceMap;
 use rebuilder::{EngineConfig, HttpRequest};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -211,6 +220,52 @@ fn bare_walk(pcap: &Path) -> (u64, u64, u64) {
     (packets, segments, bytes)
 }
 
+/// How `replay --format jsonl` writes records without `--with-body` / `--decode-bodies`.
+const JSONL: RecordOptions = RecordOptions {
+    with_body: false,
+    decode_bodies: None,
+};
+
+/// Length and hash of what `rebuilder replay --format jsonl` writes for `pcap` (read as it
+/// comes, not timed).
+fn jsonl_output(bin: &str, pcap: &Path) -> (u64, u64) {
+    use std::io::Read;
+    let mut child = Command::new(bin)
+        .args([os("replay"), os("--format"), os("jsonl"), pcap.as_os_str()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rebuilder replay");
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut h = Fnv(FNV_OFFSET);
+    let mut n = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let k = stdout.read(&mut buf).expect("replay output");
+        if k == 0 {
+            break;
+        }
+        h.write(&buf[..k]);
+        n += k as u64;
+    }
+    assert!(child.wait().expect("replay").success());
+    (n, h.0)
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a over a byte stream: the same value however the stream is cut into writes.
+struct Fnv(u64);
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
 struct Truth {
     /// request id -> fingerprint, for every expected request.
     expected: HashMap<Vec<u8>, u64>,
@@ -299,15 +354,22 @@ fn main() {
         println!("WARNING: fewer than {MIN_PACKETS} packets; raise MF_BENCH_CONNECTIONS");
     }
 
-    // Correctness, in process.
+    // Correctness, in process, the engine configured as `replay --format jsonl` (without
+    // `--with-body`) configures it: its records are kept for the writer's phase.
     let cpu0 = self_cpu();
     let mut seen: HashMap<Vec<u8>, u32> = HashMap::with_capacity(truth.expected.len());
     let mut different = 0u64;
     let mut foreign = 0u64;
+    let mut records: Vec<HttpRequest> = Vec::with_capacity(truth.expected.len());
     let outcome = run_capture(
         std::fs::File::open(&pcap).unwrap(),
-        EngineConfig::default(),
+        EngineConfig {
+            keep_response_bodies: false,
+            keep_response_heads: true,
+            ..EngineConfig::default()
+        },
         |r| {
+            records.push(r.clone());
             let id = request_id(r);
             match truth.expected.get(&id) {
                 Some(fp) if *fp == fingerprint(r) => {}
@@ -495,6 +557,73 @@ fn main() {
     let walk_ratio = run.cpu_s / walk_cpu;
     let jsonl_walk_ratio = jsonl.cpu_s / walk_cpu;
 
+    // The writer alone: phase 2's records as jsonl, from memory, into a 64 KiB buffer over a
+    // sink (as replay writes them, less the write calls). First its output is checked against
+    // replay's own, untimed.
+    let (replay_len, replay_hash) = jsonl_output(bin, &pcap);
+    let (check_len, check_hash) = {
+        let mut h = Fnv(FNV_OFFSET);
+        let mut n = 0u64;
+        let mut line = Vec::with_capacity(4096);
+        let mut stats = DecodeStats::default();
+        for r in &records {
+            line.clear();
+            write_line(&mut line, r, &SourceMap::empty(), &JSONL, &mut stats);
+            h.write(&line);
+            n += line.len() as u64;
+        }
+        (n, h.0)
+    };
+    assert_eq!(
+        (check_len, check_hash),
+        (replay_len, replay_hash),
+        "the records written from memory are the bytes replay --format jsonl writes"
+    );
+    assert_eq!(records.len() as u64, requests);
+    // Each record written `times` times in a row: the first pass pays the cache misses of
+    // reading the record back from memory (replay writes a record just built), a second the
+    // writing alone; the difference of the two timings is the writer's cost on a hot record.
+    let write_all = |times: usize| {
+        let sources = SourceMap::empty();
+        let mut stats = DecodeStats::default();
+        let mut line = Vec::with_capacity(4096);
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::sink());
+        let mut n = 0u64;
+        let c0 = self_cpu();
+        for r in &records {
+            for _ in 0..times {
+                line.clear();
+                write_line(&mut line, r, &sources, &JSONL, &mut stats);
+                out.write_all(&line).unwrap();
+                n += line.len() as u64;
+            }
+        }
+        out.flush().unwrap();
+        let cpu = self_cpu() - c0;
+        std::hint::black_box(&out);
+        assert_eq!(
+            n,
+            times as u64 * replay_len,
+            "every pass writes replay's bytes"
+        );
+        cpu
+    };
+    let (mut once_cpu, mut twice_cpu) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..runs {
+        once_cpu = once_cpu.min(write_all(1));
+        twice_cpu = twice_cpu.min(write_all(2));
+    }
+    let write_cpu = (twice_cpu - once_cpu).max(0.0);
+    let writer_floor = 1.0 + write_cpu / walk_cpu;
+    println!(
+        "jsonl writer alone, records from memory (best of {runs}): {} records, {replay_len} bytes (replay's output, byte for byte) in {once_cpu:.3} CPU s, written twice each {twice_cpu:.3}: on a hot record {write_cpu:.3} CPU s = {:.2}x the walk; so jsonl / walk can't go below {writer_floor:.2}x with this reader and record (nor packets/CPU-s above {:.0}), leaving {:.0} ns per packet for everything else under the 2x target",
+        records.len(),
+        write_cpu / walk_cpu,
+        walk_packets as f64 / (walk_cpu + write_cpu),
+        ((TARGET_WALK_RATIO - writer_floor) * walk_cpu / walk_packets as f64 * 1e9).max(0.0)
+    );
+    drop(records);
+
     println!("load average at end: {}", loadavg().trim());
     println!("== results ==");
     println!(
@@ -515,6 +644,7 @@ fn main() {
             "MISS"
         }
     );
+    println!("jsonl / walk, floor   {writer_floor:>12.2}x  (the walk + the writer alone)");
     println!("packets/CPU-s, summary {pps:>11.0}");
     println!("summary / walk        {walk_ratio:>12.1}x");
     println!("requests/CPU-s {rps:>12.0}");

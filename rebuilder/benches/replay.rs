@@ -19,7 +19,7 @@
 //! 6. the writer alone: the records of phase 2 (kept as `replay --format jsonl` keeps them)
 //!    written again from memory by the same writer, once and twice each (best of the same
 //!    number of runs; the difference is the writer's cost on a record in the cache, as replay
-//!    writes a record it just built); the bytes must be those `replay --format jsonl` writes
+//!    writes a record as it completes); the bytes must be those `replay --format jsonl` writes
 //!    (length and hash of its output, read once untimed). Replay does the walk's work and
 //!    this work and more, so `1 + writer / walk` is a floor under `jsonl / walk` that no
 //!    engine goes below with this reader and this record.
@@ -581,7 +581,7 @@ fn main() {
     );
     assert_eq!(records.len() as u64, requests);
     // Each record written `times` times in a row: the first pass pays the cache misses of
-    // reading the record back from memory (replay writes a record just built), a second the
+    // reading the record back from memory (replay writes a record as it completes), a second the
     // writing alone; the difference of the two timings is the writer's cost on a hot record.
     let write_all = |times: usize| {
         let sources = SourceMap::empty();
@@ -616,7 +616,7 @@ fn main() {
     let write_cpu = (twice_cpu - once_cpu).max(0.0);
     let writer_floor = 1.0 + write_cpu / walk_cpu;
     println!(
-        "jsonl writer alone, records from memory (best of {runs}): {} records, {replay_len} bytes (replay's output, byte for byte) in {once_cpu:.3} CPU s, written twice each {twice_cpu:.3}: on a hot record {write_cpu:.3} CPU s = {:.2}x the walk; so jsonl / walk can't go below {writer_floor:.2}x with this reader and record (nor packets/CPU-s above {:.0}), leaving {:.0} ns per packet for everything else under the 2x target",
+        "jsonl writer alone, records from memory (best of {runs}): {} records, {replay_len} bytes (the length and hash of replay's output) in {once_cpu:.3} CPU s, written twice each {twice_cpu:.3}: on a hot record {write_cpu:.3} CPU s = {:.2}x the walk; so jsonl / walk can't go below {writer_floor:.2}x with this reader and record (nor packets/CPU-s above {:.0}), leaving {:.0} ns per packet for everything else under the 2x target",
         records.len(),
         write_cpu / walk_cpu,
         walk_packets as f64 / (walk_cpu + write_cpu),

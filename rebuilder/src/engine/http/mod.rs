@@ -688,34 +688,17 @@ impl Parser {
             // budget may have room again later).
             return;
         }
+        // The capacity is what is charged (at the allocator's cost of it).
+        let room = ctx.budget.limit.saturating_sub(ctx.budget.used);
         let body = &mut p.req.body;
-        let len = body.len();
-        let cap = body.capacity();
-        let max = ctx.limits.max_body_bytes;
-        let mut take = bytes.len().min(max.saturating_sub(len));
-        if len + take > cap {
-            // Grow (doubling, at most to the cap) only as far as the budget allows: the
-            // capacity is what is charged.
-            let room = ctx.budget.limit.saturating_sub(ctx.budget.used);
-            let need = len + take;
-            let end = need.saturating_add(usize::try_from(rest).unwrap_or(usize::MAX));
-            let want = need.saturating_mul(2).min(end).min(max).max(need);
-            let afford = |c: usize| state::alloc_cost(c) - state::alloc_cost(cap) <= room;
-            let new_cap = if afford(want) {
-                want
-            } else {
-                // As much as fits.
-                let mut c = need;
-                while c > cap && !afford(c) {
-                    c = cap + (c - cap) / 2;
-                }
-                c
-            };
-            if new_cap > cap {
-                body.reserve_exact(new_cap - len);
-            }
-            take = take.min(body.capacity() - len);
-        }
+        let take = state::body_room(
+            body,
+            bytes.len(),
+            rest,
+            ctx.limits.max_body_bytes,
+            room,
+            state::alloc_cost,
+        );
         if take < bytes.len() {
             p.req.body_truncated = true;
         }

@@ -494,8 +494,8 @@ impl ResponseParser {
                 }
                 State::Body { remaining } => {
                     let n = remaining.min(input.len() as u64) as usize;
-                    self.append_body(&input[..n], ctx);
                     let remaining = remaining - n as u64;
+                    self.append_body(&input[..n], remaining, ctx);
                     self.state = State::Body { remaining };
                     if remaining == 0 {
                         self.finish(ctx);
@@ -505,7 +505,7 @@ impl ResponseParser {
                 State::ChunkSize { skip_ext } => self.chunk_size(skip_ext, input, ctx),
                 State::ChunkData { remaining } => {
                     let n = remaining.min(input.len() as u64) as usize;
-                    self.append_body(&input[..n], ctx);
+                    self.append_body(&input[..n], u64::MAX, ctx);
                     let remaining = remaining - n as u64;
                     self.state = if remaining == 0 {
                         State::ChunkDataEnd { seen_cr: false }
@@ -530,7 +530,7 @@ impl ResponseParser {
                 },
                 State::Trailers { line_start } => self.trailers(line_start, input, ctx),
                 State::Close => {
-                    self.append_body(input, ctx);
+                    self.append_body(input, u64::MAX, ctx);
                     &[]
                 }
                 State::Tunnel | State::Ended => &[],
@@ -963,17 +963,6 @@ impl ResponseParser {
         } else {
             (Fields::new(), String::new())
         };
-        let capacity = match framing {
-            Framing::Length(n) if ctx.limits.keep_bodies => {
-                (n.min(64 * 1024) as usize).min(ctx.limits.max_body_bytes)
-            }
-            _ => 0,
-        };
-        let capacity = if ctx.answering.budget().used + capacity <= ctx.answering.budget().limit {
-            capacity
-        } else {
-            0
-        };
         self.from_sync = false;
         self.cur = Some(Box::new(Current {
             resp: HttpResponse {
@@ -982,7 +971,9 @@ impl ResponseParser {
                 status,
                 reason,
                 headers,
-                body: Vec::with_capacity(capacity),
+                // Allocated as its bytes come (`append_body`), not at the head for the length
+                // it announces.
+                body: Vec::new(),
                 body_len: 0,
                 chunked: matches!(framing, Framing::Chunked),
                 body_truncated: false,
@@ -1023,7 +1014,9 @@ impl ResponseParser {
         self.account(ctx.answering.budget());
     }
 
-    fn append_body(&mut self, bytes: &[u8], ctx: &mut RespCtx<'_>) {
+    /// `rest`: the body bytes still announced after these (`u64::MAX` when not known:
+    /// chunked, or delimited by the close).
+    fn append_body(&mut self, bytes: &[u8], rest: u64, ctx: &mut RespCtx<'_>) {
         let Some(c) = self.cur.as_mut() else {
             return;
         };
@@ -1037,26 +1030,11 @@ impl ResponseParser {
             c.resp.body_truncated = c.resp.body_len > max as u64;
             return;
         }
+        // The capacity is what is charged (as it is: `HttpResponse::held_bytes`).
+        let budget = ctx.answering.budget();
+        let room = budget.limit.saturating_sub(budget.used);
         let body = &mut c.resp.body;
-        let mut take = bytes.len().min(max.saturating_sub(body.len()));
-        let need = body.len() + take;
-        if need > body.capacity() {
-            // Capacity is what is charged: grow by doubling within the cap and the budget,
-            // else exactly, else keep what the budget allows.
-            let budget_room = ctx
-                .answering
-                .budget()
-                .limit
-                .saturating_sub(ctx.answering.budget().used);
-            let doubled = need.max(body.capacity() * 2).min(max);
-            let target = if doubled - body.capacity() <= budget_room {
-                doubled
-            } else {
-                need.min(body.capacity() + budget_room)
-            };
-            take = take.min(target - body.len());
-            body.reserve_exact(target - body.len());
-        }
+        let take = super::state::body_room(body, bytes.len(), rest, max, room, |n| n);
         if take < bytes.len() {
             c.resp.body_truncated = true;
         }

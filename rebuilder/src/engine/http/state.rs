@@ -150,6 +150,47 @@ pub(crate) const fn alloc_cost(n: usize) -> usize {
     }
 }
 
+/// Makes room in `body` for up to `wanted` more bytes and says how many fit. The allocation
+/// grows only as bytes come: doubling from what it holds, never past `len + wanted + rest`
+/// (`rest`: the bytes still announced after these; `u64::MAX` when unknown) nor `max` (the
+/// per-message cap), and only as far as `room` (the budget's free bytes, spent at `cost` of a
+/// capacity) allows; within the budget, as much as fits. So a body never holds more than
+/// twice what came, and a head that announces a length the bytes never bring holds nothing
+/// for it. Shared by request and response bodies.
+pub(super) fn body_room(
+    body: &mut Vec<u8>,
+    wanted: usize,
+    rest: u64,
+    max: usize,
+    room: usize,
+    cost: fn(usize) -> usize,
+) -> usize {
+    let len = body.len();
+    let cap = body.capacity();
+    let take = wanted.min(max.saturating_sub(len));
+    let need = len + take;
+    if need <= cap {
+        return take;
+    }
+    let end = need.saturating_add(usize::try_from(rest).unwrap_or(usize::MAX));
+    let want = need.saturating_mul(2).min(end).min(max).max(need);
+    let afford = |c: usize| cost(c) - cost(cap) <= room;
+    let new_cap = if afford(want) {
+        want
+    } else {
+        // As much as fits.
+        let mut c = need;
+        while c > cap && !afford(c) {
+            c = cap + (c - cap) / 2;
+        }
+        c
+    };
+    if new_cap > cap {
+        body.reserve_exact(new_cap - len);
+    }
+    take.min(body.capacity() - len)
+}
+
 /// Heap bytes of a list of fields (its three buffers).
 pub(super) fn fields_cost(fields: &Fields) -> usize {
     capacities_cost(fields.capacities())

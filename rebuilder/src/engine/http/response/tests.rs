@@ -338,6 +338,45 @@ fn bodies_are_cut_at_the_cap_and_counted_whole() {
 }
 
 #[test]
+fn a_response_body_is_allocated_as_it_comes_never_past_its_announced_length() {
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n";
+    let mut h = H::new(true);
+    h.feed(head);
+    // Nothing is held for the 100,000 bytes the head announces until they come.
+    let at_head = h.p.held();
+    assert!(at_head < 4096, "{at_head}");
+    // Then the body holds at most twice what came, never past its announced end.
+    h.feed(&[b'z'; 10_000]);
+    let body = h.p.held() - at_head;
+    assert!((10_000..=20_000).contains(&body), "{body}");
+    h.feed(&[b'z'; 90_000]);
+    assert_eq!(h.statuses(), [200]);
+    assert_eq!(h.r.complete[0].body.capacity(), 100_000);
+    assert_eq!(h.r.budget.used, 0);
+    // A chunked or close-delimited body (its end unknown) doubles from what came.
+    for (head, n) in [
+        (
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2710\r\n"[..],
+            3_000,
+        ),
+        (b"HTTP/1.0 200 OK\r\n\r\n", 5_000),
+    ] {
+        let mut h = H::new(true);
+        h.feed(head);
+        let at_head = h.p.held();
+        h.feed(&vec![b'c'; n]);
+        let body = h.p.held() - at_head;
+        assert!((n..=2 * n).contains(&body), "{body}");
+    }
+    // Within a small budget the body grows as far as it leaves and is cut there, counted.
+    let mut h = H::with(true, LIMITS, 8_000);
+    h.feed(head).feed(&[b'y'; 100_000]);
+    let r = &h.r.complete[0];
+    assert!(r.body_truncated && r.body.len() < 8_000 && r.body_len == 100_000);
+    assert_eq!(h.r.stats.response_bodies_truncated, 1);
+}
+
+#[test]
 fn heads_not_kept_leave_out_only_the_reason_and_the_fields_and_charge_less() {
     // Framing read from the fields (length, chunked with a trailer, a 204, a close-delimited
     // last one), fed byte by byte.

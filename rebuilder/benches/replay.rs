@@ -253,6 +253,23 @@ fn jsonl_output(bin: &str, pcap: &Path) -> (u64, u64) {
     (n, h.0)
 }
 
+/// Writes every record `times` times in a row as `replay --format jsonl` writes it, each line
+/// to `sink`; returns the CPU time it took.
+fn write_records(records: &[HttpRequest], times: usize, mut sink: impl FnMut(&[u8])) -> f64 {
+    let sources = SourceMap::empty();
+    let mut stats = DecodeStats::default();
+    let mut line = Vec::with_capacity(4096);
+    let c0 = self_cpu();
+    for r in records {
+        for _ in 0..times {
+            line.clear();
+            write_line(&mut line, r, &sources, &JSONL, &mut stats);
+            sink(&line);
+        }
+    }
+    self_cpu() - c0
+}
+
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// FNV-1a over a byte stream: the same value however the stream is cut into writes.
@@ -561,21 +578,13 @@ fn main() {
     // sink (as replay writes them, less the write calls). First its output is checked against
     // replay's own, untimed.
     let (replay_len, replay_hash) = jsonl_output(bin, &pcap);
-    let (check_len, check_hash) = {
-        let mut h = Fnv(FNV_OFFSET);
-        let mut n = 0u64;
-        let mut line = Vec::with_capacity(4096);
-        let mut stats = DecodeStats::default();
-        for r in &records {
-            line.clear();
-            write_line(&mut line, r, &SourceMap::empty(), &JSONL, &mut stats);
-            h.write(&line);
-            n += line.len() as u64;
-        }
-        (n, h.0)
-    };
+    let (mut check, mut check_len) = (Fnv(FNV_OFFSET), 0u64);
+    write_records(&records, 1, |line| {
+        check.write(line);
+        check_len += line.len() as u64;
+    });
     assert_eq!(
-        (check_len, check_hash),
+        (check_len, check.0),
         (replay_len, replay_hash),
         "the records written from memory are the bytes replay --format jsonl writes"
     );
@@ -584,22 +593,13 @@ fn main() {
     // reading the record back from memory (replay writes a record as it completes), a second the
     // writing alone; the difference of the two timings is the writer's cost on a hot record.
     let write_all = |times: usize| {
-        let sources = SourceMap::empty();
-        let mut stats = DecodeStats::default();
-        let mut line = Vec::with_capacity(4096);
         let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::sink());
         let mut n = 0u64;
-        let c0 = self_cpu();
-        for r in &records {
-            for _ in 0..times {
-                line.clear();
-                write_line(&mut line, r, &sources, &JSONL, &mut stats);
-                out.write_all(&line).unwrap();
-                n += line.len() as u64;
-            }
-        }
+        let cpu = write_records(&records, times, |line| {
+            out.write_all(line).unwrap();
+            n += line.len() as u64;
+        });
         out.flush().unwrap();
-        let cpu = self_cpu() - c0;
         std::hint::black_box(&out);
         assert_eq!(
             n,

@@ -158,7 +158,7 @@ const PENDING: [(Flood, usize, u64); 2] = [
 fn announced_bodies_that_never_come_hold_nothing_for_them_and_legitimate_requests_are_all_recovered()
  {
     // 6,000 heads announcing 60,000-byte bodies: 360 MB announced to an 8 MiB budget.
-    let o = run(&Plan::peak_rss(Flood::Bodies, 2 * 6_000), |_| {});
+    let o = run(&pending_plan(Flood::Bodies, 6_000), |_| {});
     eprintln!("{o:?}");
     assert_eq!(o.stats.drops(DropReason::OverBudget), 0);
     assert_eq!(o.stats.drops(DropReason::MessageIncomplete), 6_000);
@@ -170,7 +170,7 @@ fn announced_bodies_that_never_come_hold_nothing_for_them_and_legitimate_request
 fn idle_attackers_holding_unfinished_heads_are_reclaimed_and_legitimate_requests_recovered() {
     let heads = |reclaim_idle_us: u64| {
         // 6,000 unfinished 8 KB heads: 48 MB to an 8 MiB budget.
-        let mut p = Plan::peak_rss(Flood::Heads, 2 * 6_000);
+        let mut p = pending_plan(Flood::Heads, 6_000);
         p.config.reclaim_idle_us = reclaim_idle_us;
         let o = run(&p, |_| {});
         eprintln!("reclaim_idle_us {reclaim_idle_us}: {o:?}");

@@ -675,9 +675,8 @@ impl Parser {
     }
 
     /// Appends body bytes of the pending request; `rest` more are announced after them
-    /// (`u64::MAX`: not known). The body grows by doubling, never past what is announced nor
-    /// the cap, and only as far as the budget allows (its capacity is what is charged): it
-    /// holds at most twice what came.
+    /// (`u64::MAX`: not known). The body grows as [`state::body_room`] allows: at most twice
+    /// what came.
     fn append_body(&mut self, bytes: &[u8], rest: u64, ctx: &mut Ctx<'_>) {
         let Some(p) = self.pending.as_mut() else {
             return;

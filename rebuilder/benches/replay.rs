@@ -372,7 +372,9 @@ fn main() {
     }
 
     // Correctness, in process, the engine configured as `replay --format jsonl` (without
-    // `--with-body`) configures it: its records are kept for the writer's phase.
+    // `--with-body`) configures it, but for request bodies, which the check compares (the
+    // records' `body_len` is the same either way): its records are kept for the writer's
+    // phase.
     let cpu0 = self_cpu();
     let mut seen: HashMap<Vec<u8>, u32> = HashMap::with_capacity(truth.expected.len());
     let mut different = 0u64;

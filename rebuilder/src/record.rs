@@ -688,13 +688,7 @@ impl JsonOut<'_> {
         self.key("version");
         self.str(&request_version(r.version_major, r.version));
         let b = body(&r.body, &r.headers, r.body_truncated, opts, stats);
-        self.message(
-            &r.headers,
-            r.body.len() as u64,
-            r.body_truncated,
-            r.chunked,
-            &b,
-        );
+        self.message(&r.headers, r.body_len(), r.body_truncated, r.chunked, &b);
         if !r.trailers.is_empty() {
             self.key("trailers");
             self.fields(&r.trailers);
@@ -971,7 +965,7 @@ mod tests {
                 target: &r.target,
                 version: request_version(r.version_major, r.version),
                 headers: Fields(&r.headers),
-                body_len: r.body.len(),
+                body_len: r.body_len() as usize,
                 body_truncated: r.body_truncated,
                 chunked: r.chunked,
                 body: body(&r.body, &r.headers, r.body_truncated, opts, stats),

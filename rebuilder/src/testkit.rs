@@ -239,6 +239,7 @@ impl ParserHarness {
     pub const LIMITS: HttpLimits = HttpLimits {
         max_header_bytes: 8192,
         max_headers: 64,
+        keep_bodies: true,
         max_body_bytes: 1 << 20,
         health_checks: HealthCheckRule::OFF,
         proxy_protocol_from: AddrRanges::NONE,

@@ -362,6 +362,12 @@ impl RunArgs {
             max_header_bytes: self.max_header_bytes,
             max_headers: self.max_headers,
             max_body_bytes: self.max_body_bytes,
+            // The http-replay sink re-sends request bodies, an ndjson line shows them with a
+            // body (or decoded from one), --dedup compares them.
+            keep_request_bodies: self.sink == SinkKind::HttpReplay
+                || self.sink_with_body
+                || self.decode_bodies
+                || self.dedup.dedup,
             // Only an ndjson line with a body (or decoded from one) reads response bodies;
             // the http-replay sink re-sends requests alone.
             keep_response_bodies: self.sink == SinkKind::Ndjson
@@ -474,6 +480,21 @@ mod tests {
             (true, true)
         );
         assert_eq!(keep(&["--sink", "ndjson", "--decode-bodies"]), (true, true));
+    }
+
+    #[test]
+    fn request_bodies_are_kept_unless_an_ndjson_sink_never_shows_them() {
+        let keep = |extra: &[&str]| {
+            let mut args = vec!["--upstream", "http://u"];
+            args.extend_from_slice(extra);
+            parse(&args).engine_config().keep_request_bodies
+        };
+        assert!(keep(&[]), "the http-replay sink re-sends them");
+        assert!(keep(&["--sink", "http-replay"]));
+        assert!(!keep(&["--sink", "ndjson"]));
+        assert!(keep(&["--sink", "ndjson", "--sink-with-body"]));
+        assert!(keep(&["--sink", "ndjson", "--decode-bodies"]));
+        assert!(keep(&["--sink", "ndjson", "--dedup"]));
     }
 
     #[test]

@@ -41,6 +41,13 @@ pub struct EngineConfig {
     pub max_headers: usize,
     /// Maximum body kept per request; longer bodies are cut and flagged. Default 1 MiB.
     pub max_body_bytes: usize,
+    /// Whether request bodies are kept (up to `max_body_bytes`). When not, requests keep
+    /// everything else, their body measured as if kept (`HttpRequest::body_len`,
+    /// `body_truncated`), and their bodies are neither copied nor charged: the outputs that
+    /// never read them (`rebuilder replay --format summary`, or jsonl without `--with-body` /
+    /// `--decode-bodies` / `--dedup`) save the copy and the memory of every request waiting
+    /// for its response. Default `true`.
+    pub keep_request_bodies: bool,
     /// Whether response bodies are kept (up to `max_body_bytes`, as request bodies). When
     /// not, responses keep everything else (`body_len`, `body_truncated` as if kept) and
     /// their bodies are not copied: the outputs that never read them (`rebuilder replay`
@@ -117,6 +124,7 @@ impl Default for EngineConfig {
             max_header_bytes: 1024 * 1024,
             max_headers: 1000,
             max_body_bytes: 1024 * 1024,
+            keep_request_bodies: true,
             keep_response_bodies: true,
             keep_response_heads: true,
             vni_allow: None,

@@ -52,7 +52,7 @@ impl HealthCheckRule {
     /// to drop.
     pub fn matches(&self, req: &HttpRequest, peer: IpAddr) -> bool {
         if self.is_off()
-            || !req.body.is_empty()
+            || req.body_len() > 0
             || req.body_truncated
             || !(req.method == "GET" || req.method == "HEAD")
             || !self.paths.contains(&req.target)

@@ -195,6 +195,7 @@ impl Engine {
             max_header_bytes: config.max_header_bytes,
             max_headers: config.max_headers,
             max_body_bytes: config.max_body_bytes,
+            keep_bodies: config.keep_request_bodies,
             health_checks: config.health_checks.clone(),
             proxy_protocol_from: config.proxy_protocol_from.clone(),
         };

@@ -62,6 +62,9 @@ pub struct HttpRequest {
     pub headers: Fields,
     /// Decoded body (chunked framing removed), at most `max_body_bytes` long.
     pub body: Vec<u8>,
+    /// When the body was measured but not kept (`EngineConfig::keep_request_bodies` off):
+    /// the length `body` would have had; `None` when `body` holds it.
+    pub measured_body_len: Option<u64>,
     /// The body arrived with `Transfer-Encoding: chunked`.
     pub chunked: bool,
     /// The body exceeded the cap and was cut.
@@ -105,6 +108,7 @@ impl HttpRequest {
             version: 1,
             headers: Fields::new(),
             body: Vec::new(),
+            measured_body_len: None,
             chunked: false,
             body_truncated: false,
             version_major: 1,
@@ -113,6 +117,11 @@ impl HttpRequest {
             response: None,
             response_missing: None,
         }
+    }
+
+    /// Length of the body, kept or only measured (at most `max_body_bytes`).
+    pub fn body_len(&self) -> u64 {
+        self.measured_body_len.unwrap_or(self.body.len() as u64)
     }
 
     /// The GWLB endpoint's AWS name (`vpce-` and 17 hex digits), when there is one.

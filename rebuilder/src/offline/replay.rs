@@ -181,6 +181,11 @@ impl ReplayArgs {
         if let Some(m) = self.max_body_bytes {
             config.max_body_bytes = m;
         }
+        // Request bodies are read by the http format, by a JSON record with a body (or decoded
+        // from one) and by --dedup (a pair is one request only if its bodies are equal).
+        config.keep_request_bodies = self.format == OutputFormat::Http
+            || (self.format == OutputFormat::Jsonl && (self.with_body || self.decode_bodies))
+            || self.dedup.dedup;
         // Only a JSON record with a body (or decoded from one) reads response bodies.
         config.keep_response_bodies =
             self.format == OutputFormat::Jsonl && (self.with_body || self.decode_bodies);
@@ -723,6 +728,32 @@ mod tests {
             keep(&["--format", "jsonl", "--decode-bodies"]),
             (true, true)
         );
+    }
+
+    #[test]
+    fn request_bodies_are_kept_only_for_the_outputs_that_read_them() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            replay: ReplayArgs,
+        }
+        let keep = |extra: &[&str]| {
+            let args = ["replay"].iter().chain(extra).chain(&["x.pcap"]);
+            let config = Cli::try_parse_from(args)
+                .expect("parses")
+                .replay
+                .engine_config();
+            config.keep_request_bodies
+        };
+        assert!(!keep(&[]), "jsonl without bodies is the default");
+        assert!(!keep(&["--format", "summary"]));
+        assert!(!keep(&["--format", "summary", "--with-body"]));
+        assert!(keep(&["--format", "http"]));
+        assert!(keep(&["--format", "jsonl", "--with-body"]));
+        assert!(keep(&["--format", "jsonl", "--decode-bodies"]));
+        assert!(keep(&["--dedup"]), "a pair's bodies are compared");
+        assert!(keep(&["--format", "summary", "--dedup"]));
     }
 
     #[test]

@@ -624,6 +624,7 @@ impl Parser {
             version: h.minor,
             headers: h.headers,
             body: Vec::new(),
+            measured_body_len: None,
             chunked,
             body_truncated: false,
             version_major: h.major,
@@ -682,6 +683,13 @@ impl Parser {
             return;
         };
         p.body_seen += bytes.len() as u64;
+        if !ctx.limits.keep_bodies {
+            // Measured, not kept: cut where a kept body would be.
+            let max = ctx.limits.max_body_bytes as u64;
+            p.req.measured_body_len = Some(p.body_seen.min(max));
+            p.req.body_truncated = p.body_seen > max;
+            return;
+        }
         if p.req.body_truncated {
             // Once cut, the body stays a prefix: bytes are never appended after a hole (the
             // budget may have room again later).

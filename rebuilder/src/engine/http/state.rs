@@ -23,6 +23,9 @@ pub struct HttpLimits {
     pub max_headers: usize,
     /// Maximum body kept.
     pub max_body_bytes: usize,
+    /// Whether bodies are kept; if not, measured as if kept (`HttpRequest::measured_body_len`)
+    /// and never copied nor charged.
+    pub keep_bodies: bool,
     /// Requests dropped as load-balancer health checks.
     pub health_checks: HealthCheckRule,
     /// Peers whose PROXY protocol headers are believed.

@@ -1163,3 +1163,112 @@ proptest! {
         }
     }
 }
+
+/// The requests of `wire` fed byte by byte with bodies kept or only measured (`max_body_bytes`
+/// = `max`), and the most each run charged to the budget.
+fn with_bodies_kept_and_measured(wire: &[u8], max: usize) -> [(H, usize); 2] {
+    [true, false].map(|keep_bodies| {
+        let limits = HttpLimits {
+            max_body_bytes: max,
+            keep_bodies,
+            ..LIMITS
+        };
+        let mut h = H::with(true, limits, 1 << 20);
+        let mut peak = 0;
+        for b in wire {
+            h.feed(std::slice::from_ref(b));
+            peak = peak.max(h.budget.used);
+        }
+        h.end();
+        (h, peak)
+    })
+}
+
+/// What a request is apart from its body's bytes.
+fn without_body_bytes(r: &HttpRequest) -> HttpRequest {
+    HttpRequest {
+        body: Vec::new(),
+        measured_body_len: Some(r.body_len()),
+        ..r.clone()
+    }
+}
+
+#[test]
+fn request_bodies_not_kept_are_measured_and_cut_as_if_kept_and_charge_nothing_for_their_bytes() {
+    let wire: &[u8] = b"POST /a HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789\
+POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n\
+POST /c HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyz\
+GET /d HTTP/1.1\r\n\r\n\
+POST /e HTTP/1.1\r\nContent-Length: 4\r\n\r\nwxyz";
+    let [(kept, kept_peak), (measured, measured_peak)] = with_bodies_kept_and_measured(wire, 4);
+    assert!(
+        measured_peak < kept_peak,
+        "{measured_peak} charged without the bodies, {kept_peak} with them"
+    );
+    assert_eq!(
+        kept.out
+            .iter()
+            .map(|r| r.body.as_slice())
+            .collect::<Vec<_>>(),
+        [&b"0123"[..], b"abcd", b"xyz", b"", b"wxyz"]
+    );
+    assert!(measured.out.iter().all(|r| r.body.is_empty()));
+    assert_eq!(
+        measured
+            .out
+            .iter()
+            .map(|r| (r.body_len(), r.body_truncated))
+            .collect::<Vec<_>>(),
+        [(4, true), (4, true), (3, false), (0, false), (4, false)]
+    );
+    assert_eq!(
+        measured
+            .out
+            .iter()
+            .map(without_body_bytes)
+            .collect::<Vec<_>>(),
+        kept.out.iter().map(without_body_bytes).collect::<Vec<_>>()
+    );
+    assert_eq!(measured.stats, kept.stats);
+}
+
+proptest! {
+    /// Whatever the bodies (length or chunked, any sizes around the cap) and however the
+    /// stream is cut, requests whose bodies are only measured are the requests whose bodies
+    /// are kept, less the bytes, and charge no more.
+    #[test]
+    fn measured_request_bodies_are_kept_bodies_less_their_bytes(
+        bodies in proptest::collection::vec((0usize..40, any::<bool>(), 1usize..9), 1..6),
+        max in 0usize..32,
+    ) {
+        let mut wire = Vec::new();
+        for (i, &(len, chunked, chunk)) in bodies.iter().enumerate() {
+            let body: Vec<u8> = (0..len).map(|k| b'a' + (k % 26) as u8).collect();
+            if chunked {
+                wire.extend(format!("POST /{i} HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").bytes());
+                for c in body.chunks(chunk) {
+                    wire.extend(format!("{:x}\r\n", c.len()).bytes());
+                    wire.extend(c);
+                    wire.extend(b"\r\n");
+                }
+                wire.extend(b"0\r\n\r\n");
+            } else {
+                wire.extend(format!("POST /{i} HTTP/1.1\r\nContent-Length: {len}\r\n\r\n").bytes());
+                wire.extend(&body);
+            }
+        }
+        let [(kept, kept_peak), (measured, measured_peak)] = with_bodies_kept_and_measured(&wire, max);
+        prop_assert_eq!(kept.out.len(), bodies.len());
+        prop_assert!(measured_peak <= kept_peak);
+        prop_assert!(measured.out.iter().all(|r| r.body.is_empty()));
+        prop_assert_eq!(
+            measured.out.iter().map(without_body_bytes).collect::<Vec<_>>(),
+            kept.out.iter().map(without_body_bytes).collect::<Vec<_>>()
+        );
+        for (r, &(len, _, _)) in kept.out.iter().zip(&bodies) {
+            prop_assert_eq!(r.body_len(), len.min(max) as u64);
+            prop_assert_eq!(r.body_truncated, len > max);
+        }
+        prop_assert_eq!(&measured.stats, &kept.stats);
+    }
+}

@@ -279,7 +279,7 @@ fn slot_mut<T>(chunks: &mut [Vec<Option<Entry<T>>>], i: u32) -> &mut Option<Entr
 /// Prefetches every cache line of `*v` (a hint to the CPU; no-op off x86_64).
 #[inline(always)]
 #[allow(unsafe_code)]
-fn prefetch_lines<V>(v: &V) {
+pub(crate) fn prefetch_lines<V>(v: &V) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};

@@ -23,9 +23,9 @@ impl Engine {
         self.table.entry_mut(idx).value.pairing = Some(pairing);
     }
 
-    /// Closes one direction's stream (RST or end): delivers what is buffered, ends it.
+    /// Closes one direction's stream at a RST: delivers what is buffered, ends it (aborted).
     pub(super) fn close_direction(&mut self, idx: u32, ts_us: u64, out: &mut Vec<HttpRequest>) {
-        self.drive(idx, ts_us, EndKind::Closed, out, |stream, _, sink| {
+        self.drive(idx, ts_us, EndKind::Reset, out, |stream, _, sink| {
             stream.close(sink)
         });
         self.table.set_lifecycle(idx, Lifecycle::Closed, ts_us);
@@ -83,10 +83,48 @@ impl Engine {
         let mut sink = ParserSink::new(parts, &mut self.shared, out, server_known, now_us, end);
         // Ends the parser too (`Sink::end`), exactly once per stream.
         stream.close(&mut sink);
+        if end == EndKind::Input {
+            // The server's stream ends first, into this pairing: what it holds behind a hole
+            // is its last responses (finalized after this direction, it would find no
+            // pairing and its bytes would be read by nothing).
+            self.end_server_stream(&key, &mut value, end, out);
+        }
         if let Some(mut pairing) = value.pairing.take() {
             let mut ctx = self.shared.pair_ctx(out);
             pairing.flush(end.missing(), &mut ctx);
             pairing.free(ctx.budget);
+        }
+    }
+
+    /// Removes the server direction of `client` (a request direction just removed, keyed
+    /// `client_key`), if tracked, and ends its stream into `client`'s pairing: buffered bytes
+    /// are delivered (holes skipped) and its response parser ends (`end`).
+    fn end_server_stream(
+        &mut self,
+        client_key: &FlowKey,
+        client: &mut Direction,
+        end: EndKind,
+        out: &mut Vec<HttpRequest>,
+    ) {
+        let Some(s) = self
+            .table
+            .find(&client_key.reverse())
+            .filter(|&s| self.table.entry(s).value.role == Role::Responses)
+        else {
+            return;
+        };
+        let mut server = self.table.remove(s).value;
+        let ahead_from = client.answers_ahead_from();
+        match client.pairing.as_deref_mut() {
+            Some(pairing) => {
+                let mut parser = take_resp(pairing, &server.stream);
+                let shared = &mut self.shared;
+                let mut sink = RespSink::new(&mut parser, pairing, shared, out, ahead_from, end);
+                server.stream.close(&mut sink);
+            }
+            None => server
+                .stream
+                .close(&mut AnySink::Nothing(&mut self.shared.budget)),
         }
     }
 

@@ -125,9 +125,13 @@ impl Shared {
 /// How a stream's end is reported to its parser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum EndKind {
-    /// FIN reached, RST, or closed by the engine for a reason of the connection itself:
-    /// a close-delimited response is complete.
+    /// FIN reached, or closed by the engine for a reason of the connection itself: a
+    /// close-delimited response is complete.
     Closed,
+    /// RST: the connection was aborted, so a close-delimited response is not known to be
+    /// complete (RFC 9112 §8: complete "unless an error was indicated by the underlying
+    /// connection"; curl reports "Connection reset by peer" and no answer).
+    Reset,
     /// Expired (idle or closed linger): nothing more can come.
     Expired,
     /// Evicted at the flow cap.
@@ -139,7 +143,9 @@ enum EndKind {
 impl EndKind {
     fn missing(self) -> ResponseMissing {
         match self {
-            EndKind::Closed | EndKind::Expired => ResponseMissing::ConnectionClosed,
+            EndKind::Closed | EndKind::Reset | EndKind::Expired => {
+                ResponseMissing::ConnectionClosed
+            }
             EndKind::Evicted => ResponseMissing::FlowEvicted,
             EndKind::Input => ResponseMissing::InputEnded,
         }

@@ -469,11 +469,17 @@ impl Pairing {
             self.go_out_of_step(ResponseMissing::Reordered);
         }
         if let Some(at) = self.current_early {
-            // The response in progress came ahead of this request.
+            // The response in progress came ahead of this request. Its framing was read
+            // without the request's method: it answers this one only if the method changes
+            // nothing there (a response to HEAD or a 2xx to CONNECT has no body, RFC 9112
+            // §6.3; an HTTP/0.9 answer is no response), else it is out of step, never
+            // paired with bytes that are not its own.
+            let framed_alike = !(asked.head || asked.connect || asked.http09);
             if self.anchored
                 && self.queue.is_empty()
                 && self.early.is_empty()
                 && !self.unknown_tail
+                && framed_alike
                 && Pairing::causal(&placed, at)
             {
                 self.current_early = None;

@@ -589,8 +589,9 @@ impl ResponseParser {
         self.account(ctx.answering.budget());
     }
 
-    /// The stream ended: a close-delimited body is complete when `clean` (FIN or RST seen);
-    /// any other response in progress is lost (`reason`); the pairing is told.
+    /// The stream ended: a close-delimited body is complete when `clean` (FIN seen; not at a
+    /// RST, which aborts it); any other response in progress is lost (`reason`); the pairing
+    /// is told.
     pub fn end(&mut self, clean: bool, reason: ResponseMissing, ctx: &mut RespCtx<'_>) {
         match self.state {
             State::Close if clean => self.finish(ctx),

@@ -264,6 +264,131 @@ fn a_close_delimited_response_ends_with_the_servers_fin() {
 }
 
 #[test]
+fn at_the_end_of_input_responses_held_behind_a_server_hole_are_still_paired() {
+    // A server segment inside the second response's body never came; the responses after it
+    // are buffered behind the hole when the capture ends (no timer ran since).
+    let mut c = conn();
+    let mut d = c.open();
+    for i in 0..4 {
+        d.push(c.send(&get(&format!("/{i}"))));
+        if i == 1 {
+            d.push(c.respond(b"HTTP/1.1 200 X\r\nContent-Length: 6\r\n\r\nab"));
+            let _lost = c.respond(b"cd");
+            d.push(c.respond(b"ef"));
+        } else {
+            d.push(c.respond(&ok(200 + i, "body")));
+        }
+    }
+    d.push(c.fin());
+    d.push(c.server_fin());
+    let mut e = engine();
+    let mut out = Vec::new();
+    for (i, d) in d.iter().enumerate() {
+        e.on_vxlan_payload(10_000 + 10 * i as u64, d, &mut out);
+    }
+    e.finish(&mut out);
+    assert_eq!(
+        answers(&out),
+        [
+            ("/0".into(), Ok(200)),
+            ("/1".into(), Err(ResponseMissing::Gap)),
+            ("/2".into(), Ok(202)),
+            ("/3".into(), Ok(203)),
+        ]
+    );
+    assert_eq!(e.stats().responses, 4);
+}
+
+#[test]
+fn a_response_ahead_of_a_head_or_connect_request_never_pairs_with_a_body_not_its_own() {
+    // The mirror delivers the server's answer before the request: its framing was read
+    // without the request's method, so it cannot be that request's answer when the method
+    // changes the framing (no body for HEAD, a tunnel after a 2xx to CONNECT).
+    let cases: [(&[u8], &[u8], &[u8]); 3] = [
+        (
+            b"HEAD /2 HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nDate: x\r\n\r\n",
+            b"",
+        ),
+        (
+            b"HEAD /2 HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n",
+            b"",
+        ),
+        (
+            b"CONNECT /2 HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"HTTP/1.1 200 Connection established\r\n\r\n",
+            b"\x16\x03\x01 tunnelled bytes",
+        ),
+    ];
+    for (i, (request, answer, after)) in cases.into_iter().enumerate() {
+        let mut c = conn();
+        let mut d: Vec<Option<Vec<u8>>> = c.open().into_iter().map(Some).collect();
+        d.push(Some(c.send(&get("/1"))));
+        d.push(Some(c.respond(&ok(200, "1"))));
+        let req = c.send(request);
+        let mut resp = answer.to_vec();
+        resp.extend(after);
+        d.push(Some(c.respond(&resp)));
+        d.push(Some(req));
+        if after.is_empty() {
+            d.push(Some(c.send(&get("/3"))));
+            d.push(Some(c.respond(&ok(200, "hello"))));
+        }
+        d.push(Some(c.fin()));
+        d.push(Some(c.server_fin()));
+        let mut e = engine();
+        let out = run(&mut e, &d);
+        assert_eq!(answers(&out)[0], ("/1".into(), Ok(200)), "case {i}");
+        let second = out.iter().find(|r| r.target == "/2").expect("emitted");
+        if let Some(r) = &second.response {
+            assert_eq!(r.body_len, 0, "case {i}: {:?}", answers(&out));
+        }
+        if let Some(third) = out.iter().find(|r| r.target == "/3")
+            && let Some(r) = &third.response
+        {
+            assert_eq!(r.body, b"hello", "case {i}");
+        }
+    }
+}
+
+#[test]
+fn a_reset_aborts_a_close_delimited_response_but_not_one_its_fin_completed() {
+    // RFC 9112 §8: a close-delimited response is complete at the close "unless an error was
+    // indicated by the underlying connection"; curl reports a reset and no answer.
+    for (end, complete) in [
+        ("server_rst", false),
+        ("client_rst", false),
+        ("fin_then_rst", true),
+    ] {
+        let mut c = conn();
+        let mut d: Vec<Option<Vec<u8>>> = c.open().into_iter().map(Some).collect();
+        d.push(Some(c.send(b"GET /stream HTTP/1.0\r\n\r\n")));
+        d.push(Some(c.respond(b"HTTP/1.0 200 OK\r\n\r\nsome of it")));
+        match end {
+            "server_rst" => d.push(Some(c.rst())),
+            "client_rst" => d.push(Some(c.client_rst())),
+            _ => {
+                d.push(Some(c.server_fin()));
+                d.push(Some(c.rst()));
+            }
+        }
+        let mut e = engine();
+        let out = run(&mut e, &d);
+        if complete {
+            assert_eq!(answers(&out), [("/stream".into(), Ok(200))], "{end}");
+            assert_eq!(out[0].response.as_ref().unwrap().body, b"some of it");
+        } else {
+            assert_eq!(
+                answers(&out),
+                [("/stream".into(), Err(ResponseMissing::ConnectionClosed))],
+                "{end}"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_response_sent_before_the_request_body_answers_that_request_and_the_next_keep_their_places() {
     // nginx answers a POST to a static file with 405 as soon as it has the head, then reads
     // and discards the body; the connection goes on.

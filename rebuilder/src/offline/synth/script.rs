@@ -726,6 +726,17 @@ fn truth(
     });
     let health_check = requests.len() == 1
         && requests[0].request.header("User-Agent") == Some(&b"ELB-HealthChecker/2.0"[..]);
+    // Closed by the client's RST, the server never closes: a close-delimited response (the
+    // last, `Connection: close` without a length) is never known complete (RFC 9112 §8).
+    let server_closes = all
+        .iter()
+        .any(|e| e.dir == Dir::ServerToClient && e.flags & F_FIN != 0);
+    let aborted = |resp: &crate::engine::request::HttpResponse| {
+        !server_closes
+            && resp.header("connection") == Some(&b"close"[..])
+            && resp.header("content-length").is_none()
+            && !resp.chunked
+    };
     requests
         .into_iter()
         .zip(responses)
@@ -751,14 +762,17 @@ fn truth(
             } else {
                 true
             };
-            let captured = expected && whole && cfg.responses && !health_check;
+            let aborted = aborted(&resp);
+            let captured = expected && whole && cfg.responses && !health_check && !aborted;
             if captured {
                 request.response = Some(Box::new(resp));
             } else {
-                request.response_missing = Some(if cfg.responses {
-                    crate::engine::request::ResponseMissing::Gap
-                } else {
+                request.response_missing = Some(if !cfg.responses {
                     crate::engine::request::ResponseMissing::InputEnded
+                } else if aborted {
+                    crate::engine::request::ResponseMissing::ConnectionClosed
+                } else {
+                    crate::engine::request::ResponseMissing::Gap
                 });
             }
             TruthRequest {

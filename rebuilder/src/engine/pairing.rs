@@ -186,7 +186,7 @@ pub struct Pairing {
     /// server's direction sends something while this connection is tracked).
     pub(crate) resp: Option<ResponseParser>,
     /// Responses that came ahead of their request (at most [`MAX_EARLY`]), oldest first.
-    early: VecDeque<(At, HttpResponse)>,
+    early: VecDeque<(At, Box<HttpResponse>)>,
     /// Bytes they hold (charged).
     early_held: usize,
     /// The response in progress came ahead of its request.
@@ -599,7 +599,7 @@ impl Pairing {
         &mut self,
         slot: Slot,
         reason: Option<ResponseMissing>,
-        resp: Option<HttpResponse>,
+        resp: Option<Box<HttpResponse>>,
         ctx: &mut PairCtx<'_>,
     ) {
         ctx.budget.give(slot.held);
@@ -676,14 +676,14 @@ fn fits_of(asked: Asked, resp: &HttpResponse) -> bool {
 /// here).
 pub(crate) fn emit(
     mut req: Box<HttpRequest>,
-    resp: Option<HttpResponse>,
+    resp: Option<Box<HttpResponse>>,
     reason: Option<ResponseMissing>,
     ctx: &mut PairCtx<'_>,
 ) {
     match resp {
         Some(r) => {
             ctx.stats.count_paired();
-            req.response = Some(Box::new(r));
+            req.response = Some(r);
             req.response_missing = None;
         }
         None => {
@@ -795,7 +795,7 @@ impl Answering for Answer<'_, '_> {
         Some(front.asked)
     }
 
-    fn complete(&mut self, response: HttpResponse) {
+    fn complete(&mut self, response: Box<HttpResponse>) {
         let p = &mut *self.pairing;
         if !p.current {
             return;

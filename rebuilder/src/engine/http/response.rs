@@ -77,7 +77,7 @@ pub trait Answering {
     /// sure (`None`: it answers no request held; it is parsed and counted, never paired).
     fn head(&mut self, at: At) -> Option<Asked>;
     /// The response whose head was attributed is complete.
-    fn complete(&mut self, response: HttpResponse);
+    fn complete(&mut self, response: Box<HttpResponse>);
     /// The response whose head was attributed will not be complete (lost bytes, cap, end).
     fn lost(&mut self, reason: ResponseMissing);
     /// An unknown number of responses may have been lost here.
@@ -154,7 +154,8 @@ enum State {
 /// The response in progress (after its head).
 #[derive(Debug)]
 struct Current {
-    resp: HttpResponse,
+    /// Boxed as it goes out: moved into its request as it is (no copy).
+    resp: Box<HttpResponse>,
     /// The pairing attributed it to a request.
     attributed: bool,
     /// Bytes were lost: it is only framed to its end.
@@ -182,7 +183,7 @@ pub struct ResponseParser {
     verified: bool,
     /// The head being read is a resync candidate (not at a known message boundary).
     from_sync: bool,
-    cur: Option<Box<Current>>,
+    cur: Option<Current>,
     /// The head being read is past its cap ([`State::HeadRest`]).
     rest: Option<Box<HeadRest>>,
 }
@@ -965,8 +966,8 @@ impl ResponseParser {
             (Fields::new(), String::new())
         };
         self.from_sync = false;
-        self.cur = Some(Box::new(Current {
-            resp: HttpResponse {
+        self.cur = Some(Current {
+            resp: Box::new(HttpResponse {
                 ts_us: self.msg.ts_us,
                 version,
                 status,
@@ -979,12 +980,12 @@ impl ResponseParser {
                 chunked: matches!(framing, Framing::Chunked),
                 body_truncated: false,
                 head_truncated: cut,
-            },
+            }),
             attributed,
             discard: false,
             switch,
             guess: asked.guess,
-        }));
+        });
         // The response's memory must fit the budget; if not it is only framed (lost).
         let cost = self.cur.as_ref().map_or(0, |c| c.resp.held_bytes());
         let budget = ctx.answering.budget();
@@ -1055,7 +1056,7 @@ impl ResponseParser {
             discard,
             switch,
             ..
-        } = *c;
+        } = c;
         if resp.body_truncated && !discard {
             ctx.answering.stats().response_bodies_truncated += 1;
         }

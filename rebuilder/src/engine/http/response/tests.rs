@@ -25,8 +25,8 @@ impl Answering for Rec {
             self.asked.remove(0)
         })
     }
-    fn complete(&mut self, response: HttpResponse) {
-        self.complete.push(response);
+    fn complete(&mut self, response: Box<HttpResponse>) {
+        self.complete.push(*response);
     }
     fn lost(&mut self, reason: ResponseMissing) {
         self.lost.push(reason);

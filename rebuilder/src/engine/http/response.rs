@@ -1252,6 +1252,9 @@ fn parse_lenient<R>(
     max: usize,
     f: impl FnOnce(httparse::Result<usize>, &httparse::Response<'_, '_>) -> R,
 ) -> R {
+    // A field takes a line: no more slots than line ends (a head within the caps fits on the
+    // stack instead of a heap array of `max` slots, 32 KiB at the default 1,000).
+    let max = max.min(memchr::memchr_iter(b'\n', head).count());
     let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
     let mut heap;
     let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if max <= STACK_HEADERS {

@@ -212,21 +212,43 @@ impl Window {
     }
 }
 
+/// A deadline rounded down to 2^20 µs (about 1 s), plus 1: 4 bytes in the direction, where a
+/// `u64` would make every entry 16 bytes longer; 0: none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct WaitingMark(u32);
+
+impl WaitingMark {
+    pub(super) const NONE: WaitingMark = WaitingMark(0);
+
+    /// The mark of `deadline_us` (rounded down: never later than it).
+    pub(super) fn of(deadline_us: u64) -> WaitingMark {
+        WaitingMark((deadline_us >> 20).min(u64::from(u32::MAX) - 1) as u32 + 1)
+    }
+
+    pub(super) fn is_some(self) -> bool {
+        self.0 > 0
+    }
+
+    /// Whether the deadline marked may have passed at `now_us` (always, when none is).
+    pub(super) fn may_have_passed(self, now_us: u64) -> bool {
+        u64::from(self.0.saturating_sub(1)) << 20 <= now_us
+    }
+}
+
 /// State of one direction (role first: it decides whether anything else is read).
 ///
 /// Invariants:
 /// - a `Responses` direction holds no parser state: its stream carries responses, parsed (by
 ///   the response parser its peer's pairing holds) while its peer is tracked; only a request
 ///   direction holds `pairing`;
-/// - `in_waiting` ⇔ an entry of `Engine::waiting` names this direction (with its `gen`).
+/// - `waiting.is_some()` ⇔ an entry of `Engine::waiting` names this direction (with its
+///   `gen`).
 #[derive(Debug)]
 #[repr(C)]
 pub(super) struct Direction {
     pub(super) role: Role,
     /// Listed in `Engine::holes` (checked by the timer).
     pub(super) in_holes: bool,
-    /// Listed in `Engine::waiting` (requests waiting for responses).
-    pub(super) in_waiting: bool,
     /// The IP source of the VXLAN datagram that created the direction (the mirror's source).
     pub(super) mirror: Option<IpAddr>,
     /// Identifies this direction among those that used its slot.
@@ -234,6 +256,13 @@ pub(super) struct Direction {
     /// The row of its source in the engine's source table, once looked up
     /// ([`SourceTable::set_cached`]; 0: not yet).
     pub(super) source_row: u32,
+    /// Listed in `Engine::waiting` (requests waiting for responses): [`WaitingMark`] of the
+    /// deadline that entry holds, which is at or before its pairing's next one (a
+    /// connection's deadlines never decrease along its queue: the wait only grows, once the
+    /// server is seen); 0: not listed. Read on the server's packets, in the entry the
+    /// look-ahead loaded, so that the pairing's queue is read only when a deadline may have
+    /// passed.
+    pub(super) waiting: WaitingMark,
     pub(super) stream: Stream,
     pub(super) parser: Parser,
     /// Of a request direction: its connection's pairing (the requests waiting for their
@@ -254,7 +283,7 @@ impl Direction {
             stream: Stream::new(),
             parser: Parser::new(),
             in_holes: false,
-            in_waiting: false,
+            waiting: WaitingMark::NONE,
             generation,
             source_row: 0,
             pairing: None,

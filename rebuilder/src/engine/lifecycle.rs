@@ -230,10 +230,10 @@ impl Engine {
                 continue;
             };
             let dir = &mut entry.value;
-            if dir.generation != generation || !dir.in_waiting {
+            if dir.generation != generation || !dir.waiting.is_some() {
                 continue;
             }
-            dir.in_waiting = false;
+            dir.waiting = WaitingMark::NONE;
             let src = dir.source(&entry.key);
             self.shared.stats.sources.set(src);
             let dir = &mut self.table.entry_mut(idx).value;

@@ -159,8 +159,8 @@ impl EndKind {
 ///   piece overhead), parser buffers, responses in progress and requests waiting for their
 ///   responses; it never exceeds `budget.limit` by more than one head being completed;
 /// - `holes` lists (at least) every slot whose stream has a hole open;
-/// - `waiting` holds one entry for every direction with `in_waiting` (its generation and the
-///   deadline of its oldest waiting request, or an earlier time).
+/// - `waiting` holds one entry for every direction listed (`Direction::waiting`): its
+///   generation and the deadline of its oldest waiting request, or an earlier time.
 #[derive(Debug)]
 pub struct Engine {
     config: EngineConfig,
@@ -365,11 +365,11 @@ impl Engine {
     /// Lists a request direction whose requests wait in `waiting`.
     fn note_waiting(&mut self, idx: u32) {
         let dir = &mut self.table.entry_mut(idx).value;
-        if dir.in_waiting {
+        if dir.waiting.is_some() {
             return;
         }
         if let Some(deadline) = dir.pairing.as_ref().and_then(|p| p.next_deadline()) {
-            dir.in_waiting = true;
+            dir.waiting = WaitingMark::of(deadline);
             self.waiting.push(Reverse((deadline, idx, dir.generation)));
         }
     }
@@ -638,9 +638,12 @@ impl Engine {
         // Deadlines passed before this packet are kept before it is read, not at the next
         // timer tick: whether a late response is paired does not depend on when the timer
         // ran.
-        let due = (self.table.entry(client).value.pairing.as_deref())
-            .and_then(Pairing::next_deadline)
-            .is_some_and(|d| d <= ts_us);
+        let client_dir = &self.table.entry(client).value;
+        let may_be_due = client_dir.waiting.may_have_passed(ts_us);
+        let due = may_be_due
+            && (client_dir.pairing.as_deref())
+                .and_then(Pairing::next_deadline)
+                .is_some_and(|d| d <= ts_us);
         if due && let Some(mut pairing) = self.table.entry_mut(client).value.pairing.take() {
             let mut ctx = self.shared.pair_ctx(out);
             pairing.expire(ts_us, &mut ctx);

@@ -45,7 +45,7 @@ impl Answering for Answers {
             ..Asked::default()
         })
     }
-    fn complete(&mut self, response: HttpResponse) {
+    fn complete(&mut self, response: Box<HttpResponse>) {
         self.told += 1;
         assert!(response.body.len() <= self.max_body, "body over the cap");
         assert!(response.body.len() as u64 <= response.body_len);
@@ -65,7 +65,7 @@ impl Answering for Answers {
                 response.body_len > self.max_body as u64
             );
         }
-        self.complete.push(response);
+        self.complete.push(*response);
     }
     fn lost(&mut self, _reason: ResponseMissing) {
         self.told += 1;

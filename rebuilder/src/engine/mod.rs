@@ -251,7 +251,7 @@ impl Engine {
     /// or its peer's for a response direction), a heap box no look-ahead can reach (its
     /// address is in the entry, cached only now): its load then overlaps the source
     /// attribution and stream checks before the box is read. A hint; it changes nothing.
-    /// On the bench capture: −5 % CPU (`docs/engine.md`, "Pairing's cost").
+    /// Measured: `docs/engine.md`, "Pairing's cost".
     #[inline]
     fn prefetch_pairing(&self, idx: u32) {
         let e = self.table.entry(idx);

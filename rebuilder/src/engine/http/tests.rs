@@ -1233,9 +1233,9 @@ POST /e HTTP/1.1\r\nContent-Length: 4\r\n\r\nwxyz";
 }
 
 proptest! {
-    /// Whatever the bodies (length or chunked, any sizes around the cap) and however the
-    /// stream is cut, requests whose bodies are only measured are the requests whose bodies
-    /// are kept, less the bytes, and charge no more.
+    /// Whatever the bodies (length or chunked in pieces of any size, any length around the
+    /// cap), fed byte by byte, requests whose bodies are only measured are the requests whose
+    /// bodies are kept, less the bytes, and charge no more.
     #[test]
     fn measured_request_bodies_are_kept_bodies_less_their_bytes(
         bodies in proptest::collection::vec((0usize..40, any::<bool>(), 1usize..9), 1..6),

@@ -694,21 +694,26 @@ pub fn generate_command(args: &GenerateArgs) -> Result<(u64, u64, u64), ReplayEr
 mod tests {
     use super::*;
 
-    #[test]
-    fn response_bodies_and_heads_are_kept_only_for_the_json_records_that_show_them() {
+    /// The engine configuration of `rebuilder replay <extra> x.pcap`.
+    fn engine_config_of(extra: &[&str]) -> EngineConfig {
         use clap::Parser;
         #[derive(Parser)]
         struct Cli {
             #[command(flatten)]
             replay: ReplayArgs,
         }
+        let args = ["replay"].iter().chain(extra).chain(&["x.pcap"]);
+        Cli::try_parse_from(args)
+            .expect("parses")
+            .replay
+            .engine_config()
+    }
+
+    #[test]
+    fn response_bodies_and_heads_are_kept_only_for_the_json_records_that_show_them() {
         // (bodies kept, heads kept)
         let keep = |extra: &[&str]| {
-            let args = ["replay"].iter().chain(extra).chain(&["x.pcap"]);
-            let config = Cli::try_parse_from(args)
-                .expect("parses")
-                .replay
-                .engine_config();
+            let config = engine_config_of(extra);
             (config.keep_response_bodies, config.keep_response_heads)
         };
         assert_eq!(keep(&[]), (false, true), "jsonl is the default");
@@ -732,20 +737,7 @@ mod tests {
 
     #[test]
     fn request_bodies_are_kept_only_for_the_outputs_that_read_them() {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Cli {
-            #[command(flatten)]
-            replay: ReplayArgs,
-        }
-        let keep = |extra: &[&str]| {
-            let args = ["replay"].iter().chain(extra).chain(&["x.pcap"]);
-            let config = Cli::try_parse_from(args)
-                .expect("parses")
-                .replay
-                .engine_config();
-            config.keep_request_bodies
-        };
+        let keep = |extra: &[&str]| engine_config_of(extra).keep_request_bodies;
         assert!(!keep(&[]), "jsonl without bodies is the default");
         assert!(!keep(&["--format", "summary"]));
         assert!(!keep(&["--format", "summary", "--with-body"]));

@@ -60,18 +60,8 @@ impl Engine {
                 .filter(|&c| self.table.entry(c).value.role != Role::Responses);
             let mut pairing = client.and_then(|c| self.table.entry_mut(c).value.pairing.take());
             let ahead_from = client.and_then(|c| self.table.entry(c).value.answers_ahead_from());
-            let mut parser = pairing.as_mut().map(|p| take_resp(p, &value.stream));
-            match (parser.as_mut(), pairing.as_mut()) {
-                (Some(parser), Some(pairing)) => {
-                    let shared = &mut self.shared;
-                    let mut sink = RespSink::new(parser, pairing, shared, out, ahead_from, end);
-                    value.stream.close(&mut sink);
-                }
-                _ => {
-                    let mut sink = AnySink::Nothing(&mut self.shared.budget);
-                    value.stream.close(&mut sink);
-                }
-            }
+            let pairing_ref = pairing.as_deref_mut();
+            self.end_server_into(&mut value.stream, pairing_ref, ahead_from, end, out);
             if let Some(c) = client {
                 self.table.entry_mut(c).value.pairing = pairing;
                 self.apply_verdict(c, now_us, out);
@@ -115,16 +105,30 @@ impl Engine {
         };
         let mut server = self.table.remove(s).value;
         let ahead_from = client.answers_ahead_from();
-        match client.pairing.as_deref_mut() {
+        let pairing = client.pairing.as_deref_mut();
+        self.end_server_into(&mut server.stream, pairing, ahead_from, end, out);
+    }
+
+    /// Closes a server direction's `stream` (`end`) into its connection's `pairing`, whose
+    /// response parser reads what it delivers (holes skipped; `ahead_from`: see
+    /// `Direction::answers_ahead_from`), or into nothing when the connection's requests are
+    /// not tracked.
+    fn end_server_into(
+        &mut self,
+        stream: &mut Stream,
+        pairing: Option<&mut Pairing>,
+        ahead_from: Option<u32>,
+        end: EndKind,
+        out: &mut Vec<HttpRequest>,
+    ) {
+        match pairing {
             Some(pairing) => {
-                let mut parser = take_resp(pairing, &server.stream);
+                let mut parser = take_resp(pairing, stream);
                 let shared = &mut self.shared;
                 let mut sink = RespSink::new(&mut parser, pairing, shared, out, ahead_from, end);
-                server.stream.close(&mut sink);
+                stream.close(&mut sink);
             }
-            None => server
-                .stream
-                .close(&mut AnySink::Nothing(&mut self.shared.budget)),
+            None => stream.close(&mut AnySink::Nothing(&mut self.shared.budget)),
         }
     }
 

@@ -731,7 +731,7 @@ fn truth(
     let server_closes = all
         .iter()
         .any(|e| e.dir == Dir::ServerToClient && e.flags & F_FIN != 0);
-    let aborted = |resp: &crate::engine::request::HttpResponse| {
+    let aborted_by_reset = |resp: &crate::engine::request::HttpResponse| {
         !server_closes
             && resp.header("connection") == Some(&b"close"[..])
             && resp.header("content-length").is_none()
@@ -762,7 +762,7 @@ fn truth(
             } else {
                 true
             };
-            let aborted = aborted(&resp);
+            let aborted = aborted_by_reset(&resp);
             let captured = expected && whole && cfg.responses && !health_check && !aborted;
             if captured {
                 request.response = Some(Box::new(resp));

@@ -10,6 +10,8 @@
 //!    `--format jsonl` with its output sent to /dev/null (the targets' measure); CPU time
 //!    (user + system) and peak RSS from getrusage(RUSAGE_CHILDREN) of a small measuring process
 //!    (this binary re-executed), so neither the generator nor the check pollutes them;
+//!    with `MF_BENCH_BASELINE`, both formats again, each run paired with one of the baseline
+//!    (the engine before responses were paired), alternating which goes first;
 //! 4. the same file through `tshark -Y http.request` (and suricata), CPU time from the same
 //!    counters; ratios printed together;
 //! 5. the floor: a bare walk of the same file in this process (read every record, decode the
@@ -26,7 +28,10 @@
 //!
 //! Environment: `MF_BENCH_CONNECTIONS` (default 36,000), `MF_BENCH_CONCURRENCY` (10,000),
 //! `MF_BENCH_SEED` (1), `MF_BENCH_KEEP=1` keeps the pcap, `MF_BENCH_SKIP_TSHARK=1`,
-//! `MF_BENCH_RUNS` (3: rebuilder runs, best and median CPU time reported).
+//! `MF_BENCH_RUNS` (3: rebuilder runs, best and median CPU time reported),
+//! `MF_BENCH_BASELINE` (a `rebuilder` built before responses were paired: its CPU against
+//! this build's, `MF_BENCH_PAIRED_RUNS` (10) alternating runs of each; `make bench
+//! BENCHES=pairing` builds b0a53fa and sets it).
 //! Exits non-zero if a request is missing, different or duplicated.
 
 use nix::sys::resource::{UsageWho, getrusage};
@@ -50,6 +55,9 @@ const TARGET_PPS: f64 = 3_500_000.0;
 const TARGET_WALK_RATIO: f64 = 2.0;
 const TARGET_RSS_MIB: f64 = 64.0;
 const MIN_PACKETS: u64 = 1_000_000;
+/// Replay's CPU with responses paired at most this many times that of the engine before
+/// responses (b0a53fa, `MF_BENCH_BASELINE`) on the same capture.
+const TARGET_PAIRING_RATIO: f64 = 1.3;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -195,6 +203,77 @@ fn summary_value(summary: &str, name: &str) -> u64 {
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {name} in summary:\n{summary}"))
+}
+
+/// Median CPU ratios of this build to the baseline, `--format summary` and `jsonl`.
+struct PairingCost {
+    summary: f64,
+    jsonl: f64,
+}
+
+/// The CPU of `replay` (`bin`) against a build from before responses (`baseline`), on the same
+/// capture: `MF_BENCH_PAIRED_RUNS` (10) runs of each, alternating which goes first, so that
+/// both meet the same phases of a shared machine (its speed drifts by tens of per cent within
+/// an hour); the ratio is the median of the pairs' ratios. Both must read every packet and
+/// find every request (`packets`, `requests`: this build's counts, checked against the truth).
+fn pairing_cost(
+    bin: &str,
+    baseline: &std::ffi::OsStr,
+    pcap: &Path,
+    packets: u64,
+    requests: u64,
+) -> PairingCost {
+    let baseline = baseline.to_str().expect("MF_BENCH_BASELINE: a UTF-8 path");
+    let runs: usize = env_or("MF_BENCH_PAIRED_RUNS", 10).max(1);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut out = PairingCost {
+        summary: 0.0,
+        jsonl: 0.0,
+    };
+    for format in ["summary", "jsonl"] {
+        let args = [os("replay"), os("--format"), os(format), pcap.as_os_str()];
+        let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..runs {
+            let mut pair = [(bin, 0.0), (baseline, 0.0)];
+            let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+            for k in order {
+                let r = run_child_with(pair[k].0, &args, format == "jsonl");
+                assert_eq!(
+                    summary_value(&r.stderr, "packets"),
+                    packets,
+                    "{}: every packet read",
+                    pair[k].0
+                );
+                assert_eq!(
+                    summary_value(&r.stderr, "requests"),
+                    requests,
+                    "{}: every request found",
+                    pair[k].0
+                );
+                pair[k].1 = r.cpu_s;
+            }
+            ours.push(pair[0].1);
+            theirs.push(pair[1].1);
+            ratios.push(pair[0].1 / pair[1].1);
+        }
+        let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+        let (ours_best, theirs_best) = (best(&ours), best(&theirs));
+        let (lo, hi) = (best(&ratios), ratios.iter().copied().fold(0.0, f64::max));
+        let ratio = median(&mut ratios);
+        println!(
+            "pairing's cost, --format {format}, {runs} alternating runs each: this build {ours_best:.3} / {:.3} CPU s (best / median), the baseline {theirs_best:.3} / {:.3}; this / baseline {ratio:.3}x (median of the pairs; {lo:.2}-{hi:.2})",
+            median(&mut ours),
+            median(&mut theirs),
+        );
+        match format {
+            "summary" => out.summary = ratio,
+            _ => out.jsonl = ratio,
+        }
+    }
+    out
 }
 
 /// The bare walk: every record read and decoded down to the inner TCP segment. Returns
@@ -474,6 +553,10 @@ fn main() {
         jsonl_median
     );
 
+    // Pairing's cost: this build against one from before responses, if given.
+    let pairing = std::env::var_os("MF_BENCH_BASELINE")
+        .map(|baseline| pairing_cost(bin, &baseline, &pcap, packets, requests));
+
     // tshark on the same file.
     let mut tshark_cpu = None;
     if std::env::var("MF_BENCH_SKIP_TSHARK").is_ok_and(|v| v == "1") {
@@ -664,6 +747,18 @@ fn main() {
             "MISS"
         }
     );
+    if let Some(p) = &pairing {
+        for (format, ratio) in [("summary", p.summary), ("jsonl", p.jsonl)] {
+            println!(
+                "pairing, {format:<7} {ratio:>12.3}x  target <= {TARGET_PAIRING_RATIO}x the baseline's CPU  {}",
+                if ratio <= TARGET_PAIRING_RATIO {
+                    "OK"
+                } else {
+                    "MISS"
+                }
+            );
+        }
+    }
     if let Some(t) = tshark_cpu {
         println!("tshark CPU / rebuilder CPU   {:.1}x", t / run.cpu_s);
     }

@@ -886,6 +886,46 @@ fn assert_same_but(
     assert!(kept == other, "more than {what} differ");
 }
 
+/// Request heads left out (`keep_request_heads: false`: `rebuilder replay --format summary`):
+/// the same requests come out in the same order, paired with the same responses (the answers
+/// to HEAD requests framed as when kept), but without their method, target and fields.
+#[test]
+fn request_heads_left_out_change_nothing_but_the_request_heads() {
+    let cfg = SynthConfig {
+        small_segments: 0.3,
+        pipelining: 0.2,
+        ..SynthConfig::realistic(12, 200, 50)
+    };
+    let config = |keep_request_heads| EngineConfig {
+        keep_request_heads,
+        ..engine_config()
+    };
+    let (mut kept, _, _) = extract_with(&cfg, config(true));
+    let (bare, _, _) = extract_with(&cfg, config(false));
+    let heads = kept
+        .iter()
+        .filter(|r| r.method == "HEAD" && r.response.is_some())
+        .count();
+    let bodies = kept
+        .iter()
+        .filter_map(|r| r.response.as_ref())
+        .filter(|r| r.body_len > 0)
+        .count();
+    assert!(
+        heads > 5 && bodies > 100,
+        "{heads} HEAD answered, {bodies} bodies"
+    );
+    assert!(bare.iter().all(|r| r.method.is_empty()
+        && r.target.is_empty()
+        && r.headers.is_empty()
+        && r.trailers.is_empty()));
+    for r in &mut kept {
+        r.forget_head();
+    }
+    assert_eq!(kept.len(), bare.len());
+    assert!(kept == bare, "more than the request heads differ");
+}
+
 /// Response heads left out (`keep_response_heads: false`: `rebuilder replay --format summary`
 /// or `http`, the http-replay sink): every request and every response is as with them but for
 /// the reason phrases and the fields.

@@ -368,6 +368,8 @@ impl RunArgs {
                 || self.sink_with_body
                 || self.decode_bodies
                 || self.dedup.dedup,
+            // Both sinks send every request.
+            keep_request_heads: true,
             // Only an ndjson line with a body (or decoded from one) reads response bodies;
             // the http-replay sink re-sends requests alone.
             keep_response_bodies: self.sink == SinkKind::Ndjson

@@ -48,6 +48,14 @@ pub struct EngineConfig {
     /// `--decode-bodies` / `--dedup`) save the copy and the memory of every request waiting
     /// for its response. Default `true`.
     pub keep_request_bodies: bool,
+    /// Whether a request waiting for its response keeps its method, target and fields. When
+    /// not, they are read as when kept (framing, health checks, what pairing asks of the
+    /// answer: HEAD, CONNECT) and then freed as the request starts to wait, so that a waiting
+    /// request holds only its box: the output that never shows a request
+    /// (`rebuilder replay --format summary` without `--dedup`) saves the memory of every
+    /// request waiting for its response, and frees it while it is still in the cache.
+    /// Default `true`.
+    pub keep_request_heads: bool,
     /// Whether response bodies are kept (up to `max_body_bytes`, as request bodies). When
     /// not, responses keep everything else (`body_len`, `body_truncated` as if kept) and
     /// their bodies are not copied: the outputs that never read them (`rebuilder replay`
@@ -125,6 +133,7 @@ impl Default for EngineConfig {
             max_headers: 1000,
             max_body_bytes: 1024 * 1024,
             keep_request_bodies: true,
+            keep_request_heads: true,
             keep_response_bodies: true,
             keep_response_heads: true,
             vni_allow: None,

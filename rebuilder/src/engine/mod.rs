@@ -216,6 +216,7 @@ impl Engine {
             response_timeout_us: config.response_timeout_us,
             server_wait_us: config.server_wait_us,
             max_pending: config.max_pending_requests.max(1),
+            keep_request_heads: config.keep_request_heads,
         };
         Engine {
             table: FlowTable::new(config.max_flows),

@@ -76,6 +76,8 @@ pub struct PairingLimits {
     pub server_wait_us: u64,
     /// Requests waiting per connection.
     pub max_pending: usize,
+    /// Whether a waiting request keeps its head (`EngineConfig::keep_request_heads`).
+    pub keep_request_heads: bool,
 }
 
 /// Memory a waiting slot costs besides its request.
@@ -391,7 +393,7 @@ impl Pairing {
     #[allow(clippy::too_many_arguments)]
     pub fn push(
         &mut self,
-        req: Box<HttpRequest>,
+        mut req: Box<HttpRequest>,
         start: u32,
         ack: Option<u32>,
         prev_ack: Option<u32>,
@@ -409,6 +411,9 @@ impl Pairing {
             guess: false,
             http09: req.anomalies.contains(Anomaly::Http09),
         };
+        if !ctx.limits.keep_request_heads {
+            req.forget_head();
+        }
         let placed = Slot {
             prev_ack,
             ..Slot::probe(start, ack, asked)

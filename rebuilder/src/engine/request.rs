@@ -150,6 +150,15 @@ impl HttpRequest {
             + self.response.as_ref().map_or(0, |r| r.held_bytes())
     }
 
+    /// Frees the method, target and fields (`EngineConfig::keep_request_heads` off: the
+    /// request is only counted).
+    pub fn forget_head(&mut self) {
+        self.method = String::new();
+        self.target = String::new();
+        self.headers = Fields::new();
+        self.trailers = Fields::new();
+    }
+
     /// Time from the first byte of the request to the first byte of its response (capture
     /// clock), µs.
     pub fn latency_us(&self) -> Option<u64> {

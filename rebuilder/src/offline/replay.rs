@@ -186,6 +186,8 @@ impl ReplayArgs {
         config.keep_request_bodies = self.format == OutputFormat::Http
             || (self.format == OutputFormat::Jsonl && (self.with_body || self.decode_bodies))
             || self.dedup.dedup;
+        // Every output but the summary shows requests; --dedup compares them.
+        config.keep_request_heads = self.format != OutputFormat::Summary || self.dedup.dedup;
         // Only a JSON record with a body (or decoded from one) reads response bodies.
         config.keep_response_bodies =
             self.format == OutputFormat::Jsonl && (self.with_body || self.decode_bodies);
@@ -746,6 +748,19 @@ mod tests {
         assert!(keep(&["--format", "jsonl", "--decode-bodies"]));
         assert!(keep(&["--dedup"]), "a pair's bodies are compared");
         assert!(keep(&["--format", "summary", "--dedup"]));
+    }
+
+    #[test]
+    fn request_heads_are_kept_for_every_output_but_the_summary() {
+        let keep = |extra: &[&str]| engine_config_of(extra).keep_request_heads;
+        assert!(keep(&[]), "jsonl is the default");
+        assert!(keep(&["--format", "http"]));
+        assert!(!keep(&["--format", "summary"]));
+        assert!(!keep(&["--format", "summary", "--with-body"]));
+        assert!(
+            keep(&["--format", "summary", "--dedup"]),
+            "a pair's heads are compared"
+        );
     }
 
     #[test]

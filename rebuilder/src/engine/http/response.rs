@@ -952,7 +952,8 @@ impl ResponseParser {
             self.resync();
             return;
         };
-        let (headers, reason) = if ctx.limits.keep_heads {
+        // A response no request asked for never goes out: framed, nothing of it kept.
+        let (headers, reason) = if ctx.limits.keep_heads && attributed {
             // A value that spans lines holds an obs-fold (httparse keeps it as it came).
             let folded = resp.headers.iter().any(|h| h.value.contains(&b'\n'));
             let fields = if folded {
@@ -1027,8 +1028,9 @@ impl ResponseParser {
             return;
         }
         let max = ctx.limits.max_body_bytes;
-        if !ctx.limits.keep_bodies {
-            // Measured, not kept: cut where a kept body would be.
+        if !ctx.limits.keep_bodies || !c.attributed {
+            // Measured, not kept (no output reads it, or no request asked for it: such a
+            // response never goes out): cut where a kept body would be.
             c.resp.body_truncated = c.resp.body_len > max as u64;
             return;
         }
@@ -1178,7 +1180,10 @@ impl ResponseParser {
             section.extend_from_slice(&self.buf);
             let max = ctx.limits.max_headers;
             let keep = ctx.limits.keep_heads;
-            let cur = self.cur.as_mut().filter(|c| keep && !c.discard);
+            let cur = self
+                .cur
+                .as_mut()
+                .filter(|c| keep && c.attributed && !c.discard);
             // `None`: malformed; `Some(false)`: the budget cannot hold them.
             let fits = parse_lenient(&section, max, |parsed, resp| {
                 if !matches!(parsed, Ok(httparse::Status::Complete(_))) {

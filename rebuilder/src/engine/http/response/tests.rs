@@ -2,10 +2,11 @@ use super::*;
 use proptest::prelude::*;
 
 /// An [`Answering`] that attributes every response (to requests whose methods are queued in
-/// `asked`) and records what it is told.
+/// `asked`), or none when `unasked`, and records what it is told.
 #[derive(Default)]
 struct Rec {
     asked: Vec<Asked>,
+    unasked: bool,
     heads: Vec<u32>,
     complete: Vec<HttpResponse>,
     lost: Vec<ResponseMissing>,
@@ -19,6 +20,9 @@ struct Rec {
 impl Answering for Rec {
     fn head(&mut self, at: At) -> Option<Asked> {
         self.heads.push(at.seq);
+        if self.unasked {
+            return None;
+        }
         Some(if self.asked.is_empty() {
             Asked::default()
         } else {
@@ -119,6 +123,36 @@ impl H {
     fn statuses(&self) -> Vec<u16> {
         self.r.complete.iter().map(|r| r.status).collect()
     }
+}
+
+#[test]
+fn a_response_no_request_asked_for_is_framed_without_holding_its_head_or_body() {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nX-Padding: {}\r\n\r\n",
+        "p".repeat(2000)
+    );
+    let mut h = H::new(true);
+    h.r.unasked = true;
+    h.feed(head.as_bytes());
+    let at_head = h.p.held();
+    assert!(at_head < 1000, "its fields are not kept: {at_head}");
+    h.feed(&[b'x'; 60_000]);
+    assert_eq!(h.p.held(), at_head, "none of its body is held");
+    h.feed(&[b'x'; 40_000]);
+    h.feed(b"HTTP/1.1 204 No Content\r\n\r\n");
+    assert_eq!(
+        h.r.heads.len(),
+        2,
+        "the next head is read where the body ends"
+    );
+    assert!(h.r.complete.is_empty() && h.r.lost.is_empty() && h.r.desync.is_empty());
+    assert_eq!(h.p.held(), 0);
+    // The same bytes, asked for: the head and the body are held.
+    let mut asked = H::new(true);
+    asked.feed(head.as_bytes());
+    assert!(asked.p.held() > 2000);
+    asked.feed(&[b'x'; 60_000]);
+    assert!(asked.p.held() >= 62_000);
 }
 
 #[test]

@@ -79,7 +79,8 @@ pub struct EngineConfig {
     pub allow_from: Option<AddrRanges>,
     /// How long a complete request waits for its response to begin (capture clock) before it
     /// is emitted without it (`timeout`); a response whose head came is waited for until it
-    /// completes. Default 10 s.
+    /// completes, and one whose head began in time, for its head to end up to this long after
+    /// the head's first byte. Default 10 s.
     pub response_timeout_us: u64,
     /// How long a complete request waits while the server's direction of its connection has
     /// not been seen at all (with an NLB the two directions may go to different rebuilders);

@@ -369,7 +369,8 @@ impl Engine {
         if dir.waiting.is_some() {
             return;
         }
-        if let Some(deadline) = dir.pairing.as_ref().and_then(|p| p.next_deadline()) {
+        let limits = &self.shared.pair_limits;
+        if let Some(deadline) = dir.pairing.as_ref().and_then(|p| p.next_deadline(limits)) {
             dir.waiting = WaitingMark::of(deadline);
             self.waiting.push(Reverse((deadline, idx, dir.generation)));
         }
@@ -643,7 +644,7 @@ impl Engine {
         let may_be_due = client_dir.waiting.may_have_passed(ts_us);
         let due = may_be_due
             && (client_dir.pairing.as_deref())
-                .and_then(Pairing::next_deadline)
+                .and_then(|p| p.next_deadline(&self.shared.pair_limits))
                 .is_some_and(|d| d <= ts_us);
         if due && let Some(mut pairing) = self.table.entry_mut(client).value.pairing.take() {
             let mut ctx = self.shared.pair_ctx(out);

@@ -319,11 +319,29 @@ impl Pairing {
     /// The earliest deadline of a waiting request (`None` while the front's response is in
     /// progress: a response whose head came is waited for until it completes, is lost or its
     /// connection ends — a long download is not a missing response).
-    pub fn next_deadline(&self) -> Option<u64> {
+    pub fn next_deadline(&self, limits: &PairingLimits) -> Option<u64> {
         if self.answer_in_progress() {
             return None;
         }
-        self.queue.front().map(|s| s.deadline_us)
+        self.queue.front().map(|s| self.front_deadline(s, limits))
+    }
+
+    /// When the front (`front`) is given up: at its deadline, unless the head of its answer
+    /// began by then and is still coming in (a response that began in time is waited for
+    /// until its head is complete, for at most the response wait from its first byte).
+    fn front_deadline(&self, front: &Slot, limits: &PairingLimits) -> u64 {
+        // The next head answers the front only in step and with no answer to skip first.
+        let in_step = self.anchored && self.skip == 0 && !self.switched;
+        let begun = in_step
+            .then(|| self.resp.as_ref().and_then(ResponseParser::head_begun_us))
+            .flatten()
+            .filter(|&t| t <= front.deadline_us);
+        match begun {
+            Some(t) => front
+                .deadline_us
+                .max(t.saturating_add(limits.response_timeout_us)),
+            None => front.deadline_us,
+        }
     }
 
     /// The front's response is in progress (its head was attributed to it).
@@ -557,7 +575,7 @@ impl Pairing {
     /// Gives up the requests whose deadline passed.
     pub fn expire(&mut self, now_us: u64, ctx: &mut PairCtx<'_>) {
         while let Some(front) = self.queue.front() {
-            if front.deadline_us > now_us || self.answer_in_progress() {
+            if self.front_deadline(front, ctx.limits) > now_us || self.answer_in_progress() {
                 break;
             }
             let reason = if self.server_seen {

@@ -457,6 +457,17 @@ impl ResponseParser {
         self.state == State::Sync
     }
 
+    /// When the first byte of a head still incomplete came (capture clock), while one is
+    /// coming in.
+    pub fn head_begun_us(&self) -> Option<u64> {
+        let begun = match self.state {
+            State::Head => !self.buf.is_empty(),
+            State::HeadRest => true,
+            _ => false,
+        };
+        begun.then_some(self.msg.ts_us)
+    }
+
     fn account(&mut self, budget: &mut Budget) {
         if self.buf.is_empty() && self.buf.capacity() > 0 {
             // No allocation kept between responses (what is held is what is charged).

@@ -546,6 +546,69 @@ fn a_response_that_begins_after_the_deadline_is_late_whenever_the_timer_runs() {
 }
 
 #[test]
+fn a_response_whose_head_began_before_the_deadline_is_paired_though_the_head_ends_after_it() {
+    // The response timeout is 1 s: the status line comes at 0.9 s, the timer ticks past the
+    // deadline, the rest of the head and the body come at 1.6 s.
+    let mut c = conn();
+    let mut e = engine();
+    let mut out = Vec::new();
+    for d in c.open() {
+        e.on_vxlan_payload(10_000, &d, &mut out);
+    }
+    e.on_vxlan_payload(10_000, &c.send(&get("/slow")), &mut out);
+    e.on_vxlan_payload(910_000, &c.respond(b"HTTP/1.1 200 OK\r\n"), &mut out);
+    for now in [1_100_000, 1_300_000, 1_500_000] {
+        e.on_timer(now, &mut out);
+    }
+    assert!(out.is_empty(), "given up while its answer's head came in");
+    e.on_vxlan_payload(
+        1_610_000,
+        &c.respond(b"Content-Length: 4\r\n\r\nslow"),
+        &mut out,
+    );
+    e.on_vxlan_payload(1_620_000, &c.send(&get("/next")), &mut out);
+    e.on_vxlan_payload(1_630_000, &c.respond(&ok(204, "")), &mut out);
+    assert_eq!(
+        answers(&out),
+        [("/slow".into(), Ok(200)), ("/next".into(), Ok(204))]
+    );
+    assert_eq!(out[0].response.as_ref().unwrap().body, b"slow");
+}
+
+#[test]
+fn a_head_that_never_ends_gives_its_request_up_a_response_wait_after_its_first_byte() {
+    // The status line comes at 0.9 s, then a field line every 0.3 s, never the head's end:
+    // the request goes out without its response 1 s (the response wait) after the status
+    // line, whether the timer or the server's next packet notices first.
+    for timer in [true, false] {
+        let mut c = conn();
+        let mut e = engine();
+        let mut out = Vec::new();
+        for d in c.open() {
+            e.on_vxlan_payload(10_000, &d, &mut out);
+        }
+        e.on_vxlan_payload(10_000, &c.send(&get("/stuck")), &mut out);
+        e.on_vxlan_payload(910_000, &c.respond(b"HTTP/1.1 200 OK\r\n"), &mut out);
+        let mut given_up_at = None;
+        for i in 1..=8u64 {
+            let now = 910_000 + i * 300_000;
+            if timer {
+                e.on_timer(now, &mut out);
+            }
+            e.on_vxlan_payload(now, &c.respond(b"X-Wait: 1\r\n"), &mut out);
+            if given_up_at.is_none() && !out.is_empty() {
+                given_up_at = Some(now);
+            }
+        }
+        assert_eq!(given_up_at, Some(2_110_000), "timer ticking: {timer}");
+        assert_eq!(
+            answers(&out),
+            [("/stuck".into(), Err(ResponseMissing::Timeout))]
+        );
+    }
+}
+
+#[test]
 fn joined_mid_response_a_request_pipelined_behind_an_unanswered_one_takes_no_answer() {
     // The capture starts inside a slow response. During it the client pipelines /delay;
     // once that response is complete it sends /cl, and the server answers /delay, then /cl.

@@ -249,6 +249,11 @@ pub(super) struct Direction {
     pub(super) role: Role,
     /// Listed in `Engine::holes` (checked by the timer).
     pub(super) in_holes: bool,
+    /// Its waiting entry's deadline is later than its front request's own: the answer's head
+    /// began in time ([`Pairing::next_deadline`]). That deadline drops back when the head
+    /// ends or is lost, so the engine checks it again after each packet of the connection
+    /// while this is set (else the entry is only read when it may have passed).
+    pub(super) waiting_late: bool,
     /// The IP source of the VXLAN datagram that created the direction (the mirror's source).
     pub(super) mirror: Option<IpAddr>,
     /// Identifies this direction among those that used its slot.
@@ -259,7 +264,8 @@ pub(super) struct Direction {
     /// Listed in `Engine::waiting` (requests waiting for responses): [`WaitingMark`] of the
     /// deadline that entry holds, which is at or before its pairing's next one (a
     /// connection's deadlines never decrease along its queue: the wait only grows, once the
-    /// server is seen); 0: not listed. Read on the server's packets, in the entry the
+    /// server is seen; when a head that began in time extended the front's, `waiting_late`
+    /// has the entry listed again, earlier, as soon as the extension ends); 0: not listed. Read on the server's packets, in the entry the
     /// look-ahead loaded, so that the pairing's queue is read only when a deadline may have
     /// passed.
     pub(super) waiting: WaitingMark,
@@ -283,6 +289,7 @@ impl Direction {
             stream: Stream::new(),
             parser: Parser::new(),
             in_holes: false,
+            waiting_late: false,
             waiting: WaitingMark::NONE,
             generation,
             source_row: 0,

@@ -237,7 +237,19 @@ impl Engine {
             if dir.generation != generation || !dir.waiting.is_some() {
                 continue;
             }
+            if dir
+                .pairing
+                .as_ref()
+                .is_some_and(|p| p.armed_us != 0 && p.armed_us != deadline)
+            {
+                // Left behind when the direction was listed again, earlier.
+                continue;
+            }
             dir.waiting = WaitingMark::NONE;
+            dir.waiting_late = false;
+            if let Some(p) = dir.pairing.as_deref_mut() {
+                p.armed_us = 0;
+            }
             let src = dir.source(&entry.key);
             self.shared.stats.sources.set(src);
             let dir = &mut self.table.entry_mut(idx).value;

@@ -363,17 +363,30 @@ impl Engine {
         });
     }
 
-    /// Lists a request direction whose requests wait in `waiting`.
+    /// Lists a request direction whose requests wait in `waiting`; listed already with a
+    /// deadline a head's extension set (`waiting_late`), lists it again, earlier, when the
+    /// pairing's next deadline fell below it (the entry left behind no longer matches the
+    /// pairing's `armed_us`: `expire_waiting` skips it).
     fn note_waiting(&mut self, idx: u32) {
         let dir = &mut self.table.entry_mut(idx).value;
-        if dir.waiting.is_some() {
+        let listed = dir.waiting.is_some();
+        if listed && !dir.waiting_late {
             return;
         }
         let limits = &self.shared.pair_limits;
-        if let Some(deadline) = dir.pairing.as_ref().and_then(|p| p.next_deadline(limits)) {
-            dir.waiting = WaitingMark::of(deadline);
-            self.waiting.push(Reverse((deadline, idx, dir.generation)));
+        let Some(pairing) = dir.pairing.as_deref_mut() else {
+            return;
+        };
+        let Some(deadline) = pairing.next_deadline(limits) else {
+            return;
+        };
+        if listed && deadline >= pairing.armed_us {
+            return;
         }
+        pairing.armed_us = deadline;
+        dir.waiting_late = pairing.front_extended(limits);
+        dir.waiting = WaitingMark::of(deadline);
+        self.waiting.push(Reverse((deadline, idx, dir.generation)));
     }
 
     fn new_generation(&mut self) -> u32 {

@@ -201,6 +201,11 @@ pub struct Pairing {
     joined: bool,
     /// Server sequence number of the last response head read.
     last_head: Option<u32>,
+    /// The deadline of the engine's waiting entry for this connection while it is listed
+    /// (`Direction::waiting`; 0: not listed, or not by this pairing): the engine lists it
+    /// again, earlier, when [`Pairing::next_deadline`] falls below it, and skips the entries
+    /// left behind (those that do not match it).
+    pub(crate) armed_us: u64,
 }
 
 /// Responses kept while their requests may still come.
@@ -270,6 +275,7 @@ impl Pairing {
             verdict: None,
             joined: !in_step,
             last_head: None,
+            armed_us: 0,
         }
     }
 
@@ -316,14 +322,25 @@ impl Pairing {
             || self.resp.as_ref().is_some_and(|r| r.held() > 0)
     }
 
-    /// The earliest deadline of a waiting request (`None` while the front's response is in
+    /// When the front is given up ([`Pairing::expire`]; `None` while its response is in
     /// progress: a response whose head came is waited for until it completes, is lost or its
-    /// connection ends — a long download is not a missing response).
+    /// connection ends — a long download is not a missing response). Not monotonic: it drops
+    /// back when a head that began in time ends or is lost, or a later request becomes the
+    /// front (see `Engine::note_waiting`).
     pub fn next_deadline(&self, limits: &PairingLimits) -> Option<u64> {
         if self.answer_in_progress() {
             return None;
         }
         self.queue.front().map(|s| self.front_deadline(s, limits))
+    }
+
+    /// Whether the front's deadline is extended now (its answer's head began in time).
+    pub fn front_extended(&self, limits: &PairingLimits) -> bool {
+        !self.answer_in_progress()
+            && self
+                .queue
+                .front()
+                .is_some_and(|s| self.front_deadline(s, limits) > s.deadline_us)
     }
 
     /// When the front (`front`) is given up: at its deadline, unless the head of its answer

@@ -608,6 +608,102 @@ fn a_head_that_never_ends_gives_its_request_up_a_response_wait_after_its_first_b
     }
 }
 
+/// Two pipelined requests (deadlines 3.0 s and 3.01 s); the first one's answer begins at
+/// 2.99 s and its head ends at 3.006 s, the timer ticking at 3.005 s (while the head was
+/// coming in) when `tick`. Then, when `ticks`, the timer every 100 ms until 5 s and the
+/// second one's answer at 5 s; else that answer at 3.1 s: after its deadline either way.
+fn pipelined_behind_a_late_head(tick: bool, ticks: bool) -> (Vec<HttpRequest>, Option<u64>) {
+    let mut c = conn();
+    let mut e = engine();
+    let mut out = Vec::new();
+    for d in c.open() {
+        e.on_vxlan_payload(10_000, &d, &mut out);
+    }
+    e.on_vxlan_payload(2_000_000, &c.send(&get("/a")), &mut out);
+    e.on_vxlan_payload(2_010_000, &c.send(&get("/b")), &mut out);
+    e.on_vxlan_payload(2_990_000, &c.respond(b"HTTP/1.1 200 OK\r\n"), &mut out);
+    if tick {
+        e.on_timer(3_005_000, &mut out);
+    }
+    e.on_vxlan_payload(
+        3_006_000,
+        &c.respond(b"Content-Length: 0\r\n\r\n"),
+        &mut out,
+    );
+    let mut b_given_up = None;
+    if ticks {
+        for now in (3_100_000..5_000_000).step_by(100_000) {
+            e.on_timer(now, &mut out);
+            if b_given_up.is_none() && out.len() == 2 {
+                b_given_up = Some(now);
+            }
+        }
+    }
+    let answer_at = if ticks { 5_000_000 } else { 3_100_000 };
+    e.on_vxlan_payload(answer_at, &c.respond(&ok(204, "")), &mut out);
+    (out, b_given_up)
+}
+
+#[test]
+fn a_request_behind_one_whose_head_ended_late_is_given_up_at_its_own_deadline() {
+    // Extended while the first answer's head came in, the connection's wait falls back to
+    // the second request's own deadline when that head ends, whenever the timer ran.
+    for tick in [false, true] {
+        let (out, b_given_up) = pipelined_behind_a_late_head(tick, true);
+        assert_eq!(b_given_up, Some(3_100_000), "timer at 3.005 s: {tick}");
+        assert_eq!(
+            answers(&out),
+            [
+                ("/a".into(), Ok(200)),
+                ("/b".into(), Err(ResponseMissing::Timeout))
+            ]
+        );
+    }
+}
+
+#[test]
+fn a_late_answer_behind_a_head_that_ended_late_is_late_whenever_the_timer_ran() {
+    // No timer after 3.006 s: the server's next packet finds the second request's deadline
+    // passed, whether or not the timer ran while the first head came in.
+    let answered = |tick| answers(&pipelined_behind_a_late_head(tick, false).0);
+    let expected = [
+        ("/a".to_string(), Ok(200)),
+        ("/b".to_string(), Err(ResponseMissing::Timeout)),
+    ];
+    assert_eq!(answered(false), expected);
+    assert_eq!(answered(true), expected, "the timer ran at 3.005 s");
+}
+
+#[test]
+fn an_interim_answer_that_began_in_time_does_not_hold_the_request_past_its_deadline() {
+    // `100 Continue` begins at 2.99 s (deadline 3.0 s) and ends at 3.006 s; the final
+    // answer begins at 3.1 s: late, whether or not the timer ran while the interim came in.
+    for tick in [false, true] {
+        let mut c = conn();
+        let mut e = engine();
+        let mut out = Vec::new();
+        for d in c.open() {
+            e.on_vxlan_payload(10_000, &d, &mut out);
+        }
+        e.on_vxlan_payload(2_000_000, &c.send(&get("/a")), &mut out);
+        e.on_vxlan_payload(
+            2_990_000,
+            &c.respond(b"HTTP/1.1 100 Continue\r\n"),
+            &mut out,
+        );
+        if tick {
+            e.on_timer(3_005_000, &mut out);
+        }
+        e.on_vxlan_payload(3_006_000, &c.respond(b"\r\n"), &mut out);
+        e.on_vxlan_payload(3_100_000, &c.respond(&ok(200, "")), &mut out);
+        assert_eq!(
+            answers(&out),
+            [("/a".into(), Err(ResponseMissing::Timeout))],
+            "timer at 3.005 s: {tick}"
+        );
+    }
+}
+
 #[test]
 fn joined_mid_response_a_request_pipelined_behind_an_unanswered_one_takes_no_answer() {
     // The capture starts inside a slow response. During it the client pipelines /delay;

@@ -347,8 +347,9 @@ impl Pairing {
     /// began by then and is still coming in (a response that began in time is waited for
     /// until its head is complete, for at most the response wait from its first byte).
     fn front_deadline(&self, front: &Slot, limits: &PairingLimits) -> u64 {
-        // The next head answers the front only in step and with no answer to skip first.
-        let in_step = self.anchored && self.skip == 0 && !self.switched;
+        // The next head answers the front only in step and with no answer to skip first (and
+        // never an HTTP/0.9 request: its answer has no head).
+        let in_step = self.anchored && self.skip == 0 && !self.switched && !front.asked.http09;
         let begun = in_step
             .then(|| self.resp.as_ref().and_then(ResponseParser::head_begun_us))
             .flatten()

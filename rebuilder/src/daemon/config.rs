@@ -130,7 +130,8 @@ pub struct RunArgs {
     #[arg(long, env = "REBUILDER_MAX_BODY_BYTES", default_value_t = EngineConfig::default().max_body_bytes, help_heading = ENGINE_CAPS)]
     pub max_body_bytes: usize,
     /// How long a complete request waits for its response to begin (µs) before it is forwarded
-    /// without it (`timeout`); a response whose head came is waited for until it completes, one
+    /// without it (`timeout`), from its end or the end of the answer before it, whichever is
+    /// later; a response whose head came is waited for until it completes, one
     /// whose head began in time for its head to end (at most this long after its first byte).
     #[arg(long, env = "REBUILDER_RESPONSE_TIMEOUT_US", default_value_t = EngineConfig::default().response_timeout_us, help_heading = ENGINE_CAPS)]
     pub response_timeout_us: u64,

@@ -78,7 +78,8 @@ pub struct EngineConfig {
     /// sender.
     pub allow_from: Option<AddrRanges>,
     /// How long a complete request waits for its response to begin (capture clock) before it
-    /// is emitted without it (`timeout`); a response whose head came is waited for until it
+    /// is emitted without it (`timeout`), from its end or from the end of the answer before it
+    /// on its connection, whichever is later; a response whose head came is waited for until it
     /// completes, and one whose head began in time, for its head to end up to this long after
     /// the head's first byte. Default 10 s.
     pub response_timeout_us: u64,

@@ -242,7 +242,8 @@ impl WaitingMark {
 ///   the response parser its peer's pairing holds) while its peer is tracked; only a request
 ///   direction holds `pairing`;
 /// - `waiting.is_some()` ⇔ an entry of `Engine::waiting` names this direction (with its
-///   `gen`).
+///   `gen`) that `Engine::expire_waiting` acts on: its deadline is its pairing's `armed_us`
+///   (or that is 0); entries left behind by a listing again, earlier, are skipped.
 #[derive(Debug)]
 #[repr(C)]
 pub(super) struct Direction {
@@ -265,9 +266,9 @@ pub(super) struct Direction {
     /// deadline that entry holds, which is at or before its pairing's next one (a
     /// connection's deadlines never decrease along its queue: the wait only grows, once the
     /// server is seen; when a head that began in time extended the front's, `waiting_late`
-    /// has the entry listed again, earlier, as soon as the extension ends); 0: not listed. Read on the server's packets, in the entry the
-    /// look-ahead loaded, so that the pairing's queue is read only when a deadline may have
-    /// passed.
+    /// has the entry listed again, earlier, as soon as the extension ends); 0: not listed.
+    /// Read on the server's packets, in the entry the look-ahead loaded, so that the
+    /// pairing's queue is read only when a deadline may have passed.
     pub(super) waiting: WaitingMark,
     pub(super) stream: Stream,
     pub(super) parser: Parser,

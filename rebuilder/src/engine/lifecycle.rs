@@ -61,7 +61,7 @@ impl Engine {
             let mut pairing = client.and_then(|c| self.table.entry_mut(c).value.pairing.take());
             let ahead_from = client.and_then(|c| self.table.entry(c).value.answers_ahead_from());
             let pairing_ref = pairing.as_deref_mut();
-            self.end_server_into(&mut value.stream, pairing_ref, ahead_from, end, out);
+            self.end_server_into(&mut value.stream, pairing_ref, ahead_from, end, now_us, out);
             if let Some(c) = client {
                 self.table.entry_mut(c).value.pairing = pairing;
                 self.apply_verdict(c, now_us, out);
@@ -77,7 +77,7 @@ impl Engine {
             // The server's stream ends first, into this pairing: what it holds behind a hole
             // is its last responses (finalized after this direction, it would find no
             // pairing and its bytes would be read by nothing).
-            self.end_server_stream(&key, &mut value, end, out);
+            self.end_server_stream(&key, &mut value, end, now_us, out);
         }
         if let Some(mut pairing) = value.pairing.take() {
             let mut ctx = self.shared.pair_ctx(out);
@@ -94,6 +94,7 @@ impl Engine {
         client_key: &FlowKey,
         client: &mut Direction,
         end: EndKind,
+        now_us: u64,
         out: &mut Vec<HttpRequest>,
     ) {
         let Some(s) = self
@@ -106,7 +107,7 @@ impl Engine {
         let mut server = self.table.remove(s).value;
         let ahead_from = client.answers_ahead_from();
         let pairing = client.pairing.as_deref_mut();
-        self.end_server_into(&mut server.stream, pairing, ahead_from, end, out);
+        self.end_server_into(&mut server.stream, pairing, ahead_from, end, now_us, out);
     }
 
     /// Closes a server direction's `stream` (`end`) into its connection's `pairing`, whose
@@ -119,13 +120,15 @@ impl Engine {
         pairing: Option<&mut Pairing>,
         ahead_from: Option<u32>,
         end: EndKind,
+        now_us: u64,
         out: &mut Vec<HttpRequest>,
     ) {
         match pairing {
             Some(pairing) => {
                 let mut parser = take_resp(pairing, stream);
                 let shared = &mut self.shared;
-                let mut sink = RespSink::new(&mut parser, pairing, shared, out, ahead_from, end);
+                let mut sink =
+                    RespSink::new(&mut parser, pairing, shared, out, ahead_from, end, now_us);
                 stream.close(&mut sink);
             }
             None => stream.close(&mut AnySink::Nothing(&mut self.shared.budget)),

@@ -159,8 +159,9 @@ impl EndKind {
 ///   piece overhead), parser buffers, responses in progress and requests waiting for their
 ///   responses; it never exceeds `budget.limit` by more than one head being completed;
 /// - `holes` lists (at least) every slot whose stream has a hole open;
-/// - `waiting` holds one entry for every direction listed (`Direction::waiting`): its
-///   generation and the deadline of its oldest waiting request, or an earlier time.
+/// - `waiting` holds one live entry for every direction listed (`Direction::waiting`): its
+///   generation and its pairing's next deadline, or an earlier time (and entries left
+///   behind when a direction was listed again earlier, which `expire_waiting` skips).
 #[derive(Debug)]
 pub struct Engine {
     config: EngineConfig,
@@ -291,7 +292,7 @@ impl Engine {
             let r = match (parser.as_mut(), pairing.as_mut()) {
                 (Some(parser), Some(pairing)) => {
                     let shared = &mut self.shared;
-                    let sink = RespSink::new(parser, pairing, shared, out, ahead_from, end);
+                    let sink = RespSink::new(parser, pairing, shared, out, ahead_from, end, now_us);
                     let mut sink = AnySink::Responses(sink);
                     f(&mut dir.stream, &self.stream_limits, &mut sink)
                 }

@@ -334,6 +334,16 @@ impl Pairing {
         self.queue.front().map(|s| self.front_deadline(s, limits))
     }
 
+    /// An answer just ended (`now_us`): the next request's answer could not begin before it
+    /// (answers come in order), so its wait starts again from now — a request pipelined
+    /// behind a slow answer is not given up for the time that answer took.
+    fn restart_front_wait(&mut self, now_us: u64, limits: &PairingLimits) {
+        if let Some(front) = self.queue.front_mut() {
+            let again = now_us.saturating_add(limits.response_timeout_us);
+            front.deadline_us = front.deadline_us.max(again);
+        }
+    }
+
     /// Whether the front's deadline is extended now (its answer's head began in time).
     pub fn front_extended(&self, limits: &PairingLimits) -> bool {
         !self.answer_in_progress()
@@ -746,6 +756,9 @@ pub struct Answer<'a, 'c> {
     /// The client byte from which a response answers a request still to come: the start of
     /// the request in progress, else the end of what the client's stream was parsed to.
     pub ahead_from: Option<u32>,
+    /// The time of the packet (or timer tick) being read: when an answer ends, the next
+    /// request's wait starts again from it.
+    pub now_us: u64,
 }
 
 impl Answering for Answer<'_, '_> {
@@ -857,6 +870,7 @@ impl Answering for Answer<'_, '_> {
         if let Some(slot) = p.queue.pop_front() {
             p.release(slot, None, Some(response), self.ctx);
         }
+        p.restart_front_wait(self.now_us, self.ctx.limits);
         p.after_front_change();
     }
 
@@ -876,6 +890,7 @@ impl Answering for Answer<'_, '_> {
             slot.hint = None;
             p.release(slot, Some(reason), None, self.ctx);
         }
+        p.restart_front_wait(self.now_us, self.ctx.limits);
         p.after_front_change();
     }
 

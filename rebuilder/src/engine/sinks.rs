@@ -221,6 +221,8 @@ pub(super) struct RespSink<'a> {
     /// Where the client's stream stands ([`Answer::ahead_from`]).
     pub(super) ahead_from: Option<u32>,
     pub(super) end: EndKind,
+    /// The time of the packet (or timer tick) that drives it ([`Answer::now_us`]).
+    pub(super) now_us: u64,
 }
 
 impl<'a> RespSink<'a> {
@@ -232,6 +234,7 @@ impl<'a> RespSink<'a> {
         out: &'a mut Vec<HttpRequest>,
         ahead_from: Option<u32>,
         end: EndKind,
+        now_us: u64,
     ) -> RespSink<'a> {
         RespSink {
             parser,
@@ -240,6 +243,7 @@ impl<'a> RespSink<'a> {
             pairing,
             ahead_from,
             end,
+            now_us,
         }
     }
 
@@ -258,6 +262,7 @@ impl<'a> RespSink<'a> {
             pairing: self.pairing,
             ctx: &mut pctx,
             ahead_from: self.ahead_from,
+            now_us: self.now_us,
         };
         let mut ctx = http::response::RespCtx {
             limits: &shared.resp_limits,

@@ -144,7 +144,8 @@ pub struct ReplayArgs {
     /// Largest decoded body kept with --decode-bodies (bytes); longer ones are cut and flagged.
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     pub max_decoded_body_bytes: usize,
-    /// How long a request waits for its response to begin, capture clock (µs); a response
+    /// How long a request waits for its response to begin, capture clock (µs), from its end
+    /// or the end of the answer before it, whichever is later; a response
     /// whose head came is waited for until it completes, one whose head began in time for its
     /// head to end (at most this long after its first byte).
     #[arg(long, default_value_t = EngineConfig::default().response_timeout_us)]

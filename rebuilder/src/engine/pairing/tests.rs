@@ -645,12 +645,13 @@ fn pipelined_behind_a_late_head(tick: bool, ticks: bool) -> (Vec<HttpRequest>, O
 }
 
 #[test]
-fn a_request_behind_one_whose_head_ended_late_is_given_up_at_its_own_deadline() {
-    // Extended while the first answer's head came in, the connection's wait falls back to
-    // the second request's own deadline when that head ends, whenever the timer ran.
+fn a_request_behind_an_answer_that_ended_late_waits_again_from_that_end() {
+    // Extended while the first answer's head came in, the wait of the second request starts
+    // again when that answer ends (3.006 s): given up 1 s later (at the tick of 4.1 s), not
+    // at its own deadline of 3.01 s, whenever the timer ran before.
     for tick in [false, true] {
         let (out, b_given_up) = pipelined_behind_a_late_head(tick, true);
-        assert_eq!(b_given_up, Some(3_100_000), "timer at 3.005 s: {tick}");
+        assert_eq!(b_given_up, Some(4_100_000), "timer at 3.005 s: {tick}");
         assert_eq!(
             answers(&out),
             [
@@ -662,16 +663,54 @@ fn a_request_behind_one_whose_head_ended_late_is_given_up_at_its_own_deadline() 
 }
 
 #[test]
-fn a_late_answer_behind_a_head_that_ended_late_is_late_whenever_the_timer_ran() {
-    // No timer after 3.006 s: the server's next packet finds the second request's deadline
-    // passed, whether or not the timer ran while the first head came in.
+fn an_answer_right_behind_one_that_ended_late_is_paired_whenever_the_timer_ran() {
+    // The second answer comes at 3.1 s, after the second request's own deadline (3.01 s)
+    // but 94 ms after the answer before it ended: it is that request's answer.
     let answered = |tick| answers(&pipelined_behind_a_late_head(tick, false).0);
-    let expected = [
-        ("/a".to_string(), Ok(200)),
-        ("/b".to_string(), Err(ResponseMissing::Timeout)),
-    ];
+    let expected = [("/a".to_string(), Ok(200)), ("/b".to_string(), Ok(204))];
     assert_eq!(answered(false), expected);
     assert_eq!(answered(true), expected, "the timer ran at 3.005 s");
+}
+
+#[test]
+fn a_pipelined_answer_is_paired_whatever_packets_the_answer_before_it_ended_in() {
+    // Two pipelined requests (deadlines 1.01 s); the first answer begins in time (its head,
+    // or its head and a slow body) and ends at 1.5 s, the second answer right after it: in
+    // the same packet or the next, the same pairs.
+    let run = |split: bool, body: bool| {
+        let mut c = conn();
+        let mut e = engine();
+        let mut out = Vec::new();
+        for d in c.open() {
+            e.on_vxlan_payload(5_000, &d, &mut out);
+        }
+        let mut two = get("/a");
+        two.extend(get("/b"));
+        e.on_vxlan_payload(10_000, &c.send(&two), &mut out);
+        let (first, rest): (&[u8], &[u8]) = if body {
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", b"ok")
+        } else {
+            (b"HTTP/1.1 200 OK\r\n", b"Content-Length: 0\r\n\r\n")
+        };
+        e.on_vxlan_payload(1_000_000, &c.respond(first), &mut out);
+        if split {
+            e.on_vxlan_payload(1_500_000, &c.respond(rest), &mut out);
+            e.on_vxlan_payload(1_500_000, &c.respond(&ok(201, "")), &mut out);
+        } else {
+            let mut both = rest.to_vec();
+            both.extend(ok(201, ""));
+            e.on_vxlan_payload(1_500_000, &c.respond(&both), &mut out);
+        }
+        for i in 1..=40 {
+            e.on_timer(1_500_000 + i * 100_000, &mut out);
+        }
+        answers(&out)
+    };
+    for body in [false, true] {
+        let expected = [("/a".to_string(), Ok(200)), ("/b".to_string(), Ok(201))];
+        assert_eq!(run(false, body), expected, "one packet, body: {body}");
+        assert_eq!(run(true, body), expected, "two packets, body: {body}");
+    }
 }
 
 #[test]

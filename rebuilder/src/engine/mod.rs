@@ -437,6 +437,14 @@ impl Engine {
         self.shared.stats.sources.set_cached(src, row);
 
         if seg.rst {
+            // Requests whose wait was over before the RST are late, not cut by it.
+            let client = match self.table.entry(idx).value.role {
+                Role::Responses => self.client_of(idx),
+                _ => Some(idx),
+            };
+            if let Some(c) = client {
+                self.expire_due(c, ts_us, out);
+            }
             // The RST's sequence number is where the sender's stream stood.
             self.table.entry_mut(idx).value.stream.note_sent(seg.seq);
             self.close_direction(idx, ts_us, out);
@@ -568,6 +576,7 @@ impl Engine {
             return;
         };
         let has_payload = !segment.payload.is_empty() || segment.missing > 0;
+        self.expire_due(client, ts_us, out);
         if let Some(ack) = segment.ack
             && self.table.entry(client).value.stream.has_hole()
         {
@@ -651,20 +660,6 @@ impl Engine {
             }
             return;
         }
-        // Deadlines passed before this packet are kept before it is read, not at the next
-        // timer tick: whether a late response is paired does not depend on when the timer
-        // ran.
-        let client_dir = &self.table.entry(client).value;
-        let may_be_due = client_dir.waiting.may_have_passed(ts_us);
-        let due = may_be_due
-            && (client_dir.pairing.as_deref())
-                .and_then(|p| p.next_deadline(&self.shared.pair_limits))
-                .is_some_and(|d| d <= ts_us);
-        if due && let Some(mut pairing) = self.table.entry_mut(client).value.pairing.take() {
-            let mut ctx = self.shared.pair_ctx(out);
-            pairing.expire(ts_us, &mut ctx);
-            self.table.entry_mut(client).value.pairing = Some(pairing);
-        }
         let pushed = self.drive(idx, ts_us, EndKind::Closed, out, |stream, limits, sink| {
             stream.push(segment, limits, sink)
         });
@@ -683,6 +678,26 @@ impl Engine {
             self.table.set_lifecycle(idx, Lifecycle::Closed, ts_us);
         }
         self.free_if_done(client);
+    }
+
+    /// Deadlines of request direction `c`'s pairing passed before a packet of its connection
+    /// (at `ts_us`) are kept before that packet is read, not at the next timer tick: whether a
+    /// late response is paired, and why a request is missing its response, do not depend on
+    /// when the timer ran. The connection's entry tells whether one may have passed; the
+    /// pairing's queue is read only then.
+    fn expire_due(&mut self, c: u32, ts_us: u64, out: &mut Vec<HttpRequest>) {
+        let dir = &self.table.entry(c).value;
+        let due = dir.waiting.may_have_passed(ts_us)
+            && (dir.pairing.as_deref())
+                .and_then(|p| p.next_deadline(&self.shared.pair_limits))
+                .is_some_and(|d| d <= ts_us);
+        if due && let Some(mut pairing) = self.table.entry_mut(c).value.pairing.take() {
+            let mut ctx = self.shared.pair_ctx(out);
+            pairing.expire(ts_us, &mut ctx);
+            self.table.entry_mut(c).value.pairing = Some(pairing);
+            // A given-up Upgrade / CONNECT request: its parser goes on now, before the packet.
+            self.apply_verdict(c, ts_us, out);
+        }
     }
 
     /// Both streams of the connection of request direction `c` are over and nothing waits:

@@ -405,6 +405,8 @@ impl Pairing {
     /// was lost): it may answer again.
     pub fn server_restarts(&mut self) {
         self.ended = false;
+        // The answers still to skip were the old stream's: they will not come.
+        self.skip = 0;
     }
 
     /// Whether a response whose packet acknowledges `ack` answers client bytes that are not
@@ -447,6 +449,10 @@ impl Pairing {
         upgrade: bool,
         ctx: &mut PairCtx<'_>,
     ) -> bool {
+        // Requests whose wait was over before this one came are given up first, as the
+        // timer would have: whether this one was pipelined behind them must not depend on
+        // when it last ran.
+        self.expire(now_us, ctx);
         if upgrade {
             // Only the answer to this request counts from here on.
             self.verdict = None;

@@ -3,7 +3,7 @@
 
 use crate::engine::request::{HttpRequest, ResponseMissing};
 use crate::engine::{Engine, EngineConfig};
-use crate::testkit::TcpConn as Conn;
+use crate::testkit::{TcpConn as Conn, TcpFlags};
 use proptest::prelude::*;
 
 fn engine() -> Engine {
@@ -741,6 +741,113 @@ fn an_interim_answer_that_began_in_time_does_not_hold_the_request_past_its_deadl
             "timer at 3.005 s: {tick}"
         );
     }
+}
+
+/// Runs `script` twice on a fresh connection and engine: without a timer tick, and with
+/// one at `tick_at` (`script` calls the function it is given at the point where the tick
+/// may come); both must come out alike. Returns the answers.
+fn alike_whenever_the_timer_ran(
+    tick_at: u64,
+    script: impl Fn(
+        &mut Conn,
+        &mut Engine,
+        &mut Vec<HttpRequest>,
+        &dyn Fn(&mut Engine, &mut Vec<HttpRequest>),
+    ),
+) -> Vec<(String, Result<u16, ResponseMissing>)> {
+    let run = |tick: bool| {
+        let mut c = conn();
+        let mut e = engine();
+        let mut out = Vec::new();
+        for d in c.open() {
+            e.on_vxlan_payload(5_000, &d, &mut out);
+        }
+        let maybe_tick = |e: &mut Engine, out: &mut Vec<HttpRequest>| {
+            if tick {
+                e.on_timer(tick_at, out);
+            }
+        };
+        script(&mut c, &mut e, &mut out, &maybe_tick);
+        answers(&out)
+    };
+    let without = run(false);
+    assert_eq!(run(true), without, "the timer ran at {tick_at} µs");
+    without
+}
+
+#[test]
+fn a_request_after_an_unanswered_one_whose_wait_is_over_is_not_pipelined_behind_it() {
+    // /1 gets no answer (deadline 1.01 s). /2 at 1.2 s follows it: /1 is given up first,
+    // as the timer would have, so /2 is not pipelined behind it, and /3, sent after the
+    // server's garbage, re-anchors the pairing with its answer.
+    let got = alike_whenever_the_timer_ran(1_100_000, |c, e, out, tick| {
+        e.on_vxlan_payload(10_000, &c.send(&get("/1")), out);
+        tick(e, out);
+        e.on_vxlan_payload(1_200_000, &c.send(&get("/2")), out);
+        e.on_vxlan_payload(1_210_000, &c.respond(b"xyz\r\n\r\n"), out);
+        e.on_vxlan_payload(1_220_000, &c.send(&get("/3")), out);
+        e.on_vxlan_payload(1_230_000, &c.respond(&ok(200, "")), out);
+    });
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[0], ("/1".into(), Err(ResponseMissing::Timeout)));
+    assert_eq!(got[2], ("/3".into(), Ok(200)));
+}
+
+#[test]
+fn an_upgrade_request_given_up_before_a_server_packet_lets_its_parser_go_on_first() {
+    // An Upgrade request (deadline 1.01 s) and the request the client sent behind it, held
+    // until the answer decides; the server's packet at 1.2 s holds two answers: the late
+    // one to the Upgrade request (it went out without it) and the one to /after.
+    let got = alike_whenever_the_timer_ran(1_100_000, |c, e, out, tick| {
+        let mut two =
+            b"GET /1 HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+                .to_vec();
+        two.extend(get("/after"));
+        e.on_vxlan_payload(10_000, &c.send(&two), out);
+        tick(e, out);
+        let mut both = ok(400, "");
+        both.extend(ok(200, ""));
+        e.on_vxlan_payload(1_200_000, &c.respond(&both), out);
+    });
+    assert_eq!(
+        got,
+        [
+            ("/1".into(), Err(ResponseMissing::Timeout)),
+            ("/after".into(), Ok(200))
+        ]
+    );
+}
+
+#[test]
+fn a_request_whose_wait_was_over_before_a_reset_is_late_not_cut_by_it() {
+    let got = alike_whenever_the_timer_ran(1_100_000, |c, e, out, tick| {
+        e.on_vxlan_payload(10_000, &c.send(&get("/1")), out);
+        tick(e, out);
+        e.on_vxlan_payload(1_200_000, &c.rst(), out);
+    });
+    assert_eq!(got, [("/1".into(), Err(ResponseMissing::Timeout))]);
+}
+
+#[test]
+fn a_server_that_starts_again_answers_the_next_request_though_one_before_was_given_up() {
+    // /1 is given up (its answer, still to skip, would have come on the old server stream);
+    // the server's stream starts again (a SYN+ACK with another ISN) and answers /2.
+    let got = alike_whenever_the_timer_ran(1_100_000, |c, e, out, tick| {
+        e.on_vxlan_payload(10_000, &c.send(&get("/1")), out);
+        tick(e, out);
+        let isn = 900_000u32;
+        let restart = c.server_segment(isn, TcpFlags::ack(c.client_next()).syn(), b"");
+        e.on_vxlan_payload(1_200_000, &restart, out);
+        e.on_vxlan_payload(1_210_000, &c.send(&get("/2")), out);
+        let answer = c.server_segment(
+            isn.wrapping_add(1),
+            TcpFlags::ack(c.client_next()),
+            &ok(200, ""),
+        );
+        e.on_vxlan_payload(1_220_000, &answer, out);
+    });
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[1], ("/2".into(), Ok(200)));
 }
 
 #[test]

@@ -59,6 +59,17 @@ fn conn() -> Conn {
     Conn::new(9, "10.0.0.1:40000", "10.0.0.2:80", 1000)
 }
 
+/// A connection opened at `at` (its handshake read by a new engine), the engine, its output.
+fn opened(at: u64) -> (Conn, Engine, Vec<HttpRequest>) {
+    let mut c = conn();
+    let mut e = engine();
+    let mut out = Vec::new();
+    for d in c.open() {
+        e.on_vxlan_payload(at, &d, &mut out);
+    }
+    (c, e, out)
+}
+
 #[test]
 fn keep_alive_requests_get_their_own_responses_and_latency() {
     let mut c = conn();
@@ -530,12 +541,7 @@ fn a_response_whose_head_came_is_waited_for_however_long_its_body_takes() {
 fn a_response_that_begins_after_the_deadline_is_late_whenever_the_timer_runs() {
     // The response timeout is 1 s; the answer begins 1.5 s after the request, with no timer
     // tick between: the request was given up at its deadline all the same.
-    let mut c = conn();
-    let mut e = engine();
-    let mut out = Vec::new();
-    for d in c.open() {
-        e.on_vxlan_payload(10_000, &d, &mut out);
-    }
+    let (mut c, mut e, mut out) = opened(10_000);
     e.on_vxlan_payload(10_000, &c.send(&get("/slow")), &mut out);
     e.on_vxlan_payload(1_510_000, &c.respond(&ok(200, "late")), &mut out);
     assert_eq!(
@@ -549,12 +555,7 @@ fn a_response_that_begins_after_the_deadline_is_late_whenever_the_timer_runs() {
 fn a_response_whose_head_began_before_the_deadline_is_paired_though_the_head_ends_after_it() {
     // The response timeout is 1 s: the status line comes at 0.9 s, the timer ticks past the
     // deadline, the rest of the head and the body come at 1.6 s.
-    let mut c = conn();
-    let mut e = engine();
-    let mut out = Vec::new();
-    for d in c.open() {
-        e.on_vxlan_payload(10_000, &d, &mut out);
-    }
+    let (mut c, mut e, mut out) = opened(10_000);
     e.on_vxlan_payload(10_000, &c.send(&get("/slow")), &mut out);
     e.on_vxlan_payload(910_000, &c.respond(b"HTTP/1.1 200 OK\r\n"), &mut out);
     for now in [1_100_000, 1_300_000, 1_500_000] {
@@ -581,12 +582,7 @@ fn a_head_that_never_ends_gives_its_request_up_a_response_wait_after_its_first_b
     // the request goes out without its response 1 s (the response wait) after the status
     // line, whether the timer or the server's next packet notices first.
     for timer in [true, false] {
-        let mut c = conn();
-        let mut e = engine();
-        let mut out = Vec::new();
-        for d in c.open() {
-            e.on_vxlan_payload(10_000, &d, &mut out);
-        }
+        let (mut c, mut e, mut out) = opened(10_000);
         e.on_vxlan_payload(10_000, &c.send(&get("/stuck")), &mut out);
         e.on_vxlan_payload(910_000, &c.respond(b"HTTP/1.1 200 OK\r\n"), &mut out);
         let mut given_up_at = None;
@@ -613,12 +609,7 @@ fn a_head_that_never_ends_gives_its_request_up_a_response_wait_after_its_first_b
 /// coming in) when `tick`. Then, when `ticks`, the timer every 100 ms until 5 s and the
 /// second one's answer at 5 s; else that answer at 3.1 s: after its deadline either way.
 fn pipelined_behind_a_late_head(tick: bool, ticks: bool) -> (Vec<HttpRequest>, Option<u64>) {
-    let mut c = conn();
-    let mut e = engine();
-    let mut out = Vec::new();
-    for d in c.open() {
-        e.on_vxlan_payload(10_000, &d, &mut out);
-    }
+    let (mut c, mut e, mut out) = opened(10_000);
     e.on_vxlan_payload(2_000_000, &c.send(&get("/a")), &mut out);
     e.on_vxlan_payload(2_010_000, &c.send(&get("/b")), &mut out);
     e.on_vxlan_payload(2_990_000, &c.respond(b"HTTP/1.1 200 OK\r\n"), &mut out);
@@ -678,12 +669,7 @@ fn a_pipelined_answer_is_paired_whatever_packets_the_answer_before_it_ended_in()
     // or its head and a slow body) and ends at 1.5 s, the second answer right after it: in
     // the same packet or the next, the same pairs.
     let run = |split: bool, body: bool| {
-        let mut c = conn();
-        let mut e = engine();
-        let mut out = Vec::new();
-        for d in c.open() {
-            e.on_vxlan_payload(5_000, &d, &mut out);
-        }
+        let (mut c, mut e, mut out) = opened(5_000);
         let mut two = get("/a");
         two.extend(get("/b"));
         e.on_vxlan_payload(10_000, &c.send(&two), &mut out);
@@ -718,12 +704,7 @@ fn an_interim_answer_that_began_in_time_does_not_hold_the_request_past_its_deadl
     // `100 Continue` begins at 2.99 s (deadline 3.0 s) and ends at 3.006 s; the final
     // answer begins at 3.1 s: late, whether or not the timer ran while the interim came in.
     for tick in [false, true] {
-        let mut c = conn();
-        let mut e = engine();
-        let mut out = Vec::new();
-        for d in c.open() {
-            e.on_vxlan_payload(10_000, &d, &mut out);
-        }
+        let (mut c, mut e, mut out) = opened(10_000);
         e.on_vxlan_payload(2_000_000, &c.send(&get("/a")), &mut out);
         e.on_vxlan_payload(
             2_990_000,
@@ -756,12 +737,7 @@ fn alike_whenever_the_timer_ran(
     ),
 ) -> Vec<(String, Result<u16, ResponseMissing>)> {
     let run = |tick: bool| {
-        let mut c = conn();
-        let mut e = engine();
-        let mut out = Vec::new();
-        for d in c.open() {
-            e.on_vxlan_payload(5_000, &d, &mut out);
-        }
+        let (mut c, mut e, mut out) = opened(5_000);
         let maybe_tick = |e: &mut Engine, out: &mut Vec<HttpRequest>| {
             if tick {
                 e.on_timer(tick_at, out);

@@ -53,6 +53,10 @@ impl Engine {
     ) {
         let Removed { key, mut value, .. } = removed;
         if value.role == Role::Responses {
+            // An open server stream lost to expiry or eviction (no FIN, no RST): the
+            // connection may go on, and its next answers come on a new server direction.
+            let lost_open = value.stream.state() != StreamState::Closed
+                && matches!(end, EndKind::Expired | EndKind::Evicted);
             // Its connection's requests (if tracked) get the end of the server's stream.
             let client = self
                 .table
@@ -62,6 +66,10 @@ impl Engine {
             let ahead_from = client.and_then(|c| self.table.entry(c).value.answers_ahead_from());
             let pairing_ref = pairing.as_deref_mut();
             self.end_server_into(&mut value.stream, pairing_ref, ahead_from, end, now_us, out);
+            if lost_open && let Some(p) = pairing.as_deref_mut() {
+                // The requests waiting went out with the end's reason; those to come wait.
+                p.server_restarts();
+            }
             if let Some(c) = client {
                 self.table.entry_mut(c).value.pairing = pairing;
                 self.apply_verdict(c, now_us, out);

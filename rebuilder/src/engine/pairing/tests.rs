@@ -827,6 +827,36 @@ fn a_server_that_starts_again_answers_the_next_request_though_one_before_was_giv
 }
 
 #[test]
+fn a_request_after_the_servers_direction_expired_waits_for_its_answer_on_a_new_one() {
+    // Idle timeout 2 s: the server is silent from 0.03 s, the client's ACK at 1.5 s keeps
+    // its direction; at 2.1 s the server's expires (without FIN or RST: the connection goes
+    // on). /2 then waits for its answer, which comes on a new server direction.
+    let mut e = Engine::new(EngineConfig {
+        idle_timeout_us: 2_000_000,
+        response_timeout_us: 1_000_000,
+        server_wait_us: 100_000,
+        ..EngineConfig::default()
+    });
+    let mut c = conn();
+    let mut out = Vec::new();
+    for d in c.open() {
+        e.on_vxlan_payload(10_000, &d, &mut out);
+    }
+    e.on_vxlan_payload(20_000, &c.send(&get("/1")), &mut out);
+    e.on_vxlan_payload(30_000, &c.respond(&ok(200, "")), &mut out);
+    let ack = c.client_segment(c.client_next(), TcpFlags::ack(c.server_next()), b"");
+    e.on_vxlan_payload(1_500_000, &ack, &mut out);
+    e.on_timer(2_100_000, &mut out);
+    assert_eq!(e.stats().flows_expired, 1, "the server's direction only");
+    e.on_vxlan_payload(2_500_000, &c.send(&get("/2")), &mut out);
+    e.on_vxlan_payload(2_600_000, &c.respond(&ok(201, "")), &mut out);
+    assert_eq!(
+        answers(&out),
+        [("/1".into(), Ok(200)), ("/2".into(), Ok(201))]
+    );
+}
+
+#[test]
 fn joined_mid_response_a_request_pipelined_behind_an_unanswered_one_takes_no_answer() {
     // The capture starts inside a slow response. During it the client pipelines /delay;
     // once that response is complete it sends /cl, and the server answers /delay, then /cl.

@@ -131,8 +131,8 @@ pub struct RunArgs {
     pub max_body_bytes: usize,
     /// How long a complete request waits for its response to begin (µs) before it is forwarded
     /// without it (`timeout`), from its end or the end of the answer before it, whichever is
-    /// later; a response whose head came is waited for until it completes, one
-    /// whose head began in time for its head to end (at most this long after its first byte).
+    /// later; a response whose head came is waited for until it completes, one whose head
+    /// began in time for its head to end (at most this long after its first byte).
     #[arg(long, env = "REBUILDER_RESPONSE_TIMEOUT_US", default_value_t = EngineConfig::default().response_timeout_us, help_heading = ENGINE_CAPS)]
     pub response_timeout_us: u64,
     /// How long a complete request waits (µs) while the server's direction of its connection

@@ -385,7 +385,7 @@ impl Engine {
             return;
         }
         pairing.armed_us = deadline;
-        dir.waiting_late = pairing.front_extended(limits);
+        dir.waiting_late = pairing.is_extension(deadline);
         dir.waiting = WaitingMark::of(deadline);
         self.waiting.push(Reverse((deadline, idx, dir.generation)));
     }

@@ -344,13 +344,10 @@ impl Pairing {
         }
     }
 
-    /// Whether the front's deadline is extended now (its answer's head began in time).
-    pub fn front_extended(&self, limits: &PairingLimits) -> bool {
-        !self.answer_in_progress()
-            && self
-                .queue
-                .front()
-                .is_some_and(|s| self.front_deadline(s, limits) > s.deadline_us)
+    /// Whether `deadline`, what [`Pairing::next_deadline`] gave, is later than the front's
+    /// own: an extension (its answer's head began in time), which may drop back.
+    pub fn is_extension(&self, deadline: u64) -> bool {
+        self.queue.front().is_some_and(|s| deadline > s.deadline_us)
     }
 
     /// When the front (`front`) is given up: at its deadline, unless the head of its answer

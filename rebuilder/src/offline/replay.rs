@@ -145,9 +145,9 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     pub max_decoded_body_bytes: usize,
     /// How long a request waits for its response to begin, capture clock (µs), from its end
-    /// or the end of the answer before it, whichever is later; a response
-    /// whose head came is waited for until it completes, one whose head began in time for its
-    /// head to end (at most this long after its first byte).
+    /// or the end of the answer before it, whichever is later; a response whose head came is
+    /// waited for until it completes, one whose head began in time for its head to end (at
+    /// most this long after its first byte).
     #[arg(long, default_value_t = EngineConfig::default().response_timeout_us)]
     pub response_timeout_us: u64,
     /// How long a request waits while the server's direction was never seen (µs).

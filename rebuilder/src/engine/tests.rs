@@ -1203,3 +1203,35 @@ fn flows_that_had_a_packet_within_the_reclaim_idle_time_keep_their_place() {
     assert_eq!(e.stats().flows_reclaimed, 0);
     assert!(e.stats().drops(DropReason::OverBudget) > 0);
 }
+
+#[test]
+fn requests_behind_a_second_declined_upgrade_are_delivered_though_the_client_closed_first() {
+    // The client sends two Upgrade + GET pairs and closes before any answer is mirrored: at
+    // its end, every held byte is parsed (the second Upgrade's GET too), and the answers
+    // that come after pair with them.
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let mut e = Engine::new(EngineConfig::default());
+    let mut d = c.open();
+    d.push(c.send(b"GET /ws1 HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nGET /a HTTP/1.1\r\n\r\nGET /ws2 HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nGET /b HTTP/1.1\r\n\r\n"));
+    d.push(c.fin());
+    let declined_then_ok = b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    d.push(c.respond(declined_then_ok));
+    d.push(c.respond(declined_then_ok));
+    let mut out = run(&mut e, &d);
+    e.finish(&mut out);
+    let got: Vec<_> = out
+        .iter()
+        .map(|r| (r.target.as_str(), r.response.as_ref().map(|r| r.status)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("/ws1", Some(426)),
+            ("/a", Some(200)),
+            ("/ws2", Some(426)),
+            ("/b", Some(200))
+        ]
+    );
+    assert_eq!(e.stats().responses_unmatched, 0);
+    assert_eq!(e.stats().upgraded_flows, 0);
+}

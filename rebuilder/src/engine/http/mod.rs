@@ -243,10 +243,21 @@ impl Parser {
         }
     }
 
+    /// Parses every byte held for an answer, none awaited any longer: an Upgrade / CONNECT
+    /// request among them would hold what follows it again, and that is parsed in turn
+    /// (each round parses at least that request, so the held bytes shrink).
+    fn resume_all(&mut self, ctx: &mut Ctx<'_>) {
+        while self.state == ParserState::Held {
+            self.resume(true, ctx);
+        }
+    }
+
     /// `len` bytes of the stream were lost.
     pub fn gap(&mut self, len: u64, ctx: &mut Ctx<'_>) {
-        // Held bytes cannot wait across lost ones: parsed now (no answer awaited).
-        self.resume(true, ctx);
+        // Held bytes cannot wait across lost ones: parsed now (no answer awaited), all of
+        // them, else what a second Upgrade request held would be joined to the bytes after
+        // the gap.
+        self.resume_all(ctx);
         let resync = ParserState::Sync { line_start: false };
         match self.state {
             ParserState::Start => self.state = resync,
@@ -298,8 +309,9 @@ impl Parser {
     /// head whose body was never sent (and, through [`Parser::end_answered`], a request
     /// the server already answered).
     pub fn end(&mut self, ctx: &mut Ctx<'_>) {
-        // Bytes held for an answer that can no longer matter: parsed.
-        self.resume(true, ctx);
+        // Bytes held for an answer that can no longer matter: parsed, all of them (those a
+        // second Upgrade request among them holds too).
+        self.resume_all(ctx);
         match self.state {
             ParserState::Head if !self.buf.is_empty() => {
                 ctx.stats.count_drop(DropReason::MessageIncomplete)

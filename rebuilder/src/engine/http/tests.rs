@@ -255,6 +255,31 @@ fn bytes_held_for_an_answer_never_seen_are_parsed_and_flagged() {
     assert_eq!(h.targets(), ["/ws", "/before-gap", "/after-gap"]);
 }
 
+#[test]
+fn a_second_upgrade_among_held_bytes_loses_nothing_at_the_end_or_at_a_gap() {
+    // Two Upgrade + GET pairs in one burst: resuming the first's held bytes parses the
+    // second Upgrade, which holds its GET again; the end and a gap parse that too.
+    let burst: &[u8] = b"GET /ws1 HTTP/1.1\r\nUpgrade: websocket\r\n\r\nGET /a HTTP/1.1\r\n\r\nGET /ws2 HTTP/1.1\r\nUpgrade: websocket\r\n\r\nGET /b HTTP/1.1\r\n\r\n";
+    let mut h = H::new(true);
+    h.feed(burst);
+    h.end();
+    assert_eq!(h.targets(), ["/ws1", "/a", "/ws2", "/b"]);
+    assert!(
+        h.out[1..]
+            .iter()
+            .all(|r| r.anomalies.contains(Anomaly::UpgradeUnanswered))
+    );
+    assert_eq!(h.parser.held(), 0);
+    // At a gap, the held GET is parsed before the lost bytes, never joined to what follows
+    // them: a head cut by the gap is dropped, the next one after it read.
+    let mut h = H::new(true);
+    h.feed(burst).feed(b"GET /cut HTTP/1.1\r\n");
+    h.gap(10).feed(b"\r\nGET /after-gap HTTP/1.1\r\n\r\n");
+    assert_eq!(h.targets(), ["/ws1", "/a", "/ws2", "/b", "/after-gap"]);
+    assert_eq!(h.stats.drops(DropReason::MessageGap), 1);
+    h.end();
+}
+
 proptest! {
     /// What follows an Upgrade request depends only on the server's answer, never on how the
     /// stream is cut or when the answer comes: declined, every pipelined request (no flag);

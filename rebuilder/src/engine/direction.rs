@@ -250,10 +250,12 @@ pub(super) struct Direction {
     pub(super) role: Role,
     /// Listed in `Engine::holes` (checked by the timer).
     pub(super) in_holes: bool,
-    /// Its waiting entry's deadline is later than its front request's own: the answer's head
-    /// began in time ([`Pairing::next_deadline`]). That deadline drops back when the head
-    /// ends or is lost, so the engine checks it again after each packet of the connection
-    /// while this is set (else the entry is only read when it may have passed).
+    /// Its pairing's next deadline may fall below the one its waiting entry holds
+    /// ([`Pairing::may_drop_back`]): that is later than its front request's own (the
+    /// answer's head began in time, [`Pairing::next_deadline`]; it drops back when the head
+    /// ends or is lost), or a request behind the front has an earlier one (next once the
+    /// front is answered). The engine checks the deadline again after each packet of the
+    /// connection while this is set (else the entry is only read when it may have passed).
     pub(super) waiting_late: bool,
     /// The IP source of the VXLAN datagram that created the direction (the mirror's source).
     pub(super) mirror: Option<IpAddr>,
@@ -263,10 +265,9 @@ pub(super) struct Direction {
     /// ([`SourceTable::set_cached`]; 0: not yet).
     pub(super) source_row: u32,
     /// Listed in `Engine::waiting` (requests waiting for responses): [`WaitingMark`] of the
-    /// deadline that entry holds, which is at or before its pairing's next one (a
-    /// connection's deadlines never decrease along its queue: the wait only grows, once the
-    /// server is seen; when a head that began in time extended the front's, `waiting_late`
-    /// has the entry listed again, earlier, as soon as the extension ends); 0: not listed.
+    /// deadline that entry holds, which is at or before its pairing's next one (when that
+    /// may drop back, `waiting_late` has the entry listed again, earlier, as soon as it
+    /// does); 0: not listed.
     /// Read on the server's packets, in the entry the look-ahead loaded, so that the
     /// pairing's queue is read only when a deadline may have passed.
     pub(super) waiting: WaitingMark,
@@ -323,6 +324,7 @@ impl Direction {
                 parser: &mut self.parser,
                 pairing: &mut self.pairing,
                 cursor: &mut self.cursor,
+                waiting_late: &mut self.waiting_late,
                 in_step,
             },
         )
@@ -377,6 +379,9 @@ pub(super) struct RequestParts<'a> {
     pub(super) parser: &'a mut Parser,
     pub(super) pairing: &'a mut Option<Box<Pairing>>,
     pub(super) cursor: &'a mut Cursor,
+    /// The direction's `waiting_late`: set when a request queued now has a deadline earlier
+    /// than the one its waiting entry holds.
+    pub(super) waiting_late: &'a mut bool,
     /// The stream was seen from its SYN.
     pub(super) in_step: bool,
 }

@@ -365,8 +365,9 @@ impl Engine {
     }
 
     /// Lists a request direction whose requests wait in `waiting`; listed already with a
-    /// deadline a head's extension set (`waiting_late`), lists it again, earlier, when the
-    /// pairing's next deadline fell below it (the entry left behind no longer matches the
+    /// deadline that may drop back (`waiting_late`: a head's extension, or a request behind
+    /// the front with an earlier deadline), lists it again, earlier, when the pairing's next
+    /// deadline fell below it (the entry left behind no longer matches the
     /// pairing's `armed_us`: `expire_waiting` skips it).
     fn note_waiting(&mut self, idx: u32) {
         let dir = &mut self.table.entry_mut(idx).value;
@@ -385,7 +386,7 @@ impl Engine {
             return;
         }
         pairing.armed_us = deadline;
-        dir.waiting_late = pairing.is_extension(deadline);
+        dir.waiting_late = pairing.may_drop_back(deadline);
         dir.waiting = WaitingMark::of(deadline);
         self.waiting.push(Reverse((deadline, idx, dir.generation)));
     }

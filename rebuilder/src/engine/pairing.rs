@@ -344,10 +344,17 @@ impl Pairing {
         }
     }
 
-    /// Whether `deadline`, what [`Pairing::next_deadline`] gave, is later than the front's
-    /// own: an extension (its answer's head began in time), which may drop back.
-    pub fn is_extension(&self, deadline: u64) -> bool {
-        self.queue.front().is_some_and(|s| deadline > s.deadline_us)
+    /// Whether the next deadline may fall below `deadline` (what [`Pairing::next_deadline`]
+    /// gave, or the one the engine's entry is armed at) without the queue growing: it is
+    /// later than the front's own (an extension: its answer's head began in time, and it
+    /// drops back when the head ends or is lost), or a request behind the front has an
+    /// earlier one, which is next once the front is answered (a request that completed
+    /// before the server's direction was seen waits `server_wait_us`, those after it
+    /// `response_timeout_us`, and the first may be the longer).
+    pub fn may_drop_back(&self, deadline: u64) -> bool {
+        let mut slots = self.queue.iter();
+        slots.next().is_some_and(|s| deadline > s.deadline_us)
+            || slots.any(|s| s.deadline_us < deadline)
     }
 
     /// When the front (`front`) is given up: at its deadline, unless the head of its answer

@@ -12,6 +12,8 @@ pub(super) struct ParserSink<'a> {
     pub(super) meta: Meta,
     pub(super) pairing: &'a mut Option<Box<Pairing>>,
     pub(super) cursor: &'a mut Cursor,
+    /// The direction's `waiting_late` ([`RequestParts::waiting_late`]).
+    pub(super) waiting_late: &'a mut bool,
     /// The stream was seen from its SYN.
     pub(super) in_step: bool,
     /// The server's direction is tracked.
@@ -42,6 +44,7 @@ impl<'a> ParserSink<'a> {
             meta: parts.meta,
             pairing: parts.pairing,
             cursor: parts.cursor,
+            waiting_late: parts.waiting_late,
             in_step: parts.in_step,
             server_known,
             now_us,
@@ -169,6 +172,11 @@ impl<'a> ParserSink<'a> {
                 // engine, or the request went out without waiting): keep parsing.
                 self.resume_now = true;
             }
+        }
+        if pairing.armed_us != 0 && pairing.may_drop_back(pairing.armed_us) {
+            // A request queued now is given up before the deadline the connection's waiting
+            // entry holds once those ahead of it are answered: the engine watches for that.
+            *self.waiting_late = true;
         }
         if emitted > 0
             && let Some(c) = chunk

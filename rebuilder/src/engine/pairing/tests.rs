@@ -1009,3 +1009,39 @@ proptest! {
         prop_assert_eq!(e.buffered_bytes(), 0);
     }
 }
+
+#[test]
+fn a_request_behind_one_that_waited_for_an_unseen_server_is_given_up_at_its_own_deadline() {
+    // The server's wait (5 s) longer than the response wait (1 s): /a completes before the
+    // server's direction is seen (deadline 5.01 s), /b after (1.02 s, then 1.03 s once /a's
+    // answer ends). /b's answer at 3 s is late, whether or not the timer ran at 2 s.
+    for tick in [false, true] {
+        let mut c = conn();
+        let mut e = Engine::new(EngineConfig {
+            response_timeout_us: 1_000_000,
+            server_wait_us: 5_000_000,
+            ..EngineConfig::default()
+        });
+        let mut out = Vec::new();
+        e.on_vxlan_payload(5_000, &c.syn(), &mut out);
+        e.on_vxlan_payload(10_000, &c.send(&get("/a")), &mut out);
+        e.on_vxlan_payload(15_000, &c.syn_ack(), &mut out);
+        e.on_vxlan_payload(20_000, &c.send(&get("/b")), &mut out);
+        e.on_vxlan_payload(30_000, &c.respond(&ok(200, "")), &mut out);
+        if tick {
+            e.on_timer(2_000_000, &mut out);
+            assert_eq!(out.len(), 2, "/b given up by the timer at 2 s");
+        }
+        e.on_vxlan_payload(3_000_000, &c.respond(&ok(204, "")), &mut out);
+        e.finish(&mut out);
+        assert_eq!(
+            answers(&out),
+            [
+                ("/a".into(), Ok(200)),
+                ("/b".into(), Err(ResponseMissing::Timeout))
+            ],
+            "timer at 2 s: {tick}"
+        );
+        assert_eq!(e.stats().responses_unmatched, 1);
+    }
+}

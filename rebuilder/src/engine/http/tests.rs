@@ -330,6 +330,50 @@ proptest! {
     }
 }
 
+proptest! {
+    /// Any mix of Upgrade and plain requests in one stream, cut anywhere, with no answer
+    /// seen: every request comes out, in order, once the stream ends or loses bytes after
+    /// them (each Upgrade holds what follows it again while the held bytes are parsed), and
+    /// the budget gets every held byte back.
+    #[test]
+    fn requests_behind_any_number_of_upgrades_come_out_at_the_end_or_a_gap(
+        kinds in prop::collection::vec(any::<bool>(), 1..7),
+        cuts in prop::collection::vec(0usize..400, 0..6),
+        gap in any::<bool>(),
+    ) {
+        let mut wire = Vec::new();
+        let mut want = Vec::new();
+        for (i, upgrade) in kinds.iter().enumerate() {
+            let target = format!("/{i}");
+            let extra = if *upgrade { "Upgrade: websocket\r\nConnection: upgrade\r\n" } else { "" };
+            wire.extend(format!("GET {target} HTTP/1.1\r\nHost: h\r\n{extra}\r\n").into_bytes());
+            want.push(target);
+        }
+        let mut cuts: Vec<usize> = cuts.into_iter().filter(|&c| c > 0 && c < wire.len()).collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        cuts.push(wire.len());
+        let mut h = H::new(true);
+        let mut from = 0;
+        for c in cuts {
+            h.feed(&wire[from..c]);
+            from = c;
+        }
+        if gap {
+            h.gap(7);
+            prop_assert_eq!(h.parser.held(), 0);
+        }
+        h.end();
+        prop_assert_eq!(h.targets(), want);
+        let first_upgrade = kinds.iter().position(|&u| u);
+        for (i, r) in h.out.iter().enumerate() {
+            let behind = first_upgrade.is_some_and(|f| i > f);
+            prop_assert_eq!(r.anomalies.contains(Anomaly::UpgradeUnanswered), behind);
+        }
+        prop_assert_eq!(h.parser.held(), 0);
+    }
+}
+
 #[test]
 fn bytes_held_past_the_head_cap_are_parsed_and_flagged_not_dropped() {
     let limits = HttpLimits {

@@ -379,8 +379,9 @@ pub(super) struct RequestParts<'a> {
     pub(super) parser: &'a mut Parser,
     pub(super) pairing: &'a mut Option<Box<Pairing>>,
     pub(super) cursor: &'a mut Cursor,
-    /// The direction's `waiting_late`: set when a request queued now has a deadline earlier
-    /// than the one its waiting entry holds.
+    /// The direction's `waiting_late`: set when, after requests were queued, the pairing's
+    /// next deadline may fall below the one its waiting entry holds
+    /// ([`Pairing::may_drop_back`]).
     pub(super) waiting_late: &'a mut bool,
     /// The stream was seen from its SYN.
     pub(super) in_step: bool,

@@ -269,7 +269,7 @@ impl Engine {
                 pairing.expire(now_us, &mut ctx);
                 self.table.entry_mut(idx).value.pairing = Some(pairing);
             }
-            self.note_waiting(idx);
+            self.note_waiting(idx, now_us);
             self.apply_verdict(idx, now_us, out);
         }
     }

@@ -345,16 +345,21 @@ impl Pairing {
     }
 
     /// Whether the next deadline may fall below `deadline` (what [`Pairing::next_deadline`]
-    /// gave, or the one the engine's entry is armed at) without the queue growing: it is
-    /// later than the front's own (an extension: its answer's head began in time, and it
-    /// drops back when the head ends or is lost), or a request behind the front has an
-    /// earlier one, which is next once the front is answered (a request that completed
-    /// before the server's direction was seen waits `server_wait_us`, those after it
-    /// `response_timeout_us`, and the first may be the longer).
-    pub fn may_drop_back(&self, deadline: u64) -> bool {
+    /// gave, or the one the engine's entry is armed at) at `now_us` or later without the
+    /// queue growing: it is later than the front's own (an extension: its answer's head
+    /// began in time, and it drops back when the head ends or is lost; or a front given up
+    /// over the cap), or a request behind the front has an earlier one, which is next once
+    /// the front is answered. That one's wait then starts again from the answer's end
+    /// ([`Pairing::restart_front_wait`]), so only a deadline past `now_us` and the response
+    /// wait can be passed over: a request that completed before the server's direction was
+    /// seen waits `server_wait_us`, those after it `response_timeout_us`, and the first may
+    /// be the longer. (A front pushed or restarted by now has a deadline within the
+    /// response wait: on a pipelining connection this reads no slot.)
+    pub fn may_drop_back(&self, deadline: u64, now_us: u64, limits: &PairingLimits) -> bool {
         let mut slots = self.queue.iter();
         slots.next().is_some_and(|s| deadline > s.deadline_us)
-            || slots.any(|s| s.deadline_us < deadline)
+            || (deadline > now_us.saturating_add(limits.response_timeout_us)
+                && slots.any(|s| s.deadline_us < deadline))
     }
 
     /// When the front (`front`) is given up: at its deadline, unless the head of its answer
@@ -458,8 +463,12 @@ impl Pairing {
         // when it last ran.
         self.expire(now_us, ctx);
         if upgrade {
-            // Only the answer to this request counts from here on.
+            // Only the answer to this request counts from here on: an earlier Upgrade whose
+            // held bytes the parser gave up waiting with (past its cap) holds nothing now.
             self.verdict = None;
+            for s in &mut self.queue {
+                s.upgrade = false;
+            }
         }
         let asked = Asked {
             head: req.method.eq_ignore_ascii_case("HEAD"),

@@ -173,7 +173,8 @@ impl<'a> ParserSink<'a> {
                 self.resume_now = true;
             }
         }
-        if pairing.armed_us != 0 && pairing.may_drop_back(pairing.armed_us) {
+        if pairing.armed_us != 0 && pairing.may_drop_back(pairing.armed_us, self.now_us, ctx.limits)
+        {
             // A request queued now is given up before the deadline the connection's waiting
             // entry holds once those ahead of it are answered: the engine watches for that.
             *self.waiting_late = true;
@@ -195,6 +196,9 @@ impl Sink for ParserSink<'_> {
     }
     fn gap(&mut self, len: u64) {
         self.shared.stats.count_gap(len);
+        // Bytes held for an answer came before the lost ones: parsed in a call of their own,
+        // so that the requests among them are queued before pairing learns of the gap.
+        self.call(None, false, |p, ctx| p.resume_all(ctx));
         self.call(None, true, |p, ctx| p.gap(len, ctx));
     }
     fn end(&mut self) {

@@ -1235,3 +1235,84 @@ fn requests_behind_a_second_declined_upgrade_are_delivered_though_the_client_clo
     assert_eq!(e.stats().responses_unmatched, 0);
     assert_eq!(e.stats().upgraded_flows, 0);
 }
+
+#[test]
+fn requests_held_for_an_answer_and_parsed_at_a_gap_are_paired_as_before_it() {
+    // ws1 + /a in one segment (/a held for ws1's answer), then a lost client segment: the
+    // hole times out before the server answers, so the gap resumes /a. /a's bytes came before
+    // the lost ones: its answer (the second) is for sure /a's.
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let mut e = waiting_engine();
+    let mut out = Vec::new();
+    for d in c.open() {
+        e.on_vxlan_payload(1_000, &d, &mut out);
+    }
+    let first = c.send(b"GET /ws1 HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nGET /a HTTP/1.1\r\n\r\n");
+    let _lost = c.send(b"GET /lost HTTP/1.1\r\n\r\n");
+    let after = c.send(b"GET /c HTTP/1.1\r\n\r\n");
+    e.on_vxlan_payload(2_000, &first, &mut out);
+    e.on_vxlan_payload(3_000, &after, &mut out);
+    e.on_timer(3_000 + e.config().gap_timeout_us + 1, &mut out);
+    let t = 3_000 + e.config().gap_timeout_us + 10;
+    e.on_vxlan_payload(
+        t,
+        &c.respond(b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n"),
+        &mut out,
+    );
+    e.on_vxlan_payload(
+        t + 1,
+        &c.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na"),
+        &mut out,
+    );
+    e.finish(&mut out);
+    let got: Vec<_> = out
+        .iter()
+        .map(|r| {
+            (
+                r.target.as_str(),
+                r.response.as_ref().map(|r| r.status),
+                r.response_missing,
+            )
+        })
+        .collect();
+    assert_eq!(got[0], ("/ws1", Some(426), None));
+    assert_eq!(got[1], ("/a", Some(200), None), "{got:?}");
+}
+
+#[test]
+fn a_second_upgrade_past_the_hold_cap_waits_for_its_own_answer_not_the_first_ones() {
+    // ws1 held; ws2 then tunnel bytes past the hold cap: the cap resumes (ws2 emitted, and
+    // it holds the tunnel bytes for its own answer). ws1's 426 must not decide ws2's hold:
+    // ws2's 101 switches, and the tunnel bytes are never parsed as HTTP.
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let mut e = Engine::new(EngineConfig {
+        max_header_bytes: 256,
+        response_timeout_us: 1_000_000,
+        server_wait_us: 1_000_000,
+        ..EngineConfig::default()
+    });
+    let mut d = c.open();
+    d.push(c.send(b"GET /ws1 HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"));
+    d.push(c.send(b"GET /ws2 HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"));
+    let mut tunnel = b"GET /tunnel-bytes HTTP/1.1\r\n\r\n".to_vec();
+    tunnel.resize(220, b'x');
+    d.push(c.send(&tunnel));
+    d.push(c.respond(b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n"));
+    d.push(c.respond(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"));
+    let mut out = run(&mut e, &d);
+    e.finish(&mut out);
+    let got: Vec<_> = out
+        .iter()
+        .map(|r| {
+            (
+                r.target.as_str(),
+                r.response.as_ref().map(|r| r.status),
+                r.response_missing,
+            )
+        })
+        .collect();
+    assert_eq!(targets(&out), ["/ws1", "/ws2"], "{got:?}");
+    assert_eq!(got[1], ("/ws2", Some(101), None));
+    assert_eq!(e.stats().upgraded_flows, 1);
+    assert_eq!(e.stats().drops(DropReason::BadRequest), 0);
+}

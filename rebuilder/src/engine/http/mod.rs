@@ -198,14 +198,20 @@ impl Parser {
         if self.buf.is_empty() {
             self.msg_ts = ts_us;
         }
-        if self.buf.len() + input.len() <= ctx.limits.max_header_bytes
-            && self.may_grow(input.len(), ctx)
-        {
+        let max = ctx.limits.max_header_bytes;
+        let fits = |p: &Parser| p.buf.len() + input.len() <= max;
+        if fits(self) && self.may_grow(input.len(), ctx) {
             self.buf.extend_from_slice(input);
             self.account(ctx.budget);
             return &[];
         }
         self.resume(true, ctx);
+        if self.state == ParserState::Held && !fits(self) {
+            // A second Upgrade among the held bytes holds what follows it, and that does not
+            // fit either: parsed in one pass (resuming again at each request would copy the
+            // rest once per request).
+            self.resume_all(ctx);
+        }
         input
     }
 
@@ -243,20 +249,22 @@ impl Parser {
         }
     }
 
-    /// Parses every byte held for an answer, none awaited any longer: an Upgrade / CONNECT
-    /// request among them would hold what follows it again, and that is parsed in turn
-    /// (each round parses at least that request, so the held bytes shrink).
-    fn resume_all(&mut self, ctx: &mut Ctx<'_>) {
-        while self.state == ParserState::Held {
-            self.resume(true, ctx);
-        }
+    /// Parses every byte held for an answer, none awaited any longer, in one pass: an
+    /// Upgrade / CONNECT request among them does not hold what follows it (holding it again
+    /// at each such request would copy the rest once per request: quadratic in a burst of
+    /// CONNECT lines).
+    pub fn resume_all(&mut self, ctx: &mut Ctx<'_>) {
+        self.no_hold = true;
+        self.resume(true, ctx);
+        self.no_hold = false;
     }
 
     /// `len` bytes of the stream were lost.
     pub fn gap(&mut self, len: u64, ctx: &mut Ctx<'_>) {
         // Held bytes cannot wait across lost ones: parsed now (no answer awaited), all of
         // them, else what a second Upgrade request held would be joined to the bytes after
-        // the gap.
+        // the gap. (The engine's sink parses them in a call of its own first, so that
+        // pairing takes the requests among them as before the gap.)
         self.resume_all(ctx);
         let resync = ParserState::Sync { line_start: false };
         match self.state {
@@ -752,7 +760,7 @@ impl Parser {
             ctx.stats.count_anomalies(req.anomalies);
             ctx.out.push(req);
         }
-        if upgrade {
+        if upgrade && !self.no_hold {
             self.buf = Vec::new();
             self.state = ParserState::Held;
             self.account(ctx.budget);

@@ -261,6 +261,9 @@ pub struct Parser {
     /// An Upgrade / CONNECT of this stream was not answered as far as the engine saw: the
     /// requests after it are flagged [`crate::engine::stats::Anomaly::UpgradeUnanswered`].
     pub(super) unanswered: bool,
+    /// Held bytes are being parsed with no answer awaited any longer (`Parser::resume_all`):
+    /// an Upgrade / CONNECT request among them does not hold what follows it.
+    pub(super) no_hold: bool,
 }
 
 impl Default for Parser {
@@ -285,6 +288,7 @@ impl Parser {
             line_ok: false,
             closed: false,
             unanswered: false,
+            no_hold: false,
         }
     }
 

@@ -1045,3 +1045,235 @@ fn a_request_behind_one_that_waited_for_an_unseen_server_is_given_up_at_its_own_
         assert_eq!(e.stats().responses_unmatched, 1);
     }
 }
+
+#[derive(Debug, Clone)]
+/// One step of a scripted connection (the timer-independence proptest below).
+enum Step {
+    /// `n` GETs in one client segment.
+    Req(usize),
+    /// A response queued on the server's side (status, body length).
+    Resp(u16, usize),
+    /// The server sends up to `n` bytes of what it has queued.
+    Send(usize),
+    SynAck,
+    Advance(u64),
+    /// A timer tick (run with ticks only).
+    Tick,
+    /// An Upgrade request (then a GET in the same segment when true).
+    Upgrade(bool),
+    /// A 101 queued.
+    Switch,
+    /// The server loses up to `n` queued bytes (a hole in its stream).
+    Lose(usize),
+    ClientFin,
+    ServerFin,
+    ServerRst,
+    /// A client segment with one GET, lost.
+    ReqLost,
+    /// The clock goes back this much (mirror packets slightly out of order).
+    Back(u64),
+    /// A GET, then everything queued on the server side, delivered server first.
+    ReqAfterResp,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => (1usize..3).prop_map(Step::Req),
+        3 => (prop_oneof![Just(200u16), Just(204), Just(404)], 0usize..20).prop_map(|(s, b)| Step::Resp(s, b)),
+        4 => prop_oneof![Just(5usize), Just(20), Just(1000)].prop_map(Step::Send),
+        1 => Just(Step::SynAck),
+        4 => prop_oneof![Just(10u64), Just(50_000), Just(300_000), Just(900_000), Just(1_500_000)].prop_map(Step::Advance),
+        3 => Just(Step::Tick),
+        1 => any::<bool>().prop_map(Step::Upgrade),
+        1 => Just(Step::Switch),
+        1 => prop_oneof![Just(5usize), Just(60)].prop_map(Step::Lose),
+        1 => Just(Step::ClientFin),
+        1 => Just(Step::ServerFin),
+        1 => Just(Step::ServerRst),
+        1 => Just(Step::ReqLost),
+        1 => prop_oneof![Just(5_000u64), Just(400_000)].prop_map(Step::Back),
+        1 => Just(Step::ReqAfterResp),
+    ]
+}
+
+/// The documented invariant (`Direction::waiting`): while the pairing has a next deadline,
+/// its direction is listed in the timer's heap, at or before it.
+fn assert_listed_in_time(e: &Engine, what: &str) {
+    let key = crate::engine::flow::FlowKey::new(
+        9,
+        "10.0.0.1:40000".parse().unwrap(),
+        "10.0.0.2:80".parse().unwrap(),
+    );
+    let Some(i) = e.table.find(&key) else { return };
+    let d = &e.table.entry(i).value;
+    let Some(p) = d.pairing.as_deref() else {
+        return;
+    };
+    if let Some(nd) = p.next_deadline(&e.shared.pair_limits) {
+        assert!(
+            d.waiting.is_some(),
+            "{what}: next deadline {nd} but not listed"
+        );
+        assert!(
+            p.armed_us <= nd,
+            "{what}: armed {} later than next deadline {nd}",
+            p.armed_us
+        );
+    }
+}
+
+/// Runs the script; ticks only when `ticks`. Returns each request's outcome by target.
+fn run_script(
+    script: &[Step],
+    ticks: bool,
+    timeout: u64,
+    server_wait: u64,
+    holes: &mut bool,
+    idle: u64,
+) -> (Vec<(String, Result<u16, ResponseMissing>)>, u64) {
+    let mut c = conn();
+    let mut e = Engine::new(EngineConfig {
+        response_timeout_us: timeout,
+        server_wait_us: server_wait,
+        closed_linger_us: 1_000_000_000,
+        idle_timeout_us: idle,
+        ..EngineConfig::default()
+    });
+    let mut out = Vec::new();
+    let mut now = 5_000u64;
+    e.on_vxlan_payload(now, &c.syn(), &mut out);
+    let mut synack = false;
+    let mut queued: Vec<u8> = Vec::new();
+    let mut n = 0;
+    for ev in script {
+        match ev {
+            Step::Req(k) => {
+                let mut b = Vec::new();
+                for _ in 0..*k {
+                    n += 1;
+                    b.extend(get(&format!("/{n}")));
+                }
+                now += 1;
+                e.on_vxlan_payload(now, &c.send(&b), &mut out);
+                assert_listed_in_time(&e, &format!("after Req at {now}"));
+            }
+            Step::Resp(s, len) => queued.extend(ok(*s, &"x".repeat(*len))),
+            Step::Send(k) => {
+                if synack && !queued.is_empty() {
+                    let take = (*k).min(queued.len());
+                    let part: Vec<u8> = queued.drain(..take).collect();
+                    now += 1;
+                    e.on_vxlan_payload(now, &c.respond(&part), &mut out);
+                    assert_listed_in_time(&e, &format!("after Send at {now}"));
+                }
+            }
+            Step::SynAck => {
+                if !synack {
+                    synack = true;
+                    now += 1;
+                    e.on_vxlan_payload(now, &c.syn_ack(), &mut out);
+                    assert_listed_in_time(&e, &format!("after SynAck at {now}"));
+                }
+            }
+            Step::Advance(dt) => now += dt,
+            Step::Upgrade(then_get) => {
+                n += 1;
+                let mut b = format!(
+                    "GET /{n} HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
+                )
+                .into_bytes();
+                if *then_get {
+                    n += 1;
+                    b.extend(get(&format!("/{n}")));
+                }
+                now += 1;
+                e.on_vxlan_payload(now, &c.send(&b), &mut out);
+                assert_listed_in_time(&e, &format!("after Upgrade at {now}"));
+            }
+            Step::Switch => {
+                queued.extend(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
+            }
+            Step::Lose(k) => {
+                if synack && !queued.is_empty() {
+                    let take = (*k).min(queued.len());
+                    let part: Vec<u8> = queued.drain(..take).collect();
+                    let _ = c.respond(&part);
+                    *holes = true;
+                }
+            }
+            Step::Back(dt) => now = now.saturating_sub(*dt).max(5_000),
+            Step::ReqAfterResp => {
+                n += 1;
+                let req = c.send(&get(&format!("/{n}")));
+                if synack && !queued.is_empty() {
+                    let part: Vec<u8> = std::mem::take(&mut queued);
+                    now += 1;
+                    e.on_vxlan_payload(now, &c.respond(&part), &mut out);
+                    assert_listed_in_time(&e, &format!("after early response at {now}"));
+                }
+                now += 1;
+                e.on_vxlan_payload(now, &req, &mut out);
+                assert_listed_in_time(&e, &format!("after ReqAfterResp at {now}"));
+            }
+            Step::ReqLost => {
+                n += 1;
+                let _ = c.send(&get(&format!("/{n}")));
+                *holes = true;
+            }
+            Step::ClientFin => {
+                now += 1;
+                e.on_vxlan_payload(now, &c.fin(), &mut out);
+                assert_listed_in_time(&e, &format!("after ClientFin at {now}"));
+            }
+            Step::ServerFin => {
+                if synack {
+                    now += 1;
+                    e.on_vxlan_payload(now, &c.server_fin(), &mut out);
+                    assert_listed_in_time(&e, &format!("after ServerFin at {now}"));
+                }
+            }
+            Step::ServerRst => {
+                if synack {
+                    now += 1;
+                    e.on_vxlan_payload(now, &c.rst(), &mut out);
+                    assert_listed_in_time(&e, &format!("after ServerRst at {now}"));
+                }
+            }
+            Step::Tick => {
+                if ticks {
+                    e.on_timer(now, &mut out);
+                    assert_listed_in_time(&e, &format!("after Tick at {now}"));
+                }
+            }
+        }
+    }
+    e.on_timer(now + 20_000_000, &mut out);
+    e.finish(&mut out);
+    let mut a = answers(&out);
+    a.sort();
+    (a, e.stats().responses_unmatched)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+    /// Scripted connections (pipelining, responses cut anywhere, requests before the SYN+ACK,
+    /// 101 / 426 answers, losses both ways, FIN and RST, answers ahead of their requests,
+    /// the clock going back, short idle timeouts), run with and without timer ticks between
+    /// the packets: after every packet and tick the waiting entry is armed at or before the
+    /// pairing's next deadline, and without losses or upgrades (whose held bytes are parsed
+    /// when the timer gives their answer up) the outcomes are the same.
+    #[test]
+    fn the_timers_entry_is_never_late_and_ticks_change_no_outcome(
+        script in proptest::collection::vec(step(), 1..60),
+        idle in prop_oneof![Just(1_000_000_000u64), Just(2_000_000)],
+        waits in prop_oneof![Just((1_000_000u64, 5_000_000u64)), Just((1_000_000, 100_000)), Just((300_000, 2_000_000))],
+    ) {
+        let mut holes = false;
+        let with = run_script(&script, true, waits.0, waits.1, &mut holes, idle);
+        let without = run_script(&script, false, waits.0, waits.1, &mut holes, idle);
+        let upgrades = script.iter().any(|e| matches!(e, Step::Upgrade(_)));
+        if !holes && !upgrades && idle > 1_000_000 * 100 {
+            prop_assert_eq!(&with, &without, "with ticks / without");
+        }
+    }
+}

@@ -223,6 +223,9 @@ pub struct Removed<T> {
     pub value: T,
     /// Whether it was open (not closed) when removed.
     pub was_open: bool,
+    /// Its last packet's time (open), or its closing time (closed): what
+    /// [`FlowTable::pop_expired`] counts the idle timeout or the linger from.
+    pub stamp_us: u64,
 }
 
 /// The table.
@@ -544,6 +547,7 @@ impl<T> FlowTable<T> {
             key: e.key,
             value: e.value,
             was_open: e.lifecycle == Lifecycle::Open,
+            stamp_us: e.stamp_us,
         }
     }
 

@@ -51,7 +51,24 @@ impl Engine {
         now_us: u64,
         out: &mut Vec<HttpRequest>,
     ) {
-        let Removed { key, mut value, .. } = removed;
+        let Removed {
+            key,
+            mut value,
+            was_open,
+            stamp_us,
+        } = removed;
+        if end == EndKind::Expired {
+            // Deadlines of its connection that passed before it expired are kept first, as a
+            // packet would have kept them: whether a request is `timeout` or
+            // `server_not_seen` rather than `connection_closed` does not depend on how late
+            // the timer ran.
+            let wait = if was_open {
+                self.config.idle_timeout_us
+            } else {
+                self.config.closed_linger_us
+            };
+            self.expire_before_end(&key, &mut value, stamp_us.saturating_add(wait), out);
+        }
         if value.role == Role::Responses {
             // An open server stream lost to expiry or eviction (no FIN, no RST): the
             // connection may go on, and its next answers come on a new server direction.
@@ -91,6 +108,31 @@ impl Engine {
             let mut ctx = self.shared.pair_ctx(out);
             pairing.flush(end.missing(), &mut ctx);
             pairing.free(ctx.budget);
+        }
+    }
+
+    /// Gives up the requests of the connection of a removed direction (`key`, `value`) whose
+    /// deadlines passed by `at_us`, when it expired.
+    fn expire_before_end(
+        &mut self,
+        key: &FlowKey,
+        value: &mut Direction,
+        at_us: u64,
+        out: &mut Vec<HttpRequest>,
+    ) {
+        if value.role == Role::Responses {
+            let client = self
+                .table
+                .find(&key.reverse())
+                .filter(|&c| self.table.entry(c).value.role != Role::Responses);
+            if let Some(c) = client {
+                self.expire_due(c, at_us, out);
+            }
+        } else if let Some(pairing) = value.pairing.as_deref_mut()
+            && (pairing.next_deadline(&self.shared.pair_limits)).is_some_and(|d| d <= at_us)
+        {
+            let mut ctx = self.shared.pair_ctx(out);
+            pairing.expire(at_us, &mut ctx);
         }
     }
 

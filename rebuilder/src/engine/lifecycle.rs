@@ -57,9 +57,11 @@ impl Engine {
             was_open,
             stamp_us,
         } = removed;
+        let mut now_us = now_us;
         if end == EndKind::Expired {
-            // Deadlines of its connection that passed before it expired are kept first, as a
-            // packet would have kept them: whether a request is `timeout` or
+            // It ends when it expired, not when the timer noticed: deadlines of its connection
+            // that passed before then are kept first, as a packet would have kept them, and
+            // what its end parses is pushed at that time. Whether a request is `timeout` or
             // `server_not_seen` rather than `connection_closed` does not depend on how late
             // the timer ran.
             let wait = if was_open {
@@ -67,7 +69,8 @@ impl Engine {
             } else {
                 self.config.closed_linger_us
             };
-            self.expire_before_end(&key, &mut value, stamp_us.saturating_add(wait), out);
+            now_us = now_us.min(stamp_us.saturating_add(wait));
+            self.expire_before_end(&key, &mut value, now_us, out);
         }
         if value.role == Role::Responses {
             // An open server stream lost to expiry or eviction (no FIN, no RST): the
@@ -311,7 +314,7 @@ impl Engine {
                 pairing.expire(now_us, &mut ctx);
                 self.table.entry_mut(idx).value.pairing = Some(pairing);
             }
-            self.note_waiting(idx, now_us);
+            self.note_waiting(idx);
             self.apply_verdict(idx, now_us, out);
         }
     }

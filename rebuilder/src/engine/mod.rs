@@ -306,7 +306,7 @@ impl Engine {
             }
             if let Some(c) = client {
                 self.table.entry_mut(c).value.pairing = pairing;
-                self.note_waiting(c, now_us);
+                self.note_waiting(c);
                 self.apply_verdict(c, now_us, out);
             }
             return r;
@@ -319,7 +319,7 @@ impl Engine {
         let sink = ParserSink::new(parts, &mut self.shared, out, server_known, now_us, end);
         let mut sink = AnySink::Requests(sink);
         let r = f(stream, &self.stream_limits, &mut sink);
-        self.note_waiting(idx, now_us);
+        self.note_waiting(idx);
         self.apply_verdict(idx, now_us, out);
         r
     }
@@ -369,7 +369,7 @@ impl Engine {
     /// the front with an earlier deadline), lists it again, earlier, when the pairing's next
     /// deadline fell below it (the entry left behind no longer matches the
     /// pairing's `armed_us`: `expire_waiting` skips it).
-    fn note_waiting(&mut self, idx: u32, now_us: u64) {
+    fn note_waiting(&mut self, idx: u32) {
         let dir = &mut self.table.entry_mut(idx).value;
         let listed = dir.waiting.is_some();
         if listed && !dir.waiting_late {
@@ -386,7 +386,7 @@ impl Engine {
             return;
         }
         pairing.armed_us = deadline;
-        dir.waiting_late = pairing.may_drop_back(deadline, now_us, limits);
+        dir.waiting_late = pairing.may_drop_back(deadline);
         dir.waiting = WaitingMark::of(deadline);
         self.waiting.push(Reverse((deadline, idx, dir.generation)));
     }

@@ -345,21 +345,19 @@ impl Pairing {
     }
 
     /// Whether the next deadline may fall below `deadline` (what [`Pairing::next_deadline`]
-    /// gave, or the one the engine's entry is armed at) at `now_us` or later without the
-    /// queue growing: it is later than the front's own (an extension: its answer's head
-    /// began in time, and it drops back when the head ends or is lost; or a front given up
-    /// over the cap), or a request behind the front has an earlier one, which is next once
-    /// the front is answered. That one's wait then starts again from the answer's end
-    /// ([`Pairing::restart_front_wait`]), so only a deadline past `now_us` and the response
-    /// wait can be passed over: a request that completed before the server's direction was
-    /// seen waits `server_wait_us`, those after it `response_timeout_us`, and the first may
-    /// be the longer. (A front pushed or restarted by now has a deadline within the
-    /// response wait: on a pipelining connection this reads no slot.)
-    pub fn may_drop_back(&self, deadline: u64, now_us: u64, limits: &PairingLimits) -> bool {
+    /// gave, or the one the engine's entry is armed at) without the queue growing: it is
+    /// later than the front's own (an extension: its answer's head began in time, and it
+    /// drops back when the head ends or is lost; or a front given up over the cap), or a
+    /// request behind the front has an earlier one, next once the front is answered (a
+    /// request that completed before the server's direction was seen waits
+    /// `server_wait_us`, those after it `response_timeout_us`, and the first may be the
+    /// longer; a restarted wait, [`Pairing::restart_front_wait`], may end after a later
+    /// request's own, and the next answer's packet may carry an earlier time than the one
+    /// the entry was listed at: mirrored packets are not in time order).
+    pub fn may_drop_back(&self, deadline: u64) -> bool {
         let mut slots = self.queue.iter();
         slots.next().is_some_and(|s| deadline > s.deadline_us)
-            || (deadline > now_us.saturating_add(limits.response_timeout_us)
-                && slots.any(|s| s.deadline_us < deadline))
+            || slots.any(|s| s.deadline_us < deadline)
     }
 
     /// When the front (`front`) is given up: at its deadline, unless the head of its answer

@@ -173,8 +173,7 @@ impl<'a> ParserSink<'a> {
                 self.resume_now = true;
             }
         }
-        if pairing.armed_us != 0 && pairing.may_drop_back(pairing.armed_us, self.now_us, ctx.limits)
-        {
+        if pairing.armed_us != 0 && pairing.may_drop_back(pairing.armed_us) {
             // A request queued now is given up before the deadline the connection's waiting
             // entry holds once those ahead of it are answered: the engine watches for that.
             *self.waiting_late = true;

@@ -1311,3 +1311,67 @@ fn a_request_whose_wait_ended_before_its_flow_expired_keeps_its_reason_however_l
         );
     }
 }
+
+#[test]
+fn the_timers_entry_is_not_late_when_an_answers_packet_carries_an_earlier_time() {
+    // /1 /2 /3 pipelined; /1 answered just before its deadline (so /2 restarts to
+    // ~2.009 s, /3 stays at 1.01 s); the entry fires at 1.01 s and is listed again at
+    // 2.009 s. /2's answer then arrives in a packet stamped 5 ms earlier than the tick
+    // (mirror reordering): /3 restarts to 2.005 s, earlier than the entry, which must be
+    // listed again.
+    let (mut c, mut e, mut out) = opened(5_000);
+    let mut b = get("/1");
+    b.extend(get("/2"));
+    b.extend(get("/3"));
+    e.on_vxlan_payload(10_000, &c.send(&b), &mut out);
+    assert_listed_in_time(&e, "after the requests");
+    e.on_vxlan_payload(1_009_000, &c.respond(&ok(200, "a")), &mut out);
+    assert_listed_in_time(&e, "after /1's answer");
+    e.on_timer(1_010_000, &mut out);
+    assert_listed_in_time(&e, "after the tick");
+    e.on_vxlan_payload(1_005_000, &c.respond(&ok(200, "b")), &mut out);
+    assert_listed_in_time(&e, "after /2's answer, 5 ms back");
+}
+
+#[test]
+fn what_an_expired_flows_end_parses_is_queued_at_its_expiry_not_at_the_tick() {
+    // An Upgrade (its wait ends at 1.01 s), then GET /a held behind it; the client goes
+    // silent and its direction expires at 0.52 s (idle 500 ms); the server's direction is
+    // kept alive by pure ACKs. At the finalization the held /a is pushed at the expiry
+    // time, not the tick's: its push must not give /ws up for a deadline after the expiry,
+    // so /ws is `connection_closed` however late the timer ran.
+    let mut got = Vec::new();
+    for first_tick in [600_000u64, 1_100_000] {
+        let mut c = conn();
+        let mut e = Engine::new(EngineConfig {
+            response_timeout_us: 1_000_000,
+            server_wait_us: 100_000,
+            idle_timeout_us: 500_000,
+            ..EngineConfig::default()
+        });
+        let mut out = Vec::new();
+        for d in c.open() {
+            e.on_vxlan_payload(5_000, &d, &mut out);
+        }
+        e.on_vxlan_payload(
+            10_000,
+            &c.send(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"),
+            &mut out,
+        );
+        e.on_vxlan_payload(20_000, &c.send(&get("/a")), &mut out);
+        e.on_vxlan_payload(400_000, &c.respond(b""), &mut out);
+        if first_tick < 800_000 {
+            e.on_timer(first_tick, &mut out);
+        }
+        e.on_vxlan_payload(800_000, &c.respond(b""), &mut out);
+        e.on_timer(first_tick.max(1_100_000), &mut out);
+        e.on_timer(40_000_000, &mut out);
+        e.finish(&mut out);
+        got.push(answers(&out));
+    }
+    assert_eq!(got[0], got[1]);
+    assert_eq!(
+        got[0][0],
+        ("/ws".into(), Err(ResponseMissing::ConnectionClosed))
+    );
+}

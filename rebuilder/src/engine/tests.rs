@@ -1236,6 +1236,19 @@ fn requests_behind_a_second_declined_upgrade_are_delivered_though_the_client_clo
     assert_eq!(e.stats().upgraded_flows, 0);
 }
 
+/// Each request's target, response status and the reason its response is missing.
+fn outcomes(out: &[HttpRequest]) -> Vec<(&str, Option<u16>, Option<stats::ResponseMissing>)> {
+    out.iter()
+        .map(|r| {
+            (
+                r.target.as_str(),
+                r.response.as_ref().map(|r| r.status),
+                r.response_missing,
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn requests_held_for_an_answer_and_parsed_at_a_gap_are_paired_as_before_it() {
     // ws1 + /a in one segment (/a held for ws1's answer), then a lost client segment: the
@@ -1265,16 +1278,7 @@ fn requests_held_for_an_answer_and_parsed_at_a_gap_are_paired_as_before_it() {
         &mut out,
     );
     e.finish(&mut out);
-    let got: Vec<_> = out
-        .iter()
-        .map(|r| {
-            (
-                r.target.as_str(),
-                r.response.as_ref().map(|r| r.status),
-                r.response_missing,
-            )
-        })
-        .collect();
+    let got = outcomes(&out);
     assert_eq!(got[0], ("/ws1", Some(426), None));
     assert_eq!(got[1], ("/a", Some(200), None), "{got:?}");
 }
@@ -1301,16 +1305,7 @@ fn a_second_upgrade_past_the_hold_cap_waits_for_its_own_answer_not_the_first_one
     d.push(c.respond(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"));
     let mut out = run(&mut e, &d);
     e.finish(&mut out);
-    let got: Vec<_> = out
-        .iter()
-        .map(|r| {
-            (
-                r.target.as_str(),
-                r.response.as_ref().map(|r| r.status),
-                r.response_missing,
-            )
-        })
-        .collect();
+    let got = outcomes(&out);
     assert_eq!(targets(&out), ["/ws1", "/ws2"], "{got:?}");
     assert_eq!(got[1], ("/ws2", Some(101), None));
     assert_eq!(e.stats().upgraded_flows, 1);

@@ -746,11 +746,11 @@ impl Parser {
         self.line_ok = false;
         self.account(ctx.budget);
         self.emitted = self.emitted.saturating_add(1);
-        if ctx
+        let health_check = ctx
             .limits
             .health_checks
-            .matches(&req, ctx.meta.client().ip())
-        {
+            .matches(&req, ctx.meta.client().ip());
+        if health_check {
             ctx.stats.count_drop(DropReason::HealthCheck);
         } else {
             ctx.stats.count_request();
@@ -760,7 +760,12 @@ impl Parser {
             ctx.stats.count_anomalies(req.anomalies);
             ctx.out.push(req);
         }
-        if upgrade && !self.no_hold {
+        if upgrade && health_check {
+            // Dropped, it is not paired: no answer will be told. What follows is parsed on,
+            // flagged (a balancer's health check does not upgrade).
+            self.unanswered = true;
+        }
+        if upgrade && !self.no_hold && !health_check {
             self.buf = Vec::new();
             self.state = ParserState::Held;
             self.account(ctx.budget);

@@ -641,6 +641,14 @@ fn health_checks_are_dropped_and_counted_other_requests_kept() {
     h.feed(b"GET /health HTTP/1.1\r\nUser-Agent: ELB-HealthChecker/2.0\r\n\r\n");
     assert_eq!(h.targets(), ["/health"]);
     assert_eq!(h.stats.drops(DropReason::HealthCheck), 0);
+    // An Upgrade health check is not paired (no answer will be told): what follows is not
+    // held for it, but parsed, flagged.
+    let mut h = with(true, rule("10.0.0.0/24"));
+    h.feed(b"GET /health HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nGET /next HTTP/1.1\r\n\r\n");
+    assert_eq!(h.targets(), ["/next"]);
+    assert_ne!(h.parser.state(), ParserState::Held);
+    assert!(h.out[0].anomalies.contains(Anomaly::UpgradeUnanswered));
+    assert_eq!(h.stats.drops(DropReason::HealthCheck), 1);
     // No rule (the default): nothing is a health check.
     let mut h = H::new(true);
     h.feed(b"GET /health HTTP/1.1\r\nUser-Agent: ELB-HealthChecker/2.0\r\n\r\n");

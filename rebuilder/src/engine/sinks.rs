@@ -174,8 +174,9 @@ impl<'a> ParserSink<'a> {
             }
         }
         if pairing.armed_us != 0 && pairing.may_drop_back(pairing.armed_us) {
-            // A request queued now is given up before the deadline the connection's waiting
-            // entry holds once those ahead of it are answered: the engine watches for that.
+            // The next deadline may fall below the one the connection's waiting entry holds
+            // (a request queued now with an earlier one, a front given up over the cap): the
+            // engine checks it after each packet until it lists the entry again.
             *self.waiting_late = true;
         }
         if emitted > 0

@@ -281,6 +281,7 @@ impl ParserHarness {
             budget: &mut self.budget,
             stats: &mut self.stats,
             out: &mut out,
+            from_held: 0,
             meta: self.meta,
         };
         f(&mut self.parser, &mut ctx);

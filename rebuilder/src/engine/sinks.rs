@@ -87,6 +87,7 @@ impl<'a> ParserSink<'a> {
     ) {
         let boundary = self.at_boundary();
         let drops = self.shared.stats.total_drops();
+        let from_held;
         {
             let shared = &mut *self.shared;
             let mut ctx = http::Ctx {
@@ -94,9 +95,11 @@ impl<'a> ParserSink<'a> {
                 budget: &mut shared.budget,
                 stats: &mut shared.stats,
                 out: &mut shared.scratch,
+                from_held: 0,
                 meta: self.meta,
             };
             f(self.parser, &mut ctx);
+            from_held = ctx.from_held;
         }
         if self.discard {
             self.shared.scratch.clear();
@@ -155,9 +158,11 @@ impl<'a> ParserSink<'a> {
         }
         let first = cursor.msg_at();
         for (i, req) in shared.scratch.drain(..).enumerate() {
-            // Requests after the first in one chunk were sent in one burst with it.
+            // Requests after the first in one chunk were sent in one burst with it; those
+            // parsed from bytes held for an answer came before the chunk (past the hold cap,
+            // its bytes resume them), where the message in progress began.
             let from = match chunk {
-                Some(c) if i > 0 => (c.seq, c.ack, c.ack),
+                Some(c) if i > 0 && i >= from_held => (c.seq, c.ack, c.ack),
                 _ => first,
             };
             if dropped {

@@ -1311,3 +1311,38 @@ fn a_second_upgrade_past_the_hold_cap_waits_for_its_own_answer_not_the_first_one
     assert_eq!(e.stats().upgraded_flows, 1);
     assert_eq!(e.stats().drops(DropReason::BadRequest), 0);
 }
+
+#[test]
+fn requests_parsed_from_held_bytes_past_the_cap_are_placed_where_they_were_sent() {
+    // As a_second_upgrade_past_the_hold_cap_waits_for_its_own_answer_not_the_first_ones, but
+    // the client sends the tunnel bytes after it received both answers (their ACK number
+    // covers them, as a WebSocket client does), and the mirror delivers the server's packets
+    // after that client segment. ws2 is parsed from held bytes in the call of the tunnel
+    // chunk: placed at that chunk (its ACK number past its own 101), its answer would not be
+    // its own.
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let mut e = Engine::new(EngineConfig {
+        max_header_bytes: 256,
+        response_timeout_us: 1_000_000,
+        server_wait_us: 1_000_000,
+        ..EngineConfig::default()
+    });
+    let mut d = c.open();
+    d.push(c.send(b"GET /ws1 HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"));
+    d.push(c.send(b"GET /a HTTP/1.1\r\n\r\nGET /ws2 HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"));
+    let r1 = c.respond(b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n");
+    let ra = c.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    let r2 = c.respond(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
+    let mut tunnel = b"GET /tunnel-bytes HTTP/1.1\r\n\r\n".to_vec();
+    tunnel.resize(220, b'x');
+    d.push(c.send(&tunnel));
+    d.push(r1);
+    d.push(ra);
+    d.push(r2);
+    let mut out = run(&mut e, &d);
+    e.finish(&mut out);
+    let got = outcomes(&out);
+    assert_eq!(targets(&out), ["/ws1", "/a", "/ws2"], "{got:?}");
+    assert_eq!(got[2], ("/ws2", Some(101), None), "{got:?}");
+    assert_eq!(e.stats().upgraded_flows, 1);
+}

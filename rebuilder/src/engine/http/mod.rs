@@ -246,6 +246,7 @@ impl Parser {
         if !held.is_empty() {
             let ts = self.msg_ts;
             self.data(ts, &held, ctx);
+            ctx.from_held = ctx.out.len();
         }
     }
 

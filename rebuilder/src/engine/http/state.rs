@@ -72,6 +72,9 @@ pub struct Ctx<'a> {
     pub stats: &'a mut EngineStats,
     /// Emitted requests (boxed: pairing queues them as they are).
     pub out: &'a mut Vec<Box<HttpRequest>>,
+    /// How many of `out`'s first requests were parsed from bytes held for an answer (set
+    /// when held bytes are resumed): they came before the bytes of the call, not in them.
+    pub from_held: usize,
     /// Flow identity.
     pub meta: Meta,
 }

@@ -57,20 +57,20 @@ impl Engine {
             was_open,
             stamp_us,
         } = removed;
+        // An expired direction ends when it expired, not when the timer noticed: deadlines of
+        // its connection that passed before then are kept first, as a packet would have kept
+        // them, and what its end parses is queued at that time. Whether a request is
+        // `timeout` or `server_not_seen` rather than `connection_closed` does not depend on
+        // how late the timer ran.
+        let expired = end == EndKind::Expired;
         let mut now_us = now_us;
-        if end == EndKind::Expired {
-            // It ends when it expired, not when the timer noticed: deadlines of its connection
-            // that passed before then are kept first, as a packet would have kept them, and
-            // what its end parses is pushed at that time. Whether a request is `timeout` or
-            // `server_not_seen` rather than `connection_closed` does not depend on how late
-            // the timer ran.
+        if expired {
             let wait = if was_open {
                 self.config.idle_timeout_us
             } else {
                 self.config.closed_linger_us
             };
             now_us = now_us.min(stamp_us.saturating_add(wait));
-            self.expire_before_end(&key, &mut value, now_us, out);
         }
         if value.role == Role::Responses {
             // An open server stream lost to expiry or eviction (no FIN, no RST): the
@@ -82,6 +82,9 @@ impl Engine {
                 .table
                 .find(&key.reverse())
                 .filter(|&c| self.table.entry(c).value.role != Role::Responses);
+            if expired && let Some(c) = client {
+                self.expire_due(c, now_us, out);
+            }
             let mut pairing = client.and_then(|c| self.table.entry_mut(c).value.pairing.take());
             let ahead_from = client.and_then(|c| self.table.entry(c).value.answers_ahead_from());
             let pairing_ref = pairing.as_deref_mut();
@@ -95,6 +98,10 @@ impl Engine {
                 self.apply_verdict(c, now_us, out);
             }
             return;
+        }
+        if expired && let Some(pairing) = value.pairing.as_deref_mut() {
+            let mut ctx = self.shared.pair_ctx(out);
+            pairing.expire(now_us, &mut ctx);
         }
         let server_known = self.table.find(&key.reverse()).is_some();
         let (stream, parts) = value.for_parsing(&key);
@@ -111,31 +118,6 @@ impl Engine {
             let mut ctx = self.shared.pair_ctx(out);
             pairing.flush(end.missing(), &mut ctx);
             pairing.free(ctx.budget);
-        }
-    }
-
-    /// Gives up the requests of the connection of a removed direction (`key`, `value`) whose
-    /// deadlines passed by `at_us`, when it expired.
-    fn expire_before_end(
-        &mut self,
-        key: &FlowKey,
-        value: &mut Direction,
-        at_us: u64,
-        out: &mut Vec<HttpRequest>,
-    ) {
-        if value.role == Role::Responses {
-            let client = self
-                .table
-                .find(&key.reverse())
-                .filter(|&c| self.table.entry(c).value.role != Role::Responses);
-            if let Some(c) = client {
-                self.expire_due(c, at_us, out);
-            }
-        } else if let Some(pairing) = value.pairing.as_deref_mut()
-            && (pairing.next_deadline(&self.shared.pair_limits)).is_some_and(|d| d <= at_us)
-        {
-            let mut ctx = self.shared.pair_ctx(out);
-            pairing.expire(at_us, &mut ctx);
         }
     }
 

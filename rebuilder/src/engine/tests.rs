@@ -1283,24 +1283,35 @@ fn requests_held_for_an_answer_and_parsed_at_a_gap_are_paired_as_before_it() {
     assert_eq!(got[1], ("/a", Some(200), None), "{got:?}");
 }
 
+/// An engine whose hold for an Upgrade's answer (and any head) is capped at 256 bytes.
+fn small_hold_cap_engine() -> Engine {
+    Engine::new(EngineConfig {
+        max_header_bytes: 256,
+        response_timeout_us: 1_000_000,
+        server_wait_us: 1_000_000,
+        ..EngineConfig::default()
+    })
+}
+
+/// 220 bytes of a tunnel after a switch that begin like a request (parsed as HTTP, they
+/// would be one): with a held Upgrade request, they pass [`small_hold_cap_engine`]'s cap.
+fn tunnel_bytes() -> Vec<u8> {
+    let mut tunnel = b"GET /tunnel-bytes HTTP/1.1\r\n\r\n".to_vec();
+    tunnel.resize(220, b'x');
+    tunnel
+}
+
 #[test]
 fn a_second_upgrade_past_the_hold_cap_waits_for_its_own_answer_not_the_first_ones() {
     // ws1 held; ws2 then tunnel bytes past the hold cap: the cap resumes (ws2 emitted, and
     // it holds the tunnel bytes for its own answer). ws1's 426 must not decide ws2's hold:
     // ws2's 101 switches, and the tunnel bytes are never parsed as HTTP.
     let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
-    let mut e = Engine::new(EngineConfig {
-        max_header_bytes: 256,
-        response_timeout_us: 1_000_000,
-        server_wait_us: 1_000_000,
-        ..EngineConfig::default()
-    });
+    let mut e = small_hold_cap_engine();
     let mut d = c.open();
     d.push(c.send(b"GET /ws1 HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"));
     d.push(c.send(b"GET /ws2 HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"));
-    let mut tunnel = b"GET /tunnel-bytes HTTP/1.1\r\n\r\n".to_vec();
-    tunnel.resize(220, b'x');
-    d.push(c.send(&tunnel));
+    d.push(c.send(&tunnel_bytes()));
     d.push(c.respond(b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n"));
     d.push(c.respond(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"));
     let mut out = run(&mut e, &d);
@@ -1321,21 +1332,14 @@ fn requests_parsed_from_held_bytes_past_the_cap_are_placed_where_they_were_sent(
     // chunk: placed at that chunk (its ACK number past its own 101), its answer would not be
     // its own.
     let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
-    let mut e = Engine::new(EngineConfig {
-        max_header_bytes: 256,
-        response_timeout_us: 1_000_000,
-        server_wait_us: 1_000_000,
-        ..EngineConfig::default()
-    });
+    let mut e = small_hold_cap_engine();
     let mut d = c.open();
     d.push(c.send(b"GET /ws1 HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"));
     d.push(c.send(b"GET /a HTTP/1.1\r\n\r\nGET /ws2 HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"));
     let r1 = c.respond(b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n");
     let ra = c.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     let r2 = c.respond(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
-    let mut tunnel = b"GET /tunnel-bytes HTTP/1.1\r\n\r\n".to_vec();
-    tunnel.resize(220, b'x');
-    d.push(c.send(&tunnel));
+    d.push(c.send(&tunnel_bytes()));
     d.push(r1);
     d.push(ra);
     d.push(r2);

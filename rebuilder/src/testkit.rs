@@ -240,6 +240,7 @@ impl ParserHarness {
         max_header_bytes: 8192,
         max_headers: 64,
         keep_bodies: true,
+        keep_heads: true,
         max_body_bytes: 1 << 20,
         health_checks: HealthCheckRule::OFF,
         proxy_protocol_from: AddrRanges::NONE,

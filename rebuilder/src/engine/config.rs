@@ -49,12 +49,12 @@ pub struct EngineConfig {
     /// for its response. Default `true`.
     pub keep_request_bodies: bool,
     /// Whether a request waiting for its response keeps its method, target and fields. When
-    /// not, they are read as when kept (framing, health checks, what pairing asks of the
-    /// answer: HEAD, CONNECT) and then freed as the request starts to wait, so that a waiting
-    /// request holds only its box: the output that never shows a request
-    /// (`rebuilder replay --format summary` without `--dedup`) saves the memory of every
-    /// request waiting for its response, and frees it while it is still in the cache.
-    /// Default `true`.
+    /// not, its target and fields are not copied out of the stream at all (the fields are
+    /// still read for framing and anomalies), unless a health-check rule reads them: then
+    /// they are freed as the request starts to wait. The method, which pairing reads (HEAD,
+    /// CONNECT), is freed then too. A waiting request holds only its box: the output that
+    /// never shows a request (`rebuilder replay --format summary` without `--dedup`) saves
+    /// the copies and the memory of every request waiting for its response. Default `true`.
     pub keep_request_heads: bool,
     /// Whether response bodies are kept (up to `max_body_bytes`, as request bodies). When
     /// not, responses keep everything else (`body_len`, `body_truncated` as if kept) and

@@ -203,6 +203,8 @@ impl Engine {
             max_headers: config.max_headers,
             max_body_bytes: config.max_body_bytes,
             keep_bodies: config.keep_request_bodies,
+            // A health-check rule reads the target and fields before the request waits.
+            keep_heads: config.keep_request_heads || !config.health_checks.is_off(),
             health_checks: config.health_checks.clone(),
             proxy_protocol_from: config.proxy_protocol_from.clone(),
         };

@@ -1350,3 +1350,30 @@ fn requests_parsed_from_held_bytes_past_the_cap_are_placed_where_they_were_sent(
     assert_eq!(got[2], ("/ws2", Some(101), None), "{got:?}");
     assert_eq!(e.stats().upgraded_flows, 1);
 }
+
+#[test]
+fn health_checks_are_dropped_when_no_output_reads_request_heads() {
+    // `keep_request_heads` off (`replay --format summary`) with a health-check rule: the
+    // rule still reads the target and the User-Agent; the request that waits for its
+    // answer holds neither.
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let mut e = Engine::new(EngineConfig {
+        keep_request_heads: false,
+        health_checks: crate::engine::health_check::HealthCheckRule {
+            paths: vec!["/health".into()],
+            from: crate::engine::ranges::AddrRanges::parse("10.0.0.0/24").unwrap(),
+            user_agents: vec![],
+        },
+        ..EngineConfig::default()
+    });
+    let mut d = c.open();
+    d.push(c.send(b"GET /health HTTP/1.1\r\nUser-Agent: ELB-HealthChecker/2.0\r\n\r\n"));
+    d.push(c.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+    d.push(c.send(b"GET /page HTTP/1.1\r\n\r\n"));
+    d.push(c.respond(b"HTTP/1.1 204 No Content\r\n\r\n"));
+    let out = run(&mut e, &d);
+    assert_eq!(e.stats().drops(DropReason::HealthCheck), 1);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].response.as_ref().map(|r| r.status), Some(204));
+    assert!(out[0].target.is_empty() && out[0].headers.is_empty());
+}

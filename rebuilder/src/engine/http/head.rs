@@ -55,15 +55,22 @@ pub(super) enum Refused {
 }
 
 /// Reads the complete head `head` (it ends with its empty line, or is a complete HTTP/0.9
-/// line). `max_headers` fields are kept.
-pub(super) fn read_head(head: &[u8], max_headers: usize) -> Result<Head, Refused> {
-    if let Some(h) = fast(head, max_headers) {
+/// line). `max_headers` fields are kept; none, and no target, when not `keep`
+/// (`HttpLimits::keep_heads`: the facts and anomalies are read all the same).
+pub(super) fn read_head(head: &[u8], max_headers: usize, keep: bool) -> Result<Head, Refused> {
+    if let Some(h) = fast(head, max_headers, keep) {
         return Ok(h);
     }
-    lenient(head, max_headers)
+    let mut h = lenient(head, max_headers)?;
+    if !keep {
+        h.target = String::new();
+        h.headers = Fields::new();
+    }
+    Ok(h)
 }
 
-pub(super) fn fast(head: &[u8], max_headers: usize) -> Option<Head> {
+/// [`read_head`] for the heads httparse reads (`None`: the others).
+pub(super) fn fast(head: &[u8], max_headers: usize, keep: bool) -> Option<Head> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_FIELDS];
     let mut req = httparse::Request::new(&mut []);
     let mut config = httparse::ParserConfig::default();
@@ -90,11 +97,16 @@ pub(super) fn fast(head: &[u8], max_headers: usize) -> Option<Head> {
     if req.headers.len() > max_headers {
         anomalies.insert(Anomaly::TooManyHeaders);
     }
-    let kept = &req.headers[..req.headers.len().min(max_headers)];
-    let headers = Fields::collect_sized(kept.iter().map(|h| (h.name, h.value)));
+    let (target, headers) = if keep {
+        let kept = &req.headers[..req.headers.len().min(max_headers)];
+        let fields = Fields::collect_sized(kept.iter().map(|h| (h.name, h.value)));
+        (path.to_owned(), fields)
+    } else {
+        (String::new(), Fields::new())
+    };
     Some(Head {
         method: method.to_owned(),
-        target: path.to_owned(),
+        target,
         major: 1,
         minor,
         simple: false,
@@ -254,7 +266,7 @@ mod tests {
     use super::*;
 
     fn read(head: &[u8]) -> Head {
-        read_head(head, 1000).unwrap_or_else(|e| panic!("{e:?}"))
+        read_head(head, 1000, true).unwrap_or_else(|e| panic!("{e:?}"))
     }
 
     fn lenient_only(head: &[u8]) -> Head {
@@ -264,7 +276,7 @@ mod tests {
     #[test]
     fn both_paths_read_an_ordinary_head_the_same() {
         let head = b"POST /p?q=1 HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nContent-Length: 3\r\n\r\n";
-        let f = fast(head, 1000).unwrap();
+        let f = fast(head, 1000, true).unwrap();
         let l = lenient_only(head);
         for h in [&f, &l] {
             assert_eq!(
@@ -279,7 +291,7 @@ mod tests {
         }
         let spaced = b"GET   /a  HTTP/1.1\r\n\r\n";
         assert!(
-            fast(spaced, 10)
+            fast(spaced, 10, true)
                 .unwrap()
                 .anomalies
                 .contains(Anomaly::MultipleSpaces)
@@ -290,7 +302,7 @@ mod tests {
                 .contains(Anomaly::MultipleSpaces)
         );
         let single = b"GET /a HTTP/1.1\r\n\r\n";
-        assert!(fast(single, 10).unwrap().anomalies.is_empty());
+        assert!(fast(single, 10, true).unwrap().anomalies.is_empty());
     }
 
     #[test]
@@ -331,14 +343,14 @@ mod tests {
             b"GET / HTTP/1.1\r\nFoo: a\rb\r\n\r\n",
         ] {
             assert_eq!(
-                read_head(head, 100).unwrap_err(),
+                read_head(head, 100, true).unwrap_err(),
                 Refused::Fields,
                 "{:?}",
                 String::from_utf8_lossy(head)
             );
         }
         assert_eq!(
-            read_head(b"hello there\r\nX: y\r\n\r\n", 100).unwrap_err(),
+            read_head(b"hello there\r\nX: y\r\n\r\n", 100, true).unwrap_err(),
             Refused::RequestLine
         );
     }
@@ -350,11 +362,11 @@ mod tests {
             head.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
         }
         head.extend_from_slice(b"Content-Length: 7\r\n\r\n");
-        let h = read_head(&head, 200).unwrap();
+        let h = read_head(&head, 200, true).unwrap();
         assert_eq!(h.headers.len(), 200);
         assert!(h.anomalies.contains(Anomaly::TooManyHeaders));
         assert_eq!(h.facts.content_length(), Some(7));
-        let small = read_head(b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", 2).unwrap();
+        let small = read_head(b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", 2, true).unwrap();
         assert_eq!(small.headers.len(), 2);
         assert!(small.anomalies.contains(Anomaly::TooManyHeaders));
     }
@@ -449,7 +461,7 @@ mod tests {
             // The parser skips empty lines between messages before it reads a head.
             let skip = head.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
             let head = &head[skip..];
-            if fast(head, 100).is_some() {
+            if fast(head, 100, true).is_some() {
                 // The parser tries the fast path only on such a first line.
                 proptest::prop_assert!(super::super::ends_like_http1(head));
                 let lf = memchr::memchr(b'\n', head).unwrap();

@@ -444,7 +444,8 @@ impl Parser {
             end_here = Some(end);
             if let Some(end) = end
                 && end <= max
-                && let Some(h) = head::fast(&input[..end], ctx.limits.max_headers)
+                && let Some(h) =
+                    head::fast(&input[..end], ctx.limits.max_headers, ctx.limits.keep_heads)
             {
                 // The usual case: the whole head at hand, read by the fast path. Its first
                 // line needs no judging on its own: the fast path reads only heads whose first
@@ -585,7 +586,7 @@ impl Parser {
     fn complete_head(&mut self, head: &[u8], ctx: &mut Ctx<'_>) -> usize {
         self.line_ok = false;
         let resync = ParserState::Sync { line_start: true };
-        let h = match read_head(head, ctx.limits.max_headers) {
+        let h = match read_head(head, ctx.limits.max_headers, ctx.limits.keep_heads) {
             Ok(h) => h,
             Err(Refused::RequestLine) => {
                 // Searched for a request line like any bytes between messages.

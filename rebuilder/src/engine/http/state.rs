@@ -26,6 +26,11 @@ pub struct HttpLimits {
     /// Whether bodies are kept; if not, measured as if kept (`HttpRequest::measured_body_len`)
     /// and never copied nor charged.
     pub keep_bodies: bool,
+    /// Whether requests keep their target and fields. When not (`EngineConfig::
+    /// keep_request_heads` off and no health-check rule, the only reader of them before a
+    /// request goes out), they are not copied out of the stream at all; the method is kept
+    /// (pairing reads HEAD / CONNECT), and the fields are read for framing as when kept.
+    pub keep_heads: bool,
     /// Requests dropped as load-balancer health checks.
     pub health_checks: HealthCheckRule,
     /// Peers whose PROXY protocol headers are believed.

@@ -656,6 +656,34 @@ fn health_checks_are_dropped_and_counted_other_requests_kept() {
 }
 
 #[test]
+fn requests_without_their_heads_keep_the_method_and_are_framed_as_with_them() {
+    // `keep_heads` off (an output that shows no request, no health-check rule): the target
+    // and fields are not copied, by the fast path (httparse) or the lenient one (obs-fold),
+    // but the method is kept and the fields still decide the framing and the anomalies.
+    let bare = HttpLimits {
+        keep_heads: false,
+        ..LIMITS
+    };
+    let stream: &[u8] = b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyz\
+        HEAD /b HTTP/1.1\r\nX: 1\r\n folded\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n\
+        GET  /c HTTP/1.1\r\n\r\n";
+    let mut kept = with(true, LIMITS);
+    kept.feed(stream);
+    let mut without = with(true, bare);
+    without.feed(stream);
+    assert_eq!(kept.targets(), ["/a", "/b", "/c"]);
+    assert_eq!(without.out.len(), 3);
+    for (k, w) in kept.out.iter_mut().zip(&without.out) {
+        assert!(w.target.is_empty() && w.headers.is_empty(), "{w:?}");
+        assert!(!w.method.is_empty());
+        k.target = String::new();
+        k.headers = Fields::new();
+        assert_eq!(*k, *w);
+    }
+    assert_eq!(kept.stats.requests, without.stats.requests);
+}
+
+#[test]
 fn body_over_the_cap_is_cut_and_flagged() {
     let mut h = with(
         true,

@@ -1377,3 +1377,46 @@ fn health_checks_are_dropped_when_no_output_reads_request_heads() {
     assert_eq!(out[0].response.as_ref().map(|r| r.status), Some(204));
     assert!(out[0].target.is_empty() && out[0].headers.is_empty());
 }
+
+#[test]
+fn requests_held_for_an_upgrades_answer_go_out_when_their_flow_is_evicted() {
+    // An Upgrade and two requests in one burst (the server not seen yet): the two are held
+    // for the Upgrade's answer.
+    // The flow cap then evicts the connection before any answer: the Upgrade is unanswered,
+    // so the held requests are parsed and, complete, go out (their answers missing,
+    // `flow_evicted`); only the cut one after them is a drop.
+    let mut e = Engine::new(EngineConfig {
+        max_flows: 2,
+        ..EngineConfig::default()
+    });
+    let mut out = Vec::new();
+    let mut c = Conn::new(1, "10.0.0.1:1000", "10.0.0.2:80", 1);
+    let mut d = vec![c.syn()];
+    d.push(c.send(
+        b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\
+          GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nGET /cut HTTP/1.1\r\nX",
+    ));
+    for (i, p) in d.iter().enumerate() {
+        e.on_vxlan_payload(i as u64, p, &mut out);
+    }
+    // Three more connections: the first is evicted after the busy one's second chance, the
+    // next evicts it.
+    let mut others: Vec<Conn> = (0..3)
+        .map(|i| Conn::new(1, &format!("10.0.0.3:{}", 2000 + i), "10.0.0.2:80", 1))
+        .collect();
+    for o in &mut others {
+        e.on_vxlan_payload(10, &o.syn(), &mut out);
+    }
+    assert_eq!(e.stats().flows_evicted, 2);
+    assert_eq!(e.stats().drops(DropReason::FlowEvicted), 1);
+    assert_eq!(
+        outcomes(&out),
+        [
+            ("/ws", None, Some(stats::ResponseMissing::FlowEvicted)),
+            ("/a", None, Some(stats::ResponseMissing::FlowEvicted)),
+            ("/b", None, Some(stats::ResponseMissing::FlowEvicted)),
+        ]
+    );
+    assert!(out[1].anomalies.contains(stats::Anomaly::UpgradeUnanswered));
+    assert_eq!(e.buffered_bytes(), 0);
+}

@@ -24,10 +24,16 @@ struct HttpRun(ParserHarness);
 
 impl HttpRun {
     fn new(at_start: bool, small: bool, trust_proxy: bool) -> HttpRun {
-        HttpRun::with_bodies(at_start, small, trust_proxy, true)
+        HttpRun::with_bodies(at_start, small, trust_proxy, true, true)
     }
-    /// `keep_bodies`: bodies kept, or only measured.
-    fn with_bodies(at_start: bool, small: bool, trust_proxy: bool, keep_bodies: bool) -> HttpRun {
+    /// `keep_bodies`: bodies kept, or only measured; `keep_heads`: targets and fields kept.
+    fn with_bodies(
+        at_start: bool,
+        small: bool,
+        trust_proxy: bool,
+        keep_bodies: bool,
+        keep_heads: bool,
+    ) -> HttpRun {
         let proxy_protocol_from = if trust_proxy {
             AddrRanges::parse("10.0.0.0/8").expect("a range")
         } else {
@@ -40,7 +46,7 @@ impl HttpRun {
                     max_headers: 6,
                     max_body_bytes: 16,
                     keep_bodies,
-                    keep_heads: true,
+                    keep_heads,
                     health_checks: HealthCheckRule::OFF,
                     proxy_protocol_from,
                 },
@@ -53,7 +59,7 @@ impl HttpRun {
                     max_headers: 1000,
                     max_body_bytes: 1 << 20,
                     keep_bodies,
-                    keep_heads: true,
+                    keep_heads,
                     health_checks: HealthCheckRule::OFF,
                     proxy_protocol_from,
                 },
@@ -111,7 +117,8 @@ pub fn run_http(input: &HttpInput) {
     if !input.small_caps {
         // Bodies measured instead of kept (a budget no body here reaches): the same requests
         // less their bodies' bytes, the same counters.
-        let mut measured = HttpRun::with_bodies(input.at_start, false, input.trust_proxy, false);
+        let mut measured =
+            HttpRun::with_bodies(input.at_start, false, input.trust_proxy, false, true);
         measured.data(wire);
         measured.end();
         let bare = |out: &[HttpRequest]| -> Vec<HttpRequest> {
@@ -132,6 +139,37 @@ pub fn run_http(input: &HttpInput) {
         assert_eq!(
             measured.0.stats, whole.0.stats,
             "measured bodies change counters"
+        );
+        // Heads not copied out (no output shows them): the same requests less their
+        // targets and fields, the same counters.
+        let mut headless =
+            HttpRun::with_bodies(input.at_start, false, input.trust_proxy, true, false);
+        headless.data(wire);
+        headless.end();
+        let strip = |out: &[HttpRequest]| -> Vec<HttpRequest> {
+            out.iter()
+                .map(|r| HttpRequest {
+                    target: String::new(),
+                    headers: Default::default(),
+                    ..r.clone()
+                })
+                .collect()
+        };
+        assert!(
+            headless
+                .0
+                .out
+                .iter()
+                .all(|r| r.target.is_empty() && r.headers.is_empty())
+        );
+        assert_eq!(
+            strip(&headless.0.out),
+            strip(&whole.0.out),
+            "heads left out differ"
+        );
+        assert_eq!(
+            headless.0.stats, whole.0.stats,
+            "heads left out change counters"
         );
     }
 

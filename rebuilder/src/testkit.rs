@@ -283,6 +283,7 @@ impl ParserHarness {
             stats: &mut self.stats,
             out: &mut out,
             from_held: 0,
+            restarted: false,
             meta: self.meta,
         };
         f(&mut self.parser, &mut ctx);

@@ -88,6 +88,7 @@ impl<'a> ParserSink<'a> {
         let boundary = self.at_boundary();
         let drops = self.shared.stats.total_drops();
         let from_held;
+        let restarted;
         {
             let shared = &mut *self.shared;
             let mut ctx = http::Ctx {
@@ -96,10 +97,12 @@ impl<'a> ParserSink<'a> {
                 stats: &mut shared.stats,
                 out: &mut shared.scratch,
                 from_held: 0,
+                restarted: false,
                 meta: self.meta,
             };
             f(self.parser, &mut ctx);
             from_held = ctx.from_held;
+            restarted = ctx.restarted;
         }
         if self.discard {
             self.shared.scratch.clear();
@@ -113,6 +116,15 @@ impl<'a> ParserSink<'a> {
         let cursor = &mut *self.cursor;
         if boundary && let Some(c) = chunk {
             cursor.set_msg_at(c.seq, c.ack, cursor.last_chunk_ack());
+        }
+        if restarted {
+            // The message now read began after the buffered one, maybe in a later packet:
+            // still at or after where that one began, but what the client had received when
+            // it sent it (the ACK number) is not known. Unknown, it can't be taken as the
+            // evidence that re-anchors pairing (a stale one made a request the answer of the
+            // request before it).
+            let (seq, _, _) = cursor.msg_at();
+            cursor.set_msg_at(seq, None, None);
         }
         let emitted = self.shared.scratch.len();
         if emitted == 0 && !dropped && !gap {

@@ -225,7 +225,10 @@ impl Parser {
                     let method = &self.buf[skip..];
                     let method = &method[..memchr(b' ', method).unwrap_or(method.len())];
                     if self.candidate_at_line_start || KNOWN_METHODS.contains(&method) {
-                        self.buf.drain(..skip);
+                        if skip > 0 {
+                            self.buf.drain(..skip);
+                            ctx.restarted = true;
+                        }
                         Line::Yes
                     } else {
                         Line::No
@@ -246,6 +249,7 @@ impl Parser {
                 _ => {
                     // Not a request line after all: scan these bytes afresh.
                     self.buf.clear();
+                    ctx.restarted = true;
                     self.account(ctx.budget);
                     self.state = ParserState::Sync { line_start: false };
                     return self.sync(ts_us, input, false, ctx);

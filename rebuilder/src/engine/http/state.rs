@@ -80,6 +80,11 @@ pub struct Ctx<'a> {
     /// How many of `out`'s first requests were parsed from bytes held for an answer (set
     /// when held bytes are resumed): they came before the bytes of the call, not in them.
     pub from_held: usize,
+    /// Set when the parser gave up bytes it buffered as the start of a message (a candidate
+    /// request line that was not one, or was one further in): the message it reads now began
+    /// after where the buffered one did, perhaps in a later packet than that one, whose ACK
+    /// number is not known here.
+    pub restarted: bool,
     /// Flow identity.
     pub meta: Meta,
 }
@@ -396,6 +401,8 @@ impl Parser {
         self.pending = None;
         self.buf.clear();
         self.state = next;
+        // The next message begins after this one, maybe in a later packet.
+        ctx.restarted = true;
         self.account(ctx.budget);
     }
 

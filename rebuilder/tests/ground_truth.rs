@@ -697,6 +697,82 @@ fn every_knob_at_once_with_loss() {
     check("everything", cfg, false);
 }
 
+/// The knobs `any_mix_of_knobs_yields_exactly_the_recoverable_requests` draws, and the
+/// tests made from the cases it found.
+struct Knobs {
+    seed: u64,
+    chunked: f64,
+    split: bool,
+    pipelining: f64,
+    small: f64,
+    reorder: f64,
+    retransmit: f64,
+    overlap: f64,
+    loss: f64,
+    dup: f64,
+    ipv6: f64,
+    vlan: f64,
+    mid_stream: bool,
+    jumbo: bool,
+    plain: bool,
+    proxy_v1: f64,
+    proxy_v2: f64,
+}
+
+impl Knobs {
+    /// Twelve connections, four at a time, with these knobs.
+    fn config(&self) -> SynthConfig {
+        SynthConfig {
+            seed: self.seed,
+            connections: 12,
+            concurrency: 4,
+            max_body: 9000,
+            chunked: self.chunked,
+            split_chunk_terminator: self.split,
+            pipelining: self.pipelining,
+            small_segments: self.small,
+            reorder: self.reorder,
+            retransmit: self.retransmit,
+            overlap: self.overlap,
+            loss: self.loss,
+            duplicate_mirror: self.dup,
+            ipv6: self.ipv6,
+            vlan: self.vlan,
+            qinq: 0.5,
+            mid_stream: self.mid_stream,
+            mtu: if self.jumbo { 9001 } else { 1500 },
+            vxlan: !self.plain,
+            http10: 0.1,
+            expect_continue: 0.15,
+            tcp_timestamps: 0.5,
+            isn_wrap: 0.3,
+            rst: 0.2,
+            proxy_v1: self.proxy_v1,
+            proxy_v2: self.proxy_v2,
+            ..SynthConfig::default()
+        }
+    }
+
+    /// Runs the capture and checks one connection's requests (`conn`, whose client port is
+    /// `port`): `n` of them come out, as in the truth, and none with another's response.
+    fn check_connection(&self, conn: u64, port: u16, n: usize) {
+        let (got, truth, _) = extract(&self.config());
+        let got: Vec<_> = got
+            .into_iter()
+            .filter(|r| r.client.port() == port)
+            .collect();
+        let truth: Vec<_> = truth.into_iter().filter(|t| t.conn == conn).collect();
+        assert!(
+            !truth.is_empty() && truth.iter().all(|t| t.request.client.port() == port),
+            "the generator no longer makes this connection"
+        );
+        let v = compare(&got, &truth, false);
+        assert!(v.wrong_response.is_empty(), "{:?}", v.wrong_response);
+        assert!(v.missing.is_empty() && v.different.is_empty(), "{v:?}");
+        assert_eq!(got.len(), n);
+    }
+}
+
 mod any_knobs {
     use super::*;
     use proptest::prelude::*;
@@ -726,35 +802,11 @@ mod any_knobs {
             proxy_v1 in prop_oneof![Just(0.0), 0.0..1.0f64],
             proxy_v2 in prop_oneof![Just(0.0), 0.0..1.0f64],
         ) {
-            let cfg = SynthConfig {
-                seed,
-                connections: 12,
-                concurrency: 4,
-                max_body: 9000,
-                chunked,
-                split_chunk_terminator: split,
-                pipelining,
-                small_segments: small,
-                reorder,
-                retransmit,
-                overlap,
-                loss,
-                duplicate_mirror: dup,
-                ipv6,
-                vlan,
-                qinq: 0.5,
-                mid_stream,
-                mtu: if jumbo { 9001 } else { 1500 },
-                vxlan: !plain,
-                http10: 0.1,
-                expect_continue: 0.15,
-                tcp_timestamps: 0.5,
-                isn_wrap: 0.3,
-                rst: 0.2,
-                proxy_v1,
-                proxy_v2,
-                ..SynthConfig::default()
-            };
+            let cfg = Knobs {
+                seed, chunked, split, pipelining, small, reorder, retransmit, overlap, loss, dup,
+                ipv6, vlan, mid_stream, jumbo, plain, proxy_v1, proxy_v2,
+            }
+            .config();
             let (got, truth, _) = extract(&cfg);
             let v = compare(&got, &truth, false);
             prop_assert!(v.missing.is_empty(), "missing {:?}", v.missing);
@@ -963,45 +1015,53 @@ fn response_heads_left_out_change_nothing_but_the_fields() {
 /// from a line that began in the lost POST's body, was paired with the POST's answer.
 #[test]
 fn a_request_read_from_a_line_begun_in_an_earlier_packet_is_not_paired_by_that_packets_ack() {
-    let cfg = SynthConfig {
+    Knobs {
         seed: 8109373739273636437,
-        connections: 12,
-        concurrency: 4,
-        max_body: 9000,
         chunked: 0.5858578015897387,
-        split_chunk_terminator: true,
+        split: true,
         pipelining: 0.3943160471518651,
-        small_segments: 0.5757142413186142,
+        small: 0.5757142413186142,
         reorder: 0.0,
         retransmit: 0.192891869474745,
         overlap: 0.12279297023958051,
         loss: 0.12367505648288855,
-        duplicate_mirror: 0.2071688819643978,
+        dup: 0.2071688819643978,
         ipv6: 0.7789253375367684,
         vlan: 0.5469075227752639,
-        qinq: 0.5,
         mid_stream: true,
-        mtu: 9001,
-        vxlan: false,
-        http10: 0.1,
-        expect_continue: 0.15,
-        tcp_timestamps: 0.5,
-        isn_wrap: 0.3,
-        rst: 0.2,
-        ..SynthConfig::default()
-    };
-    let (got, truth, _) = extract(&cfg);
-    let mine = |port: u16| port == 9439;
-    let got: Vec<_> = got.into_iter().filter(|r| mine(r.client.port())).collect();
-    let truth: Vec<_> = truth.into_iter().filter(|t| t.conn == 5).collect();
-    assert_eq!(
-        truth.len(),
-        3,
-        "the generator no longer makes this connection"
-    );
-    assert!(truth.iter().all(|t| mine(t.request.client.port())));
-    let v = compare(&got, &truth, false);
-    assert!(v.wrong_response.is_empty(), "{:?}", v.wrong_response);
-    assert!(v.missing.is_empty() && v.different.is_empty(), "{v:?}");
-    assert_eq!(got.len(), 2);
+        jumbo: true,
+        plain: true,
+        proxy_v1: 0.0,
+        proxy_v2: 0.0,
+    }
+    .check_connection(5, 9439, 2);
+}
+
+/// A HEAD request that comes after its answer (the mirror delivered the client's packets
+/// late), while a response kept from before answers nothing of it: its answer, read as if it
+/// had a body, is out of step, not completed as kept, and the next response is not taken for
+/// the HEAD's. Found by `any_mix_of_knobs` (its seed in the regressions file): connection 0's
+/// HEAD was paired with the answer of the PUT after it.
+#[test]
+fn a_head_request_behind_its_answer_is_not_paired_with_the_next_response() {
+    Knobs {
+        seed: 1974961372902434764,
+        chunked: 0.6198060418646654,
+        split: false,
+        pipelining: 0.058431387401068305,
+        small: 0.6178865267722669,
+        reorder: 0.2390119607857747,
+        retransmit: 0.1379141248086339,
+        overlap: 0.2701609336559666,
+        loss: 0.0263483757936011,
+        dup: 0.0,
+        ipv6: 0.27638570302383514,
+        vlan: 0.5850358975577756,
+        mid_stream: false,
+        jumbo: false,
+        plain: true,
+        proxy_v1: 0.0,
+        proxy_v2: 0.662343148812584,
+    }
+    .check_connection(0, 1380, 3);
 }

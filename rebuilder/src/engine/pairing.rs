@@ -498,11 +498,12 @@ impl Pairing {
             let unsolicited = at.ack.is_some_and(|a| seq_diff(a, start) <= 0);
             if in_step && unsolicited && self.early.is_empty() {
                 // The server had not received this request: the response answered nothing
-                // held (a 408 before a close, ...): the count goes on.
+                // held (a 408 before a close, ...): the count goes on. A response in
+                // progress that came ahead of this request is judged below all the same
+                // (until 2026-12-06 it was not: a HEAD's answer read with a body then
+                // completed as kept, and the next response was taken for the HEAD's).
                 ctx.stats.responses_unmatched += 1;
-                return self.push_slot(req, placed, now_us, upgrade, ctx);
-            }
-            if !in_step && self.queue.is_empty() && !self.pipelined {
+            } else if !in_step && self.queue.is_empty() && !self.pipelined {
                 // Out of step: the evidence rule, over the kept responses.
                 let mut kept = Some((at, resp));
                 while let Some((at, resp)) = kept.take() {
@@ -530,11 +531,13 @@ impl Pairing {
                         kept = Some((at, resp));
                     }
                 }
+                self.drop_early(ctx);
+                self.go_out_of_step(ResponseMissing::Reordered);
             } else {
                 ctx.stats.responses_unmatched += 1;
+                self.drop_early(ctx);
+                self.go_out_of_step(ResponseMissing::Reordered);
             }
-            self.drop_early(ctx);
-            self.go_out_of_step(ResponseMissing::Reordered);
         }
         if let Some(at) = self.current_early {
             // The response in progress came ahead of this request. Its framing was read

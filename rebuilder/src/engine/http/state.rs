@@ -81,9 +81,9 @@ pub struct Ctx<'a> {
     /// when held bytes are resumed): they came before the bytes of the call, not in them.
     pub from_held: usize,
     /// Set when the parser gave up bytes it buffered as the start of a message (a candidate
-    /// request line that was not one, or was one further in): the message it reads now began
-    /// after where the buffered one did, perhaps in a later packet than that one, whose ACK
-    /// number is not known here.
+    /// request line that was not one, or was one further in; a message dropped): the message
+    /// it reads now began after where the given-up one did, perhaps in a later packet than
+    /// that one, whose ACK number is not known here.
     pub restarted: bool,
     /// Flow identity.
     pub meta: Meta,

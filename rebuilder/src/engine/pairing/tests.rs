@@ -1264,7 +1264,8 @@ proptest! {
     /// the clock going back, short idle timeouts), run with and without timer ticks between
     /// the packets: after every packet and tick the waiting entry is armed at or before the
     /// pairing's next deadline, and without losses or upgrades (whose held bytes are parsed
-    /// when the timer gives their answer up) the outcomes are the same.
+    /// when the timer gives their answer up) the outcomes are the same, unless the clock goes
+    /// back below a time a tick saw.
     #[test]
     fn the_timers_entry_is_never_late_and_ticks_change_no_outcome(
         script in proptest::collection::vec(step(), 1..60),
@@ -1278,7 +1279,13 @@ proptest! {
         // With a short idle timeout, whether a packet after it finds its flow depends on
         // whether the timer expired the flow first (flows expire on ticks only).
         let short_idle = idle < 100_000_000;
-        if !holes && !upgrades && !short_idle {
+        // A tick that saw a time the clock later goes back below: the run with ticks knew a
+        // time the run without never saw (a deadline between the two decides the reason).
+        let back_after_tick = script
+            .iter()
+            .skip_while(|e| !matches!(e, Step::Tick))
+            .any(|e| matches!(e, Step::Back(_)));
+        if !holes && !upgrades && !short_idle && !back_after_tick {
             prop_assert_eq!(&with, &without, "with ticks / without");
         }
     }

@@ -80,6 +80,26 @@ impl HttpRun {
         self.0.end();
         self.check();
     }
+    /// Feeds `wire` whole to this run, and checks it gives `whole`'s requests once `strip`
+    /// took out of both what this run leaves out (`what`), and the same counters.
+    fn same_as_but(
+        mut self,
+        whole: &HttpRun,
+        wire: &[u8],
+        what: &str,
+        strip: impl Fn(&HttpRequest) -> HttpRequest,
+    ) -> HttpRun {
+        self.data(wire);
+        self.end();
+        let stripped = |out: &[HttpRequest]| out.iter().map(&strip).collect::<Vec<_>>();
+        assert_eq!(
+            stripped(&self.0.out),
+            stripped(&whole.0.out),
+            "{what} differ"
+        );
+        assert_eq!(self.0.stats, whole.0.stats, "{what} change counters");
+        self
+    }
     fn check(&self) {
         let h = &self.0;
         check_requests(&h.out);
@@ -117,59 +137,27 @@ pub fn run_http(input: &HttpInput) {
     if !input.small_caps {
         // Bodies measured instead of kept (a budget no body here reaches): the same requests
         // less their bodies' bytes, the same counters.
-        let mut measured =
-            HttpRun::with_bodies(input.at_start, false, input.trust_proxy, false, true);
-        measured.data(wire);
-        measured.end();
-        let bare = |out: &[HttpRequest]| -> Vec<HttpRequest> {
-            out.iter()
-                .map(|r| HttpRequest {
-                    body: Vec::new(),
-                    measured_body_len: Some(r.body_len()),
-                    ..r.clone()
-                })
-                .collect()
-        };
-        assert_eq!(
-            bare(&measured.0.out),
-            bare(&whole.0.out),
-            "measured bodies differ"
-        );
+        let measured = HttpRun::with_bodies(input.at_start, false, input.trust_proxy, false, true);
+        let measured = measured.same_as_but(&whole, wire, "measured bodies", |r| HttpRequest {
+            body: Vec::new(),
+            measured_body_len: Some(r.body_len()),
+            ..r.clone()
+        });
         assert!(measured.0.out.iter().all(|r| r.body.is_empty()));
-        assert_eq!(
-            measured.0.stats, whole.0.stats,
-            "measured bodies change counters"
-        );
         // Heads not copied out (no output shows them): the same requests less their
         // targets and fields, the same counters.
-        let mut headless =
-            HttpRun::with_bodies(input.at_start, false, input.trust_proxy, true, false);
-        headless.data(wire);
-        headless.end();
-        let strip = |out: &[HttpRequest]| -> Vec<HttpRequest> {
-            out.iter()
-                .map(|r| HttpRequest {
-                    target: String::new(),
-                    headers: Default::default(),
-                    ..r.clone()
-                })
-                .collect()
-        };
+        let headless = HttpRun::with_bodies(input.at_start, false, input.trust_proxy, true, false);
+        let headless = headless.same_as_but(&whole, wire, "heads left out", |r| HttpRequest {
+            target: String::new(),
+            headers: Default::default(),
+            ..r.clone()
+        });
         assert!(
             headless
                 .0
                 .out
                 .iter()
                 .all(|r| r.target.is_empty() && r.headers.is_empty())
-        );
-        assert_eq!(
-            strip(&headless.0.out),
-            strip(&whole.0.out),
-            "heads left out differ"
-        );
-        assert_eq!(
-            headless.0.stats, whole.0.stats,
-            "heads left out change counters"
         );
     }
 

@@ -469,6 +469,14 @@ impl Engine {
                 return;
             }
         }
+        if has_payload
+            && self.answers_a_joined_client(idx, seg.payload)
+            && let Some(client) = self.table.entry(idx).peer()
+        {
+            // Its peer is the client: this direction carries responses from this segment on.
+            self.table.entry_mut(client).value.role = Role::Requests;
+            self.demote_peer(client);
+        }
         let segment = Segment {
             ts_us,
             seq: seg.seq,
@@ -788,6 +796,35 @@ impl Engine {
             self.finalize(removed, end, ts_us, out);
         }
         idx
+    }
+
+    /// Whether direction `idx`, in a connection joined mid-way, shows itself the server by
+    /// this segment: its payload begins with a status line, this direction has sent no
+    /// request and is not inside one, and its peer has sent at least one. Without it, a
+    /// joined connection's roles are known only once one direction has sent two requests
+    /// ([`Direction::is_surely_requests`]), and the server's answers before that (the first
+    /// request's among them) would be read as bytes between requests and skipped, uncounted.
+    /// A status line at a segment's start (servers write a response's head from its start)
+    /// across from a request is the server's answer, to that request or to one from before
+    /// the capture. The reverse needs a client that sends that text at a segment's start
+    /// (inside a body) while the server's bytes read as a request line (inside a body):
+    /// roles taken on that would lose the client's requests, so a direction that sent a
+    /// request or is inside one is never taken for the server this way.
+    fn answers_a_joined_client(&self, idx: u32, payload: &[u8]) -> bool {
+        let e = self.table.entry(idx);
+        let dir = &e.value;
+        if dir.role != Role::Unknown
+            || dir.stream.saw_syn()
+            || dir.parser.emitted() > 0
+            || dir.parser.in_message()
+            || !http::response::starts_with_status_line(payload)
+        {
+            return false;
+        }
+        e.peer().is_some_and(|p| {
+            let peer = &self.table.entry(p).value;
+            peer.role == Role::Unknown && peer.parser.emitted() >= 1
+        })
     }
 
     /// The peer of a request direction carries responses.

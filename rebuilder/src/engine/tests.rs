@@ -190,6 +190,106 @@ fn joining_mid_stream_without_syn_recovers_the_next_request() {
     assert_eq!(targets(&out), ["/b"]);
 }
 
+/// Runs `d` through a [`waiting_engine`] (1 µs apart) to the end of the input.
+fn run_to_end(d: &[Vec<u8>]) -> (Engine, Vec<HttpRequest>) {
+    let mut e = waiting_engine();
+    let mut out = Vec::new();
+    for (i, x) in d.iter().enumerate() {
+        e.on_vxlan_payload(1_000 + i as u64, x, &mut out);
+    }
+    e.finish(&mut out);
+    (e, out)
+}
+
+#[test]
+fn a_server_joined_mid_way_is_known_by_its_first_status_line_and_every_answer_is_counted() {
+    // Joined mid-way, the client first; the server's first bytes are a status line. Before,
+    // the roles waited for the client's second request and the first answer was skipped
+    // uncounted (read as bytes between requests).
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let d = [
+        c.send(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n"),
+        c.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        c.send(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"),
+        c.respond(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+    ];
+    let (e, out) = run_to_end(&d);
+    let got = outcomes(&out);
+    // /1 may have been pipelined behind a request sent before the capture: the first
+    // answer is not for sure its own.
+    assert_eq!(got[0].0, "/1");
+    assert_eq!(got[0].1, None, "{got:?}");
+    assert_eq!(got[1], ("/2", Some(404), None), "{got:?}");
+    let s = e.stats();
+    assert_eq!((s.responses, s.responses_paired), (2, 1));
+    assert_eq!(s.responses_unmatched, 1, "the first answer, said");
+    assert_eq!(e.buffered_bytes(), 0);
+}
+
+#[test]
+fn a_server_joined_mid_body_is_known_by_a_status_line_at_a_later_segments_start() {
+    // The server's first bytes are the end of a body; then the client sends a request and
+    // the server's answer begins a segment.
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let d = [
+        c.respond(b"...the end of a body sent before the capture</html>"),
+        c.send(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n"),
+        c.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        c.send(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"),
+        c.respond(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+    ];
+    let (e, out) = run_to_end(&d);
+    let got = outcomes(&out);
+    assert_eq!(targets(&out), ["/1", "/2"]);
+    assert_eq!(got[1], ("/2", Some(404), None), "{got:?}");
+    assert_eq!(e.stats().responses, 2);
+}
+
+#[test]
+fn a_status_line_from_a_direction_that_sent_a_request_or_is_inside_one_makes_it_no_server() {
+    // Joined mid-way, both directions read as requests once each (the server's is text in a
+    // body); then the client begins a segment with a status line (text of its own), after a
+    // request or inside one. Taken for the server, it would lose its requests: the roles wait
+    // for its second request, as before.
+    let mut a = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let after_one = [
+        a.send(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n"),
+        a.respond(b"GET /quoted HTTP/1.1\r\nHost: x\r\n\r\n"),
+        a.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        a.send(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ];
+    let mut b = Conn::new(1, "10.0.0.1:40001", "10.0.0.2:80", 1);
+    let inside_one = [
+        b.respond(b"GET /quoted HTTP/1.1\r\nHost: x\r\n\r\n"),
+        b.send(b"POST /1 HTTP/1.1\r\nContent-Length: 40\r\n\r\n"),
+        // The body, 40 bytes.
+        b.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        b.send(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ];
+    for d in [after_one, inside_one] {
+        let (e, out) = run_to_end(&d);
+        assert_eq!(targets(&out), ["/1", "/2"]);
+        assert_eq!(e.stats().drops(DropReason::NotARequest), 1, "/quoted");
+    }
+}
+
+#[test]
+fn a_status_line_with_no_request_across_from_it_decides_no_role() {
+    // Joined mid-way: the server's first bytes end a body, then the client's first bytes (the
+    // rest of an upload) begin with a status line. No request was read across from it, so
+    // nothing says it is the server's answer: the roles wait, and the requests still come.
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let d = [
+        c.respond(b"...the end of a body sent before the capture</html>"),
+        c.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        c.send(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n"),
+        c.send(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ];
+    let (e, out) = run_to_end(&d);
+    assert_eq!(targets(&out), ["/1", "/2"]);
+    assert_eq!(e.stats().responses, 0);
+}
+
 #[test]
 fn vni_outside_the_allow_list_is_dropped() {
     let mut c = Conn::new(5, "10.0.0.1:40000", "10.0.0.2:80", 1);

@@ -358,6 +358,11 @@ fn status_prefix(b: &[u8]) -> Option<bool> {
     Some(true)
 }
 
+/// Whether `b` begins with a status line ([`status_prefix`]).
+pub(crate) fn starts_with_status_line(b: &[u8]) -> bool {
+    status_prefix(b) == Some(true)
+}
+
 /// Where the tab after the status code is in `head`, if one is there (`HTTP/1.1 200<TAB>OK`).
 fn tab_after_code(head: &[u8]) -> Option<usize> {
     let spaces = head

@@ -297,7 +297,12 @@ impl ParserHarness {
 
     /// In-order bytes of the stream (captured at time 1).
     pub fn feed(&mut self, bytes: &[u8]) -> &mut Self {
-        self.drive(|p, ctx| p.data(1, bytes, ctx));
+        self.feed_at(1, bytes)
+    }
+
+    /// In-order bytes of the stream, carried by a packet captured at `ts_us`.
+    pub fn feed_at(&mut self, ts_us: u64, bytes: &[u8]) -> &mut Self {
+        self.drive(|p, ctx| p.data(ts_us, bytes, ctx));
         self
     }
 

@@ -210,6 +210,8 @@ impl Parser {
                 Some(j) => (j + 1, true),
                 None => (input.len(), false),
             };
+            // Where this packet's bytes begin in the candidate.
+            let held = self.buf.len();
             let verdict = if self.buf.len() + take > max {
                 Line::No
             } else if !self.may_grow(take, ctx) {
@@ -228,6 +230,10 @@ impl Parser {
                         if skip > 0 {
                             self.buf.drain(..skip);
                             ctx.restarted = true;
+                            if skip >= held {
+                                // The request begins in this packet: its time.
+                                self.msg_ts = ts_us;
+                            }
                         }
                         Line::Yes
                     } else {

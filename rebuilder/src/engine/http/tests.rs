@@ -172,6 +172,28 @@ fn failed_candidate_line_does_not_hide_a_request_line_after_it() {
 }
 
 #[test]
+fn a_request_found_in_a_candidate_line_is_timed_by_the_packet_of_its_first_byte() {
+    // Joined mid-stream: a line that may begin a request ends one packet (time 10) and the
+    // next packet (time 20) completes it. The request's time is that of its first byte.
+    let cases: [(&[u8], &[u8], u64); 3] = [
+        // The candidate's own method goes on: it began in the first packet.
+        (b"body text\r\nGE", b"T /a HTTP/1.1\r\n\r\n", 10),
+        // A known method begins inside the candidate: in the first packet still.
+        (b"body text\r\nXGE", b"T /a HTTP/1.1\r\n\r\n", 10),
+        // A known method begins right after the candidate (a custom method's start that
+        // was not one): in the second packet.
+        (b"body text\r\nFOO", b"GET /a HTTP/1.1\r\n\r\n", 20),
+    ];
+    for (first, second, ts) in cases {
+        let mut h = H::new(false);
+        h.feed_at(10, first).feed_at(20, second);
+        assert_eq!(h.targets(), ["/a"], "{:?}", String::from_utf8_lossy(first));
+        assert_eq!(h.out[0].method, "GET");
+        assert_eq!(h.out[0].ts_us, ts, "{:?}", String::from_utf8_lossy(first));
+    }
+}
+
+#[test]
 fn tls_client_hello_at_stream_start_makes_the_flow_opaque() {
     let mut h = H::new(true);
     h.feed(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]);

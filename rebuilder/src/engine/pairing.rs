@@ -83,6 +83,16 @@ pub struct PairingLimits {
 /// Memory a waiting slot costs besides its request.
 const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
 
+/// What the responses kept ahead of their requests make of a request ([`Pairing::answer_kept`]).
+enum Kept {
+    /// This response answers it.
+    Answers(Box<HttpResponse>),
+    /// The one kept answered nothing held: the count goes on.
+    Unsolicited,
+    /// None answers it and their place is not known: the connection goes out of step.
+    OutOfStep,
+}
+
 /// One request in the count.
 #[derive(Debug)]
 struct Slot {
@@ -481,62 +491,20 @@ impl Pairing {
             prev_ack,
             ..Slot::probe(start, ack, asked)
         };
-        if let Some((at, resp)) = self.early.pop_front() {
-            // A response that came ahead of its request (directions out of order): it answers
-            // this one if nothing waits before it, causality holds and its framing fits.
-            self.early_held -= resp.held_bytes();
-            ctx.budget.give(resp.held_bytes());
-            let fits = fits_of(asked, &resp);
-            let in_step = self.anchored && self.queue.is_empty() && !self.unknown_tail;
-            if in_step && Pairing::causal(&placed, at) && fits {
-                if upgrade {
-                    self.verdict = Some(verdict_of(asked, &resp));
-                }
-                emit(req, Some(resp), None, ctx);
-                return upgrade;
-            }
-            let unsolicited = at.ack.is_some_and(|a| seq_diff(a, start) <= 0);
-            if in_step && unsolicited && self.early.is_empty() {
-                // The server had not received this request: the response answered nothing
-                // held (a 408 before a close, ...): the count goes on. A response in
-                // progress that came ahead of this request is judged below all the same
-                // (until 2026-12-06 it was not: a HEAD's answer read with a body then
-                // completed as kept, and the next response was taken for the HEAD's).
-                ctx.stats.responses_unmatched += 1;
-            } else if !in_step && self.queue.is_empty() && !self.pipelined {
-                // Out of step: the evidence rule, over the kept responses.
-                let mut kept = Some((at, resp));
-                while let Some((at, resp)) = kept.take() {
-                    let sequential =
-                        prev_ack.is_some_and(|p| ack.is_some_and(|c| seq_diff(c, p) > 0));
-                    if ack == Some(at.seq)
-                        && sequential
-                        && Pairing::causal(&placed, at)
-                        && fits_of(asked, &resp)
-                    {
-                        self.unknown_tail = false;
-                        self.anchored = true;
-                        self.joined = false;
-                        self.skip = 0;
-                        if upgrade {
-                            self.verdict = Some(verdict_of(asked, &resp));
-                        }
-                        emit(req, Some(resp), None, ctx);
-                        return upgrade;
+        if let Some(first) = self.early.pop_front() {
+            match self.answer_kept(first, &placed, asked, ctx) {
+                Kept::Answers(resp) => {
+                    if upgrade {
+                        self.verdict = Some(verdict_of(asked, &resp));
                     }
-                    ctx.stats.responses_unmatched += 1;
-                    if let Some((at, resp)) = self.early.pop_front() {
-                        self.early_held -= resp.held_bytes();
-                        ctx.budget.give(resp.held_bytes());
-                        kept = Some((at, resp));
-                    }
+                    emit(req, Some(resp), None, ctx);
+                    return upgrade;
                 }
-                self.drop_early(ctx);
-                self.go_out_of_step(ResponseMissing::Reordered);
-            } else {
-                ctx.stats.responses_unmatched += 1;
-                self.drop_early(ctx);
-                self.go_out_of_step(ResponseMissing::Reordered);
+                Kept::Unsolicited => {}
+                Kept::OutOfStep => {
+                    self.drop_early(ctx);
+                    self.go_out_of_step(ResponseMissing::Reordered);
+                }
             }
         }
         if let Some(at) = self.current_early {
@@ -571,6 +539,67 @@ impl Pairing {
             return false;
         }
         self.push_slot(req, placed, now_us, upgrade, ctx)
+    }
+
+    /// What the responses kept ahead of their requests (`first`, then the rest of `early`)
+    /// make of the request placed at `placed`: a response that came ahead of its request
+    /// (directions out of order) answers it if nothing waits before it, causality holds and
+    /// its framing fits; out of step, one answers it only by the evidence rule. Every kept
+    /// response given up is counted `responses_unmatched`; those taken are given back to the
+    /// budget.
+    fn answer_kept(
+        &mut self,
+        first: (At, Box<HttpResponse>),
+        placed: &Slot,
+        asked: Asked,
+        ctx: &mut PairCtx<'_>,
+    ) -> Kept {
+        let (at, resp) = first;
+        self.early_held -= resp.held_bytes();
+        ctx.budget.give(resp.held_bytes());
+        let in_step = self.anchored && self.queue.is_empty() && !self.unknown_tail;
+        if in_step && Pairing::causal(placed, at) && fits_of(asked, &resp) {
+            return Kept::Answers(resp);
+        }
+        let unsolicited = at.ack.is_some_and(|a| seq_diff(a, placed.start) <= 0);
+        if in_step && unsolicited && self.early.is_empty() {
+            // The server had not received this request: the response answered nothing
+            // held (a 408 before a close, ...): the count goes on. A response in progress
+            // that came ahead of this request is judged after this all the same (until
+            // 2026-12-06 it was not: a HEAD's answer read with a body then completed as
+            // kept, and the next response was taken for the HEAD's).
+            ctx.stats.responses_unmatched += 1;
+            return Kept::Unsolicited;
+        }
+        if in_step || !self.queue.is_empty() || self.pipelined {
+            ctx.stats.responses_unmatched += 1;
+            return Kept::OutOfStep;
+        }
+        // Out of step: the evidence rule, over the kept responses in order.
+        let sequential = placed
+            .prev_ack
+            .is_some_and(|p| placed.ack.is_some_and(|c| seq_diff(c, p) > 0));
+        let mut kept = Some((at, resp));
+        while let Some((at, resp)) = kept.take() {
+            if placed.ack == Some(at.seq)
+                && sequential
+                && Pairing::causal(placed, at)
+                && fits_of(asked, &resp)
+            {
+                self.unknown_tail = false;
+                self.anchored = true;
+                self.joined = false;
+                self.skip = 0;
+                return Kept::Answers(resp);
+            }
+            ctx.stats.responses_unmatched += 1;
+            if let Some((at, resp)) = self.early.pop_front() {
+                self.early_held -= resp.held_bytes();
+                ctx.budget.give(resp.held_bytes());
+                kept = Some((at, resp));
+            }
+        }
+        Kept::OutOfStep
     }
 
     /// Queues the request whose place is `slot` (from [`Slot::probe`], with its `prev_ack`).

@@ -470,6 +470,7 @@ impl Engine {
             }
         }
         if has_payload
+            && self.table.entry(idx).value.role == Role::Unknown
             && self.answers_a_joined_client(idx, seg.payload)
             && let Some(client) = self.table.entry(idx).peer()
         {
@@ -810,6 +811,7 @@ impl Engine {
     /// (inside a body) while the server's bytes read as a request line (inside a body):
     /// roles taken on that would lose the client's requests, so a direction that sent a
     /// request or is inside one is never taken for the server this way.
+    #[inline(never)]
     fn answers_a_joined_client(&self, idx: u32, payload: &[u8]) -> bool {
         let e = self.table.entry(idx);
         let dir = &e.value;

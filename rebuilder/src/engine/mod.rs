@@ -810,7 +810,10 @@ impl Engine {
     /// the capture. The reverse needs a client that sends that text at a segment's start
     /// (inside a body) while the server's bytes read as a request line (inside a body):
     /// roles taken on that would lose the client's requests, so a direction that sent a
-    /// request or is inside one is never taken for the server this way.
+    /// request or is inside one is never taken for the server this way. A client inside a
+    /// body whose head came before the capture is not told apart (nothing of it was seen):
+    /// with a server that echoes a request line, the roles can come out reversed, as they
+    /// can by two echoed request lines (docs/evasion.md, open cases).
     #[inline(never)]
     fn answers_a_joined_client(&self, idx: u32, payload: &[u8]) -> bool {
         let e = self.table.entry(idx);

@@ -471,7 +471,7 @@ impl Engine {
         }
         if has_payload
             && self.table.entry(idx).value.role == Role::Unknown
-            && self.answers_a_joined_client(idx, seg.payload)
+            && self.answers_a_joined_client(idx, seg)
             && let Some(client) = self.table.entry(idx).peer()
         {
             // Its peer is the client: this direction carries responses from this segment on.
@@ -800,8 +800,9 @@ impl Engine {
     }
 
     /// Whether direction `idx`, in a connection joined mid-way, shows itself the server by
-    /// this segment: its payload begins with a status line, this direction has sent no
-    /// request and is not inside one, and its peer has sent at least one. Without it, a
+    /// this segment: its payload begins with a status line (and it is no SYN: a SYN's sender
+    /// opens the connection), this direction has sent no request and is not inside one, and
+    /// its peer has sent at least one. Without it, a
     /// joined connection's roles are known only once one direction has sent two requests
     /// ([`Direction::is_surely_requests`]), and the server's answers before that (the first
     /// request's among them) would be read as bytes between requests and skipped, uncounted.
@@ -815,14 +816,15 @@ impl Engine {
     /// with a server that echoes a request line, the roles can come out reversed, as they
     /// can by two echoed request lines (docs/evasion.md, open cases).
     #[inline(never)]
-    fn answers_a_joined_client(&self, idx: u32, payload: &[u8]) -> bool {
+    fn answers_a_joined_client(&self, idx: u32, seg: &TcpSegment<'_>) -> bool {
         let e = self.table.entry(idx);
         let dir = &e.value;
         if dir.role != Role::Unknown
+            || seg.syn
             || dir.stream.saw_syn()
             || dir.parser.emitted() > 0
             || dir.parser.in_message()
-            || !http::response::starts_with_status_line(payload)
+            || !http::response::starts_with_status_line(seg.payload)
         {
             return false;
         }

@@ -274,6 +274,30 @@ fn a_status_line_from_a_direction_that_sent_a_request_or_is_inside_one_makes_it_
 }
 
 #[test]
+fn a_syn_that_carries_a_status_line_does_not_make_its_sender_the_server() {
+    // The server's bytes read as a request (joined mid-way), then the other end opens the
+    // connection anew with data in its SYN that begins with a status line: a SYN's sender is
+    // the client, whatever its bytes.
+    let mut c = Conn::new(1, "10.0.0.1:40000", "10.0.0.2:80", 1);
+    let d = [
+        c.respond(b"GET /quoted HTTP/1.1\r\nHost: x\r\n\r\n"),
+        c.client_segment(
+            1,
+            TcpFlags::SYN,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        ),
+    ];
+    let mut e = waiting_engine();
+    let mut out = Vec::new();
+    for (i, x) in d.iter().enumerate() {
+        e.on_vxlan_payload(1_000 + i as u64, x, &mut out);
+    }
+    let client = e.table.find(&FlowKey::new(1, c.client, c.server)).unwrap();
+    assert_ne!(e.table.entry(client).value.role, Role::Responses);
+    assert_eq!(e.stats().responses, 0);
+}
+
+#[test]
 fn a_status_line_with_no_request_across_from_it_decides_no_role() {
     // Joined mid-way: the server's first bytes end a body, then the client's first bytes (the
     // rest of an upload) begin with a status line. No request was read across from it, so

@@ -190,13 +190,19 @@ fn joining_mid_stream_without_syn_recovers_the_next_request() {
     assert_eq!(targets(&out), ["/b"]);
 }
 
-/// Runs `d` through a [`waiting_engine`] (1 µs apart) to the end of the input.
-fn run_to_end(d: &[Vec<u8>]) -> (Engine, Vec<HttpRequest>) {
-    let mut e = waiting_engine();
+/// Feeds the datagrams (1 µs apart from time 1,000); what came out.
+fn feed(e: &mut Engine, d: &[Vec<u8>]) -> Vec<HttpRequest> {
     let mut out = Vec::new();
     for (i, x) in d.iter().enumerate() {
         e.on_vxlan_payload(1_000 + i as u64, x, &mut out);
     }
+    out
+}
+
+/// Runs `d` through a [`waiting_engine`] ([`feed`]) to the end of the input.
+fn run_to_end(d: &[Vec<u8>]) -> (Engine, Vec<HttpRequest>) {
+    let mut e = waiting_engine();
+    let mut out = feed(&mut e, d);
     e.finish(&mut out);
     (e, out)
 }
@@ -282,16 +288,13 @@ fn a_syn_that_carries_a_status_line_does_not_make_its_sender_the_server() {
     let d = [
         c.respond(b"GET /quoted HTTP/1.1\r\nHost: x\r\n\r\n"),
         c.client_segment(
-            1,
+            c.client_isn,
             TcpFlags::SYN,
             b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
         ),
     ];
     let mut e = waiting_engine();
-    let mut out = Vec::new();
-    for (i, x) in d.iter().enumerate() {
-        e.on_vxlan_payload(1_000 + i as u64, x, &mut out);
-    }
+    feed(&mut e, &d);
     let client = e.table.find(&FlowKey::new(1, c.client, c.server)).unwrap();
     assert_ne!(e.table.entry(client).value.role, Role::Responses);
     assert_eq!(e.stats().responses, 0);

@@ -491,8 +491,8 @@ impl Pairing {
             prev_ack,
             ..Slot::probe(start, ack, asked)
         };
-        if let Some(first) = self.early.pop_front() {
-            match self.answer_kept(first, &placed, asked, ctx) {
+        if let Some(kept) = self.answer_kept(&placed, asked, ctx) {
+            match kept {
                 Kept::Answers(resp) => {
                     if upgrade {
                         self.verdict = Some(verdict_of(asked, &resp));
@@ -541,25 +541,26 @@ impl Pairing {
         self.push_slot(req, placed, now_us, upgrade, ctx)
     }
 
-    /// What the responses kept ahead of their requests (`first`, then the rest of `early`)
-    /// make of the request placed at `placed`: a response that came ahead of its request
+    /// The oldest response kept ahead of its request, taken out (its bytes given back to the
+    /// budget).
+    fn take_early(&mut self, ctx: &mut PairCtx<'_>) -> Option<(At, Box<HttpResponse>)> {
+        let (at, resp) = self.early.pop_front()?;
+        self.early_held -= resp.held_bytes();
+        ctx.budget.give(resp.held_bytes());
+        Some((at, resp))
+    }
+
+    /// What the responses kept ahead of their requests make of the request placed at
+    /// `placed` (`None`: none is kept): a response that came ahead of its request
     /// (directions out of order) answers it if nothing waits before it, causality holds and
     /// its framing fits; out of step, one answers it only by the evidence rule. Every kept
     /// response given up is counted `responses_unmatched`; those taken are given back to the
     /// budget.
-    fn answer_kept(
-        &mut self,
-        first: (At, Box<HttpResponse>),
-        placed: &Slot,
-        asked: Asked,
-        ctx: &mut PairCtx<'_>,
-    ) -> Kept {
-        let (at, resp) = first;
-        self.early_held -= resp.held_bytes();
-        ctx.budget.give(resp.held_bytes());
+    fn answer_kept(&mut self, placed: &Slot, asked: Asked, ctx: &mut PairCtx<'_>) -> Option<Kept> {
+        let (at, resp) = self.take_early(ctx)?;
         let in_step = self.anchored && self.queue.is_empty() && !self.unknown_tail;
         if in_step && Pairing::causal(placed, at) && fits_of(asked, &resp) {
-            return Kept::Answers(resp);
+            return Some(Kept::Answers(resp));
         }
         let unsolicited = at.ack.is_some_and(|a| seq_diff(a, placed.start) <= 0);
         if in_step && unsolicited && self.early.is_empty() {
@@ -569,11 +570,11 @@ impl Pairing {
             // 2026-12-06 it was not: a HEAD's answer read with a body then completed as
             // kept, and the next response was taken for the HEAD's).
             ctx.stats.responses_unmatched += 1;
-            return Kept::Unsolicited;
+            return Some(Kept::Unsolicited);
         }
         if in_step || !self.queue.is_empty() || self.pipelined {
             ctx.stats.responses_unmatched += 1;
-            return Kept::OutOfStep;
+            return Some(Kept::OutOfStep);
         }
         // Out of step: the evidence rule, over the kept responses in order.
         let sequential = placed
@@ -590,16 +591,12 @@ impl Pairing {
                 self.anchored = true;
                 self.joined = false;
                 self.skip = 0;
-                return Kept::Answers(resp);
+                return Some(Kept::Answers(resp));
             }
             ctx.stats.responses_unmatched += 1;
-            if let Some((at, resp)) = self.early.pop_front() {
-                self.early_held -= resp.held_bytes();
-                ctx.budget.give(resp.held_bytes());
-                kept = Some((at, resp));
-            }
+            kept = self.take_early(ctx);
         }
-        Kept::OutOfStep
+        Some(Kept::OutOfStep)
     }
 
     /// Queues the request whose place is `slot` (from [`Slot::probe`], with its `prev_ack`).

@@ -799,13 +799,14 @@ impl Engine {
         idx
     }
 
-    /// Whether direction `idx`, in a connection joined mid-way, shows itself the server by
-    /// this segment: its payload begins with a status line (and it is no SYN: a SYN's sender
-    /// opens the connection), this direction has sent no request and is not inside one, and
-    /// its peer has sent at least one. Without it, a
-    /// joined connection's roles are known only once one direction has sent two requests
-    /// ([`Direction::is_surely_requests`]), and the server's answers before that (the first
-    /// request's among them) would be read as bytes between requests and skipped, uncounted.
+    /// Whether direction `idx`, whose role is not known yet (the caller checks, on the
+    /// packet path), in a connection joined mid-way, shows itself the server by this segment:
+    /// its payload begins with a status line (and it is no SYN: a SYN's sender opens the
+    /// connection), this direction has sent no request and is not inside one, and its peer
+    /// has sent at least one. Without it, a joined connection's roles are known only once
+    /// one direction has sent two requests ([`Direction::is_surely_requests`]), and the
+    /// server's answers before that (the first request's among them) would be read as bytes
+    /// between requests and skipped, uncounted.
     /// A status line at a segment's start (servers write a response's head from its start)
     /// across from a request is the server's answer, to that request or to one from before
     /// the capture. The reverse needs a client that sends that text at a segment's start
@@ -819,8 +820,8 @@ impl Engine {
     fn answers_a_joined_client(&self, idx: u32, seg: &TcpSegment<'_>) -> bool {
         let e = self.table.entry(idx);
         let dir = &e.value;
-        if dir.role != Role::Unknown
-            || seg.syn
+        debug_assert_eq!(dir.role, Role::Unknown);
+        if seg.syn
             || dir.stream.saw_syn()
             || dir.parser.emitted() > 0
             || dir.parser.in_message()
